@@ -1,0 +1,14 @@
+//! The Floe flow language.
+//!
+//! A flow is a graph of nodes (sensor → switch → mqtt_out …) written as JSON in the shape the
+//! reference documents use for `POST /api/v1/flows`. This crate holds everything about flows and
+//! nothing about how they reach a device: the definition model ([`def`]), validation at the
+//! draft and complete levels ([`validate`]), and the engine that runs a complete graph.
+//!
+//! Architecture invariant: this crate knows nothing of slots, networks or deployments.
+
+pub mod def;
+pub mod validate;
+
+pub use def::{Connection, Flow, Node, VarType, Variable};
+pub use validate::{Invalid, Level, Problem, check};

@@ -1,0 +1,7 @@
+//! Everything a node of the Floe network is.
+//!
+//! The network-facing modules (`proto`, `artifact`, `p2p`) are shared with the coordinator; the
+//! device-only parts (`slots`, `health`, `agent`) build on them.
+//!
+//! Architecture invariant: `proto`, `artifact` and `p2p` never import `agent`, `slots` or
+//! `health`, so the coordinator uses them without pulling in the device.
