@@ -7,8 +7,10 @@
 //!
 //! Architecture invariant: this crate knows nothing of slots, networks or deployments.
 
+pub mod compiled;
 pub mod def;
 pub mod validate;
 
+pub use compiled::{CompiledFlow, CompiledNode, Edge};
 pub use def::{Connection, Flow, Node, VarType, Variable};
 pub use validate::{Invalid, Level, Problem, check};

@@ -43,3 +43,12 @@ pub enum Invalid {
 pub fn check(_bytes: &[u8], _level: Level) -> Result<Flow, Invalid> {
     Err(Invalid::Input("flow validation is not built yet".to_string()))
 }
+
+/// Parses, validates at the complete level, and resolves a flow for the engine. `overrides`
+/// replace variable values by name (as `floed run --var name=value` does) before validation.
+pub fn compile(
+    _bytes: &[u8],
+    _overrides: &[(String, String)],
+) -> Result<crate::compiled::CompiledFlow, Invalid> {
+    Err(Invalid::Input("flow compilation is not built yet".to_string()))
+}
