@@ -291,7 +291,7 @@ fn analyse(
     }
 
     let table = vars::check(&raw.variables, &mut problems);
-    let mut budget = MAX_EXPANSION_BYTES;
+    let mut budget = config::Budget { left: MAX_EXPANSION_BYTES, exceeded: false };
 
     // Node ids: unique and indexed, the first occurrence wins.
     let mut ids: HashMap<&str, usize> = HashMap::with_capacity(raw.nodes.len());

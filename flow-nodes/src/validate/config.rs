@@ -17,11 +17,19 @@ pub(crate) struct Ctx<'a> {
     pub(crate) level: Level,
     pub(crate) vars: &'a Table,
     pub(crate) problems: &'a mut Problems,
-    /// Bytes that variable substitution may still add to the flow.
-    pub(crate) budget: &'a mut usize,
+    /// What variable substitution may still add to the flow.
+    pub(crate) budget: &'a mut Budget,
     /// `node <id>`.
     pub(crate) subject: String,
     pub(crate) node_id: String,
+}
+
+/// How many bytes variable substitution may still add to the whole flow. Once exceeded, it is
+/// reported once and every later substitution fails quietly.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    pub(crate) left: usize,
+    pub(crate) exceeded: bool,
 }
 
 /// The outcome for one node.
@@ -105,7 +113,7 @@ impl<'a> Ctx<'a> {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Var(name) => match self.lookup(field, name) {
                     Some(entry) => {
-                        if out.len() + entry.text.len() > *self.budget {
+                        if out.len() + entry.text.len() > self.budget.left {
                             self.charge(field, usize::MAX)?;
                         }
                         out.push_str(&entry.text);
@@ -135,7 +143,10 @@ impl<'a> Ctx<'a> {
     }
 
     fn charge(&mut self, field: &str, bytes: usize) -> Option<()> {
-        if bytes > *self.budget {
+        if self.budget.exceeded {
+            return None;
+        }
+        if bytes > self.budget.left {
             self.problem(
                 field,
                 format!(
@@ -143,11 +154,10 @@ impl<'a> Ctx<'a> {
                     super::MAX_EXPANSION_BYTES
                 ),
             );
-            // Exhaust the budget so that one report is enough.
-            *self.budget = 0;
+            self.budget.exceeded = true;
             return None;
         }
-        *self.budget -= bytes;
+        self.budget.left -= bytes;
         Some(())
     }
 }
