@@ -4,6 +4,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod validate;
+
 #[derive(Debug, Parser)]
 #[command(name = "floed", version, about = "The Floe device daemon")]
 struct Cli {
@@ -12,7 +14,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Check a flow definition file and list every problem it has.
+    Validate(validate::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,5 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Validate(args) => validate::run(&args),
+    }
 }
