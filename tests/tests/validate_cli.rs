@@ -23,6 +23,25 @@ fn floed() -> &'static Path {
         let target_dir = profile_dir.parent().expect("profile dir has a parent");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let mut build = Command::new(cargo);
+        // Drop the per-package variables cargo set for this test process: some build scripts
+        // (ring's) track CARGO_MANIFEST_DIR, and inheriting it would make every nested build
+        // and every later top-level build rebuild floed's whole dependency tree.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || matches!(
+                    key.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
         build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["build", "-q", "-p", "floe-runtime", "--bin", "floed", "--target-dir"])
