@@ -444,13 +444,11 @@ fn switch_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
                 format!("op `regex` needs a pattern string, not {}", describe(v)),
             ),
         },
-        ("type_is", Some(v)) => {
-            if !v.as_str().is_some_and(|s| TYPE_NAMES.contains(&s)) {
-                ctx.problem(
-                    format!("{at}.value"),
-                    format!("op `type_is` needs one of {}", TYPE_NAMES.join(", ")),
-                );
-            }
+        ("type_is", Some(v)) if !v.as_str().is_some_and(|s| TYPE_NAMES.contains(&s)) => {
+            ctx.problem(
+                format!("{at}.value"),
+                format!("op `type_is` needs one of {}", TYPE_NAMES.join(", ")),
+            );
         }
         _ => {}
     }
