@@ -150,7 +150,10 @@ mod tests {
         assert_eq!(cbor::decode_canonical::<KeyId>(&bytes, 64).unwrap(), id);
         // Seven bytes where eight are required.
         let short = hex::decode("4701020304050607").unwrap();
-        assert!(matches!(cbor::decode_canonical::<KeyId>(&short, 64), Err(cbor::CborError::Schema(_))));
+        assert!(matches!(
+            cbor::decode_canonical::<KeyId>(&short, 64),
+            Err(cbor::CborError::Schema(_))
+        ));
         // An array of integers is not a byte string.
         let array = hex::decode("880102030405060708").unwrap();
         assert!(cbor::decode_canonical::<KeyId>(&array, 64).is_err());

@@ -46,7 +46,9 @@ pub enum CborError {
         offset: usize,
     },
     /// A string, array or map claims more content than the input holds.
-    #[error("item at byte {offset} claims {claimed} bytes or items but only {remaining} bytes remain")]
+    #[error(
+        "item at byte {offset} claims {claimed} bytes or items but only {remaining} bytes remain"
+    )]
     LengthBomb {
         /// Where the item starts.
         offset: usize,
@@ -335,10 +337,27 @@ mod tests {
 
     #[test]
     fn accepts_canonical_items() {
-        for ok in ["00", "17", "1818", "190100", "1a00010000", "1b0000000100000000", "20",
-            "40", "4161", "60", "6161", "80", "820102", "a0", "a1616101", "f4", "f5", "f6",
-            "a2616101616202"]
-        {
+        for ok in [
+            "00",
+            "17",
+            "1818",
+            "190100",
+            "1a00010000",
+            "1b0000000100000000",
+            "20",
+            "40",
+            "4161",
+            "60",
+            "6161",
+            "80",
+            "820102",
+            "a0",
+            "a1616101",
+            "f4",
+            "f5",
+            "f6",
+            "a2616101616202",
+        ] {
             prescan(&hex(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
     }
@@ -346,13 +365,38 @@ mod tests {
     #[test]
     fn refuses_length_bombs_without_allocating() {
         let err = prescan(&hex("9B FF FF FF FF FF FF FF FF")).unwrap_err();
-        assert!(matches!(err, CborError::LengthBomb { claimed: u64::MAX, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                CborError::LengthBomb {
+                    claimed: u64::MAX,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = prescan(&hex("5B FF FF FF FF FF FF FF FF")).unwrap_err();
-        assert!(matches!(err, CborError::LengthBomb { claimed: u64::MAX, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                CborError::LengthBomb {
+                    claimed: u64::MAX,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = prescan(&hex("BB FF FF FF FF FF FF FF FF")).unwrap_err();
         assert!(matches!(err, CborError::LengthBomb { .. }), "{err}");
         let err = prescan(&hex("7A 00 01 00 00 61")).unwrap_err();
-        assert!(matches!(err, CborError::LengthBomb { claimed: 65536, remaining: 1, .. }));
+        assert!(matches!(
+            err,
+            CborError::LengthBomb {
+                claimed: 65536,
+                remaining: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -365,7 +409,13 @@ mod tests {
             .spawn(move || prescan(&deep))
             .unwrap();
         let err = run.join().unwrap().unwrap_err();
-        assert_eq!(err, CborError::TooDeep { offset: MAX_DEPTH, limit: MAX_DEPTH });
+        assert_eq!(
+            err,
+            CborError::TooDeep {
+                offset: MAX_DEPTH,
+                limit: MAX_DEPTH
+            }
+        );
     }
 
     #[test]
@@ -392,23 +442,61 @@ mod tests {
 
     #[test]
     fn refuses_non_minimal_and_bad_keys() {
-        for input in ["18 17", "19 00 ff", "1a 00 00 ff ff", "1b 00 00 00 00 ff ff ff ff",
-            "58 01 61", "98 01 00", "39 00 01"]
-        {
-            assert!(matches!(prescan(&hex(input)), Err(CborError::NonMinimal { offset: 0 })), "{input}");
+        for input in [
+            "18 17",
+            "19 00 ff",
+            "1a 00 00 ff ff",
+            "1b 00 00 00 00 ff ff ff ff",
+            "58 01 61",
+            "98 01 00",
+            "39 00 01",
+        ] {
+            assert!(
+                matches!(
+                    prescan(&hex(input)),
+                    Err(CborError::NonMinimal { offset: 0 })
+                ),
+                "{input}"
+            );
         }
         assert_eq!(
             prescan(&hex("a2 61 61 01 61 61 02")),
-            Err(CborError::DuplicateKey { offset: 4, key: "a".into() })
+            Err(CborError::DuplicateKey {
+                offset: 4,
+                key: "a".into()
+            })
         );
-        assert_eq!(prescan(&hex("a1 01 02")), Err(CborError::KeyType { offset: 1 }));
+        assert_eq!(
+            prescan(&hex("a1 01 02")),
+            Err(CborError::KeyType { offset: 1 })
+        );
         // The same key in two different maps is fine.
         prescan(&hex("82 a1 61 61 01 a1 61 61 02")).unwrap();
-        assert_eq!(prescan(&hex("62 ff fe")), Err(CborError::Utf8 { offset: 0 }));
-        assert_eq!(prescan(&hex("01 02")), Err(CborError::Trailing { extra: 1 }));
-        assert_eq!(prescan(&hex("82 01")), Err(CborError::Truncated { offset: 2 }));
+        assert_eq!(
+            prescan(&hex("62 ff fe")),
+            Err(CborError::Utf8 { offset: 0 })
+        );
+        assert_eq!(
+            prescan(&hex("01 02")),
+            Err(CborError::Trailing { extra: 1 })
+        );
+        assert_eq!(
+            prescan(&hex("82 01")),
+            Err(CborError::LengthBomb {
+                offset: 0,
+                claimed: 2,
+                remaining: 1
+            })
+        );
+        assert_eq!(
+            prescan(&hex("a1 61 61")),
+            Err(CborError::Truncated { offset: 3 })
+        );
         assert_eq!(prescan(&hex("")), Err(CborError::Truncated { offset: 0 }));
-        assert_eq!(prescan(&hex("19 01")), Err(CborError::Truncated { offset: 0 }));
+        assert_eq!(
+            prescan(&hex("19 01")),
+            Err(CborError::Truncated { offset: 0 })
+        );
     }
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -420,16 +508,35 @@ mod tests {
 
     #[test]
     fn decode_refuses_reordered_and_unknown_fields() {
-        let good = encode(&Pair { a: 1, b: "x".into() }).unwrap();
+        let good = encode(&Pair {
+            a: 1,
+            b: "x".into(),
+        })
+        .unwrap();
         assert_eq!(hex::encode(&good), "a2616101616261 78".replace(' ', ""));
-        assert_eq!(decode_canonical::<Pair>(&good, 100).unwrap(), Pair { a: 1, b: "x".into() });
+        assert_eq!(
+            decode_canonical::<Pair>(&good, 100).unwrap(),
+            Pair {
+                a: 1,
+                b: "x".into()
+            }
+        );
         let reordered = hex("a2 61 62 61 78 61 61 01");
-        assert_eq!(decode_canonical::<Pair>(&reordered, 100), Err(CborError::NotCanonical));
+        assert_eq!(
+            decode_canonical::<Pair>(&reordered, 100),
+            Err(CborError::NotCanonical)
+        );
         let unknown = hex("a3 61 61 01 61 62 61 78 61 63 00");
-        assert!(matches!(decode_canonical::<Pair>(&unknown, 100), Err(CborError::Schema(_))));
+        assert!(matches!(
+            decode_canonical::<Pair>(&unknown, 100),
+            Err(CborError::Schema(_))
+        ));
         assert_eq!(
             decode_canonical::<Pair>(&good, 3),
-            Err(CborError::TooLarge { limit: 3, found: good.len() })
+            Err(CborError::TooLarge {
+                limit: 3,
+                found: good.len()
+            })
         );
     }
 

@@ -73,7 +73,10 @@ impl TrustStore {
     }
 
     /// Verifies a manifest (or any payload release keys sign) against this store.
-    pub fn verify_release<T: Payload>(&self, envelope: &Envelope) -> Result<Verified<T>, SignedError> {
+    pub fn verify_release<T: Payload>(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<Verified<T>, SignedError> {
         envelope.verify(&self.release_keys, self.release_threshold())
     }
 
@@ -134,7 +137,10 @@ impl Payload for TrustStore {
                 return Err(format!("release key id {} is listed twice", key.id));
             }
             if ed25519_dalek::VerifyingKey::from_bytes(&key.public.0).is_err() {
-                return Err(format!("release key {} is not an ed25519 public key", key.id));
+                return Err(format!(
+                    "release key {} is not an ed25519 public key",
+                    key.id
+                ));
             }
         }
         if ed25519_dalek::VerifyingKey::from_bytes(&self.coordinator_key.public.0).is_err() {
