@@ -284,7 +284,7 @@ pub fn referenced<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> Hash
 
 /// Creates `dir/rel`'s parent directories inside `root`, refusing to follow anything that is
 /// not a plain directory.
-fn safe_parent(root: &Path, rel: &str) -> Result<PathBuf, StoreError> {
+pub(crate) fn safe_parent(root: &Path, rel: &str) -> Result<PathBuf, StoreError> {
     check_path(rel).map_err(StoreError::Path)?;
     let rel_path = Path::new(rel);
     if rel_path
@@ -395,4 +395,10 @@ fn write_files(manifest: &Manifest, store: &ChunkStore, root: &Path) -> Result<(
     // Directories were created as files were written; sync the root so the rename publishes
     // a complete tree.
     sync_dir(root).map_err(io(root))
+}
+
+/// Internals exposed to this crate's tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) use super::safe_parent;
 }

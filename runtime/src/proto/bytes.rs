@@ -133,7 +133,7 @@ impl Visitor<'_> for BufVisitor {
 
 impl<'de> Deserialize<'de> for ByteBuf {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_bytes(BufVisitor)
+        deserializer.deserialize_byte_buf(BufVisitor)
     }
 }
 

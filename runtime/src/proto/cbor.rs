@@ -47,9 +47,11 @@ pub enum CborError {
     },
     /// A string, array or map claims more content than the input holds.
     #[error(
-        "item at byte {offset} claims {claimed} bytes or items but only {remaining} bytes remain"
+        "{what} at byte {offset} claims {claimed} bytes or items but only {remaining} bytes remain"
     )]
     LengthBomb {
+        /// What kind of item (`byte string`, `text string`, `array`, `map`).
+        what: &'static str,
         /// Where the item starts.
         offset: usize,
         /// What the header claims.
@@ -216,6 +218,11 @@ pub fn prescan(bytes: &[u8]) -> Result<(), CborError> {
             2 | 3 => {
                 if arg > remaining as u64 {
                     return Err(CborError::LengthBomb {
+                        what: if major == 2 {
+                            "byte string"
+                        } else {
+                            "text string"
+                        },
                         offset: start,
                         claimed: arg,
                         remaining,
@@ -251,6 +258,7 @@ pub fn prescan(bytes: &[u8]) -> Result<(), CborError> {
                 };
                 if items > remaining as u64 {
                     return Err(CborError::LengthBomb {
+                        what: if major == 5 { "map" } else { "array" },
                         offset: start,
                         claimed: arg,
                         remaining,
@@ -483,6 +491,7 @@ mod tests {
         assert_eq!(
             prescan(&hex("82 01")),
             Err(CborError::LengthBomb {
+                what: "array",
                 offset: 0,
                 claimed: 2,
                 remaining: 1
