@@ -1,5 +1,7 @@
 //! `floed`, the Floe device daemon and its local commands.
 
+mod artifact;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -12,7 +14,11 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Verify and import signed artifact bundles.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCommand),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,5 +32,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Artifact(command) => artifact::run(command),
+    }
 }
