@@ -9,6 +9,7 @@
 
 pub mod compiled;
 pub mod def;
+pub mod kinds;
 pub mod validate;
 
 pub use compiled::{CompiledFlow, CompiledNode, Edge};
