@@ -531,17 +531,15 @@ impl BundleReader {
                 Digest::from_sha(total)
             })
             .map_err(io(&path))?;
-        let mut spare: Vec<Vec<u8>> = Vec::new();
         let mut result = Ok(());
         for (index, expected_digest) in manifest.chunks.iter().enumerate() {
             let (start, end) = manifest.chunk_range(index);
             let len = (end - start) as usize;
-            let mut buf = match recycled.try_recv() {
-                Ok(buf) => buf,
-                Err(_) => spare
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(chunk_size)),
-            };
+            // Reuse a buffer the hashing thread has finished with; allocate only while all
+            // of them are in flight (at most two queued, one hashing and three recycled).
+            let mut buf = recycled
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(chunk_size));
             buf.resize(len, 0);
             if let Err(source) = self.file.read_exact(&mut buf) {
                 result = Err(BundleError::Io {

@@ -6,7 +6,7 @@
 //! as manifests.
 
 use super::bytes::Digest;
-use super::envelope::Payload;
+use super::envelope::{Payload, Verified};
 use super::manifest::check_name;
 use serde::{Deserialize, Serialize};
 
@@ -84,4 +84,66 @@ impl Payload for Directive {
         }
         Ok(())
     }
+}
+
+/// Why a verified directive is not applied on this device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectiveRefusal {
+    /// It names another device.
+    #[error("directive is for device {found:?}, expected {expected:?}")]
+    Device {
+        /// This device's id.
+        expected: String,
+        /// The directive's device id.
+        found: String,
+    },
+    /// It is not newer than the one already applied.
+    #[error("directive generation {found} is not newer than applied generation {expected}")]
+    Stale {
+        /// The generation already applied.
+        expected: u64,
+        /// The directive's generation.
+        found: u64,
+    },
+    /// It expired.
+    #[error("directive expired: valid until {expires}, now is {now}")]
+    Expired {
+        /// The directive's expiry.
+        expires: u64,
+        /// The device's clock.
+        now: u64,
+    },
+}
+
+/// Decides whether a directive (already signature-checked against the coordinator key) is
+/// the next one this device applies: it must name this device, be newer than the generation
+/// applied so far, and not have expired at `now`.
+pub fn accept_directive(
+    directive: &Verified<Directive>,
+    device_id: &str,
+    applied_generation: Option<u64>,
+    now: u64,
+) -> Result<(), DirectiveRefusal> {
+    let d = &directive.value;
+    if d.device_id != device_id {
+        return Err(DirectiveRefusal::Device {
+            expected: device_id.to_string(),
+            found: d.device_id.clone(),
+        });
+    }
+    if let Some(applied) = applied_generation
+        && d.generation <= applied
+    {
+        return Err(DirectiveRefusal::Stale {
+            expected: applied,
+            found: d.generation,
+        });
+    }
+    if now >= d.expires {
+        return Err(DirectiveRefusal::Expired {
+            expires: d.expires,
+            now,
+        });
+    }
+    Ok(())
 }

@@ -18,12 +18,17 @@ pub mod trust;
 
 pub use bytes::{ByteBuf, Digest, Fixed, KeyId, PublicKeyBytes, SignatureBytes};
 pub use cbor::{CborError, MAX_DEPTH};
-pub use directive::{Action, ArtifactRef, Directive};
+pub use directive::{Action, ArtifactRef, Directive, DirectiveRefusal, accept_directive};
 pub use envelope::{
     Envelope, Payload, Rejected, Signature, SignedError, TrustedKey, Verified, open,
 };
 pub use manifest::{FileEntry, Manifest};
 pub use trust::{RotationError, TrustStore};
+
+/// A manifest whose signatures met the release threshold and that decoded canonically.
+pub type VerifiedManifest = Verified<Manifest>;
+/// A directive signed by the coordinator key that decoded canonically.
+pub type VerifiedDirective = Verified<Directive>;
 
 #[cfg(test)]
 mod tests;

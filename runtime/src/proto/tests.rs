@@ -101,6 +101,43 @@ fn envelope_snapshot_and_round_trip() {
 }
 
 #[test]
+fn directives_apply_only_newer_for_this_device_and_fresh() {
+    let envelope = Envelope::sign(&sample_directive(), &[&key(9)]).unwrap();
+    let verified: VerifiedDirective = sample_trust().verify_coordinator(&envelope).unwrap();
+    let now = 1_700_000_100;
+    accept_directive(&verified, "pi-01", None, now).unwrap();
+    accept_directive(&verified, "pi-01", Some(2), now).unwrap();
+    assert_eq!(
+        accept_directive(&verified, "pi-01", Some(3), now),
+        Err(DirectiveRefusal::Stale {
+            expected: 3,
+            found: 3
+        })
+    );
+    assert_eq!(
+        accept_directive(&verified, "pi-02", None, now),
+        Err(DirectiveRefusal::Device {
+            expected: "pi-02".into(),
+            found: "pi-01".into()
+        })
+    );
+    assert_eq!(
+        accept_directive(&verified, "pi-01", None, 1_700_003_600),
+        Err(DirectiveRefusal::Expired {
+            expires: 1_700_003_600,
+            now: 1_700_003_600
+        })
+    );
+    // A directive signed by a release key is not a coordinator directive.
+    let wrong = Envelope::sign(&sample_directive(), &[&key(1)]).unwrap();
+    assert!(
+        sample_trust()
+            .verify_coordinator::<Directive>(&wrong)
+            .is_err()
+    );
+}
+
+#[test]
 fn signatures_do_not_cross_payload_kinds() {
     // A directive envelope relabelled as a manifest must not verify: the kind is signed.
     let mut envelope = Envelope::sign(&sample_directive(), &[&key(1)]).unwrap();
