@@ -252,7 +252,7 @@ pub fn prescan(bytes: &[u8]) -> Result<(), CborError> {
                 // Every item takes at least one byte, so a count above the remaining bytes
                 // is a lie; this is what keeps allocation proportional to the input.
                 let items = if major == 5 {
-                    arg.checked_mul(2).unwrap_or(u64::MAX)
+                    arg.saturating_mul(2)
                 } else {
                     arg
                 };

@@ -299,7 +299,8 @@ fn trust_store_check_refuses_bad_thresholds_and_duplicates() {
 
 #[test]
 fn manifest_check_refuses_bad_paths_and_sizes() {
-    let cases: [(&str, fn(&mut Manifest)); 9] = [
+    type Case = (&'static str, fn(&mut Manifest));
+    let cases: [Case; 9] = [
         ("\"..\" component", |m| {
             m.files[1].path = "../etc/passwd".into()
         }),

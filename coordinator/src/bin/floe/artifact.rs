@@ -10,7 +10,9 @@ use std::process::ExitCode;
 /// The largest flow document accepted, in bytes.
 const MAX_FLOW_BYTES: u64 = 4 << 20;
 
-/// Artifact subcommands.
+/// Artifact subcommands. Parsed once at start-up, so the size of the build variant does not
+/// matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum ArtifactCommand {
     /// Build a signed bundle from a flow (which must pass complete validation) and optional

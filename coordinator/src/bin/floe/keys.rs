@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use floe_runtime::artifact::keys;
 use floe_runtime::proto::{Envelope, KeyId, TrustStore, TrustedKey};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Key subcommands.
@@ -56,7 +56,7 @@ pub(crate) enum KeysCommand {
     },
 }
 
-fn trusted(path: &PathBuf) -> Result<TrustedKey> {
+fn trusted(path: &Path) -> Result<TrustedKey> {
     Ok(TrustedKey::new(keys::load_public_key(path).with_context(
         || format!("reading public key {}", path.display()),
     )?))
@@ -83,7 +83,7 @@ pub(crate) fn run(command: KeysCommand) -> Result<ExitCode> {
         } => {
             let release_keys = release_keys
                 .iter()
-                .map(trusted)
+                .map(|p| trusted(p))
                 .collect::<Result<Vec<_>>>()?;
             let mut store = TrustStore::new(release_keys, trusted(&coordinator_key)?);
             store.threshold = threshold;
@@ -105,7 +105,7 @@ pub(crate) fn run(command: KeysCommand) -> Result<ExitCode> {
             let current = keys::load_trust(&current).context("loading the current trust store")?;
             let release_keys = release_keys
                 .iter()
-                .map(trusted)
+                .map(|p| trusted(p))
                 .collect::<Result<Vec<_>>>()?;
             let coordinator_key = match coordinator_key {
                 Some(path) => trusted(&path)?,
