@@ -1,5 +1,7 @@
 //! `floed`, the Floe device daemon and its local commands.
 
+mod artifact;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -17,6 +19,9 @@ struct Cli {
 enum Command {
     /// Check a flow definition file and list every problem it has.
     Validate(validate::Args),
+    /// Verify and import signed artifact bundles.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCommand),
 }
 
 fn main() -> ExitCode {
@@ -33,5 +38,6 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Artifact(command) => artifact::run(command),
     }
 }
