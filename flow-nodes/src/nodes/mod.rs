@@ -152,24 +152,3 @@ pub(crate) fn at_least(field: &str, ms: u64, min: u64) -> Result<(), String> {
         Ok(())
     }
 }
-
-#[cfg(test)]
-pub(crate) mod testutil {
-    use crate::compiled::CompiledNode;
-    use serde_json::Value;
-
-    /// A compiled node with this config (an object literal).
-    pub(crate) fn node(kind: &str, config: Value, outputs: u32) -> CompiledNode {
-        let Value::Object(config) = config else {
-            panic!("config must be an object");
-        };
-        CompiledNode {
-            id: format!("{kind}1"),
-            kind: kind.to_string(),
-            name: String::new(),
-            config,
-            outputs,
-            inputs: 1,
-        }
-    }
-}
