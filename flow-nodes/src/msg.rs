@@ -29,12 +29,23 @@ impl Default for Msg {
     }
 }
 
+thread_local! {
+    /// One empty topic per thread, so that making a message without a topic allocates nothing
+    /// for the topic (and its reference count is not shared by every core).
+    static EMPTY_TOPIC: Arc<str> = Arc::from("");
+}
+
+/// The empty topic.
+pub fn empty_topic() -> Arc<str> {
+    EMPTY_TOPIC.with(Arc::clone)
+}
+
 impl Msg {
     /// A message with this payload, an empty topic and no further properties.
     pub fn new(payload: Value) -> Self {
         Msg {
             payload: Arc::new(payload),
-            topic: Arc::from(""),
+            topic: empty_topic(),
             props: None,
         }
     }
@@ -130,7 +141,7 @@ impl Msg {
                 }
             }
             Root::Topic => {
-                let old = std::mem::replace(&mut self.topic, Arc::from(""));
+                let old = std::mem::replace(&mut self.topic, empty_topic());
                 Ok(Some(Value::String(old.to_string())))
             }
             Root::Other(name) => {
