@@ -4,6 +4,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod demo;
+mod run;
+
 #[derive(Debug, Parser)]
 #[command(name = "floed", version, about = "The Floe device daemon")]
 struct Cli {
@@ -12,7 +15,12 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a flow in the foreground until Ctrl-C or SIGTERM.
+    Run(run::RunArgs),
+    /// Run the temperature-alert example against an embedded MQTT broker.
+    Demo(demo::DemoArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,5 +34,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
+    }
 }
