@@ -12,6 +12,7 @@ pub mod def;
 pub mod engine;
 pub mod msg;
 pub mod nodes;
+pub mod kinds;
 pub mod validate;
 
 pub use compiled::{CompiledFlow, CompiledNode, Edge};

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod demo;
 mod run;
+mod validate;
 
 #[derive(Debug, Parser)]
 #[command(name = "floed", version, about = "The Floe device daemon")]
@@ -20,6 +21,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run the temperature-alert example against an embedded MQTT broker.
     Demo(demo::DemoArgs),
+    /// Check a flow definition file and list every problem it has.
+    Validate(validate::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,5 +40,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Validate(args) => validate::run(&args),
     }
 }
