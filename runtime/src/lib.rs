@@ -8,3 +8,4 @@
 
 pub mod artifact;
 pub mod proto;
+pub mod broker;

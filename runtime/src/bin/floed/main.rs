@@ -6,6 +6,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod demo;
+mod run;
 mod validate;
 
 #[derive(Debug, Parser)]
@@ -17,6 +19,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a flow in the foreground until Ctrl-C or SIGTERM.
+    Run(run::RunArgs),
+    /// Run the temperature-alert example against an embedded MQTT broker.
+    Demo(demo::DemoArgs),
     /// Check a flow definition file and list every problem it has.
     Validate(validate::Args),
     /// Verify and import signed artifact bundles.
@@ -37,6 +43,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Validate(args) => validate::run(&args),
         Command::Artifact(command) => artifact::run(command),
     }
