@@ -213,10 +213,17 @@ pub(crate) fn check_node(ctx: &mut Ctx<'_>, spec: &KindSpec, config: &Value) -> 
         };
         let value = match field.ty {
             FieldType::SwitchRules => {
+                // The rule count gives the output ports. Take it from the list as written when
+                // it is one (so ports can be checked even when a rule has a problem), else from
+                // the list a json variable gave.
                 if let Value::Array(items) = raw {
                     result.rule_count = u32::try_from(items.len()).ok();
                 }
-                ctx.resolve(&path, raw).and_then(|(v, _)| switch_rules(ctx, &path, &v))
+                let resolved = ctx.resolve(&path, raw);
+                if let Some((Value::Array(items), _)) = &resolved {
+                    result.rule_count = u32::try_from(items.len()).ok();
+                }
+                resolved.and_then(|(v, _)| switch_rules(ctx, &path, &v))
             }
             FieldType::ChangeRules => {
                 ctx.resolve(&path, raw).and_then(|(v, _)| change_rules(ctx, &path, &v))

@@ -166,6 +166,55 @@ fn every_kind_compiles_from_its_required_fields_alone_with_every_default() {
 }
 
 #[test]
+fn every_example_flow_passes_complete_validation() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let bytes = read_capped(&path).unwrap();
+            if let Err(e) = compile(&bytes, &[]) {
+                panic!("{}: {e:?}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "examples not found in {}", dir.display());
+}
+
+#[test]
+fn bridge_example_compiles_every_kind_of_value() {
+    let bytes = include_bytes!("../../../examples/mqtt-bridge.json");
+    let compiled = compile(bytes, &[]).unwrap();
+    let node = |id: &str| compiled.nodes.iter().find(|n| n.id == id).unwrap();
+    assert_eq!(node("in").inputs, 0);
+    assert_eq!(node("in").config["topic"], json!("sensors/+/temperature"));
+    assert_eq!(
+        node("tag").config["rules"][0],
+        json!({"action": "set", "property": "site", "value": "plant-7", "value_type": "literal"})
+    );
+    assert_eq!(
+        node("tag").config["rules"][1]["value"],
+        json!({"low": 5, "high": 35.5})
+    );
+    assert_eq!(
+        node("band").config["rules"][0],
+        json!({"op": "between", "value": 5, "value2": 35.5})
+    );
+    assert_eq!(node("band").outputs, 2);
+    assert_eq!(node("limit").config["period"], json!(1000));
+    assert_eq!(node("limit").config["delay"], json!(1000));
+    assert_eq!(node("out").config["topic"], json!("plant-7/alerts"));
+    assert_eq!(node("beat").config["interval"], json!(60_000));
+    assert_eq!(
+        node("beat").config["payload"],
+        json!({"alive": true, "site": "plant-7"})
+    );
+    assert_eq!(node("bad").outputs, 0);
+    assert_eq!(compiled.edges.len(), 7);
+}
+
+#[test]
 fn durations_compile_to_milliseconds() {
     let flow = single("inject", json!({"interval": "1.5s", "once_delay": "250ms"}));
     let compiled = compile(&serde_json::to_vec(&flow).unwrap(), &[]).unwrap();
@@ -613,6 +662,35 @@ fn embedded_references_and_escapes_substitute_text() {
         json!("a/kitchen/${literal}")
     );
     assert_eq!(compiled.nodes[0].config["payload"], json!({"v": [2]}));
+}
+
+#[test]
+fn a_json_variable_can_hold_a_whole_rule_list_and_sets_the_output_count() {
+    let flow = json!({
+        "nodes": [
+            {"id": "i", "type": "inject"},
+            {"id": "s", "type": "switch", "config": {"rules": "${rules}"}},
+            {"id": "d", "type": "debug"}
+        ],
+        "connections": [
+            {"source": "i", "target": "s"},
+            {"source": "s", "output": 1, "target": "d"}
+        ],
+        "variables": [
+            {"name": "rules", "type": "json", "value": "[{\"op\":\"lt\",\"value\":0},{\"op\":\"else\"}]"}
+        ]
+    });
+    let compiled = compile(&serde_json::to_vec(&flow).unwrap(), &[]).unwrap();
+    assert_eq!(compiled.nodes[1].outputs, 2);
+    assert_eq!(compiled.nodes[1].config["rules"][1], json!({"op": "else"}));
+    let mut wrong_port = flow.clone();
+    wrong_port["connections"][1]["output"] = json!(2);
+    assert_problem(
+        &problems(&wrong_port, Level::Draft),
+        "connection 1",
+        "output",
+        "has 2 output(s)",
+    );
 }
 
 #[test]
