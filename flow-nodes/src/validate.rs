@@ -84,6 +84,28 @@ pub enum Invalid {
     Problems(Vec<Problem>),
 }
 
+impl Invalid {
+    /// The problems, or none when the input itself was refused.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Invalid::Input(_) => &[],
+            Invalid::Problems(list) => list,
+        }
+    }
+
+    /// A human report: one line per problem (`node n2: config.rules: …`), or the input error.
+    pub fn report(&self) -> String {
+        match self {
+            Invalid::Input(message) => message.clone(),
+            Invalid::Problems(list) => list
+                .iter()
+                .map(Problem::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
 /// Parses and validates a flow document at `level`, returning the definition as written.
 pub fn check(bytes: &[u8], level: Level) -> Result<Flow, Invalid> {
     analyse(bytes, level, &[]).map(|(flow, _)| flow)

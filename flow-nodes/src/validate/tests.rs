@@ -224,6 +224,25 @@ fn durations_compile_to_milliseconds() {
 }
 
 #[test]
+fn report_has_one_line_per_problem() {
+    let Err(err) = check(
+        serde_json::to_vec(&reference()).unwrap().as_slice(),
+        Level::Complete,
+    ) else {
+        panic!("the reference example is not complete");
+    };
+    assert_eq!(err.problems().len(), 2);
+    assert_eq!(
+        err.report(),
+        "node n2: config.rules: missing; a switch node needs it (see NODES.md)\n\
+         node n3: config.broker: missing; a mqtt_out node needs it (see NODES.md)"
+    );
+    let input = check(b"{", Level::Draft).unwrap_err();
+    assert!(input.problems().is_empty());
+    assert!(input.report().contains("truncated"));
+}
+
+#[test]
 fn empty_flow() {
     for level in [Level::Draft, Level::Complete] {
         let list = problems(&json!({"nodes": []}), level);
