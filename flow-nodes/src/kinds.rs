@@ -162,10 +162,26 @@ pub const CHANGE_ACTIONS: &[&str] = &["set", "change", "delete", "move"];
 pub const VALUE_TYPES: &[&str] = &["literal", "variable", "property", "json"];
 
 const MQTT_COMMON_TAIL: [FieldSpec; 6] = [
-    FieldSpec { name: "client_id", ty: FieldType::String, default: FieldDefault::ClientId },
-    FieldSpec { name: "username", ty: FieldType::String, default: FieldDefault::Optional },
-    FieldSpec { name: "password", ty: FieldType::String, default: FieldDefault::Optional },
-    FieldSpec { name: "ca_file", ty: FieldType::FilePath, default: FieldDefault::Optional },
+    FieldSpec {
+        name: "client_id",
+        ty: FieldType::String,
+        default: FieldDefault::ClientId,
+    },
+    FieldSpec {
+        name: "username",
+        ty: FieldType::String,
+        default: FieldDefault::Optional,
+    },
+    FieldSpec {
+        name: "password",
+        ty: FieldType::String,
+        default: FieldDefault::Optional,
+    },
+    FieldSpec {
+        name: "ca_file",
+        ty: FieldType::FilePath,
+        default: FieldDefault::Optional,
+    },
     FieldSpec {
         name: "keep_alive",
         ty: FieldType::Duration { min_ms: 1000 },
@@ -185,9 +201,21 @@ pub const KINDS: &[KindSpec] = &[
         source: true,
         outputs: Outputs::One,
         fields: &[
-            FieldSpec { name: "payload", ty: FieldType::Any, default: FieldDefault::Optional },
-            FieldSpec { name: "topic", ty: FieldType::String, default: FieldDefault::Str("") },
-            FieldSpec { name: "once", ty: FieldType::Bool, default: FieldDefault::Bool(true) },
+            FieldSpec {
+                name: "payload",
+                ty: FieldType::Any,
+                default: FieldDefault::Optional,
+            },
+            FieldSpec {
+                name: "topic",
+                ty: FieldType::String,
+                default: FieldDefault::Str(""),
+            },
+            FieldSpec {
+                name: "once",
+                ty: FieldType::Bool,
+                default: FieldDefault::Bool(true),
+            },
             FieldSpec {
                 name: "once_delay",
                 ty: FieldType::Duration { min_ms: 0 },
@@ -227,8 +255,16 @@ pub const KINDS: &[KindSpec] = &[
                 ty: FieldType::Integer { min: 0, max: 10 },
                 default: FieldDefault::Int(3),
             },
-            FieldSpec { name: "topic", ty: FieldType::String, default: FieldDefault::Str("dht") },
-            FieldSpec { name: "simulate", ty: FieldType::Bool, default: FieldDefault::Bool(false) },
+            FieldSpec {
+                name: "topic",
+                ty: FieldType::String,
+                default: FieldDefault::Str("dht"),
+            },
+            FieldSpec {
+                name: "simulate",
+                ty: FieldType::Bool,
+                default: FieldDefault::Bool(false),
+            },
         ],
     },
     KindSpec {
@@ -236,15 +272,31 @@ pub const KINDS: &[KindSpec] = &[
         source: true,
         outputs: Outputs::One,
         fields: &[
-            FieldSpec { name: "path", ty: FieldType::FilePath, default: FieldDefault::Required },
-            FieldSpec { name: "scale", ty: FieldType::Number, default: FieldDefault::Number(1.0) },
-            FieldSpec { name: "offset", ty: FieldType::Number, default: FieldDefault::Number(0.0) },
+            FieldSpec {
+                name: "path",
+                ty: FieldType::FilePath,
+                default: FieldDefault::Required,
+            },
+            FieldSpec {
+                name: "scale",
+                ty: FieldType::Number,
+                default: FieldDefault::Number(1.0),
+            },
+            FieldSpec {
+                name: "offset",
+                ty: FieldType::Number,
+                default: FieldDefault::Number(0.0),
+            },
             FieldSpec {
                 name: "interval",
                 ty: FieldType::Duration { min_ms: 10 },
                 default: FieldDefault::DurationMs(1000),
             },
-            FieldSpec { name: "topic", ty: FieldType::String, default: FieldDefault::Str("sensor") },
+            FieldSpec {
+                name: "topic",
+                ty: FieldType::String,
+                default: FieldDefault::Str("sensor"),
+            },
         ],
     },
     KindSpec {
@@ -257,8 +309,16 @@ pub const KINDS: &[KindSpec] = &[
                 ty: FieldType::PropertyPath,
                 default: FieldDefault::Str("payload"),
             },
-            FieldSpec { name: "rules", ty: FieldType::SwitchRules, default: FieldDefault::Required },
-            FieldSpec { name: "check_all", ty: FieldType::Bool, default: FieldDefault::Bool(false) },
+            FieldSpec {
+                name: "rules",
+                ty: FieldType::SwitchRules,
+                default: FieldDefault::Required,
+            },
+            FieldSpec {
+                name: "check_all",
+                ty: FieldType::Bool,
+                default: FieldDefault::Bool(false),
+            },
         ],
     },
     KindSpec {
@@ -286,7 +346,11 @@ pub const KINDS: &[KindSpec] = &[
                 ty: FieldType::Duration { min_ms: 0 },
                 default: FieldDefault::DurationMs(1000),
             },
-            FieldSpec { name: "rate", ty: FieldType::PositiveNumber, default: FieldDefault::Int(1) },
+            FieldSpec {
+                name: "rate",
+                ty: FieldType::PositiveNumber,
+                default: FieldDefault::Int(1),
+            },
             FieldSpec {
                 name: "period",
                 ty: FieldType::Duration { min_ms: 1 },
@@ -294,10 +358,17 @@ pub const KINDS: &[KindSpec] = &[
             },
             FieldSpec {
                 name: "queue",
-                ty: FieldType::Integer { min: 1, max: 100_000 },
+                ty: FieldType::Integer {
+                    min: 1,
+                    max: 100_000,
+                },
                 default: FieldDefault::Int(100),
             },
-            FieldSpec { name: "drop", ty: FieldType::Bool, default: FieldDefault::Bool(false) },
+            FieldSpec {
+                name: "drop",
+                ty: FieldType::Bool,
+                default: FieldDefault::Bool(false),
+            },
         ],
     },
     KindSpec {
@@ -315,7 +386,11 @@ pub const KINDS: &[KindSpec] = &[
                 ty: FieldType::PropertyPath,
                 default: FieldDefault::Str("payload"),
             },
-            FieldSpec { name: "active", ty: FieldType::Bool, default: FieldDefault::Bool(true) },
+            FieldSpec {
+                name: "active",
+                ty: FieldType::Bool,
+                default: FieldDefault::Bool(true),
+            },
         ],
     },
     KindSpec {
@@ -323,10 +398,22 @@ pub const KINDS: &[KindSpec] = &[
         source: false,
         outputs: Outputs::None,
         fields: &[
-            FieldSpec { name: "broker", ty: FieldType::BrokerUrl, default: FieldDefault::Required },
-            FieldSpec { name: "topic", ty: FieldType::TopicName, default: FieldDefault::Str("") },
+            FieldSpec {
+                name: "broker",
+                ty: FieldType::BrokerUrl,
+                default: FieldDefault::Required,
+            },
+            FieldSpec {
+                name: "topic",
+                ty: FieldType::TopicName,
+                default: FieldDefault::Str(""),
+            },
             MQTT_COMMON_TAIL[5],
-            FieldSpec { name: "retain", ty: FieldType::Bool, default: FieldDefault::Bool(false) },
+            FieldSpec {
+                name: "retain",
+                ty: FieldType::Bool,
+                default: FieldDefault::Bool(false),
+            },
             MQTT_COMMON_TAIL[0],
             MQTT_COMMON_TAIL[1],
             MQTT_COMMON_TAIL[2],
@@ -334,7 +421,10 @@ pub const KINDS: &[KindSpec] = &[
             MQTT_COMMON_TAIL[4],
             FieldSpec {
                 name: "buffer",
-                ty: FieldType::Integer { min: 1, max: 100_000 },
+                ty: FieldType::Integer {
+                    min: 1,
+                    max: 100_000,
+                },
                 default: FieldDefault::Int(1000),
             },
         ],
@@ -344,8 +434,16 @@ pub const KINDS: &[KindSpec] = &[
         source: true,
         outputs: Outputs::One,
         fields: &[
-            FieldSpec { name: "broker", ty: FieldType::BrokerUrl, default: FieldDefault::Required },
-            FieldSpec { name: "topic", ty: FieldType::TopicFilter, default: FieldDefault::Required },
+            FieldSpec {
+                name: "broker",
+                ty: FieldType::BrokerUrl,
+                default: FieldDefault::Required,
+            },
+            FieldSpec {
+                name: "topic",
+                ty: FieldType::TopicFilter,
+                default: FieldDefault::Required,
+            },
             MQTT_COMMON_TAIL[5],
             MQTT_COMMON_TAIL[0],
             MQTT_COMMON_TAIL[1],
@@ -465,7 +563,9 @@ pub fn check_property_path(path: &str) -> Result<(), String> {
         return Err("the property path is empty".to_string());
     }
     if path.len() > MAX_PATH_LEN {
-        return Err(format!("the property path is longer than {MAX_PATH_LEN} bytes"));
+        return Err(format!(
+            "the property path is longer than {MAX_PATH_LEN} bytes"
+        ));
     }
     if path.split('.').any(|seg| seg.trim().is_empty()) {
         return Err(format!(
@@ -517,12 +617,19 @@ pub fn check_broker_url(url: &str) -> Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
     if !host_ok {
-        return Err(format!("`{shown}` has no valid host (write mqtt://host:port)"));
+        return Err(format!(
+            "`{shown}` has no valid host (write mqtt://host:port)"
+        ));
     }
     if let Some(port) = port {
         match port.parse::<u16>() {
             Ok(p) if p > 0 => {}
-            _ => return Err(format!("`{shown}` has an invalid port `{}`", truncate(port, 10))),
+            _ => {
+                return Err(format!(
+                    "`{shown}` has an invalid port `{}`",
+                    truncate(port, 10)
+                ));
+            }
         }
     }
     Ok(())
@@ -550,7 +657,9 @@ pub fn check_topic_filter(filter: &str) -> Result<(), String> {
         return Err("the topic filter is empty".to_string());
     }
     if filter.len() > MAX_TOPIC_LEN {
-        return Err(format!("the topic filter is longer than {MAX_TOPIC_LEN} bytes"));
+        return Err(format!(
+            "the topic filter is longer than {MAX_TOPIC_LEN} bytes"
+        ));
     }
     if filter.contains('\0') {
         return Err("the topic filter contains a NUL byte".to_string());
@@ -565,7 +674,10 @@ pub fn check_topic_filter(filter: &str) -> Result<(), String> {
             ));
         }
         if level.contains('+') && *level != "+" {
-            return Err(format!("`{}`: `+` must be a whole level", truncate(filter, 60)));
+            return Err(format!(
+                "`{}`: `+` must be a whole level",
+                truncate(filter, 60)
+            ));
         }
     }
     Ok(())
@@ -635,10 +747,20 @@ mod tests {
 
     #[test]
     fn broker_urls() {
-        for ok in ["mqtt://127.0.0.1:1883", "mqtts://broker.example", "mqtt://[::1]:1883"] {
+        for ok in [
+            "mqtt://127.0.0.1:1883",
+            "mqtts://broker.example",
+            "mqtt://[::1]:1883",
+        ] {
             assert_eq!(check_broker_url(ok), Ok(()), "{ok}");
         }
-        for bad in ["http://x:1", "mqtt://", "mqtt://host:0", "mqtt://host:99999", "mqtt://a/b"] {
+        for bad in [
+            "http://x:1",
+            "mqtt://",
+            "mqtt://host:0",
+            "mqtt://host:99999",
+            "mqtt://a/b",
+        ] {
             assert!(check_broker_url(bad).is_err(), "{bad}");
         }
     }

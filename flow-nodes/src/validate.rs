@@ -84,6 +84,28 @@ pub enum Invalid {
     Problems(Vec<Problem>),
 }
 
+impl Invalid {
+    /// The problems, or none when the input itself was refused.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Invalid::Input(_) => &[],
+            Invalid::Problems(list) => list,
+        }
+    }
+
+    /// A human report: one line per problem (`node n2: config.rules: …`), or the input error.
+    pub fn report(&self) -> String {
+        match self {
+            Invalid::Input(message) => message.clone(),
+            Invalid::Problems(list) => list
+                .iter()
+                .map(Problem::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
 /// Parses and validates a flow document at `level`, returning the definition as written.
 pub fn check(bytes: &[u8], level: Level) -> Result<Flow, Invalid> {
     analyse(bytes, level, &[]).map(|(flow, _)| flow)
@@ -115,7 +137,10 @@ pub fn compile(bytes: &[u8], overrides: &[(String, String)]) -> Result<CompiledF
     for conn in &flow.connections {
         // Validation passed, so both ends exist; a miss here would be a validator bug, and it
         // is reported as a problem rather than a panic.
-        match (index.get(conn.source.as_str()), index.get(conn.target.as_str())) {
+        match (
+            index.get(conn.source.as_str()),
+            index.get(conn.target.as_str()),
+        ) {
             (Some(&from), Some(&to)) => edges.push(Edge {
                 from,
                 output: conn.output.unwrap_or(0),
@@ -139,7 +164,8 @@ pub fn compile(bytes: &[u8], overrides: &[(String, String)]) -> Result<CompiledF
 pub fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     let file = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
-    file.take(MAX_INPUT_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    file.take(MAX_INPUT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
     if bytes.len() > MAX_INPUT_BYTES {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -287,11 +313,18 @@ fn analyse(
     }
 
     if raw.nodes.is_empty() {
-        problems.push("flow", "nodes", "the flow is empty; it needs at least one node");
+        problems.push(
+            "flow",
+            "nodes",
+            "the flow is empty; it needs at least one node",
+        );
     }
 
     let table = vars::check(&raw.variables, &mut problems);
-    let mut budget = config::Budget { left: MAX_EXPANSION_BYTES, exceeded: false };
+    let mut budget = config::Budget {
+        left: MAX_EXPANSION_BYTES,
+        exceeded: false,
+    };
 
     // Node ids: unique and indexed, the first occurrence wins.
     let mut ids: HashMap<&str, usize> = HashMap::with_capacity(raw.nodes.len());
@@ -341,6 +374,7 @@ fn analyse(
     }
 
     // Connections.
+    // Bounded by the number of connections, which the input cap bounds.
     let mut seen_edges: HashMap<(usize, u32, usize, u32), usize> = HashMap::new();
     for conn in &raw.connections {
         let subject = format!("connection {}", conn.index);
@@ -355,13 +389,17 @@ fn analyse(
                 None => problems.push(
                     subject.clone(),
                     field,
-                    format!("dangling connection: no node has the id `{}`", kinds::truncate(id, 60)),
+                    format!(
+                        "dangling connection: no node has the id `{}`",
+                        kinds::truncate(id, 60)
+                    ),
                 ),
             }
         }
         let output = conn.output.unwrap_or(0);
         let input = conn.input.unwrap_or(0);
-        let source_spec = ends[0].and_then(|i| Some((i, kinds::lookup(raw.nodes[i].kind.as_deref()?)?)));
+        let source_spec =
+            ends[0].and_then(|i| Some((i, kinds::lookup(raw.nodes[i].kind.as_deref()?)?)));
         if let Some((from, spec)) = source_spec {
             let outputs = match spec.outputs {
                 Outputs::None => Some(0),
@@ -391,7 +429,8 @@ fn analyse(
                 _ => {}
             }
         }
-        let target_spec = ends[1].and_then(|i| Some((i, kinds::lookup(raw.nodes[i].kind.as_deref()?)?)));
+        let target_spec =
+            ends[1].and_then(|i| Some((i, kinds::lookup(raw.nodes[i].kind.as_deref()?)?)));
         if let Some((to, spec)) = target_spec {
             if spec.source {
                 problems.push(
@@ -424,7 +463,7 @@ fn analyse(
                     "",
                     format!("duplicate of connection {first}: messages would be delivered twice"),
                 );
-            } else if seen_edges.len() < raw.connections.len() {
+            } else {
                 seen_edges.insert(key, conn.index);
             }
         }
@@ -442,7 +481,11 @@ fn analyse(
             return Err(internal("a node without problems did not resolve"));
         };
         let inputs = kinds::lookup(&node.kind).map_or(0, |s| s.inputs());
-        nodes.push(ResolvedNode { config: res.config, outputs: res.outputs, inputs });
+        nodes.push(ResolvedNode {
+            config: res.config,
+            outputs: res.outputs,
+            inputs,
+        });
     }
     if nodes.len() != flow.nodes.len() {
         return Err(internal("node count changed while resolving"));

@@ -1,6 +1,9 @@
 //! End-to-end tests of `floed validate`: the real binary on real files, asserting exit codes
 //! and that each message names the problem.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,7 +47,15 @@ fn floed() -> &'static Path {
         }
         build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "-q", "-p", "floe-runtime", "--bin", "floed", "--target-dir"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "floe-runtime",
+                "--bin",
+                "floed",
+                "--target-dir",
+            ])
             .arg(target_dir);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
@@ -70,7 +81,10 @@ fn validate(args: &[&str], file: &Path) -> Output {
         .arg(file)
         .output()
         .expect("run floed validate");
-    assert!(started.elapsed() < Duration::from_secs(20), "floed validate took too long");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "floed validate took too long"
+    );
     out
 }
 
@@ -89,7 +103,10 @@ fn write(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
 fn assert_refused(out: &Output, needle: &str) {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains(needle), "`{needle}` not in stderr: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "`{needle}` not in stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "floed panicked: {stderr}");
 }
 
@@ -133,8 +150,14 @@ fn reference_example_passes_as_draft_and_fails_as_complete() {
     let stdout = text(&complete.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(lines[0].starts_with("node n2: config.rules: missing"), "{stdout}");
-    assert!(lines[1].starts_with("node n3: config.broker: missing"), "{stdout}");
+    assert!(
+        lines[0].starts_with("node n2: config.rules: missing"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("node n3: config.broker: missing"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -150,7 +173,10 @@ fn problem_file_lists_every_problem_one_per_line() {
         "node n3: config.qos: `${q}` is the string variable `q`",
         "connection 1: target: dangling connection: no node has the id `n9`",
     ] {
-        assert!(stdout.lines().any(|l| l.starts_with(expected)), "`{expected}` not in:\n{stdout}");
+        assert!(
+            stdout.lines().any(|l| l.starts_with(expected)),
+            "`{expected}` not in:\n{stdout}"
+        );
     }
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
 }
@@ -165,8 +191,16 @@ fn json_output_is_machine_readable() {
     assert_eq!(report["ok"], Value::Bool(false));
     let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 4);
-    assert!(problems.iter().any(|p| p["subject"] == "node n1" && p["field"] == "config.interva1"));
-    assert!(problems.iter().all(|p| p["message"].as_str().is_some_and(|m| !m.is_empty())));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["subject"] == "node n1" && p["field"] == "config.interva1")
+    );
+    assert!(
+        problems
+            .iter()
+            .all(|p| p["message"].as_str().is_some_and(|m| !m.is_empty()))
+    );
 
     let ok = validate(&["--json"], &example());
     assert_eq!(ok.status.code(), Some(0));

@@ -104,7 +104,13 @@ impl<'a> Ctx<'a> {
             let entry = self.lookup(field, name)?;
             let (value, ty) = (entry.value.clone(), entry.ty);
             self.charge(field, entry.text.len())?;
-            return Some((value, Some(Origin { name: (*name).to_string(), ty })));
+            return Some((
+                value,
+                Some(Origin {
+                    name: (*name).to_string(),
+                    ty,
+                }),
+            ));
         }
         let mut out = String::new();
         let mut ok = true;
@@ -168,10 +174,21 @@ pub(crate) fn check_node(ctx: &mut Ctx<'_>, spec: &KindSpec, config: &Value) -> 
         Outputs::None => 0,
         Outputs::One | Outputs::PerRule => 1,
     };
-    let mut result = NodeResult { config: Map::new(), outputs: fixed_outputs, rule_count: None };
+    let mut result = NodeResult {
+        config: Map::new(),
+        outputs: fixed_outputs,
+        rule_count: None,
+    };
     let Value::Object(obj) = config else {
-        ctx.problem("config", format!("must be an object, not {}", describe(config)));
-        result.outputs = if spec.outputs == Outputs::PerRule { 0 } else { fixed_outputs };
+        ctx.problem(
+            "config",
+            format!("must be an object, not {}", describe(config)),
+        );
+        result.outputs = if spec.outputs == Outputs::PerRule {
+            0
+        } else {
+            fixed_outputs
+        };
         return result;
     };
     let names: Vec<&str> = spec.fields.iter().map(|f| f.name).collect();
@@ -196,10 +213,17 @@ pub(crate) fn check_node(ctx: &mut Ctx<'_>, spec: &KindSpec, config: &Value) -> 
         };
         let value = match field.ty {
             FieldType::SwitchRules => {
+                // The rule count gives the output ports. Take it from the list as written when
+                // it is one (so ports can be checked even when a rule has a problem), else from
+                // the list a json variable gave.
                 if let Value::Array(items) = raw {
                     result.rule_count = u32::try_from(items.len()).ok();
                 }
-                ctx.resolve(&path, raw).and_then(|(v, _)| switch_rules(ctx, &path, &v))
+                let resolved = ctx.resolve(&path, raw);
+                if let Some((Value::Array(items), _)) = &resolved {
+                    result.rule_count = u32::try_from(items.len()).ok();
+                }
+                resolved.and_then(|(v, _)| switch_rules(ctx, &path, &v))
             }
             FieldType::ChangeRules => {
                 ctx.resolve(&path, raw).and_then(|(v, _)| change_rules(ctx, &path, &v))
@@ -236,7 +260,12 @@ pub(crate) fn check_node(ctx: &mut Ctx<'_>, spec: &KindSpec, config: &Value) -> 
 }
 
 /// Rules that involve more than one field.
-fn kind_rules(ctx: &mut Ctx<'_>, spec: &KindSpec, raw: &Map<String, Value>, out: &Map<String, Value>) {
+fn kind_rules(
+    ctx: &mut Ctx<'_>,
+    spec: &KindSpec,
+    raw: &Map<String, Value>,
+    out: &Map<String, Value>,
+) {
     match spec.name {
         "inject" => {
             let once = out.get("once").and_then(Value::as_bool);
@@ -275,9 +304,14 @@ fn typed(ty: FieldType, v: &Value) -> Result<Value, String> {
     match ty {
         FieldType::Any => Ok(v.clone()),
         FieldType::String => v.as_str().map(Value::from).ok_or_else(|| wrong("a string")),
-        FieldType::Bool => v.as_bool().map(Value::from).ok_or_else(|| wrong("true or false")),
+        FieldType::Bool => v
+            .as_bool()
+            .map(Value::from)
+            .ok_or_else(|| wrong("true or false")),
         FieldType::PropertyPath => {
-            let s = v.as_str().ok_or_else(|| wrong("a property path such as \"payload.temperature\""))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| wrong("a property path such as \"payload.temperature\""))?;
             kinds::check_property_path(s)?;
             Ok(v.clone())
         }
@@ -324,7 +358,9 @@ fn typed(ty: FieldType, v: &Value) -> Result<Value, String> {
             None => Err(wrong(&format!("one of {}", options.join(", ")))),
         },
         FieldType::BrokerUrl => {
-            let s = v.as_str().ok_or_else(|| wrong("an mqtt:// or mqtts:// URL"))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| wrong("an mqtt:// or mqtts:// URL"))?;
             kinds::check_broker_url(s)?;
             Ok(v.clone())
         }
@@ -362,7 +398,10 @@ fn rule_list<'v>(ctx: &mut Ctx<'_>, path: &str, v: &'v Value) -> Option<&'v Vec<
         }
         Value::Array(items) => Some(items),
         other => {
-            ctx.problem(path, format!("must be an array of rules, not {}", describe(other)));
+            ctx.problem(
+                path,
+                format!("must be an array of rules, not {}", describe(other)),
+            );
             None
         }
     }
@@ -385,12 +424,21 @@ fn switch_rules(ctx: &mut Ctx<'_>, path: &str, v: &Value) -> Option<Value> {
 
 fn switch_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
     let Value::Object(obj) = rule else {
-        ctx.problem(at, format!("a rule must be an object, not {}", describe(rule)));
+        ctx.problem(
+            at,
+            format!("a rule must be an object, not {}", describe(rule)),
+        );
         return None;
     };
     let subject = ctx.subject.clone();
     let before = ctx.problems.len();
-    unknown_fields(obj, &["op", "value", "value2"], &subject, &format!("{at}."), ctx.problems);
+    unknown_fields(
+        obj,
+        &["op", "value", "value2"],
+        &subject,
+        &format!("{at}."),
+        ctx.problems,
+    );
     let op = match obj.get("op") {
         None => {
             if !ctx.missing_ok() {
@@ -402,12 +450,19 @@ fn switch_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
         Some(Value::String(op)) => {
             ctx.problem(
                 format!("{at}.op"),
-                format!("unknown op `{}`; known ops are {}", kinds::truncate(op, 40), SWITCH_OPS.join(", ")),
+                format!(
+                    "unknown op `{}`; known ops are {}",
+                    kinds::truncate(op, 40),
+                    SWITCH_OPS.join(", ")
+                ),
             );
             return None;
         }
         Some(other) => {
-            ctx.problem(format!("{at}.op"), format!("must be a string, not {}", describe(other)));
+            ctx.problem(
+                format!("{at}.op"),
+                format!("must be a string, not {}", describe(other)),
+            );
             return None;
         }
     };
@@ -419,7 +474,10 @@ fn switch_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
     for key in ["value", "value2"] {
         let present = obj.contains_key(key);
         if needs.contains(&key) && !present && !ctx.missing_ok() {
-            ctx.problem(format!("{at}.{key}"), format!("missing; op `{op}` needs it"));
+            ctx.problem(
+                format!("{at}.{key}"),
+                format!("missing; op `{op}` needs it"),
+            );
         }
         if !needs.contains(&key) && present {
             ctx.problem(format!("{at}.{key}"), format!("op `{op}` takes no {key}"));
@@ -430,7 +488,10 @@ fn switch_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
         ("lt" | "lte" | "gt" | "gte" | "between", Some(v)) if !(v.is_number() || v.is_string()) => {
             ctx.problem(
                 format!("{at}.value"),
-                format!("op `{op}` compares with a number or a string, not {}", describe(v)),
+                format!(
+                    "op `{op}` compares with a number or a string, not {}",
+                    describe(v)
+                ),
             );
         }
         ("regex", Some(v)) => match v.as_str() {
@@ -488,7 +549,10 @@ fn change_rules(ctx: &mut Ctx<'_>, path: &str, v: &Value) -> Option<Value> {
 
 fn change_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
     let Value::Object(obj) = rule else {
-        ctx.problem(at, format!("a rule must be an object, not {}", describe(rule)));
+        ctx.problem(
+            at,
+            format!("a rule must be an object, not {}", describe(rule)),
+        );
         return None;
     };
     let action = match obj.get("action") {
@@ -511,7 +575,10 @@ fn change_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
             return None;
         }
         Some(other) => {
-            ctx.problem(format!("{at}.action"), format!("must be a string, not {}", describe(other)));
+            ctx.problem(
+                format!("{at}.action"),
+                format!("must be a string, not {}", describe(other)),
+            );
             return None;
         }
     };
@@ -526,7 +593,10 @@ fn change_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
     unknown_fields(obj, fields, &subject, &format!("{at}."), ctx.problems);
     for key in fields.iter().filter(|k| **k != "value_type") {
         if !obj.contains_key(*key) && !ctx.missing_ok() {
-            ctx.problem(format!("{at}.{key}"), format!("missing; action `{action}` needs it"));
+            ctx.problem(
+                format!("{at}.{key}"),
+                format!("missing; action `{action}` needs it"),
+            );
         }
     }
     let mut out = obj.clone();
@@ -534,7 +604,10 @@ fn change_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
         if let Some(v) = obj.get(key) {
             let res = match v.as_str() {
                 Some(s) => kinds::check_property_path(s),
-                None => Err(format!("must be a property path string, not {}", describe(v))),
+                None => Err(format!(
+                    "must be a property path string, not {}",
+                    describe(v)
+                )),
             };
             if let Err(e) = res {
                 ctx.problem(format!("{at}.{key}"), e);
@@ -552,7 +625,11 @@ fn change_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
             Some(other) => {
                 ctx.problem(
                     format!("{at}.value_type"),
-                    format!("must be one of {}, not {}", VALUE_TYPES.join(", "), short(other)),
+                    format!(
+                        "must be one of {}, not {}",
+                        VALUE_TYPES.join(", "),
+                        short(other)
+                    ),
                 );
                 return None;
             }
@@ -585,7 +662,10 @@ fn change_rule(ctx: &mut Ctx<'_>, at: &str, rule: &Value) -> Option<Value> {
                 }
                 ("variable" | "json" | "property", other) => ctx.problem(
                     field,
-                    format!("value_type {value_type} needs a string, not {}", describe(other)),
+                    format!(
+                        "value_type {value_type} needs a string, not {}",
+                        describe(other)
+                    ),
                 ),
                 _ => {}
             }

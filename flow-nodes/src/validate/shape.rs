@@ -117,9 +117,19 @@ pub(crate) fn read(value: &Value, problems: &mut Problems) -> Result<RawFlow, St
             describe(value)
         ));
     };
-    unknown_fields(top, &["nodes", "connections", "variables"], "flow", "", problems);
+    unknown_fields(
+        top,
+        &["nodes", "connections", "variables"],
+        "flow",
+        "",
+        problems,
+    );
 
-    let mut flow = RawFlow { nodes: Vec::new(), connections: Vec::new(), variables: Vec::new() };
+    let mut flow = RawFlow {
+        nodes: Vec::new(),
+        connections: Vec::new(),
+        variables: Vec::new(),
+    };
     for (i, item) in array(top, "nodes", problems).iter().enumerate() {
         flow.nodes.push(read_node(i, item, problems));
     }
@@ -137,7 +147,11 @@ fn array<'a>(top: &'a Map<String, Value>, key: &str, problems: &mut Problems) ->
         None => &[],
         Some(Value::Array(items)) => items,
         Some(other) => {
-            problems.push("flow", key, format!("must be an array, not {}", describe(other)));
+            problems.push(
+                "flow",
+                key,
+                format!("must be an array, not {}", describe(other)),
+            );
             &[]
         }
     }
@@ -154,7 +168,11 @@ fn read_node(index: usize, item: &Value, problems: &mut Problems) -> RawNode {
         y: 0.0,
     };
     let Value::Object(obj) = item else {
-        problems.push(node.subject(), "", format!("must be an object, not {}", describe(item)));
+        problems.push(
+            node.subject(),
+            "",
+            format!("must be an object, not {}", describe(item)),
+        );
         return node;
     };
     // The id comes first so that every later problem can name the node by it.
@@ -165,20 +183,32 @@ fn read_node(index: usize, item: &Value, problems: &mut Problems) -> RawNode {
             None
         }
         Some(id) if id.len() > MAX_ID_LEN => {
-            problems.push(node.subject(), "id", format!("is longer than {MAX_ID_LEN} bytes"));
+            problems.push(
+                node.subject(),
+                "id",
+                format!("is longer than {MAX_ID_LEN} bytes"),
+            );
             None
         }
         other => other,
     };
     let subject = node.subject();
-    unknown_fields(obj, &["id", "type", "name", "config", "x", "y"], &subject, "", problems);
+    unknown_fields(
+        obj,
+        &["id", "type", "name", "config", "x", "y"],
+        &subject,
+        "",
+        problems,
+    );
     node.kind = required_string(obj, "type", problems, || subject.clone());
     match obj.get("name") {
         None => {}
         Some(Value::String(s)) => node.name = s.clone(),
-        Some(other) => {
-            problems.push(&*subject, "name", format!("must be a string, not {}", describe(other)))
-        }
+        Some(other) => problems.push(
+            &*subject,
+            "name",
+            format!("must be a string, not {}", describe(other)),
+        ),
     }
     if let Some(config) = obj.get("config") {
         node.config = config.clone();
@@ -187,9 +217,11 @@ fn read_node(index: usize, item: &Value, problems: &mut Problems) -> RawNode {
         match obj.get(key) {
             None => {}
             Some(Value::Number(n)) => *slot = n.as_f64().unwrap_or(0.0),
-            Some(other) => {
-                problems.push(&*subject, key, format!("must be a number, not {}", describe(other)))
-            }
+            Some(other) => problems.push(
+                &*subject,
+                key,
+                format!("must be a number, not {}", describe(other)),
+            ),
         }
     }
     node
@@ -197,12 +229,28 @@ fn read_node(index: usize, item: &Value, problems: &mut Problems) -> RawNode {
 
 fn read_conn(index: usize, item: &Value, problems: &mut Problems) -> RawConn {
     let subject = format!("connection {index}");
-    let mut conn = RawConn { index, source: None, target: None, output: None, input: None };
+    let mut conn = RawConn {
+        index,
+        source: None,
+        target: None,
+        output: None,
+        input: None,
+    };
     let Value::Object(obj) = item else {
-        problems.push(subject, "", format!("must be an object, not {}", describe(item)));
+        problems.push(
+            subject,
+            "",
+            format!("must be an object, not {}", describe(item)),
+        );
         return conn;
     };
-    unknown_fields(obj, &["source", "target", "output", "input"], &subject, "", problems);
+    unknown_fields(
+        obj,
+        &["source", "target", "output", "input"],
+        &subject,
+        "",
+        problems,
+    );
     conn.source = required_string(obj, "source", problems, || subject.clone());
     conn.target = required_string(obj, "target", problems, || subject.clone());
     for (key, slot) in [("output", &mut conn.output), ("input", &mut conn.input)] {
@@ -222,9 +270,18 @@ fn read_conn(index: usize, item: &Value, problems: &mut Problems) -> RawConn {
 }
 
 fn read_var(index: usize, item: &Value, problems: &mut Problems) -> RawVar {
-    let mut var = RawVar { index, name: None, ty: None, value: None };
+    let mut var = RawVar {
+        index,
+        name: None,
+        ty: None,
+        value: None,
+    };
     let Value::Object(obj) = item else {
-        problems.push(var.subject(), "", format!("must be an object, not {}", describe(item)));
+        problems.push(
+            var.subject(),
+            "",
+            format!("must be an object, not {}", describe(item)),
+        );
         return var;
     };
     var.name = required_string(obj, "name", problems, || format!("variable #{index}"));
@@ -277,7 +334,11 @@ fn required_string(
             None
         }
         Some(other) => {
-            problems.push(subject(), key, format!("must be a string, not {}", describe(other)));
+            problems.push(
+                subject(),
+                key,
+                format!("must be a string, not {}", describe(other)),
+            );
             None
         }
     }
@@ -299,7 +360,11 @@ pub(crate) fn unknown_fields(
             Some(name) => format!("; did you mean `{name}`?"),
             None => format!("; known fields are {}", known.join(", ")),
         };
-        problems.push(subject, format!("{prefix}{}", truncate(key, 60)), format!("unknown field{hint}"));
+        problems.push(
+            subject,
+            format!("{prefix}{}", truncate(key, 60)),
+            format!("unknown field{hint}"),
+        );
     }
 }
 

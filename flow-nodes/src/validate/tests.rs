@@ -50,7 +50,11 @@ fn assert_problem(list: &[Problem], subject: &str, field: &str, needle: &str) {
         .iter()
         .filter(|p| p.subject == subject && p.field == field && p.message.contains(needle))
         .collect();
-    assert_eq!(hits.len(), 1, "no single `{subject}: {field}: …{needle}…` in {list:#?}");
+    assert_eq!(
+        hits.len(),
+        1,
+        "no single `{subject}: {field}: …{needle}…` in {list:#?}"
+    );
 }
 
 /// A minimal complete flow with one node of `kind` with `config`, fed or feeding a debug node
@@ -86,7 +90,10 @@ fn example_passes_complete_and_compiles_with_defaults_and_typed_variables() {
     assert_eq!(dht.config["interval"], json!(2000));
     assert_eq!(dht.config["simulate"], json!(false));
     assert_eq!(dht.config["retries"], json!(3));
-    assert_eq!(dht.config["device"], json!("/sys/bus/iio/devices/iio:device0"));
+    assert_eq!(
+        dht.config["device"],
+        json!("/sys/bus/iio/devices/iio:device0")
+    );
     let switch = &compiled.nodes[1];
     assert_eq!((switch.inputs, switch.outputs), (1, 1));
     assert_eq!(switch.config["rules"], json!([{"op": "gt", "value": 30}]));
@@ -103,8 +110,18 @@ fn example_passes_complete_and_compiles_with_defaults_and_typed_variables() {
     assert_eq!(
         compiled.edges,
         vec![
-            Edge { from: 0, output: 0, to: 1, input: 0 },
-            Edge { from: 1, output: 0, to: 2, input: 0 }
+            Edge {
+                from: 0,
+                output: 0,
+                to: 1,
+                input: 0
+            },
+            Edge {
+                from: 1,
+                output: 0,
+                to: 2,
+                input: 0
+            }
         ]
     );
 }
@@ -116,11 +133,17 @@ fn every_kind_compiles_from_its_required_fields_alone_with_every_default() {
         ("dht", json!({})),
         ("sensor", json!({"path": "/tmp/x"})),
         ("switch", json!({"rules": [{"op": "else"}]})),
-        ("change", json!({"rules": [{"action": "delete", "property": "payload.x"}]})),
+        (
+            "change",
+            json!({"rules": [{"action": "delete", "property": "payload.x"}]}),
+        ),
         ("delay", json!({})),
         ("debug", json!({})),
         ("mqtt_out", json!({"broker": "mqtt://127.0.0.1"})),
-        ("mqtt_in", json!({"broker": "mqtt://127.0.0.1", "topic": "a/#"})),
+        (
+            "mqtt_in",
+            json!({"broker": "mqtt://127.0.0.1", "topic": "a/#"}),
+        ),
     ];
     for (kind, config) in configs {
         let flow = serde_json::to_vec(&single(kind, config)).unwrap();
@@ -132,10 +155,63 @@ fn every_kind_compiles_from_its_required_fields_alone_with_every_default() {
                 kinds::FieldDefault::Optional | kinds::FieldDefault::Required
             );
             if has_default {
-                assert!(compiled.nodes[0].config.contains_key(field.name), "{kind}.{}", field.name);
+                assert!(
+                    compiled.nodes[0].config.contains_key(field.name),
+                    "{kind}.{}",
+                    field.name
+                );
             }
         }
     }
+}
+
+#[test]
+fn every_example_flow_passes_complete_validation() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let bytes = read_capped(&path).unwrap();
+            if let Err(e) = compile(&bytes, &[]) {
+                panic!("{}: {e:?}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "examples not found in {}", dir.display());
+}
+
+#[test]
+fn bridge_example_compiles_every_kind_of_value() {
+    let bytes = include_bytes!("../../../examples/mqtt-bridge.json");
+    let compiled = compile(bytes, &[]).unwrap();
+    let node = |id: &str| compiled.nodes.iter().find(|n| n.id == id).unwrap();
+    assert_eq!(node("in").inputs, 0);
+    assert_eq!(node("in").config["topic"], json!("sensors/+/temperature"));
+    assert_eq!(
+        node("tag").config["rules"][0],
+        json!({"action": "set", "property": "site", "value": "plant-7", "value_type": "literal"})
+    );
+    assert_eq!(
+        node("tag").config["rules"][1]["value"],
+        json!({"low": 5, "high": 35.5})
+    );
+    assert_eq!(
+        node("band").config["rules"][0],
+        json!({"op": "between", "value": 5, "value2": 35.5})
+    );
+    assert_eq!(node("band").outputs, 2);
+    assert_eq!(node("limit").config["period"], json!(1000));
+    assert_eq!(node("limit").config["delay"], json!(1000));
+    assert_eq!(node("out").config["topic"], json!("plant-7/alerts"));
+    assert_eq!(node("beat").config["interval"], json!(60_000));
+    assert_eq!(
+        node("beat").config["payload"],
+        json!({"alive": true, "site": "plant-7"})
+    );
+    assert_eq!(node("bad").outputs, 0);
+    assert_eq!(compiled.edges.len(), 7);
 }
 
 #[test]
@@ -145,6 +221,25 @@ fn durations_compile_to_milliseconds() {
     assert_eq!(compiled.nodes[0].config["interval"], json!(1500));
     assert_eq!(compiled.nodes[0].config["once_delay"], json!(250));
     assert!(!compiled.nodes[0].config.contains_key("payload"));
+}
+
+#[test]
+fn report_has_one_line_per_problem() {
+    let Err(err) = check(
+        serde_json::to_vec(&reference()).unwrap().as_slice(),
+        Level::Complete,
+    ) else {
+        panic!("the reference example is not complete");
+    };
+    assert_eq!(err.problems().len(), 2);
+    assert_eq!(
+        err.report(),
+        "node n2: config.rules: missing; a switch node needs it (see NODES.md)\n\
+         node n3: config.broker: missing; a mqtt_out node needs it (see NODES.md)"
+    );
+    let input = check(b"{", Level::Draft).unwrap_err();
+    assert!(input.problems().is_empty());
+    assert!(input.report().contains("truncated"));
 }
 
 #[test]
@@ -167,7 +262,12 @@ fn duplicate_id() {
     let flow = json!({"nodes": [
         {"id": "a", "type": "inject"}, {"id": "a", "type": "debug"}
     ]});
-    assert_problem(&problems(&flow, Level::Draft), "node a", "id", "duplicate id");
+    assert_problem(
+        &problems(&flow, Level::Draft),
+        "node a",
+        "id",
+        "duplicate id",
+    );
 }
 
 #[test]
@@ -225,15 +325,26 @@ fn connection_into_a_source_or_out_of_a_sink() {
 #[test]
 fn duplicate_connection() {
     let mut flow = reference();
-    flow["connections"] = json!([{"source": "n1", "target": "n2"}, {"source": "n1", "target": "n2"}]);
-    assert_problem(&problems(&flow, Level::Draft), "connection 1", "", "duplicate of connection 0");
+    flow["connections"] =
+        json!([{"source": "n1", "target": "n2"}, {"source": "n1", "target": "n2"}]);
+    assert_problem(
+        &problems(&flow, Level::Draft),
+        "connection 1",
+        "",
+        "duplicate of connection 0",
+    );
 }
 
 #[test]
 fn missing_required_config_is_tolerated_in_drafts_only() {
     let flow = single("sensor", json!({}));
     run(&flow, Level::Draft).unwrap();
-    assert_problem(&problems(&flow, Level::Complete), "node a", "config.path", "missing");
+    assert_problem(
+        &problems(&flow, Level::Complete),
+        "node a",
+        "config.path",
+        "missing",
+    );
 }
 
 #[test]
@@ -241,7 +352,12 @@ fn wrong_type_is_structural_even_in_drafts() {
     let flow = single("dht", json!({"retries": "3", "simulate": 1, "model": 22}));
     for level in [Level::Draft, Level::Complete] {
         let list = problems(&flow, level);
-        assert_problem(&list, "node a", "config.retries", "must be an integer from 0 to 10, not a string");
+        assert_problem(
+            &list,
+            "node a",
+            "config.retries",
+            "must be an integer from 0 to 10, not a string",
+        );
         assert_problem(&list, "node a", "config.simulate", "must be true or false");
         assert_problem(&list, "node a", "config.model", "one of dht11, dht22");
     }
@@ -250,14 +366,24 @@ fn wrong_type_is_structural_even_in_drafts() {
 #[test]
 fn out_of_range() {
     let list = problems(
-        &single("mqtt_out", json!({"broker": "mqtt://h:1", "qos": 3, "buffer": 0})),
+        &single(
+            "mqtt_out",
+            json!({"broker": "mqtt://h:1", "qos": 3, "buffer": 0}),
+        ),
         Level::Draft,
     );
     assert_problem(&list, "node a", "config.qos", "out of range: 3");
     assert_problem(&list, "node a", "config.buffer", "out of range: 0");
-    let list = problems(&single("dht", json!({"model": "dht22", "interval": "1s"})), Level::Draft);
+    let list = problems(
+        &single("dht", json!({"model": "dht22", "interval": "1s"})),
+        Level::Draft,
+    );
     assert_problem(&list, "node a", "config.interval", "dht22 minimum of 2s");
-    run(&single("dht", json!({"model": "dht11", "interval": "1s"})), Level::Complete).unwrap();
+    run(
+        &single("dht", json!({"model": "dht11", "interval": "1s"})),
+        Level::Complete,
+    )
+    .unwrap();
     let list = problems(&single("inject", json!({"interval": "5ms"})), Level::Draft);
     assert_problem(&list, "node a", "config.interval", "minimum of 10ms");
     let list = problems(&single("delay", json!({"rate": 0})), Level::Draft);
@@ -268,7 +394,12 @@ fn out_of_range() {
 fn unknown_config_field_is_named_with_a_suggestion() {
     let list = problems(&single("inject", json!({"interva1": "5s"})), Level::Draft);
     assert_eq!(list.len(), 1, "{list:#?}");
-    assert_problem(&list, "node a", "config.interva1", "did you mean `interval`");
+    assert_problem(
+        &list,
+        "node a",
+        "config.interva1",
+        "did you mean `interval`",
+    );
 }
 
 #[test]
@@ -286,7 +417,10 @@ fn unknown_fields_on_nodes_connections_variables_and_the_flow() {
 
 #[test]
 fn bad_duration() {
-    let list = problems(&single("sensor", json!({"path": "/x", "interval": "5 seconds"})), Level::Draft);
+    let list = problems(
+        &single("sensor", json!({"path": "/x", "interval": "5 seconds"})),
+        Level::Draft,
+    );
     assert_problem(&list, "node a", "config.interval", "is not a duration");
 }
 
@@ -302,8 +436,18 @@ fn invalid_and_oversized_regex() {
     );
     let list = problems(&flow, Level::Draft);
     assert_eq!(list.len(), 2, "{list:#?}");
-    assert_problem(&list, "node a", "config.rules[0].value", "invalid regular expression");
-    assert_problem(&list, "node a", "config.rules[1].value", "longer than the limit");
+    assert_problem(
+        &list,
+        "node a",
+        "config.rules[0].value",
+        "invalid regular expression",
+    );
+    assert_problem(
+        &list,
+        "node a",
+        "config.rules[1].value",
+        "longer than the limit",
+    );
 }
 
 #[test]
@@ -321,17 +465,45 @@ fn switch_rule_problems() {
         ]}),
     );
     let list = problems(&flow, Level::Complete);
-    assert_problem(&list, "node a", "config.rules[0].op", "unknown op `greater`");
-    assert_problem(&list, "node a", "config.rules[1].value2", "not be less than value");
+    assert_problem(
+        &list,
+        "node a",
+        "config.rules[0].op",
+        "unknown op `greater`",
+    );
+    assert_problem(
+        &list,
+        "node a",
+        "config.rules[1].value2",
+        "not be less than value",
+    );
     assert_problem(&list, "node a", "config.rules[2].value", "takes no value");
-    assert_problem(&list, "node a", "config.rules[3].value", "op `type_is` needs one of");
-    assert_problem(&list, "node a", "config.rules[4].valeu", "did you mean `value`");
+    assert_problem(
+        &list,
+        "node a",
+        "config.rules[3].value",
+        "op `type_is` needs one of",
+    );
+    assert_problem(
+        &list,
+        "node a",
+        "config.rules[4].valeu",
+        "did you mean `value`",
+    );
     assert_problem(&list, "node a", "config.rules[4].value", "missing");
-    assert_problem(&list, "node a", "config.rules[5].value", "number or a string");
+    assert_problem(
+        &list,
+        "node a",
+        "config.rules[5].value",
+        "number or a string",
+    );
     assert_problem(&list, "node a", "config.rules[6].value", "missing");
     // A rule half written is fine in a draft; everything present still has to be right.
     let draft = problems(&flow, Level::Draft);
-    assert!(draft.iter().all(|p| !p.message.contains("missing")), "{draft:#?}");
+    assert!(
+        draft.iter().all(|p| !p.message.contains("missing")),
+        "{draft:#?}"
+    );
     let empty = problems(&single("switch", json!({"rules": []})), Level::Draft);
     assert_problem(&empty, "node a", "config.rules", "at least one rule");
 }
@@ -352,9 +524,19 @@ fn change_rule_problems_and_compiled_literals() {
         json!([]),
     );
     let list = problems(&flow, Level::Complete);
-    assert_problem(&list, "node a", "config.rules[0].action", "unknown action `rename`");
+    assert_problem(
+        &list,
+        "node a",
+        "config.rules[0].action",
+        "unknown action `rename`",
+    );
     assert_problem(&list, "node a", "config.rules[1].property", "empty segment");
-    assert_problem(&list, "node a", "config.rules[2].value", "undefined variable `nope`");
+    assert_problem(
+        &list,
+        "node a",
+        "config.rules[2].value",
+        "undefined variable `nope`",
+    );
     assert_problem(&list, "node a", "config.rules[3].value", "value_type json");
     assert_problem(&list, "node a", "config.rules[4].to", "missing");
 
@@ -394,19 +576,37 @@ fn variable_whose_value_does_not_parse() {
         ]),
     );
     let list = problems(&flow, Level::Draft);
-    assert_problem(&list, "variable threshold", "value", "does not parse as a number");
+    assert_problem(
+        &list,
+        "variable threshold",
+        "value",
+        "does not parse as a number",
+    );
     assert_problem(&list, "variable on", "value", "does not parse as a boolean");
     assert_problem(&list, "variable doc", "value", "does not parse as JSON");
     assert_problem(&list, "variable t", "type", "unknown variable type `text`");
-    assert_problem(&list, "variable bad name", "name", "not a valid variable name");
+    assert_problem(
+        &list,
+        "variable bad name",
+        "name",
+        "not a valid variable name",
+    );
     assert_problem(&list, "variable on", "name", "declared twice");
 }
 
 #[test]
 fn reference_to_an_undefined_variable() {
-    let flow = single("mqtt_out", json!({"broker": "${broker}", "topic": "a/${room}/t"}));
+    let flow = single(
+        "mqtt_out",
+        json!({"broker": "${broker}", "topic": "a/${room}/t"}),
+    );
     let list = problems(&flow, Level::Draft);
-    assert_problem(&list, "node a", "config.broker", "undefined variable `broker`");
+    assert_problem(
+        &list,
+        "node a",
+        "config.broker",
+        "undefined variable `broker`",
+    );
     assert_problem(&list, "node a", "config.topic", "undefined variable `room`");
     let bad = problems(&single("inject", json!({"topic": "${oops"})), Level::Draft);
     assert_problem(&bad, "node a", "config.topic", "without a closing");
@@ -425,18 +625,34 @@ fn a_broken_variable_is_reported_once_not_at_every_use() {
 #[test]
 fn variable_of_the_wrong_type_for_the_field() {
     let flow = with_vars(
-        single("mqtt_out", json!({"broker": "mqtt://h", "qos": "${q}", "retain": "${r}"})),
+        single(
+            "mqtt_out",
+            json!({"broker": "mqtt://h", "qos": "${q}", "retain": "${r}"}),
+        ),
         json!([
             {"name": "q", "type": "string", "value": "1"},
             {"name": "r", "type": "number", "value": "1"}
         ]),
     );
     let list = problems(&flow, Level::Draft);
-    assert_problem(&list, "node a", "config.qos", "`${q}` is the string variable `q`, but qos");
-    assert_problem(&list, "node a", "config.retain", "is the number variable `r`");
+    assert_problem(
+        &list,
+        "node a",
+        "config.qos",
+        "`${q}` is the string variable `q`, but qos",
+    );
+    assert_problem(
+        &list,
+        "node a",
+        "config.retain",
+        "is the number variable `r`",
+    );
     // The same values from variables of the right type pass, and compile typed.
     let flow = with_vars(
-        single("mqtt_out", json!({"broker": "mqtt://h", "qos": "${q}", "retain": "${r}"})),
+        single(
+            "mqtt_out",
+            json!({"broker": "mqtt://h", "qos": "${q}", "retain": "${r}"}),
+        ),
         json!([
             {"name": "q", "type": "number", "value": "1"},
             {"name": "r", "type": "boolean", "value": "true"}
@@ -450,15 +666,50 @@ fn variable_of_the_wrong_type_for_the_field() {
 #[test]
 fn embedded_references_and_escapes_substitute_text() {
     let flow = with_vars(
-        single("inject", json!({"topic": "a/${room}/$${literal}", "payload": {"v": ["${n}"]}})),
+        single(
+            "inject",
+            json!({"topic": "a/${room}/$${literal}", "payload": {"v": ["${n}"]}}),
+        ),
         json!([
             {"name": "room", "type": "string", "value": "kitchen"},
             {"name": "n", "type": "number", "value": "2"}
         ]),
     );
     let compiled = compile(&serde_json::to_vec(&flow).unwrap(), &[]).unwrap();
-    assert_eq!(compiled.nodes[0].config["topic"], json!("a/kitchen/${literal}"));
+    assert_eq!(
+        compiled.nodes[0].config["topic"],
+        json!("a/kitchen/${literal}")
+    );
     assert_eq!(compiled.nodes[0].config["payload"], json!({"v": [2]}));
+}
+
+#[test]
+fn a_json_variable_can_hold_a_whole_rule_list_and_sets_the_output_count() {
+    let flow = json!({
+        "nodes": [
+            {"id": "i", "type": "inject"},
+            {"id": "s", "type": "switch", "config": {"rules": "${rules}"}},
+            {"id": "d", "type": "debug"}
+        ],
+        "connections": [
+            {"source": "i", "target": "s"},
+            {"source": "s", "output": 1, "target": "d"}
+        ],
+        "variables": [
+            {"name": "rules", "type": "json", "value": "[{\"op\":\"lt\",\"value\":0},{\"op\":\"else\"}]"}
+        ]
+    });
+    let compiled = compile(&serde_json::to_vec(&flow).unwrap(), &[]).unwrap();
+    assert_eq!(compiled.nodes[1].outputs, 2);
+    assert_eq!(compiled.nodes[1].config["rules"][1], json!({"op": "else"}));
+    let mut wrong_port = flow.clone();
+    wrong_port["connections"][1]["output"] = json!(2);
+    assert_problem(
+        &problems(&wrong_port, Level::Draft),
+        "connection 1",
+        "output",
+        "has 2 output(s)",
+    );
 }
 
 #[test]
@@ -469,10 +720,16 @@ fn overrides_replace_values_before_validation() {
     let compiled = compile(EXAMPLE.as_bytes(), &over("interval", "5s")).unwrap();
     assert_eq!(compiled.nodes[0].config["interval"], json!(5000));
 
-    let Err(Invalid::Problems(list)) = compile(EXAMPLE.as_bytes(), &over("threshold", "hot")) else {
+    let Err(Invalid::Problems(list)) = compile(EXAMPLE.as_bytes(), &over("threshold", "hot"))
+    else {
         panic!("a bad override passed");
     };
-    assert_problem(&list, "variable threshold", "value", "does not parse as a number");
+    assert_problem(
+        &list,
+        "variable threshold",
+        "value",
+        "does not parse as a number",
+    );
     let Err(Invalid::Problems(list)) = compile(EXAMPLE.as_bytes(), &over("interval", "1s")) else {
         panic!("an override below the dht22 limit passed");
     };
@@ -487,7 +744,12 @@ fn overrides_replace_values_before_validation() {
 fn inject_that_would_never_fire() {
     let flow = single("inject", json!({"once": false}));
     run(&flow, Level::Draft).unwrap();
-    assert_problem(&problems(&flow, Level::Complete), "node a", "config.interval", "never fire");
+    assert_problem(
+        &problems(&flow, Level::Complete),
+        "node a",
+        "config.interval",
+        "never fire",
+    );
 }
 
 #[test]
@@ -504,7 +766,12 @@ fn all_problems_are_reported_at_once() {
     let list = problems(&flow, Level::Draft);
     assert_problem(&list, "node n1", "config.interva1", "unknown field");
     assert_problem(&list, "node n1", "id", "duplicate");
-    assert_problem(&list, "node n1", "config.rules[0].value", "regular expression");
+    assert_problem(
+        &list,
+        "node n1",
+        "config.rules[0].value",
+        "regular expression",
+    );
     assert_problem(&list, "node n3", "type", "unknown node type");
     assert_problem(&list, "connection 0", "target", "n4");
     assert_problem(&list, "variable x", "value", "number");
@@ -513,8 +780,9 @@ fn all_problems_are_reported_at_once() {
 
 #[test]
 fn problem_lists_are_bounded() {
-    let nodes: Vec<Value> =
-        (0..MAX_PROBLEMS + 10).map(|i| json!({"id": format!("n{i}"), "type": "nope"})).collect();
+    let nodes: Vec<Value> = (0..MAX_PROBLEMS + 10)
+        .map(|i| json!({"id": format!("n{i}"), "type": "nope"}))
+        .collect();
     let list = problems(&json!({ "nodes": nodes }), Level::Draft);
     assert_eq!(list.len(), MAX_PROBLEMS + 1);
     assert!(list[MAX_PROBLEMS].message.contains("10 further problem(s)"));
@@ -526,9 +794,14 @@ fn substitution_cannot_blow_up_the_flow() {
     let nodes: Vec<Value> = (0..20)
         .map(|i| json!({"id": format!("n{i}"), "type": "inject", "config": {"topic": "${big}"}}))
         .collect();
-    let flow = json!({"nodes": nodes, "variables": [{"name": "big", "type": "string", "value": big}]});
+    let flow =
+        json!({"nodes": nodes, "variables": [{"name": "big", "type": "string", "value": big}]});
     let list = problems(&flow, Level::Draft);
-    assert!(list.iter().any(|p| p.message.contains("variable substitution would add")), "{list:#?}");
+    assert!(
+        list.iter()
+            .any(|p| p.message.contains("variable substitution would add")),
+        "{list:#?}"
+    );
     assert!(list.len() <= 2, "one report is enough: {list:#?}");
 }
 
@@ -547,7 +820,8 @@ fn input_caps_and_parse_errors() {
     big[0] = b'{';
     assert!(input_err(&big).contains("larger than"));
     // Brackets inside strings do not count towards depth.
-    let in_string = json!({"nodes": [{"id": "a", "type": "inject", "config": {"topic": "[".repeat(500)}}]});
+    let in_string =
+        json!({"nodes": [{"id": "a", "type": "inject", "config": {"topic": "[".repeat(500)}}]});
     run(&in_string, Level::Draft).unwrap();
     let just_deep_enough = format!(
         "{{\"nodes\":[{{\"id\":\"a\",\"type\":\"inject\",\"config\":{{\"payload\":{}1{}}}}}]}}",
@@ -598,8 +872,16 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         (-1e6f64..1e6).prop_map(Value::from),
         "[a-z0-9${}./:#+ ]{0,12}".prop_map(Value::from),
-        prop::sample::select(vec!["${threshold}", "${broker}", "5s", "mqtt://h:1", "gt", "n1", "n2"])
-            .prop_map(Value::from),
+        prop::sample::select(vec![
+            "${threshold}",
+            "${broker}",
+            "5s",
+            "mqtt://h:1",
+            "gt",
+            "n1",
+            "n2"
+        ])
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
@@ -615,7 +897,10 @@ fn outcome_is_sound(result: Result<Flow, Invalid>) {
         Ok(_) => {}
         Err(Invalid::Problems(list)) => {
             assert!(!list.is_empty());
-            assert!(list.iter().all(|p| !p.subject.is_empty() && !p.message.is_empty()));
+            assert!(
+                list.iter()
+                    .all(|p| !p.subject.is_empty() && !p.message.is_empty())
+            );
         }
         Err(Invalid::Input(e)) => assert!(!e.is_empty()),
     }

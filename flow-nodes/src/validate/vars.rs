@@ -54,7 +54,9 @@ impl Table {
 /// `-` or `.`, at most [`MAX_NAME_LEN`] bytes.
 pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     first_ok
         && name.len() <= MAX_NAME_LEN
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
@@ -65,7 +67,9 @@ pub(crate) fn check(vars: &[RawVar], problems: &mut Problems) -> Table {
     let mut table = Table::default();
     let mut first_index: HashMap<&str, usize> = HashMap::new();
     for var in vars {
-        let Some(name) = var.name.as_deref() else { continue };
+        let Some(name) = var.name.as_deref() else {
+            continue;
+        };
         let subject = var.subject();
         if !valid_name(name) {
             problems.push(
@@ -78,13 +82,21 @@ pub(crate) fn check(vars: &[RawVar], problems: &mut Problems) -> Table {
             );
         }
         if let Some(first) = first_index.get(name) {
-            problems.push(&*subject, "name", format!("declared twice (first as variable #{first})"));
+            problems.push(
+                &*subject,
+                "name",
+                format!("declared twice (first as variable #{first})"),
+            );
             continue;
         }
         first_index.insert(name, var.index);
         let entry = match (var.ty, var.value.as_deref()) {
             (Some(ty), Some(text)) => match parse_value(ty, text) {
-                Ok(value) => Some(Entry { ty, value, text: text.to_string() }),
+                Ok(value) => Some(Entry {
+                    ty,
+                    value,
+                    text: text.to_string(),
+                }),
                 Err(message) => {
                     problems.push(&*subject, "value", message);
                     None
@@ -105,7 +117,9 @@ pub(crate) fn parse_value(ty: VarType, text: &str) -> Result<Value, String> {
         VarType::Boolean => match text {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
-            _ => Err(format!("`{shown}` does not parse as a boolean (write true or false)")),
+            _ => Err(format!(
+                "`{shown}` does not parse as a boolean (write true or false)"
+            )),
         },
         VarType::Number => match serde_json::from_str::<Value>(text) {
             Ok(v @ Value::Number(_)) => Ok(v),
@@ -150,7 +164,9 @@ pub(crate) fn split(s: &str) -> Result<Vec<Piece<'_>>, String> {
         pieces.push(Piece::Text(&rest[..at]));
         let after = &rest[at + 2..];
         let Some(close) = after.find('}') else {
-            return Err("has `${` without a closing `}` (write `$${` for a literal `${`)".to_string());
+            return Err(
+                "has `${` without a closing `}` (write `$${` for a literal `${`)".to_string(),
+            );
         };
         let name = &after[..close];
         if !valid_name(name) {
@@ -178,8 +194,14 @@ mod tests {
             split("x/${a}/y"),
             Ok(vec![Piece::Text("x/"), Piece::Var("a"), Piece::Text("/y")])
         );
-        assert_eq!(split("$${a}"), Ok(vec![Piece::Text("${"), Piece::Text("a}")]));
-        assert_eq!(split("no refs $ here"), Ok(vec![Piece::Text("no refs $ here")]));
+        assert_eq!(
+            split("$${a}"),
+            Ok(vec![Piece::Text("${"), Piece::Text("a}")])
+        );
+        assert_eq!(
+            split("no refs $ here"),
+            Ok(vec![Piece::Text("no refs $ here")])
+        );
         assert!(split("${a").is_err());
         assert!(split("${a b}").is_err());
         assert!(split("${}").is_err());
@@ -190,7 +212,10 @@ mod tests {
         assert_eq!(parse_value(VarType::Number, "30"), Ok(Value::from(30)));
         assert!(parse_value(VarType::Number, "thirty").is_err());
         assert!(parse_value(VarType::Number, "[1]").is_err());
-        assert_eq!(parse_value(VarType::Boolean, "false"), Ok(Value::Bool(false)));
+        assert_eq!(
+            parse_value(VarType::Boolean, "false"),
+            Ok(Value::Bool(false))
+        );
         assert!(parse_value(VarType::Boolean, "no").is_err());
         assert!(parse_value(VarType::Json, "{\"a\":").is_err());
         assert!(parse_value(VarType::Json, &"[".repeat(100)).is_err());

@@ -36,7 +36,11 @@ enum Outcome {
 
 /// Runs the command and returns the process exit code.
 pub(crate) fn run(args: &Args) -> Result<ExitCode> {
-    let level = if args.draft { Level::Draft } else { Level::Complete };
+    let level = if args.draft {
+        Level::Draft
+    } else {
+        Level::Complete
+    };
     let outcome = match validate::read_capped(&args.file) {
         Err(e) => Outcome::Unusable(format!("cannot read {}: {e}", args.file.display())),
         Ok(bytes) => match validate::check(&bytes, level) {
