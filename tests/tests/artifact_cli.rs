@@ -283,3 +283,92 @@ fn build_refuses_a_flow_that_fails_complete_validation() {
     );
     assert!(!d.join("b.floe").exists());
 }
+
+#[test]
+fn two_of_two_threshold_needs_both_release_keys() {
+    let dir = setup();
+    let d = dir.path();
+    let o = run(
+        "floe",
+        &[
+            "keys",
+            "trust-init",
+            "--release-key",
+            "release",
+            "--release-key",
+            "stranger",
+            "--coordinator-key",
+            "coord",
+            "--threshold",
+            "2",
+            "--out",
+            "trust2",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "trust-init: {}", stderr(&o));
+    assert!(build(d, "one.floe", "release").status.success());
+    let flow = workspace_root().join("examples/temperature-alert.json");
+    let o = run(
+        "floe",
+        &[
+            "artifact",
+            "build",
+            "--flow",
+            flow.to_str().unwrap(),
+            "--version",
+            "1.4.0",
+            "--key",
+            "release",
+            "--key",
+            "stranger",
+            "--release",
+            "12",
+            "--out",
+            "two.floe",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "build: {}", stderr(&o));
+
+    let o = run(
+        "floed",
+        &["artifact", "verify", "one.floe", "--trust", "trust2"],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("1 of 2 distinct trusted keys signed"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        "floed",
+        &["artifact", "verify", "two.floe", "--trust", "trust2"],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A threshold above the number of keys is refused when the store is made.
+    let o = run(
+        "floe",
+        &[
+            "keys",
+            "trust-init",
+            "--release-key",
+            "release",
+            "--coordinator-key",
+            "coord",
+            "--threshold",
+            "2",
+            "--out",
+            "bad",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("threshold 2 must be between 1 and the 1 release keys"),
+        "{}",
+        stderr(&o)
+    );
+}
