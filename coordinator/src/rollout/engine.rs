@@ -61,8 +61,9 @@ pub enum RolloutError {
     /// A report named a device index outside the plan.
     #[error("device index {0} is not a target of this deployment")]
     UnknownDevice(u32),
-    /// A health report carried a metric that is not a finite, non-negative number.
-    #[error("health report from device {device}: {field} is {value}, expected a finite non-negative number")]
+    /// A health report carried a metric that is not a finite number in its range (error rate
+    /// 0..=1, p95 up to a day in ms, memory up to 1e9 MB).
+    #[error("health report from device {device}: {field} is {value}, outside its valid range")]
     Metric {
         /// The device index.
         device: u32,
@@ -452,14 +453,28 @@ fn status_code(s: TargetStatus) -> u8 {
     s as u8
 }
 
-/// Running sums over the reporting, active devices of one device group.
+/// Running sums over the reporting, active devices of one device group, in fixed point
+/// (see [`fixed`]) so adding and removing a device's report is exact: floating-point sums
+/// would drift with the order of updates and break "same state, same future" after a restore.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct GroupAgg {
     n: u64,
-    error_rate: f64,
-    p95_ms: f64,
-    memory_mb: f64,
+    error_rate: u128,
+    p95_ms: u128,
+    memory_mb: u128,
 }
+
+/// Fixed-point scale of the aggregates: a millionth of a unit.
+const FIXED: f64 = 1e6;
+
+/// A metric in fixed point (metrics are validated finite and bounded on input).
+fn fixed(x: f32) -> u128 {
+    (f64::from(x) * FIXED).round() as u128
+}
+
+/// Upper bounds of accepted metrics: an error rate is a fraction; a day of latency and a
+/// petabyte of memory are beyond any device.
+const METRIC_LIMITS: [f32; 3] = [1.0, 86_400_000.0, 1e9];
 
 /// What a stage did, for gates and the report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -716,7 +731,12 @@ impl Rollout {
         }
         let mut t: Option<Millis> = None;
         let mut at = |x: Millis| t = Some(t.map_or(x, |y| y.min(x)));
-        if let Some(c) = self.next_check {
+        // Fleet-wide triggers are checked only while running: a paused deployment waits for
+        // its operator, and a rollback is already the strongest answer.
+        if let Some(c) = self.next_check
+            && self.status == DeploymentStatus::Running
+            && self.rollback.is_none()
+        {
             at(c);
         }
         if let Some((_, d)) = self.deadlines.front() {
@@ -756,12 +776,15 @@ impl Rollout {
             }
             Input::Health { device, report } => {
                 self.check_device(device)?;
-                for (field, value) in [
+                for ((field, value), limit) in [
                     ("error_rate", report.error_rate),
                     ("p95_ms", report.p95_ms),
                     ("memory_mb", report.memory_mb),
-                ] {
-                    if !value.is_finite() || value < 0.0 {
+                ]
+                .into_iter()
+                .zip(METRIC_LIMITS)
+                {
+                    if !value.is_finite() || !(0.0..=limit).contains(&value) {
                         return Err(RolloutError::Metric { device, field, value });
                     }
                 }
@@ -891,12 +914,9 @@ impl Rollout {
             dev.flags &= !F_REPORTED;
             let g = &mut self.groups[self.plan.device_type[d as usize] as usize];
             g.n -= 1;
-            g.error_rate -= f64::from(dev.error_rate);
-            g.p95_ms -= f64::from(dev.p95_ms);
-            g.memory_mb -= f64::from(dev.memory_mb);
-            if g.n == 0 {
-                *g = GroupAgg::default();
-            }
+            g.error_rate -= fixed(dev.error_rate);
+            g.p95_ms -= fixed(dev.p95_ms);
+            g.memory_mb -= fixed(dev.memory_mb);
         }
     }
 
@@ -905,9 +925,9 @@ impl Rollout {
         dev.flags |= F_REPORTED;
         let g = &mut self.groups[self.plan.device_type[d as usize] as usize];
         g.n += 1;
-        g.error_rate += f64::from(dev.error_rate);
-        g.p95_ms += f64::from(dev.p95_ms);
-        g.memory_mb += f64::from(dev.memory_mb);
+        g.error_rate += fixed(dev.error_rate);
+        g.p95_ms += fixed(dev.p95_ms);
+        g.memory_mb += fixed(dev.memory_mb);
     }
 
     /// Marks a device as taking a parallelism slot with a deploy deadline.
@@ -1645,11 +1665,12 @@ impl Rollout {
         }
         if let Some(c) = self.next_check
             && c <= now
+            && self.status == DeploymentStatus::Running
         {
             let interval = self.plan.config.health_check_interval;
             self.next_check = Some(now + interval);
             if self.status == DeploymentStatus::Running && self.rollback.is_none() {
-                self.fleet_triggers();
+                self.fleet_triggers(true);
             }
         }
     }
@@ -1664,7 +1685,8 @@ impl Rollout {
                 continue;
             }
             let k = g.n as f64;
-            let (e, p, m) = (g.error_rate / k, g.p95_ms / k, g.memory_mb / k);
+            let mean = |sum: u128| sum as f64 / FIXED / k;
+            let (e, p, m) = (mean(g.error_rate), mean(g.p95_ms), mean(g.memory_mb));
             out.push((i, e, p, m));
             let b = &self.plan.baselines[i];
             sum[0] += (e - b.error_rate) * k;
@@ -1677,7 +1699,7 @@ impl Rollout {
     }
 
     /// 001 threshold and trend triggers over all deployed devices, each health-check tick.
-    fn fleet_triggers(&mut self) {
+    fn fleet_triggers(&mut self, trend: bool) {
         if !self.plan.config.health_check {
             return;
         }
@@ -1707,7 +1729,9 @@ impl Rollout {
                 return;
             }
         }
-        if let Some([e, _, _]) = delta {
+        if let Some([e, _, _]) = delta
+            && trend
+        {
             if let Some(last) = self.trend_last {
                 if e > last + self.plan.config.trend_min_step {
                     self.trend_rises += 1;
@@ -1899,6 +1923,12 @@ impl Rollout {
                 true
             }
             Phase::Gating { deadline } => {
+                // Threshold triggers outrank a gate verdict: a fleet-wide error spike rolls
+                // everything back even if it shows up first at a gate.
+                self.fleet_triggers(false);
+                if self.status != DeploymentStatus::Running || self.phase == Phase::RollingBack {
+                    return true;
+                }
                 let spec = self.plan.stages[self.stage as usize].clone();
                 let v = self.evaluate(spec.gate);
                 self.emit_gate(&v);

@@ -4,6 +4,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod sim;
+
 #[derive(Debug, Parser)]
 #[command(name = "floe", version, about = "The Floe coordinator and CLI")]
 struct Cli {
@@ -12,7 +14,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Simulate a deployment to a virtual fleet and print the report.
+    Sim(sim::SimArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,5 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Sim(args) => sim::run(args).map(|()| ExitCode::SUCCESS),
+    }
 }
