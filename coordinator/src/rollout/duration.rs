@@ -84,13 +84,14 @@ pub fn parse_duration(input: &str) -> Result<Millis, DurationError> {
     Ok(total)
 }
 
-/// Formats milliseconds compactly in the same units ("1h30m", "45s", "0s").
+/// Formats milliseconds compactly in the same units ("1h30m", "45s", "0s"); durations of a
+/// second or more are shown to the second.
 pub fn format_duration(ms: Millis) -> String {
     if ms == 0 {
         return "0s".to_string();
     }
     let mut out = String::new();
-    let mut rest = ms;
+    let mut rest = if ms >= 1_000 { ms - ms % 1_000 } else { ms };
     for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if rest >= size {
             out.push_str(&format!("{}{unit}", rest / size));
@@ -134,8 +135,9 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for s in ["1h30m", "45s", "2h", "10m", "1d"] {
+        for s in ["1h30m", "45s", "2h", "10m", "1d", "250ms"] {
             assert_eq!(format_duration(parse_duration(s).unwrap_or(0)), s);
         }
+        assert_eq!(format_duration(61_500), "1m1s");
     }
 }

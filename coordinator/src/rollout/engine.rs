@@ -1112,8 +1112,12 @@ impl Rollout {
         self.devs[d as usize].flags |= F_QUARANTINE_ON_ROLLBACK;
         self.set_phase(d, P_ROLLING_BACK);
         self.directive(d, DirectiveKind::Rollback);
+        // A device-level rollback is never held back by the parallelism limit (it is not a
+        // deployment), but it has a deadline: a device that never confirms ends failed.
         if self.devs[d as usize].flags & F_OFFLINE == 0 {
-            self.take_slot(d);
+            let deadline = self.now + self.plan.config.timeout;
+            self.devs[d as usize].deadline = deadline;
+            self.deadlines.push_back((d, deadline));
         }
         self.count_failure(d);
         tracing::debug!(device = d, why, "device rollback");
@@ -1475,6 +1479,12 @@ impl Rollout {
                 self.take_slot(d);
                 self.resend(d);
             }
+            P_ROLLING_BACK => {
+                let deadline = self.now + self.plan.config.timeout;
+                self.devs[d as usize].deadline = deadline;
+                self.deadlines.push_back((d, deadline));
+                self.resend(d);
+            }
             _ => {}
         }
     }
@@ -1634,7 +1644,8 @@ impl Rollout {
             }
             self.deadlines.pop_front();
             let dev = &self.devs[d as usize];
-            if dev.deadline == deadline && dev.flags & F_INFLIGHT != 0 && dev.flags & F_OFFLINE == 0 {
+            let watched = dev.flags & F_INFLIGHT != 0 || dev.phase == P_ROLLING_BACK;
+            if dev.deadline == deadline && watched && dev.flags & F_OFFLINE == 0 {
                 if dev.phase == P_ROLLING_BACK {
                     // A rollback that does not report back: the device is failed.
                     let device_level = dev.flags & F_QUARANTINE_ON_ROLLBACK != 0;
