@@ -11,7 +11,11 @@ fn floe() -> &'static PathBuf {
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().unwrap_or_default();
         // target/<profile>/deps/sim_cli-<hash>
-        let profile_dir = exe.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_default();
+        let profile_dir = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .map(PathBuf::from)
+            .unwrap_or_default();
         let target_dir = profile_dir.parent().map(PathBuf::from).unwrap_or_default();
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => "dev".to_string(),
@@ -19,7 +23,16 @@ fn floe() -> &'static PathBuf {
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-q", "--bin", "floe", "-p", "floe-coordinator", "--profile", &profile])
+            .args([
+                "build",
+                "-q",
+                "--bin",
+                "floe",
+                "-p",
+                "floe-coordinator",
+                "--profile",
+                &profile,
+            ])
             .env("CARGO_TARGET_DIR", &target_dir)
             .status();
         assert!(status.is_ok_and(|s| s.success()), "building floe failed");
@@ -28,10 +41,9 @@ fn floe() -> &'static PathBuf {
 }
 
 fn sim(args: &[&str]) -> Output {
-    match Command::new(floe()).arg("sim").args(args).output() {
-        Ok(o) => o,
-        Err(e) => panic!("running floe sim: {e}"),
-    }
+    let out = Command::new(floe()).arg("sim").args(args).output();
+    assert!(out.is_ok(), "running floe sim: {out:?}");
+    out.unwrap_or_else(|_| unreachable!())
 }
 
 fn stdout(o: &Output) -> String {
@@ -42,18 +54,33 @@ fn json(args: &[&str]) -> serde_json::Value {
     let mut all = args.to_vec();
     all.push("--json");
     let out = sim(&all);
-    assert!(out.status.success(), "floe sim failed: {}", String::from_utf8_lossy(&out.stderr));
-    match serde_json::from_slice(&out.stdout) {
-        Ok(v) => v,
-        Err(e) => panic!("floe sim --json printed invalid JSON: {e}\n{}", stdout(&out)),
-    }
+    assert!(
+        out.status.success(),
+        "floe sim failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed = serde_json::from_slice(&out.stdout);
+    assert!(
+        parsed.is_ok(),
+        "floe sim --json printed invalid JSON:\n{}",
+        stdout(&out)
+    );
+    parsed.unwrap_or_default()
 }
 
 #[test]
 fn same_seed_gives_the_same_action_log_and_a_different_seed_does_not() {
     let args = [
-        "--devices", "400", "--strategy", "canary-waves", "--fail-rate", "0.01", "--offline-rate", "0.05",
-        "--seed", "7",
+        "--devices",
+        "400",
+        "--strategy",
+        "canary-waves",
+        "--fail-rate",
+        "0.01",
+        "--offline-rate",
+        "0.05",
+        "--seed",
+        "7",
     ];
     let a = json(&args);
     let b = json(&args);
@@ -69,12 +96,21 @@ fn same_seed_gives_the_same_action_log_and_a_different_seed_does_not() {
     assert!(a["device_events_per_sec"].as_f64().is_some_and(|r| r > 0.0));
     assert!(a["peak_rss_kib"].as_u64().is_some_and(|k| k > 0));
     let counts = &a["report"]["counts"];
-    let total: u64 = ["deployed", "skipped", "quarantined", "rolled_back", "in_progress"]
-        .iter()
-        .filter_map(|k| counts[k].as_u64())
-        .sum();
+    let total: u64 = [
+        "deployed",
+        "skipped",
+        "quarantined",
+        "rolled_back",
+        "in_progress",
+    ]
+    .iter()
+    .filter_map(|k| counts[k].as_u64())
+    .sum();
     assert_eq!(total, 400, "every device is counted once: {counts}");
-    assert_eq!(counts["in_progress"], 0, "every device ends in a terminal status");
+    assert_eq!(
+        counts["in_progress"], 0,
+        "every device ends in a terminal status"
+    );
 }
 
 #[test]
@@ -90,11 +126,27 @@ fn every_strategy_prints_the_fleet_deployment_report() {
         args.extend(extra);
         let out = sim(&args);
         let text = stdout(&out);
-        assert!(out.status.success(), "{strategy}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains("## Fleet Deployment Report"), "{strategy}:\n{text}");
-        assert!(text.contains(&format!("**Strategy**: {strategy}")), "{strategy}:\n{text}");
-        assert!(text.contains("| Wave | Devices | Failed | Soak | Verdict |"), "{strategy}:\n{text}");
-        assert!(text.contains("**Status**: completed"), "{strategy} on a healthy fleet:\n{text}");
+        assert!(
+            out.status.success(),
+            "{strategy}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("## Fleet Deployment Report"),
+            "{strategy}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("**Strategy**: {strategy}")),
+            "{strategy}:\n{text}"
+        );
+        assert!(
+            text.contains("| Wave | Devices | Failed | Soak | Verdict |"),
+            "{strategy}:\n{text}"
+        );
+        assert!(
+            text.contains("**Status**: completed"),
+            "{strategy} on a healthy fleet:\n{text}"
+        );
         assert!(text.contains("device events/s"), "{strategy}:\n{text}");
     }
     let steps = json(&["--devices", "100", "--steps", "5,25,50,100"]);
@@ -108,31 +160,57 @@ fn all_at_once_on_a_large_fleet_is_refused_unless_forced() {
     let out = sim(&["--devices", "50", "--strategy", "all-at-once"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("all-at-once to 50 devices refused") && err.contains("force"), "{err}");
+    assert!(
+        err.contains("all-at-once to 50 devices refused") && err.contains("force"),
+        "{err}"
+    );
     let forced = sim(&["--devices", "50", "--strategy", "all-at-once", "--force"]);
     assert!(forced.status.success());
 }
 
 #[test]
 fn a_bad_release_is_rolled_back_at_the_canary() {
-    let v = json(&["--devices", "500", "--strategy", "canary-waves", "--bad-release-error", "0.15"]);
+    let v = json(&[
+        "--devices",
+        "500",
+        "--strategy",
+        "canary-waves",
+        "--bad-release-error",
+        "0.15",
+    ]);
     assert_eq!(v["report"]["status"], "rolled_back");
-    let stages = v["report"]["stages"].as_array().cloned().unwrap_or_default();
+    let stages = v["report"]["stages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(stages[0]["name"], "Canary");
     assert_eq!(stages[0]["verdict"], "ROLLED BACK");
     for wave in &stages[1..] {
-        assert_eq!(wave["verdict"], "-", "no wave starts after a failed canary: {wave}");
+        assert_eq!(
+            wave["verdict"], "-",
+            "no wave starts after a failed canary: {wave}"
+        );
     }
     assert_eq!(v["report"]["counts"]["deployed"], 0);
 }
 
 #[test]
 fn manual_approval_stops_at_the_canary_with_a_state_block() {
-    let out = sim(&["--devices", "200", "--strategy", "canary-waves", "--approve", "manual"]);
+    let out = sim(&[
+        "--devices",
+        "200",
+        "--strategy",
+        "canary-waves",
+        "--approve",
+        "manual",
+    ]);
     let text = stdout(&out);
     assert!(out.status.success());
     assert!(text.contains("<fleet-deploy-state>"), "{text}");
-    assert!(text.contains("blockers: awaiting operator approval"), "{text}");
+    assert!(
+        text.contains("blockers: awaiting operator approval"),
+        "{text}"
+    );
     assert!(text.contains("**Status**: running"), "{text}");
 }
 

@@ -9,7 +9,9 @@ use super::Millis;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
     /// The string was empty or only whitespace.
-    #[error("empty duration: expected a number followed by a unit such as \"30s\", \"5m\" or \"2h\"")]
+    #[error(
+        "empty duration: expected a number followed by a unit such as \"30s\", \"5m\" or \"2h\""
+    )]
     Empty,
     /// A number was not followed by one of the units ms, s, m, h, d.
     #[error("duration {input:?}: missing or unknown unit after {number} (use ms, s, m, h or d)")]
@@ -92,7 +94,12 @@ pub fn format_duration(ms: Millis) -> String {
     }
     let mut out = String::new();
     let mut rest = if ms >= 1_000 { ms - ms % 1_000 } else { ms };
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if rest >= size {
             out.push_str(&format!("{}{unit}", rest / size));
             rest %= size;
@@ -121,15 +128,30 @@ mod tests {
     #[test]
     fn refuses_bad_input_with_a_reason() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
-        assert!(matches!(parse_duration("5"), Err(DurationError::Unit { number: 5, .. })));
-        assert!(matches!(parse_duration("5 minutes"), Err(DurationError::Unit { .. })));
-        assert!(matches!(parse_duration("m5"), Err(DurationError::Syntax { found: 'm', .. })));
-        assert!(matches!(parse_duration("-5m"), Err(DurationError::Syntax { .. })));
+        assert!(matches!(
+            parse_duration("5"),
+            Err(DurationError::Unit { number: 5, .. })
+        ));
+        assert!(matches!(
+            parse_duration("5 minutes"),
+            Err(DurationError::Unit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("m5"),
+            Err(DurationError::Syntax { found: 'm', .. })
+        ));
+        assert!(matches!(
+            parse_duration("-5m"),
+            Err(DurationError::Syntax { .. })
+        ));
         assert!(matches!(
             parse_duration("99999999999999999999d"),
             Err(DurationError::Overflow { .. })
         ));
-        let msg = parse_duration("5x").err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = parse_duration("5x")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(msg.contains("unknown unit"), "{msg}");
     }
 

@@ -464,6 +464,9 @@ struct GroupAgg {
     memory_mb: u128,
 }
 
+/// A device group's index and its mean error rate, p95 and memory.
+type GroupMeans = (usize, f64, f64, f64);
+
 /// Fixed-point scale of the aggregates: a millionth of a unit.
 const FIXED: f64 = 1e6;
 
@@ -714,10 +717,13 @@ impl Rollout {
         let kind = self.plan.stages.get(self.stage as usize).map(|s| s.kind);
         match self.phase {
             Phase::Prepare => "PREPARE",
-            Phase::Soaking { .. } | Phase::Gating { .. } | Phase::AwaitingApproval | Phase::Committing => {
-                "VERIFY"
+            Phase::Soaking { .. }
+            | Phase::Gating { .. }
+            | Phase::AwaitingApproval
+            | Phase::Committing => "VERIFY",
+            Phase::CatchUp { .. } | Phase::Completing { .. } | Phase::Finalizing | Phase::Done => {
+                "CONFIRM"
             }
-            Phase::CatchUp { .. } | Phase::Completing { .. } | Phase::Finalizing | Phase::Done => "CONFIRM",
             Phase::RollingBack => "ROLLBACK",
             _ if kind == Some(StageKind::Canary) => "CANARY",
             _ => "ROLLOUT",
@@ -748,9 +754,9 @@ impl Rollout {
         if self.status == DeploymentStatus::Running {
             match self.phase {
                 Phase::Soaking { until } => at(until),
-                Phase::Gating { deadline } | Phase::CatchUp { deadline } | Phase::Completing { deadline } => {
-                    at(deadline)
-                }
+                Phase::Gating { deadline }
+                | Phase::CatchUp { deadline }
+                | Phase::Completing { deadline } => at(deadline),
                 _ => {}
             }
         }
@@ -785,7 +791,11 @@ impl Rollout {
                 .zip(METRIC_LIMITS)
                 {
                     if !value.is_finite() || !(0.0..=limit).contains(&value) {
-                        return Err(RolloutError::Metric { device, field, value });
+                        return Err(RolloutError::Metric {
+                            device,
+                            field,
+                            value,
+                        });
                     }
                 }
                 self.run_timers();
@@ -824,7 +834,10 @@ impl Rollout {
 
     fn audit(&mut self, event: String) {
         self.last_action = event.clone();
-        self.queue.push_back(Action::Audit { at: self.now, event });
+        self.queue.push_back(Action::Audit {
+            at: self.now,
+            event,
+        });
     }
 
     fn set_status(&mut self, status: DeploymentStatus, reason: String) {
@@ -877,7 +890,10 @@ impl Rollout {
         let s = status_of(dev.phase, dev.flags);
         if dev.status != status_code(s) {
             dev.status = status_code(s);
-            self.queue.push_back(Action::Target { device: d, status: s });
+            self.queue.push_back(Action::Target {
+                device: d,
+                status: s,
+            });
         }
     }
 
@@ -1048,7 +1064,9 @@ impl Rollout {
                     self.set_phase(d, P_FAILED);
                     self.count_failure(d);
                 }
-                P_SWITCHED | P_VERIFIED | P_COMMITTED => self.device_rollback(d, "failed after switch"),
+                P_SWITCHED | P_VERIFIED | P_COMMITTED => {
+                    self.device_rollback(d, "failed after switch")
+                }
                 P_ROLLING_BACK => {
                     self.release_slot(d);
                     self.set_phase(d, P_FAILED);
@@ -1086,7 +1104,9 @@ impl Rollout {
     fn queue_catchup(&mut self, d: u32) {
         let dev = &mut self.devs[d as usize];
         let due = match dev.phase {
-            P_IDLE => dev.stage <= self.stage && self.started_at.is_some() && self.rollback.is_none(),
+            P_IDLE => {
+                dev.stage <= self.stage && self.started_at.is_some() && self.rollback.is_none()
+            }
             P_STAGING | P_STAGED | P_SWITCHING | P_SWITCHED | P_ROLLING_BACK => true,
             _ => false,
         };
@@ -1191,7 +1211,8 @@ impl Rollout {
             dev.memory0 = r.memory_mb;
             dev.memory0_at = now;
         } else if now - dev.memory0_at >= 10 * MINUTE && dev.memory0 > 0.0 {
-            let per10 = (f64::from(r.memory_mb) / f64::from(dev.memory0) - 1.0) * (10 * MINUTE) as f64
+            let per10 = (f64::from(r.memory_mb) / f64::from(dev.memory0) - 1.0)
+                * (10 * MINUTE) as f64
                 / (now - dev.memory0_at) as f64;
             leak = per10 > MEMORY_LEAK_PER_10M;
             warn = per10 >= MEMORY_TREND_PER_10M;
@@ -1305,13 +1326,21 @@ impl Rollout {
                 if status == DeploymentStatus::Pending {
                     return refuse("nothing has been deployed yet; abort it instead");
                 }
-                if self.rollback.as_ref().is_some_and(|r| r.scope == Scope::All) {
+                if self
+                    .rollback
+                    .as_ref()
+                    .is_some_and(|r| r.scope == Scope::All)
+                {
                     return refuse("a full rollback is already in progress");
                 }
                 self.start_rollback(Scope::All, "rollback by operator".into());
             }
             Command::Abort => {
-                if self.rollback.as_ref().is_some_and(|r| r.scope != Scope::Stage(self.stage)) {
+                if self
+                    .rollback
+                    .as_ref()
+                    .is_some_and(|r| r.scope != Scope::Stage(self.stage))
+                {
                     return refuse("a rollback is already in progress");
                 }
                 if status == DeploymentStatus::Pending {
@@ -1459,12 +1488,10 @@ impl Rollout {
             return;
         }
         match dev.phase {
-            P_IDLE => {
-                if dev.stage <= self.stage {
-                    self.take_slot(d);
-                    self.set_phase(d, P_STAGING);
-                    self.directive(d, DirectiveKind::Stage);
-                }
+            P_IDLE if dev.stage <= self.stage => {
+                self.take_slot(d);
+                self.set_phase(d, P_STAGING);
+                self.directive(d, DirectiveKind::Stage);
             }
             P_STAGED => {
                 // Blue-green: a device staged before it went away; switch it if the stage says so.
@@ -1519,7 +1546,9 @@ impl Rollout {
                 Scope::Uncommitted => in_flight_phase(phase) || phase == P_VERIFIED,
             };
             // In blue-green a device staged but never switched has nothing to switch back.
-            if phase == P_STAGED && self.plan.stages[dev.stage as usize].mode == StageMode::StageOnly {
+            if phase == P_STAGED
+                && self.plan.stages[dev.stage as usize].mode == StageMode::StageOnly
+            {
                 self.release_slot(d);
                 self.set_phase(d, P_ROLLED_BACK);
                 return true;
@@ -1548,7 +1577,9 @@ impl Rollout {
         let count = self.stages.iter().filter(|s| s.rolled_back).count();
         match rb.scope {
             Scope::All => {
-                self.audit(format!("full fleet rollback complete ({count} stages rolled back)"));
+                self.audit(format!(
+                    "full fleet rollback complete ({count} stages rolled back)"
+                ));
                 self.set_status(DeploymentStatus::RolledBack, rb.reason);
                 self.phase = Phase::Finalizing;
                 self.final_cursor = 0;
@@ -1587,7 +1618,9 @@ impl Rollout {
             return true;
         }
         let s = self.stage;
-        if self.plan.stages[s as usize].approval_after && self.stage + 1 < self.plan.stages.len() as u32 {
+        if self.plan.stages[s as usize].approval_after
+            && self.stage + 1 < self.plan.stages.len() as u32
+        {
             self.phase = Phase::AwaitingApproval;
             let name = self.stage_name(s);
             self.audit(format!("{name} passed; waiting for approval"));
@@ -1669,7 +1702,10 @@ impl Rollout {
             }
             self.unreachable.pop_front();
             let dev = &self.devs[d as usize];
-            if dev.flags & F_UNREACHABLE != 0 && dev.unreachable_since == since && active_phase(dev.phase) {
+            if dev.flags & F_UNREACHABLE != 0
+                && dev.unreachable_since == since
+                && active_phase(dev.phase)
+            {
                 self.devs[d as usize].flags &= !F_UNREACHABLE;
                 self.device_rollback(d, "health endpoint unreachable");
             }
@@ -1687,7 +1723,7 @@ impl Rollout {
     }
 
     /// Per-group mean metrics over reporting active devices, and the fleet's mean deltas.
-    fn aggregates(&self) -> (Vec<(usize, f64, f64, f64)>, Option<[f64; 3]>) {
+    fn aggregates(&self) -> (Vec<GroupMeans>, Option<[f64; 3]>) {
         let mut out = Vec::new();
         let mut n = 0.0;
         let mut sum = [0.0f64; 3];
@@ -1701,8 +1737,16 @@ impl Rollout {
             out.push((i, e, p, m));
             let b = &self.plan.baselines[i];
             sum[0] += (e - b.error_rate) * k;
-            sum[1] += if b.p95_ms > 0.0 { (p / b.p95_ms - 1.0) * k } else { 0.0 };
-            sum[2] += if b.memory_mb > 0.0 { (m / b.memory_mb - 1.0) * k } else { 0.0 };
+            sum[1] += if b.p95_ms > 0.0 {
+                (p / b.p95_ms - 1.0) * k
+            } else {
+                0.0
+            };
+            sum[2] += if b.memory_mb > 0.0 {
+                (m / b.memory_mb - 1.0) * k
+            } else {
+                0.0
+            };
             n += k;
         }
         let delta = (n > 0.0).then(|| [sum[0] / n, sum[1] / n, sum[2] / n]);
@@ -1765,7 +1809,9 @@ impl Rollout {
     /// Evaluates a gate over all devices deployed so far.
     fn evaluate(&mut self, gate: GateKind) -> GateVerdict {
         let stage = self.stage;
-        if gate == GateKind::Staged || !self.plan.config.health_check && gate != GateKind::Completion {
+        if gate == GateKind::Staged
+            || !self.plan.config.health_check && gate != GateKind::Completion
+        {
             return GateVerdict {
                 stage,
                 gate,
@@ -1877,7 +1923,11 @@ impl Rollout {
                 pass: crashes == 0,
             });
         }
-        let failing: Vec<&str> = checks.iter().filter(|c| !c.pass).map(|c| c.name.as_str()).collect();
+        let failing: Vec<&str> = checks
+            .iter()
+            .filter(|c| !c.pass)
+            .map(|c| c.name.as_str())
+            .collect();
         let (verdict, reason) = if failing.is_empty() {
             (Verdict::Pass, "all checks pass".to_string())
         } else {
@@ -1972,7 +2022,10 @@ impl Rollout {
                     }
                     Verdict::Wait => {
                         if now >= deadline {
-                            self.halt(format!("{} gate: progress deadline passed, {}", spec.name, v.reason));
+                            self.halt(format!(
+                                "{} gate: progress deadline passed, {}",
+                                spec.name, v.reason
+                            ));
                             return true;
                         }
                         false
@@ -1992,7 +2045,7 @@ impl Rollout {
             }
             Phase::CatchUp { deadline } => {
                 let waiting = self.devs_waiting_catchup();
-                if waiting && now < deadline || self.inflight > 0 && now < deadline {
+                if (waiting || self.inflight > 0) && now < deadline {
                     return false;
                 }
                 self.phase = Phase::Completing {
@@ -2019,7 +2072,10 @@ impl Rollout {
                     }
                     Verdict::Wait => {
                         if now >= deadline {
-                            self.halt(format!("completion gate: progress deadline passed, {}", v.reason));
+                            self.halt(format!(
+                                "completion gate: progress deadline passed, {}",
+                                v.reason
+                            ));
                             return true;
                         }
                         false
@@ -2065,9 +2121,13 @@ impl Rollout {
         match (self.status, self.phase) {
             (DeploymentStatus::Pending, _) => "start".into(),
             (DeploymentStatus::Paused, _) => "operator: resume, rollback or abort".into(),
-            (_, Phase::AwaitingApproval) => format!("operator approval after {}", self.stage_name(self.stage)),
+            (_, Phase::AwaitingApproval) => {
+                format!("operator approval after {}", self.stage_name(self.stage))
+            }
             (_, Phase::Dispatching) => format!("deploy {}", self.stage_name(self.stage)),
-            (_, Phase::Soaking { until }) => format!("soak {} until t={until}ms", self.stage_name(self.stage)),
+            (_, Phase::Soaking { until }) => {
+                format!("soak {} until t={until}ms", self.stage_name(self.stage))
+            }
             (_, Phase::Gating { .. }) => format!("{} gate", self.stage_name(self.stage)),
             (_, Phase::CatchUp { .. }) => "catch up offline devices".into(),
             (_, Phase::Completing { .. }) => "completion gate".into(),
@@ -2100,4 +2160,3 @@ pub struct StatusCounts {
     /// Active and reporting.
     pub healthy: u64,
 }
-

@@ -297,7 +297,10 @@ impl StrategyConfig {
             }
             for w in &self.waves {
                 pct("waves.percentage", w.percentage)?;
-                pct("waves.failure_threshold_percent", w.failure_threshold_percent)?;
+                pct(
+                    "waves.failure_threshold_percent",
+                    w.failure_threshold_percent,
+                )?;
             }
         }
         if self.strategy == Strategy::Steps {
@@ -577,7 +580,10 @@ impl Plan {
                 None => return Err(PlanError::MissingBaseline(name.clone())),
             }
         }
-        if config.strategy == Strategy::AllAtOnce && n > config.max_all_at_once as usize && !config.force {
+        if config.strategy == Strategy::AllAtOnce
+            && n > config.max_all_at_once as usize
+            && !config.force
+        {
             return Err(PlanError::AllAtOnceTooLarge {
                 devices: n,
                 max: config.max_all_at_once,
@@ -695,7 +701,9 @@ fn select_canary(config: &StrategyConfig, fleet: &Fleet<'_>) -> Result<Vec<u32>,
     for t in fleet.device_type {
         type_pop[*t as usize] += 1;
     }
-    let mut type_order: Vec<usize> = (0..fleet.n_types).filter(|t| !per_type[*t].is_empty()).collect();
+    let mut type_order: Vec<usize> = (0..fleet.n_types)
+        .filter(|t| !per_type[*t].is_empty())
+        .collect();
     type_order.sort_by(|a, b| type_pop[*b].cmp(&type_pop[*a]).then(a.cmp(b)));
     let mut chosen: Vec<u32> = Vec::new();
     let mut in_canary = std::collections::HashSet::new();
@@ -780,7 +788,8 @@ fn assign_waves(waves: &[WaveConfig], pool: &mut [u32], fleet: &Fleet<'_>) -> Ve
                 let donor = (start..end)
                     .rev()
                     .find(|p| count[fleet.device_type[pool[*p] as usize] as usize] > 1);
-                let taker = (end..total).find(|p| fleet.device_type[pool[*p] as usize] as usize == t);
+                let taker =
+                    (end..total).find(|p| fleet.device_type[pool[*p] as usize] as usize == t);
                 if let (Some(dp), Some(tp)) = (donor, taker) {
                     count[fleet.device_type[pool[dp] as usize] as usize] -= 1;
                     count[t] += 1;
@@ -796,7 +805,11 @@ fn assign_waves(waves: &[WaveConfig], pool: &mut [u32], fleet: &Fleet<'_>) -> Ve
 
 type Compiled = (Vec<u32>, Vec<StageSpec>, Vec<u32>);
 
-fn compile(config: &StrategyConfig, fleet: &Fleet<'_>, rng: &mut SplitMix64) -> Result<Compiled, PlanError> {
+fn compile(
+    config: &StrategyConfig,
+    fleet: &Fleet<'_>,
+    rng: &mut SplitMix64,
+) -> Result<Compiled, PlanError> {
     let n = fleet.len();
     let fail = config.failure_threshold_percent / 100.0;
     let breach_wave = if config.auto_rollback {
@@ -809,24 +822,34 @@ fn compile(config: &StrategyConfig, fleet: &Fleet<'_>, rng: &mut SplitMix64) -> 
     } else {
         Breach::Halt
     };
-    let stage = |kind, name: String, start: usize, end: usize, soak, thr, on_breach, gate| StageSpec {
-        kind,
-        name,
-        start: start as u32,
-        end: end as u32,
-        soak,
-        failure_threshold: thr,
-        on_breach,
-        gate,
-        approval_after: false,
-        mode: StageMode::Full,
-    };
+    let stage =
+        |kind, name: String, start: usize, end: usize, soak, thr, on_breach, gate| StageSpec {
+            kind,
+            name,
+            start: start as u32,
+            end: end as u32,
+            soak,
+            failure_threshold: thr,
+            on_breach,
+            gate,
+            approval_after: false,
+            mode: StageMode::Full,
+        };
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut stages = Vec::new();
     let mut canary = Vec::new();
     match config.strategy {
         Strategy::AllAtOnce => {
-            stages.push(stage(StageKind::All, "All".into(), 0, n, 0, fail, breach_all, GateKind::Wave));
+            stages.push(stage(
+                StageKind::All,
+                "All".into(),
+                0,
+                n,
+                0,
+                fail,
+                breach_all,
+                GateKind::Wave,
+            ));
         }
         Strategy::Rolling => {
             let b = config.batch_size as usize;
@@ -871,7 +894,16 @@ fn compile(config: &StrategyConfig, fleet: &Fleet<'_>, rng: &mut SplitMix64) -> 
             stages.push(can);
             if config.strategy == Strategy::Canary {
                 if !pool.is_empty() {
-                    stages.push(stage(StageKind::All, "Rest".into(), c, n, 0, fail, breach_wave, GateKind::Wave));
+                    stages.push(stage(
+                        StageKind::All,
+                        "Rest".into(),
+                        c,
+                        n,
+                        0,
+                        fail,
+                        breach_wave,
+                        GateKind::Wave,
+                    ));
                 }
                 order.extend(pool);
             } else {
@@ -880,7 +912,11 @@ fn compile(config: &StrategyConfig, fleet: &Fleet<'_>, rng: &mut SplitMix64) -> 
                 let mut start = 0;
                 for (w, end) in config.waves.iter().zip(ends) {
                     if end > start {
-                        let on_breach = if w.auto_rollback { Breach::RollbackStageAndHalt } else { Breach::Halt };
+                        let on_breach = if w.auto_rollback {
+                            Breach::RollbackStageAndHalt
+                        } else {
+                            Breach::Halt
+                        };
                         stages.push(stage(
                             StageKind::Wave,
                             w.name.clone(),
@@ -910,7 +946,16 @@ fn compile(config: &StrategyConfig, fleet: &Fleet<'_>, rng: &mut SplitMix64) -> 
             );
             s.mode = StageMode::StageOnly;
             stages.push(s);
-            let mut w = stage(StageKind::BlueGreenSwitch, "Switch".into(), 0, n, 0, fail, breach_all, GateKind::Wave);
+            let mut w = stage(
+                StageKind::BlueGreenSwitch,
+                "Switch".into(),
+                0,
+                n,
+                0,
+                fail,
+                breach_all,
+                GateKind::Wave,
+            );
             w.mode = StageMode::SwitchOnly;
             stages.push(w);
         }
@@ -924,9 +969,22 @@ fn compile(config: &StrategyConfig, fleet: &Fleet<'_>, rng: &mut SplitMix64) -> 
                     (((n as f64) * p / 100.0).ceil() as usize).clamp(start.max(1), n)
                 };
                 if end > start {
-                    let gate = if i == 0 { GateKind::Canary } else { GateKind::Wave };
+                    let gate = if i == 0 {
+                        GateKind::Canary
+                    } else {
+                        GateKind::Wave
+                    };
                     let kind = StageKind::Step;
-                    stages.push(stage(kind, format!("step {p}%"), start, end, config.step_soak, fail, breach_all, gate));
+                    stages.push(stage(
+                        kind,
+                        format!("step {p}%"),
+                        start,
+                        end,
+                        config.step_soak,
+                        fail,
+                        breach_all,
+                        gate,
+                    ));
                 }
                 start = end;
             }
@@ -974,7 +1032,10 @@ mod tests {
         let cfg = StrategyConfig::defaults(Strategy::AllAtOnce);
         let err = Plan::new("a", cfg.clone(), specs.clone(), &baselines(&types), 1);
         let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("11 devices refused") && msg.contains("at most 10"), "{msg}");
+        assert!(
+            msg.contains("11 devices refused") && msg.contains("at most 10"),
+            "{msg}"
+        );
         let mut forced = cfg;
         forced.force = true;
         assert!(Plan::new("a", forced, specs, &baselines(&types), 1).is_ok());
@@ -1000,13 +1061,25 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         // 300 devices: the table says 5-10, the share (3 %) caps at 9, the config at 10.
-        assert!((5..=9).contains(&plan.canary.len()), "{}", plan.canary.len());
+        assert!(
+            (5..=9).contains(&plan.canary.len()),
+            "{}",
+            plan.canary.len()
+        );
         assert!(!plan.canary.contains(&6));
         for t in 0..3u16 {
-            assert!(plan.canary.iter().any(|d| plan.device_type[*d as usize] == t));
+            assert!(
+                plan.canary
+                    .iter()
+                    .any(|d| plan.device_type[*d as usize] == t)
+            );
         }
         for r in 0..3u16 {
-            assert!(plan.canary.iter().any(|d| plan.device_region[*d as usize] == r));
+            assert!(
+                plan.canary
+                    .iter()
+                    .any(|d| plan.device_region[*d as usize] == r)
+            );
         }
         // Waves: ceil(15 % and 35 % of the pool), the last takes the rest.
         let pool = 300 - plan.canary.len();
@@ -1044,7 +1117,13 @@ mod tests {
         for s in &mut specs {
             s.flags.maintenance = true;
         }
-        let r = Plan::new("a", StrategyConfig::defaults(Strategy::Canary), specs, &baselines(&types), 1);
+        let r = Plan::new(
+            "a",
+            StrategyConfig::defaults(Strategy::Canary),
+            specs,
+            &baselines(&types),
+            1,
+        );
         assert_eq!(r.err(), Some(PlanError::NoEligibleCanary));
     }
 
@@ -1091,7 +1170,13 @@ mod tests {
         assert_eq!(r.err(), Some(PlanError::MissingBaseline("pi".into())));
         let mut cfg = StrategyConfig::defaults(Strategy::Steps);
         cfg.steps = vec![5.0, 50.0, 25.0, 100.0];
-        let r = Plan::new("a", cfg, fleet_specs(3, &types, &["eu"]), &baselines(&types), 1);
+        let r = Plan::new(
+            "a",
+            cfg,
+            fleet_specs(3, &types, &["eu"]),
+            &baselines(&types),
+            1,
+        );
         assert!(matches!(r, Err(PlanError::Config { field: "steps", .. })));
     }
 }

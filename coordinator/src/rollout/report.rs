@@ -84,7 +84,11 @@ pub struct Report {
 }
 
 fn pct(n: u64, total: u64) -> f64 {
-    if total == 0 { 0.0 } else { n as f64 * 100.0 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        n as f64 * 100.0 / total as f64
+    }
 }
 
 impl Report {
@@ -148,7 +152,9 @@ impl Report {
     /// Renders the report as 003's markdown template.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
-        let t = |m: Option<Millis>| m.map_or_else(|| "-".to_string(), |m| format!("T+{}", format_duration(m)));
+        let t = |m: Option<Millis>| {
+            m.map_or_else(|| "-".to_string(), |m| format!("T+{}", format_duration(m)))
+        };
         let _ = writeln!(s, "## Fleet Deployment Report: {}", self.artifact);
         let _ = writeln!(
             s,
@@ -156,7 +162,8 @@ impl Report {
             self.strategy,
             t(self.started_at),
             t(self.ended_at),
-            self.duration_ms.map_or_else(|| "running".to_string(), format_duration),
+            self.duration_ms
+                .map_or_else(|| "running".to_string(), format_duration),
             self.status
         );
         if let Some(r) = &self.pause_reason {
@@ -268,7 +275,10 @@ impl StateBlock {
             .iter()
             .filter(|s| matches!(s.kind, StageKind::Wave | StageKind::Batch | StageKind::Step))
             .count();
-        let current = plan.stages.get(stage).map_or("-".to_string(), |s| s.name.clone());
+        let current = plan
+            .stages
+            .get(stage)
+            .map_or("-".to_string(), |s| s.name.clone());
         StateBlock {
             phase: r.phase_name().to_string(),
             strategy: plan.config.strategy.name().to_string(),
@@ -278,8 +288,14 @@ impl StateBlock {
             healthy_count: c.healthy,
             quarantined_count: c.quarantined + c.failed,
             skipped_count: c.skipped + c.offline,
-            rollback_available: !status.is_terminal() && status != DeploymentStatus::Pending && !r.rolling_back(),
-            current_wave: format!("{}/{} ({current}; {wave_of} waves)", stage + 1, plan.stages.len()),
+            rollback_available: !status.is_terminal()
+                && status != DeploymentStatus::Pending
+                && !r.rolling_back(),
+            current_wave: format!(
+                "{}/{} ({current}; {wave_of} waves)",
+                stage + 1,
+                plan.stages.len()
+            ),
             last_action: r.last_action().to_string(),
             next_action: r.next_action(),
             blockers,

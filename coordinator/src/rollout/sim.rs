@@ -12,8 +12,8 @@
 //! Like the engine, this module reads no clock; the CLI measures wall time around [`run`].
 
 use super::engine::{
-    Action, Command, DeploymentStatus, DeviceEvent, DirectiveKind, HealthReport, HealthStatus, Input,
-    Rollout, RolloutError, TargetStatus,
+    Action, Command, DeploymentStatus, DeviceEvent, DirectiveKind, HealthReport, HealthStatus,
+    Input, Rollout, RolloutError, TargetStatus,
 };
 use super::plan::{Baseline, Plan, PlanError, Strategy, StrategyConfig, TargetFlags, TargetSpec};
 use super::report::Report;
@@ -166,7 +166,8 @@ struct Fleet {
 }
 
 fn mix(seed: u64, d: u64, salt: u64) -> u64 {
-    let mut r = SplitMix64::new(seed ^ d.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.rotate_left(17));
+    let mut r =
+        SplitMix64::new(seed ^ d.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.rotate_left(17));
     r.next_u64()
 }
 
@@ -194,7 +195,11 @@ impl Digest {
     fn action(&mut self, now: Millis, a: &Action) {
         self.eat(now);
         match a {
-            Action::Directive { device, generation, kind } => {
+            Action::Directive {
+                device,
+                generation,
+                kind,
+            } => {
                 self.eat(1);
                 self.eat(u64::from(*device));
                 self.eat(u64::from(*generation));
@@ -238,8 +243,16 @@ pub fn fleet_targets(cfg: &SimConfig) -> (Vec<TargetSpec>, HashMap<String, Basel
             let r = unit(cfg.seed, d, 11);
             TargetSpec {
                 id: format!("dev-{d:07}"),
-                device_type: cfg.device_types.get((mix(cfg.seed, d, 1) % types) as usize).cloned().unwrap_or_default(),
-                region: cfg.regions.get((mix(cfg.seed, d, 2) % regions) as usize).cloned().unwrap_or_default(),
+                device_type: cfg
+                    .device_types
+                    .get((mix(cfg.seed, d, 1) % types) as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+                region: cfg
+                    .regions
+                    .get((mix(cfg.seed, d, 2) % regions) as usize)
+                    .cloned()
+                    .unwrap_or_default(),
                 flags: TargetFlags {
                     maintenance: r < 0.005,
                     flaky_24h: (0.005..0.015).contains(&r),
@@ -285,13 +298,23 @@ impl Sim {
 /// Runs a simulation to its end (or to a manual approval request).
 pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
     if !(0.0..=1.0).contains(&cfg.fail_rate) || !(0.0..=1.0).contains(&cfg.offline_rate) {
-        return Err(SimError::Config("fail and offline rates must lie in [0, 1]".into()));
+        return Err(SimError::Config(
+            "fail and offline rates must lie in [0, 1]".into(),
+        ));
     }
     if cfg.device_types.is_empty() || cfg.regions.is_empty() {
-        return Err(SimError::Config("at least one device type and one region".into()));
+        return Err(SimError::Config(
+            "at least one device type and one region".into(),
+        ));
     }
     let (targets, baselines) = fleet_targets(cfg);
-    let plan = Plan::new("flow-sim v2", cfg.strategy.clone(), targets, &baselines, cfg.seed)?;
+    let plan = Plan::new(
+        "flow-sim v2",
+        cfg.strategy.clone(),
+        targets,
+        &baselines,
+        cfg.seed,
+    )?;
     let n = plan.len();
     let mut fleet = Fleet {
         fate: Vec::with_capacity(n),
@@ -312,7 +335,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
         };
         let o = unit(cfg.seed, d, 23);
         if o < cfg.offline_rate {
-            fate |= if mix(cfg.seed, d, 24) % 2 == 0 { OFF_BEFORE } else { OFF_DURING };
+            fate |= if mix(cfg.seed, d, 24) % 2 == 0 {
+                OFF_BEFORE
+            } else {
+                OFF_DURING
+            };
             if unit(cfg.seed, d, 25) < 0.3 {
                 fate |= OFF_FOREVER;
             }
@@ -338,7 +365,13 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
     for d in 0..n as u32 {
         if fleet.fate[d as usize] & 0x30 == OFF_BEFORE {
             fleet.online[d as usize] = false;
-            rollout.handle_input(0, Input::Device { device: d, event: DeviceEvent::Offline })?;
+            rollout.handle_input(
+                0,
+                Input::Device {
+                    device: d,
+                    event: DeviceEvent::Offline,
+                },
+            )?;
             device_events += 1;
             if fleet.fate[d as usize] & OFF_FOREVER == 0 {
                 let back = 10 * MINUTE + (mix(cfg.seed, u64::from(d), 26) % (3 * HOUR));
@@ -359,8 +392,15 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
             actions += 1;
             digest.action(now, &a);
             match &a {
-                Action::Directive { device, generation, kind } => {
-                    if canary_failed && *kind == DirectiveKind::Stage && !rollout.plan().canary.contains(device) {
+                Action::Directive {
+                    device,
+                    generation,
+                    kind,
+                } => {
+                    if canary_failed
+                        && *kind == DirectiveKind::Stage
+                        && !rollout.plan().canary.contains(device)
+                    {
                         stage_after_failed_canary = true;
                     }
                     react(&mut fleet, &mut sim, now, *device, *generation, *kind);
@@ -377,13 +417,16 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
                         sim.push(now + 15 * MINUTE, u32::MAX, E_ROLLBACK);
                     }
                 }
-                Action::Gate(v) => {
+                Action::Gate(v)
                     if v.stage == 0
-                        && rollout.plan().stages.first().is_some_and(|s| s.kind == super::StageKind::Canary)
-                        && v.verdict == super::Verdict::Fail
-                    {
-                        canary_failed = true;
-                    }
+                        && rollout
+                            .plan()
+                            .stages
+                            .first()
+                            .is_some_and(|s| s.kind == super::StageKind::Canary)
+                        && v.verdict == super::Verdict::Fail =>
+                {
+                    canary_failed = true;
                 }
                 _ => {}
             }
@@ -391,8 +434,18 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
                 log.push((now, a));
             }
         }
-        let has_canary = rollout.plan().stages.first().is_some_and(|s| s.kind == super::StageKind::Canary);
-        if has_canary && rollout.current_stage() == 0 && rollout.stage_results().first().is_some_and(|r| r.rolled_back) {
+        let has_canary = rollout
+            .plan()
+            .stages
+            .first()
+            .is_some_and(|s| s.kind == super::StageKind::Canary);
+        if has_canary
+            && rollout.current_stage() == 0
+            && rollout
+                .stage_results()
+                .first()
+                .is_some_and(|r| r.rolled_back)
+        {
             canary_failed = true;
         }
         if canary_failed && rollout.current_stage() > 0 {
@@ -458,7 +511,14 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
     })
 }
 
-fn react(fleet: &mut Fleet, sim: &mut Sim, now: Millis, d: u32, generation: u32, kind: DirectiveKind) {
+fn react(
+    fleet: &mut Fleet,
+    sim: &mut Sim,
+    now: Millis,
+    d: u32,
+    generation: u32,
+    kind: DirectiveKind,
+) {
     let i = d as usize;
     fleet.generation[i] = fleet.generation[i].max(generation);
     if !fleet.online[i] {
@@ -466,7 +526,9 @@ fn react(fleet: &mut Fleet, sim: &mut Sim, now: Millis, d: u32, generation: u32,
         return;
     }
     let fate = fleet.fate[i];
-    let jitter = |salt: u64, span: Millis| mix(fleet.seed, u64::from(d) ^ u64::from(generation) << 32, salt) % span;
+    let jitter = |salt: u64, span: Millis| {
+        mix(fleet.seed, u64::from(d) ^ u64::from(generation) << 32, salt) % span
+    };
     match kind {
         DirectiveKind::Stage => {
             if fate & 0x0f == FAIL_STAGE {
@@ -486,7 +548,14 @@ fn react(fleet: &mut Fleet, sim: &mut Sim, now: Millis, d: u32, generation: u32,
     }
 }
 
-fn deliver(fleet: &mut Fleet, sim: &mut Sim, now: Millis, d: u32, kind: u8, rollout: &Rollout) -> Option<Input> {
+fn deliver(
+    fleet: &mut Fleet,
+    sim: &mut Sim,
+    now: Millis,
+    d: u32,
+    kind: u8,
+    rollout: &Rollout,
+) -> Option<Input> {
     let i = d as usize;
     let dev = |event| Some(Input::Device { device: d, event });
     match kind {
@@ -509,7 +578,11 @@ fn deliver(fleet: &mut Fleet, sim: &mut Sim, now: Millis, d: u32, kind: u8, roll
         E_OFFLINE => {
             fleet.online[i] = false;
             if fleet.fate[i] & OFF_FOREVER == 0 {
-                sim.push(now + 10 * MINUTE + mix(fleet.seed, u64::from(d), 27) % (2 * HOUR), d, E_ONLINE);
+                sim.push(
+                    now + 10 * MINUTE + mix(fleet.seed, u64::from(d), 27) % (2 * HOUR),
+                    d,
+                    E_ONLINE,
+                );
             }
             dev(DeviceEvent::Offline)
         }
@@ -524,7 +597,12 @@ fn deliver(fleet: &mut Fleet, sim: &mut Sim, now: Millis, d: u32, kind: u8, roll
             let status = rollout.target_status(d);
             if matches!(
                 status,
-                Some(TargetStatus::RolledBack | TargetStatus::Quarantined | TargetStatus::Failed | TargetStatus::Skipped)
+                Some(
+                    TargetStatus::RolledBack
+                        | TargetStatus::Quarantined
+                        | TargetStatus::Failed
+                        | TargetStatus::Skipped
+                )
             ) {
                 return None;
             }
@@ -535,7 +613,8 @@ fn deliver(fleet: &mut Fleet, sim: &mut Sim, now: Millis, d: u32, kind: u8, roll
             let fate = fleet.fate[i] & 0x0f;
             let mut report = HealthReport {
                 status: HealthStatus::Healthy,
-                error_rate: (b.error_rate + fleet.bad_release_error + 0.0005 * noise(41)).max(0.0) as f32,
+                error_rate: (b.error_rate + fleet.bad_release_error + 0.0005 * noise(41)).max(0.0)
+                    as f32,
                 p95_ms: (b.p95_ms * (1.0 + 0.05 * noise(42))) as f32,
                 memory_mb: (b.memory_mb * (1.0 + 0.05 * noise(43))) as f32,
                 restarts: 0,

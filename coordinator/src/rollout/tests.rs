@@ -4,7 +4,10 @@
 //! responder the test chooses, and jumps time to the engine's next timeout. Each scenario
 //! checks what an operator relies on: who got which directive, the statuses, and the verdicts.
 
-use super::engine::{Action, Command, DeploymentStatus, DeviceEvent, DirectiveKind, HealthReport, HealthStatus, Input};
+use super::engine::{
+    Action, Command, DeploymentStatus, DeviceEvent, DirectiveKind, HealthReport, HealthStatus,
+    Input,
+};
 use super::plan::{Baseline, Plan, Strategy, StrategyConfig, TargetFlags, TargetSpec};
 use super::sim::{self, SimConfig};
 use super::{MINUTE, Millis, Rollout, RolloutError, TargetStatus, Verdict};
@@ -59,7 +62,13 @@ type Responder = Box<dyn FnMut(u32, DirectiveKind, Millis) -> Vec<Input>>;
 fn healthy_responder() -> Responder {
     Box::new(|d, kind, _| match kind {
         DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
-        DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), Input::Health { device: d, report: good() }],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
         DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
         DirectiveKind::Commit => vec![],
     })
@@ -151,14 +160,18 @@ impl H {
         self.log
             .iter()
             .filter_map(|(_, a)| match a {
-                Action::Directive { device, kind: k, .. } if *k == kind => Some(*device),
+                Action::Directive {
+                    device, kind: k, ..
+                } if *k == kind => Some(*device),
                 _ => None,
             })
             .collect()
     }
 
     fn statuses(&self) -> Vec<TargetStatus> {
-        (0..self.r.plan().len() as u32).filter_map(|d| self.r.target_status(d)).collect()
+        (0..self.r.plan().len() as u32)
+            .filter_map(|d| self.r.target_status(d))
+            .collect()
     }
 
     fn all(&self, s: TargetStatus) -> bool {
@@ -167,7 +180,9 @@ impl H {
 
     fn stage_of_first_directive_to_non_canary(&self) -> bool {
         let canary = &self.r.plan().canary;
-        self.directives(DirectiveKind::Stage).iter().any(|d| !canary.contains(d))
+        self.directives(DirectiveKind::Stage)
+            .iter()
+            .any(|d| !canary.contains(d))
     }
 }
 
@@ -186,12 +201,25 @@ fn every_strategy_completes_on_a_healthy_fleet() {
         let mut h = H::new(cfg, n);
         assert!(h.cmd(Command::Start).is_ok());
         h.run_to_end();
-        assert_eq!(h.r.status(), DeploymentStatus::Completed, "{strategy:?}: {:?}", h.r.pause_reason());
+        assert_eq!(
+            h.r.status(),
+            DeploymentStatus::Completed,
+            "{strategy:?}: {:?}",
+            h.r.pause_reason()
+        );
         assert!(h.all(TargetStatus::Success), "{strategy:?}");
-        assert_eq!(h.directives(DirectiveKind::Commit).len(), n, "{strategy:?}: one commit per device");
+        assert_eq!(
+            h.directives(DirectiveKind::Commit).len(),
+            n,
+            "{strategy:?}: one commit per device"
+        );
         assert!(h.directives(DirectiveKind::Rollback).is_empty());
         if strategy == Strategy::Rolling {
-            assert!(h.max_in_flight <= 10, "rolling had {} deploying", h.max_in_flight);
+            assert!(
+                h.max_in_flight <= 10,
+                "rolling had {} deploying",
+                h.max_in_flight
+            );
         }
     }
 }
@@ -204,10 +232,23 @@ fn rolling_waits_the_batch_delay_between_batches() {
     let stage_times: Vec<Millis> = h
         .log
         .iter()
-        .filter_map(|(t, a)| matches!(a, Action::Directive { kind: DirectiveKind::Stage, .. }).then_some(*t))
+        .filter_map(|(t, a)| {
+            matches!(
+                a,
+                Action::Directive {
+                    kind: DirectiveKind::Stage,
+                    ..
+                }
+            )
+            .then_some(*t)
+        })
         .collect();
     assert_eq!(stage_times[0], 0);
-    assert_eq!(stage_times[10], 5 * MINUTE, "batch 2 begins after the 5 min batch delay");
+    assert_eq!(
+        stage_times[10],
+        5 * MINUTE,
+        "batch 2 begins after the 5 min batch delay"
+    );
     assert_eq!(stage_times[20], 10 * MINUTE);
 }
 
@@ -216,17 +257,34 @@ fn blue_green_stages_everywhere_then_switches_after_the_delay() {
     let mut h = H::new(StrategyConfig::defaults(Strategy::BlueGreen), 10);
     assert!(h.cmd(Command::Start).is_ok());
     h.run_to_end();
-    let last_stage = h
-        .log
-        .iter()
-        .rposition(|(_, a)| matches!(a, Action::Directive { kind: DirectiveKind::Stage, .. }));
-    let first_switch = h
-        .log
-        .iter()
-        .position(|(_, a)| matches!(a, Action::Directive { kind: DirectiveKind::Switch, .. }));
-    assert!(last_stage < first_switch, "every device is staged before any switch");
+    let last_stage = h.log.iter().rposition(|(_, a)| {
+        matches!(
+            a,
+            Action::Directive {
+                kind: DirectiveKind::Stage,
+                ..
+            }
+        )
+    });
+    let first_switch = h.log.iter().position(|(_, a)| {
+        matches!(
+            a,
+            Action::Directive {
+                kind: DirectiveKind::Switch,
+                ..
+            }
+        )
+    });
+    assert!(
+        last_stage < first_switch,
+        "every device is staged before any switch"
+    );
     let switch_at = first_switch.map(|i| h.log[i].0);
-    assert_eq!(switch_at, Some(10 * MINUTE), "switch after the 10 min switch delay");
+    assert_eq!(
+        switch_at,
+        Some(10 * MINUTE),
+        "switch after the 10 min switch delay"
+    );
     assert_eq!(h.r.status(), DeploymentStatus::Completed);
 }
 
@@ -235,8 +293,17 @@ fn blue_green_rollback_switches_back_without_transfer() {
     let mut h = H::new(StrategyConfig::defaults(Strategy::BlueGreen), 6);
     h.respond = Box::new(|d, kind, _| match kind {
         DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
-        DirectiveKind::Switch if d == 3 => vec![dev(d, DeviceEvent::Switched), dev(d, DeviceEvent::Unhealthy)],
-        DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), Input::Health { device: d, report: good() }],
+        DirectiveKind::Switch if d == 3 => vec![
+            dev(d, DeviceEvent::Switched),
+            dev(d, DeviceEvent::Unhealthy),
+        ],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
         DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
         DirectiveKind::Commit => vec![],
     });
@@ -250,7 +317,10 @@ fn blue_green_rollback_switches_back_without_transfer() {
     rolled.sort_unstable();
     rolled.dedup();
     for d in switched {
-        assert!(rolled.contains(&d), "device {d} switched but was not switched back");
+        assert!(
+            rolled.contains(&d),
+            "device {d} switched but was not switched back"
+        );
     }
     assert!(h.statuses().iter().all(|s| s.is_terminal()));
 }
@@ -266,7 +336,13 @@ fn a_failed_canary_rolls_back_and_never_reaches_wave_1() {
     h.respond = Box::new(move |d, kind, _| match kind {
         DirectiveKind::Stage if d == bad => vec![dev(d, DeviceEvent::Failed)],
         DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
-        DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), Input::Health { device: d, report: good() }],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
         DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
         DirectiveKind::Commit => vec![],
     });
@@ -285,8 +361,14 @@ fn canary_gate_failure_on_metrics_rolls_back_everything() {
         DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
         DirectiveKind::Switch => {
             // Error rate baseline + 3 %: over the canary gate's +2 %, under the +10 % spike.
-            let report = HealthReport { error_rate: 0.04, ..good() };
-            vec![dev(d, DeviceEvent::Switched), Input::Health { device: d, report }]
+            let report = HealthReport {
+                error_rate: 0.04,
+                ..good()
+            };
+            vec![
+                dev(d, DeviceEvent::Switched),
+                Input::Health { device: d, report },
+            ]
         }
         DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
         DirectiveKind::Commit => vec![],
@@ -308,17 +390,32 @@ fn canary_gate_failure_on_metrics_rolls_back_everything() {
 fn approval_is_required_after_the_canary_and_wrong_commands_are_refused() {
     let mut h = canary_waves(100);
     // Pending: only start and abort fit.
-    for c in [Command::Resume, Command::Approve, Command::Pause, Command::Rollback] {
+    for c in [
+        Command::Resume,
+        Command::Approve,
+        Command::Pause,
+        Command::Rollback,
+    ] {
         let e = h.cmd(c).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("pending"), "{c}: {e}");
     }
     assert!(h.cmd(Command::Start).is_ok());
     assert!(h.cmd(Command::Start).is_err());
-    assert!(h.cmd(Command::Approve).is_err(), "nothing awaits approval during the canary");
+    assert!(
+        h.cmd(Command::Approve).is_err(),
+        "nothing awaits approval during the canary"
+    );
     h.run_until(40 * MINUTE);
     assert!(h.r.awaiting_approval());
-    assert!(h.log.iter().any(|(_, a)| matches!(a, Action::ApprovalRequired { stage: 0 })));
-    assert!(!h.stage_of_first_directive_to_non_canary(), "no wave before approval");
+    assert!(
+        h.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::ApprovalRequired { stage: 0 }))
+    );
+    assert!(
+        !h.stage_of_first_directive_to_non_canary(),
+        "no wave before approval"
+    );
     // Pause while waiting, approve is refused until resumed.
     assert!(h.cmd(Command::Pause).is_ok());
     assert!(h.cmd(Command::Pause).is_err());
@@ -328,7 +425,14 @@ fn approval_is_required_after_the_canary_and_wrong_commands_are_refused() {
     assert!(h.stage_of_first_directive_to_non_canary());
     h.run_to_end();
     assert_eq!(h.r.status(), DeploymentStatus::Completed);
-    for c in [Command::Start, Command::Pause, Command::Resume, Command::Approve, Command::Rollback, Command::Abort] {
+    for c in [
+        Command::Start,
+        Command::Pause,
+        Command::Resume,
+        Command::Approve,
+        Command::Rollback,
+        Command::Abort,
+    ] {
         let e = h.cmd(c).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("completed deployment"), "{c}: {e}");
     }
@@ -349,10 +453,17 @@ fn operator_rollback_works_at_every_phase() {
             h.run_until(at + 5 * MINUTE);
         }
         assert!(h.cmd(Command::Rollback).is_ok(), "rollback at {at}");
-        assert!(h.cmd(Command::Rollback).is_err(), "a second rollback is refused");
+        assert!(
+            h.cmd(Command::Rollback).is_err(),
+            "a second rollback is refused"
+        );
         h.run_to_end();
         assert_eq!(h.r.status(), DeploymentStatus::RolledBack, "at {at}");
-        assert!(h.statuses().iter().all(|s| matches!(s, TargetStatus::RolledBack | TargetStatus::Skipped)));
+        assert!(
+            h.statuses()
+                .iter()
+                .all(|s| matches!(s, TargetStatus::RolledBack | TargetStatus::Skipped))
+        );
     }
 }
 
@@ -366,7 +477,11 @@ fn pause_stops_new_directives_and_resume_continues() {
     assert!(h.cmd(Command::Pause).is_ok());
     let before = h.directives(DirectiveKind::Stage).len();
     h.run_until(60 * MINUTE);
-    assert_eq!(h.directives(DirectiveKind::Stage).len(), before, "no new stage while paused");
+    assert_eq!(
+        h.directives(DirectiveKind::Stage).len(),
+        before,
+        "no new stage while paused"
+    );
     assert_eq!(h.r.status(), DeploymentStatus::Paused);
     assert!(h.cmd(Command::Resume).is_ok());
     h.run_to_end();
@@ -385,7 +500,11 @@ fn abort_rolls_back_uncommitted_devices_and_fails() {
     assert_eq!(h.r.status(), DeploymentStatus::Failed);
     let canary = h.r.plan().canary.clone();
     for d in canary {
-        assert_eq!(h.r.target_status(d), Some(TargetStatus::Success), "committed canary keeps the version");
+        assert_eq!(
+            h.r.target_status(d),
+            Some(TargetStatus::Success),
+            "committed canary keeps the version"
+        );
     }
     assert!(h.statuses().iter().all(|s| s.is_terminal()));
 }
@@ -398,7 +517,13 @@ fn crash_loop_rolls_back_that_device_only() {
     h.respond = Box::new(|d, kind, _| match kind {
         DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
         DirectiveKind::Switch if d == 34 => vec![dev(d, DeviceEvent::Switched)],
-        DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), Input::Health { device: d, report: good() }],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
         DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
         DirectiveKind::Commit => vec![],
     });
@@ -417,7 +542,12 @@ fn crash_loop_rolls_back_that_device_only() {
     assert_eq!(h.directives(DirectiveKind::Rollback), vec![34]);
     assert_eq!(h.r.target_status(34), Some(TargetStatus::Quarantined));
     h.run_to_end();
-    assert_eq!(h.r.status(), DeploymentStatus::Completed, "{:?}", h.r.pause_reason());
+    assert_eq!(
+        h.r.status(),
+        DeploymentStatus::Completed,
+        "{:?}",
+        h.r.pause_reason()
+    );
     assert_eq!(h.r.target_status(34), Some(TargetStatus::Quarantined));
     assert_eq!(h.r.stage_results()[3].failed, 1);
 }
@@ -449,7 +579,10 @@ fn unreachable_health_endpoint_for_over_two_minutes_rolls_back_the_device() {
     assert!(h.cmd(Command::Start).is_ok());
     assert!(h.send(dev(2, DeviceEvent::HealthUnreachable)).is_ok());
     h.run_until(2 * MINUTE);
-    assert!(h.directives(DirectiveKind::Rollback).is_empty(), "exactly 2 min is not over 2 min");
+    assert!(
+        h.directives(DirectiveKind::Rollback).is_empty(),
+        "exactly 2 min is not over 2 min"
+    );
     h.run_until(2 * MINUTE + 1);
     assert_eq!(h.directives(DirectiveKind::Rollback), vec![2]);
     // A device that recovers in time is left alone.
@@ -457,7 +590,13 @@ fn unreachable_health_endpoint_for_over_two_minutes_rolls_back_the_device() {
     assert!(h.cmd(Command::Start).is_ok());
     assert!(h.send(dev(3, DeviceEvent::HealthUnreachable)).is_ok());
     h.now = MINUTE;
-    assert!(h.send(Input::Health { device: 3, report: good() }).is_ok());
+    assert!(
+        h.send(Input::Health {
+            device: 3,
+            report: good()
+        })
+        .is_ok()
+    );
     h.run_until(10 * MINUTE);
     assert!(h.directives(DirectiveKind::Rollback).is_empty());
 }
@@ -478,7 +617,13 @@ fn wave_failures_over_threshold_roll_back_the_wave_and_halt_for_a_human() {
     h.respond = Box::new(move |d, kind, _| match kind {
         DirectiveKind::Stage if bad2.contains(&d) => vec![dev(d, DeviceEvent::Failed)],
         DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
-        DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), Input::Health { device: d, report: good() }],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
         DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
         DirectiveKind::Commit => vec![],
     });
@@ -490,7 +635,10 @@ fn wave_failures_over_threshold_roll_back_the_wave_and_halt_for_a_human() {
     for d in &wave1 {
         let s = h.r.target_status(*d);
         assert!(
-            matches!(s, Some(TargetStatus::RolledBack | TargetStatus::Failed | TargetStatus::Skipped)),
+            matches!(
+                s,
+                Some(TargetStatus::RolledBack | TargetStatus::Failed | TargetStatus::Skipped)
+            ),
             "{d}: {s:?}"
         );
     }
@@ -505,11 +653,18 @@ fn wave_failures_over_threshold_roll_back_the_wave_and_halt_for_a_human() {
     assert_eq!(h.r.target_status(w2), Some(TargetStatus::Success));
     assert_eq!(h.r.status(), DeploymentStatus::Paused);
     let reason = h.r.pause_reason().unwrap_or_default().to_string();
-    assert!(reason.contains("completion gate failed") && reason.contains("fleet_coverage"), "{reason}");
+    assert!(
+        reason.contains("completion gate failed") && reason.contains("fleet_coverage"),
+        "{reason}"
+    );
     assert!(h.cmd(Command::Abort).is_ok());
     h.run_to_end();
     assert_eq!(h.r.status(), DeploymentStatus::Failed);
-    assert_eq!(h.r.target_status(w2), Some(TargetStatus::Success), "committed devices keep the version");
+    assert_eq!(
+        h.r.target_status(w2),
+        Some(TargetStatus::Success),
+        "committed devices keep the version"
+    );
 }
 
 #[test]
@@ -521,21 +676,46 @@ fn fleet_error_spike_rolls_back_everything() {
     assert!(h.cmd(Command::Start).is_ok());
     h.run_until(12 * MINUTE);
     // Every deployed device now reports baseline + 12 %, and so do the next ones.
-    let bad = HealthReport { error_rate: 0.13, ..good() };
+    let bad = HealthReport {
+        error_rate: 0.13,
+        ..good()
+    };
     h.respond = Box::new(move |d, kind, _| match kind {
         DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
-        DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), Input::Health { device: d, report: bad }],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: bad,
+            },
+        ],
         DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
         DirectiveKind::Commit => vec![],
     });
     for d in 0..20u32 {
-        if matches!(h.r.target_status(d), Some(TargetStatus::Success | TargetStatus::Deploying)) {
-            assert!(h.send(Input::Health { device: d, report: bad }).is_ok());
+        if matches!(
+            h.r.target_status(d),
+            Some(TargetStatus::Success | TargetStatus::Deploying)
+        ) {
+            assert!(
+                h.send(Input::Health {
+                    device: d,
+                    report: bad
+                })
+                .is_ok()
+            );
         }
     }
     h.run_to_end();
-    assert_eq!(h.r.status(), DeploymentStatus::RolledBack, "{:?}", h.r.pause_reason());
-    assert!(h.log.iter().any(|(_, a)| matches!(a, Action::Audit { event, .. } if event.contains("error_rate_spike"))));
+    assert_eq!(
+        h.r.status(),
+        DeploymentStatus::RolledBack,
+        "{:?}",
+        h.r.pause_reason()
+    );
+    assert!(h.log.iter().any(
+        |(_, a)| matches!(a, Action::Audit { event, .. } if event.contains("error_rate_spike"))
+    ));
 }
 
 #[test]
@@ -547,13 +727,23 @@ fn latency_spike_halts_for_assessment() {
     assert!(h.cmd(Command::Start).is_ok());
     h.run_until(MINUTE);
     for d in 0..5u32 {
-        let report = HealthReport { p95_ms: 250.0, ..good() };
+        let report = HealthReport {
+            p95_ms: 250.0,
+            ..good()
+        };
         assert!(h.send(Input::Health { device: d, report }).is_ok());
     }
     h.run_until(2 * MINUTE);
     assert_eq!(h.r.status(), DeploymentStatus::Paused);
-    assert!(h.r.pause_reason().unwrap_or_default().contains("latency_spike"));
-    assert!(h.directives(DirectiveKind::Rollback).is_empty(), "halt, not rollback");
+    assert!(
+        h.r.pause_reason()
+            .unwrap_or_default()
+            .contains("latency_spike")
+    );
+    assert!(
+        h.directives(DirectiveKind::Rollback).is_empty(),
+        "halt, not rollback"
+    );
 }
 
 #[test]
@@ -567,14 +757,38 @@ fn memory_leak_rolls_back_the_affected_device() {
     });
     assert!(h.cmd(Command::Start).is_ok());
     for d in 0..10u32 {
-        assert!(h.send(Input::Health { device: d, report: good() }).is_ok());
+        assert!(
+            h.send(Input::Health {
+                device: d,
+                report: good()
+            })
+            .is_ok()
+        );
     }
     h.now = 10 * MINUTE;
     // Device 1 grew 6 % in 10 minutes (> 5 %), device 2 grew 3 % (tolerated by the trigger).
-    let leak = HealthReport { memory_mb: 212.0, ..good() };
-    let mild = HealthReport { memory_mb: 206.0, ..good() };
-    assert!(h.send(Input::Health { device: 1, report: leak }).is_ok());
-    assert!(h.send(Input::Health { device: 2, report: mild }).is_ok());
+    let leak = HealthReport {
+        memory_mb: 212.0,
+        ..good()
+    };
+    let mild = HealthReport {
+        memory_mb: 206.0,
+        ..good()
+    };
+    assert!(
+        h.send(Input::Health {
+            device: 1,
+            report: leak
+        })
+        .is_ok()
+    );
+    assert!(
+        h.send(Input::Health {
+            device: 2,
+            report: mild
+        })
+        .is_ok()
+    );
     assert_eq!(h.directives(DirectiveKind::Rollback), vec![1]);
     assert_eq!(h.r.target_status(1), Some(TargetStatus::Quarantined));
 }
@@ -588,13 +802,20 @@ fn rising_error_rate_over_three_checks_halts() {
     for (k, rate) in [0.012f32, 0.015, 0.018, 0.021].into_iter().enumerate() {
         h.run_until((k as Millis + 1) * 30_000 - 1);
         for d in 0..10u32 {
-            let report = HealthReport { error_rate: rate, ..good() };
+            let report = HealthReport {
+                error_rate: rate,
+                ..good()
+            };
             assert!(h.send(Input::Health { device: d, report }).is_ok());
         }
         h.run_until((k as Millis + 1) * 30_000);
     }
     assert_eq!(h.r.status(), DeploymentStatus::Paused);
-    assert!(h.r.pause_reason().unwrap_or_default().contains("gradual_degradation"));
+    assert!(
+        h.r.pause_reason()
+            .unwrap_or_default()
+            .contains("gradual_degradation")
+    );
 }
 
 #[test]
@@ -606,15 +827,30 @@ fn offline_devices_are_skipped_queued_and_caught_up_never_failed() {
     assert!(h.send(dev(2, DeviceEvent::Offline)).is_ok());
     assert!(h.send(dev(17, DeviceEvent::Offline)).is_ok());
     assert!(h.cmd(Command::Start).is_ok());
-    assert!(!h.directives(DirectiveKind::Stage).contains(&2), "offline device is skipped");
+    assert!(
+        !h.directives(DirectiveKind::Stage).contains(&2),
+        "offline device is skipped"
+    );
     assert_eq!(h.r.target_status(2), Some(TargetStatus::Offline));
     h.run_until(7 * MINUTE);
     assert!(h.send(dev(2, DeviceEvent::Online)).is_ok());
-    assert!(h.directives(DirectiveKind::Stage).contains(&2), "caught up on return");
+    assert!(
+        h.directives(DirectiveKind::Stage).contains(&2),
+        "caught up on return"
+    );
     h.run_to_end();
-    assert_eq!(h.r.status(), DeploymentStatus::Completed, "{:?}", h.r.pause_reason());
+    assert_eq!(
+        h.r.status(),
+        DeploymentStatus::Completed,
+        "{:?}",
+        h.r.pause_reason()
+    );
     assert_eq!(h.r.target_status(2), Some(TargetStatus::Success));
-    assert_eq!(h.r.target_status(17), Some(TargetStatus::Skipped), "never returned: skipped, not failed");
+    assert_eq!(
+        h.r.target_status(17),
+        Some(TargetStatus::Skipped),
+        "never returned: skipped, not failed"
+    );
     assert!(h.r.stage_results().iter().all(|s| s.failed == 0));
 }
 
@@ -624,19 +860,32 @@ fn a_device_that_goes_offline_mid_deploy_gets_its_directive_again() {
     h.respond = Box::new(|d, kind, _| match kind {
         DirectiveKind::Stage if d == 1 => vec![dev(d, DeviceEvent::Offline)],
         DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
-        DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), Input::Health { device: d, report: good() }],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
         _ => vec![],
     });
     assert!(h.cmd(Command::Start).is_ok());
     let first_gen = h.log.iter().find_map(|(_, a)| match a {
-        Action::Directive { device: 1, generation, .. } => Some(*generation),
+        Action::Directive {
+            device: 1,
+            generation,
+            ..
+        } => Some(*generation),
         _ => None,
     });
     h.respond = healthy_responder();
     h.now = 20 * MINUTE;
     assert!(h.send(dev(1, DeviceEvent::Online)).is_ok());
     let stages_to_1 = h.log.iter().filter(|(_, a)| matches!(a, Action::Directive { device: 1, kind: DirectiveKind::Stage, generation } if Some(*generation) == first_gen)).count();
-    assert_eq!(stages_to_1, 2, "the same directive, same generation, sent again");
+    assert_eq!(
+        stages_to_1, 2,
+        "the same directive, same generation, sent again"
+    );
     h.run_to_end();
     assert_eq!(h.r.status(), DeploymentStatus::Completed);
 }
@@ -650,7 +899,12 @@ fn without_a_quorum_the_gate_waits_and_pauses_at_the_deadline() {
     h.run_until(40 * MINUTE);
     // Wave 1 is deploying; take most devices that have the version offline.
     let deployed: Vec<u32> = (0..100u32)
-        .filter(|d| matches!(h.r.target_status(*d), Some(TargetStatus::Success | TargetStatus::Deploying)))
+        .filter(|d| {
+            matches!(
+                h.r.target_status(*d),
+                Some(TargetStatus::Success | TargetStatus::Deploying)
+            )
+        })
         .collect();
     for d in deployed.iter().skip(2) {
         assert!(h.send(dev(*d, DeviceEvent::Offline)).is_ok());
@@ -658,8 +912,15 @@ fn without_a_quorum_the_gate_waits_and_pauses_at_the_deadline() {
     h.run_until(24 * 60 * MINUTE);
     assert_eq!(h.r.status(), DeploymentStatus::Paused);
     let reason = h.r.pause_reason().unwrap_or_default().to_string();
-    assert!(reason.contains("quorum") && reason.contains("deadline"), "{reason}");
-    assert!(h.log.iter().any(|(_, a)| matches!(a, Action::Gate(v) if v.verdict == Verdict::Wait)));
+    assert!(
+        reason.contains("quorum") && reason.contains("deadline"),
+        "{reason}"
+    );
+    assert!(
+        h.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Gate(v) if v.verdict == Verdict::Wait))
+    );
     // Offline devices are not failures.
     assert!(h.r.stage_results().iter().all(|s| s.failed == 0));
 }
@@ -667,12 +928,19 @@ fn without_a_quorum_the_gate_waits_and_pauses_at_the_deadline() {
 #[test]
 fn bad_input_is_refused_with_a_reason() {
     let mut h = H::new(StrategyConfig::defaults(Strategy::Rolling), 3);
-    assert_eq!(h.send(dev(99, DeviceEvent::Staged)), Err(RolloutError::UnknownDevice(99)));
+    assert_eq!(
+        h.send(dev(99, DeviceEvent::Staged)),
+        Err(RolloutError::UnknownDevice(99))
+    );
     let report = HealthReport {
         error_rate: f32::NAN,
         ..good()
     };
-    let e = h.send(Input::Health { device: 0, report }).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = h
+        .send(Input::Health { device: 0, report })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("error_rate"), "{e}");
 }
 
@@ -682,13 +950,26 @@ fn state_block_and_report_follow_the_templates() {
     assert!(h.cmd(Command::Start).is_ok());
     h.run_until(40 * MINUTE);
     let block = super::StateBlock::from_rollout(&h.r).to_text();
-    for field in ["<fleet-deploy-state>", "phase: VERIFY", "fleet_total: 100", "rollback_available: true", "blockers: awaiting operator approval"] {
+    for field in [
+        "<fleet-deploy-state>",
+        "phase: VERIFY",
+        "fleet_total: 100",
+        "rollback_available: true",
+        "blockers: awaiting operator approval",
+    ] {
         assert!(block.contains(field), "{field} missing in\n{block}");
     }
     assert!(h.cmd(Command::Approve).is_ok());
     h.run_to_end();
     let md = super::Report::from_rollout(&h.r).to_markdown();
-    for field in ["## Fleet Deployment Report: flow v2", "**Strategy**: canary-waves", "| Deployed (healthy) | 100 | 100.0% |", "| Canary |", "| wave-3 |", "**Health Delta**"] {
+    for field in [
+        "## Fleet Deployment Report: flow v2",
+        "**Strategy**: canary-waves",
+        "| Deployed (healthy) | 100 | 100.0% |",
+        "| Canary |",
+        "| wave-3 |",
+        "**Health Delta**",
+    ] {
         assert!(md.contains(field), "{field} missing in\n{md}");
     }
     let json = serde_json::to_value(super::Report::from_rollout(&h.r)).unwrap_or_default();
@@ -704,8 +985,17 @@ fn chaos_responder(seed: u64) -> Responder {
             DirectiveKind::Stage if h < 8 => vec![dev(d, DeviceEvent::Failed)],
             DirectiveKind::Stage if h < 16 => vec![dev(d, DeviceEvent::Offline)],
             DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
-            DirectiveKind::Switch if h < 20 => vec![dev(d, DeviceEvent::Switched), dev(d, DeviceEvent::Unhealthy)],
-            DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), Input::Health { device: d, report: good() }],
+            DirectiveKind::Switch if h < 20 => vec![
+                dev(d, DeviceEvent::Switched),
+                dev(d, DeviceEvent::Unhealthy),
+            ],
+            DirectiveKind::Switch => vec![
+                dev(d, DeviceEvent::Switched),
+                Input::Health {
+                    device: d,
+                    report: good(),
+                },
+            ],
             DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
             DirectiveKind::Commit => vec![],
         }
@@ -800,8 +1090,7 @@ proptest! {
         let Some((bytes, now, logged)) = snapshot else { return Ok(()) };
         let restored: Rollout = serde_json::from_str(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut b = H { r: restored, now, log: Vec::new(), respond: chaos_responder(seed), max_in_flight: 0 };
-        loop {
-            let Some(t) = b.r.poll_timeout() else { break };
+        while let Some(t) = b.r.poll_timeout() {
             b.now = b.now.max(t);
             prop_assert!(b.send(Input::Tick).is_ok());
         }

@@ -24,10 +24,18 @@ pub(crate) struct SimArgs {
     #[arg(long, value_delimiter = ',')]
     steps: Vec<f64>,
     /// Device types to spread the fleet over.
-    #[arg(long, value_delimiter = ',', default_value = "rpi4,jetson-nano,gateway")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "rpi4,jetson-nano,gateway"
+    )]
     device_types: Vec<String>,
     /// Regions to spread the fleet over.
-    #[arg(long, value_delimiter = ',', default_value = "eu-west,us-east,ap-south")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "eu-west,us-east,ap-south"
+    )]
     regions: Vec<String>,
     /// Share of devices on which the new version fails.
     #[arg(long, default_value_t = 0.0)]
@@ -121,9 +129,18 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
     let started = Instant::now();
     let out = sim::run(&cfg).context("simulation failed")?;
     let wall = started.elapsed().as_secs_f64();
-    let events_per_sec = if wall > 0.0 { out.device_events as f64 / wall } else { 0.0 };
+    let events_per_sec = if wall > 0.0 {
+        out.device_events as f64 / wall
+    } else {
+        0.0
+    };
     let rss_kib = peak_rss_kib();
-    tracing::info!(devices = args.devices, wall, events = out.device_events, "simulation finished");
+    tracing::info!(
+        devices = args.devices,
+        wall,
+        events = out.device_events,
+        "simulation finished"
+    );
     if args.json {
         let doc = serde_json::json!({
             "report": out.report,
@@ -137,7 +154,10 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
             "device_events_per_sec": events_per_sec,
             "peak_rss_kib": rss_kib,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).context("encoding the report")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).context("encoding the report")?
+        );
     } else {
         print!("{}", out.report.to_markdown());
         if !out.rollout.status().is_terminal() {
