@@ -48,6 +48,25 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     let target_dir = dir.parent().context("no target directory")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
+    // Drop the per-package variables cargo set for this test process: build scripts that track
+    // them (ring's tracks CARGO_MANIFEST_DIR) would otherwise make the nested build, and every
+    // later top-level build, rebuild the binary's whole dependency tree.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     cmd.current_dir(workspace_root())
         .args(["build", "-q", "--bin", name, "-p", package, "--target-dir"])
         .arg(target_dir);
