@@ -211,7 +211,16 @@ impl Subscription {
         use std::io::BufRead;
         let probe = format!("floe-test-probe/{}", free_port()?);
         let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-F", "%r %t %p"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-F",
+                "%r %t %p",
+            ])
             .args(["-t", filter, "-t", &probe])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -225,7 +234,14 @@ impl Subscription {
                 let retain = parts.next() == Some("1");
                 let topic = parts.next().unwrap_or("").to_string();
                 let payload = parts.next().unwrap_or("").to_string();
-                if tx.send(Seen { topic, payload, retain }).is_err() {
+                if tx
+                    .send(Seen {
+                        topic,
+                        payload,
+                        retain,
+                    })
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -238,7 +254,16 @@ impl Subscription {
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             let _ = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &probe, "-m", "probe"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-t",
+                    &probe,
+                    "-m",
+                    "probe",
+                ])
                 .status();
             while let Ok(s) = sub.rx.recv_timeout(Duration::from_millis(200)) {
                 if s.topic == probe {
@@ -284,7 +309,10 @@ impl Subscription {
             let left = until.saturating_duration_since(Instant::now());
             match self.next(left) {
                 Some(s) => got.push(s),
-                None => bail!("got {} of {n} messages within {within:?}: {got:?}", got.len()),
+                None => bail!(
+                    "got {} of {n} messages within {within:?}: {got:?}",
+                    got.len()
+                ),
             }
         }
         Ok(got)
@@ -301,7 +329,18 @@ impl Drop for Subscription {
 /// Publishes one message with `mosquitto_pub`.
 pub fn publish(port: u16, topic: &str, payload: &str) -> Result<()> {
     let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", payload])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
         .status()
         .context("running mosquitto_pub")?;
     if !st.success() {

@@ -42,9 +42,13 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     // DHT22). The simulation has no such limit, and a demo should show alerts within seconds,
     // so the simulated sensor of this demo samples every 500 ms.
     for node in flow.nodes.iter_mut().filter(|n| n.kind == "dht") {
-        node.config.insert("interval".into(), serde_json::Value::from(DEMO_INTERVAL_MS));
+        node.config
+            .insert("interval".into(), serde_json::Value::from(DEMO_INTERVAL_MS));
     }
-    println!("floed demo: broker {url}, flow temperature-alert (simulated DHT22 every 500 ms, alert above 30 °C), {:?}", args.duration);
+    println!(
+        "floed demo: broker {url}, flow temperature-alert (simulated DHT22 every 500 ms, alert above 30 °C), {:?}",
+        args.duration
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
