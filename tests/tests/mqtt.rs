@@ -2,6 +2,9 @@
 //! topic, mqtt_in, the bounded buffer while the broker is down, and reconnection after a broker
 //! restart.
 
+// Test code: helpers outside #[test] functions may unwrap and panic like the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use floe_flow::compiled::{CompiledFlow, CompiledNode, Edge};
 use floe_flow::engine::{Engine, EngineOptions, RunningFlow, TapEvent};
 use floe_flow::msg::Msg;

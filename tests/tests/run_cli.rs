@@ -1,6 +1,9 @@
 //! `floed run` and `floed demo` as real processes: a flow that publishes to a real Mosquitto,
 //! a clean stop on SIGTERM, the idle memory of the daemon, a bad flow, and the demo.
 
+// Test code: helpers outside #[test] functions may unwrap and panic like the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use floe_tests::{
     Mosquitto, Subscription, bin, mosquitto_available, proc_status_kb, workspace_root,
 };
