@@ -547,6 +547,17 @@ impl Engine {
     }
 }
 
+/// Dropping a running flow without [`RunningFlow::stop`] ends it at once: sources are
+/// cancelled and every node task is aborted, so no task outlives its flow.
+impl Drop for RunningFlow {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        for slot in &self.nodes {
+            slot.handle.abort();
+        }
+    }
+}
+
 impl RunningFlow {
     /// Feeds one message into a node's input, waiting while its channel is full.
     pub async fn inject(&self, node_id: &str, msg: Msg) -> Result<(), EngineError> {
@@ -614,15 +625,12 @@ impl RunningFlow {
 
     /// Stops the flow: sources stop, in-flight messages drain through the graph, and whatever
     /// has not finished by `deadline` is aborted.
-    pub async fn stop(self, deadline: Duration) -> StopReport {
+    pub async fn stop(mut self, deadline: Duration) -> StopReport {
         let started = Instant::now();
-        let RunningFlow {
-            nodes,
-            inputs,
-            cancel,
-            tap_dropped,
-            ..
-        } = self;
+        let nodes = std::mem::take(&mut self.nodes);
+        let inputs = std::mem::take(&mut self.inputs);
+        let cancel = self.cancel.clone();
+        let tap_dropped = self.tap_dropped.clone();
         cancel.cancel();
         drop(inputs);
         let end = tokio::time::Instant::now() + deadline;

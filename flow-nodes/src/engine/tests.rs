@@ -432,3 +432,26 @@ async fn a_full_tap_drops_and_counts() {
     ));
     e.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_running_flow_ends_its_tasks() {
+    let flow = CompiledFlow {
+        nodes: vec![
+            node("i", "inject", json!({"payload": 1, "interval": 100}), 0, 1),
+            sink("s"),
+        ],
+        edges: vec![edge(0, 1)],
+    };
+    let (f, mut tap) = tapped(flow, EngineOptions::default());
+    assert!(tap.recv().await.is_some());
+    drop(f);
+    // With every task gone, the tap's senders are gone too and the channel ends.
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while tap.recv().await.is_some() {}
+    })
+    .await;
+    assert!(
+        rest.is_ok(),
+        "tasks kept running after the flow was dropped"
+    );
+}
