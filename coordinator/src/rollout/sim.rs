@@ -154,6 +154,7 @@ const E_ROLLBACK: u8 = 9;
 /// The longest a run may take in virtual time.
 pub const MAX_VIRTUAL: Millis = 400 * 24 * HOUR;
 
+#[derive(Debug)]
 struct Fleet {
     fate: Vec<u8>,
     online: Vec<bool>,
@@ -297,6 +298,21 @@ impl Sim {
 
 /// Runs a simulation to its end (or to a manual approval request).
 pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
+    prepare(cfg)?.run()
+}
+
+/// A fleet and an engine ready to run: the plan is compiled and every device's fate drawn.
+/// Splitting this from [`Prepared::run`] lets the CLI time plan compilation apart from event
+/// processing.
+#[derive(Debug)]
+pub struct Prepared {
+    cfg: SimConfig,
+    fleet: Fleet,
+    rollout: Rollout,
+}
+
+/// Builds the fleet, compiles the plan and draws the fates.
+pub fn prepare(cfg: &SimConfig) -> Result<Prepared, SimError> {
     if !(0.0..=1.0).contains(&cfg.fail_rate) || !(0.0..=1.0).contains(&cfg.offline_rate) {
         return Err(SimError::Config(
             "fail and offline rates must lie in [0, 1]".into(),
@@ -348,7 +364,55 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
         }
         fleet.fate.push(fate);
     }
-    let mut rollout = Rollout::new(plan, 0);
+    Ok(Prepared {
+        cfg: cfg.clone(),
+        fleet,
+        rollout: Rollout::new(plan, 0),
+    })
+}
+
+impl Prepared {
+    /// Runs the simulation to its end (or to a manual approval request).
+    pub fn run(self) -> Result<SimOutcome, SimError> {
+        let Prepared {
+            cfg,
+            mut fleet,
+            mut rollout,
+        } = self;
+        let cfg = &cfg;
+        let n = rollout.plan().len();
+        let st = run_inner(cfg, &mut fleet, &mut rollout, n)?;
+        Ok(SimOutcome {
+            report: Report::from_rollout(&rollout),
+            rollout,
+            device_events: st.device_events,
+            actions: st.actions,
+            action_digest: st.action_digest,
+            virtual_ms: st.virtual_ms,
+            max_in_flight: st.max_in_flight,
+            stage_after_failed_canary: st.stage_after_failed_canary,
+            log: st.log,
+        })
+    }
+}
+
+/// The counters of one run, before the outcome takes the engine.
+struct RunStats {
+    device_events: u64,
+    actions: u64,
+    action_digest: u64,
+    virtual_ms: Millis,
+    max_in_flight: u32,
+    stage_after_failed_canary: bool,
+    log: Vec<(Millis, Action)>,
+}
+
+fn run_inner(
+    cfg: &SimConfig,
+    fleet: &mut Fleet,
+    rollout: &mut Rollout,
+    n: usize,
+) -> Result<RunStats, SimError> {
     let mut sim = Sim {
         heap: BinaryHeap::new(),
         seq: 0,
@@ -403,7 +467,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
                     {
                         stage_after_failed_canary = true;
                     }
-                    react(&mut fleet, &mut sim, now, *device, *generation, *kind);
+                    react(fleet, &mut sim, now, *device, *generation, *kind);
                 }
                 Action::ApprovalRequired { .. } => match cfg.approval {
                     Approval::Auto => sim.push(now + MINUTE, u32::MAX, E_APPROVE),
@@ -481,7 +545,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
             let Some(Reverse((_, _, d, kind))) = sim.heap.pop() else {
                 break;
             };
-            let input = deliver(&mut fleet, &mut sim, now, d, kind, &rollout);
+            let input = deliver(fleet, &mut sim, now, d, kind, rollout);
             if let Some(input) = input {
                 if !matches!(input, Input::Command(_)) {
                     device_events += 1;
@@ -498,9 +562,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
             rollout.handle_input(now, Input::Tick)?;
         }
     }
-    Ok(SimOutcome {
-        report: Report::from_rollout(&rollout),
-        rollout,
+    Ok(RunStats {
         device_events,
         actions,
         action_digest: digest.0,
