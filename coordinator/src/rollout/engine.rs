@@ -1809,9 +1809,8 @@ impl Rollout {
     /// Evaluates a gate over all devices deployed so far.
     fn evaluate(&mut self, gate: GateKind) -> GateVerdict {
         let stage = self.stage;
-        if gate == GateKind::Staged
-            || !self.plan.config.health_check && gate != GateKind::Completion
-        {
+        // With health checks off (000 allows it) gates only wait for devices to settle.
+        if gate == GateKind::Staged || !self.plan.config.health_check {
             return GateVerdict {
                 stage,
                 gate,

@@ -1184,3 +1184,24 @@ fn rolling_batch_over_twenty_percent_failures_rolls_back_the_batch_and_halts() {
     assert_eq!(h.r.target_status(0), Some(TargetStatus::RolledBack));
     assert!(h.statuses().iter().all(|s| s.is_terminal()));
 }
+
+#[test]
+fn with_health_checks_off_stages_pass_once_devices_settle() {
+    let mut cfg = StrategyConfig::defaults(Strategy::Rolling);
+    cfg.health_check = false;
+    let mut h = H::new(cfg, 12);
+    h.respond = Box::new(|d, kind, _| match kind {
+        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
+        DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), dev(d, DeviceEvent::Healthy)],
+        _ => vec![],
+    });
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_to_end();
+    assert_eq!(
+        h.r.status(),
+        DeploymentStatus::Completed,
+        "{:?}",
+        h.r.pause_reason()
+    );
+    assert!(h.all(TargetStatus::Success));
+}
