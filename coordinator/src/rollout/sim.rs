@@ -125,6 +125,8 @@ pub struct SimOutcome {
     pub stage_after_failed_canary: bool,
     /// The action log, when recording.
     pub log: Vec<(Millis, Action)>,
+    /// Why the deployment halted, each time it did (at most `max_resumes + 1` entries).
+    pub halts: Vec<String>,
 }
 
 // Device fates.
@@ -392,6 +394,7 @@ impl Prepared {
             max_in_flight: st.max_in_flight,
             stage_after_failed_canary: st.stage_after_failed_canary,
             log: st.log,
+            halts: st.halts,
         })
     }
 }
@@ -405,6 +408,7 @@ struct RunStats {
     max_in_flight: u32,
     stage_after_failed_canary: bool,
     log: Vec<(Millis, Action)>,
+    halts: Vec<String>,
 }
 
 fn run_inner(
@@ -424,6 +428,7 @@ fn run_inner(
     let mut max_in_flight = 0u32;
     let mut stage_after_failed_canary = false;
     let mut log = Vec::new();
+    let mut halts = Vec::new();
     let mut digest = Digest(0xcbf2_9ce4_8422_2325);
     // Devices offline before the start report so first.
     for d in 0..n as u32 {
@@ -473,7 +478,8 @@ fn run_inner(
                     Approval::Auto => sim.push(now + MINUTE, u32::MAX, E_APPROVE),
                     Approval::Manual => stop = true,
                 },
-                Action::Deployment { status, .. } if *status == DeploymentStatus::Paused => {
+                Action::Deployment { status, reason } if *status == DeploymentStatus::Paused => {
+                    halts.push(reason.clone());
                     if resumes < cfg.max_resumes {
                         resumes += 1;
                         sim.push(now + 15 * MINUTE, u32::MAX, E_RESUME);
@@ -570,6 +576,7 @@ fn run_inner(
         max_in_flight,
         stage_after_failed_canary,
         log,
+        halts,
     })
 }
 

@@ -155,6 +155,7 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
             "action_digest": format!("{:016x}", out.action_digest),
             "virtual_ms": out.virtual_ms,
             "max_in_flight": out.max_in_flight,
+            "halts": out.halts,
             "setup_seconds": setup,
             "run_seconds": wall,
             "wall_seconds": total,
@@ -167,6 +168,9 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
         );
     } else {
         print!("{}", out.report.to_markdown());
+        for (i, h) in out.halts.iter().enumerate() {
+            println!("halt {}: {h}", i + 1);
+        }
         if !out.rollout.status().is_terminal() {
             println!();
             print!("{}", StateBlock::from_rollout(&out.rollout).to_text());
