@@ -41,9 +41,9 @@
 //!
 //! Benchmark (`cargo build --release -p floe-coordinator`, then
 //! `target/release/floe sim --devices 1000000 --strategy canary-waves`) on the shared 2-core
-//! build machine under load average 13-16: setup 1.2-1.3 s (fleet, plan, canary, shuffle),
-//! then 5 000 000 device events in 3.9-4.2 s wall, 1.2-1.28 M device events/s (0.93-0.97 M/s
-//! including setup; about 2 s of user CPU in all), peak RSS 209 MiB (VmHWM). With
+//! build machine under load average 10-16: setup 1.2-1.4 s (fleet, plan, canary, shuffle),
+//! then 5 000 000 device events in 3.9-5.4 s wall, 0.93-1.28 M device events/s (0.75-0.97 M/s
+//! including setup; 1.9-2.9 s of user CPU in all), peak RSS 209 MiB (VmHWM). With
 //! `--fail-rate 0.01 --offline-rate 0.02` the same run quarantines 1 % and skips 0.6 %.
 
 pub mod duration;
