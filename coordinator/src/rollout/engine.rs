@@ -582,6 +582,7 @@ pub struct Rollout {
     trend_rises: u8,
     last_gate: Option<(u32, Verdict)>,
     pause_reason: Option<String>,
+    status_reason: String,
     last_action: String,
     offline_pending: u32,
     active: u64,
@@ -641,6 +642,7 @@ impl Rollout {
             trend_rises: 0,
             last_gate: None,
             pause_reason: None,
+            status_reason: "created".into(),
             last_action: "deployment created".into(),
             offline_pending: 0,
             active: 0,
@@ -664,6 +666,11 @@ impl Rollout {
     pub fn target_status(&self, device: u32) -> Option<TargetStatus> {
         let d = self.devs.get(device as usize)?;
         Some(status_of(d.phase, d.flags))
+    }
+
+    /// Why the deployment has its current status (the reason of the last status change).
+    pub fn status_reason(&self) -> &str {
+        &self.status_reason
     }
 
     /// Why the deployment is paused, if it is.
@@ -855,6 +862,7 @@ impl Rollout {
             None
         };
         self.last_action = format!("deployment {}: {reason}", status.as_str());
+        self.status_reason = reason.clone();
         self.queue.push_back(Action::Deployment { status, reason });
     }
 
@@ -1809,9 +1817,8 @@ impl Rollout {
     /// Evaluates a gate over all devices deployed so far.
     fn evaluate(&mut self, gate: GateKind) -> GateVerdict {
         let stage = self.stage;
-        if gate == GateKind::Staged
-            || !self.plan.config.health_check && gate != GateKind::Completion
-        {
+        // With health checks off (000 allows it) gates only wait for devices to settle.
+        if gate == GateKind::Staged || !self.plan.config.health_check {
             return GateVerdict {
                 stage,
                 gate,

@@ -24,6 +24,27 @@
 //! baselines, canary selection and wave assignment), [`engine`] (the state machine), [`report`]
 //! (the "Fleet Deployment Report" and the "State Block" of reference 003), [`sim`] (the
 //! virtual-time fleet simulator), [`duration`] (reference duration units such as "5m").
+//!
+//! Decisions worth knowing when driving it (the reference documents leave them open):
+//! - A stage's devices are committed only when its gate passes; a device-level trigger (crash
+//!   loop, unhealthy, memory leak, health endpoint unreachable > 2 min, deploy timeout) rolls
+//!   that device back and quarantines it, and counts as a failure of its stage.
+//! - A stage whose failures pass its threshold is handled by its breach policy: canary, traffic
+//!   steps and blue-green roll back everything; waves and rolling batches roll back the wave and
+//!   pause for a human (resume goes on with the next stage, rollback rolls back all, abort
+//!   rolls back what is not committed and ends `failed`).
+//! - Gates judge ALL devices on the new version, need a quorum (default 80 %) of reports, and
+//!   pause with the reason when the quorum is missing at the progress deadline (soak +
+//!   strategy timeout). Offline devices are never failures; they are caught up on return and
+//!   the end of the deployment waits `offline_grace` (1 h) for them before marking them skipped.
+//! - Wave percentages are shares of the post-canary pool; the last wave takes the rest.
+//!
+//! Benchmark (`cargo build --release -p floe-coordinator`, then
+//! `target/release/floe sim --devices 1000000 --strategy canary-waves`) on the shared 2-core
+//! build machine under load average 10-16: setup 1.2-1.4 s (fleet, plan, canary, shuffle),
+//! then 5 000 000 device events in 3.9-5.4 s wall, 0.93-1.28 M device events/s (0.75-0.97 M/s
+//! including setup; 1.9-2.9 s of user CPU in all), peak RSS 209 MiB (VmHWM). With
+//! `--fail-rate 0.01 --offline-rate 0.02` the same run quarantines 1 % and skips 0.6 %.
 
 pub mod duration;
 pub mod engine;

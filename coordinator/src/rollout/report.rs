@@ -67,6 +67,8 @@ pub struct Report {
     pub status: DeploymentStatus,
     /// Why it is paused, if it is.
     pub pause_reason: Option<String>,
+    /// Why it has its status (the reason of the last status change).
+    pub reason: String,
     /// Start, relative to creation.
     pub started_at: Option<Millis>,
     /// End, relative to creation.
@@ -126,6 +128,7 @@ impl Report {
             strategy: plan.config.strategy.name().to_string(),
             status: r.status(),
             pause_reason: r.pause_reason().map(str::to_string),
+            reason: r.status_reason().to_string(),
             started_at: started.map(|s| s - created),
             ended_at: ended.map(|e| e - created),
             duration_ms: match (started, ended) {
@@ -168,6 +171,8 @@ impl Report {
         );
         if let Some(r) = &self.pause_reason {
             let _ = writeln!(s, "**Paused**: {r}");
+        } else if self.status.is_terminal() {
+            let _ = writeln!(s, "**Reason**: {}", self.reason);
         }
         let _ = writeln!(s);
         let _ = writeln!(s, "| Status | Count | % |");

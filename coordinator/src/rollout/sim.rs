@@ -125,6 +125,8 @@ pub struct SimOutcome {
     pub stage_after_failed_canary: bool,
     /// The action log, when recording.
     pub log: Vec<(Millis, Action)>,
+    /// Why the deployment halted, each time it did (at most `max_resumes + 1` entries).
+    pub halts: Vec<String>,
 }
 
 // Device fates.
@@ -154,6 +156,7 @@ const E_ROLLBACK: u8 = 9;
 /// The longest a run may take in virtual time.
 pub const MAX_VIRTUAL: Millis = 400 * 24 * HOUR;
 
+#[derive(Debug)]
 struct Fleet {
     fate: Vec<u8>,
     online: Vec<bool>,
@@ -297,6 +300,21 @@ impl Sim {
 
 /// Runs a simulation to its end (or to a manual approval request).
 pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
+    prepare(cfg)?.run()
+}
+
+/// A fleet and an engine ready to run: the plan is compiled and every device's fate drawn.
+/// Splitting this from [`Prepared::run`] lets the CLI time plan compilation apart from event
+/// processing.
+#[derive(Debug)]
+pub struct Prepared {
+    cfg: SimConfig,
+    fleet: Fleet,
+    rollout: Rollout,
+}
+
+/// Builds the fleet, compiles the plan and draws the fates.
+pub fn prepare(cfg: &SimConfig) -> Result<Prepared, SimError> {
     if !(0.0..=1.0).contains(&cfg.fail_rate) || !(0.0..=1.0).contains(&cfg.offline_rate) {
         return Err(SimError::Config(
             "fail and offline rates must lie in [0, 1]".into(),
@@ -348,7 +366,57 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
         }
         fleet.fate.push(fate);
     }
-    let mut rollout = Rollout::new(plan, 0);
+    Ok(Prepared {
+        cfg: cfg.clone(),
+        fleet,
+        rollout: Rollout::new(plan, 0),
+    })
+}
+
+impl Prepared {
+    /// Runs the simulation to its end (or to a manual approval request).
+    pub fn run(self) -> Result<SimOutcome, SimError> {
+        let Prepared {
+            cfg,
+            mut fleet,
+            mut rollout,
+        } = self;
+        let cfg = &cfg;
+        let n = rollout.plan().len();
+        let st = run_inner(cfg, &mut fleet, &mut rollout, n)?;
+        Ok(SimOutcome {
+            report: Report::from_rollout(&rollout),
+            rollout,
+            device_events: st.device_events,
+            actions: st.actions,
+            action_digest: st.action_digest,
+            virtual_ms: st.virtual_ms,
+            max_in_flight: st.max_in_flight,
+            stage_after_failed_canary: st.stage_after_failed_canary,
+            log: st.log,
+            halts: st.halts,
+        })
+    }
+}
+
+/// The counters of one run, before the outcome takes the engine.
+struct RunStats {
+    device_events: u64,
+    actions: u64,
+    action_digest: u64,
+    virtual_ms: Millis,
+    max_in_flight: u32,
+    stage_after_failed_canary: bool,
+    log: Vec<(Millis, Action)>,
+    halts: Vec<String>,
+}
+
+fn run_inner(
+    cfg: &SimConfig,
+    fleet: &mut Fleet,
+    rollout: &mut Rollout,
+    n: usize,
+) -> Result<RunStats, SimError> {
     let mut sim = Sim {
         heap: BinaryHeap::new(),
         seq: 0,
@@ -360,6 +428,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
     let mut max_in_flight = 0u32;
     let mut stage_after_failed_canary = false;
     let mut log = Vec::new();
+    let mut halts = Vec::new();
     let mut digest = Digest(0xcbf2_9ce4_8422_2325);
     // Devices offline before the start report so first.
     for d in 0..n as u32 {
@@ -403,13 +472,14 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
                     {
                         stage_after_failed_canary = true;
                     }
-                    react(&mut fleet, &mut sim, now, *device, *generation, *kind);
+                    react(fleet, &mut sim, now, *device, *generation, *kind);
                 }
                 Action::ApprovalRequired { .. } => match cfg.approval {
                     Approval::Auto => sim.push(now + MINUTE, u32::MAX, E_APPROVE),
                     Approval::Manual => stop = true,
                 },
-                Action::Deployment { status, .. } if *status == DeploymentStatus::Paused => {
+                Action::Deployment { status, reason } if *status == DeploymentStatus::Paused => {
+                    halts.push(reason.clone());
                     if resumes < cfg.max_resumes {
                         resumes += 1;
                         sim.push(now + 15 * MINUTE, u32::MAX, E_RESUME);
@@ -481,7 +551,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
             let Some(Reverse((_, _, d, kind))) = sim.heap.pop() else {
                 break;
             };
-            let input = deliver(&mut fleet, &mut sim, now, d, kind, &rollout);
+            let input = deliver(fleet, &mut sim, now, d, kind, rollout);
             if let Some(input) = input {
                 if !matches!(input, Input::Command(_)) {
                     device_events += 1;
@@ -498,9 +568,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
             rollout.handle_input(now, Input::Tick)?;
         }
     }
-    Ok(SimOutcome {
-        report: Report::from_rollout(&rollout),
-        rollout,
+    Ok(RunStats {
         device_events,
         actions,
         action_digest: digest.0,
@@ -508,6 +576,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimOutcome, SimError> {
         max_in_flight,
         stage_after_failed_canary,
         log,
+        halts,
     })
 }
 

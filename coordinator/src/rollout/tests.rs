@@ -1056,7 +1056,7 @@ proptest! {
     fn state_survives_a_round_trip_at_any_step(
         n in 2usize..60,
         s in 0u8..6,
-        cut in 0usize..400,
+        cut in 0usize..120,
         seed in 0u64..1000,
     ) {
         let mut cfg = StrategyConfig::defaults(strategy_of(s));
@@ -1097,4 +1097,111 @@ proptest! {
         prop_assert_eq!(&a.log[logged..], &b.log[..]);
         prop_assert_eq!(a.r, b.r);
     }
+}
+
+#[test]
+fn traffic_steps_roll_back_everything_when_a_later_step_fails() {
+    // 002: 5 → 25 → 50 → 100 %, and a "no" at any health decision rolls back.
+    let mut h = H::new(StrategyConfig::defaults(Strategy::Steps), 40);
+    let order = h.r.plan().order.clone();
+    let sizes: Vec<u32> = h.r.plan().stages.iter().map(|s| s.end).collect();
+    assert_eq!(
+        sizes,
+        vec![2, 10, 20, 40],
+        "cumulative ceil(5, 25, 50, 100 % of 40)"
+    );
+    let bad = order[5]; // In the 25 % step.
+    h.respond = Box::new(move |d, kind, _| match kind {
+        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
+        DirectiveKind::Switch if d == bad => vec![
+            dev(d, DeviceEvent::Switched),
+            dev(d, DeviceEvent::Unhealthy),
+        ],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
+        DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
+        DirectiveKind::Commit => vec![],
+    });
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_to_end();
+    assert_eq!(h.r.status(), DeploymentStatus::RolledBack);
+    assert_eq!(
+        h.r.target_status(order[0]),
+        Some(TargetStatus::RolledBack),
+        "the first step is rolled back too"
+    );
+    assert_eq!(
+        h.r.target_status(order[30]),
+        Some(TargetStatus::Skipped),
+        "the 100 % step never started"
+    );
+}
+
+#[test]
+fn rolling_batch_over_twenty_percent_failures_rolls_back_the_batch_and_halts() {
+    let mut h = H::new(StrategyConfig::defaults(Strategy::Rolling), 30);
+    // Batch 2 is devices 10..20; three failures are 30 % > 20 %.
+    h.respond = Box::new(|d, kind, _| match kind {
+        DirectiveKind::Stage if (10..13).contains(&d) => vec![dev(d, DeviceEvent::Failed)],
+        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
+        DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
+        DirectiveKind::Commit => vec![],
+    });
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_to_end();
+    assert_eq!(h.r.status(), DeploymentStatus::Paused);
+    assert!(
+        h.r.pause_reason()
+            .unwrap_or_default()
+            .contains("batch-2 rolled back")
+    );
+    assert_eq!(
+        h.r.target_status(0),
+        Some(TargetStatus::Success),
+        "batch 1 keeps the version"
+    );
+    assert_eq!(
+        h.r.target_status(25),
+        Some(TargetStatus::Pending),
+        "batch 3 waits for a human"
+    );
+    // The human rolls everything back.
+    assert!(h.cmd(Command::Rollback).is_ok());
+    h.run_to_end();
+    assert_eq!(h.r.status(), DeploymentStatus::RolledBack);
+    assert_eq!(h.r.target_status(0), Some(TargetStatus::RolledBack));
+    assert!(h.statuses().iter().all(|s| s.is_terminal()));
+}
+
+#[test]
+fn with_health_checks_off_stages_pass_once_devices_settle() {
+    let mut cfg = StrategyConfig::defaults(Strategy::Rolling);
+    cfg.health_check = false;
+    let mut h = H::new(cfg, 12);
+    h.respond = Box::new(|d, kind, _| match kind {
+        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
+        DirectiveKind::Switch => vec![dev(d, DeviceEvent::Switched), dev(d, DeviceEvent::Healthy)],
+        _ => vec![],
+    });
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_to_end();
+    assert_eq!(
+        h.r.status(),
+        DeploymentStatus::Completed,
+        "{:?}",
+        h.r.pause_reason()
+    );
+    assert!(h.all(TargetStatus::Success));
 }

@@ -127,8 +127,13 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
     }
     cfg.strategy.force = args.force;
     let started = Instant::now();
-    let out = sim::run(&cfg).context("simulation failed")?;
-    let wall = started.elapsed().as_secs_f64();
+    let prepared = sim::prepare(&cfg).context("preparing the simulation")?;
+    let setup = started.elapsed().as_secs_f64();
+    let out = prepared.run().context("simulation failed")?;
+    let total = started.elapsed().as_secs_f64();
+    // Events per second over the driving phase; setup (fleet generation, plan compilation,
+    // canary selection, wave shuffle) is reported apart, as `setup_seconds`.
+    let wall = total - setup;
     let events_per_sec = if wall > 0.0 {
         out.device_events as f64 / wall
     } else {
@@ -150,7 +155,10 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
             "action_digest": format!("{:016x}", out.action_digest),
             "virtual_ms": out.virtual_ms,
             "max_in_flight": out.max_in_flight,
-            "wall_seconds": wall,
+            "halts": out.halts,
+            "setup_seconds": setup,
+            "run_seconds": wall,
+            "wall_seconds": total,
             "device_events_per_sec": events_per_sec,
             "peak_rss_kib": rss_kib,
         });
@@ -160,19 +168,25 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
         );
     } else {
         print!("{}", out.report.to_markdown());
+        for (i, h) in out.halts.iter().enumerate() {
+            println!("halt {}: {h}", i + 1);
+        }
         if !out.rollout.status().is_terminal() {
             println!();
             print!("{}", StateBlock::from_rollout(&out.rollout).to_text());
         }
         println!();
         println!(
-            "simulated {} devices: {} device events, {} actions in {:.2} s wall ({:.0} device events/s), \
-             virtual time {}, peak in flight {}, peak RSS {} MiB, action digest {:016x}",
+            "simulated {} devices: setup {:.2} s, then {} device events, {} actions in {:.2} s wall \
+             ({:.0} device events/s, {:.0} including setup), virtual time {}, peak in flight {}, \
+             peak RSS {} MiB, action digest {:016x}",
             args.devices,
+            setup,
             out.device_events,
             out.actions,
             wall,
             events_per_sec,
+            out.device_events as f64 / total.max(f64::MIN_POSITIVE),
             floe_coordinator::rollout::duration::format_duration(out.virtual_ms),
             out.max_in_flight,
             rss_kib.map_or_else(|| "n/a".to_string(), |k| (k / 1024).to_string()),
