@@ -3,60 +3,13 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A test fails loudly on any broken precondition.
 
+use floe_tests::workspace_root;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
-}
-
-/// `<target>/<profile>`, from this test binary's path `<target>/<profile>/deps/<test>`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.ancestors()
-        .nth(2)
-        .expect("test binary lives in <target>/<profile>/deps")
-        .to_path_buf()
-}
-
-/// Builds `floe` and `floed` once per test process (cargo test does not promise that other
-/// crates' binaries exist) and returns the path of `name`.
 fn bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let profile = profile_dir();
-        let target = profile
-            .parent()
-            .expect("profile dir has a parent")
-            .to_path_buf();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(workspace_root())
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "floe-runtime",
-                "--bin",
-                "floed",
-                "-p",
-                "floe-coordinator",
-                "--bin",
-                "floe",
-            ])
-            .arg("--target-dir")
-            .arg(&target);
-        if profile.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build");
-        assert!(status.success(), "cargo build of floe and floed failed");
-    });
-    profile_dir().join(name)
+    floe_tests::bin(name).expect("building the workspace binaries")
 }
 
 fn run(name: &str, args: &[&str], cwd: &Path) -> Output {
