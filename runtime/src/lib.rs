@@ -7,5 +7,5 @@
 //! `health`, so the coordinator uses them without pulling in the device.
 
 pub mod artifact;
-pub mod proto;
 pub mod broker;
+pub mod proto;
