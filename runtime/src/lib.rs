@@ -5,3 +5,5 @@
 //!
 //! Architecture invariant: `proto`, `artifact` and `p2p` never import `agent`, `slots` or
 //! `health`, so the coordinator uses them without pulling in the device.
+
+pub mod p2p;
