@@ -598,6 +598,8 @@ mod tests {
         for (p, c) in &reqs {
             if *p == 1 {
                 dl.on_failure(*p, *c, Failure::Busy, now);
+            } else {
+                assert_eq!(dl.on_chunk(*p, *c, chunk(&data, *c)), Arrival::Accepted);
             }
         }
         dl.remove_peer(&1);
