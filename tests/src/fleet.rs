@@ -34,8 +34,14 @@ pub fn floed_bin() -> Result<PathBuf> {
             let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
-            cmd.current_dir(&workspace)
-                .args(["build", "-q", "--bin", "floed", "-p", "floe-runtime"]);
+            cmd.current_dir(&workspace).args([
+                "build",
+                "-q",
+                "--bin",
+                "floed",
+                "-p",
+                "floe-runtime",
+            ]);
             if release {
                 cmd.arg("--release");
             }
@@ -49,7 +55,11 @@ pub fn floed_bin() -> Result<PathBuf> {
                 return Err(format!("cargo build of floed failed: {status}"));
             }
             let bin = profile_dir.join("floed");
-            if bin.is_file() { Ok(bin) } else { Err(format!("{} missing after build", bin.display())) }
+            if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!("{} missing after build", bin.display()))
+            }
         })
         .clone()
         .map_err(|e| anyhow!(e))
@@ -121,7 +131,11 @@ impl Node {
             .arg("--data-dir")
             .arg(&opts.data_dir)
             .args(["--json-events", "--no-mdns", "--listen"])
-            .arg(opts.listen.clone().unwrap_or_else(|| "/ip4/127.0.0.1/tcp/0".into()));
+            .arg(
+                opts.listen
+                    .clone()
+                    .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/0".into()),
+            );
         for b in &opts.bootstrap {
             cmd.args(["--bootstrap", b]);
         }
@@ -143,19 +157,32 @@ impl Node {
         if let Some(n) = opts.upload_slots {
             cmd.args(["--upload-slots", &n.to_string()]);
         }
-        cmd.env("RUST_LOG", std::env::var("FLOE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("FLOE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let stdin = child.stdin.take();
-        let log = Arc::new((Mutex::new(Log { events: Vec::new(), closed: false }), Condvar::new()));
+        let log = Arc::new((
+            Mutex::new(Log {
+                events: Vec::new(),
+                closed: false,
+            }),
+            Condvar::new(),
+        ));
         let reader_log = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let Ok(value) = serde_json::from_str::<Value>(&line) else { continue };
+                let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
                 let (lock, cvar) = &*reader_log;
                 if let Ok(mut log) = lock.lock() {
                     if log.events.len() < MAX_EVENTS {
@@ -170,7 +197,14 @@ impl Node {
             }
             cvar.notify_all();
         });
-        let mut node = Node { child, stdin, log, peer_id: String::new(), addr: String::new(), opts };
+        let mut node = Node {
+            child,
+            stdin,
+            log,
+            peer_id: String::new(),
+            addr: String::new(),
+            opts,
+        };
         let ready = node.wait_for(Duration::from_secs(30), |e| e["event"] == "ready")?;
         node.peer_id = ready["peer_id"].as_str().unwrap_or_default().to_string();
         let listening = node.wait_for(Duration::from_secs(30), |e| e["event"] == "listening")?;
@@ -192,7 +226,11 @@ impl Node {
 
     /// A copy of every event so far.
     pub fn events(&self) -> Vec<Value> {
-        self.log.0.lock().map(|l| l.events.clone()).unwrap_or_default()
+        self.log
+            .0
+            .lock()
+            .map(|l| l.events.clone())
+            .unwrap_or_default()
     }
 
     /// Waits for the first event (from the start) matching `pred`.
@@ -201,7 +239,12 @@ impl Node {
     }
 
     /// Waits for an event matching `pred` at position `from` or later in the log.
-    pub fn wait_for_nth(&self, timeout: Duration, from: usize, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub fn wait_for_nth(
+        &self,
+        timeout: Duration,
+        from: usize,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.log;
         let mut log = lock.lock().map_err(|_| anyhow!("log poisoned"))?;
@@ -216,7 +259,10 @@ impl Node {
             if now >= deadline {
                 bail!("timed out after {timeout:?} on node {}", self.peer_id);
             }
-            log = cvar.wait_timeout(log, deadline - now).map_err(|_| anyhow!("log poisoned"))?.0;
+            log = cvar
+                .wait_timeout(log, deadline - now)
+                .map_err(|_| anyhow!("log poisoned"))?
+                .0;
         }
     }
 

@@ -28,12 +28,20 @@ pub struct NetnsFleet {
     prefix: String,
     hub: String,
     devices: Vec<String>,
+    delay_applied: bool,
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -79,7 +87,12 @@ impl NetnsFleet {
         }
         let tag = std::process::id() % 100_000;
         let prefix = format!("floe{tag}");
-        let mut fleet = NetnsFleet { hub: format!("{prefix}-hub"), prefix, devices: Vec::new() };
+        let mut fleet = NetnsFleet {
+            hub: format!("{prefix}-hub"),
+            prefix,
+            devices: Vec::new(),
+            delay_applied: true,
+        };
         // A private /16 per run, derived from the pid, to keep concurrent runs apart.
         let net = 64 + (tag % 64);
         ip(&["netns", "add", &fleet.hub])?;
@@ -92,22 +105,70 @@ impl NetnsFleet {
             fleet.devices.push(ns.clone());
             let dev_if = format!("f{tag}d{i}");
             let hub_if = format!("f{tag}h{i}");
-            ip(&["link", "add", &dev_if, "netns", &ns, "type", "veth", "peer", "name", &hub_if, "netns", &fleet.hub])?;
+            ip(&[
+                "link", "add", &dev_if, "netns", &ns, "type", "veth", "peer", "name", &hub_if,
+                "netns", &fleet.hub,
+            ])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("10.{net}.0.{}/16", i + 1), "dev", &dev_if])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.{net}.0.{}/16", i + 1),
+                "dev",
+                &dev_if,
+            ])?;
             ip(&["-n", &ns, "link", "set", &dev_if, "up"])?;
             ip(&["-n", &fleet.hub, "link", "set", &hub_if, "master", "br0"])?;
             ip(&["-n", &fleet.hub, "link", "set", &hub_if, "up"])?;
-            let rate = format!("{}mbit", shape.mbit);
-            let delay = format!("{}ms", shape.delay_ms);
-            let loss = format!("{}%", shape.loss_pct);
             // Upload: the device's egress. Download: the hub side's egress towards the device.
-            // The queue limit holds a little over one bandwidth-delay product of full packets.
-            for (where_ns, dev) in [(&ns, &dev_if), (&fleet.hub, &hub_if)] {
-                tc_in(where_ns, &["qdisc", "add", "dev", dev, "root", "netem", "rate", &rate, "delay", &delay, "loss", &loss, "limit", "1000"])?;
+            let hub = fleet.hub.clone();
+            for (where_ns, dev) in [(&ns, &dev_if), (&hub, &hub_if)] {
+                fleet.shape_link(where_ns, dev, shape)?;
             }
         }
         Ok(fleet)
+    }
+
+    /// Rate with a token bucket (`tbf`, 64 KiB burst, 50 ms queue); delay and loss with a
+    /// `netem` child of it. Kernels built without `sch_netem` keep the rate limit only; that is
+    /// recorded ([`NetnsFleet::delay_applied`]) and printed rather than failing the run.
+    fn shape_link(&mut self, ns: &str, dev: &str, shape: LinkShape) -> Result<()> {
+        let rate = format!("{}mbit", shape.mbit);
+        tc_in(
+            ns,
+            &[
+                "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", &rate, "burst",
+                "64kb", "latency", "50ms",
+            ],
+        )?;
+        if shape.delay_ms == 0 && shape.loss_pct == 0.0 {
+            return Ok(());
+        }
+        let delay = format!("{}ms", shape.delay_ms);
+        let loss = format!("{}%", shape.loss_pct);
+        let netem = tc_in(
+            ns,
+            &[
+                "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "netem", "delay",
+                &delay, "loss", &loss, "limit", "10000",
+            ],
+        );
+        if let Err(err) = netem {
+            if self.delay_applied {
+                println!(
+                    "netem unavailable ({err:#}); links are rate-limited without delay or loss"
+                );
+            }
+            self.delay_applied = false;
+        }
+        Ok(())
+    }
+
+    /// Whether delay and loss were applied (false when the kernel lacks `sch_netem`).
+    pub fn delay_applied(&self) -> bool {
+        self.delay_applied
     }
 
     /// The namespace names of the devices.

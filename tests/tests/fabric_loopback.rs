@@ -39,7 +39,11 @@ fn assert_identical(node: &Node, id: &str, data: &[u8]) -> Result<serde_json::Va
     let done = node.wait_complete(id, WAIT)?;
     let path = done["path"].as_str().unwrap_or_default();
     let got = std::fs::read(path)?;
-    assert!(got == data, "node {} exported different bytes", node.peer_id);
+    assert!(
+        got == data,
+        "node {} exported different bytes",
+        node.peer_id
+    );
     assert_eq!(done["bytes"].as_u64(), Some(data.len() as u64));
     Ok(done)
 }
@@ -94,9 +98,11 @@ fn a_peer_serving_corrupt_chunks_is_banned_and_the_artifact_completes() -> Resul
     let banned = nodes
         .iter()
         .filter(|n| {
-            n.events()
-                .iter()
-                .any(|e| e["event"] == "banned" && e["peer"] == liar.peer_id.as_str() && e["reason"] == "served a corrupt chunk")
+            n.events().iter().any(|e| {
+                e["event"] == "banned"
+                    && e["peer"] == liar.peer_id.as_str()
+                    && e["reason"] == "served a corrupt chunk"
+            })
         })
         .count();
     assert!(banned >= 1, "no node banned the corrupting peer");
@@ -116,27 +122,43 @@ fn a_peer_killed_mid_transfer_does_not_stall_others_and_resumes_after_restart() 
         upload_slots: Some(1),
         ..NodeOpts::default()
     })?;
-    let id = seed.wait_for(WAIT, |e| e["event"] == "seeded")?["id"].as_str().unwrap_or_default().to_string();
+    let id = seed.wait_for(WAIT, |e| e["event"] == "seeded")?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let mut victim = fetcher(&tmp.path().join("victim"), &[&seed], &id)?;
     let others: Vec<Node> = (0..3)
         .map(|i| fetcher(&tmp.path().join(format!("n{i}")), &[&seed, &victim], &id))
         .collect::<Result<_>>()?;
     // Kill the victim once it holds a few chunks (and so is being asked for them).
     victim.wait_for(WAIT, |e| e["event"] == "chunk")?;
-    let held_before_kill = victim.events().iter().filter(|e| e["event"] == "chunk").count();
+    let held_before_kill = victim
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "chunk")
+        .count();
     victim.kill();
-    assert!(victim.events().iter().all(|e| e["event"] != "complete"), "the victim finished before it was killed");
+    assert!(
+        victim.events().iter().all(|e| e["event"] != "complete"),
+        "the victim finished before it was killed"
+    );
     for node in &others {
         assert_identical(node, &id, &data)?;
     }
     // Restarted with the same data dir, it resumes from the chunks it holds.
     let opts = victim.opts.clone();
     drop(victim);
-    let restarted = Node::start(NodeOpts { bootstrap: vec![others[0].addr.clone()], ..opts })?;
+    let restarted = Node::start(NodeOpts {
+        bootstrap: vec![others[0].addr.clone()],
+        ..opts
+    })?;
     let done = assert_identical(&restarted, &id, &data)?;
     let received = done["received"].as_u64().unwrap_or(u64::MAX);
     assert!(held_before_kill >= 1);
-    assert!(received < data.len() as u64, "the restart fetched everything again ({received} bytes)");
+    assert!(
+        received < data.len() as u64,
+        "the restart fetched everything again ({received} bytes)"
+    );
     Ok(())
 }
 
