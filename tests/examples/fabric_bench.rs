@@ -21,7 +21,10 @@ const DELAY_MS: u32 = 10;
 const CHUNK: u32 = 1024 * 1024;
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Run {
@@ -30,7 +33,14 @@ struct Run {
     seed: Node,
 }
 
-fn run_mode(fleet: &NetnsFleet, root: &Path, art: &Path, data: &[u8], n: usize, central: bool) -> Result<Run> {
+fn run_mode(
+    fleet: &NetnsFleet,
+    root: &Path,
+    art: &Path,
+    data: &[u8],
+    n: usize,
+    central: bool,
+) -> Result<Run> {
     let mode = if central { "central" } else { "p2p" };
     let dir = root.join(mode);
     let start = |i: usize, opts: NodeOpts| {
@@ -41,7 +51,14 @@ fn run_mode(fleet: &NetnsFleet, root: &Path, art: &Path, data: &[u8], n: usize, 
             ..opts
         })
     };
-    let seed = start(0, NodeOpts { seed: Some(art.to_path_buf()), chunk_size: Some(CHUNK), ..NodeOpts::default() })?;
+    let seed = start(
+        0,
+        NodeOpts {
+            seed: Some(art.to_path_buf()),
+            chunk_size: Some(CHUNK),
+            ..NodeOpts::default()
+        },
+    )?;
     let id = seed.wait_for(Duration::from_secs(120), |e| e["event"] == "seeded")?["id"]
         .as_str()
         .unwrap_or_default()
@@ -53,7 +70,14 @@ fn run_mode(fleet: &NetnsFleet, root: &Path, art: &Path, data: &[u8], n: usize, 
             let prev: &Node = prev;
             bootstrap.push(prev.addr.clone());
         }
-        nodes.push(start(i, NodeOpts { bootstrap, central_pull: central, ..NodeOpts::default() })?);
+        nodes.push(start(
+            i,
+            NodeOpts {
+                bootstrap,
+                central_pull: central,
+                ..NodeOpts::default()
+            },
+        )?);
     }
     // Give Kademlia a moment to connect the devices to each other.
     let settle = Instant::now() + Duration::from_secs(20);
@@ -75,7 +99,8 @@ fn run_mode(fleet: &NetnsFleet, root: &Path, art: &Path, data: &[u8], n: usize, 
     let mut slowest_ms = 0u64;
     for node in &nodes {
         let done = node.wait_complete(&id, Duration::from_secs(1200))?;
-        let got = std::fs::read(done["path"].as_str().unwrap_or_default()).context("reading an export")?;
+        let got = std::fs::read(done["path"].as_str().unwrap_or_default())
+            .context("reading an export")?;
         if got != data {
             bail!("{mode}: device {} exported different bytes", node.peer_id);
         }
@@ -83,8 +108,14 @@ fn run_mode(fleet: &NetnsFleet, root: &Path, art: &Path, data: &[u8], n: usize, 
     }
     let wall = t0.elapsed().as_secs_f64();
     let seconds = slowest_ms as f64 / 1000.0;
-    println!("{mode}: all {n} devices verified; slowest fetch {seconds:.2} s (harness wall {wall:.2} s)");
-    Ok(Run { seconds, nodes, seed })
+    println!(
+        "{mode}: all {n} devices verified; slowest fetch {seconds:.2} s (harness wall {wall:.2} s)"
+    );
+    Ok(Run {
+        seconds,
+        nodes,
+        seed,
+    })
 }
 
 fn gossip_p99(run: &mut Run, messages: usize) -> Result<f64> {
@@ -102,7 +133,11 @@ fn gossip_p99(run: &mut Run, messages: usize) -> Result<f64> {
             .filter_map(|e| e["latency_ms"].as_u64())
             .collect();
         if got.len() < messages {
-            println!("gossip: device {} received {} of {messages}", node.peer_id, got.len());
+            println!(
+                "gossip: device {} received {} of {messages}",
+                node.peer_id,
+                got.len()
+            );
         }
         latencies.extend(got);
     }
@@ -112,7 +147,11 @@ fn gossip_p99(run: &mut Run, messages: usize) -> Result<f64> {
     latencies.sort_unstable();
     let idx = ((expected as f64) * 0.99).ceil() as usize;
     let p99 = latencies[idx.saturating_sub(1).min(latencies.len() - 1)];
-    Ok(if p99 == u64::MAX { f64::INFINITY } else { p99 as f64 })
+    Ok(if p99 == u64::MAX {
+        f64::INFINITY
+    } else {
+        p99 as f64
+    })
 }
 
 fn main() -> Result<()> {
@@ -122,19 +161,29 @@ fn main() -> Result<()> {
     }
     let mib = env_or("FABRIC_BENCH_MIB", 64);
     let n = env_or("FABRIC_BENCH_N", 16);
-    let shape = LinkShape { mbit: MBIT, delay_ms: DELAY_MS, loss_pct: 0.0 };
+    let shape = LinkShape {
+        mbit: MBIT,
+        delay_ms: DELAY_MS,
+        loss_pct: 0.0,
+    };
     let fleet = NetnsFleet::create(n + 1, shape)?;
     println!(
         "fleet: seed + {n} devices, {MBIT} Mbit/s each way, {} ms delay{}",
         DELAY_MS,
-        if fleet.delay_applied() { "" } else { " (NOT applied: kernel lacks sch_netem)" }
+        if fleet.delay_applied() {
+            ""
+        } else {
+            " (NOT applied: kernel lacks sch_netem)"
+        }
     );
     let root = tempfile::tempdir()?;
     let art = root.path().join("artifact.bin");
     let data = write_artifact(&art, mib * 1024 * 1024, 42)?;
     let s_bits = (data.len() * 8) as f64;
     let u = f64::from(MBIT) * 1e6;
-    let t_min = (s_bits / u).max(s_bits / u).max(n as f64 * s_bits / (u + n as f64 * u));
+    let t_min = (s_bits / u)
+        .max(s_bits / u)
+        .max(n as f64 * s_bits / (u + n as f64 * u));
 
     let mut p2p = run_mode(&fleet, root.path(), &art, &data, n, false)?;
     let gossip = gossip_p99(&mut p2p, 50)?;

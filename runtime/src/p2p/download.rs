@@ -269,8 +269,10 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
     fn pick(&mut self, peer: &P, avail: &[u32]) -> Option<usize> {
         let state = self.peers.get(peer)?;
         let mut best: Option<(u32, u32, u64, usize)> = None;
-        for i in 0..self.have.len() {
-            if self.have[i] || !state.bits[i] || self.in_flight.contains_key(&(*peer, i as u32)) {
+        for (i, ((held, offered), available)) in
+            self.have.iter().zip(&state.bits).zip(avail).enumerate()
+        {
+            if *held || !*offered || self.in_flight.contains_key(&(*peer, i as u32)) {
                 continue;
             }
             // Fresh chunks first; in end game, duplicates up to the limit.
@@ -279,7 +281,7 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
                 continue;
             }
             let tie = self.rng_peek(i);
-            let key = (copies, avail[i], tie, i);
+            let key = (copies, *available, tie, i);
             if best.is_none_or(|b| (key.0, key.1, key.2) < (b.0, b.1, b.2)) {
                 best = Some(key);
             }
@@ -486,7 +488,7 @@ mod tests {
     #[test]
     fn a_corrupting_peer_is_dropped_and_the_download_completes() {
         let (data, index) = artifact(20);
-        let peers = vec![
+        let peers = [
             (1, Duration::from_millis(10), true),
             (2, Duration::from_millis(50), false),
         ];

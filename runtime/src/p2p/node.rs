@@ -829,34 +829,38 @@ impl Node {
                 peer_id,
                 num_established,
                 ..
-            } => {
-                if num_established.get() == 1 && self.connected.insert(peer_id) {
-                    self.emit(FabricEvent::PeerConnected(peer_id));
-                    let ids: Vec<ArtifactId> = self.downloads.keys().copied().collect();
-                    for id in ids {
-                        self.query_peer(id, peer_id, Instant::now());
-                    }
-                }
-            }
+            } => self.on_connected(peer_id, num_established.get()),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established,
                 ..
-            } => {
-                if num_established == 0 && self.connected.remove(&peer_id) {
-                    self.strikes.remove(&peer_id);
-                    for active in self.downloads.values_mut() {
-                        active.have_asked.remove(&peer_id);
-                        active.index_asked.remove(&peer_id);
-                        if let Some(dl) = active.dl.as_mut() {
-                            dl.remove_peer(&peer_id);
-                        }
-                    }
-                    self.emit(FabricEvent::PeerDisconnected(peer_id));
-                }
-            }
+            } => self.on_disconnected(peer_id, num_established),
             SwarmEvent::Behaviour(event) => self.on_behaviour(event),
             _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, peer_id: PeerId, num_established: u32) {
+        if num_established == 1 && self.connected.insert(peer_id) {
+            self.emit(FabricEvent::PeerConnected(peer_id));
+            let ids: Vec<ArtifactId> = self.downloads.keys().copied().collect();
+            for id in ids {
+                self.query_peer(id, peer_id, Instant::now());
+            }
+        }
+    }
+
+    fn on_disconnected(&mut self, peer_id: PeerId, num_established: u32) {
+        if num_established == 0 && self.connected.remove(&peer_id) {
+            self.strikes.remove(&peer_id);
+            for active in self.downloads.values_mut() {
+                active.have_asked.remove(&peer_id);
+                active.index_asked.remove(&peer_id);
+                if let Some(dl) = active.dl.as_mut() {
+                    dl.remove_peer(&peer_id);
+                }
+            }
+            self.emit(FabricEvent::PeerDisconnected(peer_id));
         }
     }
 

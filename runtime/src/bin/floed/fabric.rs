@@ -76,11 +76,13 @@ const PING_MAGIC: &[u8; 4] = b"FPNG";
 /// Announced ids remembered for duplicate detection (oldest forgotten first).
 const SEEN_ANNOUNCEMENTS: usize = 4096;
 
+/// Announced ids already seen, and their arrival order for forgetting the oldest.
+type SeenIds = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
+
 /// The fabric node's gossip validator: announcements are `FANN` + id + timestamp (Ignore when
 /// already seen), health pings are `FPNG` + timestamp + padding; anything else is rejected.
 fn validator() -> p2p::Validator {
-    let seen: Mutex<(HashSet<[u8; 32]>, VecDeque<[u8; 32]>)> =
-        Mutex::new((HashSet::new(), VecDeque::new()));
+    let seen: Mutex<SeenIds> = Mutex::new((HashSet::new(), VecDeque::new()));
     Arc::new(move |topic, data: &[u8]| match topic {
         Topic::Announce => {
             if data.len() != 44 || &data[..4] != ANNOUNCE_MAGIC {
