@@ -6,4 +6,7 @@
 //! Architecture invariant: `proto`, `artifact` and `p2p` never import `agent`, `slots` or
 //! `health`, so the coordinator uses them without pulling in the device.
 
+pub mod artifact;
+pub mod proto;
+pub mod broker;
 pub mod p2p;

@@ -10,59 +10,16 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Most events kept per node; later ones are counted but not kept.
 pub const MAX_EVENTS: usize = 200_000;
 
-static FLOED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-
-/// The `floed` binary of this build profile, built once per test process with
-/// `cargo build -q --bin floed -p floe-runtime` (same profile and target dir as the tests).
+/// The `floed` binary of this build profile, built once per test process by
+/// [`crate::bin`] (same profile and target dir as the tests).
 pub fn floed_bin() -> Result<PathBuf> {
-    FLOED
-        .get_or_init(|| {
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            // target/<profile>/deps/<test> or target/<profile>/examples/<example>.
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .ok_or("cannot locate the target dir")?
-                .to_path_buf();
-            let release = profile_dir.file_name().is_some_and(|n| n == "release");
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(&workspace).args([
-                "build",
-                "-q",
-                "--bin",
-                "floed",
-                "-p",
-                "floe-runtime",
-            ]);
-            if release {
-                cmd.arg("--release");
-            }
-            if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-                if let Some(target) = profile_dir.parent() {
-                    cmd.env("CARGO_TARGET_DIR", target);
-                }
-            }
-            let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
-            if !status.success() {
-                return Err(format!("cargo build of floed failed: {status}"));
-            }
-            let bin = profile_dir.join("floed");
-            if bin.is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("{} missing after build", bin.display()))
-            }
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
+    crate::bin("floed")
 }
 
 /// How to start one node.

@@ -1,8 +1,13 @@
 //! `floe`, the coordinator server and the operator's CLI.
 
+mod artifact;
+mod keys;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+mod sim;
 
 #[derive(Debug, Parser)]
 #[command(name = "floe", version, about = "The Floe coordinator and CLI")]
@@ -12,7 +17,16 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Generate keys and device trust stores.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Build and inspect signed artifact bundles.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCommand),
+    /// Simulate a deployment to a virtual fleet and print the report.
+    Sim(sim::SimArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,5 +40,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Keys(command) => keys::run(command),
+        Command::Artifact(command) => artifact::run(command),
+        Command::Sim(args) => sim::run(args).map(|()| ExitCode::SUCCESS),
+    }
 }

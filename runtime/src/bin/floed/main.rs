@@ -1,10 +1,15 @@
 //! `floed`, the Floe device daemon and its local commands.
 
+mod artifact;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod demo;
 mod fabric;
+mod run;
+mod validate;
 
 #[derive(Debug, Parser)]
 #[command(name = "floed", version, about = "The Floe device daemon")]
@@ -15,6 +20,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a flow in the foreground until Ctrl-C or SIGTERM.
+    Run(run::RunArgs),
+    /// Run the temperature-alert example against an embedded MQTT broker.
+    Demo(demo::DemoArgs),
+    /// Check a flow definition file and list every problem it has.
+    Validate(validate::Args),
+    /// Verify and import signed artifact bundles.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCommand),
     /// Run a fabric-only node: join the swarm, seed or fetch artifacts, print events.
     Fabric(fabric::FabricArgs),
 }
@@ -32,6 +46,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Validate(args) => validate::run(&args),
+        Command::Artifact(command) => artifact::run(command),
         Command::Fabric(args) => {
             init_tracing();
             let runtime = tokio::runtime::Builder::new_multi_thread()
