@@ -33,6 +33,7 @@ pub mod gossip;
 pub mod identity;
 pub mod index;
 pub mod node;
+pub mod signed;
 pub mod store;
 pub mod wire;
 
