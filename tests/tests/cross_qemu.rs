@@ -40,11 +40,7 @@ fn rust_target_installed() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim() == TRIPLE)
-        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TRIPLE))
         .unwrap_or(false)
 }
 
@@ -57,9 +53,7 @@ fn skip_reason() -> Option<String> {
         return Some("aarch64-linux-gnu-gcc is missing (cross/setup.sh installs it)".into());
     }
     if !rust_target_installed() {
-        return Some(format!(
-            "the Rust target {TRIPLE} is not installed (rustup target add {TRIPLE})"
-        ));
+        return Some(format!("the Rust target {TRIPLE} is not installed (rustup target add {TRIPLE})"));
     }
     None
 }
@@ -75,16 +69,7 @@ fn aarch64_floed_validates_the_example_under_qemu() {
     let status = Command::new(env!("CARGO"))
         .current_dir(&root)
         .env("CARGO_TARGET_DIR", &target)
-        .args([
-            "build",
-            "-q",
-            "--target",
-            TRIPLE,
-            "-p",
-            "floe-runtime",
-            "--bin",
-            "floed",
-        ])
+        .args(["build", "-q", "--target", TRIPLE, "-p", "floe-runtime", "--bin", "floed"])
         .status()
         .expect("run cargo");
     assert!(status.success(), "the aarch64 build of floed failed");
@@ -94,11 +79,7 @@ fn aarch64_floed_validates_the_example_under_qemu() {
     // ELF, 64-bit, e_machine = EM_AARCH64 (183) at offset 18, little endian.
     assert_eq!(&header[..4], b"\x7fELF", "not an ELF file");
     assert_eq!(header[4], 2, "not a 64-bit ELF");
-    assert_eq!(
-        u16::from_le_bytes([header[18], header[19]]),
-        183,
-        "not an aarch64 binary"
-    );
+    assert_eq!(u16::from_le_bytes([header[18], header[19]]), 183, "not an aarch64 binary");
 
     let run = |file: &Path| {
         Command::new("qemu-aarch64")
@@ -134,8 +115,5 @@ fn aarch64_floed_validates_the_example_under_qemu() {
         String::from_utf8_lossy(&bad.stdout),
         String::from_utf8_lossy(&bad.stderr)
     );
-    assert!(
-        text.contains("no_such_kind"),
-        "the problem must be named: {text}"
-    );
+    assert!(text.contains("no_such_kind"), "the problem must be named: {text}");
 }
