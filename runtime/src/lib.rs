@@ -9,3 +9,4 @@
 pub mod artifact;
 pub mod broker;
 pub mod proto;
+pub mod p2p;

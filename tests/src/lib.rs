@@ -364,3 +364,6 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+pub mod fleet;
+pub mod netns;
