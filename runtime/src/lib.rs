@@ -8,5 +8,5 @@
 
 pub mod artifact;
 pub mod broker;
-pub mod proto;
 pub mod p2p;
+pub mod proto;
