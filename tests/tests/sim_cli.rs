@@ -1,11 +1,14 @@
 //! End-to-end tests of `floe sim`: the real binary, run as a process, against simulated fleets.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// The `floe` binary of this tree, built once per test process.
 fn floe() -> PathBuf {
-    floe_tests::bin("floe").unwrap_or_else(|e| panic!("build floe: {e:#}"))
+    floe_tests::bin("floe").expect("build floe")
 }
 
 fn sim(args: &[&str]) -> Output {
