@@ -5,3 +5,11 @@
 //!
 //! Architecture invariant: `proto`, `artifact` and `p2p` never import `agent`, `slots` or
 //! `health`, so the coordinator uses them without pulling in the device.
+
+pub mod agent;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod identity;
+pub mod slots;
+pub mod state;

@@ -1,0 +1,3 @@
+//! The device agent.
+
+pub mod crash;
