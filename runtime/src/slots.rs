@@ -42,7 +42,8 @@ pub const MAX_VERSION_RECORD: u64 = 1 << 20;
 pub const MAX_FILES: usize = 10_000;
 
 /// One of the two slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SlotName {
     /// Slot A.
     Blue,
@@ -211,6 +212,13 @@ impl Slots {
         Ok(Slots {
             data_dir: data_dir.to_path_buf(),
         })
+    }
+
+    /// The layout of an existing data directory, creating nothing (for read-only callers).
+    pub fn open_existing(data_dir: &Path) -> Slots {
+        Slots {
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     /// The data directory.
@@ -397,6 +405,15 @@ impl Slots {
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         let slots = self.data_dir.join("slots");
         fsync_dir(&slots).map_err(io("syncing", &slots))
+    }
+}
+
+/// Reads and checks the version record of a staged directory.
+pub fn read_staged_record(source: &Path) -> Result<VersionRecord, SlotError> {
+    let path = source.join(VERSION_FILE);
+    match File::open(&path) {
+        Ok(_) => read_record(&path, SlotName::Blue),
+        Err(e) => Err(io("opening staged version record", &path)(e)),
     }
 }
 

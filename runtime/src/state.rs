@@ -68,8 +68,6 @@ pub enum Phase {
     Switching,
     /// The target slot is active and must stay healthy for `min_ready`.
     Trial,
-    /// The trial passed; the target becomes the last known good.
-    Committing,
     /// The target failed; the last known good is being reactivated.
     RollingBack,
 }
@@ -83,7 +81,6 @@ impl Phase {
             Phase::Smoke => "smoke",
             Phase::Switching => "switching",
             Phase::Trial => "trial",
-            Phase::Committing => "committing",
             Phase::RollingBack => "rolling_back",
         }
     }
@@ -95,7 +92,6 @@ impl Phase {
             "smoke" => Phase::Smoke,
             "switching" => Phase::Switching,
             "trial" => Phase::Trial,
-            "committing" => Phase::Committing,
             "rolling_back" => Phase::RollingBack,
             other => {
                 return Err(StateError::Corrupt {
@@ -308,15 +304,15 @@ impl State {
         })
     }
 
-    /// Persists a lifecycle step and, in the same transaction, its audit entry.
+    /// Persists a lifecycle step and, in the same transaction, its audit entries.
     pub fn transition(
         &mut self,
         lifecycle: &Lifecycle,
-        audit: Option<&AuditEntry>,
+        audit: &[AuditEntry],
     ) -> Result<(), StateError> {
         let tx = self.conn.transaction().map_err(StateError::Write)?;
         write_lifecycle(&tx, lifecycle)?;
-        if let Some(entry) = audit {
+        for entry in audit {
             insert_audit(&tx, entry)?;
         }
         tx.commit().map_err(StateError::Write)
@@ -481,7 +477,7 @@ mod tests {
             trial_boots: vec![100, 200],
         };
         let a = AuditEntry::new(99, "local:root", "switch", "dev", "ok", "blue -> green");
-        st.transition(&l, Some(&a)).unwrap();
+        st.transition(&l, &[a]).unwrap();
         drop(st);
         let st = State::open(dir.path(), 7).unwrap();
         assert_eq!(st.lifecycle().unwrap(), l);
@@ -522,7 +518,7 @@ mod tests {
         assert_eq!(slots[0].version, None);
         let mut l = Lifecycle::fresh(0);
         l.trial_boots = (0..40).collect();
-        st.transition(&l, None).unwrap();
+        st.transition(&l, &[]).unwrap();
         assert_eq!(st.lifecycle().unwrap().trial_boots.len(), MAX_TRIAL_BOOTS);
         assert_eq!(*st.lifecycle().unwrap().trial_boots.last().unwrap(), 39);
     }
