@@ -11,6 +11,7 @@
 
 pub mod crash;
 pub mod lifecycle;
+pub mod main_loop;
 pub mod runner;
 
 use std::panic::AssertUnwindSafe;
@@ -660,7 +661,7 @@ where
         &mut self,
         source: &Path,
         actor: &str,
-    ) -> Result<SlotName, AgentError> {
+    ) -> Result<Option<Outcome>, AgentError> {
         let slots = self.slots.clone();
         let src = source.to_path_buf();
         let record = crate::slots::read_staged_record(source)?;
@@ -673,14 +674,14 @@ where
     /// Installs a version: `stage` fills the standby slot (it receives the slot name), then the
     /// smoke test, the switch and the start of the trial follow. An error before the switch
     /// leaves the device on its current version. If the new flow fails to start after the
-    /// switch, the rollback happens at once and this returns `Ok` with no trial running
-    /// ([`Agent::on_trial`] is false and the audit log holds the reason).
+    /// switch, the rollback happens at once and this returns its outcome; otherwise it returns
+    /// `None` and the trial is running ([`Agent::on_trial`]).
     pub async fn install_with<F>(
         &mut self,
         record: &VersionRecord,
         actor: &str,
         stage: F,
-    ) -> Result<SlotName, AgentError>
+    ) -> Result<Option<Outcome>, AgentError>
     where
         F: FnOnce(SlotName) -> Result<(), SlotError>,
     {
@@ -764,9 +765,10 @@ where
                 self.running_version = Some(version.clone());
             }
             Err(reason) => {
-                self.roll_back(ACTOR_FLOED, &format!("{version} failed to start: {reason}"))
+                let out = self
+                    .roll_back(ACTOR_FLOED, &format!("{version} failed to start: {reason}"))
                     .await?;
-                return Ok(target);
+                return Ok(Some(out));
             }
         }
         crash_point("switch:started");
@@ -794,7 +796,7 @@ where
         self.lifecycle = l;
         self.trial = Some(TrialTracker::new(Instant::now()));
         crash_point("trial:started");
-        Ok(target)
+        Ok(None)
     }
 
     /// Ends an installation that failed before the switch: the device stays where it was.
