@@ -122,6 +122,8 @@ pub struct StatusView {
     /// The latest health report, when the daemon runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthReport>,
+    /// The result of `PRAGMA integrity_check` on the state database (`ok` when sound).
+    pub database: String,
     /// The newest audit entries.
     pub audit: Vec<AuditView>,
 }
@@ -207,6 +209,7 @@ fn status_from(
         trial_restarts: l.trial_boots.len(),
         slots: views,
         health,
+        database: state.integrity_check()?,
         audit,
     })
 }

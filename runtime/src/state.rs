@@ -251,14 +251,29 @@ impl State {
     /// Opens an existing database read-only (for `floed status` on a read-only or busy device).
     pub fn open_read_only(data_dir: &Path) -> Result<State, StateError> {
         let path = data_dir.join(DB_FILE);
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StateError::Open {
+        let open_err = |source| StateError::Open {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        if !path.exists() {
+            return Err(open_err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some("no state database; floed has never run with this data directory".into()),
+            )));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(open_err)?;
+        // On a read-only file system a WAL database cannot create its shared-memory file; the
+        // immutable mode reads it without one, which is safe because nothing can write it.
+        if conn
+            .query_row("SELECT count(*) FROM agent_lifecycle", [], |_| Ok(()))
+            .is_err()
+        {
+            let uri = format!("file:{}?immutable=1", path.display());
+            let conn = Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(open_err)?;
+            return Ok(State { conn });
+        }
         Ok(State { conn })
     }
 
