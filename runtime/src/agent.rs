@@ -10,6 +10,7 @@
 //! which nothing touches until the next deployment.
 
 pub mod crash;
+pub mod engine;
 pub mod lifecycle;
 pub mod main_loop;
 pub mod runner;
@@ -23,7 +24,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::health::{
-    self, AgentCounters, AppAssessment, AppWindow, Connectivity, Functional, HealthReport, Status,
+    self, AgentCounters, AppAssessment, AppWindow, Connectivity, Functional, HealthReport,
     SystemProbe,
 };
 use crate::identity::{self, IdentityError};
@@ -31,7 +32,7 @@ use crate::slots::{SlotError, SlotName, Slots, VersionRecord};
 use crate::state::{AuditEntry, Lifecycle, Phase, State, StateError};
 use crash::crash_point;
 use lifecycle::{Recovery, TrialTracker, Verdict};
-use runner::{FlowRunner, RunnerError, RunningFlow, StartSpec};
+use runner::{FlowRunner, RunningFlow, StartSpec};
 
 /// The actor recorded for decisions floed takes on its own.
 pub const ACTOR_FLOED: &str = "floed";
@@ -618,6 +619,7 @@ where
         self.window.reset();
         self.functional = Functional::NotRun;
         self.counters.rollbacks += 1;
+        self.sample();
         tracing::warn!(reason, "rolled back");
         Ok(Outcome::RolledBack {
             slot: good,
@@ -778,6 +780,7 @@ where
         self.counters.switches += 1;
         self.counters.last_switch_gap = Some(gap.as_secs_f64());
         self.window.reset();
+        self.sample();
 
         // Trial.
         let now = now_ms();

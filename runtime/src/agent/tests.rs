@@ -6,8 +6,10 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use super::*;
+use crate::health::Status;
 use crate::health::{AppSnapshot, NodeCounters};
 use crate::slots::{VERSION_FILE, record_for_dir};
+use runner::RunnerError;
 
 #[derive(Debug, Default)]
 struct Script {
