@@ -756,12 +756,25 @@ where
         self.state.transition(&l, &[e, e2])?;
         self.lifecycle = l;
         crash_point("switch:persisted");
-        let record = self.slots.verify(target)?;
+        let record = match self.slots.verify(target) {
+            Ok(r) => r,
+            Err(e) => {
+                // Changed on disk since staging: nothing was switched yet.
+                self.abort_install(actor, "switch", &e.to_string(), false)?;
+                return Err(e.into());
+            }
+        };
         let dir = self.slots.dir(target);
         let gap_start = Instant::now();
         self.stop_flow().await;
         crash_point("switch:old-stopped");
-        self.slots.switch_active(target)?;
+        if let Err(e) = self.slots.switch_active(target) {
+            // The old flow is stopped; the rollback restarts it from the last known good.
+            let out = self
+                .roll_back(ACTOR_FLOED, &format!("switching the active link failed: {e}"))
+                .await?;
+            return Ok(Some(out));
+        }
         let started = self.start_verified(&dir, &record, false).await;
         let gap = gap_start.elapsed();
         match started {
