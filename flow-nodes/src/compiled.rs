@@ -2,6 +2,18 @@
 //! applied and every `${variable}` substituted, and edges resolved to node indices.
 //!
 //! [`crate::validate::compile`] is the only producer; the engine is the consumer.
+//!
+//! The contract for [`CompiledNode::config`] (also written in NODES.md, "Compiled config"):
+//! - every field NODES.md documents for the kind is present, with the value given or its
+//!   default; optional fields with no default (`inject.payload`, `inject.interval`,
+//!   `username`, `password`, `ca_file`) are absent when not given;
+//! - every duration is an integer number of **milliseconds** (a JSON `u64`) under the field's
+//!   own name, so the engine never parses duration strings;
+//! - `${variables}` are substituted with typed values, integers are JSON integers, and `change`
+//!   rules carry `value_type` `literal` or `property` only (`variable` and `json` are resolved).
+//!
+//! So the engine can deserialize each config straight into a typed struct with the NODES.md
+//! field names and treat a deserialization failure as a bug, not as user error.
 
 use serde_json::{Map, Value};
 
@@ -23,7 +35,8 @@ pub struct CompiledNode {
     pub kind: String,
     /// The human label.
     pub name: String,
-    /// Every field documented in NODES.md, defaults applied, variables substituted.
+    /// Every field documented in NODES.md, defaults applied, variables substituted,
+    /// durations as integer milliseconds.
     pub config: Map<String, Value>,
     /// How many output ports the node has (0 for sinks, one per rule for `switch`).
     pub outputs: u32,

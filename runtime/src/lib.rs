@@ -13,3 +13,6 @@ pub mod http;
 pub mod identity;
 pub mod slots;
 pub mod state;
+pub mod artifact;
+pub mod proto;
+pub mod broker;

@@ -1,2 +1,301 @@
 //! Helpers shared by the end-to-end tests: locating the workspace's binaries, temp data dirs,
 //! free loopback ports and a real Mosquitto broker.
+//!
+//! Binaries are built on first use (`cargo build -q --bin NAME -p PACKAGE`, same profile and
+//! target directory as the running test), once per test process, because `cargo test` does not
+//! promise to build other packages' binaries before this crate's tests run.
+
+use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Where Mosquitto is installed on the test machines.
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The profile directory of the running test (`target/debug`), from the test executable's path
+/// (`target/debug/deps/<test>`).
+fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .context("the test executable has no profile directory")
+}
+
+/// The path of a workspace binary (`floed`, `floe`), built once per test process.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return Ok(p.clone());
+    }
+    let package = match name {
+        "floed" => "floe-runtime",
+        "floe" => "floe-coordinator",
+        other => bail!("unknown binary {other}"),
+    };
+    let dir = profile_dir()?;
+    let target_dir = dir.parent().context("no target directory")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "-q", "--bin", name, "-p", package, "--target-dir"])
+        .arg(target_dir);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().context("running cargo build")?;
+    if !st.success() {
+        bail!("cargo build --bin {name} failed ({st})");
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} missing after the build", path.display());
+    }
+    built.insert(name.to_string(), path.clone());
+    Ok(path)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until something accepts TCP connections on a loopback port.
+pub fn wait_for_port(port: u16, within: Duration) -> Result<()> {
+    let until = Instant::now() + within;
+    loop {
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            bail!("nothing listens on 127.0.0.1:{port} after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True when Mosquitto is installed; tests that need it print why they skip otherwise.
+pub fn mosquitto_available() -> bool {
+    Path::new(MOSQUITTO).exists()
+}
+
+/// A real Mosquitto broker on a loopback port, with its config in a temp dir. Killed on drop.
+#[derive(Debug)]
+pub struct Mosquitto {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Starts a broker on a free loopback port.
+    pub fn start() -> Result<Mosquitto> {
+        Self::start_on(free_port()?)
+    }
+
+    /// Starts a broker on this loopback port.
+    pub fn start_on(port: u16) -> Result<Mosquitto> {
+        let dir = tempfile::tempdir()?;
+        let mut m = Mosquitto {
+            port,
+            dir,
+            child: None,
+        };
+        m.restart()?;
+        Ok(m)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mqtt://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (as a crash would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port (stopping it first if it runs).
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n",
+                self.port
+            ),
+        )?;
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {MOSQUITTO}"))?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10))
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A message seen by a [`Subscription`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// The topic.
+    pub topic: String,
+    /// The payload as text.
+    pub payload: String,
+    /// Whether the broker flagged it as retained.
+    pub retain: bool,
+}
+
+/// A subscriber on a broker, run by `mosquitto_sub`, a real MQTT client of its own.
+#[derive(Debug)]
+pub struct Subscription {
+    child: Child,
+    rx: std::sync::mpsc::Receiver<Seen>,
+    /// Messages that arrived before the probe (retained ones), in order.
+    early: Mutex<std::collections::VecDeque<Seen>>,
+}
+
+impl Subscription {
+    /// Subscribes to `filter` and returns once the subscription is confirmed: the helper
+    /// publishes a probe on a topic under `floe-test-probe/` and waits to see it.
+    pub fn start(port: u16, filter: &str) -> Result<Subscription> {
+        use std::io::BufRead;
+        let probe = format!("floe-test-probe/{}", free_port()?);
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-F", "%r %t %p"])
+            .args(["-t", filter, "-t", &probe])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto_sub")?;
+        let out = child.stdout.take().context("mosquitto_sub stdout")?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(10_000);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut parts = line.splitn(3, ' ');
+                let retain = parts.next() == Some("1");
+                let topic = parts.next().unwrap_or("").to_string();
+                let payload = parts.next().unwrap_or("").to_string();
+                if tx.send(Seen { topic, payload, retain }).is_err() {
+                    return;
+                }
+            }
+        });
+        let sub = Subscription {
+            child,
+            rx,
+            early: Mutex::new(std::collections::VecDeque::new()),
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &probe, "-m", "probe"])
+                .status();
+            while let Ok(s) = sub.rx.recv_timeout(Duration::from_millis(200)) {
+                if s.topic == probe {
+                    return Ok(sub);
+                }
+                sub.early
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(s);
+            }
+            if Instant::now() >= until {
+                bail!("mosquitto_sub on port {port} did not see its probe within 10 s");
+            }
+        }
+    }
+
+    /// The next message on the subscribed filter (probes skipped), or `None` after `within`.
+    pub fn next(&self, within: Duration) -> Option<Seen> {
+        if let Some(s) = self
+            .early
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+        {
+            return Some(s);
+        }
+        let until = Instant::now() + within;
+        loop {
+            let left = until.checked_duration_since(Instant::now())?;
+            match self.rx.recv_timeout(left) {
+                Ok(s) if s.topic.starts_with("floe-test-probe/") => continue,
+                Ok(s) => return Some(s),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Collects `n` messages, failing after `within`.
+    pub fn take(&self, n: usize, within: Duration) -> Result<Vec<Seen>> {
+        let until = Instant::now() + within;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(s) => got.push(s),
+                None => bail!("got {} of {n} messages within {within:?}: {got:?}", got.len()),
+            }
+        }
+        Ok(got)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes one message with `mosquitto_pub`.
+pub fn publish(port: u16, topic: &str, payload: &str) -> Result<()> {
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", payload])
+        .status()
+        .context("running mosquitto_pub")?;
+    if !st.success() {
+        bail!("mosquitto_pub failed ({st})");
+    }
+    Ok(())
+}
+
+/// A field of `/proc/<pid>/status` in kB (`VmRSS:`, `VmHWM:`).
+pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}

@@ -1,5 +1,8 @@
 //! `floe`, the coordinator server and the operator's CLI.
 
+mod artifact;
+mod keys;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -12,7 +15,14 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Generate keys and device trust stores.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Build and inspect signed artifact bundles.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCommand),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,5 +36,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Keys(command) => keys::run(command),
+        Command::Artifact(command) => artifact::run(command),
+    }
 }

@@ -18,6 +18,8 @@ use floe_runtime::http::{CONTROL_SOCKET, ClientError, control_request};
 /// Arguments of `floed install`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) common: super::Common,
     /// The staged directory (a `.version` record and the files it lists) to install.
     source: PathBuf,
 }

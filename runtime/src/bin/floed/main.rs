@@ -1,5 +1,7 @@
 //! `floed`, the Floe device daemon and its local commands.
 
+mod artifact;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use floe_runtime::config::{Config, DEFAULT_CONFIG_PATH};
@@ -7,27 +9,33 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod daemon;
+mod demo;
 mod install;
 mod rollback;
+mod run;
 mod status;
+mod validate;
 
 #[derive(Debug, Parser)]
 #[command(name = "floed", version, about = "The Floe device daemon")]
 struct Cli {
-    /// The configuration file.
-    #[arg(long, global = true, env = "FLOED_CONFIG")]
-    config: Option<PathBuf>,
-    /// Overrides the data directory for every subcommand.
-    #[arg(long, global = true)]
-    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a flow in the foreground until Ctrl-C or SIGTERM.
+    Run(run::RunArgs),
+    /// Run the temperature-alert example against an embedded MQTT broker.
+    Demo(demo::DemoArgs),
+    /// Check a flow definition file and list every problem it has.
+    Validate(validate::Args),
+    /// Verify and import signed artifact bundles.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCommand),
     /// Run the device agent (under systemd: Type=notify).
-    Daemon,
+    Daemon(Common),
     /// Install a version through stage, smoke test, switch, trial and commit or rollback.
     Install(install::Args),
     /// Show slots, versions, trial state, health and recent audit entries.
@@ -36,14 +44,18 @@ enum Command {
     Rollback(rollback::Args),
 }
 
+/// The options every agent subcommand takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Common {
+    /// The configuration file.
+    #[arg(long, env = "FLOED_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides the data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -54,20 +66,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr (journald picks it up under systemd), filtered by `RUST_LOG`.
+fn init_agent_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Loads the configuration. The daemon needs the file; the local commands fall back to a
 /// minimal configuration when only `--data-dir` is given and no file exists.
-fn load_config(cli: &Cli, need_file: bool) -> Result<Config> {
-    let explicit = cli.config.is_some();
-    let path = cli
+fn load_config(common: &Common, need_file: bool) -> Result<Config> {
+    init_agent_logging();
+    let explicit = common.config.is_some();
+    let path = common
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     if !explicit && !need_file && !path.exists() {
-        if let Some(dir) = &cli.data_dir {
+        if let Some(dir) = &common.data_dir {
             return Ok(Config::minimal(&absolute(dir)?));
         }
     }
-    let data_dir = cli.data_dir.as_deref().map(absolute).transpose()?;
+    let data_dir = common.data_dir.as_deref().map(absolute).transpose()?;
     Ok(Config::load(&path, data_dir.as_deref())?)
 }
 
@@ -76,10 +100,14 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    match &cli.command {
-        Command::Daemon => daemon::run(load_config(&cli, true)?),
-        Command::Install(args) => install::run(load_config(&cli, false)?, args),
-        Command::Status(args) => status::run(&load_config(&cli, false)?, args),
-        Command::Rollback(args) => rollback::run(load_config(&cli, false)?, args),
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Validate(args) => validate::run(&args),
+        Command::Artifact(command) => artifact::run(command),
+        Command::Daemon(common) => daemon::run(load_config(&common, true)?),
+        Command::Install(args) => install::run(load_config(&args.common, false)?, &args),
+        Command::Status(args) => status::run(&load_config(&args.common, false)?, &args),
+        Command::Rollback(args) => rollback::run(load_config(&args.common, false)?, &args),
     }
 }

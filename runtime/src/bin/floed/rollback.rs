@@ -16,6 +16,8 @@ use super::install::{local_actor, print_outcome};
 /// Arguments of `floed rollback`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) common: super::Common,
     /// Why, for the audit log.
     #[arg(long)]
     reason: String,

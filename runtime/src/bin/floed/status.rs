@@ -12,6 +12,8 @@ use floe_runtime::http::{CONTROL_SOCKET, ClientError, control_request};
 /// Arguments of `floed status`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) common: super::Common,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,

@@ -1,0 +1,154 @@
+//! The node kinds at run time: each kind's config as a typed struct (field names and defaults
+//! from NODES.md), and the task or per-message function that runs it.
+//!
+//! Configs arrive compiled ([`crate::compiled`]): defaults applied, variables substituted and
+//! durations already turned into integer milliseconds. The structs below still carry the
+//! NODES.md defaults, so a hand-built flow (tests, benchmarks) may leave fields out; a field of
+//! the wrong type or shape is a clear [`EngineError::Config`] that names the node and field,
+//! never a panic.
+
+mod change;
+mod debug;
+mod delay;
+mod dht;
+mod inject;
+mod mqtt;
+mod sensor;
+mod switch;
+
+pub use change::ChangeNode;
+pub use dht::{DhtModel, DhtReading, simulated_reading};
+pub use switch::SwitchNode;
+
+use crate::compiled::CompiledNode;
+use crate::engine::{EngineError, NodeIo, Process, run_process};
+use crate::msg::PathError;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+/// Why a node failed on one message or one read. Counted in the node's metrics; the node goes
+/// on.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A property path could not be read or written.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The message does not carry what the node needs (no topic for `mqtt_out` …).
+    #[error("message: {0}")]
+    Message(String),
+    /// Reading a device or file failed (after retries where the kind retries).
+    #[error("read: {0}")]
+    Read(String),
+    /// Handing a message to the MQTT client failed.
+    #[error("publish: {0}")]
+    Publish(String),
+}
+
+/// Reads small text files from sysfs or elsewhere. The engine reads devices through this trait
+/// so that tests can put a reader in front that fails the way real drivers fail (EIO).
+pub trait SysfsReader: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads the whole file as text.
+    fn read_to_string(&self, path: &Path) -> io::Result<String>;
+}
+
+/// The real file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsReader;
+
+impl SysfsReader for FsReader {
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        // Device attributes are a few bytes; refuse anything large instead of reading it.
+        use std::io::Read;
+        let mut s = String::new();
+        std::fs::File::open(path)?
+            .take(4096)
+            .read_to_string(&mut s)?;
+        Ok(s)
+    }
+}
+
+/// A node ready to run.
+pub(crate) enum Built {
+    Process(Box<dyn Process>),
+    Inject(inject::InjectNode),
+    Dht(dht::DhtNode),
+    Sensor(sensor::SensorNode),
+    Delay(delay::DelayNode),
+    MqttOut(mqtt::MqttOutNode),
+    MqttIn(mqtt::MqttInNode),
+}
+
+impl Built {
+    pub(crate) async fn run(self, io: NodeIo) {
+        match self {
+            Built::Process(p) => run_process(p, io).await,
+            Built::Inject(n) => n.run(io).await,
+            Built::Dht(n) => n.run(io).await,
+            Built::Sensor(n) => n.run(io).await,
+            Built::Delay(n) => n.run(io).await,
+            Built::MqttOut(n) => n.run(io).await,
+            Built::MqttIn(n) => n.run(io).await,
+        }
+    }
+}
+
+/// Builds a built-in node kind from its compiled config.
+pub(crate) fn build(
+    node: &CompiledNode,
+    variables: &BTreeMap<String, serde_json::Value>,
+) -> Result<Built, EngineError> {
+    let cfg_err = |message: String| EngineError::Config {
+        node: node.id.clone(),
+        kind: node.kind.clone(),
+        message,
+    };
+    Ok(match node.kind.as_str() {
+        "inject" => Built::Inject(inject::InjectNode::new(parse(node)?).map_err(cfg_err)?),
+        "dht" => Built::Dht(dht::DhtNode::new(parse(node)?).map_err(cfg_err)?),
+        "sensor" => Built::Sensor(sensor::SensorNode::new(parse(node)?).map_err(cfg_err)?),
+        "switch" => Built::Process(Box::new(
+            switch::SwitchNode::new(parse(node)?).map_err(cfg_err)?,
+        )),
+        "change" => Built::Process(Box::new(
+            change::ChangeNode::new(parse(node)?, variables).map_err(cfg_err)?,
+        )),
+        "delay" => Built::Delay(delay::DelayNode::new(parse(node)?).map_err(cfg_err)?),
+        "debug" => Built::Process(Box::new(
+            debug::DebugNode::new(&node.id, parse(node)?).map_err(cfg_err)?,
+        )),
+        "mqtt_out" => Built::MqttOut(
+            mqtt::MqttOutNode::new(&node.id, parse(node)?).map_err(cfg_err)?,
+        ),
+        "mqtt_in" => {
+            Built::MqttIn(mqtt::MqttInNode::new(&node.id, parse(node)?).map_err(cfg_err)?)
+        }
+        other => {
+            return Err(EngineError::UnknownKind {
+                node: node.id.clone(),
+                kind: other.to_string(),
+            });
+        }
+    })
+}
+
+/// Deserializes a node's config into its kind's struct.
+pub(crate) fn parse<T: DeserializeOwned>(node: &CompiledNode) -> Result<T, EngineError> {
+    serde_json::from_value(serde_json::Value::Object(node.config.clone())).map_err(|e| {
+        EngineError::Config {
+            node: node.id.clone(),
+            kind: node.kind.clone(),
+            message: e.to_string(),
+        }
+    })
+}
+
+/// Checks a duration in milliseconds against a lower bound.
+pub(crate) fn at_least(field: &str, ms: u64, min: u64) -> Result<(), String> {
+    if ms < min {
+        Err(format!("{field}: {ms} ms is below the minimum of {min} ms"))
+    } else {
+        Ok(())
+    }
+}

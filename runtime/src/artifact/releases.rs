@@ -1,0 +1,102 @@
+//! Anti-rollback state: the highest release installed per artifact name, in SQLite.
+//!
+//! The table is this module's own (`artifact_releases`) so the device agent can keep its
+//! state in the same database file. The connection runs in WAL mode with
+//! `synchronous=FULL`: a recorded release survives power loss the moment the call returns,
+//! which is what makes the counter a counter.
+
+use super::decide::{Refusal, check_rollback_directive};
+use crate::proto::{Directive, Verified};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+
+/// Why the release store failed or refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// Opening, migrating or querying the database failed.
+    #[error("release store: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The release is refused (lower than installed and no matching rollback directive).
+    #[error(transparent)]
+    Refused(Refusal),
+    /// A release number too large for the store (above 2^63 - 1).
+    #[error("release {0} is too large to record")]
+    Range(u64),
+}
+
+/// The per-name highest installed release.
+#[derive(Debug)]
+pub struct ReleaseStore {
+    conn: Connection,
+}
+
+impl ReleaseStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, ReleaseError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS artifact_releases (
+                name TEXT PRIMARY KEY NOT NULL,
+                release INTEGER NOT NULL CHECK (release >= 0),
+                recorded_at INTEGER NOT NULL
+            ) STRICT;",
+        )?;
+        Ok(Self { conn })
+    }
+
+    /// The highest release recorded for `name`.
+    pub fn highest(&self, name: &str) -> Result<Option<u64>, ReleaseError> {
+        let value: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT release FROM artifact_releases WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(value.map(|v| v as u64))
+    }
+
+    /// Refuses a release lower than the highest installed unless `rollback` is a rollback
+    /// directive naming exactly this name and release. (Freshness and device checks of the
+    /// directive are [`install_decision`](super::decide::install_decision)'s.)
+    pub fn check_release(
+        &self,
+        name: &str,
+        release: u64,
+        rollback: Option<&Verified<Directive>>,
+    ) -> Result<(), ReleaseError> {
+        let Some(highest) = self.highest(name)? else {
+            return Ok(());
+        };
+        if release >= highest {
+            return Ok(());
+        }
+        match rollback {
+            None => Err(ReleaseError::Refused(Refusal::Rollback {
+                name: name.to_string(),
+                expected: highest,
+                found: release,
+            })),
+            Some(directive) => check_rollback_directive(directive, name, release, None, None, None)
+                .map_err(ReleaseError::Refused),
+        }
+    }
+
+    /// Records that `release` of `name` is installed. The stored value only grows: recording
+    /// a rollback to a lower release keeps the higher number.
+    pub fn record_installed(&self, name: &str, release: u64, now: u64) -> Result<(), ReleaseError> {
+        let release = i64::try_from(release).map_err(|_| ReleaseError::Range(release))?;
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        self.conn.execute(
+            "INSERT INTO artifact_releases (name, release, recorded_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET release = max(release, excluded.release),
+                recorded_at = excluded.recorded_at",
+            params![name, release, now],
+        )?;
+        Ok(())
+    }
+}

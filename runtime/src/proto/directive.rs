@@ -1,0 +1,149 @@
+//! Coordinator-signed directives: what one device should do next.
+//!
+//! Directives are desired state, not commands: each carries a per-device generation that only
+//! grows, and a device applies the newest one it has verified. They are signed with the
+//! coordinator key from the device's trust store, in the same [`Envelope`](super::Envelope)
+//! as manifests.
+
+use super::bytes::Digest;
+use super::envelope::{Payload, Verified};
+use super::manifest::check_name;
+use serde::{Deserialize, Serialize};
+
+/// The directive schema this code writes and reads.
+pub const DIRECTIVE_SCHEMA: u32 = 1;
+/// The largest encoded directive.
+pub const MAX_DIRECTIVE_BYTES: usize = 4096;
+
+/// What the device should do with the named artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Fetch, verify and install into the standby slot.
+    Stage,
+    /// Make the staged slot active.
+    Switch,
+    /// Keep the active slot; the previous one may be reused.
+    Commit,
+    /// Return to the named (earlier) release; lifts anti-rollback for exactly that release.
+    Rollback,
+}
+
+/// The artifact a directive is about, pinned by manifest digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactRef {
+    /// The artifact name (the flow id).
+    pub name: String,
+    /// Its release number.
+    pub release: u64,
+    /// SHA-256 of the manifest's exact bytes.
+    pub manifest_sha256: Digest,
+}
+
+/// One coordinator directive for one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Directive {
+    /// Always [`DIRECTIVE_SCHEMA`].
+    pub schema: u32,
+    /// The device it is for.
+    pub device_id: String,
+    /// Per-device generation; only grows.
+    pub generation: u64,
+    /// What to do.
+    pub action: Action,
+    /// The artifact concerned.
+    pub artifact: ArtifactRef,
+    /// When it was issued, unix seconds.
+    pub issued_at: u64,
+    /// When it stops being valid, unix seconds.
+    pub expires: u64,
+}
+
+impl Payload for Directive {
+    const KIND: &'static str = "directive";
+    const MAX_BYTES: usize = MAX_DIRECTIVE_BYTES;
+
+    fn check(&self) -> Result<(), String> {
+        if self.schema != DIRECTIVE_SCHEMA {
+            return Err(format!(
+                "directive schema {} is not supported (expected {DIRECTIVE_SCHEMA})",
+                self.schema
+            ));
+        }
+        if self.device_id.is_empty() || self.device_id.len() > 128 {
+            return Err("device_id must be 1 to 128 bytes".to_string());
+        }
+        check_name("artifact name", &self.artifact.name)?;
+        if self.expires <= self.issued_at {
+            return Err(format!(
+                "expires ({}) is not after issued_at ({})",
+                self.expires, self.issued_at
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a verified directive is not applied on this device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectiveRefusal {
+    /// It names another device.
+    #[error("directive is for device {found:?}, expected {expected:?}")]
+    Device {
+        /// This device's id.
+        expected: String,
+        /// The directive's device id.
+        found: String,
+    },
+    /// It is not newer than the one already applied.
+    #[error("directive generation {found} is not newer than applied generation {expected}")]
+    Stale {
+        /// The generation already applied.
+        expected: u64,
+        /// The directive's generation.
+        found: u64,
+    },
+    /// It expired.
+    #[error("directive expired: valid until {expires}, now is {now}")]
+    Expired {
+        /// The directive's expiry.
+        expires: u64,
+        /// The device's clock.
+        now: u64,
+    },
+}
+
+/// Decides whether a directive (already signature-checked against the coordinator key) is
+/// the next one this device applies: it must name this device, be newer than the generation
+/// applied so far, and not have expired at `now`.
+pub fn accept_directive(
+    directive: &Verified<Directive>,
+    device_id: &str,
+    applied_generation: Option<u64>,
+    now: u64,
+) -> Result<(), DirectiveRefusal> {
+    let d = &directive.value;
+    if d.device_id != device_id {
+        return Err(DirectiveRefusal::Device {
+            expected: device_id.to_string(),
+            found: d.device_id.clone(),
+        });
+    }
+    if let Some(applied) = applied_generation
+        && d.generation <= applied
+    {
+        return Err(DirectiveRefusal::Stale {
+            expected: applied,
+            found: d.generation,
+        });
+    }
+    if now >= d.expires {
+        return Err(DirectiveRefusal::Expired {
+            expires: d.expires,
+            now,
+        });
+    }
+    Ok(())
+}

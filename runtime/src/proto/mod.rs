@@ -1,0 +1,34 @@
+//! Wire types shared by devices and the coordinator, and the rules every one of them obeys.
+//!
+//! Every message here is versioned (a `schema` field), size-capped before decoding, decoded
+//! only after the canonical-CBOR pre-scan in [`cbor`], and accepted only if it re-encodes to
+//! the exact bytes received. Signed messages travel in an [`Envelope`] whose signatures are
+//! checked over those exact bytes before the payload is decoded.
+//!
+//! Encoding: CBOR as ciborium writes it (shortest integers, definite lengths, struct fields as
+//! text-keyed maps in declaration order, digests and keys as byte strings). That one encoding
+//! per value is what "canonical" means here.
+
+pub mod bytes;
+pub mod cbor;
+pub mod directive;
+pub mod envelope;
+pub mod manifest;
+pub mod trust;
+
+pub use bytes::{ByteBuf, Digest, Fixed, KeyId, PublicKeyBytes, SignatureBytes};
+pub use cbor::{CborError, MAX_DEPTH};
+pub use directive::{Action, ArtifactRef, Directive, DirectiveRefusal, accept_directive};
+pub use envelope::{
+    Envelope, Payload, Rejected, Signature, SignedError, TrustedKey, Verified, open,
+};
+pub use manifest::{FileEntry, Manifest};
+pub use trust::{RotationError, TrustStore};
+
+/// A manifest whose signatures met the release threshold and that decoded canonically.
+pub type VerifiedManifest = Verified<Manifest>;
+/// A directive signed by the coordinator key that decoded canonically.
+pub type VerifiedDirective = Verified<Directive>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! End to end: keys, trust store, `floe artifact build` / `inspect` and `floed artifact
+//! verify` / `import`, run as real processes on real files.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // A test fails loudly on any broken precondition.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// `<target>/<profile>`, from this test binary's path `<target>/<profile>/deps/<test>`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.ancestors()
+        .nth(2)
+        .expect("test binary lives in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Builds `floe` and `floed` once per test process (cargo test does not promise that other
+/// crates' binaries exist) and returns the path of `name`.
+fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile = profile_dir();
+        let target = profile
+            .parent()
+            .expect("profile dir has a parent")
+            .to_path_buf();
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(workspace_root())
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "floe-runtime",
+                "--bin",
+                "floed",
+                "-p",
+                "floe-coordinator",
+                "--bin",
+                "floe",
+            ])
+            .arg("--target-dir")
+            .arg(&target);
+        if profile.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "cargo build of floe and floed failed");
+    });
+    profile_dir().join(name)
+}
+
+fn run(name: &str, args: &[&str], cwd: &Path) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("spawning")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A working directory with a release key, a coordinator key, a trust store and a files dir.
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for k in ["release", "coord", "stranger"] {
+        let o = run("floe", &["keys", "gen", "--out", k], d);
+        assert!(o.status.success(), "keys gen: {}", stderr(&o));
+    }
+    let o = run(
+        "floe",
+        &[
+            "keys",
+            "trust-init",
+            "--release-key",
+            "release",
+            "--coordinator-key",
+            "coord",
+            "--out",
+            "trust",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "trust-init: {}", stderr(&o));
+    std::fs::create_dir_all(d.join("files/models")).unwrap();
+    let model: Vec<u8> = (0..2_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(d.join("files/models/detector.bin"), model).unwrap();
+    std::fs::write(d.join("files/settings.toml"), b"threshold = 30\n").unwrap();
+    dir
+}
+
+fn build(d: &Path, out: &str, key: &str) -> Output {
+    let flow = workspace_root().join("examples/temperature-alert.json");
+    run(
+        "floe",
+        &[
+            "artifact",
+            "build",
+            "--flow",
+            flow.to_str().unwrap(),
+            "--version",
+            "1.4.0",
+            "--key",
+            key,
+            "--files",
+            "files",
+            "--release",
+            "12",
+            "--out",
+            out,
+        ],
+        d,
+    )
+}
+
+#[test]
+fn keys_gen_writes_a_private_key_0600_and_never_overwrites() {
+    let dir = setup();
+    let key = dir.path().join("release/floe.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let before = std::fs::read(&key).unwrap();
+    let o = run("floe", &["keys", "gen", "--out", "release"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+}
+
+#[test]
+fn build_inspect_verify_import() {
+    let dir = setup();
+    let d = dir.path();
+    let o = build(d, "a.floe", "release");
+    assert!(o.status.success(), "build: {}", stderr(&o));
+
+    let o = run("floe", &["artifact", "inspect", "a.floe", "--json"], d);
+    assert!(o.status.success(), "inspect: {}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["name"], "temperature-alert");
+    assert_eq!(json["version"], "1.4.0");
+    assert_eq!(json["release"], 12);
+    assert_eq!(json["chunk_size"], 1 << 20);
+    let paths: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["flow.json", "models/detector.bin", "settings.toml"]);
+    assert_eq!(json["chunks"].as_array().unwrap().len(), 3);
+    let text = run("floe", &["artifact", "inspect", "a.floe"], d);
+    assert!(
+        stdout(&text).contains("temperature-alert 1.4.0 (release 12)"),
+        "{}",
+        stdout(&text)
+    );
+
+    let o = run(
+        "floed",
+        &["artifact", "verify", "a.floe", "--trust", "trust"],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(0), "verify: {}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("ok: temperature-alert 1.4.0 release 12, "),
+        "{out}"
+    );
+    assert!(
+        out.contains(json["manifest_sha256"].as_str().unwrap()),
+        "{out}"
+    );
+
+    let o = run(
+        "floed",
+        &[
+            "artifact",
+            "import",
+            "a.floe",
+            "--trust",
+            "trust",
+            "--data-dir",
+            "data",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "import: {}", stderr(&o));
+    for chunk in json["chunks"].as_array().unwrap() {
+        let hex = chunk.as_str().unwrap();
+        assert!(
+            d.join("data/chunks").join(&hex[..2]).join(hex).is_file(),
+            "chunk {hex} not stored"
+        );
+    }
+}
+
+#[test]
+fn verify_refuses_with_exit_1_and_the_reason() {
+    let dir = setup();
+    let d = dir.path();
+    assert!(build(d, "good.floe", "release").status.success());
+    let good = std::fs::read(d.join("good.floe")).unwrap();
+
+    let mut corrupt = good.clone();
+    let at = corrupt.len() - 1_000_000;
+    corrupt[at] ^= 0x40;
+    std::fs::write(d.join("corrupt.floe"), corrupt).unwrap();
+    std::fs::write(d.join("short.floe"), &good[..good.len() - 10]).unwrap();
+    assert!(build(d, "stranger.floe", "stranger").status.success());
+
+    for (file, reason) in [
+        ("corrupt.floe", "chunk 1 is corrupt"),
+        ("short.floe", "truncated bundle"),
+        ("stranger.floe", "signature by unknown key"),
+        ("missing.floe", "No such file"),
+    ] {
+        let o = run(
+            "floed",
+            &["artifact", "verify", file, "--trust", "trust"],
+            d,
+        );
+        assert_eq!(o.status.code(), Some(1), "{file}: {}", stdout(&o));
+        assert!(stderr(&o).contains(reason), "{file}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "{file}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn build_refuses_a_flow_that_fails_complete_validation() {
+    let dir = setup();
+    let d = dir.path();
+    std::fs::write(
+        d.join("broken.json"),
+        br#"{"nodes":[{"id":"n1","type":"no_such_kind"}]}"#,
+    )
+    .unwrap();
+    let o = run(
+        "floe",
+        &[
+            "artifact",
+            "build",
+            "--flow",
+            "broken.json",
+            "--version",
+            "1.0.0",
+            "--key",
+            "release",
+            "--out",
+            "b.floe",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("does not pass complete validation"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!d.join("b.floe").exists());
+}
