@@ -151,7 +151,7 @@ pub fn http_port(config: &Path) -> u16 {
 /// Runs floed with arguments and extra environment, killing it after `limit`.
 pub fn run(config: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
     let mut cmd = Command::new(floed());
-    cmd.arg("--config").arg(config).args(args);
+    cmd.args(args).arg("--config").arg(config);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -191,7 +191,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(floed());
-        cmd.arg("--config").arg(config).arg("daemon");
+        cmd.arg("daemon").arg("--config").arg(config);
         for (k, v) in env {
             cmd.env(k, v);
         }
