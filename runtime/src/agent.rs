@@ -771,7 +771,10 @@ where
         if let Err(e) = self.slots.switch_active(target) {
             // The old flow is stopped; the rollback restarts it from the last known good.
             let out = self
-                .roll_back(ACTOR_FLOED, &format!("switching the active link failed: {e}"))
+                .roll_back(
+                    ACTOR_FLOED,
+                    &format!("switching the active link failed: {e}"),
+                )
                 .await?;
             return Ok(Some(out));
         }

@@ -121,13 +121,14 @@ struct RollbackRequest {
     actor: String,
 }
 
-fn send(tx: &mpsc::Sender<Command>, cmd: Command) -> Result<(), Response> {
+/// Hands a command to the main loop; at the queue's bound the request is refused.
+fn send(tx: &mpsc::Sender<Command>, cmd: Command) -> Result<(), Box<Response>> {
     tx.try_send(cmd).map_err(|e| {
         let msg = match e {
             mpsc::error::TrySendError::Full(_) => "floed is busy; try again",
             mpsc::error::TrySendError::Closed(_) => "floed is shutting down",
         };
-        (StatusCode::SERVICE_UNAVAILABLE, msg).into_response()
+        Box::new((StatusCode::SERVICE_UNAVAILABLE, msg).into_response())
     })
 }
 
@@ -156,7 +157,7 @@ async fn install(
             reply,
         },
     ) {
-        return r;
+        return *r;
     }
     outcome(rx).await
 }
@@ -174,7 +175,7 @@ async fn rollback(
             reply,
         },
     ) {
-        return r;
+        return *r;
     }
     outcome(rx).await
 }
@@ -182,7 +183,7 @@ async fn rollback(
 async fn status(State(tx): State<mpsc::Sender<Command>>) -> Response {
     let (reply, rx) = oneshot::channel();
     if let Err(r) = send(&tx, Command::Status { reply }) {
-        return r;
+        return *r;
     }
     match rx.await {
         Ok(Ok(s)) => (StatusCode::OK, axum::Json(s)).into_response(),

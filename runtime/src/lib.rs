@@ -7,12 +7,12 @@
 //! `health`, so the coordinator uses them without pulling in the device.
 
 pub mod agent;
+pub mod artifact;
+pub mod broker;
 pub mod config;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod proto;
 pub mod slots;
 pub mod state;
-pub mod artifact;
-pub mod proto;
-pub mod broker;

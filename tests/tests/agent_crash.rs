@@ -4,7 +4,7 @@
 //! database passes `PRAGMA integrity_check`, the audit log tells a consistent story, no
 //! temporary file remains, and the device ends on the version the step implies.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)] // A test fails loudly on any broken precondition.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
 mod agent_support;
 

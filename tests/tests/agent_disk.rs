@@ -2,7 +2,7 @@
 //! clean error naming the problem, the old slot intact and still running, and a database that
 //! still works. Mounting needs root; without it the tests skip, saying why.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)] // A test fails loudly on any broken precondition.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
 mod agent_support;
 

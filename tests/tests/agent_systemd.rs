@@ -4,7 +4,7 @@
 //!
 //! Skips, saying why, where systemd's tools are not installed.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)] // A test fails loudly on any broken precondition.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
 mod agent_support;
 

@@ -2,7 +2,7 @@
 //! `crash-points` feature), staging version directories, writing configs, running commands
 //! with a time bound, and reading `floed status --json`.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
