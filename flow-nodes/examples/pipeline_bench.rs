@@ -91,14 +91,31 @@ fn node(id: &str, kind: &str, config: Value, inputs: u32, outputs: u32) -> Compi
 }
 
 fn edge(from: usize, to: usize) -> Edge {
-    Edge { from, output: 0, to, input: 0 }
+    Edge {
+        from,
+        output: 0,
+        to,
+        input: 0,
+    }
 }
 
 fn pipeline() -> CompiledFlow {
     CompiledFlow {
         nodes: vec![
-            node("sw", "switch", json!({"property": "payload", "rules": [{"op": "gte", "value": 0}], "check_all": true}), 1, 1),
-            node("ch", "change", json!({"rules": [{"action": "set", "property": "topic", "value": "alert"}]}), 1, 1),
+            node(
+                "sw",
+                "switch",
+                json!({"property": "payload", "rules": [{"op": "gte", "value": 0}], "check_all": true}),
+                1,
+                1,
+            ),
+            node(
+                "ch",
+                "change",
+                json!({"rules": [{"action": "set", "property": "topic", "value": "alert"}]}),
+                1,
+                1,
+            ),
             node("cnt", "counter", json!({}), 1, 0),
         ],
         edges: vec![edge(0, 1), edge(1, 2)],
@@ -111,9 +128,16 @@ async fn floe_run(n: u64) -> Result<(f64, floe_flow::engine::FlowMetrics)> {
     let done = Arc::new(Notify::new());
     let (c, d) = (count.clone(), done.clone());
     let factory: ProcessFactory = Arc::new(move |_| {
-        Ok(Box::new(Counter { count: c.clone(), target: n, done: d.clone() }) as Box<dyn Process>)
+        Ok(Box::new(Counter {
+            count: c.clone(),
+            target: n,
+            done: d.clone(),
+        }) as Box<dyn Process>)
     });
-    let opts = EngineOptions { custom: vec![("counter".into(), factory)], ..Default::default() };
+    let opts = EngineOptions {
+        custom: vec![("counter".into(), factory)],
+        ..Default::default()
+    };
     let batch = opts.batch_size;
     let flow = Engine::start(pipeline(), opts)?;
     let input = flow.input("sw")?;
@@ -153,7 +177,13 @@ async fn start_stop_20() -> Result<(Duration, Duration, Duration, Duration)> {
             if k % 2 == 0 {
                 nodes.push(node(&format!("n{k}"), "switch", json!({"rules": [{"op": "gt", "value": 30}, {"op": "else"}], "property": "payload.temperature"}), 1, 2));
             } else {
-                nodes.push(node(&format!("n{k}"), "change", json!({"rules": [{"action": "set", "property": "topic", "value": "t"}]}), 1, 1));
+                nodes.push(node(
+                    &format!("n{k}"),
+                    "change",
+                    json!({"rules": [{"action": "set", "property": "topic", "value": "t"}]}),
+                    1,
+                    1,
+                ));
             }
             if k > 0 {
                 edges.push(edge(k - 1, k));
@@ -165,7 +195,9 @@ async fn start_stop_20() -> Result<(Duration, Duration, Duration, Duration)> {
         let t0 = Instant::now();
         let running = Engine::start(flow, EngineOptions::default())?;
         let t1 = Instant::now();
-        running.inject("n0", Msg::new(json!({"temperature": 31}))).await?;
+        running
+            .inject("n0", Msg::new(json!({"temperature": 31})))
+            .await?;
         let t2 = Instant::now();
         let r = running.stop(Duration::from_secs(1)).await;
         let t3 = Instant::now();
@@ -194,7 +226,9 @@ fn status_kb(pid: u32, field: &str) -> Option<u64> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn workspace_root() -> PathBuf {
@@ -294,7 +328,9 @@ fn node_red_run(bin: &Path, flow: &Path, n: u64) -> Result<(f64, u64)> {
 /// Idle RSS of `floed run` with the example flow (simulated sensor, unreachable broker).
 fn floed_idle_rss() -> Result<Option<u64>> {
     let exe = std::env::current_exe()?;
-    let Some(dir) = exe.parent().and_then(Path::parent) else { return Ok(None) };
+    let Some(dir) = exe.parent().and_then(Path::parent) else {
+        return Ok(None);
+    };
     let floed = dir.join("floed");
     if !floed.exists() {
         return Ok(None);
@@ -328,7 +364,10 @@ fn main() -> Result<()> {
     let mut last_metrics = None;
     for run in 1..=args.runs.max(1) {
         let (rate, metrics) = rt.block_on(floe_run(args.messages))?;
-        println!("floe run {run}: {} msgs in 4 hops, {rate:.0} msgs/s", args.messages);
+        println!(
+            "floe run {run}: {} msgs in 4 hops, {rate:.0} msgs/s",
+            args.messages
+        );
         best = best.max(rate);
         last_metrics = Some(metrics);
     }
@@ -336,7 +375,12 @@ fn main() -> Result<()> {
         for n in &m.nodes {
             println!(
                 "floe node {:>3}: in={} out={} p50={:?} p95={:?} p99={:?} (per message, per-batch samples)",
-                n.id, n.msgs_in, n.msgs_out, n.p50.unwrap_or_default(), n.p95.unwrap_or_default(), n.p99.unwrap_or_default()
+                n.id,
+                n.msgs_in,
+                n.msgs_out,
+                n.p50.unwrap_or_default(),
+                n.p95.unwrap_or_default(),
+                n.p99.unwrap_or_default()
             );
         }
     }
@@ -344,12 +388,17 @@ fn main() -> Result<()> {
     let (s_med, s_max, t_med, t_max) = rt.block_on(start_stop_20())?;
     println!(
         "engine_20_nodes start_median={:.3}ms start_max={:.3}ms stop_median={:.3}ms stop_max={:.3}ms",
-        s_med.as_secs_f64() * 1e3, s_max.as_secs_f64() * 1e3, t_med.as_secs_f64() * 1e3, t_max.as_secs_f64() * 1e3
+        s_med.as_secs_f64() * 1e3,
+        s_max.as_secs_f64() * 1e3,
+        t_med.as_secs_f64() * 1e3,
+        t_max.as_secs_f64() * 1e3
     );
     drop(rt);
     match floed_idle_rss() {
         Ok(Some(kb)) => println!("floed_run_idle_rss_kb={kb}"),
-        Ok(None) => println!("floed_run_idle_rss: skipped (build floed in this profile: cargo build --release -p floe-runtime --bin floed; needs validate::compile)"),
+        Ok(None) => println!(
+            "floed_run_idle_rss: skipped (build floed in this profile: cargo build --release -p floe-runtime --bin floed; needs validate::compile)"
+        ),
         Err(e) => println!("floed_run_idle_rss: skipped ({e:#})"),
     }
 
@@ -367,7 +416,10 @@ fn main() -> Result<()> {
     let mut nr_peak = 0u64;
     for run in 1..=args.runs.max(1) {
         let (rate, peak) = node_red_run(&bin, &flow, args.node_red_n)?;
-        println!("node-red run {run}: {} msgs, {rate:.0} msgs/s, peak rss {peak} kB", args.node_red_n);
+        println!(
+            "node-red run {run}: {} msgs, {rate:.0} msgs/s, peak rss {peak} kB",
+            args.node_red_n
+        );
         nr_best = nr_best.max(rate);
         nr_peak = nr_peak.max(peak);
     }

@@ -10,13 +10,13 @@
 pub mod compiled;
 pub mod def;
 pub mod engine;
+pub mod kinds;
 pub mod msg;
 pub mod nodes;
-pub mod kinds;
 pub mod validate;
 
 pub use compiled::{CompiledFlow, CompiledNode, Edge};
+pub use def::{Connection, Flow, Node, VarType, Variable};
 pub use engine::{Engine, EngineError, EngineOptions, RunningFlow, StopReport, TapEvent};
 pub use msg::Msg;
-pub use def::{Connection, Flow, Node, VarType, Variable};
 pub use validate::{Invalid, Level, Problem, check};

@@ -261,7 +261,12 @@ fn walk<'a>(mut v: &'a Value, rest: &[String]) -> Option<&'a Value> {
     Some(v)
 }
 
-fn set_in(mut v: &mut Value, rest: &[String], value: Value, path: &PropPath) -> Result<(), PathError> {
+fn set_in(
+    mut v: &mut Value,
+    rest: &[String],
+    value: Value,
+    path: &PropPath,
+) -> Result<(), PathError> {
     let Some((last, init)) = rest.split_last() else {
         *v = value;
         return Ok(());
@@ -342,10 +347,16 @@ mod tests {
         assert_eq!(m.get(&p("msg.topic")).unwrap().as_ref(), &json!("t"));
         assert!(m.get(&p("payload.x.y")).is_none());
         m.set(&p("alert.level"), json!("high")).unwrap();
-        assert_eq!(m.get(&p("alert")).unwrap().as_ref(), &json!({"level": "high"}));
+        assert_eq!(
+            m.get(&p("alert")).unwrap().as_ref(),
+            &json!({"level": "high"})
+        );
         m.set(&p("topic"), json!(5)).unwrap();
         assert_eq!(&*m.topic, "5");
-        assert_eq!(m.delete(&p("payload.a")).unwrap(), Some(json!({"b": [1, 2, 3]})));
+        assert_eq!(
+            m.delete(&p("payload.a")).unwrap(),
+            Some(json!({"b": [1, 2, 3]}))
+        );
         assert_eq!(*m.payload, json!({}));
         assert_eq!(m.delete(&p("nothing.here")).unwrap(), None);
         let whole = m.get(&p("msg")).unwrap().into_owned();

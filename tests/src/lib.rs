@@ -48,6 +48,25 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     let target_dir = dir.parent().context("no target directory")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
+    // Drop the per-package variables cargo set for this test process: build scripts that track
+    // them (ring's tracks CARGO_MANIFEST_DIR) would otherwise make the nested build, and every
+    // later top-level build, rebuild the binary's whole dependency tree.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     cmd.current_dir(workspace_root())
         .args(["build", "-q", "--bin", name, "-p", package, "--target-dir"])
         .arg(target_dir);
@@ -192,7 +211,16 @@ impl Subscription {
         use std::io::BufRead;
         let probe = format!("floe-test-probe/{}", free_port()?);
         let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-F", "%r %t %p"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-F",
+                "%r %t %p",
+            ])
             .args(["-t", filter, "-t", &probe])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -206,7 +234,14 @@ impl Subscription {
                 let retain = parts.next() == Some("1");
                 let topic = parts.next().unwrap_or("").to_string();
                 let payload = parts.next().unwrap_or("").to_string();
-                if tx.send(Seen { topic, payload, retain }).is_err() {
+                if tx
+                    .send(Seen {
+                        topic,
+                        payload,
+                        retain,
+                    })
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -219,7 +254,16 @@ impl Subscription {
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             let _ = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &probe, "-m", "probe"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-t",
+                    &probe,
+                    "-m",
+                    "probe",
+                ])
                 .status();
             while let Ok(s) = sub.rx.recv_timeout(Duration::from_millis(200)) {
                 if s.topic == probe {
@@ -265,7 +309,10 @@ impl Subscription {
             let left = until.saturating_duration_since(Instant::now());
             match self.next(left) {
                 Some(s) => got.push(s),
-                None => bail!("got {} of {n} messages within {within:?}: {got:?}", got.len()),
+                None => bail!(
+                    "got {} of {n} messages within {within:?}: {got:?}",
+                    got.len()
+                ),
             }
         }
         Ok(got)
@@ -282,7 +329,18 @@ impl Drop for Subscription {
 /// Publishes one message with `mosquitto_pub`.
 pub fn publish(port: u16, topic: &str, payload: &str) -> Result<()> {
     let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", payload])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
         .status()
         .context("running mosquitto_pub")?;
     if !st.success() {

@@ -3,60 +3,13 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A test fails loudly on any broken precondition.
 
+use floe_tests::workspace_root;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
-}
-
-/// `<target>/<profile>`, from this test binary's path `<target>/<profile>/deps/<test>`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.ancestors()
-        .nth(2)
-        .expect("test binary lives in <target>/<profile>/deps")
-        .to_path_buf()
-}
-
-/// Builds `floe` and `floed` once per test process (cargo test does not promise that other
-/// crates' binaries exist) and returns the path of `name`.
 fn bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let profile = profile_dir();
-        let target = profile
-            .parent()
-            .expect("profile dir has a parent")
-            .to_path_buf();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(workspace_root())
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "floe-runtime",
-                "--bin",
-                "floed",
-                "-p",
-                "floe-coordinator",
-                "--bin",
-                "floe",
-            ])
-            .arg("--target-dir")
-            .arg(&target);
-        if profile.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build");
-        assert!(status.success(), "cargo build of floe and floed failed");
-    });
-    profile_dir().join(name)
+    floe_tests::bin(name).expect("building the workspace binaries")
 }
 
 fn run(name: &str, args: &[&str], cwd: &Path) -> Output {
@@ -282,4 +235,93 @@ fn build_refuses_a_flow_that_fails_complete_validation() {
         stderr(&o)
     );
     assert!(!d.join("b.floe").exists());
+}
+
+#[test]
+fn two_of_two_threshold_needs_both_release_keys() {
+    let dir = setup();
+    let d = dir.path();
+    let o = run(
+        "floe",
+        &[
+            "keys",
+            "trust-init",
+            "--release-key",
+            "release",
+            "--release-key",
+            "stranger",
+            "--coordinator-key",
+            "coord",
+            "--threshold",
+            "2",
+            "--out",
+            "trust2",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "trust-init: {}", stderr(&o));
+    assert!(build(d, "one.floe", "release").status.success());
+    let flow = workspace_root().join("examples/temperature-alert.json");
+    let o = run(
+        "floe",
+        &[
+            "artifact",
+            "build",
+            "--flow",
+            flow.to_str().unwrap(),
+            "--version",
+            "1.4.0",
+            "--key",
+            "release",
+            "--key",
+            "stranger",
+            "--release",
+            "12",
+            "--out",
+            "two.floe",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "build: {}", stderr(&o));
+
+    let o = run(
+        "floed",
+        &["artifact", "verify", "one.floe", "--trust", "trust2"],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("1 of 2 distinct trusted keys signed"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        "floed",
+        &["artifact", "verify", "two.floe", "--trust", "trust2"],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A threshold above the number of keys is refused when the store is made.
+    let o = run(
+        "floe",
+        &[
+            "keys",
+            "trust-init",
+            "--release-key",
+            "release",
+            "--coordinator-key",
+            "coord",
+            "--threshold",
+            "2",
+            "--out",
+            "bad",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("threshold 2 must be between 1 and the 1 release keys"),
+        "{}",
+        stderr(&o)
+    );
 }

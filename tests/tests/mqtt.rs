@@ -2,6 +2,9 @@
 //! topic, mqtt_in, the bounded buffer while the broker is down, and reconnection after a broker
 //! restart.
 
+// Test code: helpers outside #[test] functions may unwrap and panic like the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use floe_flow::compiled::{CompiledFlow, CompiledNode, Edge};
 use floe_flow::engine::{Engine, EngineOptions, RunningFlow, TapEvent};
 use floe_flow::msg::Msg;
@@ -44,7 +47,10 @@ macro_rules! need_mosquitto {
 async fn wait_link(f: &RunningFlow, id: &str, up: bool) {
     let until = Instant::now() + Duration::from_secs(15);
     while f.metrics().node(id).and_then(|n| n.connected) != Some(up) {
-        assert!(Instant::now() < until, "node {id} never became connected={up}");
+        assert!(
+            Instant::now() < until,
+            "node {id} never became connected={up}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -64,7 +70,13 @@ async fn publishes_with_qos_retain_and_the_messages_topic() {
     let url = broker.url();
     let flow = CompiledFlow {
         nodes: vec![
-            node("q0", "mqtt_out", json!({"broker": url, "topic": "floe/t/fixed", "qos": 0}), 1, 0),
+            node(
+                "q0",
+                "mqtt_out",
+                json!({"broker": url, "topic": "floe/t/fixed", "qos": 0}),
+                1,
+                0,
+            ),
             node("q1", "mqtt_out", json!({"broker": url, "qos": 1}), 1, 0),
             node(
                 "q2",
@@ -80,12 +92,18 @@ async fn publishes_with_qos_retain_and_the_messages_topic() {
     for id in ["q0", "q1", "q2"] {
         wait_link(&f, id, true).await;
     }
-    f.inject("q0", Msg::with_topic(json!({"temperature": 31.2}), "ignored"))
-        .await
-        .unwrap();
-    f.inject("q1", Msg::with_topic(json!("plain text"), "floe/t/from-msg"))
-        .await
-        .unwrap();
+    f.inject(
+        "q0",
+        Msg::with_topic(json!({"temperature": 31.2}), "ignored"),
+    )
+    .await
+    .unwrap();
+    f.inject(
+        "q1",
+        Msg::with_topic(json!("plain text"), "floe/t/from-msg"),
+    )
+    .await
+    .unwrap();
     f.inject("q2", Msg::new(json!(42))).await.unwrap();
     let mut got = blocking(move || sub.take(3, Duration::from_secs(10)))
         .await
@@ -131,7 +149,13 @@ async fn a_message_without_any_topic_is_an_error_and_muted_outputs_do_not_publis
         tap: Some(tx),
         ..Default::default()
     };
-    let muted = node("o", "mqtt_out", json!({"broker": broker.url(), "topic": "floe/muted"}), 1, 0);
+    let muted = node(
+        "o",
+        "mqtt_out",
+        json!({"broker": broker.url(), "topic": "floe/muted"}),
+        1,
+        0,
+    );
     let f = Engine::start(single(muted), opts).unwrap();
     f.inject("o", Msg::new(json!(1))).await.unwrap();
     let ev = tokio::time::timeout(Duration::from_secs(5), tap.recv())
@@ -160,7 +184,13 @@ async fn mqtt_in_receives_json_and_text() {
     let (tx, mut tap) = mpsc::channel::<TapEvent>(64);
     let flow = CompiledFlow {
         nodes: vec![
-            node("in", "mqtt_in", json!({"broker": broker.url(), "topic": "floe/in/#", "qos": 1}), 0, 1),
+            node(
+                "in",
+                "mqtt_in",
+                json!({"broker": broker.url(), "topic": "floe/in/#", "qos": 1}),
+                0,
+                1,
+            ),
             node("s", "debug", json!({"property": "msg"}), 1, 0),
         ],
         edges: vec![Edge {
@@ -218,11 +248,17 @@ async fn broker_down_buffers_up_to_the_bound_counts_overflow_and_delivers_when_i
     // Each message goes to a topic of its own and is retained, so the check below does not
     // depend on subscribing before the node reconnects.
     let cfg = json!({"broker": format!("mqtt://127.0.0.1:{port}"), "qos": 1, "retain": true, "buffer": 5});
-    let f = Engine::start(single(node("o", "mqtt_out", cfg, 1, 0)), EngineOptions::default()).unwrap();
+    let f = Engine::start(
+        single(node("o", "mqtt_out", cfg, 1, 0)),
+        EngineOptions::default(),
+    )
+    .unwrap();
     wait_link(&f, "o", false).await;
     for i in 0..20 {
         let topic = format!("floe/buffered/{i:02}");
-        f.inject("o", Msg::with_topic(json!(i), &topic)).await.unwrap();
+        f.inject("o", Msg::with_topic(json!(i), &topic))
+            .await
+            .unwrap();
     }
     let until = Instant::now() + Duration::from_secs(5);
     while f.metrics().node("o").unwrap().dropped < 15 {
@@ -255,7 +291,11 @@ async fn reconnects_after_the_broker_restarts() {
     // Retained messages on topics of their own: what the broker holds after the restart can be
     // checked without racing the node's reconnection.
     let cfg = json!({"broker": broker.url(), "qos": 1, "retain": true, "keep_alive": 1000});
-    let f = Engine::start(single(node("o", "mqtt_out", cfg, 1, 0)), EngineOptions::default()).unwrap();
+    let f = Engine::start(
+        single(node("o", "mqtt_out", cfg, 1, 0)),
+        EngineOptions::default(),
+    )
+    .unwrap();
     wait_link(&f, "o", true).await;
     let sub = blocking(move || Subscription::start(port, "floe/restart/#"))
         .await

@@ -1,7 +1,12 @@
 //! `floed run` and `floed demo` as real processes: a flow that publishes to a real Mosquitto,
 //! a clean stop on SIGTERM, the idle memory of the daemon, a bad flow, and the demo.
 
-use floe_tests::{Mosquitto, Subscription, bin, mosquitto_available, proc_status_kb, workspace_root};
+// Test code: helpers outside #[test] functions may unwrap and panic like the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use floe_tests::{
+    Mosquitto, Subscription, bin, mosquitto_available, proc_status_kb, workspace_root,
+};
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,7 +78,11 @@ fn run_publishes_with_overrides_and_stops_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let got = sub.take(3, Duration::from_secs(15)).unwrap();
-    assert!(got.iter().all(|s| s.topic == "floe/run/alerts" && s.payload == r#"{"temperature":31.5}"#), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|s| s.topic == "floe/run/alerts" && s.payload == r#"{"temperature":31.5}"#),
+        "{got:?}"
+    );
     let (ok, stderr) = terminate(child);
     assert!(ok, "floed run failed: {stderr}");
     assert!(stderr.contains("stopped cleanly"), "{stderr}");
@@ -88,7 +97,14 @@ fn run_idle_rss_with_the_example_flow_is_at_most_10_mb() {
         .arg("run")
         .arg("--flow")
         .arg(workspace_root().join("examples/temperature-alert.json"))
-        .args(["--var", "simulate=true", "--var", "interval=2s", "--mqtt", &broker.url()])
+        .args([
+            "--var",
+            "simulate=true",
+            "--var",
+            "interval=2s",
+            "--mqtt",
+            &broker.url(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -130,10 +146,14 @@ fn demo_prints_the_alerts_it_publishes_and_a_summary() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let alerts: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.starts_with("floe/alerts/temperature {\"temperature\":"))
+        .filter(|l| l.starts_with("floe/alerts/temperature {"))
         .collect();
     // The simulated temperature passes 30 °C after about 3.5 s and stays above it.
     assert!(alerts.len() >= 3, "{stdout}");
@@ -141,7 +161,13 @@ fn demo_prints_the_alerts_it_publishes_and_a_summary() {
         let json: serde_json::Value = serde_json::from_str(a.split_once(' ').unwrap().1).unwrap();
         assert!(json["temperature"].as_f64().unwrap() > 30.0, "{a}");
     }
-    let summary = stdout.lines().find(|l| l.starts_with("demo summary:")).expect("summary line");
-    assert!(summary.contains(&format!("{} alerts published", alerts.len())), "{summary}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("demo summary:"))
+        .expect("summary line");
+    assert!(
+        summary.contains(&format!("{} alerts published", alerts.len())),
+        "{summary}"
+    );
     assert!(summary.contains("clean (drained)"), "{summary}");
 }

@@ -201,7 +201,20 @@ mod tests {
 
     #[test]
     fn bucket_bounds_contain_their_values() {
-        for ns in [0u64, 1, 3, 4, 5, 7, 8, 100, 1000, 12345, 1 << 40, u64::MAX / 2] {
+        for ns in [
+            0u64,
+            1,
+            3,
+            4,
+            5,
+            7,
+            8,
+            100,
+            1000,
+            12345,
+            1 << 40,
+            u64::MAX / 2,
+        ] {
             let i = Histogram::index(ns);
             assert!(i < BUCKETS, "{ns}");
             assert!(Histogram::upper(i) > ns, "{ns} -> bucket {i}");

@@ -20,8 +20,8 @@
 
 mod metrics;
 
-pub use metrics::{FlowMetrics, NodeStats};
 pub(crate) use metrics::NodeMetrics;
+pub use metrics::{FlowMetrics, NodeStats};
 
 use crate::compiled::{CompiledFlow, CompiledNode};
 use crate::msg::Msg;
@@ -141,7 +141,11 @@ impl fmt::Debug for EngineOptions {
             .field("channel_batches", &self.channel_batches)
             .field(
                 "custom",
-                &self.custom.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+                &self
+                    .custom
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -231,7 +235,6 @@ impl Outputs {
             }
         }
     }
-
 }
 
 /// What a [`Process`] node uses to send messages and report to the tap.
@@ -353,7 +356,10 @@ pub struct RunningFlow {
 impl fmt::Debug for RunningFlow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunningFlow")
-            .field("nodes", &self.nodes.iter().map(|n| &n.id).collect::<Vec<_>>())
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| &n.id).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -490,13 +496,7 @@ impl Engine {
         let cancel = CancellationToken::new();
         let tap_dropped = Arc::new(AtomicU64::new(0));
         let mut slots = Vec::with_capacity(n);
-        for (((node, b), rx), tgs) in flow
-            .nodes
-            .iter()
-            .zip(built)
-            .zip(rxs)
-            .zip(targets)
-        {
+        for (((node, b), rx), tgs) in flow.nodes.iter().zip(built).zip(rxs).zip(targets) {
             let id: Arc<str> = Arc::from(node.id.as_str());
             let metrics = Arc::new(NodeMetrics::new());
             let bufs = (0..tgs.len())
@@ -544,6 +544,17 @@ impl Engine {
             tap_dropped,
             started: Instant::now(),
         })
+    }
+}
+
+/// Dropping a running flow without [`RunningFlow::stop`] ends it at once: sources are
+/// cancelled and every node task is aborted, so no task outlives its flow.
+impl Drop for RunningFlow {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        for slot in &self.nodes {
+            slot.handle.abort();
+        }
     }
 }
 
@@ -614,15 +625,12 @@ impl RunningFlow {
 
     /// Stops the flow: sources stop, in-flight messages drain through the graph, and whatever
     /// has not finished by `deadline` is aborted.
-    pub async fn stop(self, deadline: Duration) -> StopReport {
+    pub async fn stop(mut self, deadline: Duration) -> StopReport {
         let started = Instant::now();
-        let RunningFlow {
-            nodes,
-            inputs,
-            cancel,
-            tap_dropped,
-            ..
-        } = self;
+        let nodes = std::mem::take(&mut self.nodes);
+        let inputs = std::mem::take(&mut self.inputs);
+        let cancel = self.cancel.clone();
+        let tap_dropped = self.tap_dropped.clone();
         cancel.cancel();
         drop(inputs);
         let end = tokio::time::Instant::now() + deadline;
@@ -665,7 +673,11 @@ impl RunningFlow {
             panicked,
             metrics,
         };
-        tracing::debug!(drained = report.drained, elapsed_ms = report.elapsed.as_millis() as u64, "flow stopped");
+        tracing::debug!(
+            drained = report.drained,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "flow stopped"
+        );
         report
     }
 }

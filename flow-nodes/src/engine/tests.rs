@@ -20,7 +20,12 @@ fn node(id: &str, kind: &str, config: Value, inputs: u32, outputs: u32) -> Compi
 }
 
 fn edge(from: usize, to: usize) -> Edge {
-    Edge { from, output: 0, to, input: 0 }
+    Edge {
+        from,
+        output: 0,
+        to,
+        input: 0,
+    }
 }
 
 fn sink(id: &str) -> CompiledNode {
@@ -28,12 +33,25 @@ fn sink(id: &str) -> CompiledNode {
 }
 
 fn tag(id: &str, topic: &str) -> CompiledNode {
-    node(id, "change", json!({"rules": [{"action": "set", "property": "topic", "value": topic}]}), 1, 1)
+    node(
+        id,
+        "change",
+        json!({"rules": [{"action": "set", "property": "topic", "value": topic}]}),
+        1,
+        1,
+    )
 }
 
 fn tapped(flow: CompiledFlow, opts: EngineOptions) -> (RunningFlow, mpsc::Receiver<TapEvent>) {
     let (tx, rx) = mpsc::channel(10_000);
-    let f = Engine::start(flow, EngineOptions { tap: Some(tx), ..opts }).unwrap();
+    let f = Engine::start(
+        flow,
+        EngineOptions {
+            tap: Some(tx),
+            ..opts
+        },
+    )
+    .unwrap();
     (f, rx)
 }
 
@@ -65,7 +83,10 @@ async fn fan_out_shares_the_payload() {
     let a = tap.recv().await.unwrap();
     let b = tap.recv().await.unwrap();
     assert_ne!(a.node_id, b.node_id);
-    assert!(Arc::ptr_eq(&a.msg.payload, &b.msg.payload), "fan-out copied the payload");
+    assert!(
+        Arc::ptr_eq(&a.msg.payload, &b.msg.payload),
+        "fan-out copied the payload"
+    );
     assert!(Arc::ptr_eq(&a.msg.payload, &original.payload));
     assert_eq!(&*a.msg.topic, "x");
     let r = f.stop(Duration::from_secs(1)).await;
@@ -104,7 +125,10 @@ async fn a_stuck_node_backpressures_with_a_bounded_queue() {
         ],
         edges: vec![edge(0, 1)],
     };
-    let opts = EngineOptions { channel_batches: 4, ..Default::default() };
+    let opts = EngineOptions {
+        channel_batches: 4,
+        ..Default::default()
+    };
     let f = Engine::start(flow, opts).unwrap();
     let input = f.input("d").unwrap();
     let mut accepted = 0;
@@ -140,9 +164,19 @@ async fn a_panicking_node_is_isolated_and_counted() {
         edges: vec![edge(0, 1)],
     };
     let factory: ProcessFactory = Arc::new(|_| Ok(Box::new(Bomb) as Box<dyn Process>));
-    let opts = EngineOptions { custom: vec![("bomb".into(), factory)], ..Default::default() };
+    let opts = EngineOptions {
+        custom: vec![("bomb".into(), factory)],
+        ..Default::default()
+    };
     let (f, mut tap) = tapped(flow, opts);
-    for p in [json!(1), json!("boom"), json!("bad"), json!(2), json!("boom"), json!(3)] {
+    for p in [
+        json!(1),
+        json!("boom"),
+        json!("bad"),
+        json!(2),
+        json!("boom"),
+        json!(3),
+    ] {
         f.inject("x", Msg::new(p)).await.unwrap();
     }
     let mut got = Vec::new();
@@ -155,7 +189,14 @@ async fn a_panicking_node_is_isolated_and_counted() {
     let x = h.nodes.iter().find(|n| n.id == "x").unwrap();
     assert_eq!((x.panics, x.errors), (2, 1));
     let m = f.metrics();
-    assert!(m.node("x").unwrap().last_error.as_deref().unwrap().contains("boom payload"));
+    assert!(
+        m.node("x")
+            .unwrap()
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("boom payload")
+    );
     let r = f.stop(Duration::from_secs(1)).await;
     assert!(r.drained && r.panicked.is_empty());
 }
@@ -164,7 +205,13 @@ async fn a_panicking_node_is_isolated_and_counted() {
 async fn stop_drains_in_flight_messages() {
     let flow = CompiledFlow {
         nodes: vec![
-            node("sw", "switch", json!({"rules": [{"op": "gte", "value": 0}]}), 1, 1),
+            node(
+                "sw",
+                "switch",
+                json!({"rules": [{"op": "gte", "value": 0}]}),
+                1,
+                1,
+            ),
             tag("t", "done"),
             sink("s"),
         ],
@@ -185,7 +232,10 @@ async fn stop_drains_in_flight_messages() {
 #[tokio::test(start_paused = true)]
 async fn stop_gives_up_at_the_deadline() {
     let flow = CompiledFlow {
-        nodes: vec![node("d", "delay", json!({"delay": 3_600_000}), 1, 1), sink("s")],
+        nodes: vec![
+            node("d", "delay", json!({"delay": 3_600_000}), 1, 1),
+            sink("s"),
+        ],
         edges: vec![edge(0, 1)],
     };
     let f = Engine::start(flow, EngineOptions::default()).unwrap();
@@ -202,7 +252,13 @@ async fn stop_gives_up_at_the_deadline() {
 async fn inject_fires_once_after_its_delay_then_every_interval() {
     let flow = CompiledFlow {
         nodes: vec![
-            node("i", "inject", json!({"payload": {"v": 1}, "topic": "tick", "once": true, "once_delay": 100, "interval": 1000}), 0, 1),
+            node(
+                "i",
+                "inject",
+                json!({"payload": {"v": 1}, "topic": "tick", "once": true, "once_delay": 100, "interval": 1000}),
+                0,
+                1,
+            ),
             sink("s"),
         ],
         edges: vec![edge(0, 1)],
@@ -223,7 +279,10 @@ async fn inject_fires_once_after_its_delay_then_every_interval() {
 #[tokio::test(start_paused = true)]
 async fn inject_without_once_waits_one_interval_and_defaults_to_a_timestamp() {
     let flow = CompiledFlow {
-        nodes: vec![node("i", "inject", json!({"once": false, "interval": 500}), 0, 1), sink("s")],
+        nodes: vec![
+            node("i", "inject", json!({"once": false, "interval": 500}), 0, 1),
+            sink("s"),
+        ],
         edges: vec![edge(0, 1)],
     };
     let (f, mut tap) = tapped(flow, EngineOptions::default());
@@ -241,8 +300,20 @@ async fn sensor_and_simulated_dht_run_in_a_flow() {
     std::fs::write(&path, "41500\n").unwrap();
     let flow = CompiledFlow {
         nodes: vec![
-            node("t", "sensor", json!({"path": path, "scale": 0.001, "offset": 1.0, "interval": 20, "topic": "cpu"}), 0, 1),
-            node("h", "dht", json!({"simulate": true, "interval": 20, "topic": "room"}), 0, 1),
+            node(
+                "t",
+                "sensor",
+                json!({"path": path, "scale": 0.001, "offset": 1.0, "interval": 20, "topic": "cpu"}),
+                0,
+                1,
+            ),
+            node(
+                "h",
+                "dht",
+                json!({"simulate": true, "interval": 20, "topic": "room"}),
+                0,
+                1,
+            ),
             sink("s"),
         ],
         edges: vec![edge(0, 2), edge(1, 2)],
@@ -250,7 +321,10 @@ async fn sensor_and_simulated_dht_run_in_a_flow() {
     let (f, mut tap) = tapped(flow, EngineOptions::default());
     let (mut cpu, mut room) = (Vec::new(), Vec::new());
     while cpu.len() < 2 || room.len() < 3 {
-        let ev = tokio::time::timeout(Duration::from_secs(5), tap.recv()).await.unwrap().unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), tap.recv())
+            .await
+            .unwrap()
+            .unwrap();
         match &*ev.msg.topic {
             "cpu" => cpu.push((*ev.msg.payload).clone()),
             "room" => room.push((*ev.msg.payload).clone()),
@@ -260,44 +334,124 @@ async fn sensor_and_simulated_dht_run_in_a_flow() {
     assert_eq!(cpu[0], json!(42.5));
     for (k, r) in room.iter().take(3).enumerate() {
         let want = nodes::simulated_reading(k as u64, 20);
-        assert_eq!(*r, json!({"temperature": want.temperature, "humidity": want.humidity}));
+        assert_eq!(
+            *r,
+            json!({"temperature": want.temperature, "humidity": want.humidity})
+        );
     }
     f.stop(Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
 async fn bad_flows_fail_to_start_with_the_node_named() {
-    let unknown = CompiledFlow { nodes: vec![node("n9", "teleport", json!({}), 1, 1)], edges: vec![] };
-    let e = Engine::start(unknown, EngineOptions::default()).unwrap_err().to_string();
+    let unknown = CompiledFlow {
+        nodes: vec![node("n9", "teleport", json!({}), 1, 1)],
+        edges: vec![],
+    };
+    let e = Engine::start(unknown, EngineOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("n9") && e.contains("teleport"), "{e}");
     let bad = CompiledFlow {
         nodes: vec![node("sw", "switch", json!({"rules": "gt 30"}), 1, 1)],
         edges: vec![],
     };
-    let e = Engine::start(bad, EngineOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("node sw (switch): config") && e.contains("invalid type"), "{e}");
-    let dangling = CompiledFlow { nodes: vec![sink("s")], edges: vec![edge(0, 3)] };
-    assert!(matches!(Engine::start(dangling, EngineOptions::default()), Err(EngineError::Graph(_))));
-    let port = CompiledFlow { nodes: vec![tag("t", "x"), sink("s")], edges: vec![Edge { from: 0, output: 1, to: 1, input: 0 }] };
-    let e = Engine::start(port, EngineOptions::default()).unwrap_err().to_string();
+    let e = Engine::start(bad, EngineOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("node sw (switch): config") && e.contains("invalid type"),
+        "{e}"
+    );
+    let dangling = CompiledFlow {
+        nodes: vec![sink("s")],
+        edges: vec![edge(0, 3)],
+    };
+    assert!(matches!(
+        Engine::start(dangling, EngineOptions::default()),
+        Err(EngineError::Graph(_))
+    ));
+    let port = CompiledFlow {
+        nodes: vec![tag("t", "x"), sink("s")],
+        edges: vec![Edge {
+            from: 0,
+            output: 1,
+            to: 1,
+            input: 0,
+        }],
+    };
+    let e = Engine::start(port, EngineOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("output port 1"), "{e}");
 }
 
 #[test]
 fn starting_outside_a_runtime_is_an_error() {
-    let flow = CompiledFlow { nodes: vec![sink("s")], edges: vec![] };
-    assert!(matches!(Engine::start(flow, EngineOptions::default()), Err(EngineError::NoRuntime)));
+    let flow = CompiledFlow {
+        nodes: vec![sink("s")],
+        edges: vec![],
+    };
+    assert!(matches!(
+        Engine::start(flow, EngineOptions::default()),
+        Err(EngineError::NoRuntime)
+    ));
 }
 
 #[tokio::test]
 async fn a_full_tap_drops_and_counts() {
-    let flow = CompiledFlow { nodes: vec![sink("s")], edges: vec![] };
+    let flow = CompiledFlow {
+        nodes: vec![sink("s")],
+        edges: vec![],
+    };
     let (tx, _rx) = mpsc::channel(2);
-    let f = Engine::start(flow, EngineOptions { tap: Some(tx), ..Default::default() }).unwrap();
-    f.inject_batch("s", (0..10).map(|i| Msg::new(json!(i))).collect()).await.unwrap();
+    let f = Engine::start(
+        flow,
+        EngineOptions {
+            tap: Some(tx),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    f.inject_batch("s", (0..10).map(|i| Msg::new(json!(i))).collect())
+        .await
+        .unwrap();
     let r = f.stop(Duration::from_secs(1)).await;
     assert_eq!(r.metrics.tap_dropped, 8);
-    let e = Engine::start(CompiledFlow { nodes: vec![sink("s")], edges: vec![] }, EngineOptions::default()).unwrap();
-    assert!(matches!(e.inject("nope", Msg::default()).await, Err(EngineError::Inject(_))));
+    let e = Engine::start(
+        CompiledFlow {
+            nodes: vec![sink("s")],
+            edges: vec![],
+        },
+        EngineOptions::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        e.inject("nope", Msg::default()).await,
+        Err(EngineError::Inject(_))
+    ));
     e.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_running_flow_ends_its_tasks() {
+    let flow = CompiledFlow {
+        nodes: vec![
+            node("i", "inject", json!({"payload": 1, "interval": 100}), 0, 1),
+            sink("s"),
+        ],
+        edges: vec![edge(0, 1)],
+    };
+    let (f, mut tap) = tapped(flow, EngineOptions::default());
+    assert!(tap.recv().await.is_some());
+    drop(f);
+    // With every task gone, the tap's senders are gone too and the channel ends.
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while tap.recv().await.is_some() {}
+    })
+    .await;
+    assert!(
+        rest.is_ok(),
+        "tasks kept running after the flow was dropped"
+    );
 }

@@ -195,8 +195,11 @@ mod tests {
 
     fn node(rules: Value) -> ChangeNode {
         let vars = BTreeMap::from([("limit".to_string(), json!(30))]);
-        ChangeNode::new(serde_json::from_value(json!({ "rules": rules })).unwrap(), &vars)
-            .unwrap()
+        ChangeNode::new(
+            serde_json::from_value(json!({ "rules": rules })).unwrap(),
+            &vars,
+        )
+        .unwrap()
     }
 
     fn run(rules: Value, msg: Msg) -> Msg {
@@ -217,7 +220,10 @@ mod tests {
             Msg::new(json!({"t": 31.5})),
         );
         assert_eq!(&*m.topic, "alert");
-        assert_eq!(*m.payload, json!({"t": 31.5, "limit": 30, "meta": {"a": [1, 2]}}));
+        assert_eq!(
+            *m.payload,
+            json!({"t": 31.5, "limit": 30, "meta": {"a": [1, 2]}})
+        );
         assert_eq!(m.props.unwrap()["copy"], json!(31.5));
     }
 
@@ -247,7 +253,10 @@ mod tests {
     fn modifying_a_shared_payload_leaves_the_other_holder_alone() {
         let original = Msg::new(json!({"x": 1}));
         let shared = original.clone();
-        let changed = run(json!([{"action": "set", "property": "payload.x", "value": 2}]), shared);
+        let changed = run(
+            json!([{"action": "set", "property": "payload.x", "value": 2}]),
+            shared,
+        );
         assert_eq!(original.payload["x"], json!(1));
         assert_eq!(changed.payload["x"], json!(2));
     }
@@ -256,15 +265,24 @@ mod tests {
     fn bad_config_is_an_error_naming_the_rule() {
         let vars = BTreeMap::new();
         let mk = |rules: Value| {
-            ChangeNode::new(serde_json::from_value(json!({ "rules": rules })).unwrap(), &vars)
-                .unwrap_err()
+            ChangeNode::new(
+                serde_json::from_value(json!({ "rules": rules })).unwrap(),
+                &vars,
+            )
+            .unwrap_err()
         };
         assert!(mk(json!([])).contains("at least one"));
-        assert!(mk(json!([{"action":"set","property":"p","value":"nope","value_type":"variable"}]))
-            .contains("rules[0].value"));
-        assert!(mk(json!([{"action":"set","property":"p","value":"{","value_type":"json"}]))
-            .contains("not JSON"));
-        assert!(mk(json!([{"action":"set","property":"a..b","value":1}])).contains("rules[0].property"));
+        assert!(
+            mk(json!([{"action":"set","property":"p","value":"nope","value_type":"variable"}]))
+                .contains("rules[0].value")
+        );
+        assert!(
+            mk(json!([{"action":"set","property":"p","value":"{","value_type":"json"}]))
+                .contains("not JSON")
+        );
+        assert!(
+            mk(json!([{"action":"set","property":"a..b","value":1}])).contains("rules[0].property")
+        );
         let unknown: Result<ChangeConfig, _> =
             serde_json::from_value(json!({"rules": [{"action": "explode", "property": "x"}]}));
         assert!(unknown.unwrap_err().to_string().contains("explode"));

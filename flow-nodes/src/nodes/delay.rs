@@ -82,7 +82,9 @@ impl DelayNode {
     }
 
     pub(crate) async fn run(self, mut io: NodeIo) {
-        let Some(mut rx) = io.input.take() else { return };
+        let Some(mut rx) = io.input.take() else {
+            return;
+        };
         let mut queue: VecDeque<(Instant, Msg)> = VecDeque::with_capacity(self.cap.min(1024));
         let mut staging: VecDeque<Msg> = VecDeque::new();
         let mut open = true;
@@ -164,20 +166,46 @@ mod tests {
     use tokio::time::Instant;
 
     fn flow(delay_cfg: Value) -> CompiledFlow {
-        let Value::Object(cfg) = delay_cfg else { panic!() };
-        let Value::Object(dbg) = json!({"active": false}) else { panic!() };
+        let Value::Object(cfg) = delay_cfg else {
+            panic!()
+        };
+        let Value::Object(dbg) = json!({"active": false}) else {
+            panic!()
+        };
         CompiledFlow {
             nodes: vec![
-                CompiledNode { id: "d".into(), kind: "delay".into(), name: String::new(), config: cfg, outputs: 1, inputs: 1 },
-                CompiledNode { id: "s".into(), kind: "debug".into(), name: String::new(), config: dbg, outputs: 0, inputs: 1 },
+                CompiledNode {
+                    id: "d".into(),
+                    kind: "delay".into(),
+                    name: String::new(),
+                    config: cfg,
+                    outputs: 1,
+                    inputs: 1,
+                },
+                CompiledNode {
+                    id: "s".into(),
+                    kind: "debug".into(),
+                    name: String::new(),
+                    config: dbg,
+                    outputs: 0,
+                    inputs: 1,
+                },
             ],
-            edges: vec![Edge { from: 0, output: 0, to: 1, input: 0 }],
+            edges: vec![Edge {
+                from: 0,
+                output: 0,
+                to: 1,
+                input: 0,
+            }],
         }
     }
 
     async fn start(cfg: Value) -> (crate::engine::RunningFlow, mpsc::Receiver<TapEvent>) {
         let (tx, rx) = mpsc::channel(1000);
-        let opts = EngineOptions { tap: Some(tx), ..Default::default() };
+        let opts = EngineOptions {
+            tap: Some(tx),
+            ..Default::default()
+        };
         (Engine::start(flow(cfg), opts).unwrap(), rx)
     }
 
@@ -189,15 +217,21 @@ mod tests {
         let ev = tap.recv().await.unwrap();
         let waited = Instant::now() - t0;
         assert_eq!(*ev.msg.payload, json!(1));
-        assert!(waited >= Duration::from_millis(250) && waited < Duration::from_millis(260), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_millis(260),
+            "{waited:?}"
+        );
         f.stop(Duration::from_secs(1)).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn rate_limit_spaces_messages() {
-        let (f, mut tap) = start(json!({"mode": "rate", "rate": 2, "period": 1000, "queue": 10})).await;
+        let (f, mut tap) =
+            start(json!({"mode": "rate", "rate": 2, "period": 1000, "queue": 10})).await;
         let t0 = Instant::now();
-        f.inject_batch("d", (0..5).map(|i| Msg::new(json!(i))).collect()).await.unwrap();
+        f.inject_batch("d", (0..5).map(|i| Msg::new(json!(i))).collect())
+            .await
+            .unwrap();
         let mut times = Vec::new();
         for i in 0..5 {
             let ev = tap.recv().await.unwrap();
@@ -207,22 +241,32 @@ mod tests {
         // Two per second: one every 500 ms, the first at once.
         for (i, t) in times.iter().enumerate() {
             let want = 500 * i as u128;
-            assert!(*t >= want && *t < want + 20, "message {i} at {t} ms, want {want}");
+            assert!(
+                *t >= want && *t < want + 20,
+                "message {i} at {t} ms, want {want}"
+            );
         }
         f.stop(Duration::from_secs(1)).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn drop_mode_counts_what_does_not_fit() {
-        let (f, mut tap) = start(json!({"mode": "rate", "rate": 1, "period": 1000, "queue": 3, "drop": true})).await;
-        f.inject_batch("d", (0..10).map(|i| Msg::new(json!(i))).collect()).await.unwrap();
+        let (f, mut tap) =
+            start(json!({"mode": "rate", "rate": 1, "period": 1000, "queue": 3, "drop": true}))
+                .await;
+        f.inject_batch("d", (0..10).map(|i| Msg::new(json!(i))).collect())
+            .await
+            .unwrap();
         let mut got = Vec::new();
         for _ in 0..3 {
             got.push(tap.recv().await.unwrap().msg.payload.as_i64().unwrap());
         }
         assert_eq!(got, vec![0, 1, 2]);
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(tap.try_recv().is_err(), "dropped messages must not come out");
+        assert!(
+            tap.try_recv().is_err(),
+            "dropped messages must not come out"
+        );
         let m = f.metrics();
         let d = m.node("d").unwrap();
         assert_eq!((d.msgs_in, d.dropped, d.msgs_out), (10, 7, 3));
@@ -231,7 +275,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn backpressure_mode_loses_nothing() {
-        let (f, mut tap) = start(json!({"mode": "rate", "rate": 100, "period": 1000, "queue": 2})).await;
+        let (f, mut tap) =
+            start(json!({"mode": "rate", "rate": 100, "period": 1000, "queue": 2})).await;
         let input = f.input("d").unwrap();
         let feeder = tokio::spawn(async move {
             for i in 0..50 {
@@ -249,8 +294,16 @@ mod tests {
     #[test]
     fn config_bounds() {
         let cfg = |v: Value| serde_json::from_value::<super::DelayConfig>(v).unwrap();
-        assert!(super::DelayNode::new(cfg(json!({"queue": 0}))).unwrap_err().contains("queue"));
-        assert!(super::DelayNode::new(cfg(json!({"rate": 0}))).unwrap_err().contains("rate"));
+        assert!(
+            super::DelayNode::new(cfg(json!({"queue": 0})))
+                .unwrap_err()
+                .contains("queue")
+        );
+        assert!(
+            super::DelayNode::new(cfg(json!({"rate": 0})))
+                .unwrap_err()
+                .contains("rate")
+        );
         assert!(serde_json::from_value::<super::DelayConfig>(json!({"mode": "slow"})).is_err());
     }
 }

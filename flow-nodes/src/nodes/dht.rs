@@ -198,7 +198,10 @@ impl DhtNode {
             at_least("interval", cfg.interval, cfg.model.min_interval_ms())?;
         }
         if cfg.retries > 10 {
-            return Err(format!("retries: {} is above the maximum of 10", cfg.retries));
+            return Err(format!(
+                "retries: {} is above the maximum of 10",
+                cfg.retries
+            ));
         }
         Ok(DhtNode {
             model: cfg.model,
@@ -233,7 +236,8 @@ impl DhtNode {
             sample += 1;
             match reading {
                 Ok(r) => {
-                    let payload: Value = json!({"temperature": r.temperature, "humidity": r.humidity});
+                    let payload: Value =
+                        json!({"temperature": r.temperature, "humidity": r.humidity});
                     let msg = Msg {
                         payload: Arc::new(payload),
                         topic: self.topic.clone(),
@@ -291,11 +295,21 @@ mod tests {
     async fn parses_milli_units_from_the_iio_files() {
         let root = fake_device("23500\n", "41200\n");
         let dev = root.path().join("iio:device0");
-        let r = read_device(Arc::new(FsReader), &dev, DhtModel::Dht22, 3).await.unwrap();
-        assert_eq!(r, DhtReading { temperature: 23.5, humidity: 41.2 });
+        let r = read_device(Arc::new(FsReader), &dev, DhtModel::Dht22, 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            DhtReading {
+                temperature: 23.5,
+                humidity: 41.2
+            }
+        );
         let root = fake_device("-4100", "99000");
         let dev = root.path().join("iio:device0");
-        let r = read_device(Arc::new(FsReader), &dev, DhtModel::Dht22, 3).await.unwrap();
+        let r = read_device(Arc::new(FsReader), &dev, DhtModel::Dht22, 3)
+            .await
+            .unwrap();
         assert_eq!(r.temperature, -4.1);
     }
 
@@ -303,8 +317,14 @@ mod tests {
     async fn eio_is_retried_until_the_read_succeeds() {
         let root = fake_device("30100", "50000");
         let dev = root.path().join("iio:device0");
-        let flaky = Arc::new(Flaky { fail: AtomicU32::new(2), errno: EIO, reads: AtomicU32::new(0) });
-        let (v, retries) = read_attr(flaky.clone(), dev.join("in_temp_input"), 3).await.unwrap();
+        let flaky = Arc::new(Flaky {
+            fail: AtomicU32::new(2),
+            errno: EIO,
+            reads: AtomicU32::new(0),
+        });
+        let (v, retries) = read_attr(flaky.clone(), dev.join("in_temp_input"), 3)
+            .await
+            .unwrap();
         assert_eq!((v, retries), (30.1, 2));
         assert_eq!(flaky.reads.load(Ordering::SeqCst), 3);
     }
@@ -313,8 +333,14 @@ mod tests {
     async fn eio_beyond_the_retry_budget_is_an_error() {
         let root = fake_device("30100", "50000");
         let dev = root.path().join("iio:device0");
-        let flaky = Arc::new(Flaky { fail: AtomicU32::new(10), errno: EIO, reads: AtomicU32::new(0) });
-        let e = read_device(flaky.clone(), &dev, DhtModel::Dht22, 3).await.unwrap_err();
+        let flaky = Arc::new(Flaky {
+            fail: AtomicU32::new(10),
+            errno: EIO,
+            reads: AtomicU32::new(0),
+        });
+        let e = read_device(flaky.clone(), &dev, DhtModel::Dht22, 3)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("after 3 retries"), "{e}");
         assert_eq!(flaky.reads.load(Ordering::SeqCst), 4);
     }
@@ -323,11 +349,21 @@ mod tests {
     async fn other_errors_are_not_retried() {
         let root = fake_device("30100", "50000");
         let dev = root.path().join("iio:device0");
-        let flaky = Arc::new(Flaky { fail: AtomicU32::new(1), errno: 13, reads: AtomicU32::new(0) });
-        assert!(read_device(flaky.clone(), &dev, DhtModel::Dht22, 3).await.is_err());
+        let flaky = Arc::new(Flaky {
+            fail: AtomicU32::new(1),
+            errno: 13,
+            reads: AtomicU32::new(0),
+        });
+        assert!(
+            read_device(flaky.clone(), &dev, DhtModel::Dht22, 3)
+                .await
+                .is_err()
+        );
         assert_eq!(flaky.reads.load(Ordering::SeqCst), 1);
         let missing = root.path().join("iio:device9");
-        let e = read_device(Arc::new(FsReader), &missing, DhtModel::Dht22, 3).await.unwrap_err();
+        let e = read_device(Arc::new(FsReader), &missing, DhtModel::Dht22, 3)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("iio:device9"), "{e}");
     }
 
@@ -335,10 +371,16 @@ mod tests {
     async fn garbage_and_implausible_values_are_errors() {
         let root = fake_device("abc", "50000");
         let dev = root.path().join("iio:device0");
-        assert!(read_device(Arc::new(FsReader), &dev, DhtModel::Dht22, 0).await.is_err());
+        assert!(
+            read_device(Arc::new(FsReader), &dev, DhtModel::Dht22, 0)
+                .await
+                .is_err()
+        );
         let root = fake_device("95000", "50000");
         let dev = root.path().join("iio:device0");
-        let e = read_device(Arc::new(FsReader), &dev, DhtModel::Dht11, 0).await.unwrap_err();
+        let e = read_device(Arc::new(FsReader), &dev, DhtModel::Dht11, 0)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("implausible"), "{e}");
     }
 
@@ -349,7 +391,10 @@ mod tests {
         assert_eq!(a, b);
         let max = a.iter().map(|r| r.temperature).fold(f64::MIN, f64::max);
         let min = a.iter().map(|r| r.temperature).fold(f64::MAX, f64::min);
-        assert!((33.5..=34.0).contains(&max) && (22.0..=22.5).contains(&min), "{min}..{max}");
+        assert!(
+            (33.5..=34.0).contains(&max) && (22.0..=22.5).contains(&min),
+            "{min}..{max}"
+        );
         // The first reading above 30 °C comes within five seconds at a 500 ms interval.
         let first_hot = a.iter().position(|r| r.temperature > 30.0).unwrap();
         assert!(first_hot <= 10, "{first_hot}");
@@ -359,10 +404,18 @@ mod tests {
     #[test]
     fn interval_limits_follow_the_model_unless_simulated() {
         let cfg = |v: Value| serde_json::from_value::<DhtConfig>(v).unwrap();
-        assert!(DhtNode::new(cfg(json!({"interval": 1000}))).unwrap_err().contains("2000"));
+        assert!(
+            DhtNode::new(cfg(json!({"interval": 1000})))
+                .unwrap_err()
+                .contains("2000")
+        );
         assert!(DhtNode::new(cfg(json!({"interval": 1000, "model": "dht11"}))).is_ok());
         assert!(DhtNode::new(cfg(json!({"interval": 500, "simulate": true}))).is_ok());
-        assert!(DhtNode::new(cfg(json!({"retries": 11}))).unwrap_err().contains("retries"));
+        assert!(
+            DhtNode::new(cfg(json!({"retries": 11})))
+                .unwrap_err()
+                .contains("retries")
+        );
         assert!(serde_json::from_value::<DhtConfig>(json!({"model": "dht99"})).is_err());
     }
 }

@@ -47,7 +47,9 @@ impl InjectNode {
             at_least("interval", iv, 10)?;
         }
         if !cfg.once && cfg.interval.is_none() {
-            return Err("once is false and no interval is set, so the node would never fire".into());
+            return Err(
+                "once is false and no interval is set, so the node would never fire".into(),
+            );
         }
         Ok(InjectNode {
             payload: cfg.payload.map(Arc::new),
@@ -93,7 +95,11 @@ impl InjectNode {
             self.fire(&mut io).await;
         }
         let Some(every) = self.interval else { return };
-        let first = if self.once { Instant::now() + every } else { start + every };
+        let first = if self.once {
+            Instant::now() + every
+        } else {
+            start + every
+        };
         let mut ticker = tokio::time::interval_at(first, every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {

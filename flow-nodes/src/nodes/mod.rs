@@ -118,12 +118,10 @@ pub(crate) fn build(
         "debug" => Built::Process(Box::new(
             debug::DebugNode::new(&node.id, parse(node)?).map_err(cfg_err)?,
         )),
-        "mqtt_out" => Built::MqttOut(
-            mqtt::MqttOutNode::new(&node.id, parse(node)?).map_err(cfg_err)?,
-        ),
-        "mqtt_in" => {
-            Built::MqttIn(mqtt::MqttInNode::new(&node.id, parse(node)?).map_err(cfg_err)?)
+        "mqtt_out" => {
+            Built::MqttOut(mqtt::MqttOutNode::new(&node.id, parse(node)?).map_err(cfg_err)?)
         }
+        "mqtt_in" => Built::MqttIn(mqtt::MqttInNode::new(&node.id, parse(node)?).map_err(cfg_err)?),
         other => {
             return Err(EngineError::UnknownKind {
                 node: node.id.clone(),

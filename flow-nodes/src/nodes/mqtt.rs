@@ -100,11 +100,15 @@ pub(crate) fn parse_broker(url: &str) -> Result<(bool, String, u16), String> {
     } else if let Some(r) = url.strip_prefix("mqtts://") {
         (true, r)
     } else {
-        return Err(format!("broker: `{url}` must start with mqtt:// or mqtts://"));
+        return Err(format!(
+            "broker: `{url}` must start with mqtt:// or mqtts://"
+        ));
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest.contains('/') || rest.contains('@') {
-        return Err(format!("broker: `{url}` must be scheme://host[:port] with nothing after"));
+        return Err(format!(
+            "broker: `{url}` must be scheme://host[:port] with nothing after"
+        ));
     }
     let default_port = if tls { 8883 } else { 1883 };
     let (host, port) = if let Some(h) = rest.strip_prefix('[') {
@@ -263,7 +267,10 @@ impl MqttOutNode {
             return Err(format!("buffer: {} is outside 1..=100000", cfg.buffer));
         }
         if cfg.topic.contains(['+', '#']) {
-            return Err(format!("topic: `{}` has a wildcard; a publish topic cannot", cfg.topic));
+            return Err(format!(
+                "topic: `{}` has a wildcard; a publish topic cannot",
+                cfg.topic
+            ));
         }
         // Build the options once now, so a TLS problem is a start error, not a run-time one.
         conn.options()?;
@@ -296,7 +303,9 @@ impl MqttOutNode {
     }
 
     pub(crate) async fn run(self, mut io: NodeIo) {
-        let Some(mut rx) = io.input.take() else { return };
+        let Some(mut rx) = io.input.take() else {
+            return;
+        };
         if io.mute {
             // Smoke-test mode: everything but the publish.
             while let Some(batch) = rx.recv().await {
@@ -473,7 +482,8 @@ async fn drive(mut el: EventLoop, d: Driver, mut io: Option<&mut NodeIo>) {
                 tracing::info!(node = %d.node, broker = %d.url, session = ack.session_present, "mqtt connected");
                 if !saved.is_empty() {
                     // Requests rumqttc would have cleared with the old session go first.
-                    let mut restored: std::collections::VecDeque<Request> = saved.drain(..).collect();
+                    let mut restored: std::collections::VecDeque<Request> =
+                        saved.drain(..).collect();
                     restored.extend(el.pending.drain(..));
                     el.pending = restored;
                 }
@@ -548,9 +558,18 @@ mod tests {
 
     #[test]
     fn broker_urls() {
-        assert_eq!(parse_broker("mqtt://127.0.0.1:1884").unwrap(), (false, "127.0.0.1".into(), 1884));
-        assert_eq!(parse_broker("mqtts://broker.local").unwrap(), (true, "broker.local".into(), 8883));
-        assert_eq!(parse_broker("mqtt://[::1]:1883").unwrap(), (false, "::1".into(), 1883));
+        assert_eq!(
+            parse_broker("mqtt://127.0.0.1:1884").unwrap(),
+            (false, "127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            parse_broker("mqtts://broker.local").unwrap(),
+            (true, "broker.local".into(), 8883)
+        );
+        assert_eq!(
+            parse_broker("mqtt://[::1]:1883").unwrap(),
+            (false, "::1".into(), 1883)
+        );
         assert!(parse_broker("http://x").unwrap_err().contains("mqtt://"));
         assert!(parse_broker("mqtt://x:0").unwrap_err().contains("port"));
         assert!(parse_broker("mqtt://x:99999").unwrap_err().contains("port"));
@@ -561,22 +580,57 @@ mod tests {
     #[test]
     fn config_errors_are_clear() {
         let out = |v: Value| MqttOutNode::new("n3", serde_json::from_value(v).unwrap());
-        assert!(out(serde_json::json!({"broker": "mqtt://h", "qos": 3})).unwrap_err().contains("qos"));
-        assert!(out(serde_json::json!({"broker": "mqtt://h", "keep_alive": 500})).unwrap_err().contains("keep_alive"));
-        assert!(out(serde_json::json!({"broker": "mqtt://h", "buffer": 0})).unwrap_err().contains("buffer"));
-        assert!(out(serde_json::json!({"broker": "mqtt://h", "topic": "a/#"})).unwrap_err().contains("wildcard"));
-        assert!(out(serde_json::json!({"broker": "mqtts://h", "ca_file": "/nonexistent/ca.pem"})).unwrap_err().contains("ca_file"));
+        assert!(
+            out(serde_json::json!({"broker": "mqtt://h", "qos": 3}))
+                .unwrap_err()
+                .contains("qos")
+        );
+        assert!(
+            out(serde_json::json!({"broker": "mqtt://h", "keep_alive": 500}))
+                .unwrap_err()
+                .contains("keep_alive")
+        );
+        assert!(
+            out(serde_json::json!({"broker": "mqtt://h", "buffer": 0}))
+                .unwrap_err()
+                .contains("buffer")
+        );
+        assert!(
+            out(serde_json::json!({"broker": "mqtt://h", "topic": "a/#"}))
+                .unwrap_err()
+                .contains("wildcard")
+        );
+        assert!(
+            out(serde_json::json!({"broker": "mqtts://h", "ca_file": "/nonexistent/ca.pem"}))
+                .unwrap_err()
+                .contains("ca_file")
+        );
         let n = out(serde_json::json!({"broker": "mqtt://h"})).unwrap();
         assert_eq!(n.conn.client_id, "floe-n3");
     }
 
     #[test]
     fn payload_encoding_and_topic_choice() {
-        let n = MqttOutNode::new("n", serde_json::from_value(serde_json::json!({"broker": "mqtt://h"})).unwrap()).unwrap();
-        let (t, b) = n.encode(&Msg::with_topic(serde_json::json!({"t": 1}), "a/b")).unwrap();
-        assert_eq!((t.as_str(), b.as_slice()), ("a/b", br#"{"t":1}"#.as_slice()));
-        let (_, b) = n.encode(&Msg::with_topic(serde_json::json!("plain"), "a")).unwrap();
+        let n = MqttOutNode::new(
+            "n",
+            serde_json::from_value(serde_json::json!({"broker": "mqtt://h"})).unwrap(),
+        )
+        .unwrap();
+        let (t, b) = n
+            .encode(&Msg::with_topic(serde_json::json!({"t": 1}), "a/b"))
+            .unwrap();
+        assert_eq!(
+            (t.as_str(), b.as_slice()),
+            ("a/b", br#"{"t":1}"#.as_slice())
+        );
+        let (_, b) = n
+            .encode(&Msg::with_topic(serde_json::json!("plain"), "a"))
+            .unwrap();
         assert_eq!(b, b"plain");
-        assert!(n.encode(&Msg::new(serde_json::json!(1))).unwrap_err().contains("no topic"));
+        assert!(
+            n.encode(&Msg::new(serde_json::json!(1)))
+                .unwrap_err()
+                .contains("no topic")
+        );
     }
 }

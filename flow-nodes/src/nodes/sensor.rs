@@ -68,7 +68,10 @@ pub(crate) fn read_value(
     if v.is_finite() {
         Ok(v)
     } else {
-        Err(NodeError::Read(format!("{}: value is not finite", path.display())))
+        Err(NodeError::Read(format!(
+            "{}: value is not finite",
+            path.display()
+        )))
     }
 }
 
@@ -101,9 +104,10 @@ impl SensorNode {
             let path = self.path.clone();
             let (scale, offset) = (self.scale, self.offset);
             // File reads block; sysfs attributes of slow buses can take milliseconds.
-            let got = tokio::task::spawn_blocking(move || read_value(&*reader, &path, scale, offset))
-                .await
-                .unwrap_or_else(|e| Err(NodeError::Read(format!("reader task failed: {e}"))));
+            let got =
+                tokio::task::spawn_blocking(move || read_value(&*reader, &path, scale, offset))
+                    .await
+                    .unwrap_or_else(|e| Err(NodeError::Read(format!("reader task failed: {e}"))));
             match got {
                 Ok(v) => {
                     let msg = Msg {
@@ -144,7 +148,9 @@ mod tests {
         let e = read_value(&FsReader, &p, 1.0, 0.0).unwrap_err().to_string();
         assert!(e.contains("not a number") && e.contains("adc"), "{e}");
         let missing = dir.path().join("missing");
-        let e = read_value(&FsReader, &missing, 1.0, 0.0).unwrap_err().to_string();
+        let e = read_value(&FsReader, &missing, 1.0, 0.0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
     }
 

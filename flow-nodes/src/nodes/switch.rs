@@ -147,7 +147,9 @@ impl SwitchNode {
                 "contains" => Rule::Contains(need(r.value, "value")?),
                 "regex" => {
                     let Some(Value::String(p)) = r.value else {
-                        return Err(format!("rules[{i}].value: a regex pattern string is required"));
+                        return Err(format!(
+                            "rules[{i}].value: a regex pattern string is required"
+                        ));
                     };
                     if p.len() > MAX_PATTERN {
                         return Err(format!(
@@ -296,7 +298,13 @@ mod tests {
     #[test]
     fn between_is_inclusive() {
         let mut s = sw(json!({"rules": [{"op": "between", "value": 10, "value2": 20}]}));
-        for (p, hit) in [(9.9, false), (10.0, true), (15.0, true), (20.0, true), (20.1, false)] {
+        for (p, hit) in [
+            (9.9, false),
+            (10.0, true),
+            (15.0, true),
+            (20.0, true),
+            (20.1, false),
+        ] {
             assert_eq!(s.route(&Msg::new(json!(p))) == vec![0], hit, "{p}");
         }
         assert!(

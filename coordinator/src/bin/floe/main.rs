@@ -7,6 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod sim;
+
 #[derive(Debug, Parser)]
 #[command(name = "floe", version, about = "The Floe coordinator and CLI")]
 struct Cli {
@@ -22,6 +24,8 @@ enum Command {
     /// Build and inspect signed artifact bundles.
     #[command(subcommand)]
     Artifact(artifact::ArtifactCommand),
+    /// Simulate a deployment to a virtual fleet and print the report.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +43,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Keys(command) => keys::run(command),
         Command::Artifact(command) => artifact::run(command),
+        Command::Sim(args) => sim::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -5,9 +5,9 @@
 //! the idle footprint of the daemon small (a few MB of RSS).
 
 use anyhow::{Context, Result, bail};
+use floe_flow::CompiledFlow;
 use floe_flow::engine::{Engine, EngineOptions, FlowMetrics};
 use floe_flow::validate::Invalid;
-use floe_flow::CompiledFlow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,7 +48,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 500ms or 20s"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms or 20s"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -66,6 +68,7 @@ pub(crate) fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
