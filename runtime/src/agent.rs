@@ -9,6 +9,7 @@
 //! interrupted. Rollback only uses what is already on the device: the last known good slot,
 //! which nothing touches until the next deployment.
 
+pub mod bundle;
 pub mod crash;
 pub mod engine;
 pub mod lifecycle;
@@ -69,6 +70,9 @@ pub enum AgentError {
         /// Why it failed.
         reason: String,
     },
+    /// A `.floe` bundle failed verification or may not be installed here.
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleInstallError),
     /// There is nothing to roll back to.
     #[error("nothing to roll back to: {0}")]
     NoRollbackTarget(String),
@@ -235,6 +239,7 @@ pub struct Agent<R: FlowRunner> {
     report: HealthReport,
     last_heartbeat: Option<Instant>,
     peers: usize,
+    release_on_commit: Option<(String, u64)>,
 }
 
 impl<R: FlowRunner> Agent<R>
@@ -274,6 +279,7 @@ where
             report: HealthReport::starting(""),
             last_heartbeat: None,
             peers: 0,
+            release_on_commit: None,
         };
         agent.recover(now).await?;
         agent.sample();
@@ -301,6 +307,15 @@ where
                 "recover",
                 "cleaned",
                 "removed a stale active.tmp link",
+            ));
+        }
+        if cleanup.removed_assembly {
+            entries.push(self.audit(
+                now,
+                ACTOR_FLOED,
+                "recover",
+                "cleaned",
+                "removed an interrupted artifact assembly directory",
             ));
         }
         for s in &cleanup.removed_staging {
@@ -556,6 +571,11 @@ where
         self.lifecycle = next;
         self.trial = None;
         crash_point("commit:after");
+        if let Some((name, release)) = self.release_on_commit.take()
+            && let Err(e) = bundle::record_committed(&self.cfg, &name, release)
+        {
+            tracing::error!(error = %e, "could not record the committed release");
+        }
         tracing::info!(slot = %target, %version, "committed");
         Ok(Outcome::Committed {
             slot: target,
@@ -658,6 +678,45 @@ where
             }
             other => Err(AgentError::Busy(other.as_str())),
         }
+    }
+
+    /// Installs a signed `.floe` bundle: verified against the trust store and checked by the
+    /// install decision before anything touches a slot. Its release is recorded (for
+    /// anti-rollback) when the trial commits.
+    pub async fn install_bundle(
+        &mut self,
+        path: &Path,
+        actor: &str,
+    ) -> Result<Option<Outcome>, AgentError> {
+        if self.lifecycle.phase != Phase::Idle {
+            return Err(AgentError::Busy(self.lifecycle.phase.as_str()));
+        }
+        let prepared = match bundle::prepare(path, &self.cfg, &self.device) {
+            Ok(p) => p,
+            Err(e) => {
+                let entry = self.audit(now_ms(), actor, "verify", "failed", &e.to_string());
+                self.state.audit(&entry)?;
+                return Err(e.into());
+            }
+        };
+        let slots = self.slots.clone();
+        let record = prepared.record.clone();
+        let name = prepared.manifest.name.clone();
+        let release = prepared.manifest.release;
+        self.release_on_commit = Some((name, release));
+        let out = self
+            .install_with(&record, actor, move |slot| {
+                slots
+                    .stage_with(slot, &prepared.record, |staging| {
+                        bundle::fill(&prepared, staging)
+                    })
+                    .map(|_| ())
+            })
+            .await;
+        if !matches!(out, Ok(None)) {
+            self.release_on_commit = None;
+        }
+        out
     }
 
     /// Installs a staged directory (a version record and its files) through the whole

@@ -190,6 +190,8 @@ pub struct Cleanup {
     pub removed_tmp_link: bool,
     /// Interrupted staging directories that were removed.
     pub removed_staging: Vec<SlotName>,
+    /// Interrupted artifact assembly directories were removed.
+    pub removed_assembly: bool,
 }
 
 /// The slot layout under one data directory.
@@ -251,6 +253,18 @@ impl Slots {
             if std::fs::symlink_metadata(&dir).is_ok() {
                 remove_any(&dir)?;
                 out.removed_staging.push(s);
+            }
+        }
+        // The artifact layer assembles through its own `.<name>.<pid>.<n>.tmp` directories
+        // beside the staging directory; a crash can leave one behind.
+        let slots = self.data_dir.join("slots");
+        if let Ok(entries) = std::fs::read_dir(&slots) {
+            for entry in entries.flatten().take(1024) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    remove_any(&entry.path())?;
+                    out.removed_assembly = true;
+                }
             }
         }
         if out != Cleanup::default() {

@@ -154,7 +154,8 @@ async fn handle_command<R>(
     }
 }
 
-/// Installs from a path: a staged directory (version record and files).
+/// Installs from a path: a signed `.floe` bundle (a file) or a staged directory (a version
+/// record and the files it lists).
 pub async fn install_source<R>(
     agent: &mut Agent<R>,
     source: &Path,
@@ -164,5 +165,9 @@ where
     R: FlowRunner,
     R::Flow: std::fmt::Debug,
 {
-    agent.install_dir(source, actor).await
+    if source.is_file() {
+        agent.install_bundle(source, actor).await
+    } else {
+        agent.install_dir(source, actor).await
+    }
 }

@@ -344,3 +344,92 @@ async fn install_refused_while_busy_and_bad_staging_changes_nothing() {
         .unwrap_err();
     assert!(matches!(err, AgentError::Busy("trial")), "{err}");
 }
+
+mod bundles {
+    use super::*;
+    use crate::artifact::{self, BuildSpec, keys};
+    use crate::proto::{Fixed, TrustStore, TrustedKey};
+    use ed25519_dalek::SigningKey;
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// Builds a signed bundle of the scripted flow `behaviour` with `release`.
+    fn bundle(root: &Path, key: &SigningKey, version: &str, release: u64) -> PathBuf {
+        let now = unix_now();
+        let mut spec = BuildSpec::new("flow", version, release, now, now + 3600);
+        spec.archs = vec![std::env::consts::ARCH.to_string()];
+        let out = root.join(format!("flow-{version}.floe"));
+        artifact::build(&spec, b"ok", None, &[key], &out).unwrap();
+        out
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn signed_bundle_installs_and_older_or_untrusted_ones_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let release_key = SigningKey::from_bytes(&[5u8; 32]);
+        let trust = TrustStore::new(
+            vec![TrustedKey::new(Fixed(
+                release_key.verifying_key().to_bytes(),
+            ))],
+            TrustedKey::new(Fixed(
+                SigningKey::from_bytes(&[6u8; 32])
+                    .verifying_key()
+                    .to_bytes(),
+            )),
+        );
+        let mut cfg = config(&data);
+        keys::write_trust(&cfg.trust_store, &trust).unwrap();
+        cfg.arch = std::env::consts::ARCH.to_string();
+        let mut agent = Agent::open(cfg, Script::default()).await.unwrap();
+
+        let b2 = bundle(tmp.path(), &release_key, "2.0.0", 20);
+        assert_eq!(agent.install_bundle(&b2, "local:test").await.unwrap(), None);
+        let out = run_trial(&mut agent).await;
+        assert_eq!(
+            out,
+            Outcome::Committed {
+                slot: SlotName::Blue,
+                version: "2.0.0".into()
+            }
+        );
+        assert_eq!(agent.slots.verify(SlotName::Blue).unwrap().files.len(), 1);
+
+        // An older release is refused by the anti-rollback check recorded at commit.
+        let b1 = bundle(tmp.path(), &release_key, "1.0.0", 10);
+        let err = agent.install_bundle(&b1, "local:test").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AgentError::Bundle(bundle::BundleInstallError::Refused(_))
+            ),
+            "{err}"
+        );
+
+        // A bundle signed by an unknown key never reaches a slot.
+        let stranger = SigningKey::from_bytes(&[7u8; 32]);
+        let b3 = bundle(tmp.path(), &stranger, "3.0.0", 30);
+        let err = agent.install_bundle(&b3, "local:test").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AgentError::Bundle(bundle::BundleInstallError::Verify { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(agent.lifecycle().phase, Phase::Idle);
+        assert_eq!(agent.slots.active().unwrap(), Some(SlotName::Blue));
+        assert!(
+            actions(&agent)
+                .iter()
+                .filter(|a| *a == "verify:failed")
+                .count()
+                >= 1
+        );
+    }
+}

@@ -20,7 +20,8 @@ use floe_runtime::http::{CONTROL_SOCKET, ClientError, control_request};
 pub(crate) struct Args {
     #[command(flatten)]
     pub(crate) common: super::Common,
-    /// The staged directory (a `.version` record and the files it lists) to install.
+    /// A signed `.floe` bundle (verified against the trust store), or a staged directory (a
+    /// `.version` record and the files it lists).
     source: PathBuf,
 }
 
@@ -80,10 +81,10 @@ fn in_process(cfg: Config, source: &std::path::Path) -> Result<ExitCode> {
         let mut agent = Agent::open(cfg, EngineRunner::default())
             .await
             .context("opening the device state")?;
-        let first = agent
-            .install_dir(source, &local_actor())
-            .await
-            .context("installing")?;
+        let first =
+            floe_runtime::agent::main_loop::install_source(&mut agent, source, &local_actor())
+                .await
+                .context("installing")?;
         let outcome = match first {
             Some(o) => o,
             None => {
