@@ -118,6 +118,8 @@ pub fn record_committed(cfg: &Config, name: &str, release: u64) -> Result<(), Bu
         .map_err(|e| BundleInstallError::Releases(e.to_string()))
 }
 
+// The statvfs field types are 32-bit on armv7, so the conversions are needed there.
+#[allow(clippy::useless_conversion)]
 fn free_bytes(dir: &Path) -> u64 {
     nix::sys::statvfs::statvfs(dir)
         .map(|s| u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
