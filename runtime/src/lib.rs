@@ -13,6 +13,7 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod p2p;
 pub mod proto;
 pub mod slots;
 pub mod state;

@@ -31,26 +31,14 @@ fn profile_dir() -> Result<PathBuf> {
         .context("the test executable has no profile directory")
 }
 
-/// The path of a workspace binary (`floed`, `floe`), built once per test process.
-pub fn bin(name: &str) -> Result<PathBuf> {
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.get(name) {
-        return Ok(p.clone());
-    }
-    let package = match name {
-        "floed" => "floe-runtime",
-        "floe" => "floe-coordinator",
-        other => bail!("unknown binary {other}"),
-    };
-    let dir = profile_dir()?;
-    let target_dir = dir.parent().context("no target directory")?;
+/// A `cargo` command for nested builds from a test, run in the workspace root.
+///
+/// The per-package variables cargo set for this test process are dropped: build scripts that
+/// track them (ring's tracks `CARGO_MANIFEST_DIR`) would otherwise make the nested build, and
+/// every later top-level build, rebuild the binary's whole dependency tree.
+pub fn cargo_command() -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
-    // Drop the per-package variables cargo set for this test process: build scripts that track
-    // them (ring's tracks CARGO_MANIFEST_DIR) would otherwise make the nested build, and every
-    // later top-level build, rebuild the binary's whole dependency tree.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("CARGO_PKG_")
@@ -67,8 +55,27 @@ pub fn bin(name: &str) -> Result<PathBuf> {
             cmd.env_remove(key.as_ref());
         }
     }
-    cmd.current_dir(workspace_root())
-        .args(["build", "-q", "--bin", name, "-p", package, "--target-dir"])
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The path of a workspace binary (`floed`, `floe`), built once per test process.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return Ok(p.clone());
+    }
+    let package = match name {
+        "floed" => "floe-runtime",
+        "floe" => "floe-coordinator",
+        other => bail!("unknown binary {other}"),
+    };
+    let dir = profile_dir()?;
+    let target_dir = dir.parent().context("no target directory")?;
+    let mut cmd = cargo_command();
+    cmd.args(["build", "-q", "--bin", name, "-p", package, "--target-dir"])
         .arg(target_dir);
     if dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
@@ -357,3 +364,6 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+pub mod fleet;
+pub mod netns;

@@ -12,13 +12,6 @@ use std::process::Command;
 
 const TRIPLE: &str = "aarch64-unknown-linux-gnu";
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
-}
-
 /// The target directory this test binary was built into (`<target>/debug/deps/<test>`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -40,7 +33,11 @@ fn rust_target_installed() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TRIPLE))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TRIPLE)
+        })
         .unwrap_or(false)
 }
 
@@ -53,7 +50,9 @@ fn skip_reason() -> Option<String> {
         return Some("aarch64-linux-gnu-gcc is missing (cross/setup.sh installs it)".into());
     }
     if !rust_target_installed() {
-        return Some(format!("the Rust target {TRIPLE} is not installed (rustup target add {TRIPLE})"));
+        return Some(format!(
+            "the Rust target {TRIPLE} is not installed (rustup target add {TRIPLE})"
+        ));
     }
     None
 }
@@ -64,12 +63,21 @@ fn aarch64_floed_validates_the_example_under_qemu() {
         eprintln!("SKIPPED aarch64_floed_validates_the_example_under_qemu: {reason}");
         return;
     }
-    let root = workspace_root();
+    let root = floe_tests::workspace_root();
     let target = target_dir();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "-q", "--target", TRIPLE, "-p", "floe-runtime", "--bin", "floed"])
+    let status = floe_tests::cargo_command()
+        .args([
+            "build",
+            "-q",
+            "--target",
+            TRIPLE,
+            "-p",
+            "floe-runtime",
+            "--bin",
+            "floed",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
         .status()
         .expect("run cargo");
     assert!(status.success(), "the aarch64 build of floed failed");
@@ -79,7 +87,11 @@ fn aarch64_floed_validates_the_example_under_qemu() {
     // ELF, 64-bit, e_machine = EM_AARCH64 (183) at offset 18, little endian.
     assert_eq!(&header[..4], b"\x7fELF", "not an ELF file");
     assert_eq!(header[4], 2, "not a 64-bit ELF");
-    assert_eq!(u16::from_le_bytes([header[18], header[19]]), 183, "not an aarch64 binary");
+    assert_eq!(
+        u16::from_le_bytes([header[18], header[19]]),
+        183,
+        "not an aarch64 binary"
+    );
 
     let run = |file: &Path| {
         Command::new("qemu-aarch64")
@@ -115,5 +127,8 @@ fn aarch64_floed_validates_the_example_under_qemu() {
         String::from_utf8_lossy(&bad.stdout),
         String::from_utf8_lossy(&bad.stderr)
     );
-    assert!(text.contains("no_such_kind"), "the problem must be named: {text}");
+    assert!(
+        text.contains("no_such_kind"),
+        "the problem must be named: {text}"
+    );
 }

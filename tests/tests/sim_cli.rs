@@ -2,42 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-/// Builds `floe` once per test process (same profile and target dir as this test) and returns
-/// its path. `cargo test` does not promise to build other packages' binaries first.
-fn floe() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap_or_default();
-        // target/<profile>/deps/sim_cli-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(|p| p.parent())
-            .map(PathBuf::from)
-            .unwrap_or_default();
-        let target_dir = profile_dir.parent().map(PathBuf::from).unwrap_or_default();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "--bin",
-                "floe",
-                "-p",
-                "floe-coordinator",
-                "--profile",
-                &profile,
-            ])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "building floe failed");
-        profile_dir.join("floe")
-    })
+/// The `floe` binary of this tree, built once per test process.
+fn floe() -> PathBuf {
+    floe_tests::bin("floe").unwrap_or_else(|e| panic!("build floe: {e:#}"))
 }
 
 fn sim(args: &[&str]) -> Output {

@@ -7,65 +7,11 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Builds `floed` once per test process (a no-op when it is fresh) into the same target
-/// directory and profile as this test, and returns its path.
-///
-/// The target directory is found from this test executable (`<target>/<profile>/deps/…`), so
-/// the binary tested is the one built from this tree even when `CARGO_TARGET_DIR` is set.
-fn floed() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in <target>/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("profile dir has a parent");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut build = Command::new(cargo);
-        // Drop the per-package variables cargo set for this test process: some build scripts
-        // (ring's) track CARGO_MANIFEST_DIR, and inheriting it would make every nested build
-        // and every later top-level build rebuild floed's whole dependency tree.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || matches!(
-                    key.as_ref(),
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
-                )
-            {
-                build.env_remove(key.as_ref());
-            }
-        }
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "floe-runtime",
-                "--bin",
-                "floed",
-                "--target-dir",
-            ])
-            .arg(target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build for floed");
-        assert!(status.success(), "cargo build of floed failed");
-        let bin = profile_dir.join("floed");
-        assert!(bin.is_file(), "floed not found at {}", bin.display());
-        bin
-    })
+/// The `floed` binary of this tree, built once per test process.
+fn floed() -> PathBuf {
+    floe_tests::bin("floed").expect("build floed")
 }
 
 fn example() -> PathBuf {

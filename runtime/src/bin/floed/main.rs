@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 mod daemon;
 mod demo;
+mod fabric;
 mod install;
 mod rollback;
 mod run;
@@ -34,6 +35,8 @@ enum Command {
     /// Verify and import signed artifact bundles.
     #[command(subcommand)]
     Artifact(artifact::ArtifactCommand),
+    /// Run a fabric-only node: join the swarm, seed or fetch artifacts, print events.
+    Fabric(fabric::FabricArgs),
     /// Run the device agent (under systemd: Type=notify).
     Daemon(Common),
     /// Install a version through stage, smoke test, switch, trial and commit or rollback.
@@ -105,9 +108,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Validate(args) => validate::run(&args),
         Command::Artifact(command) => artifact::run(command),
+        Command::Fabric(args) => {
+            init_tracing();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(fabric::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Daemon(common) => daemon::run(load_config(&common, true)?),
         Command::Install(args) => install::run(load_config(&args.common, false)?, &args),
         Command::Status(args) => status::run(&load_config(&args.common, false)?, &args),
         Command::Rollback(args) => rollback::run(load_config(&args.common, false)?, &args),
     }
+}
+
+/// Logs go to stderr (stdout carries JSON events), filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

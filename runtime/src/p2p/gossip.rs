@@ -1,0 +1,163 @@
+//! Gossip: versioned topics, the application's validation callback, and gossipsub's
+//! configuration and peer-score parameters.
+//!
+//! Gossip announces, request-response carries (DESIGN.md): messages here are small signed
+//! envelopes (artifact announcements, directives, health summaries), capped at
+//! [`MAX_GOSSIP_BYTES`], far below gossipsub's default 64 KiB limit. Every message goes through
+//! the application's [`Validator`] before gossipsub forwards it:
+//! - `Accept`: valid; forwarded and delivered.
+//! - `Reject`: undecodable or badly signed; dropped and the sender is penalised (gossipsub's
+//!   P4 "invalid message deliveries" term), and after [`super::FabricConfig::max_invalid_gossip`]
+//!   rejects banned by the fabric.
+//! - `Ignore`: stale or duplicate; dropped without penalty.
+//!
+//! The message id is the sha256 of the raw message bytes, so the same content from two sources
+//! is one message and duplicates are cheap to spot.
+//!
+//! Peer-score thresholds (see [`score_thresholds`]): a peer's score falls by
+//! `topic_weight (1.0) × invalid_weight (-10) × count²` for invalid messages; at -100 (ten
+//! invalid messages decay aside) our gossip to it is suppressed (`gossip_threshold`), at -200 we
+//! do not publish to it (`publish_threshold`), at -400 we ignore everything it sends
+//! (`graylist_threshold`). Honest peers sit at or above zero.
+
+use libp2p::gossipsub::{
+    self, IdentTopic, MessageId, PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
+};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest gossip message the fabric sends or accepts (16 KiB).
+pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
+
+/// The fabric's topics. The `/1` suffix is the wire version of the payload carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Artifact announcements: "artifact X is available".
+    Announce,
+    /// Coordinator directives to devices.
+    Directive,
+    /// Device health summaries.
+    Health,
+}
+
+impl Topic {
+    /// Every topic, in a fixed order.
+    pub const ALL: [Topic; 3] = [Topic::Announce, Topic::Directive, Topic::Health];
+
+    /// The topic's versioned name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::Announce => "floe/announce/1",
+            Topic::Directive => "floe/directive/1",
+            Topic::Health => "floe/health/1",
+        }
+    }
+
+    /// The gossipsub topic.
+    pub fn ident(self) -> IdentTopic {
+        IdentTopic::new(self.name())
+    }
+
+    /// Looks a topic up by its gossipsub hash.
+    pub fn from_hash(hash: &gossipsub::TopicHash) -> Option<Topic> {
+        Self::ALL.into_iter().find(|t| &t.ident().hash() == hash)
+    }
+}
+
+/// The verdict of the application on one gossip message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// Valid: deliver and forward.
+    Accept,
+    /// Invalid (decoding or signature): drop and penalise the sender.
+    Reject,
+    /// Stale or duplicate: drop quietly.
+    Ignore,
+}
+
+/// The application's validation callback: topic and the exact bytes received.
+pub type Validator = Arc<dyn Fn(Topic, &[u8]) -> Validation + Send + Sync>;
+
+/// The message id: the sha256 of the raw data.
+pub fn message_id(message: &gossipsub::Message) -> MessageId {
+    MessageId::from(Sha256::digest(&message.data).to_vec())
+}
+
+/// Gossipsub's configuration: strict signing, validation by the application, content ids,
+/// bounded message size and IHAVE/IWANT handling.
+pub fn config() -> Result<gossipsub::Config, String> {
+    gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(700))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(message_id)
+        .max_transmit_size(MAX_GOSSIP_BYTES + 1024)
+        .max_messages_per_rpc(Some(64))
+        .max_ihave_length(500)
+        .max_ihave_messages(10)
+        .gossip_retransimission(3)
+        .duplicate_cache_time(Duration::from_secs(120))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Per-topic and global peer-score parameters; see the module docs for what they mean.
+pub fn score_params() -> PeerScoreParams {
+    let mut topics = HashMap::new();
+    for topic in Topic::ALL {
+        topics.insert(
+            topic.ident().hash(),
+            TopicScoreParams {
+                topic_weight: 1.0,
+                // Mesh delivery-rate penalties (P3, P3b) assume steady traffic; fleet gossip is
+                // bursty (an announcement per release), so they are off.
+                mesh_message_deliveries_weight: 0.0,
+                mesh_failure_penalty_weight: 0.0,
+                invalid_message_deliveries_weight: -10.0,
+                invalid_message_deliveries_decay: 0.5,
+                ..TopicScoreParams::default()
+            },
+        );
+    }
+    PeerScoreParams {
+        topics,
+        // Many devices of a site share one public address; loopback tests share 127.0.0.1.
+        ip_colocation_factor_weight: 0.0,
+        ..PeerScoreParams::default()
+    }
+}
+
+/// The thresholds documented in the module docs.
+pub fn score_thresholds() -> PeerScoreThresholds {
+    PeerScoreThresholds {
+        gossip_threshold: -100.0,
+        publish_threshold: -200.0,
+        graylist_threshold: -400.0,
+        accept_px_threshold: 10.0,
+        opportunistic_graft_threshold: 5.0,
+    }
+}
+
+/// Whether a peer's score is below the graylist threshold.
+pub fn graylisted(score: f64) -> bool {
+    score < score_thresholds().graylist_threshold
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_versioned_and_params_validate() {
+        for t in Topic::ALL {
+            assert!(t.name().starts_with("floe/") && t.name().ends_with("/1"));
+            assert_eq!(Topic::from_hash(&t.ident().hash()), Some(t));
+        }
+        assert!(score_params().validate().is_ok());
+        assert!(score_thresholds().validate().is_ok());
+        assert!(config().is_ok());
+        assert!(MAX_GOSSIP_BYTES < gossipsub::Config::default_max_transmit_size());
+    }
+}

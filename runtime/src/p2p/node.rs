@@ -1,0 +1,1217 @@
+//! The swarm actor: one task owns the libp2p `Swarm`, the chunk store and every download;
+//! [`Fabric`] is the cloneable handle the rest of the process talks to it through.
+//!
+//! The task waits on one biased select: shutdown first, then commands from handles, then swarm
+//! events, then a 50 ms tick that drives download deadlines and chunk-map refreshes. Handlers
+//! are synchronous functions on [`Node`]. Everything the task keeps has a bound:
+//! - connections: the connection-limits behaviour ([`FabricConfig::max_connections`]);
+//! - downloads: [`FabricConfig::max_downloads`] (a further fetch is refused);
+//! - peers per download and requests per peer: [`super::download::DownloadConfig`];
+//! - outstanding outbound requests: [`MAX_PENDING`] (requests beyond it are not sent);
+//! - inbound chunk responses being written: [`FabricConfig::upload_slots`] (`Busy` beyond it);
+//! - served artifacts: [`MAX_SERVED`] (oldest fetched artifact is no longer served);
+//! - per-peer strike counters: one entry per connected peer, dropped on disconnect;
+//! - banned peers: [`FabricConfig::max_banned`] (oldest ban lifted first);
+//! - events to the observer: [`FabricConfig::event_capacity`] (dropped and counted beyond it).
+
+use super::download::{Arrival, Download, Failure};
+use super::gossip::{self, MAX_GOSSIP_BYTES, Topic, Validation, Validator};
+use super::index::{ArtifactId, ArtifactIndex, ChunkHash};
+use super::store::FabricStore;
+use super::wire::{self, ChunkCodec, Request, Response};
+use super::{FabricConfig, FabricError};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance, TopicHash};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, allow_block_list, connection_limits, identify, kad, mdns, noise,
+    ping, tcp, yamux,
+};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Most outbound requests outstanding at once, over all downloads.
+pub const MAX_PENDING: usize = 4096;
+/// Most artifacts served at once.
+pub const MAX_SERVED: usize = 64;
+/// Capacity of the command channel (senders wait when it is full: backpressure).
+const COMMAND_CAPACITY: usize = 64;
+/// How long one chunk request may take before libp2p fails it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Things the fabric reports to its observer.
+#[derive(Debug, Clone)]
+pub enum FabricEvent {
+    /// Listening on a new address (with our peer id appended).
+    Listening(Multiaddr),
+    /// A first connection to a peer was established.
+    PeerConnected(PeerId),
+    /// The last connection to a peer closed.
+    PeerDisconnected(PeerId),
+    /// An artifact is stored and served.
+    Seeded {
+        /// Its id.
+        id: ArtifactId,
+        /// Its chunk count.
+        chunks: usize,
+    },
+    /// A verified chunk arrived and is stored.
+    ChunkReceived {
+        /// The artifact.
+        id: ArtifactId,
+        /// The chunk's position.
+        chunk: u32,
+        /// The peer it came from.
+        from: PeerId,
+    },
+    /// Every chunk of an artifact is held and verified.
+    ArtifactComplete {
+        /// The artifact.
+        id: ArtifactId,
+        /// Its length.
+        bytes: u64,
+        /// Bytes received over the network in this run (less than `bytes` after a resume).
+        received: u64,
+        /// Time since the fetch began.
+        elapsed: Duration,
+    },
+    /// A peer missed the minimum rate and gets no requests for a while.
+    PeerSnubbed {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer was banned: disconnected and refused from now on.
+    PeerBanned {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A gossip message was accepted by the validator.
+    Gossip {
+        /// Its topic.
+        topic: Topic,
+        /// The peer that forwarded it.
+        from: PeerId,
+        /// The exact bytes.
+        data: Vec<u8>,
+    },
+    /// A gossip message was rejected by the validator.
+    GossipRejected {
+        /// The peer that forwarded it.
+        from: PeerId,
+    },
+}
+
+/// A snapshot of the fabric's counters.
+#[derive(Debug, Clone, Default)]
+pub struct FabricStats {
+    /// Peers with at least one connection.
+    pub connected_peers: usize,
+    /// Peers currently banned.
+    pub banned_peers: usize,
+    /// Downloads running.
+    pub downloads: usize,
+    /// Outbound requests outstanding.
+    pub pending_requests: usize,
+    /// Chunk responses being written.
+    pub uploads_in_flight: usize,
+    /// Chunk responses sent in total.
+    pub chunks_served: u64,
+    /// Events dropped because the observer was slow.
+    pub dropped_events: u64,
+    /// Gossipsub score of each connected peer.
+    pub scores: Vec<(PeerId, f64)>,
+}
+
+/// Fault injection for the end-to-end tests: ways for a node to misbehave on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    /// Publish undecodable messages on the announce topic.
+    GarbageGossip,
+    /// Publish messages larger than every honest node's gossip limit.
+    OversizedGossip,
+    /// Subscribe to many topics nobody uses.
+    Subscriptions,
+    /// Ask every peer for chunks that do not exist.
+    UnknownChunks,
+}
+
+enum Command {
+    Seed {
+        data: Vec<u8>,
+        chunk_len: u32,
+        reply: oneshot::Sender<Result<ArtifactId, FabricError>>,
+    },
+    Fetch {
+        id: ArtifactId,
+        reply: oneshot::Sender<Result<(), FabricError>>,
+    },
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), FabricError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), FabricError>>,
+    },
+    Stats {
+        reply: oneshot::Sender<FabricStats>,
+    },
+    Flood {
+        kind: Flood,
+        count: u32,
+    },
+}
+
+/// The handle to a running fabric. Cheap to clone; the task stops when the cancellation token
+/// fires or every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Fabric {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl Fabric {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, FabricError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| FabricError::Stopped)?;
+        rx.await.map_err(|_| FabricError::Stopped)
+    }
+
+    /// Stores `data` as an artifact of `chunk_len`-byte chunks and serves it. Returns its id.
+    pub async fn seed(&self, data: Vec<u8>, chunk_len: u32) -> Result<ArtifactId, FabricError> {
+        self.call(|reply| Command::Seed {
+            data,
+            chunk_len,
+            reply,
+        })
+        .await?
+    }
+
+    /// Starts fetching an artifact by id (resuming from held chunks). Completion is reported as
+    /// [`FabricEvent::ArtifactComplete`].
+    pub async fn fetch(&self, id: ArtifactId) -> Result<(), FabricError> {
+        self.call(|reply| Command::Fetch { id, reply }).await?
+    }
+
+    /// Publishes a gossip message (at most [`MAX_GOSSIP_BYTES`]).
+    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), FabricError> {
+        self.call(|reply| Command::Publish { topic, data, reply })
+            .await?
+    }
+
+    /// Dials a peer.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), FabricError> {
+        self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// The fabric's counters.
+    pub async fn stats(&self) -> Result<FabricStats, FabricError> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Fault injection for the end-to-end tests: misbehave `count` times. Never used by the
+    /// daemon outside its hidden `--fault-*` flags.
+    pub async fn fault_flood(&self, kind: Flood, count: u32) -> Result<(), FabricError> {
+        self.commands
+            .send(Command::Flood { kind, count })
+            .await
+            .map_err(|_| FabricError::Stopped)
+    }
+}
+
+/// Which topics may be subscribed to: ours only, unless a fault-injecting node wants more.
+#[derive(Debug, Clone)]
+pub struct TopicFilter {
+    allow_any: bool,
+}
+
+impl gossipsub::TopicSubscriptionFilter for TopicFilter {
+    fn can_subscribe(&mut self, topic_hash: &TopicHash) -> bool {
+        self.allow_any || Topic::from_hash(topic_hash).is_some()
+    }
+}
+
+type Gossip = gossipsub::Behaviour<
+    gossipsub::IdentityTransform,
+    gossipsub::MaxCountSubscriptionFilter<TopicFilter>,
+>;
+
+/// The composed behaviour.
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    gossip: Gossip,
+    chunks: request_response::Behaviour<ChunkCodec>,
+}
+
+fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, FabricError> {
+    let build = |e: String| FabricError::Build(e);
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.max_connections))
+        .with_max_established_per_peer(Some(config.max_connections_per_peer))
+        .with_max_pending_incoming(Some(config.max_connections / 2 + 1));
+    let fault = config.fault_corrupt_chunks;
+    let mdns_on = config.mdns;
+    let mut gossip_config = gossip::config().map_err(build)?;
+    if fault {
+        // A misbehaving node is allowed to send what honest nodes refuse.
+        gossip_config = gossipsub::ConfigBuilder::from(gossip_config)
+            .max_transmit_size(256 * 1024)
+            .build()
+            .map_err(|e| build(e.to_string()))?;
+    }
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| build(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let filter = gossipsub::MaxCountSubscriptionFilter {
+                filter: TopicFilter { allow_any: fault },
+                max_subscribed_topics: if fault { 10_000 } else { 16 },
+                max_subscriptions_per_request: 32,
+            };
+            let mut gossip: Gossip = gossipsub::Behaviour::new_with_subscription_filter(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+                filter,
+            )?;
+            gossip.with_peer_score(gossip::score_params(), gossip::score_thresholds())?;
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
+            } else {
+                None
+            };
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad::Config::new(libp2p::StreamProtocol::new("/floe/kad/1")),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                blocked: allow_block_list::Behaviour::default(),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/floe/id/1".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::default(),
+                mdns: Toggle::from(mdns),
+                kad,
+                gossip,
+                chunks: request_response::Behaviour::with_codec(
+                    ChunkCodec,
+                    [(wire::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(256),
+                ),
+            })
+        })
+        .map_err(|e| build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts the fabric task. Returns the handle and the event stream.
+pub fn spawn(
+    key: Keypair,
+    config: FabricConfig,
+    store: Box<dyn FabricStore>,
+    validator: Validator,
+    cancel: CancellationToken,
+) -> Result<(Fabric, mpsc::Receiver<FabricEvent>), FabricError> {
+    let peer_id = key.public().to_peer_id();
+    let mut swarm = build_swarm(key, &config)?;
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| FabricError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    for topic in Topic::ALL {
+        swarm
+            .behaviour_mut()
+            .gossip
+            .subscribe(&topic.ident())
+            .map_err(|e| FabricError::Build(e.to_string()))?;
+    }
+    for addr in &config.bootstrap {
+        if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        }
+        swarm.dial(addr.clone()).map_err(|e| FabricError::Dial {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
+    let node = Node {
+        swarm,
+        store,
+        validator,
+        events: ev_tx,
+        dropped_events: 0,
+        served: HashMap::new(),
+        served_order: VecDeque::new(),
+        downloads: HashMap::new(),
+        pending: HashMap::new(),
+        uploads: HashSet::new(),
+        chunks_served: 0,
+        strikes: HashMap::new(),
+        banned: VecDeque::new(),
+        connected: HashSet::new(),
+        seed: u64::from_le_bytes(peer_id.to_bytes()[2..10].try_into().unwrap_or([7; 8])),
+        last_bootstrap: None,
+        config,
+    };
+    tokio::spawn(node.run(cmd_rx, cancel));
+    Ok((
+        Fabric {
+            commands: cmd_tx,
+            peer_id,
+        },
+        ev_rx,
+    ))
+}
+
+struct Served {
+    index: ArtifactIndex,
+    bits: Vec<bool>,
+    position: HashMap<ChunkHash, u32>,
+    /// Seeded here (always served) rather than fetched (served unless central pull).
+    seeded: bool,
+}
+
+struct Active {
+    id: ArtifactId,
+    started: Instant,
+    dl: Option<Download<PeerId>>,
+    /// Peers asked for the index (each once).
+    index_asked: HashSet<PeerId>,
+    /// When each peer's chunk map was last asked for, and whether the answer is outstanding.
+    have_asked: HashMap<PeerId, (Instant, bool)>,
+}
+
+#[derive(Clone, Copy)]
+enum Pending {
+    Index(ArtifactId),
+    Have(ArtifactId),
+    Chunk(ArtifactId, u32),
+    /// A fault-injection request whose answer is irrelevant.
+    Junk,
+}
+
+#[derive(Default)]
+struct Strikes {
+    invalid_gossip: u32,
+    unknown_requests: u32,
+}
+
+struct Node {
+    swarm: Swarm<Behaviour>,
+    store: Box<dyn FabricStore>,
+    validator: Validator,
+    config: FabricConfig,
+    events: mpsc::Sender<FabricEvent>,
+    dropped_events: u64,
+    served: HashMap<ArtifactId, Served>,
+    served_order: VecDeque<ArtifactId>,
+    downloads: HashMap<ArtifactId, Active>,
+    pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
+    uploads: HashSet<request_response::InboundRequestId>,
+    chunks_served: u64,
+    strikes: HashMap<PeerId, Strikes>,
+    banned: VecDeque<PeerId>,
+    connected: HashSet<PeerId>,
+    seed: u64,
+    last_bootstrap: Option<Instant>,
+}
+
+impl Node {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                _ = tick.tick() => self.on_tick(Instant::now()),
+            }
+        }
+        tracing::debug!("fabric task stopped");
+    }
+
+    fn emit(&mut self, event: FabricEvent) {
+        if self.events.try_send(event).is_err() {
+            self.dropped_events += 1;
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Seed {
+                data,
+                chunk_len,
+                reply,
+            } => {
+                let _ = reply.send(self.seed_artifact(&data, chunk_len));
+            }
+            Command::Fetch { id, reply } => {
+                let _ = reply.send(self.start_fetch(id));
+            }
+            Command::Publish { topic, data, reply } => {
+                let result = if data.len() > MAX_GOSSIP_BYTES {
+                    Err(FabricError::Publish {
+                        topic: topic.name().into(),
+                        reason: format!(
+                            "{} bytes is over the {MAX_GOSSIP_BYTES}-byte limit",
+                            data.len()
+                        ),
+                    })
+                } else {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossip
+                        .publish(topic.ident(), data)
+                        .map(|_| ())
+                        .map_err(|e| FabricError::Publish {
+                            topic: topic.name().into(),
+                            reason: e.to_string(),
+                        })
+                };
+                let _ = reply.send(result);
+            }
+            Command::Dial { addr, reply } => {
+                let result = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| FabricError::Dial {
+                        addr,
+                        reason: e.to_string(),
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Stats { reply } => {
+                let gossip = &self.swarm.behaviour().gossip;
+                let scores = self
+                    .connected
+                    .iter()
+                    .map(|p| (*p, gossip.peer_score(p).unwrap_or(0.0)))
+                    .collect();
+                let _ = reply.send(FabricStats {
+                    connected_peers: self.connected.len(),
+                    banned_peers: self.banned.len(),
+                    downloads: self.downloads.len(),
+                    pending_requests: self.pending.len(),
+                    uploads_in_flight: self.uploads.len(),
+                    chunks_served: self.chunks_served,
+                    dropped_events: self.dropped_events,
+                    scores,
+                });
+            }
+            Command::Flood { kind, count } => self.flood(kind, count),
+        }
+    }
+
+    fn flood(&mut self, kind: Flood, count: u32) {
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        for i in 0..count {
+            let mut noise = [0u8; 32];
+            let _ = getrandom::fill(&mut noise);
+            match kind {
+                Flood::GarbageGossip => {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .gossip
+                        .publish(Topic::Announce.ident(), noise.to_vec());
+                }
+                Flood::OversizedGossip => {
+                    let mut big = vec![0u8; 100 * 1024];
+                    big[..32].copy_from_slice(&noise);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .gossip
+                        .publish(Topic::Announce.ident(), big);
+                }
+                Flood::Subscriptions => {
+                    let topic = gossipsub::IdentTopic::new(format!(
+                        "junk/{i}/{}",
+                        hex::encode(&noise[..4])
+                    ));
+                    let _ = self.swarm.behaviour_mut().gossip.subscribe(&topic);
+                }
+                Flood::UnknownChunks => {
+                    for peer in &peers {
+                        if self.pending.len() >= MAX_PENDING {
+                            break;
+                        }
+                        let id = self
+                            .swarm
+                            .behaviour_mut()
+                            .chunks
+                            .send_request(peer, Request::Chunk(noise, noise));
+                        self.pending.insert(id, (*peer, Pending::Junk));
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, index: ArtifactIndex, bits: Vec<bool>, seeded: bool) {
+        let id = index.id();
+        if !self.served.contains_key(&id) {
+            if self.served.len() >= MAX_SERVED {
+                // At the bound, stop serving the oldest artifact (its chunks stay on disk).
+                if let Some(old) = self.served_order.pop_front() {
+                    self.served.remove(&old);
+                }
+            }
+            self.served_order.push_back(id);
+        }
+        let position = index
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, i as u32))
+            .collect();
+        self.served.insert(
+            id,
+            Served {
+                index,
+                bits,
+                position,
+                seeded,
+            },
+        );
+    }
+
+    fn seed_artifact(&mut self, data: &[u8], chunk_len: u32) -> Result<ArtifactId, FabricError> {
+        let index = ArtifactIndex::from_bytes(data, chunk_len)?;
+        for (i, hash) in index.chunks.iter().enumerate() {
+            if !self.store.has(hash) {
+                let start = i * chunk_len as usize;
+                self.store
+                    .put(hash, &data[start..start + index.chunk_size(i)])?;
+            }
+        }
+        self.store.put_index(&index)?;
+        let id = index.id();
+        let chunks = index.chunks.len();
+        self.serve(index, vec![true; chunks], true);
+        self.emit(FabricEvent::Seeded { id, chunks });
+        Ok(id)
+    }
+
+    fn start_fetch(&mut self, id: ArtifactId) -> Result<(), FabricError> {
+        if self.downloads.contains_key(&id) {
+            return Ok(());
+        }
+        if self.downloads.len() >= self.config.max_downloads {
+            return Err(FabricError::Busy("too many downloads"));
+        }
+        let started = Instant::now();
+        let mut active = Active {
+            id,
+            started,
+            dl: None,
+            index_asked: HashSet::new(),
+            have_asked: HashMap::new(),
+        };
+        if let Some(index) = self.store.get_index(&id)? {
+            self.install_index(&mut active, index);
+        }
+        if active.dl.as_ref().is_some_and(|d| d.is_complete()) {
+            let bytes = active.dl.as_ref().map(|d| d.index().total_len).unwrap_or(0);
+            self.emit(FabricEvent::ArtifactComplete {
+                id,
+                bytes,
+                received: 0,
+                elapsed: Duration::ZERO,
+            });
+            return Ok(());
+        }
+        self.downloads.insert(id, active);
+        self.query_all(id);
+        Ok(())
+    }
+
+    fn install_index(&mut self, active: &mut Active, index: ArtifactIndex) {
+        let store = &self.store;
+        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let dl = Download::new(
+            index.clone(),
+            self.config.download.clone(),
+            self.seed,
+            |i| store.has(&index.chunks[i]),
+        );
+        let bits = dl.held().to_vec();
+        let seeded = self.served.get(&active.id).is_some_and(|s| s.seeded);
+        self.serve(index, bits, seeded);
+        active.dl = Some(dl);
+    }
+
+    /// Asks every connected peer what it has of `id` (or for its index while unknown).
+    fn query_all(&mut self, id: ArtifactId) {
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        for peer in peers {
+            self.query_peer(id, peer, Instant::now());
+        }
+        self.pump(id, Instant::now());
+    }
+
+    fn send(&mut self, peer: PeerId, request: Request, pending: Pending) -> bool {
+        if self.pending.len() >= MAX_PENDING {
+            return false;
+        }
+        let rid = self
+            .swarm
+            .behaviour_mut()
+            .chunks
+            .send_request(&peer, request);
+        self.pending.insert(rid, (peer, pending));
+        true
+    }
+
+    fn query_peer(&mut self, id: ArtifactId, peer: PeerId, now: Instant) {
+        let Some(active) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        if active.dl.is_none() {
+            if active.index_asked.insert(peer) {
+                self.send(peer, Request::Index(id), Pending::Index(id));
+            }
+            return;
+        }
+        let refresh = self.config.have_refresh;
+        let due = match active.have_asked.get(&peer) {
+            None => true,
+            Some((at, outstanding)) => !*outstanding && now.duration_since(*at) >= refresh,
+        };
+        if due && self.send(peer, Request::Have(id), Pending::Have(id)) {
+            if let Some(active) = self.downloads.get_mut(&id) {
+                active.have_asked.insert(peer, (now, true));
+            }
+        }
+    }
+
+    /// Sends whatever requests the scheduler wants now.
+    fn pump(&mut self, id: ArtifactId, now: Instant) {
+        let Some(active) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        let Some(dl) = active.dl.as_mut() else { return };
+        let wanted = dl.schedule(now);
+        for (peer, chunk) in wanted {
+            let hash = self
+                .downloads
+                .get(&id)
+                .and_then(|a| a.dl.as_ref())
+                .map(|d| d.index().chunks[chunk as usize]);
+            let Some(hash) = hash else { continue };
+            if !self.send(peer, Request::Chunk(id, hash), Pending::Chunk(id, chunk)) {
+                if let Some(dl) = self.downloads.get_mut(&id).and_then(|a| a.dl.as_mut()) {
+                    dl.on_failure(peer, chunk, Failure::Busy, now);
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let ids: Vec<ArtifactId> = self.downloads.keys().copied().collect();
+        for id in ids {
+            let snubbed = self
+                .downloads
+                .get_mut(&id)
+                .and_then(|a| a.dl.as_mut())
+                .map(|dl| dl.check_slow(now))
+                .unwrap_or_default();
+            for peer in snubbed {
+                tracing::info!(%peer, "peer below the minimum rate; moving its chunks elsewhere");
+                self.emit(FabricEvent::PeerSnubbed { peer });
+            }
+            let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+            for peer in peers {
+                self.query_peer(id, peer, now);
+            }
+            self.pump(id, now);
+        }
+        // Re-run the Kademlia bootstrap now and then so routed peers keep finding each other.
+        let due = self
+            .last_bootstrap
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(30));
+        if due && !self.connected.is_empty() {
+            self.last_bootstrap = Some(now);
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId, reason: &'static str) {
+        if self.banned.contains(&peer) {
+            return;
+        }
+        tracing::warn!(%peer, reason, "banning peer");
+        if self.banned.len() >= self.config.max_banned {
+            if let Some(old) = self.banned.pop_front() {
+                self.swarm.behaviour_mut().blocked.unblock_peer(old);
+            }
+        }
+        self.banned.push_back(peer);
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.blocked.block_peer(peer);
+        behaviour.gossip.blacklist_peer(&peer);
+        behaviour.kad.remove_peer(&peer);
+        for active in self.downloads.values_mut() {
+            if let Some(dl) = active.dl.as_mut() {
+                dl.remove_peer(&peer);
+            }
+        }
+        self.emit(FabricEvent::PeerBanned { peer, reason });
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let peer = *self.swarm.local_peer_id();
+                let full = address.with(libp2p::multiaddr::Protocol::P2p(peer));
+                self.emit(FabricEvent::Listening(full));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => self.on_connected(peer_id, num_established.get()),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => self.on_disconnected(peer_id, num_established),
+            SwarmEvent::Behaviour(event) => self.on_behaviour(event),
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, peer_id: PeerId, num_established: u32) {
+        if num_established == 1 && self.connected.insert(peer_id) {
+            self.emit(FabricEvent::PeerConnected(peer_id));
+            let ids: Vec<ArtifactId> = self.downloads.keys().copied().collect();
+            for id in ids {
+                self.query_peer(id, peer_id, Instant::now());
+            }
+        }
+    }
+
+    fn on_disconnected(&mut self, peer_id: PeerId, num_established: u32) {
+        if num_established == 0 && self.connected.remove(&peer_id) {
+            self.strikes.remove(&peer_id);
+            for active in self.downloads.values_mut() {
+                active.have_asked.remove(&peer_id);
+                active.index_asked.remove(&peer_id);
+                if let Some(dl) = active.dl.as_mut() {
+                    dl.remove_peer(&peer_id);
+                }
+            }
+            self.emit(FabricEvent::PeerDisconnected(peer_id));
+        }
+    }
+
+    fn dial_discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id()
+            || self.connected.contains(&peer)
+            || self.banned.contains(&peer)
+            || self.connected.len() >= self.config.max_connections as usize
+        {
+            return;
+        }
+        let _ = self
+            .swarm
+            .dial(DialOpts::peer_id(peer).addresses(addrs).build());
+    }
+
+    fn on_behaviour(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in info.listen_addrs.into_iter().take(8) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            }) => {
+                self.dial_discovered(peer, addresses.into_vec());
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (peer, addr) in list.into_iter().take(64) {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    self.dial_discovered(peer, vec![addr]);
+                }
+            }
+            BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                self.on_gossip(propagation_source, message_id, message);
+            }
+            BehaviourEvent::Chunks(event) => self.on_chunks(event),
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, from: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let verdict = match Topic::from_hash(&message.topic) {
+            Some(_) if message.data.len() > MAX_GOSSIP_BYTES => Validation::Reject,
+            Some(topic) => (self.validator)(topic, &message.data),
+            None => Validation::Reject,
+        };
+        let acceptance = match verdict {
+            Validation::Accept => MessageAcceptance::Accept,
+            Validation::Reject => MessageAcceptance::Reject,
+            Validation::Ignore => MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossip
+            .report_message_validation_result(&id, &from, acceptance);
+        match verdict {
+            Validation::Accept => {
+                if let Some(topic) = Topic::from_hash(&message.topic) {
+                    self.emit(FabricEvent::Gossip {
+                        topic,
+                        from,
+                        data: message.data,
+                    });
+                }
+            }
+            Validation::Reject => {
+                self.emit(FabricEvent::GossipRejected { from });
+                let limit = self.config.max_invalid_gossip;
+                let strikes = self.strikes.entry(from).or_default();
+                strikes.invalid_gossip += 1;
+                if strikes.invalid_gossip >= limit {
+                    self.ban(from, "invalid gossip");
+                }
+            }
+            Validation::Ignore => {}
+        }
+    }
+
+    fn on_chunks(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request_id,
+                        request,
+                        channel,
+                    },
+                ..
+            } => {
+                let response = self.answer(peer, request);
+                let is_chunk = matches!(response, Response::Chunk(_));
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .chunks
+                    .send_response(channel, response)
+                    .is_ok()
+                    && is_chunk
+                {
+                    self.uploads.insert(request_id);
+                    self.chunks_served += 1;
+                }
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((_, pending)) = self.pending.remove(&request_id) {
+                    self.on_response(peer, pending, response);
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, pending)) = self.pending.remove(&request_id) {
+                    tracing::debug!(%peer, %error, "request failed");
+                    self.on_request_failed(peer, pending);
+                }
+            }
+            Event::InboundFailure { request_id, .. } | Event::ResponseSent { request_id, .. } => {
+                self.uploads.remove(&request_id);
+            }
+        }
+    }
+
+    fn strike_unknown(&mut self, peer: PeerId) {
+        let limit = self.config.max_unknown_requests;
+        let strikes = self.strikes.entry(peer).or_default();
+        strikes.unknown_requests += 1;
+        if strikes.unknown_requests >= limit {
+            self.ban(peer, "requests for unknown chunks");
+        }
+    }
+
+    fn servable(&self, id: &ArtifactId) -> Option<&Served> {
+        self.served
+            .get(id)
+            .filter(|s| s.seeded || !self.config.central_pull)
+    }
+
+    fn answer(&mut self, peer: PeerId, request: Request) -> Response {
+        match request {
+            Request::Index(id) => match self.servable(&id) {
+                Some(s) => Response::Index(s.index.encode()),
+                // Index requests for unknown ids are normal: a new download asks everyone.
+                None => Response::NotFound,
+            },
+            Request::Have(id) => match self.servable(&id) {
+                Some(s) => Response::Have(wire::pack_bits(&s.bits)),
+                None => Response::NotFound,
+            },
+            Request::Chunk(id, hash) => {
+                let held = self
+                    .servable(&id)
+                    .and_then(|s| s.position.get(&hash).map(|i| s.bits[*i as usize]))
+                    .unwrap_or(false);
+                if !held {
+                    self.strike_unknown(peer);
+                    return Response::NotFound;
+                }
+                if self.uploads.len() >= self.config.upload_slots {
+                    return Response::Busy;
+                }
+                match self.store.get(&hash) {
+                    Ok(Some(mut bytes)) => {
+                        if self.config.fault_corrupt_chunks {
+                            if let Some(b) = bytes.first_mut() {
+                                *b ^= 0xff;
+                            }
+                        }
+                        Response::Chunk(bytes)
+                    }
+                    Ok(None) => Response::NotFound,
+                    Err(err) => {
+                        tracing::error!(%err, "reading a chunk to serve");
+                        Response::NotFound
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_response(&mut self, peer: PeerId, pending: Pending, response: Response) {
+        let now = Instant::now();
+        match (pending, response) {
+            (Pending::Index(id), Response::Index(bytes)) => {
+                let Some(mut active) = self.downloads.remove(&id) else {
+                    return;
+                };
+                if active.dl.is_none() {
+                    match ArtifactIndex::decode_for(&id, &bytes) {
+                        Ok(index) => {
+                            if let Err(err) = self.store.put_index(&index) {
+                                tracing::error!(%err, "storing an index");
+                            }
+                            self.install_index(&mut active, index);
+                        }
+                        Err(_) => {
+                            self.downloads.insert(id, active);
+                            self.ban(peer, "index does not match its id");
+                            return;
+                        }
+                    }
+                }
+                self.downloads.insert(id, active);
+                self.query_all(id);
+            }
+            (Pending::Have(id), Response::Have(bytes)) => {
+                let Some(active) = self.downloads.get_mut(&id) else {
+                    return;
+                };
+                if let Some(entry) = active.have_asked.get_mut(&peer) {
+                    entry.1 = false;
+                }
+                let Some(dl) = active.dl.as_mut() else { return };
+                match wire::unpack_bits(&bytes, dl.index().chunks.len()) {
+                    Some(bits) => {
+                        dl.update_peer(peer, bits);
+                        self.pump(id, now);
+                    }
+                    None => self.ban(peer, "malformed chunk map"),
+                }
+            }
+            (Pending::Have(id), _) => {
+                if let Some(entry) = self
+                    .downloads
+                    .get_mut(&id)
+                    .and_then(|a| a.have_asked.get_mut(&peer))
+                {
+                    entry.1 = false;
+                }
+            }
+            (Pending::Chunk(id, chunk), Response::Chunk(bytes)) => {
+                self.on_chunk(peer, id, chunk, bytes, now)
+            }
+            (Pending::Chunk(id, chunk), other) => {
+                let failure = if matches!(other, Response::Busy) {
+                    Failure::Busy
+                } else {
+                    Failure::NotFound
+                };
+                if let Some(dl) = self.downloads.get_mut(&id).and_then(|a| a.dl.as_mut()) {
+                    dl.on_failure(peer, chunk, failure, now);
+                }
+                self.pump(id, now);
+            }
+            (Pending::Index(_), _) | (Pending::Junk, _) => {}
+        }
+    }
+
+    fn on_chunk(&mut self, peer: PeerId, id: ArtifactId, chunk: u32, bytes: Vec<u8>, now: Instant) {
+        let Some(active) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        let Some(dl) = active.dl.as_mut() else { return };
+        match dl.on_chunk(peer, chunk, &bytes) {
+            Arrival::Corrupt => {
+                self.ban(peer, "served a corrupt chunk");
+                self.pump(id, now);
+                return;
+            }
+            Arrival::Duplicate => {
+                self.pump(id, now);
+                return;
+            }
+            Arrival::Accepted => {}
+        }
+        let hash = dl.index().chunks[chunk as usize];
+        if let Err(err) = self.store.put(&hash, &bytes) {
+            tracing::error!(%err, "storing a verified chunk");
+            return;
+        }
+        // Serve it from now on.
+        if let Some(served) = self.served.get_mut(&id) {
+            if let Some(b) = served.bits.get_mut(chunk as usize) {
+                *b = true;
+            }
+        }
+        self.emit(FabricEvent::ChunkReceived {
+            id,
+            chunk,
+            from: peer,
+        });
+        let done = self.downloads.get(&id).and_then(|a| {
+            a.dl.as_ref().map(|d| {
+                (
+                    d.is_complete(),
+                    d.index().total_len,
+                    d.bytes_received(),
+                    a.started,
+                )
+            })
+        });
+        match done {
+            Some((true, bytes, received, started)) => {
+                self.downloads.remove(&id);
+                self.emit(FabricEvent::ArtifactComplete {
+                    id,
+                    bytes,
+                    received,
+                    elapsed: now.duration_since(started),
+                });
+            }
+            _ => self.pump(id, now),
+        }
+    }
+
+    fn on_request_failed(&mut self, peer: PeerId, pending: Pending) {
+        let now = Instant::now();
+        match pending {
+            Pending::Chunk(id, chunk) => {
+                if let Some(dl) = self.downloads.get_mut(&id).and_then(|a| a.dl.as_mut()) {
+                    dl.on_failure(peer, chunk, Failure::Error, now);
+                }
+                self.pump(id, now);
+            }
+            Pending::Have(id) => {
+                if let Some(entry) = self
+                    .downloads
+                    .get_mut(&id)
+                    .and_then(|a| a.have_asked.get_mut(&peer))
+                {
+                    entry.1 = false;
+                }
+            }
+            Pending::Index(id) => {
+                // Let the peer be asked again later.
+                if let Some(active) = self.downloads.get_mut(&id) {
+                    active.index_asked.remove(&peer);
+                }
+            }
+            Pending::Junk => {}
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Where the fabric keeps chunks and indexes: the [`FabricStore`] trait, with a file-backed
+//! implementation ([`FileStore`]) used by `floed fabric` and an in-memory one ([`MemStore`]) for
+//! unit tests.
+//!
+//! Why a trait of its own: the signed artifact layer (`artifact::store`) owns the real chunk
+//! store; the fabric only needs "has / get / put a chunk by hash" and "remember an index", so it
+//! depends on that much and an adapter bridges the two. Every `put` verifies the hash before
+//! anything is written, and the file store writes through a temporary file and a rename, so a
+//! crash never leaves a half-written chunk that a later start would serve.
+
+use super::index::{ArtifactId, ArtifactIndex, ChunkHash};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Errors of a store, named by phase.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The bytes do not hash to the hash they were stored under.
+    #[error("chunk does not match its hash {0}")]
+    Verify(String),
+    /// Reading failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writing failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A stored index is corrupt.
+    #[error("stored index {0} is corrupt")]
+    Index(String),
+}
+
+/// Chunk and index storage as the fabric sees it.
+pub trait FabricStore: Send + 'static {
+    /// Whether the chunk is held (and was verified when stored).
+    fn has(&self, hash: &ChunkHash) -> bool;
+    /// The chunk's bytes, if held.
+    fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a chunk after checking that `bytes` hash to `hash`.
+    fn put(&mut self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Remembers an artifact's index (so a restarted download knows what it was fetching).
+    fn put_index(&mut self, index: &ArtifactIndex) -> Result<(), StoreError>;
+    /// A remembered index.
+    fn get_index(&self, id: &ArtifactId) -> Result<Option<ArtifactIndex>, StoreError>;
+}
+
+fn verify(hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
+    if Sha256::digest(bytes).as_slice() == hash {
+        Ok(())
+    } else {
+        Err(StoreError::Verify(hex::encode(hash)))
+    }
+}
+
+/// An in-memory store for unit tests and short-lived tools. Unbounded by design of its callers:
+/// it only ever holds the chunks of the indexes it was given.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    chunks: HashMap<ChunkHash, Vec<u8>>,
+    indexes: HashMap<ArtifactId, ArtifactIndex>,
+}
+
+impl FabricStore for MemStore {
+    fn has(&self, hash: &ChunkHash) -> bool {
+        self.chunks.contains_key(hash)
+    }
+    fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.chunks.get(hash).cloned())
+    }
+    fn put(&mut self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
+        verify(hash, bytes)?;
+        self.chunks.insert(*hash, bytes.to_vec());
+        Ok(())
+    }
+    fn put_index(&mut self, index: &ArtifactIndex) -> Result<(), StoreError> {
+        self.indexes.insert(index.id(), index.clone());
+        Ok(())
+    }
+    fn get_index(&self, id: &ArtifactId) -> Result<Option<ArtifactIndex>, StoreError> {
+        Ok(self.indexes.get(id).cloned())
+    }
+}
+
+/// A store in a directory: `chunks/<hex sha256>` and `indexes/<hex id>`.
+#[derive(Debug)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for sub in ["chunks", "indexes"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| StoreError::Write { path: dir, source })?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn chunk_path(&self, hash: &ChunkHash) -> PathBuf {
+        self.root.join("chunks").join(hex::encode(hash))
+    }
+
+    fn index_path(&self, id: &ArtifactId) -> PathBuf {
+        self.root.join("indexes").join(hex::encode(id))
+    }
+
+    /// Reassembles a complete artifact into `out` (written atomically), verifying every chunk
+    /// again on the way.
+    pub fn export(&self, index: &ArtifactIndex, out: &Path) -> Result<(), StoreError> {
+        let tmp = out.with_extension("part");
+        let write_err = |source| StoreError::Write {
+            path: tmp.clone(),
+            source,
+        };
+        let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
+        for hash in &index.chunks {
+            let bytes = self
+                .get(hash)?
+                .ok_or_else(|| StoreError::Verify(hex::encode(hash)))?;
+            verify(hash, &bytes)?;
+            file.write_all(&bytes).map_err(write_err)?;
+        }
+        file.sync_all().map_err(write_err)?;
+        std::fs::rename(&tmp, out).map_err(|source| StoreError::Write {
+            path: out.to_path_buf(),
+            source,
+        })
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    let err = |source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::create(&tmp).map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+impl FabricStore for FileStore {
+    fn has(&self, hash: &ChunkHash) -> bool {
+        self.chunk_path(hash).is_file()
+    }
+
+    fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.chunk_path(hash);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Read { path, source }),
+        }
+    }
+
+    fn put(&mut self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
+        verify(hash, bytes)?;
+        write_atomic(&self.chunk_path(hash), bytes)
+    }
+
+    fn put_index(&mut self, index: &ArtifactIndex) -> Result<(), StoreError> {
+        write_atomic(&self.index_path(&index.id()), &index.encode())
+    }
+
+    fn get_index(&self, id: &ArtifactId) -> Result<Option<ArtifactIndex>, StoreError> {
+        let path = self.index_path(id);
+        match std::fs::read(&path) {
+            Ok(bytes) => ArtifactIndex::decode_for(id, &bytes)
+                .map(Some)
+                .map_err(|_| StoreError::Index(hex::encode(id))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Read { path, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_store_verifies_before_writing_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(dir.path()).unwrap();
+        let data = vec![3u8; 5000];
+        let hash: ChunkHash = Sha256::digest(&data).into();
+        assert!(store.put(&hash, b"other bytes").is_err());
+        assert!(
+            !store.has(&hash),
+            "a refused chunk must leave nothing on disk"
+        );
+        store.put(&hash, &data).unwrap();
+        assert_eq!(store.get(&hash).unwrap().unwrap(), data);
+
+        let index = ArtifactIndex::from_bytes(&data, 4096).unwrap();
+        for (i, h) in index.chunks.iter().enumerate() {
+            store
+                .put(h, &data[i * 4096..(i * 4096 + index.chunk_size(i))])
+                .unwrap();
+        }
+        store.put_index(&index).unwrap();
+        let reopened = FileStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.get_index(&index.id()).unwrap().unwrap(), index);
+        let out = dir.path().join("out.bin");
+        reopened.export(&index, &out).unwrap();
+        assert_eq!(std::fs::read(out).unwrap(), data);
+    }
+}

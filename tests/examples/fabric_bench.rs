@@ -1,0 +1,204 @@
+//! The fabric benchmark: an artifact of S = 64 MiB to N = 16 devices in network namespaces,
+//! every link (the seed's too) shaped to 50 Mbit/s each way with 10 ms delay, in peer-to-peer
+//! mode and in central-pull mode in the same run; then the latency of a 1 KiB signed gossip
+//! message to all 16.
+//!
+//! Run: `cargo run --release -p floe-tests --example fabric_bench` (as root; it prints why and
+//! exits otherwise). `FABRIC_BENCH_MIB` and `FABRIC_BENCH_N` shrink it for a quick look.
+//!
+//! Efficiency is T_min / T with T_min = max(S/U_seed, S/D, N·S/(U_seed + ΣU_devices)) (Kumar
+//! and Ross). The last line is machine-readable:
+//! `p2p_s=<t> central_s=<t> efficiency=<e> speedup=<central/p2p> gossip_p99_ms=<ms>`.
+
+use anyhow::{Context, Result, bail};
+use floe_tests::fleet::{Node, NodeOpts, write_artifact};
+use floe_tests::netns::{LinkShape, NetnsFleet, unavailable};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const MBIT: u32 = 50;
+const DELAY_MS: u32 = 10;
+const CHUNK: u32 = 1024 * 1024;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Run {
+    seconds: f64,
+    nodes: Vec<Node>,
+    seed: Node,
+}
+
+fn run_mode(
+    fleet: &NetnsFleet,
+    root: &Path,
+    art: &Path,
+    data: &[u8],
+    n: usize,
+    central: bool,
+) -> Result<Run> {
+    let mode = if central { "central" } else { "p2p" };
+    let dir = root.join(mode);
+    let start = |i: usize, opts: NodeOpts| {
+        Node::start(NodeOpts {
+            data_dir: dir.join(format!("d{i}")),
+            listen: Some(format!("/ip4/{}/tcp/0", fleet.addr(i))),
+            netns: Some(fleet.devices()[i].clone()),
+            ..opts
+        })
+    };
+    let seed = start(
+        0,
+        NodeOpts {
+            seed: Some(art.to_path_buf()),
+            chunk_size: Some(CHUNK),
+            ..NodeOpts::default()
+        },
+    )?;
+    let id = seed.wait_for(Duration::from_secs(120), |e| e["event"] == "seeded")?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        let mut bootstrap = vec![seed.addr.clone()];
+        if let Some(prev) = nodes.last() {
+            let prev: &Node = prev;
+            bootstrap.push(prev.addr.clone());
+        }
+        nodes.push(start(
+            i,
+            NodeOpts {
+                bootstrap,
+                central_pull: central,
+                ..NodeOpts::default()
+            },
+        )?);
+    }
+    // Give Kademlia a moment to connect the devices to each other.
+    let settle = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut min = usize::MAX;
+        for node in &mut nodes {
+            min = min.min(node.stats()?["connected"].as_u64().unwrap_or(0) as usize);
+        }
+        if min >= n.min(8) || Instant::now() > settle {
+            println!("{mode}: every device has at least {min} peers");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let t0 = Instant::now();
+    for node in &mut nodes {
+        node.send(&format!("fetch {id}"))?;
+    }
+    let mut slowest_ms = 0u64;
+    for node in &nodes {
+        let done = node.wait_complete(&id, Duration::from_secs(1200))?;
+        let got = std::fs::read(done["path"].as_str().unwrap_or_default())
+            .context("reading an export")?;
+        if got != data {
+            bail!("{mode}: device {} exported different bytes", node.peer_id);
+        }
+        slowest_ms = slowest_ms.max(done["elapsed_ms"].as_u64().unwrap_or(0));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let seconds = slowest_ms as f64 / 1000.0;
+    println!(
+        "{mode}: all {n} devices verified; slowest fetch {seconds:.2} s (harness wall {wall:.2} s)"
+    );
+    Ok(Run {
+        seconds,
+        nodes,
+        seed,
+    })
+}
+
+fn gossip_p99(run: &mut Run, messages: usize) -> Result<f64> {
+    let marks: Vec<usize> = run.nodes.iter().map(Node::event_count).collect();
+    for _ in 0..messages {
+        run.seed.send("ping")?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let mut latencies = Vec::new();
+    for (node, mark) in run.nodes.iter().zip(marks) {
+        let got: Vec<u64> = node.events()[mark..]
+            .iter()
+            .filter(|e| e["event"] == "gossip" && e["topic"] == "floe/health/1")
+            .filter_map(|e| e["latency_ms"].as_u64())
+            .collect();
+        if got.len() < messages {
+            println!(
+                "gossip: device {} received {} of {messages}",
+                node.peer_id,
+                got.len()
+            );
+        }
+        latencies.extend(got);
+    }
+    let expected = messages * run.nodes.len();
+    // Missing deliveries count as infinitely late.
+    latencies.resize(expected.max(latencies.len()), u64::MAX);
+    latencies.sort_unstable();
+    let idx = ((expected as f64) * 0.99).ceil() as usize;
+    let p99 = latencies[idx.saturating_sub(1).min(latencies.len() - 1)];
+    Ok(if p99 == u64::MAX {
+        f64::INFINITY
+    } else {
+        p99 as f64
+    })
+}
+
+fn main() -> Result<()> {
+    if let Some(reason) = unavailable() {
+        println!("skipping the fabric benchmark: {reason}");
+        return Ok(());
+    }
+    let mib = env_or("FABRIC_BENCH_MIB", 64);
+    let n = env_or("FABRIC_BENCH_N", 16);
+    let shape = LinkShape {
+        mbit: MBIT,
+        delay_ms: DELAY_MS,
+        loss_pct: 0.0,
+    };
+    let fleet = NetnsFleet::create(n + 1, shape)?;
+    println!(
+        "fleet: seed + {n} devices, {MBIT} Mbit/s each way, {} ms delay{}",
+        DELAY_MS,
+        if fleet.delay_applied() {
+            ""
+        } else {
+            " (NOT applied: kernel lacks sch_netem)"
+        }
+    );
+    let root = tempfile::tempdir()?;
+    let art = root.path().join("artifact.bin");
+    let data = write_artifact(&art, mib * 1024 * 1024, 42)?;
+    let s_bits = (data.len() * 8) as f64;
+    let u = f64::from(MBIT) * 1e6;
+    let t_min = (s_bits / u)
+        .max(s_bits / u)
+        .max(n as f64 * s_bits / (u + n as f64 * u));
+
+    let mut p2p = run_mode(&fleet, root.path(), &art, &data, n, false)?;
+    let gossip = gossip_p99(&mut p2p, 50)?;
+    let p2p_s = p2p.seconds;
+    drop(p2p);
+    let _ = std::fs::remove_dir_all(root.path().join("p2p"));
+    let central = run_mode(&fleet, root.path(), &art, &data, n, true)?;
+    let central_s = central.seconds;
+    drop(central);
+
+    let efficiency = t_min / p2p_s;
+    println!("S = {mib} MiB, N = {n}, T_min = {t_min:.2} s");
+    println!(
+        "p2p_s={p2p_s:.2} central_s={central_s:.2} efficiency={efficiency:.2} speedup={:.2} gossip_p99_ms={gossip:.0}",
+        central_s / p2p_s
+    );
+    Ok(())
+}
