@@ -6,7 +6,14 @@
 //! Architecture invariant: `proto`, `artifact` and `p2p` never import `agent`, `slots` or
 //! `health`, so the coordinator uses them without pulling in the device.
 
+pub mod agent;
 pub mod artifact;
 pub mod broker;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod identity;
 pub mod p2p;
 pub mod proto;
+pub mod slots;
+pub mod state;

@@ -4,11 +4,17 @@ mod artifact;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use floe_runtime::config::{Config, DEFAULT_CONFIG_PATH};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod daemon;
 mod demo;
 mod fabric;
+mod install;
+mod rollback;
 mod run;
+mod status;
 mod validate;
 
 #[derive(Debug, Parser)]
@@ -31,6 +37,25 @@ enum Command {
     Artifact(artifact::ArtifactCommand),
     /// Run a fabric-only node: join the swarm, seed or fetch artifacts, print events.
     Fabric(fabric::FabricArgs),
+    /// Run the device agent (under systemd: Type=notify).
+    Daemon(Common),
+    /// Install a version through stage, smoke test, switch, trial and commit or rollback.
+    Install(install::Args),
+    /// Show slots, versions, trial state, health and recent audit entries.
+    Status(status::Args),
+    /// Return to the last known good slot, recording the reason.
+    Rollback(rollback::Args),
+}
+
+/// The options every agent subcommand takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Common {
+    /// The configuration file.
+    #[arg(long, env = "FLOED_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides the data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +67,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr (journald picks it up under systemd), filtered by `RUST_LOG`.
+fn init_agent_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Loads the configuration. The daemon needs the file; the local commands fall back to a
+/// minimal configuration when only `--data-dir` is given and no file exists.
+fn load_config(common: &Common, need_file: bool) -> Result<Config> {
+    init_agent_logging();
+    let explicit = common.config.is_some();
+    let path = common
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    if !explicit && !need_file && !path.exists() {
+        if let Some(dir) = &common.data_dir {
+            return Ok(Config::minimal(&absolute(dir)?));
+        }
+    }
+    let data_dir = common.data_dir.as_deref().map(absolute).transpose()?;
+    Ok(Config::load(&path, data_dir.as_deref())?)
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -59,6 +117,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime.block_on(fabric::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Daemon(common) => daemon::run(load_config(&common, true)?),
+        Command::Install(args) => install::run(load_config(&args.common, false)?, &args),
+        Command::Status(args) => status::run(&load_config(&args.common, false)?, &args),
+        Command::Rollback(args) => rollback::run(load_config(&args.common, false)?, &args),
     }
 }
 

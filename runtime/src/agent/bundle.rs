@@ -1,0 +1,134 @@
+//! Installing a signed `.floe` bundle: the artifact layer verifies it against the trust store
+//! (signatures, freshness, every chunk) and imports its chunks, the install decision checks
+//! anti-rollback, architecture, device type and free disk, and the verified files are then
+//! assembled into the standby slot with a version record built from the signed manifest. This
+//! is the air-gapped path (a USB stick): nothing comes from the network.
+
+use std::path::Path;
+
+use crate::artifact::{self, ChunkStore, DeviceFacts, ReleaseStore, keys};
+use crate::config::Config;
+use crate::proto::Manifest;
+use crate::slots::{SlotError, VersionRecord};
+use crate::state::DB_FILE;
+
+/// Why a bundle could not be prepared for installation.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleInstallError {
+    /// The trust store could not be loaded.
+    #[error("loading the trust store {path}: {message}")]
+    Trust {
+        /// The trust directory (config key `trust_store`).
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// The bundle failed verification or import.
+    #[error("verifying {path}: {message}")]
+    Verify {
+        /// The bundle.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// The verified manifest may not be installed on this device.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The release table could not be read or written.
+    #[error("release table: {0}")]
+    Releases(String),
+}
+
+/// A verified bundle, ready to stage.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The signed manifest.
+    pub manifest: Manifest,
+    /// The version record the slot will carry.
+    pub record: VersionRecord,
+    /// The chunk store holding the bundle's chunks.
+    pub store: ChunkStore,
+}
+
+/// Verifies and imports `path` and decides whether it may be installed here.
+pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, BundleInstallError> {
+    let trust = keys::load_trust(&cfg.trust_store).map_err(|e| BundleInstallError::Trust {
+        path: cfg.trust_store.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let verify_err = |message: String| BundleInstallError::Verify {
+        path: path.display().to_string(),
+        message,
+    };
+    let store = ChunkStore::open(&cfg.data_dir).map_err(|e| verify_err(e.to_string()))?;
+    let verified = artifact::import(path, &trust, &store).map_err(|e| verify_err(e.to_string()))?;
+    let releases = ReleaseStore::open(&cfg.data_dir.join(DB_FILE))
+        .map_err(|e| BundleInstallError::Releases(e.to_string()))?;
+    let highest = releases
+        .highest(&verified.value.name)
+        .map_err(|e| BundleInstallError::Releases(e.to_string()))?;
+    let facts = DeviceFacts {
+        device_id: device_id.to_string(),
+        arch: cfg.arch.clone(),
+        device_type: cfg.device_type.clone(),
+        runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+        free_disk: free_bytes(&cfg.data_dir),
+        now: unix_now(),
+    };
+    artifact::install_decision(&verified, &facts, highest, None)
+        .map_err(|e| BundleInstallError::Refused(e.to_string()))?;
+    let manifest = verified.value;
+    let record = VersionRecord {
+        version: manifest.version.clone(),
+        flow: "flow.json".to_string(),
+        files: manifest
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.sha256.to_hex()))
+            .collect(),
+        smoke: Vec::new(),
+    };
+    Ok(Prepared {
+        manifest,
+        record,
+        store,
+    })
+}
+
+/// Writes the manifest's files into an (empty, fresh) staging directory.
+pub fn fill(prepared: &Prepared, staging: &Path) -> Result<(), SlotError> {
+    let io = |source| SlotError::Io {
+        op: "assembling the artifact into",
+        path: staging.to_path_buf(),
+        source,
+    };
+    // The artifact layer assembles into a directory that must not exist yet and renames its
+    // own temporary directory into place.
+    std::fs::remove_dir(staging).map_err(io)?;
+    artifact::assemble(&prepared.manifest, &prepared.store, staging)
+        .map_err(|e| io(std::io::Error::other(e.to_string())))
+}
+
+/// Records the committed release so an older one is refused later (anti-rollback).
+pub fn record_committed(cfg: &Config, name: &str, release: u64) -> Result<(), BundleInstallError> {
+    let releases = ReleaseStore::open(&cfg.data_dir.join(DB_FILE))
+        .map_err(|e| BundleInstallError::Releases(e.to_string()))?;
+    releases
+        .record_installed(name, release, unix_now())
+        .map_err(|e| BundleInstallError::Releases(e.to_string()))
+}
+
+// The statvfs field types are 32-bit on armv7, so the conversions are needed there.
+#[allow(clippy::useless_conversion)]
+fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
+        .unwrap_or(0)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

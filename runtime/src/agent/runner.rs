@@ -1,0 +1,71 @@
+//! The seam between the agent and the flow engine.
+//!
+//! The agent only needs to start a flow from a slot (muted for the smoke test or live), feed
+//! it test input, read its counters and stop it. Keeping that behind a small trait lets the
+//! lifecycle be tested with scripted flows that fail to start, hang or fall over, and keeps the
+//! engine's own types out of the agent's state machine.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::health::AppSnapshot;
+use crate::slots::VersionRecord;
+
+/// Why a flow could not be started or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// Reading or compiling the slot's flow definition failed.
+    #[error("loading the flow: {0}")]
+    Load(String),
+    /// The engine refused to start the flow.
+    #[error("starting the flow: {0}")]
+    Start(String),
+    /// Injecting a test message failed.
+    #[error("injecting into node `{node}`: {message}")]
+    Inject {
+        /// The target node.
+        node: String,
+        /// The engine's message.
+        message: String,
+    },
+}
+
+/// What to start.
+#[derive(Debug, Clone, Copy)]
+pub struct StartSpec<'a> {
+    /// The slot directory (the flow and its files live under it).
+    pub slot_dir: &'a Path,
+    /// The slot's verified version record.
+    pub record: &'a VersionRecord,
+    /// Outputs muted: nothing leaves the device (the smoke test runs this way).
+    pub muted: bool,
+}
+
+/// Starts flows.
+pub trait FlowRunner {
+    /// A running flow.
+    type Flow: RunningFlow;
+
+    /// Starts the flow the spec names. The agent bounds this with a timeout and catches panics.
+    fn start(
+        &mut self,
+        spec: StartSpec<'_>,
+    ) -> impl Future<Output = Result<Self::Flow, RunnerError>>;
+}
+
+/// A flow that runs.
+pub trait RunningFlow {
+    /// Injects a message into a node (the smoke test's input).
+    fn inject(
+        &self,
+        node: &str,
+        payload: serde_json::Value,
+    ) -> impl Future<Output = Result<(), RunnerError>>;
+
+    /// The flow's counters and state now.
+    fn snapshot(&self) -> AppSnapshot;
+
+    /// Stops the flow, giving it at most `deadline` to drain.
+    fn stop(self, deadline: Duration) -> impl Future<Output = ()>;
+}

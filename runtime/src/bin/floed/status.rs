@@ -1,0 +1,77 @@
+//! `floed status`: slots, versions, trial state, health and recent audit entries, from the
+//! running daemon or, when none runs, read-only from the data directory.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use floe_runtime::agent::{StatusView, read_status};
+use floe_runtime::config::Config;
+use floe_runtime::http::{CONTROL_SOCKET, ClientError, control_request};
+
+/// Arguments of `floed status`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    pub(crate) common: super::Common,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(cfg: &Config, args: &Args) -> Result<ExitCode> {
+    let sock = cfg.data_dir.join(CONTROL_SOCKET);
+    let json: serde_json::Value =
+        match control_request(&sock, "GET", "/status", None, Duration::from_secs(10)) {
+            Ok((200, body)) => serde_json::from_str(&body).context("daemon reply")?,
+            Ok((code, body)) => anyhow::bail!("floed answered {code}: {body}"),
+            Err(ClientError::NotRunning(_)) => {
+                let view: StatusView = read_status(&cfg.data_dir, 20)
+                    .with_context(|| format!("reading the state in {}", cfg.data_dir.display()))?;
+                serde_json::to_value(&view).context("encoding the status")?
+            }
+            Err(e) => return Err(e.into()),
+        };
+    if args.json {
+        println!("{json}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    println!("device:     {}", s(&json["device"]));
+    println!("active:     {}", s(&json["active"]));
+    println!("phase:      {}", s(&json["phase"]));
+    println!("last good:  {}", s(&json["last_good"]));
+    if !json["target"].is_null() {
+        println!(
+            "target:     {} (restarts on trial: {})",
+            s(&json["target"]),
+            json["trial_restarts"]
+        );
+    }
+    for slot in json["slots"].as_array().into_iter().flatten() {
+        println!(
+            "slot {:<6} version {:<12} verified: {}",
+            s(&slot["slot"]),
+            s(&slot["version"]),
+            s(&slot["verified"])
+        );
+    }
+    if let Some(h) = json.get("health") {
+        println!("health:     {}", s(&h["status"]));
+        for (name, c) in h["checks"].as_object().into_iter().flatten() {
+            println!("  {name:<24} {:<10} {}", s(&c["status"]), s(&c["detail"]));
+        }
+    }
+    println!("audit (newest last):");
+    for a in json["audit"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {} {} {}: {}",
+            a["at_ms"],
+            s(&a["actor"]),
+            s(&a["action"]),
+            s(&a["outcome"]),
+            s(&a["detail"])
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,505 @@
+//! The daemon's configuration file (`/etc/floe/floed.toml` by default).
+//!
+//! The file is TOML and every key is optional except the ones that describe the device
+//! (`device_type`, `arch`). Unknown keys are refused rather than ignored, because a misspelled
+//! key that silently falls back to a default is how a field device ends up with a 60-second
+//! trial instead of the intended 600. Every error names the key that is wrong.
+//!
+//! The defaults quote the reference documents: `min_ready_seconds = 60`,
+//! `failure_threshold = 3` (rolling update parameters), the crash-loop guard of 3 restarts in
+//! 5 minutes (automatic rollback triggers) and memory above 90% as unhealthy.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the configuration is read from when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/floe/floed.toml";
+/// The data directory when the file does not name one.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/floe";
+/// The local HTTP endpoint (`/health`, `/metrics`) when the file does not name one.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9100";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or a key has the wrong type or is unknown.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and the line.
+        message: String,
+    },
+    /// A key parsed but its value is not acceptable.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The file as written, before defaults and checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    device_type: Option<String>,
+    arch: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    listen: Vec<String>,
+    http_listen: Option<String>,
+    #[serde(default)]
+    bootstrap_peers: Vec<String>,
+    trust_store: Option<PathBuf>,
+    #[serde(default)]
+    trial: RawTrial,
+    #[serde(default)]
+    health: RawHealth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrial {
+    min_ready_seconds: Option<u64>,
+    check_interval_ms: Option<u64>,
+    failure_threshold: Option<u32>,
+    start_timeout_ms: Option<u64>,
+    smoke_timeout_ms: Option<u64>,
+    stop_timeout_ms: Option<u64>,
+    crash_loop_restarts: Option<u32>,
+    crash_loop_window_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    max_error_rate: Option<f64>,
+    memory_unhealthy_percent: Option<f64>,
+    disk_degraded_percent: Option<f64>,
+    disk_unhealthy_percent: Option<f64>,
+    cpu_degraded_percent: Option<f64>,
+    temperature_degraded_celsius: Option<f64>,
+    temperature_unhealthy_celsius: Option<f64>,
+    heartbeat_stale_seconds: Option<u64>,
+    proc_root: Option<PathBuf>,
+    sys_root: Option<PathBuf>,
+}
+
+/// The trial and crash-loop settings of the slot lifecycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialConfig {
+    /// How long health must hold after a switch before the new slot is committed.
+    pub min_ready: Duration,
+    /// How often the trial samples health.
+    pub check_interval: Duration,
+    /// Consecutive failing samples that end a trial in a rollback.
+    pub failure_threshold: u32,
+    /// How long a new flow may take to start before it counts as hung.
+    pub start_timeout: Duration,
+    /// How long the smoke test waits for the muted flow to report healthy.
+    pub smoke_timeout: Duration,
+    /// How long a flow is given to stop before it is abandoned.
+    pub stop_timeout: Duration,
+    /// Restarts while on trial that trigger the automatic rollback.
+    pub crash_loop_restarts: u32,
+    /// The window in which those restarts must fall.
+    pub crash_loop_window: Duration,
+}
+
+impl Default for TrialConfig {
+    fn default() -> Self {
+        TrialConfig {
+            min_ready: Duration::from_secs(60),
+            check_interval: Duration::from_secs(1),
+            failure_threshold: 3,
+            start_timeout: Duration::from_secs(10),
+            smoke_timeout: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(2),
+            crash_loop_restarts: 3,
+            crash_loop_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Thresholds of the health layers and where the system layer reads from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Errors per processed message above which a node makes the application unhealthy.
+    pub max_error_rate: f64,
+    /// Memory use (percent) at or above which the system layer is unhealthy.
+    pub memory_unhealthy_percent: f64,
+    /// Disk use (percent) at or above which the system layer is degraded.
+    pub disk_degraded_percent: f64,
+    /// Disk use (percent) at or above which the system layer is unhealthy.
+    pub disk_unhealthy_percent: f64,
+    /// CPU use (percent) at or above which the system layer is degraded.
+    pub cpu_degraded_percent: f64,
+    /// Temperature at or above which the system layer is degraded.
+    pub temperature_degraded_celsius: f64,
+    /// Temperature at or above which the system layer is unhealthy.
+    pub temperature_unhealthy_celsius: f64,
+    /// Heartbeat age after which connectivity is degraded.
+    pub heartbeat_stale: Duration,
+    /// Root of the proc filesystem (tests point it at a temp dir).
+    pub proc_root: PathBuf,
+    /// Root of the sys filesystem (tests point it at a temp dir).
+    pub sys_root: PathBuf,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_error_rate: 0.05,
+            memory_unhealthy_percent: 90.0,
+            disk_degraded_percent: 90.0,
+            disk_unhealthy_percent: 98.0,
+            cpu_degraded_percent: 95.0,
+            temperature_degraded_celsius: 75.0,
+            temperature_unhealthy_celsius: 85.0,
+            heartbeat_stale: Duration::from_secs(120),
+            proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+        }
+    }
+}
+
+/// The checked configuration of one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where slots, the database and the identity key live.
+    pub data_dir: PathBuf,
+    /// The device type (`raspberry-pi-4`, `jetson-orin-nano` …), used by rollout selection.
+    pub device_type: String,
+    /// The CPU architecture (`aarch64`, `armv7` …).
+    pub arch: String,
+    /// The region the device is in, if any.
+    pub region: Option<String>,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+    /// libp2p listen multiaddresses.
+    pub listen: Vec<String>,
+    /// The local HTTP endpoint for `/health` and `/metrics`.
+    pub http_listen: SocketAddr,
+    /// libp2p bootstrap peers.
+    pub bootstrap_peers: Vec<String>,
+    /// The directory of trusted release and coordinator keys.
+    pub trust_store: PathBuf,
+    /// Slot lifecycle settings.
+    pub trial: TrialConfig,
+    /// Health thresholds.
+    pub health: HealthConfig,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`; `data_dir_override` (from `--data-dir`) wins over
+    /// the file's `data_dir`.
+    pub fn load(path: &Path, data_dir_override: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path, data_dir_override)
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn parse(
+        text: &str,
+        origin: &Path,
+        data_dir_override: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        Config::check(raw, data_dir_override)
+    }
+
+    /// A configuration for a device with only a data directory, used by the local commands when
+    /// no config file exists (for example `floed status --data-dir DIR` on a bench).
+    pub fn minimal(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            device_type: "unknown".to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            region: None,
+            labels: BTreeMap::new(),
+            listen: Vec::new(),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            bootstrap_peers: Vec::new(),
+            trust_store: data_dir.join("trust"),
+            trial: TrialConfig::default(),
+            health: HealthConfig::default(),
+        }
+    }
+
+    fn check(raw: RawConfig, data_dir_override: Option<&Path>) -> Result<Config, ConfigError> {
+        let data_dir = data_dir_override
+            .map(Path::to_path_buf)
+            .or(raw.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        if !data_dir.is_absolute() {
+            return Err(invalid("data_dir", "must be an absolute path"));
+        }
+        let device_type = non_empty("device_type", raw.device_type)?;
+        let arch = non_empty("arch", raw.arch)?;
+        let http_text = raw
+            .http_listen
+            .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
+        let http_listen: SocketAddr = http_text.parse().map_err(|e| {
+            invalid(
+                "http_listen",
+                &format!("`{http_text}` is not ip:port ({e})"),
+            )
+        })?;
+        for (i, addr) in raw.listen.iter().enumerate() {
+            if !addr.starts_with('/') {
+                return Err(invalid(
+                    "listen",
+                    &format!("entry {i} `{addr}` is not a multiaddress (must start with `/`)"),
+                ));
+            }
+        }
+        for (i, addr) in raw.bootstrap_peers.iter().enumerate() {
+            if !addr.starts_with('/') || !addr.contains("/p2p/") {
+                return Err(invalid(
+                    "bootstrap_peers",
+                    &format!("entry {i} `{addr}` is not a multiaddress ending in /p2p/<peer id>"),
+                ));
+            }
+        }
+        let trust_store = raw.trust_store.unwrap_or_else(|| data_dir.join("trust"));
+        let d = TrialConfig::default();
+        let t = raw.trial;
+        let trial = TrialConfig {
+            min_ready: Duration::from_secs(t.min_ready_seconds.unwrap_or(60)),
+            check_interval: positive_ms(
+                "trial.check_interval_ms",
+                t.check_interval_ms,
+                d.check_interval,
+            )?,
+            failure_threshold: match t.failure_threshold {
+                Some(0) => return Err(invalid("trial.failure_threshold", "must be at least 1")),
+                Some(n) => n,
+                None => d.failure_threshold,
+            },
+            start_timeout: positive_ms(
+                "trial.start_timeout_ms",
+                t.start_timeout_ms,
+                d.start_timeout,
+            )?,
+            smoke_timeout: positive_ms(
+                "trial.smoke_timeout_ms",
+                t.smoke_timeout_ms,
+                d.smoke_timeout,
+            )?,
+            stop_timeout: positive_ms("trial.stop_timeout_ms", t.stop_timeout_ms, d.stop_timeout)?,
+            crash_loop_restarts: match t.crash_loop_restarts {
+                Some(0) => return Err(invalid("trial.crash_loop_restarts", "must be at least 1")),
+                Some(n) => n,
+                None => d.crash_loop_restarts,
+            },
+            crash_loop_window: Duration::from_secs(
+                t.crash_loop_window_seconds
+                    .unwrap_or(d.crash_loop_window.as_secs()),
+            ),
+        };
+        let hd = HealthConfig::default();
+        let h = raw.health;
+        let health = HealthConfig {
+            max_error_rate: fraction("health.max_error_rate", h.max_error_rate, hd.max_error_rate)?,
+            memory_unhealthy_percent: percent(
+                "health.memory_unhealthy_percent",
+                h.memory_unhealthy_percent,
+                hd.memory_unhealthy_percent,
+            )?,
+            disk_degraded_percent: percent(
+                "health.disk_degraded_percent",
+                h.disk_degraded_percent,
+                hd.disk_degraded_percent,
+            )?,
+            disk_unhealthy_percent: percent(
+                "health.disk_unhealthy_percent",
+                h.disk_unhealthy_percent,
+                hd.disk_unhealthy_percent,
+            )?,
+            cpu_degraded_percent: percent(
+                "health.cpu_degraded_percent",
+                h.cpu_degraded_percent,
+                hd.cpu_degraded_percent,
+            )?,
+            temperature_degraded_celsius: h
+                .temperature_degraded_celsius
+                .unwrap_or(hd.temperature_degraded_celsius),
+            temperature_unhealthy_celsius: h
+                .temperature_unhealthy_celsius
+                .unwrap_or(hd.temperature_unhealthy_celsius),
+            heartbeat_stale: Duration::from_secs(
+                h.heartbeat_stale_seconds
+                    .unwrap_or(hd.heartbeat_stale.as_secs()),
+            ),
+            proc_root: h.proc_root.unwrap_or(hd.proc_root),
+            sys_root: h.sys_root.unwrap_or(hd.sys_root),
+        };
+        if health.disk_degraded_percent > health.disk_unhealthy_percent {
+            return Err(invalid(
+                "health.disk_degraded_percent",
+                "must not exceed health.disk_unhealthy_percent",
+            ));
+        }
+        if health.temperature_degraded_celsius > health.temperature_unhealthy_celsius {
+            return Err(invalid(
+                "health.temperature_degraded_celsius",
+                "must not exceed health.temperature_unhealthy_celsius",
+            ));
+        }
+        Ok(Config {
+            data_dir,
+            device_type,
+            arch,
+            region: raw.region,
+            labels: raw.labels,
+            listen: raw.listen,
+            http_listen,
+            bootstrap_peers: raw.bootstrap_peers,
+            trust_store,
+            trial,
+            health,
+        })
+    }
+}
+
+fn invalid(key: &'static str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.to_string(),
+    }
+}
+
+fn non_empty(key: &'static str, value: Option<String>) -> Result<String, ConfigError> {
+    match value {
+        None => Err(invalid(key, "is missing")),
+        Some(v) if v.trim().is_empty() => Err(invalid(key, "must not be empty")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn positive_ms(
+    key: &'static str,
+    value: Option<u64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        Some(0) => Err(invalid(key, "must be greater than 0")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+        None => Ok(default),
+    }
+}
+
+fn percent(key: &'static str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+    match value {
+        Some(v) if !(0.0..=100.0).contains(&v) => Err(invalid(
+            key,
+            &format!("{v} is not a percentage between 0 and 100"),
+        )),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+fn fraction(key: &'static str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+    match value {
+        Some(v) if !(0.0..=1.0).contains(&v) => Err(invalid(
+            key,
+            &format!("{v} is not a fraction between 0 and 1"),
+        )),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"), None)
+    }
+
+    #[test]
+    fn full_file_parses_with_defaults_from_the_reference() {
+        let cfg = parse(
+            r#"
+            data_dir = "/srv/floe"
+            device_type = "raspberry-pi-4"
+            arch = "aarch64"
+            region = "eu-west"
+            labels = { site = "plant-3" }
+            listen = ["/ip4/0.0.0.0/tcp/4001"]
+            bootstrap_peers = ["/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWabc"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/srv/floe"));
+        assert_eq!(cfg.trial.min_ready, Duration::from_secs(60));
+        assert_eq!(cfg.trial.failure_threshold, 3);
+        assert_eq!(cfg.trial.crash_loop_restarts, 3);
+        assert_eq!(cfg.trial.crash_loop_window, Duration::from_secs(300));
+        assert_eq!(cfg.health.memory_unhealthy_percent, 90.0);
+        assert_eq!(cfg.trust_store, PathBuf::from("/srv/floe/trust"));
+        assert_eq!(cfg.labels.get("site").map(String::as_str), Some("plant-3"));
+    }
+
+    #[test]
+    fn data_dir_override_wins() {
+        let cfg = Config::parse(
+            "data_dir = \"/a\"\ndevice_type = \"x\"\narch = \"y\"\n",
+            Path::new("t"),
+            Some(Path::new("/b")),
+        )
+        .unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("arch = \"aarch64\"").unwrap_err().to_string();
+        assert!(e.contains("device_type"), "{e}");
+        let e = parse("device_type = \"pi\"\narch = \"a\"\nhttp_listen = \"nope\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http_listen"), "{e}");
+        let e = parse("device_type = \"pi\"\narch = \"a\"\n[trial]\nfailure_threshold = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trial.failure_threshold"), "{e}");
+        let e = parse("device_type = \"pi\"\narch = \"a\"\nmin_redy = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("min_redy"), "{e}");
+        let e = parse("device_type = \"pi\"\narch = \"a\"\ndata_dir = \"rel\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data_dir"), "{e}");
+        let e = parse("device_type = 3\narch = \"a\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("device_type"), "{e}");
+    }
+}
