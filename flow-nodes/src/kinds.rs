@@ -243,11 +243,12 @@ pub const KINDS: &[KindSpec] = &[
                 ty: FieldType::FilePath,
                 default: FieldDefault::Str("/sys/bus/iio/devices/iio:device0"),
             },
-            // The per-model minimum (1 s for dht11, 2 s for dht22) is checked by the validator
-            // once the model is known; 1 s is the floor for both.
+            // The per-model minimum of real hardware (1 s for dht11, 2 s for dht22) is checked
+            // by the validator once the model and `simulate` are known; a simulated sensor has
+            // only the engine's floor of 10 ms.
             FieldSpec {
                 name: "interval",
-                ty: FieldType::Duration { min_ms: 1000 },
+                ty: FieldType::Duration { min_ms: 10 },
                 default: FieldDefault::DurationMs(2000),
             },
             FieldSpec {

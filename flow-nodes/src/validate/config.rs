@@ -279,7 +279,9 @@ fn kind_rules(
         "dht" => {
             let model = out.get("model").and_then(Value::as_str);
             let interval = out.get("interval").and_then(Value::as_u64);
-            if let (Some(model), Some(ms)) = (model, interval) {
+            // The sampling limit belongs to the hardware; a simulated sensor has none.
+            let simulated = out.get("simulate").and_then(Value::as_bool) == Some(true);
+            if let (Some(model), Some(ms), false) = (model, interval, simulated) {
                 let min = if model == "dht11" { 1000 } else { 2000 };
                 if raw.contains_key("interval") && ms < min {
                     ctx.problem(

@@ -379,6 +379,15 @@ fn out_of_range() {
         Level::Draft,
     );
     assert_problem(&list, "node a", "config.interval", "dht22 minimum of 2s");
+    // A simulated sensor has no hardware sampling limit.
+    run(
+        &single(
+            "dht",
+            json!({"model": "dht22", "interval": "500ms", "simulate": true}),
+        ),
+        Level::Complete,
+    )
+    .expect("a simulated dht22 may be read every 500 ms");
     run(
         &single("dht", json!({"model": "dht11", "interval": "1s"})),
         Level::Complete,

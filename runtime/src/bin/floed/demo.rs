@@ -34,17 +34,12 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     let url = broker.url();
     let vars = vec![
         ("simulate".to_string(), "true".to_string()),
-        ("interval".to_string(), "2s".to_string()),
+        ("interval".to_string(), format!("{DEMO_INTERVAL_MS}ms")),
         ("broker".to_string(), url.clone()),
     ];
-    let mut flow = compile(EXAMPLE.as_bytes(), &vars, "examples/temperature-alert.json")?;
-    // The validator holds every dht node to the real sensor's limit (a read every 2 s for a
-    // DHT22). The simulation has no such limit, and a demo should show alerts within seconds,
-    // so the simulated sensor of this demo samples every 500 ms.
-    for node in flow.nodes.iter_mut().filter(|n| n.kind == "dht") {
-        node.config
-            .insert("interval".into(), serde_json::Value::from(DEMO_INTERVAL_MS));
-    }
+    // A simulated sensor has no hardware sampling limit, so the demo reads it every 500 ms and
+    // shows alerts within seconds.
+    let flow = compile(EXAMPLE.as_bytes(), &vars, "examples/temperature-alert.json")?;
     println!(
         "floed demo: broker {url}, flow temperature-alert (simulated DHT22 every 500 ms, alert above 30 °C), {:?}",
         args.duration
