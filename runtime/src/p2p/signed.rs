@@ -79,14 +79,7 @@ impl FabricStore for SignedStore {
     }
 
     fn get_index(&self, id: &ArtifactId) -> Result<Option<ArtifactIndex>, StoreError> {
-        let path = self.indexes.join(hex::encode(id));
-        match std::fs::read(&path) {
-            Ok(bytes) => ArtifactIndex::decode_for(id, &bytes)
-                .map(Some)
-                .map_err(|_| StoreError::Index(hex::encode(id))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Read { path, source }),
-        }
+        super::store::read_index(self.indexes.join(hex::encode(id)), id)
     }
 }
 

@@ -178,14 +178,22 @@ impl FabricStore for FileStore {
     }
 
     fn get_index(&self, id: &ArtifactId) -> Result<Option<ArtifactIndex>, StoreError> {
-        let path = self.index_path(id);
-        match std::fs::read(&path) {
-            Ok(bytes) => ArtifactIndex::decode_for(id, &bytes)
-                .map(Some)
-                .map_err(|_| StoreError::Index(hex::encode(id))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Read { path, source }),
-        }
+        read_index(self.index_path(id), id)
+    }
+}
+
+/// Reads the index of artifact `id` from `path`: `None` when there is none, an error when the
+/// file is unreadable or does not decode to an index with that id.
+pub(crate) fn read_index(
+    path: PathBuf,
+    id: &ArtifactId,
+) -> Result<Option<ArtifactIndex>, StoreError> {
+    match std::fs::read(&path) {
+        Ok(bytes) => ArtifactIndex::decode_for(id, &bytes)
+            .map(Some)
+            .map_err(|_| StoreError::Index(hex::encode(id))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Read { path, source }),
     }
 }
 
