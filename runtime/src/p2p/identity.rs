@@ -1,108 +1,22 @@
-//! The device's identity: one ed25519 key, stored as a 32-byte seed in `<data>/identity.key`.
+//! The device's libp2p identity: the same ed25519 key as [`crate::identity`], so a peer that noise
+//! authenticates is the device it claims to be, and the agent and the fabric can never disagree
+//! about which key a data directory holds.
 //!
-//! The same key is the libp2p peer id (so a peer is authenticated by noise as the device it
-//! claims to be) and, later, the key the device agent signs its reports with. It is created on
-//! first start with the operating system's random source, written atomically with mode 0600, and
-//! never rewritten. Both raw (32 bytes) and hex (64 characters) files are accepted so an operator
-//! can provision one by hand.
+//! Loading, first-start generation (0600 from creation, written atomically) and the permission
+//! check all live in [`crate::identity`]; this module only turns the key into a libp2p keypair.
 
 use libp2p::identity::Keypair;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// The identity file's name inside the data directory.
-pub const IDENTITY_FILE: &str = "identity.key";
+pub use crate::identity::{IDENTITY_FILE, IdentityError};
 
-/// Errors loading or creating the identity, named by phase.
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    /// Reading the existing key file failed.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The key file exists but is neither 32 raw bytes nor 64 hex characters.
-    #[error(
-        "{path} is not an ed25519 seed (expected 32 raw bytes or 64 hex characters, found {len} bytes)"
-    )]
-    Decode {
-        /// The file.
-        path: PathBuf,
-        /// Its length.
-        len: usize,
-    },
-    /// Drawing randomness for a new key failed.
-    #[error("drawing a random seed: {0}")]
-    Random(String),
-    /// Writing the new key file failed.
-    #[error("writing {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
-
-/// Loads `<data_dir>/identity.key`, or creates it (0600, written atomically) if it is absent.
+/// Loads `<data_dir>/identity.key`, or creates it if it is absent, as a libp2p keypair.
 pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
-    let path = data_dir.join(IDENTITY_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => decode(&path, &bytes),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => create(&path),
-        Err(source) => Err(IdentityError::Read { path, source }),
-    }
-}
-
-fn decode(path: &Path, bytes: &[u8]) -> Result<Keypair, IdentityError> {
-    let bad = || IdentityError::Decode {
-        path: path.to_path_buf(),
-        len: bytes.len(),
-    };
-    let mut seed = match bytes.len() {
-        32 => bytes.to_vec(),
-        _ => {
-            let text = std::str::from_utf8(bytes).map_err(|_| bad())?.trim();
-            let raw = hex::decode(text).map_err(|_| bad())?;
-            if raw.len() != 32 {
-                return Err(bad());
-            }
-            raw
-        }
-    };
-    Keypair::ed25519_from_bytes(&mut seed).map_err(|_| bad())
-}
-
-fn create(path: &Path) -> Result<Keypair, IdentityError> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
-    let write_err = |source| IdentityError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(write_err)?;
-    let tmp = path.with_extension("key.tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(write_err)?;
-        file.write_all(&seed).map_err(write_err)?;
-        file.sync_all().map_err(write_err)?;
-    }
-    std::fs::rename(&tmp, path).map_err(write_err)?;
-    let mut copy = seed;
-    Keypair::ed25519_from_bytes(&mut copy).map_err(|_| IdentityError::Decode {
-        path: path.to_path_buf(),
-        len: 32,
+    let key = crate::identity::load_or_generate(data_dir)?;
+    let mut seed = key.to_bytes();
+    Keypair::ed25519_from_bytes(&mut seed).map_err(|_| IdentityError::Malformed {
+        path: data_dir.join(IDENTITY_FILE),
+        len: seed.len(),
     })
 }
 
@@ -123,16 +37,24 @@ mod tests {
     }
 
     #[test]
-    fn hex_seed_is_accepted_and_garbage_is_named() {
+    fn the_peer_id_is_the_agents_device_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_key = crate::identity::load_or_generate(dir.path()).unwrap();
+        let keypair = load_or_create(dir.path()).unwrap();
+        let ed = keypair.try_into_ed25519().unwrap();
+        assert_eq!(ed.public().to_bytes(), agent_key.verifying_key().to_bytes());
+    }
+
+    #[test]
+    fn a_malformed_key_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(IDENTITY_FILE);
-        std::fs::write(&path, format!("{}\n", "11".repeat(32))).unwrap();
-        let hex_key = load_or_create(dir.path()).unwrap();
-        std::fs::write(&path, [0x11u8; 32]).unwrap();
-        let raw_key = load_or_create(dir.path()).unwrap();
-        assert_eq!(hex_key.public().to_peer_id(), raw_key.public().to_peer_id());
         std::fs::write(&path, b"not a key").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = load_or_create(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("not an ed25519 seed"), "{err}");
+        assert!(
+            err.to_string().contains("expected a 32-byte ed25519 seed"),
+            "{err}"
+        );
     }
 }
