@@ -14,6 +14,7 @@ pub mod cbor;
 pub mod directive;
 pub mod envelope;
 pub mod manifest;
+pub mod report;
 pub mod trust;
 
 pub use bytes::{ByteBuf, Digest, Fixed, KeyId, PublicKeyBytes, SignatureBytes};
@@ -23,6 +24,10 @@ pub use envelope::{
     Envelope, Payload, Rejected, Signature, SignedError, TrustedKey, Verified, open,
 };
 pub use manifest::{FileEntry, Manifest};
+pub use report::{
+    Applied, DeviceReport, DirectivePost, Facts, HealthLevel, HealthSummary, Label, PostError,
+    Progress, SlotInfo, open_report, open_report_from,
+};
 pub use trust::{RotationError, TrustStore};
 
 /// A manifest whose signatures met the release threshold and that decoded canonically.
