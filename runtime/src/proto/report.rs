@@ -28,10 +28,10 @@ pub const MAX_REPORT_BYTES: usize = 16 * 1024;
 pub const POST_SCHEMA: u32 = 1;
 /// The largest directive post: a directive envelope plus a manifest envelope.
 ///
-/// Posts travel on gossip; flow manifests are a few hundred bytes, and a 64 MiB artifact in
-/// 1 MiB chunks has a 2 KiB manifest, so 64 KiB leaves room without letting a post approach
-/// gossipsub's transmit limit.
-pub const MAX_POST_BYTES: usize = 64 * 1024;
+/// Posts travel on gossip, whose messages the fabric caps at 16 KiB; 14 KiB leaves room for
+/// gossipsub's framing. A flow manifest is a few hundred bytes, and a 64 MiB artifact in 1 MiB
+/// chunks has a manifest of about 2.5 KiB, so this bounds artifacts at roughly 300 chunks.
+pub const MAX_POST_BYTES: usize = 14 * 1024;
 /// Most labels a device reports.
 pub const MAX_LABELS: usize = 32;
 /// Longest free-text detail in a report.
