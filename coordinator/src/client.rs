@@ -1145,7 +1145,10 @@ mod tests {
         assert_eq!(err.status(), Some(409));
         assert_eq!(err.api_code(), Some("conflict"));
         let req = seen.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(req.starts_with("PUT /api/v1/flows/flow_0123456789 HTTP/1.1"), "{req}");
+        assert!(
+            req.starts_with("PUT /api/v1/flows/flow_0123456789 HTTP/1.1"),
+            "{req}"
+        );
         assert!(
             req.to_ascii_lowercase()
                 .contains("authorization: bearer s3cret"),
@@ -1170,7 +1173,10 @@ mod tests {
         assert_eq!(list.flows[0].id, "flow_aaaaaaaaaa");
         assert_eq!(list.flows[0].version, 1);
         let req = seen.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert!(req.starts_with("GET /api/v1/flows?state=draft&tag=t "), "{req}");
+        assert!(
+            req.starts_with("GET /api/v1/flows?state=draft&tag=t "),
+            "{req}"
+        );
         assert!(!req.to_ascii_lowercase().contains("authorization"), "{req}");
     }
 
