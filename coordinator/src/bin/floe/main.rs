@@ -3,6 +3,7 @@
 mod artifact;
 mod audit;
 mod config;
+mod demo;
 mod deploy;
 mod device;
 mod flow;
@@ -42,6 +43,9 @@ enum Command {
     EnrollToken(device::EnrollTokenArgs),
     /// The coordinator's audit log.
     Audit(audit::AuditArgs),
+    /// A coordinator, N floed devices and a broker on loopback: deploy, then roll back a
+    /// broken version.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,5 +69,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Device(args) => device::run(args),
         Command::EnrollToken(args) => device::run_enroll_token(args),
         Command::Audit(args) => audit::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
