@@ -537,6 +537,7 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
         .arg(&server_data)
         .env("RUST_LOG", "warn");
     let mut server = ChildGuard::spawn("floe serve", cmd, &root.join("coordinator.log"))?;
+    tracing::info!(pid = server.id(), "started floe serve");
     let anon = Client::new(&format!("http://{server_listen}"), None)?;
     wait_for(
         "the coordinator's /healthz",
@@ -606,11 +607,13 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
             .arg("--config")
             .arg(&dev.config)
             .env("RUST_LOG", "warn,floe_flow=error");
-        daemons.push(ChildGuard::spawn(
+        let guard = ChildGuard::spawn(
             &format!("floed dev-{i:02}"),
             cmd,
             &dev.data_dir.join("floed.log"),
-        )?);
+        )?;
+        tracing::info!(pid = guard.id(), device = %dev.id, "started floed");
+        daemons.push(guard);
     }
     let want = plan.devices.len();
     {
