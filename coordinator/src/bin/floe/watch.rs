@@ -730,6 +730,95 @@ mod tests {
         assert!(!dep(v).is_terminal());
     }
 
+    /// A loopback server that answers successive connections with the given (status, body)
+    /// pairs, one each, then stops accepting.
+    fn sequence(replies: Vec<(u16, String)>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (status, body) in replies {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut stream = stream;
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn quiet() -> WatchOptions<'static> {
+        WatchOptions {
+            interval: Duration::from_millis(10),
+            mode: Mode::Quiet,
+            limit: Some(Duration::from_secs(10)),
+            interrupted: None,
+        }
+    }
+
+    #[test]
+    fn the_watch_polls_until_the_deployment_ends() {
+        let mut done = running();
+        done["status"] = json!("completed");
+        let server = sequence(vec![
+            (200, running().to_string()),
+            (200, running().to_string()),
+            (200, done.to_string()),
+        ]);
+        let client = Client::new(&server, Some("t".into())).unwrap();
+        let d = watch(&client, "dep_0a1b2c3d4e", &quiet()).unwrap();
+        assert_eq!(d.status, "completed");
+    }
+
+    #[test]
+    fn the_watch_stops_at_an_api_error_with_the_servers_words() {
+        let server = sequence(vec![(
+            404,
+            r#"{"error":{"code":"not_found","message":"no deployment dep_nope","field":null}}"#
+                .into(),
+        )]);
+        let client = Client::new(&server, Some("t".into())).unwrap();
+        let err = watch(&client, "dep_nope", &quiet()).unwrap_err();
+        assert_eq!(err.to_string(), "not_found (404): no deployment dep_nope");
+    }
+
+    #[test]
+    fn the_watch_gives_up_after_repeated_connection_failures_and_honours_interrupts() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        let err = watch(&client, "dep_x", &quiet()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("20 polls failed in a row"), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+
+        let flag = AtomicBool::new(true);
+        let opts = WatchOptions {
+            interrupted: Some(&flag),
+            ..quiet()
+        };
+        assert!(
+            watch(&client, "dep_x", &opts)
+                .unwrap_err()
+                .to_string()
+                .contains("interrupted")
+        );
+    }
+
     #[test]
     fn gate_memory_is_bounded() {
         let mut ch = Changes::default();
