@@ -538,6 +538,28 @@ mod tests {
     }
 
     #[test]
+    fn a_401_without_a_token_says_where_tokens_come_from() {
+        let unauthorized = || {
+            floe_coordinator::client::error_from_reply(
+                401,
+                r#"{"error":{"code":"unauthorized","message":"missing bearer token","field":null}}"#,
+            )
+        };
+        let text = format!("{:#}", explain(unauthorized(), false));
+        assert!(
+            text.starts_with("no API token was found: pass --token"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("unauthorized (401): missing bearer token"),
+            "{text}"
+        );
+        // With a token sent, the server's words stand alone.
+        let text = format!("{:#}", explain(unauthorized(), true));
+        assert_eq!(text, "unauthorized (401): missing bearer token");
+    }
+
+    #[test]
     fn small_parsers() {
         assert_eq!(
             key_value("site=north").unwrap(),
