@@ -83,6 +83,14 @@ pub enum ClientError {
         /// The path at fault, when the server named one.
         field: Option<String>,
     },
+    /// Wait: a polled condition did not come true in time.
+    #[error("{what} did not happen within {limit:?}")]
+    Wait {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        limit: Duration,
+    },
     /// Decode: a success reply was not the JSON the contract describes.
     #[error("the reply to {what} is not the expected JSON: {message}")]
     Decode {
@@ -523,6 +531,32 @@ impl Client {
             ("device_id", device_id),
         ]);
         self.call(Method::Get, &format!("/audit{q}"), None)
+    }
+
+    /// Polls `GET /deployments/:id` every `interval` until the deployment is terminal
+    /// (completed, failed, rolled back) and returns it; [`ClientError::Wait`] after `limit`.
+    /// Errors other than the wait are returned at once. End-to-end tests and scripts use this
+    /// where the CLI would use `floe deploy status ID --watch`.
+    pub fn wait_for_deployment(
+        &self,
+        id: &str,
+        interval: Duration,
+        limit: Duration,
+    ) -> Result<Deployment, ClientError> {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            let d: Deployment = self.get_deployment(id)?.json()?;
+            if d.is_terminal() {
+                return Ok(d);
+            }
+            if std::time::Instant::now() >= until {
+                return Err(ClientError::Wait {
+                    what: format!("deployment {id} finishing (last status {})", d.status),
+                    limit,
+                });
+            }
+            std::thread::sleep(interval);
+        }
     }
 
     /// `GET /healthz` (no token needed).
@@ -1181,6 +1215,24 @@ mod tests {
             "{req}"
         );
         assert!(!req.to_ascii_lowercase().contains("authorization"), "{req}");
+    }
+
+    #[test]
+    fn waiting_for_a_deployment_ends_at_a_terminal_status_or_the_limit() {
+        let (server, _seen) = one_shot(200, r#"{"id":"dep_1","status":"rolled_back"}"#);
+        let c = Client::new(&server, None).unwrap();
+        let d = c
+            .wait_for_deployment("dep_1", Duration::from_millis(10), Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(d.status, "rolled_back");
+
+        let (server, _seen) = one_shot(200, r#"{"id":"dep_2","status":"running"}"#);
+        let c = Client::new(&server, None).unwrap();
+        let err = c
+            .wait_for_deployment("dep_2", Duration::from_millis(10), Duration::ZERO)
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Wait { .. }), "{err:?}");
+        assert!(err.to_string().contains("last status running"), "{err}");
     }
 
     #[test]
