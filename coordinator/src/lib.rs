@@ -4,4 +4,5 @@
 //! Architecture invariant: `rollout` does no I/O, reads no clock and draws no randomness of its
 //! own; time and a seed come in as inputs and everything it decides comes out as actions.
 
+pub mod link;
 pub mod rollout;
