@@ -33,9 +33,7 @@ use floe_runtime::p2p::node::FabricEvent;
 use floe_runtime::p2p::signed::{SignedStore, index_of};
 use floe_runtime::p2p::{self, Fabric, FabricConfig, FabricError, Topic, Validation};
 use floe_runtime::proto::manifest::MAX_MANIFEST_BYTES;
-use floe_runtime::proto::{
-    DeviceReport, DirectivePost, Envelope, Manifest, cbor, open_report,
-};
+use floe_runtime::proto::{DeviceReport, DirectivePost, Envelope, Manifest, cbor, open_report};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
@@ -380,7 +378,8 @@ impl Actor {
         mut events: mpsc::Receiver<FabricEvent>,
         shutdown: CancellationToken,
     ) {
-        let mut republish = tokio::time::interval(self.cfg.republish.max(Duration::from_millis(10)));
+        let mut republish =
+            tokio::time::interval(self.cfg.republish.max(Duration::from_millis(10)));
         republish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_open = true;
         loop {
@@ -480,10 +479,8 @@ impl Actor {
 
     fn on_fabric(&mut self, event: FabricEvent) {
         match event {
-            FabricEvent::Listening(addr) => {
-                if self.listening.len() < MAX_LISTEN_ADDRS {
-                    self.listening.push(addr);
-                }
+            FabricEvent::Listening(addr) if self.listening.len() < MAX_LISTEN_ADDRS => {
+                self.listening.push(addr);
             }
             FabricEvent::Gossip {
                 topic: Topic::Health,
@@ -534,8 +531,8 @@ impl Actor {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use floe_runtime::artifact::{BuildSpec, BundleReader, build};
     use floe_runtime::artifact::bundle::HEADER_LEN;
+    use floe_runtime::artifact::{BuildSpec, BundleReader, build};
 
     fn bundle(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
         let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
@@ -560,7 +557,9 @@ mod tests {
         bad[5000] ^= 1;
         let err = check_payload(&env, &bad, 4096).unwrap_err().to_string();
         assert!(err.contains("chunk 1"), "{err}");
-        let err = check_payload(&env, &payload[1..], 4096).unwrap_err().to_string();
+        let err = check_payload(&env, &payload[1..], 4096)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("payload is"), "{err}");
         let err = check_payload(&env, &payload, 8192).unwrap_err().to_string();
         assert!(err.contains("chunk size"), "{err}");
@@ -606,7 +605,10 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(addrs[0].to_string().starts_with("/ip4/127.0.0.1/tcp/"), "{addrs:?}");
+        assert!(
+            addrs[0].to_string().starts_with("/ip4/127.0.0.1/tcp/"),
+            "{addrs:?}"
+        );
         token.cancel();
     }
 }

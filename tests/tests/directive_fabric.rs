@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ed25519_dalek::SigningKey;
 use floe_coordinator::link::{self, Link, LinkConfig};
 use floe_runtime::artifact::bundle::HEADER_LEN;
 use floe_runtime::artifact::{self, BuildSpec, keys};
@@ -25,7 +26,6 @@ use floe_runtime::proto::{
     Action, ArtifactRef, ByteBuf, DeviceReport, Digest, Directive, DirectivePost, Envelope,
     Progress, TrustStore, TrustedKey,
 };
-use ed25519_dalek::SigningKey;
 
 const CHUNK: u32 = 64 * 1024;
 
@@ -61,7 +61,10 @@ impl Device {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("floed daemon exited early: {st}");
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "daemon not ready");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "daemon not ready"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -220,7 +223,14 @@ impl Harness {
 
     /// Posts a freshly signed directive to every device in `devices` about once a second (as
     /// the service's loop would) until each reports it done, failing after `limit`.
-    fn drive(&self, devices: &[&Device], generation: u64, action: Action, art: &Artifact, limit: Duration) {
+    fn drive(
+        &self,
+        devices: &[&Device],
+        generation: u64,
+        action: Action,
+        art: &Artifact,
+        limit: Duration,
+    ) {
         let start = Instant::now();
         loop {
             let pending: Vec<&&Device> = devices
@@ -289,7 +299,9 @@ fn coordinator_directs_three_devices_over_the_fabric() {
     let coord = keys::load_signing_key(&root.join("keys/coordinator")).unwrap();
     let rogue = keys::load_signing_key(&root.join("keys/rogue")).unwrap();
     let trust = TrustStore::new(
-        vec![TrustedKey::new(keys::load_public_key(&root.join("keys/release")).unwrap())],
+        vec![TrustedKey::new(
+            keys::load_public_key(&root.join("keys/release")).unwrap(),
+        )],
         TrustedKey::new(keys::load_public_key(&root.join("keys/coordinator")).unwrap()),
     );
     let trust_dir = root.join("trust");
@@ -328,7 +340,10 @@ fn coordinator_directs_three_devices_over_the_fabric() {
         if let Some(a) = rt.block_on(link.listen_addrs()).unwrap().first() {
             break a.to_string();
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "link never listened");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "link never listened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let h = Harness {
@@ -376,7 +391,10 @@ fn coordinator_directs_three_devices_over_the_fabric() {
     // Every device reports by itself (heartbeat), self-signed, with its enrollment token.
     let start = Instant::now();
     while !devices.iter().all(|d| h.report(&d.id).is_some()) {
-        assert!(start.elapsed() < Duration::from_secs(20), "no reports from every device");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no reports from every device"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let first = h.report(&devices[1].id).unwrap();
@@ -415,19 +433,24 @@ fn coordinator_directs_three_devices_over_the_fabric() {
             && r.seq > stopped_at
         {
             let a = r.applied.unwrap();
-            assert_eq!((a.generation, a.action, a.progress), (3, Action::Stage, Progress::Done));
+            assert_eq!(
+                (a.generation, a.action, a.progress),
+                (3, Action::Stage, Progress::Done)
+            );
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "no report after the restart");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no report after the restart"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    h.rt
-        .block_on(h.link.post(
-            &devices[0].id,
-            3,
-            post_bytes(&h.coord, &devices[0].id, 3, Action::Stage, &v2),
-        ))
-        .unwrap();
+    h.rt.block_on(h.link.post(
+        &devices[0].id,
+        3,
+        post_bytes(&h.coord, &devices[0].id, 3, Action::Stage, &v2),
+    ))
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         count_audit(&devices[0].status(&floed), "stage", "ok"),
@@ -443,7 +466,11 @@ fn coordinator_directs_three_devices_over_the_fabric() {
         let st = d.status(&floed);
         let r = h.report(&d.id).unwrap();
         let active = st["active"].as_str().unwrap().to_string();
-        assert_eq!(slot_version(&st, &active).as_deref(), Some("2.0.0"), "{st:#}");
+        assert_eq!(
+            slot_version(&st, &active).as_deref(),
+            Some("2.0.0"),
+            "{st:#}"
+        );
         assert_eq!(st["last_good"].as_str(), Some(active.as_str()));
         assert_eq!(r.active.as_ref().unwrap().slot, active);
         assert_eq!(r.active.as_ref().unwrap().release, 2);
@@ -462,17 +489,23 @@ fn coordinator_directs_three_devices_over_the_fabric() {
     for d in &devices {
         let st = d.status(&floed);
         let active = st["active"].as_str().unwrap().to_string();
-        assert_eq!(slot_version(&st, &active).as_deref(), Some("1.0.0"), "{st:#}");
+        assert_eq!(
+            slot_version(&st, &active).as_deref(),
+            Some("1.0.0"),
+            "{st:#}"
+        );
         assert_eq!(h.report(&d.id).unwrap().active.unwrap().release, 1);
     }
 
     // A directive signed by an untrusted key is refused and audited.
     let forged = post_bytes(&rogue, &devices[1].id, 7, Action::Stage, &v2);
-    h.rt.block_on(h.link.post(&devices[1].id, 7, forged)).unwrap();
+    h.rt.block_on(h.link.post(&devices[1].id, 7, forged))
+        .unwrap();
     // A validly signed directive with a stale generation is refused and audited.
     h.rt.block_on(h.link.withdraw(&devices[2].id)).unwrap();
     let stale = post_bytes(&h.coord, &devices[2].id, 4, Action::Switch, &v2);
-    h.rt.block_on(h.link.post(&devices[2].id, 4, stale)).unwrap();
+    h.rt.block_on(h.link.post(&devices[2].id, 4, stale))
+        .unwrap();
     let start = Instant::now();
     loop {
         let forged_seen = audit_has(&devices[1].status(&floed), "refused", "signature");

@@ -192,15 +192,15 @@ where
     R::Flow: std::fmt::Debug,
 {
     fn trust(&self) -> Result<TrustStore, PostRefusal> {
-        keys::load_trust(&self.cfg.trust_store).map_err(|e| {
-            PostRefusal::Trust(format!("{}: {e}", self.cfg.trust_store.display()))
-        })
+        keys::load_trust(&self.cfg.trust_store)
+            .map_err(|e| PostRefusal::Trust(format!("{}: {e}", self.cfg.trust_store.display())))
     }
 
     /// Verifies a directive post received at `now` (unix seconds) and decides whether it is
     /// the next directive for this device. Nothing is recorded; see [`Agent::audit_refusal`].
     pub fn check_post(&self, bytes: &[u8], now: u64) -> Result<AcceptedPost, PostRefusal> {
-        let post = DirectivePost::from_bytes(bytes).map_err(|e| PostRefusal::Decode(e.to_string()))?;
+        let post =
+            DirectivePost::from_bytes(bytes).map_err(|e| PostRefusal::Decode(e.to_string()))?;
         let trust = self.trust()?;
         let envelope = Envelope::from_bytes::<Directive>(&post.directive.0)
             .map_err(|e| PostRefusal::Decode(e.to_string()))?;
@@ -324,7 +324,9 @@ where
 
     /// The slot a Stage fills and a Switch activates: the one that is not the last known good.
     fn standby_slot(&self) -> SlotName {
-        self.lifecycle.last_good.map_or(SlotName::Blue, SlotName::other)
+        self.lifecycle
+            .last_good
+            .map_or(SlotName::Blue, SlotName::other)
     }
 
     /// Records an accepted directive as applied (`working`) and starts carrying it out.
@@ -362,7 +364,11 @@ where
         }
         let target = self.standby_slot();
         if self.slot_holds(target, &post)? {
-            self.set_progress(&post, Progress::Done, &format!("already staged in {target}"))?;
+            self.set_progress(
+                &post,
+                Progress::Done,
+                &format!("already staged in {target}"),
+            )?;
             return Ok(DirectiveStep::Settled);
         }
         let index = match index_of(&post.manifest.value) {
@@ -836,8 +842,8 @@ where
             .worst_error_rate
             .as_ref()
             .map_or(0, |(_, rate)| (rate * 1_000_000.0).clamp(0.0, 1e6) as u32);
-        let memory_kib = health::self_rss_bytes()
-            .map_or(0, |b| u32::try_from(b / 1024).unwrap_or(u32::MAX));
+        let memory_kib =
+            health::self_rss_bytes().map_or(0, |b| u32::try_from(b / 1024).unwrap_or(u32::MAX));
         Ok(DeviceReport {
             schema: REPORT_SCHEMA,
             device_id: self.device.clone(),

@@ -170,10 +170,19 @@ fn parse_addrs(key: &str, list: &[String]) -> Result<Vec<libp2p::Multiaddr>> {
     list.iter()
         .enumerate()
         .map(|(i, a)| {
-            a.parse::<libp2p::Multiaddr>()
-                .with_context(|| format!("config key `{key}`: entry {i} `{a}` is not a multiaddress"))
+            a.parse::<libp2p::Multiaddr>().with_context(|| {
+                format!("config key `{key}`: entry {i} `{a}` is not a multiaddress")
+            })
         })
         .collect()
+}
+
+/// Hands a directive post to the main loop, or drops and counts it when the inbox is full.
+fn offer(tx: &mpsc::Sender<LinkInput>, dropped: &AtomicU64, data: Vec<u8>) {
+    if tx.try_send(LinkInput::Post(data)).is_err() {
+        let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(dropped = n, "link inbox full: directive post dropped");
+    }
 }
 
 /// Whether a directive post carries a valid coordinator signature (the manifest and the
@@ -193,7 +202,8 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
         tracing::info!("no `listen` or `bootstrap_peers` configured: not joining the fabric");
         return Ok(None);
     }
-    let key = p2p::identity::load_or_create(&cfg.data_dir).context("loading the device identity")?;
+    let key =
+        p2p::identity::load_or_create(&cfg.data_dir).context("loading the device identity")?;
     let signing = floe_runtime::identity::load_or_generate(&cfg.data_dir)
         .context("loading the device identity")?;
     let store = SignedStore::open(&cfg.data_dir).context("opening the chunk store")?;
@@ -233,8 +243,9 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
         mdns: cfg.link.mdns,
         ..FabricConfig::default()
     };
-    let (fabric, mut events) = p2p::spawn(key, config, Box::new(store), validator, shutdown.clone())
-        .context("starting the fabric")?;
+    let (fabric, mut events) =
+        p2p::spawn(key, config, Box::new(store), validator, shutdown.clone())
+            .context("starting the fabric")?;
     tracing::info!(peer = %fabric.peer_id(), "joined the fabric");
 
     // The pump: fabric events to link inputs. Posts are dropped and counted when the loop is
@@ -248,16 +259,11 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
                     topic: Topic::Directive,
                     data,
                     ..
-                } => {
-                    if tx.try_send(LinkInput::Post(data)).is_err() {
-                        let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(dropped = n, "link inbox full: directive post dropped");
-                    }
-                }
+                } => offer(&tx, &dropped, data),
                 FabricEvent::ArtifactComplete { id, .. } => {
-                    if tx.send(LinkInput::Fetched(id)).await.is_err() {
+                    let Ok(()) = tx.send(LinkInput::Fetched(id)).await else {
                         break;
-                    }
+                    };
                 }
                 FabricEvent::Listening(addr) => tracing::info!(%addr, "fabric listening"),
                 _ => {}
