@@ -208,6 +208,9 @@ pub struct AppliedDirective {
     pub detail: String,
     /// When it was last updated (ms since the epoch).
     pub at_ms: i64,
+    /// The post's exact bytes, so a directive interrupted by a restart can be verified again
+    /// and resumed.
+    pub post: Vec<u8>,
 }
 
 /// Which signed release a slot holds, when it was filled from a signed manifest.
@@ -267,7 +270,8 @@ CREATE TABLE IF NOT EXISTS agent_directive (
     manifest_sha256 TEXT NOT NULL,
     progress TEXT NOT NULL,
     detail TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
+    at_ms INTEGER NOT NULL,
+    post BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS agent_slot_release (
     slot TEXT PRIMARY KEY CHECK (slot IN ('blue', 'green')),
@@ -485,7 +489,8 @@ impl State {
     pub fn applied_directive(&self) -> Result<Option<AppliedDirective>, StateError> {
         self.conn
             .query_row(
-                "SELECT generation, action, name, release, manifest_sha256, progress, detail, at_ms
+                "SELECT generation, action, name, release, manifest_sha256, progress, detail, at_ms,
+                     post
                  FROM agent_directive WHERE id = 1",
                 [],
                 |r| {
@@ -498,6 +503,7 @@ impl State {
                         progress: r.get(5)?,
                         detail: r.get(6)?,
                         at_ms: r.get(7)?,
+                        post: r.get(8)?,
                     })
                 },
             )
@@ -523,10 +529,10 @@ impl State {
         let tx = self.conn.transaction().map_err(StateError::Write)?;
         tx.execute(
             "INSERT INTO agent_directive (id, generation, action, name, release, manifest_sha256,
-                 progress, detail, at_ms)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 progress, detail, at_ms, post)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (id) DO UPDATE SET generation = ?1, action = ?2, name = ?3, release = ?4,
-                 manifest_sha256 = ?5, progress = ?6, detail = ?7, at_ms = ?8",
+                 manifest_sha256 = ?5, progress = ?6, detail = ?7, at_ms = ?8, post = ?9",
             params![
                 generation,
                 applied.action,
@@ -535,7 +541,8 @@ impl State {
                 applied.manifest_sha256,
                 applied.progress,
                 applied.detail,
-                applied.at_ms
+                applied.at_ms,
+                applied.post
             ],
         )
         .map_err(StateError::Write)?;
@@ -737,6 +744,7 @@ mod tests {
             progress: "working".into(),
             detail: String::new(),
             at_ms: 5,
+            post: vec![1, 2, 3],
         };
         let a = AuditEntry::new(5, "coordinator", "stage", "dev", "accepted", "generation 7");
         st.set_applied_directive(&applied, &[a]).unwrap();

@@ -60,6 +60,8 @@ pub struct AcceptedPost {
     pub directive_envelope: Vec<u8>,
     /// The verified manifest the directive names.
     pub manifest: Verified<Manifest>,
+    /// The post's exact bytes (kept with the applied directive for resuming).
+    pub post: Vec<u8>,
 }
 
 /// Why a directive post is not carried out.
@@ -199,6 +201,22 @@ where
     /// Verifies a directive post received at `now` (unix seconds) and decides whether it is
     /// the next directive for this device. Nothing is recorded; see [`Agent::audit_refusal`].
     pub fn check_post(&self, bytes: &[u8], now: u64) -> Result<AcceptedPost, PostRefusal> {
+        let applied = self
+            .state
+            .applied_directive()
+            .map_err(|e| PostRefusal::Trust(format!("reading the applied directive: {e}")))?
+            .map(|a| a.generation);
+        self.verify_post(bytes, now, applied)
+    }
+
+    /// The checks of [`Agent::check_post`] against a given applied generation (None when a
+    /// stored post is verified again to resume it).
+    fn verify_post(
+        &self,
+        bytes: &[u8],
+        now: u64,
+        applied: Option<u64>,
+    ) -> Result<AcceptedPost, PostRefusal> {
         let post =
             DirectivePost::from_bytes(bytes).map_err(|e| PostRefusal::Decode(e.to_string()))?;
         let trust = self.trust()?;
@@ -207,11 +225,6 @@ where
         let directive: Verified<Directive> = trust
             .verify_coordinator(&envelope)
             .map_err(|e| PostRefusal::Signature(e.to_string()))?;
-        let applied = self
-            .state
-            .applied_directive()
-            .map_err(|e| PostRefusal::Trust(format!("reading the applied directive: {e}")))?
-            .map(|a| a.generation);
         accept_directive(&directive, &self.device, applied, now).map_err(PostRefusal::Refused)?;
         let menv = Envelope::from_bytes::<Manifest>(&post.manifest.0)
             .map_err(|e| PostRefusal::Manifest(e.to_string()))?;
@@ -235,6 +248,7 @@ where
             directive,
             directive_envelope: post.directive.0,
             manifest,
+            post: bytes.to_vec(),
         })
     }
 
@@ -289,6 +303,7 @@ where
             progress: progress_str(progress).to_string(),
             detail: clip(detail),
             at_ms: now,
+            post: post.post.clone(),
         };
         let outcome = match progress {
             Progress::Working => "accepted",
@@ -350,6 +365,70 @@ where
                 Ok(DirectiveStep::Settled)
             }
         }
+    }
+
+    /// Picks up a directive that a restart interrupted (its progress is still `working`): a
+    /// Stage is verified again from its stored post and its fetch restarts (chunks already
+    /// held are not fetched again); a Switch whose trial no longer runs ended while floed was
+    /// down, and the last known good slot says how; a Commit or Rollback is judged by where
+    /// the device stands now.
+    pub async fn resume_directive(&mut self) -> Result<DirectiveStep, AgentError> {
+        let Some(a) = self.state.applied_directive()? else {
+            return Ok(DirectiveStep::Settled);
+        };
+        if a.progress != "working" {
+            return Ok(DirectiveStep::Settled);
+        }
+        let post = match self.verify_post(&a.post, unix_now(), None) {
+            Ok(p) => p,
+            Err(why) => {
+                let next = AppliedDirective {
+                    progress: "failed".to_string(),
+                    detail: clip(&format!(
+                        "interrupted by a restart and not resumable: {why}"
+                    )),
+                    at_ms: now_ms(),
+                    ..a.clone()
+                };
+                let e = self.audit(
+                    now_ms(),
+                    ACTOR_COORDINATOR,
+                    &a.action,
+                    "failed",
+                    &next.detail,
+                );
+                self.state.set_applied_directive(&next, &[e])?;
+                return Ok(DirectiveStep::Settled);
+            }
+        };
+        tracing::info!(generation = a.generation, action = %a.action, "resuming a directive");
+        let good_holds = match self.lifecycle.last_good {
+            Some(g) => self.slot_holds(g, &post)?,
+            None => false,
+        };
+        match post.directive.value.action {
+            Action::Stage => return self.begin_stage(post),
+            Action::Switch if self.trial.is_some() => {}
+            Action::Switch if good_holds => {
+                let d = &post.directive.value.artifact;
+                if let Err(e) = bundle::record_committed(&self.cfg, &d.name, d.release) {
+                    tracing::error!(error = %e, "could not record the committed release");
+                }
+                self.set_progress(&post, Progress::Done, "committed across a restart")?;
+            }
+            Action::Switch => self.set_progress(
+                &post,
+                Progress::RolledBack,
+                "the device went back to its last known good slot while restarting",
+            )?,
+            Action::Commit | Action::Rollback if good_holds && self.flow.is_some() => {
+                self.set_progress(&post, Progress::Done, "finished across a restart")?;
+            }
+            Action::Commit | Action::Rollback => {
+                self.set_progress(&post, Progress::Failed, "interrupted by a restart")?;
+            }
+        }
+        Ok(DirectiveStep::Settled)
     }
 
     fn begin_stage(&mut self, post: AcceptedPost) -> Result<DirectiveStep, AgentError> {
@@ -1114,6 +1193,47 @@ mod tests {
             "{}",
             applied.detail
         );
+    }
+
+    #[tokio::test]
+    async fn a_stage_interrupted_by_a_restart_resumes_its_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys();
+        let mut a = agent(dir.path(), &k).await;
+        let me = a.device().to_string();
+        let (env, digest) = manifest(dir.path(), &k.release, 1);
+        let bytes = post(&k.coordinator, &me, 5, Action::Stage, digest, &env, 60);
+        let accepted = a.check_post(&bytes, unix_now()).unwrap();
+        let DirectiveStep::Fetch { id, .. } = a.begin_directive(accepted).await.unwrap() else {
+            panic!("a stage of an artifact the device lacks must fetch");
+        };
+        let applied = a.applied().unwrap().unwrap();
+        assert_eq!(applied.progress, Progress::Working);
+        a.shutdown().await;
+        // After the restart the same generation is routine traffic, so only resuming it from
+        // the stored post gets the fetch going again.
+        let mut a = agent_reopen(dir.path()).await;
+        assert!(a.check_post(&bytes, unix_now()).unwrap_err().is_routine());
+        let DirectiveStep::Fetch { id: again, post } = a.resume_directive().await.unwrap() else {
+            panic!("the interrupted stage was not resumed");
+        };
+        assert_eq!(again, id);
+        assert_eq!(post.directive.value.generation, 5);
+        // A fetch that fails ends the stage as failed, with the reason.
+        a.finish_stage(&post, Err("no peer holds it".into()))
+            .await
+            .unwrap();
+        let applied = a.applied().unwrap().unwrap();
+        assert_eq!(applied.progress, Progress::Failed);
+        assert!(
+            applied.detail.contains("no peer holds it"),
+            "{}",
+            applied.detail
+        );
+        assert!(matches!(
+            a.resume_directive().await.unwrap(),
+            DirectiveStep::Settled
+        ));
     }
 
     #[test]

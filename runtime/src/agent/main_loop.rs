@@ -146,6 +146,12 @@ where
         last_fingerprint: None,
     });
     let mut link_open = link.is_some();
+    if let Some(l) = link.as_mut() {
+        match agent.resume_directive().await {
+            Ok(step) => start_step(&agent, l, step),
+            Err(e) => tracing::error!(error = %e, "resuming the applied directive failed"),
+        }
+    }
     publish(&agent, &io.publish);
     loop {
         let event = tokio::select! {
@@ -227,22 +233,7 @@ where
                 link.fetching = None;
                 let generation = post.directive.value.generation;
                 match agent.begin_directive(post).await {
-                    Ok(DirectiveStep::Settled) => {}
-                    Ok(DirectiveStep::Fetch { id, post }) => {
-                        let deadline = Instant::now() + agent.config().link.fetch_timeout;
-                        link.fetching = Some(Fetching {
-                            id,
-                            post: *post,
-                            deadline,
-                        });
-                        let fabric = link.io.fabric.clone();
-                        let tx = link.io.inbox_tx.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = fabric.fetch(id).await {
-                                let _ = tx.send(LinkInput::FetchFailed(id, e.to_string())).await;
-                            }
-                        });
-                    }
+                    Ok(step) => start_step(agent, link, step),
                     Err(e) => {
                         tracing::error!(error = %e, generation, "carrying out a directive failed");
                     }
@@ -274,6 +265,31 @@ where
             }
         }
     }
+}
+
+/// Starts what a directive step asks for: a fetch runs as its own task and reports back
+/// through the inbox.
+fn start_step<R>(agent: &Agent<R>, link: &mut LinkState, step: DirectiveStep)
+where
+    R: FlowRunner,
+    R::Flow: std::fmt::Debug,
+{
+    let DirectiveStep::Fetch { id, post } = step else {
+        return;
+    };
+    let deadline = Instant::now() + agent.config().link.fetch_timeout;
+    link.fetching = Some(Fetching {
+        id,
+        post: *post,
+        deadline,
+    });
+    let fabric = link.io.fabric.clone();
+    let tx = link.io.inbox_tx.clone();
+    tokio::spawn(async move {
+        if let Err(e) = fabric.fetch(id).await {
+            let _ = tx.send(LinkInput::FetchFailed(id, e.to_string())).await;
+        }
+    });
 }
 
 async fn check_fetch_deadline<R>(agent: &mut Agent<R>, link: &mut LinkState)
