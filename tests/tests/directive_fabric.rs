@@ -476,6 +476,7 @@ fn coordinator_directs_three_devices_over_the_fabric() {
         assert_eq!(r.active.as_ref().unwrap().release, 2);
         assert_eq!(r.last_known_good.as_ref().unwrap().release, 2);
         assert!(!r.on_trial);
+        assert!(r.health.unwrap().flow_running);
         // v1 is still there, untouched, in the other slot.
         let other = if active == "blue" { "green" } else { "blue" };
         assert_eq!(slot_version(&st, other).as_deref(), Some("1.0.0"));

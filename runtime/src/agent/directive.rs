@@ -266,6 +266,17 @@ where
         Ok(())
     }
 
+    /// Records that the coordinator was heard from at `at` (a post carrying its signature),
+    /// for the connectivity layer of health.
+    pub fn note_coordinator(&mut self, at: Instant) {
+        self.last_heartbeat = Some(at);
+    }
+
+    /// Records how many peers the fabric is connected to, for the connectivity layer.
+    pub fn note_peers(&mut self, peers: usize) {
+        self.peers = peers;
+    }
+
     /// The newest directive accepted, as the report carries it.
     pub fn applied(&self) -> Result<Option<Applied>, AgentError> {
         let Some(a) = self.state.applied_directive()? else {

@@ -55,6 +55,8 @@ pub enum LinkInput {
     Fetched(ArtifactId),
     /// Starting the fetch of this artifact failed.
     FetchFailed(ArtifactId, String),
+    /// The fabric is now connected to this many peers.
+    Peers(usize),
 }
 
 /// Capacity of the link inbox. Posts beyond it are dropped and counted by the sender (the
@@ -226,8 +228,10 @@ where
     R::Flow: std::fmt::Debug,
 {
     match input {
+        LinkInput::Peers(n) => agent.note_peers(n),
         LinkInput::Post(bytes) => match agent.check_post(&bytes, unix_now()) {
             Ok(post) => {
+                agent.note_coordinator(Instant::now());
                 // A newer directive supersedes a stage whose fetch is still running; the fetch
                 // may go on in the fabric, but its end no longer stages anything.
                 link.fetching = None;
@@ -240,6 +244,8 @@ where
                 }
             }
             Err(refusal) if refusal.is_routine() => {
+                // Routine refusals come after the coordinator's signature was checked.
+                agent.note_coordinator(Instant::now());
                 tracing::debug!(%refusal, "directive not for us or already applied");
             }
             Err(refusal) => {

@@ -249,12 +249,26 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
     tracing::info!(peer = %fabric.peer_id(), "joined the fabric");
 
     // The pump: fabric events to link inputs. Posts are dropped and counted when the loop is
-    // behind (the coordinator re-posts); a finished fetch waits for room, because it is sent
-    // once.
+    // behind (the coordinator re-posts); a finished fetch and a peer count wait for room,
+    // because each is sent once.
     let tx = inbox_tx.clone();
     tokio::spawn(async move {
+        // One entry per connected peer; the fabric's connection limit bounds it.
+        let mut peers = std::collections::HashSet::new();
         while let Some(event) = events.recv().await {
             match event {
+                FabricEvent::PeerConnected(p) => {
+                    peers.insert(p);
+                    let Ok(()) = tx.send(LinkInput::Peers(peers.len())).await else {
+                        break;
+                    };
+                }
+                FabricEvent::PeerDisconnected(p) => {
+                    peers.remove(&p);
+                    let Ok(()) = tx.send(LinkInput::Peers(peers.len())).await else {
+                        break;
+                    };
+                }
                 FabricEvent::Gossip {
                     topic: Topic::Directive,
                     data,
