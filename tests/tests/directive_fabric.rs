@@ -5,8 +5,9 @@
 //! from the coordinator's seed. The test walks v1 in (stage, switch), v2 in (stage, switch,
 //! commit), then a coordinator rollback to v1 with the chunk stores deleted (so nothing can
 //! come from the network), and checks that a directive signed by an untrusted key and one with
-//! a stale generation are refused and audited, and that a device restarted mid-way reports the
-//! generation it had reached.
+//! a stale generation are refused and audited, that a device restarted mid-way reports the
+//! generation it had reached, and that a v3 whose sensor fails after the switch is rolled back
+//! by every device on its own and reported as such.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
@@ -231,11 +232,24 @@ impl Harness {
         art: &Artifact,
         limit: Duration,
     ) {
+        self.drive_to(devices, generation, action, art, Progress::Done, limit);
+    }
+
+    /// Like [`Harness::drive`], until every device reports `want`.
+    fn drive_to(
+        &self,
+        devices: &[&Device],
+        generation: u64,
+        action: Action,
+        art: &Artifact,
+        want: Progress,
+        limit: Duration,
+    ) {
         let start = Instant::now();
         loop {
             let pending: Vec<&&Device> = devices
                 .iter()
-                .filter(|d| !self.reached(&d.id, generation, action, Progress::Done))
+                .filter(|d| !self.reached(&d.id, generation, action, want))
                 .collect();
             if pending.is_empty() {
                 return;
@@ -243,7 +257,11 @@ impl Harness {
             for d in &pending {
                 if let Some(a) = self.report(&d.id).and_then(|r| r.applied)
                     && a.generation == generation
-                    && matches!(a.progress, Progress::Failed | Progress::RolledBack)
+                    && a.progress != want
+                    && matches!(
+                        a.progress,
+                        Progress::Failed | Progress::RolledBack | Progress::Done
+                    )
                 {
                     panic!("{} reached {a:?}", d.id);
                 }
@@ -524,6 +542,35 @@ fn coordinator_directs_three_devices_over_the_fabric() {
         let a = h.report(&d.id).unwrap().applied.unwrap();
         assert_eq!((a.generation, a.action), (6, Action::Rollback));
     }
+
+    // v3 passes its smoke test, then its sensor starts failing on live data after the switch:
+    // every device rolls back by itself and reports it.
+    let sensor3 = root.join("sys/temp3_input");
+    std::fs::write(&sensor3, "22000\n").unwrap();
+    let (v3, p3) = build(
+        root,
+        &trust,
+        &release_key,
+        "3.0.0",
+        3,
+        &flow(&sensor3, "v3"),
+    );
+    h.rt.block_on(h.link.seed(&v3.envelope, p3, CHUNK)).unwrap();
+    h.drive(&all, 8, Action::Stage, &v3, limit);
+    std::fs::write(&sensor3, "EIO garbage\n").unwrap();
+    h.drive_to(&all, 9, Action::Switch, &v3, Progress::RolledBack, limit);
+    for d in &devices {
+        let st = d.status(&floed);
+        let active = st["active"].as_str().unwrap().to_string();
+        assert_eq!(
+            slot_version(&st, &active).as_deref(),
+            Some("1.0.0"),
+            "{st:#}"
+        );
+        let a = h.report(&d.id).unwrap().applied.unwrap();
+        assert!(a.detail.contains("error rate"), "{a:?}");
+    }
+
     let stats = h.rt.block_on(h.link.stats()).unwrap();
     assert_eq!(stats.reports_refused, 0, "{stats:?}");
 
