@@ -330,11 +330,12 @@ pub async fn spawn(
         .map_err(LinkError::Start)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (report_tx, report_rx) = mpsc::channel(cfg.report_capacity.max(1));
+    let gate = ReportGate::new(cfg.max_devices);
     let actor = Actor {
         cfg,
         fabric: fabric.clone(),
         posts: HashMap::new(),
-        seqs: HashMap::new(),
+        gate,
         listening: Vec::new(),
         reports: report_tx,
         stats: LinkStats::default(),
@@ -349,6 +350,57 @@ pub async fn spawn(
     ))
 }
 
+/// Why a received report is not handed to the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportDrop {
+    /// It does not open: bad envelope, bad signature, or a payload that breaks the rules.
+    Invalid(String),
+    /// Its device id is not the hex of the key that signed it.
+    Identity,
+    /// Its sequence number is not higher than the last one seen from the device.
+    Stale,
+    /// The table of devices is full and this device is not in it.
+    Full,
+}
+
+/// The checks every report passes before the service sees it: self-signed over its exact
+/// bytes, the device id bound to the signing key, and a sequence number that only grows per
+/// device. The table of last sequence numbers holds at most `max_devices` entries; reports
+/// from further devices are refused.
+#[derive(Debug)]
+pub struct ReportGate {
+    seqs: HashMap<String, u64>,
+    max_devices: usize,
+}
+
+impl ReportGate {
+    /// An empty gate for at most `max_devices` devices.
+    pub fn new(max_devices: usize) -> Self {
+        ReportGate {
+            seqs: HashMap::new(),
+            max_devices,
+        }
+    }
+
+    /// Opens and checks one report.
+    pub fn admit(&mut self, data: &[u8]) -> Result<DeviceReport, ReportDrop> {
+        let report = open_report(data).map_err(|e| ReportDrop::Invalid(e.to_string()))?;
+        if report.device_id != report.public_key.to_hex() {
+            return Err(ReportDrop::Identity);
+        }
+        let full = self.seqs.len() >= self.max_devices;
+        match self.seqs.get_mut(&report.device_id) {
+            Some(last) if report.seq <= *last => return Err(ReportDrop::Stale),
+            Some(last) => *last = report.seq,
+            None if full => return Err(ReportDrop::Full),
+            None => {
+                self.seqs.insert(report.device_id.clone(), report.seq);
+            }
+        }
+        Ok(report)
+    }
+}
+
 struct KeptPost {
     generation: u64,
     bytes: Vec<u8>,
@@ -358,7 +410,7 @@ struct Actor {
     cfg: LinkConfig,
     fabric: Fabric,
     posts: HashMap<String, KeptPost>,
-    seqs: HashMap<String, u64>,
+    gate: ReportGate,
     listening: Vec<Multiaddr>,
     reports: mpsc::Sender<DeviceReport>,
     stats: LinkStats,
@@ -492,34 +544,18 @@ impl Actor {
     }
 
     fn on_report(&mut self, data: &[u8]) {
-        let report = match open_report(data) {
+        let report = match self.gate.admit(data) {
             Ok(r) => r,
-            Err(e) => {
-                self.stats.reports_refused += 1;
-                tracing::debug!(error = %e, "report refused");
-                return;
-            }
-        };
-        if report.device_id != report.public_key.to_hex() {
-            self.stats.reports_refused += 1;
-            tracing::warn!(device = %report.device_id, "report's device id is not its key");
-            return;
-        }
-        let full = self.seqs.len() >= self.cfg.max_devices;
-        match self.seqs.get_mut(&report.device_id) {
-            Some(last) if report.seq <= *last => {
+            Err(ReportDrop::Stale) => {
                 self.stats.reports_stale += 1;
                 return;
             }
-            Some(last) => *last = report.seq,
-            None if full => {
+            Err(why) => {
                 self.stats.reports_refused += 1;
+                tracing::debug!(?why, "report refused");
                 return;
             }
-            None => {
-                self.seqs.insert(report.device_id.clone(), report.seq);
-            }
-        }
+        };
         match self.reports.try_send(report) {
             Ok(()) => self.stats.reports += 1,
             Err(_) => self.stats.reports_dropped += 1,
@@ -545,6 +581,64 @@ mod tests {
         let all = std::fs::read(&out).unwrap();
         let payload = all[HEADER_LEN as usize + env.len()..].to_vec();
         (env, payload)
+    }
+
+    fn signed_report(key: &ed25519_dalek::SigningKey, id: Option<&str>, seq: u64) -> Vec<u8> {
+        use floe_runtime::proto::report::REPORT_SCHEMA;
+        use floe_runtime::proto::{Facts, Fixed};
+        let public = Fixed(key.verifying_key().to_bytes());
+        let r = DeviceReport {
+            schema: REPORT_SCHEMA,
+            device_id: id.map_or_else(|| public.to_hex(), str::to_string),
+            public_key: public,
+            seq,
+            facts: Facts {
+                device_type: "rpi4".into(),
+                arch: "aarch64".into(),
+                region: String::new(),
+                labels: Vec::new(),
+                runtime_version: "0.1.0".into(),
+            },
+            enroll_token: None,
+            active: None,
+            standby: None,
+            last_known_good: None,
+            on_trial: false,
+            applied: None,
+            health: None,
+        };
+        Envelope::sign(&r, &[key]).unwrap().to_bytes().unwrap()
+    }
+
+    #[test]
+    fn reports_must_be_self_signed_bound_to_their_key_and_in_order() {
+        let a = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let b = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
+        let mut gate = ReportGate::new(1);
+        assert_eq!(gate.admit(&signed_report(&a, None, 10)).unwrap().seq, 10);
+        assert_eq!(
+            gate.admit(&signed_report(&a, None, 10)),
+            Err(ReportDrop::Stale)
+        );
+        assert_eq!(
+            gate.admit(&signed_report(&a, None, 9)),
+            Err(ReportDrop::Stale)
+        );
+        assert_eq!(gate.admit(&signed_report(&a, None, 11)).unwrap().seq, 11);
+        // Another device beyond the bound is refused; a device claiming an id that is not its
+        // key is refused; bytes that do not open are refused.
+        assert_eq!(
+            gate.admit(&signed_report(&b, None, 1)),
+            Err(ReportDrop::Full)
+        );
+        assert_eq!(
+            gate.admit(&signed_report(&b, Some("dev-1"), 1)),
+            Err(ReportDrop::Identity)
+        );
+        let mut bytes = signed_report(&a, None, 12);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(gate.admit(&bytes), Err(ReportDrop::Invalid(_))));
     }
 
     #[test]
