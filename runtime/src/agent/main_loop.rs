@@ -393,6 +393,12 @@ async fn handle_command<R>(
             reply,
         } => {
             let result = agent.rollback(&actor, &reason).await;
+            // An operator's rollback during a coordinator's trial ends that Switch too.
+            if let Ok(outcome) = &result
+                && let Err(e) = agent.on_trial_end(outcome)
+            {
+                tracing::error!(error = %e, "recording the trial's end failed");
+            }
             if result.is_ok()
                 && let Some(p) = pending.take()
             {
