@@ -429,3 +429,67 @@ where
         agent.install_dir(source, actor).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::proto::report::REPORT_SCHEMA;
+    use crate::proto::{Action, Applied, Facts, Fixed, HealthLevel, HealthSummary, Progress};
+
+    fn report() -> DeviceReport {
+        DeviceReport {
+            schema: REPORT_SCHEMA,
+            device_id: "d".into(),
+            public_key: Fixed([0; 32]),
+            seq: 1,
+            facts: Facts {
+                device_type: "rpi4".into(),
+                arch: "aarch64".into(),
+                region: String::new(),
+                labels: Vec::new(),
+                runtime_version: "0.1.0".into(),
+            },
+            enroll_token: None,
+            active: None,
+            standby: None,
+            last_known_good: None,
+            on_trial: false,
+            applied: Some(Applied {
+                generation: 1,
+                action: Action::Stage,
+                name: "t".into(),
+                release: 1,
+                progress: Progress::Working,
+                detail: String::new(),
+            }),
+            health: Some(HealthSummary {
+                status: HealthLevel::Healthy,
+                flow_running: true,
+                error_rate_ppm: 0,
+                p95_us: 0,
+                memory_kib: 9000,
+                restarts: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_meaningful_changes_trigger_an_immediate_report() {
+        let a = report();
+        let mut b = report();
+        b.seq = 99;
+        let h = b.health.as_mut().unwrap();
+        h.memory_kib = 9100;
+        h.error_rate_ppm = 10;
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        b.health.as_mut().unwrap().status = HealthLevel::Degraded;
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        let mut c = report();
+        c.applied.as_mut().unwrap().progress = Progress::Done;
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        let mut d = report();
+        d.on_trial = true;
+        assert_ne!(fingerprint(&a), fingerprint(&d));
+    }
+}
