@@ -5,4 +5,5 @@
 //! own; time and a seed come in as inputs and everything it decides comes out as actions.
 
 pub mod client;
+pub mod link;
 pub mod rollout;

@@ -11,6 +11,7 @@
 
 pub mod bundle;
 pub mod crash;
+pub mod directive;
 pub mod engine;
 pub mod lifecycle;
 pub mod main_loop;

@@ -68,6 +68,10 @@ struct RawConfig {
     #[serde(default)]
     bootstrap_peers: Vec<String>,
     trust_store: Option<PathBuf>,
+    mdns: Option<bool>,
+    heartbeat_interval_ms: Option<u64>,
+    fetch_timeout_seconds: Option<u64>,
+    enroll_token: Option<String>,
     #[serde(default)]
     trial: RawTrial,
     #[serde(default)]
@@ -180,6 +184,34 @@ impl Default for HealthConfig {
     }
 }
 
+/// How the device takes part in the fabric: discovery, its report heartbeat, fetch patience and
+/// enrollment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkSettings {
+    /// LAN discovery with mDNS (key `mdns`, default on; tests and routed sites switch it off).
+    pub mdns: bool,
+    /// How often the signed status report is published even when nothing changed (key
+    /// `heartbeat_interval_ms`, default 10 s).
+    pub heartbeat_interval: Duration,
+    /// How long a staging fetch may take before the stage directive fails (key
+    /// `fetch_timeout_seconds`, default 300 s).
+    pub fetch_timeout: Duration,
+    /// The one-time enrollment token sent in reports until the coordinator accepts the device
+    /// (key `enroll_token`).
+    pub enroll_token: Option<String>,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            mdns: true,
+            heartbeat_interval: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(300),
+            enroll_token: None,
+        }
+    }
+}
+
 /// The checked configuration of one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -205,6 +237,8 @@ pub struct Config {
     pub trial: TrialConfig,
     /// Health thresholds.
     pub health: HealthConfig,
+    /// Fabric participation (discovery, heartbeat, enrollment).
+    pub link: LinkSettings,
 }
 
 impl Config {
@@ -246,6 +280,7 @@ impl Config {
             trust_store: data_dir.join("trust"),
             trial: TrialConfig::default(),
             health: HealthConfig::default(),
+            link: LinkSettings::default(),
         }
     }
 
@@ -369,6 +404,29 @@ impl Config {
                 "must not exceed health.temperature_unhealthy_celsius",
             ));
         }
+        let ld = LinkSettings::default();
+        if let Some(token) = &raw.enroll_token
+            && (token.is_empty() || token.len() > 128 || token.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "enroll_token",
+                "must be 1 to 128 characters without control characters",
+            ));
+        }
+        let link = LinkSettings {
+            mdns: raw.mdns.unwrap_or(ld.mdns),
+            heartbeat_interval: positive_ms(
+                "heartbeat_interval_ms",
+                raw.heartbeat_interval_ms,
+                ld.heartbeat_interval,
+            )?,
+            fetch_timeout: match raw.fetch_timeout_seconds {
+                Some(0) => return Err(invalid("fetch_timeout_seconds", "must be at least 1")),
+                Some(s) => Duration::from_secs(s),
+                None => ld.fetch_timeout,
+            },
+            enroll_token: raw.enroll_token,
+        };
         Ok(Config {
             data_dir,
             device_type,
@@ -381,6 +439,7 @@ impl Config {
             trust_store,
             trial,
             health,
+            link,
         })
     }
 }
@@ -440,6 +499,26 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"), None)
+    }
+
+    #[test]
+    fn link_keys_default_and_name_the_key_when_wrong() {
+        let base = "device_type = \"rpi4\"\narch = \"aarch64\"\n";
+        let c = parse(base).unwrap();
+        assert!(c.link.mdns);
+        assert_eq!(c.link.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(c.link.enroll_token, None);
+        let c = parse(&format!(
+            "{base}mdns = false\nheartbeat_interval_ms = 500\nenroll_token = \"t-1\"\n"
+        ))
+        .unwrap();
+        assert!(!c.link.mdns);
+        assert_eq!(c.link.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(c.link.enroll_token.as_deref(), Some("t-1"));
+        let err = parse(&format!("{base}heartbeat_interval_ms = 0\n")).unwrap_err();
+        assert!(err.to_string().contains("heartbeat_interval_ms"), "{err}");
+        let err = parse(&format!("{base}enroll_token = \"\"\n")).unwrap_err();
+        assert!(err.to_string().contains("enroll_token"), "{err}");
     }
 
     #[test]

@@ -187,6 +187,45 @@ impl AuditEntry {
     }
 }
 
+/// The newest coordinator directive this device accepted, and how carrying it out went. It is
+/// written when the directive is accepted (progress `working`) and again when it ends, so a
+/// restart neither applies it twice nor forgets how far it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedDirective {
+    /// The directive's generation.
+    pub generation: u64,
+    /// `stage`, `switch`, `commit` or `rollback`.
+    pub action: String,
+    /// The artifact name.
+    pub name: String,
+    /// The artifact release.
+    pub release: u64,
+    /// Hex SHA-256 of the manifest the directive pins.
+    pub manifest_sha256: String,
+    /// `working`, `done`, `failed` or `rolled_back`.
+    pub progress: String,
+    /// Why, when it failed or rolled back.
+    pub detail: String,
+    /// When it was last updated (ms since the epoch).
+    pub at_ms: i64,
+    /// The post's exact bytes, so a directive interrupted by a restart can be verified again
+    /// and resumed.
+    pub post: Vec<u8>,
+}
+
+/// Which signed release a slot holds, when it was filled from a signed manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRelease {
+    /// The artifact name.
+    pub name: String,
+    /// The release number.
+    pub release: u64,
+    /// The semantic version.
+    pub version: String,
+    /// Hex SHA-256 of the manifest.
+    pub manifest_sha256: String,
+}
+
 /// The open state database.
 #[derive(Debug)]
 pub struct State {
@@ -222,6 +261,29 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS agent_audit_no_delete BEFORE DELETE ON agent_audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 INSERT OR IGNORE INTO agent_slots (name) VALUES ('blue'), ('green');
+CREATE TABLE IF NOT EXISTS agent_directive (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    name TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    progress TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    post BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_slot_release (
+    slot TEXT PRIMARY KEY CHECK (slot IN ('blue', 'green')),
+    name TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_rollback_permit (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    envelope BLOB NOT NULL
+);
 ";
 
 impl State {
@@ -423,6 +485,152 @@ impl State {
             .map_err(StateError::Read)
     }
 
+    /// The newest accepted directive, if any.
+    pub fn applied_directive(&self) -> Result<Option<AppliedDirective>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT generation, action, name, release, manifest_sha256, progress, detail, at_ms,
+                     post
+                 FROM agent_directive WHERE id = 1",
+                [],
+                |r| {
+                    Ok(AppliedDirective {
+                        generation: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        action: r.get(1)?,
+                        name: r.get(2)?,
+                        release: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        manifest_sha256: r.get(4)?,
+                        progress: r.get(5)?,
+                        detail: r.get(6)?,
+                        at_ms: r.get(7)?,
+                        post: r.get(8)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(StateError::Read)
+    }
+
+    /// Records the newest accepted directive and its progress, with its audit entries, in one
+    /// transaction.
+    pub fn set_applied_directive(
+        &mut self,
+        applied: &AppliedDirective,
+        audit: &[AuditEntry],
+    ) -> Result<(), StateError> {
+        let generation = i64::try_from(applied.generation).map_err(|_| StateError::Corrupt {
+            what: "directive generation",
+            value: applied.generation.to_string(),
+        })?;
+        let release = i64::try_from(applied.release).map_err(|_| StateError::Corrupt {
+            what: "directive release",
+            value: applied.release.to_string(),
+        })?;
+        let tx = self.conn.transaction().map_err(StateError::Write)?;
+        tx.execute(
+            "INSERT INTO agent_directive (id, generation, action, name, release, manifest_sha256,
+                 progress, detail, at_ms, post)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET generation = ?1, action = ?2, name = ?3, release = ?4,
+                 manifest_sha256 = ?5, progress = ?6, detail = ?7, at_ms = ?8, post = ?9",
+            params![
+                generation,
+                applied.action,
+                applied.name,
+                release,
+                applied.manifest_sha256,
+                applied.progress,
+                applied.detail,
+                applied.at_ms,
+                applied.post
+            ],
+        )
+        .map_err(StateError::Write)?;
+        for entry in audit {
+            insert_audit(&tx, entry)?;
+        }
+        tx.commit().map_err(StateError::Write)
+    }
+
+    /// The signed release a slot holds, if it was filled from a signed manifest.
+    pub fn slot_release(&self, slot: SlotName) -> Result<Option<SlotRelease>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT name, release, version, manifest_sha256 FROM agent_slot_release
+                 WHERE slot = ?1",
+                params![slot.as_str()],
+                |r| {
+                    Ok(SlotRelease {
+                        name: r.get(0)?,
+                        release: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        version: r.get(2)?,
+                        manifest_sha256: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(StateError::Read)
+    }
+
+    /// Records (or forgets, with None) the signed release a slot holds.
+    pub fn set_slot_release(
+        &mut self,
+        slot: SlotName,
+        release: Option<&SlotRelease>,
+    ) -> Result<(), StateError> {
+        match release {
+            None => self
+                .conn
+                .execute(
+                    "DELETE FROM agent_slot_release WHERE slot = ?1",
+                    params![slot.as_str()],
+                )
+                .map(|_| ())
+                .map_err(StateError::Write),
+            Some(r) => {
+                let number = i64::try_from(r.release).map_err(|_| StateError::Corrupt {
+                    what: "slot release",
+                    value: r.release.to_string(),
+                })?;
+                self.conn
+                    .execute(
+                        "INSERT INTO agent_slot_release (slot, name, release, version, manifest_sha256)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (slot) DO UPDATE SET name = ?2, release = ?3, version = ?4,
+                             manifest_sha256 = ?5",
+                        params![slot.as_str(), r.name, number, r.version, r.manifest_sha256],
+                    )
+                    .map(|_| ())
+                    .map_err(StateError::Write)
+            }
+        }
+    }
+
+    /// The envelope of the coordinator's newest rollback directive: it lifts anti-rollback for
+    /// exactly the release it names, and only that one.
+    pub fn rollback_permit(&self) -> Result<Option<Vec<u8>>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT envelope FROM agent_rollback_permit WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StateError::Read)
+    }
+
+    /// Keeps `envelope` as the rollback permit, replacing any earlier one.
+    pub fn set_rollback_permit(&mut self, envelope: &[u8]) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO agent_rollback_permit (id, envelope) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET envelope = ?1",
+                params![envelope],
+            )
+            .map(|_| ())
+            .map_err(StateError::Write)
+    }
+
     /// The underlying connection, for the artifact layer's tables in the same file.
     pub fn connection(&self) -> &Connection {
         &self.conn
@@ -520,6 +728,48 @@ mod tests {
         let del = st.connection().execute("DELETE FROM agent_audit", []);
         assert!(del.is_err());
         assert_eq!(st.audit_log(10).unwrap()[0].outcome, "ok");
+    }
+
+    #[test]
+    fn applied_directive_slot_releases_and_permit_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(dir.path(), 0).unwrap();
+        assert_eq!(st.applied_directive().unwrap(), None);
+        let applied = AppliedDirective {
+            generation: 7,
+            action: "stage".into(),
+            name: "temp".into(),
+            release: 2,
+            manifest_sha256: "ab".into(),
+            progress: "working".into(),
+            detail: String::new(),
+            at_ms: 5,
+            post: vec![1, 2, 3],
+        };
+        let a = AuditEntry::new(5, "coordinator", "stage", "dev", "accepted", "generation 7");
+        st.set_applied_directive(&applied, &[a]).unwrap();
+        let done = AppliedDirective {
+            progress: "done".into(),
+            ..applied.clone()
+        };
+        st.set_applied_directive(&done, &[]).unwrap();
+        let rel = SlotRelease {
+            name: "temp".into(),
+            release: 2,
+            version: "2.0.0".into(),
+            manifest_sha256: "ab".into(),
+        };
+        st.set_slot_release(SlotName::Green, Some(&rel)).unwrap();
+        st.set_rollback_permit(b"env").unwrap();
+        drop(st);
+        let mut st = State::open(dir.path(), 9).unwrap();
+        assert_eq!(st.applied_directive().unwrap(), Some(done));
+        assert_eq!(st.slot_release(SlotName::Green).unwrap(), Some(rel));
+        assert_eq!(st.slot_release(SlotName::Blue).unwrap(), None);
+        assert_eq!(st.rollback_permit().unwrap().as_deref(), Some(&b"env"[..]));
+        st.set_slot_release(SlotName::Green, None).unwrap();
+        assert_eq!(st.slot_release(SlotName::Green).unwrap(), None);
+        assert_eq!(st.audit_log(10).unwrap()[0].actor, "coordinator");
     }
 
     #[test]
