@@ -977,7 +977,9 @@ where
         loop {
             for out in flow.drain_outputs(SMOKE_DRAIN_BATCH) {
                 seen += 1;
-                pending.retain(|want| !(want.node == out.node && payload_matches(&want.payload, &out.payload)));
+                pending.retain(|want| {
+                    !(want.node == out.node && payload_matches(&want.payload, &out.payload))
+                });
                 last_seen = Some(out);
             }
             let a = window.push(flow.snapshot());

@@ -107,10 +107,7 @@ fn smoke_messages(
         .iter()
         .map(|m| {
             let payload = serde_json::from_str(&m.payload).map_err(|e| {
-                BundleInstallError::Refused(format!(
-                    "smoke test payload for node {}: {e}",
-                    m.node
-                ))
+                BundleInstallError::Refused(format!("smoke test payload for node {}: {e}", m.node))
             })?;
             Ok(SmokeInput {
                 node: m.node.clone(),

@@ -671,8 +671,14 @@ mod smoke_file_tests {
         assert_eq!(s.inject[0].payload, r#"{"raw":1}"#);
         assert_eq!(s.expect[0].node, "out");
         for (bad, needle) in [
-            (&br#"{"inject":[],"expect":[],"timeout_ms":5}"#[..], "expects nothing"),
-            (br#"{"inject":[{"node":"a","payload":1}],"timeout_ms":0}"#, "timeout_ms"),
+            (
+                &br#"{"inject":[],"expect":[],"timeout_ms":5}"#[..],
+                "expects nothing",
+            ),
+            (
+                br#"{"inject":[{"node":"a","payload":1}],"timeout_ms":0}"#,
+                "timeout_ms",
+            ),
             (br#"{"inject":[{"node":"a"}]}"#, "payload"),
             (br#"{"injekt":[]}"#, "injekt"),
             (b"not json", "smoke-test file"),

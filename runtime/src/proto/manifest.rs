@@ -145,9 +145,8 @@ impl SmokeTest {
                         "smoke_test {what}[{i}]: payload is longer than {MAX_SMOKE_PAYLOAD_BYTES} bytes"
                     ));
                 }
-                serde_json::from_str::<serde_json::Value>(&m.payload).map_err(|e| {
-                    format!("smoke_test {what}[{i}]: payload is not JSON: {e}")
-                })?;
+                serde_json::from_str::<serde_json::Value>(&m.payload)
+                    .map_err(|e| format!("smoke_test {what}[{i}]: payload is not JSON: {e}"))?;
             }
         }
         Ok(())
@@ -366,7 +365,10 @@ mod smoke_tests {
                 Box::new(|s| s.timeout_ms = MAX_SMOKE_TIMEOUT_MS + 1),
                 "timeout_ms",
             ),
-            (Box::new(|s| s.inject[0].payload = "{nope".into()), "not JSON"),
+            (
+                Box::new(|s| s.inject[0].payload = "{nope".into()),
+                "not JSON",
+            ),
             (Box::new(|s| s.expect[0].node = String::new()), "node id"),
             (
                 Box::new(|s| {
@@ -382,7 +384,9 @@ mod smoke_tests {
                 "more than",
             ),
             (
-                Box::new(|s| s.inject[0].payload = format!("\"{}\"", "x".repeat(MAX_SMOKE_PAYLOAD_BYTES))),
+                Box::new(|s| {
+                    s.inject[0].payload = format!("\"{}\"", "x".repeat(MAX_SMOKE_PAYLOAD_BYTES))
+                }),
                 "longer than",
             ),
         ];
