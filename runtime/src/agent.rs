@@ -948,8 +948,8 @@ where
         flow: &mut R::Flow,
         record: &VersionRecord,
     ) -> Result<(), String> {
-        // The manifest's timeout bounds the wait for expected outputs; it is capped so that a
-        // manifest cannot hold the main loop longer than a minute.
+        // The manifest's timeout bounds the wait for expected outputs. It is capped (20 s) so
+        // that a manifest cannot hold the main loop past the systemd watchdog.
         let expect_limit = record
             .smoke_timeout_ms
             .map_or(self.cfg.trial.smoke_timeout, Duration::from_millis)
@@ -1041,6 +1041,27 @@ pub fn payload_matches(want: &serde_json::Value, got: &serde_json::Value) -> boo
             .all(|(k, wv)| g.get(k).is_some_and(|gv| payload_matches(wv, gv))),
         (serde_json::Value::Number(w), serde_json::Value::Number(g)) => w.as_f64() == g.as_f64(),
         _ => want == got,
+    }
+}
+
+#[cfg(test)]
+mod smoke_match_tests {
+    use super::payload_matches;
+    use serde_json::json;
+
+    #[test]
+    fn expected_objects_match_supersets_and_other_values_match_exactly() {
+        let got = json!({"x": 21, "checked": "yes", "meta": {"a": 1, "b": 2}});
+        assert!(payload_matches(&json!({"checked": "yes"}), &got));
+        assert!(payload_matches(&json!({"x": 21.0, "meta": {"b": 2}}), &got));
+        assert!(payload_matches(&json!({}), &got));
+        assert!(!payload_matches(&json!({"checked": "no"}), &got));
+        assert!(!payload_matches(&json!({"missing": null}), &got));
+        assert!(!payload_matches(&json!({"meta": {"c": 3}}), &got));
+        assert!(payload_matches(&json!([1, 2]), &json!([1, 2])));
+        assert!(!payload_matches(&json!([1]), &json!([1, 2])));
+        assert!(!payload_matches(&json!("21"), &json!(21)));
+        assert!(payload_matches(&json!(2), &json!(2.0)));
     }
 }
 
