@@ -360,7 +360,8 @@ mod smoke_tests {
 
     #[test]
     fn bad_smoke_tests_are_refused_with_the_reason() {
-        let cases: Vec<(Box<dyn Fn(&mut SmokeTest)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut SmokeTest)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|s| s.timeout_ms = 0), "timeout_ms"),
             (
                 Box::new(|s| s.timeout_ms = MAX_SMOKE_TIMEOUT_MS + 1),
