@@ -476,16 +476,22 @@ fn smoke_test_of_the_standby_slot_does_not_knock_the_live_flow_off_the_broker() 
     let sub = Subscription::start(broker.port(), "floe/smoke/#").unwrap();
     sub.take(5, Duration::from_secs(10)).unwrap();
 
-    // The smoke test of 2.0.0 waits 1 s for its delayed expected output, with its own
-    // (muted) MQTT client connected to the same broker the whole time.
+    // The smoke test of 2.0.0 waits 1 s for its delayed expected output. Its `mqtt_in` (which
+    // subscribes even when outputs are muted) is connected to the same broker the whole time,
+    // under the client id the live flow's `mqtt_out` was given.
     let flow = json!({
         "nodes": [
             {"id": "in", "type": "delay", "name": "In", "config": {"delay": "1s"}},
             {"id": "out", "type": "debug", "name": "Out", "config": {"level": "debug"}},
+            {"id": "listen", "type": "mqtt_in", "name": "Listen", "config": {"broker": url, "topic": "floe/commands/#", "client_id": "shared"}},
             {"id": "tick", "type": "inject", "name": "Tick", "config": {"payload": {"tag": "v2"}, "interval": "20ms"}},
-            {"id": "pub", "type": "mqtt_out", "name": "Pub", "config": {"broker": url, "topic": "floe/smoke/v2", "client_id": "shared"}}
+            {"id": "pub", "type": "mqtt_out", "name": "Pub", "config": {"broker": url, "topic": "floe/smoke/v2", "client_id": "v2-pub"}}
         ],
-        "connections": [{"source": "in", "target": "out"}, {"source": "tick", "target": "pub"}]
+        "connections": [
+            {"source": "in", "target": "out"},
+            {"source": "listen", "target": "out"},
+            {"source": "tick", "target": "pub"}
+        ]
     })
     .to_string();
     let smoke = json!({
