@@ -455,14 +455,21 @@ pub const KINDS: &[KindSpec] = &[
     },
 ];
 
+/// Test-only kinds (NODES.md, "Test-only kinds"): present only with the `fault-nodes` feature,
+/// so a release build's validator refuses them as unknown types.
+#[cfg(feature = "fault-nodes")]
+const TEST_KINDS: &[KindSpec] = &[crate::nodes::fault::SPEC];
+#[cfg(not(feature = "fault-nodes"))]
+const TEST_KINDS: &[KindSpec] = &[];
+
 /// The spec of a node kind by its `type` name.
 pub fn lookup(kind: &str) -> Option<&'static KindSpec> {
-    KINDS.iter().find(|k| k.name == kind)
+    KINDS.iter().chain(TEST_KINDS).find(|k| k.name == kind)
 }
 
 /// The names of every kind, for messages.
 pub fn kind_names() -> Vec<&'static str> {
-    KINDS.iter().map(|k| k.name).collect()
+    KINDS.iter().chain(TEST_KINDS).map(|k| k.name).collect()
 }
 
 /// Parses a duration into milliseconds.
@@ -798,5 +805,18 @@ mod tests {
             }
         }
         assert!(lookup("nope").is_none());
+    }
+
+    #[test]
+    #[cfg(not(feature = "fault-nodes"))]
+    fn the_test_only_fault_kind_is_unknown_without_its_feature() {
+        assert!(lookup("fault").is_none());
+        let flow = r#"{"nodes":[{"id":"f","type":"fault","name":"F","config":{"mode":"panic_after"}}],"connections":[]}"#;
+        let err = crate::validate::compile(flow.as_bytes(), &[]).unwrap_err();
+        assert!(
+            err.report().contains("unknown node type `fault`"),
+            "{}",
+            err.report()
+        );
     }
 }

@@ -397,12 +397,16 @@ where
     ) -> Result<(R::Flow, VersionRecord), String> {
         let record = self.slots.verify(slot).map_err(|e| e.to_string())?;
         let dir = self.slots.dir(slot);
-        let flow = self.start_verified(&dir, &record, muted).await?;
+        let flow = self.start_verified(slot, &dir, &record, muted).await?;
         Ok((flow, record))
     }
 
+    /// Starts a verified slot's flow. The start timeout is also the bound after which a node
+    /// that holds a message without taking the next one counts as hung: both say how long a
+    /// step of a new version may take before floed gives up on it.
     async fn start_verified(
         &mut self,
+        slot: SlotName,
         dir: &Path,
         record: &VersionRecord,
         muted: bool,
@@ -412,6 +416,9 @@ where
             slot_dir: dir,
             record,
             muted,
+            slot,
+            device: &self.device,
+            stuck_after: limit,
         };
         let fut = AssertUnwindSafe(self.runner.start(spec)).catch_unwind();
         match tokio::time::timeout(limit, fut).await {
@@ -838,7 +845,7 @@ where
                 .await?;
             return Ok(Some(out));
         }
-        let started = self.start_verified(&dir, &record, false).await;
+        let started = self.start_verified(target, &dir, &record, false).await;
         let gap = gap_start.elapsed();
         match started {
             Ok(flow) => {
@@ -914,10 +921,11 @@ where
     }
 
     /// The smoke test: start the staged flow with outputs muted, inject the declared test
-    /// input, and require it to run without errors or restarts for the settle time.
+    /// input, require every declared output within the manifest's timeout, and require the
+    /// flow to run without errors or restarts for the settle time.
     async fn smoke(&mut self, target: SlotName) -> Result<(), String> {
-        let (flow, record) = self.start_slot(target, true).await?;
-        let result = self.observe_smoke(&flow, &record).await;
+        let (mut flow, record) = self.start_slot(target, true).await?;
+        let result = self.observe_smoke(&mut flow, &record).await;
         let deadline = self.cfg.trial.stop_timeout;
         if AssertUnwindSafe(flow.stop(deadline))
             .catch_unwind()
@@ -927,18 +935,33 @@ where
             tracing::warn!("the smoke-tested flow panicked while stopping");
         }
         self.functional = match &result {
-            Ok(()) if record.smoke.is_empty() => Functional::NoTestInput,
+            Ok(()) if record.smoke.is_empty() && record.smoke_expect.is_empty() => {
+                Functional::NoTestInput
+            }
             Ok(()) => Functional::Passed,
             Err(e) => Functional::Failed(e.clone()),
         };
         result
     }
 
-    async fn observe_smoke(&self, flow: &R::Flow, record: &VersionRecord) -> Result<(), String> {
+    async fn observe_smoke(
+        &self,
+        flow: &mut R::Flow,
+        record: &VersionRecord,
+    ) -> Result<(), String> {
+        // The manifest's timeout bounds the wait for expected outputs. It is capped (20 s) so
+        // that a manifest cannot hold the main loop past the systemd watchdog.
+        let expect_limit = record
+            .smoke_timeout_ms
+            .map_or(self.cfg.trial.smoke_timeout, Duration::from_millis)
+            .min(Duration::from_millis(
+                crate::proto::manifest::MAX_SMOKE_TIMEOUT_MS,
+            ));
+        let start = Instant::now();
         for input in &record.smoke {
             let inject =
                 AssertUnwindSafe(flow.inject(&input.node, input.payload.clone())).catch_unwind();
-            match tokio::time::timeout(self.cfg.trial.smoke_timeout, inject).await {
+            match tokio::time::timeout(expect_limit, inject).await {
                 Err(_) => return Err(format!("injecting into {} timed out", input.node)),
                 Ok(Err(p)) => {
                     return Err(format!("panicked on test input: {}", panic_message(&*p)));
@@ -948,9 +971,18 @@ where
             }
         }
         let settle = self.cfg.trial.smoke_timeout.min(Duration::from_millis(500));
-        let start = Instant::now();
+        let mut pending: Vec<&crate::slots::SmokeInput> = record.smoke_expect.iter().collect();
+        let mut seen = 0usize;
+        let mut last_seen: Option<runner::SinkOutput> = None;
         let mut window = AppWindow::default();
         loop {
+            for out in flow.drain_outputs(SMOKE_DRAIN_BATCH) {
+                seen += 1;
+                pending.retain(|want| {
+                    !(want.node == out.node && payload_matches(&want.payload, &out.payload))
+                });
+                last_seen = Some(out);
+            }
             let a = window.push(flow.snapshot());
             if !a.latest.running {
                 return Err(a
@@ -967,7 +999,23 @@ where
             if a.restarts > 0 {
                 return Err(format!("{} node restarts", a.restarts));
             }
-            if start.elapsed() >= settle {
+            let elapsed = start.elapsed();
+            if !pending.is_empty() && elapsed >= expect_limit {
+                let want = pending[0];
+                let last = last_seen.as_ref().map_or_else(
+                    || "none".to_string(),
+                    |o| format!("{} from {}", truncate(&o.payload.to_string(), 200), o.node),
+                );
+                return Err(format!(
+                    "expected output {} from node {} not seen within {} ms ({} of {} expectations unmet; {seen} outputs seen, last: {last})",
+                    truncate(&want.payload.to_string(), 200),
+                    want.node,
+                    expect_limit.as_millis(),
+                    pending.len(),
+                    record.smoke_expect.len(),
+                ));
+            }
+            if pending.is_empty() && elapsed >= settle {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -978,6 +1026,53 @@ where
     /// resumes (and counts a restart) at the next start.
     pub async fn shutdown(mut self) {
         self.stop_flow().await;
+    }
+}
+
+/// How many sink outputs the smoke test takes from the flow per look.
+const SMOKE_DRAIN_BATCH: usize = 256;
+
+/// Whether an output payload satisfies a smoke-test expectation: an expected object matches
+/// an object that has every key given with a matching value (extra keys allowed, recursively);
+/// any other expected value must be equal.
+pub fn payload_matches(want: &serde_json::Value, got: &serde_json::Value) -> bool {
+    match (want, got) {
+        (serde_json::Value::Object(w), serde_json::Value::Object(g)) => w
+            .iter()
+            .all(|(k, wv)| g.get(k).is_some_and(|gv| payload_matches(wv, gv))),
+        (serde_json::Value::Number(w), serde_json::Value::Number(g)) => w.as_f64() == g.as_f64(),
+        _ => want == got,
+    }
+}
+
+#[cfg(test)]
+mod smoke_match_tests {
+    use super::payload_matches;
+    use serde_json::json;
+
+    #[test]
+    fn expected_objects_match_supersets_and_other_values_match_exactly() {
+        let got = json!({"x": 21, "checked": "yes", "meta": {"a": 1, "b": 2}});
+        assert!(payload_matches(&json!({"checked": "yes"}), &got));
+        assert!(payload_matches(&json!({"x": 21.0, "meta": {"b": 2}}), &got));
+        assert!(payload_matches(&json!({}), &got));
+        assert!(!payload_matches(&json!({"checked": "no"}), &got));
+        assert!(!payload_matches(&json!({"missing": null}), &got));
+        assert!(!payload_matches(&json!({"meta": {"c": 3}}), &got));
+        assert!(payload_matches(&json!([1, 2]), &json!([1, 2])));
+        assert!(!payload_matches(&json!([1]), &json!([1, 2])));
+        assert!(!payload_matches(&json!("21"), &json!(21)));
+        assert!(payload_matches(&json!(2), &json!(2.0)));
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
     }
 }
 

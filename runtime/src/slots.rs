@@ -111,6 +111,14 @@ pub struct VersionRecord {
     /// The test input the manifest declares for the smoke test, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub smoke: Vec<SmokeInput>,
+    /// The outputs the smoke test must see (same shape: the sink node and the payload it must
+    /// match; see `proto::manifest::SmokeMessage` for the matching rule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub smoke_expect: Vec<SmokeInput>,
+    /// How long the smoke test waits for the expected outputs, in milliseconds; absent: the
+    /// device's `trial.smoke_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_timeout_ms: Option<u64>,
 }
 
 fn default_flow_path() -> String {
@@ -465,6 +473,8 @@ pub fn record_for_dir(
         flow: default_flow_path(),
         files,
         smoke,
+        smoke_expect: Vec::new(),
+        smoke_timeout_ms: None,
     })
 }
 
@@ -730,6 +740,8 @@ mod tests {
                 flow: "flow.json".into(),
                 files,
                 smoke: Vec::new(),
+                smoke_expect: Vec::new(),
+                smoke_timeout_ms: None,
             };
             let r = slots.stage_with(SlotName::Blue, &rec, |_| Ok(()));
             assert!(matches!(r, Err(SlotError::UnsafePath(_))), "{bad}: {r:?}");

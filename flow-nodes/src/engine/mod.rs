@@ -63,6 +63,14 @@ pub enum EngineError {
         /// What is wrong.
         message: String,
     },
+    /// A node failed to start (it could not claim a device or port it needs).
+    #[error("node {node}: start: {message}")]
+    Start {
+        /// The node id.
+        node: String,
+        /// What failed.
+        message: String,
+    },
     /// Starting needs a tokio runtime and none is running on this thread.
     #[error("start: the engine must be started from inside a tokio runtime")]
     NoRuntime,
@@ -488,7 +496,7 @@ impl Engine {
                             message,
                         })?
                 }
-                None => nodes::build(node, &opts.variables)?,
+                None => nodes::build(node, &opts.variables, opts.mute_outputs)?,
             };
             built.push(b);
         }

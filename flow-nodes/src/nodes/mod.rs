@@ -11,6 +11,8 @@ mod change;
 mod debug;
 mod delay;
 mod dht;
+#[cfg(feature = "fault-nodes")]
+pub(crate) mod fault;
 mod inject;
 mod mqtt;
 mod sensor;
@@ -78,6 +80,8 @@ pub(crate) enum Built {
     Delay(delay::DelayNode),
     MqttOut(mqtt::MqttOutNode),
     MqttIn(mqtt::MqttInNode),
+    #[cfg(feature = "fault-nodes")]
+    Hang(fault::HangNode),
 }
 
 impl Built {
@@ -90,14 +94,17 @@ impl Built {
             Built::Delay(n) => n.run(io).await,
             Built::MqttOut(n) => n.run(io).await,
             Built::MqttIn(n) => n.run(io).await,
+            #[cfg(feature = "fault-nodes")]
+            Built::Hang(n) => n.run(io).await,
         }
     }
 }
 
-/// Builds a built-in node kind from its compiled config.
+/// Builds a built-in node kind from its compiled config. `muted` is the smoke-test mode.
 pub(crate) fn build(
     node: &CompiledNode,
     variables: &BTreeMap<String, serde_json::Value>,
+    #[cfg_attr(not(feature = "fault-nodes"), allow(unused_variables))] muted: bool,
 ) -> Result<Built, EngineError> {
     let cfg_err = |message: String| EngineError::Config {
         node: node.id.clone(),
@@ -122,6 +129,8 @@ pub(crate) fn build(
             Built::MqttOut(mqtt::MqttOutNode::new(&node.id, parse(node)?).map_err(cfg_err)?)
         }
         "mqtt_in" => Built::MqttIn(mqtt::MqttInNode::new(&node.id, parse(node)?).map_err(cfg_err)?),
+        #[cfg(feature = "fault-nodes")]
+        "fault" => fault::build(node, muted)?,
         other => {
             return Err(EngineError::UnknownKind {
                 node: node.id.clone(),

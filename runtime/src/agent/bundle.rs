@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::artifact::{self, ChunkStore, DeviceFacts, ReleaseStore, keys};
 use crate::config::Config;
 use crate::proto::Manifest;
-use crate::slots::{SlotError, VersionRecord};
+use crate::slots::{SlotError, SmokeInput, VersionRecord};
 use crate::state::DB_FILE;
 
 /// Why a bundle could not be prepared for installation.
@@ -78,6 +78,7 @@ pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, B
     artifact::install_decision(&verified, &facts, highest, None)
         .map_err(|e| BundleInstallError::Refused(e.to_string()))?;
     let manifest = verified.value;
+    let smoke = manifest.smoke_test.as_ref();
     let record = VersionRecord {
         version: manifest.version.clone(),
         flow: "flow.json".to_string(),
@@ -86,13 +87,34 @@ pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, B
             .iter()
             .map(|f| (f.path.clone(), f.sha256.to_hex()))
             .collect(),
-        smoke: Vec::new(),
+        smoke: smoke_messages(smoke.map(|s| s.inject.as_slice()))?,
+        smoke_expect: smoke_messages(smoke.map(|s| s.expect.as_slice()))?,
+        smoke_timeout_ms: smoke.map(|s| s.timeout_ms),
     };
     Ok(Prepared {
         manifest,
         record,
         store,
     })
+}
+
+/// Turns the signed smoke-test messages (payloads as JSON text, already checked when the
+/// manifest was decoded) into the slot record's form.
+fn smoke_messages(
+    list: Option<&[crate::proto::manifest::SmokeMessage]>,
+) -> Result<Vec<SmokeInput>, BundleInstallError> {
+    list.unwrap_or_default()
+        .iter()
+        .map(|m| {
+            let payload = serde_json::from_str(&m.payload).map_err(|e| {
+                BundleInstallError::Refused(format!("smoke test payload for node {}: {e}", m.node))
+            })?;
+            Ok(SmokeInput {
+                node: m.node.clone(),
+                payload,
+            })
+        })
+        .collect()
 }
 
 /// Writes the manifest's files into an (empty, fresh) staging directory.

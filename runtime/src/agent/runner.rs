@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::health::AppSnapshot;
-use crate::slots::VersionRecord;
+use crate::slots::{SlotName, VersionRecord};
 
 /// Why a flow could not be started or driven.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,24 @@ pub struct StartSpec<'a> {
     pub record: &'a VersionRecord,
     /// Outputs muted: nothing leaves the device (the smoke test runs this way).
     pub muted: bool,
+    /// The slot the flow runs from. Each slot's flow gets its own MQTT client ids, so the
+    /// smoke test of one slot never takes over the broker session of the live flow.
+    pub slot: SlotName,
+    /// The device id (the default MQTT client ids carry it, so two devices running the same
+    /// flow on one broker do not collide either).
+    pub device: &'a str,
+    /// How long a node may hold a message (take no new input while input waits) before the
+    /// flow counts as hung.
+    pub stuck_after: Duration,
+}
+
+/// A message a sink node emitted (or would have published: the smoke test runs muted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkOutput {
+    /// The sink node's id.
+    pub node: String,
+    /// The message payload.
+    pub payload: serde_json::Value,
 }
 
 /// Starts flows.
@@ -65,6 +83,13 @@ pub trait RunningFlow {
 
     /// The flow's counters and state now.
     fn snapshot(&self) -> AppSnapshot;
+
+    /// Takes up to `max` of the sink outputs seen since the last call (muted flows only; the
+    /// smoke test checks its expectations with them). The default has none to give.
+    fn drain_outputs(&mut self, max: usize) -> Vec<SinkOutput> {
+        let _ = max;
+        Vec::new()
+    }
 
     /// Stops the flow, giving it at most `deadline` to drain.
     fn stop(self, deadline: Duration) -> impl Future<Output = ()>;

@@ -122,6 +122,8 @@ pub struct BuildSpec {
     pub min_runtime: String,
     /// Chunk size in bytes.
     pub chunk_size: u32,
+    /// The flow's smoke test, carried in the signed manifest (see [`smoke_test_from_json`]).
+    pub smoke_test: Option<manifest::SmokeTest>,
 }
 
 impl BuildSpec {
@@ -137,8 +139,72 @@ impl BuildSpec {
             device_types: Vec::new(),
             min_runtime: env!("CARGO_PKG_VERSION").to_string(),
             chunk_size: DEFAULT_CHUNK_SIZE,
+            smoke_test: None,
         }
     }
+}
+
+/// The default smoke-test timeout when a smoke-test file gives none: 5 s, the device's own
+/// default smoke timeout.
+pub const DEFAULT_SMOKE_TIMEOUT_MS: u64 = 5000;
+
+/// The largest smoke-test file accepted, in bytes.
+pub const MAX_SMOKE_FILE_BYTES: usize = 1 << 20;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmokeFile {
+    #[serde(default)]
+    inject: Vec<SmokeFileMessage>,
+    #[serde(default)]
+    expect: Vec<SmokeFileMessage>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmokeFileMessage {
+    node: String,
+    payload: serde_json::Value,
+}
+
+/// Reads a smoke-test file (`floed artifact build --smoke-test FILE`):
+///
+/// ```json
+/// {"inject": [{"node": "scale", "payload": {"raw": 21500}}],
+///  "expect": [{"node": "out", "payload": {"celsius": 21.5}}],
+///  "timeout_ms": 2000}
+/// ```
+///
+/// Payloads are any JSON; `timeout_ms` defaults to [`DEFAULT_SMOKE_TIMEOUT_MS`]. The result
+/// passes the same checks a device applies to a received manifest.
+pub fn smoke_test_from_json(bytes: &[u8]) -> Result<manifest::SmokeTest, BundleError> {
+    if bytes.len() > MAX_SMOKE_FILE_BYTES {
+        return Err(BundleError::Build(format!(
+            "the smoke-test file is {} bytes, more than {MAX_SMOKE_FILE_BYTES}",
+            bytes.len()
+        )));
+    }
+    let file: SmokeFile = serde_json::from_slice(bytes)
+        .map_err(|e| BundleError::Build(format!("the smoke-test file: {e}")))?;
+    let convert = |list: Vec<SmokeFileMessage>| {
+        list.into_iter()
+            .map(|m| manifest::SmokeMessage {
+                node: m.node,
+                payload: m.payload.to_string(),
+            })
+            .collect()
+    };
+    let smoke = manifest::SmokeTest {
+        inject: convert(file.inject),
+        expect: convert(file.expect),
+        timeout_ms: file.timeout_ms.unwrap_or(DEFAULT_SMOKE_TIMEOUT_MS),
+    };
+    smoke
+        .check()
+        .map_err(|e| BundleError::Build(format!("the smoke-test file: {e}")))?;
+    Ok(smoke)
 }
 
 /// One payload source: the flow bytes in memory or a file on disk.
@@ -360,6 +426,7 @@ pub fn build(
         chunk_size: spec.chunk_size,
         chunks,
         files,
+        smoke_test: spec.smoke_test.clone(),
     };
     let envelope = Envelope::sign(&manifest, keys).map_err(BundleError::Manifest)?;
     let envelope_bytes = envelope.to_bytes().map_err(BundleError::Manifest)?;
@@ -586,4 +653,38 @@ impl BundleReader {
 /// Opens and fully verifies a bundle file against a trust store.
 pub fn verify_file(path: &Path, trust: &TrustStore) -> Result<Verified<Manifest>, BundleError> {
     BundleReader::open(path)?.verify(trust, |_, _, _| Ok(()))
+}
+
+#[cfg(test)]
+mod smoke_file_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn smoke_files_become_manifest_smoke_tests() {
+        let s = smoke_test_from_json(
+            br#"{"inject":[{"node":"a","payload":{"raw":1}}],"expect":[{"node":"out","payload":2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.timeout_ms, DEFAULT_SMOKE_TIMEOUT_MS);
+        assert_eq!(s.inject[0].payload, r#"{"raw":1}"#);
+        assert_eq!(s.expect[0].node, "out");
+        for (bad, needle) in [
+            (
+                &br#"{"inject":[],"expect":[],"timeout_ms":5}"#[..],
+                "expects nothing",
+            ),
+            (
+                br#"{"inject":[{"node":"a","payload":1}],"timeout_ms":0}"#,
+                "timeout_ms",
+            ),
+            (br#"{"inject":[{"node":"a"}]}"#, "payload"),
+            (br#"{"injekt":[]}"#, "injekt"),
+            (b"not json", "smoke-test file"),
+        ] {
+            let err = smoke_test_from_json(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
 }

@@ -27,6 +27,15 @@ pub const MAX_FILES: usize = 4096;
 pub const MAX_PATH_BYTES: usize = 1024;
 /// The first file of every artifact.
 pub const FLOW_FILE: &str = "flow.json";
+/// The most messages a smoke test may inject, and the most outputs it may expect.
+pub const MAX_SMOKE_MESSAGES: usize = 64;
+/// The longest smoke-test payload, as JSON text in bytes.
+pub const MAX_SMOKE_PAYLOAD_BYTES: usize = 64 << 10;
+/// The longest node id a smoke test may name, in bytes (the flow language's own limit).
+pub const MAX_SMOKE_NODE_BYTES: usize = 256;
+/// The longest smoke-test timeout: 20 s, in milliseconds. A device's main loop waits for the
+/// smoke test, so the bound stays well under the 30 s systemd watchdog of `floed.service`.
+pub const MAX_SMOKE_TIMEOUT_MS: u64 = 20_000;
 
 /// One file of the payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +81,77 @@ pub struct Manifest {
     pub chunks: Vec<Digest>,
     /// The files, in payload order, `flow.json` first.
     pub files: Vec<FileEntry>,
+    /// The flow's own smoke test: test input and the outputs it must produce. Absent in
+    /// manifests that declare none (and then absent from their encoding, so manifests signed
+    /// before the field existed keep their exact bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_test: Option<SmokeTest>,
+}
+
+/// The test a device runs on a new version before switching to it: with the flow's outputs
+/// muted, inject each message of `inject` (in order) into its node, then require, for every
+/// entry of `expect`, a message out of that sink node whose payload matches, all within
+/// `timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeTest {
+    /// Messages to inject, in order.
+    pub inject: Vec<SmokeMessage>,
+    /// Outputs that must come out of sink nodes (`debug`, `mqtt_out`).
+    pub expect: Vec<SmokeMessage>,
+    /// How long the device waits for every expected output, in milliseconds (1 to
+    /// [`MAX_SMOKE_TIMEOUT_MS`]).
+    pub timeout_ms: u64,
+}
+
+/// One message of a smoke test: the node it goes into (or must come out of) and its payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeMessage {
+    /// The node id.
+    pub node: String,
+    /// The payload as JSON text. Text rather than a CBOR value keeps the signed bytes
+    /// independent of how a JSON number would map to CBOR. For an expectation, an object
+    /// matches any output object that has every key given with a matching value (extra keys
+    /// are allowed); any other value must be equal.
+    pub payload: String,
+}
+
+impl SmokeTest {
+    /// Checks the bounds: message counts, node ids, payload sizes and JSON, the timeout.
+    pub fn check(&self) -> Result<(), String> {
+        if self.inject.len() > MAX_SMOKE_MESSAGES || self.expect.len() > MAX_SMOKE_MESSAGES {
+            return Err(format!(
+                "smoke_test lists more than {MAX_SMOKE_MESSAGES} messages to inject or expect"
+            ));
+        }
+        if self.inject.is_empty() && self.expect.is_empty() {
+            return Err("smoke_test injects nothing and expects nothing".to_string());
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_SMOKE_TIMEOUT_MS {
+            return Err(format!(
+                "smoke_test timeout_ms {} is outside 1..={MAX_SMOKE_TIMEOUT_MS}",
+                self.timeout_ms
+            ));
+        }
+        for (what, list) in [("inject", &self.inject), ("expect", &self.expect)] {
+            for (i, m) in list.iter().enumerate() {
+                if m.node.is_empty() || m.node.len() > MAX_SMOKE_NODE_BYTES {
+                    return Err(format!(
+                        "smoke_test {what}[{i}]: node id must be 1 to {MAX_SMOKE_NODE_BYTES} bytes"
+                    ));
+                }
+                if m.payload.len() > MAX_SMOKE_PAYLOAD_BYTES {
+                    return Err(format!(
+                        "smoke_test {what}[{i}]: payload is longer than {MAX_SMOKE_PAYLOAD_BYTES} bytes"
+                    ));
+                }
+                serde_json::from_str::<serde_json::Value>(&m.payload)
+                    .map_err(|e| format!("smoke_test {what}[{i}]: payload is not JSON: {e}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Checks a name used as an artifact name or a device type: 1 to 128 characters of
@@ -233,6 +313,95 @@ impl Payload for Manifest {
                 self.size
             ));
         }
+        if let Some(smoke) = &self.smoke_test {
+            smoke.check()?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod smoke_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::proto::Envelope;
+    use crate::proto::tests::{key, sample_manifest, trusted};
+
+    fn smoke() -> SmokeTest {
+        SmokeTest {
+            inject: vec![SmokeMessage {
+                node: "scale".into(),
+                payload: r#"{"raw":21500}"#.into(),
+            }],
+            expect: vec![SmokeMessage {
+                node: "out".into(),
+                payload: r#"{"celsius":21.5}"#.into(),
+            }],
+            timeout_ms: 2000,
+        }
+    }
+
+    #[test]
+    fn a_smoke_test_travels_in_the_signed_manifest() {
+        let mut m = sample_manifest();
+        let plain = Envelope::sign(&m, &[&key(1)]).unwrap().payload;
+        m.smoke_test = Some(smoke());
+        let envelope = Envelope::sign(&m, &[&key(1)]).unwrap();
+        assert_ne!(envelope.payload, plain);
+        let bytes = envelope.to_bytes().unwrap();
+        let back = Envelope::from_bytes::<Manifest>(&bytes).unwrap();
+        let verified = back.verify::<Manifest>(&[trusted(&key(1))], 1).unwrap();
+        assert_eq!(verified.value.smoke_test, Some(smoke()));
+        // A manifest without a smoke test encodes without the field, as before it existed.
+        m.smoke_test = None;
+        assert_eq!(Envelope::sign(&m, &[&key(1)]).unwrap().payload, plain);
+    }
+
+    #[test]
+    fn bad_smoke_tests_are_refused_with_the_reason() {
+        type Edit = Box<dyn Fn(&mut SmokeTest)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|s| s.timeout_ms = 0), "timeout_ms"),
+            (
+                Box::new(|s| s.timeout_ms = MAX_SMOKE_TIMEOUT_MS + 1),
+                "timeout_ms",
+            ),
+            (
+                Box::new(|s| s.inject[0].payload = "{nope".into()),
+                "not JSON",
+            ),
+            (Box::new(|s| s.expect[0].node = String::new()), "node id"),
+            (
+                Box::new(|s| {
+                    s.inject.clear();
+                    s.expect.clear();
+                }),
+                "expects nothing",
+            ),
+            (
+                Box::new(|s| {
+                    s.expect = vec![s.expect[0].clone(); MAX_SMOKE_MESSAGES + 1];
+                }),
+                "more than",
+            ),
+            (
+                Box::new(|s| {
+                    s.inject[0].payload = format!("\"{}\"", "x".repeat(MAX_SMOKE_PAYLOAD_BYTES))
+                }),
+                "longer than",
+            ),
+        ];
+        for (edit, needle) in cases {
+            let mut m = sample_manifest();
+            let mut s = smoke();
+            edit(&mut s);
+            m.smoke_test = Some(s);
+            let err = m.check().unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        let mut m = sample_manifest();
+        m.smoke_test = Some(smoke());
+        m.check().unwrap();
     }
 }

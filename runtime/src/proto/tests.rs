@@ -39,6 +39,7 @@ pub(crate) fn sample_manifest() -> Manifest {
                 sha256: Digest::of(b"ab"),
             },
         ],
+        smoke_test: None,
     }
 }
 
@@ -387,6 +388,7 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
                     chunk_size,
                     chunks,
                     files,
+                    smoke_test: None,
                 }
             },
         )

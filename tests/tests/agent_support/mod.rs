@@ -1,5 +1,5 @@
 //! Helpers for the agent's end-to-end tests: building and locating `floed` (with the
-//! `crash-points` feature), staging version directories, writing configs, running commands
+//! test-only `crash-points` and `fault-nodes` features), staging version directories, writing configs, running commands
 //! with a time bound, and reading `floed status --json`.
 
 #![allow(dead_code, unreachable_pub, clippy::panic)]
@@ -22,17 +22,15 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds `floed` with the crash-point hook once per test process and returns its path.
+/// Builds `floed` with the crash-point hook and the test-only `fault` node kind once per test
+/// process and returns its path.
 pub fn floed() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let target = target_dir();
-        let status = Command::new(cargo)
-            .current_dir(workspace)
+        // The shared command drops the per-package variables cargo set for this test process,
+        // so the nested build does not invalidate the dependency tree of later builds.
+        let status = floe_tests::cargo_command()
             .args([
                 "build",
                 "-q",
@@ -41,7 +39,7 @@ pub fn floed() -> PathBuf {
                 "--bin",
                 "floed",
                 "--features",
-                "crash-points",
+                "crash-points,fault-nodes",
             ])
             .arg("--target-dir")
             .arg(&target)
