@@ -59,7 +59,8 @@ pub fn cargo_command() -> Command {
     cmd
 }
 
-/// The path of a workspace binary (`floed`, `floe`), built once per test process.
+/// The path of a workspace binary (`floed`, `floe`), built once per test process. `floed` is
+/// built with the test features `crash-points` and `fault-nodes`.
 pub fn bin(name: &str) -> Result<PathBuf> {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
@@ -79,6 +80,13 @@ pub fn bin(name: &str) -> Result<PathBuf> {
         .arg(target_dir);
     if dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
+    }
+    if name == "floed" {
+        // Every end-to-end test runs the same floed: with the crash-point hook (inert unless
+        // FLOE_CRASH_AT is set) and the test-only `fault` node kind (used only by flows that
+        // name it). One feature set means one build, instead of a rebuild each time a test
+        // binary with other features runs.
+        cmd.args(["--features", "crash-points,fault-nodes"]);
     }
     let st = cmd.status().context("running cargo build")?;
     if !st.success() {

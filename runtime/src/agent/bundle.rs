@@ -78,8 +78,20 @@ pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, B
     artifact::install_decision(&verified, &facts, highest, None)
         .map_err(|e| BundleInstallError::Refused(e.to_string()))?;
     let manifest = verified.value;
+    let record = record_of(&manifest)?;
+    Ok(Prepared {
+        manifest,
+        record,
+        store,
+    })
+}
+
+/// The slot's version record for a verified manifest: its files with their hashes and the
+/// smoke test it declares. Both install paths (a bundle on disk and a coordinator directive)
+/// use it, so a version is smoke-tested the same way whichever way it arrived.
+pub fn record_of(manifest: &crate::proto::Manifest) -> Result<VersionRecord, BundleInstallError> {
     let smoke = manifest.smoke_test.as_ref();
-    let record = VersionRecord {
+    Ok(VersionRecord {
         version: manifest.version.clone(),
         flow: "flow.json".to_string(),
         files: manifest
@@ -90,11 +102,6 @@ pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, B
         smoke: smoke_messages(smoke.map(|s| s.inject.as_slice()))?,
         smoke_expect: smoke_messages(smoke.map(|s| s.expect.as_slice()))?,
         smoke_timeout_ms: smoke.map(|s| s.timeout_ms),
-    };
-    Ok(Prepared {
-        manifest,
-        record,
-        store,
     })
 }
 

@@ -41,7 +41,7 @@ use crate::proto::{
     Fixed, HealthLevel, HealthSummary, Label, Manifest, Progress, SlotInfo, TrustStore, Verified,
     accept_directive,
 };
-use crate::slots::{SlotError, SlotName, VersionRecord};
+use crate::slots::{SlotError, SlotName};
 use crate::state::{AppliedDirective, DB_FILE, Lifecycle, Phase, SlotRelease};
 
 /// The actor recorded for what the coordinator asked.
@@ -545,15 +545,9 @@ where
             return self.set_progress(post, Progress::Failed, &why);
         }
         let m = &post.manifest.value;
-        let record = VersionRecord {
-            version: m.version.clone(),
-            flow: "flow.json".to_string(),
-            files: m
-                .files
-                .iter()
-                .map(|f| (f.path.clone(), f.sha256.to_hex()))
-                .collect(),
-            smoke: Vec::new(),
+        let record = match super::bundle::record_of(m) {
+            Ok(r) => r,
+            Err(e) => return self.set_progress(post, Progress::Failed, &e.to_string()),
         };
         let target = self.standby_slot();
         let version = m.version.clone();
@@ -722,7 +716,7 @@ where
                 .await?;
             return Ok(Some(out));
         }
-        let started = self.start_verified(&dir, &record, false).await;
+        let started = self.start_verified(target, &dir, &record, false).await;
         let gap = gap_start.elapsed();
         match started {
             Ok(flow) => {

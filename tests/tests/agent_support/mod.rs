@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -25,31 +24,7 @@ fn target_dir() -> PathBuf {
 /// Builds `floed` with the crash-point hook and the test-only `fault` node kind once per test
 /// process and returns its path.
 pub fn floed() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let target = target_dir();
-        // The shared command drops the per-package variables cargo set for this test process,
-        // so the nested build does not invalidate the dependency tree of later builds.
-        let status = floe_tests::cargo_command()
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "floe-runtime",
-                "--bin",
-                "floed",
-                "--features",
-                "crash-points,fault-nodes",
-            ])
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building floed failed");
-        let profile = target_dir_profile();
-        target.join(profile).join("floed")
-    })
-    .clone()
+    floe_tests::bin("floed").expect("building floed")
 }
 
 fn target_dir_profile() -> String {
