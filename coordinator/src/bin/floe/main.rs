@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod serve;
 mod sim;
 
 #[derive(Debug, Parser)]
@@ -26,6 +27,8 @@ enum Command {
     Artifact(artifact::ArtifactCommand),
     /// Simulate a deployment to a virtual fleet and print the report.
     Sim(sim::SimArgs),
+    /// Run the coordinator: REST API, SQLite state, rollout engines.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,5 +47,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys(command) => keys::run(command),
         Command::Artifact(command) => artifact::run(command),
         Command::Sim(args) => sim::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
