@@ -122,11 +122,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 async fn raw_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            )
+            too_large()
         } else {
             ApiError::bad_request(format!("unreadable request body: {}", e.body_text()))
         }
@@ -184,7 +180,24 @@ fn open_route(method: &axum::http::Method, path: &str) -> bool {
         )
 }
 
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is larger than {MAX_BODY} bytes"),
+    )
+}
+
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    // A declared length over the cap is refused before any of the body is read.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large().into_response();
+    }
     if open_route(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
