@@ -1,11 +1,11 @@
 //! The REST layer's own JSON request types (the contract in docs: /api/v1). Unknown fields are
 //! refused so a typo in a request is a 400 naming the field, not a silently ignored setting.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// `POST /flows` and `PUT /flows/:id`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowInput {
     /// Display name.
@@ -21,7 +21,7 @@ pub struct FlowInput {
 }
 
 /// A device selector of `POST /deployments`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     /// Every label must match.
@@ -34,7 +34,7 @@ pub struct Selector {
 }
 
 /// One wave of a canary-waves config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaveInput {
     /// Name.
@@ -48,7 +48,7 @@ pub struct WaveInput {
 }
 
 /// The `config` of `POST /deployments`; absent fields take the strategy's defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigInput {
     /// Rolling: devices per batch.
@@ -82,7 +82,7 @@ pub struct ConfigInput {
 }
 
 /// `POST /deployments`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentInput {
     /// The published flow version.
@@ -99,7 +99,7 @@ pub struct DeploymentInput {
 }
 
 /// `PATCH /devices/:id`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePatch {
     /// Maintenance flag.
@@ -109,7 +109,7 @@ pub struct DevicePatch {
 }
 
 /// `POST /devices`: allowlist a device key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceInput {
     /// The device's id.
@@ -127,7 +127,7 @@ pub struct DeviceInput {
 }
 
 /// `POST /enrollment-tokens`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenInput {
     /// Lifetime ("1h" default).

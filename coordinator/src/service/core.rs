@@ -135,6 +135,8 @@ pub struct DeploymentDoc {
     pub artifact: ArtifactSummary,
     /// Strategy name.
     pub strategy: String,
+    /// The request as it was posted.
+    pub request: serde_json::Value,
     /// The config with defaults filled in, as the API shows it.
     pub config: serde_json::Value,
     /// Status (mirrors the engine).
@@ -1248,6 +1250,7 @@ impl Core {
             )
         })?;
         let config = strategy_config(strategy, &input.config)?;
+        let request = serde_json::to_value(&input).map_err(json_err("deployment request"))?;
         let targets: Vec<&DeviceRecord> = match (&input.target_devices, &input.selector) {
             (Some(_), Some(_)) => {
                 return Err(validation(
@@ -1280,6 +1283,15 @@ impl Core {
         };
         if targets.is_empty() {
             return Err(validation("target_devices", "the target set is empty"));
+        }
+        // One device follows one deployment at a time: its desired directive is one slot.
+        for d in &targets {
+            if let Some(a) = self.active.values().find(|a| a.index.contains_key(&d.id)) {
+                return Err(ServiceError::Conflict(format!(
+                    "device {} is a target of unfinished deployment {} ({}); finish it first",
+                    d.id, a.doc.id, a.doc.status
+                )));
+            }
         }
         if self.active.len() >= MAX_ACTIVE_DEPLOYMENTS {
             return Err(ServiceError::Conflict(format!(
@@ -1359,6 +1371,7 @@ impl Core {
                 manifest_sha256: artifact.manifest_sha256.clone(),
             },
             strategy: strategy.name().to_string(),
+            request,
             config: config_view,
             status: engine.status().as_str().to_string(),
             status_reason: String::new(),
