@@ -3,7 +3,7 @@
 //! the real protocol (ed25519 keys generated here, signed CBOR reports, signed directive posts
 //! verified against the trust store `floe serve` wrote).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ed25519_dalek::SigningKey;
 use floe_runtime::artifact::{keys, verify_file};
@@ -283,10 +283,13 @@ impl Device {
     fn step(&mut self, server: &Server, trust: &TrustStore) {
         if let Some(bytes) = self.directive_bytes(server) {
             let post = DirectivePost::from_bytes(&bytes).unwrap();
-            let directive =
-                proto::open::<Directive>(&post.directive.0, &[trust.coordinator_key.clone()], 1)
-                    .expect("the directive verifies against the coordinator key")
-                    .value;
+            let directive = proto::open::<Directive>(
+                &post.directive.0,
+                std::slice::from_ref(&trust.coordinator_key),
+                1,
+            )
+            .expect("the directive verifies against the coordinator key")
+            .value;
             assert_eq!(directive.device_id, self.id);
             let manifest = trust
                 .verify_release::<Manifest>(

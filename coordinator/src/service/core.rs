@@ -458,8 +458,7 @@ impl Audit {
         at: Millis,
         actor: &str,
         action: &str,
-        device: Option<&str>,
-        deployment: Option<&str>,
+        (device, deployment): (Option<&str>, Option<&str>),
         outcome: &str,
         detail: impl Into<String>,
     ) {
@@ -784,8 +783,7 @@ impl Core {
                             now,
                             "engine",
                             "target.status",
-                            dev,
-                            Some(id),
+                            (dev, Some(id)),
                             status.as_str(),
                             format!("target is {}", status.as_str()),
                         );
@@ -801,8 +799,7 @@ impl Core {
                         now,
                         "engine",
                         "gate",
-                        None,
-                        Some(id),
+                        (None, Some(id)),
                         verdict_name(g.verdict),
                         format!("stage {} {}: {}", g.stage, gate_name(g.gate), g.reason),
                     );
@@ -828,8 +825,7 @@ impl Core {
                         now,
                         "engine",
                         "deployment.status",
-                        None,
-                        Some(id),
+                        (None, Some(id)),
                         status.as_str(),
                         reason.clone(),
                     );
@@ -846,13 +842,12 @@ impl Core {
                     now,
                     "engine",
                     "approval.required",
-                    None,
-                    Some(id),
+                    (None, Some(id)),
                     "waiting",
                     format!("stage {stage} passed its gate and waits for approve"),
                 ),
                 Action::Audit { at, event } => {
-                    audit.push(at, "engine", "rollout", None, Some(id), "ok", event)
+                    audit.push(at, "engine", "rollout", (None, Some(id)), "ok", event)
                 }
             }
         }
@@ -1658,8 +1653,7 @@ impl Core {
                         now,
                         "device",
                         "enroll",
-                        Some(&d.id),
-                        None,
+                        (Some(&d.id), None),
                         "ok",
                         "enrolled from the allowlist",
                     );
@@ -1683,8 +1677,7 @@ impl Core {
                     now,
                     "device",
                     "enroll",
-                    Some(&r.device_id),
-                    None,
+                    (Some(&r.device_id), None),
                     "ok",
                     "enrolled with a one-time token",
                 );
@@ -1759,8 +1752,7 @@ impl Core {
                 now,
                 "device",
                 "registry.update",
-                Some(&dev.id),
-                None,
+                (Some(&dev.id), None),
                 "device wins",
                 disagree.join("; "),
             );
@@ -1771,8 +1763,7 @@ impl Core {
                 now,
                 "device",
                 "device.online",
-                Some(&dev.id),
-                None,
+                (Some(&dev.id), None),
                 "online",
                 "reporting again",
             );

@@ -2,7 +2,7 @@
 //! start to end with signed directives, offline detection, re-signing, and resuming from the
 //! database.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
 use crate::api::types::{ConfigInput, DeploymentInput, DeviceInput, FlowInput};
