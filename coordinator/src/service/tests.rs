@@ -11,7 +11,7 @@ use crate::store::Store;
 use ed25519_dalek::SigningKey;
 use floe_runtime::proto::{
     self, Action, Applied, DeviceReport, Directive, DirectivePost, Envelope, Facts, Fixed,
-    HealthLevel, HealthSummary, Progress, TrustedKey,
+    HealthLevel, HealthSummary, Progress, SlotInfo, TrustedKey,
 };
 use std::path::Path;
 
@@ -49,6 +49,13 @@ struct Dev {
     applied: Option<Applied>,
     log: Vec<(u64, Action)>,
     token: Option<String>,
+    active: Option<SlotInfo>,
+    standby: Option<SlotInfo>,
+    last_good: Option<SlotInfo>,
+    /// Report a 50 % error rate while running this release.
+    bad_release: Option<u64>,
+    /// Every rollback directive's artifact.
+    rollbacks: Vec<proto::ArtifactRef>,
 }
 
 impl Dev {
@@ -60,6 +67,11 @@ impl Dev {
             applied: None,
             log: Vec::new(),
             token: None,
+            active: None,
+            standby: None,
+            last_good: None,
+            bad_release: None,
+            rollbacks: Vec::new(),
         }
     }
 
@@ -82,15 +94,21 @@ impl Dev {
                 runtime_version: "0.1.0".into(),
             },
             enroll_token: self.token.clone(),
-            active: None,
-            standby: None,
-            last_known_good: None,
+            active: self.active.clone(),
+            standby: self.standby.clone(),
+            last_known_good: self.last_good.clone(),
             on_trial: false,
             applied: self.applied.clone(),
             health: Some(HealthSummary {
                 status: HealthLevel::Healthy,
                 flow_running: true,
-                error_rate_ppm: 0,
+                error_rate_ppm: if self.bad_release.is_some()
+                    && self.active.as_ref().map(|a| a.release) == self.bad_release
+                {
+                    500_000
+                } else {
+                    0
+                },
                 p95_us: 2000,
                 memory_kib: 8192,
                 restarts: 0,
@@ -113,6 +131,27 @@ impl Dev {
                 .is_none_or(|a| a.generation < generation)
             {
                 self.log.push((generation, d.action));
+                let other = match self.active.as_ref().map(|s| s.slot.as_str()) {
+                    Some("blue") => "green",
+                    _ => "blue",
+                };
+                match d.action {
+                    Action::Stage => {
+                        self.standby = Some(SlotInfo {
+                            slot: other.into(),
+                            name: d.artifact.name.clone(),
+                            release: d.artifact.release,
+                            version: format!("1.{}.0", d.artifact.release),
+                        })
+                    }
+                    Action::Switch | Action::Rollback => {
+                        if d.action == Action::Rollback {
+                            self.rollbacks.push(d.artifact.clone());
+                        }
+                        std::mem::swap(&mut self.active, &mut self.standby);
+                    }
+                    Action::Commit => self.last_good = self.active.clone(),
+                }
                 self.applied = Some(Applied {
                     generation,
                     action: d.action,
@@ -474,4 +513,74 @@ fn a_reopened_core_resumes_the_same_deployment_state() {
         .map(|d| core.directive_post(d, now).unwrap())
         .collect();
     assert_eq!(posts, posts_again);
+}
+
+#[test]
+fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let mut now = T0;
+    let flow = published(&mut core, now);
+    let mut devs = vec![Dev::new("a", 61), Dev::new("b", 62), Dev::new("c", 63)];
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    let dep = deploy(&mut core, &flow, &devs, "all-at-once", now);
+    run(&mut core, &mut devs, &dep, &mut now);
+    assert_eq!(status(&core, &dep), DeploymentStatus::Completed);
+    let v1 = core.artifact_of(&flow).unwrap().unwrap();
+
+    assert_eq!(
+        core.device("a")
+            .unwrap()
+            .last_known_good
+            .as_ref()
+            .map(|s| s.release),
+        Some(1)
+    );
+
+    // Release 2 is bad wherever it runs: the canary's health fails and everything rolls back.
+    let v2 = core.new_version(&flow, now).unwrap();
+    core.publish_flow(&v2.id, now).unwrap();
+    for d in devs.iter_mut() {
+        d.bad_release = Some(2);
+    }
+    let dep2 = core
+        .create_deployment(
+            DeploymentInput {
+                flow_id: v2.id.clone(),
+                strategy: "canary".into(),
+                target_devices: Some(devs.iter().map(|d| d.id.clone()).collect()),
+                selector: None,
+                config: ConfigInput {
+                    canary_delay: Some("5s".into()),
+                    ..ConfigInput::default()
+                },
+            },
+            now,
+        )
+        .unwrap();
+    core.command(&dep2, Command::Start, now).unwrap();
+    run(&mut core, &mut devs, &dep2, &mut now);
+    assert_eq!(status(&core, &dep2), DeploymentStatus::RolledBack);
+    let rolled: Vec<&Dev> = devs.iter().filter(|d| !d.rollbacks.is_empty()).collect();
+    assert!(!rolled.is_empty(), "some device got a rollback directive");
+    for d in rolled {
+        let r = &d.rollbacks[0];
+        assert_eq!((r.name.as_str(), r.release), (v1.name.as_str(), 1));
+        assert_eq!(r.manifest_sha256.to_hex(), v1.manifest_sha256);
+        assert_eq!(
+            d.active.as_ref().map(|s| s.release),
+            Some(1),
+            "{} is back on 1",
+            d.id
+        );
+    }
+    let (gates, reason) = core
+        .with_deployment(&dep2, |doc, _| {
+            (doc.gates.clone(), doc.status_reason.clone())
+        })
+        .unwrap();
+    assert!(reason.contains("error_rate"), "{reason}");
+    assert!(gates.iter().all(|g| g.verdict != "pass"), "{gates:?}");
 }
