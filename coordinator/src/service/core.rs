@@ -851,7 +851,6 @@ impl Core {
                 }
             }
         }
-        let mut signed = Vec::with_capacity(directives.len());
         let mut new_desired = Vec::with_capacity(directives.len());
         let mut devices_changed = Vec::new();
         for d in &quarantine {
@@ -870,66 +869,55 @@ impl Core {
         doc.status = status.as_str().to_string();
         let engine_json =
             serde_json::to_string(&active.engine).map_err(json_err("engine state"))?;
-        let store = &self.store;
-        store.atomically(|s| {
+        // One transaction: generations, signed desired directives, the document, the engine
+        // state, device flags and audit lines land together or not at all.
+        self.store.atomically(|s| -> Result<(), ServiceError> {
             for (device, kind) in &directives {
                 let Some(track) = doc.targets.get(*device) else {
                     continue;
                 };
                 let generation = s.next_generation(&track.device_id)?;
-                signed.push((*device, *kind, generation));
+                let (directive, manifest) =
+                    self.build_directive(&doc, track, *kind, generation, now)?;
+                let post = self.sign_post(&directive, &manifest)?;
+                let record = DesiredRecord {
+                    device_id: track.device_id.clone(),
+                    generation,
+                    deployment_id: id.to_string(),
+                    directive: format!(
+                        "{} {} release {}",
+                        kind_name(*kind),
+                        directive.artifact.name,
+                        directive.artifact.release
+                    ),
+                    post,
+                    issued_at: directive.issued_at,
+                };
+                s.put_desired(&record)?;
+                new_desired.push(record);
+                if let Some(track) = doc.targets.get_mut(*device) {
+                    track.generation = generation;
+                    track.kind = Some(kind_name(*kind).to_string());
+                    track.fed.clear();
+                    track.detail.clear();
+                }
             }
-            Ok(())
-        })?;
-        // The generations above are burnt even if what follows fails: they only grow, and a
-        // gap in a device's generations is harmless.
-        for (device, kind, generation) in &signed {
-            let Some(track) = doc.targets.get(*device) else {
-                continue;
+            let row = DeploymentRow {
+                id: id.to_string(),
+                flow_id: doc.flow_id.clone(),
+                status: doc.status.clone(),
+                created_at: doc.created_at,
+                doc: serde_json::to_string(&doc).map_err(json_err("deployment"))?,
+                engine: engine_json,
             };
-            let (directive, manifest) =
-                self.build_directive(&doc, track, *kind, *generation, now)?;
-            let post = self.sign_post(&directive, &manifest)?;
-            new_desired.push(DesiredRecord {
-                device_id: track.device_id.clone(),
-                generation: *generation,
-                deployment_id: id.to_string(),
-                directive: format!(
-                    "{} {} release {}",
-                    kind_name(*kind),
-                    directive.artifact.name,
-                    directive.artifact.release
-                ),
-                post,
-                issued_at: directive.issued_at,
-            });
-            if let Some(track) = doc.targets.get_mut(*device) {
-                track.generation = *generation;
-                track.kind = Some(kind_name(*kind).to_string());
-                track.fed.clear();
-                track.detail.clear();
-            }
-        }
-        let doc_json = serde_json::to_string(&doc).map_err(json_err("deployment"))?;
-        let row = DeploymentRow {
-            id: id.to_string(),
-            flow_id: doc.flow_id.clone(),
-            status: doc.status.clone(),
-            created_at: doc.created_at,
-            doc: doc_json,
-            engine: engine_json,
-        };
-        store.atomically(|s| {
-            for d in &new_desired {
-                s.put_desired(d)?;
-            }
             for d in &devices_changed {
                 s.put_device(d)?;
             }
             for a in &audit.0 {
                 s.audit(a)?;
             }
-            s.put_deployment(&row)
+            s.put_deployment(&row)?;
+            Ok(())
         })?;
         for d in new_desired {
             self.desired.insert(d.device_id.clone(), d);
@@ -1803,7 +1791,7 @@ impl Core {
         dev.last_seq = r.seq;
         dev.offline = false;
         dev.enrolled_at.get_or_insert(now);
-        let refused = self.store.atomically(|s| {
+        let refused = self.store.atomically(|s| -> Result<bool, StoreError> {
             if let Some(token) = &use_token
                 && !s.take_token(token, &dev.id, now)?
             {

@@ -584,3 +584,30 @@ fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
     assert!(reason.contains("error_rate"), "{reason}");
     assert!(gates.iter().all(|g| g.verdict != "pass"), "{gates:?}");
 }
+
+#[tokio::test]
+async fn the_actor_answers_signals_publishes_and_stops_on_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let core = core_at(tmp.path());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (handle, task) = spawn(core, shutdown.clone());
+    let mut published = handle.published();
+    let before = *published.borrow_and_update();
+    let flow = handle
+        .call(|core, now| Ok(published(core, now)))
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), published.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(*published.borrow() > before);
+    let blobs = handle.artifacts().await.unwrap();
+    assert_eq!(blobs.len(), 1);
+    assert_eq!(blobs[0].name, flow);
+    assert!(!blobs[0].payload.is_empty());
+    assert!(handle.outbox().await.unwrap().is_empty());
+    shutdown.cancel();
+    task.await.unwrap();
+    assert!(matches!(handle.outbox().await, Err(ServiceError::Closed)));
+}

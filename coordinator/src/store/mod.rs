@@ -406,13 +406,16 @@ impl Store {
     }
 
     /// Runs `f` in one transaction: everything it writes lands, or nothing does.
-    pub fn atomically<T>(
+    pub fn atomically<T, E: From<StoreError>>(
         &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| E::from(StoreError::Sql(e)))?;
         let out = f(self)?;
-        tx.commit()?;
+        tx.commit().map_err(|e| E::from(StoreError::Sql(e)))?;
         Ok(out)
     }
 
