@@ -591,17 +591,17 @@ async fn the_actor_answers_signals_publishes_and_stops_on_shutdown() {
     let core = core_at(tmp.path());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (handle, task) = spawn(core, shutdown.clone());
-    let mut published = handle.published();
-    let before = *published.borrow_and_update();
+    let mut signal = handle.published();
+    let before = *signal.borrow_and_update();
     let flow = handle
         .call(|core, now| Ok(published(core, now)))
         .await
         .unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), published.changed())
+    tokio::time::timeout(std::time::Duration::from_secs(5), signal.changed())
         .await
         .unwrap()
         .unwrap();
-    assert!(*published.borrow() > before);
+    assert!(*signal.borrow() > before);
     let blobs = handle.artifacts().await.unwrap();
     assert_eq!(blobs.len(), 1);
     assert_eq!(blobs[0].name, flow);
