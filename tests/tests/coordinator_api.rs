@@ -564,6 +564,25 @@ fn api_errors_have_the_right_status_and_a_clear_message() {
     );
     assert_eq!(s, 404);
 
+    // A report whose signature does not verify is refused, and so is a report posted under
+    // another device's id.
+    let mut forged = devices[0].report_bytes();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let resp = server
+        .http
+        .post(server.url(&format!("/devices/{}/report", devices[0].id)))
+        .send(&forged[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let honest = devices[0].report_bytes();
+    let resp = server
+        .http
+        .post(server.url(&format!("/devices/{}/report", devices[1].id)))
+        .send(&honest[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
     // Deleting a flow in use: 409 (a pending deployment uses it).
     let dep = rolling_deployment(&server, &flow, &devices);
     let (s, v) = server.call("DELETE", &format!("/flows/{flow}"), None);

@@ -125,6 +125,13 @@ fn keys_and_trust(dir: &Path) -> Result<(ed25519_dalek::SigningKey, ed25519_dale
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<()> {
+    // Logs go to stderr (journald picks them up under systemd); RUST_LOG overrides the level.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let dir = match args.data_dir {
         Some(d) => d,
         None => default_data_dir()?,
