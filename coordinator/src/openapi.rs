@@ -45,6 +45,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/deployments/{id}/resume", &["post"]),
     ("/deployments/{id}/approve", &["post"]),
     ("/deployments/{id}/rollback", &["post"]),
+    ("/deployments/{id}/abort", &["post"]),
     ("/deployments/{id}/report", &["get"]),
     ("/devices", &["get", "post"]),
     ("/devices/{id}", &["get", "patch"]),
@@ -98,7 +99,7 @@ pub fn document() -> Value {
         "/deployments/{id}".into(),
         with_id(json!({"get": op("A deployment", None, ("200", "Deployment"))})),
     );
-    for action in ["start", "pause", "resume", "approve", "rollback"] {
+    for action in ["start", "pause", "resume", "approve", "rollback", "abort"] {
         paths.insert(
             format!("/deployments/{{id}}/{action}"),
             with_id(json!({"post": op(&format!("{action} a deployment (409 when its state does not allow it)"), None, ("200", "Deployment"))})),

@@ -1450,6 +1450,18 @@ impl Core {
                 row.status
             )));
         }
+        // The rollback target of each device is what the registry says it ran when the
+        // deployment starts (the device's last known good release, else its active one).
+        if command == Command::Start
+            && let Some(a) = self.active.get_mut(id)
+            && a.engine.status() == DeploymentStatus::Pending
+        {
+            for track in &mut a.doc.targets {
+                if let Some(d) = self.devices.get(&track.device_id) {
+                    track.previous = d.last_known_good.clone().or_else(|| d.installed.clone());
+                }
+            }
+        }
         self.store.audit(&AuditRecord {
             at: now,
             actor: "api".into(),
