@@ -832,3 +832,77 @@ fn a_killed_coordinator_resumes_the_deployment_where_it_was() {
         assert!(d.log.windows(2).all(|w| w[0].0 < w[1].0), "{:?}", d.log);
     }
 }
+
+/// Starts `floe serve` with its stdout captured and returns what it printed up to the line
+/// that says it listens (bounded by lines and time), then stops it.
+fn first_lines(dir: &Path) -> String {
+    use std::io::{BufRead, BufReader};
+    let port = floe_tests::free_port().unwrap();
+    let mut child = Command::new(floe_tests::bin("floe").unwrap())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        for line in BufReader::new(stdout).lines().take(50) {
+            let Ok(line) = line else { break };
+            let last = line.contains("listening");
+            out.push_str(&line);
+            out.push('\n');
+            if last {
+                break;
+            }
+        }
+        let _ = tx.send(out);
+    });
+    let out = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+#[test]
+fn the_token_and_keys_are_created_once_and_the_token_printed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = first_lines(tmp.path());
+    let token = std::fs::read_to_string(tmp.path().join("api-token")).unwrap();
+    let token = token.trim();
+    assert_eq!(token.len(), 64, "32 random bytes in hex");
+    assert!(
+        first.contains(token),
+        "the first start prints the token:\n{first}"
+    );
+    assert!(
+        first.contains("trust.cbor"),
+        "and where the trust store is:\n{first}"
+    );
+    for key in [
+        "keys/release/floe.key",
+        "keys/coordinator/floe.key",
+        "trust/trust.cbor",
+    ] {
+        assert!(tmp.path().join(key).exists(), "{key}");
+    }
+    let release = std::fs::read(tmp.path().join("keys/release/floe.key")).unwrap();
+    let second = first_lines(tmp.path());
+    assert!(second.contains("listening"), "{second}");
+    assert!(
+        !second.contains(token),
+        "later starts do not print the token:\n{second}"
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("keys/release/floe.key")).unwrap(),
+        release,
+        "keys are kept"
+    );
+}
