@@ -136,7 +136,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         Some(d) => d,
         None => default_data_dir()?,
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // The directory holds the API token and private keys: owner only.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
     let offline_after = parse_duration(&args.offline_after).context("--offline-after")?;
     let ttl_ms = parse_duration(&args.directive_ttl).context("--directive-ttl")?;
     if ttl_ms < 2000 {
