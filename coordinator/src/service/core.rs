@@ -1,6 +1,8 @@
 //! The state the service actor owns and the synchronous handlers that change it.
 
-use super::{MAX_ACTIVE_DEPLOYMENTS, MAX_DEVICES, MAX_GATES, OFFLINE_CHECK, ServiceError};
+use super::{
+    MAX_ACTIVE_DEPLOYMENTS, MAX_DEVICES, MAX_GATES, MAX_OPEN_TOKENS, OFFLINE_CHECK, ServiceError,
+};
 use crate::api::types::{ConfigInput, DeploymentInput, DeviceInput, DevicePatch, FlowInput};
 use crate::rollout::duration::format_duration;
 use crate::rollout::{
@@ -174,7 +176,12 @@ pub struct Core {
     active: BTreeMap<String, Active>,
     desired: HashMap<String, DesiredRecord>,
     published: watch::Sender<u64>,
+    /// When a refused report of a registered device was last audited.
+    refusals: HashMap<String, Millis>,
 }
+
+/// Refused reports of one device are audited at most this often.
+const REFUSAL_AUDIT_EVERY: Millis = 60_000;
 
 fn random_hex(bytes: usize) -> Result<String, ServiceError> {
     let mut buf = vec![0u8; bytes];
@@ -518,6 +525,7 @@ impl Core {
             active,
             desired,
             published,
+            refusals: HashMap::new(),
         })
     }
 
@@ -1598,6 +1606,11 @@ impl Core {
         ttl: Millis,
         now: Millis,
     ) -> Result<(String, Millis), ServiceError> {
+        if self.store.open_tokens(now)? >= MAX_OPEN_TOKENS {
+            return Err(ServiceError::Conflict(format!(
+                "{MAX_OPEN_TOKENS} enrollment tokens are open; use or let some expire first"
+            )));
+        }
         let token = random_hex(16)?;
         let expires = now.saturating_add(ttl);
         self.store.atomically(|s| {
@@ -1637,6 +1650,13 @@ impl Core {
                         "device {} is enrolled with key {}, but the report is signed by {key}",
                         r.device_id, d.public_key
                     );
+                    // One audit line per device per minute, so a stream of forged reports
+                    // cannot grow the log without bound (the map holds registered ids only).
+                    let last = self.refusals.get(&r.device_id).copied();
+                    if last.is_some_and(|t| now.saturating_sub(t) < REFUSAL_AUDIT_EVERY) {
+                        return Err(ServiceError::Refused(detail));
+                    }
+                    self.refusals.insert(r.device_id.clone(), now);
                     self.store.audit(&AuditRecord {
                         at: now,
                         actor: "device".into(),

@@ -20,8 +20,10 @@
 //!   fire again.
 //! - Bounds. The job channel holds [`JOB_QUEUE`] jobs (senders wait at the bound); at most
 //!   [`MAX_ACTIVE_DEPLOYMENTS`] deployments are unfinished at once and at most [`MAX_DEVICES`]
-//!   devices are registered (both refused with a conflict beyond); gate history keeps the last
-//!   [`MAX_GATES`] verdicts.
+//!   devices are registered, at most [`MAX_OPEN_TOKENS`] enrollment tokens are open (all
+//!   refused with a conflict beyond); gate history keeps the last [`MAX_GATES`] verdicts. The
+//!   audit log is append-only by design and grows with the operator's actions and the
+//!   deployments' decisions (never with per-report traffic).
 
 mod core;
 
@@ -44,6 +46,8 @@ pub const JOB_QUEUE: usize = 256;
 pub const MAX_ACTIVE_DEPLOYMENTS: usize = 64;
 /// Registered devices.
 pub const MAX_DEVICES: usize = 100_000;
+/// Unused, unexpired enrollment tokens at once (more are refused with a conflict).
+pub const MAX_OPEN_TOKENS: u64 = 10_000;
 /// Gate verdicts kept per deployment (oldest dropped).
 pub const MAX_GATES: usize = 256;
 /// How often offline devices are looked for.

@@ -589,6 +589,16 @@ impl Store {
         Ok(())
     }
 
+    /// How many tokens are unused and not expired at `now`.
+    pub fn open_tokens(&self, now: u64) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM enroll_tokens WHERE used_by IS NULL AND expires_at > ?1",
+            [to_i64(now)],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(n))
+    }
+
     /// Marks a token used by `device` if it exists, is unused and has not expired at `now`.
     pub fn take_token(&self, token: &str, device: &str, now: u64) -> Result<bool, StoreError> {
         Ok(self.conn.execute(
