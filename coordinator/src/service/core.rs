@@ -773,8 +773,8 @@ impl Core {
         let plan_ids = active.engine.plan().ids.clone();
         let mut audit = Audit::default();
         let mut quarantine = Vec::new();
-        // Directives need store generations, allocated inside the transaction below; build
-        // their content first so signing failures stop the step before anything is written.
+        // Directives need store generations, so they are built and signed inside the
+        // transaction below; a signing failure there rolls the whole step back.
         let mut directives: Vec<(usize, DirectiveKind)> = Vec::new();
         for action in actions {
             match action {
