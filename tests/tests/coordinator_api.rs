@@ -782,17 +782,28 @@ fn a_killed_coordinator_resumes_the_deployment_where_it_was() {
     let flow = published_flow(&server);
     let mut devices = enrolled(&server, 3);
     let dep = rolling_deployment(&server, &flow, &devices);
-    // Run until the first batch is committed and the second has its stage directive.
-    drive(&server, &mut devices, &dep, Duration::from_secs(60), |v| {
-        v["completed_targets"] == 1
-            && v["targets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|t| t["generation"] != 0)
-                .count()
-                == 2
-    });
+    // Only the first batch's device works until its batch is committed and the second batch
+    // has its stage directive; nothing else moves, so no timer runs while we look and kill.
+    let v = server.ok("GET", &format!("/deployments/{dep}"), None, 200);
+    let first = v["stages"][0]["devices"][0].as_str().unwrap().to_string();
+    let at = devices.iter().position(|d| d.id == first).unwrap();
+    devices.swap(0, at);
+    drive(
+        &server,
+        &mut devices[..1],
+        &dep,
+        Duration::from_secs(60),
+        |v| {
+            v["completed_targets"] == 1
+                && v["targets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t["generation"] != 0)
+                    .count()
+                    == 2
+        },
+    );
     let before: Vec<Option<Vec<u8>>> = devices.iter().map(|d| d.directive_bytes(&server)).collect();
     let state = server.ok("GET", &format!("/deployments/{dep}"), None, 200);
 
