@@ -2,7 +2,7 @@
 
 use crate::rollout::{Rollout, StageKind};
 use crate::service::DeploymentDoc;
-use crate::store::{ArtifactRecord, AuditRecord, DeviceRecord, FlowRecord, SlotRecord, rfc3339};
+use crate::store::{ArtifactInfo, AuditRecord, DeviceRecord, FlowRecord, SlotRecord, rfc3339};
 use serde_json::{Value, json};
 
 /// Most device ids listed per stage in a deployment object (the rest are counted).
@@ -13,7 +13,7 @@ fn time(ms: Option<u64>) -> Value {
 }
 
 /// A flow object.
-pub fn flow(f: &FlowRecord, artifact: Option<&ArtifactRecord>) -> Value {
+pub fn flow(f: &FlowRecord, artifact: Option<&ArtifactInfo>) -> Value {
     json!({
         "id": f.id,
         "name": f.name,

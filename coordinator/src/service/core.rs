@@ -11,8 +11,8 @@ use crate::rollout::{
     StrategyConfig, TargetFlags, TargetSpec, TargetStatus, WaveConfig, parse_duration,
 };
 use crate::store::{
-    AppliedRecord, ArtifactRecord, AuditFilter, AuditRecord, DeploymentRow, DesiredRecord,
-    DeviceRecord, FlowRecord, HealthRecord, SlotRecord, Store, StoreError,
+    AppliedRecord, ArtifactInfo, ArtifactRecord, AuditFilter, AuditRecord, DeploymentRow,
+    DesiredRecord, DeviceRecord, FlowRecord, HealthRecord, SlotRecord, Store, StoreError,
 };
 use ed25519_dalek::SigningKey;
 use floe_runtime::artifact::{BuildSpec, BundleReader, build};
@@ -1008,8 +1008,8 @@ impl Core {
     }
 
     /// The artifact of a flow version, if published.
-    pub fn artifact_of(&self, flow_id: &str) -> Result<Option<ArtifactRecord>, ServiceError> {
-        Ok(self.store.artifact(flow_id)?)
+    pub fn artifact_of(&self, flow_id: &str) -> Result<Option<ArtifactInfo>, ServiceError> {
+        Ok(self.store.artifact_info(flow_id)?)
     }
 
     /// `PUT /flows/:id`.

@@ -182,6 +182,21 @@ pub struct ArtifactRecord {
     pub created_at: u64,
 }
 
+/// An artifact's description without its bytes (for listings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactInfo {
+    /// Artifact name (the lineage id).
+    pub name: String,
+    /// Release number.
+    pub release: u64,
+    /// Semantic version string.
+    pub version: String,
+    /// SHA-256 of the manifest payload, hex.
+    pub manifest_sha256: String,
+    /// Payload size in bytes.
+    pub size: u64,
+}
+
 /// What a slot holds, as the device reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotRecord {
@@ -535,6 +550,27 @@ impl Store {
             .artifact_where("WHERE flow_id = ?1", &[&flow_id])?
             .into_iter()
             .next())
+    }
+
+    /// The description of the artifact built from a flow version, without its bytes.
+    pub fn artifact_info(&self, flow_id: &str) -> Result<Option<ArtifactInfo>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, release, version, manifest_sha256, size FROM artifacts
+                 WHERE flow_id = ?1",
+                [flow_id],
+                |r| {
+                    Ok(ArtifactInfo {
+                        name: r.get(0)?,
+                        release: to_u64(r.get(1)?),
+                        version: r.get(2)?,
+                        manifest_sha256: r.get(3)?,
+                        size: to_u64(r.get(4)?),
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// The artifact with a name and release.
