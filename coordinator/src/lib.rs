@@ -6,6 +6,7 @@
 //! `service` is the only place that passes time in and the only owner of the `store`.
 
 pub mod api;
+pub mod client;
 pub mod openapi;
 pub mod rollout;
 pub mod service;

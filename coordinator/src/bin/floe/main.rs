@@ -1,7 +1,14 @@
 //! `floe`, the coordinator server and the operator's CLI.
 
 mod artifact;
+mod audit;
+mod config;
+mod demo;
+mod deploy;
+mod device;
+mod flow;
 mod keys;
+mod watch;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -27,6 +34,19 @@ enum Command {
     Artifact(artifact::ArtifactCommand),
     /// Simulate a deployment to a virtual fleet and print the report.
     Sim(sim::SimArgs),
+    /// Flows on the coordinator: drafts, publishing, versions.
+    Flow(flow::FlowArgs),
+    /// Deployments: create, start, pause, resume, approve, roll back, watch, report.
+    Deploy(deploy::DeployArgs),
+    /// Devices in the registry: list, show, flags, enrollment allowlist.
+    Device(device::DeviceArgs),
+    /// One-time enrollment tokens for devices.
+    EnrollToken(device::EnrollTokenArgs),
+    /// The coordinator's audit log.
+    Audit(audit::AuditArgs),
+    /// A coordinator, N floed devices and a broker on loopback: deploy, then roll back a
+    /// broken version.
+    Demo(demo::DemoArgs),
     /// Run the coordinator: REST API, SQLite state, rollout engines.
     Serve(serve::ServeArgs),
 }
@@ -47,6 +67,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys(command) => keys::run(command),
         Command::Artifact(command) => artifact::run(command),
         Command::Sim(args) => sim::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Flow(args) => flow::run(args),
+        Command::Deploy(args) => deploy::run(args),
+        Command::Device(args) => device::run(args),
+        Command::EnrollToken(args) => device::run_enroll_token(args),
+        Command::Audit(args) => audit::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,0 +1,432 @@
+//! `floe device …` (the registry: list, show, maintenance and quarantine flags, the enrollment
+//! allowlist) and `floe enroll-token create` (one-time enrollment tokens).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use floe_coordinator::client::{
+    AllowDevice, Device, DeviceFilter, DeviceList, EnrollToken, Installed,
+};
+
+use crate::config::{Conn, call, client, fields, key_value, on_off, or_dash, print_raw, table};
+
+/// `floe device`.
+#[derive(Debug, Args)]
+pub(crate) struct DeviceArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    command: DeviceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// List devices.
+    List {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// Only this device type.
+        #[arg(long = "type")]
+        device_type: Option<String>,
+        /// Only devices with this label k=v (repeatable).
+        #[arg(long = "label", value_name = "K=V", value_parser = key_value)]
+        labels: Vec<(String, String)>,
+        /// Only online (true) or offline (false) devices.
+        #[arg(long)]
+        online: Option<bool>,
+    },
+    /// Show one device.
+    Get {
+        /// The device id.
+        id: String,
+    },
+    /// Set a device's maintenance or quarantine flag.
+    Set {
+        /// The device id.
+        id: String,
+        /// on: the device is left out of rollouts.
+        #[arg(long, value_parser = on_off, value_name = "on|off")]
+        maintenance: Option<bool>,
+        /// on: the device is quarantined (never targeted).
+        #[arg(long, value_parser = on_off, value_name = "on|off")]
+        quarantine: Option<bool>,
+    },
+    /// Add a device's public key to the enrollment allowlist.
+    Allow {
+        /// The device id.
+        id: String,
+        /// The device's ed25519 public key, hex.
+        #[arg(long)]
+        key: String,
+        /// Device type.
+        #[arg(long = "type")]
+        device_type: Option<String>,
+        /// Region.
+        #[arg(long)]
+        region: Option<String>,
+        /// A label k=v (repeatable).
+        #[arg(long = "label", value_name = "K=V", value_parser = key_value)]
+        labels: Vec<(String, String)>,
+    },
+}
+
+/// `floe enroll-token`.
+#[derive(Debug, Args)]
+pub(crate) struct EnrollTokenArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    command: EnrollTokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrollTokenCommand {
+    /// Create a one-time token a device presents on its first report.
+    Create {
+        /// How long the token is valid (e.g. 1h, 30m).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+/// Checks that a public key is 32 bytes of hex (64 hex digits).
+pub(crate) fn check_key(key: &str) -> Result<String> {
+    let key = key.trim().to_ascii_lowercase();
+    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "--key must be the device's ed25519 public key as 64 hex digits, got {} characters",
+            key.len()
+        );
+    }
+    Ok(key)
+}
+
+pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
+    let c = client(&args.conn)?;
+    let json = args.conn.json;
+    let reply = match args.command {
+        DeviceCommand::List {
+            region,
+            device_type,
+            labels,
+            online,
+        } => {
+            let filter = DeviceFilter {
+                region,
+                device_type,
+                labels: labels
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+                online,
+            };
+            let reply = call(&c, |c| c.list_devices(&filter))?;
+            if json {
+                print_raw(&reply.text);
+            } else {
+                let list: DeviceList = reply.json()?;
+                print!("{}", render_list(&list.devices));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        DeviceCommand::Get { id } => call(&c, |c| c.get_device(&id))?,
+        DeviceCommand::Set {
+            id,
+            maintenance,
+            quarantine,
+        } => {
+            if maintenance.is_none() && quarantine.is_none() {
+                bail!("nothing to set: give --maintenance on|off and/or --quarantine on|off");
+            }
+            call(&c, |c| c.set_device_flags(&id, maintenance, quarantine))?
+        }
+        DeviceCommand::Allow {
+            id,
+            key,
+            device_type,
+            region,
+            labels,
+        } => {
+            let body = AllowDevice {
+                id,
+                public_key: check_key(&key)?,
+                device_type,
+                region,
+                labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+            };
+            let reply = call(&c, |c| c.allow_device(&body))?;
+            if json {
+                print_raw(&reply.text);
+            } else {
+                println!(
+                    "allowed {}: the device is accepted on its first signed report",
+                    body.id
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if json {
+        print_raw(&reply.text);
+    } else {
+        let d: Device = reply.json()?;
+        print!("{}", render_one(&d));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn run_enroll_token(args: EnrollTokenArgs) -> Result<ExitCode> {
+    let c = client(&args.conn)?;
+    match args.command {
+        EnrollTokenCommand::Create { ttl } => {
+            let reply = call(&c, |c| c.create_enroll_token(ttl.as_deref()))?;
+            if args.conn.json {
+                print_raw(&reply.text);
+            } else {
+                let t: EnrollToken = reply.json()?;
+                println!("{}", t.token);
+                eprintln!("one-time enrollment token, expires {}", t.expires_at);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn release_text(i: Option<&Installed>) -> String {
+    match i {
+        Some(i) => {
+            let slot = i
+                .slot
+                .as_deref()
+                .map(|s| format!(" [{s}]"))
+                .unwrap_or_default();
+            format!("{} r{}{slot}", i.name, i.release)
+        }
+        None => "-".to_string(),
+    }
+}
+
+fn flags_text(d: &Device) -> String {
+    let mut f = Vec::new();
+    if d.maintenance {
+        f.push("maintenance");
+    }
+    if d.quarantined {
+        f.push("quarantined");
+    }
+    if d.on_trial {
+        f.push("on-trial");
+    }
+    if f.is_empty() {
+        "-".to_string()
+    } else {
+        f.join(",")
+    }
+}
+
+/// The table of `floe device list`.
+pub(crate) fn render_list(devices: &[Device]) -> String {
+    if devices.is_empty() {
+        return "no devices\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                or_dash(d.device_type.as_deref()),
+                or_dash(d.region.as_deref()),
+                if d.online { "yes" } else { "no" }.to_string(),
+                release_text(d.installed.as_ref()),
+                or_dash(d.health.as_ref().map(|h| h.status.as_str())),
+                flags_text(d),
+                or_dash(d.last_seen.as_deref()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "TYPE",
+            "REGION",
+            "ONLINE",
+            "INSTALLED",
+            "HEALTH",
+            "FLAGS",
+            "LAST SEEN",
+        ],
+        &rows,
+    )
+}
+
+/// The field list of one device.
+pub(crate) fn render_one(d: &Device) -> String {
+    let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut pairs = vec![
+        ("id", d.id.clone()),
+        ("type", or_dash(d.device_type.as_deref())),
+        ("arch", or_dash(d.arch.as_deref())),
+        ("region", or_dash(d.region.as_deref())),
+        ("labels", or_dash(Some(&labels.join(", ")))),
+        ("online", if d.online { "yes" } else { "no" }.to_string()),
+        ("last seen", or_dash(d.last_seen.as_deref())),
+        ("installed", release_text(d.installed.as_ref())),
+        ("standby", release_text(d.standby.as_ref())),
+        ("last known good", release_text(d.last_known_good.as_ref())),
+        (
+            "on trial",
+            if d.on_trial { "yes" } else { "no" }.to_string(),
+        ),
+    ];
+    let health = match &d.health {
+        Some(h) => {
+            let mut s = h.status.clone();
+            if let Some(e) = h.error_rate {
+                s.push_str(&format!(", error rate {e:.4}"));
+            }
+            if let Some(p) = h.p95_ms {
+                s.push_str(&format!(", p95 {p:.1} ms"));
+            }
+            if let Some(m) = h.memory_mb {
+                s.push_str(&format!(", {m:.1} MB"));
+            }
+            if let Some(r) = h.restarts {
+                s.push_str(&format!(", {r} restarts"));
+            }
+            if let Some(false) = h.flow_running {
+                s.push_str(", flow not running");
+            }
+            s
+        }
+        None => "-".to_string(),
+    };
+    pairs.push(("health", health));
+    pairs.push((
+        "generation",
+        d.generation
+            .map_or_else(|| "-".to_string(), |g| g.to_string()),
+    ));
+    pairs.push((
+        "maintenance",
+        if d.maintenance { "on" } else { "off" }.to_string(),
+    ));
+    pairs.push((
+        "quarantine",
+        if d.quarantined { "on" } else { "off" }.to_string(),
+    ));
+    pairs.push(("runtime", or_dash(d.runtime_version.as_deref())));
+    pairs.push(("public key", or_dash(d.public_key.as_deref())));
+    pairs.push(("enrolled", or_dash(d.enrolled_at.as_deref())));
+    fields(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn device() -> Device {
+        serde_json::from_str(
+            r#"{"id":"dev_001","type":"rpi4","arch":"aarch64","region":"eu","labels":{"site":"north","floor":"2"},
+            "public_key":"ab","runtime_version":"0.1.0",
+            "installed":{"name":"flow_3f2a9c0d1e","release":2,"version":"1.2.0","slot":"green"},"standby":null,
+            "last_known_good":{"name":"flow_3f2a9c0d1e","release":1,"slot":"blue"},"on_trial":true,
+            "health":{"status":"healthy","error_rate":0.0,"p95_ms":1.2,"memory_mb":9.1,"restarts":0,"flow_running":true},
+            "online":true,"last_seen":"2026-11-22T03:00:00Z","generation":4,"maintenance":false,"quarantined":true,
+            "enrolled_at":"2026-11-21T10:00:00Z"}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn list_table() {
+        let bare: Device = serde_json::from_str(r#"{"id":"dev_002","online":false}"#).unwrap();
+        assert_eq!(
+            render_list(&[device(), bare]),
+            "ID       TYPE  REGION  ONLINE  INSTALLED                   HEALTH   FLAGS                 LAST SEEN\n\
+             dev_001  rpi4  eu      yes     flow_3f2a9c0d1e r2 [green]  healthy  quarantined,on-trial  2026-11-22T03:00:00Z\n\
+             dev_002  -     -       no      -                           -        -                     -\n"
+        );
+        assert_eq!(render_list(&[]), "no devices\n");
+    }
+
+    #[test]
+    fn one_device() {
+        let text = render_one(&device());
+        assert!(
+            text.contains("labels:           floor=2, site=north\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("installed:        flow_3f2a9c0d1e r2 [green]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last known good:  flow_3f2a9c0d1e r1 [blue]\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "health:           healthy, error rate 0.0000, p95 1.2 ms, 9.1 MB, 0 restarts\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("quarantine:       on\n"), "{text}");
+    }
+
+    #[test]
+    fn set_arguments() {
+        use crate::{Cli, Command};
+        use clap::Parser;
+        let parsed = Cli::try_parse_from([
+            "floe",
+            "device",
+            "set",
+            "dev_001",
+            "--maintenance",
+            "on",
+            "--quarantine",
+            "off",
+        ])
+        .unwrap();
+        match parsed.command {
+            Command::Device(DeviceArgs {
+                command:
+                    DeviceCommand::Set {
+                        id,
+                        maintenance,
+                        quarantine,
+                    },
+                ..
+            }) => {
+                assert_eq!(id, "dev_001");
+                assert_eq!((maintenance, quarantine), (Some(true), Some(false)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = Cli::try_parse_from(["floe", "device", "set", "d", "--maintenance", "maybe"])
+            .unwrap_err();
+        assert!(err.to_string().contains("not on or off"), "{err}");
+        assert!(Cli::try_parse_from(["floe", "enroll-token", "create", "--ttl", "1h"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["floe", "device", "allow", "d"]).is_err(),
+            "--key is required"
+        );
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        let good = "AB".repeat(32);
+        assert_eq!(check_key(&good).unwrap(), "ab".repeat(32));
+        assert!(
+            check_key("abc")
+                .unwrap_err()
+                .to_string()
+                .contains("64 hex digits")
+        );
+        assert!(check_key(&"zz".repeat(32)).is_err());
+    }
+}

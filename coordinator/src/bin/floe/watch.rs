@@ -1,0 +1,834 @@
+//! `floe deploy status ID --watch`: live progress of a deployment.
+//!
+//! The watch polls `GET /deployments/:id` (every 500 ms by default) and shows, on a terminal,
+//! one indicatif bar per stage (canary, wave, batch: devices done out of devices in the stage,
+//! with that stage's counts by target status) under a header line with the status, the current
+//! stage, the phase and the counts over all targets. Gate verdicts are printed above the bars
+//! once each as they land. When standard output is not a terminal (a pipe, a CI log), it prints
+//! one line per change instead, so logs stay readable and diffable.
+//!
+//! Everything shown is computed by plain functions of the deployment JSON (`stage_progress`,
+//! `header_line`, `gate_line`, `frame`, `Changes::update`); the loop only polls and draws, which
+//! keeps the renderers testable from fixtures in the contract's shape.
+//!
+//! Bounds: the set of gate verdicts already printed holds at most [`MAX_GATES_SEEN`] keys;
+//! beyond it, further verdicts are still counted in the header but no longer printed. Failed
+//! polls are retried at most [`MAX_POLL_FAILURES`] times in a row (a coordinator restart takes a
+//! few seconds); an API error (404, 401) ends the watch at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use floe_coordinator::client::{Client, ClientError, Deployment, Gate};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::config::explain;
+
+/// Default poll interval.
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
+/// Most gate verdicts remembered as printed.
+pub(crate) const MAX_GATES_SEEN: usize = 10_000;
+/// Consecutive failed polls (connection or transfer errors) before the watch gives up.
+pub(crate) const MAX_POLL_FAILURES: u32 = 20;
+
+/// Target statuses in the order they are shown.
+pub(crate) const STATUS_ORDER: [&str; 8] = [
+    "success",
+    "deploying",
+    "pending",
+    "offline",
+    "failed",
+    "rolled_back",
+    "skipped",
+    "quarantined",
+];
+
+/// Whether a target status is final for its stage (the device will not move again in this
+/// deployment unless it is rolled back). Offline is not final: offline devices are queued and
+/// caught up when they return.
+fn is_done(status: &str) -> bool {
+    matches!(
+        status,
+        "success" | "failed" | "rolled_back" | "skipped" | "quarantined"
+    )
+}
+
+/// Counts by target status, in [`STATUS_ORDER`] (unknown statuses after, by name).
+pub(crate) type Counts = BTreeMap<(usize, String), u64>;
+
+fn count_key(status: &str) -> (usize, String) {
+    let rank = STATUS_ORDER
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(STATUS_ORDER.len());
+    (rank, status.to_string())
+}
+
+/// `success 3 · deploying 1 · pending 8` (statuses with a zero count left out).
+pub(crate) fn counts_text(counts: &Counts) -> String {
+    let parts: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|((_, s), n)| format!("{s} {n}"))
+        .collect();
+    if parts.is_empty() {
+        "no targets".to_string()
+    } else {
+        parts.join(" · ")
+    }
+}
+
+/// Counts over all targets.
+pub(crate) fn all_counts(d: &Deployment) -> Counts {
+    let mut counts = Counts::new();
+    for t in &d.targets {
+        *counts.entry(count_key(&t.status)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// One stage's progress: what a bar shows.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StageProgress {
+    /// The stage index.
+    pub(crate) index: u32,
+    /// Its name (`canary`, `wave-1`, `batch-2` …).
+    pub(crate) name: String,
+    /// Devices in a final status.
+    pub(crate) done: u64,
+    /// Devices in the stage.
+    pub(crate) total: u64,
+    /// Counts by status in the stage.
+    pub(crate) counts: Counts,
+}
+
+/// The progress of every stage, from the targets' `stage` fields (the stage's device list when
+/// targets carry no stage).
+pub(crate) fn stage_progress(d: &Deployment) -> Vec<StageProgress> {
+    let mut by_stage: HashMap<u32, Counts> = HashMap::new();
+    let mut status_of: HashMap<&str, &str> = HashMap::new();
+    for t in &d.targets {
+        status_of.insert(t.device_id.as_str(), t.status.as_str());
+        if let Some(s) = t.stage {
+            *by_stage
+                .entry(s)
+                .or_default()
+                .entry(count_key(&t.status))
+                .or_insert(0) += 1;
+        }
+    }
+    d.stages
+        .iter()
+        .map(|stage| {
+            let counts = match by_stage.remove(&stage.index) {
+                Some(c) => c,
+                None => {
+                    let mut c = Counts::new();
+                    for dev in &stage.devices {
+                        let st = status_of.get(dev.as_str()).copied().unwrap_or("pending");
+                        *c.entry(count_key(st)).or_insert(0) += 1;
+                    }
+                    c
+                }
+            };
+            let total = counts.values().sum::<u64>().max(stage.devices.len() as u64);
+            let done = counts
+                .iter()
+                .filter(|((_, s), _)| is_done(s))
+                .map(|(_, n)| n)
+                .sum();
+            StageProgress {
+                index: stage.index,
+                name: if stage.name.is_empty() {
+                    format!("stage {}", stage.index)
+                } else {
+                    stage.name.clone()
+                },
+                done,
+                total,
+                counts,
+            }
+        })
+        .collect()
+}
+
+/// `dep_… running · stage 2/3 wave-1 · soaking · awaiting approval`.
+pub(crate) fn header_line(d: &Deployment) -> String {
+    let mut parts = vec![format!("{} {}", d.id, d.status)];
+    if let Some(cur) = d.current_stage {
+        let name = d
+            .stages
+            .iter()
+            .find(|s| s.index == cur)
+            .map(|s| s.name.as_str())
+            .unwrap_or("");
+        let of = d.stages.len().max(cur as usize + 1);
+        if name.is_empty() {
+            parts.push(format!("stage {}/{of}", cur + 1));
+        } else {
+            parts.push(format!("stage {}/{of} {name}", cur + 1));
+        }
+    }
+    if let Some(p) = d.phase.as_deref().filter(|p| !p.is_empty()) {
+        parts.push(p.to_string());
+    }
+    if d.awaiting_approval {
+        parts.push("awaiting approval".to_string());
+    }
+    parts.join(" · ")
+}
+
+/// One gate verdict as a line: `gate canary (stage 0): PASS · all checks pass · error_rate
+/// 0.0000 ≤ 0.0100 ok, …`.
+pub(crate) fn gate_line(g: &Gate) -> String {
+    let mut line = format!(
+        "gate {} (stage {}): {}",
+        g.gate,
+        g.stage,
+        g.verdict.to_uppercase()
+    );
+    if !g.reason.is_empty() {
+        line.push_str(&format!(" · {}", g.reason));
+    }
+    if !g.checks.is_empty() {
+        let checks: Vec<String> = g
+            .checks
+            .iter()
+            .map(|c| {
+                let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+                format!(
+                    "{} {} / {} {}",
+                    c.name,
+                    num(c.value),
+                    num(c.limit),
+                    if c.pass { "ok" } else { "FAIL" }
+                )
+            })
+            .collect();
+        line.push_str(&format!(" · {}", checks.join(", ")));
+    }
+    line
+}
+
+/// The bar of one stage as text (`canary      [####------] 1/4 success 1 · pending 3`), the
+/// same numbers the indicatif bar shows, for tests and for plain frames.
+pub(crate) fn bar_line(s: &StageProgress, width: usize) -> String {
+    let filled = if s.total == 0 {
+        width
+    } else {
+        ((s.done as usize) * width) / (s.total as usize)
+    };
+    format!(
+        "{:<12} [{}{}] {}/{} {}",
+        s.name,
+        "#".repeat(filled.min(width)),
+        "-".repeat(width.saturating_sub(filled)),
+        s.done,
+        s.total,
+        counts_text(&s.counts)
+    )
+}
+
+/// A whole frame as text: the header, the overall counts and one bar per stage.
+pub(crate) fn frame(d: &Deployment) -> String {
+    let mut out = format!("{}\n  {}\n", header_line(d), counts_text(&all_counts(d)));
+    for s in stage_progress(d) {
+        out.push_str("  ");
+        out.push_str(&bar_line(&s, 20));
+        out.push('\n');
+    }
+    out
+}
+
+/// The line printed when the watch ends.
+pub(crate) fn final_line(d: &Deployment) -> String {
+    let reason = d
+        .status_reason
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    format!(
+        "deployment {} {}{reason} ({} of {} completed, {} failed, {} offline, {} rolled back)",
+        d.id,
+        d.status,
+        d.completed_targets,
+        d.total_targets,
+        d.failed_targets,
+        d.offline_targets,
+        d.rolled_back_targets
+    )
+}
+
+/// The exit code for a finished deployment: 0 completed, 1 failed, 2 rolled back.
+pub(crate) fn exit_code(d: &Deployment) -> ExitCode {
+    match d.status.as_str() {
+        "completed" => ExitCode::SUCCESS,
+        "rolled_back" => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// What changed between polls, as lines; it remembers the previous poll and the gate verdicts
+/// already reported.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    prev: Option<Deployment>,
+    gates_seen: HashSet<(u32, String, String)>,
+}
+
+impl Changes {
+    /// New gate verdicts only (what a terminal prints above the bars).
+    pub(crate) fn new_gates(&mut self, d: &Deployment) -> Vec<String> {
+        let mut out = Vec::new();
+        for g in &d.gates {
+            let key = (g.stage, g.gate.clone(), g.verdict.clone());
+            if self.gates_seen.contains(&key) || self.gates_seen.len() >= MAX_GATES_SEEN {
+                continue;
+            }
+            self.gates_seen.insert(key);
+            out.push(gate_line(g));
+        }
+        out
+    }
+
+    /// Every change since the previous poll, one line each: the status, the stage, the phase,
+    /// approval, each target whose status moved, and new gate verdicts. The first poll
+    /// describes the deployment and lists targets that are no longer pending.
+    pub(crate) fn update(&mut self, d: &Deployment) -> Vec<String> {
+        let mut out = Vec::new();
+        let id = &d.id;
+        match &self.prev {
+            None => {
+                out.push(format!(
+                    "{id}: {} ({}), {} targets in {} stages",
+                    d.status,
+                    d.strategy,
+                    d.total_targets.max(d.targets.len() as u64),
+                    d.stages.len()
+                ));
+                if let Some(cur) = d.current_stage {
+                    out.push(format!(
+                        "{id}: stage {cur} ({}) current",
+                        stage_name(d, cur)
+                    ));
+                }
+                if let Some(p) = d.phase.as_deref().filter(|p| !p.is_empty()) {
+                    out.push(format!("{id}: phase {p}"));
+                }
+                for t in d.targets.iter().filter(|t| t.status != "pending") {
+                    out.push(target_line(t, None));
+                }
+            }
+            Some(prev) => {
+                if prev.status != d.status {
+                    let reason = d
+                        .status_reason
+                        .as_deref()
+                        .filter(|r| !r.is_empty())
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default();
+                    out.push(format!(
+                        "{id}: status {} → {}{reason}",
+                        prev.status, d.status
+                    ));
+                }
+                if prev.current_stage != d.current_stage {
+                    if let Some(cur) = d.current_stage {
+                        out.push(format!(
+                            "{id}: stage {cur} ({}) current",
+                            stage_name(d, cur)
+                        ));
+                    }
+                }
+                if prev.phase != d.phase {
+                    if let Some(p) = d.phase.as_deref().filter(|p| !p.is_empty()) {
+                        out.push(format!("{id}: phase {p}"));
+                    }
+                }
+                let before: HashMap<&str, &str> = prev
+                    .targets
+                    .iter()
+                    .map(|t| (t.device_id.as_str(), t.status.as_str()))
+                    .collect();
+                for t in &d.targets {
+                    let old = before.get(t.device_id.as_str()).copied();
+                    if old != Some(t.status.as_str()) {
+                        out.push(target_line(t, old));
+                    }
+                }
+            }
+        }
+        let was_waiting = self.prev.as_ref().is_some_and(|p| p.awaiting_approval);
+        if d.awaiting_approval && !was_waiting {
+            out.push(format!(
+                "{id}: awaiting approval (floe deploy approve {id})"
+            ));
+        }
+        out.extend(self.new_gates(d));
+        self.prev = Some(d.clone());
+        out
+    }
+}
+
+fn stage_name(d: &Deployment, index: u32) -> String {
+    d.stages
+        .iter()
+        .find(|s| s.index == index)
+        .map(|s| s.name.clone())
+        .unwrap_or_default()
+}
+
+fn target_line(t: &floe_coordinator::client::Target, old: Option<&str>) -> String {
+    let stage = t.stage.map(|s| format!(" (stage {s})")).unwrap_or_default();
+    let detail = if t.detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", t.detail)
+    };
+    match old {
+        Some(o) => format!("{}: {o} → {}{stage}{detail}", t.device_id, t.status),
+        None => format!("{}: {}{stage}{detail}", t.device_id, t.status),
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// indicatif bars (a terminal).
+    Bars,
+    /// One line per change (a pipe or a log).
+    Lines,
+    /// Nothing (the caller prints the result).
+    Quiet,
+}
+
+/// How to watch.
+#[derive(Debug)]
+pub(crate) struct WatchOptions<'a> {
+    /// Poll interval.
+    pub(crate) interval: Duration,
+    /// How progress is shown.
+    pub(crate) mode: Mode,
+    /// Give up (with an error) after this long; `None` waits until the deployment ends.
+    pub(crate) limit: Option<Duration>,
+    /// Set by a signal handler to stop the watch early (with an error).
+    pub(crate) interrupted: Option<&'a AtomicBool>,
+}
+
+/// Polls until the deployment is terminal and returns its last state.
+pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Result<Deployment> {
+    let started = Instant::now();
+    let mut changes = Changes::default();
+    let mut view = if opts.mode == Mode::Bars {
+        Some(Bars::new())
+    } else {
+        None
+    };
+    let mut failures = 0u32;
+    loop {
+        if opts.interrupted.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            bail!("interrupted while watching deployment {id}");
+        }
+        if let Some(limit) = opts.limit {
+            if started.elapsed() > limit {
+                bail!("deployment {id} did not finish within {limit:?}");
+            }
+        }
+        let d = match client
+            .get_deployment(id)
+            .and_then(|r| r.json::<Deployment>())
+        {
+            Ok(d) => {
+                failures = 0;
+                d
+            }
+            Err(e @ (ClientError::Connect { .. } | ClientError::Transfer { .. })) => {
+                failures += 1;
+                if failures >= MAX_POLL_FAILURES {
+                    return Err(explain(e, client.has_token()).context(format!(
+                        "watching deployment {id}: {failures} polls failed in a row"
+                    )));
+                }
+                std::thread::sleep(opts.interval);
+                continue;
+            }
+            Err(e) => return Err(explain(e, client.has_token())),
+        };
+        match view.as_mut() {
+            Some(bars) => bars.draw(&d, &mut changes),
+            None if opts.mode == Mode::Lines => {
+                for line in changes.update(&d) {
+                    println!("{line}");
+                }
+            }
+            None => {}
+        }
+        if d.is_terminal() {
+            if let Some(bars) = view.take() {
+                bars.finish();
+            }
+            if opts.mode == Mode::Lines {
+                // A log ends with the stages as text, the same numbers the bars show.
+                print!("{}", frame(&d));
+            }
+            return Ok(d);
+        }
+        std::thread::sleep(opts.interval);
+    }
+}
+
+/// The indicatif view: a header bar and one bar per stage, drawn to standard output.
+struct Bars {
+    multi: MultiProgress,
+    header: ProgressBar,
+    stages: Vec<ProgressBar>,
+    style: Option<ProgressStyle>,
+    last_status: Option<String>,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let header = multi.add(ProgressBar::new_spinner());
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
+            header.set_style(style);
+        }
+        header.enable_steady_tick(Duration::from_millis(120));
+        // A template error would be a bug in the literal below; the default style is a fine
+        // fallback, so it is not an error for the user.
+        let style = ProgressStyle::with_template(
+            "  {prefix:<12} [{bar:30.cyan/blue}] {pos:>4}/{len:<4} {msg}",
+        )
+        .ok()
+        .map(|s| s.progress_chars("=> "));
+        Bars {
+            multi,
+            header,
+            stages: Vec::new(),
+            style,
+            last_status: None,
+        }
+    }
+
+    fn draw(&mut self, d: &Deployment, changes: &mut Changes) {
+        for line in changes.new_gates(d) {
+            let _ = self.multi.println(line);
+        }
+        if self.last_status.as_deref() != Some(d.status.as_str()) {
+            if self.last_status.is_some() {
+                let _ = self.multi.println(format!("{}: status {}", d.id, d.status));
+            }
+            self.last_status = Some(d.status.clone());
+        }
+        self.header.set_message(format!(
+            "{} · {}",
+            header_line(d),
+            counts_text(&all_counts(d))
+        ));
+        for (i, s) in stage_progress(d).into_iter().enumerate() {
+            while self.stages.len() <= i {
+                let bar = self.multi.add(ProgressBar::new(0));
+                if let Some(style) = &self.style {
+                    bar.set_style(style.clone());
+                }
+                self.stages.push(bar);
+            }
+            if let Some(bar) = self.stages.get(i) {
+                bar.set_prefix(s.name.clone());
+                bar.set_length(s.total);
+                bar.set_position(s.done);
+                bar.set_message(counts_text(&s.counts));
+            }
+        }
+    }
+
+    fn finish(self) {
+        self.header.finish();
+        for bar in &self.stages {
+            bar.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use serde_json::json;
+
+    /// A canary-waves deployment in the contract's shape: canary done, wave-1 in progress.
+    fn running() -> serde_json::Value {
+        json!({
+            "id": "dep_0a1b2c3d4e", "flow_id": "flow_3f2a9c0d1e",
+            "artifact": {"name": "flow_3f2a9c0d1e", "release": 2, "version": "1.2.0"},
+            "strategy": "canary-waves", "status": "running", "status_reason": "",
+            "total_targets": 5, "completed_targets": 2, "failed_targets": 0, "offline_targets": 1,
+            "rolled_back_targets": 0, "pending_targets": 1,
+            "targets": [
+                {"device_id": "dev_001", "status": "success", "stage": 0, "generation": 4, "detail": ""},
+                {"device_id": "dev_002", "status": "success", "stage": 1, "generation": 4, "detail": ""},
+                {"device_id": "dev_003", "status": "deploying", "stage": 1, "generation": 4, "detail": ""},
+                {"device_id": "dev_004", "status": "offline", "stage": 1, "generation": 3, "detail": "no report for 12s"},
+                {"device_id": "dev_005", "status": "pending", "stage": 2, "generation": 3, "detail": ""}
+            ],
+            "current_stage": 1,
+            "stages": [
+                {"index": 0, "name": "canary", "kind": "canary", "devices": ["dev_001"]},
+                {"index": 1, "name": "wave-1", "kind": "wave", "devices": ["dev_002", "dev_003", "dev_004"]},
+                {"index": 2, "name": "wave-2", "kind": "wave", "devices": ["dev_005"]}
+            ],
+            "gates": [
+                {"stage": 0, "gate": "canary", "verdict": "pass", "reason": "all checks pass",
+                 "checks": [{"name": "error_rate", "value": 0.0, "limit": 0.01, "pass": true}],
+                 "at": "2026-11-22T03:00:05Z"}
+            ],
+            "awaiting_approval": false, "phase": "deploying",
+            "created_at": "2026-11-22T03:00:00Z", "started_at": "2026-11-22T03:00:01Z", "completed_at": null,
+            "config": {"canary_percentage": 10}
+        })
+    }
+
+    fn dep(v: serde_json::Value) -> Deployment {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn stage_bars_count_done_devices_per_stage() {
+        let p = stage_progress(&dep(running()));
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            (p[0].name.as_str(), p[0].done, p[0].total),
+            ("canary", 1, 1)
+        );
+        // Offline is not done: the device is queued and caught up later.
+        assert_eq!(
+            (p[1].name.as_str(), p[1].done, p[1].total),
+            ("wave-1", 1, 3)
+        );
+        assert_eq!(
+            counts_text(&p[1].counts),
+            "success 1 · deploying 1 · offline 1"
+        );
+        assert_eq!((p[2].done, p[2].total), (0, 1));
+    }
+
+    #[test]
+    fn stages_fall_back_to_their_device_lists() {
+        let mut v = running();
+        for t in v["targets"].as_array_mut().unwrap() {
+            t.as_object_mut().unwrap().remove("stage");
+        }
+        let p = stage_progress(&dep(v));
+        assert_eq!((p[1].done, p[1].total), (1, 3));
+        assert_eq!(
+            counts_text(&p[1].counts),
+            "success 1 · deploying 1 · offline 1"
+        );
+    }
+
+    #[test]
+    fn a_text_frame() {
+        assert_eq!(
+            frame(&dep(running())),
+            "dep_0a1b2c3d4e running · stage 2/3 wave-1 · deploying\n\
+             \x20 success 2 · deploying 1 · pending 1 · offline 1\n\
+             \x20 canary       [####################] 1/1 success 1\n\
+             \x20 wave-1       [######--------------] 1/3 success 1 · deploying 1 · offline 1\n\
+             \x20 wave-2       [--------------------] 0/1 pending 1\n"
+        );
+    }
+
+    #[test]
+    fn gate_lines() {
+        let d = dep(running());
+        assert_eq!(
+            gate_line(&d.gates[0]),
+            "gate canary (stage 0): PASS · all checks pass · error_rate 0.0000 / 0.0100 ok"
+        );
+    }
+
+    #[test]
+    fn one_line_per_change() {
+        let mut ch = Changes::default();
+        let first = ch.update(&dep(running()));
+        assert_eq!(
+            first,
+            vec![
+                "dep_0a1b2c3d4e: running (canary-waves), 5 targets in 3 stages",
+                "dep_0a1b2c3d4e: stage 1 (wave-1) current",
+                "dep_0a1b2c3d4e: phase deploying",
+                "dev_001: success (stage 0)",
+                "dev_002: success (stage 1)",
+                "dev_003: deploying (stage 1)",
+                "dev_004: offline (stage 1): no report for 12s",
+                "gate canary (stage 0): PASS · all checks pass · error_rate 0.0000 / 0.0100 ok",
+            ]
+        );
+        // Nothing changed: nothing printed, and the gate is not repeated.
+        assert!(ch.update(&dep(running())).is_empty());
+
+        let mut v = running();
+        v["targets"][2]["status"] = json!("success");
+        v["targets"][3]["status"] = json!("success");
+        v["targets"][3]["detail"] = json!("");
+        v["current_stage"] = json!(2);
+        v["phase"] = json!("soaking");
+        v["awaiting_approval"] = json!(true);
+        v["gates"].as_array_mut().unwrap().push(json!({
+            "stage": 1, "gate": "wave-1", "verdict": "pass", "reason": "", "checks": [], "at": "2026-11-22T03:00:09Z"
+        }));
+        assert_eq!(
+            ch.update(&dep(v.clone())),
+            vec![
+                "dep_0a1b2c3d4e: stage 2 (wave-2) current",
+                "dep_0a1b2c3d4e: phase soaking",
+                "dev_003: deploying → success (stage 1)",
+                "dev_004: offline → success (stage 1)",
+                "dep_0a1b2c3d4e: awaiting approval (floe deploy approve dep_0a1b2c3d4e)",
+                "gate wave-1 (stage 1): PASS",
+            ]
+        );
+
+        v["status"] = json!("rolled_back");
+        v["status_reason"] = json!("gate wave-2 failed: error_rate 0.2 > 0.05");
+        v["awaiting_approval"] = json!(false);
+        v["targets"][4]["status"] = json!("rolled_back");
+        assert_eq!(
+            ch.update(&dep(v)),
+            vec![
+                "dep_0a1b2c3d4e: status running → rolled_back (gate wave-2 failed: error_rate 0.2 > 0.05)",
+                "dev_005: pending → rolled_back (stage 2)",
+            ]
+        );
+    }
+
+    #[test]
+    fn endings_and_exit_codes() {
+        let mut v = running();
+        v["status"] = json!("completed");
+        v["completed_targets"] = json!(5);
+        v["offline_targets"] = json!(0);
+        let d = dep(v.clone());
+        assert!(d.is_terminal());
+        assert_eq!(exit_code(&d), ExitCode::SUCCESS);
+        assert_eq!(
+            final_line(&d),
+            "deployment dep_0a1b2c3d4e completed (5 of 5 completed, 0 failed, 0 offline, 0 rolled back)"
+        );
+        v["status"] = json!("rolled_back");
+        v["status_reason"] = json!("canary failed");
+        let d = dep(v.clone());
+        assert_eq!(exit_code(&d), ExitCode::from(2));
+        assert!(final_line(&d).contains("rolled_back: canary failed"));
+        v["status"] = json!("failed");
+        assert_eq!(exit_code(&dep(v.clone())), ExitCode::FAILURE);
+        v["status"] = json!("paused");
+        assert!(!dep(v).is_terminal());
+    }
+
+    /// A loopback server that answers successive connections with the given (status, body)
+    /// pairs, one each, then stops accepting.
+    fn sequence(replies: Vec<(u16, String)>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (status, body) in replies {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut stream = stream;
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn quiet() -> WatchOptions<'static> {
+        WatchOptions {
+            interval: Duration::from_millis(10),
+            mode: Mode::Quiet,
+            limit: Some(Duration::from_secs(10)),
+            interrupted: None,
+        }
+    }
+
+    #[test]
+    fn the_watch_polls_until_the_deployment_ends() {
+        let mut done = running();
+        done["status"] = json!("completed");
+        let server = sequence(vec![
+            (200, running().to_string()),
+            (200, running().to_string()),
+            (200, done.to_string()),
+        ]);
+        let client = Client::new(&server, Some("t".into())).unwrap();
+        let d = watch(&client, "dep_0a1b2c3d4e", &quiet()).unwrap();
+        assert_eq!(d.status, "completed");
+    }
+
+    #[test]
+    fn the_watch_stops_at_an_api_error_with_the_servers_words() {
+        let server = sequence(vec![(
+            404,
+            r#"{"error":{"code":"not_found","message":"no deployment dep_nope","field":null}}"#
+                .into(),
+        )]);
+        let client = Client::new(&server, Some("t".into())).unwrap();
+        let err = watch(&client, "dep_nope", &quiet()).unwrap_err();
+        assert_eq!(err.to_string(), "not_found (404): no deployment dep_nope");
+    }
+
+    #[test]
+    fn the_watch_gives_up_after_repeated_connection_failures_and_honours_interrupts() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        let err = watch(&client, "dep_x", &quiet()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("20 polls failed in a row"), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+
+        let flag = AtomicBool::new(true);
+        let opts = WatchOptions {
+            interrupted: Some(&flag),
+            ..quiet()
+        };
+        assert!(
+            watch(&client, "dep_x", &opts)
+                .unwrap_err()
+                .to_string()
+                .contains("interrupted")
+        );
+    }
+
+    #[test]
+    fn gate_memory_is_bounded() {
+        let mut ch = Changes::default();
+        let mut v = running();
+        let gates: Vec<serde_json::Value> = (0..(MAX_GATES_SEEN as u32 + 5))
+            .map(|i| json!({"stage": i, "gate": "g", "verdict": "wait", "reason": "", "checks": [], "at": ""}))
+            .collect();
+        v["gates"] = json!(gates);
+        let lines = ch.new_gates(&dep(v));
+        assert_eq!(lines.len(), MAX_GATES_SEEN);
+        assert_eq!(ch.gates_seen.len(), MAX_GATES_SEEN);
+    }
+}
