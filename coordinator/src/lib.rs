@@ -1,9 +1,15 @@
-//! The Floe coordinator: the rollout engine and its fleet simulator, and (as they land) the
-//! store, the REST API and the driver that connects them to the network.
+//! The Floe coordinator: the rollout engine and its fleet simulator, the SQLite store, the
+//! service actor that drives engines with the clock, and the REST API.
 //!
 //! Architecture invariant: `rollout` does no I/O, reads no clock and draws no randomness of its
-//! own; time and a seed come in as inputs and everything it decides comes out as actions.
+//! own; time and a seed come in as inputs and everything it decides comes out as actions. The
+//! `service` is the only place that passes time in and the only owner of the `store`.
 
+pub mod api;
+pub mod bridge;
 pub mod client;
 pub mod link;
+pub mod openapi;
 pub mod rollout;
+pub mod service;
+pub mod store;

@@ -14,6 +14,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod serve;
 mod sim;
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,8 @@ enum Command {
     /// A coordinator, N floed devices and a broker on loopback: deploy, then roll back a
     /// broken version.
     Demo(demo::DemoArgs),
+    /// Run the coordinator: REST API, SQLite state, rollout engines.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,5 +73,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::EnrollToken(args) => device::run_enroll_token(args),
         Command::Audit(args) => audit::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,0 +1,689 @@
+//! The REST API under `/api/v1` (axum), as the contract shared with the CLI describes it.
+//!
+//! Why it is shaped this way:
+//! - Handlers are thin: they parse and check the request, then hand a closure to the service
+//!   actor ([`ServiceHandle::call`]) that does the work against the one owner of the state and
+//!   builds the response JSON there, so a response is always one consistent snapshot.
+//! - Every error is `{"error":{"code","message","field"}}` with its status: malformed input
+//!   is refused here (400, 413), state conflicts and validation by the service (409, 422).
+//!   Bodies are capped at [`MAX_BODY`] before they are parsed.
+//! - Bearer auth covers every route except the health check, the OpenAPI document and the two
+//!   device routes (`POST /devices/:id/report`, `GET /devices/:id/directive`): a device has no
+//!   API token; its report is authenticated by its own signature, and a directive post is
+//!   signed by the coordinator and carries nothing secret.
+
+pub mod types;
+pub mod views;
+
+use crate::rollout::{Command, Report, parse_duration};
+use crate::service::{ServiceError, ServiceHandle};
+use crate::store::{AuditFilter, rfc3339};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use types::{DeploymentInput, DeviceInput, DevicePatch, FlowInput, TokenInput};
+
+/// The largest request body accepted (1 MiB); larger bodies get 413.
+pub const MAX_BODY: usize = 1 << 20;
+/// Most audit entries one request returns.
+pub const MAX_AUDIT: u32 = 10_000;
+/// The longest enrollment token lifetime (30 days).
+pub const MAX_TOKEN_TTL: u64 = 30 * 24 * 3_600_000;
+
+/// An API error: status, code, message and the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(message = %self.message, "request failed");
+        }
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "field": self.field}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            ServiceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            ServiceError::Validation { field, message } => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "validation_failed",
+                message: format!("{field}: {message}"),
+                field: Some(field),
+            },
+            ServiceError::BadRequest(m) => ApiError::bad_request(m),
+            ServiceError::Refused(_) => ApiError::unauthorized(e.to_string()),
+            ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Closed => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A JSON body: size-capped, parsed with unknown fields refused, errors in the API's shape.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = raw_body(req, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+    }
+}
+
+async fn raw_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("unreadable request body: {}", e.body_text()))
+        }
+    })
+}
+
+/// Query parameters, checked against the names a route knows.
+fn query(
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    known: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    if let Some(k) = q.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {k:?}; known: {}",
+            known.join(", ")
+        )));
+    }
+    Ok(q)
+}
+
+#[derive(Clone)]
+struct AppState {
+    handle: ServiceHandle,
+    token: Arc<str>,
+}
+
+fn ok(status: StatusCode, body: Value) -> ApiResult {
+    Ok((status, Json(body)).into_response())
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn open_route(method: &axum::http::Method, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    if path == "/healthz"
+        || path == "/api/v1/healthz"
+        || path == "/api/v1/openapi.json"
+        || path == "/openapi.json"
+    {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/api/v1/devices/") else {
+        return false;
+    };
+    let mut parts = rest.split('/');
+    let (_, tail, extra) = (parts.next(), parts.next(), parts.next());
+    extra.is_none()
+        && matches!(
+            (method.as_str(), tail),
+            ("POST", Some("report")) | ("GET", Some("directive"))
+        )
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is larger than {MAX_BODY} bytes"),
+    )
+}
+
+async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    // A declared length over the cap is refused before any of the body is read.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large().into_response();
+    }
+    if open_route(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
+        None => ApiError::unauthorized(
+            "missing Authorization: Bearer <token> header (the token is in DATA_DIR/api-token)",
+        )
+        .into_response(),
+    }
+}
+
+/// The API router. `token` is the bearer token every protected route requires.
+pub fn router(handle: ServiceHandle, token: String) -> Router {
+    let state = AppState {
+        handle,
+        token: Arc::from(token),
+    };
+    let api = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .route("/flows", post(create_flow).get(list_flows))
+        .route(
+            "/flows/{id}",
+            get(get_flow).put(update_flow).delete(delete_flow),
+        )
+        .route("/flows/{id}/publish", post(publish_flow))
+        .route("/flows/{id}/archive", post(archive_flow))
+        .route("/flows/{id}/versions", post(new_version))
+        .route(
+            "/deployments",
+            post(create_deployment).get(list_deployments),
+        )
+        .route("/deployments/{id}", get(get_deployment))
+        .route("/deployments/{id}/report", get(deployment_report))
+        .route("/deployments/{id}/{command}", post(deployment_command))
+        .route("/devices", get(list_devices).post(allow_device))
+        .route("/devices/{id}", get(get_device).patch(patch_device))
+        .route("/devices/{id}/report", post(device_report))
+        .route("/devices/{id}/directive", get(device_directive))
+        .route("/enrollment-tokens", post(create_token))
+        .route("/audit", get(audit));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}
+
+// Flows.
+
+async fn create_flow(
+    State(st): State<AppState>,
+    JsonBody(input): JsonBody<FlowInput>,
+) -> ApiResult {
+    let body = st
+        .handle
+        .call(move |core, now| {
+            let f = core.create_flow(input, now)?;
+            Ok(views::flow(&f, None))
+        })
+        .await?;
+    ok(StatusCode::CREATED, body)
+}
+
+async fn list_flows(
+    State(st): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q = query(q, &["state", "tag"])?;
+    let state = q.get("state").cloned();
+    if let Some(s) = &state
+        && !matches!(s.as_str(), "draft" | "published" | "archived")
+    {
+        return Err(ApiError::bad_request(format!(
+            "state must be draft, published or archived, not {s:?}"
+        )));
+    }
+    let tag = q.get("tag").cloned();
+    let body = st
+        .handle
+        .call(move |core, _| {
+            let flows = core.flows(state.as_deref(), tag.as_deref())?;
+            let mut out = Vec::with_capacity(flows.len());
+            for f in &flows {
+                out.push(views::flow(f, core.artifact_of(&f.id)?.as_ref()));
+            }
+            Ok(json!({"flows": out}))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
+}
+
+async fn flow_response(
+    st: &AppState,
+    id: String,
+    status: StatusCode,
+    f: impl FnOnce(
+        &mut crate::service::Core,
+        &str,
+        u64,
+    ) -> Result<crate::store::FlowRecord, ServiceError>
+    + Send
+    + 'static,
+) -> ApiResult {
+    let body = st
+        .handle
+        .call(move |core, now| {
+            let flow = f(core, &id, now)?;
+            Ok(views::flow(&flow, core.artifact_of(&flow.id)?.as_ref()))
+        })
+        .await?;
+    ok(status, body)
+}
+
+async fn get_flow(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    flow_response(&st, id, StatusCode::OK, |core, id, _| core.flow(id)).await
+}
+
+async fn update_flow(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<FlowInput>,
+) -> ApiResult {
+    flow_response(&st, id, StatusCode::OK, move |core, id, now| {
+        core.update_flow(id, input, now)
+    })
+    .await
+}
+
+async fn delete_flow(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    st.handle
+        .call(move |core, now| core.delete_flow(&id, now))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn publish_flow(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    flow_response(&st, id, StatusCode::OK, |core, id, now| {
+        core.publish_flow(id, now)
+    })
+    .await
+}
+
+async fn archive_flow(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    flow_response(&st, id, StatusCode::OK, |core, id, now| {
+        core.archive_flow(id, now)
+    })
+    .await
+}
+
+async fn new_version(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    flow_response(&st, id, StatusCode::CREATED, |core, id, now| {
+        core.new_version(id, now)
+    })
+    .await
+}
+
+// Deployments.
+
+async fn create_deployment(
+    State(st): State<AppState>,
+    JsonBody(input): JsonBody<DeploymentInput>,
+) -> ApiResult {
+    let body = st
+        .handle
+        .call(move |core, now| {
+            let id = core.create_deployment(input, now)?;
+            core.with_deployment(&id, views::deployment)
+        })
+        .await?;
+    ok(StatusCode::CREATED, body)
+}
+
+async fn list_deployments(
+    State(st): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q = query(q, &["status", "flow_id"])?;
+    let status = q.get("status").cloned();
+    let flow = q.get("flow_id").cloned();
+    let body = st
+        .handle
+        .call(move |core, _| {
+            let mut out = Vec::new();
+            for (id, s, f) in core.deployment_ids()? {
+                if status.as_ref().is_some_and(|x| *x != s)
+                    || flow.as_ref().is_some_and(|x| *x != f)
+                {
+                    continue;
+                }
+                out.push(core.with_deployment(&id, views::deployment)?);
+            }
+            Ok(json!({"deployments": out}))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
+}
+
+async fn get_deployment(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let body = st
+        .handle
+        .call(move |core, _| core.with_deployment(&id, views::deployment))
+        .await?;
+    ok(StatusCode::OK, body)
+}
+
+async fn deployment_command(
+    State(st): State<AppState>,
+    Path((id, command)): Path<(String, String)>,
+) -> ApiResult {
+    let command = match command.as_str() {
+        "start" => Command::Start,
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
+        "approve" => Command::Approve,
+        "rollback" => Command::Rollback,
+        "abort" => Command::Abort,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no deployment action {other:?}; use start, pause, resume, approve, rollback or abort"
+            )));
+        }
+    };
+    let body = st
+        .handle
+        .call(move |core, now| {
+            core.command(&id, command, now)?;
+            core.with_deployment(&id, views::deployment)
+        })
+        .await?;
+    ok(StatusCode::OK, body)
+}
+
+async fn deployment_report(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q = query(q, &["format"])?;
+    let markdown = match q.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("markdown") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format must be json or markdown, not {other:?}"
+            )));
+        }
+    };
+    let report = st
+        .handle
+        .call(move |core, _| core.with_deployment(&id, |_, e| Report::from_rollout(e)))
+        .await?;
+    if markdown {
+        let mut resp = report.to_markdown().into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/markdown; charset=utf-8"),
+        );
+        return Ok(resp);
+    }
+    let value = serde_json::to_value(&report)
+        .map_err(|e| ApiError::from(ServiceError::Internal(format!("encoding the report: {e}"))))?;
+    ok(StatusCode::OK, value)
+}
+
+// Devices.
+
+async fn list_devices(
+    State(st): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q = query(q, &["region", "type", "label", "online"])?;
+    let label = match q.get("label") {
+        Some(l) => match l.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), v.to_string())),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "label must be key=value, not {l:?}"
+                )));
+            }
+        },
+        None => None,
+    };
+    let online = match q.get("online").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "online must be true or false, not {o:?}"
+            )));
+        }
+    };
+    let (region, dtype) = (q.get("region").cloned(), q.get("type").cloned());
+    let body = st
+        .handle
+        .call(move |core, _| {
+            let out: Vec<Value> = core
+                .devices()
+                .filter(|d| region.as_ref().is_none_or(|r| *r == d.region))
+                .filter(|d| dtype.as_ref().is_none_or(|t| *t == d.device_type))
+                .filter(|d| {
+                    label
+                        .as_ref()
+                        .is_none_or(|(k, v)| d.labels.get(k) == Some(v))
+                })
+                .filter(|d| online.is_none_or(|o| core.online(d) == o))
+                .map(|d| views::device(d, core.online(d), core.desired_generation(&d.id)))
+                .collect();
+            Ok(json!({"devices": out}))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
+}
+
+async fn get_device(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let body = st
+        .handle
+        .call(move |core, _| {
+            let d = core.device(&id)?;
+            Ok(views::device(
+                d,
+                core.online(d),
+                core.desired_generation(&d.id),
+            ))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
+}
+
+async fn patch_device(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<DevicePatch>,
+) -> ApiResult {
+    let body = st
+        .handle
+        .call(move |core, now| {
+            let d = core.patch_device(&id, patch, now)?;
+            Ok(views::device(
+                &d,
+                core.online(&d),
+                core.desired_generation(&d.id),
+            ))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
+}
+
+async fn allow_device(
+    State(st): State<AppState>,
+    JsonBody(input): JsonBody<DeviceInput>,
+) -> ApiResult {
+    let body = st
+        .handle
+        .call(move |core, now| {
+            let d = core.allow_device(input, now)?;
+            Ok(views::device(&d, false, 0))
+        })
+        .await?;
+    ok(StatusCode::CREATED, body)
+}
+
+/// `POST /devices/:id/report`: a device's signed report envelope (raw CBOR), verified here
+/// against the key it names; enrollment and the key binding are the service's decision.
+async fn device_report(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let bytes = raw_body(req, &()).await?;
+    let report = floe_runtime::proto::open_report(&bytes)
+        .map_err(|e| ApiError::unauthorized(format!("the report does not verify: {e}")))?;
+    if report.device_id != id {
+        return Err(ApiError::bad_request(format!(
+            "the report is from device {:?}, posted to {id:?}",
+            report.device_id
+        )));
+    }
+    st.handle.device_report(report).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /devices/:id/directive`: the device's current directive post (CBOR), or 204.
+async fn device_directive(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let post = st
+        .handle
+        .call(move |core, now| core.directive_post(&id, now))
+        .await?;
+    Ok(match post {
+        Some((_, bytes)) => {
+            let mut resp = bytes.into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/cbor"),
+            );
+            resp
+        }
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+async fn create_token(State(st): State<AppState>, req: Request) -> ApiResult {
+    let bytes = raw_body(req, &()).await?;
+    let input: TokenInput = if bytes.iter().all(u8::is_ascii_whitespace) {
+        TokenInput::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?
+    };
+    let ttl = match &input.ttl {
+        Some(t) => parse_duration(t).map_err(|e| {
+            ApiError::from(ServiceError::Validation {
+                field: "ttl".into(),
+                message: e.to_string(),
+            })
+        })?,
+        None => 3_600_000,
+    };
+    if ttl == 0 || ttl > MAX_TOKEN_TTL {
+        return Err(ServiceError::Validation {
+            field: "ttl".into(),
+            message: "a token lives between 1 ms and 30 days".into(),
+        }
+        .into());
+    }
+    let (token, expires) = st
+        .handle
+        .call(move |core, now| core.create_token(ttl, now))
+        .await?;
+    ok(
+        StatusCode::CREATED,
+        json!({"token": token, "expires_at": rfc3339(expires)}),
+    )
+}
+
+async fn audit(
+    State(st): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q = query(q, &["limit", "deployment_id", "device_id"])?;
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_AUDIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit must be 1 to {MAX_AUDIT}, not {l:?}"))
+            })?,
+        None => 100,
+    };
+    let filter = AuditFilter {
+        limit,
+        deployment_id: q.get("deployment_id").cloned(),
+        device_id: q.get("device_id").cloned(),
+    };
+    let body = st
+        .handle
+        .call(move |core, _| {
+            let entries: Vec<Value> = core
+                .audit_entries(&filter)?
+                .iter()
+                .map(views::audit)
+                .collect();
+            Ok(json!({"entries": entries}))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! The coordinator service: one task that owns the store, the device registry and the rollout
+//! engines of every unfinished deployment, and drives them with the clock.
+//!
+//! Why it is shaped this way (DESIGN.md, "Async shape"):
+//! - One owner. Every change to flows, devices and deployments happens inside [`Core`] on the
+//!   actor task, so there is no lock and no ordering question between a REST call, a device
+//!   report and an engine timeout. The actor waits on a closed [`Event`] set in one `biased`
+//!   select: shutdown first, then jobs, then the timer.
+//! - Plain synchronous handlers. A job is a closure run against `&mut Core` with the current
+//!   time; it replies through its own oneshot. [`ServiceHandle`] is the cloneable front that
+//!   REST handlers and the fabric glue use.
+//! - Time is an input. The engines never read the clock: the actor passes unix milliseconds
+//!   from `SystemTime` into every job and tick, and sleeps until the earliest
+//!   `poll_timeout` of any engine (or the next offline check).
+//! - Every engine step is persisted. After each handled input the engine's whole state, the
+//!   directives it emitted (as signed desired directives with store-allocated generations),
+//!   gate verdicts and audit lines are written in ONE transaction ([`Core::step`]). If the
+//!   write fails the engine is restored to its state before the input, so memory never runs
+//!   ahead of the disk; the input is lost, which is safe because devices re-report and timers
+//!   fire again.
+//! - Bounds. The job channel holds [`JOB_QUEUE`] jobs (senders wait at the bound); at most
+//!   [`MAX_ACTIVE_DEPLOYMENTS`] deployments are unfinished at once and at most [`MAX_DEVICES`]
+//!   devices are registered, at most [`MAX_OPEN_TOKENS`] enrollment tokens are open (all
+//!   refused with a conflict beyond); gate history keeps the last [`MAX_GATES`] verdicts. The
+//!   audit log is append-only by design and grows with the operator's actions and the
+//!   deployments' decisions (never with per-report traffic).
+
+mod core;
+
+pub use self::core::{
+    ArtifactBlob, ArtifactSummary, Core, DeploymentDoc, GateRecord, Outgoing, ServiceConfig,
+    TargetTrack, config_json, events_for, gate_name, health_input, random_token, strategy_config,
+    verdict_name,
+};
+
+use crate::rollout::Millis;
+use crate::store::StoreError;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Jobs waiting for the actor; senders wait when it is full (backpressure).
+pub const JOB_QUEUE: usize = 256;
+/// Unfinished deployments at once.
+pub const MAX_ACTIVE_DEPLOYMENTS: usize = 64;
+/// Registered devices.
+pub const MAX_DEVICES: usize = 100_000;
+/// Unused, unexpired enrollment tokens at once (more are refused with a conflict).
+pub const MAX_OPEN_TOKENS: u64 = 10_000;
+/// Gate verdicts kept per deployment (oldest dropped).
+pub const MAX_GATES: usize = 256;
+/// How often offline devices are looked for.
+pub const OFFLINE_CHECK: Millis = 1_000;
+
+/// Why a service call failed. The REST layer maps each variant to its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The named thing does not exist (404).
+    #[error("{what} {id} does not exist")]
+    NotFound {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The state does not allow it (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A value does not validate (422); `field` is the path at fault.
+    #[error("{field}: {message}")]
+    Validation {
+        /// The path at fault (`config.batch_delay`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The request is malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A device report was refused (enrollment, key mismatch).
+    #[error("report refused: {0}")]
+    Refused(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something else failed inside the coordinator (signing, building a bundle).
+    #[error("{0}")]
+    Internal(String),
+    /// The service has stopped.
+    #[error("the coordinator service has stopped")]
+    Closed,
+}
+
+/// A job: runs on the actor against the core with the current time.
+type Job = Box<dyn FnOnce(&mut Core, Millis) + Send>;
+
+/// What the actor waits for.
+enum Event {
+    /// Shut down.
+    Shutdown,
+    /// A job (None: every handle is gone).
+    Job(Option<Job>),
+    /// The timer fired.
+    Tick,
+}
+
+/// The current time as the engines see it: unix milliseconds.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// The cloneable front of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceHandle {
+    jobs: mpsc::Sender<Job>,
+    published: watch::Receiver<u64>,
+}
+
+impl ServiceHandle {
+    /// Runs `f` on the actor and returns its result.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Millis) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |core, now| {
+            let _ = tx.send(f(core, now));
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ServiceError::Closed)?;
+        rx.await.map_err(|_| ServiceError::Closed)?
+    }
+
+    /// A device's signed report, its signature already checked by the caller: enrollment,
+    /// registry update, and the engines fed. See [`Core::device_report`].
+    pub async fn device_report(
+        &self,
+        report: floe_runtime::proto::DeviceReport,
+    ) -> Result<(), ServiceError> {
+        self.call(move |core, now| core.device_report(report, now))
+            .await
+    }
+
+    /// The directive posts devices still have to apply. See [`Core::outbox`].
+    pub async fn outbox(&self) -> Result<Vec<Outgoing>, ServiceError> {
+        self.call(|core, now| core.outbox(now)).await
+    }
+
+    /// Every published artifact, for seeding into the fabric.
+    pub async fn artifacts(&self) -> Result<Vec<ArtifactBlob>, ServiceError> {
+        self.call(|core, _| core.artifact_blobs()).await
+    }
+
+    /// A receiver whose value grows each time an artifact is published.
+    pub fn published(&self) -> watch::Receiver<u64> {
+        self.published.clone()
+    }
+}
+
+/// Starts the actor on the current runtime. It stops when `shutdown` is cancelled or every
+/// handle is dropped.
+pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Job>(JOB_QUEUE);
+    let published = core.published_receiver();
+    let task = tokio::spawn(async move {
+        // Resume: tick once so timeouts that passed while the coordinator was down fire now.
+        core.tick(now_ms());
+        loop {
+            let now = now_ms();
+            let wake = core.next_wake(now).saturating_sub(now);
+            let sleep = tokio::time::sleep(Duration::from_millis(wake.max(1)));
+            let event = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Event::Shutdown,
+                job = rx.recv() => Event::Job(job),
+                () = sleep => Event::Tick,
+            };
+            match event {
+                Event::Shutdown | Event::Job(None) => break,
+                Event::Job(Some(job)) => job(&mut core, now_ms()),
+                Event::Tick => core.tick(now_ms()),
+            }
+        }
+        tracing::info!("coordinator service stopped");
+    });
+    (
+        ServiceHandle {
+            jobs: tx,
+            published,
+        },
+        task,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,613 @@
+//! Tests of the service core in virtual time: enrollment, report handling, a deployment from
+//! start to end with signed directives, offline detection, re-signing, and resuming from the
+//! database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+use crate::api::types::{ConfigInput, DeploymentInput, DeviceInput, FlowInput};
+use crate::rollout::{Command, DeploymentStatus, DeviceEvent, TargetStatus};
+use crate::store::Store;
+use ed25519_dalek::SigningKey;
+use floe_runtime::proto::{
+    self, Action, Applied, DeviceReport, Directive, DirectivePost, Envelope, Facts, Fixed,
+    HealthLevel, HealthSummary, Progress, SlotInfo, TrustedKey,
+};
+use std::path::Path;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn core_at(dir: &Path) -> Core {
+    let store = Store::open(&dir.join("floe.db")).unwrap();
+    let mut config = ServiceConfig::new(dir.to_path_buf());
+    config.offline_after = 30_000;
+    config.directive_ttl_secs = 600;
+    Core::new(
+        store,
+        config,
+        SigningKey::from_bytes(&[1; 32]),
+        SigningKey::from_bytes(&[2; 32]),
+    )
+    .unwrap()
+}
+
+fn coordinator_key() -> TrustedKey {
+    TrustedKey::new(Fixed(
+        SigningKey::from_bytes(&[2; 32]).verifying_key().to_bytes(),
+    ))
+}
+
+fn example() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/temperature-alert.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+struct Dev {
+    id: String,
+    key: SigningKey,
+    seq: u64,
+    applied: Option<Applied>,
+    log: Vec<(u64, Action)>,
+    token: Option<String>,
+    active: Option<SlotInfo>,
+    standby: Option<SlotInfo>,
+    last_good: Option<SlotInfo>,
+    /// Report a 50 % error rate while running this release.
+    bad_release: Option<u64>,
+    /// Every rollback directive's artifact.
+    rollbacks: Vec<proto::ArtifactRef>,
+}
+
+impl Dev {
+    fn new(id: &str, seed: u8) -> Dev {
+        Dev {
+            id: id.into(),
+            key: SigningKey::from_bytes(&[seed; 32]),
+            seq: 0,
+            applied: None,
+            log: Vec::new(),
+            token: None,
+            active: None,
+            standby: None,
+            last_good: None,
+            bad_release: None,
+            rollbacks: Vec::new(),
+        }
+    }
+
+    fn public_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().to_bytes())
+    }
+
+    fn report(&mut self) -> DeviceReport {
+        self.seq += 1;
+        DeviceReport {
+            schema: 1,
+            device_id: self.id.clone(),
+            public_key: Fixed(self.key.verifying_key().to_bytes()),
+            seq: self.seq,
+            facts: Facts {
+                device_type: "rpi4".into(),
+                arch: "aarch64".into(),
+                region: "eu".into(),
+                labels: Vec::new(),
+                runtime_version: "0.1.0".into(),
+            },
+            enroll_token: self.token.clone(),
+            active: self.active.clone(),
+            standby: self.standby.clone(),
+            last_known_good: self.last_good.clone(),
+            on_trial: false,
+            applied: self.applied.clone(),
+            health: Some(HealthSummary {
+                status: HealthLevel::Healthy,
+                flow_running: true,
+                error_rate_ppm: if self.bad_release.is_some()
+                    && self.active.as_ref().map(|a| a.release) == self.bad_release
+                {
+                    500_000
+                } else {
+                    0
+                },
+                p95_us: 2000,
+                memory_kib: 8192,
+                restarts: 0,
+            }),
+        }
+    }
+
+    /// Applies the current directive if it is newer, then reports.
+    fn step(&mut self, core: &mut Core, now: u64) {
+        if let Some((generation, post)) = core.directive_post(&self.id, now).unwrap() {
+            let post = DirectivePost::from_bytes(&post).unwrap();
+            let d = proto::open::<Directive>(&post.directive.0, &[coordinator_key()], 1)
+                .unwrap()
+                .value;
+            assert_eq!(d.generation, generation);
+            assert!(d.expires > now / 1000);
+            if self
+                .applied
+                .as_ref()
+                .is_none_or(|a| a.generation < generation)
+            {
+                self.log.push((generation, d.action));
+                let other = match self.active.as_ref().map(|s| s.slot.as_str()) {
+                    Some("blue") => "green",
+                    _ => "blue",
+                };
+                match d.action {
+                    Action::Stage => {
+                        self.standby = Some(SlotInfo {
+                            slot: other.into(),
+                            name: d.artifact.name.clone(),
+                            release: d.artifact.release,
+                            version: format!("1.{}.0", d.artifact.release),
+                        })
+                    }
+                    Action::Switch | Action::Rollback => {
+                        if d.action == Action::Rollback {
+                            self.rollbacks.push(d.artifact.clone());
+                        }
+                        std::mem::swap(&mut self.active, &mut self.standby);
+                    }
+                    Action::Commit => self.last_good = self.active.clone(),
+                }
+                self.applied = Some(Applied {
+                    generation,
+                    action: d.action,
+                    name: d.artifact.name.clone(),
+                    release: d.artifact.release,
+                    progress: Progress::Done,
+                    detail: String::new(),
+                });
+            }
+        }
+        let r = self.report();
+        core.device_report(r, now).unwrap();
+    }
+}
+
+fn published(core: &mut Core, now: u64) -> String {
+    let flow = core
+        .create_flow(
+            FlowInput {
+                name: "Temperature Alert".into(),
+                description: String::new(),
+                tags: vec![],
+                definition: example(),
+            },
+            now,
+        )
+        .unwrap();
+    core.publish_flow(&flow.id, now).unwrap();
+    flow.id
+}
+
+fn allow(core: &mut Core, dev: &mut Dev, now: u64) {
+    core.allow_device(
+        DeviceInput {
+            id: dev.id.clone(),
+            public_key: dev.public_hex(),
+            device_type: Some("rpi4".into()),
+            region: Some("eu".into()),
+            labels: Default::default(),
+        },
+        now,
+    )
+    .unwrap();
+    let r = dev.report();
+    core.device_report(r, now).unwrap();
+}
+
+fn deploy(core: &mut Core, flow: &str, devs: &[Dev], strategy: &str, now: u64) -> String {
+    let id = core
+        .create_deployment(
+            DeploymentInput {
+                flow_id: flow.into(),
+                strategy: strategy.into(),
+                target_devices: Some(devs.iter().map(|d| d.id.clone()).collect()),
+                selector: None,
+                config: ConfigInput {
+                    batch_size: Some(1),
+                    batch_delay: Some("2s".into()),
+                    ..ConfigInput::default()
+                },
+            },
+            now,
+        )
+        .unwrap();
+    core.command(&id, Command::Start, now).unwrap();
+    id
+}
+
+fn status(core: &Core, id: &str) -> DeploymentStatus {
+    core.with_deployment(id, |_, e| e.status()).unwrap()
+}
+
+/// Steps devices and the clock (500 ms a round) until the deployment finishes.
+fn run(core: &mut Core, devs: &mut [Dev], id: &str, now: &mut u64) {
+    for _ in 0..2000 {
+        for d in devs.iter_mut() {
+            d.step(core, *now);
+        }
+        *now += 500;
+        core.tick(*now);
+        if status(core, id).is_terminal() {
+            // One more round so devices carry out the final commits.
+            for d in devs.iter_mut() {
+                d.step(core, *now);
+            }
+            return;
+        }
+    }
+    panic!("the deployment did not finish");
+}
+
+#[test]
+fn events_map_report_progress_to_engine_inputs() {
+    use DeviceEvent::*;
+    assert_eq!(events_for(Action::Stage, Progress::Done), [Staged]);
+    assert_eq!(events_for(Action::Stage, Progress::Working), []);
+    assert_eq!(events_for(Action::Switch, Progress::Working), [Switched]);
+    assert_eq!(
+        events_for(Action::Switch, Progress::Done),
+        [Switched, Healthy]
+    );
+    assert_eq!(events_for(Action::Commit, Progress::Done), []);
+    assert_eq!(events_for(Action::Rollback, Progress::Done), [RolledBack]);
+    assert_eq!(events_for(Action::Stage, Progress::Failed), [Failed]);
+    assert_eq!(
+        events_for(Action::Switch, Progress::RolledBack),
+        [RolledBack]
+    );
+    let h = health_input(&HealthSummary {
+        status: HealthLevel::Degraded,
+        flow_running: true,
+        error_rate_ppm: 25_000,
+        p95_us: 1_500,
+        memory_kib: 2048,
+        restarts: 2,
+    });
+    assert!((h.error_rate - 0.025).abs() < 1e-6);
+    assert!((h.p95_ms - 1.5).abs() < 1e-6);
+    assert!((h.memory_mb - 2.0).abs() < 1e-6);
+    assert_eq!(h.restarts, 2);
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    use crate::rollout::Strategy;
+    let bad = ConfigInput {
+        canary_delay: Some("soon".into()),
+        ..ConfigInput::default()
+    };
+    match strategy_config(Strategy::Canary, &bad) {
+        Err(ServiceError::Validation { field, .. }) => assert_eq!(field, "config.canary_delay"),
+        other => panic!("{other:?}"),
+    }
+    let c = strategy_config(
+        Strategy::Rolling,
+        &ConfigInput {
+            batch_size: Some(3),
+            batch_delay: Some("90s".into()),
+            ..ConfigInput::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (c.batch_size, c.batch_delay, c.max_parallel),
+        (3, 90_000, 3)
+    );
+    assert_eq!(config_json(&c)["batch_delay"], "1m30s");
+}
+
+#[test]
+fn enrollment_needs_a_token_or_the_allowlist_and_keys_stay_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let mut stranger = Dev::new("dev_x", 9);
+    let r = stranger.report();
+    let err = core.device_report(r, T0).unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Refused(ref m) if m.contains("not enrolled")),
+        "{err}"
+    );
+
+    // A one-time token enrolls once.
+    let (token, _) = core.create_token(60_000, T0).unwrap();
+    stranger.token = Some(token.clone());
+    let r = stranger.report();
+    core.device_report(r, T0).unwrap();
+    assert!(core.device("dev_x").unwrap().enrolled_at.is_some());
+    let mut other = Dev::new("dev_y", 10);
+    other.token = Some(token);
+    let r = other.report();
+    assert!(matches!(
+        core.device_report(r, T0),
+        Err(ServiceError::Refused(_))
+    ));
+    // An expired token does not enroll.
+    let (late, _) = core.create_token(1_000, T0).unwrap();
+    other.token = Some(late);
+    let r = other.report();
+    assert!(matches!(
+        core.device_report(r, T0 + 5_000),
+        Err(ServiceError::Refused(_))
+    ));
+
+    // The allowlist enrolls on the first signed report; another key for the same id is refused.
+    let mut listed = Dev::new("dev_z", 11);
+    allow(&mut core, &mut listed, T0);
+    assert!(core.device("dev_z").unwrap().enrolled_at.is_some());
+    let mut impostor = Dev::new("dev_z", 12);
+    impostor.seq = 100;
+    let r = impostor.report();
+    assert!(
+        matches!(core.device_report(r, T0), Err(ServiceError::Refused(ref m)) if m.contains("enrolled with key"))
+    );
+
+    // A report not newer than the last is ignored.
+    let mut old = listed.report();
+    old.seq = 1;
+    old.facts.region = "us".into();
+    core.device_report(old, T0 + 1).unwrap();
+    assert_eq!(core.device("dev_z").unwrap().region, "eu");
+    let entries = core
+        .audit_entries(&crate::store::AuditFilter {
+            limit: 100,
+            device_id: Some("dev_z".into()),
+            deployment_id: None,
+        })
+        .unwrap();
+    assert!(entries.iter().any(|e| e.outcome == "refused"));
+}
+
+#[test]
+fn a_deployment_runs_to_completion_with_growing_generations_across_deployments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let mut now = T0;
+    let flow = published(&mut core, now);
+    let mut devs = vec![Dev::new("a", 21), Dev::new("b", 22), Dev::new("c", 23)];
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    let dep = deploy(&mut core, &flow, &devs, "rolling", now);
+    // A device follows one deployment at a time.
+    let again = core.create_deployment(
+        DeploymentInput {
+            flow_id: flow.clone(),
+            strategy: "rolling".into(),
+            target_devices: Some(vec!["a".into()]),
+            selector: None,
+            config: ConfigInput::default(),
+        },
+        now,
+    );
+    assert!(matches!(again, Err(ServiceError::Conflict(_))), "{again:?}");
+    run(&mut core, &mut devs, &dep, &mut now);
+    assert_eq!(status(&core, &dep), DeploymentStatus::Completed);
+    for d in &devs {
+        let actions: Vec<Action> = d.log.iter().map(|(_, a)| *a).collect();
+        assert_eq!(
+            actions,
+            [Action::Stage, Action::Switch, Action::Commit],
+            "{}",
+            d.id
+        );
+    }
+    // Finished deployments refuse commands with a conflict.
+    assert!(matches!(
+        core.command(&dep, Command::Resume, now),
+        Err(ServiceError::Conflict(_))
+    ));
+    assert!(core.outbox(now).unwrap().is_empty());
+
+    // The next version deploys with generations above the first deployment's.
+    let v2 = core.new_version(&flow, now).unwrap();
+    core.publish_flow(&v2.id, now).unwrap();
+    let last: Vec<u64> = devs.iter().map(|d| d.log.last().unwrap().0).collect();
+    let dep2 = deploy(&mut core, &v2.id, &devs, "all-at-once", now);
+    let outbox = core.outbox(now).unwrap();
+    assert_eq!(outbox.len(), 3);
+    for (o, before) in outbox.iter().zip(&last) {
+        assert!(o.generation > *before, "{} <= {before}", o.generation);
+    }
+    run(&mut core, &mut devs, &dep2, &mut now);
+    assert_eq!(status(&core, &dep2), DeploymentStatus::Completed);
+    assert_eq!(core.artifact_blobs().unwrap().len(), 2);
+}
+
+#[test]
+fn silent_devices_go_offline_and_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let now = T0;
+    let flow = published(&mut core, now);
+    let mut devs = vec![Dev::new("a", 31), Dev::new("b", 32)];
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    let dep = deploy(&mut core, &flow, &devs, "all-at-once", now);
+    core.tick(now + 31_000);
+    assert!(core.device("a").unwrap().offline);
+    let target = core
+        .with_deployment(&dep, |_, e| e.target_status(0))
+        .unwrap();
+    assert_eq!(target, Some(TargetStatus::Offline));
+    let r = devs[0].report();
+    core.device_report(r, now + 32_000).unwrap();
+    assert!(!core.device("a").unwrap().offline);
+    assert!(core.online(core.device("a").unwrap()));
+    let target = core
+        .with_deployment(&dep, |_, e| e.target_status(0))
+        .unwrap();
+    assert_ne!(target, Some(TargetStatus::Offline));
+}
+
+#[test]
+fn old_directives_are_re_signed_with_the_same_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let now = T0;
+    let flow = published(&mut core, now);
+    let mut devs = vec![Dev::new("a", 41)];
+    allow(&mut core, &mut devs[0], now);
+    deploy(&mut core, &flow, &devs, "all-at-once", now);
+    let (g1, p1) = core.directive_post("a", now).unwrap().unwrap();
+    let (g2, p2) = core.directive_post("a", now + 200_000).unwrap().unwrap();
+    assert_eq!((g1, &p1), (g2, &p2), "younger than half the TTL: unchanged");
+    let (g3, p3) = core.directive_post("a", now + 400_000).unwrap().unwrap();
+    assert_eq!(g3, g1);
+    assert_ne!(p3, p1);
+    let d = |p: &[u8]| {
+        let post = DirectivePost::from_bytes(p).unwrap();
+        proto::open::<Directive>(&post.directive.0, &[coordinator_key()], 1)
+            .unwrap()
+            .value
+    };
+    assert_eq!(d(&p3).issued_at, (now + 400_000) / 1000);
+    assert_eq!(d(&p3).action, d(&p1).action);
+    assert!(
+        Envelope::from_bytes::<Directive>(&DirectivePost::from_bytes(&p3).unwrap().directive.0)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_reopened_core_resumes_the_same_deployment_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut now = T0;
+    let (dep, view, posts) = {
+        let mut core = core_at(tmp.path());
+        let flow = published(&mut core, now);
+        let mut devs = vec![Dev::new("a", 51), Dev::new("b", 52)];
+        for d in devs.iter_mut() {
+            allow(&mut core, d, now);
+        }
+        let dep = deploy(&mut core, &flow, &devs, "rolling", now);
+        for _ in 0..3 {
+            for d in devs.iter_mut() {
+                d.step(&mut core, now);
+            }
+            now += 500;
+            core.tick(now);
+        }
+        let view = core
+            .with_deployment(&dep, |doc, e| (doc.clone(), e.clone()))
+            .unwrap();
+        let posts: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|d| core.directive_post(d, now).unwrap())
+            .collect();
+        (dep, view, posts)
+    };
+    let mut core = core_at(tmp.path());
+    let again = core
+        .with_deployment(&dep, |doc, e| (doc.clone(), e.clone()))
+        .unwrap();
+    assert_eq!(again.0, view.0);
+    assert_eq!(again.1, view.1);
+    let posts_again: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|d| core.directive_post(d, now).unwrap())
+        .collect();
+    assert_eq!(posts, posts_again);
+}
+
+#[test]
+fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let mut now = T0;
+    let flow = published(&mut core, now);
+    let mut devs = vec![Dev::new("a", 61), Dev::new("b", 62), Dev::new("c", 63)];
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    let dep = deploy(&mut core, &flow, &devs, "all-at-once", now);
+    run(&mut core, &mut devs, &dep, &mut now);
+    assert_eq!(status(&core, &dep), DeploymentStatus::Completed);
+    let v1 = core.artifact_of(&flow).unwrap().unwrap();
+
+    assert_eq!(
+        core.device("a")
+            .unwrap()
+            .last_known_good
+            .as_ref()
+            .map(|s| s.release),
+        Some(1)
+    );
+
+    // Release 2 is bad wherever it runs: the canary's health fails and everything rolls back.
+    let v2 = core.new_version(&flow, now).unwrap();
+    core.publish_flow(&v2.id, now).unwrap();
+    for d in devs.iter_mut() {
+        d.bad_release = Some(2);
+    }
+    let dep2 = core
+        .create_deployment(
+            DeploymentInput {
+                flow_id: v2.id.clone(),
+                strategy: "canary".into(),
+                target_devices: Some(devs.iter().map(|d| d.id.clone()).collect()),
+                selector: None,
+                config: ConfigInput {
+                    canary_delay: Some("5s".into()),
+                    ..ConfigInput::default()
+                },
+            },
+            now,
+        )
+        .unwrap();
+    core.command(&dep2, Command::Start, now).unwrap();
+    run(&mut core, &mut devs, &dep2, &mut now);
+    assert_eq!(status(&core, &dep2), DeploymentStatus::RolledBack);
+    let rolled: Vec<&Dev> = devs.iter().filter(|d| !d.rollbacks.is_empty()).collect();
+    assert!(!rolled.is_empty(), "some device got a rollback directive");
+    for d in rolled {
+        let r = &d.rollbacks[0];
+        assert_eq!((r.name.as_str(), r.release), (v1.name.as_str(), 1));
+        assert_eq!(r.manifest_sha256.to_hex(), v1.manifest_sha256);
+        assert_eq!(
+            d.active.as_ref().map(|s| s.release),
+            Some(1),
+            "{} is back on 1",
+            d.id
+        );
+    }
+    let (gates, reason) = core
+        .with_deployment(&dep2, |doc, _| {
+            (doc.gates.clone(), doc.status_reason.clone())
+        })
+        .unwrap();
+    assert!(reason.contains("error_rate"), "{reason}");
+    assert!(gates.iter().all(|g| g.verdict != "pass"), "{gates:?}");
+}
+
+#[tokio::test]
+async fn the_actor_answers_signals_publishes_and_stops_on_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let core = core_at(tmp.path());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (handle, task) = spawn(core, shutdown.clone());
+    let mut signal = handle.published();
+    let before = *signal.borrow_and_update();
+    let flow = handle
+        .call(|core, now| Ok(published(core, now)))
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), signal.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(*signal.borrow() > before);
+    let blobs = handle.artifacts().await.unwrap();
+    assert_eq!(blobs.len(), 1);
+    assert_eq!(blobs[0].name, flow);
+    assert!(!blobs[0].payload.is_empty());
+    assert!(handle.outbox().await.unwrap().is_empty());
+    shutdown.cancel();
+    task.await.unwrap();
+    assert!(matches!(handle.outbox().await, Err(ServiceError::Closed)));
+}

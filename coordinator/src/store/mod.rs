@@ -1,0 +1,861 @@
+//! The coordinator's durable state in one SQLite file.
+//!
+//! Why it is shaped this way:
+//! - One writer. The service actor owns the only [`Store`]; there is no connection pool and no
+//!   locking beyond SQLite's own, so every multi-row change is one transaction that either
+//!   lands whole or not at all (WAL, `synchronous=FULL`: a committed step survives a power cut).
+//! - Records are documents. Flows, devices and deployments are stored as JSON documents with
+//!   the columns that queries filter on beside them. The shapes change with the product; a
+//!   document column keeps migrations for new optional fields down to zero, while the indexed
+//!   columns keep the filters cheap.
+//! - The rollout engine's whole state is saved after every handled input together with the
+//!   directives that input produced ([`Store::save_step`]), so after `kill -9` the engine
+//!   resumes with the same future and no directive it emitted is lost.
+//! - Generations only grow: the per-device directive generation lives in its own table that
+//!   nothing ever lowers or deletes, across deployments.
+//! - The audit log is append-only: there is no update or delete statement for it.
+//!
+//! Migrations are numbered; `PRAGMA user_version` records the last one applied.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Opening the database or applying a migration failed.
+    #[error("opening the database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer coordinator.
+    #[error("the database is at schema {found}, newer than this coordinator's {supported}")]
+    Schema {
+        /// The schema version found.
+        found: i64,
+        /// The newest schema this code knows.
+        supported: i64,
+    },
+    /// A query or write failed.
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored document did not decode (or a record did not encode).
+    #[error("stored {what} does not decode: {source}")]
+    Document {
+        /// Which record.
+        what: &'static str,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+}
+
+/// The migrations, in order; `user_version` is the count applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE flows (
+        id TEXT PRIMARY KEY,
+        lineage TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        doc TEXT NOT NULL
+     );
+     CREATE INDEX flows_lineage ON flows(lineage, version);
+     CREATE TABLE artifacts (
+        flow_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        release INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        manifest_sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        chunk_size INTEGER NOT NULL,
+        bundle_path TEXT NOT NULL,
+        manifest BLOB NOT NULL,
+        payload BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (name, release)
+     );
+     CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        doc TEXT NOT NULL
+     );
+     CREATE TABLE enroll_tokens (
+        token TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL,
+        used_by TEXT
+     );
+     CREATE TABLE generations (
+        device_id TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL
+     );
+     CREATE TABLE desired (
+        device_id TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        deployment_id TEXT NOT NULL,
+        directive TEXT NOT NULL,
+        post BLOB NOT NULL,
+        issued_at INTEGER NOT NULL
+     );
+     CREATE TABLE deployments (
+        id TEXT PRIMARY KEY,
+        flow_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        engine TEXT NOT NULL
+     );
+     CREATE INDEX deployments_flow ON deployments(flow_id);
+     CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        device_id TEXT,
+        deployment_id TEXT,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+     );
+     CREATE INDEX audit_deployment ON audit(deployment_id);
+     CREATE INDEX audit_device ON audit(device_id);",
+];
+
+/// A flow version as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// `flow_<10 hex>`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// `draft`, `published` or `archived`.
+    pub state: String,
+    /// Version in the lineage, from 1.
+    pub version: u64,
+    /// The id of the lineage's first version.
+    pub lineage: String,
+    /// The version this one was made from.
+    pub parent_id: Option<String>,
+    /// The flow JSON as posted.
+    pub definition: serde_json::Value,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// Unix milliseconds.
+    pub updated_at: u64,
+    /// Unix milliseconds.
+    pub published_at: Option<u64>,
+    /// Unix milliseconds.
+    pub archived_at: Option<u64>,
+}
+
+/// A published artifact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtifactRecord {
+    /// The flow version it was built from.
+    pub flow_id: String,
+    /// Artifact name (the lineage id).
+    pub name: String,
+    /// Release number (the flow version).
+    pub release: u64,
+    /// Semantic version string.
+    pub version: String,
+    /// SHA-256 of the manifest payload, hex.
+    pub manifest_sha256: String,
+    /// Payload size in bytes.
+    pub size: u64,
+    /// Chunk size of the manifest.
+    pub chunk_size: u32,
+    /// The `.floe` bundle on disk.
+    pub bundle_path: String,
+    /// The signed manifest envelope's bytes.
+    pub manifest: Vec<u8>,
+    /// The payload bytes (what the chunks cover).
+    pub payload: Vec<u8>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+}
+
+/// An artifact's description without its bytes (for listings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactInfo {
+    /// Artifact name (the lineage id).
+    pub name: String,
+    /// Release number.
+    pub release: u64,
+    /// Semantic version string.
+    pub version: String,
+    /// SHA-256 of the manifest payload, hex.
+    pub manifest_sha256: String,
+    /// Payload size in bytes.
+    pub size: u64,
+}
+
+/// What a slot holds, as the device reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    /// Artifact name.
+    pub name: String,
+    /// Release.
+    pub release: u64,
+    /// Semantic version.
+    pub version: String,
+    /// `blue` or `green`.
+    pub slot: String,
+}
+
+/// The last health summary of a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// `healthy`, `degraded` or `unhealthy`.
+    pub status: String,
+    /// Fraction.
+    pub error_rate: f64,
+    /// Milliseconds.
+    pub p95_ms: f64,
+    /// MB.
+    pub memory_mb: f64,
+    /// Restarts since the last switch.
+    pub restarts: u32,
+    /// Whether a flow runs.
+    pub flow_running: bool,
+}
+
+/// The newest directive a device reported it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRecord {
+    /// Directive generation.
+    pub generation: u64,
+    /// `stage`, `switch`, `commit`, `rollback`.
+    pub action: String,
+    /// `working`, `done`, `failed`, `rolled_back`.
+    pub progress: String,
+    /// Why, when it failed.
+    pub detail: String,
+}
+
+/// A device in the registry (allowlisted, or enrolled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// The device's own id.
+    pub id: String,
+    /// Its ed25519 public key, hex.
+    pub public_key: String,
+    /// Hardware type.
+    pub device_type: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// Region.
+    pub region: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// floed version.
+    pub runtime_version: String,
+    /// The active slot.
+    pub installed: Option<SlotRecord>,
+    /// The standby slot.
+    pub standby: Option<SlotRecord>,
+    /// The last committed release.
+    pub last_known_good: Option<SlotRecord>,
+    /// Whether the active slot is on trial.
+    pub on_trial: bool,
+    /// Last health.
+    pub health: Option<HealthRecord>,
+    /// The newest directive the device accepted.
+    pub applied: Option<AppliedRecord>,
+    /// Unix milliseconds of the last accepted report.
+    pub last_seen: Option<u64>,
+    /// The last accepted report's sequence number.
+    pub last_seq: u64,
+    /// Whether the service counts it offline.
+    pub offline: bool,
+    /// Operator flag.
+    pub maintenance: bool,
+    /// Operator flag (or set by a deployment's device-level trigger).
+    pub quarantined: bool,
+    /// When the operator allowlisted it (unix ms).
+    pub added_at: u64,
+    /// When its first report was accepted (unix ms).
+    pub enrolled_at: Option<u64>,
+}
+
+/// One audit line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Unix milliseconds.
+    pub at: u64,
+    /// `api`, `engine`, `device`, `service`.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// The device concerned.
+    pub device_id: Option<String>,
+    /// The deployment concerned.
+    pub deployment_id: Option<String>,
+    /// `ok`, `refused`, `failed`, or a status.
+    pub outcome: String,
+    /// A sentence.
+    pub detail: String,
+}
+
+/// A device's desired directive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredRecord {
+    /// The device.
+    pub device_id: String,
+    /// The directive's generation.
+    pub generation: u64,
+    /// The deployment that issued it.
+    pub deployment_id: String,
+    /// The unsigned directive as JSON (so it can be re-signed with a fresh time).
+    pub directive: String,
+    /// The encoded `DirectivePost`.
+    pub post: Vec<u8>,
+    /// Unix seconds of the signed directive's `issued_at`.
+    pub issued_at: u64,
+}
+
+/// A stored deployment: the service's document and the engine's serialised state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentRow {
+    /// `dep_<10 hex>`.
+    pub id: String,
+    /// The flow deployed.
+    pub flow_id: String,
+    /// The status (mirrors the engine's).
+    pub status: String,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// The service's document (JSON).
+    pub doc: String,
+    /// The engine state (JSON).
+    pub engine: String,
+}
+
+/// Filters of the audit listing.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Most entries returned (newest first).
+    pub limit: u32,
+    /// Only this deployment.
+    pub deployment_id: Option<String>,
+    /// Only this device.
+    pub device_id: Option<String>,
+}
+
+fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Document { what, source })
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Document { what, source })
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The coordinator's database. See the module documentation.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `path`, sets WAL and `synchronous=FULL`,
+    /// and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        Self::init(conn).map_err(|e| match e {
+            StoreError::Sql(source) => open_err(source),
+            other => other,
+        })
+    }
+
+    /// An in-memory database (tests).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let supported = MIGRATIONS.len() as i64;
+        if found > supported {
+            return Err(StoreError::Schema { found, supported });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(to_u64(found) as usize) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// The schema version applied.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// Runs `f` in one transaction: everything it writes lands, or nothing does.
+    pub fn atomically<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| E::from(StoreError::Sql(e)))?;
+        let out = f(self)?;
+        tx.commit().map_err(|e| E::from(StoreError::Sql(e)))?;
+        Ok(out)
+    }
+
+    // Flows.
+
+    /// Inserts or replaces a flow version.
+    pub fn put_flow(&self, flow: &FlowRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO flows (id, lineage, version, state, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+            params![
+                flow.id,
+                flow.lineage,
+                to_i64(flow.version),
+                flow.state,
+                to_json("flow", flow)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A flow version by id.
+    pub fn flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {
+        let doc: Option<String> = self
+            .conn
+            .query_row("SELECT doc FROM flows WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        doc.map(|d| from_json("flow", &d)).transpose()
+    }
+
+    /// Every flow version, oldest first.
+    pub fn flows(&self) -> Result<Vec<FlowRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT doc FROM flows ORDER BY lineage, version")?;
+        let docs = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        docs.iter().map(|d| from_json("flow", d)).collect()
+    }
+
+    /// The highest version in a lineage.
+    pub fn latest_version(&self, lineage: &str) -> Result<u64, StoreError> {
+        let v: Option<i64> = self.conn.query_row(
+            "SELECT MAX(version) FROM flows WHERE lineage = ?1",
+            [lineage],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(to_u64).unwrap_or(0))
+    }
+
+    /// Deletes a flow version (its artifact row goes with it).
+    pub fn delete_flow(&self, id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .execute("DELETE FROM artifacts WHERE flow_id = ?1", [id])?;
+        Ok(self.conn.execute("DELETE FROM flows WHERE id = ?1", [id])? > 0)
+    }
+
+    // Artifacts.
+
+    /// Inserts an artifact.
+    pub fn put_artifact(&self, a: &ArtifactRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO artifacts (flow_id, name, release, version, manifest_sha256, size,
+                chunk_size, bundle_path, manifest, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                a.flow_id,
+                a.name,
+                to_i64(a.release),
+                a.version,
+                a.manifest_sha256,
+                to_i64(a.size),
+                a.chunk_size,
+                a.bundle_path,
+                a.manifest,
+                a.payload,
+                to_i64(a.created_at)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn artifact_where(
+        &self,
+        clause: &str,
+        p: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<ArtifactRecord>, StoreError> {
+        let sql = format!(
+            "SELECT flow_id, name, release, version, manifest_sha256, size, chunk_size,
+                bundle_path, manifest, payload, created_at FROM artifacts {clause}"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(p, |r| {
+                Ok(ArtifactRecord {
+                    flow_id: r.get(0)?,
+                    name: r.get(1)?,
+                    release: to_u64(r.get(2)?),
+                    version: r.get(3)?,
+                    manifest_sha256: r.get(4)?,
+                    size: to_u64(r.get(5)?),
+                    chunk_size: r.get(6)?,
+                    bundle_path: r.get(7)?,
+                    manifest: r.get(8)?,
+                    payload: r.get(9)?,
+                    created_at: to_u64(r.get(10)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The artifact built from a flow version.
+    pub fn artifact(&self, flow_id: &str) -> Result<Option<ArtifactRecord>, StoreError> {
+        Ok(self
+            .artifact_where("WHERE flow_id = ?1", &[&flow_id])?
+            .into_iter()
+            .next())
+    }
+
+    /// The description of the artifact built from a flow version, without its bytes.
+    pub fn artifact_info(&self, flow_id: &str) -> Result<Option<ArtifactInfo>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, release, version, manifest_sha256, size FROM artifacts
+                 WHERE flow_id = ?1",
+                [flow_id],
+                |r| {
+                    Ok(ArtifactInfo {
+                        name: r.get(0)?,
+                        release: to_u64(r.get(1)?),
+                        version: r.get(2)?,
+                        manifest_sha256: r.get(3)?,
+                        size: to_u64(r.get(4)?),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// The artifact with a name and release.
+    pub fn artifact_release(
+        &self,
+        name: &str,
+        release: u64,
+    ) -> Result<Option<ArtifactRecord>, StoreError> {
+        Ok(self
+            .artifact_where(
+                "WHERE name = ?1 AND release = ?2",
+                &[&name, &to_i64(release)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    /// Every artifact, oldest first.
+    pub fn artifacts(&self) -> Result<Vec<ArtifactRecord>, StoreError> {
+        self.artifact_where("ORDER BY created_at", &[])
+    }
+
+    // Devices.
+
+    /// Inserts or replaces a device.
+    pub fn put_device(&self, d: &DeviceRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO devices (id, public_key, doc) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET public_key = excluded.public_key, doc = excluded.doc",
+            params![d.id, d.public_key, to_json("device", d)?],
+        )?;
+        Ok(())
+    }
+
+    /// Every device.
+    pub fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT doc FROM devices ORDER BY id")?;
+        let docs = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        docs.iter().map(|d| from_json("device", d)).collect()
+    }
+
+    // Enrollment tokens.
+
+    /// Stores a one-time token.
+    pub fn put_token(&self, token: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO enroll_tokens (token, expires_at) VALUES (?1, ?2)",
+            params![token, to_i64(expires_at)],
+        )?;
+        Ok(())
+    }
+
+    /// How many tokens are unused and not expired at `now`.
+    pub fn open_tokens(&self, now: u64) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM enroll_tokens WHERE used_by IS NULL AND expires_at > ?1",
+            [to_i64(now)],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(n))
+    }
+
+    /// Marks a token used by `device` if it exists, is unused and has not expired at `now`.
+    pub fn take_token(&self, token: &str, device: &str, now: u64) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE enroll_tokens SET used_by = ?2
+             WHERE token = ?1 AND used_by IS NULL AND expires_at > ?3",
+            params![token, device, to_i64(now)],
+        )? == 1)
+    }
+
+    // Generations and desired directives.
+
+    /// Allocates the next directive generation of a device (the stored counter only grows).
+    pub fn next_generation(&self, device: &str) -> Result<u64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO generations (device_id, generation) VALUES (?1, 1)
+             ON CONFLICT(device_id) DO UPDATE SET generation = generation + 1",
+            [device],
+        )?;
+        let g: i64 = self.conn.query_row(
+            "SELECT generation FROM generations WHERE device_id = ?1",
+            [device],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(g))
+    }
+
+    /// The highest generation allocated for a device (0 when none).
+    pub fn generation(&self, device: &str) -> Result<u64, StoreError> {
+        let g: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT generation FROM generations WHERE device_id = ?1",
+                [device],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(g.map(to_u64).unwrap_or(0))
+    }
+
+    /// Sets a device's desired directive.
+    pub fn put_desired(&self, d: &DesiredRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO desired (device_id, generation, deployment_id, directive, post, issued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(device_id) DO UPDATE SET generation = excluded.generation,
+                deployment_id = excluded.deployment_id, directive = excluded.directive,
+                post = excluded.post, issued_at = excluded.issued_at",
+            params![
+                d.device_id,
+                to_i64(d.generation),
+                d.deployment_id,
+                d.directive,
+                d.post,
+                to_i64(d.issued_at)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every desired directive.
+    pub fn desired(&self) -> Result<Vec<DesiredRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT device_id, generation, deployment_id, directive, post, issued_at FROM desired",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(DesiredRecord {
+                    device_id: r.get(0)?,
+                    generation: to_u64(r.get(1)?),
+                    deployment_id: r.get(2)?,
+                    directive: r.get(3)?,
+                    post: r.get(4)?,
+                    issued_at: to_u64(r.get(5)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    // Deployments.
+
+    /// Inserts or replaces a deployment.
+    pub fn put_deployment(&self, d: &DeploymentRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO deployments (id, flow_id, status, created_at, doc, engine)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+                engine = excluded.engine",
+            params![
+                d.id,
+                d.flow_id,
+                d.status,
+                to_i64(d.created_at),
+                d.doc,
+                d.engine
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn deployments_where(
+        &self,
+        clause: &str,
+        p: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<DeploymentRow>, StoreError> {
+        let sql = format!(
+            "SELECT id, flow_id, status, created_at, doc, engine FROM deployments {clause}"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(p, |r| {
+                Ok(DeploymentRow {
+                    id: r.get(0)?,
+                    flow_id: r.get(1)?,
+                    status: r.get(2)?,
+                    created_at: to_u64(r.get(3)?),
+                    doc: r.get(4)?,
+                    engine: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// A deployment by id.
+    pub fn deployment(&self, id: &str) -> Result<Option<DeploymentRow>, StoreError> {
+        Ok(self
+            .deployments_where("WHERE id = ?1", &[&id])?
+            .into_iter()
+            .next())
+    }
+
+    /// Deployments that are not finished (pending, running, paused).
+    pub fn active_deployments(&self) -> Result<Vec<DeploymentRow>, StoreError> {
+        self.deployments_where(
+            "WHERE status IN ('pending', 'running', 'paused') ORDER BY created_at",
+            &[],
+        )
+    }
+
+    /// Every deployment, oldest first.
+    pub fn deployments(&self) -> Result<Vec<DeploymentRow>, StoreError> {
+        self.deployments_where("ORDER BY created_at, id", &[])
+    }
+
+    /// Whether any deployment of `flow_id` is in one of `statuses`.
+    pub fn flow_in_use(&self, flow_id: &str, statuses: &[&str]) -> Result<bool, StoreError> {
+        let rows = self.deployments_where("WHERE flow_id = ?1", &[&flow_id])?;
+        Ok(rows.iter().any(|r| statuses.contains(&r.status.as_str())))
+    }
+
+    // Audit.
+
+    /// Appends an audit line.
+    pub fn audit(&self, a: &AuditRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO audit (at, actor, action, device_id, deployment_id, outcome, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                to_i64(a.at),
+                a.actor,
+                a.action,
+                a.device_id,
+                a.deployment_id,
+                a.outcome,
+                a.detail
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Audit lines matching `filter`, newest first.
+    pub fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at, actor, action, device_id, deployment_id, outcome, detail FROM audit
+             WHERE (?1 IS NULL OR deployment_id = ?1) AND (?2 IS NULL OR device_id = ?2)
+             ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![filter.deployment_id, filter.device_id, filter.limit],
+                |r| {
+                    Ok(AuditRecord {
+                        at: to_u64(r.get(0)?),
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        device_id: r.get(3)?,
+                        deployment_id: r.get(4)?,
+                        outcome: r.get(5)?,
+                        detail: r.get(6)?,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+/// Formats unix milliseconds as an RFC 3339 UTC timestamp (`2026-11-22T03:04:05.678Z`).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests;
