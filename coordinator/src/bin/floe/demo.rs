@@ -129,6 +129,8 @@ pub(crate) fn device_config(dev: &DemoDevice, plan: &DemoPlan) -> String {
          listen = [\"/ip4/127.0.0.1/tcp/0\"]\n\
          http_listen = \"127.0.0.1:{port}\"\n\
          bootstrap_peers = [{peers}]\n\
+         mdns = false\n\
+         heartbeat_interval_ms = 1000\n\
          trust_store = {trust}\n\
          [labels]\n\
          demo = \"floe\"\n\
@@ -535,6 +537,9 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
         .arg(server_listen.to_string())
         .arg("--data-dir")
         .arg(&server_data)
+        // Loopback only, a free port, no LAN discovery: the demo stays on this machine.
+        .args(["--fabric-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .args(["--offline-after", "5s", "--republish", "1s"])
         .env("RUST_LOG", "warn");
     let mut server = ChildGuard::spawn("floe serve", cmd, &root.join("coordinator.log"))?;
     tracing::info!(pid = server.id(), "started floe serve");
