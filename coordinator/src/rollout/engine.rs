@@ -389,14 +389,17 @@ const P_QUARANTINED: u8 = 10;
 const P_SKIPPED: u8 = 11;
 
 // Device flag bits.
-const F_OFFLINE: u8 = 1;
-const F_REPORTED: u8 = 2;
-const F_CATCHUP_QUEUED: u8 = 4;
-const F_QUARANTINE_ON_ROLLBACK: u8 = 8;
-const F_UNREACHABLE: u8 = 16;
-const F_MEM_WARN: u8 = 32;
-const F_INFLIGHT: u8 = 64;
-const F_COMMIT_QUEUED: u8 = 128;
+const F_OFFLINE: u16 = 1;
+const F_REPORTED: u16 = 2;
+const F_CATCHUP_QUEUED: u16 = 4;
+const F_QUARANTINE_ON_ROLLBACK: u16 = 8;
+const F_UNREACHABLE: u16 = 16;
+const F_MEM_WARN: u16 = 32;
+const F_INFLIGHT: u16 = 64;
+const F_COMMIT_QUEUED: u16 = 128;
+/// The running rollback sweep waits for this device's rollback to settle (counted once in
+/// `RollbackSweep::waiting`, uncounted once when it settles).
+const F_SWEEP_WAIT: u16 = 256;
 
 fn in_flight_phase(p: u8) -> bool {
     matches!(p, P_STAGING | P_STAGED | P_SWITCHING | P_SWITCHED)
@@ -411,7 +414,7 @@ fn pending_offline(d: &Dev) -> bool {
     d.flags & F_OFFLINE != 0 && !status_of(d.phase, 0).is_terminal()
 }
 
-fn status_of(p: u8, flags: u8) -> TargetStatus {
+fn status_of(p: u8, flags: u16) -> TargetStatus {
     let s = match p {
         P_IDLE => TargetStatus::Pending,
         P_STAGING | P_STAGED | P_SWITCHING | P_SWITCHED | P_VERIFIED | P_ROLLING_BACK => {
@@ -434,7 +437,7 @@ fn status_of(p: u8, flags: u8) -> TargetStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Dev {
     phase: u8,
-    flags: u8,
+    flags: u16,
     status: u8,
     generation: u32,
     stage: u32,
@@ -1078,7 +1081,7 @@ impl Rollout {
                 P_ROLLING_BACK => {
                     self.release_slot(d);
                     self.set_phase(d, P_FAILED);
-                    self.rollback_settled();
+                    self.rollback_settled(d);
                 }
                 _ => {}
             },
@@ -1087,9 +1090,7 @@ impl Rollout {
                     self.release_slot(d);
                     let q = self.devs[d as usize].flags & F_QUARANTINE_ON_ROLLBACK != 0;
                     self.set_phase(d, if q { P_QUARANTINED } else { P_ROLLED_BACK });
-                    if !q {
-                        self.rollback_settled();
-                    }
+                    self.rollback_settled(d);
                 }
                 P_SWITCHED | P_VERIFIED | P_COMMITTED | P_SWITCHING => {
                     // The device rolled itself back (its own watchdog): it wins, and this is a
@@ -1103,7 +1104,14 @@ impl Rollout {
         }
     }
 
-    fn rollback_settled(&mut self) {
+    /// A device's rollback ended (rolled back, quarantined or failed): the sweep stops waiting
+    /// for it if it was waiting.
+    fn rollback_settled(&mut self, d: u32) {
+        let dev = &mut self.devs[d as usize];
+        if dev.flags & F_SWEEP_WAIT == 0 {
+            return;
+        }
+        dev.flags &= !F_SWEEP_WAIT;
         if let Some(rb) = &mut self.rollback {
             rb.waiting = rb.waiting.saturating_sub(1);
         }
@@ -1547,6 +1555,18 @@ impl Rollout {
             }
             let dev = &self.devs[d as usize];
             let phase = dev.phase;
+            // A device already rolling back on its own account (a device-level rollback that
+            // started before the sweep) gets no second directive, but the sweep waits for it,
+            // so the deployment does not end while it is still on the new version.
+            if phase == P_ROLLING_BACK {
+                if self.devs[d as usize].flags & F_SWEEP_WAIT == 0 {
+                    self.devs[d as usize].flags |= F_SWEEP_WAIT;
+                    if let Some(r) = &mut self.rollback {
+                        r.waiting += 1;
+                    }
+                }
+                return true;
+            }
             let target = match rb.scope {
                 Scope::All | Scope::Stage(_) => {
                     in_flight_phase(phase) || active_phase(phase) || phase == P_STAGED
@@ -1569,8 +1589,11 @@ impl Rollout {
                 if self.devs[d as usize].flags & F_OFFLINE == 0 {
                     self.take_slot(d);
                 }
-                if let Some(r) = &mut self.rollback {
-                    r.waiting += 1;
+                if self.devs[d as usize].flags & F_SWEEP_WAIT == 0 {
+                    self.devs[d as usize].flags |= F_SWEEP_WAIT;
+                    if let Some(r) = &mut self.rollback {
+                        r.waiting += 1;
+                    }
                 }
             } else if phase == P_IDLE && matches!(rb.scope, Scope::Stage(_)) {
                 self.set_phase(d, P_SKIPPED);
@@ -1689,12 +1712,9 @@ impl Rollout {
             if dev.deadline == deadline && watched && dev.flags & F_OFFLINE == 0 {
                 if dev.phase == P_ROLLING_BACK {
                     // A rollback that does not report back: the device is failed.
-                    let device_level = dev.flags & F_QUARANTINE_ON_ROLLBACK != 0;
                     self.release_slot(d);
                     self.set_phase(d, P_FAILED);
-                    if !device_level {
-                        self.rollback_settled();
-                    }
+                    self.rollback_settled(d);
                 } else if in_flight_phase(dev.phase) {
                     self.release_slot(d);
                     self.devs[d as usize].flags |= F_QUARANTINE_ON_ROLLBACK;

@@ -354,6 +354,54 @@ fn a_failed_canary_rolls_back_and_never_reaches_wave_1() {
     assert!(h.statuses().iter().all(|s| s.is_terminal()));
 }
 
+/// A canary that switches and then reports unhealthy gets a device-level rollback, which
+/// trips the canary threshold and starts the full rollback. The deployment must wait for that
+/// device's rollback to be confirmed: it may not end while the device still runs the new
+/// version, and the device ends quarantined (its own failure), not skipped.
+#[test]
+fn full_rollback_waits_for_a_device_rollback_already_in_flight() {
+    let mut h = H::new(StrategyConfig::defaults(Strategy::Canary), 20);
+    let canary = h.r.plan().canary.clone();
+    let bad = canary[0];
+    h.respond = Box::new(move |d, kind, _| match kind {
+        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
+        DirectiveKind::Switch if d == bad => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: HealthReport {
+                    status: HealthStatus::Unhealthy,
+                    ..good()
+                },
+            },
+        ],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
+        // The bad canary confirms its rollback only later (below).
+        DirectiveKind::Rollback if d == bad => vec![],
+        DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
+        DirectiveKind::Commit => vec![],
+    });
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_until(10_000);
+    assert!(h.directives(DirectiveKind::Rollback).contains(&bad));
+    assert!(
+        !h.r.status().is_terminal(),
+        "ended as {:?} while the canary has not confirmed its rollback",
+        h.r.status()
+    );
+    assert!(h.send(dev(bad, DeviceEvent::RolledBack)).is_ok());
+    h.run_to_end();
+    assert_eq!(h.r.status(), DeploymentStatus::RolledBack);
+    assert_eq!(h.r.target_status(bad), Some(TargetStatus::Quarantined));
+    assert!(h.statuses().iter().all(|s| s.is_terminal()));
+}
+
 #[test]
 fn canary_gate_failure_on_metrics_rolls_back_everything() {
     let mut h = canary_waves(200);
