@@ -171,10 +171,19 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     let task = tokio::spawn(async move {
         // Resume: tick once so timeouts that passed while the coordinator was down fire now.
         core.tick(now_ms());
+        // The offline check is due at a fixed time, not "a second after the last event":
+        // jobs (reports, API calls) can arrive more often than that, and a deadline that moved
+        // with every job would never come.
+        let mut next_check = now_ms() + OFFLINE_CHECK;
         loop {
             let now = now_ms();
-            let wake = core.next_wake(now).saturating_sub(now);
-            let sleep = tokio::time::sleep(Duration::from_millis(wake.max(1)));
+            let due = core.next_wake(now).min(next_check);
+            if due <= now {
+                core.tick(now);
+                next_check = now + OFFLINE_CHECK;
+                continue;
+            }
+            let sleep = tokio::time::sleep(Duration::from_millis((due - now).max(1)));
             let event = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Event::Shutdown,
@@ -184,7 +193,11 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             match event {
                 Event::Shutdown | Event::Job(None) => break,
                 Event::Job(Some(job)) => job(&mut core, now_ms()),
-                Event::Tick => core.tick(now_ms()),
+                Event::Tick => {
+                    let now = now_ms();
+                    core.tick(now);
+                    next_check = now + OFFLINE_CHECK;
+                }
             }
         }
         tracing::info!("coordinator service stopped");
