@@ -60,7 +60,8 @@ pub fn cargo_command() -> Command {
 }
 
 /// The path of a workspace binary (`floed`, `floe`), built once per test process. `floed` is
-/// built with the test features `crash-points` and `fault-nodes`.
+/// built with the test features `crash-points` and `fault-nodes`, and `floe` with
+/// `fault-nodes`, so both sides know the test-only node kind.
 pub fn bin(name: &str) -> Result<PathBuf> {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
@@ -87,6 +88,10 @@ pub fn bin(name: &str) -> Result<PathBuf> {
         // name it). One feature set means one build, instead of a rebuild each time a test
         // binary with other features runs.
         cmd.args(["--features", "crash-points,fault-nodes"]);
+    }
+    if name == "floe" {
+        // The coordinator validates flows with the same node kinds the test floed knows.
+        cmd.args(["--features", "fault-nodes"]);
     }
     let st = cmd.status().context("running cargo build")?;
     if !st.success() {

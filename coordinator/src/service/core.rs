@@ -1479,6 +1479,37 @@ impl Core {
             outcome: "requested".into(),
             detail: format!("operator asked to {command}"),
         })?;
+        if command == Command::Start {
+            // The engine learns which targets are offline before it dispatches, so it counts
+            // them offline (not failed) and queues them instead of waiting for a timeout.
+            let offline: Vec<u32> = self
+                .active
+                .get(id)
+                .map(|a| {
+                    a.doc
+                        .targets
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| {
+                            self.devices
+                                .get(&t.device_id)
+                                .is_some_and(|d| !self.online(d))
+                        })
+                        .filter_map(|(i, _)| u32::try_from(i).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for device in offline {
+                self.step(
+                    id,
+                    now,
+                    Input::Device {
+                        device,
+                        event: DeviceEvent::Offline,
+                    },
+                )?;
+            }
+        }
         self.step(id, now, Input::Command(command))
     }
 

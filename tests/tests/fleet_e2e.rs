@@ -1,0 +1,275 @@
+//! The coordinator and its devices end to end: a real `floe serve` (REST API, SQLite, fabric)
+//! and real `floed daemon` processes on loopback, a real Mosquitto, artifacts and directives
+//! over the libp2p fabric, reports back from the devices.
+//!
+//! Each test asks the device itself (`floed status --json`) where it ended up, not only the
+//! coordinator: the device is the source of truth about itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fleet_support;
+
+use std::time::Duration;
+
+use fleet_support::{Coordinator, Device, temperature_flow, wait};
+use floe_tests::Mosquitto;
+use serde_json::{Value, json};
+
+/// Rolling config with short soaks (the reference's shape and units).
+fn rolling(batch: u32) -> Value {
+    json!({"batch_size": batch, "batch_delay": "1s", "timeout": "60s", "offline_grace": "30s",
+           "auto_rollback": true, "health_check": true})
+}
+
+fn fleet(root: &std::path::Path, n: usize) -> (Coordinator, Vec<Device>) {
+    let coord = Coordinator::start(root);
+    let regions = ["eu", "us", "ap"];
+    let devices: Vec<Device> = (0..n)
+        .map(|i| {
+            Device::start(
+                &coord,
+                root,
+                &format!("dev-{i}"),
+                regions[i % regions.len()],
+            )
+        })
+        .collect();
+    let refs: Vec<&Device> = devices.iter().collect();
+    coord.wait_online(&refs, Duration::from_secs(60));
+    (coord, devices)
+}
+
+fn target_statuses(d: &floe_coordinator::client::Deployment) -> Vec<String> {
+    d.targets.iter().map(|t| t.status.clone()).collect()
+}
+
+/// The reference's API scenario: create → publish → rolling deployment to 3 devices → status
+/// → completed, every device running the new version from its new slot.
+#[test]
+fn rolling_deployment_reaches_every_device_in_its_other_slot() {
+    let broker = Mosquitto::start().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (coord, devices) = fleet(root.path(), 3);
+    let refs: Vec<&Device> = devices.iter().collect();
+
+    let v1 = coord.publish("Temperature Alert", temperature_flow(&broker.url()));
+    let dep = coord.deploy(&v1, "rolling", &refs, rolling(1));
+    let done = coord.wait_done(&dep, Duration::from_secs(120));
+    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+    let slots_v1: Vec<String> = devices
+        .iter()
+        .map(|d| d.status()["active"].as_str().unwrap().to_string())
+        .collect();
+
+    let v2 = coord.publish_next(&v1, temperature_flow(&broker.url()));
+    let dep = coord.deploy(&v2, "rolling", &refs, rolling(1));
+    // Progress is visible while it runs: the reference's response shape.
+    let running = coord.deployment(&dep);
+    assert_eq!(running.total_targets, 3);
+    assert_eq!(running.strategy, "rolling");
+    let done = coord.wait_done(&dep, Duration::from_secs(120));
+    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+    assert_eq!(done.completed_targets, 3);
+    assert_eq!(done.failed_targets, 0);
+    assert!(target_statuses(&done).iter().all(|s| s == "success"));
+
+    for (d, old_slot) in devices.iter().zip(&slots_v1) {
+        let s = d.status();
+        assert_eq!(d.active_version().as_deref(), Some("1.2.0"), "{s}");
+        assert_ne!(
+            s["active"].as_str().unwrap(),
+            old_slot,
+            "v2 must run from the other slot"
+        );
+        assert_eq!(s["last_good"], s["active"], "v2 committed: {s}");
+        assert_eq!(s["database"], "ok");
+        // The registry agrees with the device.
+        let reg = wait(
+            "the registry to show release 2",
+            Duration::from_secs(10),
+            || {
+                let r = coord.device(&d.id);
+                (r["installed"]["release"] == json!(2)).then_some(r)
+            },
+        );
+        assert_eq!(reg["installed"]["slot"], s["active"]);
+    }
+    // The report tells the same story.
+    let report = coord
+        .client
+        .deployment_report(&dep, floe_coordinator::client::ReportFormat::Markdown)
+        .unwrap()
+        .text;
+    assert!(report.contains("completed"), "{report}");
+}
+
+/// A version that passes its smoke test but fails its health check once live on the canary:
+/// the canary device rolls back by itself, the deployment rolls back, no other device ever
+/// switches, and every device runs the previous version.
+#[test]
+fn failing_canary_rolls_the_deployment_back() {
+    let broker = Mosquitto::start().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (coord, devices) = fleet(root.path(), 4);
+    let refs: Vec<&Device> = devices.iter().collect();
+
+    let v1 = coord.publish("Temperature Alert", temperature_flow(&broker.url()));
+    let done = coord.wait_done(
+        &coord.deploy(&v1, "all-at-once", &refs, json!({"timeout": "60s"})),
+        Duration::from_secs(120),
+    );
+    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+
+    // Version 2: a node that starts failing every message 2.5 s after it starts, longer
+    // than the smoke test, so the version is staged, switched and fails its trial.
+    let mut bad = temperature_flow(&broker.url());
+    bad["nodes"].as_array_mut().unwrap().push(json!({
+        "id": "nfault", "type": "fault", "name": "Regression",
+        "config": {"mode": "error_rate", "rate": 1.0, "after": "2500ms"}, "x": 0, "y": 0
+    }));
+    bad["connections"] = json!([
+        {"source": "n1", "target": "nfault"},
+        {"source": "nfault", "target": "n2"},
+        {"source": "n2", "target": "n3"}
+    ]);
+    let v2 = coord.publish_next(&v1, bad);
+    let cfg = json!({"canary_percentage": 25, "canary_delay": "4s", "timeout": "60s",
+                     "auto_rollback": true, "health_check": true});
+    let dep = coord.deploy(&v2, "canary", &refs, cfg);
+    let done = coord.wait_done(&dep, Duration::from_secs(120));
+    assert_eq!(done.status, "rolled_back", "{:?}", done.status_reason);
+    assert!(
+        done.targets.iter().any(|t| t.status == "failed"
+            || t.status == "rolled_back"
+            || t.status == "quarantined"),
+        "the canary is marked: {}\naudit: {}\ncanary device: {}",
+        coord.client.get_deployment(&dep).unwrap().text,
+        coord
+            .client
+            .audit(Some(200), Some(&dep), None)
+            .map(|r| r.text)
+            .unwrap_or_default(),
+        devices
+            .iter()
+            .find(|d| done.targets.first().is_some_and(|t| t.device_id == d.id))
+            .map(|d| d.status().to_string())
+            .unwrap_or_default()
+    );
+    assert_eq!(done.completed_targets, 0);
+
+    for d in &devices {
+        let s = d.status();
+        assert_eq!(d.active_version().as_deref(), Some("1.1.0"), "{s}");
+        assert_eq!(s["phase"], "idle", "{s}");
+    }
+    // The canary device switched and rolled itself back: its own audit log says so.
+    let canary = devices
+        .iter()
+        .find(|d| {
+            d.status()["audit"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == "rollback")
+        })
+        .expect("one device switched to v2 and rolled back");
+    let audit = canary.status()["audit"].clone();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "switch" && e["detail"].as_str().unwrap().contains("1.2.0")),
+        "{audit}"
+    );
+    let report = coord
+        .client
+        .deployment_report(&dep, floe_coordinator::client::ReportFormat::Markdown)
+        .unwrap()
+        .text;
+    assert!(report.contains("rolled_back"), "{report}");
+}
+
+/// A device that is offline when its wave comes is counted offline (not failed) and caught up
+/// when it returns, within the offline grace.
+#[test]
+fn offline_device_is_caught_up_when_it_returns() {
+    let broker = Mosquitto::start().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (coord, mut devices) = fleet(root.path(), 3);
+    let v1 = coord.publish("Temperature Alert", temperature_flow(&broker.url()));
+
+    devices[2].kill9();
+    let gone = devices[2].id.clone();
+    let mut last = Value::Null;
+    let seen = fleet_support::try_wait(Duration::from_secs(30), || {
+        last = coord.device(&gone);
+        (last["online"] == json!(false)).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "the coordinator never saw the device offline: {last}"
+    );
+    let refs: Vec<&Device> = devices.iter().collect();
+    let dep = coord.deploy(&v1, "rolling", &refs, rolling(3));
+    wait(
+        "the target to be counted offline",
+        Duration::from_secs(60),
+        || {
+            let d = coord.deployment(&dep);
+            let t = d.targets.iter().find(|t| t.device_id == gone)?;
+            (t.status == "offline" || t.status == "skipped").then_some(())
+        },
+    );
+    let mid = coord.deployment(&dep);
+    assert_eq!(mid.failed_targets, 0, "offline is not failed");
+    devices[2].restart();
+    let done = coord.wait_done(&dep, Duration::from_secs(120));
+    assert_eq!(done.failed_targets, 0);
+    let t = done.targets.iter().find(|t| t.device_id == gone).unwrap();
+    assert_eq!(
+        t.status,
+        "success",
+        "caught up after returning: {:?}",
+        target_statuses(&done)
+    );
+    assert_eq!(devices[2].active_version().as_deref(), Some("1.1.0"));
+}
+
+/// `kill -9` of the coordinator in the middle of a rolling deployment: after the restart it
+/// carries on where it was, and every device gets each step exactly once.
+#[test]
+fn coordinator_restart_mid_deployment_carries_on() {
+    let broker = Mosquitto::start().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (mut coord, devices) = fleet(root.path(), 3);
+    let refs: Vec<&Device> = devices.iter().collect();
+    let v1 = coord.publish("Temperature Alert", temperature_flow(&broker.url()));
+    let cfg = json!({"batch_size": 1, "batch_delay": "3s", "timeout": "60s",
+                     "offline_grace": "30s", "auto_rollback": true});
+    let dep = coord.deploy(&v1, "rolling", &refs, cfg);
+    wait(
+        "the first batch to succeed",
+        Duration::from_secs(60),
+        || (coord.deployment(&dep).completed_targets >= 1).then_some(()),
+    );
+    coord.kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    coord.restart();
+    let done = coord.wait_done(&dep, Duration::from_secs(120));
+    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+    assert_eq!(done.completed_targets, 3);
+    for d in &devices {
+        assert_eq!(d.active_version().as_deref(), Some("1.1.0"));
+        // Each directive was accepted once: no step ran twice on any device.
+        let audit = d.status()["audit"].clone();
+        for action in ["stage", "switch"] {
+            let accepted = audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == action && e["outcome"] == "accepted")
+                .count();
+            assert_eq!(accepted, 1, "{action} accepted once on {}: {audit}", d.id);
+        }
+    }
+}

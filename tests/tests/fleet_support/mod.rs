@@ -1,0 +1,398 @@
+//! A loopback fleet for the coordinator's end-to-end tests: one real `floe serve` (REST API,
+//! SQLite, fabric) and N real `floed daemon` processes that bootstrap to it, each with its own
+//! temp data directory, identity and trust store, running flows with simulated sensors and
+//! publishing to a real Mosquitto.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use floe_coordinator::client::{AllowDevice, Client, Deployment, NewFlow};
+use serde_json::{Value, json};
+
+/// The example flow every test deploys.
+const EXAMPLE: &str = include_str!("../../../examples/temperature-alert.json");
+
+/// A `floe serve` process.
+pub struct Coordinator {
+    child: Option<Child>,
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// REST port.
+    pub port: u16,
+    /// Fabric port (fixed, so a restarted coordinator is found at the same address).
+    pub fabric_port: u16,
+    /// Authenticated client.
+    pub client: Client,
+    /// The fabric multiaddrs devices bootstrap to.
+    pub bootstrap: Vec<String>,
+}
+
+impl Coordinator {
+    /// Starts `floe serve` under `root/coordinator` and waits until the API answers and the
+    /// fabric address is written.
+    pub fn start(root: &Path) -> Coordinator {
+        let dir = root.join("coordinator");
+        let port = floe_tests::free_port().unwrap();
+        let fabric_port = floe_tests::free_port().unwrap();
+        let child = spawn_server(&dir, port, fabric_port);
+        let anon = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        wait("the coordinator API", Duration::from_secs(60), || {
+            anon.healthz().ok()
+        });
+        let token = std::fs::read_to_string(dir.join("api-token")).unwrap();
+        let client = Client::new(
+            &format!("http://127.0.0.1:{port}"),
+            Some(token.trim().into()),
+        )
+        .unwrap();
+        let bootstrap = read_addrs(&dir);
+        Coordinator {
+            child: Some(child),
+            dir,
+            port,
+            fabric_port,
+            client,
+            bootstrap,
+        }
+    }
+
+    /// Kills the coordinator with SIGKILL, as a crash or power cut would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        let _ = std::fs::remove_file(self.dir.join("fabric-addrs"));
+        self.child = Some(spawn_server(&self.dir, self.port, self.fabric_port));
+        let client = &self.client;
+        wait(
+            "the restarted coordinator API",
+            Duration::from_secs(60),
+            || client.healthz().ok(),
+        );
+        self.bootstrap = read_addrs(&self.dir);
+    }
+
+    /// Creates and publishes a flow; returns its id.
+    pub fn publish(&self, name: &str, definition: Value) -> String {
+        let flow: Value = self
+            .client
+            .create_flow(&NewFlow {
+                name: name.into(),
+                description: None,
+                tags: vec!["e2e".into()],
+                definition,
+            })
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = flow["id"].as_str().unwrap().to_string();
+        self.client.publish_flow(&id).unwrap();
+        id
+    }
+
+    /// Makes the next version of a published flow with `definition`, publishes it, returns
+    /// its id.
+    pub fn publish_next(&self, from: &str, definition: Value) -> String {
+        let draft: Value = self.client.new_flow_version(from).unwrap().json().unwrap();
+        let id = draft["id"].as_str().unwrap().to_string();
+        self.client
+            .update_flow(
+                &id,
+                &NewFlow {
+                    name: draft["name"].as_str().unwrap().into(),
+                    description: None,
+                    tags: vec!["e2e".into()],
+                    definition,
+                },
+            )
+            .unwrap();
+        self.client.publish_flow(&id).unwrap();
+        id
+    }
+
+    /// Creates and starts a deployment; returns its id.
+    pub fn deploy(&self, flow: &str, strategy: &str, devices: &[&Device], config: Value) -> String {
+        let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+        let d: Value = self
+            .client
+            .create_deployment(&json!({
+                "flow_id": flow, "strategy": strategy, "target_devices": ids, "config": config
+            }))
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = d["id"].as_str().unwrap().to_string();
+        self.client
+            .deployment_action(&id, floe_coordinator::client::DeploymentAction::Start)
+            .unwrap();
+        id
+    }
+
+    /// The deployment as the API shows it.
+    pub fn deployment(&self, id: &str) -> Deployment {
+        self.client.get_deployment(id).unwrap().json().unwrap()
+    }
+
+    /// Waits until the deployment is terminal.
+    pub fn wait_done(&self, id: &str, limit: Duration) -> Deployment {
+        let until = Instant::now() + limit;
+        loop {
+            if let Ok(r) = self.client.get_deployment(id)
+                && let Ok(d) = r.json::<Deployment>()
+                && d.is_terminal()
+            {
+                return d;
+            }
+            assert!(
+                Instant::now() < until,
+                "deployment {id} not finished within {limit:?}: {}",
+                self.client
+                    .get_deployment(id)
+                    .map(|r| r.text)
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The registry's view of a device.
+    pub fn device(&self, id: &str) -> Value {
+        self.client.get_device(id).unwrap().json().unwrap()
+    }
+
+    /// Waits until the registry shows `n` devices online.
+    pub fn wait_online(&self, devices: &[&Device], limit: Duration) {
+        wait("devices online", limit, || {
+            devices
+                .iter()
+                .all(|d| self.device(&d.id)["online"] == json!(true))
+                .then_some(())
+        });
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn_server(dir: &Path, port: u16, fabric_port: u16) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.with_extension("log"))
+        .unwrap();
+    Command::new(floe_tests::bin("floe").unwrap())
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "--fabric-listen",
+            &format!("/ip4/127.0.0.1/tcp/{fabric_port}"),
+            "--no-mdns",
+            "--offline-after",
+            "3s",
+            "--republish",
+            "500ms",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+fn read_addrs(dir: &Path) -> Vec<String> {
+    wait(
+        "the coordinator's fabric address",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(dir.join("fabric-addrs")).ok()?;
+            let addrs: Vec<String> = text.lines().map(str::to_string).collect();
+            (!addrs.is_empty()).then_some(addrs)
+        },
+    )
+}
+
+/// A `floed daemon` process.
+pub struct Device {
+    child: Option<Child>,
+    /// The device id (hex of its public key).
+    pub id: String,
+    /// Its data directory.
+    pub data: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+}
+
+impl Device {
+    /// Creates a device under `root/devices/<name>`, allowlists its key at the coordinator and
+    /// starts its daemon.
+    pub fn start(coord: &Coordinator, root: &Path, name: &str, region: &str) -> Device {
+        let data = root.join("devices").join(name);
+        std::fs::create_dir_all(data.join("trust")).unwrap();
+        let key = floe_runtime::identity::load_or_generate(&data).unwrap();
+        let id = floe_runtime::identity::device_id(&key);
+        for entry in std::fs::read_dir(coord.dir.join("trust")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), data.join("trust").join(entry.file_name())).unwrap();
+        }
+        let quote = |s: &str| toml_string(s);
+        let peers: Vec<String> = coord.bootstrap.iter().map(|p| quote(p)).collect();
+        let config = data.join("floed.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data}\ndevice_type = \"rpi4\"\narch = {arch}\nregion = {region}\n\
+                 listen = [\"/ip4/127.0.0.1/tcp/0\"]\nhttp_listen = \"127.0.0.1:{port}\"\n\
+                 bootstrap_peers = [{peers}]\nmdns = false\nheartbeat_interval_ms = 500\n\
+                 trust_store = {trust}\n[labels]\ne2e = \"yes\"\n[trial]\nmin_ready_seconds = 2\n\
+                 check_interval_ms = 200\nsmoke_timeout_ms = 1500\nstart_timeout_ms = 3000\n\
+                 stop_timeout_ms = 500\n",
+                data = quote(&data.to_string_lossy()),
+                arch = quote(std::env::consts::ARCH),
+                region = quote(region),
+                port = floe_tests::free_port().unwrap(),
+                peers = peers.join(", "),
+                trust = quote(&data.join("trust").to_string_lossy()),
+            ),
+        )
+        .unwrap();
+        coord
+            .client
+            .allow_device(&AllowDevice {
+                id: id.clone(),
+                public_key: id.clone(),
+                device_type: Some("rpi4".into()),
+                region: Some(region.into()),
+                labels: [("e2e".to_string(), "yes".to_string())].into(),
+            })
+            .unwrap();
+        let mut d = Device {
+            child: None,
+            id,
+            data,
+            config,
+        };
+        d.restart();
+        d
+    }
+
+    /// Kills the daemon with SIGKILL (the device goes offline).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the daemon (again).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join("floed.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new(floe_tests::bin("floed").unwrap())
+                .arg("daemon")
+                .arg("--config")
+                .arg(&self.config)
+                .env("RUST_LOG", "info,floe_flow=warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// `floed status --json`: the device's own word about itself.
+    pub fn status(&self) -> Value {
+        let out = Command::new(floe_tests::bin("floed").unwrap())
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "floed status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The version of the active slot, from the device itself.
+    pub fn active_version(&self) -> Option<String> {
+        let s = self.status();
+        let active = s["active"].as_str()?.to_string();
+        s["slots"]
+            .as_array()?
+            .iter()
+            .find(|x| x["slot"] == json!(active))
+            .and_then(|x| x["version"].as_str().map(str::to_string))
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Polls `f` until it returns Some, or gives None after `limit`.
+pub fn try_wait<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `limit` naming `what`.
+pub fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The Temperature Alert example with a simulated sensor every 300 ms, publishing to `broker`.
+pub fn temperature_flow(broker: &str) -> Value {
+    let mut flow: Value = serde_json::from_str(EXAMPLE).unwrap();
+    for var in flow["variables"].as_array_mut().unwrap() {
+        match var["name"].as_str().unwrap() {
+            "simulate" => var["value"] = json!("true"),
+            "interval" => var["value"] = json!("300ms"),
+            "broker" => var["value"] = json!(broker),
+            _ => {}
+        }
+    }
+    flow
+}
