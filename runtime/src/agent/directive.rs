@@ -355,6 +355,25 @@ where
             .map_or(SlotName::Blue, SlotName::other)
     }
 
+    /// Whether a verified directive must wait: a Stage or Switch that arrives while a trial
+    /// (or a switch) is still running would replace the slot the device may have to roll back
+    /// to, so it is left unapplied (not recorded) and taken when the coordinator posts it again
+    /// after the trial. Commit and Rollback are never deferred: they end a trial.
+    pub fn defers(&self, post: &AcceptedPost) -> bool {
+        matches!(post.directive.value.action, Action::Stage | Action::Switch)
+            && matches!(self.lifecycle.phase, Phase::Trial | Phase::Switching)
+    }
+
+    /// Whether no installation, switch or trial is in progress.
+    pub fn is_idle(&self) -> bool {
+        self.lifecycle.phase == Phase::Idle
+    }
+
+    /// The lifecycle phase, for logs.
+    pub fn lifecycle_phase(&self) -> &'static str {
+        self.lifecycle.phase.as_str()
+    }
+
     /// Records an accepted directive as applied (`working`) and starts carrying it out.
     pub async fn begin_directive(
         &mut self,

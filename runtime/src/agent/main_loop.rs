@@ -91,6 +91,10 @@ struct Fetching {
 struct LinkState {
     io: LinkIo,
     fetching: Option<Fetching>,
+    /// The newest verified directive post that had to wait for a trial to end. Gossip does
+    /// not deliver the same bytes twice, so the device keeps it and takes it up itself once
+    /// the trial is over (it is checked again then: a newer post replaces it).
+    deferred: Option<Vec<u8>>,
     refusals: RefusalMemory,
     last_seq: u64,
     last_fingerprint: Option<DeviceReport>,
@@ -143,6 +147,7 @@ where
     let mut link = io.link.take().map(|io| LinkState {
         io,
         fetching: None,
+        deferred: None,
         refusals: RefusalMemory::default(),
         last_seq: 0,
         last_fingerprint: None,
@@ -199,6 +204,11 @@ where
                 }
                 if let Some(l) = link.as_mut() {
                     check_fetch_deadline(&mut agent, l).await;
+                    if agent.is_idle()
+                        && let Some(bytes) = l.deferred.take()
+                    {
+                        handle_link(&mut agent, l, LinkInput::Post(bytes)).await;
+                    }
                 }
                 publish(&agent, &io.publish);
                 notice(Notice::Alive);
@@ -230,7 +240,20 @@ where
     match input {
         LinkInput::Peers(n) => agent.note_peers(n),
         LinkInput::Post(bytes) => match agent.check_post(&bytes, unix_now()) {
+            Ok(post) if agent.defers(&post) => {
+                link.deferred = Some(bytes);
+                // Not now: the device is on trial, and staging or switching would overwrite
+                // the slot it may still have to roll back to. The coordinator posts the
+                // directive again every round; it is accepted once the trial has ended.
+                agent.note_coordinator(Instant::now());
+                tracing::debug!(
+                    generation = post.directive.value.generation,
+                    phase = agent.lifecycle_phase(),
+                    "directive deferred until the trial ends"
+                );
+            }
             Ok(post) => {
+                link.deferred = None;
                 agent.note_coordinator(Instant::now());
                 // A newer directive supersedes a stage whose fetch is still running; the fetch
                 // may go on in the fabric, but its end no longer stages anything.
