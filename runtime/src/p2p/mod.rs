@@ -21,6 +21,9 @@
 //! - [`store`]: the [`store::FabricStore`] trait the fabric reads and writes chunks through,
 //!   with a file-backed and an in-memory implementation. The signed artifact layer plugs in here.
 //! - [`wire`]: the chunk request-response protocol `/floe/chunk/1`, size-capped before decoding.
+//! - [`direct`]: `/floe/direct/1`, one small request and reply between two peers (a device's
+//!   status report to the coordinator and its directive back), answered by a handler the owner
+//!   passes to [`node::spawn_with_handler`].
 //! - [`download`]: the deterministic download scheduler (rarest first, minimum rate, bans,
 //!   resume), with time passed in so it is tested without a network.
 //! - [`gossip`]: versioned topics, the validation callback, and peer-score parameters.
@@ -34,6 +37,7 @@
 //!
 //! Architecture invariant: nothing here imports `agent`, `slots` or `health`.
 
+pub mod direct;
 pub mod download;
 pub mod gossip;
 pub mod identity;
@@ -43,9 +47,10 @@ pub mod signed;
 pub mod store;
 pub mod wire;
 
+pub use direct::RequestHandler;
 pub use gossip::{Topic, Validation, Validator};
 pub use index::{ArtifactId, ArtifactIndex, ChunkHash};
-pub use node::{Fabric, FabricEvent, spawn};
+pub use node::{Fabric, FabricEvent, spawn, spawn_with_handler};
 
 use libp2p::Multiaddr;
 use std::time::Duration;
@@ -156,4 +161,16 @@ pub enum FabricError {
     /// The fabric task has stopped.
     #[error("the fabric task has stopped")]
     Stopped,
+    /// A direct request (`/floe/direct/1`) failed: too long, the peer unreachable or banned,
+    /// no answer in time, or the peer declined to answer.
+    #[error("direct request to {peer}: {reason}")]
+    Request {
+        /// The peer asked.
+        peer: libp2p::PeerId,
+        /// Why.
+        reason: String,
+    },
 }
+
+#[cfg(test)]
+mod fabric_tests;

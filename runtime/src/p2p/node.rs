@@ -12,8 +12,13 @@
 //! - served artifacts: [`MAX_SERVED`] (oldest fetched artifact is no longer served);
 //! - per-peer strike counters: one entry per connected peer, dropped on disconnect;
 //! - banned peers: [`FabricConfig::max_banned`] (oldest ban lifted first);
-//! - events to the observer: [`FabricConfig::event_capacity`] (dropped and counted beyond it).
+//! - events to the observer: [`FabricConfig::event_capacity`] (dropped and counted beyond it);
+//! - direct requests: the bounds of [`super::direct`] (outstanding ours, handlers in flight).
+//!
+//! The direct protocol's handler runs on tokio's blocking pool, never on this task; its answer
+//! comes back through a channel with room for every handler in flight, so it never blocks.
 
+use super::direct::{self, DirectCodec, DirectResponse, RequestHandler};
 use super::download::{Arrival, Download, Failure};
 use super::gossip::{self, MAX_GOSSIP_BYTES, Topic, Validation, Validator};
 use super::index::{ArtifactId, ArtifactIndex, ChunkHash};
@@ -98,6 +103,10 @@ pub enum FabricEvent {
         topic: Topic,
         /// The peer that forwarded it.
         from: PeerId,
+        /// The peer that published it, as gossipsub's signed message says (strict validation
+        /// means gossipsub has checked that signature). `None` only for unsigned messages,
+        /// which this fabric's configuration refuses.
+        source: Option<PeerId>,
         /// The exact bytes.
         data: Vec<u8>,
     },
@@ -163,6 +172,17 @@ enum Command {
     },
     Stats {
         reply: oneshot::Sender<FabricStats>,
+    },
+    Request {
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, FabricError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
     },
     Flood {
         kind: Flood,
@@ -234,6 +254,38 @@ impl Fabric {
         self.call(|reply| Command::Stats { reply }).await
     }
 
+    /// Sends `data` (at most [`direct::MAX_DIRECT_BYTES`]) to `peer` over `/floe/direct/1` and
+    /// waits for its handler's reply (at most [`direct::REQUEST_TIMEOUT`]). The peer is dialed if
+    /// it is not connected and its address is known.
+    ///
+    /// Errors: [`FabricError::Request`] when the request is too long, the peer cannot be reached,
+    /// times out, or declines to answer; [`FabricError::Busy`] when our own bound of outstanding
+    /// requests is reached or the peer answers that it is busy.
+    pub async fn request(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, FabricError> {
+        if data.len() > direct::MAX_DIRECT_BYTES {
+            return Err(FabricError::Request {
+                peer,
+                reason: format!(
+                    "{} bytes is over the {}-byte limit",
+                    data.len(),
+                    direct::MAX_DIRECT_BYTES
+                ),
+            });
+        }
+        self.call(|reply| Command::Request { peer, data, reply })
+            .await?
+    }
+
+    /// The peers with at least one established connection, sorted.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, FabricError> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// The addresses this node listens on, each ending in `/p2p/<our peer id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, FabricError> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
     /// Fault injection for the end-to-end tests: misbehave `count` times. Never used by the
     /// daemon outside its hidden `--fault-*` flags.
     pub async fn fault_flood(&self, kind: Flood, count: u32) -> Result<(), FabricError> {
@@ -272,6 +324,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     gossip: Gossip,
     chunks: request_response::Behaviour<ChunkCodec>,
+    direct: request_response::Behaviour<DirectCodec>,
 }
 
 fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, FabricError> {
@@ -344,6 +397,13 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
                         .with_request_timeout(REQUEST_TIMEOUT)
                         .with_max_concurrent_streams(256),
                 ),
+                direct: request_response::Behaviour::with_codec(
+                    DirectCodec,
+                    [(direct::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(direct::REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(direct::MAX_HANDLERS_PER_PEER * 4),
+                ),
             })
         })
         .map_err(|e| build(e.to_string()))?
@@ -352,12 +412,38 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
     Ok(swarm)
 }
 
-/// Starts the fabric task. Returns the handle and the event stream.
+/// Starts the fabric task without a direct-request handler (incoming direct requests are
+/// declined). Returns the handle and the event stream.
 pub fn spawn(
     key: Keypair,
     config: FabricConfig,
     store: Box<dyn FabricStore>,
     validator: Validator,
+    cancel: CancellationToken,
+) -> Result<(Fabric, mpsc::Receiver<FabricEvent>), FabricError> {
+    spawn_inner(key, config, store, validator, None, cancel)
+}
+
+/// Starts the fabric task with `handler` answering incoming `/floe/direct/1` requests (see
+/// [`direct::RequestHandler`] for how and where it runs). Returns the handle and the event
+/// stream.
+pub fn spawn_with_handler(
+    key: Keypair,
+    config: FabricConfig,
+    store: Box<dyn FabricStore>,
+    validator: Validator,
+    handler: RequestHandler,
+    cancel: CancellationToken,
+) -> Result<(Fabric, mpsc::Receiver<FabricEvent>), FabricError> {
+    spawn_inner(key, config, store, validator, Some(handler), cancel)
+}
+
+fn spawn_inner(
+    key: Keypair,
+    config: FabricConfig,
+    store: Box<dyn FabricStore>,
+    validator: Validator,
+    handler: Option<RequestHandler>,
     cancel: CancellationToken,
 ) -> Result<(Fabric, mpsc::Receiver<FabricEvent>), FabricError> {
     let peer_id = key.public().to_peer_id();
@@ -388,7 +474,13 @@ pub fn spawn(
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
+    // Room for every handler in flight: a finished handler never waits to report.
+    let (answered_tx, answered_rx) = mpsc::channel(direct::MAX_HANDLERS);
     let node = Node {
+        handler,
+        answered: answered_tx,
+        handlers_in_flight: HashMap::new(),
+        direct_pending: HashMap::new(),
         swarm,
         store,
         validator,
@@ -407,7 +499,7 @@ pub fn spawn(
         last_bootstrap: None,
         config,
     };
-    tokio::spawn(node.run(cmd_rx, cancel));
+    tokio::spawn(node.run(cmd_rx, answered_rx, cancel));
     Ok((
         Fabric {
             commands: cmd_tx,
@@ -450,8 +542,26 @@ struct Strikes {
     unknown_requests: u32,
 }
 
+/// Where the reply to one of our direct requests goes.
+type DirectReply = oneshot::Sender<Result<Vec<u8>, FabricError>>;
+
+/// A handler's answer on its way back to the swarm task.
+type Answered = (
+    PeerId,
+    request_response::ResponseChannel<DirectResponse>,
+    DirectResponse,
+);
+
 struct Node {
     swarm: Swarm<Behaviour>,
+    /// Answers incoming direct requests; `None` declines them all.
+    handler: Option<RequestHandler>,
+    /// Where blocking handler calls send their answers (capacity [`direct::MAX_HANDLERS`]).
+    answered: mpsc::Sender<Answered>,
+    /// Handler calls in flight per asking peer (at most [`direct::MAX_HANDLERS`] in total).
+    handlers_in_flight: HashMap<PeerId, usize>,
+    /// Our outstanding direct requests (at most [`direct::MAX_OUTBOUND`]).
+    direct_pending: HashMap<OutboundRequestId, (PeerId, DirectReply)>,
     store: Box<dyn FabricStore>,
     validator: Validator,
     config: FabricConfig,
@@ -471,7 +581,12 @@ struct Node {
 }
 
 impl Node {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, cancel: CancellationToken) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut answered: mpsc::Receiver<Answered>,
+        cancel: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -482,6 +597,7 @@ impl Node {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
+                Some(done) = answered.recv() => self.on_answered(done),
                 event = self.swarm.select_next_some() => self.on_swarm(event),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
@@ -558,6 +674,166 @@ impl Node {
                 });
             }
             Command::Flood { kind, count } => self.flood(kind, count),
+            Command::Request { peer, data, reply } => self.send_direct(peer, data, reply),
+            Command::Peers { reply } => {
+                let mut peers: Vec<PeerId> = self.connected.iter().copied().collect();
+                peers.sort();
+                let _ = reply.send(peers);
+            }
+            Command::ListenAddrs { reply } => {
+                let me = *self.swarm.local_peer_id();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(me)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+        }
+    }
+
+    fn send_direct(&mut self, peer: PeerId, data: Vec<u8>, reply: DirectReply) {
+        if self.banned.contains(&peer) {
+            let _ = reply.send(Err(FabricError::Request {
+                peer,
+                reason: "the peer is banned".into(),
+            }));
+            return;
+        }
+        let to_peer = self
+            .direct_pending
+            .values()
+            .filter(|(p, _)| *p == peer)
+            .count();
+        if self.direct_pending.len() >= direct::MAX_OUTBOUND
+            || to_peer >= direct::MAX_OUTBOUND_PER_PEER
+        {
+            let _ = reply.send(Err(FabricError::Busy(
+                "too many direct requests outstanding",
+            )));
+            return;
+        }
+        let id = self.swarm.behaviour_mut().direct.send_request(&peer, data);
+        self.direct_pending.insert(id, (peer, reply));
+    }
+
+    /// An incoming direct request: run the handler off this task, or answer at once when there
+    /// is no handler or the bounds are reached.
+    fn on_direct_request(
+        &mut self,
+        peer: PeerId,
+        data: Vec<u8>,
+        channel: request_response::ResponseChannel<DirectResponse>,
+    ) {
+        let Some(handler) = self.handler.clone() else {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_response(channel, DirectResponse::Declined);
+            return;
+        };
+        let total: usize = self.handlers_in_flight.values().sum();
+        let mine = self.handlers_in_flight.get(&peer).copied().unwrap_or(0);
+        if total >= direct::MAX_HANDLERS || mine >= direct::MAX_HANDLERS_PER_PEER {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_response(channel, DirectResponse::Busy);
+            return;
+        }
+        *self.handlers_in_flight.entry(peer).or_default() += 1;
+        let answered = self.answered.clone();
+        tokio::task::spawn_blocking(move || {
+            let reply =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(peer, data)));
+            let response = match reply {
+                Ok(Some(bytes)) if bytes.len() <= direct::MAX_DIRECT_BYTES => {
+                    DirectResponse::Reply(bytes)
+                }
+                Ok(Some(bytes)) => {
+                    tracing::error!(
+                        len = bytes.len(),
+                        "direct reply over the size limit; declining instead"
+                    );
+                    DirectResponse::Declined
+                }
+                Ok(None) => DirectResponse::Declined,
+                Err(_) => {
+                    tracing::error!("the direct-request handler panicked; declining");
+                    DirectResponse::Declined
+                }
+            };
+            // The channel has room for every handler in flight, so this never waits; it fails
+            // only when the fabric has stopped, and then nobody needs the answer.
+            let _ = answered.try_send((peer, channel, response));
+        });
+    }
+
+    fn on_answered(&mut self, (peer, channel, response): Answered) {
+        if let Some(n) = self.handlers_in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.handlers_in_flight.remove(&peer);
+            }
+        }
+        // Fails only when the connection closed meanwhile; the asker then sees an error.
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .direct
+            .send_response(channel, response);
+    }
+
+    fn on_direct(&mut self, event: request_response::Event<Vec<u8>, DirectResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.on_direct_request(peer, request, channel),
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((_, reply)) = self.direct_pending.remove(&request_id) {
+                    let result = match response {
+                        DirectResponse::Reply(bytes) => Ok(bytes),
+                        DirectResponse::Busy => {
+                            Err(FabricError::Busy("the peer is answering too many requests"))
+                        }
+                        DirectResponse::Declined => Err(FabricError::Request {
+                            peer,
+                            reason: "the peer declined to answer".into(),
+                        }),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.direct_pending.remove(&request_id) {
+                    let _ = reply.send(Err(FabricError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
         }
     }
 
@@ -906,6 +1182,7 @@ impl Node {
                 self.on_gossip(propagation_source, message_id, message);
             }
             BehaviourEvent::Chunks(event) => self.on_chunks(event),
+            BehaviourEvent::Direct(event) => self.on_direct(event),
             _ => {}
         }
     }
@@ -931,6 +1208,7 @@ impl Node {
                     self.emit(FabricEvent::Gossip {
                         topic,
                         from,
+                        source: message.source,
                         data: message.data,
                     });
                 }

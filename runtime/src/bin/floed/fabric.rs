@@ -321,7 +321,7 @@ async fn on_event(
         FabricEvent::PeerBanned { peer, reason } => {
             out.print(json!({"event": "banned", "peer": peer.to_string(), "reason": reason}))
         }
-        FabricEvent::Gossip { topic, from, data } => {
+        FabricEvent::Gossip { topic, from, data, .. } => {
             let latency = if topic == Topic::Health && data.len() >= 12 {
                 let mut ts = [0u8; 8];
                 ts.copy_from_slice(&data[4..12]);
