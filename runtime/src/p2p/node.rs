@@ -8,21 +8,26 @@
 //! - downloads: [`FabricConfig::max_downloads`] (a further fetch is refused);
 //! - peers per download and requests per peer: [`super::download::DownloadConfig`];
 //! - outstanding outbound requests: [`MAX_PENDING`] (requests beyond it are not sent);
-//! - inbound chunk responses being written: [`FabricConfig::upload_slots`] (`Busy` beyond it);
+//! - inbound chunk responses being read from disk or written: [`FabricConfig::upload_slots`]
+//!   (`Busy` beyond it);
+//! - arrived chunks being hashed and stored: [`MAX_VERIFYING`] (beyond it, done in place:
+//!   backpressure);
 //! - served artifacts: [`MAX_SERVED`] (oldest fetched artifact is no longer served);
 //! - per-peer strike counters: one entry per connected peer, dropped on disconnect;
 //! - banned peers: [`FabricConfig::max_banned`] (oldest ban lifted first);
 //! - events to the observer: [`FabricConfig::event_capacity`] (dropped and counted beyond it);
 //! - direct requests: the bounds of [`super::direct`] (outstanding ours, handlers in flight).
 //!
-//! The direct protocol's handler runs on tokio's blocking pool, never on this task; its answer
-//! comes back through a channel with room for every handler in flight, so it never blocks.
+//! Disk I/O and hashing do not run on this task: serving a chunk reads it on tokio's blocking
+//! pool, and an arrived chunk is hashed and stored there while the link that brought it is
+//! already asked for the next one. The direct protocol's handler runs there too. Each answer
+//! comes back through a channel with room for every job in flight, so no job ever waits.
 
 use super::direct::{self, DirectCodec, DirectResponse, RequestHandler};
-use super::download::{Arrival, Download, Failure};
+use super::download::{Arrival, Download, Failure, Received};
 use super::gossip::{self, MAX_GOSSIP_BYTES, Topic, Validation, Validator};
 use super::index::{ArtifactId, ArtifactIndex, ChunkHash};
-use super::store::FabricStore;
+use super::store::{FabricStore, StoreError};
 use super::wire::{self, ChunkCodec, Request, Response};
 use super::{FabricConfig, FabricError};
 use futures::StreamExt;
@@ -36,6 +41,7 @@ use libp2p::{
     ping, tcp, yamux,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +54,10 @@ pub const MAX_SERVED: usize = 64;
 const COMMAND_CAPACITY: usize = 64;
 /// How long one chunk request may take before libp2p fails it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most arrived chunks being hashed and stored on blocking threads at once. Beyond it a chunk
+/// is hashed and stored on the swarm task itself, which slows the network side down
+/// (backpressure) rather than queueing without bound.
+pub const MAX_VERIFYING: usize = 16;
 
 /// Things the fabric reports to its observer.
 #[derive(Debug, Clone)]
@@ -152,9 +162,8 @@ pub enum Flood {
 }
 
 enum Command {
-    Seed {
-        data: Vec<u8>,
-        chunk_len: u32,
+    Serve {
+        index: ArtifactIndex,
         reply: oneshot::Sender<Result<ArtifactId, FabricError>>,
     },
     Fetch {
@@ -192,10 +201,30 @@ enum Command {
 
 /// The handle to a running fabric. Cheap to clone; the task stops when the cancellation token
 /// fires or every handle is dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Fabric {
     commands: mpsc::Sender<Command>,
     peer_id: PeerId,
+    /// The fabric's store, shared so that seeding writes chunks on a blocking thread of the
+    /// caller rather than on the swarm task.
+    store: Arc<dyn FabricStore>,
+}
+
+impl std::fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fabric")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a store job on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, FabricError> + Send + 'static,
+) -> Result<T, FabricError> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|_| FabricError::Stopped)?
 }
 
 impl std::fmt::Debug for Command {
@@ -223,13 +252,52 @@ impl Fabric {
     }
 
     /// Stores `data` as an artifact of `chunk_len`-byte chunks and serves it. Returns its id.
+    /// Hashing and writing run on a blocking thread.
     pub async fn seed(&self, data: Vec<u8>, chunk_len: u32) -> Result<ArtifactId, FabricError> {
-        self.call(|reply| Command::Seed {
-            data,
-            chunk_len,
-            reply,
+        let store = Arc::clone(&self.store);
+        let index = blocking(move || {
+            let index = ArtifactIndex::from_bytes(&data, chunk_len)?;
+            for (i, hash) in index.chunks.iter().enumerate() {
+                if !store.has(hash) {
+                    let start = i * chunk_len as usize;
+                    store.put(hash, &data[start..start + index.chunk_size(i)])?;
+                }
+            }
+            store.put_index(&index)?;
+            Ok(index)
         })
-        .await?
+        .await?;
+        self.call(|reply| Command::Serve { index, reply }).await?
+    }
+
+    /// Serves an artifact whose chunks are already in the store (for example a verified bundle
+    /// imported into the artifact layer's chunk store), as if seeded here. Every chunk is checked
+    /// to be present first (on a blocking thread); a missing one is an error and nothing is
+    /// served. Returns the artifact's id.
+    pub async fn serve_index(&self, index: ArtifactIndex) -> Result<ArtifactId, FabricError> {
+        index.check()?;
+        let store = Arc::clone(&self.store);
+        let index = blocking(move || {
+            if let Some(missing) = index.chunks.iter().find(|h| !store.has(h)) {
+                return Err(FabricError::Store(StoreError::Missing(hex::encode(missing))));
+            }
+            store.put_index(&index)?;
+            Ok(index)
+        })
+        .await?;
+        self.call(|reply| Command::Serve { index, reply }).await?
+    }
+
+    /// Starts fetching an artifact whose index the caller already trusts (for example the
+    /// index of a verified manifest, [`super::signed::index_of`]), so no peer needs to be asked
+    /// for it. Completion is reported as [`FabricEvent::ArtifactComplete`]. Returns its id.
+    pub async fn fetch_index(&self, index: ArtifactIndex) -> Result<ArtifactId, FabricError> {
+        index.check()?;
+        let id = index.id();
+        let store = Arc::clone(&self.store);
+        blocking(move || Ok(store.put_index(&index)?)).await?;
+        self.fetch(id).await?;
+        Ok(id)
     }
 
     /// Starts fetching an artifact by id (resuming from held chunks). Completion is reported as
@@ -447,6 +515,7 @@ fn spawn_inner(
     cancel: CancellationToken,
 ) -> Result<(Fabric, mpsc::Receiver<FabricEvent>), FabricError> {
     let peer_id = key.public().to_peer_id();
+    let store: Arc<dyn FabricStore> = Arc::from(store);
     let mut swarm = build_swarm(key, &config)?;
     for addr in &config.listen {
         swarm
@@ -476,13 +545,19 @@ fn spawn_inner(
     let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
     // Room for every handler in flight: a finished handler never waits to report.
     let (answered_tx, answered_rx) = mpsc::channel(direct::MAX_HANDLERS);
+    // Room for every store job in flight (reads bounded by the upload slots, verifications by
+    // MAX_VERIFYING): a finished job never waits to report.
+    let (done_tx, done_rx) = mpsc::channel(MAX_VERIFYING + config.upload_slots.max(1));
     let node = Node {
+        done: done_tx,
+        reading: 0,
+        verifying: 0,
         handler,
         answered: answered_tx,
         handlers_in_flight: HashMap::new(),
         direct_pending: HashMap::new(),
         swarm,
-        store,
+        store: Arc::clone(&store),
         validator,
         events: ev_tx,
         dropped_events: 0,
@@ -499,11 +574,12 @@ fn spawn_inner(
         last_bootstrap: None,
         config,
     };
-    tokio::spawn(node.run(cmd_rx, answered_rx, cancel));
+    tokio::spawn(node.run(cmd_rx, answered_rx, done_rx, cancel));
     Ok((
         Fabric {
             commands: cmd_tx,
             peer_id,
+            store,
         },
         ev_rx,
     ))
@@ -552,8 +628,31 @@ type Answered = (
     DirectResponse,
 );
 
+/// A store job finished on a blocking thread.
+enum Done {
+    /// A chunk to serve was read.
+    Read {
+        request_id: request_response::InboundRequestId,
+        channel: request_response::ResponseChannel<Response>,
+        result: Result<Option<Vec<u8>>, StoreError>,
+    },
+    /// An arrived chunk was hashed and stored (or refused).
+    Stored {
+        id: ArtifactId,
+        chunk: u32,
+        peer: PeerId,
+        result: Result<(), StoreError>,
+    },
+}
+
 struct Node {
     swarm: Swarm<Behaviour>,
+    /// Where store jobs report (capacity: every job that can be in flight).
+    done: mpsc::Sender<Done>,
+    /// Chunks being read to serve (counted against the upload slots).
+    reading: usize,
+    /// Arrived chunks being hashed and stored (at most [`MAX_VERIFYING`]).
+    verifying: usize,
     /// Answers incoming direct requests; `None` declines them all.
     handler: Option<RequestHandler>,
     /// Where blocking handler calls send their answers (capacity [`direct::MAX_HANDLERS`]).
@@ -562,7 +661,7 @@ struct Node {
     handlers_in_flight: HashMap<PeerId, usize>,
     /// Our outstanding direct requests (at most [`direct::MAX_OUTBOUND`]).
     direct_pending: HashMap<OutboundRequestId, (PeerId, DirectReply)>,
-    store: Box<dyn FabricStore>,
+    store: Arc<dyn FabricStore>,
     validator: Validator,
     config: FabricConfig,
     events: mpsc::Sender<FabricEvent>,
@@ -585,6 +684,7 @@ impl Node {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut answered: mpsc::Receiver<Answered>,
+        mut done: mpsc::Receiver<Done>,
         cancel: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -597,7 +697,8 @@ impl Node {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
-                Some(done) = answered.recv() => self.on_answered(done),
+                Some(answer) = answered.recv() => self.on_answered(answer),
+                Some(job) = done.recv() => self.on_done(job),
                 event = self.swarm.select_next_some() => self.on_swarm(event),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
@@ -613,12 +714,12 @@ impl Node {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Seed {
-                data,
-                chunk_len,
-                reply,
-            } => {
-                let _ = reply.send(self.seed_artifact(&data, chunk_len));
+            Command::Serve { index, reply } => {
+                let id = index.id();
+                let chunks = index.chunks.len();
+                self.serve(index, vec![true; chunks], true);
+                self.emit(FabricEvent::Seeded { id, chunks });
+                let _ = reply.send(Ok(id));
             }
             Command::Fetch { id, reply } => {
                 let _ = reply.send(self.start_fetch(id));
@@ -909,23 +1010,6 @@ impl Node {
                 seeded,
             },
         );
-    }
-
-    fn seed_artifact(&mut self, data: &[u8], chunk_len: u32) -> Result<ArtifactId, FabricError> {
-        let index = ArtifactIndex::from_bytes(data, chunk_len)?;
-        for (i, hash) in index.chunks.iter().enumerate() {
-            if !self.store.has(hash) {
-                let start = i * chunk_len as usize;
-                self.store
-                    .put(hash, &data[start..start + index.chunk_size(i)])?;
-            }
-        }
-        self.store.put_index(&index)?;
-        let id = index.id();
-        let chunks = index.chunks.len();
-        self.serve(index, vec![true; chunks], true);
-        self.emit(FabricEvent::Seeded { id, chunks });
-        Ok(id)
     }
 
     fn start_fetch(&mut self, id: ArtifactId) -> Result<(), FabricError> {
@@ -1238,21 +1322,17 @@ impl Node {
                         channel,
                     },
                 ..
-            } => {
-                let response = self.answer(peer, request);
-                let is_chunk = matches!(response, Response::Chunk(_));
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .chunks
-                    .send_response(channel, response)
-                    .is_ok()
-                    && is_chunk
-                {
-                    self.uploads.insert(request_id);
-                    self.chunks_served += 1;
+            } => match request {
+                Request::Chunk(id, hash) => self.serve_chunk(peer, request_id, id, hash, channel),
+                other => {
+                    let response = self.answer(other);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .chunks
+                        .send_response(channel, response);
                 }
-            }
+            },
             Event::Message {
                 peer,
                 message:
@@ -1298,7 +1378,8 @@ impl Node {
             .filter(|s| s.seeded || !self.config.central_pull)
     }
 
-    fn answer(&mut self, peer: PeerId, request: Request) -> Response {
+    /// Answers the small requests (index, chunk map) at once.
+    fn answer(&mut self, request: Request) -> Response {
         match request {
             Request::Index(id) => match self.servable(&id) {
                 Some(s) => Response::Index(s.index.encode()),
@@ -1309,19 +1390,62 @@ impl Node {
                 Some(s) => Response::Have(wire::pack_bits(&s.bits)),
                 None => Response::NotFound,
             },
-            Request::Chunk(id, hash) => {
-                let held = self
-                    .servable(&id)
-                    .and_then(|s| s.position.get(&hash).map(|i| s.bits[*i as usize]))
-                    .unwrap_or(false);
-                if !held {
-                    self.strike_unknown(peer);
-                    return Response::NotFound;
-                }
-                if self.uploads.len() >= self.config.upload_slots {
-                    return Response::Busy;
-                }
-                match self.store.get(&hash) {
+            // Chunks are served by `serve_chunk`.
+            Request::Chunk(..) => Response::NotFound,
+        }
+    }
+
+    /// Answers a chunk request: `NotFound` (and a strike) for what we do not hold, `Busy` when
+    /// every upload slot is taken, else the chunk is read on a blocking thread and sent when
+    /// the read is done ([`Node::on_done`]).
+    fn serve_chunk(
+        &mut self,
+        peer: PeerId,
+        request_id: request_response::InboundRequestId,
+        id: ArtifactId,
+        hash: ChunkHash,
+        channel: request_response::ResponseChannel<Response>,
+    ) {
+        let held = self
+            .servable(&id)
+            .and_then(|s| s.position.get(&hash).map(|i| s.bits[*i as usize]))
+            .unwrap_or(false);
+        let response = if !held {
+            self.strike_unknown(peer);
+            Response::NotFound
+        } else if self.uploads.len() + self.reading >= self.config.upload_slots {
+            Response::Busy
+        } else {
+            self.reading += 1;
+            let store = Arc::clone(&self.store);
+            let done = self.done.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = store.get(&hash);
+                // Never waits: the channel has room for every read in flight.
+                let _ = done.try_send(Done::Read {
+                    request_id,
+                    channel,
+                    result,
+                });
+            });
+            return;
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .chunks
+            .send_response(channel, response);
+    }
+
+    fn on_done(&mut self, job: Done) {
+        match job {
+            Done::Read {
+                request_id,
+                channel,
+                result,
+            } => {
+                self.reading = self.reading.saturating_sub(1);
+                let response = match result {
                     Ok(Some(mut bytes)) => {
                         if self.config.fault_corrupt_chunks {
                             if let Some(b) = bytes.first_mut() {
@@ -1335,7 +1459,28 @@ impl Node {
                         tracing::error!(%err, "reading a chunk to serve");
                         Response::NotFound
                     }
+                };
+                let is_chunk = matches!(response, Response::Chunk(_));
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .chunks
+                    .send_response(channel, response)
+                    .is_ok()
+                    && is_chunk
+                {
+                    self.uploads.insert(request_id);
+                    self.chunks_served += 1;
                 }
+            }
+            Done::Stored {
+                id,
+                chunk,
+                peer,
+                result,
+            } => {
+                self.verifying = self.verifying.saturating_sub(1);
+                self.on_stored(id, chunk, peer, result, Instant::now());
             }
         }
     }
@@ -1413,22 +1558,75 @@ impl Node {
             return;
         };
         let Some(dl) = active.dl.as_mut() else { return };
-        match dl.on_chunk(peer, chunk, &bytes) {
-            Arrival::Corrupt => {
+        match dl.on_received(peer, chunk, bytes.len()) {
+            Received::Corrupt => {
+                self.ban(peer, "served a chunk of the wrong length");
+                self.pump(id, now);
+                return;
+            }
+            Received::Duplicate => {
+                self.pump(id, now);
+                return;
+            }
+            Received::Verify => {}
+        }
+        let hash = dl.index().chunks[chunk as usize];
+        // The peer's request slot is free again: ask it (and others) for more while this chunk
+        // is hashed and stored.
+        self.pump(id, now);
+        if self.verifying >= MAX_VERIFYING {
+            // At the bound: do it here, which holds the swarm task up (backpressure).
+            let result = self.store.put(&hash, &bytes);
+            self.on_stored(id, chunk, peer, result, now);
+            return;
+        }
+        self.verifying += 1;
+        let store = Arc::clone(&self.store);
+        let done = self.done.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = store.put(&hash, &bytes);
+            // Never waits: the channel has room for every verification in flight.
+            let _ = done.try_send(Done::Stored {
+                id,
+                chunk,
+                peer,
+                result,
+            });
+        });
+    }
+
+    /// An arrived chunk was hashed and stored, or refused: settle it in its download.
+    fn on_stored(
+        &mut self,
+        id: ArtifactId,
+        chunk: u32,
+        peer: PeerId,
+        result: Result<(), StoreError>,
+        now: Instant,
+    ) {
+        let Some(dl) = self.downloads.get_mut(&id).and_then(|a| a.dl.as_mut()) else {
+            return;
+        };
+        match result {
+            Ok(()) => match dl.on_verified(peer, chunk, true) {
+                Arrival::Accepted => {}
+                Arrival::Duplicate | Arrival::Corrupt => {
+                    self.pump(id, now);
+                    return;
+                }
+            },
+            Err(StoreError::Verify(_)) => {
+                dl.on_verified(peer, chunk, false);
                 self.ban(peer, "served a corrupt chunk");
                 self.pump(id, now);
                 return;
             }
-            Arrival::Duplicate => {
+            Err(err) => {
+                tracing::error!(%err, "storing a verified chunk");
+                dl.on_store_failed(chunk);
                 self.pump(id, now);
                 return;
             }
-            Arrival::Accepted => {}
-        }
-        let hash = dl.index().chunks[chunk as usize];
-        if let Err(err) = self.store.put(&hash, &bytes) {
-            tracing::error!(%err, "storing a verified chunk");
-            return;
         }
         // Serve it from now on.
         if let Some(served) = self.served.get_mut(&id) {

@@ -61,21 +61,24 @@ impl FabricStore for SignedStore {
             })
     }
 
-    fn put(&mut self, hash: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError> {
-        self.chunks
-            .put(&Fixed(*hash), bytes)
-            .map_err(|_| StoreError::Verify(hex::encode(hash)))
+    fn put(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError> {
+        use crate::artifact::StoreError as Layer;
+        match self.chunks.put(&Fixed(*hash), bytes) {
+            Ok(()) => Ok(()),
+            // Bytes that do not match their hash (or could never be a chunk) are the peer's
+            // fault; everything else is ours (disk full, permissions).
+            Err(Layer::HashMismatch { .. } | Layer::TooLarge { .. }) => {
+                Err(StoreError::Verify(hex::encode(hash)))
+            }
+            Err(other) => Err(StoreError::Write {
+                path: PathBuf::from(hex::encode(hash)),
+                source: std::io::Error::other(other.to_string()),
+            }),
+        }
     }
 
-    fn put_index(&mut self, index: &ArtifactIndex) -> Result<(), StoreError> {
-        let path = self.indexes.join(hex::encode(index.id()));
-        let tmp = path.with_extension("tmp");
-        let err = |source| StoreError::Write {
-            path: path.clone(),
-            source,
-        };
-        std::fs::write(&tmp, index.encode()).map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)
+    fn put_index(&self, index: &ArtifactIndex) -> Result<(), StoreError> {
+        super::store::write_atomic(&self.indexes.join(hex::encode(index.id())), &index.encode())
     }
 
     fn get_index(&self, id: &ArtifactId) -> Result<Option<ArtifactIndex>, StoreError> {
@@ -91,7 +94,7 @@ mod tests {
     #[test]
     fn chunks_land_in_the_artifact_layers_store_after_verification() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SignedStore::open(dir.path()).unwrap();
+        let store = SignedStore::open(dir.path()).unwrap();
         let data = vec![5u8; 10_000];
         let index = ArtifactIndex::from_bytes(&data, 4096).unwrap();
         let first: [u8; 32] = Sha256::digest(&data[..4096]).into();
