@@ -54,7 +54,7 @@ fn run_mode(
     let mut seed = start(
         0,
         NodeOpts {
-            seed: Some(art.to_path_buf()),
+            seed_raw: Some(art.to_path_buf()),
             chunk_size: Some(CHUNK),
             ..NodeOpts::default()
         },

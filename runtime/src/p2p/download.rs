@@ -721,12 +721,8 @@ mod tests {
         assert_eq!(dl.on_received(1, next[0].1, 10), Received::Corrupt);
         assert_eq!(dl.peers().count(), 0);
         // Bad bytes after the hash check drop the peer.
-        let mut dl2: Download<u32> = Download::new(
-            artifact(1).1,
-            DownloadConfig::default(),
-            4,
-            |_| false,
-        );
+        let mut dl2: Download<u32> =
+            Download::new(artifact(1).1, DownloadConfig::default(), 4, |_| false);
         dl2.update_peer(7, vec![true]);
         let (p, c) = dl2.schedule(now)[0];
         assert_eq!(

@@ -149,6 +149,13 @@ pub enum FabricError {
         /// Why.
         reason: String,
     },
+    /// Nobody subscribed to the topic is connected yet, so a message would reach no one; it
+    /// was not published (and not remembered as sent), so it can be published again later.
+    #[error("no connected peer subscribes to {topic} yet")]
+    NoPeers {
+        /// The topic.
+        topic: String,
+    },
     /// The chunk store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),

@@ -279,7 +279,9 @@ impl Fabric {
         let store = Arc::clone(&self.store);
         let index = blocking(move || {
             if let Some(missing) = index.chunks.iter().find(|h| !store.has(h)) {
-                return Err(FabricError::Store(StoreError::Missing(hex::encode(missing))));
+                return Err(FabricError::Store(StoreError::Missing(hex::encode(
+                    missing,
+                ))));
             }
             store.put_index(&index)?;
             Ok(index)
@@ -306,7 +308,9 @@ impl Fabric {
         self.call(|reply| Command::Fetch { id, reply }).await?
     }
 
-    /// Publishes a gossip message (at most [`MAX_GOSSIP_BYTES`]).
+    /// Publishes a gossip message (at most [`MAX_GOSSIP_BYTES`]). [`FabricError::NoPeers`] when
+    /// no connected peer subscribes to the topic yet: the message was not sent and may be
+    /// published again later (anything once published is a duplicate for a while).
     pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), FabricError> {
         self.call(|reply| Command::Publish { topic, data, reply })
             .await?
@@ -739,9 +743,16 @@ impl Node {
                         .gossip
                         .publish(topic.ident(), data)
                         .map(|_| ())
-                        .map_err(|e| FabricError::Publish {
-                            topic: topic.name().into(),
-                            reason: e.to_string(),
+                        .map_err(|e| match e {
+                            gossipsub::PublishError::NoPeersSubscribedToTopic => {
+                                FabricError::NoPeers {
+                                    topic: topic.name().into(),
+                                }
+                            }
+                            other => FabricError::Publish {
+                                topic: topic.name().into(),
+                                reason: other.to_string(),
+                            },
                         })
                 };
                 let _ = reply.send(result);

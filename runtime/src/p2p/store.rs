@@ -145,16 +145,28 @@ impl FileStore {
     /// Reassembles a complete artifact into `out` (written atomically), verifying every chunk
     /// again on the way.
     pub fn export(&self, index: &ArtifactIndex, out: &Path) -> Result<(), StoreError> {
-        let tmp = out.with_extension("part");
-        let write_err = |source| StoreError::Write {
-            path: tmp.clone(),
-            source,
-        };
+        export(self, index, out)
+    }
+}
+
+/// Reassembles a complete artifact from any store into `out`: chunks in order, each re-hashed,
+/// through a temp file, fsync and rename, so `out` is whole or absent.
+pub fn export(
+    store: &dyn FabricStore,
+    index: &ArtifactIndex,
+    out: &Path,
+) -> Result<(), StoreError> {
+    let tmp = out.with_extension(format!("{}.part", std::process::id()));
+    let write_err = |source| StoreError::Write {
+        path: tmp.clone(),
+        source,
+    };
+    let result = (|| {
         let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
         for hash in &index.chunks {
-            let bytes = self
+            let bytes = store
                 .get(hash)?
-                .ok_or_else(|| StoreError::Verify(hex::encode(hash)))?;
+                .ok_or_else(|| StoreError::Missing(hex::encode(hash)))?;
             verify(hash, &bytes)?;
             file.write_all(&bytes).map_err(write_err)?;
         }
@@ -163,7 +175,11 @@ impl FileStore {
             path: out.to_path_buf(),
             source,
         })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+    result
 }
 
 static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
