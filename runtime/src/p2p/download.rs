@@ -45,6 +45,10 @@ pub struct DownloadConfig {
     pub busy_backoff: Duration,
     /// Most copies of one chunk requested at once in end game.
     pub endgame_duplicates: u32,
+    /// Most bytes requested and not yet arrived, over all peers of this download. With 16 MiB
+    /// chunks this, not `per_peer_in_flight × max_peers`, is what bounds the memory a download
+    /// can be made to hold (at least one request is always allowed).
+    pub max_in_flight_bytes: u64,
 }
 
 impl Default for DownloadConfig {
@@ -57,6 +61,7 @@ impl Default for DownloadConfig {
             snub_for: Duration::from_secs(10),
             busy_backoff: Duration::from_millis(100),
             endgame_duplicates: 2,
+            max_in_flight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -262,6 +267,11 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
                 };
                 if state.in_flight >= self.config.per_peer_in_flight {
                     continue;
+                }
+                let in_flight_bytes = self.in_flight.len() as u64 * u64::from(self.index.chunk_len);
+                if !self.in_flight.is_empty() && in_flight_bytes >= self.config.max_in_flight_bytes
+                {
+                    return out;
                 }
                 if state.paused_until.is_some_and(|t| t > now) {
                     continue;
@@ -732,5 +742,27 @@ mod tests {
         assert_eq!(dl2.on_verified(p, c, false), Arrival::Corrupt);
         assert_eq!(dl2.peers().count(), 0);
         assert_eq!(dl2.missing(), 1);
+    }
+
+    #[test]
+    fn bytes_in_flight_are_bounded_whatever_the_chunk_size() {
+        // 8 chunks of 16 MiB offered by 10 peers: the byte budget, not the per-peer count,
+        // decides how many are asked for at once.
+        let index = ArtifactIndex {
+            total_len: 8 * 16 * 1024 * 1024,
+            chunk_len: 16 * 1024 * 1024,
+            chunks: (0..8u8).map(|i| [i; 32]).collect(),
+        };
+        let config = DownloadConfig {
+            max_in_flight_bytes: 40 * 1024 * 1024,
+            ..DownloadConfig::default()
+        };
+        let mut dl: Download<u32> = Download::new(index, config, 5, |_| false);
+        for p in 0..10 {
+            dl.update_peer(p, vec![true; 8]);
+        }
+        let now = Instant::now();
+        assert_eq!(dl.schedule(now).len(), 3);
+        assert!(dl.schedule(now).is_empty());
     }
 }

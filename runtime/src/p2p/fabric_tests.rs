@@ -2,7 +2,7 @@
 //! QUIC), each in this test process, so the protocols are exercised without starting binaries.
 
 use super::direct::{self, RequestHandler};
-use super::store::MemStore;
+use super::store::{FabricStore, FileStore, MemStore};
 use super::{Fabric, FabricConfig, FabricError, FabricEvent, Topic, Validation, Validator};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
@@ -72,13 +72,31 @@ async fn start(
     handler: Option<RequestHandler>,
     cancel: &CancellationToken,
 ) -> Started {
+    start_with_store(
+        n,
+        listen,
+        bootstrap,
+        handler,
+        Box::new(MemStore::default()),
+        cancel,
+    )
+    .await
+}
+
+async fn start_with_store(
+    n: u8,
+    listen: &str,
+    bootstrap: Vec<Multiaddr>,
+    handler: Option<RequestHandler>,
+    store: Box<dyn FabricStore>,
+    cancel: &CancellationToken,
+) -> Started {
     let config = FabricConfig {
         listen: vec![listen.parse().unwrap()],
         bootstrap,
         mdns: false,
         ..FabricConfig::default()
     };
-    let store = Box::new(MemStore::default());
     let (fabric, events) = match handler {
         Some(h) => {
             super::spawn_with_handler(key(n), config, store, accept_all(), h, cancel.clone())
@@ -313,5 +331,62 @@ async fn gossip_names_its_author_even_when_relayed() {
     // c may hear it from b or (after Kademlia introduces them) from a itself; the author is a
     // either way.
     assert!(from == b.fabric.peer_id() || from == author);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_exchange_an_artifact_over_quic_only() {
+    let cancel = CancellationToken::new();
+    let dir = tempfile::tempdir().unwrap();
+    let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
+    let store = |name: &str| -> Box<dyn FabricStore> {
+        Box::new(FileStore::open(&dir.path().join(name)).unwrap())
+    };
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 5u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let seed = start_with_store(10, quic, vec![], None, store("seed"), &cancel).await;
+    assert!(
+        seed.addr
+            .iter()
+            .any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1)),
+        "{}",
+        seed.addr
+    );
+    let id = seed.fabric.seed(data.clone(), 64 * 1024).await.unwrap();
+    let mut a =
+        start_with_store(11, quic, vec![seed.addr.clone()], None, store("a"), &cancel).await;
+    let mut b = start_with_store(
+        12,
+        quic,
+        vec![seed.addr.clone(), a.addr.clone()],
+        None,
+        store("b"),
+        &cancel,
+    )
+    .await;
+    a.connected(seed.fabric.peer_id()).await;
+    b.connected(seed.fabric.peer_id()).await;
+    a.fabric.fetch(id).await.unwrap();
+    b.fabric.fetch(id).await.unwrap();
+    for node in [&mut a, &mut b] {
+        let bytes = node
+            .wait_for(|e| match e {
+                FabricEvent::ArtifactComplete {
+                    id: done, bytes, ..
+                } if *done == id => Some(*bytes),
+                _ => None,
+            })
+            .await;
+        assert_eq!(bytes, data.len() as u64);
+    }
+    // Both rebuilt the exact bytes from their own stores.
+    for name in ["a", "b"] {
+        let store = FileStore::open(&dir.path().join(name)).unwrap();
+        let index = store.get_index(&id).unwrap().unwrap();
+        let out = dir.path().join(format!("{name}.out"));
+        store.export(&index, &out).unwrap();
+        assert!(std::fs::read(&out).unwrap() == data, "{name} differs");
+    }
     cancel.cancel();
 }
