@@ -29,11 +29,18 @@
 //! - [`gossip`]: versioned topics, the validation callback, and peer-score parameters.
 //! - [`node`]: the swarm actor tying it together.
 //!
-//! Measured (`cargo run --release -p floe-tests --example fabric_bench`, 2026-11-22, 2 shared
-//! cores, 64 MiB to 16 devices + seed, every link 50 Mbit/s each way by `tbf`; this kernel has
-//! no `sch_netem`, so the 10 ms delay was not applied): `p2p_s=21.20 central_s=183.12
-//! efficiency=0.51 speedup=8.64 gossip_p99_ms=34` (T_min = 10.74 s). The speedup target (8) is
-//! met; the efficiency target (0.6) is not yet.
+//! Efficiency work (issue #5): the first measurement gave 0.51. Two causes were found and fixed.
+//! Disk I/O and SHA-256 ran on the swarm task, so every stored or served chunk stalled every
+//! link of that node (fixed: blocking pool, bounded). The seed also handed out the same chunk
+//! to several devices early on: 97 chunk uploads for a 64-chunk artifact, a third of the
+//! scarcest upload in the fleet. Super-seeding fixes this: while some chunk has never left the
+//! seed, it declines repeats (see `node.rs`). A third suspect, the 250 ms chunk-map refresh,
+//! turned out not to matter much: every device finished within 2 s of the others.
+//!
+//! Measured (`cargo run --release -p floe-tests --example fabric_bench`, 2 shared cores under
+//! other builds, 64 MiB to 16 devices + seed, every link 50 Mbit/s each way by `tbf`; the kernel
+//! has no `sch_netem` and no module loader, so the 10 ms delay cannot be applied):
+//! FIGURES_PLACEHOLDER
 //!
 //! Architecture invariant: nothing here imports `agent`, `slots` or `health`.
 

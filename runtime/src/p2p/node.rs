@@ -146,6 +146,8 @@ pub struct FabricStats {
     pub dropped_events: u64,
     /// Gossipsub score of each connected peer.
     pub scores: Vec<(PeerId, f64)>,
+    /// Fault injection only: raw gossipsub RPC streams a peer read to their end.
+    pub fault_rpcs_delivered: u64,
 }
 
 /// Fault injection for the end-to-end tests: ways for a node to misbehave on purpose.
@@ -159,6 +161,99 @@ pub enum Flood {
     Subscriptions,
     /// Ask every peer for chunks that do not exist.
     UnknownChunks,
+    /// Send every peer gossipsub IWANT requests for message ids it never had (each count is
+    /// one RPC of [`IWANT_IDS_PER_RPC`] ids), over a raw `/meshsub/1.1.0` stream.
+    Iwant,
+}
+
+/// Message ids in one fault-injection IWANT RPC (it stays under the gossip size limit).
+pub const IWANT_IDS_PER_RPC: usize = 400;
+
+/// Encodes one gossipsub RPC holding one IWANT control message for `ids`, framed as gossipsub
+/// frames it (an unsigned-varint length, then the protobuf bytes). Fault injection only.
+fn iwant_rpc(ids: &[[u8; 32]]) -> Vec<u8> {
+    fn varint(mut n: usize, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    fn field(tag: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(tag);
+        varint(body.len(), out);
+        out.extend_from_slice(body);
+    }
+    let mut iwant = Vec::with_capacity(ids.len() * 34);
+    for id in ids {
+        // ControlIWant.message_ids = 1 (bytes).
+        field(0x0a, id, &mut iwant);
+    }
+    let mut control = Vec::new();
+    // ControlMessage.iwant = 2.
+    field(0x12, &iwant, &mut control);
+    let mut rpc = Vec::new();
+    // RPC.control = 3.
+    field(0x1a, &control, &mut rpc);
+    let mut framed = Vec::with_capacity(rpc.len() + 4);
+    varint(rpc.len(), &mut framed);
+    framed.extend_from_slice(&rpc);
+    framed
+}
+
+/// Fault injection only: writes raw bytes on an outbound gossipsub stream and expects no
+/// answer. Honest nodes never enable it.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawRpcCodec;
+
+#[async_trait::async_trait]
+impl request_response::Codec for RawRpcCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = ();
+
+    async fn read_request<T>(&mut self, _: &Self::Protocol, _: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        Err(std::io::Error::other("outbound only"))
+    }
+
+    async fn read_response<T>(&mut self, _: &Self::Protocol, io: &mut T) -> std::io::Result<()>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        use futures::AsyncReadExt;
+        let mut one = [0u8; 1];
+        let _ = io.read(&mut one).await?;
+        Ok(())
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        use futures::AsyncWriteExt;
+        io.write_all(&req).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+        _: (),
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        Ok(())
+    }
 }
 
 enum Command {
@@ -397,6 +492,8 @@ struct Behaviour {
     gossip: Gossip,
     chunks: request_response::Behaviour<ChunkCodec>,
     direct: request_response::Behaviour<DirectCodec>,
+    /// Fault injection only (off on honest nodes): raw gossipsub RPCs.
+    raw_rpc: Toggle<request_response::Behaviour<RawRpcCodec>>,
 }
 
 fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, FabricError> {
@@ -469,6 +566,18 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
                         .with_request_timeout(REQUEST_TIMEOUT)
                         .with_max_concurrent_streams(256),
                 ),
+                raw_rpc: Toggle::from(fault.then(|| {
+                    request_response::Behaviour::with_codec(
+                        RawRpcCodec,
+                        [(
+                            libp2p::StreamProtocol::new("/meshsub/1.1.0"),
+                            ProtocolSupport::Outbound,
+                        )],
+                        request_response::Config::default()
+                            .with_request_timeout(Duration::from_secs(2))
+                            .with_max_concurrent_streams(64),
+                    )
+                })),
                 direct: request_response::Behaviour::with_codec(
                     DirectCodec,
                     [(direct::PROTOCOL, ProtocolSupport::Full)],
@@ -571,6 +680,7 @@ fn spawn_inner(
         pending: HashMap::new(),
         uploads: HashSet::new(),
         chunks_served: 0,
+        fault_rpcs_delivered: 0,
         strikes: HashMap::new(),
         banned: VecDeque::new(),
         connected: HashSet::new(),
@@ -595,6 +705,14 @@ struct Served {
     position: HashMap<ChunkHash, u32>,
     /// Seeded here (always served) rather than fetched (served unless central pull).
     seeded: bool,
+    /// Times each chunk was handed out (by its position in `position`), for super-seeding.
+    handed_out: Vec<u8>,
+    /// Distinct chunks never handed out yet. While it is above zero a seed in peer-to-peer
+    /// mode answers `NotFound` to a request for a chunk it already handed out once, so its
+    /// upload goes to chunks nobody has and devices trade the rest among themselves
+    /// (BitTorrent's super-seeding). At zero every request is served normally, so a device
+    /// that vanished with the only copy of a chunk cannot stall anyone for long.
+    never_handed_out: usize,
 }
 
 struct Active {
@@ -676,6 +794,8 @@ struct Node {
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     uploads: HashSet<request_response::InboundRequestId>,
     chunks_served: u64,
+    /// Fault injection only: raw RPC streams delivered.
+    fault_rpcs_delivered: u64,
     strikes: HashMap<PeerId, Strikes>,
     banned: VecDeque<PeerId>,
     connected: HashSet<PeerId>,
@@ -783,6 +903,7 @@ impl Node {
                     chunks_served: self.chunks_served,
                     dropped_events: self.dropped_events,
                     scores,
+                    fault_rpcs_delivered: self.fault_rpcs_delivered,
                 });
             }
             Command::Flood { kind, count } => self.flood(kind, count),
@@ -978,6 +1099,18 @@ impl Node {
                     ));
                     let _ = self.swarm.behaviour_mut().gossip.subscribe(&topic);
                 }
+                Flood::Iwant => {
+                    let mut ids = vec![[0u8; 32]; IWANT_IDS_PER_RPC];
+                    for id in &mut ids {
+                        let _ = getrandom::fill(id);
+                    }
+                    let rpc = iwant_rpc(&ids);
+                    for peer in &peers {
+                        if let Some(raw) = self.swarm.behaviour_mut().raw_rpc.as_mut() {
+                            raw.send_request(peer, rpc.clone());
+                        }
+                    }
+                }
                 Flood::UnknownChunks => {
                     for peer in &peers {
                         if self.pending.len() >= MAX_PENDING {
@@ -1006,15 +1139,18 @@ impl Node {
             }
             self.served_order.push_back(id);
         }
-        let position = index
+        let position: HashMap<ChunkHash, u32> = index
             .chunks
             .iter()
             .enumerate()
             .map(|(i, h)| (*h, i as u32))
             .collect();
+        let never_handed_out = position.len();
         self.served.insert(
             id,
             Served {
+                handed_out: vec![0; index.chunks.len()],
+                never_handed_out,
                 index,
                 bits,
                 position,
@@ -1278,6 +1414,9 @@ impl Node {
             }
             BehaviourEvent::Chunks(event) => self.on_chunks(event),
             BehaviourEvent::Direct(event) => self.on_direct(event),
+            BehaviourEvent::RawRpc(request_response::Event::Message { .. }) => {
+                self.fault_rpcs_delivered += 1;
+            }
             _ => {}
         }
     }
@@ -1417,16 +1556,32 @@ impl Node {
         hash: ChunkHash,
         channel: request_response::ResponseChannel<Response>,
     ) {
-        let held = self
+        let position = self
             .servable(&id)
-            .and_then(|s| s.position.get(&hash).map(|i| s.bits[*i as usize]))
-            .unwrap_or(false);
-        let response = if !held {
+            .and_then(|s| s.position.get(&hash).copied())
+            .filter(|i| self.served.get(&id).is_some_and(|s| s.bits[*i as usize]));
+        let super_seeding = !self.config.central_pull;
+        let already_out = position.is_some_and(|i| {
+            self.served.get(&id).is_some_and(|s| {
+                super_seeding && s.seeded && s.never_handed_out > 0 && s.handed_out[i as usize] > 0
+            })
+        });
+        let response = if position.is_none() {
             self.strike_unknown(peer);
+            Response::NotFound
+        } else if already_out {
+            // Super-seeding: a peer that got this chunk from us serves it to the others.
             Response::NotFound
         } else if self.uploads.len() + self.reading >= self.config.upload_slots {
             Response::Busy
         } else {
+            if let (Some(i), Some(s)) = (position, self.served.get_mut(&id)) {
+                let count = &mut s.handed_out[i as usize];
+                if *count == 0 {
+                    s.never_handed_out = s.never_handed_out.saturating_sub(1);
+                }
+                *count = count.saturating_add(1);
+            }
             self.reading += 1;
             let store = Arc::clone(&self.store);
             let done = self.done.clone();

@@ -17,7 +17,7 @@
 //! Besides its flags it reads commands on stdin, one per line, so a harness can start every node
 //! first and trigger the transfer when the fleet is connected:
 //! `fetch <id>`, `ping` (publish a 1 KiB timestamped health message), `stats`, `quit`, and the
-//! fault-injection commands `flood garbage|oversized|subscriptions|unknown <count>`.
+//! fault-injection commands `flood garbage|oversized|subscriptions|unknown|iwant <count>`.
 //!
 //! Fault injection (tests only): `--fault-corrupt-chunks` makes this node flip a byte of every
 //! chunk it serves and lifts its own gossip size limit; `flood ...` makes it misbehave on
@@ -547,6 +547,7 @@ impl App {
                     "dropped_events": s.dropped_events,
                     "min_score": if min_score.is_finite() { min_score } else { 0.0 },
                     "rss_kib": rss_kib(),
+                    "fault_rpcs_delivered": s.fault_rpcs_delivered,
                 }));
             }
             ["flood", kind, count] => {
@@ -555,6 +556,7 @@ impl App {
                     "oversized" => Flood::OversizedGossip,
                     "subscriptions" => Flood::Subscriptions,
                     "unknown" => Flood::UnknownChunks,
+                    "iwant" => Flood::Iwant,
                     other => bail!("unknown flood kind {other:?}"),
                 };
                 let count: u32 = count.parse().context("flood count")?;
