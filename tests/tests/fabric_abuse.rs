@@ -126,22 +126,25 @@ fn an_iwant_flood_for_unknown_ids_leaves_honest_memory_bounded_and_gossip_flowin
     })?;
     let before: Vec<u64> = honest.iter_mut().map(rss).collect::<Result<_>>()?;
 
-    // 300 RPCs of 400 ids each, to each of the three honest nodes: 120 000 ids per node.
+    // 300 RPCs of 400 ids each on one stream to each of the three honest nodes: 120 000
+    // unknown ids per node.
     attacker.send("flood iwant 300")?;
     let deadline = std::time::Instant::now() + WAIT;
     let delivered = loop {
         let delivered = attacker.stats()?["fault_rpcs_delivered"]
             .as_u64()
             .unwrap_or(0);
-        if delivered >= 600 || std::time::Instant::now() > deadline {
+        if delivered >= 3 || std::time::Instant::now() > deadline {
             break delivered;
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    // The flood really reached the honest gossipsub handlers (each stream read to its end).
+    // The flood really reached the honest gossipsub handlers: a stream counts once the honest
+    // side read it to its end and closed it. (The attacker's own gossipsub may reopen its
+    // stream to a node meanwhile, which replaces and cuts ours; so at least two of three.)
     assert!(
-        delivered >= 600,
-        "only {delivered} IWANT RPCs were delivered"
+        delivered >= 2,
+        "only {delivered} of 3 IWANT streams were read to the end"
     );
     for (node, before) in honest.iter_mut().zip(before) {
         let after = rss(node)?;

@@ -161,13 +161,17 @@ pub enum Flood {
     Subscriptions,
     /// Ask every peer for chunks that do not exist.
     UnknownChunks,
-    /// Send every peer gossipsub IWANT requests for message ids it never had (each count is
-    /// one RPC of [`IWANT_IDS_PER_RPC`] ids), over a raw `/meshsub/1.1.0` stream.
+    /// Send every peer gossipsub IWANT requests for message ids it never had: `count` RPCs of
+    /// [`IWANT_IDS_PER_RPC`] ids each (at most [`MAX_IWANT_RPCS`]), back to back on one raw
+    /// `/meshsub/1.1.0` stream per peer. (Gossipsub keeps one inbound stream per connection and
+    /// drops the previous one for a new one, so one stream carries the whole flood.)
     Iwant,
 }
 
 /// Message ids in one fault-injection IWANT RPC (it stays under the gossip size limit).
 pub const IWANT_IDS_PER_RPC: usize = 400;
+/// Most IWANT RPCs one flood sends to one peer (about 14 KiB each).
+pub const MAX_IWANT_RPCS: u32 = 2000;
 
 /// Encodes one gossipsub RPC holding one IWANT control message for `ids`, framed as gossipsub
 /// frames it (an unsigned-varint length, then the protobuf bytes). Fault injection only.
@@ -1100,14 +1104,21 @@ impl Node {
                     let _ = self.swarm.behaviour_mut().gossip.subscribe(&topic);
                 }
                 Flood::Iwant => {
-                    let mut ids = vec![[0u8; 32]; IWANT_IDS_PER_RPC];
-                    for id in &mut ids {
-                        let _ = getrandom::fill(id);
+                    // One stream per peer carries the whole flood; see `Flood::Iwant`.
+                    if i > 0 {
+                        continue;
                     }
-                    let rpc = iwant_rpc(&ids);
                     for peer in &peers {
+                        let mut stream = Vec::new();
+                        for _ in 0..count.min(MAX_IWANT_RPCS) {
+                            let mut ids = vec![[0u8; 32]; IWANT_IDS_PER_RPC];
+                            for id in &mut ids {
+                                let _ = getrandom::fill(id);
+                            }
+                            stream.extend_from_slice(&iwant_rpc(&ids));
+                        }
                         if let Some(raw) = self.swarm.behaviour_mut().raw_rpc.as_mut() {
-                            raw.send_request(peer, rpc.clone());
+                            raw.send_request(peer, stream);
                         }
                     }
                 }
