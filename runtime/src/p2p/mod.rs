@@ -29,18 +29,23 @@
 //! - [`gossip`]: versioned topics, the validation callback, and peer-score parameters.
 //! - [`node`]: the swarm actor tying it together.
 //!
-//! Efficiency work (issue #5): the first measurement gave 0.51. Two causes were found and fixed.
-//! Disk I/O and SHA-256 ran on the swarm task, so every stored or served chunk stalled every
-//! link of that node (fixed: blocking pool, bounded). The seed also handed out the same chunk
-//! to several devices early on: 97 chunk uploads for a 64-chunk artifact, a third of the
-//! scarcest upload in the fleet. Super-seeding fixes this: while some chunk has never left the
-//! seed, it declines repeats (see `node.rs`). A third suspect, the 250 ms chunk-map refresh,
-//! turned out not to matter much: every device finished within 2 s of the others.
+//! Efficiency work (issue #5). The first measurement gave 0.51. Two causes were found and
+//! removed. First, disk I/O and SHA-256 ran on the swarm task, so every chunk that was stored
+//! or served stalled every link of that node; they now run on the blocking pool, bounded.
+//! Second, the seed handed the same chunk to several devices early on (97 uploads for 64
+//! chunks). It now super-seeds: while some chunk has never left it, it declines repeats (see
+//! `node.rs`). Neither moved the figure beyond noise on this machine. Every device finishes
+//! within about 1.5 s of the others, device uplinks run at about 56 % and the seed's at about
+//! 80 %, and 17 nodes share 2 cores with other builds (load 8-15). So the limit is aggregate
+//! (CPU and the shaped TCP links), not one slow peer or a stale chunk map. The 250 ms chunk-map
+//! refresh was a suspect; the tight finish spread speaks against it, but it was not varied.
 //!
-//! Measured (`cargo run --release -p floe-tests --example fabric_bench`, 2 shared cores under
-//! other builds, 64 MiB to 16 devices + seed, every link 50 Mbit/s each way by `tbf`; the kernel
-//! has no `sch_netem` and no module loader, so the 10 ms delay cannot be applied):
-//! FIGURES_PLACEHOLDER
+//! Measured (`cargo run --release -p floe-tests --example fabric_bench`, 2026-11-22, 64 MiB to
+//! 16 devices + seed, every link 50 Mbit/s each way by `tbf`; this kernel has no `sch_netem`
+//! and no module loader, so the 10 ms delay cannot be applied):
+//! `p2p_s=20.69 central_s=182.98 efficiency=0.52 speedup=8.84 gossip_p99_ms=32`
+//! (T_min = 10.74 s). A p2p-only run just before gave 19.68 s (0.55). The speedup target (8)
+//! and the gossip target (p99 ≤ 500 ms) are met. The efficiency target (0.6) is not.
 //!
 //! Architecture invariant: nothing here imports `agent`, `slots` or `health`.
 
