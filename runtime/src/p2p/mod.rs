@@ -29,23 +29,26 @@
 //! - [`gossip`]: versioned topics, the validation callback, and peer-score parameters.
 //! - [`node`]: the swarm actor tying it together.
 //!
-//! Efficiency work (issue #5). The first measurement gave 0.51. Two causes were found and
-//! removed. First, disk I/O and SHA-256 ran on the swarm task, so every chunk that was stored
-//! or served stalled every link of that node; they now run on the blocking pool, bounded.
-//! Second, the seed handed the same chunk to several devices early on (97 uploads for 64
-//! chunks). It now super-seeds: while some chunk has never left it, it declines repeats (see
-//! `node.rs`). Neither moved the figure beyond noise on this machine. Every device finishes
-//! within about 1.5 s of the others, device uplinks run at about 56 % and the seed's at about
-//! 80 %, and 17 nodes share 2 cores with other builds (load 8-15). So the limit is aggregate
-//! (CPU and the shaped TCP links), not one slow peer or a stale chunk map. The 250 ms chunk-map
-//! refresh was a suspect; the tight finish spread speaks against it, but it was not varied.
+//! Efficiency work (issue #5). The first measurement gave 0.51. Three changes were made. First,
+//! disk I/O and SHA-256 ran on the swarm task, so every chunk that was stored or served stalled
+//! every link of that node; they now run on the blocking pool, bounded. Second, the seed handed
+//! the same chunk to several devices early on (97 uploads for 64 chunks). It now super-seeds:
+//! while some chunk has never left it, it declines repeats (see `node.rs`). Third, there are 8
+//! upload slots instead of 4, and the chunk-map refresh is 100 ms instead of 250 ms. Device
+//! uplinks ran at about 56 % of their rate before the third change.
+//!
+//! Runs vary by ±1 s on this machine: 17 nodes share 2 cores with other builds (load 8-15).
+//! Every device finishes within about 1.5 s of the others, so the limit is aggregate (CPU and
+//! the shaped TCP links), not one slow peer. Whether the changes help beyond that noise is not
+//! established.
 //!
 //! Measured (`cargo run --release -p floe-tests --example fabric_bench`, 2026-11-22, 64 MiB to
 //! 16 devices + seed, every link 50 Mbit/s each way by `tbf`; this kernel has no `sch_netem`
-//! and no module loader, so the 10 ms delay cannot be applied):
-//! `p2p_s=20.69 central_s=182.98 efficiency=0.52 speedup=8.84 gossip_p99_ms=32`
-//! (T_min = 10.74 s). A p2p-only run just before gave 19.68 s (0.55). The speedup target (8)
-//! and the gossip target (p99 ≤ 500 ms) are met. The efficiency target (0.6) is not.
+//! and no module loader, so the 10 ms delay cannot be applied). The last full run gave
+//! `p2p_s=19.73 central_s=181.97 efficiency=0.54 speedup=9.22 gossip_p99_ms=40`
+//! (T_min = 10.74 s). Peer-to-peer times over four runs were 18.41-20.69 s (efficiency
+//! 0.52-0.58). The speedup target (8) and the gossip target (p99 ≤ 500 ms) are met. The
+//! efficiency target (0.6) is not.
 //!
 //! Architecture invariant: nothing here imports `agent`, `slots` or `health`.
 
