@@ -51,10 +51,10 @@ fn run_mode(
             ..opts
         })
     };
-    let seed = start(
+    let mut seed = start(
         0,
         NodeOpts {
-            seed: Some(art.to_path_buf()),
+            seed_raw: Some(art.to_path_buf()),
             chunk_size: Some(CHUNK),
             ..NodeOpts::default()
         },
@@ -97,6 +97,7 @@ fn run_mode(
         node.send(&format!("fetch {id}"))?;
     }
     let mut slowest_ms = 0u64;
+    let mut each = Vec::new();
     for node in &nodes {
         let done = node.wait_complete(&id, Duration::from_secs(1200))?;
         let got = std::fs::read(done["path"].as_str().unwrap_or_default())
@@ -104,8 +105,17 @@ fn run_mode(
         if got != data {
             bail!("{mode}: device {} exported different bytes", node.peer_id);
         }
-        slowest_ms = slowest_ms.max(done["elapsed_ms"].as_u64().unwrap_or(0));
+        let ms = done["elapsed_ms"].as_u64().unwrap_or(0);
+        each.push(ms);
+        slowest_ms = slowest_ms.max(ms);
     }
+    each.sort_unstable();
+    println!("{mode}: per-device fetch times (ms, sorted): {each:?}");
+    let mut served = Vec::new();
+    for node in std::iter::once(&mut seed).chain(nodes.iter_mut()) {
+        served.push(node.stats()?["chunks_served"].as_u64().unwrap_or(0));
+    }
+    println!("{mode}: chunks served (seed first): {served:?}");
     let wall = t0.elapsed().as_secs_f64();
     let seconds = slowest_ms as f64 / 1000.0;
     println!(
@@ -190,9 +200,14 @@ fn main() -> Result<()> {
     let p2p_s = p2p.seconds;
     drop(p2p);
     let _ = std::fs::remove_dir_all(root.path().join("p2p"));
-    let central = run_mode(&fleet, root.path(), &art, &data, n, true)?;
-    let central_s = central.seconds;
-    drop(central);
+    // FABRIC_BENCH_P2P_ONLY=1 skips the (slow) central-pull run, for quick iterations; the
+    // recorded figures always come from a full run.
+    let central_s = if std::env::var_os("FABRIC_BENCH_P2P_ONLY").is_some() {
+        f64::NAN
+    } else {
+        let central = run_mode(&fleet, root.path(), &art, &data, n, true)?;
+        central.seconds
+    };
 
     let efficiency = t_min / p2p_s;
     println!("S = {mib} MiB, N = {n}, T_min = {t_min:.2} s");

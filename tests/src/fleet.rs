@@ -31,10 +31,14 @@ pub struct NodeOpts {
     pub listen: Option<String>,
     /// Bootstrap multiaddrs.
     pub bootstrap: Vec<String>,
-    /// A file to seed.
+    /// A signed bundle (`X.floe`) to seed; needs `trust`.
     pub seed: Option<PathBuf>,
-    /// Chunk size for the seed.
+    /// A raw file to seed (nodes without a trust store).
+    pub seed_raw: Option<PathBuf>,
+    /// Chunk size for a raw seed.
     pub chunk_size: Option<u32>,
+    /// The trust store (directory holding `trust.cbor`): the node deals in signed bundles.
+    pub trust: Option<PathBuf>,
     /// An artifact id to fetch at start.
     pub fetch: Option<String>,
     /// Central-pull mode.
@@ -98,6 +102,12 @@ impl Node {
         }
         if let Some(seed) = &opts.seed {
             cmd.arg("--seed").arg(seed);
+        }
+        if let Some(seed) = &opts.seed_raw {
+            cmd.arg("--seed-raw").arg(seed);
+        }
+        if let Some(trust) = &opts.trust {
+            cmd.arg("--trust").arg(trust);
         }
         if let Some(c) = opts.chunk_size {
             cmd.args(["--chunk-size", &c.to_string()]);
@@ -251,6 +261,87 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A signed bundle made with the real `floe` CLI, and the trust store that accepts it.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The `.floe` file.
+    pub path: PathBuf,
+    /// The trust directory (holding `trust.cbor`).
+    pub trust: PathBuf,
+    /// The bundle's exact bytes (what every node must rebuild).
+    pub bytes: Vec<u8>,
+}
+
+fn floe(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new(crate::bin("floe")?)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("running floe")?;
+    if !out.status.success() {
+        bail!(
+            "floe {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Makes a release key, a trust store and a signed bundle under `dir` with `floe keys` and
+/// `floe artifact build`: the example flow plus a `payload.bin` of `payload_len`
+/// pseudo-random bytes (from `seed`), in chunks of `chunk_size`.
+pub fn signed_bundle(dir: &Path, payload_len: usize, seed: u64, chunk_size: u32) -> Result<Bundle> {
+    std::fs::create_dir_all(dir.join("files"))?;
+    write_artifact(&dir.join("files/payload.bin"), payload_len, seed)?;
+    floe(dir, &["keys", "gen", "--out", "release"])?;
+    floe(dir, &["keys", "gen", "--out", "coord"])?;
+    floe(
+        dir,
+        &[
+            "keys",
+            "trust-init",
+            "--release-key",
+            "release",
+            "--coordinator-key",
+            "coord",
+            "--out",
+            "trust",
+        ],
+    )?;
+    let flow = crate::workspace_root().join("examples/temperature-alert.json");
+    let flow = flow.to_string_lossy();
+    let chunk = chunk_size.to_string();
+    floe(
+        dir,
+        &[
+            "artifact",
+            "build",
+            "--flow",
+            &flow,
+            "--version",
+            "1.0.0",
+            "--key",
+            "release",
+            "--files",
+            "files",
+            "--release",
+            "1",
+            "--chunk-size",
+            &chunk,
+            "--out",
+            "a.floe",
+        ],
+    )?;
+    let path = dir.join("a.floe");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Bundle {
+        path,
+        trust: dir.join("trust"),
+        bytes,
+    })
 }
 
 /// Writes `len` bytes of deterministic pseudo-random data to `path`.

@@ -89,3 +89,75 @@ fn a_flooding_peer_is_banned_and_honest_memory_stays_bounded() -> Result<()> {
     })?;
     Ok(())
 }
+
+#[test]
+fn an_iwant_flood_for_unknown_ids_leaves_honest_memory_bounded_and_gossip_flowing() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let first = Node::start(NodeOpts {
+        data_dir: tmp.path().join("h0"),
+        ..NodeOpts::default()
+    })?;
+    let mut honest = vec![first];
+    for i in 1..3 {
+        let node = Node::start(NodeOpts {
+            data_dir: tmp.path().join(format!("h{i}")),
+            bootstrap: vec![honest[0].addr.clone()],
+            ..NodeOpts::default()
+        })?;
+        honest.push(node);
+    }
+    let mut attacker = Node::start(NodeOpts {
+        data_dir: tmp.path().join("attacker"),
+        bootstrap: honest.iter().map(|n| n.addr.clone()).collect(),
+        // Enables the raw gossipsub writer the IWANT flood uses.
+        fault_corrupt: true,
+        ..NodeOpts::default()
+    })?;
+    for node in &honest {
+        node.wait_for(WAIT, |e| {
+            e["event"] == "peer_connected" && e["peer"] == attacker.peer_id.as_str()
+        })?;
+    }
+    // Honest gossip first, so the honest message caches hold something to be asked for.
+    let from = honest[2].event_count();
+    honest[0].send("ping")?;
+    honest[2].wait_for_nth(WAIT, from, |e| {
+        e["event"] == "gossip" && e["topic"] == "floe/health/1"
+    })?;
+    let before: Vec<u64> = honest.iter_mut().map(rss).collect::<Result<_>>()?;
+
+    // 300 RPCs of 400 ids each on one stream to each of the three honest nodes: 120 000
+    // unknown ids per node.
+    attacker.send("flood iwant 300")?;
+    let deadline = std::time::Instant::now() + WAIT;
+    let delivered = loop {
+        let delivered = attacker.stats()?["fault_rpcs_delivered"]
+            .as_u64()
+            .unwrap_or(0);
+        if delivered >= 3 || std::time::Instant::now() > deadline {
+            break delivered;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // The flood really reached the honest gossipsub handlers: a stream counts once the honest
+    // side read it to its end and closed it. (The attacker's own gossipsub may reopen its
+    // stream to a node meanwhile, which replaces and cuts ours; so at least two of three.)
+    assert!(
+        delivered >= 2,
+        "only {delivered} of 3 IWANT streams were read to the end"
+    );
+    for (node, before) in honest.iter_mut().zip(before) {
+        let after = rss(node)?;
+        assert!(
+            after < before + 32 * 1024,
+            "rss grew from {before} KiB to {after} KiB"
+        );
+    }
+    // Honest gossip still flows after the flood.
+    let from = honest[1].event_count();
+    honest[2].send("ping")?;
+    honest[1].wait_for_nth(WAIT, from, |e| {
+        e["event"] == "gossip" && e["topic"] == "floe/health/1"
+    })?;
+    Ok(())
+}

@@ -1,10 +1,15 @@
-//! End-to-end: a fleet of real `floed fabric` processes on loopback exchanging one artifact.
+//! End-to-end: a fleet of real `floed fabric` processes on loopback exchanging one signed
+//! bundle.
 //!
-//! Every test starts its own nodes with temp data dirs and mDNS off; nodes find each other
-//! through bootstrap addresses and Kademlia, so concurrent runs never see each other.
+//! Every test makes a release key, a trust store and a `.floe` bundle with the real `floe` CLI.
+//! The seed verifies and imports the bundle; the others fetch its chunks from every peer that
+//! has them, get the manifest from the announcement or by asking a peer directly, and rebuild
+//! the bundle, which must be byte-identical to the original and verify against the trust store.
+//! Nodes start with temp data dirs and mDNS off, and find each other through bootstrap addresses
+//! and Kademlia, so concurrent runs never see each other.
 
 use anyhow::Result;
-use floe_tests::fleet::{Node, NodeOpts, write_artifact};
+use floe_tests::fleet::{Bundle, Node, NodeOpts, signed_bundle};
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -12,11 +17,15 @@ use std::time::Duration;
 const CHUNK: u32 = 64 * 1024;
 const WAIT: Duration = Duration::from_secs(60);
 
-fn seed_node(dir: &Path, artifact: &Path, fault_corrupt: bool) -> Result<(Node, String)> {
+fn bundle(dir: &Path, payload_len: usize, seed: u64) -> Result<Bundle> {
+    signed_bundle(&dir.join("release"), payload_len, seed, CHUNK)
+}
+
+fn seed_node(dir: &Path, bundle: &Bundle, fault_corrupt: bool) -> Result<(Node, String)> {
     let node = Node::start(NodeOpts {
         data_dir: dir.to_path_buf(),
-        seed: Some(artifact.to_path_buf()),
-        chunk_size: Some(CHUNK),
+        seed: Some(bundle.path.clone()),
+        trust: Some(bundle.trust.clone()),
         fault_corrupt,
         ..NodeOpts::default()
     })?;
@@ -25,26 +34,27 @@ fn seed_node(dir: &Path, artifact: &Path, fault_corrupt: bool) -> Result<(Node, 
     Ok((node, id))
 }
 
-fn fetcher(dir: &Path, bootstrap: &[&Node], id: &str) -> Result<Node> {
+fn fetcher(dir: &Path, bootstrap: &[&Node], id: &str, bundle: &Bundle) -> Result<Node> {
     Node::start(NodeOpts {
         data_dir: dir.to_path_buf(),
         bootstrap: bootstrap.iter().map(|n| n.addr.clone()).collect(),
         fetch: Some(id.to_string()),
+        trust: Some(bundle.trust.clone()),
         ..NodeOpts::default()
     })
 }
 
-/// The exported file must be byte-identical to the seeded one, and its reported digest too.
-fn assert_identical(node: &Node, id: &str, data: &[u8]) -> Result<serde_json::Value> {
+/// The rebuilt bundle must be byte-identical to the signed one and verified by the node.
+fn assert_identical(node: &Node, id: &str, bundle: &Bundle) -> Result<serde_json::Value> {
     let done = node.wait_complete(id, WAIT)?;
     let path = done["path"].as_str().unwrap_or_default();
     let got = std::fs::read(path)?;
     assert!(
-        got == data,
-        "node {} exported different bytes",
+        got == bundle.bytes,
+        "node {} rebuilt a different bundle ({path})",
         node.peer_id
     );
-    assert_eq!(done["bytes"].as_u64(), Some(data.len() as u64));
+    assert_eq!(done["verified"], true, "{done}");
     Ok(done)
 }
 
@@ -59,15 +69,14 @@ fn chunk_sources(node: &Node) -> HashSet<String> {
 #[test]
 fn a_seeded_artifact_reaches_all_five_nodes_from_many_peers() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let art = tmp.path().join("art.bin");
-    let data = write_artifact(&art, 6 * 1024 * 1024 + 123, 1)?;
+    let art = bundle(tmp.path(), 6 * 1024 * 1024 + 123, 1)?;
     let (seed, id) = seed_node(&tmp.path().join("seed"), &art, false)?;
     let nodes: Vec<Node> = (0..4)
-        .map(|i| fetcher(&tmp.path().join(format!("n{i}")), &[&seed], &id))
+        .map(|i| fetcher(&tmp.path().join(format!("n{i}")), &[&seed], &id, &art))
         .collect::<Result<_>>()?;
     let mut from_peers = 0;
     for node in &nodes {
-        assert_identical(node, &id, &data)?;
+        assert_identical(node, &id, &art)?;
         if chunk_sources(node).iter().any(|p| *p != seed.peer_id) {
             from_peers += 1;
         }
@@ -80,16 +89,22 @@ fn a_seeded_artifact_reaches_all_five_nodes_from_many_peers() -> Result<()> {
 #[test]
 fn a_peer_serving_corrupt_chunks_is_banned_and_the_artifact_completes() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let art = tmp.path().join("art.bin");
-    let data = write_artifact(&art, 4 * 1024 * 1024, 2)?;
+    let art = bundle(tmp.path(), 4 * 1024 * 1024, 2)?;
     let (seed, id) = seed_node(&tmp.path().join("seed"), &art, false)?;
     let (liar, liar_id) = seed_node(&tmp.path().join("liar"), &art, true)?;
     assert_eq!(id, liar_id);
     let nodes: Vec<Node> = (0..3)
-        .map(|i| fetcher(&tmp.path().join(format!("n{i}")), &[&liar, &seed], &id))
+        .map(|i| {
+            fetcher(
+                &tmp.path().join(format!("n{i}")),
+                &[&liar, &seed],
+                &id,
+                &art,
+            )
+        })
         .collect::<Result<_>>()?;
     for node in &nodes {
-        assert_identical(node, &id, &data)?;
+        assert_identical(node, &id, &art)?;
         assert!(
             !chunk_sources(node).contains(&liar.peer_id),
             "a chunk from the corrupting peer was accepted"
@@ -112,12 +127,11 @@ fn a_peer_serving_corrupt_chunks_is_banned_and_the_artifact_completes() -> Resul
 #[test]
 fn a_peer_killed_mid_transfer_does_not_stall_others_and_resumes_after_restart() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let art = tmp.path().join("art.bin");
-    let data = write_artifact(&art, 8 * 1024 * 1024, 3)?;
+    let art = bundle(tmp.path(), 8 * 1024 * 1024, 3)?;
     let seed = Node::start(NodeOpts {
         data_dir: tmp.path().join("seed"),
-        seed: Some(art.clone()),
-        chunk_size: Some(CHUNK),
+        seed: Some(art.path.clone()),
+        trust: Some(art.trust.clone()),
         // One upload slot at the seed stretches the transfer so the kill lands mid-way.
         upload_slots: Some(1),
         ..NodeOpts::default()
@@ -126,9 +140,16 @@ fn a_peer_killed_mid_transfer_does_not_stall_others_and_resumes_after_restart() 
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let mut victim = fetcher(&tmp.path().join("victim"), &[&seed], &id)?;
+    let mut victim = fetcher(&tmp.path().join("victim"), &[&seed], &id, &art)?;
     let others: Vec<Node> = (0..3)
-        .map(|i| fetcher(&tmp.path().join(format!("n{i}")), &[&seed, &victim], &id))
+        .map(|i| {
+            fetcher(
+                &tmp.path().join(format!("n{i}")),
+                &[&seed, &victim],
+                &id,
+                &art,
+            )
+        })
         .collect::<Result<_>>()?;
     // Kill the victim once it holds a few chunks (and so is being asked for them).
     victim.wait_for(WAIT, |e| e["event"] == "chunk")?;
@@ -143,7 +164,7 @@ fn a_peer_killed_mid_transfer_does_not_stall_others_and_resumes_after_restart() 
         "the victim finished before it was killed"
     );
     for node in &others {
-        assert_identical(node, &id, &data)?;
+        assert_identical(node, &id, &art)?;
     }
     // Restarted with the same data dir, it resumes from the chunks it holds.
     let opts = victim.opts.clone();
@@ -152,11 +173,11 @@ fn a_peer_killed_mid_transfer_does_not_stall_others_and_resumes_after_restart() 
         bootstrap: vec![others[0].addr.clone()],
         ..opts
     })?;
-    let done = assert_identical(&restarted, &id, &data)?;
+    let done = assert_identical(&restarted, &id, &art)?;
     let received = done["received"].as_u64().unwrap_or(u64::MAX);
     assert!(held_before_kill >= 1);
     assert!(
-        received < data.len() as u64,
+        received < done["bytes"].as_u64().unwrap_or(0),
         "the restart fetched everything again ({received} bytes)"
     );
     Ok(())
@@ -165,18 +186,85 @@ fn a_peer_killed_mid_transfer_does_not_stall_others_and_resumes_after_restart() 
 #[test]
 fn a_late_joiner_catches_up_from_peers_after_the_seed_is_gone() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let art = tmp.path().join("art.bin");
-    let data = write_artifact(&art, 3 * 1024 * 1024, 4)?;
+    let art = bundle(tmp.path(), 3 * 1024 * 1024, 4)?;
     let (mut seed, id) = seed_node(&tmp.path().join("seed"), &art, false)?;
     let early: Vec<Node> = (0..3)
-        .map(|i| fetcher(&tmp.path().join(format!("n{i}")), &[&seed], &id))
+        .map(|i| fetcher(&tmp.path().join(format!("n{i}")), &[&seed], &id, &art))
         .collect::<Result<_>>()?;
     for node in &early {
-        assert_identical(node, &id, &data)?;
+        assert_identical(node, &id, &art)?;
     }
     seed.kill();
-    let late = fetcher(&tmp.path().join("late"), &[&early[1]], &id)?;
-    assert_identical(&late, &id, &data)?;
+    let late = fetcher(&tmp.path().join("late"), &[&early[1]], &id, &art)?;
+    assert_identical(&late, &id, &art)?;
     assert!(!chunk_sources(&late).contains(&seed.peer_id));
+    // The late joiner heard no announcement: it asked a peer for the manifest directly.
+    let manifest = late.wait_for(WAIT, |e| e["event"] == "manifest")?;
+    assert_ne!(manifest["from"], seed.peer_id.as_str());
+    Ok(())
+}
+
+#[test]
+fn an_announced_bundle_is_verified_fetched_and_rebuilt_by_every_listener() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let art = bundle(tmp.path(), 2 * 1024 * 1024 + 7, 5)?;
+    // Listeners first, told nothing but the trust store.
+    let first = Node::start(NodeOpts {
+        data_dir: tmp.path().join("n0"),
+        trust: Some(art.trust.clone()),
+        ..NodeOpts::default()
+    })?;
+    let mut listeners = vec![first];
+    for i in 1..3 {
+        let node = Node::start(NodeOpts {
+            data_dir: tmp.path().join(format!("n{i}")),
+            bootstrap: vec![listeners[0].addr.clone()],
+            trust: Some(art.trust.clone()),
+            ..NodeOpts::default()
+        })?;
+        listeners.push(node);
+    }
+    // A stranger's bundle (another release key) is refused at the gossip layer.
+    let stranger = signed_bundle(&tmp.path().join("stranger"), 100_000, 6, CHUNK)?;
+    let impostor = Node::start(NodeOpts {
+        data_dir: tmp.path().join("impostor"),
+        bootstrap: listeners.iter().map(|n| n.addr.clone()).collect(),
+        seed: Some(stranger.path.clone()),
+        trust: Some(stranger.trust.clone()),
+        ..NodeOpts::default()
+    })?;
+    let seed = Node::start(NodeOpts {
+        data_dir: tmp.path().join("seed"),
+        bootstrap: listeners.iter().map(|n| n.addr.clone()).collect(),
+        seed: Some(art.path.clone()),
+        trust: Some(art.trust.clone()),
+        ..NodeOpts::default()
+    })?;
+    let id = seed.wait_for(WAIT, |e| e["event"] == "seeded")?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    impostor.wait_for(WAIT, |e| e["event"] == "announced")?;
+    for node in &listeners {
+        let heard = node.wait_for(WAIT, |e| e["event"] == "announcement")?;
+        assert_eq!(heard["id"], id.as_str());
+        // Gossipsub names the author, whoever forwarded it.
+        assert_eq!(heard["source"], seed.peer_id.as_str());
+        assert_identical(node, &id, &art)?;
+    }
+    // Nobody took the stranger's announcement; someone rejected it.
+    let rejected = listeners
+        .iter()
+        .flat_map(|n| n.events())
+        .filter(|e| e["event"] == "gossip_rejected" && e["from"] == impostor.peer_id.as_str())
+        .count();
+    assert!(rejected >= 1, "the stranger's manifest was not rejected");
+    for node in &listeners {
+        assert!(
+            node.events()
+                .iter()
+                .all(|e| e["event"] != "announcement" || e["id"] == id.as_str())
+        );
+    }
     Ok(())
 }

@@ -33,7 +33,7 @@ fn devices_on_shaped_links_all_receive_the_artifact() -> Result<()> {
     let seed = start(
         0,
         NodeOpts {
-            seed: Some(art.clone()),
+            seed_raw: Some(art.clone()),
             chunk_size: Some(256 * 1024),
             ..NodeOpts::default()
         },

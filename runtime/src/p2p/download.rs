@@ -14,6 +14,10 @@
 //! - **Bad data bans.** A chunk of the wrong length or hash is dropped and the peer is reported
 //!   to the caller to be banned; its requests are withdrawn.
 //! - **Resume.** A download starts from the chunks the store already holds.
+//! - **Verification off the network task.** [`Download::on_received`] frees the peer's request
+//!   slot as soon as a chunk arrives and reserves the chunk while a blocking thread hashes and
+//!   stores it; [`Download::on_verified`] settles it. A reserved chunk is never requested
+//!   again meanwhile, so the swarm task can keep every link busy while the disk works.
 //! - **End game.** When every missing chunk is already requested, an idle peer may ask for one
 //!   again (at most [`DownloadConfig::endgame_duplicates`] copies), so one slow peer cannot hold
 //!   the last chunk hostage.
@@ -41,6 +45,10 @@ pub struct DownloadConfig {
     pub busy_backoff: Duration,
     /// Most copies of one chunk requested at once in end game.
     pub endgame_duplicates: u32,
+    /// Most bytes requested and not yet arrived, over all peers of this download. With 16 MiB
+    /// chunks this, not `per_peer_in_flight × max_peers`, is what bounds the memory a download
+    /// can be made to hold (at least one request is always allowed).
+    pub max_in_flight_bytes: u64,
 }
 
 impl Default for DownloadConfig {
@@ -53,6 +61,7 @@ impl Default for DownloadConfig {
             snub_for: Duration::from_secs(10),
             busy_backoff: Duration::from_millis(100),
             endgame_duplicates: 2,
+            max_in_flight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -65,6 +74,17 @@ pub enum Arrival {
     /// Verified but already held (an end-game duplicate or a late answer).
     Duplicate,
     /// Wrong length or hash: the peer must be banned.
+    Corrupt,
+}
+
+/// What to do with a chunk that has just arrived, before its hash is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Hash and store it, then report with [`Download::on_verified`].
+    Verify,
+    /// Already held or being verified: drop it.
+    Duplicate,
+    /// Wrong length or position: the peer must be banned (it was already dropped here).
     Corrupt,
 }
 
@@ -93,6 +113,8 @@ pub struct Download<P> {
     index: ArtifactIndex,
     config: DownloadConfig,
     have: Vec<bool>,
+    /// Chunks that arrived and are being hashed and stored.
+    verifying: Vec<bool>,
     missing: usize,
     /// Copies of each chunk in flight.
     requested: Vec<u32>,
@@ -118,6 +140,7 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
             index,
             config,
             have,
+            verifying: vec![false; n],
             missing,
             requested: vec![0; n],
             in_flight: HashMap::new(),
@@ -245,6 +268,11 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
                 if state.in_flight >= self.config.per_peer_in_flight {
                     continue;
                 }
+                let in_flight_bytes = self.in_flight.len() as u64 * u64::from(self.index.chunk_len);
+                if !self.in_flight.is_empty() && in_flight_bytes >= self.config.max_in_flight_bytes
+                {
+                    return out;
+                }
                 if state.paused_until.is_some_and(|t| t > now) {
                     continue;
                 }
@@ -272,7 +300,11 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
         for (i, ((held, offered), available)) in
             self.have.iter().zip(&state.bits).zip(avail).enumerate()
         {
-            if *held || !*offered || self.in_flight.contains_key(&(*peer, i as u32)) {
+            if *held
+                || !*offered
+                || self.verifying[i]
+                || self.in_flight.contains_key(&(*peer, i as u32))
+            {
                 continue;
             }
             // Fresh chunks first; in end game, duplicates up to the limit.
@@ -293,7 +325,8 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
                 .requested
                 .iter()
                 .zip(&self.have)
-                .any(|(r, h)| !*h && *r == 0)
+                .zip(&self.verifying)
+                .any(|((r, h), v)| !*h && !*v && *r == 0)
         {
             return None;
         }
@@ -308,14 +341,52 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
         x ^ (x >> 33)
     }
 
-    /// A chunk arrived from `peer`. Verifies length (never more than the index allows) and hash.
+    /// A chunk arrived from `peer`. Verifies length (never more than the index allows) and hash
+    /// at once: [`Download::on_received`] and [`Download::on_verified`] in one call.
     pub fn on_chunk(&mut self, peer: P, chunk: u32, bytes: &[u8]) -> Arrival {
         let i = chunk as usize;
+        let good = |this: &Self| Sha256::digest(bytes).as_slice() == this.index.chunks[i];
+        match self.on_received(peer, chunk, bytes.len()) {
+            Received::Corrupt => Arrival::Corrupt,
+            Received::Duplicate if good(self) => Arrival::Duplicate,
+            Received::Duplicate => {
+                self.remove_peer(&peer);
+                Arrival::Corrupt
+            }
+            Received::Verify => {
+                let ok = good(self);
+                self.on_verified(peer, chunk, ok)
+            }
+        }
+    }
+
+    /// A chunk of `len` bytes arrived from `peer`: frees the request's slot and checks what can
+    /// be checked without hashing (position and exact length, so never more than the index
+    /// allows). On [`Received::Verify`] the chunk is reserved until [`Download::on_verified`] or
+    /// [`Download::on_store_failed`].
+    pub fn on_received(&mut self, peer: P, chunk: u32, len: usize) -> Received {
+        let i = chunk as usize;
         self.finish(peer, chunk);
-        if i >= self.have.len()
-            || bytes.len() != self.index.chunk_size(i)
-            || Sha256::digest(bytes).as_slice() != self.index.chunks[i]
-        {
+        if i >= self.have.len() || len != self.index.chunk_size(i) {
+            self.remove_peer(&peer);
+            return Received::Corrupt;
+        }
+        if self.have[i] || self.verifying[i] {
+            return Received::Duplicate;
+        }
+        self.verifying[i] = true;
+        Received::Verify
+    }
+
+    /// The hash check of a chunk reserved by [`Download::on_received`] came back: `ok` when the
+    /// bytes matched and are stored.
+    pub fn on_verified(&mut self, peer: P, chunk: u32, ok: bool) -> Arrival {
+        let i = chunk as usize;
+        if i >= self.have.len() {
+            return Arrival::Duplicate;
+        }
+        self.verifying[i] = false;
+        if !ok {
             self.remove_peer(&peer);
             return Arrival::Corrupt;
         }
@@ -326,8 +397,15 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
         }
         self.have[i] = true;
         self.missing -= 1;
-        self.bytes_received += bytes.len() as u64;
+        self.bytes_received += self.index.chunk_size(i) as u64;
         Arrival::Accepted
+    }
+
+    /// A verified chunk could not be stored (disk full, I/O error): it goes back to the pool.
+    pub fn on_store_failed(&mut self, chunk: u32) {
+        if let Some(v) = self.verifying.get_mut(chunk as usize) {
+            *v = false;
+        }
     }
 
     /// Marks a chunk held without a transfer (e.g. the store got it some other way).
@@ -617,5 +695,74 @@ mod tests {
             }
         }
         panic!("did not complete with the remaining peer");
+    }
+
+    #[test]
+    fn a_chunk_being_verified_is_not_asked_for_again_and_a_failed_store_returns_it() {
+        let (_, index) = artifact(3);
+        let config = DownloadConfig {
+            per_peer_in_flight: 2,
+            ..DownloadConfig::default()
+        };
+        let len = MIN_CHUNK_LEN as usize;
+        let mut dl: Download<u32> = Download::new(index, config, 3, |_| false);
+        dl.update_peer(1, vec![true; 3]);
+        let now = Instant::now();
+        let first = dl.schedule(now);
+        assert_eq!(first.len(), 2);
+        let (c, d) = (first[0].1, first[1].1);
+        // It arrives: the peer's slot is free at once, but the chunk is reserved while hashed,
+        // so the free slot goes to the third chunk.
+        assert_eq!(dl.on_received(1, c, len), Received::Verify);
+        assert!(!dl.is_in_flight(&1, c));
+        let next = dl.schedule(now);
+        assert_eq!(next.len(), 1);
+        assert!(next[0].1 != c && next[0].1 != d);
+        // The disk failed: the chunk is wanted again as soon as the peer has a free slot.
+        dl.on_store_failed(c);
+        assert_eq!(dl.on_received(1, d, len), Received::Verify);
+        assert_eq!(dl.on_verified(1, d, true), Arrival::Accepted);
+        assert_eq!(dl.schedule(now), vec![(1, c)]);
+        assert_eq!(dl.on_received(1, c, len), Received::Verify);
+        assert_eq!(dl.on_verified(1, c, true), Arrival::Accepted);
+        assert_eq!(dl.missing(), 1);
+        // A copy of a held chunk is a duplicate; a wrong length is corrupt and drops the peer.
+        assert_eq!(dl.on_received(1, c, len), Received::Duplicate);
+        assert_eq!(dl.on_received(1, next[0].1, 10), Received::Corrupt);
+        assert_eq!(dl.peers().count(), 0);
+        // Bad bytes after the hash check drop the peer.
+        let mut dl2: Download<u32> =
+            Download::new(artifact(1).1, DownloadConfig::default(), 4, |_| false);
+        dl2.update_peer(7, vec![true]);
+        let (p, c) = dl2.schedule(now)[0];
+        assert_eq!(
+            dl2.on_received(p, c, MIN_CHUNK_LEN as usize),
+            Received::Verify
+        );
+        assert_eq!(dl2.on_verified(p, c, false), Arrival::Corrupt);
+        assert_eq!(dl2.peers().count(), 0);
+        assert_eq!(dl2.missing(), 1);
+    }
+
+    #[test]
+    fn bytes_in_flight_are_bounded_whatever_the_chunk_size() {
+        // 8 chunks of 16 MiB offered by 10 peers: the byte budget, not the per-peer count,
+        // decides how many are asked for at once.
+        let index = ArtifactIndex {
+            total_len: 8 * 16 * 1024 * 1024,
+            chunk_len: 16 * 1024 * 1024,
+            chunks: (0..8u8).map(|i| [i; 32]).collect(),
+        };
+        let config = DownloadConfig {
+            max_in_flight_bytes: 40 * 1024 * 1024,
+            ..DownloadConfig::default()
+        };
+        let mut dl: Download<u32> = Download::new(index, config, 5, |_| false);
+        for p in 0..10 {
+            dl.update_peer(p, vec![true; 8]);
+        }
+        let now = Instant::now();
+        assert_eq!(dl.schedule(now).len(), 3);
+        assert!(dl.schedule(now).is_empty());
     }
 }

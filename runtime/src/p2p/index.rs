@@ -15,8 +15,12 @@ pub type ArtifactId = [u8; 32];
 
 /// Smallest chunk size accepted (4 KiB).
 pub const MIN_CHUNK_LEN: u32 = 4 * 1024;
-/// Largest chunk size accepted (8 MiB); the wire codec's response cap follows from it.
-pub const MAX_CHUNK_LEN: u32 = 8 * 1024 * 1024;
+/// Largest chunk size accepted: the manifest's own limit (16 MiB,
+/// [`crate::proto::manifest::MAX_CHUNK_SIZE`]), so every manifest the artifact layer accepts
+/// has a fabric index. The wire codec's response cap follows from it; what bounds memory is
+/// the bytes a download may have in flight ([`super::download::DownloadConfig`]'s
+/// `max_in_flight_bytes`) and the upload slots, not the chunk size alone.
+pub const MAX_CHUNK_LEN: u32 = crate::proto::manifest::MAX_CHUNK_SIZE;
 /// The default chunk size (1 MiB), as in the artifact layer's manifests.
 pub const DEFAULT_CHUNK_LEN: u32 = 1024 * 1024;
 /// Most chunks in one artifact (16 Ki chunks: 16 GiB at the default chunk size). Bounds the

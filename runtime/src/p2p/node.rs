@@ -8,16 +8,26 @@
 //! - downloads: [`FabricConfig::max_downloads`] (a further fetch is refused);
 //! - peers per download and requests per peer: [`super::download::DownloadConfig`];
 //! - outstanding outbound requests: [`MAX_PENDING`] (requests beyond it are not sent);
-//! - inbound chunk responses being written: [`FabricConfig::upload_slots`] (`Busy` beyond it);
+//! - inbound chunk responses being read from disk or written: [`FabricConfig::upload_slots`]
+//!   (`Busy` beyond it);
+//! - arrived chunks being hashed and stored: [`MAX_VERIFYING`] (beyond it, done in place:
+//!   backpressure);
 //! - served artifacts: [`MAX_SERVED`] (oldest fetched artifact is no longer served);
 //! - per-peer strike counters: one entry per connected peer, dropped on disconnect;
 //! - banned peers: [`FabricConfig::max_banned`] (oldest ban lifted first);
-//! - events to the observer: [`FabricConfig::event_capacity`] (dropped and counted beyond it).
+//! - events to the observer: [`FabricConfig::event_capacity`] (dropped and counted beyond it);
+//! - direct requests: the bounds of [`super::direct`] (outstanding ours, handlers in flight).
+//!
+//! Disk I/O and hashing do not run on this task: serving a chunk reads it on tokio's blocking
+//! pool, and an arrived chunk is hashed and stored there while the link that brought it is
+//! already asked for the next one. The direct protocol's handler runs there too. Each answer
+//! comes back through a channel with room for every job in flight, so no job ever waits.
 
-use super::download::{Arrival, Download, Failure};
+use super::direct::{self, DirectCodec, DirectResponse, RequestHandler};
+use super::download::{Arrival, Download, Failure, Received};
 use super::gossip::{self, MAX_GOSSIP_BYTES, Topic, Validation, Validator};
 use super::index::{ArtifactId, ArtifactIndex, ChunkHash};
-use super::store::FabricStore;
+use super::store::{FabricStore, StoreError};
 use super::wire::{self, ChunkCodec, Request, Response};
 use super::{FabricConfig, FabricError};
 use futures::StreamExt;
@@ -31,6 +41,7 @@ use libp2p::{
     ping, tcp, yamux,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +54,10 @@ pub const MAX_SERVED: usize = 64;
 const COMMAND_CAPACITY: usize = 64;
 /// How long one chunk request may take before libp2p fails it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most arrived chunks being hashed and stored on blocking threads at once. Beyond it a chunk
+/// is hashed and stored on the swarm task itself, which slows the network side down
+/// (backpressure) rather than queueing without bound.
+pub const MAX_VERIFYING: usize = 16;
 
 /// Things the fabric reports to its observer.
 #[derive(Debug, Clone)]
@@ -98,6 +113,10 @@ pub enum FabricEvent {
         topic: Topic,
         /// The peer that forwarded it.
         from: PeerId,
+        /// The peer that published it, as gossipsub's signed message says (strict validation
+        /// means gossipsub has checked that signature). `None` only for unsigned messages,
+        /// which this fabric's configuration refuses.
+        source: Option<PeerId>,
         /// The exact bytes.
         data: Vec<u8>,
     },
@@ -127,6 +146,8 @@ pub struct FabricStats {
     pub dropped_events: u64,
     /// Gossipsub score of each connected peer.
     pub scores: Vec<(PeerId, f64)>,
+    /// Fault injection only: raw gossipsub RPC streams a peer read to their end.
+    pub fault_rpcs_delivered: u64,
 }
 
 /// Fault injection for the end-to-end tests: ways for a node to misbehave on purpose.
@@ -140,12 +161,108 @@ pub enum Flood {
     Subscriptions,
     /// Ask every peer for chunks that do not exist.
     UnknownChunks,
+    /// Send every peer gossipsub IWANT requests for message ids it never had: `count` RPCs of
+    /// [`IWANT_IDS_PER_RPC`] ids each (at most [`MAX_IWANT_RPCS`]), back to back on one raw
+    /// `/meshsub/1.1.0` stream per peer. (Gossipsub keeps one inbound stream per connection and
+    /// drops the previous one for a new one, so one stream carries the whole flood.)
+    Iwant,
+}
+
+/// Message ids in one fault-injection IWANT RPC (it stays under the gossip size limit).
+pub const IWANT_IDS_PER_RPC: usize = 400;
+/// Most IWANT RPCs one flood sends to one peer (about 14 KiB each).
+pub const MAX_IWANT_RPCS: u32 = 2000;
+
+/// Encodes one gossipsub RPC holding one IWANT control message for `ids`, framed as gossipsub
+/// frames it (an unsigned-varint length, then the protobuf bytes). Fault injection only.
+fn iwant_rpc(ids: &[[u8; 32]]) -> Vec<u8> {
+    fn varint(mut n: usize, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    fn field(tag: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(tag);
+        varint(body.len(), out);
+        out.extend_from_slice(body);
+    }
+    let mut iwant = Vec::with_capacity(ids.len() * 34);
+    for id in ids {
+        // ControlIWant.message_ids = 1 (bytes).
+        field(0x0a, id, &mut iwant);
+    }
+    let mut control = Vec::new();
+    // ControlMessage.iwant = 2.
+    field(0x12, &iwant, &mut control);
+    let mut rpc = Vec::new();
+    // RPC.control = 3.
+    field(0x1a, &control, &mut rpc);
+    let mut framed = Vec::with_capacity(rpc.len() + 4);
+    varint(rpc.len(), &mut framed);
+    framed.extend_from_slice(&rpc);
+    framed
+}
+
+/// Fault injection only: writes raw bytes on an outbound gossipsub stream and expects no
+/// answer. Honest nodes never enable it.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawRpcCodec;
+
+#[async_trait::async_trait]
+impl request_response::Codec for RawRpcCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = ();
+
+    async fn read_request<T>(&mut self, _: &Self::Protocol, _: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        Err(std::io::Error::other("outbound only"))
+    }
+
+    async fn read_response<T>(&mut self, _: &Self::Protocol, io: &mut T) -> std::io::Result<()>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        use futures::AsyncReadExt;
+        let mut one = [0u8; 1];
+        let _ = io.read(&mut one).await?;
+        Ok(())
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        use futures::AsyncWriteExt;
+        io.write_all(&req).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+        _: (),
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        Ok(())
+    }
 }
 
 enum Command {
-    Seed {
-        data: Vec<u8>,
-        chunk_len: u32,
+    Serve {
+        index: ArtifactIndex,
         reply: oneshot::Sender<Result<ArtifactId, FabricError>>,
     },
     Fetch {
@@ -164,6 +281,17 @@ enum Command {
     Stats {
         reply: oneshot::Sender<FabricStats>,
     },
+    Request {
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, FabricError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
     Flood {
         kind: Flood,
         count: u32,
@@ -172,10 +300,30 @@ enum Command {
 
 /// The handle to a running fabric. Cheap to clone; the task stops when the cancellation token
 /// fires or every handle is dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Fabric {
     commands: mpsc::Sender<Command>,
     peer_id: PeerId,
+    /// The fabric's store, shared so that seeding writes chunks on a blocking thread of the
+    /// caller rather than on the swarm task.
+    store: Arc<dyn FabricStore>,
+}
+
+impl std::fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fabric")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a store job on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, FabricError> + Send + 'static,
+) -> Result<T, FabricError> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|_| FabricError::Stopped)?
 }
 
 impl std::fmt::Debug for Command {
@@ -203,13 +351,54 @@ impl Fabric {
     }
 
     /// Stores `data` as an artifact of `chunk_len`-byte chunks and serves it. Returns its id.
+    /// Hashing and writing run on a blocking thread.
     pub async fn seed(&self, data: Vec<u8>, chunk_len: u32) -> Result<ArtifactId, FabricError> {
-        self.call(|reply| Command::Seed {
-            data,
-            chunk_len,
-            reply,
+        let store = Arc::clone(&self.store);
+        let index = blocking(move || {
+            let index = ArtifactIndex::from_bytes(&data, chunk_len)?;
+            for (i, hash) in index.chunks.iter().enumerate() {
+                if !store.has(hash) {
+                    let start = i * chunk_len as usize;
+                    store.put(hash, &data[start..start + index.chunk_size(i)])?;
+                }
+            }
+            store.put_index(&index)?;
+            Ok(index)
         })
-        .await?
+        .await?;
+        self.call(|reply| Command::Serve { index, reply }).await?
+    }
+
+    /// Serves an artifact whose chunks are already in the store (for example a verified bundle
+    /// imported into the artifact layer's chunk store), as if seeded here. Every chunk is checked
+    /// to be present first (on a blocking thread); a missing one is an error and nothing is
+    /// served. Returns the artifact's id.
+    pub async fn serve_index(&self, index: ArtifactIndex) -> Result<ArtifactId, FabricError> {
+        index.check()?;
+        let store = Arc::clone(&self.store);
+        let index = blocking(move || {
+            if let Some(missing) = index.chunks.iter().find(|h| !store.has(h)) {
+                return Err(FabricError::Store(StoreError::Missing(hex::encode(
+                    missing,
+                ))));
+            }
+            store.put_index(&index)?;
+            Ok(index)
+        })
+        .await?;
+        self.call(|reply| Command::Serve { index, reply }).await?
+    }
+
+    /// Starts fetching an artifact whose index the caller already trusts (for example the
+    /// index of a verified manifest, [`super::signed::index_of`]), so no peer needs to be asked
+    /// for it. Completion is reported as [`FabricEvent::ArtifactComplete`]. Returns its id.
+    pub async fn fetch_index(&self, index: ArtifactIndex) -> Result<ArtifactId, FabricError> {
+        index.check()?;
+        let id = index.id();
+        let store = Arc::clone(&self.store);
+        blocking(move || Ok(store.put_index(&index)?)).await?;
+        self.fetch(id).await?;
+        Ok(id)
     }
 
     /// Starts fetching an artifact by id (resuming from held chunks). Completion is reported as
@@ -218,7 +407,9 @@ impl Fabric {
         self.call(|reply| Command::Fetch { id, reply }).await?
     }
 
-    /// Publishes a gossip message (at most [`MAX_GOSSIP_BYTES`]).
+    /// Publishes a gossip message (at most [`MAX_GOSSIP_BYTES`]). [`FabricError::NoPeers`] when
+    /// no connected peer subscribes to the topic yet: the message was not sent and may be
+    /// published again later (anything once published is a duplicate for a while).
     pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), FabricError> {
         self.call(|reply| Command::Publish { topic, data, reply })
             .await?
@@ -232,6 +423,38 @@ impl Fabric {
     /// The fabric's counters.
     pub async fn stats(&self) -> Result<FabricStats, FabricError> {
         self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Sends `data` (at most [`direct::MAX_DIRECT_BYTES`]) to `peer` over `/floe/direct/1` and
+    /// waits for its handler's reply (at most [`direct::REQUEST_TIMEOUT`]). The peer is dialed if
+    /// it is not connected and its address is known.
+    ///
+    /// Errors: [`FabricError::Request`] when the request is too long, the peer cannot be reached,
+    /// times out, or declines to answer; [`FabricError::Busy`] when our own bound of outstanding
+    /// requests is reached or the peer answers that it is busy.
+    pub async fn request(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, FabricError> {
+        if data.len() > direct::MAX_DIRECT_BYTES {
+            return Err(FabricError::Request {
+                peer,
+                reason: format!(
+                    "{} bytes is over the {}-byte limit",
+                    data.len(),
+                    direct::MAX_DIRECT_BYTES
+                ),
+            });
+        }
+        self.call(|reply| Command::Request { peer, data, reply })
+            .await?
+    }
+
+    /// The peers with at least one established connection, sorted.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, FabricError> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// The addresses this node listens on, each ending in `/p2p/<our peer id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, FabricError> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
     }
 
     /// Fault injection for the end-to-end tests: misbehave `count` times. Never used by the
@@ -272,6 +495,9 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     gossip: Gossip,
     chunks: request_response::Behaviour<ChunkCodec>,
+    direct: request_response::Behaviour<DirectCodec>,
+    /// Fault injection only (off on honest nodes): raw gossipsub RPCs.
+    raw_rpc: Toggle<request_response::Behaviour<RawRpcCodec>>,
 }
 
 fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, FabricError> {
@@ -344,6 +570,25 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
                         .with_request_timeout(REQUEST_TIMEOUT)
                         .with_max_concurrent_streams(256),
                 ),
+                raw_rpc: Toggle::from(fault.then(|| {
+                    request_response::Behaviour::with_codec(
+                        RawRpcCodec,
+                        [(
+                            libp2p::StreamProtocol::new("/meshsub/1.1.0"),
+                            ProtocolSupport::Outbound,
+                        )],
+                        request_response::Config::default()
+                            .with_request_timeout(Duration::from_secs(2))
+                            .with_max_concurrent_streams(64),
+                    )
+                })),
+                direct: request_response::Behaviour::with_codec(
+                    DirectCodec,
+                    [(direct::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(direct::REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(direct::MAX_HANDLERS_PER_PEER * 4),
+                ),
             })
         })
         .map_err(|e| build(e.to_string()))?
@@ -352,7 +597,8 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
     Ok(swarm)
 }
 
-/// Starts the fabric task. Returns the handle and the event stream.
+/// Starts the fabric task without a direct-request handler (incoming direct requests are
+/// declined). Returns the handle and the event stream.
 pub fn spawn(
     key: Keypair,
     config: FabricConfig,
@@ -360,7 +606,33 @@ pub fn spawn(
     validator: Validator,
     cancel: CancellationToken,
 ) -> Result<(Fabric, mpsc::Receiver<FabricEvent>), FabricError> {
+    spawn_inner(key, config, store, validator, None, cancel)
+}
+
+/// Starts the fabric task with `handler` answering incoming `/floe/direct/1` requests (see
+/// [`direct::RequestHandler`] for how and where it runs). Returns the handle and the event
+/// stream.
+pub fn spawn_with_handler(
+    key: Keypair,
+    config: FabricConfig,
+    store: Box<dyn FabricStore>,
+    validator: Validator,
+    handler: RequestHandler,
+    cancel: CancellationToken,
+) -> Result<(Fabric, mpsc::Receiver<FabricEvent>), FabricError> {
+    spawn_inner(key, config, store, validator, Some(handler), cancel)
+}
+
+fn spawn_inner(
+    key: Keypair,
+    config: FabricConfig,
+    store: Box<dyn FabricStore>,
+    validator: Validator,
+    handler: Option<RequestHandler>,
+    cancel: CancellationToken,
+) -> Result<(Fabric, mpsc::Receiver<FabricEvent>), FabricError> {
     let peer_id = key.public().to_peer_id();
+    let store: Arc<dyn FabricStore> = Arc::from(store);
     let mut swarm = build_swarm(key, &config)?;
     for addr in &config.listen {
         swarm
@@ -388,9 +660,21 @@ pub fn spawn(
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
+    // Room for every handler in flight: a finished handler never waits to report.
+    let (answered_tx, answered_rx) = mpsc::channel(direct::MAX_HANDLERS);
+    // Room for every store job in flight (reads bounded by the upload slots, verifications by
+    // MAX_VERIFYING): a finished job never waits to report.
+    let (done_tx, done_rx) = mpsc::channel(MAX_VERIFYING + config.upload_slots.max(1));
     let node = Node {
+        done: done_tx,
+        reading: 0,
+        verifying: 0,
+        handler,
+        answered: answered_tx,
+        handlers_in_flight: HashMap::new(),
+        direct_pending: HashMap::new(),
         swarm,
-        store,
+        store: Arc::clone(&store),
         validator,
         events: ev_tx,
         dropped_events: 0,
@@ -400,6 +684,7 @@ pub fn spawn(
         pending: HashMap::new(),
         uploads: HashSet::new(),
         chunks_served: 0,
+        fault_rpcs_delivered: 0,
         strikes: HashMap::new(),
         banned: VecDeque::new(),
         connected: HashSet::new(),
@@ -407,11 +692,12 @@ pub fn spawn(
         last_bootstrap: None,
         config,
     };
-    tokio::spawn(node.run(cmd_rx, cancel));
+    tokio::spawn(node.run(cmd_rx, answered_rx, done_rx, cancel));
     Ok((
         Fabric {
             commands: cmd_tx,
             peer_id,
+            store,
         },
         ev_rx,
     ))
@@ -423,6 +709,14 @@ struct Served {
     position: HashMap<ChunkHash, u32>,
     /// Seeded here (always served) rather than fetched (served unless central pull).
     seeded: bool,
+    /// Times each chunk was handed out (by its position in `position`), for super-seeding.
+    handed_out: Vec<u8>,
+    /// Distinct chunks never handed out yet. While it is above zero a seed in peer-to-peer
+    /// mode answers `NotFound` to a request for a chunk it already handed out once, so its
+    /// upload goes to chunks nobody has and devices trade the rest among themselves
+    /// (BitTorrent's super-seeding). At zero every request is served normally, so a device
+    /// that vanished with the only copy of a chunk cannot stall anyone for long.
+    never_handed_out: usize,
 }
 
 struct Active {
@@ -450,9 +744,50 @@ struct Strikes {
     unknown_requests: u32,
 }
 
+/// Where the reply to one of our direct requests goes.
+type DirectReply = oneshot::Sender<Result<Vec<u8>, FabricError>>;
+
+/// A handler's answer on its way back to the swarm task.
+type Answered = (
+    PeerId,
+    request_response::ResponseChannel<DirectResponse>,
+    DirectResponse,
+);
+
+/// A store job finished on a blocking thread.
+enum Done {
+    /// A chunk to serve was read.
+    Read {
+        request_id: request_response::InboundRequestId,
+        channel: request_response::ResponseChannel<Response>,
+        result: Result<Option<Vec<u8>>, StoreError>,
+    },
+    /// An arrived chunk was hashed and stored (or refused).
+    Stored {
+        id: ArtifactId,
+        chunk: u32,
+        peer: PeerId,
+        result: Result<(), StoreError>,
+    },
+}
+
 struct Node {
     swarm: Swarm<Behaviour>,
-    store: Box<dyn FabricStore>,
+    /// Where store jobs report (capacity: every job that can be in flight).
+    done: mpsc::Sender<Done>,
+    /// Chunks being read to serve (counted against the upload slots).
+    reading: usize,
+    /// Arrived chunks being hashed and stored (at most [`MAX_VERIFYING`]).
+    verifying: usize,
+    /// Answers incoming direct requests; `None` declines them all.
+    handler: Option<RequestHandler>,
+    /// Where blocking handler calls send their answers (capacity [`direct::MAX_HANDLERS`]).
+    answered: mpsc::Sender<Answered>,
+    /// Handler calls in flight per asking peer (at most [`direct::MAX_HANDLERS`] in total).
+    handlers_in_flight: HashMap<PeerId, usize>,
+    /// Our outstanding direct requests (at most [`direct::MAX_OUTBOUND`]).
+    direct_pending: HashMap<OutboundRequestId, (PeerId, DirectReply)>,
+    store: Arc<dyn FabricStore>,
     validator: Validator,
     config: FabricConfig,
     events: mpsc::Sender<FabricEvent>,
@@ -463,6 +798,8 @@ struct Node {
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     uploads: HashSet<request_response::InboundRequestId>,
     chunks_served: u64,
+    /// Fault injection only: raw RPC streams delivered.
+    fault_rpcs_delivered: u64,
     strikes: HashMap<PeerId, Strikes>,
     banned: VecDeque<PeerId>,
     connected: HashSet<PeerId>,
@@ -471,7 +808,13 @@ struct Node {
 }
 
 impl Node {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, cancel: CancellationToken) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut answered: mpsc::Receiver<Answered>,
+        mut done: mpsc::Receiver<Done>,
+        cancel: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -482,6 +825,8 @@ impl Node {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
+                Some(answer) = answered.recv() => self.on_answered(answer),
+                Some(job) = done.recv() => self.on_done(job),
                 event = self.swarm.select_next_some() => self.on_swarm(event),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
@@ -497,12 +842,12 @@ impl Node {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Seed {
-                data,
-                chunk_len,
-                reply,
-            } => {
-                let _ = reply.send(self.seed_artifact(&data, chunk_len));
+            Command::Serve { index, reply } => {
+                let id = index.id();
+                let chunks = index.chunks.len();
+                self.serve(index, vec![true; chunks], true);
+                self.emit(FabricEvent::Seeded { id, chunks });
+                let _ = reply.send(Ok(id));
             }
             Command::Fetch { id, reply } => {
                 let _ = reply.send(self.start_fetch(id));
@@ -522,9 +867,16 @@ impl Node {
                         .gossip
                         .publish(topic.ident(), data)
                         .map(|_| ())
-                        .map_err(|e| FabricError::Publish {
-                            topic: topic.name().into(),
-                            reason: e.to_string(),
+                        .map_err(|e| match e {
+                            gossipsub::PublishError::NoPeersSubscribedToTopic => {
+                                FabricError::NoPeers {
+                                    topic: topic.name().into(),
+                                }
+                            }
+                            other => FabricError::Publish {
+                                topic: topic.name().into(),
+                                reason: other.to_string(),
+                            },
                         })
                 };
                 let _ = reply.send(result);
@@ -555,9 +907,170 @@ impl Node {
                     chunks_served: self.chunks_served,
                     dropped_events: self.dropped_events,
                     scores,
+                    fault_rpcs_delivered: self.fault_rpcs_delivered,
                 });
             }
             Command::Flood { kind, count } => self.flood(kind, count),
+            Command::Request { peer, data, reply } => self.send_direct(peer, data, reply),
+            Command::Peers { reply } => {
+                let mut peers: Vec<PeerId> = self.connected.iter().copied().collect();
+                peers.sort();
+                let _ = reply.send(peers);
+            }
+            Command::ListenAddrs { reply } => {
+                let me = *self.swarm.local_peer_id();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(me)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+        }
+    }
+
+    fn send_direct(&mut self, peer: PeerId, data: Vec<u8>, reply: DirectReply) {
+        if self.banned.contains(&peer) {
+            let _ = reply.send(Err(FabricError::Request {
+                peer,
+                reason: "the peer is banned".into(),
+            }));
+            return;
+        }
+        let to_peer = self
+            .direct_pending
+            .values()
+            .filter(|(p, _)| *p == peer)
+            .count();
+        if self.direct_pending.len() >= direct::MAX_OUTBOUND
+            || to_peer >= direct::MAX_OUTBOUND_PER_PEER
+        {
+            let _ = reply.send(Err(FabricError::Busy(
+                "too many direct requests outstanding",
+            )));
+            return;
+        }
+        let id = self.swarm.behaviour_mut().direct.send_request(&peer, data);
+        self.direct_pending.insert(id, (peer, reply));
+    }
+
+    /// An incoming direct request: run the handler off this task, or answer at once when there
+    /// is no handler or the bounds are reached.
+    fn on_direct_request(
+        &mut self,
+        peer: PeerId,
+        data: Vec<u8>,
+        channel: request_response::ResponseChannel<DirectResponse>,
+    ) {
+        let Some(handler) = self.handler.clone() else {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_response(channel, DirectResponse::Declined);
+            return;
+        };
+        let total: usize = self.handlers_in_flight.values().sum();
+        let mine = self.handlers_in_flight.get(&peer).copied().unwrap_or(0);
+        if total >= direct::MAX_HANDLERS || mine >= direct::MAX_HANDLERS_PER_PEER {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .direct
+                .send_response(channel, DirectResponse::Busy);
+            return;
+        }
+        *self.handlers_in_flight.entry(peer).or_default() += 1;
+        let answered = self.answered.clone();
+        tokio::task::spawn_blocking(move || {
+            let reply =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(peer, data)));
+            let response = match reply {
+                Ok(Some(bytes)) if bytes.len() <= direct::MAX_DIRECT_BYTES => {
+                    DirectResponse::Reply(bytes)
+                }
+                Ok(Some(bytes)) => {
+                    tracing::error!(
+                        len = bytes.len(),
+                        "direct reply over the size limit; declining instead"
+                    );
+                    DirectResponse::Declined
+                }
+                Ok(None) => DirectResponse::Declined,
+                Err(_) => {
+                    tracing::error!("the direct-request handler panicked; declining");
+                    DirectResponse::Declined
+                }
+            };
+            // The channel has room for every handler in flight, so this never waits; it fails
+            // only when the fabric has stopped, and then nobody needs the answer.
+            let _ = answered.try_send((peer, channel, response));
+        });
+    }
+
+    fn on_answered(&mut self, (peer, channel, response): Answered) {
+        if let Some(n) = self.handlers_in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.handlers_in_flight.remove(&peer);
+            }
+        }
+        // Fails only when the connection closed meanwhile; the asker then sees an error.
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .direct
+            .send_response(channel, response);
+    }
+
+    fn on_direct(&mut self, event: request_response::Event<Vec<u8>, DirectResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.on_direct_request(peer, request, channel),
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((_, reply)) = self.direct_pending.remove(&request_id) {
+                    let result = match response {
+                        DirectResponse::Reply(bytes) => Ok(bytes),
+                        DirectResponse::Busy => {
+                            Err(FabricError::Busy("the peer is answering too many requests"))
+                        }
+                        DirectResponse::Declined => Err(FabricError::Request {
+                            peer,
+                            reason: "the peer declined to answer".into(),
+                        }),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.direct_pending.remove(&request_id) {
+                    let _ = reply.send(Err(FabricError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
         }
     }
 
@@ -590,6 +1103,25 @@ impl Node {
                     ));
                     let _ = self.swarm.behaviour_mut().gossip.subscribe(&topic);
                 }
+                Flood::Iwant => {
+                    // One stream per peer carries the whole flood; see `Flood::Iwant`.
+                    if i > 0 {
+                        continue;
+                    }
+                    for peer in &peers {
+                        let mut stream = Vec::new();
+                        for _ in 0..count.min(MAX_IWANT_RPCS) {
+                            let mut ids = vec![[0u8; 32]; IWANT_IDS_PER_RPC];
+                            for id in &mut ids {
+                                let _ = getrandom::fill(id);
+                            }
+                            stream.extend_from_slice(&iwant_rpc(&ids));
+                        }
+                        if let Some(raw) = self.swarm.behaviour_mut().raw_rpc.as_mut() {
+                            raw.send_request(peer, stream);
+                        }
+                    }
+                }
                 Flood::UnknownChunks => {
                     for peer in &peers {
                         if self.pending.len() >= MAX_PENDING {
@@ -618,38 +1150,24 @@ impl Node {
             }
             self.served_order.push_back(id);
         }
-        let position = index
+        let position: HashMap<ChunkHash, u32> = index
             .chunks
             .iter()
             .enumerate()
             .map(|(i, h)| (*h, i as u32))
             .collect();
+        let never_handed_out = position.len();
         self.served.insert(
             id,
             Served {
+                handed_out: vec![0; index.chunks.len()],
+                never_handed_out,
                 index,
                 bits,
                 position,
                 seeded,
             },
         );
-    }
-
-    fn seed_artifact(&mut self, data: &[u8], chunk_len: u32) -> Result<ArtifactId, FabricError> {
-        let index = ArtifactIndex::from_bytes(data, chunk_len)?;
-        for (i, hash) in index.chunks.iter().enumerate() {
-            if !self.store.has(hash) {
-                let start = i * chunk_len as usize;
-                self.store
-                    .put(hash, &data[start..start + index.chunk_size(i)])?;
-            }
-        }
-        self.store.put_index(&index)?;
-        let id = index.id();
-        let chunks = index.chunks.len();
-        self.serve(index, vec![true; chunks], true);
-        self.emit(FabricEvent::Seeded { id, chunks });
-        Ok(id)
     }
 
     fn start_fetch(&mut self, id: ArtifactId) -> Result<(), FabricError> {
@@ -906,6 +1424,10 @@ impl Node {
                 self.on_gossip(propagation_source, message_id, message);
             }
             BehaviourEvent::Chunks(event) => self.on_chunks(event),
+            BehaviourEvent::Direct(event) => self.on_direct(event),
+            BehaviourEvent::RawRpc(request_response::Event::Message { .. }) => {
+                self.fault_rpcs_delivered += 1;
+            }
             _ => {}
         }
     }
@@ -931,6 +1453,7 @@ impl Node {
                     self.emit(FabricEvent::Gossip {
                         topic,
                         from,
+                        source: message.source,
                         data: message.data,
                     });
                 }
@@ -960,21 +1483,17 @@ impl Node {
                         channel,
                     },
                 ..
-            } => {
-                let response = self.answer(peer, request);
-                let is_chunk = matches!(response, Response::Chunk(_));
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .chunks
-                    .send_response(channel, response)
-                    .is_ok()
-                    && is_chunk
-                {
-                    self.uploads.insert(request_id);
-                    self.chunks_served += 1;
+            } => match request {
+                Request::Chunk(id, hash) => self.serve_chunk(peer, request_id, id, hash, channel),
+                other => {
+                    let response = self.answer(other);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .chunks
+                        .send_response(channel, response);
                 }
-            }
+            },
             Event::Message {
                 peer,
                 message:
@@ -1020,7 +1539,8 @@ impl Node {
             .filter(|s| s.seeded || !self.config.central_pull)
     }
 
-    fn answer(&mut self, peer: PeerId, request: Request) -> Response {
+    /// Answers the small requests (index, chunk map) at once.
+    fn answer(&mut self, request: Request) -> Response {
         match request {
             Request::Index(id) => match self.servable(&id) {
                 Some(s) => Response::Index(s.index.encode()),
@@ -1031,19 +1551,78 @@ impl Node {
                 Some(s) => Response::Have(wire::pack_bits(&s.bits)),
                 None => Response::NotFound,
             },
-            Request::Chunk(id, hash) => {
-                let held = self
-                    .servable(&id)
-                    .and_then(|s| s.position.get(&hash).map(|i| s.bits[*i as usize]))
-                    .unwrap_or(false);
-                if !held {
-                    self.strike_unknown(peer);
-                    return Response::NotFound;
+            // Chunks are served by `serve_chunk`.
+            Request::Chunk(..) => Response::NotFound,
+        }
+    }
+
+    /// Answers a chunk request: `NotFound` (and a strike) for what we do not hold, `Busy` when
+    /// every upload slot is taken, else the chunk is read on a blocking thread and sent when
+    /// the read is done ([`Node::on_done`]).
+    fn serve_chunk(
+        &mut self,
+        peer: PeerId,
+        request_id: request_response::InboundRequestId,
+        id: ArtifactId,
+        hash: ChunkHash,
+        channel: request_response::ResponseChannel<Response>,
+    ) {
+        let position = self
+            .servable(&id)
+            .and_then(|s| s.position.get(&hash).copied())
+            .filter(|i| self.served.get(&id).is_some_and(|s| s.bits[*i as usize]));
+        let super_seeding = !self.config.central_pull;
+        let already_out = position.is_some_and(|i| {
+            self.served.get(&id).is_some_and(|s| {
+                super_seeding && s.seeded && s.never_handed_out > 0 && s.handed_out[i as usize] > 0
+            })
+        });
+        let response = if position.is_none() {
+            self.strike_unknown(peer);
+            Response::NotFound
+        } else if already_out {
+            // Super-seeding: a peer that got this chunk from us serves it to the others.
+            Response::NotFound
+        } else if self.uploads.len() + self.reading >= self.config.upload_slots {
+            Response::Busy
+        } else {
+            if let (Some(i), Some(s)) = (position, self.served.get_mut(&id)) {
+                let count = &mut s.handed_out[i as usize];
+                if *count == 0 {
+                    s.never_handed_out = s.never_handed_out.saturating_sub(1);
                 }
-                if self.uploads.len() >= self.config.upload_slots {
-                    return Response::Busy;
-                }
-                match self.store.get(&hash) {
+                *count = count.saturating_add(1);
+            }
+            self.reading += 1;
+            let store = Arc::clone(&self.store);
+            let done = self.done.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = store.get(&hash);
+                // Never waits: the channel has room for every read in flight.
+                let _ = done.try_send(Done::Read {
+                    request_id,
+                    channel,
+                    result,
+                });
+            });
+            return;
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .chunks
+            .send_response(channel, response);
+    }
+
+    fn on_done(&mut self, job: Done) {
+        match job {
+            Done::Read {
+                request_id,
+                channel,
+                result,
+            } => {
+                self.reading = self.reading.saturating_sub(1);
+                let response = match result {
                     Ok(Some(mut bytes)) => {
                         if self.config.fault_corrupt_chunks {
                             if let Some(b) = bytes.first_mut() {
@@ -1057,7 +1636,28 @@ impl Node {
                         tracing::error!(%err, "reading a chunk to serve");
                         Response::NotFound
                     }
+                };
+                let is_chunk = matches!(response, Response::Chunk(_));
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .chunks
+                    .send_response(channel, response)
+                    .is_ok()
+                    && is_chunk
+                {
+                    self.uploads.insert(request_id);
+                    self.chunks_served += 1;
                 }
+            }
+            Done::Stored {
+                id,
+                chunk,
+                peer,
+                result,
+            } => {
+                self.verifying = self.verifying.saturating_sub(1);
+                self.on_stored(id, chunk, peer, result, Instant::now());
             }
         }
     }
@@ -1135,22 +1735,75 @@ impl Node {
             return;
         };
         let Some(dl) = active.dl.as_mut() else { return };
-        match dl.on_chunk(peer, chunk, &bytes) {
-            Arrival::Corrupt => {
+        match dl.on_received(peer, chunk, bytes.len()) {
+            Received::Corrupt => {
+                self.ban(peer, "served a chunk of the wrong length");
+                self.pump(id, now);
+                return;
+            }
+            Received::Duplicate => {
+                self.pump(id, now);
+                return;
+            }
+            Received::Verify => {}
+        }
+        let hash = dl.index().chunks[chunk as usize];
+        // The peer's request slot is free again: ask it (and others) for more while this chunk
+        // is hashed and stored.
+        self.pump(id, now);
+        if self.verifying >= MAX_VERIFYING {
+            // At the bound: do it here, which holds the swarm task up (backpressure).
+            let result = self.store.put(&hash, &bytes);
+            self.on_stored(id, chunk, peer, result, now);
+            return;
+        }
+        self.verifying += 1;
+        let store = Arc::clone(&self.store);
+        let done = self.done.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = store.put(&hash, &bytes);
+            // Never waits: the channel has room for every verification in flight.
+            let _ = done.try_send(Done::Stored {
+                id,
+                chunk,
+                peer,
+                result,
+            });
+        });
+    }
+
+    /// An arrived chunk was hashed and stored, or refused: settle it in its download.
+    fn on_stored(
+        &mut self,
+        id: ArtifactId,
+        chunk: u32,
+        peer: PeerId,
+        result: Result<(), StoreError>,
+        now: Instant,
+    ) {
+        let Some(dl) = self.downloads.get_mut(&id).and_then(|a| a.dl.as_mut()) else {
+            return;
+        };
+        match result {
+            Ok(()) => match dl.on_verified(peer, chunk, true) {
+                Arrival::Accepted => {}
+                Arrival::Duplicate | Arrival::Corrupt => {
+                    self.pump(id, now);
+                    return;
+                }
+            },
+            Err(StoreError::Verify(_)) => {
+                dl.on_verified(peer, chunk, false);
                 self.ban(peer, "served a corrupt chunk");
                 self.pump(id, now);
                 return;
             }
-            Arrival::Duplicate => {
+            Err(err) => {
+                tracing::error!(%err, "storing a verified chunk");
+                dl.on_store_failed(chunk);
                 self.pump(id, now);
                 return;
             }
-            Arrival::Accepted => {}
-        }
-        let hash = dl.index().chunks[chunk as usize];
-        if let Err(err) = self.store.put(&hash, &bytes) {
-            tracing::error!(%err, "storing a verified chunk");
-            return;
         }
         // Serve it from now on.
         if let Some(served) = self.served.get_mut(&id) {

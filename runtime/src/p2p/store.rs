@@ -7,12 +7,17 @@
 //! depends on that much and an adapter bridges the two. Every `put` verifies the hash before
 //! anything is written, and the file store writes through a temporary file and a rename, so a
 //! crash never leaves a half-written chunk that a later start would serve.
+//!
+//! Every method takes `&self` and stores are `Sync`: the swarm task shares its store with
+//! blocking threads (reading a chunk to serve, hashing and writing one that arrived), so disk
+//! I/O and SHA-256 never run on the task that drives the network.
 
 use super::index::{ArtifactId, ArtifactIndex, ChunkHash};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Errors of a store, named by phase.
 #[derive(Debug, thiserror::Error)]
@@ -36,21 +41,25 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A chunk an artifact needs is not in the store.
+    #[error("chunk {0} is not in the store")]
+    Missing(String),
     /// A stored index is corrupt.
     #[error("stored index {0} is corrupt")]
     Index(String),
 }
 
-/// Chunk and index storage as the fabric sees it.
-pub trait FabricStore: Send + 'static {
+/// Chunk and index storage as the fabric sees it. Shared between the swarm task and blocking
+/// threads, hence `Sync` and `&self` throughout.
+pub trait FabricStore: Send + Sync + 'static {
     /// Whether the chunk is held (and was verified when stored).
     fn has(&self, hash: &ChunkHash) -> bool;
     /// The chunk's bytes, if held.
     fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores a chunk after checking that `bytes` hash to `hash`.
-    fn put(&mut self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError>;
+    fn put(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError>;
     /// Remembers an artifact's index (so a restarted download knows what it was fetching).
-    fn put_index(&mut self, index: &ArtifactIndex) -> Result<(), StoreError>;
+    fn put_index(&self, index: &ArtifactIndex) -> Result<(), StoreError>;
     /// A remembered index.
     fn get_index(&self, id: &ArtifactId) -> Result<Option<ArtifactIndex>, StoreError>;
 }
@@ -67,28 +76,42 @@ fn verify(hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
 /// it only ever holds the chunks of the indexes it was given.
 #[derive(Debug, Default)]
 pub struct MemStore {
+    inner: Mutex<MemInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
     chunks: HashMap<ChunkHash, Vec<u8>>,
     indexes: HashMap<ArtifactId, ArtifactIndex>,
 }
 
+impl MemStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
+        // A panic while holding the lock leaves plain maps behind, still consistent.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl FabricStore for MemStore {
     fn has(&self, hash: &ChunkHash) -> bool {
-        self.chunks.contains_key(hash)
+        self.lock().chunks.contains_key(hash)
     }
     fn get(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.chunks.get(hash).cloned())
+        Ok(self.lock().chunks.get(hash).cloned())
     }
-    fn put(&mut self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
         verify(hash, bytes)?;
-        self.chunks.insert(*hash, bytes.to_vec());
+        self.lock().chunks.insert(*hash, bytes.to_vec());
         Ok(())
     }
-    fn put_index(&mut self, index: &ArtifactIndex) -> Result<(), StoreError> {
-        self.indexes.insert(index.id(), index.clone());
+    fn put_index(&self, index: &ArtifactIndex) -> Result<(), StoreError> {
+        self.lock().indexes.insert(index.id(), index.clone());
         Ok(())
     }
     fn get_index(&self, id: &ArtifactId) -> Result<Option<ArtifactIndex>, StoreError> {
-        Ok(self.indexes.get(id).cloned())
+        Ok(self.lock().indexes.get(id).cloned())
     }
 }
 
@@ -122,16 +145,28 @@ impl FileStore {
     /// Reassembles a complete artifact into `out` (written atomically), verifying every chunk
     /// again on the way.
     pub fn export(&self, index: &ArtifactIndex, out: &Path) -> Result<(), StoreError> {
-        let tmp = out.with_extension("part");
-        let write_err = |source| StoreError::Write {
-            path: tmp.clone(),
-            source,
-        };
+        export(self, index, out)
+    }
+}
+
+/// Reassembles a complete artifact from any store into `out`: chunks in order, each re-hashed,
+/// through a temp file, fsync and rename, so `out` is whole or absent.
+pub fn export(
+    store: &dyn FabricStore,
+    index: &ArtifactIndex,
+    out: &Path,
+) -> Result<(), StoreError> {
+    let tmp = out.with_extension(format!("{}.part", std::process::id()));
+    let write_err = |source| StoreError::Write {
+        path: tmp.clone(),
+        source,
+    };
+    let result = (|| {
         let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
         for hash in &index.chunks {
-            let bytes = self
+            let bytes = store
                 .get(hash)?
-                .ok_or_else(|| StoreError::Verify(hex::encode(hash)))?;
+                .ok_or_else(|| StoreError::Missing(hex::encode(hash)))?;
             verify(hash, &bytes)?;
             file.write_all(&bytes).map_err(write_err)?;
         }
@@ -140,18 +175,33 @@ impl FileStore {
             path: out.to_path_buf(),
             source,
         })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+    result
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension("tmp");
+static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Writes `bytes` to `path` through a temp file of its own (unique per call, so two threads
+/// storing the same chunk never share one) and a rename: a reader sees the whole file or none.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let n = TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{}.{n}.tmp", std::process::id()));
     let err = |source| StoreError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::fs::File::create(&tmp).map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
 }
 
 impl FabricStore for FileStore {
@@ -168,12 +218,12 @@ impl FabricStore for FileStore {
         }
     }
 
-    fn put(&mut self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put(&self, hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
         verify(hash, bytes)?;
         write_atomic(&self.chunk_path(hash), bytes)
     }
 
-    fn put_index(&mut self, index: &ArtifactIndex) -> Result<(), StoreError> {
+    fn put_index(&self, index: &ArtifactIndex) -> Result<(), StoreError> {
         write_atomic(&self.index_path(&index.id()), &index.encode())
     }
 
@@ -204,7 +254,7 @@ mod tests {
     #[test]
     fn file_store_verifies_before_writing_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = FileStore::open(dir.path()).unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
         let data = vec![3u8; 5000];
         let hash: ChunkHash = Sha256::digest(&data).into();
         assert!(store.put(&hash, b"other bytes").is_err());

@@ -63,7 +63,7 @@ fn invalid(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(
+pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     cap: u32,
 ) -> io::Result<(u8, Vec<u8>)> {
@@ -78,7 +78,7 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
     Ok((head[0], payload))
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(
+pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     tag: u8,
     payload: &[u8],

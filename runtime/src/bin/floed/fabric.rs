@@ -3,10 +3,21 @@
 //! embeds the same `p2p` module; this command exists so the fabric can be exercised and measured
 //! on its own.
 //!
+//! Two kinds of artifact:
+//! - **Signed** (`--seed X.floe`, with a trust store): the bundle is verified against the trust
+//!   store and imported into `<data>/chunks`, the artifact layer's chunk store. Its manifest
+//!   envelope, exactly as signed, is announced on `floe/announce/1`. A node that trusts the
+//!   release key verifies an announcement before gossip forwards it, fetches the chunks into its
+//!   own `<data>/chunks`, rebuilds the bundle byte for byte (`<data>/artifacts/<id>.floe`) and
+//!   verifies it like any other bundle. A node told to `fetch <id>` without having heard the
+//!   announcement asks its peers for the manifest over the direct protocol (`/floe/direct/1`).
+//! - **Raw** (`--seed-raw FILE`, no trust store): plain bytes, announced by id only, exported to
+//!   `<data>/artifacts/<id>`. For fabric experiments and the benchmark.
+//!
 //! Besides its flags it reads commands on stdin, one per line, so a harness can start every node
 //! first and trigger the transfer when the fleet is connected:
 //! `fetch <id>`, `ping` (publish a 1 KiB timestamped health message), `stats`, `quit`, and the
-//! fault-injection commands `flood garbage|oversized|subscriptions|unknown <count>`.
+//! fault-injection commands `flood garbage|oversized|subscriptions|unknown|iwant <count>`.
 //!
 //! Fault injection (tests only): `--fault-corrupt-chunks` makes this node flip a byte of every
 //! chunk it serves and lifts its own gossip size limit; `flood ...` makes it misbehave on
@@ -14,22 +25,28 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use floe_runtime::artifact::{self, BundleReader, ChunkStore, keys};
 use floe_runtime::p2p::node::{FabricEvent, Flood};
-use floe_runtime::p2p::store::FileStore;
-use floe_runtime::p2p::{self, ArtifactId, FabricConfig, Topic, Validation};
+use floe_runtime::p2p::signed::{SignedStore, verify_announcement, write_bundle};
+use floe_runtime::p2p::{
+    self, ArtifactId, FabricConfig, FabricError, RequestHandler, Topic, Validation,
+};
+use floe_runtime::proto::TrustStore;
+use libp2p::PeerId;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::collections::{HashSet, VecDeque};
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Flags of `floed fabric`.
 #[derive(Debug, Args)]
 pub(crate) struct FabricArgs {
-    /// Data directory (identity key, chunk store, exported artifacts).
+    /// Data directory (identity key, chunk store, manifests, rebuilt artifacts).
     #[arg(long)]
     data_dir: PathBuf,
     /// Listen address (repeatable).
@@ -41,10 +58,17 @@ pub(crate) struct FabricArgs {
     /// Switch LAN discovery (mDNS) off.
     #[arg(long)]
     no_mdns: bool,
-    /// Seed this file as an artifact.
+    /// The trust directory (holding trust.cbor) or file. Default: <data-dir>/trust.cbor when it
+    /// exists. With a trust store the node deals in signed bundles only.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// Seed this signed bundle (X.floe); needs a trust store.
     #[arg(long)]
     seed: Option<PathBuf>,
-    /// Chunk size for --seed, in bytes.
+    /// Seed this file as raw bytes (no signature; without a trust store only).
+    #[arg(long, conflicts_with = "seed")]
+    seed_raw: Option<PathBuf>,
+    /// Chunk size for --seed-raw, in bytes.
     #[arg(long, default_value_t = p2p::index::DEFAULT_CHUNK_LEN)]
     chunk_size: u32,
     /// Fetch this artifact id (hex) at start.
@@ -71,39 +95,73 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
 const ANNOUNCE_MAGIC: &[u8; 4] = b"FANN";
 const PING_MAGIC: &[u8; 4] = b"FPNG";
+/// The direct request for a manifest: this magic and the artifact id.
+const MANIFEST_REQUEST: &[u8; 4] = b"FMAN";
 /// Announced ids remembered for duplicate detection (oldest forgotten first).
 const SEEN_ANNOUNCEMENTS: usize = 4096;
+/// Artifacts whose manifest is being looked for at once; a further `fetch` is refused.
+const MAX_WANTED: usize = 64;
+/// Announcements waiting for a subscribed peer; a further one is dropped (and printed).
+const MAX_UNSENT: usize = 16;
+/// Largest manifest envelope file read back from disk (the envelope's own cap is below it).
+const MAX_MANIFEST_FILE: u64 = 2 << 20;
 
 /// Announced ids already seen, and their arrival order for forgetting the oldest.
-type SeenIds = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
+#[derive(Default)]
+struct Seen {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
 
-/// The fabric node's gossip validator: announcements are `FANN` + id + timestamp (Ignore when
-/// already seen), health pings are `FPNG` + timestamp + padding; anything else is rejected.
-fn validator() -> p2p::Validator {
-    let seen: Mutex<SeenIds> = Mutex::new((HashSet::new(), VecDeque::new()));
+impl Seen {
+    /// Records `id`; false when it was already there.
+    fn insert(&mut self, id: [u8; 32]) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_ANNOUNCEMENTS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// The gossip validator. With a trust store, announcements must be manifest envelopes that
+/// verify (Reject otherwise, Ignore when expired or already seen); without one, they are
+/// `FANN` + id + timestamp. Health pings are `FPNG` + timestamp + padding; anything else is
+/// rejected.
+fn validator(trust: Option<Arc<TrustStore>>) -> p2p::Validator {
+    let seen: Mutex<Seen> = Mutex::new(Seen::default());
     Arc::new(move |topic, data: &[u8]| match topic {
         Topic::Announce => {
-            if data.len() != 44 || &data[..4] != ANNOUNCE_MAGIC {
-                return Validation::Reject;
-            }
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&data[4..36]);
-            let Ok(mut guard) = seen.lock() else {
-                return Validation::Ignore;
-            };
-            let (set, order) = &mut *guard;
-            if !set.insert(id) {
-                return Validation::Ignore;
-            }
-            order.push_back(id);
-            if order.len() > SEEN_ANNOUNCEMENTS {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
+            let id = match &trust {
+                Some(trust) => match verify_announcement(data, trust, now_s()) {
+                    Ok((_, index)) => index.id(),
+                    Err(p2p::signed::AnnounceError::Expired { .. }) => return Validation::Ignore,
+                    Err(_) => return Validation::Reject,
+                },
+                None if data.len() == 44 && &data[..4] == ANNOUNCE_MAGIC => {
+                    let mut id = [0u8; 32];
+                    id.copy_from_slice(&data[4..36]);
+                    id
                 }
+                None => return Validation::Reject,
+            };
+            let fresh = seen.lock().map(|mut seen| seen.insert(id)).unwrap_or(false);
+            if fresh {
+                Validation::Accept
+            } else {
+                Validation::Ignore
             }
-            Validation::Accept
         }
         Topic::Health if data.len() >= 12 && &data[..4] == PING_MAGIC => Validation::Accept,
         Topic::Health => Validation::Reject,
@@ -133,14 +191,105 @@ impl Printer {
     }
 }
 
+/// Where verified manifest envelopes are kept: `<data>/manifests/<hex id>`.
+fn manifest_path(data_dir: &Path, id: &ArtifactId) -> PathBuf {
+    data_dir.join("manifests").join(hex::encode(id))
+}
+
+/// Reads a kept manifest envelope, if there is one (size-capped).
+fn read_manifest(data_dir: &Path, id: &ArtifactId) -> Option<Vec<u8>> {
+    let path = manifest_path(data_dir, id);
+    let meta = std::fs::metadata(&path).ok()?;
+    if meta.len() > MAX_MANIFEST_FILE {
+        return None;
+    }
+    std::fs::read(path).ok()
+}
+
+/// Keeps a verified manifest envelope (temp file and rename: whole or absent).
+fn write_manifest(data_dir: &Path, id: &ArtifactId, envelope: &[u8]) -> Result<()> {
+    let path = manifest_path(data_dir, id);
+    let dir = data_dir.join("manifests");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&tmp, envelope).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// The direct-request handler: answers `FMAN` + id with the kept manifest envelope of that
+/// artifact; declines everything else. It runs on a blocking thread, so reading a file is fine.
+fn direct_handler(data_dir: PathBuf) -> RequestHandler {
+    Arc::new(move |_peer: PeerId, request: Vec<u8>| {
+        if request.len() != 36 || &request[..4] != MANIFEST_REQUEST {
+            return None;
+        }
+        let id: ArtifactId = request[4..].try_into().ok()?;
+        read_manifest(&data_dir, &id)
+    })
+}
+
+/// An artifact whose manifest this node is looking for.
+#[derive(Default)]
+struct Wanted {
+    /// Round-robin position among the connected peers.
+    next_peer: usize,
+    /// A request is out.
+    asking: bool,
+    /// The chunks are complete; only the manifest is missing.
+    complete: Option<Completion>,
+}
+
+#[derive(Clone, Copy)]
+struct Completion {
+    bytes: u64,
+    received: u64,
+    elapsed: Duration,
+}
+
+/// The answer to a manifest request, back from its task.
+type ManifestAnswer = (ArtifactId, PeerId, Result<Vec<u8>, FabricError>);
+
+struct App {
+    fabric: p2p::Fabric,
+    out: Printer,
+    data_dir: PathBuf,
+    trust: Option<Arc<TrustStore>>,
+    /// Manifests being looked for (at most [`MAX_WANTED`]).
+    wanted: HashMap<ArtifactId, Wanted>,
+    /// Announcements not yet sent because nobody subscribed yet (at most [`MAX_UNSENT`]).
+    unsent: Vec<Vec<u8>>,
+    answers: mpsc::Sender<ManifestAnswer>,
+}
+
 /// Runs the node until SIGINT/SIGTERM or `quit` on stdin.
 pub(crate) async fn run(args: FabricArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let key =
         p2p::identity::load_or_create(&args.data_dir).context("loading the device identity")?;
-    let store_dir = args.data_dir.join("store");
-    let store = FileStore::open(&store_dir).context("opening the chunk store")?;
+    let trust_path = args
+        .trust
+        .clone()
+        .or_else(|| Some(args.data_dir.join(keys::TRUST_FILE)).filter(|p| p.is_file()));
+    let trust = match &trust_path {
+        Some(path) => Some(Arc::new(
+            keys::load_trust(path).context("loading the trust store")?,
+        )),
+        None => None,
+    };
+    if args.seed.is_some() && trust.is_none() {
+        bail!("seeding a signed bundle needs a trust store (--trust)");
+    }
+    if args.seed_raw.is_some() && trust.is_some() {
+        bail!("--seed-raw is for nodes without a trust store; seed a signed bundle with --seed");
+    }
+    // Import before the fabric starts: the import verifies the whole bundle and writes its
+    // chunks into the same store the fabric then serves them from.
+    let imported = match (&args.seed, &trust) {
+        (Some(path), Some(trust)) => Some(import_bundle(path, trust, &args.data_dir).await?),
+        _ => None,
+    };
+    let store = SignedStore::open(&args.data_dir).context("opening the chunk store")?;
     let config = FabricConfig {
         listen: args.listen.clone(),
         bootstrap: args.bootstrap.clone(),
@@ -151,35 +300,60 @@ pub(crate) async fn run(args: FabricArgs) -> Result<()> {
         ..FabricConfig::default()
     };
     let cancel = CancellationToken::new();
-    let (fabric, mut events) =
-        p2p::spawn(key, config, Box::new(store), validator(), cancel.clone())
-            .context("starting the fabric")?;
-    let out = Printer {
-        json: args.json_events,
+    let (fabric, mut events) = p2p::spawn_with_handler(
+        key,
+        config,
+        Box::new(store),
+        validator(trust.clone()),
+        direct_handler(args.data_dir.clone()),
+        cancel.clone(),
+    )
+    .context("starting the fabric")?;
+    let (answers_tx, mut answers) = mpsc::channel(MAX_WANTED);
+    let mut app = App {
+        fabric,
+        out: Printer {
+            json: args.json_events,
+        },
+        data_dir: args.data_dir.clone(),
+        trust,
+        wanted: HashMap::new(),
+        unsent: Vec::new(),
+        answers: answers_tx,
     };
-    out.print(json!({"event": "ready", "peer_id": fabric.peer_id().to_string()}));
+    app.out
+        .print(json!({"event": "ready", "peer_id": app.fabric.peer_id().to_string()}));
 
-    if let Some(path) = &args.seed {
+    if let Some((index, envelope)) = imported {
+        let id = app
+            .fabric
+            .serve_index(index)
+            .await
+            .context("serving the bundle")?;
+        write_manifest(&app.data_dir, &id, &envelope)?;
+        app.queue_announcement(envelope);
+    }
+    if let Some(path) = &args.seed_raw {
         let data = tokio::fs::read(path)
             .await
             .with_context(|| format!("reading {}", path.display()))?;
-        let id = fabric
+        let id = app
+            .fabric
             .seed(data, args.chunk_size)
             .await
             .context("seeding")?;
-        let _ = announce(&fabric, &id).await;
+        app.queue_announcement(raw_announcement(&id));
     }
     if let Some(id) = &args.fetch {
-        fabric
-            .fetch(parse_id(id)?)
-            .await
-            .context("starting the fetch")?;
+        app.fetch(parse_id(id)?).await?;
     }
 
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -190,80 +364,351 @@ pub(crate) async fn run(args: FabricArgs) -> Result<()> {
                     if line.trim() == "quit" {
                         break;
                     }
-                    if let Err(err) = command(&fabric, &out, &line).await {
-                        out.print(json!({"event": "error", "message": format!("{err:#}")}));
+                    if let Err(err) = app.command(&line).await {
+                        app.out.print(json!({"event": "error", "message": format!("{err:#}")}));
                     }
                 }
                 _ => stdin_open = false,
             },
             event = events.recv() => match event {
-                Some(event) => on_event(&fabric, &out, &store_dir, &args.data_dir, event).await,
+                Some(event) => app.on_event(event).await,
                 None => bail!("the fabric task stopped"),
             },
+            Some((id, peer, result)) = answers.recv() => app.on_manifest_answer(id, peer, result).await,
+            _ = tick.tick() => app.on_tick().await,
         }
     }
     cancel.cancel();
     Ok(())
 }
 
-async fn announce(fabric: &p2p::Fabric, id: &ArtifactId) -> Result<()> {
+/// Verifies a bundle against the trust store and imports its chunks into `<data>/chunks`
+/// (on a blocking thread). Returns the fabric index and the manifest envelope's exact bytes.
+async fn import_bundle(
+    path: &Path,
+    trust: &Arc<TrustStore>,
+    data_dir: &Path,
+) -> Result<(p2p::ArtifactIndex, Vec<u8>)> {
+    let (path, trust, data_dir) = (
+        path.to_path_buf(),
+        Arc::clone(trust),
+        data_dir.to_path_buf(),
+    );
+    tokio::task::spawn_blocking(move || -> Result<(p2p::ArtifactIndex, Vec<u8>)> {
+        let envelope = BundleReader::open(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .envelope_bytes;
+        let store = ChunkStore::open(&data_dir).context("opening the chunk store")?;
+        let verified = artifact::import(&path, &trust, &store)
+            .with_context(|| format!("{} is not a valid bundle", path.display()))?;
+        if verified.value.expires <= now_s() {
+            bail!("{} has expired", path.display());
+        }
+        let index = p2p::signed::index_of(&verified.value).context("indexing the manifest")?;
+        Ok((index, envelope))
+    })
+    .await
+    .context("the import thread failed")?
+}
+
+fn raw_announcement(id: &ArtifactId) -> Vec<u8> {
     let mut msg = Vec::with_capacity(44);
     msg.extend_from_slice(ANNOUNCE_MAGIC);
     msg.extend_from_slice(id);
     msg.extend_from_slice(&now_ms().to_be_bytes());
-    fabric
-        .publish(Topic::Announce, msg)
-        .await
-        .context("announcing")
+    msg
 }
 
-async fn command(fabric: &p2p::Fabric, out: &Printer, line: &str) -> Result<()> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words.as_slice() {
-        ["fetch", id] => fabric
-            .fetch(parse_id(id)?)
-            .await
-            .context("starting the fetch")?,
-        ["ping"] => {
-            let mut msg = vec![0u8; 1024];
-            msg[..4].copy_from_slice(PING_MAGIC);
-            msg[4..12].copy_from_slice(&now_ms().to_be_bytes());
-            let _ = getrandom::fill(&mut msg[12..44]);
-            fabric
-                .publish(Topic::Health, msg)
-                .await
-                .context("publishing a ping")?;
+impl App {
+    /// Sends an announcement now if someone listens, else keeps it for the next tick.
+    fn queue_announcement(&mut self, message: Vec<u8>) {
+        if self.unsent.len() >= MAX_UNSENT {
+            self.out
+                .print(json!({"event": "error", "message": "too many unsent announcements"}));
+            return;
         }
-        ["stats"] => {
-            let s = fabric.stats().await?;
-            let min_score = s.scores.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
-            out.print(json!({
-                "event": "stats",
-                "connected": s.connected_peers,
-                "banned": s.banned_peers,
-                "downloads": s.downloads,
-                "pending": s.pending_requests,
-                "uploads": s.uploads_in_flight,
-                "chunks_served": s.chunks_served,
-                "dropped_events": s.dropped_events,
-                "min_score": if min_score.is_finite() { min_score } else { 0.0 },
-                "rss_kib": rss_kib(),
-            }));
-        }
-        ["flood", kind, count] => {
-            let kind = match *kind {
-                "garbage" => Flood::GarbageGossip,
-                "oversized" => Flood::OversizedGossip,
-                "subscriptions" => Flood::Subscriptions,
-                "unknown" => Flood::UnknownChunks,
-                other => bail!("unknown flood kind {other:?}"),
-            };
-            let count: u32 = count.parse().context("flood count")?;
-            fabric.fault_flood(kind, count.min(100_000)).await?;
-        }
-        _ => bail!("unknown command {line:?}"),
+        self.unsent.push(message);
     }
-    Ok(())
+
+    async fn publish_unsent(&mut self) {
+        let mut keep = Vec::new();
+        for message in std::mem::take(&mut self.unsent) {
+            match self.fabric.publish(Topic::Announce, message.clone()).await {
+                Ok(()) => self
+                    .out
+                    .print(json!({"event": "announced", "bytes": message.len()})),
+                // Nobody subscribed yet: try again on the next tick.
+                Err(FabricError::NoPeers { .. }) => keep.push(message),
+                Err(err) => self
+                    .out
+                    .print(json!({"event": "error", "message": format!("announcing: {err}")})),
+            }
+        }
+        self.unsent = keep;
+    }
+
+    /// Fetches an artifact by id. With a trust store, its manifest comes from disk if kept, or
+    /// is asked of peers until one answers with an envelope that verifies and matches the id.
+    async fn fetch(&mut self, id: ArtifactId) -> Result<()> {
+        if self.trust.is_some()
+            && read_manifest(&self.data_dir, &id).is_none()
+            && !self.wanted.contains_key(&id)
+        {
+            if self.wanted.len() >= MAX_WANTED {
+                bail!("already looking for {MAX_WANTED} manifests");
+            }
+            self.wanted.insert(id, Wanted::default());
+        }
+        self.fabric.fetch(id).await.context("starting the fetch")
+    }
+
+    async fn on_tick(&mut self) {
+        if !self.unsent.is_empty() {
+            self.publish_unsent().await;
+        }
+        if self.wanted.values().all(|w| w.asking) {
+            return;
+        }
+        let Ok(peers) = self.fabric.connected_peers().await else {
+            return;
+        };
+        if peers.is_empty() {
+            return;
+        }
+        for (id, wanted) in self.wanted.iter_mut().filter(|(_, w)| !w.asking) {
+            let peer = peers[wanted.next_peer % peers.len()];
+            wanted.next_peer = wanted.next_peer.wrapping_add(1);
+            wanted.asking = true;
+            let (fabric, answers, id) = (self.fabric.clone(), self.answers.clone(), *id);
+            tokio::spawn(async move {
+                let mut request = MANIFEST_REQUEST.to_vec();
+                request.extend_from_slice(&id);
+                let result = fabric.request(peer, request).await;
+                let _ = answers.send((id, peer, result)).await;
+            });
+        }
+    }
+
+    async fn on_manifest_answer(
+        &mut self,
+        id: ArtifactId,
+        peer: PeerId,
+        result: Result<Vec<u8>, FabricError>,
+    ) {
+        let Some(wanted) = self.wanted.get_mut(&id) else {
+            return;
+        };
+        wanted.asking = false;
+        let (Ok(envelope), Some(trust)) = (result, &self.trust) else {
+            return;
+        };
+        match verify_announcement(&envelope, trust, now_s()) {
+            Ok((_, index)) if index.id() == id => {
+                let complete = self.wanted.remove(&id).and_then(|w| w.complete);
+                if let Err(err) = write_manifest(&self.data_dir, &id, &envelope) {
+                    self.out.print(json!({"event": "error", "message": format!("{err:#}")}));
+                    return;
+                }
+                self.out.print(json!({"event": "manifest", "id": hex::encode(id), "from": peer.to_string()}));
+                if let Some(done) = complete {
+                    self.rebuild(id, done).await;
+                }
+            }
+            Ok(_) => self.out.print(json!({"event": "error", "message": format!("{peer} sent the manifest of another artifact")})),
+            Err(err) => self.out.print(json!({"event": "error", "message": format!("manifest from {peer}: {err}")})),
+        }
+    }
+
+    async fn command(&mut self, line: &str) -> Result<()> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["fetch", id] => self.fetch(parse_id(id)?).await?,
+            ["ping"] => {
+                let mut msg = vec![0u8; 1024];
+                msg[..4].copy_from_slice(PING_MAGIC);
+                msg[4..12].copy_from_slice(&now_ms().to_be_bytes());
+                let _ = getrandom::fill(&mut msg[12..44]);
+                self.fabric
+                    .publish(Topic::Health, msg)
+                    .await
+                    .context("publishing a ping")?;
+            }
+            ["stats"] => {
+                let s = self.fabric.stats().await?;
+                let min_score = s.scores.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+                self.out.print(json!({
+                    "event": "stats",
+                    "connected": s.connected_peers,
+                    "banned": s.banned_peers,
+                    "downloads": s.downloads,
+                    "pending": s.pending_requests,
+                    "uploads": s.uploads_in_flight,
+                    "chunks_served": s.chunks_served,
+                    "dropped_events": s.dropped_events,
+                    "min_score": if min_score.is_finite() { min_score } else { 0.0 },
+                    "rss_kib": rss_kib(),
+                    "fault_rpcs_delivered": s.fault_rpcs_delivered,
+                }));
+            }
+            ["flood", kind, count] => {
+                let kind = match *kind {
+                    "garbage" => Flood::GarbageGossip,
+                    "oversized" => Flood::OversizedGossip,
+                    "subscriptions" => Flood::Subscriptions,
+                    "unknown" => Flood::UnknownChunks,
+                    "iwant" => Flood::Iwant,
+                    other => bail!("unknown flood kind {other:?}"),
+                };
+                let count: u32 = count.parse().context("flood count")?;
+                self.fabric.fault_flood(kind, count.min(100_000)).await?;
+            }
+            _ => bail!("unknown command {line:?}"),
+        }
+        Ok(())
+    }
+
+    /// Every chunk is held: rebuild and verify the signed bundle (or export the raw bytes), on
+    /// a blocking thread, and report it.
+    async fn rebuild(&mut self, id: ArtifactId, done: Completion) {
+        let data_dir = self.data_dir.clone();
+        let trust = self.trust.clone();
+        let job = tokio::task::spawn_blocking(move || -> Result<(PathBuf, String, bool)> {
+            let store = SignedStore::open(&data_dir)?;
+            let index = p2p::store::FabricStore::get_index(&store, &id)?
+                .ok_or_else(|| anyhow::anyhow!("index missing after completion"))?;
+            let dir = data_dir.join("artifacts");
+            std::fs::create_dir_all(&dir)?;
+            let (path, verified) = match &trust {
+                Some(trust) => {
+                    let envelope = read_manifest(&data_dir, &id)
+                        .ok_or_else(|| anyhow::anyhow!("manifest missing"))?;
+                    let path = dir.join(format!("{}.floe", hex::encode(id)));
+                    write_bundle(&store, &index, &envelope, &path)?;
+                    artifact::verify_file(&path, trust).with_context(|| {
+                        format!("the rebuilt {} does not verify", path.display())
+                    })?;
+                    (path, true)
+                }
+                None => {
+                    let path = dir.join(hex::encode(id));
+                    p2p::store::export(&store, &index, &path)?;
+                    (path, false)
+                }
+            };
+            let digest = sha256_file(&path)?;
+            Ok((path, digest, verified))
+        })
+        .await;
+        let (path, sha, verified) = match job {
+            Ok(Ok(v)) => (v.0.display().to_string(), v.1, v.2),
+            Ok(Err(err)) => (format!("rebuild failed: {err:#}"), String::new(), false),
+            Err(err) => (format!("rebuild failed: {err}"), String::new(), false),
+        };
+        self.out.print(json!({
+            "event": "complete", "id": hex::encode(id), "bytes": done.bytes,
+            "received": done.received, "elapsed_ms": done.elapsed.as_millis() as u64,
+            "path": path, "sha256": sha, "verified": verified,
+        }));
+        if self.trust.is_none() {
+            // Raw mode: tell others this node holds it too (signed manifests are announced
+            // once, by the seed; a second copy would be a gossip duplicate).
+            self.queue_announcement(raw_announcement(&id));
+        }
+    }
+
+    async fn on_event(&mut self, event: FabricEvent) {
+        let out = &self.out;
+        match event {
+            FabricEvent::Listening(addr) => out.print(json!({"event": "listening", "addr": addr.to_string()})),
+            FabricEvent::PeerConnected(p) => out.print(json!({"event": "peer_connected", "peer": p.to_string()})),
+            FabricEvent::PeerDisconnected(p) => out.print(json!({"event": "peer_disconnected", "peer": p.to_string()})),
+            FabricEvent::Seeded { id, chunks } => out.print(json!({"event": "seeded", "id": hex::encode(id), "chunks": chunks})),
+            FabricEvent::ChunkReceived { id, chunk, from } => {
+                out.print(json!({"event": "chunk", "id": hex::encode(id), "chunk": chunk, "from": from.to_string()}))
+            }
+            FabricEvent::ArtifactComplete { id, bytes, received, elapsed } => {
+                let done = Completion { bytes, received, elapsed };
+                if let Some(wanted) = self.wanted.get_mut(&id) {
+                    // The manifest is still on its way; rebuild when it arrives.
+                    wanted.complete = Some(done);
+                    return;
+                }
+                self.rebuild(id, done).await;
+            }
+            FabricEvent::PeerSnubbed { peer } => out.print(json!({"event": "snubbed", "peer": peer.to_string()})),
+            FabricEvent::PeerBanned { peer, reason } => {
+                out.print(json!({"event": "banned", "peer": peer.to_string(), "reason": reason}))
+            }
+            FabricEvent::Gossip { topic: Topic::Announce, from, source, data } => {
+                self.on_announcement(from, source, data).await
+            }
+            FabricEvent::Gossip { topic, from, data, .. } => {
+                let latency = if topic == Topic::Health && data.len() >= 12 {
+                    let mut ts = [0u8; 8];
+                    ts.copy_from_slice(&data[4..12]);
+                    Some(now_ms().saturating_sub(u64::from_be_bytes(ts)))
+                } else {
+                    None
+                };
+                out.print(json!({"event": "gossip", "topic": topic.name(), "from": from.to_string(), "bytes": data.len(), "latency_ms": latency}));
+            }
+            FabricEvent::GossipRejected { from } => out.print(json!({"event": "gossip_rejected", "from": from.to_string()})),
+        }
+    }
+
+    /// A validated announcement: with a trust store, keep the manifest and fetch the artifact.
+    async fn on_announcement(&mut self, from: PeerId, source: Option<PeerId>, data: Vec<u8>) {
+        let source = source.map(|p| p.to_string());
+        let Some(trust) = &self.trust else {
+            self.out.print(json!({"event": "gossip", "topic": Topic::Announce.name(), "from": from.to_string(), "source": source, "bytes": data.len()}));
+            return;
+        };
+        // The validator checked it already; checking again is cheap and keeps this honest.
+        let (verified, index) = match verify_announcement(&data, trust, now_s()) {
+            Ok(v) => v,
+            Err(err) => {
+                self.out
+                    .print(json!({"event": "error", "message": format!("announcement: {err}")}));
+                return;
+            }
+        };
+        let id = index.id();
+        self.out.print(json!({
+            "event": "announcement", "id": hex::encode(id), "from": from.to_string(),
+            "source": source, "name": verified.value.name, "release": verified.value.release,
+        }));
+        if let Err(err) = write_manifest(&self.data_dir, &id, &data) {
+            self.out
+                .print(json!({"event": "error", "message": format!("{err:#}")}));
+            return;
+        }
+        // The manifest is here now; a fetch that waited for it rebuilds on completion.
+        if let Some(done) = self.wanted.remove(&id).and_then(|w| w.complete) {
+            self.rebuild(id, done).await;
+            return;
+        }
+        if let Err(err) = self.fabric.fetch_index(index).await {
+            self.out.print(json!({"event": "error", "message": format!("fetching {}: {err}", hex::encode(id))}));
+        }
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn rss_kib() -> u64 {
@@ -275,62 +720,4 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
-}
-
-async fn on_event(
-    fabric: &p2p::Fabric,
-    out: &Printer,
-    store_dir: &std::path::Path,
-    data_dir: &std::path::Path,
-    event: FabricEvent,
-) {
-    match event {
-        FabricEvent::Listening(addr) => out.print(json!({"event": "listening", "addr": addr.to_string()})),
-        FabricEvent::PeerConnected(p) => out.print(json!({"event": "peer_connected", "peer": p.to_string()})),
-        FabricEvent::PeerDisconnected(p) => out.print(json!({"event": "peer_disconnected", "peer": p.to_string()})),
-        FabricEvent::Seeded { id, chunks } => out.print(json!({"event": "seeded", "id": hex::encode(id), "chunks": chunks})),
-        FabricEvent::ChunkReceived { id, chunk, from } => {
-            out.print(json!({"event": "chunk", "id": hex::encode(id), "chunk": chunk, "from": from.to_string()}))
-        }
-        FabricEvent::ArtifactComplete { id, bytes, received, elapsed } => {
-            // Reassemble the artifact off the async threads and report its digest.
-            let store_dir = store_dir.to_path_buf();
-            let path = data_dir.join("artifacts").join(hex::encode(id));
-            let exported = tokio::task::spawn_blocking(move || -> Result<(PathBuf, String)> {
-                let store = FileStore::open(&store_dir)?;
-                let index = p2p::store::FabricStore::get_index(&store, &id)?
-                    .ok_or_else(|| anyhow::anyhow!("index missing after completion"))?;
-                std::fs::create_dir_all(path.parent().unwrap_or(&store_dir))?;
-                store.export(&index, &path)?;
-                let digest = Sha256::digest(std::fs::read(&path)?);
-                Ok((path, hex::encode(digest)))
-            })
-            .await;
-            let (path, sha) = match exported {
-                Ok(Ok(v)) => (v.0.display().to_string(), v.1),
-                Ok(Err(err)) => (format!("export failed: {err:#}"), String::new()),
-                Err(err) => (format!("export failed: {err}"), String::new()),
-            };
-            out.print(json!({
-                "event": "complete", "id": hex::encode(id), "bytes": bytes, "received": received,
-                "elapsed_ms": elapsed.as_millis() as u64, "path": path, "sha256": sha,
-            }));
-            let _ = announce(fabric, &id).await;
-        }
-        FabricEvent::PeerSnubbed { peer } => out.print(json!({"event": "snubbed", "peer": peer.to_string()})),
-        FabricEvent::PeerBanned { peer, reason } => {
-            out.print(json!({"event": "banned", "peer": peer.to_string(), "reason": reason}))
-        }
-        FabricEvent::Gossip { topic, from, data } => {
-            let latency = if topic == Topic::Health && data.len() >= 12 {
-                let mut ts = [0u8; 8];
-                ts.copy_from_slice(&data[4..12]);
-                Some(now_ms().saturating_sub(u64::from_be_bytes(ts)))
-            } else {
-                None
-            };
-            out.print(json!({"event": "gossip", "topic": topic.name(), "from": from.to_string(), "bytes": data.len(), "latency_ms": latency}));
-        }
-        FabricEvent::GossipRejected { from } => out.print(json!({"event": "gossip_rejected", "from": from.to_string()})),
-    }
 }
