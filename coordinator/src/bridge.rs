@@ -28,8 +28,8 @@ enum Event {
     /// Stop.
     Shutdown,
     /// A report the link admitted (None: the link is gone).
-    Report(Option<DeviceReport>),
-    /// An artifact was published (Err: the service is gone).
+    Report(Option<Box<DeviceReport>>),
+    /// An artifact was published (false: the service is gone).
     Published(bool),
     /// Time to post the outbox again.
     Round,
@@ -72,7 +72,7 @@ pub async fn run(
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled() => Event::Shutdown,
-            r = reports.recv(), if reports_open => Event::Report(r),
+            r = reports.recv(), if reports_open => Event::Report(r.map(Box::new)),
             c = published.changed(), if published_open => Event::Published(c.is_ok()),
             _ = ticker.tick() => Event::Round,
         };
@@ -85,7 +85,7 @@ pub async fn run(
             Event::Report(Some(report)) => {
                 stats.reports += 1;
                 let device = report.device_id.clone();
-                if let Err(e) = service.device_report(report).await {
+                if let Err(e) = service.device_report(*report).await {
                     stats.refused += 1;
                     tracing::debug!(device = %device, error = %e, "report refused");
                 }

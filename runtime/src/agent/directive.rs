@@ -489,7 +489,7 @@ where
         };
         // The index comes from the verified manifest, so the fabric need not ask peers for it.
         let stored = SignedStore::open(&self.cfg.data_dir)
-            .and_then(|mut s| s.put_index(&index))
+            .and_then(|s| s.put_index(&index))
             .map_err(|e| e.to_string());
         if let Err(e) = stored {
             self.set_progress(&post, Progress::Failed, &format!("storing the index: {e}"))?;

@@ -2,7 +2,7 @@
 //! SQLite, fabric) and N real `floed daemon` processes that bootstrap to it, each with its own
 //! temp data directory, identity and trust store, running flows with simulated sensors and
 //! publishing to a real Mosquitto.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
