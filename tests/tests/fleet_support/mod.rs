@@ -58,6 +58,11 @@ impl Coordinator {
         }
     }
 
+    /// The process id of the running coordinator.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the coordinator with SIGKILL, as a crash or power cut would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,0 +1,97 @@
+//! The coordinator's benchmark (issue #7 §7): a canary+waves deployment to 20 real `floed`
+//! processes on loopback with 1-second soaks. It prints the wall time from the start command
+//! until every device reports the new release committed, and the coordinator's CPU time and
+//! peak RSS.
+//!
+//! Run: `cargo run --release -p floe-tests --example fleet_bench` (needs Mosquitto at
+//! /usr/sbin/mosquitto). Set `FLEET_N` to change the fleet size. The last line is
+//! `devices=<n> soaks_s=<s> wall_s=<t> target_s=<10+s> coordinator_cpu_s=<c>
+//! coordinator_cpu_deploy_s=<c> coordinator_peak_rss_mb=<m>`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/fleet_support/mod.rs"]
+mod fleet_support;
+
+use std::time::{Duration, Instant};
+
+use fleet_support::{Coordinator, Device, temperature_flow, wait};
+use floe_tests::Mosquitto;
+use serde_json::json;
+
+/// CPU time (user + system) of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    ticks as f64 / hz
+}
+
+fn main() {
+    let n: usize = std::env::var("FLEET_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .clamp(1, 64);
+    let broker = Mosquitto::start().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let coord = Coordinator::start(root.path());
+    let pid = coord.pid().unwrap();
+    let regions = ["eu", "us", "ap"];
+    let devices: Vec<Device> = (0..n)
+        .map(|i| {
+            Device::start(
+                &coord,
+                root.path(),
+                &format!("dev-{i:02}"),
+                regions[i % regions.len()],
+            )
+        })
+        .collect();
+    let refs: Vec<&Device> = devices.iter().collect();
+    coord.wait_online(&refs, Duration::from_secs(120));
+    println!("{n} devices online");
+
+    let flow = coord.publish("Temperature Alert", temperature_flow(&broker.url()));
+    let soak = "1s";
+    let soaks_s = 3.0;
+    let cfg = json!({
+        "canary_percentage": 10, "canary_delay": soak, "timeout": "60s",
+        "offline_grace": "30s", "auto_rollback": true, "health_check": true,
+        "require_approval": false,
+        "waves": [
+            {"name": "wave-1", "percentage": 50, "soak": soak, "failure_threshold": 20},
+            {"name": "wave-2", "percentage": 50, "soak": soak, "failure_threshold": 20}
+        ]
+    });
+    let cpu_before = cpu_seconds(pid);
+    let t0 = Instant::now();
+    let dep = coord.deploy(&flow, "canary-waves", &refs, cfg);
+    let done = coord.wait_done(&dep, Duration::from_secs(300));
+    let completed_s = t0.elapsed().as_secs_f64();
+    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+    // "All committed" is the devices' word: every report says release 1, not on trial.
+    wait("every device committed", Duration::from_secs(120), || {
+        devices
+            .iter()
+            .all(|d| {
+                let r = coord.device(&d.id);
+                r["installed"]["release"] == json!(1) && r["on_trial"] == json!(false)
+            })
+            .then_some(())
+    });
+    let wall_s = t0.elapsed().as_secs_f64();
+    let cpu_deploy = cpu_seconds(pid) - cpu_before;
+    let cpu_total = cpu_seconds(pid);
+    let peak_mb = floe_tests::proc_status_kb(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
+    println!("deployment completed at {completed_s:.2} s; every device committed at {wall_s:.2} s");
+    println!(
+        "devices={n} soaks_s={soaks_s:.0} wall_s={wall_s:.2} target_s={:.0} coordinator_cpu_s={cpu_total:.2} coordinator_cpu_deploy_s={cpu_deploy:.2} coordinator_peak_rss_mb={peak_mb:.1}",
+        10.0 + soaks_s
+    );
+}
