@@ -79,7 +79,12 @@ impl Coordinator {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "kill it first");
         let _ = std::fs::remove_file(self.dir.join("fabric-addrs"));
-        self.child = Some(spawn_server(&self.dir, self.port, self.fabric_port, &self.republish));
+        self.child = Some(spawn_server(
+            &self.dir,
+            self.port,
+            self.fabric_port,
+            &self.republish,
+        ));
         let client = &self.client;
         wait(
             "the restarted coordinator API",
