@@ -372,8 +372,10 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
     let (reports, mut newest) = watch::channel::<Option<Vec<u8>>>(None);
     let publisher = fabric.clone();
     let token = shutdown.clone();
+    let me = fabric.peer_id();
     let direct: Vec<(PeerId, Arc<AtomicBool>)> = direct
         .into_iter()
+        .filter(|p| *p != me)
         .map(|p| (p, Arc::new(AtomicBool::new(false))))
         .collect();
     let direct_tx = inbox_tx.clone();
