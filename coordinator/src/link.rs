@@ -19,6 +19,16 @@
 //! reports are dropped and counted ([`LinkStats::reports_dropped`]) rather than queued without
 //! bound, which is safe because devices report again at every heartbeat.
 //!
+//! Devices also send their signed report straight to the coordinator over the direct protocol
+//! `/floe/direct/1` at every heartbeat, and the answer is their current directive post when
+//! they are behind it (DESIGN.md: "a device that was offline asks for its current directive
+//! when it comes back"). Gossip only delivers a post whose bytes are new to the mesh, so a
+//! device that was down when a post went out would otherwise wait for the next re-signed copy;
+//! the direct answer brings it the directive within one heartbeat. The link only carries that
+//! exchange: the handler is the application's ([`LinkConfig::direct`]), and [`admit_direct`]
+//! holds the checks a direct report must pass, which are the gossip path's plus one more: the
+//! peer that sent it must own the key that signed it.
+//!
 //! Shape (DESIGN.md "Async shape"): one task owns the post table and the sequence table and
 //! waits on a biased select (shutdown, commands, fabric events, the republish timer); [`Link`]
 //! is a cloneable handle that sends commands with a oneshot for the reply.
@@ -31,7 +41,9 @@ use std::time::Duration;
 use floe_runtime::p2p::index::ArtifactIndex;
 use floe_runtime::p2p::node::FabricEvent;
 use floe_runtime::p2p::signed::{SignedStore, index_of};
-use floe_runtime::p2p::{self, Fabric, FabricConfig, FabricError, Topic, Validation};
+use floe_runtime::p2p::{
+    self, Fabric, FabricConfig, FabricError, RequestHandler, Topic, Validation,
+};
 use floe_runtime::proto::manifest::MAX_MANIFEST_BYTES;
 use floe_runtime::proto::{DeviceReport, DirectivePost, Envelope, Manifest, cbor, open_report};
 use libp2p::identity::Keypair;
@@ -45,7 +57,7 @@ const COMMAND_CAPACITY: usize = 64;
 const MAX_LISTEN_ADDRS: usize = 32;
 
 /// How the coordinator joins the fabric.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkConfig {
     /// Addresses to listen on (TCP or QUIC multiaddrs).
     pub listen: Vec<Multiaddr>,
@@ -66,6 +78,30 @@ pub struct LinkConfig {
     /// Most devices whose last report sequence is remembered; reports from further devices
     /// are dropped and counted.
     pub max_devices: usize,
+    /// The answer to devices' direct requests (`/floe/direct/1`): a signed report in, the
+    /// device's current directive post (or nothing) out. None declines every direct request,
+    /// so devices fall back to gossip alone.
+    pub direct: Option<RequestHandler>,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "identity",
+                &self.identity.as_ref().map(|k| k.public().to_peer_id()),
+            )
+            .field("mdns", &self.mdns)
+            .field("republish", &self.republish)
+            .field("report_capacity", &self.report_capacity)
+            .field("max_posts", &self.max_posts)
+            .field("max_devices", &self.max_devices)
+            .field("direct", &self.direct.is_some())
+            .finish()
+    }
 }
 
 impl LinkConfig {
@@ -86,6 +122,7 @@ impl LinkConfig {
             report_capacity: 1024,
             max_posts: 100_000,
             max_devices: 100_000,
+            direct: None,
         }
     }
 }
@@ -326,8 +363,18 @@ pub async fn spawn(
         mdns: cfg.mdns,
         ..FabricConfig::default()
     };
-    let (fabric, events) = p2p::spawn(key, config, Box::new(store), validator(), shutdown.clone())
-        .map_err(LinkError::Start)?;
+    let (fabric, events) = match cfg.direct.clone() {
+        Some(handler) => p2p::spawn_with_handler(
+            key,
+            config,
+            Box::new(store),
+            validator(),
+            handler,
+            shutdown.clone(),
+        ),
+        None => p2p::spawn(key, config, Box::new(store), validator(), shutdown.clone()),
+    }
+    .map_err(LinkError::Start)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (report_tx, report_rx) = mpsc::channel(cfg.report_capacity.max(1));
     let gate = ReportGate::new(cfg.max_devices);
@@ -357,10 +404,31 @@ pub enum ReportDrop {
     Invalid(String),
     /// Its device id is not the hex of the key that signed it.
     Identity,
+    /// It came directly from a peer whose key is not the one that signed it.
+    NotSender,
     /// Its sequence number is not higher than the last one seen from the device.
     Stale,
     /// The table of devices is full and this device is not in it.
     Full,
+}
+
+/// Opens a report that `peer` sent directly and checks it the way the gossip path does
+/// (self-signed over its exact bytes, the device id the hex of its key), plus that `peer` is
+/// the device itself: its ed25519 peer key must be the key that signed the report, so one
+/// peer cannot fetch another device's directive by relaying that device's report. Sequence
+/// numbers are the service's business here (it ignores a report not newer than the last).
+pub fn admit_direct(peer: PeerId, data: &[u8]) -> Result<DeviceReport, ReportDrop> {
+    let report = open_report(data).map_err(|e| ReportDrop::Invalid(e.to_string()))?;
+    if report.device_id != report.public_key.to_hex() {
+        return Err(ReportDrop::Identity);
+    }
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&report.public_key.0)
+        .map_err(|e| ReportDrop::Invalid(format!("report key: {e}")))?;
+    let owner = libp2p::identity::PublicKey::from(key).to_peer_id();
+    if owner != peer {
+        return Err(ReportDrop::NotSender);
+    }
+    Ok(report)
 }
 
 /// The checks every report passes before the service sees it: self-signed over its exact
@@ -639,6 +707,45 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         assert!(matches!(gate.admit(&bytes), Err(ReportDrop::Invalid(_))));
+    }
+
+    /// The libp2p peer id of the device whose identity seed is `seed`.
+    fn peer_of(seed: [u8; 32]) -> PeerId {
+        let mut bytes = seed;
+        Keypair::ed25519_from_bytes(&mut bytes)
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    #[test]
+    fn direct_reports_must_come_from_the_device_that_signed_them() {
+        let a = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let b = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
+        let report = admit_direct(peer_of([1; 32]), &signed_report(&a, None, 7)).unwrap();
+        assert_eq!(report.seq, 7);
+        assert_eq!(report.device_id, report.public_key.to_hex());
+        // Device b relaying device a's report is refused, and so is a report whose id is not
+        // its key's, even from its own peer.
+        assert_eq!(
+            admit_direct(peer_of([2; 32]), &signed_report(&a, None, 8)),
+            Err(ReportDrop::NotSender)
+        );
+        assert_eq!(
+            admit_direct(peer_of([2; 32]), &signed_report(&b, Some("dev-b"), 1)),
+            Err(ReportDrop::Identity)
+        );
+        let mut bytes = signed_report(&a, None, 9);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(
+            admit_direct(peer_of([1; 32]), &bytes),
+            Err(ReportDrop::Invalid(_))
+        ));
+        assert!(matches!(
+            admit_direct(peer_of([1; 32]), b"junk"),
+            Err(ReportDrop::Invalid(_))
+        ));
     }
 
     #[test]

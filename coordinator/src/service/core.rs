@@ -1950,20 +1950,40 @@ impl Core {
         Ok(Some((directive.generation, bytes)))
     }
 
+    /// Whether `device_id` has a desired directive whose generation is above the one it last
+    /// reported applied (the rule [`Core::outbox`] and [`Core::post_for`] share).
+    fn is_behind(&self, device_id: &str) -> bool {
+        let Some(desired) = self.desired.get(device_id) else {
+            return false;
+        };
+        let applied = self
+            .devices
+            .get(device_id)
+            .and_then(|dev| dev.applied.as_ref())
+            .map(|a| a.generation)
+            .unwrap_or(0);
+        applied < desired.generation
+    }
+
+    /// One device's current directive post when it is behind (the answer to a device that
+    /// reports directly), or None when it has nothing left to apply.
+    pub fn post_for(
+        &mut self,
+        device_id: &str,
+        now: Millis,
+    ) -> Result<Option<Vec<u8>>, ServiceError> {
+        if !self.is_behind(device_id) {
+            return Ok(None);
+        }
+        Ok(self.directive_post(device_id, now)?.map(|(_, post)| post))
+    }
+
     /// Every device whose reported applied generation is below its desired directive's.
     pub fn outbox(&mut self, now: Millis) -> Result<Vec<Outgoing>, ServiceError> {
         let behind: Vec<String> = self
             .desired
             .values()
-            .filter(|d| {
-                let applied = self
-                    .devices
-                    .get(&d.device_id)
-                    .and_then(|dev| dev.applied.as_ref())
-                    .map(|a| a.generation)
-                    .unwrap_or(0);
-                applied < d.generation
-            })
+            .filter(|d| self.is_behind(&d.device_id))
             .map(|d| d.device_id.clone())
             .collect();
         let mut out = Vec::with_capacity(behind.len());

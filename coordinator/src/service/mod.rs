@@ -152,6 +152,14 @@ impl ServiceHandle {
         self.call(|core, now| core.outbox(now)).await
     }
 
+    /// The current directive post for `device_id` when the device is behind it, for the
+    /// answer to a report that came directly. See [`Core::post_for`].
+    pub async fn post_for(&self, device_id: &str) -> Result<Option<Vec<u8>>, ServiceError> {
+        let device = device_id.to_string();
+        self.call(move |core, now| core.post_for(&device, now))
+            .await
+    }
+
     /// Every published artifact, for seeding into the fabric.
     pub async fn artifacts(&self) -> Result<Vec<ArtifactBlob>, ServiceError> {
         self.call(|core, _| core.artifact_blobs()).await

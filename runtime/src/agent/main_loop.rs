@@ -8,7 +8,8 @@
 //! until its trial ends, so `floed install` returns the real outcome.
 //!
 //! When the daemon runs on the fabric, two more inputs join the select: the link inbox
-//! (directive posts from gossip, and the end of a staging fetch) and the report heartbeat. A
+//! (directive posts from gossip or from the coordinator's direct answer to a report, and the
+//! end of a staging fetch) and the report heartbeat. A
 //! fetch never runs in the loop: it is its own task, and its end comes back through the inbox
 //! as an event, so health ticks and watchdog pings go on while chunks arrive. The signed report
 //! is handed to a publisher task through a `watch` (only the newest report matters, so the

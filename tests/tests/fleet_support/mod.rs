@@ -27,16 +27,24 @@ pub struct Coordinator {
     pub client: Client,
     /// The fabric multiaddrs devices bootstrap to.
     pub bootstrap: Vec<String>,
+    /// `--republish`: how often the outbox is posted on gossip again.
+    pub republish: String,
 }
 
 impl Coordinator {
     /// Starts `floe serve` under `root/coordinator` and waits until the API answers and the
     /// fabric address is written.
     pub fn start(root: &Path) -> Coordinator {
+        Coordinator::start_with_republish(root, "500ms")
+    }
+
+    /// Like [`Coordinator::start`], with `--republish` set to `republish` (a long one leaves
+    /// devices to get their directives from the direct answers to their reports).
+    pub fn start_with_republish(root: &Path, republish: &str) -> Coordinator {
         let dir = root.join("coordinator");
         let port = floe_tests::free_port().unwrap();
         let fabric_port = floe_tests::free_port().unwrap();
-        let child = spawn_server(&dir, port, fabric_port);
+        let child = spawn_server(&dir, port, fabric_port, republish);
         let anon = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
         wait("the coordinator API", Duration::from_secs(60), || {
             anon.healthz().ok()
@@ -55,6 +63,7 @@ impl Coordinator {
             fabric_port,
             client,
             bootstrap,
+            republish: republish.to_string(),
         }
     }
 
@@ -75,7 +84,12 @@ impl Coordinator {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "kill it first");
         let _ = std::fs::remove_file(self.dir.join("fabric-addrs"));
-        self.child = Some(spawn_server(&self.dir, self.port, self.fabric_port));
+        self.child = Some(spawn_server(
+            &self.dir,
+            self.port,
+            self.fabric_port,
+            &self.republish,
+        ));
         let client = &self.client;
         wait(
             "the restarted coordinator API",
@@ -190,7 +204,7 @@ impl Drop for Coordinator {
     }
 }
 
-fn spawn_server(dir: &Path, port: u16, fabric_port: u16) -> Child {
+fn spawn_server(dir: &Path, port: u16, fabric_port: u16, republish: &str) -> Child {
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -209,7 +223,7 @@ fn spawn_server(dir: &Path, port: u16, fabric_port: u16) -> Child {
             "--offline-after",
             "3s",
             "--republish",
-            "500ms",
+            republish,
         ])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

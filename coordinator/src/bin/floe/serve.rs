@@ -4,20 +4,26 @@
 //! 0600, printed once), the release key and the coordinator key (`keys/release/`,
 //! `keys/coordinator/`), and the trust store devices need (`trust/trust.cbor`). Later starts
 //! reuse them and resume every unfinished deployment from the database.
+//!
+//! Devices report over gossip and also directly (`/floe/direct/1`); [`direct_handler`] answers
+//! the direct ones with the device's current directive when it is behind, which is how a
+//! device that was offline catches up without waiting for gossip.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use floe_coordinator::link::{self, LinkConfig};
 use floe_coordinator::rollout::parse_duration;
-use floe_coordinator::service::{self, Core, ServiceConfig};
+use floe_coordinator::service::{self, Core, ServiceConfig, ServiceHandle};
 use floe_coordinator::store::Store;
 use floe_coordinator::{api, bridge};
 use floe_runtime::artifact::keys;
+use floe_runtime::p2p::RequestHandler;
 use floe_runtime::proto::{TrustStore, TrustedKey};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// `floe serve` options.
@@ -174,6 +180,41 @@ fn keys_and_trust(dir: &Path) -> Result<(ed25519_dalek::SigningKey, ed25519_dale
     Ok((release, coordinator))
 }
 
+/// The answer to a device's direct request: the request is its signed report, checked as the
+/// gossip path checks it plus that the sending peer owns the signing key
+/// ([`link::admit_direct`]); the service takes it like a gossiped report, and the reply is the
+/// device's current directive post when it is behind, or empty. A refused report also gets an
+/// empty reply (and a debug line only: the service already rate-limits refusal audits, and a
+/// device reports at every heartbeat). It runs on the blocking pool (the fabric's bound: 16
+/// at once), so waiting for the service there blocks no async task.
+fn direct_handler(service: ServiceHandle, rt: tokio::runtime::Handle) -> RequestHandler {
+    Arc::new(move |peer, data| {
+        let report = match link::admit_direct(peer, &data) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::debug!(%peer, ?why, "direct report refused");
+                return Some(Vec::new());
+            }
+        };
+        let device = report.device_id.clone();
+        let answer = rt.block_on(async {
+            service.device_report(report).await?;
+            service.post_for(&device).await
+        });
+        match answer {
+            Ok(Some(post)) => {
+                tracing::debug!(%device, bytes = post.len(), "directive sent directly");
+                Some(post)
+            }
+            Ok(None) => Some(Vec::new()),
+            Err(e) => {
+                tracing::debug!(%device, error = %e, "direct report not taken");
+                Some(Vec::new())
+            }
+        }
+    })
+}
+
 /// Waits until the link listens on at least one address (a few seconds at most).
 async fn wait_for_listen(link: &link::Link) -> Result<Vec<libp2p::Multiaddr>> {
     let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -247,6 +288,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         link_cfg.bootstrap = fabric_bootstrap;
         link_cfg.mdns = !args.no_mdns;
         link_cfg.republish = std::time::Duration::from_millis(republish);
+        link_cfg.direct = Some(direct_handler(
+            handle.clone(),
+            tokio::runtime::Handle::current(),
+        ));
         let (link, reports) = link::spawn(link_cfg, shutdown.clone())
             .await
             .context("starting the fabric")?;

@@ -11,6 +11,17 @@
 //! fabric events into link inputs (directive posts, finished fetches), and a publisher that
 //! puts the newest signed report on `floe/health/1`. Without either key the daemon runs alone,
 //! which is what a bench or an air-gapped site wants.
+//!
+//! The publisher also sends each report directly (`/floe/direct/1`) to every bootstrap peer
+//! named by its `/p2p/<peer id>`. A coordinator answers with the device's current directive
+//! post when the device is behind it (other peers decline); that answer goes into the main
+//! loop's inbox exactly as a gossiped post would, and the loop checks it the same way. This is
+//! the catch-up path of DESIGN.md ("a device that was offline asks for its current directive
+//! when it comes back"): gossip does not deliver bytes the mesh has already seen, so without it
+//! a device that missed a post would wait for the coordinator's next re-signed copy. Requests
+//! run in their own tasks, at most one in flight per peer (a report that finds its peer busy is
+//! not sent there; the next heartbeat's is), so the publisher and the main loop never wait on
+//! the network.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -27,9 +38,10 @@ use floe_runtime::health::HealthReport;
 use floe_runtime::http::{self, COMMAND_QUEUE, CONTROL_SOCKET, Published};
 use floe_runtime::p2p::node::FabricEvent;
 use floe_runtime::p2p::signed::SignedStore;
-use floe_runtime::p2p::{self, FabricConfig, Topic, Validation};
+use floe_runtime::p2p::{self, Fabric, FabricConfig, Topic, Validation};
 use floe_runtime::proto::{Directive, DirectivePost, Envelope, TrustStore, open_report};
-use std::sync::atomic::{AtomicU64, Ordering};
+use libp2p::PeerId;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -185,6 +197,73 @@ fn offer(tx: &mpsc::Sender<LinkInput>, dropped: &AtomicU64, data: Vec<u8>) {
     }
 }
 
+/// Most bootstrap peers a report is sent to directly; further ones get gossip only.
+const MAX_DIRECT_PEERS: usize = 16;
+
+/// The peers named by `/p2p/<peer id>` in the bootstrap addresses, each once, in order, at most
+/// [`MAX_DIRECT_PEERS`].
+fn direct_peers(bootstrap: &[libp2p::Multiaddr]) -> Vec<PeerId> {
+    let mut peers = Vec::new();
+    for addr in bootstrap {
+        let id = addr.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+            _ => None,
+        });
+        if let Some(id) = id
+            && !peers.contains(&id)
+        {
+            if peers.len() == MAX_DIRECT_PEERS {
+                tracing::warn!(%addr, "more than {MAX_DIRECT_PEERS} bootstrap peers: reports reach this one by gossip only");
+                continue;
+            }
+            peers.push(id);
+        }
+    }
+    peers
+}
+
+/// What a direct reply means for the main loop: an empty reply says the device is not behind
+/// (or the report was refused), so nothing is handed over; without a trust store no directive
+/// can be verified, so a post is ignored as the gossip validator ignores it; any other reply
+/// is handed to the loop as a post, which checks the coordinator signature, generation,
+/// expiry and manifest (and audits a refusal), exactly as for a gossiped post.
+fn direct_reply(reply: Vec<u8>, trusted: bool) -> Option<Vec<u8>> {
+    (!reply.is_empty() && trusted).then_some(reply)
+}
+
+/// Sends `report` directly to `peer` unless a request to it is still in flight, and hands a
+/// non-empty reply to the main loop.
+fn send_direct(
+    fabric: &Fabric,
+    peer: PeerId,
+    busy: &Arc<AtomicBool>,
+    report: Vec<u8>,
+    inbox: &mpsc::Sender<LinkInput>,
+    dropped: &Arc<AtomicU64>,
+    trusted: bool,
+) {
+    if busy.swap(true, Ordering::AcqRel) {
+        tracing::debug!(%peer, "direct report skipped: the previous one is still in flight");
+        return;
+    }
+    let fabric = fabric.clone();
+    let busy = busy.clone();
+    let inbox = inbox.clone();
+    let dropped = dropped.clone();
+    tokio::spawn(async move {
+        match fabric.request(peer, report).await {
+            Ok(reply) => {
+                if let Some(post) = direct_reply(reply, trusted) {
+                    tracing::debug!(%peer, bytes = post.len(), "directive received directly");
+                    offer(&inbox, &dropped, post);
+                }
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "direct report not answered"),
+        }
+        busy.store(false, Ordering::Release);
+    });
+}
+
 /// Whether a directive post carries a valid coordinator signature (the manifest and the
 /// device-specific checks are the main loop's).
 fn directive_signed(trust: &TrustStore, data: &[u8]) -> bool {
@@ -215,6 +294,8 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
             None
         }
     };
+    let trusted = trust.is_some();
+    let direct = direct_peers(&bootstrap);
     let (inbox_tx, inbox) = mpsc::channel(LINK_INBOX);
     let dropped = Arc::new(AtomicU64::new(0));
     let validator: p2p::Validator = {
@@ -252,6 +333,7 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
     // behind (the coordinator re-posts); a finished fetch and a peer count wait for room,
     // because each is sent once.
     let tx = inbox_tx.clone();
+    let direct_dropped = dropped.clone();
     tokio::spawn(async move {
         // One entry per connected peer; the fabric's connection limit bounds it.
         let mut peers = std::collections::HashSet::new();
@@ -285,11 +367,18 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
         }
     });
 
-    // The publisher: the newest signed report goes out; an older one still waiting is simply
-    // replaced (the watch holds one).
+    // The publisher: the newest signed report goes out on gossip and directly to each
+    // bootstrap peer; an older one still waiting is simply replaced (the watch holds one).
     let (reports, mut newest) = watch::channel::<Option<Vec<u8>>>(None);
     let publisher = fabric.clone();
     let token = shutdown.clone();
+    let me = fabric.peer_id();
+    let direct: Vec<(PeerId, Arc<AtomicBool>)> = direct
+        .into_iter()
+        .filter(|p| *p != me)
+        .map(|p| (p, Arc::new(AtomicBool::new(false))))
+        .collect();
+    let direct_tx = inbox_tx.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -299,10 +388,13 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
                     if changed.is_err() {
                         break;
                     }
-                    let bytes = newest.borrow_and_update().clone();
-                    if let Some(bytes) = bytes
-                        && let Err(e) = publisher.publish(Topic::Health, bytes).await
-                    {
+                    let Some(bytes) = newest.borrow_and_update().clone() else {
+                        continue;
+                    };
+                    for (peer, busy) in &direct {
+                        send_direct(&publisher, *peer, busy, bytes.clone(), &direct_tx, &direct_dropped, trusted);
+                    }
+                    if let Err(e) = publisher.publish(Topic::Health, bytes).await {
                         tracing::debug!(error = %e, "report not published");
                     }
                 }
@@ -316,4 +408,51 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
         key: signing,
         reports,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn peer(seed: u8) -> PeerId {
+        let mut bytes = [seed; 32];
+        libp2p::identity::Keypair::ed25519_from_bytes(&mut bytes)
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    #[test]
+    fn direct_peers_are_the_bootstrap_peer_ids_once_each() {
+        let (a, b) = (peer(1), peer(2));
+        let addrs: Vec<libp2p::Multiaddr> = [
+            format!("/ip4/127.0.0.1/tcp/7301/p2p/{a}"),
+            "/ip4/127.0.0.1/tcp/7302".to_string(),
+            format!("/ip4/127.0.0.1/udp/7301/quic-v1/p2p/{a}"),
+            format!("/ip4/10.0.0.2/tcp/7301/p2p/{b}"),
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(direct_peers(&addrs), vec![a, b]);
+        // Beyond the bound, further peers get gossip only.
+        let many: Vec<libp2p::Multiaddr> = (0..40u8)
+            .map(|i| {
+                format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", 7000 + u16::from(i), peer(i))
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let peers = direct_peers(&many);
+        assert_eq!(peers.len(), MAX_DIRECT_PEERS);
+        assert_eq!(peers[0], peer(0));
+    }
+
+    #[test]
+    fn an_empty_reply_or_no_trust_store_hands_nothing_to_the_loop() {
+        assert_eq!(direct_reply(Vec::new(), true), None);
+        assert_eq!(direct_reply(vec![1, 2, 3], false), None);
+        assert_eq!(direct_reply(vec![1, 2, 3], true), Some(vec![1, 2, 3]));
+    }
 }
