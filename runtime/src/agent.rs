@@ -831,6 +831,22 @@ where
                 return Err(e.into());
             }
         };
+        self.switch_and_start_trial(actor, target, &record, &version, &detail)
+            .await
+    }
+
+    /// The switch itself, shared by `floed install` and coordinator directives: stop the old
+    /// flow, swap the `active` link, start the new flow from its verified slot, and begin the
+    /// trial. Any failure after the old flow stopped rolls back to the last known good.
+    /// The lifecycle row already says `Switching` (persisted by the caller).
+    async fn switch_and_start_trial(
+        &mut self,
+        actor: &str,
+        target: SlotName,
+        record: &VersionRecord,
+        version: &str,
+        detail: &str,
+    ) -> Result<Option<Outcome>, AgentError> {
         let dir = self.slots.dir(target);
         let gap_start = Instant::now();
         self.stop_flow().await;
@@ -845,12 +861,12 @@ where
                 .await?;
             return Ok(Some(out));
         }
-        let started = self.start_verified(target, &dir, &record, false).await;
+        let started = self.start_verified(target, &dir, record, false).await;
         let gap = gap_start.elapsed();
         match started {
             Ok(flow) => {
                 self.flow = Some(flow);
-                self.running_version = Some(version.clone());
+                self.running_version = Some(version.to_string());
             }
             Err(reason) => {
                 let out = self

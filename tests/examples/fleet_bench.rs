@@ -1,7 +1,7 @@
 //! The coordinator's benchmark (issue #7 §7): a canary+waves deployment to 20 real `floed`
 //! processes on loopback with 1-second soaks. It prints the wall time from the start command
 //! until every device reports the new release committed, and the coordinator's CPU time and
-//! peak RSS.
+//! peak RSS, and the idle RSS of the device daemons afterwards.
 //!
 //! Run: `cargo run --release -p floe-tests --example fleet_bench` (needs Mosquitto at
 //! /usr/sbin/mosquitto). Set `FLEET_N` to change the fleet size. The last line is
@@ -89,7 +89,20 @@ fn main() {
     let cpu_deploy = cpu_seconds(pid) - cpu_before;
     let cpu_total = cpu_seconds(pid);
     let peak_mb = floe_tests::proc_status_kb(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
+    // Device memory once the fleet is idle again: floed daemon + fabric + the example flow.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut rss: Vec<f64> = devices
+        .iter()
+        .filter_map(|d| floe_tests::proc_status_kb(d.pid()?, "VmRSS"))
+        .map(|kb| kb as f64 / 1024.0)
+        .collect();
+    rss.sort_by(f64::total_cmp);
+    let median = rss.get(rss.len() / 2).copied().unwrap_or(0.0);
+    let max = rss.last().copied().unwrap_or(0.0);
     println!("deployment completed at {completed_s:.2} s; every device committed at {wall_s:.2} s");
+    println!(
+        "floed idle RSS (daemon, fabric, example flow): median {median:.1} MB, max {max:.1} MB"
+    );
     println!(
         "devices={n} soaks_s={soaks_s:.0} wall_s={wall_s:.2} target_s={:.0} coordinator_cpu_s={cpu_total:.2} coordinator_cpu_deploy_s={cpu_deploy:.2} coordinator_peak_rss_mb={peak_mb:.1}",
         10.0 + soaks_s

@@ -224,6 +224,9 @@ pub struct Subscription {
     early: Mutex<std::collections::VecDeque<Seen>>,
 }
 
+/// Most messages a subscription keeps from before its probe arrived (the oldest go first).
+const EARLY_LIMIT: usize = 10_000;
+
 impl Subscription {
     /// Subscribes to `filter` and returns once the subscription is confirmed: the helper
     /// publishes a probe on a topic under `floe-test-probe/` and waits to see it.
@@ -285,14 +288,22 @@ impl Subscription {
                     "probe",
                 ])
                 .status();
-            while let Ok(s) = sub.rx.recv_timeout(Duration::from_millis(200)) {
+            // Wait up to 500 ms for this probe, then publish another: the first one can be
+            // lost when it beats the subscription, and a busy topic must not keep this loop
+            // from ever sending a second probe.
+            let round = Instant::now() + Duration::from_millis(500);
+            while let Some(left) = round.checked_duration_since(Instant::now()) {
+                let Ok(s) = sub.rx.recv_timeout(left) else {
+                    break;
+                };
                 if s.topic == probe {
                     return Ok(sub);
                 }
-                sub.early
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_back(s);
+                let mut early = sub.early.lock().unwrap_or_else(|e| e.into_inner());
+                if early.len() >= EARLY_LIMIT {
+                    early.pop_front();
+                }
+                early.push_back(s);
             }
             if Instant::now() >= until {
                 bail!("mosquitto_sub on port {port} did not see its probe within 10 s");

@@ -27,9 +27,8 @@ use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
 
-use super::lifecycle::TrialTracker;
 use super::runner::FlowRunner;
-use super::{ACTOR_FLOED, Agent, AgentError, Outcome, bundle, crash::crash_point, now_ms};
+use super::{Agent, AgentError, Outcome, bundle, crash::crash_point, now_ms};
 use crate::artifact::{self, ChunkStore, DeviceFacts, ReleaseStore, keys};
 use crate::health::{self, Status};
 use crate::p2p::index::ArtifactId;
@@ -722,58 +721,8 @@ where
         self.state.transition(&l, &[e])?;
         self.lifecycle = l;
         crash_point("switch:persisted");
-        let dir = self.slots.dir(target);
-        let gap_start = Instant::now();
-        self.stop_flow().await;
-        crash_point("switch:old-stopped");
-        if let Err(e) = self.slots.switch_active(target) {
-            let out = self
-                .roll_back(
-                    ACTOR_FLOED,
-                    &format!("switching the active link failed: {e}"),
-                )
-                .await?;
-            return Ok(Some(out));
-        }
-        let started = self.start_verified(target, &dir, &record, false).await;
-        let gap = gap_start.elapsed();
-        match started {
-            Ok(flow) => {
-                self.flow = Some(flow);
-                self.running_version = Some(version.clone());
-            }
-            Err(reason) => {
-                let out = self
-                    .roll_back(ACTOR_FLOED, &format!("{version} failed to start: {reason}"))
-                    .await?;
-                return Ok(Some(out));
-            }
-        }
-        crash_point("switch:started");
-        self.counters.switches += 1;
-        self.counters.last_switch_gap = Some(gap.as_secs_f64());
-        self.window.reset();
-        self.sample();
-        let now = now_ms();
-        let mut l = self.lifecycle.clone();
-        l.phase = Phase::Trial;
-        l.since_ms = now;
-        let e = self.audit(
-            now,
-            actor,
-            "switch",
-            "ok",
-            &format!(
-                "{detail}; gap {} us; trial of {}s",
-                gap.as_micros(),
-                self.cfg.trial.min_ready.as_secs()
-            ),
-        );
-        self.state.transition(&l, &[e])?;
-        self.lifecycle = l;
-        self.trial = Some(TrialTracker::new(Instant::now()));
-        crash_point("trial:started");
-        Ok(None)
+        self.switch_and_start_trial(actor, target, &record, &version, &detail)
+            .await
     }
 
     /// Called with every trial outcome the agent reaches by itself (from [`Agent::tick`]): a

@@ -309,6 +309,11 @@ impl Device {
         d
     }
 
+    /// The process id of the running daemon.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the daemon with SIGKILL (the device goes offline).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

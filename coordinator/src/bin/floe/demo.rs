@@ -417,12 +417,54 @@ fn floed_path() -> Result<PathBuf> {
         .map(|d| d.join("floed"))
         .context("the floe binary has no parent directory")?;
     if !path.is_file() {
+        build_floed(&exe)?;
+    }
+    if !path.is_file() {
         bail!(
             "floed was not found next to floe ({}); build it with `cargo build -p floe-runtime --bin floed`",
             path.display()
         );
     }
     Ok(path)
+}
+
+/// Under `cargo run` (which builds only `floe`), builds the companion `floed` with the same
+/// cargo, profile and target directory, so the README's one command works on a fresh clone.
+/// Outside cargo it does nothing and the caller says how to build floed.
+fn build_floed(exe: &Path) -> Result<()> {
+    let (Some(cargo), Some(manifest_dir)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return Ok(());
+    };
+    let Some(profile_dir) = exe.parent() else {
+        return Ok(());
+    };
+    let Some(target_dir) = profile_dir.parent() else {
+        return Ok(());
+    };
+    println!("building floed next to floe (first run only) ...");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(manifest_dir)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "floe-runtime",
+            "--bin",
+            "floed",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo to build floed")?;
+    if !status.success() {
+        bail!("building floed failed ({status})");
+    }
+    Ok(())
 }
 
 /// Copies the regular files of the coordinator's trust directory into a device's.
