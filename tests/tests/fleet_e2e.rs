@@ -361,3 +361,34 @@ fn directives_arrive_directly_when_gossip_is_slow() {
         assert_eq!(d.active_version().as_deref(), Some("1.1.0"), "{s}");
     }
 }
+
+/// The README's main command, shortened: `floe demo` with 3 devices deploys v1 everywhere,
+/// sees the broken v2 roll back, leaves every device on v1 and stops everything it started.
+#[test]
+fn floe_demo_runs_end_to_end() {
+    // floe demo runs the floed found next to floe.
+    floe_tests::bin("floed").unwrap();
+    let out = std::process::Command::new(floe_tests::bin("floe").unwrap())
+        .args([
+            "demo",
+            "--devices",
+            "3",
+            "--strategy",
+            "canary-waves",
+            "--soak",
+            "1s",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("v1 completed (3/3 devices)"), "{stdout}");
+    assert!(stdout.contains("v2 rolled_back"), "{stdout}");
+    assert!(stdout.contains("3/3 devices run v1 now"), "{stdout}");
+    assert!(stdout.contains("## Fleet Deployment Report"), "{stdout}");
+}
