@@ -172,6 +172,68 @@ fn build_inspect_verify_import() {
     }
 }
 
+/// `floe artifact build --smoke-test` carries the test in the signed manifest, as
+/// `floed artifact build` does, and `inspect` shows it.
+#[test]
+fn build_carries_a_smoke_test_in_the_manifest() {
+    let dir = setup();
+    let d = dir.path();
+    std::fs::write(
+        d.join("smoke.json"),
+        r#"{"inject":[{"node":"n2","payload":{"temperature":35}}],
+            "expect":[{"node":"n3","payload":{"temperature":35}}],"timeout_ms":1500}"#,
+    )
+    .unwrap();
+    let flow = workspace_root().join("examples/temperature-alert.json");
+    let o = run(
+        "floe",
+        &[
+            "artifact",
+            "build",
+            "--flow",
+            flow.to_str().unwrap(),
+            "--version",
+            "1.0.0",
+            "--key",
+            "release",
+            "--out",
+            "s.floe",
+            "--smoke-test",
+            "smoke.json",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "build: {}", stderr(&o));
+    let o = run("floe", &["artifact", "inspect", "s.floe", "--json"], d);
+    assert!(o.status.success(), "inspect: {}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["smoke_test"]["timeout_ms"], 1500, "{json}");
+    assert_eq!(json["smoke_test"]["inject"][0]["node"], "n2", "{json}");
+    // A malformed smoke test is refused with the file named, and nothing is written.
+    std::fs::write(d.join("bad.json"), r#"{"inject":"nope"}"#).unwrap();
+    let o = run(
+        "floe",
+        &[
+            "artifact",
+            "build",
+            "--flow",
+            flow.to_str().unwrap(),
+            "--version",
+            "1.0.0",
+            "--key",
+            "release",
+            "--out",
+            "b.floe",
+            "--smoke-test",
+            "bad.json",
+        ],
+        d,
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bad.json"), "{}", stderr(&o));
+    assert!(!d.join("b.floe").exists());
+}
+
 #[test]
 fn verify_refuses_with_exit_1_and_the_reason() {
     let dir = setup();

@@ -54,6 +54,10 @@ pub(crate) enum ArtifactCommand {
         /// Chunk size in bytes (default 1 MiB).
         #[arg(long, default_value_t = floe_runtime::proto::manifest::DEFAULT_CHUNK_SIZE)]
         chunk_size: u32,
+        /// A smoke-test file (JSON: `inject` and `expect` lists of `{node, payload}`, and
+        /// `timeout_ms`), carried in the signed manifest; devices run it before switching.
+        #[arg(long)]
+        smoke_test: Option<PathBuf>,
     },
     /// Show a bundle's manifest (signatures are shown, not checked; use `floed artifact verify`).
     Inspect {
@@ -109,6 +113,7 @@ fn manifest_json(reader: &BundleReader, manifest: &Manifest) -> serde_json::Valu
         "archs": manifest.archs,
         "device_types": manifest.device_types,
         "min_runtime": manifest.min_runtime,
+        "smoke_test": serde_json::to_value(&manifest.smoke_test).unwrap_or(serde_json::Value::Null),
         "size": manifest.size,
         "sha256": manifest.sha256.to_hex(),
         "chunk_size": manifest.chunk_size,
@@ -136,6 +141,7 @@ pub(crate) fn run(command: ArtifactCommand) -> Result<ExitCode> {
             min_runtime,
             expires_in_days,
             chunk_size,
+            smoke_test,
         } => {
             let bytes = read_flow(&flow)?;
             let name = match name {
@@ -158,6 +164,15 @@ pub(crate) fn run(command: ArtifactCommand) -> Result<ExitCode> {
                 spec.min_runtime = min_runtime;
             }
             spec.chunk_size = chunk_size;
+            if let Some(path) = smoke_test {
+                let text =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                spec.smoke_test = Some(
+                    artifact::bundle::smoke_test_from_json(&text).with_context(|| {
+                        format!("{} is not a usable smoke test", path.display())
+                    })?,
+                );
+            }
             let signing: Vec<_> = key_paths
                 .iter()
                 .map(|p| {
