@@ -786,25 +786,10 @@ where
             return Err(err.into());
         }
         crash_point("stage:done");
-
-        // Smoke test, with the old flow still serving.
-        let now = now_ms();
-        let mut l = self.lifecycle.clone();
-        l.phase = Phase::Smoke;
-        l.since_ms = now;
-        let e = self.audit(
-            now,
-            actor,
-            "stage",
-            "ok",
-            &format!("{version} staged and verified in {target}"),
-        );
-        self.state.set_slot(target, Some(&version), now, None)?;
-        self.state.transition(&l, &[e])?;
-        self.lifecycle = l;
-        crash_point("smoke:persisted");
-        if let Err(reason) = self.smoke(target).await {
-            self.abort_install(actor, "smoke", &reason, false)?;
+        if let Err(reason) = self
+            .record_staged_and_smoke(actor, target, &version)
+            .await?
+        {
             return Err(AgentError::Smoke { version, reason });
         }
 
@@ -833,6 +818,38 @@ where
         };
         self.switch_and_start_trial(actor, target, &record, &version, &detail)
             .await
+    }
+
+    /// After a successful stage, shared by `floed install` and coordinator directives: records
+    /// the staged version (slot row, phase Smoke, audit) and runs the smoke test with the old
+    /// flow still serving. A failed smoke test has already been aborted and audited when its
+    /// reason is returned as `Ok(Err(reason))`.
+    async fn record_staged_and_smoke(
+        &mut self,
+        actor: &str,
+        target: SlotName,
+        version: &str,
+    ) -> Result<Result<(), String>, AgentError> {
+        let now = now_ms();
+        let mut l = self.lifecycle.clone();
+        l.phase = Phase::Smoke;
+        l.since_ms = now;
+        let e = self.audit(
+            now,
+            actor,
+            "stage",
+            "ok",
+            &format!("{version} staged and verified in {target}"),
+        );
+        self.state.set_slot(target, Some(version), now, None)?;
+        self.state.transition(&l, &[e])?;
+        self.lifecycle = l;
+        crash_point("smoke:persisted");
+        if let Err(reason) = self.smoke(target).await {
+            self.abort_install(actor, "smoke", &reason, false)?;
+            return Ok(Err(reason));
+        }
+        Ok(Ok(()))
     }
 
     /// The switch itself, shared by `floed install` and coordinator directives: stop the old

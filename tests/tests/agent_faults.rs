@@ -4,7 +4,7 @@
 //! a node, one that panics in a node, and one whose error rate climbs. The failures come from
 //! the test-only `fault` node kind (feature `fault-nodes`).
 //!
-//! Also end to end: the smoke test declared in a signed manifest (`floed artifact build
+//! Also end to end: the smoke test declared in a signed manifest (`floe artifact build
 //! --smoke-test`), which refuses a version whose expected output does not come, and the
 //! per-slot MQTT client ids, which let the smoke test of the standby slot connect to the same
 //! Mosquitto as the live flow without knocking it off.
@@ -318,7 +318,7 @@ fn release_key(dir: &Path, data: &Path) -> PathBuf {
     dir.join("release")
 }
 
-/// `floed artifact build` with a smoke-test file.
+/// `floe artifact build` with a smoke-test file.
 fn build_bundle(
     dir: &Path,
     key: &Path,
@@ -332,7 +332,7 @@ fn build_bundle(
     let smoke_path = dir.join(format!("smoke-{version}.json"));
     std::fs::write(&smoke_path, smoke.to_string()).unwrap();
     let out = dir.join(format!("v{version}.floe"));
-    let o = Command::new(floed())
+    let o = Command::new(floe_tests::bin("floe").unwrap())
         .args(["artifact", "build", "--name", "demo", "--version", version])
         .args(["--release", &release.to_string(), "--key"])
         .arg(key)

@@ -172,8 +172,8 @@ fn build_inspect_verify_import() {
     }
 }
 
-/// `floe artifact build --smoke-test` carries the test in the signed manifest, as
-/// `floed artifact build` does, and `inspect` shows it.
+/// `floe artifact build --smoke-test` carries the test in the signed manifest, and `inspect`
+/// shows it.
 #[test]
 fn build_carries_a_smoke_test_in_the_manifest() {
     let dir = setup();

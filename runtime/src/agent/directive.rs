@@ -613,23 +613,10 @@ where
             return self.set_progress(post, Progress::Failed, &why);
         }
         crash_point("stage:done");
-        let now = now_ms();
-        let mut l = self.lifecycle.clone();
-        l.phase = Phase::Smoke;
-        l.since_ms = now;
-        let e = self.audit(
-            now,
-            ACTOR_COORDINATOR,
-            "stage",
-            "ok",
-            &format!("{version} staged and verified in {target}"),
-        );
-        self.state.set_slot(target, Some(&version), now, None)?;
-        self.state.transition(&l, &[e])?;
-        self.lifecycle = l;
-        crash_point("smoke:persisted");
-        if let Err(reason) = self.smoke(target).await {
-            self.abort_install(ACTOR_COORDINATOR, "smoke", &reason, false)?;
+        if let Err(reason) = self
+            .record_staged_and_smoke(ACTOR_COORDINATOR, target, &version)
+            .await?
+        {
             return self.set_progress(post, Progress::Failed, &format!("smoke test: {reason}"));
         }
         let now = now_ms();

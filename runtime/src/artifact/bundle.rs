@@ -169,7 +169,7 @@ struct SmokeFileMessage {
     payload: serde_json::Value,
 }
 
-/// Reads a smoke-test file (`floed artifact build --smoke-test FILE`):
+/// Reads a smoke-test file (`floe artifact build --smoke-test FILE`):
 ///
 /// ```json
 /// {"inject": [{"node": "scale", "payload": {"raw": 21500}}],

@@ -184,14 +184,22 @@ pub(crate) fn run(command: ArtifactCommand) -> Result<ExitCode> {
             let manifest = artifact::build(&spec, &bytes, files.as_deref(), &refs, &out)
                 .with_context(|| format!("building {}", out.display()))?;
             println!(
-                "wrote {}: {} {} release {}, {} bytes, {} chunks, {} files",
+                "wrote {}: {} {} release {}, {} bytes, {} chunks, {} files, smoke test: {}",
                 out.display(),
                 manifest.name,
                 manifest.version,
                 manifest.release,
                 manifest.size,
                 manifest.chunks.len(),
-                manifest.files.len()
+                manifest.files.len(),
+                manifest.smoke_test.as_ref().map_or_else(
+                    || "none".to_string(),
+                    |s| format!(
+                        "{} inputs, {} expected outputs",
+                        s.inject.len(),
+                        s.expect.len()
+                    )
+                )
             );
         }
         ArtifactCommand::Inspect { bundle, json } => {
