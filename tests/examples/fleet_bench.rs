@@ -1,12 +1,13 @@
 //! The coordinator's benchmark (issue #7 §7): a canary+waves deployment to 20 real `floed`
 //! processes on loopback with 1-second soaks. It prints the wall time from the start command
 //! until every device reports the new release committed, and the coordinator's CPU time and
-//! peak RSS, and the idle RSS of the device daemons afterwards.
+//! peak RSS, and the idle RSS of the device daemons afterwards (3 s after the deployment and,
+//! for the figure, `FLEET_IDLE_S` = 130 s after it, once gossipsub's caches have turned over).
 //!
 //! Run: `cargo run --release -p floe-tests --example fleet_bench` (needs Mosquitto at
 //! /usr/sbin/mosquitto). Set `FLEET_N` to change the fleet size. The last line is
 //! `devices=<n> soaks_s=<s> wall_s=<t> target_s=<10+s> coordinator_cpu_s=<c>
-//! coordinator_cpu_deploy_s=<c> coordinator_peak_rss_mb=<m>`.
+//! coordinator_cpu_deploy_s=<c> coordinator_peak_rss_mb=<m> floed_idle_rss_mb=<m>`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/fleet_support/mod.rs"]
@@ -90,21 +91,74 @@ fn main() {
     let cpu_total = cpu_seconds(pid);
     let peak_mb = floe_tests::proc_status_kb(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
     // Device memory once the fleet is idle again: floed daemon + fabric + the example flow.
-    std::thread::sleep(Duration::from_secs(3));
-    let mut rss: Vec<f64> = devices
-        .iter()
-        .filter_map(|d| floe_tests::proc_status_kb(d.pid()?, "VmRSS"))
-        .map(|kb| kb as f64 / 1024.0)
-        .collect();
-    rss.sort_by(f64::total_cmp);
-    let median = rss.get(rss.len() / 2).copied().unwrap_or(0.0);
-    let max = rss.last().copied().unwrap_or(0.0);
+    // Measured twice: just after the deployment, and once gossipsub's 120-second caches (the
+    // duplicate cache and the peer-score delivery records) have turned over, which is the
+    // steady state a device idles in.
     println!("deployment completed at {completed_s:.2} s; every device committed at {wall_s:.2} s");
+    std::thread::sleep(Duration::from_secs(3));
+    let early = idle_rss(&devices);
+    println!("floed RSS 3 s after the deployment: {early}");
+    let idle_s: u64 = std::env::var("FLEET_IDLE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(130)
+        .min(600);
+    std::thread::sleep(Duration::from_secs(idle_s.saturating_sub(3)));
+    let idle = idle_rss(&devices);
     println!(
-        "floed idle RSS (daemon, fabric, example flow): median {median:.1} MB, max {max:.1} MB"
+        "floed idle RSS {idle_s} s after the deployment (daemon, fabric, {} peers, example flow): {idle}",
+        n
     );
+    if let Ok(secs) = std::env::var("FLEET_HOLD_S") {
+        // Keeps the fleet up for a look at /proc/<pid>/smaps by hand.
+        let secs: u64 = secs.parse().unwrap_or(0).min(600);
+        for d in &devices {
+            println!("device {} pid {:?}", d.id, d.pid());
+        }
+        std::thread::sleep(Duration::from_secs(secs));
+    }
     println!(
-        "devices={n} soaks_s={soaks_s:.0} wall_s={wall_s:.2} target_s={:.0} coordinator_cpu_s={cpu_total:.2} coordinator_cpu_deploy_s={cpu_deploy:.2} coordinator_peak_rss_mb={peak_mb:.1}",
-        10.0 + soaks_s
+        "devices={n} soaks_s={soaks_s:.0} wall_s={wall_s:.2} target_s={:.0} coordinator_cpu_s={cpu_total:.2} coordinator_cpu_deploy_s={cpu_deploy:.2} coordinator_peak_rss_mb={peak_mb:.1} floed_idle_rss_mb={:.1}",
+        10.0 + soaks_s,
+        idle.median
     );
+}
+
+/// Resident memory of the device daemons: median and max of VmRSS, and the median of its
+/// anonymous (heap, stacks) and file-backed (the binary's code) parts, in MB.
+struct Rss {
+    median: f64,
+    max: f64,
+    anon: f64,
+    file: f64,
+}
+
+impl std::fmt::Display for Rss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "median {:.1} MB (anonymous {:.1} MB, file-backed {:.1} MB), max {:.1} MB",
+            self.median, self.anon, self.file, self.max
+        )
+    }
+}
+
+fn idle_rss(devices: &[Device]) -> Rss {
+    let sorted = |field: &str| {
+        let mut v: Vec<f64> = devices
+            .iter()
+            .filter_map(|d| floe_tests::proc_status_kb(d.pid()?, field))
+            .map(|kb| kb as f64 / 1024.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(0.0);
+    let rss = sorted("VmRSS");
+    Rss {
+        median: median(&rss),
+        max: rss.last().copied().unwrap_or(0.0),
+        anon: median(&sorted("RssAnon")),
+        file: median(&sorted("RssFile")),
+    }
 }

@@ -97,6 +97,16 @@ async fn start_with_store(
         mdns: false,
         ..FabricConfig::default()
     };
+    start_with_config(n, config, handler, store, cancel).await
+}
+
+async fn start_with_config(
+    n: u8,
+    config: FabricConfig,
+    handler: Option<RequestHandler>,
+    store: Box<dyn FabricStore>,
+    cancel: &CancellationToken,
+) -> Started {
     let (fabric, events) = match handler {
         Some(h) => {
             super::spawn_with_handler(key(n), config, store, accept_all(), h, cancel.clone())
@@ -275,6 +285,100 @@ async fn handlers_in_flight_are_bounded_per_peer_and_the_excess_is_told_busy() {
     assert_eq!(most.load(Ordering::SeqCst), direct::MAX_HANDLERS_PER_PEER);
     // Once the slow handlers are done the peer answers again.
     assert_eq!(client.fabric.request(to, vec![5]).await.unwrap(), vec![5]);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_publishes_reports_to_the_coordinator_without_hearing_its_peers_reports() {
+    let cancel = CancellationToken::new();
+    // c is the coordinator (every topic); d and e are devices, which leave Health out.
+    let mut c = start(8, "/ip4/127.0.0.1/tcp/0", vec![], None, &cancel).await;
+    let device = |bootstrap: Vec<Multiaddr>| FabricConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap,
+        mdns: false,
+        topics: Topic::DEVICE.to_vec(),
+        ..FabricConfig::default()
+    };
+    let store = || Box::new(MemStore::default());
+    let d = start_with_config(9, device(vec![c.addr.clone()]), None, store(), &cancel).await;
+    let mut e = start_with_config(
+        10,
+        device(vec![c.addr.clone(), d.addr.clone()]),
+        None,
+        store(),
+        &cancel,
+    )
+    .await;
+    e.connected(d.fabric.peer_id()).await;
+    let mut delivered = None;
+    for i in 0..40u32 {
+        let _ = d
+            .fabric
+            .publish(Topic::Health, format!("report {i}").into_bytes())
+            .await;
+        let got = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match c.events.recv().await {
+                    Some(FabricEvent::Gossip { topic, source, .. }) => {
+                        return Some((topic, source));
+                    }
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+        })
+        .await;
+        if let Ok(Some(found)) = got {
+            delivered = Some(found);
+            break;
+        }
+    }
+    assert_eq!(
+        delivered,
+        Some((Topic::Health, Some(d.fabric.peer_id()))),
+        "the coordinator never got the device's report"
+    );
+    // Directives still reach devices: e subscribes to them.
+    let mut directive = false;
+    for i in 0..40u32 {
+        let _ = c
+            .fabric
+            .publish(Topic::Directive, format!("directive {i}").into_bytes())
+            .await;
+        if let Ok(Some(topic)) = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match e.events.recv().await {
+                    Some(FabricEvent::Gossip { topic, .. }) => return Some(topic),
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+        })
+        .await
+        {
+            assert_eq!(topic, Topic::Directive, "a device heard a peer's report");
+            directive = true;
+            break;
+        }
+    }
+    assert!(directive, "no directive reached the device");
+    // Nothing e received meanwhile was a report.
+    while let Ok(event) = e.events.try_recv() {
+        if let FabricEvent::Gossip { topic, .. } = event {
+            assert_ne!(topic, Topic::Health, "a device heard a peer's report");
+        }
+    }
+    assert!(
+        !e.backlog.iter().any(|ev| matches!(
+            ev,
+            FabricEvent::Gossip {
+                topic: Topic::Health,
+                ..
+            }
+        )),
+        "a device heard a peer's report"
+    );
     cancel.cancel();
 }
 

@@ -31,6 +31,14 @@ use std::time::Duration;
 /// Largest gossip message the fabric sends or accepts (16 KiB).
 pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
 
+/// Gossipsub's per-connection send queue length: half of it bounds the queue of forwards and
+/// IHAVE/IWANT gossip, half the publishes waiting for one connection. Gossipsub's default of
+/// 5000 preallocates a 2500-slot queue per connection, about 0.6 MB each, which was most of a
+/// device's memory once it had a few dozen peers. Fleet gossip is a few small messages a
+/// second, so 256 leaves ample room; at the bound gossipsub drops what it would queue for that
+/// (slow) peer and counts it against the peer, and the others still get the message.
+pub const CONNECTION_QUEUE: usize = 256;
+
 /// The fabric's topics. The `/1` suffix is the wire version of the payload carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -45,6 +53,9 @@ pub enum Topic {
 impl Topic {
     /// Every topic, in a fixed order.
     pub const ALL: [Topic; 3] = [Topic::Announce, Topic::Directive, Topic::Health];
+    /// The topics a device subscribes to. It publishes its reports on [`Topic::Health`] without
+    /// subscribing (see [`super::FabricConfig::topics`]).
+    pub const DEVICE: [Topic; 2] = [Topic::Announce, Topic::Directive];
 
     /// The topic's versioned name.
     pub fn name(self) -> &'static str {
@@ -99,6 +110,7 @@ pub fn config() -> Result<gossipsub::Config, String> {
         .max_ihave_messages(10)
         .gossip_retransimission(3)
         .duplicate_cache_time(Duration::from_secs(120))
+        .connection_handler_queue_len(CONNECTION_QUEUE)
         .build()
         .map_err(|e| e.to_string())
 }

@@ -110,6 +110,12 @@ pub struct FabricConfig {
     pub max_unknown_requests: u32,
     /// Fault injection for the end-to-end tests only: serve chunks with flipped bytes.
     pub fault_corrupt_chunks: bool,
+    /// Topics this node subscribes to, and so receives and relays. It may publish to any
+    /// topic: gossipsub sends a message on a topic it does not subscribe to to the connected
+    /// peers that do. Devices leave out [`Topic::Health`]: only coordinators read reports, and
+    /// relaying every device's reports through every device costs each of them memory and
+    /// bandwidth in proportion to the fleet.
+    pub topics: Vec<Topic>,
 }
 
 impl Default for FabricConfig {
@@ -130,6 +136,7 @@ impl Default for FabricConfig {
             max_invalid_gossip: 20,
             max_unknown_requests: 256,
             fault_corrupt_chunks: false,
+            topics: Topic::ALL.to_vec(),
         }
     }
 }

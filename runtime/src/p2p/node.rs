@@ -642,7 +642,7 @@ fn spawn_inner(
                 reason: e.to_string(),
             })?;
     }
-    for topic in Topic::ALL {
+    for topic in &config.topics {
         swarm
             .behaviour_mut()
             .gossip

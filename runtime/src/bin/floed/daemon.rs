@@ -322,6 +322,9 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
         listen,
         bootstrap,
         mdns: cfg.link.mdns,
+        // Reports go out on Health, but only coordinators subscribe to it (see
+        // `FabricConfig::topics`).
+        topics: Topic::DEVICE.to_vec(),
         ..FabricConfig::default()
     };
     let (fabric, mut events) =
