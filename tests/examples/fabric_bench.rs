@@ -92,22 +92,24 @@ fn run_mode(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    let cpu_before: f64 = std::iter::once(&seed).chain(&nodes).map(cpu_seconds).sum();
     let t0 = Instant::now();
     for node in &mut nodes {
         node.send(&format!("fetch {id}"))?;
     }
     let mut slowest_ms = 0u64;
     let mut each = Vec::new();
-    for node in &nodes {
-        let done = node.wait_complete(&id, Duration::from_secs(1200))?;
-        let got = std::fs::read(done["path"].as_str().unwrap_or_default())
-            .context("reading an export")?;
-        if got != data {
-            bail!("{mode}: device {} exported different bytes", node.peer_id);
-        }
-        let ms = done["elapsed_ms"].as_u64().unwrap_or(0);
-        each.push(ms);
-        slowest_ms = slowest_ms.max(ms);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let timeline = std::thread::scope(|scope| -> Result<Vec<String>> {
+        let sampler = scope.spawn(|| link_timeline(fleet, &stop));
+        let waited = wait_all(&nodes, &id, data, mode, &mut each, &mut slowest_ms);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        waited?;
+        Ok(sampler.join().unwrap_or_default())
+    })?;
+    println!("{mode}: link use per second (seed upload; all devices' downloads; all uploads):");
+    for line in &timeline {
+        println!("  {line}");
     }
     each.sort_unstable();
     println!("{mode}: per-device fetch times (ms, sorted): {each:?}");
@@ -117,6 +119,17 @@ fn run_mode(
     }
     println!("{mode}: chunks served (seed first): {served:?}");
     let wall = t0.elapsed().as_secs_f64();
+    let cpu: f64 = std::iter::once(&seed)
+        .chain(&nodes)
+        .map(cpu_seconds)
+        .sum::<f64>()
+        - cpu_before;
+    println!(
+        "{mode}: CPU time of all {} processes during the transfer: {cpu:.1} s ({:.0}% of the machine's {} cores)",
+        n + 1,
+        100.0 * cpu / (wall * cores()),
+        cores()
+    );
     let seconds = slowest_ms as f64 / 1000.0;
     println!(
         "{mode}: all {n} devices verified; slowest fetch {seconds:.2} s (harness wall {wall:.2} s)"
@@ -126,6 +139,100 @@ fn run_mode(
         nodes,
         seed,
     })
+}
+
+/// CPU time (user + system) of a node's process so far, in seconds.
+fn cpu_seconds(node: &Node) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", node.pid())) else {
+        return 0.0;
+    };
+    // Fields after the command name (in parentheses, which may hold spaces).
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| f.get(*i)?.parse::<f64>().ok())
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    ticks / hz
+}
+
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// Waits for every device to hold the artifact, checks the bytes, and records fetch times.
+fn wait_all(
+    nodes: &[Node],
+    id: &str,
+    data: &[u8],
+    mode: &str,
+    each: &mut Vec<u64>,
+    slowest_ms: &mut u64,
+) -> Result<()> {
+    for node in nodes {
+        let done = node.wait_complete(id, Duration::from_secs(1200))?;
+        let got = std::fs::read(done["path"].as_str().unwrap_or_default())
+            .context("reading an export")?;
+        if got != data {
+            bail!("{mode}: device {} exported different bytes", node.peer_id);
+        }
+        let ms = done["elapsed_ms"].as_u64().unwrap_or(0);
+        each.push(ms);
+        *slowest_ms = (*slowest_ms).max(ms);
+    }
+    Ok(())
+}
+
+/// Samples the links once a second until `stop`: the seed's upload, the devices' downloads
+/// (summed) and every upload (summed), in Mbit/s, against what the links allow.
+fn link_timeline(fleet: &NetnsFleet, stop: &std::sync::atomic::AtomicBool) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(mut last) = fleet.link_bytes() else {
+        return lines;
+    };
+    let n = last.len().saturating_sub(1) as f64;
+    let mut t = Instant::now();
+    let start = t;
+    // Bounded: a sample a second for at most 20 minutes.
+    for _ in 0..1200 {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let Ok(now) = fleet.link_bytes() else { break };
+        let dt = t.elapsed().as_secs_f64();
+        t = Instant::now();
+        let mbit = |b: u64| b as f64 * 8.0 / 1e6 / dt;
+        let seed_up = mbit(now[0].0.saturating_sub(last[0].0));
+        let down: u64 = now
+            .iter()
+            .zip(&last)
+            .skip(1)
+            .map(|(a, b)| a.1.saturating_sub(b.1))
+            .sum();
+        let up: u64 = now
+            .iter()
+            .zip(&last)
+            .map(|(a, b)| a.0.saturating_sub(b.0))
+            .sum();
+        lines.push(format!(
+            "t={:>4.1}s seed {:>5.1}/{MBIT}  down {:>6.1}/{:.0}  up {:>6.1}/{:.0}",
+            start.elapsed().as_secs_f64(),
+            seed_up,
+            mbit(down),
+            n * f64::from(MBIT),
+            mbit(up),
+            (n + 1.0) * f64::from(MBIT),
+        ));
+        last = now;
+    }
+    lines
 }
 
 fn gossip_p99(run: &mut Run, messages: usize) -> Result<f64> {

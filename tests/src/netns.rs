@@ -182,6 +182,35 @@ impl NetnsFleet {
         format!("10.{}.0.{}", 64 + (tag % 64), i + 1)
     }
 
+    /// Bytes each device has sent and received so far, read from the hub's side of its veth
+    /// (the hub receives what the device uploads and transmits what it downloads).
+    pub fn link_bytes(&self) -> Result<Vec<(u64, u64)>> {
+        let out = Command::new("ip")
+            .args(["-n", &self.hub, "-s", "-j", "link", "show"])
+            .output()
+            .context("running ip -s link")?;
+        if !out.status.success() {
+            bail!(
+                "ip -s link failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let links: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("parsing ip -s -j link")?;
+        let tag = std::process::id() % 100_000;
+        let counter = |i: usize, dir: &str| -> u64 {
+            let name = format!("f{tag}h{i}");
+            links
+                .as_array()
+                .and_then(|a| a.iter().find(|l| l["ifname"] == name.as_str()))
+                .and_then(|l| l["stats64"][dir]["bytes"].as_u64())
+                .unwrap_or(0)
+        };
+        Ok((0..self.devices.len())
+            .map(|i| (counter(i, "rx"), counter(i, "tx")))
+            .collect())
+    }
+
     /// The per-run prefix of every namespace name.
     pub fn prefix(&self) -> &str {
         &self.prefix

@@ -4,7 +4,7 @@
 //! Why besides gossip: gossip reaches everyone and says nothing back. A device's signed status
 //! report is for the coordinator alone, and the answer it wants (its current directive) is for
 //! that device alone; flooding both through the mesh would cost every peer bandwidth and still
-//! leave the device without a reply. Chunks have their own protocol (`/floe/chunk/1`) because
+//! leave the device without a reply. Chunks have their own protocol (`/floe/chunk/2`) because
 //! their sizes, slots and scheduling are different; this one is for messages of at most
 //! [`MAX_DIRECT_BYTES`] each way.
 //!

@@ -20,7 +20,8 @@
 //!   canonical encoding, so an index fetched from any peer is self-certifying.
 //! - [`store`]: the [`store::FabricStore`] trait the fabric reads and writes chunks through,
 //!   with a file-backed and an in-memory implementation. The signed artifact layer plugs in here.
-//! - [`wire`]: the chunk request-response protocol `/floe/chunk/1`, size-capped before decoding.
+//! - [`wire`]: the chunk request-response protocol `/floe/chunk/2`, size-capped before
+//!   decoding; chunk responses carry the server's chunk map.
 //! - [`direct`]: `/floe/direct/1`, one small request and reply between two peers (a device's
 //!   status report to the coordinator and its directive back), answered by a handler the owner
 //!   passes to [`node::spawn_with_handler`].

@@ -18,6 +18,11 @@
 //! - events to the observer: [`FabricConfig::event_capacity`] (dropped and counted beyond it);
 //! - direct requests: the bounds of [`super::direct`] (outstanding ours, handlers in flight).
 //!
+//! Chunk maps: a source's map rides along with every chunk it sends; other peers are asked
+//! (`Have`) every [`FabricConfig::have_refresh`], peers that do not serve the artifact twenty
+//! times less often, and a peer whose map is complete never again. Polling every peer several
+//! times a second, a stream each, used to cost more CPU than moving the chunks.
+//!
 //! Disk I/O and hashing do not run on this task: serving a chunk reads it on tokio's blocking
 //! pool, and an arrived chunk is hashed and stored there while the link that brought it is
 //! already asked for the next one. The direct protocol's handler runs there too. Each answer
@@ -725,8 +730,56 @@ struct Active {
     dl: Option<Download<PeerId>>,
     /// Peers asked for the index (each once).
     index_asked: HashSet<PeerId>,
-    /// When each peer's chunk map was last asked for, and whether the answer is outstanding.
-    have_asked: HashMap<PeerId, (Instant, bool)>,
+    /// What we know of each connected peer's chunk map, to decide when to ask again.
+    have_asked: HashMap<PeerId, PeerMap>,
+}
+
+/// When a peer's chunk map was last asked for (or came with a chunk), and what it said.
+#[derive(Debug, Clone, Copy)]
+struct PeerMap {
+    at: Instant,
+    /// A `Have` request to it is outstanding.
+    outstanding: bool,
+    /// It answered that it does not serve this artifact (a central-pull device, or one that
+    /// has not started it): asked again only every [`NOT_SERVING_REFRESH`] refreshes.
+    not_serving: bool,
+    /// Its map had every chunk; a complete map cannot grow, so it is not asked again.
+    complete: bool,
+}
+
+/// How many `have_refresh` periods a peer that does not serve an artifact waits to be asked
+/// again.
+const NOT_SERVING_REFRESH: u32 = 20;
+
+impl PeerMap {
+    fn new(now: Instant) -> Self {
+        Self {
+            at: now,
+            outstanding: false,
+            not_serving: false,
+            complete: false,
+        }
+    }
+
+    /// Whether to ask again now.
+    fn due(&self, now: Instant, refresh: Duration) -> bool {
+        if self.outstanding || self.complete {
+            return false;
+        }
+        let wait = if self.not_serving {
+            refresh * NOT_SERVING_REFRESH
+        } else {
+            refresh
+        };
+        now.duration_since(self.at) >= wait
+    }
+
+    /// A map arrived (answer to `Have`, or with a chunk).
+    fn learned(&mut self, now: Instant, bits: &[bool]) {
+        self.at = now;
+        self.not_serving = false;
+        self.complete = bits.iter().all(|b| *b);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -758,6 +811,7 @@ type Answered = (
 enum Done {
     /// A chunk to serve was read.
     Read {
+        id: ArtifactId,
         request_id: request_response::InboundRequestId,
         channel: request_response::ResponseChannel<Response>,
         result: Result<Option<Vec<u8>>, StoreError>,
@@ -1251,13 +1305,18 @@ impl Node {
             return;
         }
         let refresh = self.config.have_refresh;
-        let due = match active.have_asked.get(&peer) {
-            None => true,
-            Some((at, outstanding)) => !*outstanding && now.duration_since(*at) >= refresh,
-        };
+        let due = active
+            .have_asked
+            .get(&peer)
+            .is_none_or(|m| m.due(now, refresh));
         if due && self.send(peer, Request::Have(id), Pending::Have(id)) {
             if let Some(active) = self.downloads.get_mut(&id) {
-                active.have_asked.insert(peer, (now, true));
+                let map = active
+                    .have_asked
+                    .entry(peer)
+                    .or_insert_with(|| PeerMap::new(now));
+                map.at = now;
+                map.outstanding = true;
             }
         }
     }
@@ -1600,6 +1659,7 @@ impl Node {
                 let result = store.get(&hash);
                 // Never waits: the channel has room for every read in flight.
                 let _ = done.try_send(Done::Read {
+                    id,
                     request_id,
                     channel,
                     result,
@@ -1617,6 +1677,7 @@ impl Node {
     fn on_done(&mut self, job: Done) {
         match job {
             Done::Read {
+                id,
                 request_id,
                 channel,
                 result,
@@ -1629,7 +1690,13 @@ impl Node {
                                 *b ^= 0xff;
                             }
                         }
-                        Response::Chunk(bytes)
+                        // Our chunk map rides along, so the requester need not ask for it.
+                        let have = self
+                            .served
+                            .get(&id)
+                            .map(|s| wire::pack_bits(&s.bits))
+                            .unwrap_or_default();
+                        Response::Chunk { bytes, have }
                     }
                     Ok(None) => Response::NotFound,
                     Err(err) => {
@@ -1637,7 +1704,7 @@ impl Node {
                         Response::NotFound
                     }
                 };
-                let is_chunk = matches!(response, Response::Chunk(_));
+                let is_chunk = matches!(response, Response::Chunk { .. });
                 if self
                     .swarm
                     .behaviour_mut()
@@ -1692,15 +1759,10 @@ impl Node {
                     return;
                 };
                 if let Some(entry) = active.have_asked.get_mut(&peer) {
-                    entry.1 = false;
+                    entry.outstanding = false;
                 }
-                let Some(dl) = active.dl.as_mut() else { return };
-                match wire::unpack_bits(&bytes, dl.index().chunks.len()) {
-                    Some(bits) => {
-                        dl.update_peer(peer, bits);
-                        self.pump(id, now);
-                    }
-                    None => self.ban(peer, "malformed chunk map"),
+                if self.learn_map(peer, id, &bytes, now) {
+                    self.pump(id, now);
                 }
             }
             (Pending::Have(id), _) => {
@@ -1709,11 +1771,15 @@ impl Node {
                     .get_mut(&id)
                     .and_then(|a| a.have_asked.get_mut(&peer))
                 {
-                    entry.1 = false;
+                    entry.outstanding = false;
+                    entry.not_serving = true;
                 }
             }
-            (Pending::Chunk(id, chunk), Response::Chunk(bytes)) => {
-                self.on_chunk(peer, id, chunk, bytes, now)
+            (Pending::Chunk(id, chunk), Response::Chunk { bytes, have }) => {
+                // An empty map is allowed (the server had none to give); a malformed one bans.
+                if have.is_empty() || self.learn_map(peer, id, &have, now) {
+                    self.on_chunk(peer, id, chunk, bytes, now);
+                }
             }
             (Pending::Chunk(id, chunk), other) => {
                 let failure = if matches!(other, Response::Busy) {
@@ -1727,6 +1793,32 @@ impl Node {
                 self.pump(id, now);
             }
             (Pending::Index(_), _) | (Pending::Junk, _) => {}
+        }
+    }
+
+    /// Records a peer's chunk map (packed bits) for a download. False when the map is malformed
+    /// (the peer is banned) or the download is gone.
+    fn learn_map(&mut self, peer: PeerId, id: ArtifactId, packed: &[u8], now: Instant) -> bool {
+        let Some(active) = self.downloads.get_mut(&id) else {
+            return false;
+        };
+        let Some(dl) = active.dl.as_mut() else {
+            return false;
+        };
+        match wire::unpack_bits(packed, dl.index().chunks.len()) {
+            Some(bits) => {
+                let map = active
+                    .have_asked
+                    .entry(peer)
+                    .or_insert_with(|| PeerMap::new(now));
+                map.learned(now, &bits);
+                dl.update_peer(peer, bits);
+                true
+            }
+            None => {
+                self.ban(peer, "malformed chunk map");
+                false
+            }
         }
     }
 
@@ -1855,7 +1947,7 @@ impl Node {
                     .get_mut(&id)
                     .and_then(|a| a.have_asked.get_mut(&peer))
                 {
-                    entry.1 = false;
+                    entry.outstanding = false;
                 }
             }
             Pending::Index(id) => {
@@ -1866,5 +1958,35 @@ impl Node {
             }
             Pending::Junk => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod peer_map_tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_map_is_asked_for_again_by_what_it_last_said() {
+        let t0 = Instant::now();
+        let refresh = Duration::from_millis(100);
+        let mut map = PeerMap::new(t0);
+        assert!(!map.due(t0 + refresh / 2, refresh));
+        assert!(map.due(t0 + refresh, refresh));
+        // An outstanding request is never doubled.
+        map.outstanding = true;
+        assert!(!map.due(t0 + refresh * 100, refresh));
+        map.outstanding = false;
+        // A map with gaps (or one that came with a chunk) restarts the wait.
+        map.learned(t0 + refresh, &[true, false]);
+        assert!(!map.due(t0 + refresh + refresh / 2, refresh));
+        assert!(map.due(t0 + refresh * 2, refresh));
+        // A peer that does not serve the artifact is asked twenty times less often.
+        map.not_serving = true;
+        assert!(!map.due(t0 + refresh * 20, refresh));
+        assert!(map.due(t0 + refresh * 21, refresh));
+        // Serving again clears it; a complete map is never asked for again.
+        map.learned(t0 + refresh * 21, &[true, true]);
+        assert!(!map.not_serving);
+        assert!(!map.due(t0 + refresh * 10_000, refresh));
     }
 }

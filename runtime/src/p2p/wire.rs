@@ -1,4 +1,8 @@
-//! The chunk exchange protocol, `/floe/chunk/1`: one request and one response per stream.
+//! The chunk exchange protocol, `/floe/chunk/2`: one request and one response per stream.
+//!
+//! A chunk response also carries the server's chunk map of that artifact, so a downloader
+//! learns what its busiest sources hold without asking (version 1 had to poll every source
+//! with `Have` requests, a stream each, several times a second).
 //!
 //! Framing is a one-byte tag, a 4-byte big-endian length and the payload. Lengths are checked
 //! against per-message caps *before* any payload is read, so a peer cannot make us allocate more
@@ -11,17 +15,17 @@ use libp2p::StreamProtocol;
 use std::io;
 
 /// The protocol name; the trailing number is the wire version.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/floe/chunk/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/floe/chunk/2");
 /// Largest request payload (a tag-specific fixed size; 64 bytes covers all).
 pub const MAX_REQUEST: u32 = 64;
-/// Largest response payload: one chunk of the largest size, or the largest index.
+/// Largest chunk map: one bit per chunk.
+pub const MAX_HAVE: u32 = MAX_CHUNKS.div_ceil(8);
+/// Largest response payload: one chunk of the largest size with its chunk map, or the largest
+/// index.
 pub const MAX_RESPONSE: u32 = {
     let idx = 24 + 32 * MAX_CHUNKS;
-    if MAX_CHUNK_LEN > idx {
-        MAX_CHUNK_LEN
-    } else {
-        idx
-    }
+    let chunk = MAX_CHUNK_LEN + 4 + MAX_HAVE;
+    if chunk > idx { chunk } else { idx }
 };
 
 /// A request to a peer.
@@ -42,8 +46,14 @@ pub enum Response {
     Index(Vec<u8>),
     /// A bitfield, bit `i` (MSB first) set when chunk `i` is held.
     Have(Vec<u8>),
-    /// The chunk's bytes (verified by the requester).
-    Chunk(Vec<u8>),
+    /// The chunk's bytes (verified by the requester), and the server's chunk map of the
+    /// artifact (as in [`Response::Have`]) when it sent them.
+    Chunk {
+        /// The chunk.
+        bytes: Vec<u8>,
+        /// The server's chunk map; empty when it has none to give.
+        have: Vec<u8>,
+    },
     /// Not held, or not served in this mode.
     NotFound,
     /// All upload slots are in use; ask someone else or later.
@@ -135,7 +145,7 @@ impl libp2p::request_response::Codec for ChunkCodec {
             RES_HAVE if payload.len() <= (MAX_CHUNKS as usize).div_ceil(8) => {
                 Ok(Response::Have(payload))
             }
-            RES_CHUNK if payload.len() <= MAX_CHUNK_LEN as usize => Ok(Response::Chunk(payload)),
+            RES_CHUNK => decode_chunk(payload),
             RES_NOT_FOUND if payload.is_empty() => Ok(Response::NotFound),
             RES_BUSY if payload.is_empty() => Ok(Response::Busy),
             _ => Err(invalid("unknown or oversized response")),
@@ -175,11 +185,56 @@ impl libp2p::request_response::Codec for ChunkCodec {
         match res {
             Response::Index(b) => write_frame(io, RES_INDEX, &b).await,
             Response::Have(b) => write_frame(io, RES_HAVE, &b).await,
-            Response::Chunk(b) => write_frame(io, RES_CHUNK, &b).await,
+            Response::Chunk { bytes, have } => write_chunk(io, &bytes, &have).await,
             Response::NotFound => write_frame(io, RES_NOT_FOUND, &[]).await,
             Response::Busy => write_frame(io, RES_BUSY, &[]).await,
         }
     }
+}
+
+/// Writes a chunk response: the chunk, then the server's chunk map, then the map's length as a
+/// 4-byte trailer, so the reader can cut the map off the end without moving the chunk.
+async fn write_chunk<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: &[u8],
+    have: &[u8],
+) -> io::Result<()> {
+    let map_len = u32::try_from(have.len())
+        .ok()
+        .filter(|l| *l <= MAX_HAVE)
+        .ok_or_else(|| invalid("chunk map too long"))?;
+    let len =
+        u32::try_from(bytes.len() + have.len() + 4).map_err(|_| invalid("payload too long"))?;
+    io.write_all(&[RES_CHUNK]).await?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.write_all(have).await?;
+    io.write_all(&map_len.to_be_bytes()).await?;
+    io.close().await
+}
+
+/// Splits a chunk response's payload: the chunk, the map, and the map's 4-byte length.
+fn decode_chunk(mut payload: Vec<u8>) -> io::Result<Response> {
+    let n = payload.len();
+    let tail: [u8; 4] = n
+        .checked_sub(4)
+        .and_then(|at| payload.get(at..))
+        .and_then(|t| t.try_into().ok())
+        .ok_or_else(|| invalid("chunk response without its map length"))?;
+    let map_len = u32::from_be_bytes(tail);
+    if map_len > MAX_HAVE || 4 + map_len as usize > n {
+        return Err(invalid("chunk map longer than the protocol allows"));
+    }
+    let chunk_len = n - 4 - map_len as usize;
+    if chunk_len > MAX_CHUNK_LEN as usize {
+        return Err(invalid("chunk longer than the protocol allows"));
+    }
+    let have = payload[chunk_len..n - 4].to_vec();
+    payload.truncate(chunk_len);
+    Ok(Response::Chunk {
+        bytes: payload,
+        have,
+    })
 }
 
 /// Packs a held-chunk vector into a bitfield (MSB first).
@@ -234,7 +289,14 @@ mod tests {
             assert_eq!(back, req);
         }
         for res in [
-            Response::Chunk(vec![9; 1000]),
+            Response::Chunk {
+                bytes: vec![9; 1000],
+                have: vec![0b1010_0000],
+            },
+            Response::Chunk {
+                bytes: vec![7; 10],
+                have: Vec::new(),
+            },
             Response::Have(vec![0xff]),
             Response::NotFound,
             Response::Busy,
@@ -267,6 +329,22 @@ mod tests {
                 .is_err()
         );
         assert!(decode_request(REQ_CHUNK, &[0; 63]).is_err());
+        // A chunk response whose map length points past its payload, or past the largest map.
+        let mut bad = vec![RES_CHUNK, 0, 0, 0, 6, 1, 2, 0, 0, 0, 9];
+        assert!(
+            block_on(codec.read_response(&PROTOCOL, &mut futures::io::Cursor::new(&bad[..])))
+                .is_err()
+        );
+        bad[7..11].copy_from_slice(&(MAX_HAVE + 1).to_be_bytes());
+        assert!(
+            block_on(codec.read_response(&PROTOCOL, &mut futures::io::Cursor::new(&bad[..])))
+                .is_err()
+        );
+        let short = [RES_CHUNK, 0, 0, 0, 2, 0, 0];
+        assert!(
+            block_on(codec.read_response(&PROTOCOL, &mut futures::io::Cursor::new(&short[..])))
+                .is_err()
+        );
     }
 
     #[test]

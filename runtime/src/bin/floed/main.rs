@@ -110,7 +110,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Artifact(command) => artifact::run(command),
         Command::Fabric(args) => {
             init_tracing();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            // One thread, like the daemon: the swarm is one task, and hashing and disk work go
+            // to the blocking pool either way.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
