@@ -494,3 +494,52 @@ async fn three_nodes_exchange_an_artifact_over_quic_only() {
     }
     cancel.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_upload_slots_wait_in_the_queue_instead_of_bouncing() {
+    let cancel = CancellationToken::new();
+    let data: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    // One upload slot: whoever asks for two chunks at once finds it taken. With a queue the
+    // second request waits; without one it is told Busy.
+    let mut busy = Vec::new();
+    for (n, queue) in [(20u8, 16usize), (22, 0)] {
+        let seed_config = FabricConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            mdns: false,
+            upload_slots: 1,
+            upload_queue: queue,
+            ..FabricConfig::default()
+        };
+        let seed =
+            start_with_config(n, seed_config, None, Box::new(MemStore::default()), &cancel).await;
+        let id = seed.fabric.seed(data.clone(), 64 * 1024).await.unwrap();
+        let mut fetcher = start(
+            n + 1,
+            "/ip4/127.0.0.1/tcp/0",
+            vec![seed.addr.clone()],
+            None,
+            &cancel,
+        )
+        .await;
+        fetcher.connected(seed.fabric.peer_id()).await;
+        fetcher.fabric.fetch(id).await.unwrap();
+        let bytes = fetcher
+            .wait_for(|e| match e {
+                FabricEvent::ArtifactComplete {
+                    id: done, bytes, ..
+                } if *done == id => Some(*bytes),
+                _ => None,
+            })
+            .await;
+        assert_eq!(bytes, data.len() as u64);
+        busy.push(seed.fabric.stats().await.unwrap().busy_answers);
+    }
+    assert_eq!(busy[0], 0, "queued requests were answered Busy");
+    assert!(
+        busy[1] > 0,
+        "without a queue the second request should bounce"
+    );
+    cancel.cancel();
+}

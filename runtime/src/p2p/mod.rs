@@ -89,9 +89,12 @@ pub struct FabricConfig {
     pub max_connections: u32,
     /// Most established connections to one peer.
     pub max_connections_per_peer: u32,
-    /// Most chunk responses this node serves at once ("upload slots"); requests beyond that get
-    /// `Busy` and the requester tries another peer.
+    /// Most chunk responses this node serves at once ("upload slots").
     pub upload_slots: usize,
+    /// Chunk requests that wait for a free upload slot (served in arrival order); requests
+    /// beyond them get `Busy` and the requester tries another peer. Waiting keeps the uplink
+    /// busy without a round of `Busy` and retry between two chunks.
+    pub upload_queue: usize,
     /// Most concurrent downloads; a further `fetch` is refused with [`FabricError::Busy`].
     pub max_downloads: usize,
     /// Tuning of each download.
@@ -129,6 +132,7 @@ impl Default for FabricConfig {
             max_connections: 128,
             max_connections_per_peer: 2,
             upload_slots: 8,
+            upload_queue: 16,
             max_downloads: 4,
             download: download::DownloadConfig::default(),
             have_refresh: Duration::from_millis(100),

@@ -8,8 +8,9 @@
 //! - downloads: [`FabricConfig::max_downloads`] (a further fetch is refused);
 //! - peers per download and requests per peer: [`super::download::DownloadConfig`];
 //! - outstanding outbound requests: [`MAX_PENDING`] (requests beyond it are not sent);
-//! - inbound chunk responses being read from disk or written: [`FabricConfig::upload_slots`]
-//!   (`Busy` beyond it);
+//! - inbound chunk responses being read from disk or written: [`FabricConfig::upload_slots`],
+//!   with up to [`FabricConfig::upload_queue`] more requests waiting for a slot (`Busy` beyond
+//!   that);
 //! - arrived chunks being hashed and stored: [`MAX_VERIFYING`] (beyond it, done in place:
 //!   backpressure);
 //! - served artifacts: [`MAX_SERVED`] (oldest fetched artifact is no longer served);
@@ -147,6 +148,9 @@ pub struct FabricStats {
     pub uploads_in_flight: usize,
     /// Chunk responses sent in total.
     pub chunks_served: u64,
+    /// Chunk requests answered `Busy` (every upload slot taken and the queue full): a sign
+    /// that `upload_slots` or `upload_queue` is too small for the demand.
+    pub busy_answers: u64,
     /// Events dropped because the observer was slow.
     pub dropped_events: u64,
     /// Gossipsub score of each connected peer.
@@ -688,6 +692,8 @@ fn spawn_inner(
         downloads: HashMap::new(),
         pending: HashMap::new(),
         uploads: HashSet::new(),
+        upload_queue: VecDeque::new(),
+        busy_answers: 0,
         chunks_served: 0,
         fault_rpcs_delivered: 0,
         strikes: HashMap::new(),
@@ -791,6 +797,15 @@ enum Pending {
     Junk,
 }
 
+/// A chunk request waiting for an upload slot.
+struct QueuedChunk {
+    peer: PeerId,
+    request_id: request_response::InboundRequestId,
+    id: ArtifactId,
+    hash: ChunkHash,
+    channel: request_response::ResponseChannel<Response>,
+}
+
 #[derive(Default)]
 struct Strikes {
     invalid_gossip: u32,
@@ -851,7 +866,11 @@ struct Node {
     downloads: HashMap<ArtifactId, Active>,
     pending: HashMap<OutboundRequestId, (PeerId, Pending)>,
     uploads: HashSet<request_response::InboundRequestId>,
+    /// Chunk requests waiting for an upload slot, oldest first (at most
+    /// [`FabricConfig::upload_queue`]).
+    upload_queue: VecDeque<QueuedChunk>,
     chunks_served: u64,
+    busy_answers: u64,
     /// Fault injection only: raw RPC streams delivered.
     fault_rpcs_delivered: u64,
     strikes: HashMap<PeerId, Strikes>,
@@ -958,6 +977,7 @@ impl Node {
                     downloads: self.downloads.len(),
                     pending_requests: self.pending.len(),
                     uploads_in_flight: self.uploads.len(),
+                    busy_answers: self.busy_answers,
                     chunks_served: self.chunks_served,
                     dropped_events: self.dropped_events,
                     scores,
@@ -1578,7 +1598,9 @@ impl Node {
                 }
             }
             Event::InboundFailure { request_id, .. } | Event::ResponseSent { request_id, .. } => {
-                self.uploads.remove(&request_id);
+                if self.uploads.remove(&request_id) {
+                    self.serve_queued();
+                }
             }
         }
     }
@@ -1643,6 +1665,19 @@ impl Node {
             // Super-seeding: a peer that got this chunk from us serves it to the others.
             Response::NotFound
         } else if self.uploads.len() + self.reading >= self.config.upload_slots {
+            if self.upload_queue.len() < self.config.upload_queue {
+                // Served when a slot frees (and checked again then): the link goes on to the
+                // next request at once instead of idling until a bounced requester retries.
+                self.upload_queue.push_back(QueuedChunk {
+                    peer,
+                    request_id,
+                    id,
+                    hash,
+                    channel,
+                });
+                return;
+            }
+            self.busy_answers += 1;
             Response::Busy
         } else {
             if let (Some(i), Some(s)) = (position, self.served.get_mut(&id)) {
@@ -1672,6 +1707,16 @@ impl Node {
             .behaviour_mut()
             .chunks
             .send_response(channel, response);
+    }
+
+    /// Starts queued chunk requests while upload slots are free.
+    fn serve_queued(&mut self) {
+        while self.uploads.len() + self.reading < self.config.upload_slots {
+            let Some(q) = self.upload_queue.pop_front() else {
+                return;
+            };
+            self.serve_chunk(q.peer, q.request_id, q.id, q.hash, q.channel);
+        }
     }
 
     fn on_done(&mut self, job: Done) {
@@ -1715,6 +1760,8 @@ impl Node {
                 {
                     self.uploads.insert(request_id);
                     self.chunks_served += 1;
+                } else {
+                    self.serve_queued();
                 }
             }
             Done::Stored {

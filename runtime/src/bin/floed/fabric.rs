@@ -544,6 +544,7 @@ impl App {
                     "pending": s.pending_requests,
                     "uploads": s.uploads_in_flight,
                     "chunks_served": s.chunks_served,
+                    "busy_answers": s.busy_answers,
                     "dropped_events": s.dropped_events,
                     "min_score": if min_score.is_finite() { min_score } else { 0.0 },
                     "rss_kib": rss_kib(),
