@@ -235,9 +235,9 @@ fn rss() {
     )
     .unwrap();
     let st = std::process::Command::new(&floed)
+        .arg("install")
         .arg("--config")
         .arg(&cfgp)
-        .arg("install")
         .arg(&dir)
         .env("RUST_LOG", "warn")
         .output()
@@ -248,9 +248,9 @@ fn rss() {
         String::from_utf8_lossy(&st.stderr)
     );
     let mut d = std::process::Command::new(&floed)
+        .arg("daemon")
         .arg("--config")
         .arg(&cfgp)
-        .arg("daemon")
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
