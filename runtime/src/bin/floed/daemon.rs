@@ -39,7 +39,7 @@ use floe_runtime::http::{self, COMMAND_QUEUE, CONTROL_SOCKET, Published};
 use floe_runtime::p2p::node::FabricEvent;
 use floe_runtime::p2p::signed::SignedStore;
 use floe_runtime::p2p::{self, Fabric, FabricConfig, Topic, Validation};
-use floe_runtime::proto::{Directive, DirectivePost, Envelope, TrustStore, open_report};
+use floe_runtime::proto::{Directive, DirectivePost, Envelope, TrustStore};
 use libp2p::PeerId;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
@@ -313,9 +313,9 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
                     Validation::Reject
                 }
             },
-            Topic::Health if open_report(data).is_ok() => Validation::Accept,
-            Topic::Health => Validation::Reject,
-            Topic::Announce => Validation::Ignore,
+            // A device does not subscribe to reports (see `Topic::DEVICE`) and learns of
+            // artifacts from directives, so neither reaches it.
+            Topic::Health | Topic::Announce => Validation::Ignore,
         })
     };
     let config = FabricConfig {
