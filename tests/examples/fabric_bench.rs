@@ -18,7 +18,15 @@ use std::time::{Duration, Instant};
 
 const MBIT: u32 = 50;
 const DELAY_MS: u32 = 10;
-const CHUNK: u32 = 1024 * 1024;
+
+/// The chunk size: `FABRIC_BENCH_CHUNK_KIB`, else what the product picks for an artifact of
+/// `bytes`.
+fn chunk_len(bytes: usize) -> u32 {
+    match env_or("FABRIC_BENCH_CHUNK_KIB", 0) {
+        0 => floe_runtime::proto::manifest::chunk_size_for(bytes as u64),
+        kib => (kib * 1024) as u32,
+    }
+}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -55,7 +63,7 @@ fn run_mode(
         0,
         NodeOpts {
             seed_raw: Some(art.to_path_buf()),
-            chunk_size: Some(CHUNK),
+            chunk_size: Some(chunk_len(data.len())),
             ..NodeOpts::default()
         },
     )?;
@@ -285,13 +293,14 @@ fn main() -> Result<()> {
     };
     let fleet = NetnsFleet::create(n + 1, shape)?;
     println!(
-        "fleet: seed + {n} devices, {MBIT} Mbit/s each way, {} ms delay{}",
+        "fleet: seed + {n} devices, {MBIT} Mbit/s each way, {} ms delay{}, {} KiB chunks",
         DELAY_MS,
         if fleet.delay_applied() {
             ""
         } else {
             " (NOT applied: kernel lacks sch_netem)"
-        }
+        },
+        chunk_len(mib << 20) / 1024
     );
     let root = tempfile::tempdir()?;
     let art = root.path().join("artifact.bin");

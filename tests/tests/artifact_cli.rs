@@ -116,7 +116,8 @@ fn build_inspect_verify_import() {
     assert_eq!(json["name"], "temperature-alert");
     assert_eq!(json["version"], "1.4.0");
     assert_eq!(json["release"], 12);
-    assert_eq!(json["chunk_size"], 1 << 20);
+    // No --chunk-size: about 512 chunks, at least 128 KiB (a 2.5 MB payload: the floor).
+    assert_eq!(json["chunk_size"], 128 << 10);
     let paths: Vec<&str> = json["files"]
         .as_array()
         .unwrap()
@@ -124,7 +125,11 @@ fn build_inspect_verify_import() {
         .map(|f| f["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["flow.json", "models/detector.bin", "settings.toml"]);
-    assert_eq!(json["chunks"].as_array().unwrap().len(), 3);
+    let size = json["size"].as_u64().unwrap();
+    assert_eq!(
+        json["chunks"].as_array().unwrap().len() as u64,
+        size.div_ceil(128 << 10)
+    );
     let text = run("floe", &["artifact", "inspect", "a.floe"], d);
     assert!(
         stdout(&text).contains("temperature-alert 1.4.0 (release 12)"),
@@ -241,6 +246,15 @@ fn verify_refuses_with_exit_1_and_the_reason() {
     assert!(build(d, "good.floe", "release").status.success());
     let good = std::fs::read(d.join("good.floe")).unwrap();
 
+    // The payload ends the file: find which chunk a byte 1 000 000 from the end falls in.
+    let o = run("floe", &["artifact", "inspect", "good.floe", "--json"], d);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (size, chunk_size) = (
+        json["size"].as_u64().unwrap(),
+        json["chunk_size"].as_u64().unwrap(),
+    );
+    let bad_chunk = (size - 1_000_000) / chunk_size;
+    let corrupt_reason = format!("chunk {bad_chunk} is corrupt");
     let mut corrupt = good.clone();
     let at = corrupt.len() - 1_000_000;
     corrupt[at] ^= 0x40;
@@ -249,7 +263,7 @@ fn verify_refuses_with_exit_1_and_the_reason() {
     assert!(build(d, "stranger.floe", "stranger").status.success());
 
     for (file, reason) in [
-        ("corrupt.floe", "chunk 1 is corrupt"),
+        ("corrupt.floe", corrupt_reason.as_str()),
         ("short.floe", "truncated bundle"),
         ("stranger.floe", "signature by unknown key"),
         ("missing.floe", "No such file"),

@@ -150,7 +150,7 @@ fn build(
     std::fs::write(files.join("model.bin"), model).unwrap();
     let now = unix_now();
     let mut spec = BuildSpec::new("temperature-alert", version, release, now, now + 86_400);
-    spec.chunk_size = CHUNK;
+    spec.chunk_size = Some(CHUNK);
     let out = root.join(format!("v{release}.floe"));
     artifact::build(&spec, flow_bytes, Some(&files), &[release_key], &out).unwrap();
     let verified = artifact::verify_file(&out, trust).unwrap();

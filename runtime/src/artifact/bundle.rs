@@ -17,7 +17,7 @@
 //! format asks for take the wall time of about one. Per-file digests are checked where files
 //! are written out, in [`assemble`](super::store::assemble).
 
-use crate::proto::manifest::{self, DEFAULT_CHUNK_SIZE, FLOW_FILE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::proto::manifest::{self, FLOW_FILE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::proto::{
     Digest, Envelope, FileEntry, Manifest, SignedError, TrustStore, Verified, cbor,
 };
@@ -121,13 +121,13 @@ pub struct BuildSpec {
     /// Minimum runtime version.
     pub min_runtime: String,
     /// Chunk size in bytes.
-    pub chunk_size: u32,
+    pub chunk_size: Option<u32>,
     /// The flow's smoke test, carried in the signed manifest (see [`smoke_test_from_json`]).
     pub smoke_test: Option<manifest::SmokeTest>,
 }
 
 impl BuildSpec {
-    /// A spec with the defaults: 1 MiB chunks, any device type, this runtime as the minimum.
+    /// A spec with the defaults: chunks sized for the payload ([`manifest::chunk_size_for`]), any device type, this runtime as the minimum.
     pub fn new(name: &str, version: &str, release: u64, created: u64, expires: u64) -> Self {
         Self {
             name: name.to_string(),
@@ -138,7 +138,7 @@ impl BuildSpec {
             archs: vec!["aarch64".into(), "armv7".into(), "x86_64".into()],
             device_types: Vec::new(),
             min_runtime: env!("CARGO_PKG_VERSION").to_string(),
-            chunk_size: DEFAULT_CHUNK_SIZE,
+            chunk_size: None,
             smoke_test: None,
         }
     }
@@ -264,6 +264,19 @@ fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, BundleError> {
     Ok(out)
 }
 
+/// The payload's length as the files are now (it only picks a chunk size; the hashing pass
+/// measures what is really there).
+fn payload_len(sources: &[(String, Source)]) -> Result<u64, BundleError> {
+    let mut total = 0u64;
+    for (_, source) in sources {
+        total += match source {
+            Source::Memory(bytes) => bytes.len() as u64,
+            Source::Disk(path) => std::fs::metadata(path).map_err(io(path))?.len(),
+        };
+    }
+    Ok(total)
+}
+
 /// Streams every source through `sink` in chunk-size pieces.
 fn stream_sources(
     sources: &[(String, Source)],
@@ -368,11 +381,12 @@ pub fn build(
     keys: &[&SigningKey],
     out: &Path,
 ) -> Result<Manifest, BundleError> {
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&spec.chunk_size) {
-        return Err(BundleError::Build(format!(
-            "chunk size {} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}",
-            spec.chunk_size
-        )));
+    if let Some(size) = spec.chunk_size {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&size) {
+            return Err(BundleError::Build(format!(
+                "chunk size {size} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"
+            )));
+        }
     }
     if keys.is_empty() {
         return Err(BundleError::Build(
@@ -395,9 +409,14 @@ pub fn build(
         }
     }
 
+    let chunk_size = match spec.chunk_size {
+        Some(size) => size,
+        None => manifest::chunk_size_for(payload_len(&sources)?),
+    };
+
     // Pass one: hash everything.
-    let mut hasher = PayloadHasher::new(spec.chunk_size, sources.len());
-    stream_sources(&sources, spec.chunk_size as usize, |file, bytes| {
+    let mut hasher = PayloadHasher::new(chunk_size, sources.len());
+    stream_sources(&sources, chunk_size as usize, |file, bytes| {
         hasher.update(file, bytes);
         Ok(())
     })?;
@@ -423,7 +442,7 @@ pub fn build(
         min_runtime: spec.min_runtime.clone(),
         size,
         sha256,
-        chunk_size: spec.chunk_size,
+        chunk_size,
         chunks,
         files,
         smoke_test: spec.smoke_test.clone(),
@@ -457,7 +476,7 @@ pub fn build(
         let mut again = Sha256::new();
         {
             let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-            stream_sources(&sources, spec.chunk_size as usize, |_, bytes| {
+            stream_sources(&sources, chunk_size as usize, |_, bytes| {
                 again.update(bytes);
                 writer.write_all(bytes).map_err(io(&tmp))
             })?;

@@ -41,7 +41,7 @@ fn spec(release: u64) -> BuildSpec {
         NOW - 100,
         NOW + 86_400,
     );
-    spec.chunk_size = 4096;
+    spec.chunk_size = Some(4096);
     spec.min_runtime = "0.1.0".into();
     spec
 }
@@ -98,6 +98,24 @@ fn build_then_verify_round_trip() {
         build(&spec(4), FLOW, None, &[&key(1)], &f.bundle),
         Err(BundleError::Build(_))
     ));
+}
+
+#[test]
+fn without_a_chunk_size_the_build_sizes_chunks_for_its_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    // 100 MiB of files (sparse, so the test stays cheap): 256 KiB chunks, 400 + 1 of them.
+    let model = std::fs::File::create(files.join("model.bin")).unwrap();
+    model.set_len(100 << 20).unwrap();
+    let mut auto = spec(1);
+    auto.chunk_size = None;
+    let out = dir.path().join("big.floe");
+    let m = build(&auto, FLOW, Some(&files), &[&key(1)], &out).unwrap();
+    assert_eq!(m.chunk_size, crate::proto::manifest::chunk_size_for(m.size));
+    assert_eq!(m.chunk_size, 256 << 10);
+    assert_eq!(m.chunks.len() as u64, m.size.div_ceil(256 << 10));
+    verify_file(&out, &trust()).unwrap();
 }
 
 #[test]

@@ -21,10 +21,9 @@ pub const MIN_CHUNK_LEN: u32 = 4 * 1024;
 /// the bytes a download may have in flight ([`super::download::DownloadConfig`]'s
 /// `max_in_flight_bytes`) and the upload slots, not the chunk size alone.
 pub const MAX_CHUNK_LEN: u32 = crate::proto::manifest::MAX_CHUNK_SIZE;
-/// The default chunk size (1 MiB), as in the artifact layer's manifests.
-pub const DEFAULT_CHUNK_LEN: u32 = 1024 * 1024;
-/// Most chunks in one artifact (16 Ki chunks: 16 GiB at the default chunk size). Bounds the
-/// index (512 KiB) and every per-chunk vector a download keeps.
+/// Most chunks in one artifact (16 Ki chunks; an artifact cut by
+/// [`crate::proto::manifest::chunk_size_for`] has about 512 up to 8 GiB). Bounds the index
+/// (512 KiB) and every per-chunk vector a download keeps.
 pub const MAX_CHUNKS: u32 = 16 * 1024;
 
 const MAGIC: &[u8; 8] = b"FLOEIDX1";

@@ -207,7 +207,7 @@ mod tests {
         std::fs::write(files.join("model.bin"), &payload).unwrap();
         let key = SigningKey::from_bytes(&[3; 32]);
         let mut spec = BuildSpec::new("demo", "1.0.0", 5, 1_000, 2_000);
-        spec.chunk_size = 16 * 1024;
+        spec.chunk_size = Some(16 * 1024);
         let bundle = dir.path().join("demo.floe");
         build(&spec, b"{}", Some(&files), &[&key], &bundle).unwrap();
         let trust = trust_for(&key);

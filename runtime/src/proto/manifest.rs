@@ -13,12 +13,30 @@ use std::collections::HashSet;
 
 /// The manifest schema this code writes and reads. Schema 1 allows no unknown fields.
 pub const MANIFEST_SCHEMA: u32 = 1;
-/// The default chunk size: 1 MiB.
-pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+/// About how many chunks a payload is cut into when no chunk size is given
+/// ([`chunk_size_for`]).
+pub const TARGET_CHUNKS: u64 = 512;
+/// The smallest chunk size [`chunk_size_for`] picks: 128 KiB.
+pub const MIN_AUTO_CHUNK_SIZE: u32 = 128 << 10;
 /// The smallest chunk size accepted.
 pub const MIN_CHUNK_SIZE: u32 = 4096;
 /// The largest chunk size accepted (bounds the buffer a verifier holds).
 pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
+/// The chunk size for a payload of `total` bytes when none is given: the power of two that
+/// cuts it into about [`TARGET_CHUNKS`] chunks, at least [`MIN_AUTO_CHUNK_SIZE`] and at most
+/// [`MAX_CHUNK_SIZE`].
+///
+/// Why by count: peers can only pass on whole, verified chunks, so how soon a fleet's uplinks
+/// all carry data, and how long the last chunks take to spread, both scale with the chunk.
+/// On the fabric benchmark (64 MiB to 16 devices on 50 Mbit/s links) efficiency was 0.59 with
+/// 1 MiB chunks, 0.68 with 256 KiB, 0.78 with 128 KiB and 0.71 with 64 KiB, where the cost of
+/// each request and file starts to dominate; hence the floor.
+pub fn chunk_size_for(total: u64) -> u32 {
+    let wanted = total.div_ceil(TARGET_CHUNKS).max(1).next_power_of_two();
+    let clamped = wanted.clamp(u64::from(MIN_AUTO_CHUNK_SIZE), u64::from(MAX_CHUNK_SIZE));
+    u32::try_from(clamped).unwrap_or(MAX_CHUNK_SIZE)
+}
+
 /// The largest encoded manifest: 1 MiB, room for about 30 000 chunk digests.
 pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 /// The most files one artifact may hold.
@@ -403,5 +421,30 @@ mod smoke_tests {
         let mut m = sample_manifest();
         m.smoke_test = Some(smoke());
         m.check().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod chunk_size_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_chunk_size_cuts_a_payload_into_about_512_chunks_within_bounds() {
+        // Small payloads get the floor, so a flow of a few KiB is one chunk.
+        assert_eq!(chunk_size_for(0), MIN_AUTO_CHUNK_SIZE);
+        assert_eq!(chunk_size_for(20_000), MIN_AUTO_CHUNK_SIZE);
+        assert_eq!(chunk_size_for(64 << 20), 128 << 10);
+        // Just over a power of two rounds the chunk up, so never more than 512 chunks.
+        assert_eq!(chunk_size_for((64 << 20) + 1), 256 << 10);
+        assert_eq!(chunk_size_for(1 << 30), 2 << 20);
+        // Huge payloads stop at the largest chunk size (more chunks, each at most 16 MiB).
+        assert_eq!(chunk_size_for(64 << 30), MAX_CHUNK_SIZE);
+        assert_eq!(chunk_size_for(u64::MAX), MAX_CHUNK_SIZE);
+        for total in [1u64, 4095, 1 << 20, 300 << 20, 8 << 30] {
+            let size = chunk_size_for(total);
+            assert!(size.is_power_of_two());
+            assert!((MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&size));
+            assert!(total.div_ceil(u64::from(size)) <= TARGET_CHUNKS || size == MAX_CHUNK_SIZE);
+        }
     }
 }

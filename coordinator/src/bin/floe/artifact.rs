@@ -51,9 +51,10 @@ pub(crate) enum ArtifactCommand {
         /// Days until the manifest expires.
         #[arg(long, default_value_t = 90)]
         expires_in_days: u64,
-        /// Chunk size in bytes (default 1 MiB).
-        #[arg(long, default_value_t = floe_runtime::proto::manifest::DEFAULT_CHUNK_SIZE)]
-        chunk_size: u32,
+        /// Chunk size in bytes. Default: the power of two that cuts the payload into about 512
+        /// chunks, at least 128 KiB.
+        #[arg(long)]
+        chunk_size: Option<u32>,
         /// A smoke-test file (JSON: `inject` and `expect` lists of `{node, payload}`, and
         /// `timeout_ms`), carried in the signed manifest; devices run it before switching.
         #[arg(long)]

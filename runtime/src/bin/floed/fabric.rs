@@ -31,7 +31,7 @@ use floe_runtime::p2p::signed::{SignedStore, verify_announcement, write_bundle};
 use floe_runtime::p2p::{
     self, ArtifactId, FabricConfig, FabricError, RequestHandler, Topic, Validation,
 };
-use floe_runtime::proto::TrustStore;
+use floe_runtime::proto::{TrustStore, manifest};
 use libp2p::PeerId;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -68,9 +68,10 @@ pub(crate) struct FabricArgs {
     /// Seed this file as raw bytes (no signature; without a trust store only).
     #[arg(long, conflicts_with = "seed")]
     seed_raw: Option<PathBuf>,
-    /// Chunk size for --seed-raw, in bytes.
-    #[arg(long, default_value_t = p2p::index::DEFAULT_CHUNK_LEN)]
-    chunk_size: u32,
+    /// Chunk size for --seed-raw, in bytes. Default: as for a signed bundle, the power of two
+    /// that cuts the file into about 512 chunks, at least 128 KiB.
+    #[arg(long)]
+    chunk_size: Option<u32>,
     /// Fetch this artifact id (hex) at start.
     #[arg(long)]
     fetch: Option<String>,
@@ -337,9 +338,12 @@ pub(crate) async fn run(args: FabricArgs) -> Result<()> {
         let data = tokio::fs::read(path)
             .await
             .with_context(|| format!("reading {}", path.display()))?;
+        let chunk_size = args
+            .chunk_size
+            .unwrap_or_else(|| manifest::chunk_size_for(data.len() as u64));
         let id = app
             .fabric
-            .seed(data, args.chunk_size)
+            .seed(data, chunk_size)
             .await
             .context("seeding")?;
         app.queue_announcement(raw_announcement(&id));
