@@ -7,8 +7,10 @@
 //! the application's [`Validator`] before gossipsub forwards it:
 //! - `Accept`: valid; forwarded and delivered.
 //! - `Reject`: undecodable or badly signed; dropped and the sender is penalised (gossipsub's
-//!   P4 "invalid message deliveries" term), and after [`super::FabricConfig::max_invalid_gossip`]
-//!   rejects banned by the fabric.
+//!   P4 "invalid message deliveries" term), and banned by the fabric after
+//!   [`super::FabricConfig::max_invalid_gossip`] rejects or as soon as its score is below the
+//!   graylist threshold, whichever comes first. Messages gossipsub's own handler finds invalid
+//!   (bad signature, over [`MAX_MESSAGE_BYTES`]) count the same way (see [`super::guard`]).
 //! - `Ignore`: stale or duplicate; dropped without penalty.
 //!
 //! The message id is the sha256 of the raw message bytes, so the same content from two sources
@@ -18,7 +20,7 @@
 //! `topic_weight (1.0) × invalid_weight (-10) × count²` for invalid messages; at -100 (ten
 //! invalid messages decay aside) our gossip to it is suppressed (`gossip_threshold`), at -200 we
 //! do not publish to it (`publish_threshold`), at -400 we ignore everything it sends
-//! (`graylist_threshold`). Honest peers sit at or above zero.
+//! (`graylist_threshold`) and the fabric bans it. Honest peers sit at or above zero.
 
 use libp2p::gossipsub::{
     self, IdentTopic, MessageId, PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
@@ -30,6 +32,16 @@ use std::time::Duration;
 
 /// Largest gossip message the fabric sends or accepts (16 KiB).
 pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
+/// Largest encoded message on a fabric topic: [`MAX_GOSSIP_BYTES`] of data and room for the
+/// signature, key, sequence number and topic. A larger message inside a readable RPC is invalid
+/// and penalised (see [`MAX_RPC_BYTES`]).
+pub const MAX_MESSAGE_BYTES: usize = MAX_GOSSIP_BYTES + 1024;
+/// Largest gossipsub RPC frame read. Above [`MAX_MESSAGE_BYTES`] on purpose: an oversized
+/// message up to this size is still decoded, so gossipsub marks it invalid and lowers its
+/// sender's score, and the fabric counts a strike. A frame beyond this is cut off unread (the
+/// stream is dropped); gossipsub gives no way to attribute that, so it costs the sender its
+/// stream but no score.
+pub const MAX_RPC_BYTES: usize = 128 * 1024;
 
 /// Gossipsub's per-connection send queue length: half of it bounds the queue of forwards and
 /// IHAVE/IWANT gossip, half the publishes waiting for one connection. Gossipsub's default of
@@ -99,12 +111,16 @@ pub fn message_id(message: &gossipsub::Message) -> MessageId {
 /// Gossipsub's configuration: strict signing, validation by the application, content ids,
 /// bounded message size and IHAVE/IWANT handling.
 pub fn config() -> Result<gossipsub::Config, String> {
-    gossipsub::ConfigBuilder::default()
+    let mut builder = gossipsub::ConfigBuilder::default();
+    for topic in Topic::ALL {
+        builder.max_transmit_size_for_topic(MAX_MESSAGE_BYTES, topic.ident().hash());
+    }
+    builder
         .heartbeat_interval(Duration::from_millis(700))
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .message_id_fn(message_id)
-        .max_transmit_size(MAX_GOSSIP_BYTES + 1024)
+        .max_transmit_size(MAX_RPC_BYTES)
         .max_messages_per_rpc(Some(64))
         .max_ihave_length(500)
         .max_ihave_messages(10)

@@ -56,6 +56,7 @@
 pub mod direct;
 pub mod download;
 pub mod gossip;
+pub mod guard;
 pub mod identity;
 pub mod index;
 pub mod node;

@@ -32,6 +32,7 @@
 use super::direct::{self, DirectCodec, DirectResponse, RequestHandler};
 use super::download::{Arrival, Download, Failure, Received};
 use super::gossip::{self, MAX_GOSSIP_BYTES, Topic, Validation, Validator};
+use super::guard::{self, GuardEvent, Guarded};
 use super::index::{ArtifactId, ArtifactIndex, ChunkHash};
 use super::store::{FabricStore, StoreError};
 use super::wire::{self, ChunkCodec, Request, Response};
@@ -151,6 +152,8 @@ pub struct FabricStats {
     /// Chunk requests answered `Busy` (every upload slot taken and the queue full): a sign
     /// that `upload_slots` or `upload_queue` is too small for the demand.
     pub busy_answers: u64,
+    /// Gossip RPCs dropped unread because their sender had flooded (see [`guard`]).
+    pub flood_rpcs_dropped: u64,
     /// Events dropped because the observer was slow.
     pub dropped_events: u64,
     /// Gossipsub score of each connected peer.
@@ -488,7 +491,8 @@ impl gossipsub::TopicSubscriptionFilter for TopicFilter {
     }
 }
 
-type Gossip = gossipsub::Behaviour<
+/// Gossipsub as the fabric configures it (behind [`Guarded`]).
+pub(crate) type Gossip = gossipsub::Behaviour<
     gossipsub::IdentityTransform,
     gossipsub::MaxCountSubscriptionFilter<TopicFilter>,
 >;
@@ -502,7 +506,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     kad: kad::Behaviour<kad::store::MemoryStore>,
-    gossip: Gossip,
+    gossip: Guarded,
     chunks: request_response::Behaviour<ChunkCodec>,
     direct: request_response::Behaviour<DirectCodec>,
     /// Fault injection only (off on honest nodes): raw gossipsub RPCs.
@@ -520,7 +524,11 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
     let mut gossip_config = gossip::config().map_err(build)?;
     if fault {
         // A misbehaving node is allowed to send what honest nodes refuse.
-        gossip_config = gossipsub::ConfigBuilder::from(gossip_config)
+        let mut builder = gossipsub::ConfigBuilder::from(gossip_config);
+        for topic in Topic::ALL {
+            builder.max_transmit_size_for_topic(256 * 1024, topic.ident().hash());
+        }
+        gossip_config = builder
             .max_transmit_size(256 * 1024)
             .build()
             .map_err(|e| build(e.to_string()))?;
@@ -571,7 +579,7 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
                 ping: ping::Behaviour::default(),
                 mdns: Toggle::from(mdns),
                 kad,
-                gossip,
+                gossip: Guarded::new(gossip, guard::Limits::fabric()),
                 chunks: request_response::Behaviour::with_codec(
                     ChunkCodec,
                     [(wire::PROTOCOL, ProtocolSupport::Full)],
@@ -978,6 +986,7 @@ impl Node {
                     pending_requests: self.pending.len(),
                     uploads_in_flight: self.uploads.len(),
                     busy_answers: self.busy_answers,
+                    flood_rpcs_dropped: self.swarm.behaviour().gossip.dropped(),
                     chunks_served: self.chunks_served,
                     dropped_events: self.dropped_events,
                     scores,
@@ -1495,12 +1504,19 @@ impl Node {
                     self.dial_discovered(peer, vec![addr]);
                 }
             }
-            BehaviourEvent::Gossip(gossipsub::Event::Message {
+            BehaviourEvent::Gossip(GuardEvent::Gossip(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
                 message,
-            }) => {
+            })) => {
                 self.on_gossip(propagation_source, message_id, message);
+            }
+            BehaviourEvent::Gossip(GuardEvent::Flood { peer, what }) => {
+                self.ban(peer, what.reason());
+            }
+            BehaviourEvent::Gossip(GuardEvent::Invalid { peer, count }) => {
+                self.emit(FabricEvent::GossipRejected { from: peer });
+                self.strike_invalid_gossip(peer, count);
             }
             BehaviourEvent::Chunks(event) => self.on_chunks(event),
             BehaviourEvent::Direct(event) => self.on_direct(event),
@@ -1539,12 +1555,7 @@ impl Node {
             }
             Validation::Reject => {
                 self.emit(FabricEvent::GossipRejected { from });
-                let limit = self.config.max_invalid_gossip;
-                let strikes = self.strikes.entry(from).or_default();
-                strikes.invalid_gossip += 1;
-                if strikes.invalid_gossip >= limit {
-                    self.ban(from, "invalid gossip");
-                }
+                self.strike_invalid_gossip(from, 1);
             }
             Validation::Ignore => {}
         }
@@ -1602,6 +1613,25 @@ impl Node {
                     self.serve_queued();
                 }
             }
+        }
+    }
+
+    /// Counts `count` invalid gossip messages against `peer`. It is banned at the limit, or as
+    /// soon as gossipsub's score for it falls below the graylist threshold: from then on
+    /// gossipsub ignores it, so its further messages would never reach the count.
+    fn strike_invalid_gossip(&mut self, peer: PeerId, count: u32) {
+        let limit = self.config.max_invalid_gossip;
+        let strikes = self.strikes.entry(peer).or_default();
+        strikes.invalid_gossip = strikes.invalid_gossip.saturating_add(count);
+        let over = strikes.invalid_gossip >= limit;
+        let graylisted = self
+            .swarm
+            .behaviour()
+            .gossip
+            .peer_score(&peer)
+            .is_some_and(gossip::graylisted);
+        if over || graylisted {
+            self.ban(peer, "invalid gossip");
         }
     }
 

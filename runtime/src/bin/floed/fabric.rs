@@ -341,11 +341,7 @@ pub(crate) async fn run(args: FabricArgs) -> Result<()> {
         let chunk_size = args
             .chunk_size
             .unwrap_or_else(|| manifest::chunk_size_for(data.len() as u64));
-        let id = app
-            .fabric
-            .seed(data, chunk_size)
-            .await
-            .context("seeding")?;
+        let id = app.fabric.seed(data, chunk_size).await.context("seeding")?;
         app.queue_announcement(raw_announcement(&id));
     }
     if let Some(id) = &args.fetch {
@@ -549,6 +545,7 @@ impl App {
                     "uploads": s.uploads_in_flight,
                     "chunks_served": s.chunks_served,
                     "busy_answers": s.busy_answers,
+                    "flood_rpcs_dropped": s.flood_rpcs_dropped,
                     "dropped_events": s.dropped_events,
                     "min_score": if min_score.is_finite() { min_score } else { 0.0 },
                     "rss_kib": rss_kib(),
