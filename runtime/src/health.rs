@@ -158,6 +158,9 @@ pub struct NodeCounters {
     pub errors: u64,
     /// Times the node was restarted after a panic.
     pub restarts: u64,
+    /// The node's 95th-percentile processing time per message since the flow started (none
+    /// before its first message).
+    pub p95: Option<Duration>,
 }
 
 /// Layer 3 input: what the running flow says about itself.
@@ -205,6 +208,9 @@ pub struct AppAssessment {
     pub worst_error_rate: Option<(String, f64)>,
     /// Node restarts over the window.
     pub restarts: u64,
+    /// The flow's latency figure: the highest 95th-percentile processing time of any node
+    /// (the slowest step a message can meet), none before any node processed a message.
+    pub p95: Option<Duration>,
 }
 
 impl AppWindow {
@@ -250,10 +256,12 @@ impl AppWindow {
                 worst = Some((n.id.clone(), rate));
             }
         }
+        let p95 = latest.nodes.iter().filter_map(|n| n.p95).max();
         AppAssessment {
             latest: latest.clone(),
             worst_error_rate: worst,
             restarts,
+            p95,
         }
     }
 }
@@ -697,6 +705,7 @@ mod tests {
                     received: *r,
                     errors: *e,
                     restarts: *s,
+                    p95: None,
                 })
                 .collect(),
         }
@@ -744,6 +753,17 @@ mod tests {
         assert_eq!(r.status, Status::Unhealthy);
         assert_eq!(r.application_status(), Status::Unhealthy);
         assert!(r.problems().contains("error rate"));
+    }
+
+    #[test]
+    fn the_flows_p95_is_its_slowest_nodes() {
+        let mut w = AppWindow::default();
+        assert_eq!(w.assess().p95, None);
+        let mut snap = app(true, &[("a", 10, 0, 0), ("b", 10, 0, 0), ("c", 0, 0, 0)]);
+        snap.nodes[0].p95 = Some(Duration::from_micros(300));
+        snap.nodes[1].p95 = Some(Duration::from_millis(12));
+        // Node c has processed nothing yet: no figure, not a zero.
+        assert_eq!(w.push(snap).p95, Some(Duration::from_millis(12)));
     }
 
     #[test]

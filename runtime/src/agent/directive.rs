@@ -881,6 +881,10 @@ where
             .worst_error_rate
             .as_ref()
             .map_or(0, |(_, rate)| (rate * 1_000_000.0).clamp(0.0, 1e6) as u32);
+        let p95_us = self
+            .assessment
+            .p95
+            .map_or(0, |d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
         let memory_kib =
             health::self_rss_bytes().map_or(0, |b| u32::try_from(b / 1024).unwrap_or(u32::MAX));
         Ok(DeviceReport {
@@ -905,7 +909,7 @@ where
                 status,
                 flow_running: self.assessment.latest.running,
                 error_rate_ppm: ppm,
-                p95_us: 0,
+                p95_us,
                 memory_kib,
                 restarts: u32::try_from(self.assessment.restarts).unwrap_or(u32::MAX),
             }),

@@ -305,6 +305,7 @@ impl RunningFlow for EngineFlow {
                     received: n.msgs_in.max(n.msgs_out),
                     errors: n.errors + n.panics,
                     restarts: n.panics,
+                    p95: n.p95,
                 })
                 .collect(),
         }

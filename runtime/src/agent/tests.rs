@@ -70,6 +70,7 @@ impl RunningFlow for ScriptFlow {
                 received: n * 10,
                 errors,
                 restarts: 0,
+                p95: Some(Duration::from_micros(1500)),
             }],
         }
     }
@@ -169,6 +170,17 @@ async fn first_install_commits_and_second_goes_to_the_other_slot() {
         ]),
         "{a:?}"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_device_report_carries_the_running_flows_p95_latency() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = installed(tmp.path(), "1.0").await;
+    agent.tick().await.unwrap();
+    let key = crate::identity::load_or_generate(&agent.config().data_dir).unwrap();
+    let report = agent.device_report(1, &key).unwrap();
+    // The script flow's node reports a 1.5 ms p95; the report had carried 0 whatever the flow.
+    assert_eq!(report.health.unwrap().p95_us, 1500);
 }
 
 async fn rolled_back(behaviour: &str) -> (Agent<Script>, String, tempfile::TempDir) {
