@@ -1,6 +1,13 @@
 //! A fleet in Linux network namespaces: one hub namespace holding a bridge, and one namespace
-//! per device joined to it by a veth pair, each link shaped with `tc netem` (rate, delay, loss)
-//! in both directions.
+//! per device joined to it by a veth pair, each link shaped in both directions: rate with
+//! `tbf`, delay and loss with `netem`.
+//!
+//! Kernels without `sch_netem` (this machine's among them) get the rate limit and the loss, but
+//! no delay: loss then comes from a classic-BPF filter on each veth end's ingress that picks
+//! packets at random (`ld rand`) and redirects them to an interface that is down, where they
+//! are dropped. Such links carry plain MTU-sized packets (`gso_max_segs 1`), so a lost packet
+//! is one segment, as on a real link. No other qdisc here can hold a packet for a fixed time,
+//! so the delay is not applied; [`NetnsFleet::delay_applied`] says so and runs print it.
 //!
 //! Why namespaces: loopback has no bandwidth limit or delay, so it cannot show what peer-to-peer
 //! distribution buys on a slow uplink. Namespaces give every device its own shaped link on one
@@ -29,6 +36,8 @@ pub struct NetnsFleet {
     hub: String,
     devices: Vec<String>,
     delay_applied: bool,
+    /// Interfaces carrying a loss filter on their ingress, as (namespace, interface).
+    lossy: Vec<(String, String)>,
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -92,6 +101,7 @@ impl NetnsFleet {
             prefix,
             devices: Vec::new(),
             delay_applied: true,
+            lossy: Vec::new(),
         };
         // A private /16 per run, derived from the pid, to keep concurrent runs apart.
         let net = 64 + (tag % 64);
@@ -132,8 +142,9 @@ impl NetnsFleet {
     }
 
     /// Rate with a token bucket (`tbf`, 64 KiB burst, 50 ms queue); delay and loss with a
-    /// `netem` child of it. Kernels built without `sch_netem` keep the rate limit only; that is
-    /// recorded ([`NetnsFleet::delay_applied`]) and printed rather than failing the run.
+    /// `netem` child of it. Kernels built without `sch_netem` keep the rate limit and get the
+    /// loss from [`NetnsFleet::filter_loss`]; the missing delay is recorded
+    /// ([`NetnsFleet::delay_applied`]) and printed rather than failing the run.
     fn shape_link(&mut self, ns: &str, dev: &str, shape: LinkShape) -> Result<()> {
         let rate = format!("{}mbit", shape.mbit);
         tc_in(
@@ -156,19 +167,78 @@ impl NetnsFleet {
             ],
         );
         if let Err(err) = netem {
-            if self.delay_applied {
+            if self.delay_applied && shape.delay_ms > 0 {
                 println!(
-                    "netem unavailable ({err:#}); links are rate-limited without delay or loss"
+                    "netem unavailable ({err:#}); links get rate and loss but no {} ms delay",
+                    shape.delay_ms
                 );
             }
-            self.delay_applied = false;
+            self.delay_applied = shape.delay_ms == 0;
+            if shape.loss_pct > 0.0 {
+                self.filter_loss(ns, dev, shape.loss_pct)?;
+            }
         }
         Ok(())
     }
 
-    /// Whether delay and loss were applied (false when the kernel lacks `sch_netem`).
+    /// Drops `loss_pct` percent of the packets arriving on `dev` (so, called for both ends of a
+    /// veth, of each direction): a classic-BPF filter on its ingress matches a packet when a
+    /// random 32-bit number is above the threshold, and the match is redirected to `fdrop`, an
+    /// interface of the same namespace that is never brought up.
+    fn filter_loss(&mut self, ns: &str, dev: &str, loss_pct: f32) -> Result<()> {
+        if !self.lossy.iter().any(|(n, _)| n == ns) {
+            ip(&["-n", ns, "link", "add", "fdrop", "type", "ifb"])?;
+        }
+        // One segment per packet, so a loss is one segment as on a real link.
+        ip(&["-n", ns, "link", "set", dev, "gso_max_segs", "1"])?;
+        tc_in(ns, &["qdisc", "add", "dev", dev, "ingress"])?;
+        let keep = 1.0 - f64::from(loss_pct.clamp(0.0, 100.0)) / 100.0;
+        let threshold = (keep * f64::from(u32::MAX)) as u32;
+        // ld rand (SKF_AD_OFF + SKF_AD_RANDOM); jgt threshold; ret match; ret no match.
+        let program = format!("4,32 0 0 4294963256,37 0 1 {threshold},6 0 0 4294967295,6 0 0 0");
+        tc_in(
+            ns,
+            &[
+                "filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all", "prio", "1",
+                "bpf", "bytecode", &program, "action", "mirred", "egress", "redirect", "dev",
+                "fdrop",
+            ],
+        )?;
+        self.lossy.push((ns.to_string(), dev.to_string()));
+        Ok(())
+    }
+
+    /// Whether delay was applied (false when the kernel lacks `sch_netem`).
     pub fn delay_applied(&self) -> bool {
         self.delay_applied
+    }
+
+    /// Whether loss comes from the harness's filters (netem missing) rather than netem.
+    pub fn loss_filtered(&self) -> bool {
+        !self.lossy.is_empty()
+    }
+
+    /// Packets the loss filters have dropped so far (0 when netem does the loss: it keeps no
+    /// per-filter count).
+    pub fn filtered_losses(&self) -> Result<u64> {
+        let mut total = 0;
+        for (ns, dev) in &self.lossy {
+            let out = Command::new("ip")
+                .args([
+                    "netns", "exec", ns, "tc", "-s", "filter", "show", "dev", dev,
+                ])
+                .args(["ingress"])
+                .output()
+                .context("running tc -s filter show")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            // "Sent B bytes P pkt (dropped D, overlimits O requeues R)": mirred counts a packet
+            // it could not hand to the down interface as an overlimit.
+            for part in text.split("overlimits ").skip(1) {
+                let n: String = part.chars().take_while(char::is_ascii_digit).collect();
+                total += n.parse::<u64>().unwrap_or(0);
+            }
+        }
+        Ok(total)
     }
 
     /// The namespace names of the devices.
