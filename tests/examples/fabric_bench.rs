@@ -4,7 +4,12 @@
 //! message to all 16.
 //!
 //! Run: `cargo run --release -p floe-tests --example fabric_bench` (as root; it prints why and
-//! exits otherwise). `FABRIC_BENCH_MIB` and `FABRIC_BENCH_N` shrink it for a quick look.
+//! exits otherwise). `FABRIC_BENCH_MIB` and `FABRIC_BENCH_N` shrink it for a quick look,
+//! `FABRIC_BENCH_CHUNK_KIB` sets the chunk size, `FABRIC_BENCH_P2P_ONLY=1` skips central pull.
+//!
+//! Delay: on a kernel without `sch_netem` the links get rate and no delay, so every node holds
+//! what it reads from TCP for the link delay instead (`floed fabric --fault-read-delay-ms`, see
+//! `floe_runtime::p2p::delay`); `FABRIC_BENCH_NODE_DELAY=0` turns that off.
 //!
 //! Efficiency is T_min / T with T_min = max(S/U_seed, S/D, N·S/(U_seed + ΣU_devices)) (Kumar
 //! and Ross). The last line is machine-readable:
@@ -26,6 +31,13 @@ fn chunk_len(bytes: usize) -> u32 {
         0 => floe_runtime::proto::manifest::chunk_size_for(bytes as u64),
         kib => (kib * 1024) as u32,
     }
+}
+
+/// The delay each node holds its TCP reads for: the link delay, when the kernel could not put
+/// it on the links (no `sch_netem`) and `FABRIC_BENCH_NODE_DELAY` is not `0`.
+fn node_delay_ms(fleet: &NetnsFleet) -> Option<u32> {
+    let off = std::env::var("FABRIC_BENCH_NODE_DELAY").is_ok_and(|v| v == "0");
+    (!fleet.delay_applied() && !off).then_some(DELAY_MS)
 }
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -56,6 +68,7 @@ fn run_mode(
             data_dir: dir.join(format!("d{i}")),
             listen: Some(format!("/ip4/{}/tcp/0", fleet.addr(i))),
             netns: Some(fleet.devices()[i].clone()),
+            read_delay_ms: node_delay_ms(fleet),
             ..opts
         })
     };
@@ -296,9 +309,11 @@ fn main() -> Result<()> {
         "fleet: seed + {n} devices, {MBIT} Mbit/s each way, {} ms delay{}, {} KiB chunks",
         DELAY_MS,
         if fleet.delay_applied() {
-            ""
+            " (netem)"
+        } else if node_delay_ms(&fleet).is_some() {
+            " (no netem in this kernel: held in each node's TCP reads instead)"
         } else {
-            " (NOT applied: kernel lacks sch_netem)"
+            " (NOT applied: no netem in this kernel, FABRIC_BENCH_NODE_DELAY=0)"
         },
         chunk_len(mib << 20) / 1024
     );

@@ -49,6 +49,8 @@ pub struct NodeOpts {
     pub upload_slots: Option<usize>,
     /// Run inside this network namespace.
     pub netns: Option<String>,
+    /// Test only: hold what the node reads from TCP this many ms (link delay without netem).
+    pub read_delay_ms: Option<u32>,
 }
 
 struct Log {
@@ -123,6 +125,9 @@ impl Node {
         }
         if let Some(n) = opts.upload_slots {
             cmd.args(["--upload-slots", &n.to_string()]);
+        }
+        if let Some(ms) = opts.read_delay_ms {
+            cmd.args(["--fault-read-delay-ms", &ms.to_string()]);
         }
         cmd.env(
             "RUST_LOG",

@@ -53,6 +53,7 @@
 //!
 //! Architecture invariant: nothing here imports `agent`, `slots` or `health`.
 
+pub mod delay;
 pub mod direct;
 pub mod download;
 pub mod gossip;
@@ -115,6 +116,9 @@ pub struct FabricConfig {
     pub max_unknown_requests: u32,
     /// Fault injection for the end-to-end tests only: serve chunks with flipped bytes.
     pub fault_corrupt_chunks: bool,
+    /// Test only: hold every byte read from a TCP connection this long before the protocols
+    /// see it ([`delay::Delayed`]), to stand in for link delay on kernels without `sch_netem`.
+    pub fault_read_delay: Option<Duration>,
     /// Topics this node subscribes to, and so receives and relays. It may publish to any
     /// topic: gossipsub sends a message on a topic it does not subscribe to to the connected
     /// peers that do. Devices leave out [`Topic::Health`]: only coordinators read reports, and
@@ -142,6 +146,7 @@ impl Default for FabricConfig {
             max_invalid_gossip: 20,
             max_unknown_requests: 256,
             fault_corrupt_chunks: false,
+            fault_read_delay: None,
             topics: Topic::ALL.to_vec(),
         }
     }

@@ -533,15 +533,29 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
             .build()
             .map_err(|e| build(e.to_string()))?;
     }
+    let read_delay = config.fault_read_delay;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| build(e.to_string()))?
         .with_quic()
+        .with_other_transport(|key| {
+            // TCP, noise, yamux, as `with_tcp` would build it; the stream passes through
+            // `Delayed` only when the test-only read delay is set.
+            use libp2p::Transport;
+            let delay = read_delay.unwrap_or_default();
+            let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(move |stream, _| {
+                    if delay.is_zero() {
+                        futures::future::Either::Left(stream)
+                    } else {
+                        futures::future::Either::Right(super::delay::Delayed::new(stream, delay))
+                    }
+                })
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default());
+            Ok(transport)
+        })
+        .map_err(|e| build(e.to_string()))?
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let filter = gossipsub::MaxCountSubscriptionFilter {

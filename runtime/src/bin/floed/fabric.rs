@@ -87,6 +87,10 @@ pub(crate) struct FabricArgs {
     /// Fault injection (tests only): serve corrupted chunks.
     #[arg(long, hide = true)]
     fault_corrupt_chunks: bool,
+    /// Tests only: hold every byte read from a TCP connection this many milliseconds, standing
+    /// in for link delay where the kernel has no `sch_netem`.
+    #[arg(long, hide = true)]
+    fault_read_delay_ms: Option<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -298,6 +302,7 @@ pub(crate) async fn run(args: FabricArgs) -> Result<()> {
         central_pull: args.central_pull,
         upload_slots: args.upload_slots,
         fault_corrupt_chunks: args.fault_corrupt_chunks,
+        fault_read_delay: args.fault_read_delay_ms.map(Duration::from_millis),
         ..FabricConfig::default()
     };
     let cancel = CancellationToken::new();
