@@ -169,7 +169,8 @@ impl NetnsFleet {
         if let Err(err) = netem {
             if self.delay_applied && shape.delay_ms > 0 {
                 println!(
-                    "netem unavailable ({err:#}); links get rate and loss but no {} ms delay",
+                    "netem unavailable ({err:#}); links get their rate, and loss from a filter, \
+                     but no {} ms delay",
                     shape.delay_ms
                 );
             }
