@@ -6,7 +6,7 @@
 
 use super::engine::{
     Action, Command, DeploymentStatus, DeviceEvent, DirectiveKind, HealthReport, HealthStatus,
-    Input,
+    Input, latency_limit,
 };
 use super::plan::{Baseline, Plan, Strategy, StrategyConfig, TargetFlags, TargetSpec};
 use super::sim::{self, SimConfig};
@@ -792,6 +792,58 @@ fn latency_spike_halts_for_assessment() {
         h.directives(DirectiveKind::Rollback).is_empty(),
         "halt, not rollback"
     );
+}
+
+#[test]
+fn sub_millisecond_latency_noise_neither_fails_a_gate_nor_halts() {
+    // A simple flow: baseline p95 24 us. Devices then report 60 us, 2.5 times the baseline
+    // (over the wave gate's +30 % and the 2x spike) but 36 us in absolute terms.
+    let tiny: HashMap<String, Baseline> = TYPES
+        .iter()
+        .map(|t| {
+            let b = Baseline {
+                error_rate: 0.01,
+                p95_ms: 0.024,
+                memory_mb: 200.0,
+            };
+            (t.to_string(), b)
+        })
+        .collect();
+    let targets = (0..10).map(|i| TargetSpec {
+        id: format!("d{i}"),
+        device_type: TYPES[i % 2].to_string(),
+        region: "eu".to_string(),
+        flags: TargetFlags::default(),
+        monitoring: 0,
+    });
+    let mut cfg = StrategyConfig::defaults(Strategy::Rolling);
+    cfg.batch_size = 5;
+    cfg.max_parallel = 5;
+    let plan = Plan::new("flow v2", cfg, targets, &tiny, 42).unwrap();
+    let mut h = H::new(StrategyConfig::defaults(Strategy::Rolling), 1);
+    h.r = Rollout::new(plan, 0);
+    h.respond = Box::new(|d, kind, _| match kind {
+        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
+        DirectiveKind::Switch => {
+            let report = HealthReport {
+                p95_ms: 0.060,
+                ..good()
+            };
+            vec![
+                dev(d, DeviceEvent::Switched),
+                Input::Health { device: d, report },
+            ]
+        }
+        DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
+        DirectiveKind::Commit => vec![],
+    });
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_to_end();
+    assert_eq!(h.r.status(), DeploymentStatus::Completed);
+    // A rise past the slack still fails: 1.2 ms over a 24 us baseline.
+    assert!(0.024 + 1.2 > latency_limit(0.024, 1.3));
+    assert_eq!(latency_limit(100.0, 1.3), 130.0);
+    assert_eq!(latency_limit(0.024, 2.0), 1.024);
 }
 
 #[test]
