@@ -43,10 +43,10 @@ pub const ERROR_SPIKE: f64 = 0.10;
 /// P95 latency multiple of baseline that halts for assessment (001 `latency_spike`).
 pub const LATENCY_SPIKE: f64 = 2.0;
 /// A p95 rise smaller than this (in ms) never fails a latency check or counts as a spike,
-/// whatever its ratio to the baseline. The reference gives ratios only (baseline + 20 % or
-/// + 30 %, spike at 2x); devices report the slowest node's p95 processing time, which for a
-/// simple flow is tens of microseconds, where scheduling noise alone moves it by more than
-/// 30 % and a ratio would roll back healthy versions.
+/// whatever its ratio to the baseline. The reference gives ratios only (20 % or 30 % over the
+/// baseline, a spike at twice it); devices report the slowest node's p95 processing time,
+/// which for a simple flow is tens of microseconds, where scheduling noise alone moves it by
+/// more than 30 % and a ratio would roll back healthy versions.
 pub const LATENCY_SLACK_MS: f64 = 1.0;
 
 /// The highest p95 a latency check allows: `multiple` times the baseline, and never less than
