@@ -162,9 +162,20 @@ pub struct AuditView {
 
 /// Reads the status from disk without a running daemon (the database is opened read-only).
 pub fn read_status(data_dir: &Path, audit_limit: usize) -> Result<StatusView, AgentError> {
+    read_status_with_health(data_dir, None, audit_limit)
+}
+
+/// [`read_status`] with a health report to show (the running daemon's latest), for the
+/// daemon's own `GET /status`: it reads the state read-only, so it never waits for the main
+/// loop.
+pub fn read_status_with_health(
+    data_dir: &Path,
+    health: Option<HealthReport>,
+    audit_limit: usize,
+) -> Result<StatusView, AgentError> {
     let state = State::open_read_only(data_dir)?;
     let slots = Slots::open_existing(data_dir);
-    status_from(&state, &slots, device_of(data_dir), None, audit_limit)
+    status_from(&state, &slots, device_of(data_dir), health, audit_limit)
 }
 
 fn device_of(data_dir: &Path) -> String {
@@ -472,17 +483,6 @@ where
     /// Whether a trial is running.
     pub fn on_trial(&self) -> bool {
         self.trial.is_some()
-    }
-
-    /// The current status, with the health report.
-    pub fn status(&self, audit_limit: usize) -> Result<StatusView, AgentError> {
-        status_from(
-            &self.state,
-            &self.slots,
-            self.device.clone(),
-            Some(self.report.clone()),
-            audit_limit,
-        )
     }
 
     /// The metrics in Prometheus text format.

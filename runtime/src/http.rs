@@ -9,6 +9,9 @@
 //! Handlers never touch the agent: they read the latest published report from a `watch`
 //! channel, or send a command to the main loop over a bounded channel (capacity
 //! [`COMMAND_QUEUE`]); when it is full the request is refused with 503 rather than queued.
+//! `GET /status` does not wait for the main loop at all, which may be inside a smoke test or
+//! an install for seconds: it reads the state database read-only (SQLite in WAL mode lets it
+//! read while the daemon writes) on a blocking thread, with the latest published health.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -63,11 +66,23 @@ pub enum Command {
         /// The outcome.
         reply: oneshot::Sender<Result<Outcome, String>>,
     },
-    /// Report the status.
-    Status {
-        /// The status.
-        reply: oneshot::Sender<Result<StatusView, String>>,
-    },
+}
+
+/// Where `GET /status` reads from: the data directory's state (read-only) and the latest
+/// published health report.
+#[derive(Debug, Clone)]
+pub struct StatusSource {
+    /// The daemon's data directory.
+    pub data_dir: PathBuf,
+    /// The main loop's published report.
+    pub published: watch::Receiver<Arc<Published>>,
+}
+
+/// The control listener's shared state.
+#[derive(Debug, Clone)]
+struct Control {
+    commands: mpsc::Sender<Command>,
+    status: StatusSource,
 }
 
 /// The health listener's routes.
@@ -98,13 +113,13 @@ async fn metrics(State(rx): State<watch::Receiver<Arc<Published>>>) -> Response 
 }
 
 /// The control listener's routes.
-pub fn control_router(commands: mpsc::Sender<Command>) -> Router {
+pub fn control_router(commands: mpsc::Sender<Command>, status: StatusSource) -> Router {
     Router::new()
         .route("/install", post(install))
         .route("/rollback", post(rollback))
-        .route("/status", get(status))
+        .route("/status", get(status_view))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(commands)
+        .with_state(Control { commands, status })
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,7 +160,7 @@ async fn outcome(rx: oneshot::Receiver<Result<Outcome, String>>) -> Response {
 }
 
 async fn install(
-    State(tx): State<mpsc::Sender<Command>>,
+    State(Control { commands: tx, .. }): State<Control>,
     axum::Json(req): axum::Json<InstallRequest>,
 ) -> Response {
     let (reply, rx) = oneshot::channel();
@@ -163,7 +178,7 @@ async fn install(
 }
 
 async fn rollback(
-    State(tx): State<mpsc::Sender<Command>>,
+    State(Control { commands: tx, .. }): State<Control>,
     axum::Json(req): axum::Json<RollbackRequest>,
 ) -> Response {
     let (reply, rx) = oneshot::channel();
@@ -180,21 +195,26 @@ async fn rollback(
     outcome(rx).await
 }
 
-async fn status(State(tx): State<mpsc::Sender<Command>>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    if let Err(r) = send(&tx, Command::Status { reply }) {
-        return *r;
-    }
-    match rx.await {
-        Ok(Ok(s)) => (StatusCode::OK, axum::Json(s)).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+async fn status_view(State(control): State<Control>) -> Response {
+    let source = control.status;
+    let health = source.published.borrow().report.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::agent::read_status_with_health(&source.data_dir, Some(health), STATUS_AUDIT)
+    })
+    .await;
+    match read {
+        Ok(Ok(s)) => (StatusCode::OK, axum::Json::<StatusView>(s)).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "floed stopped before answering",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reading the status failed",
         )
             .into_response(),
     }
 }
+
+/// Audit entries `GET /status` returns (the newest).
+pub const STATUS_AUDIT: usize = 20;
 
 /// Why a control request failed on the client side.
 #[derive(Debug, thiserror::Error)]
@@ -320,13 +340,18 @@ mod tests {
         let (tx, rx) = watch::channel(published(Status::Degraded));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, health_router(rx)).await });
+        let health_rx = rx.clone();
+        tokio::spawn(async move { axum::serve(listener, health_router(health_rx)).await });
 
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join(CONTROL_SOCKET);
         let (ctx, mut crx) = mpsc::channel(COMMAND_QUEUE);
         let ul = tokio::net::UnixListener::bind(&sock).unwrap();
-        tokio::spawn(async move { axum::serve(ul, control_router(ctx)).await });
+        let source = StatusSource {
+            data_dir: dir.path().to_path_buf(),
+            published: rx.clone(),
+        };
+        tokio::spawn(async move { axum::serve(ul, control_router(ctx, source)).await });
         tokio::spawn(async move {
             while let Some(cmd) = crx.recv().await {
                 if let Command::Rollback { reason, reply, .. } = cmd {

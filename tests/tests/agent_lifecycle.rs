@@ -250,3 +250,58 @@ fn crash_loop_on_trial_rolls_back_without_the_network() {
         }
     }
 }
+
+#[test]
+fn status_answers_at_once_while_a_smoke_test_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = config(tmp.path(), &data, 1);
+    let out = install(&cfg, &stage(tmp.path(), "1.0", &ticking_flow("v1"), &[]));
+    assert!(out.status.success());
+    let mut d = Daemon::start(&cfg, &[]);
+    d.wait_ready(&data, Duration::from_secs(20));
+
+    // Version 2 waits up to 6 s in its smoke test for an output the flow never sends.
+    let dir = stage(tmp.path(), "2.0", &ticking_flow("v2"), &[]);
+    let record_path = dir.join(".version");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    record["smoke_expect"] = serde_json::json!([{"node": "out", "payload": {"never": true}}]);
+    record["smoke_timeout_ms"] = serde_json::json!(6000);
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let cfg2 = cfg.clone();
+    let installer = std::thread::spawn(move || install(&cfg2, &dir));
+
+    // Every status answer comes at once, and one of them shows the smoke test under way
+    // (before, the daemon answered only after the smoke test had ended).
+    let start = std::time::Instant::now();
+    let seen = loop {
+        let asked = std::time::Instant::now();
+        let st = status(&cfg);
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "status took {:?} during the smoke test",
+            asked.elapsed()
+        );
+        if st["phase"] == "smoke" {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never saw the smoke test: {st:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(seen["active"], "blue", "{seen:#}");
+    assert!(seen["health"]["status"].is_string(), "{seen:#}");
+    // The install still ends as the smoke test decides: refused, version 1 still active.
+    let out = installer.join().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not seen within 6000 ms"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(&cfg)["active"], "blue");
+    d.stop();
+}

@@ -430,9 +430,6 @@ async fn handle_command<R>(
             }
             let _ = reply.send(result.map_err(|e| e.to_string()));
         }
-        Command::Status { reply } => {
-            let _ = reply.send(agent.status(20).map_err(|e| e.to_string()));
-        }
     }
 }
 

@@ -92,6 +92,7 @@ async fn serve(cfg: Config) -> Result<()> {
         metrics: String::new(),
     }));
     main_loop::publish(&agent, &pub_tx);
+    let status_rx = pub_rx.clone();
     let shutdown = CancellationToken::new();
 
     let health = tokio::net::TcpListener::bind(http_addr)
@@ -122,9 +123,13 @@ async fn serve(cfg: Config) -> Result<()> {
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting the mode of {}", sock.display()))?;
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let status_source = http::StatusSource {
+        data_dir: data.clone(),
+        published: status_rx,
+    };
     let token = shutdown.clone();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(control, http::control_router(cmd_tx))
+        if let Err(e) = axum::serve(control, http::control_router(cmd_tx, status_source))
             .with_graceful_shutdown(token.cancelled_owned())
             .await
         {
