@@ -176,7 +176,11 @@ impl NetnsFleet {
             }
             self.delay_applied = shape.delay_ms == 0;
             if shape.loss_pct > 0.0 {
-                self.filter_loss(ns, dev, shape.loss_pct)?;
+                // Kernels without cls_bpf, mirred or ifb get no loss either; like the missing
+                // delay, that is printed rather than failing the run.
+                if let Err(err) = self.filter_loss(ns, dev, shape.loss_pct) {
+                    println!("loss filter unavailable ({err:#}); {dev} has no loss");
+                }
             }
         }
         Ok(())
