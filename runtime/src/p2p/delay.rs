@@ -24,6 +24,8 @@ use tokio::time::{Instant, Sleep};
 
 /// Most bytes one stream holds back (2 MiB: 0.3 s of a 50 Mbit/s link).
 pub const MAX_HELD: usize = 2 << 20;
+/// The longest delay applied (a longer one is cut to it, so a release time cannot overflow).
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
 /// Largest single read from the socket.
 const READ_LEN: usize = 64 * 1024;
 
@@ -52,11 +54,11 @@ impl<S> std::fmt::Debug for Delayed<S> {
 }
 
 impl<S> Delayed<S> {
-    /// Wraps `inner`, delaying its reads by `delay`.
+    /// Wraps `inner`, delaying its reads by `delay` (at most [`MAX_DELAY`]).
     pub fn new(inner: S, delay: Duration) -> Self {
         Self {
             inner,
-            delay,
+            delay: delay.min(MAX_DELAY),
             held: VecDeque::new(),
             offset: 0,
             bytes: 0,

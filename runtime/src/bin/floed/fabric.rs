@@ -87,9 +87,9 @@ pub(crate) struct FabricArgs {
     /// Fault injection (tests only): serve corrupted chunks.
     #[arg(long, hide = true)]
     fault_corrupt_chunks: bool,
-    /// Tests only: hold every byte read from a TCP connection this many milliseconds, standing
-    /// in for link delay where the kernel has no `sch_netem`.
-    #[arg(long, hide = true)]
+    /// Tests only: hold every byte read from a TCP connection this many milliseconds (1 to
+    /// 10 000), standing in for link delay where the kernel has no `sch_netem`.
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     fault_read_delay_ms: Option<u64>,
 }
 
