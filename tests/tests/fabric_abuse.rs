@@ -52,23 +52,31 @@ fn flood_is_banned(command: &str, reason: &str) -> Result<()> {
     })?;
     let before: Vec<u64> = honest.iter_mut().map(rss).collect::<Result<_>>()?;
 
+    // The attacker keeps at it: a flood sent before it has heard a node's subscriptions (just
+    // after connecting) misses that node, so it floods again every few seconds until every
+    // honest node has banned it.
     attacker.send(command)?;
-
+    let deadline = std::time::Instant::now() + WAIT;
+    let attacker_id = attacker.peer_id.clone();
     for node in &honest {
-        let ban = node
-            .wait_for(WAIT, |e| {
-                e["event"] == "banned" && e["peer"] == attacker.peer_id.as_str()
-            })
-            .map_err(|err| {
-                let events = node.events();
-                let tail: Vec<String> = events
-                    .iter()
-                    .rev()
-                    .take(15)
-                    .map(|e| e.to_string())
-                    .collect();
-                anyhow::anyhow!("{command}: {err:#}; last events: {tail:#?}")
-            })?;
+        let banned =
+            |e: &serde_json::Value| e["event"] == "banned" && e["peer"] == attacker_id.as_str();
+        let ban = loop {
+            match node.wait_for(Duration::from_secs(3), banned) {
+                Ok(ban) => break ban,
+                Err(_) if std::time::Instant::now() < deadline => attacker.send(command)?,
+                Err(err) => {
+                    let events = node.events();
+                    let tail: Vec<String> = events
+                        .iter()
+                        .rev()
+                        .take(15)
+                        .map(|e| e.to_string())
+                        .collect();
+                    anyhow::bail!("{command}: {err:#}; last events: {tail:#?}");
+                }
+            }
+        };
         assert_eq!(
             ban["reason"].as_str().unwrap_or_default(),
             reason,
