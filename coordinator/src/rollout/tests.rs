@@ -74,6 +74,19 @@ fn healthy_responder() -> Responder {
     })
 }
 
+/// Devices that do as told and, once switched, report `report`.
+fn reports_after_switch(report: HealthReport) -> Responder {
+    Box::new(move |d, kind, _| match kind {
+        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health { device: d, report },
+        ],
+        DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
+        DirectiveKind::Commit => vec![],
+    })
+}
+
 fn dev(device: u32, event: DeviceEvent) -> Input {
     Input::Device { device, event }
 }
@@ -405,21 +418,10 @@ fn full_rollback_waits_for_a_device_rollback_already_in_flight() {
 #[test]
 fn canary_gate_failure_on_metrics_rolls_back_everything() {
     let mut h = canary_waves(200);
-    h.respond = Box::new(|d, kind, _| match kind {
-        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
-        DirectiveKind::Switch => {
-            // Error rate baseline + 3 %: over the canary gate's +2 %, under the +10 % spike.
-            let report = HealthReport {
-                error_rate: 0.04,
-                ..good()
-            };
-            vec![
-                dev(d, DeviceEvent::Switched),
-                Input::Health { device: d, report },
-            ]
-        }
-        DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
-        DirectiveKind::Commit => vec![],
+    // Error rate baseline + 3 %: over the canary gate's +2 %, under the +10 % spike.
+    h.respond = reports_after_switch(HealthReport {
+        error_rate: 0.04,
+        ..good()
     });
     assert!(h.cmd(Command::Start).is_ok());
     h.run_to_end();
@@ -822,20 +824,9 @@ fn sub_millisecond_latency_noise_neither_fails_a_gate_nor_halts() {
     let plan = Plan::new("flow v2", cfg, targets, &tiny, 42).unwrap();
     let mut h = H::new(StrategyConfig::defaults(Strategy::Rolling), 1);
     h.r = Rollout::new(plan, 0);
-    h.respond = Box::new(|d, kind, _| match kind {
-        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
-        DirectiveKind::Switch => {
-            let report = HealthReport {
-                p95_ms: 0.060,
-                ..good()
-            };
-            vec![
-                dev(d, DeviceEvent::Switched),
-                Input::Health { device: d, report },
-            ]
-        }
-        DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
-        DirectiveKind::Commit => vec![],
+    h.respond = reports_after_switch(HealthReport {
+        p95_ms: 0.060,
+        ..good()
     });
     assert!(h.cmd(Command::Start).is_ok());
     h.run_to_end();

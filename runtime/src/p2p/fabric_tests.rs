@@ -32,6 +32,17 @@ struct Started {
 }
 
 impl Started {
+    /// Waits until the download of `id` completes; returns its size in bytes.
+    async fn completed(&mut self, id: crate::p2p::ArtifactId) -> u64 {
+        self.wait_for(|e| match e {
+            FabricEvent::ArtifactComplete {
+                id: done, bytes, ..
+            } if *done == id => Some(*bytes),
+            _ => None,
+        })
+        .await
+    }
+
     /// Waits for the first event (already seen or new) that `pick` maps to a value; it and
     /// every event before it are consumed, later ones stay for the next wait.
     async fn wait_for<T>(&mut self, mut pick: impl FnMut(&FabricEvent) -> Option<T>) -> T {
@@ -438,14 +449,7 @@ async fn three_nodes_exchange_an_artifact_over_quic_only() {
     a.fabric.fetch(id).await.unwrap();
     b.fabric.fetch(id).await.unwrap();
     for node in [&mut a, &mut b] {
-        let bytes = node
-            .wait_for(|e| match e {
-                FabricEvent::ArtifactComplete {
-                    id: done, bytes, ..
-                } if *done == id => Some(*bytes),
-                _ => None,
-            })
-            .await;
+        let bytes = node.completed(id).await;
         assert_eq!(bytes, data.len() as u64);
     }
     // Both rebuilt the exact bytes from their own stores.
@@ -489,14 +493,7 @@ async fn requests_beyond_the_upload_slots_wait_in_the_queue_instead_of_bouncing(
         .await;
         fetcher.connected(seed.fabric.peer_id()).await;
         fetcher.fabric.fetch(id).await.unwrap();
-        let bytes = fetcher
-            .wait_for(|e| match e {
-                FabricEvent::ArtifactComplete {
-                    id: done, bytes, ..
-                } if *done == id => Some(*bytes),
-                _ => None,
-            })
-            .await;
+        let bytes = fetcher.completed(id).await;
         assert_eq!(bytes, data.len() as u64);
         busy.push(seed.fabric.stats().await.unwrap().busy_answers);
     }

@@ -149,13 +149,13 @@ impl Limits {
         }
     }
 
-    /// The limits for the fabric's gossipsub configuration.
-    pub fn fabric() -> Self {
-        let config = gossip::config().ok();
-        let (len, heartbeat) = config
-            .map(|c| (c.max_ihave_length(), c.heartbeat_interval()))
-            .unwrap_or((500, Duration::from_millis(700)));
-        Self::new(len, heartbeat, gossip::Topic::ALL.len())
+    /// The limits for gossipsub as `config` sets it up, on the fabric's topics.
+    pub fn for_config(config: &gossipsub::Config) -> Self {
+        Self::new(
+            config.max_ihave_length(),
+            config.heartbeat_interval(),
+            gossip::Topic::ALL.len(),
+        )
     }
 }
 
@@ -416,8 +416,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The limits the fabric runs with (500 ids per IHAVE, a 700 ms heartbeat, 3 topics).
     fn limits() -> Limits {
-        Limits::new(500, Duration::from_millis(700), 3)
+        Limits::for_config(&gossip::config().unwrap())
     }
 
     #[test]

@@ -533,6 +533,7 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
             .build()
             .map_err(|e| build(e.to_string()))?;
     }
+    let guard_limits = guard::Limits::for_config(&gossip_config);
     let read_delay = config.fault_read_delay;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -593,7 +594,7 @@ fn build_swarm(key: Keypair, config: &FabricConfig) -> Result<Swarm<Behaviour>, 
                 ping: ping::Behaviour::default(),
                 mdns: Toggle::from(mdns),
                 kad,
-                gossip: Guarded::new(gossip, guard::Limits::fabric()),
+                gossip: Guarded::new(gossip, guard_limits),
                 chunks: request_response::Behaviour::with_codec(
                     ChunkCodec,
                     [(wire::PROTOCOL, ProtocolSupport::Full)],

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use floe_runtime::agent::{StatusView, read_status};
 use floe_runtime::config::Config;
-use floe_runtime::http::{CONTROL_SOCKET, ClientError, control_request};
+use floe_runtime::http::{CONTROL_SOCKET, ClientError, STATUS_AUDIT, control_request};
 
 /// Arguments of `floed status`.
 #[derive(Debug, clap::Args)]
@@ -26,7 +26,7 @@ pub(crate) fn run(cfg: &Config, args: &Args) -> Result<ExitCode> {
             Ok((200, body)) => serde_json::from_str(&body).context("daemon reply")?,
             Ok((code, body)) => anyhow::bail!("floed answered {code}: {body}"),
             Err(ClientError::NotRunning(_)) => {
-                let view: StatusView = read_status(&cfg.data_dir, 20)
+                let view: StatusView = read_status(&cfg.data_dir, STATUS_AUDIT)
                     .with_context(|| format!("reading the state in {}", cfg.data_dir.display()))?;
                 serde_json::to_value(&view).context("encoding the status")?
             }
