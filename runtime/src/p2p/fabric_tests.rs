@@ -469,8 +469,8 @@ async fn requests_beyond_the_upload_slots_wait_in_the_queue_instead_of_bouncing(
     let data: Vec<u8> = (0..2 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    // One upload slot: whoever asks for two chunks at once finds it taken. With a queue the
-    // second request waits; without one it is told Busy.
+    // One upload slot: whoever asks for several chunks at once finds it taken. With a queue
+    // the others wait; without one they are told Busy.
     let mut busy = Vec::new();
     for (n, queue) in [(20u8, 16usize), (22, 0)] {
         let seed_config = FabricConfig {
@@ -483,11 +483,23 @@ async fn requests_beyond_the_upload_slots_wait_in_the_queue_instead_of_bouncing(
         let seed =
             start_with_config(n, seed_config, None, Box::new(MemStore::default()), &cancel).await;
         let id = seed.fabric.seed(data.clone(), 64 * 1024).await.unwrap();
-        let mut fetcher = start(
+        // Eight requests at once, not the default two: with only two, a loaded machine could
+        // send the second after the first was answered, and nothing would ever bounce.
+        let fetcher_config = FabricConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap: vec![seed.addr.clone()],
+            mdns: false,
+            download: crate::p2p::download::DownloadConfig {
+                per_peer_in_flight: 8,
+                ..Default::default()
+            },
+            ..FabricConfig::default()
+        };
+        let mut fetcher = start_with_config(
             n + 1,
-            "/ip4/127.0.0.1/tcp/0",
-            vec![seed.addr.clone()],
+            fetcher_config,
             None,
+            Box::new(MemStore::default()),
             &cancel,
         )
         .await;
