@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use floe_runtime::proto::DeviceReport;
+use floe_wire::proto::DeviceReport;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 

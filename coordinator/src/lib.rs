@@ -10,6 +10,5 @@ pub mod bridge;
 pub mod client;
 pub mod link;
 pub mod openapi;
-pub mod rollout;
 pub mod service;
 pub mod store;

@@ -38,14 +38,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use floe_runtime::p2p::index::ArtifactIndex;
-use floe_runtime::p2p::node::FabricEvent;
-use floe_runtime::p2p::signed::{SignedStore, index_of};
-use floe_runtime::p2p::{
-    self, Fabric, FabricConfig, FabricError, RequestHandler, Topic, Validation,
-};
-use floe_runtime::proto::manifest::MAX_MANIFEST_BYTES;
-use floe_runtime::proto::{DeviceReport, DirectivePost, Envelope, Manifest, cbor, open_report};
+use floe_fabric::index::ArtifactIndex;
+use floe_fabric::node::FabricEvent;
+use floe_fabric::signed::{SignedStore, index_of};
+use floe_fabric::{self, Fabric, FabricConfig, FabricError, RequestHandler, Topic, Validation};
+use floe_wire::proto::manifest::MAX_MANIFEST_BYTES;
+use floe_wire::proto::{DeviceReport, DirectivePost, Envelope, Manifest, cbor, open_report};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
@@ -270,7 +268,7 @@ impl Link {
         manifest_envelope: &[u8],
         payload: Vec<u8>,
         chunk_size: u32,
-    ) -> Result<p2p::ArtifactId, LinkError> {
+    ) -> Result<floe_fabric::ArtifactId, LinkError> {
         let index = check_payload(manifest_envelope, &payload, chunk_size)?;
         let id = self
             .fabric
@@ -333,7 +331,7 @@ impl Link {
 
 /// The coordinator's gossip validator: posts must decode (the devices check signatures),
 /// reports must be self-signed; announcements are not the coordinator's business.
-fn validator() -> p2p::Validator {
+fn validator() -> floe_fabric::Validator {
     Arc::new(|topic, data: &[u8]| match topic {
         Topic::Directive if DirectivePost::from_bytes(data).is_ok() => Validation::Accept,
         Topic::Directive => Validation::Reject,
@@ -353,7 +351,7 @@ pub async fn spawn(
         .map_err(|e| LinkError::Store(format!("{}: {e}", cfg.data_dir.display())))?;
     let key = match cfg.identity.clone() {
         Some(k) => k,
-        None => p2p::identity::load_or_create(&cfg.data_dir)
+        None => floe_fabric::identity::load_or_create(&cfg.data_dir)
             .map_err(|e| LinkError::Identity(e.to_string()))?,
     };
     let store = SignedStore::open(&cfg.data_dir).map_err(|e| LinkError::Store(e.to_string()))?;
@@ -364,7 +362,7 @@ pub async fn spawn(
         ..FabricConfig::default()
     };
     let (fabric, events) = match cfg.direct.clone() {
-        Some(handler) => p2p::spawn_with_handler(
+        Some(handler) => floe_fabric::spawn_with_handler(
             key,
             config,
             Box::new(store),
@@ -372,7 +370,7 @@ pub async fn spawn(
             handler,
             shutdown.clone(),
         ),
-        None => p2p::spawn(key, config, Box::new(store), validator(), shutdown.clone()),
+        None => floe_fabric::spawn(key, config, Box::new(store), validator(), shutdown.clone()),
     }
     .map_err(LinkError::Start)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
@@ -635,8 +633,8 @@ impl Actor {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use floe_runtime::artifact::bundle::HEADER_LEN;
-    use floe_runtime::artifact::{BuildSpec, BundleReader, build};
+    use floe_wire::artifact::bundle::HEADER_LEN;
+    use floe_wire::artifact::{BuildSpec, BundleReader, build};
 
     fn bundle(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
         let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
@@ -652,8 +650,8 @@ mod tests {
     }
 
     fn signed_report(key: &ed25519_dalek::SigningKey, id: Option<&str>, seq: u64) -> Vec<u8> {
-        use floe_runtime::proto::report::REPORT_SCHEMA;
-        use floe_runtime::proto::{Facts, Fixed};
+        use floe_wire::proto::report::REPORT_SCHEMA;
+        use floe_wire::proto::{Facts, Fixed};
         let public = Fixed(key.verifying_key().to_bytes());
         let r = DeviceReport {
             schema: REPORT_SCHEMA,
@@ -777,9 +775,9 @@ mod tests {
         let token = CancellationToken::new();
         let (link, _reports) = spawn(cfg, token.clone()).await.unwrap();
         let post = DirectivePost {
-            schema: floe_runtime::proto::report::POST_SCHEMA,
-            directive: floe_runtime::proto::ByteBuf(vec![1]),
-            manifest: floe_runtime::proto::ByteBuf(vec![2]),
+            schema: floe_wire::proto::report::POST_SCHEMA,
+            directive: floe_wire::proto::ByteBuf(vec![1]),
+            manifest: floe_wire::proto::ByteBuf(vec![2]),
         }
         .to_bytes()
         .unwrap();

@@ -3,8 +3,8 @@
 
 #![no_main]
 
-use floe_runtime::proto::manifest::MAX_MANIFEST_BYTES;
-use floe_runtime::proto::{Directive, Envelope, Manifest, TrustStore, cbor};
+use floe_wire::proto::manifest::MAX_MANIFEST_BYTES;
+use floe_wire::proto::{Directive, Envelope, Manifest, TrustStore, cbor};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

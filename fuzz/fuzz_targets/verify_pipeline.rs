@@ -8,8 +8,8 @@
 #![no_main]
 
 use ed25519_dalek::SigningKey;
-use floe_runtime::artifact::{DeviceFacts, check_manifest_envelope};
-use floe_runtime::proto::{ByteBuf, Envelope, Fixed, TrustStore, TrustedKey};
+use floe_wire::artifact::{DeviceFacts, check_manifest_envelope};
+use floe_wire::proto::{ByteBuf, Envelope, Fixed, TrustStore, TrustedKey};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

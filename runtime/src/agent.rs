@@ -19,7 +19,7 @@ pub mod runner;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use serde::Serialize;
@@ -29,10 +29,10 @@ use crate::health::{
     self, AgentCounters, AppAssessment, AppWindow, Connectivity, Functional, HealthReport,
     SystemProbe,
 };
-use crate::identity::{self, IdentityError};
 use crate::slots::{SlotError, SlotName, Slots, VersionRecord};
 use crate::state::{AuditEntry, Lifecycle, Phase, State, StateError};
 use crash::crash_point;
+use floe_wire::identity::{self, IdentityError};
 use lifecycle::{Recovery, TrialTracker, Verdict};
 use runner::{FlowRunner, RunningFlow, StartSpec};
 
@@ -102,10 +102,7 @@ pub enum Outcome {
 /// The wall-clock time in milliseconds since the epoch (only for records; trials use
 /// monotonic time).
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(floe_wire::clock::unix_ms()).unwrap_or(i64::MAX)
 }
 
 /// What `floed status` shows.
@@ -988,7 +985,7 @@ where
             .smoke_timeout_ms
             .map_or(self.cfg.trial.smoke_timeout, Duration::from_millis)
             .min(Duration::from_millis(
-                crate::proto::manifest::MAX_SMOKE_TIMEOUT_MS,
+                floe_wire::proto::manifest::MAX_SMOKE_TIMEOUT_MS,
             ));
         let start = Instant::now();
         for input in &record.smoke {

@@ -1,19 +1,20 @@
-//! Everything a node of the Floe network is.
+//! The Floe device: everything `floed` is beyond the wire and the fabric.
 //!
-//! The network-facing modules (`proto`, `artifact`, `p2p`) are shared with the coordinator; the
-//! device-only parts (`slots`, `health`, `agent`) build on them.
+//! - [`agent`]: the lifecycle stage → smoke → switch → trial → commit | rollback, the device
+//!   side of coordinator directives, and the main loop.
+//! - [`slots`], [`state`], [`releases`]: the blue/green slots on disk, the state database and
+//!   the anti-rollback table.
+//! - [`health`], [`http`], [`config`]: the four health layers, the local HTTP endpoints and the
+//!   control socket, the TOML configuration.
 //!
-//! Architecture invariant: `proto`, `artifact` and `p2p` never import `agent`, `slots` or
-//! `health`, so the coordinator uses them without pulling in the device.
+//! Architecture invariant: this crate is the top of the device stack. It depends on
+//! `floe-wire` (wire types, bundles, trust), `floe-fabric` (the libp2p swarm) and `floe-flow`;
+//! none of them, and not the coordinator, depends on it, so Cargo refuses any arrow back.
 
 pub mod agent;
-pub mod artifact;
-pub mod broker;
 pub mod config;
 pub mod health;
 pub mod http;
-pub mod identity;
-pub mod p2p;
-pub mod proto;
+pub mod releases;
 pub mod slots;
 pub mod state;

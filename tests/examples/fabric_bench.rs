@@ -9,7 +9,7 @@
 //!
 //! Delay: on a kernel without `sch_netem` the links get rate and no delay, so every node holds
 //! what it reads from TCP for the link delay instead (`floed fabric --fault-read-delay-ms`, see
-//! `floe_runtime::p2p::delay`); `FABRIC_BENCH_NODE_DELAY=0` turns that off.
+//! `floe_fabric::delay`); `FABRIC_BENCH_NODE_DELAY=0` turns that off.
 //!
 //! Efficiency is T_min / T with T_min = max(S/U_seed, S/D, N·S/(U_seed + ΣU_devices)) (Kumar
 //! and Ross). The last line is machine-readable:
@@ -28,7 +28,7 @@ const DELAY_MS: u32 = 10;
 /// `bytes`.
 fn chunk_len(bytes: usize) -> u32 {
     match env_or("FABRIC_BENCH_CHUNK_KIB", 0) {
-        0 => floe_runtime::proto::manifest::chunk_size_for(bytes as u64),
+        0 => floe_wire::proto::manifest::chunk_size_for(bytes as u64),
         kib => (kib * 1024) as u32,
     }
 }

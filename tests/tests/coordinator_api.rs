@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ed25519_dalek::SigningKey;
-use floe_runtime::artifact::{keys, verify_file};
-use floe_runtime::proto::{
+use floe_wire::artifact::{keys, verify_file};
+use floe_wire::proto::{
     self, Action, Applied, DeviceReport, Directive, DirectivePost, Envelope, Facts, Fixed,
     HealthLevel, HealthSummary, Manifest, Progress, SlotInfo, TrustStore,
 };

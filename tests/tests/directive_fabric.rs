@@ -19,11 +19,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use floe_coordinator::link::{self, Link, LinkConfig};
-use floe_runtime::artifact::bundle::HEADER_LEN;
-use floe_runtime::artifact::{self, BuildSpec, keys};
-use floe_runtime::proto::directive::DIRECTIVE_SCHEMA;
-use floe_runtime::proto::report::POST_SCHEMA;
-use floe_runtime::proto::{
+use floe_wire::artifact::bundle::HEADER_LEN;
+use floe_wire::artifact::{self, BuildSpec, keys};
+use floe_wire::proto::directive::DIRECTIVE_SCHEMA;
+use floe_wire::proto::report::POST_SCHEMA;
+use floe_wire::proto::{
     Action, ArtifactRef, ByteBuf, DeviceReport, Digest, Directive, DirectivePost, Envelope,
     Progress, TrustStore, TrustedKey,
 };
@@ -112,13 +112,6 @@ impl Drop for Device {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn flow(sensor: &Path, tag: &str) -> Vec<u8> {
     serde_json::json!({
         "nodes": [
@@ -148,7 +141,7 @@ fn build(
         .map(|i| (i.wrapping_mul(31).wrapping_add(release as u32)) as u8)
         .collect();
     std::fs::write(files.join("model.bin"), model).unwrap();
-    let now = unix_now();
+    let now = floe_wire::clock::unix_secs();
     let mut spec = BuildSpec::new("temperature-alert", version, release, now, now + 86_400);
     spec.chunk_size = Some(CHUNK);
     let out = root.join(format!("v{release}.floe"));
@@ -176,7 +169,7 @@ fn post_bytes(
     action: Action,
     art: &Artifact,
 ) -> Vec<u8> {
-    let now = unix_now();
+    let now = floe_wire::clock::unix_secs();
     let d = Directive {
         schema: DIRECTIVE_SCHEMA,
         device_id: device.to_string(),
@@ -394,9 +387,9 @@ fn coordinator_directs_three_devices_over_the_fabric() {
                 ),
             )
             .unwrap();
-            let key = floe_runtime::identity::load_or_generate(&data).unwrap();
+            let key = floe_wire::identity::load_or_generate(&data).unwrap();
             Device {
-                id: floe_runtime::identity::device_id(&key),
+                id: floe_wire::identity::device_id(&key),
                 data,
                 cfg,
                 child: None,

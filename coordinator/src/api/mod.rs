@@ -15,7 +15,6 @@
 pub mod types;
 pub mod views;
 
-use crate::rollout::{Command, Report, parse_duration};
 use crate::service::{ServiceError, ServiceHandle};
 use crate::store::{AuditFilter, rfc3339};
 use axum::body::Bytes;
@@ -25,6 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use floe_rollout::{Command, Report, parse_duration};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -586,7 +586,7 @@ async fn device_report(
     req: Request,
 ) -> ApiResult {
     let bytes = raw_body(req, &()).await?;
-    let report = floe_runtime::proto::open_report(&bytes)
+    let report = floe_wire::proto::open_report(&bytes)
         .map_err(|e| ApiError::unauthorized(format!("the report does not verify: {e}")))?;
     if report.device_id != id {
         return Err(ApiError::bad_request(format!(

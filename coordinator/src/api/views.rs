@@ -1,8 +1,8 @@
 //! The JSON the API returns, built from the service's records (the contract's shapes).
 
-use crate::rollout::{Rollout, StageKind};
 use crate::service::DeploymentDoc;
 use crate::store::{ArtifactInfo, AuditRecord, DeviceRecord, FlowRecord, SlotRecord, rfc3339};
+use floe_rollout::{Rollout, StageKind};
 use serde_json::{Value, json};
 
 /// Most device ids listed per stage in a deployment object (the rest are counted).

@@ -4,21 +4,21 @@ use super::{
     MAX_ACTIVE_DEPLOYMENTS, MAX_DEVICES, MAX_GATES, MAX_OPEN_TOKENS, OFFLINE_CHECK, ServiceError,
 };
 use crate::api::types::{ConfigInput, DeploymentInput, DeviceInput, DevicePatch, FlowInput};
-use crate::rollout::duration::format_duration;
-use crate::rollout::{
-    Action, Baseline, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateKind,
-    HealthReport, HealthStatus, Input, Millis, Plan, PlanError, Rollout, RolloutError, Strategy,
-    StrategyConfig, TargetFlags, TargetSpec, TargetStatus, WaveConfig, parse_duration,
-};
 use crate::store::{
     AppliedRecord, ArtifactInfo, ArtifactRecord, AuditFilter, AuditRecord, DeploymentRow,
     DesiredRecord, DeviceRecord, FlowRecord, HealthRecord, SlotRecord, Store, StoreError,
 };
 use ed25519_dalek::SigningKey;
-use floe_runtime::artifact::{BuildSpec, BundleReader, build};
-use floe_runtime::proto::directive::DIRECTIVE_SCHEMA;
-use floe_runtime::proto::report::POST_SCHEMA;
-use floe_runtime::proto::{
+use floe_rollout::duration::format_duration;
+use floe_rollout::{
+    Action, Baseline, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateKind,
+    HealthReport, HealthStatus, Input, Millis, Plan, PlanError, Rollout, RolloutError, Strategy,
+    StrategyConfig, TargetFlags, TargetSpec, TargetStatus, WaveConfig, parse_duration,
+};
+use floe_wire::artifact::{BuildSpec, BundleReader, build};
+use floe_wire::proto::directive::DIRECTIVE_SCHEMA;
+use floe_wire::proto::report::POST_SCHEMA;
+use floe_wire::proto::{
     self, ArtifactRef, ByteBuf, DeviceReport, Digest, Directive, DirectivePost, Envelope, Fixed,
     HealthLevel, Progress, PublicKeyBytes, SlotInfo, TrustedKey,
 };
@@ -206,24 +206,6 @@ fn json_err(what: &'static str) -> impl FnOnce(serde_json::Error) -> ServiceErro
     move |source| ServiceError::Store(StoreError::Document { what, source })
 }
 
-fn action_name(a: proto::Action) -> &'static str {
-    match a {
-        proto::Action::Stage => "stage",
-        proto::Action::Switch => "switch",
-        proto::Action::Commit => "commit",
-        proto::Action::Rollback => "rollback",
-    }
-}
-
-fn progress_name(p: Progress) -> &'static str {
-    match p {
-        Progress::Working => "working",
-        Progress::Done => "done",
-        Progress::Failed => "failed",
-        Progress::RolledBack => "rolled_back",
-    }
-}
-
 fn kind_name(k: DirectiveKind) -> &'static str {
     match k {
         DirectiveKind::Stage => "stage",
@@ -405,7 +387,7 @@ pub fn strategy_config(
                     name: w.name.clone().unwrap_or_else(|| format!("wave-{}", i + 1)),
                     percentage: w.percentage,
                     soak: duration_field(&format!("waves[{i}].soak"), &w.soak)?
-                        .unwrap_or(10 * crate::rollout::MINUTE),
+                        .unwrap_or(10 * floe_rollout::MINUTE),
                     failure_threshold_percent: w.failure_threshold.unwrap_or(5.0),
                     auto_rollback: c.auto_rollback,
                 })
@@ -1846,8 +1828,8 @@ impl Core {
         }
         dev.applied = r.applied.as_ref().map(|a| AppliedRecord {
             generation: a.generation,
-            action: action_name(a.action).into(),
-            progress: progress_name(a.progress).into(),
+            action: a.action.to_string(),
+            progress: a.progress.to_string(),
             detail: a.detail.clone(),
         });
         dev.last_seen = Some(now);
@@ -2036,11 +2018,11 @@ fn api_audit(
 }
 
 /// The API spelling of a verdict.
-pub fn verdict_name(v: crate::rollout::Verdict) -> &'static str {
+pub fn verdict_name(v: floe_rollout::Verdict) -> &'static str {
     match v {
-        crate::rollout::Verdict::Pass => "pass",
-        crate::rollout::Verdict::Wait => "wait",
-        crate::rollout::Verdict::Fail => "fail",
+        floe_rollout::Verdict::Pass => "pass",
+        floe_rollout::Verdict::Wait => "wait",
+        floe_rollout::Verdict::Fail => "fail",
     }
 }
 

@@ -33,9 +33,10 @@ pub use self::core::{
     verdict_name,
 };
 
-use crate::rollout::Millis;
 use crate::store::StoreError;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use floe_rollout::Millis;
+use floe_wire::clock::unix_ms;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -105,14 +106,6 @@ enum Event {
     Tick,
 }
 
-/// The current time as the engines see it: unix milliseconds.
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
-
 /// The cloneable front of the service.
 #[derive(Debug, Clone)]
 pub struct ServiceHandle {
@@ -141,7 +134,7 @@ impl ServiceHandle {
     /// registry update, and the engines fed. See [`Core::device_report`].
     pub async fn device_report(
         &self,
-        report: floe_runtime::proto::DeviceReport,
+        report: floe_wire::proto::DeviceReport,
     ) -> Result<(), ServiceError> {
         self.call(move |core, now| core.device_report(report, now))
             .await
@@ -178,13 +171,13 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     let published = core.published_receiver();
     let task = tokio::spawn(async move {
         // Resume: tick once so timeouts that passed while the coordinator was down fire now.
-        core.tick(now_ms());
+        core.tick(unix_ms());
         // The offline check is due at a fixed time, not "a second after the last event":
         // jobs (reports, API calls) can arrive more often than that, and a deadline that moved
         // with every job would never come.
-        let mut next_check = now_ms() + OFFLINE_CHECK;
+        let mut next_check = unix_ms() + OFFLINE_CHECK;
         loop {
-            let now = now_ms();
+            let now = unix_ms();
             let due = core.next_wake(now).min(next_check);
             if due <= now {
                 core.tick(now);
@@ -200,9 +193,9 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             };
             match event {
                 Event::Shutdown | Event::Job(None) => break,
-                Event::Job(Some(job)) => job(&mut core, now_ms()),
+                Event::Job(Some(job)) => job(&mut core, unix_ms()),
                 Event::Tick => {
-                    let now = now_ms();
+                    let now = unix_ms();
                     core.tick(now);
                     next_check = now + OFFLINE_CHECK;
                 }

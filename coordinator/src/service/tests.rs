@@ -6,10 +6,10 @@
 
 use super::*;
 use crate::api::types::{ConfigInput, DeploymentInput, DeviceInput, FlowInput};
-use crate::rollout::{Command, DeploymentStatus, DeviceEvent, TargetStatus};
 use crate::store::Store;
 use ed25519_dalek::SigningKey;
-use floe_runtime::proto::{
+use floe_rollout::{Command, DeploymentStatus, DeviceEvent, TargetStatus};
+use floe_wire::proto::{
     self, Action, Applied, DeviceReport, Directive, DirectivePost, Envelope, Facts, Fixed,
     HealthLevel, HealthSummary, Progress, SlotInfo, TrustedKey,
 };
@@ -276,7 +276,7 @@ fn events_map_report_progress_to_engine_inputs() {
 
 #[test]
 fn config_errors_name_the_field() {
-    use crate::rollout::Strategy;
+    use floe_rollout::Strategy;
     let bad = ConfigInput {
         canary_delay: Some("soon".into()),
         ..ConfigInput::default()

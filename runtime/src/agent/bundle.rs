@@ -6,11 +6,13 @@
 
 use std::path::Path;
 
-use crate::artifact::{self, ChunkStore, DeviceFacts, ReleaseStore, keys};
 use crate::config::Config;
-use crate::proto::Manifest;
+use crate::releases::ReleaseStore;
 use crate::slots::{SlotError, SmokeInput, VersionRecord};
 use crate::state::DB_FILE;
+use floe_wire::artifact::{self, ChunkStore, DeviceFacts, keys};
+use floe_wire::clock::unix_secs;
+use floe_wire::proto::Manifest;
 
 /// Why a bundle could not be prepared for installation.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +75,7 @@ pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, B
         device_type: cfg.device_type.clone(),
         runtime_version: env!("CARGO_PKG_VERSION").to_string(),
         free_disk: free_bytes(&cfg.data_dir),
-        now: unix_now(),
+        now: unix_secs(),
     };
     artifact::install_decision(&verified, &facts, highest, None)
         .map_err(|e| BundleInstallError::Refused(e.to_string()))?;
@@ -89,7 +91,9 @@ pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, B
 /// The slot's version record for a verified manifest: its files with their hashes and the
 /// smoke test it declares. Both install paths (a bundle on disk and a coordinator directive)
 /// use it, so a version is smoke-tested the same way whichever way it arrived.
-pub fn record_of(manifest: &crate::proto::Manifest) -> Result<VersionRecord, BundleInstallError> {
+pub fn record_of(
+    manifest: &floe_wire::proto::Manifest,
+) -> Result<VersionRecord, BundleInstallError> {
     let smoke = manifest.smoke_test.as_ref();
     Ok(VersionRecord {
         version: manifest.version.clone(),
@@ -108,7 +112,7 @@ pub fn record_of(manifest: &crate::proto::Manifest) -> Result<VersionRecord, Bun
 /// Turns the signed smoke-test messages (payloads as JSON text, already checked when the
 /// manifest was decoded) into the slot record's form.
 fn smoke_messages(
-    list: Option<&[crate::proto::manifest::SmokeMessage]>,
+    list: Option<&[floe_wire::proto::manifest::SmokeMessage]>,
 ) -> Result<Vec<SmokeInput>, BundleInstallError> {
     list.unwrap_or_default()
         .iter()
@@ -143,7 +147,7 @@ pub fn record_committed(cfg: &Config, name: &str, release: u64) -> Result<(), Bu
     let releases = ReleaseStore::open(&cfg.data_dir.join(DB_FILE))
         .map_err(|e| BundleInstallError::Releases(e.to_string()))?;
     releases
-        .record_installed(name, release, unix_now())
+        .record_installed(name, release, unix_secs())
         .map_err(|e| BundleInstallError::Releases(e.to_string()))
 }
 
@@ -152,12 +156,5 @@ pub fn record_committed(cfg: &Config, name: &str, release: u64) -> Result<(), Bu
 fn free_bytes(dir: &Path) -> u64 {
     nix::sys::statvfs::statvfs(dir)
         .map(|s| u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
-        .unwrap_or(0)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
         .unwrap_or(0)
 }

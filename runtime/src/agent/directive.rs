@@ -29,19 +29,21 @@ use ed25519_dalek::SigningKey;
 
 use super::runner::FlowRunner;
 use super::{Agent, AgentError, Outcome, bundle, crash::crash_point, now_ms};
-use crate::artifact::{self, ChunkStore, DeviceFacts, ReleaseStore, keys};
 use crate::health::{self, Status};
-use crate::p2p::index::ArtifactId;
-use crate::p2p::signed::{SignedStore, index_of};
-use crate::p2p::store::FabricStore;
-use crate::proto::report::{MAX_DETAIL_BYTES, MAX_LABELS, REPORT_SCHEMA};
-use crate::proto::{
+use crate::releases::ReleaseStore;
+use crate::slots::{SlotError, SlotName};
+use crate::state::{AppliedDirective, DB_FILE, Lifecycle, Phase, SlotRelease};
+use floe_fabric::index::ArtifactId;
+use floe_fabric::signed::{SignedStore, index_of};
+use floe_fabric::store::FabricStore;
+use floe_wire::artifact::{self, ChunkStore, DeviceFacts, keys};
+use floe_wire::clock::unix_secs;
+use floe_wire::proto::report::{MAX_DETAIL_BYTES, MAX_LABELS, REPORT_SCHEMA};
+use floe_wire::proto::{
     Action, Applied, DeviceReport, Directive, DirectivePost, DirectiveRefusal, Envelope, Facts,
     Fixed, HealthLevel, HealthSummary, Label, Manifest, Progress, SlotInfo, TrustStore, Verified,
     accept_directive,
 };
-use crate::slots::{SlotError, SlotName};
-use crate::state::{AppliedDirective, DB_FILE, Lifecycle, Phase, SlotRelease};
 
 /// The actor recorded for what the coordinator asked.
 pub const ACTOR_COORDINATOR: &str = "coordinator";
@@ -121,7 +123,7 @@ pub struct RefusalMemory {
 impl RefusalMemory {
     /// Remembers `bytes`; returns false when they were already remembered.
     pub fn first_time(&mut self, bytes: &[u8]) -> bool {
-        let digest: [u8; 32] = crate::proto::Digest::of(bytes).0;
+        let digest: [u8; 32] = floe_wire::proto::Digest::of(bytes).0;
         if self.seen.contains(&digest) {
             return false;
         }
@@ -131,44 +133,6 @@ impl RefusalMemory {
         self.seen.push_back(digest);
         true
     }
-}
-
-fn action_str(a: Action) -> &'static str {
-    match a {
-        Action::Stage => "stage",
-        Action::Switch => "switch",
-        Action::Commit => "commit",
-        Action::Rollback => "rollback",
-    }
-}
-
-fn parse_action(s: &str) -> Option<Action> {
-    Some(match s {
-        "stage" => Action::Stage,
-        "switch" => Action::Switch,
-        "commit" => Action::Commit,
-        "rollback" => Action::Rollback,
-        _ => return None,
-    })
-}
-
-fn progress_str(p: Progress) -> &'static str {
-    match p {
-        Progress::Working => "working",
-        Progress::Done => "done",
-        Progress::Failed => "failed",
-        Progress::RolledBack => "rolled_back",
-    }
-}
-
-fn parse_progress(s: &str) -> Option<Progress> {
-    Some(match s {
-        "working" => Progress::Working,
-        "done" => Progress::Done,
-        "failed" => Progress::Failed,
-        "rolled_back" => Progress::RolledBack,
-        _ => return None,
-    })
 }
 
 /// Cuts a detail to the report's cap on a character boundary, without control characters.
@@ -182,10 +146,6 @@ fn clip(detail: &str) -> String {
         out.push(c);
     }
     out
-}
-
-fn unix_now() -> u64 {
-    u64::try_from(now_ms() / 1000).unwrap_or(0)
 }
 
 impl<R: FlowRunner> Agent<R>
@@ -281,8 +241,10 @@ where
         let Some(a) = self.state.applied_directive()? else {
             return Ok(None);
         };
-        let (Some(action), Some(progress)) = (parse_action(&a.action), parse_progress(&a.progress))
-        else {
+        let (Some(action), Some(progress)) = (
+            a.action.parse::<Action>().ok(),
+            a.progress.parse::<Progress>().ok(),
+        ) else {
             return Ok(None);
         };
         Ok(Some(Applied {
@@ -302,7 +264,7 @@ where
         detail: &str,
     ) -> Result<(), AgentError> {
         let d = &post.directive.value;
-        let action = action_str(d.action);
+        let action = d.action.as_str();
         let now = now_ms();
         let applied = AppliedDirective {
             generation: d.generation,
@@ -310,7 +272,7 @@ where
             name: d.artifact.name.clone(),
             release: d.artifact.release,
             manifest_sha256: d.artifact.manifest_sha256.to_hex(),
-            progress: progress_str(progress).to_string(),
+            progress: progress.as_str().to_string(),
             detail: clip(detail),
             at_ms: now,
             post: post.post.clone(),
@@ -408,7 +370,7 @@ where
         if a.progress != "working" {
             return Ok(DirectiveStep::Settled);
         }
-        let post = match self.verify_post(&a.post, unix_now(), None) {
+        let post = match self.verify_post(&a.post, unix_secs(), None) {
             Ok(p) => p,
             Err(why) => {
                 let next = AppliedDirective {
@@ -534,7 +496,7 @@ where
             device_type: self.cfg.device_type.clone(),
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
             free_disk: free_bytes(&self.cfg.data_dir),
-            now: unix_now(),
+            now: unix_secs(),
         };
         artifact::install_decision(&post.manifest, &facts, highest, permit.as_ref())
             .map_err(|e| e.to_string())
@@ -736,18 +698,12 @@ where
         let action = a.action.clone();
         let text = format!("generation {}: {detail}", a.generation);
         let next = AppliedDirective {
-            progress: progress_str(progress).to_string(),
+            progress: progress.as_str().to_string(),
             detail: clip(&detail),
             at_ms: now,
             ..a
         };
-        let e = self.audit(
-            now,
-            ACTOR_COORDINATOR,
-            &action,
-            progress_str(progress),
-            &text,
-        );
+        let e = self.audit(now, ACTOR_COORDINATOR, &action, progress.as_str(), &text);
         self.state.set_applied_directive(&next, &[e])?;
         Ok(())
     }
@@ -930,11 +886,11 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::agent::engine::EngineRunner;
-    use crate::artifact::{BuildSpec, BundleReader, build};
     use crate::config::Config;
-    use crate::proto::directive::DIRECTIVE_SCHEMA;
-    use crate::proto::report::POST_SCHEMA;
-    use crate::proto::{ArtifactRef, ByteBuf, Digest, TrustedKey, open_report};
+    use floe_wire::artifact::{BuildSpec, BundleReader, build};
+    use floe_wire::proto::directive::DIRECTIVE_SCHEMA;
+    use floe_wire::proto::report::POST_SCHEMA;
+    use floe_wire::proto::{ArtifactRef, ByteBuf, Digest, TrustedKey, open_report};
 
     struct Keys {
         release: SigningKey,
@@ -956,7 +912,7 @@ mod tests {
 
     /// A signed manifest envelope and its digest, signed by `key`.
     fn manifest(dir: &std::path::Path, key: &SigningKey, release: u64) -> (Vec<u8>, Digest) {
-        let now = unix_now();
+        let now = unix_secs();
         let spec = BuildSpec::new("temp", "1.0.0", release, now, now + 3600);
         let out = dir.join(format!(
             "m{release}-{}.floe",
@@ -985,7 +941,7 @@ mod tests {
         manifest: &[u8],
         expires_in: i64,
     ) -> Vec<u8> {
-        let now = unix_now();
+        let now = unix_secs();
         let d = Directive {
             schema: DIRECTIVE_SCHEMA,
             device_id: device.into(),
@@ -1021,7 +977,7 @@ mod tests {
         let k = keys();
         let mut a = agent(dir.path(), &k).await;
         let me = a.device().to_string();
-        let now = unix_now();
+        let now = unix_secs();
         let (env, digest) = manifest(dir.path(), &k.release, 1);
         let good = post(&k.coordinator, &me, 1, Action::Commit, digest, &env, 60);
         let accepted = a.check_post(&good, now).unwrap();
@@ -1119,7 +1075,7 @@ mod tests {
         let me = a.device().to_string();
         let (env, digest) = manifest(dir.path(), &k.release, 1);
         let bytes = post(&k.coordinator, &me, 3, Action::Rollback, digest, &env, 60);
-        let accepted = a.check_post(&bytes, unix_now()).unwrap();
+        let accepted = a.check_post(&bytes, unix_secs()).unwrap();
         let permit = accepted.directive_envelope.clone();
         a.begin_directive(accepted).await.unwrap();
         let applied = a.applied().unwrap().unwrap();
@@ -1136,9 +1092,9 @@ mod tests {
         let me = a.device().to_string();
         let (env, digest) = manifest(dir.path(), &k.release, 1);
         let bytes = post(&k.coordinator, &me, 4, Action::Switch, digest, &env, 60);
-        let accepted = a.check_post(&bytes, unix_now()).unwrap();
+        let accepted = a.check_post(&bytes, unix_secs()).unwrap();
         a.begin_directive(accepted).await.unwrap();
-        let key = crate::identity::load_or_generate(&a.config().data_dir).unwrap();
+        let key = floe_wire::identity::load_or_generate(&a.config().data_dir).unwrap();
         let report = a.device_report(42, &key).unwrap();
         let signed = Envelope::sign(&report, &[&key])
             .unwrap()
@@ -1167,7 +1123,7 @@ mod tests {
         let me = a.device().to_string();
         let (env, digest) = manifest(dir.path(), &k.release, 1);
         let bytes = post(&k.coordinator, &me, 5, Action::Stage, digest, &env, 60);
-        let accepted = a.check_post(&bytes, unix_now()).unwrap();
+        let accepted = a.check_post(&bytes, unix_secs()).unwrap();
         let DirectiveStep::Fetch { id, .. } = a.begin_directive(accepted).await.unwrap() else {
             panic!("a stage of an artifact the device lacks must fetch");
         };
@@ -1177,7 +1133,7 @@ mod tests {
         // After the restart the same generation is routine traffic, so only resuming it from
         // the stored post gets the fetch going again.
         let mut a = agent_reopen(dir.path()).await;
-        assert!(a.check_post(&bytes, unix_now()).unwrap_err().is_routine());
+        assert!(a.check_post(&bytes, unix_secs()).unwrap_err().is_routine());
         let DirectiveStep::Fetch { id: again, post } = a.resume_directive().await.unwrap() else {
             panic!("the interrupted stage was not resumed");
         };

@@ -28,8 +28,9 @@ use super::directive::{AcceptedPost, DirectiveStep, RefusalMemory};
 use super::runner::FlowRunner;
 use super::{Agent, AgentError, Outcome};
 use crate::http::{Command, Published};
-use crate::p2p::{ArtifactId, Fabric};
-use crate::proto::{DeviceReport, Envelope};
+use floe_fabric::{ArtifactId, Fabric};
+use floe_wire::clock::unix_secs;
+use floe_wire::proto::{DeviceReport, Envelope};
 
 /// What the loop waits for.
 #[derive(Debug)]
@@ -229,10 +230,6 @@ where
     Ok(())
 }
 
-fn unix_now() -> u64 {
-    u64::try_from(super::now_ms() / 1000).unwrap_or(0)
-}
-
 async fn handle_link<R>(agent: &mut Agent<R>, link: &mut LinkState, input: LinkInput)
 where
     R: FlowRunner,
@@ -240,7 +237,7 @@ where
 {
     match input {
         LinkInput::Peers(n) => agent.note_peers(n),
-        LinkInput::Post(bytes) => match agent.check_post(&bytes, unix_now()) {
+        LinkInput::Post(bytes) => match agent.check_post(&bytes, unix_secs()) {
             Ok(post) if agent.defers(&post) => {
                 link.deferred = Some(bytes);
                 // Not now: the device is on trial, and staging or switching would overwrite
@@ -455,8 +452,8 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::proto::report::REPORT_SCHEMA;
-    use crate::proto::{Action, Applied, Facts, Fixed, HealthLevel, HealthSummary, Progress};
+    use floe_wire::proto::report::REPORT_SCHEMA;
+    use floe_wire::proto::{Action, Applied, Facts, Fixed, HealthLevel, HealthSummary, Progress};
 
     fn report() -> DeviceReport {
         DeviceReport {

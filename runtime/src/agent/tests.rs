@@ -177,7 +177,7 @@ async fn the_device_report_carries_the_running_flows_p95_latency() {
     let tmp = tempfile::tempdir().unwrap();
     let mut agent = installed(tmp.path(), "1.0").await;
     agent.tick().await.unwrap();
-    let key = crate::identity::load_or_generate(&agent.config().data_dir).unwrap();
+    let key = floe_wire::identity::load_or_generate(&agent.config().data_dir).unwrap();
     let report = agent.device_report(1, &key).unwrap();
     // The script flow's node reports a 1.5 ms p95; the report had carried 0 whatever the flow.
     assert_eq!(report.health.unwrap().p95_us, 1500);
@@ -359,20 +359,13 @@ async fn install_refused_while_busy_and_bad_staging_changes_nothing() {
 
 mod bundles {
     use super::*;
-    use crate::artifact::{self, BuildSpec, keys};
-    use crate::proto::{Fixed, TrustStore, TrustedKey};
     use ed25519_dalek::SigningKey;
-
-    fn unix_now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
+    use floe_wire::artifact::{self, BuildSpec, keys};
+    use floe_wire::proto::{Fixed, TrustStore, TrustedKey};
 
     /// Builds a signed bundle of the scripted flow `behaviour` with `release`.
     fn bundle(root: &Path, key: &SigningKey, version: &str, release: u64) -> PathBuf {
-        let now = unix_now();
+        let now = floe_wire::clock::unix_secs();
         let mut spec = BuildSpec::new("flow", version, release, now, now + 3600);
         spec.archs = vec![std::env::consts::ARCH.to_string()];
         let out = root.join(format!("flow-{version}.floe"));

@@ -262,8 +262,8 @@ impl Device {
     pub fn start(coord: &Coordinator, root: &Path, name: &str, region: &str) -> Device {
         let data = root.join("devices").join(name);
         std::fs::create_dir_all(data.join("trust")).unwrap();
-        let key = floe_runtime::identity::load_or_generate(&data).unwrap();
-        let id = floe_runtime::identity::device_id(&key);
+        let key = floe_wire::identity::load_or_generate(&data).unwrap();
+        let id = floe_wire::identity::device_id(&key);
         for entry in std::fs::read_dir(coord.dir.join("trust")).unwrap() {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), data.join("trust").join(entry.file_name())).unwrap();

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use floe_runtime::artifact::{self, BuildSpec, BundleReader, keys};
-use floe_runtime::proto::Manifest;
+use floe_wire::artifact::{self, BuildSpec, BundleReader, keys};
+use floe_wire::proto::Manifest;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -70,13 +70,6 @@ pub(crate) enum ArtifactCommand {
     },
 }
 
-fn now() -> Result<u64> {
-    Ok(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("the system clock is before 1970")?
-        .as_secs())
-}
-
 fn read_flow(path: &Path) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
@@ -122,7 +115,7 @@ fn manifest_json(reader: &BundleReader, manifest: &Manifest) -> serde_json::Valu
         "files": manifest.files.iter().map(|f| serde_json::json!({
             "path": f.path, "size": f.size, "sha256": f.sha256.to_hex(),
         })).collect::<Vec<_>>(),
-        "manifest_sha256": floe_runtime::proto::Digest::of(&reader.envelope.payload.0).to_hex(),
+        "manifest_sha256": floe_wire::proto::Digest::of(&reader.envelope.payload.0).to_hex(),
         "signatures": reader.envelope.signatures.iter().map(|s| s.key_id.to_hex()).collect::<Vec<_>>(),
     })
 }
@@ -153,7 +146,7 @@ pub(crate) fn run(command: ArtifactCommand) -> Result<ExitCode> {
                     .map(str::to_string)
                     .context("the flow file has no usable name; pass --name")?,
             };
-            let created = now()?;
+            let created = floe_wire::clock::unix_secs();
             let release = release.unwrap_or(created);
             let expires = created.saturating_add(expires_in_days.saturating_mul(86_400));
             let mut spec = BuildSpec::new(&name, &version, release, created, expires);

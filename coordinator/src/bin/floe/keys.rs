@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use floe_runtime::artifact::keys;
-use floe_runtime::proto::{Envelope, KeyId, TrustStore, TrustedKey};
+use floe_wire::artifact::keys;
+use floe_wire::proto::{Envelope, KeyId, TrustStore, TrustedKey};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -12,13 +12,13 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use floe_coordinator::link::{self, LinkConfig};
-use floe_coordinator::rollout::parse_duration;
 use floe_coordinator::service::{self, Core, ServiceConfig, ServiceHandle};
 use floe_coordinator::store::Store;
 use floe_coordinator::{api, bridge};
-use floe_runtime::artifact::keys;
-use floe_runtime::p2p::RequestHandler;
-use floe_runtime::proto::{TrustStore, TrustedKey};
+use floe_fabric::RequestHandler;
+use floe_rollout::parse_duration;
+use floe_wire::artifact::keys;
+use floe_wire::proto::{TrustStore, TrustedKey};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -163,10 +163,10 @@ fn keys_and_trust(dir: &Path) -> Result<(ed25519_dalek::SigningKey, ed25519_dale
         .context("loading the coordinator key")?;
     if !trust_dir.join(keys::TRUST_FILE).exists() {
         let store = TrustStore::new(
-            vec![TrustedKey::new(floe_runtime::proto::Fixed(
+            vec![TrustedKey::new(floe_wire::proto::Fixed(
                 release.verifying_key().to_bytes(),
             ))],
-            TrustedKey::new(floe_runtime::proto::Fixed(
+            TrustedKey::new(floe_wire::proto::Fixed(
                 coordinator.verifying_key().to_bytes(),
             )),
         );

@@ -7,8 +7,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use floe_coordinator::rollout::sim::{self, Approval, SimConfig};
-use floe_coordinator::rollout::{StateBlock, Strategy, parse_duration};
+use floe_rollout::sim::{self, Approval, SimConfig};
+use floe_rollout::{StateBlock, Strategy, parse_duration};
 use std::time::Instant;
 
 /// Arguments of `floe sim`.
@@ -187,7 +187,7 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
             wall,
             events_per_sec,
             out.device_events as f64 / total.max(f64::MIN_POSITIVE),
-            floe_coordinator::rollout::duration::format_duration(out.virtual_ms),
+            floe_rollout::duration::format_duration(out.virtual_ms),
             out.max_in_flight,
             rss_kib.map_or_else(|| "n/a".to_string(), |k| (k / 1024).to_string()),
             out.action_digest

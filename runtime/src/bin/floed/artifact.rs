@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use floe_runtime::artifact::{self, ChunkStore, keys};
-use floe_runtime::proto::{Manifest, Verified};
+use floe_wire::artifact::{self, ChunkStore, keys};
+use floe_wire::proto::{Manifest, Verified};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,13 +34,6 @@ pub(crate) enum ArtifactCommand {
     },
 }
 
-fn now() -> Result<u64> {
-    Ok(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("the system clock is before 1970")?
-        .as_secs())
-}
-
 fn summary(verified: &Verified<Manifest>) -> String {
     let m = &verified.value;
     let signers: Vec<String> = verified.signers.iter().map(|id| id.to_hex()).collect();
@@ -58,7 +51,7 @@ fn summary(verified: &Verified<Manifest>) -> String {
 }
 
 fn check_fresh(verified: &Verified<Manifest>) -> Result<()> {
-    let now = now()?;
+    let now = floe_wire::clock::unix_secs();
     if now >= verified.value.expires {
         bail!(
             "manifest expired: valid until {}, now is {now}",

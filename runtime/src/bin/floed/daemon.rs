@@ -29,17 +29,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use floe_fabric::node::FabricEvent;
+use floe_fabric::signed::SignedStore;
+use floe_fabric::{Fabric, FabricConfig, Topic, Validation};
 use floe_runtime::agent::Agent;
 use floe_runtime::agent::engine::EngineRunner;
 use floe_runtime::agent::main_loop::{self, LINK_INBOX, LinkInput, LinkIo, LoopIo, Notice};
-use floe_runtime::artifact::keys;
 use floe_runtime::config::Config;
 use floe_runtime::health::HealthReport;
 use floe_runtime::http::{self, COMMAND_QUEUE, CONTROL_SOCKET, Published};
-use floe_runtime::p2p::node::FabricEvent;
-use floe_runtime::p2p::signed::SignedStore;
-use floe_runtime::p2p::{self, Fabric, FabricConfig, Topic, Validation};
-use floe_runtime::proto::{Directive, DirectivePost, Envelope, TrustStore};
+use floe_wire::artifact::keys;
+use floe_wire::proto::{Directive, DirectivePost, Envelope, TrustStore};
 use libp2p::PeerId;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
@@ -286,9 +286,9 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
         tracing::info!("no `listen` or `bootstrap_peers` configured: not joining the fabric");
         return Ok(None);
     }
-    let key =
-        p2p::identity::load_or_create(&cfg.data_dir).context("loading the device identity")?;
-    let signing = floe_runtime::identity::load_or_generate(&cfg.data_dir)
+    let key = floe_fabric::identity::load_or_create(&cfg.data_dir)
+        .context("loading the device identity")?;
+    let signing = floe_wire::identity::load_or_generate(&cfg.data_dir)
         .context("loading the device identity")?;
     let store = SignedStore::open(&cfg.data_dir).context("opening the chunk store")?;
     let trust = match keys::load_trust(&cfg.trust_store) {
@@ -303,7 +303,7 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
     let direct = direct_peers(&bootstrap);
     let (inbox_tx, inbox) = mpsc::channel(LINK_INBOX);
     let dropped = Arc::new(AtomicU64::new(0));
-    let validator: p2p::Validator = {
+    let validator: floe_fabric::Validator = {
         let tx = inbox_tx.clone();
         let dropped = dropped.clone();
         Arc::new(move |topic, data: &[u8]| match topic {
@@ -333,7 +333,7 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
         ..FabricConfig::default()
     };
     let (fabric, mut events) =
-        p2p::spawn(key, config, Box::new(store), validator, shutdown.clone())
+        floe_fabric::spawn(key, config, Box::new(store), validator, shutdown.clone())
             .context("starting the fabric")?;
     tracing::info!(peer = %fabric.peer_id(), "joined the fabric");
 

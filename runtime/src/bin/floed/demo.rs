@@ -6,8 +6,8 @@
 
 use crate::run::{compile, init_tracing, log_metrics, parse_duration, shutdown_signal};
 use anyhow::{Context, Result, bail};
+use floe_broker::EmbeddedBroker;
 use floe_flow::engine::{Engine, EngineOptions};
-use floe_runtime::broker::EmbeddedBroker;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -25,20 +25,19 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use floe_runtime::artifact::{self, BundleReader, ChunkStore, keys};
-use floe_runtime::p2p::node::{FabricEvent, Flood};
-use floe_runtime::p2p::signed::{SignedStore, verify_announcement, write_bundle};
-use floe_runtime::p2p::{
-    self, ArtifactId, FabricConfig, FabricError, RequestHandler, Topic, Validation,
-};
-use floe_runtime::proto::{TrustStore, manifest};
+use floe_fabric::node::{FabricEvent, Flood};
+use floe_fabric::signed::{SignedStore, verify_announcement, write_bundle};
+use floe_fabric::{self, ArtifactId, FabricConfig, FabricError, RequestHandler, Topic, Validation};
+use floe_wire::artifact::{self, BundleReader, ChunkStore, keys};
+use floe_wire::clock::{unix_ms, unix_secs};
+use floe_wire::proto::{TrustStore, manifest};
 use libp2p::PeerId;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -93,17 +92,6 @@ pub(crate) struct FabricArgs {
     fault_read_delay_ms: Option<u64>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn now_s() -> u64 {
-    now_ms() / 1000
-}
-
 const ANNOUNCE_MAGIC: &[u8; 4] = b"FANN";
 const PING_MAGIC: &[u8; 4] = b"FPNG";
 /// The direct request for a manifest: this magic and the artifact id.
@@ -144,14 +132,16 @@ impl Seen {
 /// verify (Reject otherwise, Ignore when expired or already seen); without one, they are
 /// `FANN` + id + timestamp. Health pings are `FPNG` + timestamp + padding; anything else is
 /// rejected.
-fn validator(trust: Option<Arc<TrustStore>>) -> p2p::Validator {
+fn validator(trust: Option<Arc<TrustStore>>) -> floe_fabric::Validator {
     let seen: Mutex<Seen> = Mutex::new(Seen::default());
     Arc::new(move |topic, data: &[u8]| match topic {
         Topic::Announce => {
             let id = match &trust {
-                Some(trust) => match verify_announcement(data, trust, now_s()) {
+                Some(trust) => match verify_announcement(data, trust, unix_secs()) {
                     Ok((_, index)) => index.id(),
-                    Err(p2p::signed::AnnounceError::Expired { .. }) => return Validation::Ignore,
+                    Err(floe_fabric::signed::AnnounceError::Expired { .. }) => {
+                        return Validation::Ignore;
+                    }
                     Err(_) => return Validation::Reject,
                 },
                 None if data.len() == 44 && &data[..4] == ANNOUNCE_MAGIC => {
@@ -255,7 +245,7 @@ struct Completion {
 type ManifestAnswer = (ArtifactId, PeerId, Result<Vec<u8>, FabricError>);
 
 struct App {
-    fabric: p2p::Fabric,
+    fabric: floe_fabric::Fabric,
     out: Printer,
     data_dir: PathBuf,
     trust: Option<Arc<TrustStore>>,
@@ -270,8 +260,8 @@ struct App {
 pub(crate) async fn run(args: FabricArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let key =
-        p2p::identity::load_or_create(&args.data_dir).context("loading the device identity")?;
+    let key = floe_fabric::identity::load_or_create(&args.data_dir)
+        .context("loading the device identity")?;
     let trust_path = args
         .trust
         .clone()
@@ -306,7 +296,7 @@ pub(crate) async fn run(args: FabricArgs) -> Result<()> {
         ..FabricConfig::default()
     };
     let cancel = CancellationToken::new();
-    let (fabric, mut events) = p2p::spawn_with_handler(
+    let (fabric, mut events) = floe_fabric::spawn_with_handler(
         key,
         config,
         Box::new(store),
@@ -393,23 +383,24 @@ async fn import_bundle(
     path: &Path,
     trust: &Arc<TrustStore>,
     data_dir: &Path,
-) -> Result<(p2p::ArtifactIndex, Vec<u8>)> {
+) -> Result<(floe_fabric::ArtifactIndex, Vec<u8>)> {
     let (path, trust, data_dir) = (
         path.to_path_buf(),
         Arc::clone(trust),
         data_dir.to_path_buf(),
     );
-    tokio::task::spawn_blocking(move || -> Result<(p2p::ArtifactIndex, Vec<u8>)> {
+    tokio::task::spawn_blocking(move || -> Result<(floe_fabric::ArtifactIndex, Vec<u8>)> {
         let envelope = BundleReader::open(&path)
             .with_context(|| format!("reading {}", path.display()))?
             .envelope_bytes;
         let store = ChunkStore::open(&data_dir).context("opening the chunk store")?;
         let verified = artifact::import(&path, &trust, &store)
             .with_context(|| format!("{} is not a valid bundle", path.display()))?;
-        if verified.value.expires <= now_s() {
+        if verified.value.expires <= unix_secs() {
             bail!("{} has expired", path.display());
         }
-        let index = p2p::signed::index_of(&verified.value).context("indexing the manifest")?;
+        let index =
+            floe_fabric::signed::index_of(&verified.value).context("indexing the manifest")?;
         Ok((index, envelope))
     })
     .await
@@ -420,7 +411,7 @@ fn raw_announcement(id: &ArtifactId) -> Vec<u8> {
     let mut msg = Vec::with_capacity(44);
     msg.extend_from_slice(ANNOUNCE_MAGIC);
     msg.extend_from_slice(id);
-    msg.extend_from_slice(&now_ms().to_be_bytes());
+    msg.extend_from_slice(&unix_ms().to_be_bytes());
     msg
 }
 
@@ -507,7 +498,7 @@ impl App {
         let (Ok(envelope), Some(trust)) = (result, &self.trust) else {
             return;
         };
-        match verify_announcement(&envelope, trust, now_s()) {
+        match verify_announcement(&envelope, trust, unix_secs()) {
             Ok((_, index)) if index.id() == id => {
                 let complete = self.wanted.remove(&id).and_then(|w| w.complete);
                 if let Err(err) = write_manifest(&self.data_dir, &id, &envelope) {
@@ -531,7 +522,7 @@ impl App {
             ["ping"] => {
                 let mut msg = vec![0u8; 1024];
                 msg[..4].copy_from_slice(PING_MAGIC);
-                msg[4..12].copy_from_slice(&now_ms().to_be_bytes());
+                msg[4..12].copy_from_slice(&unix_ms().to_be_bytes());
                 let _ = getrandom::fill(&mut msg[12..44]);
                 self.fabric
                     .publish(Topic::Health, msg)
@@ -581,7 +572,7 @@ impl App {
         let trust = self.trust.clone();
         let job = tokio::task::spawn_blocking(move || -> Result<(PathBuf, String, bool)> {
             let store = SignedStore::open(&data_dir)?;
-            let index = p2p::store::FabricStore::get_index(&store, &id)?
+            let index = floe_fabric::store::FabricStore::get_index(&store, &id)?
                 .ok_or_else(|| anyhow::anyhow!("index missing after completion"))?;
             let dir = data_dir.join("artifacts");
             std::fs::create_dir_all(&dir)?;
@@ -598,7 +589,7 @@ impl App {
                 }
                 None => {
                     let path = dir.join(hex::encode(id));
-                    p2p::store::export(&store, &index, &path)?;
+                    floe_fabric::store::export(&store, &index, &path)?;
                     (path, false)
                 }
             };
@@ -653,7 +644,7 @@ impl App {
                 let latency = if topic == Topic::Health && data.len() >= 12 {
                     let mut ts = [0u8; 8];
                     ts.copy_from_slice(&data[4..12]);
-                    Some(now_ms().saturating_sub(u64::from_be_bytes(ts)))
+                    Some(unix_ms().saturating_sub(u64::from_be_bytes(ts)))
                 } else {
                     None
                 };
@@ -671,7 +662,7 @@ impl App {
             return;
         };
         // The validator checked it already; checking again is cheap and keeps this honest.
-        let (verified, index) = match verify_announcement(&data, trust, now_s()) {
+        let (verified, index) = match verify_announcement(&data, trust, unix_secs()) {
             Ok(v) => v,
             Err(err) => {
                 self.out

@@ -484,7 +484,7 @@ impl<P: Copy + Eq + Hash + Ord> Download<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::p2p::index::MIN_CHUNK_LEN;
+    use crate::index::MIN_CHUNK_LEN;
 
     fn artifact(chunks: usize) -> (Vec<u8>, ArtifactIndex) {
         let data: Vec<u8> = (0..chunks * MIN_CHUNK_LEN as usize)

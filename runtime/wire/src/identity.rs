@@ -125,7 +125,7 @@ fn generate(path: &Path) -> Result<SigningKey, IdentityError> {
     drop(file);
     std::fs::rename(&tmp, path).map_err(write_err)?;
     if let Some(dir) = path.parent() {
-        crate::slots::fsync_dir(dir).map_err(write_err)?;
+        crate::fsutil::sync_dir(dir).map_err(write_err)?;
     }
     tracing::info!(path = %path.display(), "generated a new device identity");
     Ok(SigningKey::from_bytes(&seed))

@@ -29,6 +29,62 @@ pub enum Action {
     Rollback,
 }
 
+impl Action {
+    /// Every action, in lifecycle order.
+    pub const ALL: [Action; 4] = [
+        Action::Stage,
+        Action::Switch,
+        Action::Commit,
+        Action::Rollback,
+    ];
+
+    /// The name this action has on the wire, in records and in audit lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Stage => "stage",
+            Action::Switch => "switch",
+            Action::Commit => "commit",
+            Action::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Action {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Action, UnknownName> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| UnknownName::new("action", s))
+    }
+}
+
+/// A name that is not one of an enum's names (from `FromStr` on the proto enums).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {found:?}")]
+pub struct UnknownName {
+    /// What kind of name it should have been ("action", "progress" …).
+    pub what: &'static str,
+    /// The name found (at most 64 characters of it).
+    pub found: String,
+}
+
+impl UnknownName {
+    pub(crate) fn new(what: &'static str, found: &str) -> UnknownName {
+        UnknownName {
+            what,
+            found: found.chars().take(64).collect(),
+        }
+    }
+}
+
 /// The artifact a directive is about, pinned by manifest digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

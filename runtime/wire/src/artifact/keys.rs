@@ -9,7 +9,7 @@
 //!   because it was provisioned, so its signatures are not required; later stores replace it
 //!   only through [`install_rotation`].
 
-use super::fsutil::write_atomic;
+use crate::fsutil::write_atomic;
 use crate::proto::{Envelope, Fixed, Payload, PublicKeyBytes, TrustStore, cbor};
 use ed25519_dalek::SigningKey;
 use std::path::{Path, PathBuf};

@@ -1155,7 +1155,7 @@ impl Rollout {
         }
     }
 
-    fn device_rollback(&mut self, d: u32, why: &str) {
+    fn device_rollback(&mut self, d: u32, _why: &str) {
         self.release_slot(d);
         self.devs[d as usize].flags |= F_QUARANTINE_ON_ROLLBACK;
         self.set_phase(d, P_ROLLING_BACK);
@@ -1168,7 +1168,6 @@ impl Rollout {
             self.deadlines.push_back((d, deadline));
         }
         self.count_failure(d);
-        tracing::debug!(device = d, why, "device rollback");
     }
 
     fn count_failure(&mut self, d: u32) {

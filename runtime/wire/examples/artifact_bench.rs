@@ -9,8 +9,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A benchmark stops loudly on any failure.
 
 use ed25519_dalek::{Signer, SigningKey};
-use floe_runtime::artifact::{self, BuildSpec};
-use floe_runtime::proto::{Fixed, TrustStore, TrustedKey};
+use floe_wire::artifact::{self, BuildSpec};
+use floe_wire::proto::{Fixed, TrustStore, TrustedKey};
 use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;

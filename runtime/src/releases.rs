@@ -5,8 +5,8 @@
 //! `synchronous=FULL`: a recorded release survives power loss the moment the call returns,
 //! which is what makes the counter a counter.
 
-use super::decide::{Refusal, check_rollback_directive};
-use crate::proto::{Directive, Verified};
+use floe_wire::artifact::decide::{Refusal, check_rollback_directive};
+use floe_wire::proto::{Directive, Verified};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
@@ -98,5 +98,110 @@ impl ReleaseStore {
             params![name, release, now],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use floe_wire::proto::{Action, ArtifactRef, Digest, Envelope, Fixed, TrustStore, TrustedKey};
+
+    const NOW: u64 = 1_750_000_000;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn trusted(k: &SigningKey) -> TrustedKey {
+        TrustedKey::new(Fixed(k.verifying_key().to_bytes()))
+    }
+
+    fn trust() -> TrustStore {
+        TrustStore::new(vec![trusted(&key(1)), trusted(&key(2))], trusted(&key(9)))
+    }
+
+    fn rollback_directive(release: u64, digest: Digest, action: Action) -> Verified<Directive> {
+        let directive = Directive {
+            schema: 1,
+            device_id: "pi-01".into(),
+            generation: 9,
+            action,
+            artifact: ArtifactRef {
+                name: "temperature-alert".into(),
+                release,
+                manifest_sha256: digest,
+            },
+            issued_at: NOW - 10,
+            expires: NOW + 600,
+        };
+        let envelope = Envelope::sign(&directive, &[&key(9)]).unwrap();
+        trust().verify_coordinator(&envelope).unwrap()
+    }
+
+    #[test]
+    fn release_store_enforces_anti_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        {
+            let store = ReleaseStore::open(&db).unwrap();
+            assert_eq!(store.highest("temperature-alert").unwrap(), None);
+            store.check_release("temperature-alert", 1, None).unwrap();
+            store.record_installed("temperature-alert", 5, NOW).unwrap();
+            store.record_installed("temperature-alert", 3, NOW).unwrap();
+            assert_eq!(store.highest("temperature-alert").unwrap(), Some(5));
+        }
+        let store = ReleaseStore::open(&db).unwrap();
+        let mode: String = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        store.check_release("temperature-alert", 5, None).unwrap();
+        store.check_release("temperature-alert", 6, None).unwrap();
+        let err = store
+            .check_release("temperature-alert", 4, None)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReleaseError::Refused(Refusal::Rollback {
+                    expected: 5,
+                    found: 4,
+                    ..
+                })
+            ),
+            "{err}"
+        );
+        store.check_release("other-flow", 1, None).unwrap();
+        let digest = Digest::of(b"m");
+        store
+            .check_release(
+                "temperature-alert",
+                4,
+                Some(&rollback_directive(4, digest, Action::Rollback)),
+            )
+            .unwrap();
+        let err = store
+            .check_release(
+                "temperature-alert",
+                4,
+                Some(&rollback_directive(3, digest, Action::Rollback)),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "expected temperature-alert release 4, found temperature-alert release 3"
+            ),
+            "{err}"
+        );
+        let err = store
+            .check_release(
+                "temperature-alert",
+                4,
+                Some(&rollback_directive(4, digest, Action::Stage)),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("action rollback"), "{err}");
     }
 }

@@ -93,6 +93,43 @@ pub enum Progress {
     RolledBack,
 }
 
+impl Progress {
+    /// Every progress value.
+    pub const ALL: [Progress; 4] = [
+        Progress::Working,
+        Progress::Done,
+        Progress::Failed,
+        Progress::RolledBack,
+    ];
+
+    /// The name this value has on the wire, in records and in audit lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Progress::Working => "working",
+            Progress::Done => "done",
+            Progress::Failed => "failed",
+            Progress::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Progress {
+    type Err = super::directive::UnknownName;
+
+    fn from_str(s: &str) -> Result<Progress, Self::Err> {
+        Progress::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| super::directive::UnknownName::new("progress", s))
+    }
+}
+
 /// The newest directive the device has verified and accepted, and how it went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

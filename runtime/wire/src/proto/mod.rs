@@ -19,7 +19,9 @@ pub mod trust;
 
 pub use bytes::{ByteBuf, Digest, Fixed, KeyId, PublicKeyBytes, SignatureBytes};
 pub use cbor::{CborError, MAX_DEPTH};
-pub use directive::{Action, ArtifactRef, Directive, DirectiveRefusal, accept_directive};
+pub use directive::{
+    Action, ArtifactRef, Directive, DirectiveRefusal, UnknownName, accept_directive,
+};
 pub use envelope::{
     Envelope, Payload, Rejected, Signature, SignedError, TrustedKey, Verified, open,
 };

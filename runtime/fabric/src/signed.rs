@@ -16,9 +16,9 @@
 
 use super::index::{ArtifactId, ArtifactIndex, IndexError};
 use super::store::{FabricStore, StoreError};
-use crate::artifact::bundle::{FORMAT_VERSION, MAGIC};
-use crate::artifact::store::ChunkStore;
-use crate::proto::{Envelope, Fixed, Manifest, SignedError, TrustStore, Verified};
+use floe_wire::artifact::bundle::{FORMAT_VERSION, MAGIC};
+use floe_wire::artifact::store::ChunkStore;
+use floe_wire::proto::{Envelope, Fixed, Manifest, SignedError, TrustStore, Verified};
 use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -161,7 +161,7 @@ impl FabricStore for SignedStore {
     }
 
     fn put(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<(), StoreError> {
-        use crate::artifact::StoreError as Layer;
+        use floe_wire::artifact::StoreError as Layer;
         match self.chunks.put(&Fixed(*hash), bytes) {
             Ok(()) => Ok(()),
             // Bytes that do not match their hash (or could never be a chunk) are the peer's
@@ -188,9 +188,9 @@ impl FabricStore for SignedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::{BuildSpec, build, import, verify_file};
-    use crate::proto::TrustedKey;
     use ed25519_dalek::SigningKey;
+    use floe_wire::artifact::{BuildSpec, build, import, verify_file};
+    use floe_wire::proto::TrustedKey;
 
     fn trust_for(key: &SigningKey) -> TrustStore {
         let public = Fixed(key.verifying_key().to_bytes());
@@ -215,7 +215,7 @@ mod tests {
         // The seed: import into the chunk store; the announcement is the envelope's bytes.
         let seed_dir = dir.path().join("seed");
         let verified = import(&bundle, &trust, &ChunkStore::open(&seed_dir).unwrap()).unwrap();
-        let envelope = crate::artifact::BundleReader::open(&bundle)
+        let envelope = floe_wire::artifact::BundleReader::open(&bundle)
             .unwrap()
             .envelope_bytes;
         let (announced, index) = verify_announcement(&envelope, &trust, 1_500).unwrap();

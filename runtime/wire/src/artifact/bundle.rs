@@ -28,7 +28,7 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use super::fsutil;
+use crate::fsutil;
 
 /// The bundle magic.
 pub const MAGIC: &[u8; 8] = b"FLOEBNDL";

@@ -1,18 +1,18 @@
-//! The device's libp2p identity: the same ed25519 key as [`crate::identity`], so a peer that noise
+//! The device's libp2p identity: the same ed25519 key as [`floe_wire::identity`], so a peer that noise
 //! authenticates is the device it claims to be, and the agent and the fabric can never disagree
 //! about which key a data directory holds.
 //!
 //! Loading, first-start generation (0600 from creation, written atomically) and the permission
-//! check all live in [`crate::identity`]; this module only turns the key into a libp2p keypair.
+//! check all live in [`floe_wire::identity`]; this module only turns the key into a libp2p keypair.
 
 use libp2p::identity::Keypair;
 use std::path::Path;
 
-pub use crate::identity::{IDENTITY_FILE, IdentityError};
+pub use floe_wire::identity::{IDENTITY_FILE, IdentityError};
 
 /// Loads `<data_dir>/identity.key`, or creates it if it is absent, as a libp2p keypair.
 pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
-    let key = crate::identity::load_or_generate(data_dir)?;
+    let key = floe_wire::identity::load_or_generate(data_dir)?;
     let mut seed = key.to_bytes();
     Keypair::ed25519_from_bytes(&mut seed).map_err(|_| IdentityError::Malformed {
         path: data_dir.join(IDENTITY_FILE),
@@ -39,7 +39,7 @@ mod tests {
     #[test]
     fn the_peer_id_is_the_agents_device_key() {
         let dir = tempfile::tempdir().unwrap();
-        let agent_key = crate::identity::load_or_generate(dir.path()).unwrap();
+        let agent_key = floe_wire::identity::load_or_generate(dir.path()).unwrap();
         let keypair = load_or_create(dir.path()).unwrap();
         let ed = keypair.try_into_ed25519().unwrap();
         assert_eq!(ed.public().to_bytes(), agent_key.verifying_key().to_bytes());

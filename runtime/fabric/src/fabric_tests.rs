@@ -33,7 +33,7 @@ struct Started {
 
 impl Started {
     /// Waits until the download of `id` completes; returns its size in bytes.
-    async fn completed(&mut self, id: crate::p2p::ArtifactId) -> u64 {
+    async fn completed(&mut self, id: crate::ArtifactId) -> u64 {
         self.wait_for(|e| match e {
             FabricEvent::ArtifactComplete {
                 id: done, bytes, ..
@@ -489,7 +489,7 @@ async fn requests_beyond_the_upload_slots_wait_in_the_queue_instead_of_bouncing(
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             bootstrap: vec![seed.addr.clone()],
             mdns: false,
-            download: crate::p2p::download::DownloadConfig {
+            download: crate::download::DownloadConfig {
                 per_peer_in_flight: 8,
                 ..Default::default()
             },

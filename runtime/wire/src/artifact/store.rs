@@ -12,7 +12,7 @@
 //! place only when every file matched: a target directory either holds the whole artifact or
 //! does not exist.
 
-use super::fsutil::{sync_dir, temp_path_for};
+use crate::fsutil::{sync_dir, temp_path_for};
 use crate::proto::manifest::{MAX_CHUNK_SIZE, check_path};
 use crate::proto::{Digest, Manifest};
 use sha2::{Digest as _, Sha256};

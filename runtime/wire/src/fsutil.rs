@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A temp path beside `target` that no other writer in this or another process uses.
-pub(crate) fn temp_path_for(target: &Path) -> std::path::PathBuf {
+pub fn temp_path_for(target: &Path) -> std::path::PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = target
         .file_name()
@@ -20,18 +20,13 @@ pub(crate) fn temp_path_for(target: &Path) -> std::path::PathBuf {
 }
 
 /// Fsyncs a directory so a rename inside it survives a crash.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Writes `bytes` to `target` atomically and durably, with file mode `mode`. With
 /// `overwrite` false an existing target is refused (and nothing is written).
-pub(crate) fn write_atomic(
-    target: &Path,
-    bytes: &[u8],
-    mode: u32,
-    overwrite: bool,
-) -> io::Result<()> {
+pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = temp_path_for(target);
     let result = (|| {

@@ -13,14 +13,11 @@
 
 pub mod bundle;
 pub mod decide;
-mod fsutil;
 pub mod keys;
-pub mod releases;
 pub mod store;
 
 pub use bundle::{BuildSpec, BundleError, BundleReader, build, verify_file};
 pub use decide::{DeviceFacts, Refusal, install_decision};
-pub use releases::{ReleaseError, ReleaseStore};
 pub use store::{ChunkStore, StoreError, assemble};
 
 use crate::proto::{Directive, Envelope, Manifest, SignedError, TrustStore, Verified};

@@ -2,7 +2,7 @@
 //! after they arrived.
 //!
 //! Why it exists: the network-namespace benchmark asks for 10 ms of delay on every link, which
-//! Linux gives with `sch_netem`. On a kernel without it ([`crate::p2p::FabricConfig`]'s
+//! Linux gives with `sch_netem`. On a kernel without it ([`crate::FabricConfig`]'s
 //! `fault_read_delay`, set by `floed fabric --fault-read-delay-ms` and used by the benchmark
 //! only then), every node holds what it reads for the delay instead, so each request and
 //! response, and each of noise's, yamux's and the protocols' round trips, takes two delays
