@@ -48,6 +48,7 @@
 
 pub mod duration;
 pub mod engine;
+mod names;
 pub mod plan;
 pub mod report;
 pub mod rng;
@@ -59,9 +60,10 @@ mod tests;
 pub use duration::{DurationError, parse_duration};
 pub use engine::{
     Action, Check, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
-    HealthReport, HealthStatus, Input, Rollout, RolloutError, StageResult, StatusCounts,
-    TargetStatus, Verdict,
+    HealthReport, HealthStatus, Input, RollbackCause, Rollout, RolloutError, StageResult,
+    StatusCounts, TargetStatus, Verdict,
 };
+pub use names::UnknownName;
 pub use plan::{
     Baseline, Breach, GateKind, Plan, PlanError, StageKind, StageMode, StageSpec, Strategy,
     StrategyConfig, TargetFlags, TargetSpec, WaveConfig,

@@ -202,6 +202,7 @@ impl Digest {
                 device,
                 generation,
                 kind,
+                ..
             } => {
                 self.eat(1);
                 self.eat(u64::from(*device));
@@ -465,6 +466,7 @@ fn run_inner(
                     device,
                     generation,
                     kind,
+                    ..
                 } => {
                     if canary_failed
                         && *kind == DirectiveKind::Stage

@@ -972,7 +972,7 @@ fn a_device_that_goes_offline_mid_deploy_gets_its_directive_again() {
     h.respond = healthy_responder();
     h.now = 20 * MINUTE;
     assert!(h.send(dev(1, DeviceEvent::Online)).is_ok());
-    let stages_to_1 = h.log.iter().filter(|(_, a)| matches!(a, Action::Directive { device: 1, kind: DirectiveKind::Stage, generation } if Some(*generation) == first_gen)).count();
+    let stages_to_1 = h.log.iter().filter(|(_, a)| matches!(a, Action::Directive { device: 1, kind: DirectiveKind::Stage, generation, .. } if Some(*generation) == first_gen)).count();
     assert_eq!(
         stages_to_1, 2,
         "the same directive, same generation, sent again"

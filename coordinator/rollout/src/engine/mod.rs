@@ -21,8 +21,19 @@
 //! proportional to the fleet (dispatch, commits, rollbacks, final statuses) is not queued at
 //! all: it is produced lazily, one device at a time, as `poll_action` is called.
 
+mod device;
+mod persist;
+mod types;
+
+pub use types::{
+    Action, Check, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
+    HealthReport, HealthStatus, Input, RollbackCause, RolloutError, StageResult, StatusCounts,
+    TargetStatus, Verdict,
+};
+
 use super::plan::{Breach, GateKind, Plan, StageKind, StageMode};
 use super::{MINUTE, Millis};
+use device::*;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -57,417 +68,6 @@ pub fn latency_limit(baseline_ms: f64, multiple: f64) -> f64 {
 /// Consecutive rising checks that halt for assessment (001 `gradual_degradation`).
 pub const TREND_CHECKS: u8 = 3;
 
-/// Why an input was refused. A failed gate is not an error: it is a [`GateVerdict`].
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RolloutError {
-    /// An operator command that does not fit the deployment's state.
-    #[error("cannot {command} a {status} deployment: {reason}")]
-    Command {
-        /// The command.
-        command: Command,
-        /// The deployment's status.
-        status: DeploymentStatus,
-        /// Why, and what would fit.
-        reason: String,
-    },
-    /// A report named a device index outside the plan.
-    #[error("device index {0} is not a target of this deployment")]
-    UnknownDevice(u32),
-    /// A health report carried a metric that is not a finite number in its range (error rate
-    /// 0..=1, p95 up to a day in ms, memory up to 1e9 MB).
-    #[error("health report from device {device}: {field} is {value}, outside its valid range")]
-    Metric {
-        /// The device index.
-        device: u32,
-        /// The metric.
-        field: &'static str,
-        /// The value received.
-        value: f32,
-    },
-    /// The output queue is full; drain `poll_action` and retry the input.
-    #[error("{0} actions are waiting; drain poll_action before sending more input")]
-    Backlog(usize),
-}
-
-/// Deployment status (000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeploymentStatus {
-    /// Created, awaiting start.
-    Pending,
-    /// Actively deploying (or rolling back).
-    Running,
-    /// Halted by an operator or a trigger; waits for resume, approve, rollback or abort.
-    Paused,
-    /// All target devices updated successfully.
-    Completed,
-    /// Failed (aborted, or a trigger fired with auto-rollback off and was aborted).
-    Failed,
-    /// Rolled back to the previous version.
-    RolledBack,
-}
-
-impl DeploymentStatus {
-    /// The REST spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeploymentStatus::Pending => "pending",
-            DeploymentStatus::Running => "running",
-            DeploymentStatus::Paused => "paused",
-            DeploymentStatus::Completed => "completed",
-            DeploymentStatus::Failed => "failed",
-            DeploymentStatus::RolledBack => "rolled_back",
-        }
-    }
-
-    /// Whether no further change can happen.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            DeploymentStatus::Completed | DeploymentStatus::Failed | DeploymentStatus::RolledBack
-        )
-    }
-}
-
-impl std::fmt::Display for DeploymentStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Target status (000, DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TargetStatus {
-    /// Not yet reached.
-    Pending,
-    /// A directive is being carried out.
-    Deploying,
-    /// Deployed, verified and committed.
-    Success,
-    /// The deployment failed on this device (staging failed, timed out).
-    Failed,
-    /// Offline; tracked apart, caught up on return.
-    Offline,
-    /// Never deployed (unreachable until the end, or its wave was cancelled).
-    Skipped,
-    /// Rolled back with its wave or the fleet.
-    RolledBack,
-    /// Rolled back on its own by a device-level trigger and kept out of the rollout.
-    Quarantined,
-}
-
-impl TargetStatus {
-    /// The REST spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetStatus::Pending => "pending",
-            TargetStatus::Deploying => "deploying",
-            TargetStatus::Success => "success",
-            TargetStatus::Failed => "failed",
-            TargetStatus::Offline => "offline",
-            TargetStatus::Skipped => "skipped",
-            TargetStatus::RolledBack => "rolled_back",
-            TargetStatus::Quarantined => "quarantined",
-        }
-    }
-
-    /// Whether the status is final for this deployment.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TargetStatus::Success
-                | TargetStatus::Failed
-                | TargetStatus::Skipped
-                | TargetStatus::RolledBack
-                | TargetStatus::Quarantined
-        )
-    }
-}
-
-/// Operator commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Command {
-    /// Start a pending deployment.
-    Start,
-    /// Stop sending new directives; reports are still processed and triggers still fire.
-    Pause,
-    /// Continue a paused deployment.
-    Resume,
-    /// Let a deployment waiting for approval go on to its next stage.
-    Approve,
-    /// Roll back every device that has the new version.
-    Rollback,
-    /// Stop: roll back what is not committed, keep what is, end as failed.
-    Abort,
-}
-
-impl std::fmt::Display for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Command::Start => "start",
-            Command::Pause => "pause",
-            Command::Resume => "resume",
-            Command::Approve => "approve",
-            Command::Rollback => "rollback",
-            Command::Abort => "abort",
-        })
-    }
-}
-
-/// What a device reports about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceEvent {
-    /// The new version is in the standby slot, verified and smoke-tested.
-    Staged,
-    /// The device switched to the new slot.
-    Switched,
-    /// Its health endpoint says healthy.
-    Healthy,
-    /// Its health endpoint says unhealthy.
-    Unhealthy,
-    /// The directive failed on the device (fetch, verify, smoke test).
-    Failed,
-    /// The device is back on its previous slot.
-    RolledBack,
-    /// The device stopped answering (it is not failed).
-    Offline,
-    /// The device answers again.
-    Online,
-    /// The agent answers but the flow engine's health endpoint does not.
-    HealthUnreachable,
-}
-
-/// Health status in a report (003 health response shape).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthStatus {
-    /// Healthy.
-    Healthy,
-    /// Working but degraded; counts as reported, not as healthy.
-    Degraded,
-    /// Unhealthy: the device is rolled back.
-    Unhealthy,
-}
-
-/// A health report with metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct HealthReport {
-    /// The device's overall status.
-    pub status: HealthStatus,
-    /// Error rate as a fraction.
-    pub error_rate: f32,
-    /// P95 latency in milliseconds.
-    pub p95_ms: f32,
-    /// Memory in MB.
-    pub memory_mb: f32,
-    /// Restarts since the switch (a counter that only grows).
-    pub restarts: u32,
-}
-
-/// An input to the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum Input {
-    /// A device status report.
-    Device {
-        /// The device index in the plan.
-        device: u32,
-        /// What it reported.
-        event: DeviceEvent,
-    },
-    /// A health report with metrics.
-    Health {
-        /// The device index in the plan.
-        device: u32,
-        /// The report.
-        report: HealthReport,
-    },
-    /// An operator command.
-    Command(Command),
-    /// The time from `poll_timeout` has come.
-    Tick,
-}
-
-/// What a directive tells a device to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DirectiveKind {
-    /// Fetch the artifact into the standby slot, verify and smoke-test it.
-    Stage,
-    /// Switch to the standby slot.
-    Switch,
-    /// Keep the new slot.
-    Commit,
-    /// Switch back to the previous slot (no transfer).
-    Rollback,
-}
-
-/// A gate's decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// All checks pass.
-    Pass,
-    /// Not enough reports yet (quorum), the gate waits.
-    Wait,
-    /// A check failed.
-    Fail,
-}
-
-/// One check of a gate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    /// The check's name as 001 spells it (`error_rate`, `latency_p95`, ...).
-    pub name: String,
-    /// Measured value.
-    pub value: f64,
-    /// The limit it is compared with.
-    pub limit: f64,
-    /// Whether it passed.
-    pub pass: bool,
-}
-
-/// A gate verdict, emitted when it changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GateVerdict {
-    /// The stage it closes.
-    pub stage: u32,
-    /// Which gate.
-    pub gate: GateKind,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// The checks (empty while waiting for a quorum).
-    pub checks: Vec<Check>,
-    /// A sentence saying why.
-    pub reason: String,
-}
-
-/// A decision of the engine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Action {
-    /// Send a directive to a device.
-    Directive {
-        /// The device index.
-        device: u32,
-        /// Its per-device generation (only grows).
-        generation: u32,
-        /// What to do.
-        kind: DirectiveKind,
-    },
-    /// A target's status changed.
-    Target {
-        /// The device index.
-        device: u32,
-        /// The new status.
-        status: TargetStatus,
-    },
-    /// A gate decided.
-    Gate(GateVerdict),
-    /// The deployment's status changed.
-    Deployment {
-        /// The new status.
-        status: DeploymentStatus,
-        /// Why.
-        reason: String,
-    },
-    /// A stage passed its gate and waits for an operator's approve.
-    ApprovalRequired {
-        /// The stage that passed.
-        stage: u32,
-    },
-    /// Something worth an audit-log line (deployment-level, never per device).
-    Audit {
-        /// When.
-        at: Millis,
-        /// What happened.
-        event: String,
-    },
-}
-
-// Device phases, stored as u8 to keep the per-device record small.
-const P_IDLE: u8 = 0;
-const P_STAGING: u8 = 1;
-const P_STAGED: u8 = 2;
-const P_SWITCHING: u8 = 3;
-const P_SWITCHED: u8 = 4;
-const P_VERIFIED: u8 = 5;
-const P_COMMITTED: u8 = 6;
-const P_FAILED: u8 = 7;
-const P_ROLLING_BACK: u8 = 8;
-const P_ROLLED_BACK: u8 = 9;
-const P_QUARANTINED: u8 = 10;
-const P_SKIPPED: u8 = 11;
-
-// Device flag bits.
-const F_OFFLINE: u16 = 1;
-const F_REPORTED: u16 = 2;
-const F_CATCHUP_QUEUED: u16 = 4;
-const F_QUARANTINE_ON_ROLLBACK: u16 = 8;
-const F_UNREACHABLE: u16 = 16;
-const F_MEM_WARN: u16 = 32;
-const F_INFLIGHT: u16 = 64;
-const F_COMMIT_QUEUED: u16 = 128;
-/// The running rollback sweep waits for this device's rollback to settle (counted once in
-/// `RollbackSweep::waiting`, uncounted once when it settles).
-const F_SWEEP_WAIT: u16 = 256;
-
-fn in_flight_phase(p: u8) -> bool {
-    matches!(p, P_STAGING | P_STAGED | P_SWITCHING | P_SWITCHED)
-}
-
-fn active_phase(p: u8) -> bool {
-    matches!(p, P_SWITCHED | P_VERIFIED | P_COMMITTED)
-}
-
-/// An offline device that still has work in this deployment (it is waited for at the end).
-fn pending_offline(d: &Dev) -> bool {
-    d.flags & F_OFFLINE != 0 && !status_of(d.phase, 0).is_terminal()
-}
-
-fn status_of(p: u8, flags: u16) -> TargetStatus {
-    let s = match p {
-        P_IDLE => TargetStatus::Pending,
-        P_STAGING | P_STAGED | P_SWITCHING | P_SWITCHED | P_VERIFIED | P_ROLLING_BACK => {
-            TargetStatus::Deploying
-        }
-        P_COMMITTED => TargetStatus::Success,
-        P_FAILED => TargetStatus::Failed,
-        P_ROLLED_BACK => TargetStatus::RolledBack,
-        P_QUARANTINED => TargetStatus::Quarantined,
-        _ => TargetStatus::Skipped,
-    };
-    if flags & F_OFFLINE != 0 && !s.is_terminal() {
-        TargetStatus::Offline
-    } else {
-        s
-    }
-}
-
-/// Per-device state: about 64 bytes, so a million devices need about 64 MB.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Dev {
-    phase: u8,
-    flags: u16,
-    status: u8,
-    generation: u32,
-    stage: u32,
-    deadline: Millis,
-    error_rate: f32,
-    p95_ms: f32,
-    memory_mb: f32,
-    memory0: f32,
-    memory0_at: Millis,
-    restarts: u32,
-    restart_at: [Millis; CRASH_LOOP_RESTARTS],
-    unreachable_since: Millis,
-}
-
-fn status_code(s: TargetStatus) -> u8 {
-    s as u8
-}
-
 /// Running sums over the reporting, active devices of one device group, in fixed point
 /// (see [`fixed`]) so adding and removing a device's report is exact: floating-point sums
 /// would drift with the order of updates and break "same state, same future" after a restore.
@@ -493,25 +93,6 @@ fn fixed(x: f32) -> u128 {
 /// Upper bounds of accepted metrics: an error rate is a fraction; a day of latency and a
 /// petabyte of memory are beyond any device.
 const METRIC_LIMITS: [f32; 3] = [1.0, 86_400_000.0, 1e9];
-
-/// What a stage did, for gates and the report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StageResult {
-    /// Devices in the stage.
-    pub devices: u32,
-    /// Devices of the stage that failed, were quarantined or timed out.
-    pub failed: u32,
-    /// When dispatch began.
-    pub started_at: Option<Millis>,
-    /// When its devices had settled and the soak began.
-    pub soak_started_at: Option<Millis>,
-    /// When its gate decided.
-    pub ended_at: Option<Millis>,
-    /// The final verdict, if any.
-    pub verdict: Option<Verdict>,
-    /// Whether the stage was rolled back.
-    pub rolled_back: bool,
-}
 
 /// Where the current stage is.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -565,45 +146,76 @@ struct RollbackSweep {
     reason: String,
 }
 
-/// The rollout engine. See the module documentation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rollout {
-    plan: Plan,
+/// The stage machine's own state: where the deployment is and what it has said about itself.
+#[derive(Debug, Clone, PartialEq)]
+struct Machine {
     status: DeploymentStatus,
     phase: Phase,
     created_at: Millis,
     started_at: Option<Millis>,
     ended_at: Option<Millis>,
-    now: Millis,
-    devs: Vec<Dev>,
     stage: u32,
-    cursor: u32,
-    high_water: u32,
-    stage_inflight: u32,
-    inflight: u32,
-    deadlines: VecDeque<(u32, Millis)>,
-    catchup: VecDeque<u32>,
-    unreachable: VecDeque<(u32, Millis)>,
-    restarts_recent: VecDeque<(u32, Millis)>,
-    commits: VecDeque<u32>,
-    commit_cursor: u32,
-    final_cursor: u32,
-    rollback: Option<RollbackSweep>,
-    queue: VecDeque<Action>,
-    groups: Vec<GroupAgg>,
     stages: Vec<StageResult>,
-    next_check: Option<Millis>,
-    trend_last: Option<f64>,
-    trend_rises: u8,
     last_gate: Option<(u32, Verdict)>,
     pause_reason: Option<String>,
     status_reason: String,
     last_action: String,
+    completion_verdict: Option<Verdict>,
+}
+
+/// Directive issuing under the parallelism limit, catch-up of returning devices and commits.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Dispatch {
+    cursor: u32,
+    high_water: u32,
+    stage_inflight: u32,
+    inflight: u32,
+    catchup: VecDeque<u32>,
+    commits: VecDeque<u32>,
+    commit_cursor: u32,
     offline_pending: u32,
+}
+
+/// Deadlines and wakeups.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Timers {
+    deadlines: VecDeque<(u32, Millis)>,
+    unreachable: VecDeque<(u32, Millis)>,
+    next_check: Option<Millis>,
+}
+
+/// Health aggregation.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Health {
+    groups: Vec<GroupAgg>,
+    restarts_recent: VecDeque<(u32, Millis)>,
+    trend_last: Option<f64>,
+    trend_rises: u8,
     active: u64,
     mem_warn: u64,
     health_delta: Option<[f64; 3]>,
-    completion_verdict: Option<Verdict>,
+}
+
+/// Sweeps.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Sweeps {
+    rollback: Option<RollbackSweep>,
+    final_cursor: u32,
+}
+
+/// The rollout engine. See the module documentation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "persist::State")]
+pub struct Rollout {
+    plan: Plan,
+    now: Millis,
+    devs: Vec<Dev>,
+    queue: VecDeque<Action>,
+    machine: Machine,
+    dispatch: Dispatch,
+    timers: Timers,
+    health: Health,
+    sweeps: Sweeps,
 }
 
 impl Rollout {
@@ -629,41 +241,30 @@ impl Rollout {
         let groups = vec![GroupAgg::default(); plan.types.len()];
         Rollout {
             plan,
-            status: DeploymentStatus::Pending,
-            phase: Phase::Prepare,
-            created_at: now,
-            started_at: None,
-            ended_at: None,
             now,
             devs,
-            stage: 0,
-            cursor: 0,
-            high_water: 0,
-            stage_inflight: 0,
-            inflight: 0,
-            deadlines: VecDeque::new(),
-            catchup: VecDeque::new(),
-            unreachable: VecDeque::new(),
-            restarts_recent: VecDeque::new(),
-            commits: VecDeque::new(),
-            commit_cursor: 0,
-            final_cursor: 0,
-            rollback: None,
             queue: VecDeque::new(),
-            groups,
-            stages,
-            next_check: None,
-            trend_last: None,
-            trend_rises: 0,
-            last_gate: None,
-            pause_reason: None,
-            status_reason: "created".into(),
-            last_action: "deployment created".into(),
-            offline_pending: 0,
-            active: 0,
-            mem_warn: 0,
-            health_delta: None,
-            completion_verdict: None,
+            machine: Machine {
+                status: DeploymentStatus::Pending,
+                phase: Phase::Prepare,
+                created_at: now,
+                started_at: None,
+                ended_at: None,
+                stage: 0,
+                stages,
+                last_gate: None,
+                pause_reason: None,
+                status_reason: "created".into(),
+                last_action: "deployment created".into(),
+                completion_verdict: None,
+            },
+            dispatch: Dispatch::default(),
+            timers: Timers::default(),
+            health: Health {
+                groups,
+                ..Health::default()
+            },
+            sweeps: Sweeps::default(),
         }
     }
 
@@ -674,7 +275,7 @@ impl Rollout {
 
     /// The deployment status.
     pub fn status(&self) -> DeploymentStatus {
-        self.status
+        self.machine.status
     }
 
     /// A target's status.
@@ -685,59 +286,67 @@ impl Rollout {
 
     /// Why the deployment has its current status (the reason of the last status change).
     pub fn status_reason(&self) -> &str {
-        &self.status_reason
+        &self.machine.status_reason
     }
 
     /// Why the deployment is paused, if it is.
     pub fn pause_reason(&self) -> Option<&str> {
-        self.pause_reason.as_deref()
+        self.machine.pause_reason.as_deref()
     }
 
     /// The current stage index.
     pub fn current_stage(&self) -> u32 {
-        self.stage
+        self.machine.stage
     }
 
     /// Per-stage results.
     pub fn stage_results(&self) -> &[StageResult] {
-        &self.stages
+        &self.machine.stages
     }
 
     /// Devices currently deploying (directive sent, not settled, online).
     pub fn in_flight(&self) -> u32 {
-        self.inflight
+        self.dispatch.inflight
     }
 
     /// Whether the deployment waits for an operator's approve.
     pub fn awaiting_approval(&self) -> bool {
-        self.phase == Phase::AwaitingApproval
+        self.machine.phase == Phase::AwaitingApproval
     }
 
     /// When it started and ended.
     pub fn times(&self) -> (Millis, Option<Millis>, Option<Millis>) {
-        (self.created_at, self.started_at, self.ended_at)
+        (
+            self.machine.created_at,
+            self.machine.started_at,
+            self.machine.ended_at,
+        )
     }
 
     /// Mean error-rate, p95 and memory deltas against baseline (fractions of baseline for
     /// p95 and memory, absolute for error rate) at the last gate evaluation.
     pub fn health_delta(&self) -> Option<[f64; 3]> {
-        self.health_delta
+        self.health.health_delta
     }
 
     /// The last action taken, as a sentence (for the state block).
     pub fn last_action(&self) -> &str {
-        &self.last_action
+        &self.machine.last_action
     }
 
     /// Whether a rollback is under way.
     pub fn rolling_back(&self) -> bool {
-        self.rollback.is_some()
+        self.sweeps.rollback.is_some()
     }
 
     /// The phase name for the state block (003: PREPARE | CANARY | VERIFY | ROLLOUT | CONFIRM).
     pub fn phase_name(&self) -> &'static str {
-        let kind = self.plan.stages.get(self.stage as usize).map(|s| s.kind);
-        match self.phase {
+        let kind = self
+            .plan
+            .stages
+            .get(self.machine.stage as usize)
+            .map(|s| s.kind);
+        match self.machine.phase {
             Phase::Prepare => "PREPARE",
             Phase::Soaking { .. }
             | Phase::Gating { .. }
@@ -754,27 +363,27 @@ impl Rollout {
 
     /// The earliest time the engine wants a `Tick`, or `None` if it waits only for input.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        if self.status.is_terminal() && self.phase == Phase::Done {
+        if self.machine.status.is_terminal() && self.machine.phase == Phase::Done {
             return None;
         }
         let mut t: Option<Millis> = None;
         let mut at = |x: Millis| t = Some(t.map_or(x, |y| y.min(x)));
         // Fleet-wide triggers are checked only while running: a paused deployment waits for
         // its operator, and a rollback is already the strongest answer.
-        if let Some(c) = self.next_check
-            && self.status == DeploymentStatus::Running
-            && self.rollback.is_none()
+        if let Some(c) = self.timers.next_check
+            && self.machine.status == DeploymentStatus::Running
+            && self.sweeps.rollback.is_none()
         {
             at(c);
         }
-        if let Some((_, d)) = self.deadlines.front() {
+        if let Some((_, d)) = self.timers.deadlines.front() {
             at(*d);
         }
-        if let Some((_, d)) = self.unreachable.front() {
+        if let Some((_, d)) = self.timers.unreachable.front() {
             at(d + UNREACHABLE_LIMIT + 1);
         }
-        if self.status == DeploymentStatus::Running {
-            match self.phase {
+        if self.machine.status == DeploymentStatus::Running {
+            match self.machine.phase {
                 Phase::Soaking { until } => at(until),
                 Phase::Gating { deadline }
                 | Phase::CatchUp { deadline }
@@ -782,7 +391,7 @@ impl Rollout {
                 _ => {}
             }
         }
-        if let Some(rb) = &self.rollback
+        if let Some(rb) = &self.sweeps.rollback
             && rb.waiting > 0
         {
             at(rb.grace_until);
@@ -855,7 +464,7 @@ impl Rollout {
     }
 
     fn audit(&mut self, event: String) {
-        self.last_action = event.clone();
+        self.machine.last_action = event.clone();
         self.queue.push_back(Action::Audit {
             at: self.now,
             event,
@@ -863,47 +472,47 @@ impl Rollout {
     }
 
     fn set_status(&mut self, status: DeploymentStatus, reason: String) {
-        if self.status == status {
+        if self.machine.status == status {
             return;
         }
-        self.status = status;
+        self.machine.status = status;
         if status.is_terminal() {
-            self.ended_at = Some(self.now);
-            self.next_check = None;
+            self.machine.ended_at = Some(self.now);
+            self.timers.next_check = None;
         }
-        self.pause_reason = if status == DeploymentStatus::Paused {
+        self.machine.pause_reason = if status == DeploymentStatus::Paused {
             Some(reason.clone())
         } else {
             None
         };
-        self.last_action = format!("deployment {}: {reason}", status.as_str());
-        self.status_reason = reason.clone();
+        self.machine.last_action = format!("deployment {}: {reason}", status.as_str());
+        self.machine.status_reason = reason.clone();
         self.queue.push_back(Action::Deployment { status, reason });
     }
 
     /// Updates the phase of `d` and emits its target status if that changed.
-    fn set_phase(&mut self, d: u32, phase: u8) {
-        let was_active = active_phase(self.devs[d as usize].phase);
-        let was_pending = pending_offline(&self.devs[d as usize]);
+    fn set_phase(&mut self, d: u32, phase: DevPhase) {
+        let was_active = self.devs[d as usize].phase.active();
+        let was_pending = self.devs[d as usize].pending_offline();
         let dev = &mut self.devs[d as usize];
         dev.phase = phase;
-        let is_pending = pending_offline(dev);
+        let is_pending = dev.pending_offline();
         if was_pending && !is_pending {
-            self.offline_pending -= 1;
+            self.dispatch.offline_pending -= 1;
         } else if !was_pending && is_pending {
-            self.offline_pending += 1;
+            self.dispatch.offline_pending += 1;
         }
-        let now_active = active_phase(phase);
+        let now_active = phase.active();
         if was_active && !now_active {
-            self.active -= 1;
+            self.health.active -= 1;
             self.drop_metrics(d);
             let dev = &mut self.devs[d as usize];
             if dev.flags & F_MEM_WARN != 0 {
                 dev.flags &= !F_MEM_WARN;
-                self.mem_warn -= 1;
+                self.health.mem_warn -= 1;
             }
         } else if !was_active && now_active {
-            self.active += 1;
+            self.health.active += 1;
         }
         self.emit_status(d);
     }
@@ -921,6 +530,12 @@ impl Rollout {
     }
 
     fn directive(&mut self, d: u32, kind: DirectiveKind) {
+        self.directive_because(d, kind, None);
+    }
+
+    /// Sends a new directive to `d` (its generation grows), with the cause of a device-level
+    /// rollback if it is one.
+    fn directive_because(&mut self, d: u32, kind: DirectiveKind, cause: Option<RollbackCause>) {
         let dev = &mut self.devs[d as usize];
         dev.generation += 1;
         let generation = dev.generation;
@@ -928,22 +543,21 @@ impl Rollout {
             device: d,
             generation,
             kind,
+            cause,
         });
     }
 
     fn resend(&mut self, d: u32) {
         let dev = &self.devs[d as usize];
-        let kind = match dev.phase {
-            P_STAGING => DirectiveKind::Stage,
-            P_STAGED | P_SWITCHING | P_SWITCHED => DirectiveKind::Switch,
-            P_ROLLING_BACK => DirectiveKind::Rollback,
-            _ => return,
+        let Some(kind) = dev.phase.current_directive() else {
+            return;
         };
         let generation = dev.generation;
         self.queue.push_back(Action::Directive {
             device: d,
             generation,
             kind,
+            cause: None,
         });
     }
 
@@ -951,7 +565,7 @@ impl Rollout {
         let dev = &mut self.devs[d as usize];
         if dev.flags & F_REPORTED != 0 {
             dev.flags &= !F_REPORTED;
-            let g = &mut self.groups[self.plan.device_type[d as usize] as usize];
+            let g = &mut self.health.groups[self.plan.device_type[d as usize] as usize];
             g.n -= 1;
             g.error_rate -= fixed(dev.error_rate);
             g.p95_ms -= fixed(dev.p95_ms);
@@ -962,7 +576,7 @@ impl Rollout {
     fn add_metrics(&mut self, d: u32) {
         let dev = &mut self.devs[d as usize];
         dev.flags |= F_REPORTED;
-        let g = &mut self.groups[self.plan.device_type[d as usize] as usize];
+        let g = &mut self.health.groups[self.plan.device_type[d as usize] as usize];
         g.n += 1;
         g.error_rate += fixed(dev.error_rate);
         g.p95_ms += fixed(dev.p95_ms);
@@ -975,13 +589,13 @@ impl Rollout {
         let dev = &mut self.devs[d as usize];
         if dev.flags & F_INFLIGHT == 0 {
             dev.flags |= F_INFLIGHT;
-            self.inflight += 1;
-            if dev.stage == self.stage {
-                self.stage_inflight += 1;
+            self.dispatch.inflight += 1;
+            if dev.stage == self.machine.stage {
+                self.dispatch.stage_inflight += 1;
             }
         }
         dev.deadline = deadline;
-        self.deadlines.push_back((d, deadline));
+        self.timers.deadlines.push_back((d, deadline));
     }
 
     /// Releases a device's slot (settled, failed or gone offline).
@@ -990,9 +604,9 @@ impl Rollout {
         if dev.flags & F_INFLIGHT != 0 {
             dev.flags &= !F_INFLIGHT;
             dev.deadline = 0;
-            self.inflight -= 1;
-            if dev.stage == self.stage && self.stage_inflight > 0 {
-                self.stage_inflight -= 1;
+            self.dispatch.inflight -= 1;
+            if dev.stage == self.machine.stage && self.dispatch.stage_inflight > 0 {
+                self.dispatch.stage_inflight -= 1;
             }
         }
     }
@@ -1013,8 +627,8 @@ impl Rollout {
                     return;
                 }
                 dev.flags |= F_OFFLINE;
-                if pending_offline(dev) {
-                    self.offline_pending += 1;
+                if dev.pending_offline() {
+                    self.dispatch.offline_pending += 1;
                 }
                 // A rollback directive stands while the device is away; it is re-sent when the
                 // device returns, like any other current directive.
@@ -1027,91 +641,111 @@ impl Rollout {
                 if dev.flags & F_OFFLINE == 0 {
                     return;
                 }
-                let was_pending = pending_offline(dev);
+                let was_pending = dev.pending_offline();
                 dev.flags &= !F_OFFLINE;
                 if was_pending {
-                    self.offline_pending -= 1;
+                    self.dispatch.offline_pending -= 1;
                 }
                 self.emit_status(d);
                 self.queue_catchup(d);
             }
             DeviceEvent::Staged => {
-                if phase != P_STAGING {
+                if phase != DevPhase::Staging {
                     return;
                 }
-                self.set_phase(d, P_STAGED);
+                self.set_phase(d, DevPhase::Staged);
                 let stage_only = self
                     .plan
                     .stages
                     .get(self.devs[d as usize].stage as usize)
                     .is_some_and(|s| s.mode == StageMode::StageOnly)
-                    && self.devs[d as usize].stage == self.stage;
-                if stage_only || self.rollback.is_some() {
+                    && self.devs[d as usize].stage == self.machine.stage;
+                if stage_only || self.sweeps.rollback.is_some() {
                     self.release_slot(d);
                 } else {
-                    self.set_phase(d, P_SWITCHING);
+                    self.set_phase(d, DevPhase::Switching);
                     self.directive(d, DirectiveKind::Switch);
                 }
             }
             DeviceEvent::Switched => {
-                if phase == P_SWITCHING || phase == P_STAGED {
+                if phase == DevPhase::Switching || phase == DevPhase::Staged {
                     let dev = &mut self.devs[d as usize];
                     dev.restarts = 0;
                     dev.restart_at = [0; CRASH_LOOP_RESTARTS];
                     dev.memory0 = 0.0;
-                    self.set_phase(d, P_SWITCHED);
+                    self.set_phase(d, DevPhase::Switched);
                 }
             }
             DeviceEvent::Healthy => {
                 self.devs[d as usize].flags &= !F_UNREACHABLE;
-                if phase == P_SWITCHED {
+                if phase == DevPhase::Switched {
                     self.verified(d);
                 }
             }
             DeviceEvent::Unhealthy => {
-                if active_phase(phase) {
-                    self.device_rollback(d, "unhealthy");
+                if phase.active() {
+                    self.device_rollback(d, RollbackCause::Unhealthy);
                 }
             }
             DeviceEvent::HealthUnreachable => {
                 let dev = &mut self.devs[d as usize];
-                if active_phase(phase) && dev.flags & F_UNREACHABLE == 0 {
+                if phase.active() && dev.flags & F_UNREACHABLE == 0 {
                     dev.flags |= F_UNREACHABLE;
                     dev.unreachable_since = self.now;
-                    self.unreachable.push_back((d, self.now));
+                    self.timers.unreachable.push_back((d, self.now));
                 }
             }
             DeviceEvent::Failed => match phase {
-                P_STAGING | P_STAGED | P_SWITCHING => {
+                DevPhase::Staging | DevPhase::Staged | DevPhase::Switching => {
                     self.release_slot(d);
-                    self.set_phase(d, P_FAILED);
+                    self.set_phase(d, DevPhase::Failed);
                     self.count_failure(d);
                 }
-                P_SWITCHED | P_VERIFIED | P_COMMITTED => {
-                    self.device_rollback(d, "failed after switch")
+                DevPhase::Switched | DevPhase::Verified | DevPhase::Committed => {
+                    self.device_rollback(d, RollbackCause::FailedAfterSwitch)
                 }
-                P_ROLLING_BACK => {
+                DevPhase::RollingBack => {
                     self.release_slot(d);
-                    self.set_phase(d, P_FAILED);
+                    self.set_phase(d, DevPhase::Failed);
                     self.rollback_settled(d);
                 }
-                _ => {}
+                DevPhase::Idle
+                | DevPhase::Failed
+                | DevPhase::RolledBack
+                | DevPhase::Quarantined
+                | DevPhase::Skipped => {}
             },
             DeviceEvent::RolledBack => match phase {
-                P_ROLLING_BACK => {
+                DevPhase::RollingBack => {
                     self.release_slot(d);
                     let q = self.devs[d as usize].flags & F_QUARANTINE_ON_ROLLBACK != 0;
-                    self.set_phase(d, if q { P_QUARANTINED } else { P_ROLLED_BACK });
+                    self.set_phase(
+                        d,
+                        if q {
+                            DevPhase::Quarantined
+                        } else {
+                            DevPhase::RolledBack
+                        },
+                    );
                     self.rollback_settled(d);
                 }
-                P_SWITCHED | P_VERIFIED | P_COMMITTED | P_SWITCHING => {
+                DevPhase::Switched
+                | DevPhase::Verified
+                | DevPhase::Committed
+                | DevPhase::Switching => {
                     // The device rolled itself back (its own watchdog): it wins, and this is a
                     // failure of its stage.
                     self.release_slot(d);
-                    self.set_phase(d, P_QUARANTINED);
+                    self.set_phase(d, DevPhase::Quarantined);
                     self.count_failure(d);
                 }
-                _ => {}
+                DevPhase::Idle
+                | DevPhase::Staging
+                | DevPhase::Staged
+                | DevPhase::Failed
+                | DevPhase::RolledBack
+                | DevPhase::Quarantined
+                | DevPhase::Skipped => {}
             },
         }
     }
@@ -1124,7 +758,7 @@ impl Rollout {
             return;
         }
         dev.flags &= !F_SWEEP_WAIT;
-        if let Some(rb) = &mut self.rollback {
+        if let Some(rb) = &mut self.sweeps.rollback {
             rb.waiting = rb.waiting.saturating_sub(1);
         }
     }
@@ -1132,51 +766,65 @@ impl Rollout {
     fn queue_catchup(&mut self, d: u32) {
         let dev = &mut self.devs[d as usize];
         let due = match dev.phase {
-            P_IDLE => {
-                dev.stage <= self.stage && self.started_at.is_some() && self.rollback.is_none()
+            DevPhase::Idle => {
+                dev.stage <= self.machine.stage
+                    && self.machine.started_at.is_some()
+                    && self.sweeps.rollback.is_none()
             }
-            P_STAGING | P_STAGED | P_SWITCHING | P_SWITCHED | P_ROLLING_BACK => true,
-            _ => false,
+            DevPhase::Staging
+            | DevPhase::Staged
+            | DevPhase::Switching
+            | DevPhase::Switched
+            | DevPhase::RollingBack => true,
+            DevPhase::Verified
+            | DevPhase::Committed
+            | DevPhase::Failed
+            | DevPhase::RolledBack
+            | DevPhase::Quarantined
+            | DevPhase::Skipped => false,
         };
         if due && dev.flags & F_CATCHUP_QUEUED == 0 {
             dev.flags |= F_CATCHUP_QUEUED;
-            self.catchup.push_back(d);
+            self.dispatch.catchup.push_back(d);
         }
     }
 
     fn verified(&mut self, d: u32) {
         self.release_slot(d);
-        self.set_phase(d, P_VERIFIED);
+        self.set_phase(d, DevPhase::Verified);
         let dev = &self.devs[d as usize];
-        if dev.stage < self.stage && dev.flags & F_COMMIT_QUEUED == 0 {
+        if dev.stage < self.machine.stage && dev.flags & F_COMMIT_QUEUED == 0 {
             // A caught-up device of an earlier, already committed stage.
             self.devs[d as usize].flags |= F_COMMIT_QUEUED;
-            self.commits.push_back(d);
+            self.dispatch.commits.push_back(d);
         }
     }
 
-    fn device_rollback(&mut self, d: u32, _why: &str) {
+    fn device_rollback(&mut self, d: u32, why: RollbackCause) {
         self.release_slot(d);
         self.devs[d as usize].flags |= F_QUARANTINE_ON_ROLLBACK;
-        self.set_phase(d, P_ROLLING_BACK);
-        self.directive(d, DirectiveKind::Rollback);
+        self.set_phase(d, DevPhase::RollingBack);
+        self.directive_because(d, DirectiveKind::Rollback, Some(why));
         // A device-level rollback is never held back by the parallelism limit (it is not a
         // deployment), but it has a deadline: a device that never confirms ends failed.
         if self.devs[d as usize].flags & F_OFFLINE == 0 {
             let deadline = self.now + self.plan.config.timeout;
             self.devs[d as usize].deadline = deadline;
-            self.deadlines.push_back((d, deadline));
+            self.timers.deadlines.push_back((d, deadline));
         }
         self.count_failure(d);
     }
 
     fn count_failure(&mut self, d: u32) {
         let s = self.devs[d as usize].stage;
-        let Some(res) = self.stages.get_mut(s as usize) else {
+        let Some(res) = self.machine.stages.get_mut(s as usize) else {
             return;
         };
         res.failed += 1;
-        if s != self.stage || self.rollback.is_some() || self.status.is_terminal() {
+        if s != self.machine.stage
+            || self.sweeps.rollback.is_some()
+            || self.machine.status.is_terminal()
+        {
             return;
         }
         let spec = &self.plan.stages[s as usize];
@@ -1199,7 +847,7 @@ impl Rollout {
     }
 
     fn halt(&mut self, reason: String) {
-        if self.status == DeploymentStatus::Running {
+        if self.machine.status == DeploymentStatus::Running {
             self.audit(format!("halt: {reason}"));
             self.set_status(DeploymentStatus::Paused, reason);
         }
@@ -1208,7 +856,7 @@ impl Rollout {
     fn on_health(&mut self, d: u32, r: HealthReport) {
         let now = self.now;
         let phase = self.devs[d as usize].phase;
-        if !active_phase(phase) {
+        if !phase.active() {
             return;
         }
         if self.devs[d as usize].flags & F_OFFLINE != 0 {
@@ -1247,37 +895,37 @@ impl Rollout {
         let had_warn = dev.flags & F_MEM_WARN != 0;
         if warn && !had_warn {
             dev.flags |= F_MEM_WARN;
-            self.mem_warn += 1;
+            self.health.mem_warn += 1;
         } else if !warn && had_warn {
             dev.flags &= !F_MEM_WARN;
-            self.mem_warn -= 1;
+            self.health.mem_warn -= 1;
         }
         if restarted {
-            if self.restarts_recent.len() >= self.devs.len().max(16) {
-                self.restarts_recent.pop_front();
+            if self.health.restarts_recent.len() >= self.devs.len().max(16) {
+                self.health.restarts_recent.pop_front();
             }
-            self.restarts_recent.push_back((d, now));
+            self.health.restarts_recent.push_back((d, now));
         }
         if crash_loop {
-            self.device_rollback(d, "crash loop");
+            self.device_rollback(d, RollbackCause::CrashLoop);
             return;
         }
         if leak {
-            self.device_rollback(d, "memory leak");
+            self.device_rollback(d, RollbackCause::MemoryLeak);
             return;
         }
         if r.status == HealthStatus::Unhealthy {
-            self.device_rollback(d, "unhealthy");
+            self.device_rollback(d, RollbackCause::Unhealthy);
             return;
         }
         self.add_metrics(d);
-        if r.status == HealthStatus::Healthy && phase == P_SWITCHED {
+        if r.status == HealthStatus::Healthy && phase == DevPhase::Switched {
             self.verified(d);
         }
     }
 
     fn on_command(&mut self, c: Command) -> Result<(), RolloutError> {
-        let status = self.status;
+        let status = self.machine.status;
         let refuse = |reason: &str| {
             Err(RolloutError::Command {
                 command: c,
@@ -1293,7 +941,7 @@ impl Rollout {
                 if status != DeploymentStatus::Pending {
                     return refuse("it has already started");
                 }
-                self.started_at = Some(self.now);
+                self.machine.started_at = Some(self.now);
                 self.set_status(DeploymentStatus::Running, "started by operator".into());
                 self.audit(format!(
                     "start: {} to {} devices, {} stages",
@@ -1301,14 +949,14 @@ impl Rollout {
                     self.plan.len(),
                     self.plan.stages.len()
                 ));
-                self.next_check = Some(self.now + self.plan.config.health_check_interval);
+                self.timers.next_check = Some(self.now + self.plan.config.health_check_interval);
                 self.begin_stage(0);
             }
             Command::Pause => {
                 if status != DeploymentStatus::Running {
                     return refuse("only a running deployment can be paused");
                 }
-                if self.rollback.is_some() {
+                if self.sweeps.rollback.is_some() {
                     return refuse("a rollback is in progress and cannot be paused");
                 }
                 self.audit("pause by operator".into());
@@ -1318,21 +966,21 @@ impl Rollout {
                 if status != DeploymentStatus::Paused {
                     return refuse("only a paused deployment can be resumed");
                 }
-                self.trend_last = None;
-                self.trend_rises = 0;
-                self.last_gate = None;
-                if let Phase::Gating { .. } = self.phase {
-                    self.phase = Phase::Gating {
+                self.health.trend_last = None;
+                self.health.trend_rises = 0;
+                self.machine.last_gate = None;
+                if let Phase::Gating { .. } = self.machine.phase {
+                    self.machine.phase = Phase::Gating {
                         deadline: self.now + self.plan.config.timeout,
                     };
                 }
-                if let Phase::Completing { .. } = self.phase {
-                    self.phase = Phase::Completing {
+                if let Phase::Completing { .. } = self.machine.phase {
+                    self.machine.phase = Phase::Completing {
                         deadline: self.now + self.plan.config.timeout,
                     };
                 }
-                if let Phase::Soaking { until } = self.phase {
-                    self.phase = Phase::Soaking {
+                if let Phase::Soaking { until } = self.machine.phase {
+                    self.machine.phase = Phase::Soaking {
                         until: until.max(self.now),
                     };
                 }
@@ -1340,20 +988,24 @@ impl Rollout {
                 self.set_status(DeploymentStatus::Running, "resumed by operator".into());
             }
             Command::Approve => {
-                if self.phase != Phase::AwaitingApproval {
+                if self.machine.phase != Phase::AwaitingApproval {
                     return refuse("nothing is waiting for approval");
                 }
                 if status != DeploymentStatus::Running {
                     return refuse("resume the deployment first");
                 }
-                self.audit(format!("approve after {}", self.stage_name(self.stage)));
-                self.phase = Phase::StageDone;
+                self.audit(format!(
+                    "approve after {}",
+                    self.stage_name(self.machine.stage)
+                ));
+                self.machine.phase = Phase::StageDone;
             }
             Command::Rollback => {
                 if status == DeploymentStatus::Pending {
                     return refuse("nothing has been deployed yet; abort it instead");
                 }
                 if self
+                    .sweeps
                     .rollback
                     .as_ref()
                     .is_some_and(|r| r.scope == Scope::All)
@@ -1364,16 +1016,17 @@ impl Rollout {
             }
             Command::Abort => {
                 if self
+                    .sweeps
                     .rollback
                     .as_ref()
-                    .is_some_and(|r| r.scope != Scope::Stage(self.stage))
+                    .is_some_and(|r| r.scope != Scope::Stage(self.machine.stage))
                 {
                     return refuse("a rollback is already in progress");
                 }
                 if status == DeploymentStatus::Pending {
                     self.audit("abort before start".into());
                     self.set_status(DeploymentStatus::Failed, "aborted before start".into());
-                    self.phase = Phase::Finalizing;
+                    self.machine.phase = Phase::Finalizing;
                     return Ok(());
                 }
                 self.start_rollback(Scope::Uncommitted, "aborted by operator".into());
@@ -1390,13 +1043,13 @@ impl Rollout {
     }
 
     fn begin_stage(&mut self, s: u32) {
-        self.stage = s;
-        self.stage_inflight = 0;
+        self.machine.stage = s;
+        self.dispatch.stage_inflight = 0;
         let spec = &self.plan.stages[s as usize];
-        self.cursor = spec.start;
-        self.stages[s as usize].started_at = Some(self.now);
-        self.phase = Phase::Dispatching;
-        self.last_gate = None;
+        self.dispatch.cursor = spec.start;
+        self.machine.stages[s as usize].started_at = Some(self.now);
+        self.machine.phase = Phase::Dispatching;
+        self.machine.last_gate = None;
         let name = spec.name.clone();
         let len = spec.len();
         self.audit(format!("begin {name}: {len} devices"));
@@ -1408,13 +1061,13 @@ impl Rollout {
                 let spec = &self.plan.stages[s as usize];
                 (spec.start, spec.end)
             }
-            _ => (0, self.high_water.max(self.cursor)),
+            _ => (0, self.dispatch.high_water.max(self.dispatch.cursor)),
         };
         if let Scope::Stage(s) = scope {
-            self.stages[s as usize].rolled_back = true;
+            self.machine.stages[s as usize].rolled_back = true;
         } else {
-            for (i, r) in self.stages.iter_mut().enumerate() {
-                if i as u32 <= self.stage && r.started_at.is_some() && scope == Scope::All {
+            for (i, r) in self.machine.stages.iter_mut().enumerate() {
+                if i as u32 <= self.machine.stage && r.started_at.is_some() && scope == Scope::All {
                     r.rolled_back = true;
                 }
             }
@@ -1425,7 +1078,7 @@ impl Rollout {
             Scope::Uncommitted => "abort: rolling back uncommitted devices",
         };
         self.audit(format!("{what}: {reason}"));
-        self.rollback = Some(RollbackSweep {
+        self.sweeps.rollback = Some(RollbackSweep {
             scope,
             cursor: start,
             end,
@@ -1434,78 +1087,91 @@ impl Rollout {
             reason,
         });
         // A pause does not stop a rollback: directives to go back are always sent.
-        if self.status == DeploymentStatus::Paused {
+        if self.machine.status == DeploymentStatus::Paused {
             self.set_status(DeploymentStatus::Running, format!("{what} in progress"));
         }
-        self.phase = Phase::RollingBack;
+        self.machine.phase = Phase::RollingBack;
     }
 
     /// One unit of lazy work. Returns whether it did anything.
     fn lazy_step(&mut self) -> bool {
-        if self.phase == Phase::RollingBack {
+        if self.machine.phase == Phase::RollingBack {
             return self.rollback_step();
         }
-        if self.phase == Phase::Committing {
+        if self.machine.phase == Phase::Committing {
             return self.commit_step();
         }
-        if self.phase == Phase::Finalizing {
+        if self.machine.phase == Phase::Finalizing {
             return self.final_step();
         }
-        if let Some(d) = self.commits.front().copied()
-            && self.status != DeploymentStatus::Pending
+        if let Some(d) = self.dispatch.commits.front().copied()
+            && self.machine.status != DeploymentStatus::Pending
         {
-            self.commits.pop_front();
+            self.dispatch.commits.pop_front();
             self.devs[d as usize].flags &= !F_COMMIT_QUEUED;
-            if self.devs[d as usize].phase == P_VERIFIED {
-                self.set_phase(d, P_COMMITTED);
+            if self.devs[d as usize].phase == DevPhase::Verified {
+                self.set_phase(d, DevPhase::Committed);
                 self.directive(d, DirectiveKind::Commit);
             }
             return true;
         }
-        if self.status != DeploymentStatus::Running {
+        if self.machine.status != DeploymentStatus::Running {
             return false;
         }
-        if self.inflight >= self.max_parallel() {
+        if self.dispatch.inflight >= self.max_parallel() {
             return false;
         }
-        if let Some(d) = self.catchup.pop_front() {
+        if let Some(d) = self.dispatch.catchup.pop_front() {
             self.devs[d as usize].flags &= !F_CATCHUP_QUEUED;
             self.dispatch_catchup(d);
             return true;
         }
-        if self.phase == Phase::Dispatching || matches!(self.phase, Phase::CatchUp { .. }) {
-            let end = self.plan.stages[self.stage as usize].end;
-            if self.phase == Phase::Dispatching && self.cursor < end {
-                let d = self.plan.order[self.cursor as usize];
-                self.cursor += 1;
-                self.high_water = self.high_water.max(self.cursor);
-                self.dispatch(d);
+        if self.machine.phase == Phase::Dispatching
+            || matches!(self.machine.phase, Phase::CatchUp { .. })
+        {
+            let end = self.plan.stages[self.machine.stage as usize].end;
+            if self.machine.phase == Phase::Dispatching && self.dispatch.cursor < end {
+                let d = self.plan.order[self.dispatch.cursor as usize];
+                self.dispatch.cursor += 1;
+                self.dispatch.high_water = self.dispatch.high_water.max(self.dispatch.cursor);
+                self.dispatch_device(d);
                 return true;
             }
         }
         false
     }
 
-    fn dispatch(&mut self, d: u32) {
-        let mode = self.plan.stages[self.stage as usize].mode;
-        self.devs[d as usize].stage = self.stage;
+    fn dispatch_device(&mut self, d: u32) {
+        let mode = self.plan.stages[self.machine.stage as usize].mode;
+        self.devs[d as usize].stage = self.machine.stage;
         let dev = &self.devs[d as usize];
         if dev.flags & F_OFFLINE != 0 {
             // Skip and queue (001 offline_device_policy): caught up when it returns.
             return;
         }
-        match (mode, dev.phase) {
-            (StageMode::SwitchOnly, P_STAGED) => {
-                self.take_slot(d);
-                self.set_phase(d, P_SWITCHING);
-                self.directive(d, DirectiveKind::Switch);
+        match dev.phase {
+            DevPhase::Staged => {
+                if mode == StageMode::SwitchOnly {
+                    self.take_slot(d);
+                    self.set_phase(d, DevPhase::Switching);
+                    self.directive(d, DirectiveKind::Switch);
+                }
             }
-            (StageMode::SwitchOnly, P_IDLE) | (StageMode::Full | StageMode::StageOnly, P_IDLE) => {
+            DevPhase::Idle => {
                 self.take_slot(d);
-                self.set_phase(d, P_STAGING);
+                self.set_phase(d, DevPhase::Staging);
                 self.directive(d, DirectiveKind::Stage);
             }
-            _ => {}
+            DevPhase::Staging
+            | DevPhase::Switching
+            | DevPhase::Switched
+            | DevPhase::Verified
+            | DevPhase::Committed
+            | DevPhase::Failed
+            | DevPhase::RollingBack
+            | DevPhase::RolledBack
+            | DevPhase::Quarantined
+            | DevPhase::Skipped => {}
         }
     }
 
@@ -1515,53 +1181,60 @@ impl Rollout {
             return;
         }
         match dev.phase {
-            P_IDLE if dev.stage <= self.stage => {
+            DevPhase::Idle if dev.stage <= self.machine.stage => {
                 self.take_slot(d);
-                self.set_phase(d, P_STAGING);
+                self.set_phase(d, DevPhase::Staging);
                 self.directive(d, DirectiveKind::Stage);
             }
-            P_STAGED => {
+            DevPhase::Staged => {
                 // Blue-green: a device staged before it went away; switch it if the stage says so.
-                let switch = self.plan.stages[self.stage as usize].mode != StageMode::StageOnly;
+                let switch =
+                    self.plan.stages[self.machine.stage as usize].mode != StageMode::StageOnly;
                 if switch {
                     self.take_slot(d);
-                    self.set_phase(d, P_SWITCHING);
+                    self.set_phase(d, DevPhase::Switching);
                     self.directive(d, DirectiveKind::Switch);
                 }
             }
-            P_STAGING | P_SWITCHING | P_SWITCHED => {
+            DevPhase::Staging | DevPhase::Switching | DevPhase::Switched => {
                 self.take_slot(d);
                 self.resend(d);
             }
-            P_ROLLING_BACK => {
+            DevPhase::RollingBack => {
                 let deadline = self.now + self.plan.config.timeout;
                 self.devs[d as usize].deadline = deadline;
-                self.deadlines.push_back((d, deadline));
+                self.timers.deadlines.push_back((d, deadline));
                 self.resend(d);
             }
-            _ => {}
+            DevPhase::Idle
+            | DevPhase::Verified
+            | DevPhase::Committed
+            | DevPhase::Failed
+            | DevPhase::RolledBack
+            | DevPhase::Quarantined
+            | DevPhase::Skipped => {}
         }
     }
 
     fn rollback_step(&mut self) -> bool {
-        let Some(rb) = self.rollback.clone() else {
+        let Some(rb) = self.sweeps.rollback.clone() else {
             return false;
         };
         // Devices that return during a rollback get their rollback directive again.
-        if let Some(d) = self.catchup.front().copied() {
-            self.catchup.pop_front();
+        if let Some(d) = self.dispatch.catchup.front().copied() {
+            self.dispatch.catchup.pop_front();
             self.devs[d as usize].flags &= !F_CATCHUP_QUEUED;
-            if self.devs[d as usize].phase == P_ROLLING_BACK {
+            if self.devs[d as usize].phase == DevPhase::RollingBack {
                 self.resend(d);
             }
             return true;
         }
         if rb.cursor < rb.end {
-            if self.inflight >= self.max_parallel() {
+            if self.dispatch.inflight >= self.max_parallel() {
                 return false;
             }
             let d = self.plan.order[rb.cursor as usize];
-            if let Some(r) = &mut self.rollback {
+            if let Some(r) = &mut self.sweeps.rollback {
                 r.cursor += 1;
             }
             let dev = &self.devs[d as usize];
@@ -1569,10 +1242,10 @@ impl Rollout {
             // A device already rolling back on its own account (a device-level rollback that
             // started before the sweep) gets no second directive, but the sweep waits for it,
             // so the deployment does not end while it is still on the new version.
-            if phase == P_ROLLING_BACK {
+            if phase == DevPhase::RollingBack {
                 if self.devs[d as usize].flags & F_SWEEP_WAIT == 0 {
                     self.devs[d as usize].flags |= F_SWEEP_WAIT;
-                    if let Some(r) = &mut self.rollback {
+                    if let Some(r) = &mut self.sweeps.rollback {
                         r.waiting += 1;
                     }
                 }
@@ -1580,34 +1253,34 @@ impl Rollout {
             }
             let target = match rb.scope {
                 Scope::All | Scope::Stage(_) => {
-                    in_flight_phase(phase) || active_phase(phase) || phase == P_STAGED
+                    phase.in_flight() || phase.active() || phase == DevPhase::Staged
                 }
-                Scope::Uncommitted => in_flight_phase(phase) || phase == P_VERIFIED,
+                Scope::Uncommitted => phase.in_flight() || phase == DevPhase::Verified,
             };
             // In blue-green a device staged but never switched has nothing to switch back.
-            if phase == P_STAGED
+            if phase == DevPhase::Staged
                 && self.plan.stages[dev.stage as usize].mode == StageMode::StageOnly
             {
                 self.release_slot(d);
-                self.set_phase(d, P_ROLLED_BACK);
+                self.set_phase(d, DevPhase::RolledBack);
                 return true;
             }
             if target {
                 self.release_slot(d);
                 self.devs[d as usize].flags &= !F_QUARANTINE_ON_ROLLBACK;
-                self.set_phase(d, P_ROLLING_BACK);
+                self.set_phase(d, DevPhase::RollingBack);
                 self.directive(d, DirectiveKind::Rollback);
                 if self.devs[d as usize].flags & F_OFFLINE == 0 {
                     self.take_slot(d);
                 }
                 if self.devs[d as usize].flags & F_SWEEP_WAIT == 0 {
                     self.devs[d as usize].flags |= F_SWEEP_WAIT;
-                    if let Some(r) = &mut self.rollback {
+                    if let Some(r) = &mut self.sweeps.rollback {
                         r.waiting += 1;
                     }
                 }
-            } else if phase == P_IDLE && matches!(rb.scope, Scope::Stage(_)) {
-                self.set_phase(d, P_SKIPPED);
+            } else if phase == DevPhase::Idle && matches!(rb.scope, Scope::Stage(_)) {
+                self.set_phase(d, DevPhase::Skipped);
             }
             return true;
         }
@@ -1615,26 +1288,26 @@ impl Rollout {
             return false;
         }
         // Done (or the grace for offline devices has passed).
-        self.rollback = None;
-        let count = self.stages.iter().filter(|s| s.rolled_back).count();
+        self.sweeps.rollback = None;
+        let count = self.machine.stages.iter().filter(|s| s.rolled_back).count();
         match rb.scope {
             Scope::All => {
                 self.audit(format!(
                     "full fleet rollback complete ({count} stages rolled back)"
                 ));
                 self.set_status(DeploymentStatus::RolledBack, rb.reason);
-                self.phase = Phase::Finalizing;
-                self.final_cursor = 0;
+                self.machine.phase = Phase::Finalizing;
+                self.sweeps.final_cursor = 0;
             }
             Scope::Uncommitted => {
                 self.set_status(DeploymentStatus::Failed, rb.reason);
-                self.phase = Phase::Finalizing;
-                self.final_cursor = 0;
+                self.machine.phase = Phase::Finalizing;
+                self.sweeps.final_cursor = 0;
             }
             Scope::Stage(s) => {
-                self.stages[s as usize].verdict = Some(Verdict::Fail);
-                self.stages[s as usize].ended_at = Some(self.now);
-                self.phase = Phase::StageDone;
+                self.machine.stages[s as usize].verdict = Some(Verdict::Fail);
+                self.machine.stages[s as usize].ended_at = Some(self.now);
+                self.machine.phase = Phase::StageDone;
                 let name = self.stage_name(s);
                 let reason = format!(
                     "{name} rolled back ({}); a human decides: resume continues with the next \
@@ -1649,63 +1322,72 @@ impl Rollout {
     }
 
     fn commit_step(&mut self) -> bool {
-        let spec = &self.plan.stages[self.stage as usize];
-        if self.commit_cursor < spec.end {
-            let d = self.plan.order[self.commit_cursor as usize];
-            self.commit_cursor += 1;
-            if self.devs[d as usize].phase == P_VERIFIED {
-                self.set_phase(d, P_COMMITTED);
+        let spec = &self.plan.stages[self.machine.stage as usize];
+        if self.dispatch.commit_cursor < spec.end {
+            let d = self.plan.order[self.dispatch.commit_cursor as usize];
+            self.dispatch.commit_cursor += 1;
+            if self.devs[d as usize].phase == DevPhase::Verified {
+                self.set_phase(d, DevPhase::Committed);
                 self.directive(d, DirectiveKind::Commit);
             }
             return true;
         }
-        let s = self.stage;
+        let s = self.machine.stage;
         if self.plan.stages[s as usize].approval_after
-            && self.stage + 1 < self.plan.stages.len() as u32
+            && self.machine.stage + 1 < self.plan.stages.len() as u32
         {
-            self.phase = Phase::AwaitingApproval;
+            self.machine.phase = Phase::AwaitingApproval;
             let name = self.stage_name(s);
             self.audit(format!("{name} passed; waiting for approval"));
             self.queue.push_back(Action::ApprovalRequired { stage: s });
         } else {
-            self.phase = Phase::StageDone;
+            self.machine.phase = Phase::StageDone;
         }
         true
     }
 
     fn final_step(&mut self) -> bool {
-        if self.final_cursor < self.devs.len() as u32 {
-            let d = self.final_cursor;
-            self.final_cursor += 1;
+        if self.sweeps.final_cursor < self.devs.len() as u32 {
+            let d = self.sweeps.final_cursor;
+            self.sweeps.final_cursor += 1;
             let p = self.devs[d as usize].phase;
             if !status_of(p, 0).is_terminal() || self.devs[d as usize].flags & F_OFFLINE != 0 {
                 // Devices on the new version keep it (they passed the fleet's gates or, after
                 // an abort, were committed); everything else never got it.
                 let to = match p {
-                    P_VERIFIED | P_SWITCHED | P_COMMITTED => P_COMMITTED,
-                    P_ROLLING_BACK | P_STAGING | P_STAGED | P_SWITCHING | P_IDLE => P_SKIPPED,
-                    other => other,
+                    DevPhase::Verified | DevPhase::Switched | DevPhase::Committed => {
+                        DevPhase::Committed
+                    }
+                    DevPhase::RollingBack
+                    | DevPhase::Staging
+                    | DevPhase::Staged
+                    | DevPhase::Switching
+                    | DevPhase::Idle => DevPhase::Skipped,
+                    DevPhase::Failed
+                    | DevPhase::RolledBack
+                    | DevPhase::Quarantined
+                    | DevPhase::Skipped => p,
                 };
                 self.release_slot(d);
                 self.set_phase(d, to);
-                if to == P_COMMITTED && p != P_COMMITTED {
+                if to == DevPhase::Committed && p != DevPhase::Committed {
                     self.directive(d, DirectiveKind::Commit);
                 }
-                let was_pending = pending_offline(&self.devs[d as usize]);
+                let was_pending = self.devs[d as usize].pending_offline();
                 self.devs[d as usize].flags &= !F_OFFLINE;
                 if was_pending {
-                    self.offline_pending -= 1;
+                    self.dispatch.offline_pending -= 1;
                 }
                 self.emit_status(d);
             }
             return true;
         }
-        self.phase = Phase::Done;
-        self.deadlines.clear();
-        self.unreachable.clear();
-        self.catchup.clear();
-        self.next_check = None;
-        let s = self.status;
+        self.machine.phase = Phase::Done;
+        self.timers.deadlines.clear();
+        self.timers.unreachable.clear();
+        self.dispatch.catchup.clear();
+        self.timers.next_check = None;
+        let s = self.machine.status;
         self.audit(format!("deployment ended: {}", s.as_str()));
         true
     }
@@ -1713,49 +1395,53 @@ impl Rollout {
     /// Processes every timer due at `self.now`.
     fn run_timers(&mut self) {
         let now = self.now;
-        while let Some((d, deadline)) = self.deadlines.front().copied() {
+        while let Some((d, deadline)) = self.timers.deadlines.front().copied() {
             if deadline > now {
                 break;
             }
-            self.deadlines.pop_front();
+            self.timers.deadlines.pop_front();
             let dev = &self.devs[d as usize];
-            let watched = dev.flags & F_INFLIGHT != 0 || dev.phase == P_ROLLING_BACK;
+            let watched = dev.flags & F_INFLIGHT != 0 || dev.phase == DevPhase::RollingBack;
             if dev.deadline == deadline && watched && dev.flags & F_OFFLINE == 0 {
-                if dev.phase == P_ROLLING_BACK {
+                if dev.phase == DevPhase::RollingBack {
                     // A rollback that does not report back: the device is failed.
                     self.release_slot(d);
-                    self.set_phase(d, P_FAILED);
+                    self.set_phase(d, DevPhase::Failed);
                     self.rollback_settled(d);
-                } else if in_flight_phase(dev.phase) {
+                } else if dev.phase.in_flight() {
                     self.release_slot(d);
                     self.devs[d as usize].flags |= F_QUARANTINE_ON_ROLLBACK;
-                    self.set_phase(d, P_FAILED);
-                    self.directive(d, DirectiveKind::Rollback);
+                    self.set_phase(d, DevPhase::Failed);
+                    self.directive_because(
+                        d,
+                        DirectiveKind::Rollback,
+                        Some(RollbackCause::DeployTimeout),
+                    );
                     self.count_failure(d);
                 }
             }
         }
-        while let Some((d, since)) = self.unreachable.front().copied() {
+        while let Some((d, since)) = self.timers.unreachable.front().copied() {
             if since + UNREACHABLE_LIMIT >= now {
                 break;
             }
-            self.unreachable.pop_front();
+            self.timers.unreachable.pop_front();
             let dev = &self.devs[d as usize];
             if dev.flags & F_UNREACHABLE != 0
                 && dev.unreachable_since == since
-                && active_phase(dev.phase)
+                && dev.phase.active()
             {
                 self.devs[d as usize].flags &= !F_UNREACHABLE;
-                self.device_rollback(d, "health endpoint unreachable");
+                self.device_rollback(d, RollbackCause::HealthUnreachable);
             }
         }
-        if let Some(c) = self.next_check
+        if let Some(c) = self.timers.next_check
             && c <= now
-            && self.status == DeploymentStatus::Running
+            && self.machine.status == DeploymentStatus::Running
         {
             let interval = self.plan.config.health_check_interval;
-            self.next_check = Some(now + interval);
-            if self.status == DeploymentStatus::Running && self.rollback.is_none() {
+            self.timers.next_check = Some(now + interval);
+            if self.machine.status == DeploymentStatus::Running && self.sweeps.rollback.is_none() {
                 self.fleet_triggers(true);
             }
         }
@@ -1766,7 +1452,7 @@ impl Rollout {
         let mut out = Vec::new();
         let mut n = 0.0;
         let mut sum = [0.0f64; 3];
-        for (i, g) in self.groups.iter().enumerate() {
+        for (i, g) in self.health.groups.iter().enumerate() {
             if g.n == 0 {
                 continue;
             }
@@ -1826,16 +1512,16 @@ impl Rollout {
         if let Some([e, _, _]) = delta
             && trend
         {
-            if let Some(last) = self.trend_last {
+            if let Some(last) = self.health.trend_last {
                 if e > last + self.plan.config.trend_min_step {
-                    self.trend_rises += 1;
+                    self.health.trend_rises += 1;
                 } else {
-                    self.trend_rises = 0;
+                    self.health.trend_rises = 0;
                 }
             }
-            self.trend_last = Some(e);
-            if self.trend_rises >= TREND_CHECKS {
-                self.trend_rises = 0;
+            self.health.trend_last = Some(e);
+            if self.health.trend_rises >= TREND_CHECKS {
+                self.health.trend_rises = 0;
                 self.halt(format!(
                     "gradual_degradation: error rate rose {TREND_CHECKS} checks in a row to {:+.2}% over \
                      baseline; halt and assess",
@@ -1847,7 +1533,7 @@ impl Rollout {
 
     /// Evaluates a gate over all devices deployed so far.
     fn evaluate(&mut self, gate: GateKind) -> GateVerdict {
-        let stage = self.stage;
+        let stage = self.machine.stage;
         // With health checks off (000 allows it) gates only wait for devices to settle.
         if gate == GateKind::Staged || !self.plan.config.health_check {
             return GateVerdict {
@@ -1858,8 +1544,8 @@ impl Rollout {
                 reason: "devices settled".into(),
             };
         }
-        let judged = self.active;
-        let reported: u64 = self.groups.iter().map(|g| g.n).sum();
+        let judged = self.health.active;
+        let reported: u64 = self.health.groups.iter().map(|g| g.n).sum();
         let need = ((judged as f64) * self.plan.config.quorum_percent / 100.0).ceil() as u64;
         if judged == 0 || reported < need {
             return GateVerdict {
@@ -1874,7 +1560,7 @@ impl Rollout {
             };
         }
         let (groups, delta) = self.aggregates();
-        self.health_delta = delta;
+        self.health.health_delta = delta;
         let (err_add, p95_mul, crash_window) = match gate {
             GateKind::Canary => (0.02, 1.2, 30 * MINUTE),
             GateKind::Wave => (0.05, 1.3, 10 * MINUTE),
@@ -1901,15 +1587,20 @@ impl Rollout {
         }
         // The healthy share is over the devices there is news from: reporting devices and
         // failures so far. Offline devices are not failures; the quorum covers silence.
-        let failed: u64 = self.stages.iter().map(|s| u64::from(s.failed)).sum();
+        let failed: u64 = self
+            .machine
+            .stages
+            .iter()
+            .map(|s| u64::from(s.failed))
+            .sum();
         let healthy_share = reported as f64 / (reported + failed) as f64;
         match gate {
             GateKind::Canary => {
                 checks.push(Check {
                     name: "memory_trend".into(),
-                    value: self.mem_warn as f64,
+                    value: self.health.mem_warn as f64,
                     limit: 0.0,
-                    pass: self.mem_warn == 0,
+                    pass: self.health.mem_warn == 0,
                 });
                 checks.push(Check {
                     name: "application_health".into(),
@@ -1925,7 +1616,7 @@ impl Rollout {
                 pass: healthy_share >= 0.95,
             }),
             _ => {
-                let coverage = self.active as f64 / self.plan.len() as f64;
+                let coverage = self.health.active as f64 / self.plan.len() as f64;
                 checks.push(Check {
                     name: "fleet_coverage".into(),
                     value: coverage,
@@ -1943,16 +1634,18 @@ impl Rollout {
         if crash_window > 0 {
             let now = self.now;
             while self
+                .health
                 .restarts_recent
                 .front()
                 .is_some_and(|(_, t)| *t + crash_window < now)
             {
-                self.restarts_recent.pop_front();
+                self.health.restarts_recent.pop_front();
             }
             let crashes = self
+                .health
                 .restarts_recent
                 .iter()
-                .filter(|(d, _)| active_phase(self.devs[*d as usize].phase))
+                .filter(|(d, _)| self.devs[*d as usize].phase.active())
                 .count();
             checks.push(Check {
                 name: "crash_count".into(),
@@ -1981,8 +1674,8 @@ impl Rollout {
     }
 
     fn emit_gate(&mut self, v: &GateVerdict) {
-        if self.last_gate != Some((v.stage, v.verdict)) {
-            self.last_gate = Some((v.stage, v.verdict));
+        if self.machine.last_gate != Some((v.stage, v.verdict)) {
+            self.machine.last_gate = Some((v.stage, v.verdict));
             self.queue.push_back(Action::Gate(v.clone()));
         }
     }
@@ -1997,26 +1690,26 @@ impl Rollout {
     }
 
     fn advance_once(&mut self) -> bool {
-        if self.status != DeploymentStatus::Running {
+        if self.machine.status != DeploymentStatus::Running {
             return false;
         }
         let now = self.now;
-        match self.phase {
+        match self.machine.phase {
             Phase::Dispatching => {
-                let spec = &self.plan.stages[self.stage as usize];
-                if self.cursor < spec.end || self.stage_inflight > 0 {
+                let spec = &self.plan.stages[self.machine.stage as usize];
+                if self.dispatch.cursor < spec.end || self.dispatch.stage_inflight > 0 {
                     return false;
                 }
                 let until = now + spec.soak;
-                self.stages[self.stage as usize].soak_started_at = Some(now);
-                self.phase = Phase::Soaking { until };
+                self.machine.stages[self.machine.stage as usize].soak_started_at = Some(now);
+                self.machine.phase = Phase::Soaking { until };
                 true
             }
             Phase::Soaking { until } => {
                 if now < until {
                     return false;
                 }
-                self.phase = Phase::Gating {
+                self.machine.phase = Phase::Gating {
                     deadline: now + self.plan.config.timeout,
                 };
                 true
@@ -2025,29 +1718,31 @@ impl Rollout {
                 // Threshold triggers outrank a gate verdict: a fleet-wide error spike rolls
                 // everything back even if it shows up first at a gate.
                 self.fleet_triggers(false);
-                if self.status != DeploymentStatus::Running || self.phase == Phase::RollingBack {
+                if self.machine.status != DeploymentStatus::Running
+                    || self.machine.phase == Phase::RollingBack
+                {
                     return true;
                 }
-                let spec = self.plan.stages[self.stage as usize].clone();
+                let spec = self.plan.stages[self.machine.stage as usize].clone();
                 let v = self.evaluate(spec.gate);
                 self.emit_gate(&v);
                 match v.verdict {
                     Verdict::Pass => {
                         let name = spec.name.clone();
                         self.audit(format!("{name} gate passed"));
-                        let r = &mut self.stages[self.stage as usize];
+                        let r = &mut self.machine.stages[self.machine.stage as usize];
                         r.verdict = Some(Verdict::Pass);
                         r.ended_at = Some(now);
                         if spec.mode == StageMode::StageOnly {
-                            self.phase = Phase::StageDone;
+                            self.machine.phase = Phase::StageDone;
                         } else {
-                            self.commit_cursor = spec.start;
-                            self.phase = Phase::Committing;
+                            self.dispatch.commit_cursor = spec.start;
+                            self.machine.phase = Phase::Committing;
                         }
                         true
                     }
                     Verdict::Fail => {
-                        let r = &mut self.stages[self.stage as usize];
+                        let r = &mut self.machine.stages[self.machine.stage as usize];
                         r.verdict = Some(Verdict::Fail);
                         r.ended_at = Some(now);
                         let reason = format!("{} gate failed: {}", spec.name, v.reason);
@@ -2071,11 +1766,11 @@ impl Rollout {
                 }
             }
             Phase::StageDone => {
-                let next = self.stage + 1;
+                let next = self.machine.stage + 1;
                 if (next as usize) < self.plan.stages.len() {
                     self.begin_stage(next);
                 } else {
-                    self.phase = Phase::CatchUp {
+                    self.machine.phase = Phase::CatchUp {
                         deadline: now + self.plan.config.offline_grace,
                     };
                 }
@@ -2083,10 +1778,10 @@ impl Rollout {
             }
             Phase::CatchUp { deadline } => {
                 let waiting = self.devs_waiting_catchup();
-                if (waiting || self.inflight > 0) && now < deadline {
+                if (waiting || self.dispatch.inflight > 0) && now < deadline {
                     return false;
                 }
-                self.phase = Phase::Completing {
+                self.machine.phase = Phase::Completing {
                     deadline: now + self.plan.config.timeout,
                 };
                 true
@@ -2096,15 +1791,15 @@ impl Rollout {
                 self.emit_gate(&v);
                 match v.verdict {
                     Verdict::Pass => {
-                        self.completion_verdict = Some(Verdict::Pass);
+                        self.machine.completion_verdict = Some(Verdict::Pass);
                         self.audit("completion gate passed".into());
                         self.set_status(DeploymentStatus::Completed, "all gates passed".into());
-                        self.phase = Phase::Finalizing;
-                        self.final_cursor = 0;
+                        self.machine.phase = Phase::Finalizing;
+                        self.sweeps.final_cursor = 0;
                         true
                     }
                     Verdict::Fail => {
-                        self.completion_verdict = Some(Verdict::Fail);
+                        self.machine.completion_verdict = Some(Verdict::Fail);
                         self.halt(format!("completion gate failed: {}", v.reason));
                         true
                     }
@@ -2125,7 +1820,9 @@ impl Rollout {
     }
 
     fn devs_waiting_catchup(&self) -> bool {
-        self.offline_pending > 0 || !self.catchup.is_empty() || !self.commits.is_empty()
+        self.dispatch.offline_pending > 0
+            || !self.dispatch.catchup.is_empty()
+            || !self.dispatch.commits.is_empty()
     }
 
     /// Counts of targets by status (O(fleet); for reports, not hot paths).
@@ -2142,7 +1839,7 @@ impl Rollout {
                 TargetStatus::RolledBack => c.rolled_back += 1,
                 TargetStatus::Quarantined => c.quarantined += 1,
             }
-            if active_phase(d.phase) && d.flags & F_REPORTED != 0 {
+            if d.phase.active() && d.flags & F_REPORTED != 0 {
                 c.healthy += 1;
             }
         }
@@ -2151,22 +1848,28 @@ impl Rollout {
 
     /// The completion gate's verdict, once evaluated.
     pub fn completion_verdict(&self) -> Option<Verdict> {
-        self.completion_verdict
+        self.machine.completion_verdict
     }
 
     /// A sentence on what the engine waits for next (for the state block).
     pub fn next_action(&self) -> String {
-        match (self.status, self.phase) {
+        match (self.machine.status, self.machine.phase) {
             (DeploymentStatus::Pending, _) => "start".into(),
             (DeploymentStatus::Paused, _) => "operator: resume, rollback or abort".into(),
             (_, Phase::AwaitingApproval) => {
-                format!("operator approval after {}", self.stage_name(self.stage))
+                format!(
+                    "operator approval after {}",
+                    self.stage_name(self.machine.stage)
+                )
             }
-            (_, Phase::Dispatching) => format!("deploy {}", self.stage_name(self.stage)),
+            (_, Phase::Dispatching) => format!("deploy {}", self.stage_name(self.machine.stage)),
             (_, Phase::Soaking { until }) => {
-                format!("soak {} until t={until}ms", self.stage_name(self.stage))
+                format!(
+                    "soak {} until t={until}ms",
+                    self.stage_name(self.machine.stage)
+                )
             }
-            (_, Phase::Gating { .. }) => format!("{} gate", self.stage_name(self.stage)),
+            (_, Phase::Gating { .. }) => format!("{} gate", self.stage_name(self.machine.stage)),
             (_, Phase::CatchUp { .. }) => "catch up offline devices".into(),
             (_, Phase::Completing { .. }) => "completion gate".into(),
             (_, Phase::RollingBack) => "finish rollback".into(),
@@ -2174,27 +1877,4 @@ impl Rollout {
             _ => "continue".into(),
         }
     }
-}
-
-/// Targets by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusCounts {
-    /// Pending.
-    pub pending: u64,
-    /// Deploying.
-    pub deploying: u64,
-    /// Success.
-    pub success: u64,
-    /// Failed.
-    pub failed: u64,
-    /// Offline.
-    pub offline: u64,
-    /// Skipped.
-    pub skipped: u64,
-    /// Rolled back.
-    pub rolled_back: u64,
-    /// Quarantined.
-    pub quarantined: u64,
-    /// Active and reporting.
-    pub healthy: u64,
 }
