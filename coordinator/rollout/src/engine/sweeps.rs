@@ -1,0 +1,264 @@
+//! The sweeps that walk the fleet lazily, one device per `poll_action`: the rollback sweep
+//! (fleet, wave or abort), the commit sweep after a passed gate, and the final sweep that
+//! writes every target's last status.
+
+use super::*;
+
+/// What a rollback covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum Scope {
+    /// Every device with the new version: ends `rolled_back`.
+    All,
+    /// One stage: ends paused for a human.
+    Stage(u32),
+    /// Every uncommitted device (abort): ends `failed`.
+    Uncommitted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct RollbackSweep {
+    pub(super) scope: Scope,
+    pub(super) cursor: u32,
+    pub(super) end: u32,
+    /// Devices waiting for their `RolledBack` report.
+    pub(super) waiting: u32,
+    /// Until when offline devices are waited for.
+    pub(super) grace_until: Millis,
+    pub(super) reason: String,
+}
+
+/// Sweeps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Sweeps {
+    pub(super) rollback: Option<RollbackSweep>,
+    pub(super) final_cursor: u32,
+}
+
+impl Rollout {
+    pub(super) fn start_rollback(&mut self, scope: Scope, reason: String) {
+        let (start, end) = match scope {
+            Scope::Stage(s) => {
+                let spec = &self.plan.stages[s as usize];
+                (spec.start, spec.end)
+            }
+            _ => (0, self.dispatch.high_water.max(self.dispatch.cursor)),
+        };
+        if let Scope::Stage(s) = scope {
+            self.machine.stages[s as usize].rolled_back = true;
+        } else {
+            for (i, r) in self.machine.stages.iter_mut().enumerate() {
+                if i as u32 <= self.machine.stage && r.started_at.is_some() && scope == Scope::All {
+                    r.rolled_back = true;
+                }
+            }
+        }
+        let what = match scope {
+            Scope::All => "full fleet rollback",
+            Scope::Stage(_) => "wave rollback",
+            Scope::Uncommitted => "abort: rolling back uncommitted devices",
+        };
+        self.audit(format!("{what}: {reason}"));
+        self.sweeps.rollback = Some(RollbackSweep {
+            scope,
+            cursor: start,
+            end,
+            waiting: 0,
+            grace_until: self.now + self.plan.config.offline_grace,
+            reason,
+        });
+        // A pause does not stop a rollback: directives to go back are always sent.
+        if self.machine.status == DeploymentStatus::Paused {
+            self.set_status(DeploymentStatus::Running, format!("{what} in progress"));
+        }
+        self.machine.phase = Phase::RollingBack;
+    }
+
+    /// A device's rollback ended (rolled back, quarantined or failed): the sweep stops waiting
+    /// for it if it was waiting.
+    pub(super) fn rollback_settled(&mut self, d: u32) {
+        let dev = &mut self.devs[d as usize];
+        if dev.flags & F_SWEEP_WAIT == 0 {
+            return;
+        }
+        dev.flags &= !F_SWEEP_WAIT;
+        if let Some(rb) = &mut self.sweeps.rollback {
+            rb.waiting = rb.waiting.saturating_sub(1);
+        }
+    }
+
+    pub(super) fn rollback_step(&mut self) -> bool {
+        let Some(rb) = self.sweeps.rollback.clone() else {
+            return false;
+        };
+        // Devices that return during a rollback get their rollback directive again.
+        if let Some(d) = self.dispatch.catchup.front().copied() {
+            self.dispatch.catchup.pop_front();
+            self.devs[d as usize].flags &= !F_CATCHUP_QUEUED;
+            if self.devs[d as usize].phase == DevPhase::RollingBack {
+                self.resend(d);
+            }
+            return true;
+        }
+        if rb.cursor < rb.end {
+            if self.dispatch.inflight >= self.max_parallel() {
+                return false;
+            }
+            let d = self.plan.order[rb.cursor as usize];
+            if let Some(r) = &mut self.sweeps.rollback {
+                r.cursor += 1;
+            }
+            let dev = &self.devs[d as usize];
+            let phase = dev.phase;
+            // A device already rolling back on its own account (a device-level rollback that
+            // started before the sweep) gets no second directive, but the sweep waits for it,
+            // so the deployment does not end while it is still on the new version.
+            if phase == DevPhase::RollingBack {
+                if self.devs[d as usize].flags & F_SWEEP_WAIT == 0 {
+                    self.devs[d as usize].flags |= F_SWEEP_WAIT;
+                    if let Some(r) = &mut self.sweeps.rollback {
+                        r.waiting += 1;
+                    }
+                }
+                return true;
+            }
+            let target = match rb.scope {
+                Scope::All | Scope::Stage(_) => {
+                    phase.in_flight() || phase.active() || phase == DevPhase::Staged
+                }
+                Scope::Uncommitted => phase.in_flight() || phase == DevPhase::Verified,
+            };
+            // In blue-green a device staged but never switched has nothing to switch back.
+            if phase == DevPhase::Staged
+                && self.plan.stages[dev.stage as usize].mode == StageMode::StageOnly
+            {
+                self.release_slot(d);
+                self.set_phase(d, DevPhase::RolledBack);
+                return true;
+            }
+            if target {
+                self.release_slot(d);
+                self.devs[d as usize].flags &= !F_QUARANTINE_ON_ROLLBACK;
+                self.set_phase(d, DevPhase::RollingBack);
+                self.directive(d, DirectiveKind::Rollback);
+                if self.devs[d as usize].flags & F_OFFLINE == 0 {
+                    self.take_slot(d);
+                }
+                if self.devs[d as usize].flags & F_SWEEP_WAIT == 0 {
+                    self.devs[d as usize].flags |= F_SWEEP_WAIT;
+                    if let Some(r) = &mut self.sweeps.rollback {
+                        r.waiting += 1;
+                    }
+                }
+            } else if phase == DevPhase::Idle && matches!(rb.scope, Scope::Stage(_)) {
+                self.set_phase(d, DevPhase::Skipped);
+            }
+            return true;
+        }
+        if rb.waiting > 0 && self.now < rb.grace_until {
+            return false;
+        }
+        // Done (or the grace for offline devices has passed).
+        self.sweeps.rollback = None;
+        let count = self.machine.stages.iter().filter(|s| s.rolled_back).count();
+        match rb.scope {
+            Scope::All => {
+                self.audit(format!(
+                    "full fleet rollback complete ({count} stages rolled back)"
+                ));
+                self.set_status(DeploymentStatus::RolledBack, rb.reason);
+                self.machine.phase = Phase::Finalizing;
+                self.sweeps.final_cursor = 0;
+            }
+            Scope::Uncommitted => {
+                self.set_status(DeploymentStatus::Failed, rb.reason);
+                self.machine.phase = Phase::Finalizing;
+                self.sweeps.final_cursor = 0;
+            }
+            Scope::Stage(s) => {
+                self.machine.stages[s as usize].verdict = Some(Verdict::Fail);
+                self.machine.stages[s as usize].ended_at = Some(self.now);
+                self.machine.phase = Phase::StageDone;
+                let name = self.stage_name(s);
+                let reason = format!(
+                    "{name} rolled back ({}); a human decides: resume continues with the next \
+                     stage, rollback rolls back everything, abort ends the deployment",
+                    rb.reason
+                );
+                self.audit(format!("{name} rolled back; halted for a human decision"));
+                self.set_status(DeploymentStatus::Paused, reason);
+            }
+        }
+        true
+    }
+
+    pub(super) fn commit_step(&mut self) -> bool {
+        let spec = &self.plan.stages[self.machine.stage as usize];
+        if self.dispatch.commit_cursor < spec.end {
+            let d = self.plan.order[self.dispatch.commit_cursor as usize];
+            self.dispatch.commit_cursor += 1;
+            if self.devs[d as usize].phase == DevPhase::Verified {
+                self.set_phase(d, DevPhase::Committed);
+                self.directive(d, DirectiveKind::Commit);
+            }
+            return true;
+        }
+        let s = self.machine.stage;
+        if self.plan.stages[s as usize].approval_after
+            && self.machine.stage + 1 < self.plan.stages.len() as u32
+        {
+            self.machine.phase = Phase::AwaitingApproval;
+            let name = self.stage_name(s);
+            self.audit(format!("{name} passed; waiting for approval"));
+            self.queue.push_back(Action::ApprovalRequired { stage: s });
+        } else {
+            self.machine.phase = Phase::StageDone;
+        }
+        true
+    }
+
+    pub(super) fn final_step(&mut self) -> bool {
+        if self.sweeps.final_cursor < self.devs.len() as u32 {
+            let d = self.sweeps.final_cursor;
+            self.sweeps.final_cursor += 1;
+            let p = self.devs[d as usize].phase;
+            if !status_of(p, 0).is_terminal() || self.devs[d as usize].flags & F_OFFLINE != 0 {
+                // Devices on the new version keep it (they passed the fleet's gates or, after
+                // an abort, were committed); everything else never got it.
+                let to = match p {
+                    DevPhase::Verified | DevPhase::Switched | DevPhase::Committed => {
+                        DevPhase::Committed
+                    }
+                    DevPhase::RollingBack
+                    | DevPhase::Staging
+                    | DevPhase::Staged
+                    | DevPhase::Switching
+                    | DevPhase::Idle => DevPhase::Skipped,
+                    DevPhase::Failed
+                    | DevPhase::RolledBack
+                    | DevPhase::Quarantined
+                    | DevPhase::Skipped => p,
+                };
+                self.release_slot(d);
+                self.set_phase(d, to);
+                if to == DevPhase::Committed && p != DevPhase::Committed {
+                    self.directive(d, DirectiveKind::Commit);
+                }
+                let was_pending = self.devs[d as usize].pending_offline();
+                self.devs[d as usize].flags &= !F_OFFLINE;
+                if was_pending {
+                    self.dispatch.offline_pending -= 1;
+                }
+                self.emit_status(d);
+            }
+            return true;
+        }
+        self.machine.phase = Phase::Done;
+        self.timers.deadlines.clear();
+        self.timers.unreachable.clear();
+        self.dispatch.catchup.clear();
+        self.timers.next_check = None;
+        let s = self.machine.status;
+        self.audit(format!("deployment ended: {}", s.as_str()));
+        true
+    }
+}
