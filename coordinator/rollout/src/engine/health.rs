@@ -26,11 +26,22 @@ pub(super) fn fixed(x: f32) -> u128 {
     (f64::from(x) * FIXED).round() as u128
 }
 
+/// What a fleet-wide trigger asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Trigger {
+    /// Roll every device back (001 `error_rate_spike` with auto-rollback on).
+    RollbackAll(String),
+    /// Halt for a human to assess.
+    Halt(String),
+}
+
 /// Upper bounds of accepted metrics: an error rate is a fraction; a day of latency and a
 /// petabyte of memory are beyond any device.
 pub(super) const METRIC_LIMITS: [f32; 3] = [1.0, 86_400_000.0, 1e9];
 
-/// Health aggregation.
+/// Health aggregation: the per-group aggregates of active, reporting devices, the counts the
+/// gates read (active devices, devices with a memory-trend warning), recent restarts for the
+/// crash-count check, the error-rate trend, and the deltas measured at the last gate.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Health {
     pub(super) groups: Vec<GroupAgg>,
@@ -42,12 +53,12 @@ pub(super) struct Health {
     pub(super) health_delta: Option<[f64; 3]>,
 }
 
-impl Rollout {
-    pub(super) fn drop_metrics(&mut self, d: u32) {
-        let dev = &mut self.devs[d as usize];
+impl Health {
+    /// Takes `dev`'s last report out of its group's aggregate, if it is in.
+    pub(super) fn remove(&mut self, group: usize, dev: &mut Dev) {
         if dev.flags & F_REPORTED != 0 {
             dev.flags &= !F_REPORTED;
-            let g = &mut self.health.groups[self.plan.device_type[d as usize] as usize];
+            let g = &mut self.groups[group];
             g.n -= 1;
             g.error_rate -= fixed(dev.error_rate);
             g.p95_ms -= fixed(dev.p95_ms);
@@ -55,10 +66,10 @@ impl Rollout {
         }
     }
 
-    pub(super) fn add_metrics(&mut self, d: u32) {
-        let dev = &mut self.devs[d as usize];
+    /// Puts `dev`'s last report into its group's aggregate.
+    pub(super) fn add(&mut self, group: usize, dev: &mut Dev) {
         dev.flags |= F_REPORTED;
-        let g = &mut self.health.groups[self.plan.device_type[d as usize] as usize];
+        let g = &mut self.groups[group];
         g.n += 1;
         g.error_rate += fixed(dev.error_rate);
         g.p95_ms += fixed(dev.p95_ms);
@@ -66,11 +77,11 @@ impl Rollout {
     }
 
     /// Per-group mean metrics over reporting active devices, and the fleet's mean deltas.
-    pub(super) fn aggregates(&self) -> (Vec<GroupMeans>, Option<[f64; 3]>) {
+    pub(super) fn aggregates(&self, plan: &Plan) -> (Vec<GroupMeans>, Option<[f64; 3]>) {
         let mut out = Vec::new();
         let mut n = 0.0;
         let mut sum = [0.0f64; 3];
-        for (i, g) in self.health.groups.iter().enumerate() {
+        for (i, g) in self.groups.iter().enumerate() {
             if g.n == 0 {
                 continue;
             }
@@ -78,7 +89,7 @@ impl Rollout {
             let mean = |sum: u128| sum as f64 / FIXED / k;
             let (e, p, m) = (mean(g.error_rate), mean(g.p95_ms), mean(g.memory_mb));
             out.push((i, e, p, m));
-            let b = &self.plan.baselines[i];
+            let b = &plan.baselines[i];
             sum[0] += (e - b.error_rate) * k;
             sum[1] += if b.p95_ms > 0.0 {
                 (p / b.p95_ms - 1.0) * k
@@ -97,63 +108,69 @@ impl Rollout {
     }
 
     /// 001 threshold and trend triggers over all deployed devices, each health-check tick.
-    pub(super) fn fleet_triggers(&mut self, trend: bool) {
-        if !self.plan.config.health_check {
-            return;
+    pub(super) fn fleet_triggers(&mut self, plan: &Plan, trend: bool) -> Option<Trigger> {
+        if !plan.config.health_check {
+            return None;
         }
-        let (groups, delta) = self.aggregates();
+        let (groups, delta) = self.aggregates(plan);
         for (i, e, p, _) in &groups {
-            let b = self.plan.baselines[*i];
+            let b = plan.baselines[*i];
             if *e > b.error_rate + ERROR_SPIKE {
                 let reason = format!(
                     "error_rate_spike: {} error rate {:.2}% > baseline {:.2}% + 10%",
-                    self.plan.types[*i],
+                    plan.types[*i],
                     e * 100.0,
                     b.error_rate * 100.0
                 );
-                if self.plan.config.auto_rollback {
-                    self.start_rollback(Scope::All, reason);
+                return Some(if plan.config.auto_rollback {
+                    Trigger::RollbackAll(reason)
                 } else {
-                    self.halt(reason);
-                }
-                return;
+                    Trigger::Halt(reason)
+                });
             }
             if b.p95_ms > 0.0 && *p > latency_limit(b.p95_ms, LATENCY_SPIKE) {
                 let reason = format!(
                     "latency_spike: {} p95 {:.0} ms > 2 x baseline {:.0} ms; halt and assess",
-                    self.plan.types[*i], p, b.p95_ms
+                    plan.types[*i], p, b.p95_ms
                 );
-                self.halt(reason);
-                return;
+                return Some(Trigger::Halt(reason));
             }
         }
         if let Some([e, _, _]) = delta
             && trend
         {
-            if let Some(last) = self.health.trend_last {
-                if e > last + self.plan.config.trend_min_step {
-                    self.health.trend_rises += 1;
+            if let Some(last) = self.trend_last {
+                if e > last + plan.config.trend_min_step {
+                    self.trend_rises += 1;
                 } else {
-                    self.health.trend_rises = 0;
+                    self.trend_rises = 0;
                 }
             }
-            self.health.trend_last = Some(e);
-            if self.health.trend_rises >= TREND_CHECKS {
-                self.health.trend_rises = 0;
-                self.halt(format!(
+            self.trend_last = Some(e);
+            if self.trend_rises >= TREND_CHECKS {
+                self.trend_rises = 0;
+                return Some(Trigger::Halt(format!(
                     "gradual_degradation: error rate rose {TREND_CHECKS} checks in a row to {:+.2}% over \
                      baseline; halt and assess",
                     e * 100.0
-                ));
+                )));
             }
         }
+        None
     }
 
-    /// Evaluates a gate over all devices deployed so far.
-    pub(super) fn evaluate(&mut self, gate: GateKind) -> GateVerdict {
-        let stage = self.machine.stage;
+    /// Evaluates `gate`, closing `stage`, over all devices deployed so far; `failed` is the
+    /// number of failures of all stages.
+    pub(super) fn evaluate(
+        &mut self,
+        plan: &Plan,
+        devs: &[Dev],
+        (stage, gate): (u32, GateKind),
+        now: Millis,
+        failed: u64,
+    ) -> GateVerdict {
         // With health checks off (000 allows it) gates only wait for devices to settle.
-        if gate == GateKind::Staged || !self.plan.config.health_check {
+        if gate == GateKind::Staged || !plan.config.health_check {
             return GateVerdict {
                 stage,
                 gate,
@@ -162,9 +179,9 @@ impl Rollout {
                 reason: "devices settled".into(),
             };
         }
-        let judged = self.health.active;
-        let reported: u64 = self.health.groups.iter().map(|g| g.n).sum();
-        let need = ((judged as f64) * self.plan.config.quorum_percent / 100.0).ceil() as u64;
+        let judged = self.active;
+        let reported: u64 = self.groups.iter().map(|g| g.n).sum();
+        let need = ((judged as f64) * plan.config.quorum_percent / 100.0).ceil() as u64;
         if judged == 0 || reported < need {
             return GateVerdict {
                 stage,
@@ -173,21 +190,21 @@ impl Rollout {
                 checks: Vec::new(),
                 reason: format!(
                     "quorum: {reported} of {judged} deployed devices reported, {need} needed ({}%)",
-                    self.plan.config.quorum_percent
+                    plan.config.quorum_percent
                 ),
             };
         }
-        let (groups, delta) = self.aggregates();
-        self.health.health_delta = delta;
+        let (groups, delta) = self.aggregates(plan);
+        self.health_delta = delta;
         let (err_add, p95_mul, crash_window) = match gate {
             GateKind::Canary => (0.02, 1.2, 30 * MINUTE),
             GateKind::Wave => (0.05, 1.3, 10 * MINUTE),
-            _ => (0.02, f64::INFINITY, 0),
+            GateKind::Completion | GateKind::Staged => (0.02, f64::INFINITY, 0),
         };
         let mut checks = Vec::new();
         for (i, e, p, _) in &groups {
-            let b = self.plan.baselines[*i];
-            let t = &self.plan.types[*i];
+            let b = plan.baselines[*i];
+            let t = &plan.types[*i];
             checks.push(Check {
                 name: format!("error_rate[{t}]"),
                 value: *e,
@@ -205,20 +222,14 @@ impl Rollout {
         }
         // The healthy share is over the devices there is news from: reporting devices and
         // failures so far. Offline devices are not failures; the quorum covers silence.
-        let failed: u64 = self
-            .machine
-            .stages
-            .iter()
-            .map(|s| u64::from(s.failed))
-            .sum();
         let healthy_share = reported as f64 / (reported + failed) as f64;
         match gate {
             GateKind::Canary => {
                 checks.push(Check {
                     name: "memory_trend".into(),
-                    value: self.health.mem_warn as f64,
+                    value: self.mem_warn as f64,
                     limit: 0.0,
-                    pass: self.health.mem_warn == 0,
+                    pass: self.mem_warn == 0,
                 });
                 checks.push(Check {
                     name: "application_health".into(),
@@ -233,8 +244,8 @@ impl Rollout {
                 limit: 0.95,
                 pass: healthy_share >= 0.95,
             }),
-            _ => {
-                let coverage = self.health.active as f64 / self.plan.len() as f64;
+            GateKind::Completion | GateKind::Staged => {
+                let coverage = self.active as f64 / plan.len() as f64;
                 checks.push(Check {
                     name: "fleet_coverage".into(),
                     value: coverage,
@@ -250,20 +261,17 @@ impl Rollout {
             }
         }
         if crash_window > 0 {
-            let now = self.now;
             while self
-                .health
                 .restarts_recent
                 .front()
                 .is_some_and(|(_, t)| *t + crash_window < now)
             {
-                self.health.restarts_recent.pop_front();
+                self.restarts_recent.pop_front();
             }
             let crashes = self
-                .health
                 .restarts_recent
                 .iter()
-                .filter(|(d, _)| self.devs[*d as usize].phase.active())
+                .filter(|(d, _)| devs[*d as usize].phase.active())
                 .count();
             checks.push(Check {
                 name: "crash_count".into(),

@@ -50,6 +50,32 @@ pub(super) struct Machine {
 }
 
 impl Rollout {
+    /// Applies the fleet-wide triggers (001 thresholds and, on health-check ticks, the trend).
+    pub(super) fn fleet_triggers(&mut self, trend: bool) {
+        match self.health.fleet_triggers(&self.plan, trend) {
+            Some(Trigger::RollbackAll(reason)) => self.start_rollback(Scope::All, reason),
+            Some(Trigger::Halt(reason)) => self.halt(reason),
+            None => {}
+        }
+    }
+
+    /// Evaluates `gate` for the current stage over all devices deployed so far.
+    pub(super) fn evaluate(&mut self, gate: GateKind) -> GateVerdict {
+        let failed = self
+            .machine
+            .stages
+            .iter()
+            .map(|s| u64::from(s.failed))
+            .sum();
+        self.health.evaluate(
+            &self.plan,
+            &self.devs,
+            (self.machine.stage, gate),
+            self.now,
+            failed,
+        )
+    }
+
     pub(super) fn on_command(&mut self, c: Command) -> Result<(), RolloutError> {
         let status = self.machine.status;
         let refuse = |reason: &str| {

@@ -41,7 +41,7 @@ use super::plan::{Breach, GateKind, Plan, StageKind, StageMode};
 use super::{MINUTE, Millis};
 use device::*;
 use dispatch::Dispatch;
-use health::{GroupAgg, Health, METRIC_LIMITS};
+use health::{GroupAgg, Health, METRIC_LIMITS, Trigger};
 use machine::{Machine, Phase};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -391,6 +391,18 @@ impl Rollout {
             self.health.active += 1;
         }
         self.emit_status(d);
+    }
+
+    /// Takes `d`'s last report out of the health aggregates.
+    fn drop_metrics(&mut self, d: u32) {
+        let group = self.plan.device_type[d as usize] as usize;
+        self.health.remove(group, &mut self.devs[d as usize]);
+    }
+
+    /// Puts `d`'s last report into the health aggregates.
+    fn add_metrics(&mut self, d: u32) {
+        let group = self.plan.device_type[d as usize] as usize;
+        self.health.add(group, &mut self.devs[d as usize]);
     }
 
     fn emit_status(&mut self, d: u32) {
