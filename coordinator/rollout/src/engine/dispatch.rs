@@ -33,7 +33,6 @@ impl Rollout {
 
     /// Marks a device as taking a parallelism slot with a deploy deadline.
     pub(super) fn take_slot(&mut self, d: u32) {
-        let deadline = self.now + self.plan.config.timeout;
         let dev = &mut self.devs[d as usize];
         if dev.flags & F_INFLIGHT == 0 {
             dev.flags |= F_INFLIGHT;
@@ -42,8 +41,7 @@ impl Rollout {
                 self.dispatch.stage_inflight += 1;
             }
         }
-        dev.deadline = deadline;
-        self.timers.deadlines.push_back((d, deadline));
+        self.arm_deadline(d);
     }
 
     /// Releases a device's slot (settled, failed or gone offline).
@@ -126,9 +124,7 @@ impl Rollout {
                 self.resend(d);
             }
             DevPhase::RollingBack => {
-                let deadline = self.now + self.plan.config.timeout;
-                self.devs[d as usize].deadline = deadline;
-                self.timers.deadlines.push_back((d, deadline));
+                self.arm_deadline(d);
                 self.resend(d);
             }
             DevPhase::Idle

@@ -79,7 +79,7 @@ impl Rollout {
                 if phase.active() && dev.flags & F_UNREACHABLE == 0 {
                     dev.flags |= F_UNREACHABLE;
                     dev.unreachable_since = self.now;
-                    self.timers.unreachable.push_back((d, self.now));
+                    self.timers.watch_unreachable(d, self.now);
                 }
             }
             DeviceEvent::Failed => match phase {
@@ -182,9 +182,7 @@ impl Rollout {
         // A device-level rollback is never held back by the parallelism limit (it is not a
         // deployment), but it has a deadline: a device that never confirms ends failed.
         if self.devs[d as usize].flags & F_OFFLINE == 0 {
-            let deadline = self.now + self.plan.config.timeout;
-            self.devs[d as usize].deadline = deadline;
-            self.timers.deadlines.push_back((d, deadline));
+            self.arm_deadline(d);
         }
         self.count_failure(d);
     }

@@ -32,6 +32,26 @@ pub(super) enum Phase {
     Done,
 }
 
+impl Phase {
+    /// The phase's own deadline, if it has one: the end of a soak, or a progress deadline.
+    pub(super) fn deadline(self) -> Option<Millis> {
+        match self {
+            Phase::Soaking { until } => Some(until),
+            Phase::Gating { deadline }
+            | Phase::CatchUp { deadline }
+            | Phase::Completing { deadline } => Some(deadline),
+            Phase::Prepare
+            | Phase::Dispatching
+            | Phase::Committing
+            | Phase::AwaitingApproval
+            | Phase::StageDone
+            | Phase::RollingBack
+            | Phase::Finalizing
+            | Phase::Done => None,
+        }
+    }
+}
+
 /// The stage machine's own state: where the deployment is and what it has said about itself.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Machine {

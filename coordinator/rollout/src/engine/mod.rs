@@ -46,7 +46,7 @@ use machine::{Machine, Phase};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use sweeps::{RollbackSweep, Scope, Sweeps};
-use timers::Timers;
+use timers::{Timer, Timers};
 
 /// The most actions waiting in the output queue before inputs are refused.
 pub const MAX_QUEUED_ACTIONS: usize = 65_536;
@@ -242,37 +242,26 @@ impl Rollout {
         if self.machine.status.is_terminal() && self.machine.phase == Phase::Done {
             return None;
         }
-        let mut t: Option<Millis> = None;
-        let mut at = |x: Millis| t = Some(t.map_or(x, |y| y.min(x)));
+        let running = self.machine.status == DeploymentStatus::Running;
         // Fleet-wide triggers are checked only while running: a paused deployment waits for
         // its operator, and a rollback is already the strongest answer.
-        if let Some(c) = self.timers.next_check
-            && self.machine.status == DeploymentStatus::Running
-            && self.sweeps.rollback.is_none()
-        {
-            at(c);
-        }
-        if let Some((_, d)) = self.timers.deadlines.front() {
-            at(*d);
-        }
-        if let Some((_, d)) = self.timers.unreachable.front() {
-            at(d + UNREACHABLE_LIMIT + 1);
-        }
-        if self.machine.status == DeploymentStatus::Running {
-            match self.machine.phase {
-                Phase::Soaking { until } => at(until),
-                Phase::Gating { deadline }
-                | Phase::CatchUp { deadline }
-                | Phase::Completing { deadline } => at(deadline),
-                _ => {}
-            }
-        }
-        if let Some(rb) = &self.sweeps.rollback
-            && rb.waiting > 0
-        {
-            at(rb.grace_until);
-        }
-        t
+        let checks = running && self.sweeps.rollback.is_none();
+        let stage = running
+            .then(|| self.machine.phase.deadline())
+            .flatten()
+            .map(|at| Timer::Stage { at });
+        let grace = self
+            .sweeps
+            .rollback
+            .as_ref()
+            .filter(|rb| rb.waiting > 0)
+            .map(|rb| Timer::RollbackGrace { at: rb.grace_until });
+        self.timers
+            .pending(checks)
+            .chain(stage)
+            .chain(grace)
+            .map(Timer::due_at)
+            .min()
     }
 
     /// Feeds one input at `now`. Timers due at `now` are processed first.
@@ -391,6 +380,14 @@ impl Rollout {
             self.health.active += 1;
         }
         self.emit_status(d);
+    }
+
+    /// Gives `d` a deploy deadline of the strategy's timeout from now; only its latest
+    /// deadline counts.
+    fn arm_deadline(&mut self, d: u32) {
+        let at = self.now + self.plan.config.timeout;
+        self.devs[d as usize].deadline = at;
+        self.timers.deploy_by(d, at);
     }
 
     /// Takes `d`'s last report out of the health aggregates.

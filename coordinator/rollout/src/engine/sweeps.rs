@@ -253,10 +253,8 @@ impl Rollout {
             return true;
         }
         self.machine.phase = Phase::Done;
-        self.timers.deadlines.clear();
-        self.timers.unreachable.clear();
+        self.timers.clear();
         self.dispatch.catchup.clear();
-        self.timers.next_check = None;
         let s = self.machine.status;
         self.audit(format!("deployment ended: {}", s.as_str()));
         true

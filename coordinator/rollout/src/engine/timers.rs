@@ -1,69 +1,175 @@
-//! The timeout sweeps: deploy deadlines, unreachable health endpoints and the fleet-wide
-//! health-check tick, all processed before any input at its `now`.
+//! Deadlines and wakeups, as typed [`Timer`]s, and the timeout sweep that runs before every
+//! input: deploy deadlines, unreachable health endpoints and the fleet-wide health-check tick.
+//!
+//! Per-device timers live in two queues ordered by time (every entry is pushed at `now` plus a
+//! fixed delay, and time never runs backwards in the engine), so the next one is always at the
+//! front. An entry is not removed when its device settles; it is checked against the device's
+//! record when it comes due and dropped if it is stale, which keeps arming a timer O(1).
 
 use super::*;
 
-/// Deadlines and wakeups.
+/// Something the engine wants to be woken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// `device` must confirm its directive (or its rollback) by `at`.
+    Deploy { device: u32, at: Millis },
+    /// `device`'s health endpoint has been unreachable since `since`; it is rolled back once
+    /// that has lasted longer than [`UNREACHABLE_LIMIT`].
+    Unreachable { device: u32, since: Millis },
+    /// The next fleet-wide health check.
+    HealthCheck { at: Millis },
+    /// The stage machine's own deadline: the end of a soak, or the progress deadline of a
+    /// gate, of the catch-up or of the completion gate.
+    Stage { at: Millis },
+    /// The end of a rollback's wait for offline devices.
+    RollbackGrace { at: Millis },
+}
+
+impl Timer {
+    /// When the timer is due.
+    pub(super) fn due_at(self) -> Millis {
+        match self {
+            Timer::Deploy { at, .. }
+            | Timer::HealthCheck { at }
+            | Timer::Stage { at }
+            | Timer::RollbackGrace { at } => at,
+            Timer::Unreachable { since, .. } => since + UNREACHABLE_LIMIT + 1,
+        }
+    }
+}
+
+/// The per-device timer queues and the health-check tick.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Timers {
+    /// Deploy deadlines, `(device, at)`.
     pub(super) deadlines: VecDeque<(u32, Millis)>,
+    /// Unreachable health endpoints, `(device, since)`.
     pub(super) unreachable: VecDeque<(u32, Millis)>,
+    /// The next health-check tick, while health checks run.
     pub(super) next_check: Option<Millis>,
+}
+
+impl Timers {
+    /// Arms a deploy deadline for `device` at `at`.
+    pub(super) fn deploy_by(&mut self, device: u32, at: Millis) {
+        self.deadlines.push_back((device, at));
+    }
+
+    /// Starts watching `device`'s unreachable health endpoint, unreachable since `since`.
+    pub(super) fn watch_unreachable(&mut self, device: u32, since: Millis) {
+        self.unreachable.push_back((device, since));
+    }
+
+    /// Removes and returns the next per-device timer due at `now`: deploy deadlines first,
+    /// then unreachable endpoints.
+    pub(super) fn pop_due(&mut self, now: Millis) -> Option<Timer> {
+        if let Some(&(device, at)) = self.deadlines.front()
+            && at <= now
+        {
+            self.deadlines.pop_front();
+            return Some(Timer::Deploy { device, at });
+        }
+        if let Some(&(device, since)) = self.unreachable.front() {
+            let t = Timer::Unreachable { device, since };
+            if t.due_at() <= now {
+                self.unreachable.pop_front();
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Whether the health check is due at `now`; if so, the next one is set `interval` later.
+    pub(super) fn health_check_due(&mut self, now: Millis, interval: Millis) -> bool {
+        match self.next_check {
+            Some(at) if at <= now => {
+                self.next_check = Some(now + interval);
+                true
+            }
+            Some(_) | None => false,
+        }
+    }
+
+    /// The earliest timers of each kind kept here; the health check only if `checks` (health
+    /// checks are suspended while paused or rolling back).
+    pub(super) fn pending(&self, checks: bool) -> impl Iterator<Item = Timer> + '_ {
+        let check = self
+            .next_check
+            .filter(|_| checks)
+            .map(|at| Timer::HealthCheck { at });
+        let deploy = self
+            .deadlines
+            .front()
+            .map(|&(device, at)| Timer::Deploy { device, at });
+        let unreachable = self
+            .unreachable
+            .front()
+            .map(|&(device, since)| Timer::Unreachable { device, since });
+        check.into_iter().chain(deploy).chain(unreachable)
+    }
+
+    /// Drops every timer (the deployment is over).
+    pub(super) fn clear(&mut self) {
+        self.deadlines.clear();
+        self.unreachable.clear();
+        self.next_check = None;
+    }
 }
 
 impl Rollout {
     /// Processes every timer due at `self.now`.
     pub(super) fn run_timers(&mut self) {
         let now = self.now;
-        while let Some((d, deadline)) = self.timers.deadlines.front().copied() {
-            if deadline > now {
-                break;
-            }
-            self.timers.deadlines.pop_front();
-            let dev = &self.devs[d as usize];
-            let watched = dev.flags & F_INFLIGHT != 0 || dev.phase == DevPhase::RollingBack;
-            if dev.deadline == deadline && watched && dev.flags & F_OFFLINE == 0 {
-                if dev.phase == DevPhase::RollingBack {
-                    // A rollback that does not report back: the device is failed.
-                    self.release_slot(d);
-                    self.set_phase(d, DevPhase::Failed);
-                    self.rollback_settled(d);
-                } else if dev.phase.in_flight() {
-                    self.release_slot(d);
-                    self.devs[d as usize].flags |= F_QUARANTINE_ON_ROLLBACK;
-                    self.set_phase(d, DevPhase::Failed);
-                    self.directive_because(
-                        d,
-                        DirectiveKind::Rollback,
-                        Some(RollbackCause::DeployTimeout),
-                    );
-                    self.count_failure(d);
-                }
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Deploy { device, at } => self.deploy_deadline(device, at),
+                Timer::Unreachable { device, since } => self.unreachable_too_long(device, since),
+                Timer::HealthCheck { .. } | Timer::Stage { .. } | Timer::RollbackGrace { .. } => {}
             }
         }
-        while let Some((d, since)) = self.timers.unreachable.front().copied() {
-            if since + UNREACHABLE_LIMIT >= now {
-                break;
-            }
-            self.timers.unreachable.pop_front();
-            let dev = &self.devs[d as usize];
-            if dev.flags & F_UNREACHABLE != 0
-                && dev.unreachable_since == since
-                && dev.phase.active()
-            {
-                self.devs[d as usize].flags &= !F_UNREACHABLE;
-                self.device_rollback(d, RollbackCause::HealthUnreachable);
-            }
-        }
-        if let Some(c) = self.timers.next_check
-            && c <= now
-            && self.machine.status == DeploymentStatus::Running
+        if self.machine.status == DeploymentStatus::Running
+            && self
+                .timers
+                .health_check_due(now, self.plan.config.health_check_interval)
+            && self.sweeps.rollback.is_none()
         {
-            let interval = self.plan.config.health_check_interval;
-            self.timers.next_check = Some(now + interval);
-            if self.machine.status == DeploymentStatus::Running && self.sweeps.rollback.is_none() {
-                self.fleet_triggers(true);
-            }
+            self.fleet_triggers(true);
+        }
+    }
+
+    /// A deploy deadline came: a device still deploying (or rolling back) at its latest
+    /// deadline, and online, has failed.
+    fn deploy_deadline(&mut self, d: u32, at: Millis) {
+        let dev = &self.devs[d as usize];
+        let watched = dev.flags & F_INFLIGHT != 0 || dev.phase == DevPhase::RollingBack;
+        if dev.deadline != at || !watched || dev.flags & F_OFFLINE != 0 {
+            return;
+        }
+        if dev.phase == DevPhase::RollingBack {
+            // A rollback that does not report back: the device is failed.
+            self.release_slot(d);
+            self.set_phase(d, DevPhase::Failed);
+            self.rollback_settled(d);
+        } else if dev.phase.in_flight() {
+            self.release_slot(d);
+            self.devs[d as usize].flags |= F_QUARANTINE_ON_ROLLBACK;
+            self.set_phase(d, DevPhase::Failed);
+            self.directive_because(
+                d,
+                DirectiveKind::Rollback,
+                Some(RollbackCause::DeployTimeout),
+            );
+            self.count_failure(d);
+        }
+    }
+
+    /// A health endpoint stayed unreachable past the limit: the device is rolled back, unless
+    /// it has answered since or is no longer on the new version.
+    fn unreachable_too_long(&mut self, d: u32, since: Millis) {
+        let dev = &self.devs[d as usize];
+        if dev.flags & F_UNREACHABLE != 0 && dev.unreachable_since == since && dev.phase.active() {
+            self.devs[d as usize].flags &= !F_UNREACHABLE;
+            self.device_rollback(d, RollbackCause::HealthUnreachable);
         }
     }
 }
