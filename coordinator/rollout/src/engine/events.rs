@@ -14,9 +14,8 @@ impl Rollout {
                     return;
                 }
                 dev.flags |= F_OFFLINE;
-                if dev.pending_offline() {
-                    self.dispatch.offline_pending += 1;
-                }
+                let is_pending = dev.pending_offline();
+                self.dispatch.offline_changed(false, is_pending);
                 // A rollback directive stands while the device is away; it is re-sent when the
                 // device returns, like any other current directive.
                 self.release_slot(d);
@@ -30,9 +29,7 @@ impl Rollout {
                 }
                 let was_pending = dev.pending_offline();
                 dev.flags &= !F_OFFLINE;
-                if was_pending {
-                    self.dispatch.offline_pending -= 1;
-                }
+                self.dispatch.offline_changed(was_pending, false);
                 self.emit_status(d);
                 self.queue_catchup(d);
             }
@@ -137,40 +134,13 @@ impl Rollout {
         }
     }
 
-    pub(super) fn queue_catchup(&mut self, d: u32) {
-        let dev = &mut self.devs[d as usize];
-        let due = match dev.phase {
-            DevPhase::Idle => {
-                dev.stage <= self.machine.stage
-                    && self.machine.started_at.is_some()
-                    && self.sweeps.rollback.is_none()
-            }
-            DevPhase::Staging
-            | DevPhase::Staged
-            | DevPhase::Switching
-            | DevPhase::Switched
-            | DevPhase::RollingBack => true,
-            DevPhase::Verified
-            | DevPhase::Committed
-            | DevPhase::Failed
-            | DevPhase::RolledBack
-            | DevPhase::Quarantined
-            | DevPhase::Skipped => false,
-        };
-        if due && dev.flags & F_CATCHUP_QUEUED == 0 {
-            dev.flags |= F_CATCHUP_QUEUED;
-            self.dispatch.catchup.push_back(d);
-        }
-    }
-
     pub(super) fn verified(&mut self, d: u32) {
         self.release_slot(d);
         self.set_phase(d, DevPhase::Verified);
         let dev = &self.devs[d as usize];
-        if dev.stage < self.machine.stage && dev.flags & F_COMMIT_QUEUED == 0 {
+        if dev.stage < self.machine.stage {
             // A caught-up device of an earlier, already committed stage.
-            self.devs[d as usize].flags |= F_COMMIT_QUEUED;
-            self.dispatch.commits.push_back(d);
+            self.dispatch.queue_commit(d, &mut self.devs[d as usize]);
         }
     }
 

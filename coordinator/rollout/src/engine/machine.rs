@@ -216,9 +216,8 @@ impl Rollout {
 
     pub(super) fn begin_stage(&mut self, s: u32) {
         self.machine.stage = s;
-        self.dispatch.stage_inflight = 0;
         let spec = &self.plan.stages[s as usize];
-        self.dispatch.cursor = spec.start;
+        self.dispatch.begin_stage(spec.start);
         self.machine.stages[s as usize].started_at = Some(self.now);
         self.machine.phase = Phase::Dispatching;
         self.machine.last_gate = None;
@@ -289,7 +288,7 @@ impl Rollout {
         match self.machine.phase {
             Phase::Dispatching => {
                 let spec = &self.plan.stages[self.machine.stage as usize];
-                if self.dispatch.cursor < spec.end || self.dispatch.stage_inflight > 0 {
+                if !self.dispatch.stage_settled(spec.end) {
                     return false;
                 }
                 let until = now + spec.soak;
@@ -369,7 +368,7 @@ impl Rollout {
                 true
             }
             Phase::CatchUp { deadline } => {
-                let waiting = self.devs_waiting_catchup();
+                let waiting = self.dispatch.waiting();
                 if (waiting || self.dispatch.inflight > 0) && now < deadline {
                     return false;
                 }
@@ -409,11 +408,5 @@ impl Rollout {
             }
             _ => false,
         }
-    }
-
-    pub(super) fn devs_waiting_catchup(&self) -> bool {
-        self.dispatch.offline_pending > 0
-            || !self.dispatch.catchup.is_empty()
-            || !self.dispatch.commits.is_empty()
     }
 }

@@ -362,11 +362,7 @@ impl Rollout {
         let dev = &mut self.devs[d as usize];
         dev.phase = phase;
         let is_pending = dev.pending_offline();
-        if was_pending && !is_pending {
-            self.dispatch.offline_pending -= 1;
-        } else if !was_pending && is_pending {
-            self.dispatch.offline_pending += 1;
-        }
+        self.dispatch.offline_changed(was_pending, is_pending);
         let now_active = phase.active();
         if was_active && !now_active {
             self.health.active -= 1;
@@ -434,50 +430,20 @@ impl Rollout {
 
     /// One unit of lazy work. Returns whether it did anything.
     fn lazy_step(&mut self) -> bool {
-        if self.machine.phase == Phase::RollingBack {
-            return self.rollback_step();
+        match self.machine.phase {
+            Phase::RollingBack => self.rollback_step(),
+            Phase::Committing => self.commit_step(),
+            Phase::Finalizing => self.final_step(),
+            Phase::Prepare
+            | Phase::Dispatching
+            | Phase::Soaking { .. }
+            | Phase::Gating { .. }
+            | Phase::AwaitingApproval
+            | Phase::StageDone
+            | Phase::CatchUp { .. }
+            | Phase::Completing { .. }
+            | Phase::Done => self.dispatch_step(),
         }
-        if self.machine.phase == Phase::Committing {
-            return self.commit_step();
-        }
-        if self.machine.phase == Phase::Finalizing {
-            return self.final_step();
-        }
-        if let Some(d) = self.dispatch.commits.front().copied()
-            && self.machine.status != DeploymentStatus::Pending
-        {
-            self.dispatch.commits.pop_front();
-            self.devs[d as usize].flags &= !F_COMMIT_QUEUED;
-            if self.devs[d as usize].phase == DevPhase::Verified {
-                self.set_phase(d, DevPhase::Committed);
-                self.directive(d, DirectiveKind::Commit);
-            }
-            return true;
-        }
-        if self.machine.status != DeploymentStatus::Running {
-            return false;
-        }
-        if self.dispatch.inflight >= self.max_parallel() {
-            return false;
-        }
-        if let Some(d) = self.dispatch.catchup.pop_front() {
-            self.devs[d as usize].flags &= !F_CATCHUP_QUEUED;
-            self.dispatch_catchup(d);
-            return true;
-        }
-        if self.machine.phase == Phase::Dispatching
-            || matches!(self.machine.phase, Phase::CatchUp { .. })
-        {
-            let end = self.plan.stages[self.machine.stage as usize].end;
-            if self.machine.phase == Phase::Dispatching && self.dispatch.cursor < end {
-                let d = self.plan.order[self.dispatch.cursor as usize];
-                self.dispatch.cursor += 1;
-                self.dispatch.high_water = self.dispatch.high_water.max(self.dispatch.cursor);
-                self.dispatch_device(d);
-                return true;
-            }
-        }
-        false
     }
 
     /// Counts of targets by status (O(fleet); for reports, not hot paths).

@@ -41,7 +41,7 @@ impl Rollout {
                 let spec = &self.plan.stages[s as usize];
                 (spec.start, spec.end)
             }
-            _ => (0, self.dispatch.high_water.max(self.dispatch.cursor)),
+            _ => (0, self.dispatch.dispatched_end()),
         };
         if let Scope::Stage(s) = scope {
             self.machine.stages[s as usize].rolled_back = true;
@@ -91,16 +91,14 @@ impl Rollout {
             return false;
         };
         // Devices that return during a rollback get their rollback directive again.
-        if let Some(d) = self.dispatch.catchup.front().copied() {
-            self.dispatch.catchup.pop_front();
-            self.devs[d as usize].flags &= !F_CATCHUP_QUEUED;
+        if let Some(d) = self.dispatch.pop_catchup(&mut self.devs) {
             if self.devs[d as usize].phase == DevPhase::RollingBack {
                 self.resend(d);
             }
             return true;
         }
         if rb.cursor < rb.end {
-            if self.dispatch.inflight >= self.max_parallel() {
+            if !self.has_room() {
                 return false;
             }
             let d = self.plan.order[rb.cursor as usize];
@@ -245,9 +243,7 @@ impl Rollout {
                 }
                 let was_pending = self.devs[d as usize].pending_offline();
                 self.devs[d as usize].flags &= !F_OFFLINE;
-                if was_pending {
-                    self.dispatch.offline_pending -= 1;
-                }
+                self.dispatch.offline_changed(was_pending, false);
                 self.emit_status(d);
             }
             return true;
