@@ -15,19 +15,66 @@ pub(super) enum Scope {
     Uncommitted,
 }
 
+impl Scope {
+    /// Whether a device in phase `p` is sent a rollback directive by a sweep of this scope.
+    fn covers(self, p: DevPhase) -> bool {
+        match self {
+            Scope::All | Scope::Stage(_) => p.in_flight() || p.active() || p == DevPhase::Staged,
+            Scope::Uncommitted => p.in_flight() || p == DevPhase::Verified,
+        }
+    }
+}
+
+/// A rollback under way: it walks the plan's order from `cursor` to `end`, one device per
+/// step under the parallelism limit, then waits for the rollbacks it sent to settle (offline
+/// devices until `grace_until`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct RollbackSweep {
+    /// What it covers.
     pub(super) scope: Scope,
+    /// The next position in the plan's order.
     pub(super) cursor: u32,
+    /// One past the last position it covers.
     pub(super) end: u32,
     /// Devices waiting for their `RolledBack` report.
     pub(super) waiting: u32,
     /// Until when offline devices are waited for.
     pub(super) grace_until: Millis,
+    /// Why it started (the deployment's status reason when it ends).
     pub(super) reason: String,
 }
 
-/// Sweeps.
+impl RollbackSweep {
+    /// The next device to sweep, if the walk is not over.
+    fn next(&mut self, order: &[u32]) -> Option<u32> {
+        if self.cursor >= self.end {
+            return None;
+        }
+        let d = order[self.cursor as usize];
+        self.cursor += 1;
+        Some(d)
+    }
+
+    /// Whether the walk is over.
+    fn walked(&self) -> bool {
+        self.cursor >= self.end
+    }
+
+    /// The sweep waits for `dev`'s rollback to settle (counted once).
+    fn wait_for(&mut self, dev: &mut Dev) {
+        if dev.flags & F_SWEEP_WAIT == 0 {
+            dev.flags |= F_SWEEP_WAIT;
+            self.waiting += 1;
+        }
+    }
+
+    /// Whether the sweep can end at `now`: nothing left to wait for, or the grace is over.
+    fn finished(&self, now: Millis) -> bool {
+        self.walked() && (self.waiting == 0 || now >= self.grace_until)
+    }
+}
+
+/// The sweeps' state: the rollback under way, if any, and the final sweep's position.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Sweeps {
     pub(super) rollback: Option<RollbackSweep>,
@@ -35,13 +82,14 @@ pub(super) struct Sweeps {
 }
 
 impl Rollout {
+    /// Starts a rollback of `scope`; the sweep runs lazily from `poll_action`.
     pub(super) fn start_rollback(&mut self, scope: Scope, reason: String) {
         let (start, end) = match scope {
             Scope::Stage(s) => {
                 let spec = &self.plan.stages[s as usize];
                 (spec.start, spec.end)
             }
-            _ => (0, self.dispatch.dispatched_end()),
+            Scope::All | Scope::Uncommitted => (0, self.dispatch.dispatched_end()),
         };
         if let Scope::Stage(s) = scope {
             self.machine.stages[s as usize].rolled_back = true;
@@ -86,8 +134,9 @@ impl Rollout {
         }
     }
 
+    /// One step of the rollback sweep. Returns whether it did anything.
     pub(super) fn rollback_step(&mut self) -> bool {
-        let Some(rb) = self.sweeps.rollback.clone() else {
+        let Some(scope) = self.sweeps.rollback.as_ref().map(|rb| rb.scope) else {
             return false;
         };
         // Devices that return during a rollback get their rollback directive again.
@@ -97,66 +146,71 @@ impl Rollout {
             }
             return true;
         }
-        if rb.cursor < rb.end {
+        if self.sweeps.rollback.as_ref().is_some_and(|rb| !rb.walked()) {
             if !self.has_room() {
                 return false;
             }
-            let d = self.plan.order[rb.cursor as usize];
-            if let Some(r) = &mut self.sweeps.rollback {
-                r.cursor += 1;
-            }
-            let dev = &self.devs[d as usize];
-            let phase = dev.phase;
-            // A device already rolling back on its own account (a device-level rollback that
-            // started before the sweep) gets no second directive, but the sweep waits for it,
-            // so the deployment does not end while it is still on the new version.
-            if phase == DevPhase::RollingBack {
-                if self.devs[d as usize].flags & F_SWEEP_WAIT == 0 {
-                    self.devs[d as usize].flags |= F_SWEEP_WAIT;
-                    if let Some(r) = &mut self.sweeps.rollback {
-                        r.waiting += 1;
-                    }
-                }
-                return true;
-            }
-            let target = match rb.scope {
-                Scope::All | Scope::Stage(_) => {
-                    phase.in_flight() || phase.active() || phase == DevPhase::Staged
-                }
-                Scope::Uncommitted => phase.in_flight() || phase == DevPhase::Verified,
-            };
-            // In blue-green a device staged but never switched has nothing to switch back.
-            if phase == DevPhase::Staged
-                && self.plan.stages[dev.stage as usize].mode == StageMode::StageOnly
-            {
-                self.release_slot(d);
-                self.set_phase(d, DevPhase::RolledBack);
-                return true;
-            }
-            if target {
-                self.release_slot(d);
-                self.devs[d as usize].flags &= !F_QUARANTINE_ON_ROLLBACK;
-                self.set_phase(d, DevPhase::RollingBack);
-                self.directive(d, DirectiveKind::Rollback);
-                if self.devs[d as usize].flags & F_OFFLINE == 0 {
-                    self.take_slot(d);
-                }
-                if self.devs[d as usize].flags & F_SWEEP_WAIT == 0 {
-                    self.devs[d as usize].flags |= F_SWEEP_WAIT;
-                    if let Some(r) = &mut self.sweeps.rollback {
-                        r.waiting += 1;
-                    }
-                }
-            } else if phase == DevPhase::Idle && matches!(rb.scope, Scope::Stage(_)) {
-                self.set_phase(d, DevPhase::Skipped);
+            let order = &self.plan.order;
+            if let Some(d) = self.sweeps.rollback.as_mut().and_then(|rb| rb.next(order)) {
+                self.sweep_device(d, scope);
             }
             return true;
         }
-        if rb.waiting > 0 && self.now < rb.grace_until {
-            return false;
+        let now = self.now;
+        match self.sweeps.rollback.take() {
+            Some(rb) if rb.finished(now) => {
+                self.finish_rollback(rb);
+                true
+            }
+            other => {
+                self.sweeps.rollback = other;
+                false
+            }
         }
-        // Done (or the grace for offline devices has passed).
-        self.sweeps.rollback = None;
+    }
+
+    /// Rolls `d` back if the sweep's scope covers it.
+    fn sweep_device(&mut self, d: u32, scope: Scope) {
+        let dev = &self.devs[d as usize];
+        let phase = dev.phase;
+        // A device already rolling back on its own account (a device-level rollback that
+        // started before the sweep) gets no second directive, but the sweep waits for it,
+        // so the deployment does not end while it is still on the new version.
+        if phase == DevPhase::RollingBack {
+            self.sweep_waits_for(d);
+            return;
+        }
+        // In blue-green a device staged but never switched has nothing to switch back.
+        if phase == DevPhase::Staged
+            && self.plan.stages[dev.stage as usize].mode == StageMode::StageOnly
+        {
+            self.release_slot(d);
+            self.set_phase(d, DevPhase::RolledBack);
+            return;
+        }
+        if scope.covers(phase) {
+            self.release_slot(d);
+            self.devs[d as usize].flags &= !F_QUARANTINE_ON_ROLLBACK;
+            self.set_phase(d, DevPhase::RollingBack);
+            self.directive(d, DirectiveKind::Rollback);
+            if self.devs[d as usize].flags & F_OFFLINE == 0 {
+                self.take_slot(d);
+            }
+            self.sweep_waits_for(d);
+        } else if phase == DevPhase::Idle && matches!(scope, Scope::Stage(_)) {
+            self.set_phase(d, DevPhase::Skipped);
+        }
+    }
+
+    fn sweep_waits_for(&mut self, d: u32) {
+        if let Some(rb) = &mut self.sweeps.rollback {
+            rb.wait_for(&mut self.devs[d as usize]);
+        }
+    }
+
+    /// The rollback is over (or the grace for offline devices has passed): the deployment
+    /// ends rolled back or failed, or, after a wave rollback, pauses for a human.
+    fn finish_rollback(&mut self, rb: RollbackSweep) {
         let count = self.machine.stages.iter().filter(|s| s.rolled_back).count();
         match rb.scope {
             Scope::All => {
@@ -186,9 +240,9 @@ impl Rollout {
                 self.set_status(DeploymentStatus::Paused, reason);
             }
         }
-        true
     }
 
+    /// One step of the commit sweep after the current stage's gate passed.
     pub(super) fn commit_step(&mut self) -> bool {
         let spec = &self.plan.stages[self.machine.stage as usize];
         if self.dispatch.commit_cursor < spec.end {
@@ -214,6 +268,7 @@ impl Rollout {
         true
     }
 
+    /// One step of the final sweep, which gives every target its last status.
     pub(super) fn final_step(&mut self) -> bool {
         if self.sweeps.final_cursor < self.devs.len() as u32 {
             let d = self.sweeps.final_cursor;
