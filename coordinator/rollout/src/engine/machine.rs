@@ -406,7 +406,14 @@ impl Rollout {
                     }
                 }
             }
-            _ => false,
+            // Dispatch, commits, rollbacks and the final sweep move on in `poll_action`; the
+            // rest wait for an operator or have nothing left to do.
+            Phase::Prepare
+            | Phase::Committing
+            | Phase::AwaitingApproval
+            | Phase::RollingBack
+            | Phase::Finalizing
+            | Phase::Done => false,
         }
     }
 }

@@ -232,8 +232,8 @@ impl Rollout {
                 "CONFIRM"
             }
             Phase::RollingBack => "ROLLBACK",
-            _ if kind == Some(StageKind::Canary) => "CANARY",
-            _ => "ROLLOUT",
+            Phase::Dispatching | Phase::StageDone if kind == Some(StageKind::Canary) => "CANARY",
+            Phase::Dispatching | Phase::StageDone => "ROLLOUT",
         }
     }
 
@@ -494,8 +494,20 @@ impl Rollout {
             (_, Phase::CatchUp { .. }) => "catch up offline devices".into(),
             (_, Phase::Completing { .. }) => "completion gate".into(),
             (_, Phase::RollingBack) => "finish rollback".into(),
-            (s, _) if s.is_terminal() => "none".into(),
-            _ => "continue".into(),
+            (
+                DeploymentStatus::Completed
+                | DeploymentStatus::Failed
+                | DeploymentStatus::RolledBack,
+                _,
+            ) => "none".into(),
+            (
+                DeploymentStatus::Running,
+                Phase::Prepare
+                | Phase::Committing
+                | Phase::StageDone
+                | Phase::Finalizing
+                | Phase::Done,
+            ) => "continue".into(),
         }
     }
 }
