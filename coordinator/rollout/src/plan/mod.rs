@@ -37,6 +37,7 @@ pub use canary::canary_size_range;
 pub use strategy::{Strategy, StrategyConfig, WaveConfig};
 
 use super::Millis;
+use super::names::spelled;
 use super::rng::SplitMix64;
 use canary::Fleet;
 use serde::{Deserialize, Serialize};
@@ -202,6 +203,23 @@ pub enum GateKind {
     /// No health gate: the stage passes when its devices are staged (blue-green staging).
     Staged,
 }
+
+spelled!(StageKind, "stage kind", {
+    Canary => "canary",
+    Wave => "wave",
+    Batch => "batch",
+    Step => "step",
+    All => "all",
+    BlueGreenStage => "blue_green_stage",
+    BlueGreenSwitch => "blue_green_switch",
+});
+
+spelled!(GateKind, "gate kind", {
+    Canary => "canary",
+    Wave => "wave",
+    Completion => "completion",
+    Staged => "staged",
+});
 
 /// One compiled stage: a range of the plan's device order and how to run it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

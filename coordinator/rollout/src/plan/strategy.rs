@@ -4,6 +4,7 @@
 //! checks before compiling anything.
 
 use super::PlanError;
+use crate::names::UnknownName;
 use crate::{HOUR, MINUTE, Millis, SECOND};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,31 @@ impl Strategy {
         ]
         .into_iter()
         .find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Strategy::parse(s).ok_or_else(|| UnknownName {
+            what: "strategy",
+            name: s.to_string(),
+            expected: &[
+                "all-at-once",
+                "rolling",
+                "canary",
+                "blue-green",
+                "canary-waves",
+                "steps",
+            ],
+        })
     }
 }
 

@@ -1,0 +1,231 @@
+//! What the coordinator stores and reads back: the engine's persisted layout, which must not
+//! change under a deployment in progress, the cause a device-level rollback carries for the
+//! audit log, and the spellings the REST API and the store use.
+
+use super::*;
+use crate::engine::RollbackCause;
+use crate::names::UnknownName;
+use crate::plan::{GateKind, StageKind};
+use crate::sim::Approval;
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// Engine states written by the engine before its state was grouped into sub-states (commit
+/// 5004eab), by the simulator on 12 devices with canary-waves and manual approval: one
+/// waiting for the approval after the canary, one rolled back (30 % failures, 20 % offline).
+const AWAITING_APPROVAL: &str = include_str!("persisted-awaiting-approval.json");
+const ROLLED_BACK: &str = include_str!("persisted-rolled-back.json");
+
+fn simulated(fail_rate: f64, offline_rate: f64) -> Rollout {
+    let mut cfg = SimConfig::new(12, Strategy::CanaryWaves);
+    cfg.fail_rate = fail_rate;
+    cfg.offline_rate = offline_rate;
+    cfg.approval = Approval::Manual;
+    sim::run(&cfg).unwrap().rollout
+}
+
+/// Whether two JSON documents are the same up to the last bit of their floats.
+fn same_document(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_document(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((kx, x), (ky, y))| kx == ky && same_document(x, y))
+        }
+        _ => a == b,
+    }
+}
+
+/// Loading keeps every field: written back, a stored state is the same document. (Floats are
+/// compared to the last bit: serde_json's default float parsing may land one ulp off, so a
+/// float can print differently after a load; that was so before the split too.)
+#[test]
+fn stored_states_load_with_every_field() {
+    for stored in [AWAITING_APPROVAL, ROLLED_BACK] {
+        let r: Rollout = serde_json::from_str(stored).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(stored).unwrap();
+        assert!(same_document(&written, &doc), "{written}\n{doc}");
+    }
+}
+
+#[test]
+fn the_engine_still_writes_the_stored_layout_byte_for_byte_and_reaches_the_same_states() {
+    for ((fail, offline), stored) in [((0.0, 0.0), AWAITING_APPROVAL), ((0.3, 0.2), ROLLED_BACK)] {
+        let r = simulated(fail, offline);
+        assert_eq!(serde_json::to_string(&r).unwrap(), stored.trim_end());
+    }
+}
+
+#[test]
+fn a_stored_state_goes_on_after_loading() {
+    let mut r: Rollout = serde_json::from_str(AWAITING_APPROVAL).unwrap();
+    assert!(r.awaiting_approval());
+    assert!(r.handle_input(0, Input::Command(Command::Approve)).is_ok());
+    let mut stages = 0;
+    while let Some(a) = r.poll_action() {
+        if matches!(a, Action::Audit { ref event, .. } if event.starts_with("begin ")) {
+            stages += 1;
+        }
+    }
+    assert_eq!(stages, 1, "approve begins the next stage");
+    assert_eq!(r.current_stage(), 1);
+}
+
+#[test]
+fn a_device_level_rollback_carries_its_cause_and_a_fleet_rollback_none() {
+    let mut h = H::new(StrategyConfig::defaults(Strategy::Rolling), 60);
+    h.respond = Box::new(|d, kind, _| match kind {
+        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
+        DirectiveKind::Switch if d == 34 => vec![dev(d, DeviceEvent::Switched)],
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
+        DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
+        DirectiveKind::Commit => vec![],
+    });
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_until(15 * MINUTE);
+    for (i, restarts) in [1u32, 2, 3].into_iter().enumerate() {
+        h.now = 15 * MINUTE + (i as Millis + 1) * MINUTE;
+        let report = HealthReport {
+            status: HealthStatus::Degraded,
+            restarts,
+            ..good()
+        };
+        assert!(h.send(Input::Health { device: 34, report }).is_ok());
+    }
+    let causes = |h: &H| -> Vec<(u32, Option<RollbackCause>)> {
+        h.log
+            .iter()
+            .filter_map(|(_, a)| match a {
+                Action::Directive {
+                    device,
+                    kind: DirectiveKind::Rollback,
+                    cause,
+                    ..
+                } => Some((*device, *cause)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(causes(&h), vec![(34, Some(RollbackCause::CrashLoop))]);
+    assert!(h.cmd(Command::Rollback).is_ok());
+    h.run_to_end();
+    let all = causes(&h);
+    assert!(all.len() > 1);
+    assert!(all[1..].iter().all(|(_, c)| c.is_none()), "{all:?}");
+}
+
+/// Checks that `values` are spelled as serde spells them and parse back.
+fn spelled_as_serde<T>(values: &[T])
+where
+    T: Copy + PartialEq + std::fmt::Debug + Display + FromStr<Err = UnknownName> + serde::Serialize,
+{
+    for v in values {
+        assert_eq!(serde_json::to_string(v).unwrap(), format!("\"{v}\""));
+        assert_eq!(v.to_string().parse::<T>(), Ok(*v));
+    }
+    let err = "no-such-value".parse::<T>().unwrap_err();
+    assert!(err.to_string().contains(&values[0].to_string()), "{err}");
+}
+
+#[test]
+fn public_enums_are_spelled_as_serde_spells_them() {
+    use DeploymentStatus as D;
+    use TargetStatus as T;
+    spelled_as_serde(&[
+        D::Pending,
+        D::Running,
+        D::Paused,
+        D::Completed,
+        D::Failed,
+        D::RolledBack,
+    ]);
+    spelled_as_serde(&[
+        T::Pending,
+        T::Deploying,
+        T::Success,
+        T::Failed,
+        T::Offline,
+        T::Skipped,
+        T::RolledBack,
+        T::Quarantined,
+    ]);
+    spelled_as_serde(&[
+        Command::Start,
+        Command::Pause,
+        Command::Resume,
+        Command::Approve,
+        Command::Rollback,
+        Command::Abort,
+    ]);
+    spelled_as_serde(&[
+        DeviceEvent::Staged,
+        DeviceEvent::Switched,
+        DeviceEvent::Healthy,
+        DeviceEvent::Unhealthy,
+        DeviceEvent::Failed,
+        DeviceEvent::RolledBack,
+        DeviceEvent::Offline,
+        DeviceEvent::Online,
+        DeviceEvent::HealthUnreachable,
+    ]);
+    spelled_as_serde(&[
+        HealthStatus::Healthy,
+        HealthStatus::Degraded,
+        HealthStatus::Unhealthy,
+    ]);
+    spelled_as_serde(&[
+        DirectiveKind::Stage,
+        DirectiveKind::Switch,
+        DirectiveKind::Commit,
+        DirectiveKind::Rollback,
+    ]);
+    spelled_as_serde(&[Verdict::Pass, Verdict::Wait, Verdict::Fail]);
+    spelled_as_serde(&[
+        RollbackCause::Unhealthy,
+        RollbackCause::FailedAfterSwitch,
+        RollbackCause::CrashLoop,
+        RollbackCause::MemoryLeak,
+        RollbackCause::HealthUnreachable,
+        RollbackCause::DeployTimeout,
+    ]);
+    spelled_as_serde(&[
+        GateKind::Canary,
+        GateKind::Wave,
+        GateKind::Completion,
+        GateKind::Staged,
+    ]);
+    spelled_as_serde(&[
+        StageKind::Canary,
+        StageKind::Wave,
+        StageKind::Batch,
+        StageKind::Step,
+        StageKind::All,
+        StageKind::BlueGreenStage,
+        StageKind::BlueGreenSwitch,
+    ]);
+    spelled_as_serde(&[
+        Strategy::AllAtOnce,
+        Strategy::Rolling,
+        Strategy::Canary,
+        Strategy::BlueGreen,
+        Strategy::CanaryWaves,
+        Strategy::Steps,
+    ]);
+}
