@@ -1,7 +1,7 @@
 //! One spelling per enum value: the string the REST API, the store, the audit log and serde
-//! use. The [`spelled!`] macro gives an enum `as_str`, `Display` and `FromStr` from one table,
-//! so the coordinator maps values to strings and back through the engine's own spelling
-//! instead of keeping a hand-written copy that could drift from serde's.
+//! use. The [`spelled!`] macro gives an enum `ALL`, `as_str`, `Display` and `FromStr` from one
+//! table, so the coordinator maps values to strings and back through the engine's own
+//! spelling instead of keeping a hand-written copy that could drift from serde's.
 
 /// A string that names no value of the enum it was parsed as.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,11 +15,14 @@ pub struct UnknownName {
     pub expected: &'static [&'static str],
 }
 
-/// Implements `as_str`, `Display` and `FromStr` for a field-less enum from a table of
+/// Implements `ALL`, `as_str`, `Display` and `FromStr` for a field-less enum from a table of
 /// `Variant => "spelling"`.
 macro_rules! spelled {
     ($t:ident, $what:literal, { $($v:ident => $s:literal),+ $(,)? }) => {
         impl $t {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$t] = &[$($t::$v),+];
+
             /// The spelling the REST API, the store and serde use.
             pub fn as_str(self) -> &'static str {
                 match self {

@@ -4,7 +4,7 @@
 //! checks before compiling anything.
 
 use super::PlanError;
-use crate::names::UnknownName;
+use crate::names::spelled;
 use crate::{HOUR, MINUTE, Millis, SECOND};
 use serde::{Deserialize, Serialize};
 
@@ -26,56 +26,24 @@ pub enum Strategy {
     Steps,
 }
 
+spelled!(Strategy, "strategy", {
+    AllAtOnce => "all-at-once",
+    Rolling => "rolling",
+    Canary => "canary",
+    BlueGreen => "blue-green",
+    CanaryWaves => "canary-waves",
+    Steps => "steps",
+});
+
 impl Strategy {
-    /// The CLI and REST name.
+    /// The CLI and REST name (the same as [`Strategy::as_str`]).
     pub fn name(self) -> &'static str {
-        match self {
-            Strategy::AllAtOnce => "all-at-once",
-            Strategy::Rolling => "rolling",
-            Strategy::Canary => "canary",
-            Strategy::BlueGreen => "blue-green",
-            Strategy::CanaryWaves => "canary-waves",
-            Strategy::Steps => "steps",
-        }
+        self.as_str()
     }
 
-    /// Parses a CLI or REST name.
+    /// Parses a CLI or REST name (`str::parse` says what was expected instead).
     pub fn parse(name: &str) -> Option<Self> {
-        [
-            Strategy::AllAtOnce,
-            Strategy::Rolling,
-            Strategy::Canary,
-            Strategy::BlueGreen,
-            Strategy::CanaryWaves,
-            Strategy::Steps,
-        ]
-        .into_iter()
-        .find(|s| s.name() == name)
-    }
-}
-
-impl std::fmt::Display for Strategy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Strategy {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Strategy::parse(s).ok_or_else(|| UnknownName {
-            what: "strategy",
-            name: s.to_string(),
-            expected: &[
-                "all-at-once",
-                "rolling",
-                "canary",
-                "blue-green",
-                "canary-waves",
-                "steps",
-            ],
-        })
+        name.parse().ok()
     }
 }
 

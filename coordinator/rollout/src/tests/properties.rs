@@ -29,14 +29,7 @@ fn chaos_responder(seed: u64) -> Responder {
 }
 
 fn strategy_of(i: u8) -> Strategy {
-    [
-        Strategy::AllAtOnce,
-        Strategy::Rolling,
-        Strategy::Canary,
-        Strategy::BlueGreen,
-        Strategy::CanaryWaves,
-        Strategy::Steps,
-    ][usize::from(i) % 6]
+    Strategy::ALL[usize::from(i) % Strategy::ALL.len()]
 }
 
 proptest! {

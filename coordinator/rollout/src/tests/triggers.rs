@@ -3,6 +3,7 @@
 //! degradation), with the latency slack that keeps noise from tripping them.
 
 use super::*;
+use crate::engine::RollbackCause;
 
 #[test]
 fn crash_loop_rolls_back_that_device_only() {
@@ -35,6 +36,16 @@ fn crash_loop_rolls_back_that_device_only() {
         assert!(h.send(Input::Health { device: 34, report }).is_ok());
     }
     assert_eq!(h.directives(DirectiveKind::Rollback), vec![34]);
+    // The rollback says why, for the coordinator's audit log.
+    assert!(h.log.iter().any(|(_, a)| matches!(
+        a,
+        Action::Directive {
+            device: 34,
+            kind: DirectiveKind::Rollback,
+            cause: Some(RollbackCause::CrashLoop),
+            ..
+        }
+    )));
     assert_eq!(h.r.target_status(34), Some(TargetStatus::Quarantined));
     h.run_to_end();
     assert_eq!(
