@@ -58,7 +58,7 @@ impl Dispatch {
     }
 
     /// A stage whose devices start at `start` in the plan's order begins.
-    pub(super) fn begin_stage(&mut self, start: u32) {
+    pub(super) fn start_stage(&mut self, start: u32) {
         self.stage_inflight = 0;
         self.cursor = start;
     }

@@ -1,6 +1,7 @@
-//! Device and health reports: what each report means for the device's phase, and the
-//! device-level triggers (crash loop, memory leak, unhealthy, unreachable) that roll one device
-//! back and quarantine it.
+//! What happens to one device: its reports (what each means for its phase), the device-level
+//! triggers (crash loop, memory leak, unhealthy, health endpoint unreachable, deploy timeout)
+//! that roll it back and quarantine it, and the timeout sweep that runs before every input and
+//! fires those of its timers that are due (and the fleet-wide health check).
 
 use super::*;
 
@@ -225,6 +226,64 @@ impl Rollout {
         self.add_metrics(d);
         if r.status == HealthStatus::Healthy && phase == DevPhase::Switched {
             self.verified(d);
+        }
+    }
+}
+
+impl Rollout {
+    /// Processes every timer due at `self.now`.
+    pub(super) fn run_timers(&mut self) {
+        let now = self.now;
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Deploy { device, at } => self.deploy_deadline(device, at),
+                Timer::Unreachable { device, since } => self.unreachable_too_long(device, since),
+                Timer::HealthCheck { .. } | Timer::Stage { .. } | Timer::RollbackGrace { .. } => {}
+            }
+        }
+        if self.machine.status == DeploymentStatus::Running
+            && self
+                .timers
+                .health_check_due(now, self.plan.config.health_check_interval)
+            && self.sweeps.rollback.is_none()
+        {
+            self.apply_fleet_triggers(true);
+        }
+    }
+
+    /// A deploy deadline came: a device still deploying (or rolling back) at its latest
+    /// deadline, and online, has failed.
+    fn deploy_deadline(&mut self, d: u32, at: Millis) {
+        let dev = &self.devs[d as usize];
+        let watched = dev.flags & F_INFLIGHT != 0 || dev.phase == DevPhase::RollingBack;
+        if dev.deadline != at || !watched || dev.flags & F_OFFLINE != 0 {
+            return;
+        }
+        if dev.phase == DevPhase::RollingBack {
+            // A rollback that does not report back: the device is failed.
+            self.release_slot(d);
+            self.set_phase(d, DevPhase::Failed);
+            self.rollback_settled(d);
+        } else if dev.phase.in_flight() {
+            self.release_slot(d);
+            self.devs[d as usize].flags |= F_QUARANTINE_ON_ROLLBACK;
+            self.set_phase(d, DevPhase::Failed);
+            self.directive_because(
+                d,
+                DirectiveKind::Rollback,
+                Some(RollbackCause::DeployTimeout),
+            );
+            self.count_failure(d);
+        }
+    }
+
+    /// A health endpoint stayed unreachable past the limit: the device is rolled back, unless
+    /// it has answered since or is no longer on the new version.
+    fn unreachable_too_long(&mut self, d: u32, since: Millis) {
+        let dev = &self.devs[d as usize];
+        if dev.flags & F_UNREACHABLE != 0 && dev.unreachable_since == since && dev.phase.active() {
+            self.devs[d as usize].flags &= !F_UNREACHABLE;
+            self.device_rollback(d, RollbackCause::HealthUnreachable);
         }
     }
 }

@@ -3,55 +3,6 @@
 
 use super::*;
 
-/// Where the current stage is.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub(super) enum Phase {
-    /// Not started.
-    Prepare,
-    /// Sending directives for the current stage.
-    Dispatching,
-    /// All devices settled; soaking until the given time.
-    Soaking { until: Millis },
-    /// Evaluating the gate; pause at `deadline` if still without quorum.
-    Gating { deadline: Millis },
-    /// Committing the stage's devices after its gate passed.
-    Committing,
-    /// Waiting for an operator's approve.
-    AwaitingApproval,
-    /// The stage is done (or cancelled); resume or the next step moves to the next stage.
-    StageDone,
-    /// After the last stage: waiting for offline devices until `deadline`.
-    CatchUp { deadline: Millis },
-    /// Evaluating the completion gate.
-    Completing { deadline: Millis },
-    /// Rolling back (see `RollbackSweep`).
-    RollingBack,
-    /// Writing final target statuses.
-    Finalizing,
-    /// Nothing left to do.
-    Done,
-}
-
-impl Phase {
-    /// The phase's own deadline, if it has one: the end of a soak, or a progress deadline.
-    pub(super) fn deadline(self) -> Option<Millis> {
-        match self {
-            Phase::Soaking { until } => Some(until),
-            Phase::Gating { deadline }
-            | Phase::CatchUp { deadline }
-            | Phase::Completing { deadline } => Some(deadline),
-            Phase::Prepare
-            | Phase::Dispatching
-            | Phase::Committing
-            | Phase::AwaitingApproval
-            | Phase::StageDone
-            | Phase::RollingBack
-            | Phase::Finalizing
-            | Phase::Done => None,
-        }
-    }
-}
-
 /// The stage machine's own state: where the deployment is and what it has said about itself.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Machine {
@@ -71,7 +22,7 @@ pub(super) struct Machine {
 
 impl Rollout {
     /// Applies the fleet-wide triggers (001 thresholds and, on health-check ticks, the trend).
-    pub(super) fn fleet_triggers(&mut self, trend: bool) {
+    pub(super) fn apply_fleet_triggers(&mut self, trend: bool) {
         match self.health.fleet_triggers(&self.plan, trend) {
             Some(Trigger::RollbackAll(reason)) => self.start_rollback(Scope::All, reason),
             Some(Trigger::Halt(reason)) => self.halt(reason),
@@ -80,7 +31,7 @@ impl Rollout {
     }
 
     /// Evaluates `gate` for the current stage over all devices deployed so far.
-    pub(super) fn evaluate(&mut self, gate: GateKind) -> GateVerdict {
+    pub(super) fn evaluate_gate(&mut self, gate: GateKind) -> GateVerdict {
         let failed = self
             .machine
             .stages
@@ -207,17 +158,10 @@ impl Rollout {
         Ok(())
     }
 
-    pub(super) fn stage_name(&self, s: u32) -> String {
-        self.plan
-            .stages
-            .get(s as usize)
-            .map_or_else(|| format!("stage {s}"), |st| st.name.clone())
-    }
-
     pub(super) fn begin_stage(&mut self, s: u32) {
         self.machine.stage = s;
         let spec = &self.plan.stages[s as usize];
-        self.dispatch.begin_stage(spec.start);
+        self.dispatch.start_stage(spec.start);
         self.machine.stages[s as usize].started_at = Some(self.now);
         self.machine.phase = Phase::Dispatching;
         self.machine.last_gate = None;
@@ -308,14 +252,14 @@ impl Rollout {
             Phase::Gating { deadline } => {
                 // Threshold triggers outrank a gate verdict: a fleet-wide error spike rolls
                 // everything back even if it shows up first at a gate.
-                self.fleet_triggers(false);
+                self.apply_fleet_triggers(false);
                 if self.machine.status != DeploymentStatus::Running
                     || self.machine.phase == Phase::RollingBack
                 {
                     return true;
                 }
                 let spec = self.plan.stages[self.machine.stage as usize].clone();
-                let v = self.evaluate(spec.gate);
+                let v = self.evaluate_gate(spec.gate);
                 self.emit_gate(&v);
                 match v.verdict {
                     Verdict::Pass => {
@@ -378,7 +322,7 @@ impl Rollout {
                 true
             }
             Phase::Completing { deadline } => {
-                let v = self.evaluate(GateKind::Completion);
+                let v = self.evaluate_gate(GateKind::Completion);
                 self.emit_gate(&v);
                 match v.verdict {
                     Verdict::Pass => {

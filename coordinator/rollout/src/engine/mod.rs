@@ -20,6 +20,22 @@
 //! refused with [`RolloutError::Backlog`] until the caller drains `poll_action`. Work that is
 //! proportional to the fleet (dispatch, commits, rollbacks, final statuses) is not queued at
 //! all: it is produced lazily, one device at a time, as `poll_action` is called.
+//!
+//! Files. [`Rollout`] owns its state in parts, each in its own file with the handlers that
+//! change it, and itself only dispatches (inputs to handlers, lazy work to the part whose
+//! turn it is) and keeps the few primitives every part uses (statuses, directives, audit):
+//! - `types`: the public vocabulary (inputs, actions, statuses, errors) and its spellings;
+//! - `device`: the per-device record and the device phase, a one-byte enum;
+//! - `phase`: where the stage machine is, and what a rollback covers;
+//! - `machine`: the stage state machine (operator commands, soak, gates, approval);
+//! - `dispatch`: directives under the parallelism limit, catch-up and queued commits;
+//! - `timers`: typed deadlines and wakeups, and which is next;
+//! - `health`: per-group running aggregates, fleet-wide triggers and gate evaluation;
+//! - `sweeps`: the lazy rollback, commit and final sweeps over the fleet;
+//! - `events`: device and health reports, the device-level triggers, and the timeout sweep
+//!   run before every input;
+//! - `persist`: the persisted layout, kept field for field as it was when the state was one
+//!   flat struct, so stored deployments load across the change.
 
 mod device;
 mod dispatch;
@@ -27,6 +43,7 @@ mod events;
 mod health;
 mod machine;
 mod persist;
+mod phase;
 mod sweeps;
 mod timers;
 mod types;
@@ -42,10 +59,11 @@ use super::{MINUTE, Millis};
 use device::*;
 use dispatch::Dispatch;
 use health::{GroupAgg, Health, METRIC_LIMITS, Trigger};
-use machine::{Machine, Phase};
+use machine::Machine;
+use phase::{Phase, Scope};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use sweeps::{RollbackSweep, Scope, Sweeps};
+use sweeps::{RollbackSweep, Sweeps};
 use timers::{Timer, Timers};
 
 /// The most actions waiting in the output queue before inputs are refused.
@@ -376,6 +394,14 @@ impl Rollout {
             self.health.active += 1;
         }
         self.emit_status(d);
+    }
+
+    /// The name of stage `s` as the plan spells it.
+    fn stage_name(&self, s: u32) -> String {
+        self.plan
+            .stages
+            .get(s as usize)
+            .map_or_else(|| format!("stage {s}"), |st| st.name.clone())
     }
 
     /// Gives `d` a deploy deadline of the strategy's timeout from now; only its latest

@@ -4,27 +4,6 @@
 
 use super::*;
 
-/// What a rollback covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) enum Scope {
-    /// Every device with the new version: ends `rolled_back`.
-    All,
-    /// One stage: ends paused for a human.
-    Stage(u32),
-    /// Every uncommitted device (abort): ends `failed`.
-    Uncommitted,
-}
-
-impl Scope {
-    /// Whether a device in phase `p` is sent a rollback directive by a sweep of this scope.
-    fn covers(self, p: DevPhase) -> bool {
-        match self {
-            Scope::All | Scope::Stage(_) => p.in_flight() || p.active() || p == DevPhase::Staged,
-            Scope::Uncommitted => p.in_flight() || p == DevPhase::Verified,
-        }
-    }
-}
-
 /// A rollback under way: it walks the plan's order from `cursor` to `end`, one device per
 /// step under the parallelism limit, then waits for the rollbacks it sent to settle (offline
 /// devices until `grace_until`).

@@ -1,5 +1,7 @@
-//! Deadlines and wakeups, as typed [`Timer`]s, and the timeout sweep that runs before every
-//! input: deploy deadlines, unreachable health endpoints and the fleet-wide health-check tick.
+//! Deadlines and wakeups, as typed [`Timer`]s: deploy deadlines, unreachable health endpoints,
+//! the fleet-wide health-check tick, the stage machine's deadline and a rollback's grace. What
+//! a due timer does is the business of its owner (the device-level ones are handled with the
+//! device reports in `events`); this file only keeps them and says which is next.
 //!
 //! Per-device timers live in two queues ordered by time (every entry is pushed at `now` plus a
 //! fixed delay, and time never runs backwards in the engine), so the next one is always at the
@@ -113,63 +115,5 @@ impl Timers {
         self.deadlines.clear();
         self.unreachable.clear();
         self.next_check = None;
-    }
-}
-
-impl Rollout {
-    /// Processes every timer due at `self.now`.
-    pub(super) fn run_timers(&mut self) {
-        let now = self.now;
-        while let Some(timer) = self.timers.pop_due(now) {
-            match timer {
-                Timer::Deploy { device, at } => self.deploy_deadline(device, at),
-                Timer::Unreachable { device, since } => self.unreachable_too_long(device, since),
-                Timer::HealthCheck { .. } | Timer::Stage { .. } | Timer::RollbackGrace { .. } => {}
-            }
-        }
-        if self.machine.status == DeploymentStatus::Running
-            && self
-                .timers
-                .health_check_due(now, self.plan.config.health_check_interval)
-            && self.sweeps.rollback.is_none()
-        {
-            self.fleet_triggers(true);
-        }
-    }
-
-    /// A deploy deadline came: a device still deploying (or rolling back) at its latest
-    /// deadline, and online, has failed.
-    fn deploy_deadline(&mut self, d: u32, at: Millis) {
-        let dev = &self.devs[d as usize];
-        let watched = dev.flags & F_INFLIGHT != 0 || dev.phase == DevPhase::RollingBack;
-        if dev.deadline != at || !watched || dev.flags & F_OFFLINE != 0 {
-            return;
-        }
-        if dev.phase == DevPhase::RollingBack {
-            // A rollback that does not report back: the device is failed.
-            self.release_slot(d);
-            self.set_phase(d, DevPhase::Failed);
-            self.rollback_settled(d);
-        } else if dev.phase.in_flight() {
-            self.release_slot(d);
-            self.devs[d as usize].flags |= F_QUARANTINE_ON_ROLLBACK;
-            self.set_phase(d, DevPhase::Failed);
-            self.directive_because(
-                d,
-                DirectiveKind::Rollback,
-                Some(RollbackCause::DeployTimeout),
-            );
-            self.count_failure(d);
-        }
-    }
-
-    /// A health endpoint stayed unreachable past the limit: the device is rolled back, unless
-    /// it has answered since or is no longer on the new version.
-    fn unreachable_too_long(&mut self, d: u32, since: Millis) {
-        let dev = &self.devs[d as usize];
-        if dev.flags & F_UNREACHABLE != 0 && dev.unreachable_since == since && dev.phase.active() {
-            self.devs[d as usize].flags &= !F_UNREACHABLE;
-            self.device_rollback(d, RollbackCause::HealthUnreachable);
-        }
     }
 }

@@ -21,9 +21,9 @@
 //!   rolls back.
 //!
 //! Files: this one holds the plan's types and [`Plan::new`], which validates, interns and
-//! hands the compiling to [`compile`]; [`strategy`] the strategy settings and their defaults;
-//! [`canary`] the per-target facts the compiler reads and 001's canary selection; [`waves`]
-//! 001's wave assignment; [`compile`] the lay-out of stages for each strategy.
+//! hands the compiling to `compile`; `strategy` the strategy settings and their defaults;
+//! `canary` the per-target facts the compiler reads and 001's canary selection; `waves`
+//! 001's wave assignment; `compile` the lay-out of stages for each strategy.
 
 mod canary;
 mod compile;
