@@ -37,7 +37,29 @@ pub(super) enum Trigger {
 
 /// Upper bounds of accepted metrics: an error rate is a fraction; a day of latency and a
 /// petabyte of memory are beyond any device.
-pub(super) const METRIC_LIMITS: [f32; 3] = [1.0, 86_400_000.0, 1e9];
+const METRIC_LIMITS: [f32; 3] = [1.0, 86_400_000.0, 1e9];
+
+/// Refuses a health report whose metrics are not finite numbers in their range: one bad
+/// report would otherwise poison its group's running sums.
+pub(super) fn check_report(device: u32, report: &HealthReport) -> Result<(), RolloutError> {
+    for ((field, value), limit) in [
+        ("error_rate", report.error_rate),
+        ("p95_ms", report.p95_ms),
+        ("memory_mb", report.memory_mb),
+    ]
+    .into_iter()
+    .zip(METRIC_LIMITS)
+    {
+        if !value.is_finite() || !(0.0..=limit).contains(&value) {
+            return Err(RolloutError::Metric {
+                device,
+                field,
+                value,
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Health aggregation: the per-group aggregates of active, reporting devices, the counts the
 /// gates read (active devices, devices with a memory-trend warning), recent restarts for the

@@ -58,7 +58,7 @@ use super::plan::{Breach, GateKind, Plan, StageKind, StageMode};
 use super::{MINUTE, Millis};
 use device::*;
 use dispatch::Dispatch;
-use health::{GroupAgg, Health, METRIC_LIMITS, Trigger};
+use health::{GroupAgg, Health, Trigger};
 use machine::Machine;
 use phase::{Phase, Scope};
 use serde::{Deserialize, Serialize};
@@ -296,22 +296,7 @@ impl Rollout {
             }
             Input::Health { device, report } => {
                 self.check_device(device)?;
-                for ((field, value), limit) in [
-                    ("error_rate", report.error_rate),
-                    ("p95_ms", report.p95_ms),
-                    ("memory_mb", report.memory_mb),
-                ]
-                .into_iter()
-                .zip(METRIC_LIMITS)
-                {
-                    if !value.is_finite() || !(0.0..=limit).contains(&value) {
-                        return Err(RolloutError::Metric {
-                            device,
-                            field,
-                            value,
-                        });
-                    }
-                }
+                health::check_report(device, &report)?;
                 self.run_timers();
                 self.on_health(device, report);
             }
