@@ -95,9 +95,8 @@ impl From<ServiceError> for ApiError {
             },
             ServiceError::BadRequest(m) => ApiError::bad_request(m),
             ServiceError::Refused(_) => ApiError::unauthorized(e.to_string()),
-            ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Closed => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            }
+            // Everything else is the coordinator's own failure: a store, a file, a signature.
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }
 }
@@ -475,8 +474,12 @@ async fn deployment_report(
         );
         return Ok(resp);
     }
-    let value = serde_json::to_value(&report)
-        .map_err(|e| ApiError::from(ServiceError::Internal(format!("encoding the report: {e}"))))?;
+    let value = serde_json::to_value(&report).map_err(|source| {
+        ApiError::from(ServiceError::Json {
+            what: "encoding the report",
+            source,
+        })
+    })?;
     ok(StatusCode::OK, value)
 }
 
