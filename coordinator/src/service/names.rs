@@ -2,7 +2,7 @@
 //! proto action each engine directive becomes. Kept in one place so a rename is one edit; when
 //! floe-rollout grows `as_str` on these types, these functions give way to it.
 
-use floe_rollout::{DirectiveKind, GateKind, Verdict};
+use floe_rollout::{DirectiveKind, GateKind, StageKind, Verdict};
 use floe_wire::proto::{self, HealthLevel};
 
 /// The API spelling of a directive kind (`stage`, `switch`, `commit`, `rollback`).
@@ -31,6 +31,19 @@ pub fn gate_name(g: GateKind) -> &'static str {
         GateKind::Wave => "wave",
         GateKind::Completion => "completion",
         GateKind::Staged => "staged",
+    }
+}
+
+/// The API spelling of a stage kind.
+pub fn stage_name(k: StageKind) -> &'static str {
+    match k {
+        StageKind::Canary => "canary",
+        StageKind::Wave => "wave",
+        StageKind::Batch => "batch",
+        StageKind::Step => "step",
+        StageKind::All => "all",
+        StageKind::BlueGreenStage => "blue_green_stage",
+        StageKind::BlueGreenSwitch => "blue_green_switch",
     }
 }
 
