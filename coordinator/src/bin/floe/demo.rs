@@ -535,8 +535,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .try_init();
     // Refuse a bad soak before starting anything.
-    floe_rollout::parse_duration(&args.soak)
-        .map_err(|e| anyhow::anyhow!("--soak `{}`: {e}", args.soak))?;
+    floe_rollout::parse_duration(&args.soak).with_context(|| format!("--soak `{}`", args.soak))?;
     watch_signals();
     let started = Instant::now();
     let tmp = tempfile::Builder::new()
