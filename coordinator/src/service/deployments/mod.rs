@@ -12,6 +12,7 @@
 
 mod apply;
 
+use super::audit::line;
 use super::directives::Directives;
 use super::model::{ArtifactSummary, DeploymentDoc, DeploymentInput, TargetTrack};
 use super::registry::Registry;
@@ -19,7 +20,7 @@ use super::strategy::{config_json, plan_error, strategy_config};
 use super::{
     MAX_ACTIVE_DEPLOYMENTS, OFFLINE_CHECK, ServiceError, json_err, random_token, validation,
 };
-use crate::store::{ArtifactRecord, AuditRecord, DeploymentRow, FlowRecord, Store};
+use crate::store::{ArtifactRecord, DeploymentRow, FlowRecord, Store};
 use floe_rollout::{
     Command, DeploymentStatus, DeviceEvent, HealthReport, Input, Millis, Plan, Rollout,
     RolloutError, Strategy, TargetFlags, TargetSpec,
@@ -327,21 +328,20 @@ impl Deployments {
         };
         env.store.atomically(|s| {
             s.put_deployment(&row)?;
-            s.audit(&AuditRecord {
-                at: now,
-                actor: "api".into(),
-                action: "deployment.create".into(),
-                device_id: None,
-                deployment_id: Some(id.clone()),
-                outcome: "pending".into(),
-                detail: format!(
+            s.audit(&line(
+                now,
+                "api",
+                "deployment.create",
+                (None, Some(&id)),
+                "pending",
+                format!(
                     "{} of {} release {} to {} devices",
                     doc.strategy,
                     artifact.name,
                     artifact.release,
                     doc.targets.len()
                 ),
-            })
+            ))
         })?;
         self.active.insert(id.clone(), Active::new(doc, engine));
         Ok(id)
@@ -407,15 +407,14 @@ impl Deployments {
                 }
             }
         }
-        env.store.audit(&AuditRecord {
-            at: now,
-            actor: "api".into(),
-            action: format!("deployment.{command}"),
-            device_id: None,
-            deployment_id: Some(id.to_string()),
-            outcome: "requested".into(),
-            detail: format!("operator asked to {command}"),
-        })?;
+        env.store.audit(&line(
+            now,
+            "api",
+            &format!("deployment.{command}"),
+            (None, Some(id)),
+            "requested",
+            format!("operator asked to {command}"),
+        ))?;
         if command == Command::Start {
             // The engine learns which targets are offline before it dispatches, so it counts
             // them offline (not failed) and queues them instead of waiting for a timeout.
