@@ -2,7 +2,7 @@
 //! proto action each engine directive becomes. Kept in one place so a rename is one edit; when
 //! floe-rollout grows `as_str` on these types, these functions give way to it.
 
-use floe_rollout::{DirectiveKind, GateKind, StageKind, Verdict};
+use floe_rollout::{Command, DirectiveKind, GateKind, StageKind, Verdict};
 use floe_wire::proto::{self, HealthLevel};
 
 /// The API spelling of a directive kind (`stage`, `switch`, `commit`, `rollback`).
@@ -65,4 +65,18 @@ pub(super) fn directive_action(k: DirectiveKind) -> proto::Action {
         DirectiveKind::Commit => proto::Action::Commit,
         DirectiveKind::Rollback => proto::Action::Rollback,
     }
+}
+
+/// The operator command spelled `name` (its `Display` spelling), if there is one.
+pub fn command_named(name: &str) -> Option<Command> {
+    [
+        Command::Start,
+        Command::Pause,
+        Command::Resume,
+        Command::Approve,
+        Command::Rollback,
+        Command::Abort,
+    ]
+    .into_iter()
+    .find(|c| c.to_string() == name)
 }
