@@ -38,12 +38,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use floe_fabric::index::ArtifactIndex;
+use floe_fabric::index::{ArtifactIndex, IndexError};
 use floe_fabric::node::FabricEvent;
 use floe_fabric::signed::{SignedStore, index_of};
 use floe_fabric::{self, Fabric, FabricConfig, FabricError, RequestHandler, Topic, Validation};
 use floe_wire::proto::manifest::MAX_MANIFEST_BYTES;
-use floe_wire::proto::{DeviceReport, DirectivePost, Envelope, Manifest, cbor, open_report};
+use floe_wire::proto::{
+    DeviceReport, DirectivePost, Envelope, Manifest, PostError, SignedError, cbor, open_report,
+};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
@@ -130,25 +132,52 @@ impl LinkConfig {
 pub enum LinkError {
     /// Loading or creating the identity key failed.
     #[error("coordinator identity: {0}")]
-    Identity(String),
+    Identity(#[source] floe_fabric::identity::IdentityError),
+    /// Creating the data directory failed.
+    #[error("chunk store: {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Opening the chunk store under the data directory failed.
     #[error("chunk store: {0}")]
-    Store(String),
+    Store(#[source] floe_fabric::store::StoreError),
     /// Starting the fabric failed.
     #[error("starting the fabric: {0}")]
-    Start(FabricError),
-    /// The manifest envelope does not decode, or the payload is not what it describes.
+    Start(#[source] FabricError),
+    /// The manifest envelope does not decode.
+    #[error("manifest: {0}")]
+    ManifestEnvelope(#[source] SignedError),
+    /// The manifest inside the envelope does not decode.
+    #[error("manifest: {0}")]
+    ManifestDecode(#[source] cbor::CborError),
+    /// The manifest's or the payload's chunk index cannot be built.
+    #[error("manifest: {0}")]
+    Index(#[source] IndexError),
+    /// The payload is not what the manifest describes (the sentence says how).
     #[error("manifest: {0}")]
     Manifest(String),
     /// Seeding the payload failed.
     #[error("seeding: {0}")]
-    Seed(FabricError),
-    /// The post was refused (does not decode, older generation, too many devices).
+    Seed(#[source] FabricError),
+    /// The post does not decode.
+    #[error("post for {device}: {source}")]
+    PostDecode {
+        /// The device.
+        device: String,
+        /// Why.
+        #[source]
+        source: PostError,
+    },
+    /// The post was refused (older generation, too many devices).
     #[error("post for {device}: {reason}")]
     Post {
         /// The device.
         device: String,
-        /// Why.
+        /// Why, for a person.
         reason: String,
     },
     /// The link task has stopped.
@@ -213,10 +242,9 @@ pub fn check_payload(
     payload: &[u8],
     chunk_size: u32,
 ) -> Result<ArtifactIndex, LinkError> {
-    let env = Envelope::from_bytes::<Manifest>(envelope)
-        .map_err(|e| LinkError::Manifest(e.to_string()))?;
+    let env = Envelope::from_bytes::<Manifest>(envelope).map_err(LinkError::ManifestEnvelope)?;
     let manifest: Manifest = cbor::decode_canonical(&env.payload.0, MAX_MANIFEST_BYTES)
-        .map_err(|e| LinkError::Manifest(e.to_string()))?;
+        .map_err(LinkError::ManifestDecode)?;
     if manifest.chunk_size != chunk_size {
         return Err(LinkError::Manifest(format!(
             "chunk size {chunk_size} is not the manifest's {}",
@@ -230,9 +258,8 @@ pub fn check_payload(
             manifest.size
         )));
     }
-    let wanted = index_of(&manifest).map_err(|e| LinkError::Manifest(e.to_string()))?;
-    let have = ArtifactIndex::from_bytes(payload, chunk_size)
-        .map_err(|e| LinkError::Manifest(e.to_string()))?;
+    let wanted = index_of(&manifest).map_err(LinkError::Index)?;
+    let have = ArtifactIndex::from_bytes(payload, chunk_size).map_err(LinkError::Index)?;
     if let Some(i) = (0..wanted.chunks.len()).find(|&i| wanted.chunks.get(i) != have.chunks.get(i))
     {
         return Err(LinkError::Manifest(format!(
@@ -347,14 +374,17 @@ pub async fn spawn(
     cfg: LinkConfig,
     shutdown: CancellationToken,
 ) -> Result<(Link, mpsc::Receiver<DeviceReport>), LinkError> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| LinkError::Store(format!("{}: {e}", cfg.data_dir.display())))?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| LinkError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
     let key = match cfg.identity.clone() {
         Some(k) => k,
-        None => floe_fabric::identity::load_or_create(&cfg.data_dir)
-            .map_err(|e| LinkError::Identity(e.to_string()))?,
+        None => {
+            floe_fabric::identity::load_or_create(&cfg.data_dir).map_err(LinkError::Identity)?
+        }
     };
-    let store = SignedStore::open(&cfg.data_dir).map_err(|e| LinkError::Store(e.to_string()))?;
+    let store = SignedStore::open(&cfg.data_dir).map_err(LinkError::Store)?;
     let config = FabricConfig {
         listen: cfg.listen.clone(),
         bootstrap: cfg.bootstrap.clone(),
@@ -396,17 +426,25 @@ pub async fn spawn(
 }
 
 /// Why a received report is not handed to the service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReportDrop {
     /// It does not open: bad envelope, bad signature, or a payload that breaks the rules.
-    Invalid(String),
+    #[error("the report does not open: {0}")]
+    Invalid(#[source] SignedError),
+    /// Its public key is not an ed25519 key libp2p accepts.
+    #[error("report key: {0}")]
+    Key(#[source] libp2p::identity::DecodingError),
     /// Its device id is not the hex of the key that signed it.
+    #[error("the report's device id is not the hex of its key")]
     Identity,
     /// It came directly from a peer whose key is not the one that signed it.
+    #[error("the report came from a peer that did not sign it")]
     NotSender,
     /// Its sequence number is not higher than the last one seen from the device.
+    #[error("the report is not newer than the last one")]
     Stale,
     /// The table of devices is full and this device is not in it.
+    #[error("the table of devices is full")]
     Full,
 }
 
@@ -416,12 +454,12 @@ pub enum ReportDrop {
 /// peer cannot fetch another device's directive by relaying that device's report. Sequence
 /// numbers are the service's business here (it ignores a report not newer than the last).
 pub fn admit_direct(peer: PeerId, data: &[u8]) -> Result<DeviceReport, ReportDrop> {
-    let report = open_report(data).map_err(|e| ReportDrop::Invalid(e.to_string()))?;
+    let report = open_report(data).map_err(ReportDrop::Invalid)?;
     if report.device_id != report.public_key.to_hex() {
         return Err(ReportDrop::Identity);
     }
     let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&report.public_key.0)
-        .map_err(|e| ReportDrop::Invalid(format!("report key: {e}")))?;
+        .map_err(ReportDrop::Key)?;
     let owner = libp2p::identity::PublicKey::from(key).to_peer_id();
     if owner != peer {
         return Err(ReportDrop::NotSender);
@@ -450,7 +488,7 @@ impl ReportGate {
 
     /// Opens and checks one report.
     pub fn admit(&mut self, data: &[u8]) -> Result<DeviceReport, ReportDrop> {
-        let report = open_report(data).map_err(|e| ReportDrop::Invalid(e.to_string()))?;
+        let report = open_report(data).map_err(ReportDrop::Invalid)?;
         if report.device_id != report.public_key.to_hex() {
             return Err(ReportDrop::Identity);
         }
@@ -566,7 +604,10 @@ impl Actor {
             device: device.to_string(),
             reason,
         };
-        DirectivePost::from_bytes(bytes).map_err(|e| refuse(e.to_string()))?;
+        DirectivePost::from_bytes(bytes).map_err(|source| LinkError::PostDecode {
+            device: device.to_string(),
+            source,
+        })?;
         let full = self.posts.len() >= self.cfg.max_posts;
         match self.posts.get_mut(device) {
             Some(kept) if generation < kept.generation => Err(refuse(format!(
@@ -682,25 +723,25 @@ mod tests {
         let b = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
         let mut gate = ReportGate::new(1);
         assert_eq!(gate.admit(&signed_report(&a, None, 10)).unwrap().seq, 10);
-        assert_eq!(
+        assert!(matches!(
             gate.admit(&signed_report(&a, None, 10)),
             Err(ReportDrop::Stale)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             gate.admit(&signed_report(&a, None, 9)),
             Err(ReportDrop::Stale)
-        );
+        ));
         assert_eq!(gate.admit(&signed_report(&a, None, 11)).unwrap().seq, 11);
         // Another device beyond the bound is refused; a device claiming an id that is not its
         // key is refused; bytes that do not open are refused.
-        assert_eq!(
+        assert!(matches!(
             gate.admit(&signed_report(&b, None, 1)),
             Err(ReportDrop::Full)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             gate.admit(&signed_report(&b, Some("dev-1"), 1)),
             Err(ReportDrop::Identity)
-        );
+        ));
         let mut bytes = signed_report(&a, None, 12);
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
@@ -725,14 +766,14 @@ mod tests {
         assert_eq!(report.device_id, report.public_key.to_hex());
         // Device b relaying device a's report is refused, and so is a report whose id is not
         // its key's, even from its own peer.
-        assert_eq!(
+        assert!(matches!(
             admit_direct(peer_of([2; 32]), &signed_report(&a, None, 8)),
             Err(ReportDrop::NotSender)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             admit_direct(peer_of([2; 32]), &signed_report(&b, Some("dev-b"), 1)),
             Err(ReportDrop::Identity)
-        );
+        ));
         let mut bytes = signed_report(&a, None, 9);
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

@@ -15,7 +15,7 @@
 pub mod types;
 pub mod views;
 
-use crate::service::{ServiceError, ServiceHandle};
+use crate::service::{ServiceError, ServiceHandle, command_named};
 use crate::store::{AuditFilter, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -24,7 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use floe_rollout::{Command, Report, parse_duration};
+use floe_rollout::{Report, parse_duration};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -95,9 +95,8 @@ impl From<ServiceError> for ApiError {
             },
             ServiceError::BadRequest(m) => ApiError::bad_request(m),
             ServiceError::Refused(_) => ApiError::unauthorized(e.to_string()),
-            ServiceError::Store(_) | ServiceError::Internal(_) | ServiceError::Closed => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            }
+            // Everything else is the coordinator's own failure: a store, a file, a signature.
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }
 }
@@ -425,18 +424,10 @@ async fn deployment_command(
     State(st): State<AppState>,
     Path((id, command)): Path<(String, String)>,
 ) -> ApiResult {
-    let command = match command.as_str() {
-        "start" => Command::Start,
-        "pause" => Command::Pause,
-        "resume" => Command::Resume,
-        "approve" => Command::Approve,
-        "rollback" => Command::Rollback,
-        "abort" => Command::Abort,
-        other => {
-            return Err(ApiError::not_found(format!(
-                "no deployment action {other:?}; use start, pause, resume, approve, rollback or abort"
-            )));
-        }
+    let Some(command) = command_named(&command) else {
+        return Err(ApiError::not_found(format!(
+            "no deployment action {command:?}; use start, pause, resume, approve, rollback or abort"
+        )));
     };
     let body = st
         .handle
@@ -475,8 +466,12 @@ async fn deployment_report(
         );
         return Ok(resp);
     }
-    let value = serde_json::to_value(&report)
-        .map_err(|e| ApiError::from(ServiceError::Internal(format!("encoding the report: {e}"))))?;
+    let value = serde_json::to_value(&report).map_err(|source| {
+        ApiError::from(ServiceError::Json {
+            what: "encoding the report",
+            source,
+        })
+    })?;
     ok(StatusCode::OK, value)
 }
 

@@ -1,8 +1,8 @@
 //! The JSON the API returns, built from the service's records (the contract's shapes).
 
-use crate::service::DeploymentDoc;
+use crate::service::{DeploymentDoc, stage_name};
 use crate::store::{ArtifactInfo, AuditRecord, DeviceRecord, FlowRecord, SlotRecord, rfc3339};
-use floe_rollout::{Rollout, StageKind};
+use floe_rollout::Rollout;
 use serde_json::{Value, json};
 
 /// Most device ids listed per stage in a deployment object (the rest are counted).
@@ -81,18 +81,6 @@ pub fn device(d: &DeviceRecord, online: bool, generation: u64) -> Value {
     })
 }
 
-fn stage_kind(k: StageKind) -> &'static str {
-    match k {
-        StageKind::Canary => "canary",
-        StageKind::Wave => "wave",
-        StageKind::Batch => "batch",
-        StageKind::Step => "step",
-        StageKind::All => "all",
-        StageKind::BlueGreenStage => "blue_green_stage",
-        StageKind::BlueGreenSwitch => "blue_green_switch",
-    }
-}
-
 /// A deployment object.
 pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> Value {
     let plan = engine.plan();
@@ -135,7 +123,7 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> Value {
             json!({
                 "index": i,
                 "name": s.name,
-                "kind": stage_kind(s.kind),
+                "kind": stage_name(s.kind),
                 "size": s.len(),
                 "devices": devices,
             })

@@ -12,9 +12,15 @@
 //! - Time is an input. The engines never read the clock: the actor passes unix milliseconds
 //!   from `SystemTime` into every job and tick, and sleeps until the earliest
 //!   `poll_timeout` of any engine (or the next offline check).
+//! - Owned parts. [`Core`] only routes: the registry (devices, tokens, online state), flows
+//!   and publishing, deployments (the engines and every write their steps make), directives
+//!   and the outbox, and audit each live in their own file and talk through narrow methods.
+//!   Pure translations sit beside them: `ingest` (report → engine inputs), `strategy`
+//!   (request → engine settings), `model` (the requests and documents; the REST layer
+//!   re-exports the request types, so the arrow is api → service only).
 //! - Every engine step is persisted. After each handled input the engine's whole state, the
 //!   directives it emitted (as signed desired directives with store-allocated generations),
-//!   gate verdicts and audit lines are written in ONE transaction ([`Core::step`]). If the
+//!   gate verdicts and audit lines are written in ONE transaction (the deployments part). If the
 //!   write fails the engine is restored to its state before the input, so memory never runs
 //!   ahead of the disk; the input is lost, which is safe because devices re-report and timers
 //!   fire again.
@@ -25,13 +31,24 @@
 //!   audit log is append-only by design and grows with the operator's actions and the
 //!   deployments' decisions (never with per-report traffic).
 
+mod audit;
 mod core;
+mod deployments;
+mod directives;
+mod flows;
+mod ingest;
+pub mod model;
+mod names;
+mod registry;
+mod strategy;
 
-pub use self::core::{
-    ArtifactBlob, ArtifactSummary, Core, DeploymentDoc, GateRecord, Outgoing, ServiceConfig,
-    TargetTrack, config_json, events_for, gate_name, health_input, random_token, strategy_config,
-    verdict_name,
+pub use self::core::Core;
+pub use self::ingest::{events_for, health_input};
+pub use self::model::{
+    ArtifactBlob, ArtifactSummary, DeploymentDoc, GateRecord, Outgoing, ServiceConfig, TargetTrack,
 };
+pub use self::names::{command_named, gate_name, stage_name, verdict_name};
+pub use self::strategy::{config_json, strategy_config};
 
 use crate::store::StoreError;
 use floe_rollout::Millis;
@@ -85,12 +102,98 @@ pub enum ServiceError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Something else failed inside the coordinator (signing, building a bundle).
+    /// Something inside the coordinator is inconsistent (a record it needs is gone).
     #[error("{0}")]
     Internal(String),
+    /// The OS random source failed (ids, tokens, seeds).
+    #[error("the OS random source failed: {source}")]
+    Random {
+        /// Why.
+        #[source]
+        source: getrandom::Error,
+    },
+    /// A file operation failed (the bundle directory).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Building or reading back an artifact bundle failed.
+    #[error("{what}: {source}")]
+    Bundle {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: floe_wire::artifact::BundleError,
+    },
+    /// Signing, encoding or opening a directive envelope failed.
+    #[error("{what}: {source}")]
+    Signed {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: floe_wire::proto::SignedError,
+    },
+    /// Encoding a directive post failed.
+    #[error("{what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: floe_wire::proto::CborError,
+    },
+    /// A value did not encode as JSON.
+    #[error("{what}: {source}")]
+    Json {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored directive post does not decode.
+    #[error("stored directive post: {source}")]
+    StoredPost {
+        /// Why.
+        #[source]
+        source: floe_wire::proto::PostError,
+    },
+    /// A stored manifest digest is not hex.
+    #[error("stored manifest digest: {source}")]
+    Digest {
+        /// Why.
+        #[source]
+        source: hex::FromHexError,
+    },
     /// The service has stopped.
     #[error("the coordinator service has stopped")]
     Closed,
+}
+
+/// A random hex string of `bytes` bytes (ids, tokens, seeds).
+pub fn random_token(bytes: usize) -> Result<String, ServiceError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|source| ServiceError::Random { source })?;
+    Ok(hex::encode(buf))
+}
+
+/// A validation error at `field`.
+fn validation(field: impl Into<String>, message: impl Into<String>) -> ServiceError {
+    ServiceError::Validation {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Maps a JSON (de)serialisation failure of a stored document to a store error.
+fn json_err(what: &'static str) -> impl FnOnce(serde_json::Error) -> ServiceError {
+    move |source| ServiceError::Store(StoreError::Document { what, source })
 }
 
 /// A job: runs on the actor against the core with the current time.

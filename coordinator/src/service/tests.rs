@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use super::model::{ConfigInput, DeploymentInput, DeviceInput, FlowInput};
 use super::*;
-use crate::api::types::{ConfigInput, DeploymentInput, DeviceInput, FlowInput};
 use crate::store::Store;
 use ed25519_dalek::SigningKey;
 use floe_rollout::{Command, DeploymentStatus, DeviceEvent, TargetStatus};

@@ -557,40 +557,17 @@ mod tests {
         // Targets: one of --device or --selector, not both, not neither.
         let err = parse(&["create", "--flow", "f", "--strategy", "rolling"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
-        let err = parse(&[
-            "create",
-            "--flow",
-            "f",
-            "--strategy",
-            "rolling",
-            "--device",
-            "a",
-            "--selector",
-            "site=n",
-        ])
-        .unwrap_err();
+        // `floe deploy create --flow f --strategy S` followed by `rest`.
+        let create = |strategy: &str, rest: &[&str]| {
+            let mut args = vec!["create", "--flow", "f", "--strategy", strategy];
+            args.extend_from_slice(rest);
+            parse(&args).unwrap_err()
+        };
+        let err = create("rolling", &["--device", "a", "--selector", "site=n"]);
         assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
-        let err = parse(&[
-            "create",
-            "--flow",
-            "f",
-            "--strategy",
-            "yolo",
-            "--device",
-            "a",
-        ])
-        .unwrap_err();
+        let err = create("yolo", &["--device", "a"]);
         assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
-        let err = parse(&[
-            "create",
-            "--flow",
-            "f",
-            "--strategy",
-            "rolling",
-            "--selector",
-            "site",
-        ])
-        .unwrap_err();
+        let err = create("rolling", &["--selector", "site"]);
         assert!(err.to_string().contains("not key=value"), "{err}");
         let err = parse(&["status", "d", "--watch", "--interval-ms", "5"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);

@@ -125,7 +125,7 @@ fn api_token(dir: &Path) -> Result<(String, bool)> {
         }
         return Ok((token, false));
     }
-    let token = service::random_token(32).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let token = service::random_token(32)?;
     let tmp = dir.join(".api-token.tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()

@@ -1,0 +1,240 @@
+//! The transport: one blocking HTTP request to the coordinator with a connect and an overall
+//! timeout and a capped reply body, and the mapping of what can go wrong on the way to
+//! [`ClientError`]. The resource files build on [`Client::call`] and the path helpers here.
+
+use super::error::{ClientError, error_from_reply};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::time::Duration;
+
+/// The largest reply body the client reads. A deployment object for a very large fleet lists
+/// every target, so the cap is generous; beyond it the call fails with [`ClientError::Read`].
+pub const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
+/// How long connecting to the server may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one request may take from start to the last byte of the reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The API's base path.
+pub const BASE_PATH: &str = "/api/v1";
+
+/// A success reply as the server sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The HTTP status (200, 201, 204).
+    pub status: u16,
+    /// The body text as received (empty for 204).
+    pub text: String,
+    /// Which call this answers, for error messages (`GET /deployments/dep_…`).
+    pub what: String,
+}
+
+impl Reply {
+    /// Parses the body into a typed view.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_str(&self.text).map_err(|source| ClientError::Decode {
+            what: self.what.clone(),
+            source,
+        })
+    }
+}
+
+/// HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// A client for one coordinator.
+#[derive(Debug, Clone)]
+pub struct Client {
+    server: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for `server` (`http://host:port`, with or without a trailing slash) that sends
+    /// `token` as a bearer token when given.
+    pub fn new(server: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let server = server.trim_end_matches('/').to_string();
+        // This build speaks plain HTTP only (no TLS stack in the CLI): reach a remote
+        // coordinator over a trusted network or a tunnel.
+        match server.strip_prefix("http://") {
+            Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {}
+            _ => return Err(ClientError::BadServer { server }),
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .build();
+        Ok(Client {
+            server,
+            token: token.filter(|t| !t.is_empty()),
+            agent: config.into(),
+        })
+    }
+
+    /// The server address the client talks to.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Whether a token will be sent.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Sends one request to `BASE_PATH + path` (path starts with `/`, query included) with an
+    /// optional JSON body, and returns the success reply or the mapped error.
+    pub fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, ClientError> {
+        let url = format!("{}{BASE_PATH}{path}", self.server);
+        let what = format!("{} {path}", method.as_str());
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let result = match method {
+            Method::Get | Method::Delete => {
+                let mut req = if method == Method::Get {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
+                if let Some(a) = &auth {
+                    req = req.header("Authorization", a);
+                }
+                req.header("Accept", "application/json").call()
+            }
+            Method::Post | Method::Put | Method::Patch => {
+                let mut req = match method {
+                    Method::Post => self.agent.post(&url),
+                    Method::Put => self.agent.put(&url),
+                    _ => self.agent.patch(&url),
+                };
+                if let Some(a) = &auth {
+                    req = req.header("Authorization", a);
+                }
+                let req = req.header("Accept", "application/json");
+                match body {
+                    // Compact JSON: ureq's send_json pretty-prints, which wastes bytes of the
+                    // server's 1 MiB body cap on indentation.
+                    Some(b) => req
+                        .content_type("application/json")
+                        .send(b.to_string().as_bytes()),
+                    None => req.send_empty(),
+                }
+            }
+        };
+        let mut response = result.map_err(|e| self.transport_error(method, &url, e))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_REPLY_BYTES)
+            .lossy_utf8(true)
+            .read_to_string()
+            .map_err(|source| ClientError::Read {
+                method: method.as_str(),
+                url: url.clone(),
+                source,
+            })?;
+        if status >= 400 {
+            return Err(error_from_reply(status, &text));
+        }
+        Ok(Reply { status, text, what })
+    }
+
+    /// Maps a failed request: one that never reached the server (refused, unknown host,
+    /// timed out connecting) names the server; anything later names the request.
+    fn transport_error(&self, method: Method, url: &str, e: ureq::Error) -> ClientError {
+        let unreachable = match &e {
+            ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => true,
+            ureq::Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::NotFound
+            ),
+            _ => false,
+        };
+        match e {
+            _ if unreachable => ClientError::Connect {
+                server: self.server.clone(),
+                source: e,
+            },
+            ureq::Error::BadUri(u) => ClientError::BadServer { server: u },
+            other => ClientError::Transfer {
+                method: method.as_str(),
+                url: url.to_string(),
+                source: other,
+            },
+        }
+    }
+
+    /// `GET /healthz` (no token needed).
+    pub fn healthz(&self) -> Result<Reply, ClientError> {
+        self.call(Method::Get, "/healthz", None)
+    }
+}
+
+pub(super) fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    // The request types below serialise to JSON objects with string keys only, which cannot
+    // fail; Null is a safe fallback the server would refuse with a clear 400.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Percent-encodes one path segment or query value (RFC 3986 unreserved characters pass).
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(super) fn seg(id: &str) -> String {
+    encode_component(id)
+}
+
+/// Builds `?k=v&…` from the pairs that have a value (empty string when none do).
+pub(super) fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode_component(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}

@@ -1,0 +1,248 @@
+//! The directives part: what each device is told to do. It turns an engine directive into a
+//! signed directive post (the proto directive signed with the coordinator key, beside the
+//! manifest of the artifact it names), keeps each device's one desired post, re-signs posts
+//! older than half their lifetime, and answers which devices are still behind (the outbox).
+//! Generations are allocated and posts persisted by the deployments part inside its step's
+//! transaction; this part only installs what was written.
+
+use super::ServiceError;
+use super::model::{DeploymentDoc, Outgoing, TargetTrack};
+use super::names::{directive_action, kind_name};
+use crate::store::{DesiredRecord, Store};
+use ed25519_dalek::SigningKey;
+use floe_rollout::{DirectiveKind, Millis};
+use floe_wire::proto::directive::DIRECTIVE_SCHEMA;
+use floe_wire::proto::report::POST_SCHEMA;
+use floe_wire::proto::{
+    self, ArtifactRef, ByteBuf, Digest, Directive, DirectivePost, Envelope, Fixed, PublicKeyBytes,
+    TrustedKey,
+};
+use std::collections::HashMap;
+
+/// The directives part of the core.
+#[derive(Debug)]
+pub(super) struct Directives {
+    /// Each device's desired directive post.
+    desired: HashMap<String, DesiredRecord>,
+    /// Signs directives.
+    coordinator_key: SigningKey,
+    /// How long a signed directive stays valid, in seconds.
+    ttl_secs: u64,
+}
+
+impl Directives {
+    /// Loads the desired posts from `store`.
+    pub(super) fn load(
+        store: &Store,
+        coordinator_key: SigningKey,
+        ttl_secs: u64,
+    ) -> Result<Self, ServiceError> {
+        let desired = store
+            .desired()?
+            .into_iter()
+            .map(|d| (d.device_id.clone(), d))
+            .collect();
+        Ok(Self {
+            desired,
+            coordinator_key,
+            ttl_secs,
+        })
+    }
+
+    /// The current directive generation of a device (0: none).
+    pub(super) fn generation(&self, device: &str) -> u64 {
+        self.desired.get(device).map(|d| d.generation).unwrap_or(0)
+    }
+
+    /// Makes a device's desired record current after the caller wrote it.
+    pub(super) fn install(&mut self, record: DesiredRecord) {
+        self.desired.insert(record.device_id.clone(), record);
+    }
+
+    /// The desired record for one engine directive at `generation`: built and signed, not
+    /// yet written (the caller writes it in its transaction, then [`Directives::install`]s it).
+    pub(super) fn issue(
+        &self,
+        store: &Store,
+        doc: &DeploymentDoc,
+        track: &TargetTrack,
+        kind: DirectiveKind,
+        generation: u64,
+        now: Millis,
+    ) -> Result<DesiredRecord, ServiceError> {
+        let (directive, manifest) = self.build(store, doc, track, kind, generation, now)?;
+        let post = self.sign_post(&directive, &manifest)?;
+        Ok(DesiredRecord {
+            device_id: track.device_id.clone(),
+            generation,
+            deployment_id: doc.id.clone(),
+            directive: format!(
+                "{} {} release {}",
+                kind_name(kind),
+                directive.artifact.name,
+                directive.artifact.release
+            ),
+            post,
+            issued_at: directive.issued_at,
+        })
+    }
+
+    /// The proto directive for one engine directive and the manifest of the artifact it
+    /// names.
+    fn build(
+        &self,
+        store: &Store,
+        doc: &DeploymentDoc,
+        track: &TargetTrack,
+        kind: DirectiveKind,
+        generation: u64,
+        now: Millis,
+    ) -> Result<(Directive, Vec<u8>), ServiceError> {
+        let current = store
+            .artifact_release(&doc.artifact.name, doc.artifact.release)?
+            .ok_or_else(|| {
+                ServiceError::Internal(format!(
+                    "the artifact {} release {} of deployment {} is gone",
+                    doc.artifact.name, doc.artifact.release, doc.id
+                ))
+            })?;
+        let stored = |name: &str, release: u64, hex: &str| -> Result<ArtifactRef, ServiceError> {
+            Ok(ArtifactRef {
+                name: name.to_string(),
+                release,
+                manifest_sha256: Digest::from_hex(hex)
+                    .map_err(|source| ServiceError::Digest { source })?,
+            })
+        };
+        let (artifact, manifest) = match (kind, &track.previous) {
+            // Roll back to what the device ran before the deployment. If that release is not
+            // one this coordinator published, the device rolls back to its own last known
+            // good slot: the ref names the release and carries no digest.
+            (DirectiveKind::Rollback, Some(prev)) => {
+                match store.artifact_release(&prev.name, prev.release)? {
+                    Some(a) => (stored(&a.name, a.release, &a.manifest_sha256)?, a.manifest),
+                    None => (
+                        ArtifactRef {
+                            name: prev.name.clone(),
+                            release: prev.release,
+                            manifest_sha256: Fixed([0u8; 32]),
+                        },
+                        current.manifest.clone(),
+                    ),
+                }
+            }
+            _ => (
+                stored(&current.name, current.release, &current.manifest_sha256)?,
+                current.manifest.clone(),
+            ),
+        };
+        let issued_at = now / 1000;
+        let directive = Directive {
+            schema: DIRECTIVE_SCHEMA,
+            device_id: track.device_id.clone(),
+            generation,
+            action: directive_action(kind),
+            artifact,
+            issued_at,
+            expires: issued_at + self.ttl_secs.max(2),
+        };
+        Ok((directive, manifest))
+    }
+
+    /// Signs a directive and encodes it with its manifest as a post.
+    fn sign_post(&self, directive: &Directive, manifest: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let envelope = Envelope::sign(directive, &[&self.coordinator_key]).map_err(|source| {
+            ServiceError::Signed {
+                what: "signing a directive",
+                source,
+            }
+        })?;
+        let bytes = envelope.to_bytes().map_err(|source| ServiceError::Signed {
+            what: "encoding a directive",
+            source,
+        })?;
+        DirectivePost {
+            schema: POST_SCHEMA,
+            directive: ByteBuf(bytes),
+            manifest: ByteBuf(manifest.to_vec()),
+        }
+        .to_bytes()
+        .map_err(|source| ServiceError::Encode {
+            what: "encoding a directive post",
+            source,
+        })
+    }
+
+    /// The current post of a device, re-signed with a fresh `issued_at` when the signed one
+    /// is older than half its lifetime.
+    pub(super) fn post(
+        &mut self,
+        store: &Store,
+        device: &str,
+        now: Millis,
+    ) -> Result<Option<(u64, Vec<u8>)>, ServiceError> {
+        let Some(rec) = self.desired.get(device).cloned() else {
+            return Ok(None);
+        };
+        let age = (now / 1000).saturating_sub(rec.issued_at);
+        if age <= self.ttl_secs / 2 {
+            return Ok(Some((rec.generation, rec.post)));
+        }
+        let post = DirectivePost::from_bytes(&rec.post)
+            .map_err(|source| ServiceError::StoredPost { source })?;
+        let public: PublicKeyBytes = Fixed(self.coordinator_key.verifying_key().to_bytes());
+        let verified = proto::open::<Directive>(&post.directive.0, &[TrustedKey::new(public)], 1)
+            .map_err(|source| ServiceError::Signed {
+            what: "stored directive",
+            source,
+        })?;
+        let mut directive = verified.value;
+        directive.issued_at = now / 1000;
+        directive.expires = directive.issued_at + self.ttl_secs.max(2);
+        let bytes = self.sign_post(&directive, &post.manifest.0)?;
+        let fresh = DesiredRecord {
+            post: bytes.clone(),
+            issued_at: directive.issued_at,
+            ..rec
+        };
+        store.put_desired(&fresh)?;
+        self.desired.insert(device.to_string(), fresh);
+        Ok(Some((directive.generation, bytes)))
+    }
+
+    /// Whether `device` has a desired directive whose generation is above `applied`, the one
+    /// it last reported applied (the rule the outbox and a direct answer share).
+    pub(super) fn is_behind(&self, device: &str, applied: u64) -> bool {
+        self.desired
+            .get(device)
+            .is_some_and(|desired| applied < desired.generation)
+    }
+
+    /// Every device whose reported applied generation (as `applied` tells) is below its
+    /// desired directive's, with its current post, ordered by device.
+    pub(super) fn outbox(
+        &mut self,
+        store: &Store,
+        applied: impl Fn(&str) -> u64,
+        now: Millis,
+    ) -> Result<Vec<Outgoing>, ServiceError> {
+        let behind: Vec<String> = self
+            .desired
+            .values()
+            .filter(|d| self.is_behind(&d.device_id, applied(&d.device_id)))
+            .map(|d| d.device_id.clone())
+            .collect();
+        let mut out = Vec::with_capacity(behind.len());
+        for device in behind {
+            if let Some((generation, post)) = self.post(store, &device, now)? {
+                out.push(Outgoing {
+                    device_id: device,
+                    generation,
+                    post,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        Ok(out)
+    }
+}
