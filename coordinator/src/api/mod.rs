@@ -15,7 +15,7 @@
 pub mod types;
 pub mod views;
 
-use crate::service::{ServiceError, ServiceHandle, command_named};
+use crate::service::{ServiceError, ServiceHandle};
 use crate::store::{AuditFilter, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -424,7 +424,7 @@ async fn deployment_command(
     State(st): State<AppState>,
     Path((id, command)): Path<(String, String)>,
 ) -> ApiResult {
-    let Some(command) = command_named(&command) else {
+    let Ok(command) = command.parse::<floe_rollout::Command>() else {
         return Err(ApiError::not_found(format!(
             "no deployment action {command:?}; use start, pause, resume, approve, rollback or abort"
         )));

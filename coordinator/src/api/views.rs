@@ -1,6 +1,6 @@
 //! The JSON the API returns, built from the service's records (the contract's shapes).
 
-use crate::service::{DeploymentDoc, stage_name};
+use crate::service::DeploymentDoc;
 use crate::store::{ArtifactInfo, AuditRecord, DeviceRecord, FlowRecord, SlotRecord, rfc3339};
 use floe_rollout::Rollout;
 use serde_json::{Value, json};
@@ -123,7 +123,7 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> Value {
             json!({
                 "index": i,
                 "name": s.name,
-                "kind": stage_name(s.kind),
+                "kind": s.kind.as_str(),
                 "size": s.len(),
                 "devices": devices,
             })

@@ -7,7 +7,7 @@
 
 use super::ServiceError;
 use super::model::{DeploymentDoc, Outgoing, TargetTrack};
-use super::names::{directive_action, kind_name};
+use super::names::directive_action;
 use crate::store::{DesiredRecord, Store};
 use ed25519_dalek::SigningKey;
 use floe_rollout::{DirectiveKind, Millis};
@@ -78,7 +78,7 @@ impl Directives {
             deployment_id: doc.id.clone(),
             directive: format!(
                 "{} {} release {}",
-                kind_name(kind),
+                kind.as_str(),
                 directive.artifact.name,
                 directive.artifact.release
             ),

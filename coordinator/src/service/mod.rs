@@ -47,7 +47,6 @@ pub use self::ingest::{events_for, health_input};
 pub use self::model::{
     ArtifactBlob, ArtifactSummary, DeploymentDoc, GateRecord, Outgoing, ServiceConfig, TargetTrack,
 };
-pub use self::names::{command_named, gate_name, stage_name, verdict_name};
 pub use self::strategy::{config_json, strategy_config};
 
 use crate::store::StoreError;

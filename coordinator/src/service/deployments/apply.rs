@@ -8,7 +8,6 @@ use super::{Deployments, Env, ServiceError, json_err};
 use crate::service::MAX_GATES;
 use crate::service::audit::AuditBatch;
 use crate::service::model::GateRecord;
-use crate::service::names::{gate_name, kind_name, verdict_name};
 use crate::store::DeploymentRow;
 use floe_rollout::{Action, DeploymentStatus, DirectiveKind, Millis, TargetStatus};
 
@@ -64,13 +63,13 @@ impl Deployments {
                         "engine",
                         "gate",
                         (None, Some(id)),
-                        verdict_name(g.verdict),
-                        format!("stage {} {}: {}", g.stage, gate_name(g.gate), g.reason),
+                        g.verdict.as_str(),
+                        format!("stage {} {}: {}", g.stage, g.gate.as_str(), g.reason),
                     );
                     doc.gates.push(GateRecord {
                         stage: g.stage,
-                        gate: gate_name(g.gate).to_string(),
-                        verdict: verdict_name(g.verdict).to_string(),
+                        gate: g.gate.as_str().to_string(),
+                        verdict: g.verdict.as_str().to_string(),
                         reason: g.reason,
                         checks: g
                             .checks
@@ -139,7 +138,7 @@ impl Deployments {
                 new_desired.push(record);
                 if let Some(track) = doc.targets.get_mut(*device) {
                     track.generation = generation;
-                    track.kind = Some(kind_name(*kind).to_string());
+                    track.kind = Some(kind.as_str().to_string());
                     track.fed.clear();
                     track.detail.clear();
                 }
