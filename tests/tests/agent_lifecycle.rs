@@ -6,7 +6,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
 use floe_tests::agent::*;
