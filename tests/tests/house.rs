@@ -287,6 +287,16 @@ fn banned_in_matches_a_family_and_not_a_lookalike() {
 }
 
 #[test]
+fn the_dependency_check_sees_the_heavy_crates_where_they_are() {
+    let names = tree("floe-fabric", "normal");
+    let heavy = banned_in(&names, &HEAVY);
+    assert!(
+        heavy.contains(&"libp2p") && heavy.contains(&"tokio"),
+        "floe-fabric is the libp2p swarm on tokio, yet cargo tree shows {heavy:?} of {HEAVY:?}"
+    );
+}
+
+#[test]
 fn the_wire_crate_pulls_in_no_runtime_database_server_or_network_stack() {
     let names = tree("floe-wire", "normal");
     assert!(names.iter().any(|n| n == "floe-wire"), "{names:?}");
@@ -501,10 +511,52 @@ mod circles {
         /// Its module path from the tree's root (`[]` for the root file).
         module: Vec<String>,
         tokens: Vec<Tok>,
+        /// The inline modules (`mod NAME { .. }`) of the file, as paths within it; the first is
+        /// the file's own scope, `[]`.
+        inline: Vec<Vec<String>>,
+        /// For each token, the index in `inline` of the inline module it is in.
+        scope: Vec<usize>,
     }
 
-    /// Whether `name` starts a `mod NAME;` (not an inline module) at `i`, and is not a module
-    /// of tests (`#[cfg(test)]` before it).
+    /// The inline modules of `toks` and, for each token, the one it is in (see [`File`]).
+    fn inline_scopes(toks: &[Tok]) -> (Vec<Vec<String>>, Vec<usize>) {
+        let mut inline = vec![Vec::new()];
+        let mut scope = Vec::with_capacity(toks.len());
+        // (scope to return to, brace depth at which it closes)
+        let mut open: Vec<(usize, usize)> = Vec::new();
+        let mut current = 0;
+        let mut depth = 0usize;
+        for (i, tok) in toks.iter().enumerate() {
+            match tok {
+                Tok::Open => depth += 1,
+                Tok::Close => {
+                    depth = depth.saturating_sub(1);
+                    if let Some(&(back, at)) = open.last()
+                        && at == depth
+                    {
+                        current = back;
+                        open.pop();
+                    }
+                }
+                _ => {}
+            }
+            scope.push(current);
+            if ident(tok) == Some("mod")
+                && let (Some(Tok::Ident(name)), Some(Tok::Open)) =
+                    (toks.get(i + 1), toks.get(i + 2))
+            {
+                let mut path = inline[current].clone();
+                path.push(name.clone());
+                inline.push(path);
+                open.push((current, depth));
+                current = inline.len() - 1;
+            }
+        }
+        (inline, scope)
+    }
+
+    /// The name declared by a `mod NAME;` (not an inline module) at `i`, unless it is a module of
+    /// tests (`#[cfg(test)]` before it).
     fn mod_decl(toks: &[Tok], i: usize) -> Option<String> {
         if ident(&toks[i]) != Some("mod") {
             return None;
@@ -541,40 +593,22 @@ mod circles {
                 dir.join(name.unwrap_or_default())
             };
             // Inline modules shift where their `mod NAME;` children live.
-            let mut inline: Vec<(String, usize)> = Vec::new();
-            let mut depth = 0usize;
+            let (inline, scope) = inline_scopes(&toks);
             for i in 0..toks.len() {
-                match &toks[i] {
-                    Tok::Open => depth += 1,
-                    Tok::Close => {
-                        depth = depth.saturating_sub(1);
-                        if inline.last().is_some_and(|(_, d)| *d == depth) {
-                            inline.pop();
-                        }
-                    }
-                    Tok::Ident(w) if w == "mod" => {
-                        if let (Some(Tok::Ident(n)), Some(Tok::Open)) =
-                            (toks.get(i + 1), toks.get(i + 2))
-                        {
-                            inline.push((n.clone(), depth));
-                        } else if let Some(child) = mod_decl(&toks, i) {
-                            let mut cdir = children_dir.clone();
-                            let mut cmod = module.clone();
-                            for (n, _) in &inline {
-                                cdir.push(n);
-                                cmod.push(n.clone());
-                            }
-                            cmod.push(child.clone());
-                            let flat = cdir.join(format!("{child}.rs"));
-                            let nested = cdir.join(&child).join("mod.rs");
-                            let file = if flat.exists() { flat } else { nested };
-                            let rel_src = file.strip_prefix(src).unwrap_or(&file);
-                            if file.exists() && !test_only(rel_src) {
-                                queue.push((file, cmod, false));
-                            }
-                        }
-                    }
-                    _ => {}
+                let Some(child) = mod_decl(&toks, i) else {
+                    continue;
+                };
+                let within = &inline[scope[i]];
+                let cdir = within.iter().fold(children_dir.clone(), |d, n| d.join(n));
+                let mut cmod = module.clone();
+                cmod.extend(within.iter().cloned());
+                cmod.push(child.clone());
+                let flat = cdir.join(format!("{child}.rs"));
+                let nested = cdir.join(&child).join("mod.rs");
+                let file = if flat.exists() { flat } else { nested };
+                let rel_src = file.strip_prefix(src).unwrap_or(&file);
+                if file.exists() && !test_only(rel_src) {
+                    queue.push((file, cmod, false));
                 }
             }
             let rel = path.strip_prefix(ws).unwrap_or(&path).to_path_buf();
@@ -582,6 +616,8 @@ mod circles {
                 rel,
                 module,
                 tokens: toks,
+                inline,
+                scope,
             });
         }
         files
@@ -632,30 +668,11 @@ mod circles {
     ) -> Vec<Vec<String>> {
         let toks = &file.tokens;
         let mut out = Vec::new();
-        let mut inline: Vec<(String, usize)> = Vec::new();
-        let mut depth = 0usize;
         let mut i = 0;
         while i < toks.len() {
             let mut here = file.module.clone();
-            here.extend(inline.iter().map(|(n, _)| n.clone()));
+            here.extend(file.inline[file.scope[i]].iter().cloned());
             match &toks[i] {
-                Tok::Open => depth += 1,
-                Tok::Close => {
-                    depth = depth.saturating_sub(1);
-                    if inline.last().is_some_and(|(_, d)| *d == depth) {
-                        inline.pop();
-                    }
-                }
-                Tok::Ident(w) if w == "mod" => {
-                    if let (Some(Tok::Ident(n)), Some(Tok::Open)) =
-                        (toks.get(i + 1), toks.get(i + 2))
-                    {
-                        inline.push((n.clone(), depth));
-                        depth += 1;
-                        i += 3;
-                        continue;
-                    }
-                }
                 Tok::Ident(w) if w == "use" => {
                     i += 1;
                     let mut paths = Vec::new();
@@ -738,32 +755,16 @@ mod circles {
                     .or_default()
                     .insert(last.clone());
             }
-            let toks = &f.tokens;
-            let mut stack: Vec<(String, usize)> = Vec::new();
-            let mut depth = 0usize;
-            for i in 0..toks.len() {
-                match &toks[i] {
-                    Tok::Open => depth += 1,
-                    Tok::Close => {
-                        depth = depth.saturating_sub(1);
-                        if stack.last().is_some_and(|(_, d)| *d == depth) {
-                            stack.pop();
-                        }
-                    }
-                    Tok::Ident(w) if w == "mod" => {
-                        if let (Some(Tok::Ident(name)), Some(Tok::Open)) =
-                            (toks.get(i + 1), toks.get(i + 2))
-                        {
-                            let mut m = f.module.clone();
-                            m.extend(stack.iter().map(|(s, _)| s.clone()));
-                            children.entry(m.clone()).or_default().insert(name.clone());
-                            m.push(name.clone());
-                            owner.entry(m).or_insert(n);
-                            stack.push((name.clone(), depth));
-                        }
-                    }
-                    _ => {}
+            for within in f.inline.iter().skip(1) {
+                let mut m = f.module.clone();
+                m.extend(within.iter().cloned());
+                if let Some((last, parent)) = m.split_last() {
+                    children
+                        .entry(parent.to_vec())
+                        .or_default()
+                        .insert(last.clone());
                 }
+                owner.entry(m).or_insert(n);
             }
         }
         let mut edges: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); files.len()];
