@@ -10,10 +10,17 @@
 //!   database, web server or networking stack, and the coordinator does not depend on the
 //!   device runtime.
 //!
-//! The checks read the source as text with a small tokenizer instead of a Rust parser: this
-//! crate has no parser among its dependencies, and the house's code is plain enough (no `mod`
-//! or `use` made by macros) for tokens to be exact. Each checker is also run on a small tree it
-//! writes itself, so a checker that stopped seeing anything would fail too.
+//! The circle check reads the source as text with a small tokenizer instead of a Rust parser:
+//! this crate has no parser among its dependencies, and the house's code is plain enough (no
+//! `mod` or `use` made by macros, no `#[path]` modules) for tokens to be exact. It follows
+//! `mod NAME;` from each crate root, skipping test-only files and the `#[cfg(test)] mod tests
+//! { .. }` block that ends a file, and counts `use` trees and paths in code that start with
+//! `crate`, `super`, `self` or a child module. Each checker also runs on a small tree it
+//! writes itself (or, for the dependency check, on a crate that does have those
+//! dependencies), so a checker that stopped seeing anything would fail too.
+//!
+//! `cargo tree` runs `--offline --locked` on the workspace's `Cargo.lock` for this host only,
+//! so the check needs no network and never rewrites the lock file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
@@ -352,6 +359,7 @@ mod circles {
         Other,
     }
 
+    /// The identifier a token is, if it is one.
     fn ident(t: &Tok) -> Option<&str> {
         match t {
             Tok::Ident(s) => Some(s),
