@@ -16,7 +16,7 @@
 //! `p2p_s=<t> central_s=<t> efficiency=<e> speedup=<central/p2p> gossip_p99_ms=<ms>`.
 
 use anyhow::{Context, Result, bail};
-use floe_tests::fleet::{Node, NodeOpts, write_artifact};
+use floe_tests::fabric::{Node, NodeOpts, write_artifact};
 use floe_tests::netns::{LinkShape, NetnsFleet, unavailable};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -10,13 +10,10 @@
 //! coordinator_cpu_deploy_s=<c> coordinator_peak_rss_mb=<m> floed_idle_rss_mb=<m>`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/fleet_support/mod.rs"]
-mod fleet_support;
-
 use std::time::{Duration, Instant};
 
-use fleet_support::{Coordinator, Device, temperature_flow, wait};
 use floe_tests::Mosquitto;
+use floe_tests::coordinator::{Coordinator, Device, temperature_flow, wait};
 use serde_json::json;
 
 /// CPU time (user + system) of a process, in seconds.

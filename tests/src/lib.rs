@@ -1,5 +1,13 @@
-//! Helpers shared by the end-to-end tests: locating the workspace's binaries, temp data dirs,
-//! free loopback ports and a real Mosquitto broker.
+//! The one home of the end-to-end tests' harnesses: every test file under `tests/` and every
+//! benchmark under `examples/` starts its processes through this library, so a harness is
+//! written once and a fix to it reaches every test.
+//!
+//! - this file: locating and building the workspace's binaries, and a real Mosquitto broker;
+//! - [`net`]: free loopback ports and waiting for a listener;
+//! - [`agent`]: one `floed` device driven through its CLI (install, status, daemon);
+//! - [`fabric`]: a fleet of `floed fabric` processes (the libp2p swarm on its own);
+//! - [`coordinator`]: a real `floe serve` with real `floed daemon` devices bootstrapped to it;
+//! - [`netns`]: network namespaces with shaped links for the fabric fleet.
 //!
 //! Binaries are built on first use (`cargo build -q --bin NAME -p PACKAGE`, same profile and
 //! target directory as the running test), once per test process, because `cargo test` does not
@@ -7,7 +15,6 @@
 
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -105,27 +112,6 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
-/// Waits until something accepts TCP connections on a loopback port.
-pub fn wait_for_port(port: u16, within: Duration) -> Result<()> {
-    let until = Instant::now() + within;
-    loop {
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return Ok(());
-        }
-        if Instant::now() >= until {
-            bail!("nothing listens on 127.0.0.1:{port} after {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// True when Mosquitto is installed; tests that need it print why they skip otherwise.
 pub fn mosquitto_available() -> bool {
     Path::new(MOSQUITTO).exists()
@@ -142,7 +128,7 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts a broker on a free loopback port.
     pub fn start() -> Result<Mosquitto> {
-        Self::start_on(free_port()?)
+        Self::start_on(net::free_port()?)
     }
 
     /// Starts a broker on this loopback port.
@@ -194,7 +180,7 @@ impl Mosquitto {
             .spawn()
             .with_context(|| format!("starting {MOSQUITTO}"))?;
         self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(10))
+        net::wait_for_port(self.port, Duration::from_secs(10))
     }
 }
 
@@ -232,7 +218,7 @@ impl Subscription {
     /// publishes a probe on a topic under `floe-test-probe/` and waits to see it.
     pub fn start(port: u16, filter: &str) -> Result<Subscription> {
         use std::io::BufRead;
-        let probe = format!("floe-test-probe/{}", free_port()?);
+        let probe = format!("floe-test-probe/{}", net::free_port()?);
         let mut child = Command::new("mosquitto_sub")
             .args([
                 "-h",
@@ -389,5 +375,8 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-pub mod fleet;
+pub mod agent;
+pub mod coordinator;
+pub mod fabric;
+pub mod net;
 pub mod netns;

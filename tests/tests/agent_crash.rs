@@ -6,13 +6,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
-mod agent_support;
-
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 
-use agent_support::*;
+use floe_tests::agent::*;
 
 /// (crash point, the command that reaches it, the slot and version the device must end on).
 const STEPS: &[(&str, &str, &str, &str)] = &[

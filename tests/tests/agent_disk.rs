@@ -4,13 +4,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
-mod agent_support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use agent_support::*;
+use floe_tests::agent::*;
 
 /// A tmpfs mount, unmounted on drop.
 struct Mount(PathBuf);
@@ -48,15 +45,6 @@ impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-fn install(cfg: &Path, dir: &Path) -> std::process::Output {
-    run(
-        cfg,
-        &["install", dir.to_str().unwrap()],
-        &[],
-        Duration::from_secs(60),
-    )
 }
 
 #[test]

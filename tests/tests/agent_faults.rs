@@ -11,37 +11,23 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
-mod agent_support;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_support::*;
+use floe_tests::agent::*;
 use floe_tests::{Mosquitto, Subscription, mosquitto_available};
 use serde_json::json;
 
-fn install(cfg: &Path, source: &Path) -> std::process::Output {
-    run(
-        cfg,
-        &["install", source.to_str().unwrap()],
-        &[],
-        Duration::from_secs(90),
-    )
+/// Installs with the longer limit these cases need (a smoke test runs inside the install).
+fn install_slow(cfg: &Path, source: &Path) -> std::process::Output {
+    install_within(cfg, source, Duration::from_secs(90))
 }
 
 fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
-}
-
-fn audit_has(st: &serde_json::Value, action: &str, outcome: &str, needle: &str) -> bool {
-    st["audit"].as_array().unwrap().iter().any(|a| {
-        a["action"] == action
-            && a["outcome"] == outcome
-            && a["detail"].as_str().unwrap().contains(needle)
-    })
 }
 
 /// Replaces the trial length in a config written by [`config`].
@@ -143,7 +129,7 @@ fn fault_case(fault: serde_json::Value, needle: &str) -> serde_json::Value {
     };
     let url = broker.as_ref().map(Mosquitto::url);
     let v1 = v1_flow(url.as_deref().map(|u| (u, "floe/faults/v1")));
-    let out = install(&cfg, &stage(tmp.path(), "1.0", &v1, &[]));
+    let out = install_slow(&cfg, &stage(tmp.path(), "1.0", &v1, &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     set_min_ready(&cfg, 60);
 
@@ -170,7 +156,7 @@ fn fault_case(fault: serde_json::Value, needle: &str) -> serde_json::Value {
     let v2 = stage(tmp.path(), "2.0", &fault_flow(fault), &[]);
     let cfg2 = cfg.clone();
     let started = Instant::now();
-    let installer = std::thread::spawn(move || install(&cfg2, &v2));
+    let installer = std::thread::spawn(move || install_slow(&cfg2, &v2));
     let out = installer.join().unwrap();
     let took = started.elapsed();
     let returned_ms = std::time::SystemTime::now()
@@ -380,7 +366,7 @@ fn signed_smoke_test_refuses_a_version_whose_output_is_wrong_and_installs_one_th
     let data = tmp.path().join("data");
     let cfg = config(tmp.path(), &data, 0);
     let key = release_key(tmp.path(), &data);
-    let v1 = install(&cfg, &stage(tmp.path(), "1.0.0", &v1_flow(None), &[]));
+    let v1 = install_slow(&cfg, &stage(tmp.path(), "1.0.0", &v1_flow(None), &[]));
     assert!(v1.status.success(), "{}", text(&v1.stderr));
 
     // 2.0.0 runs and stays healthy, but its output is not what the smoke test expects.
@@ -392,7 +378,7 @@ fn signed_smoke_test_refuses_a_version_whose_output_is_wrong_and_installs_one_th
         &checking_flow("no"),
         &smoke_file(),
     );
-    let out = install(&cfg, &wrong);
+    let out = install_slow(&cfg, &wrong);
     assert!(!out.status.success(), "{}", text(&out.stdout));
     let err = text(&out.stderr);
     assert!(err.contains("smoke test of 2.0.0 failed"), "{err}");
@@ -419,7 +405,7 @@ fn signed_smoke_test_refuses_a_version_whose_output_is_wrong_and_installs_one_th
         &checking_flow("yes"),
         &smoke_file(),
     );
-    let out = install(&cfg, &right);
+    let out = install_slow(&cfg, &right);
     assert!(
         out.status.success(),
         "{} {}",
@@ -454,7 +440,7 @@ fn smoke_test_of_the_standby_slot_does_not_knock_the_live_flow_off_the_broker() 
     })
     .to_string();
     assert!(
-        install(&cfg, &stage(tmp.path(), "1.0.0", &v1, &[]))
+        install_slow(&cfg, &stage(tmp.path(), "1.0.0", &v1, &[]))
             .status
             .success()
     );
@@ -502,7 +488,7 @@ fn smoke_test_of_the_standby_slot_does_not_knock_the_live_flow_off_the_broker() 
     let bundle = build_bundle(tmp.path(), &key, "2.0.0", 2, &flow, &smoke);
     let cfg2 = cfg.clone();
     let begun = Instant::now();
-    let installer = std::thread::spawn(move || install(&cfg2, &bundle));
+    let installer = std::thread::spawn(move || install_slow(&cfg2, &bundle));
     // From the start of the install until the switch (the first message of 2.0.0, whose
     // outputs are live only after it), the live flow keeps publishing without a pause: staging
     // and the smoke test, with its own MQTT client on the same broker, run beside it.

@@ -5,13 +5,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
-mod agent_support;
-
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
-use agent_support::*;
+use floe_tests::agent::*;
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -29,23 +26,6 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
-}
-
-fn install(cfg: &Path, dir: &Path) -> std::process::Output {
-    run(
-        cfg,
-        &["install", dir.to_str().unwrap()],
-        &[],
-        Duration::from_secs(60),
-    )
-}
-
-fn audit_has(st: &serde_json::Value, action: &str, outcome: &str, needle: &str) -> bool {
-    st["audit"].as_array().unwrap().iter().any(|a| {
-        a["action"] == action
-            && a["outcome"] == outcome
-            && a["detail"].as_str().unwrap().contains(needle)
-    })
 }
 
 #[test]

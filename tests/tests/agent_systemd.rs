@@ -6,8 +6,6 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
-mod agent_support;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -41,7 +39,7 @@ fn floed_unit_verifies_with_its_hardening() {
     ] {
         assert!(unit.contains(needed), "floed.service lacks {needed}");
     }
-    let floed = agent_support::floed();
+    let floed = floe_tests::agent::floed();
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("floed.service");
     std::fs::write(

@@ -35,7 +35,7 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
-        let port = floe_tests::free_port().unwrap();
+        let port = floe_tests::net::free_port().unwrap();
         let child = Command::new(floe_tests::bin("floe").unwrap())
             .args([
                 "serve",
@@ -49,7 +49,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start floe serve");
-        floe_tests::wait_for_port(port, Duration::from_secs(60)).unwrap();
+        floe_tests::net::wait_for_port(port, Duration::from_secs(60)).unwrap();
         let token = std::fs::read_to_string(dir.join("api-token"))
             .unwrap()
             .trim()
@@ -848,7 +848,7 @@ fn a_killed_coordinator_resumes_the_deployment_where_it_was() {
 /// that says it listens (bounded by lines and time), then stops it.
 fn first_lines(dir: &Path) -> String {
     use std::io::{BufRead, BufReader};
-    let port = floe_tests::free_port().unwrap();
+    let port = floe_tests::net::free_port().unwrap();
     let mut child = Command::new(floe_tests::bin("floe").unwrap())
         .args([
             "serve",

@@ -370,7 +370,7 @@ fn coordinator_directs_three_devices_over_the_fabric() {
             let dir = root.join(format!("dev{i}"));
             let data = dir.join("data");
             std::fs::create_dir_all(&data).unwrap();
-            let port = floe_tests::free_port().unwrap();
+            let port = floe_tests::net::free_port().unwrap();
             let cfg = dir.join("floed.toml");
             std::fs::write(
                 &cfg,

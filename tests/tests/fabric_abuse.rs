@@ -4,7 +4,7 @@
 //! flows. One test per kind of flood, so each penalty is shown on its own.
 
 use anyhow::Result;
-use floe_tests::fleet::{Node, NodeOpts};
+use floe_tests::fabric::{Node, NodeOpts};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -9,7 +9,7 @@
 //! and Kademlia, so concurrent runs never see each other.
 
 use anyhow::Result;
-use floe_tests::fleet::{Bundle, Node, NodeOpts, signed_bundle};
+use floe_tests::fabric::{Bundle, Node, NodeOpts, signed_bundle};
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;

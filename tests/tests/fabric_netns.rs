@@ -3,7 +3,7 @@
 //! running. Traffic stays inside namespaces the test made; they are deleted on exit.
 
 use anyhow::Result;
-use floe_tests::fleet::{Node, NodeOpts, write_artifact};
+use floe_tests::fabric::{Node, NodeOpts, write_artifact};
 use floe_tests::netns::{LinkShape, NetnsFleet, unavailable};
 use std::time::Duration;
 

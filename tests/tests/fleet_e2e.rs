@@ -6,12 +6,10 @@
 //! coordinator: the device is the source of truth about itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod fleet_support;
-
 use std::time::Duration;
 
-use fleet_support::{Coordinator, Device, temperature_flow, wait};
 use floe_tests::Mosquitto;
+use floe_tests::coordinator::{Coordinator, Device, temperature_flow, wait};
 use serde_json::{Value, json};
 
 /// Rolling config with short soaks (the reference's shape and units).
@@ -215,7 +213,7 @@ fn offline_device_is_caught_up_when_it_returns() {
     devices[2].kill9();
     let gone = devices[2].id.clone();
     let mut last = Value::Null;
-    let seen = fleet_support::try_wait(Duration::from_secs(30), || {
+    let seen = floe_tests::coordinator::try_wait(Duration::from_secs(30), || {
         last = coord.device(&gone);
         (last["online"] == json!(false)).then_some(())
     });

@@ -8,7 +8,8 @@
 use floe_flow::compiled::{CompiledFlow, CompiledNode, Edge};
 use floe_flow::engine::{Engine, EngineOptions, RunningFlow, TapEvent};
 use floe_flow::msg::Msg;
-use floe_tests::{Mosquitto, Subscription, free_port, mosquitto_available, publish};
+use floe_tests::net::free_port;
+use floe_tests::{Mosquitto, Subscription, mosquitto_available, publish};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;

@@ -1,8 +1,13 @@
-//! A loopback fleet for the coordinator's end-to-end tests: one real `floe serve` (REST API,
-//! SQLite, fabric) and N real `floed daemon` processes that bootstrap to it, each with its own
-//! temp data directory, identity and trust store, running flows with simulated sensors and
-//! publishing to a real Mosquitto.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+//! A loopback fleet for the coordinator's end-to-end tests and the fleet benchmark: one real
+//! `floe serve` (REST API, SQLite, fabric) and N real `floed daemon` processes that bootstrap to
+//! it, each with its own temp data directory, identity and trust store, running flows with
+//! simulated sensors and publishing to a real Mosquitto.
+//!
+//! Unlike the rest of this library, these helpers panic instead of returning errors: each call
+//! is a step of a test, and a step that cannot happen must fail that test on the spot with the
+//! step named, as an `assert!` would. Processes are killed on drop, so a failing test leaves
+//! none behind.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,9 +17,10 @@ use floe_coordinator::client::{AllowDevice, Client, Deployment, NewFlow};
 use serde_json::{Value, json};
 
 /// The example flow every test deploys.
-const EXAMPLE: &str = include_str!("../../../examples/temperature-alert.json");
+const EXAMPLE: &str = include_str!("../../examples/temperature-alert.json");
 
 /// A `floe serve` process.
+#[derive(Debug)]
 pub struct Coordinator {
     child: Option<Child>,
     /// Its data directory.
@@ -42,8 +48,8 @@ impl Coordinator {
     /// devices to get their directives from the direct answers to their reports).
     pub fn start_with_republish(root: &Path, republish: &str) -> Coordinator {
         let dir = root.join("coordinator");
-        let port = floe_tests::free_port().unwrap();
-        let fabric_port = floe_tests::free_port().unwrap();
+        let port = crate::net::free_port().unwrap();
+        let fabric_port = crate::net::free_port().unwrap();
         let child = spawn_server(&dir, port, fabric_port, republish);
         let anon = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
         wait("the coordinator API", Duration::from_secs(60), || {
@@ -74,10 +80,7 @@ impl Coordinator {
 
     /// Kills the coordinator with SIGKILL, as a crash or power cut would.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill9(&mut self.child);
     }
 
     /// Starts it again on the same data directory and ports.
@@ -204,6 +207,14 @@ impl Drop for Coordinator {
     }
 }
 
+/// Kills a child with SIGKILL and reaps it, if it runs.
+fn kill9(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 fn spawn_server(dir: &Path, port: u16, fabric_port: u16, republish: &str) -> Child {
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new()
@@ -211,7 +222,7 @@ fn spawn_server(dir: &Path, port: u16, fabric_port: u16, republish: &str) -> Chi
         .append(true)
         .open(dir.with_extension("log"))
         .unwrap();
-    Command::new(floe_tests::bin("floe").unwrap())
+    Command::new(crate::bin("floe").unwrap())
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
@@ -246,6 +257,7 @@ fn read_addrs(dir: &Path) -> Vec<String> {
 }
 
 /// A `floed daemon` process.
+#[derive(Debug)]
 pub struct Device {
     child: Option<Child>,
     /// The device id (hex of its public key).
@@ -283,7 +295,7 @@ impl Device {
                 data = quote(&data.to_string_lossy()),
                 arch = quote(std::env::consts::ARCH),
                 region = quote(region),
-                port = floe_tests::free_port().unwrap(),
+                port = crate::net::free_port().unwrap(),
                 peers = peers.join(", "),
                 trust = quote(&data.join("trust").to_string_lossy()),
             ),
@@ -316,10 +328,7 @@ impl Device {
 
     /// Kills the daemon with SIGKILL (the device goes offline).
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill9(&mut self.child);
     }
 
     /// Starts the daemon (again).
@@ -331,7 +340,7 @@ impl Device {
             .open(self.data.join("floed.log"))
             .unwrap();
         self.child = Some(
-            Command::new(floe_tests::bin("floed").unwrap())
+            Command::new(crate::bin("floed").unwrap())
                 .arg("daemon")
                 .arg("--config")
                 .arg(&self.config)
@@ -346,7 +355,7 @@ impl Device {
 
     /// `floed status --json`: the device's own word about itself.
     pub fn status(&self) -> Value {
-        let out = Command::new(floe_tests::bin("floed").unwrap())
+        let out = Command::new(crate::bin("floed").unwrap())
             .args(["status", "--json", "--config"])
             .arg(&self.config)
             .output()

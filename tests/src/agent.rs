@@ -1,8 +1,12 @@
-//! Helpers for the agent's end-to-end tests: building and locating `floed` (with the
-//! test-only `crash-points` and `fault-nodes` features), staging version directories, writing configs, running commands
-//! with a time bound, and reading `floed status --json`.
-
-#![allow(dead_code, unreachable_pub, clippy::panic)]
+//! The harness of the agent's end-to-end tests: one device's `floed` (built with the test-only
+//! `crash-points` and `fault-nodes` features) driven through its CLI: staging version
+//! directories, writing configs, installing, running commands with a time bound, reading
+//! `floed status --json` and running the daemon.
+//!
+//! Like [`crate::coordinator`], these helpers panic instead of returning errors: each call is a
+//! step of a test, and a step that cannot happen must fail that test on the spot, as an
+//! `assert!` would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,29 +15,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// The target directory the test binary lives in (`<target>/debug/deps/<test>`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
-}
-
 /// Builds `floed` with the crash-point hook and the test-only `fault` node kind once per test
 /// process and returns its path.
 pub fn floed() -> PathBuf {
-    floe_tests::bin("floed").expect("building floed")
-}
-
-fn target_dir_profile() -> String {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "debug".into())
+    crate::bin("floed").expect("building floed")
 }
 
 /// A flow that injects a message every 50 ms into a debug sink: runs anywhere, no hardware.
@@ -83,7 +68,7 @@ pub fn stage(root: &Path, version: &str, flow: &str, extra: &[(&str, Vec<u8>)]) 
 
 /// Writes a config for a test device with short trials and a free loopback port.
 pub fn config(root: &Path, data: &Path, min_ready_s: u64) -> PathBuf {
-    let port = free_port();
+    let port = crate::net::free_port().unwrap();
     std::fs::create_dir_all(root).unwrap();
     let path = root.join("floed.toml");
     std::fs::write(
@@ -98,15 +83,6 @@ pub fn config(root: &Path, data: &Path, min_ready_s: u64) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The `http_listen` port of a config file.
@@ -156,12 +132,36 @@ pub fn status(config: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
+/// `floed install <source>` (a staged directory or a bundle), run in-process as on an
+/// air-gapped site, killed after 60 s.
+pub fn install(config: &Path, source: &Path) -> Output {
+    install_within(config, source, Duration::from_secs(60))
+}
+
+/// `floed install <source>`, killed after `limit`.
+pub fn install_within(config: &Path, source: &Path, limit: Duration) -> Output {
+    run(config, &["install", source.to_str().unwrap()], &[], limit)
+}
+
+/// Whether the status's audit log has an entry of `action` with `outcome` whose detail
+/// contains `needle`.
+pub fn audit_has(st: &serde_json::Value, action: &str, outcome: &str, needle: &str) -> bool {
+    st["audit"].as_array().unwrap().iter().any(|a| {
+        a["action"] == action
+            && a["outcome"] == outcome
+            && a["detail"].as_str().unwrap().contains(needle)
+    })
+}
+
 /// A running daemon, stopped with SIGTERM (or killed) on drop.
+#[derive(Debug)]
 pub struct Daemon {
+    /// The `floed daemon` process.
     pub child: Child,
 }
 
 impl Daemon {
+    /// Starts `floed daemon` with this config and extra environment.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(floed());
         cmd.arg("daemon").arg("--config").arg(config);
@@ -191,6 +191,7 @@ impl Daemon {
         panic!("floed daemon not ready within {limit:?}");
     }
 
+    /// Stops the daemon with SIGTERM, killing it if it has not exited within 10 s.
     pub fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
