@@ -9,6 +9,7 @@ pub mod api;
 pub mod bridge;
 pub mod client;
 pub mod link;
+pub mod loadtest;
 pub mod openapi;
 pub mod service;
 pub mod store;

@@ -8,6 +8,7 @@ mod deploy;
 mod device;
 mod flow;
 mod keys;
+mod loadtest;
 mod watch;
 
 use anyhow::Result;
@@ -47,6 +48,9 @@ enum Command {
     /// A coordinator, N floed devices and a broker on loopback: deploy, then roll back a
     /// broken version.
     Demo(demo::DemoArgs),
+    /// Simulated devices with real keys against a running coordinator: reports, directives,
+    /// latency.
+    Loadtest(loadtest::LoadtestArgs),
     /// Run the coordinator: REST API, SQLite state, rollout engines.
     Serve(serve::ServeArgs),
 }
@@ -73,6 +77,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::EnrollToken(args) => device::run_enroll_token(args),
         Command::Audit(args) => audit::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Loadtest(args) => loadtest::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

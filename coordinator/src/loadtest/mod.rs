@@ -1,0 +1,486 @@
+//! A device simulator that drives a real coordinator the way real devices do: `floe loadtest`.
+//!
+//! Why: the coordinator's cost per report, its latency and its memory at fleet scale cannot be
+//! measured with a dozen real daemons, and 100 000 real devices cannot exist here. Each
+//! [`VirtualDevice`] has a real ed25519 key, is allowlisted through the REST API, sends signed
+//! [`DeviceReport`](floe_wire::proto::DeviceReport)s to `POST /api/v1/devices/{id}/report`,
+//! reads its directive from `GET /api/v1/devices/{id}/directive`, carries it out step by step
+//! (stage, switch, commit, rollback) and reports the result, exactly as `floed` does over
+//! HTTP. Some devices can be told to fail their stage, to turn unhealthy after the switch, or
+//! to go offline after enrolling.
+//!
+//! Shape: one min-heap of (due time, device) behind a mutex and `in_flight` worker threads,
+//! each with its own HTTP connection, so at most `in_flight` requests are outstanding. Every
+//! device is in the heap exactly once, so no device is driven by two workers at once. A
+//! device reports every `period` on average (first reports spread evenly over one period),
+//! and every `active_period` while it is in the middle of a deployment, as a real device that
+//! hears directives by gossip would act within about a second. Memory is the devices plus one
+//! latency histogram of fixed size; the run is bounded by its duration.
+
+mod device;
+mod stats;
+
+pub use device::{Behaviour, DirectiveError, Outcome, VirtualDevice};
+pub use stats::{LoadStats, Snapshot};
+
+use floe_wire::proto::TrustStore;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The largest fleet one run simulates.
+pub const MAX_DEVICES: usize = 200_000;
+/// The most concurrent requests.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// The most bytes read from one reply.
+const MAX_REPLY: u64 = 64 * 1024;
+/// Per-request time limit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a load test could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A setting is out of range.
+    #[error("{field}: {message}")]
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Allowlisting a device failed.
+    #[error("allowlisting device {device}: HTTP {status}: {body}")]
+    Allow {
+        /// The device id.
+        device: String,
+        /// The HTTP status (0 when the request did not get through).
+        status: u16,
+        /// The reply, or the transport error.
+        body: String,
+    },
+    /// A worker thread could not be started.
+    #[error("starting a worker thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// What a run simulates.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The coordinator, `http://host:port`.
+    pub server: String,
+    /// The API token (needed to allowlist devices).
+    pub token: Option<String>,
+    /// How many devices.
+    pub devices: usize,
+    /// Mean time between two reports of one idle device.
+    pub period: Duration,
+    /// Time between two reports of a device in the middle of a deployment.
+    pub active_period: Duration,
+    /// How many requests may be outstanding at once.
+    pub in_flight: usize,
+    /// Share of devices that fail their stage.
+    pub fail_rate: f64,
+    /// Share of devices that turn unhealthy on the new release.
+    pub unhealthy_rate: f64,
+    /// Share of devices that go offline after enrolling.
+    pub offline_rate: f64,
+    /// Device types, assigned round-robin.
+    pub device_types: Vec<String>,
+    /// Regions, assigned round-robin.
+    pub regions: Vec<String>,
+    /// Seed of the device keys and behaviours (a run is repeatable).
+    pub seed: u64,
+    /// The coordinator's trust store, to verify directives as devices do.
+    pub trust: Option<TrustStore>,
+}
+
+impl LoadConfig {
+    /// Defaults: 30 s between reports, 1 s while deploying, 16 in flight, nobody failing.
+    pub fn new(server: &str, devices: usize) -> LoadConfig {
+        LoadConfig {
+            server: server.trim_end_matches('/').to_string(),
+            token: None,
+            devices,
+            period: Duration::from_secs(30),
+            active_period: Duration::from_secs(1),
+            in_flight: 16,
+            fail_rate: 0.0,
+            unhealthy_rate: 0.0,
+            offline_rate: 0.0,
+            device_types: vec!["rpi4".into(), "jetson-nano".into(), "gateway".into()],
+            regions: vec!["eu".into(), "us".into()],
+            seed: 1,
+            trust: None,
+        }
+    }
+
+    fn check(&self) -> Result<(), LoadError> {
+        let bad = |field, message: String| Err(LoadError::Config { field, message });
+        if self.devices == 0 || self.devices > MAX_DEVICES {
+            return bad("devices", format!("must be 1 to {MAX_DEVICES}"));
+        }
+        if self.in_flight == 0 || self.in_flight > MAX_IN_FLIGHT {
+            return bad("in_flight", format!("must be 1 to {MAX_IN_FLIGHT}"));
+        }
+        if self.period.is_zero() || self.active_period.is_zero() {
+            return bad("period", "periods must be above zero".into());
+        }
+        for (field, rate) in [
+            ("fail_rate", self.fail_rate),
+            ("unhealthy_rate", self.unhealthy_rate),
+            ("offline_rate", self.offline_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return bad(field, format!("{rate} is not a share between 0 and 1"));
+            }
+        }
+        if self.fail_rate + self.unhealthy_rate + self.offline_rate > 1.0 {
+            return bad("fail_rate", "the three rates add up to more than 1".into());
+        }
+        if self.device_types.is_empty() || self.regions.is_empty() {
+            return bad("device_types", "at least one device type and region".into());
+        }
+        if !self.server.starts_with("http://") {
+            return bad(
+                "server",
+                format!("{:?} is not an http:// address", self.server),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64: the seeded stream the keys and behaviours come from.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A simulated fleet and the coordinator it talks to.
+#[derive(Debug)]
+pub struct Fleet {
+    config: LoadConfig,
+    devices: Vec<Mutex<VirtualDevice>>,
+    agent: ureq::Agent,
+}
+
+impl Fleet {
+    /// Creates the devices (keys and behaviours from the seed).
+    pub fn new(config: LoadConfig) -> Result<Fleet, LoadError> {
+        config.check()?;
+        let mut state = config.seed;
+        let mut devices = Vec::with_capacity(config.devices);
+        for i in 0..config.devices {
+            let mut seed = [0u8; 32];
+            for chunk in seed.chunks_mut(8) {
+                chunk.copy_from_slice(&splitmix(&mut state).to_le_bytes());
+            }
+            let draw = (splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
+            let behaviour = if draw < config.fail_rate {
+                Behaviour::FailStage
+            } else if draw < config.fail_rate + config.unhealthy_rate {
+                Behaviour::Unhealthy
+            } else if draw < config.fail_rate + config.unhealthy_rate + config.offline_rate {
+                Behaviour::Offline
+            } else {
+                Behaviour::Good
+            };
+            let ty = &config.device_types[i % config.device_types.len()];
+            let region = &config.regions[(i / config.device_types.len()) % config.regions.len()];
+            devices.push(Mutex::new(VirtualDevice::new(seed, ty, region, behaviour)));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .max_idle_connections(MAX_IN_FLIGHT)
+            .max_idle_connections_per_host(MAX_IN_FLIGHT)
+            .build()
+            .into();
+        Ok(Fleet {
+            config,
+            devices,
+            agent,
+        })
+    }
+
+    /// The device ids, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.devices
+            .iter()
+            .filter_map(|d| d.lock().ok().map(|d| d.id().to_string()))
+            .collect()
+    }
+
+    /// How many devices have each behaviour: (good, fail stage, unhealthy, offline).
+    pub fn behaviours(&self) -> [usize; 4] {
+        let mut out = [0; 4];
+        for d in &self.devices {
+            if let Ok(d) = d.lock() {
+                out[d.behaviour() as usize] += 1;
+            }
+        }
+        out
+    }
+
+    /// Allowlists every device through `POST /api/v1/devices` (`in_flight` at a time). A
+    /// device that is registered already (409) counts as done, so a second run reuses a fleet.
+    pub fn allow_all(&self) -> Result<usize, LoadError> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let first_error: Mutex<Option<LoadError>> = Mutex::new(None);
+        std::thread::scope(|scope| -> Result<(), LoadError> {
+            for _ in 0..self.config.in_flight {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, || {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= self.devices.len()
+                                || first_error.lock().map(|e| e.is_some()).unwrap_or(true)
+                            {
+                                break;
+                            }
+                            match self.allow_one(i) {
+                                Ok(()) => {
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    if let Ok(mut slot) = first_error.lock() {
+                                        slot.get_or_insert(e);
+                                    }
+                                }
+                            }
+                        }
+                    })
+                    .map_err(LoadError::Spawn)?;
+            }
+            Ok(())
+        })?;
+        if let Some(e) = first_error.into_inner().ok().flatten() {
+            return Err(e);
+        }
+        Ok(done.into_inner())
+    }
+
+    fn allow_one(&self, i: usize) -> Result<(), LoadError> {
+        let (id, body) = {
+            let Ok(d) = self.devices[i].lock() else {
+                return Ok(());
+            };
+            let body = serde_json::json!({
+                "id": d.id(),
+                "public_key": d.public_hex(),
+                "type": d.device_type(),
+                "region": d.region(),
+                "labels": {"loadtest": "1"},
+            });
+            (d.id().to_string(), body)
+        };
+        let url = format!("{}/api/v1/devices", self.config.server);
+        let mut req = self.agent.post(&url).content_type("application/json");
+        if let Some(t) = &self.config.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        match req.send(body.to_string().as_bytes()) {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                if status < 300 || status == 409 {
+                    return Ok(());
+                }
+                let text = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_REPLY)
+                    .read_to_string()
+                    .unwrap_or_default();
+                Err(LoadError::Allow {
+                    device: id,
+                    status,
+                    body: text,
+                })
+            }
+            Err(e) => Err(LoadError::Allow {
+                device: id,
+                status: 0,
+                body: e.to_string(),
+            }),
+        }
+    }
+
+    /// Runs the fleet for `duration` (or until `stop` is set), and returns what happened.
+    /// `on_tick` is called about once a second from the calling thread with the figures so far
+    /// (to print progress, or to stop when a deployment completes).
+    pub fn run(
+        &self,
+        duration: Duration,
+        stop: &AtomicBool,
+        mut on_tick: impl FnMut(&Snapshot),
+    ) -> Result<LoadStats, LoadError> {
+        let start = Instant::now();
+        let deadline = start + duration;
+        let n = self.devices.len() as u64;
+        let period = self.config.period.as_micros() as u64;
+        // First reports spread evenly over one period, so the rate is flat from the start.
+        let heap: Mutex<BinaryHeap<Reverse<(u64, u32)>>> = Mutex::new(
+            (0..self.devices.len())
+                .map(|i| Reverse(((i as u64).saturating_mul(period) / n.max(1), i as u32)))
+                .collect(),
+        );
+        let stats = LoadStats::new();
+        std::thread::scope(|scope| -> Result<(), LoadError> {
+            for _ in 0..self.config.in_flight {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, || self.worker(&heap, &stats, start, deadline, stop))
+                    .map_err(LoadError::Spawn)?;
+            }
+            while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(
+                    (deadline - Instant::now()).as_millis().min(1000) as u64,
+                ));
+                on_tick(&stats.snapshot(start.elapsed()));
+            }
+            stop.store(true, Ordering::Relaxed);
+            Ok(())
+        })?;
+        stats.finish(start.elapsed());
+        Ok(stats)
+    }
+
+    fn worker(
+        &self,
+        heap: &Mutex<BinaryHeap<Reverse<(u64, u32)>>>,
+        stats: &LoadStats,
+        start: Instant,
+        deadline: Instant,
+        stop: &AtomicBool,
+    ) {
+        let active = self.config.active_period.as_micros() as u64;
+        let period = self.config.period.as_micros() as u64;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let now_us = start.elapsed().as_micros() as u64;
+            let next = {
+                let Ok(mut h) = heap.lock() else { return };
+                match h.peek() {
+                    Some(Reverse((due, _))) if *due <= now_us => h.pop().map(|Reverse(e)| e),
+                    Some(Reverse((due, _))) => {
+                        let wait = (*due - now_us).min(5_000);
+                        drop(h);
+                        std::thread::sleep(Duration::from_micros(wait));
+                        continue;
+                    }
+                    None => return,
+                }
+            };
+            let Some((_, index)) = next else { continue };
+            let Some(cell) = self.devices.get(index as usize) else {
+                continue;
+            };
+            let next_in = match cell.lock() {
+                Ok(mut dev) => self.visit(&mut dev, stats, active, period),
+                Err(_) => None,
+            };
+            if let Some(after) = next_in {
+                let due = start.elapsed().as_micros() as u64 + after;
+                if let Ok(mut h) = heap.lock() {
+                    h.push(Reverse((due, index)));
+                }
+            }
+        }
+    }
+
+    /// One visit of one device: a report, then its directive if the coordinator says it is
+    /// behind. Returns when to visit it next (µs from now), or `None` to drop it (offline).
+    fn visit(
+        &self,
+        dev: &mut VirtualDevice,
+        stats: &LoadStats,
+        active: u64,
+        period: u64,
+    ) -> Option<u64> {
+        let sent = self.send_report(dev, stats);
+        if dev.behaviour() == Behaviour::Offline && sent {
+            return None;
+        }
+        if !sent {
+            return Some(period);
+        }
+        match self.fetch_directive(dev, stats) {
+            // News to report: at once, as the agent reports every change.
+            Some(Outcome::New(_)) => Some(0),
+            _ if dev.mid_deployment() => Some(active),
+            _ => Some(period),
+        }
+    }
+
+    fn send_report(&self, dev: &mut VirtualDevice, stats: &LoadStats) -> bool {
+        let now_ms = floe_wire::clock::unix_ms();
+        let bytes = match dev.report(now_ms) {
+            Ok(b) => b,
+            Err(e) => {
+                stats.error(&format!("signing a report: {e}"));
+                return false;
+            }
+        };
+        let url = format!("{}/api/v1/devices/{}/report", self.config.server, dev.id());
+        let t0 = Instant::now();
+        let result = self
+            .agent
+            .post(&url)
+            .content_type("application/cbor")
+            .send(&bytes[..]);
+        let took = t0.elapsed();
+        match result {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let _ = resp.body_mut().with_config().limit(MAX_REPLY).read_to_vec();
+                stats.report(status, took);
+                status < 300
+            }
+            Err(e) => {
+                stats.error(&format!("POST report: {e}"));
+                false
+            }
+        }
+    }
+
+    fn fetch_directive(&self, dev: &mut VirtualDevice, stats: &LoadStats) -> Option<Outcome> {
+        let url = format!(
+            "{}/api/v1/devices/{}/directive",
+            self.config.server,
+            dev.id()
+        );
+        let mut resp = match self.agent.get(&url).call() {
+            Ok(r) => r,
+            Err(e) => {
+                stats.error(&format!("GET directive: {e}"));
+                return None;
+            }
+        };
+        if resp.status().as_u16() != 200 {
+            return None;
+        }
+        let bytes = match resp.body_mut().with_config().limit(MAX_REPLY).read_to_vec() {
+            Ok(b) => b,
+            Err(e) => {
+                stats.error(&format!("reading a directive: {e}"));
+                return None;
+            }
+        };
+        match dev.apply_post(&bytes, self.config.trust.as_ref()) {
+            Ok(outcome) => {
+                if let Outcome::New(action) = outcome {
+                    stats.directive(action);
+                }
+                Some(outcome)
+            }
+            Err(e) => {
+                stats.error(&e.to_string());
+                None
+            }
+        }
+    }
+}
