@@ -19,7 +19,8 @@
 
 use floe_coordinator::client::{Client, Method};
 use floe_coordinator::loadtest::{Fleet, LoadConfig};
-use floe_tests::{bin, free_port, proc_status_kb, wait_for_port};
+use floe_tests::net::{free_port, wait_for_port};
+use floe_tests::{bin, proc_status_kb};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
