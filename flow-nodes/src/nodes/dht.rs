@@ -9,9 +9,10 @@
 //! tests give the same readings every run: the temperature swings between 22 and 34 °C over
 //! one minute, crossing the example flow's threshold of 30 °C.
 
-use crate::engine::NodeIo;
+use super::at_least;
 use crate::msg::Msg;
-use crate::nodes::{NodeError, SysfsReader, at_least};
+use crate::task::NodeIo;
+use crate::task::{NodeError, SysfsReader};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io;
@@ -255,7 +256,7 @@ impl DhtNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nodes::FsReader;
+    use crate::task::FsReader;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A reader in front of the real files that fails the first `fail` reads with the given OS

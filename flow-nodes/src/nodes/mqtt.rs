@@ -16,8 +16,8 @@
 //! TLS (`mqtts://`) uses rustls with the ring provider, with the roots from `ca_file` or the
 //! system's trust store.
 
-use crate::engine::NodeIo;
 use crate::msg::Msg;
+use crate::task::NodeIo;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, Request,
     TlsConfiguration, Transport,
@@ -451,7 +451,7 @@ impl MqttInNode {
 struct Driver {
     node: Arc<str>,
     url: String,
-    metrics: Arc<crate::engine::NodeMetrics>,
+    metrics: Arc<crate::task::NodeMetrics>,
     connected: Arc<AtomicBool>,
     /// For mqtt_out: the node's input closed. For mqtt_in: the flow stops.
     stop: CancellationToken,

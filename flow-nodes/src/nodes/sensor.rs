@@ -1,9 +1,10 @@
 //! `sensor`: polls a numeric text file (a sysfs attribute such as a thermal zone or an ADC
 //! channel) every `interval` and emits `value * scale + offset`.
 
-use crate::engine::NodeIo;
+use super::at_least;
 use crate::msg::Msg;
-use crate::nodes::{NodeError, SysfsReader, at_least};
+use crate::task::NodeIo;
+use crate::task::{NodeError, SysfsReader};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -127,7 +128,7 @@ impl SensorNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nodes::FsReader;
+    use crate::task::FsReader;
 
     #[test]
     fn scale_and_offset_apply_to_the_file_value() {

@@ -942,3 +942,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+#[cfg(not(feature = "fault-nodes"))]
+fn the_test_only_fault_kind_is_unknown_without_its_feature() {
+    assert!(kinds::lookup("fault").is_none());
+    let flow = r#"{"nodes":[{"id":"f","type":"fault","name":"F","config":{"mode":"panic_after"}}],"connections":[]}"#;
+    let err = compile(flow.as_bytes(), &[]).unwrap_err();
+    assert!(
+        err.report().contains("unknown node type `fault`"),
+        "{}",
+        err.report()
+    );
+}

@@ -1,0 +1,64 @@
+//! The errors of the engine and of its nodes, shared by both so that neither module has to
+//! import the other to name a failure.
+
+use crate::msg::PathError;
+
+/// Why a flow could not start or take input.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The graph does not hold together (an edge names a node or port that does not exist).
+    #[error("graph: {0}")]
+    Graph(String),
+    /// A node's kind is not one the engine knows.
+    #[error("node {node}: unknown node kind `{kind}`")]
+    UnknownKind {
+        /// The node id.
+        node: String,
+        /// The kind as written.
+        kind: String,
+    },
+    /// A node's config does not fit its kind.
+    #[error("node {node} ({kind}): config: {message}")]
+    Config {
+        /// The node id.
+        node: String,
+        /// The node kind.
+        kind: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A node failed to start (it could not claim a device or port it needs).
+    #[error("node {node}: start: {message}")]
+    Start {
+        /// The node id.
+        node: String,
+        /// What failed.
+        message: String,
+    },
+    /// Starting needs a tokio runtime and none is running on this thread.
+    #[error("start: the engine must be started from inside a tokio runtime")]
+    NoRuntime,
+    /// A test input named a node that does not exist or has no input.
+    #[error("inject: {0}")]
+    Inject(String),
+    /// The node's input is closed: the flow is stopping or the node has ended.
+    #[error("inject: node {0} no longer takes input")]
+    Closed(String),
+}
+/// Why a node failed on one message or one read. Counted in the node's metrics; the node goes
+/// on.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A property path could not be read or written.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The message does not carry what the node needs (no topic for `mqtt_out` …).
+    #[error("message: {0}")]
+    Message(String),
+    /// Reading a device or file failed (after retries where the kind retries).
+    #[error("read: {0}")]
+    Read(String),
+    /// Handing a message to the MQTT client failed.
+    #[error("publish: {0}")]
+    Publish(String),
+}
