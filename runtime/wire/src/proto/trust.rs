@@ -41,10 +41,10 @@ pub struct TrustStore {
 pub enum RotationError {
     /// The new store is not signed by a threshold of the current store's release keys.
     #[error("not signed by the current trust store: {0}")]
-    Current(SignedError),
+    Current(#[source] SignedError),
     /// The new store is not signed by a threshold of its own release keys.
     #[error("not signed by the new trust store's own keys: {0}")]
-    Own(SignedError),
+    Own(#[source] SignedError),
     /// The new store's number is not the current one plus one.
     #[error("trust store version must be {expected}, found {found}")]
     Version {
