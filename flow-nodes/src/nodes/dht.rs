@@ -10,11 +10,10 @@
 //! one minute, crossing the example flow's threshold of 30 °C.
 
 use super::at_least;
-use crate::msg::Msg;
 use crate::task::NodeIo;
 use crate::task::{NodeError, SysfsReader};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,9 +137,10 @@ pub(crate) async fn read_attr(
     loop {
         let r = reader.clone();
         let p = path.clone();
-        let got = tokio::task::spawn_blocking(move || r.read_to_string(&p))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(format!("reader task failed: {e}"))));
+        let got = match tokio::task::spawn_blocking(move || r.read_to_string(&p)).await {
+            Ok(got) => got,
+            Err(source) => return Err(NodeError::ReaderTask { path, source }),
+        };
         match got {
             Ok(text) => return parse_milli(&text, &path).map(|v| (v, attempt)),
             Err(e) if retryable(&e) && attempt < retries => {
@@ -148,11 +148,12 @@ pub(crate) async fn read_attr(
                 tracing::debug!(path = %path.display(), attempt, error = %e, "dht read failed; retrying");
                 tokio::time::sleep(RETRY_PAUSE * attempt).await;
             }
-            Err(e) => {
-                return Err(NodeError::Read(format!(
-                    "{}: {e} (after {attempt} retries)",
-                    path.display()
-                )));
+            Err(source) => {
+                return Err(NodeError::ReadRetried {
+                    path,
+                    retries: attempt,
+                    source,
+                });
             }
         }
     }
@@ -235,20 +236,9 @@ impl DhtNode {
                 }
             };
             sample += 1;
-            match reading {
-                Ok(r) => {
-                    let payload: Value =
-                        json!({"temperature": r.temperature, "humidity": r.humidity});
-                    let msg = Msg {
-                        payload: Arc::new(payload),
-                        topic: self.topic.clone(),
-                        props: None,
-                    };
-                    io.out.push(0, msg);
-                    io.out.flush().await;
-                }
-                Err(e) => io.error(e.to_string()),
-            }
+            let payload =
+                reading.map(|r| json!({"temperature": r.temperature, "humidity": r.humidity}));
+            io.deliver(payload, &self.topic).await;
         }
     }
 }
@@ -404,7 +394,7 @@ mod tests {
 
     #[test]
     fn interval_limits_follow_the_model_unless_simulated() {
-        let cfg = |v: Value| serde_json::from_value::<DhtConfig>(v).unwrap();
+        let cfg = |v: serde_json::Value| serde_json::from_value::<DhtConfig>(v).unwrap();
         assert!(
             DhtNode::new(cfg(json!({"interval": 1000})))
                 .unwrap_err()

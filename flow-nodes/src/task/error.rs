@@ -2,6 +2,8 @@
 //! import the other to name a failure.
 
 use crate::msg::PathError;
+use std::io;
+use std::path::PathBuf;
 
 /// Why a flow could not start or take input.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +57,38 @@ pub enum NodeError {
     /// The message does not carry what the node needs (no topic for `mqtt_out` …).
     #[error("message: {0}")]
     Message(String),
-    /// Reading a device or file failed (after retries where the kind retries).
+    /// A device or file held something unusable (not a number, an implausible reading …).
     #[error("read: {0}")]
     Read(String),
+    /// Reading a device or file failed.
+    #[error("read: {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading a device attribute failed, after retrying driver errors.
+    #[error("read: {}: {source} (after {retries} retries)", path.display())]
+    ReadRetried {
+        /// The attribute file.
+        path: PathBuf,
+        /// How many retries were made.
+        retries: u32,
+        /// The last OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The blocking task that reads a file failed (it panicked or was cancelled).
+    #[error("read: {}: reader task failed: {source}", path.display())]
+    ReaderTask {
+        /// The file.
+        path: PathBuf,
+        /// Why the task ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Handing a message to the MQTT client failed.
     #[error("publish: {0}")]
     Publish(String),

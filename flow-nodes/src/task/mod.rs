@@ -206,6 +206,27 @@ pub(crate) struct NodeIo {
 }
 
 impl NodeIo {
+    /// Sends one reading of a polling source (`dht`, `sensor`) on its only port, or counts the
+    /// failed read; either way the source goes on polling.
+    pub(crate) async fn deliver(
+        &mut self,
+        reading: Result<serde_json::Value, NodeError>,
+        topic: &Arc<str>,
+    ) {
+        match reading {
+            Ok(payload) => {
+                let msg = Msg {
+                    payload: Arc::new(payload),
+                    topic: topic.clone(),
+                    props: None,
+                };
+                self.out.push(0, msg);
+                self.out.flush().await;
+            }
+            Err(e) => self.error(e.to_string()),
+        }
+    }
+
     /// Counts and logs a node error.
     pub(crate) fn error(&self, text: String) {
         tracing::warn!(node = %self.id, error = %text, "node error");
