@@ -19,8 +19,8 @@
 //! [`StopReport`].
 //!
 //! What a node task runs with (its ports, counters, tap and the [`Process`] trait) lives in
-//! [`crate::task`], which the node kinds share; this module only wires the graph, spawns the
-//! tasks and watches them.
+//! the crate-private `task` module, which the node kinds share; this module only wires the
+//! graph, spawns the tasks and watches them.
 
 pub use crate::task::{
     Batch, Emit, EngineError, FlowMetrics, NodeStats, Process, ProcessFactory, TapEvent,

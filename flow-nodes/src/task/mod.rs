@@ -1,11 +1,11 @@
 //! What one node task runs with: its input, its output ports, its counters, the tap, and the
 //! trait a per-message node implements.
 //!
-//! Both the engine and the node kinds need these types: the engine builds a [`NodeIo`] for every
-//! node and spawns it, and each kind's loop ([`crate::nodes`]) reads its input and pushes to its
-//! output ports through it. They live here, below both, so that the engine depends on the
-//! node kinds only to build and run them and the node kinds do not depend on the engine at all
-//! (the compiler then keeps the two from growing back into each other).
+//! Both the engine and the node kinds need these types: the engine builds a [`NodeIo`] for
+//! every node and spawns it, and each kind's loop (in the `nodes` module) reads its input and
+//! pushes to its output ports through it. They live here, below both, so that the engine
+//! depends on the node kinds only to build and run them, and the node kinds do not depend on
+//! the engine at all: the two modules no longer import each other.
 //!
 //! Shape of a port: one buffer per output port, flushed as a batch to every target of the
 //! port. Messages are reference counted ([`Msg`]), so fan-out copies pointers, never payloads.

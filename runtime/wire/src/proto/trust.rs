@@ -1,7 +1,7 @@
 //! The device trust store: which keys sign releases, which key signs directives, and how many
 //! release signatures an artifact needs.
 //!
-//! The store itself travels in an [`Envelope`](super::Envelope). The first one is provisioned
+//! The store itself travels in an [`Envelope`]. The first one is provisioned
 //! with the device (trusted because it was installed, like a TUF root); every later one must
 //! be numbered exactly one higher and signed by a threshold of the CURRENT store's release
 //! keys and a threshold of its OWN release keys, so a rotation can neither be forged by an
