@@ -76,27 +76,11 @@ impl Process for Counter {
 }
 
 fn node(id: &str, kind: &str, config: Value, inputs: u32, outputs: u32) -> CompiledNode {
-    let config = match config {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    };
-    CompiledNode {
-        id: id.into(),
-        kind: kind.into(),
-        name: id.into(),
-        config,
-        outputs,
-        inputs,
-    }
+    CompiledNode::by_hand(id, kind, config, inputs, outputs)
 }
 
 fn edge(from: usize, to: usize) -> Edge {
-    Edge {
-        from,
-        output: 0,
-        to,
-        input: 0,
-    }
+    Edge::first_ports(from, to)
 }
 
 fn pipeline() -> CompiledFlow {

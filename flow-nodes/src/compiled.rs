@@ -56,3 +56,38 @@ pub struct Edge {
     /// Input port of the receiver.
     pub input: u32,
 }
+
+impl CompiledNode {
+    /// A node written by hand instead of compiled, for the engine's tests and the pipeline
+    /// benchmark, which build graphs without going through the validator. The name is the id;
+    /// a config that is not a JSON object counts as empty.
+    #[doc(hidden)]
+    pub fn by_hand(id: &str, kind: &str, config: Value, inputs: u32, outputs: u32) -> Self {
+        let config = match config {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        CompiledNode {
+            id: id.into(),
+            kind: kind.into(),
+            name: id.into(),
+            config,
+            outputs,
+            inputs,
+        }
+    }
+}
+
+impl Edge {
+    /// An edge from the first output port of `from` to the first input port of `to`, the only
+    /// ports most hand-written graphs use (tests and benchmarks).
+    #[doc(hidden)]
+    pub fn first_ports(from: usize, to: usize) -> Self {
+        Edge {
+            from,
+            output: 0,
+            to,
+            input: 0,
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod kinds;
 pub mod msg;
 pub mod nodes;
+mod task;
 pub mod validate;
 
 pub use compiled::{CompiledFlow, CompiledNode, Edge};

@@ -78,10 +78,36 @@ impl std::fmt::Display for Problem {
 pub enum Invalid {
     /// The bytes are not a flow document at all (not JSON, too large, too deep, wrong shape).
     #[error("{0}")]
-    Input(String),
+    Input(InputError),
     /// The document parsed but has problems; all of them are listed.
     #[error("{} problem(s) in the flow", .0.len())]
     Problems(Vec<Problem>),
+}
+
+/// Why bytes are not a JSON document the validator can look at.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// Too large, nested too deep, or not the shape of a flow document.
+    #[error("{0}")]
+    Refused(String),
+    /// Not JSON, or cut short; names what was being parsed.
+    #[error("{what} {}: {source}", json_fault(source))]
+    Json {
+        /// What was parsed ("the flow document", "the value").
+        what: &'static str,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How a JSON parse failure is put to a person.
+fn json_fault(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Eof => "is truncated",
+        serde_json::error::Category::Io => "could not be read",
+        _ => "is not valid JSON",
+    }
 }
 
 impl Invalid {
@@ -96,7 +122,7 @@ impl Invalid {
     /// A human report: one line per problem (`node n2: config.rules: …`), or the input error.
     pub fn report(&self) -> String {
         match self {
-            Invalid::Input(message) => message.clone(),
+            Invalid::Input(e) => e.to_string(),
             Invalid::Problems(list) => list
                 .iter()
                 .map(Problem::to_string)
@@ -218,13 +244,12 @@ pub(crate) fn precheck(bytes: &[u8], what: &str) -> Result<(), String> {
 }
 
 /// Parses capped bytes into a JSON value, naming truncation and syntax errors plainly.
-pub(crate) fn parse_json(bytes: &[u8], what: &str) -> Result<serde_json::Value, String> {
-    precheck(bytes, what)?;
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Eof => format!("{what} is truncated: {e}"),
-        serde_json::error::Category::Io => format!("{what} could not be read: {e}"),
-        _ => format!("{what} is not valid JSON: {e}"),
-    })
+pub(crate) fn parse_json(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<serde_json::Value, InputError> {
+    precheck(bytes, what).map_err(InputError::Refused)?;
+    serde_json::from_slice(bytes).map_err(|source| InputError::Json { what, source })
 }
 
 /// The resolved form of one node, produced by a successful analysis.
@@ -293,7 +318,8 @@ fn analyse(
 ) -> Result<(Flow, Resolved), Invalid> {
     let value = parse_json(bytes, "the flow document").map_err(Invalid::Input)?;
     let mut problems = Problems::default();
-    let mut raw = shape::read(&value, &mut problems).map_err(Invalid::Input)?;
+    let mut raw = shape::read(&value, &mut problems)
+        .map_err(|message| Invalid::Input(InputError::Refused(message)))?;
 
     for (name, text) in overrides {
         let mut found = false;

@@ -1,31 +1,16 @@
 //! Engine tests: whole graphs run on a tokio runtime, observed through the tap and metrics.
 
 use super::*;
-use crate::compiled::Edge;
+use crate::compiled::{CompiledNode, Edge};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::error::TrySendError;
 
 fn node(id: &str, kind: &str, config: Value, inputs: u32, outputs: u32) -> CompiledNode {
-    let Value::Object(config) = config else {
-        panic!("config must be an object")
-    };
-    CompiledNode {
-        id: id.into(),
-        kind: kind.into(),
-        name: String::new(),
-        config,
-        outputs,
-        inputs,
-    }
+    CompiledNode::by_hand(id, kind, config, inputs, outputs)
 }
 
 fn edge(from: usize, to: usize) -> Edge {
-    Edge {
-        from,
-        output: 0,
-        to,
-        input: 0,
-    }
+    Edge::first_ports(from, to)
 }
 
 fn sink(id: &str) -> CompiledNode {

@@ -5,9 +5,9 @@
 //! message is a pointer swap in the common case. Writes are copy-on-write: a payload shared with
 //! another branch of a fan-out is copied only here, where it is modified.
 
-use crate::engine::{Emit, Process};
 use crate::msg::{Msg, PropPath};
-use crate::nodes::NodeError;
+use crate::task::NodeError;
+use crate::task::{Emit, Process};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

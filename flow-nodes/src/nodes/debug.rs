@@ -1,9 +1,9 @@
 //! `debug`: logs a property of each message through `tracing` and reports it to the tap. The
 //! engine counts what it receives, so an inactive debug node is a plain counting sink.
 
-use crate::engine::{Emit, Process};
 use crate::msg::{Msg, PropPath};
-use crate::nodes::NodeError;
+use crate::task::NodeError;
+use crate::task::{Emit, Process};
 use serde::Deserialize;
 use std::sync::Arc;
 

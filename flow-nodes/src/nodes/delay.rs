@@ -6,8 +6,8 @@
 //! in the node's `dropped` metric (`drop: true`). Besides the queue it holds at most one input
 //! batch while it waits for room, so its memory is bounded either way.
 
-use crate::engine::NodeIo;
 use crate::msg::Msg;
+use crate::task::NodeIo;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;

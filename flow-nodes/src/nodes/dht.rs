@@ -9,11 +9,11 @@
 //! tests give the same readings every run: the temperature swings between 22 and 34 °C over
 //! one minute, crossing the example flow's threshold of 30 °C.
 
-use crate::engine::NodeIo;
-use crate::msg::Msg;
-use crate::nodes::{NodeError, SysfsReader, at_least};
+use super::at_least;
+use crate::task::NodeIo;
+use crate::task::{NodeError, SysfsReader};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,9 +137,10 @@ pub(crate) async fn read_attr(
     loop {
         let r = reader.clone();
         let p = path.clone();
-        let got = tokio::task::spawn_blocking(move || r.read_to_string(&p))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(format!("reader task failed: {e}"))));
+        let got = match tokio::task::spawn_blocking(move || r.read_to_string(&p)).await {
+            Ok(got) => got,
+            Err(source) => return Err(NodeError::ReaderTask { path, source }),
+        };
         match got {
             Ok(text) => return parse_milli(&text, &path).map(|v| (v, attempt)),
             Err(e) if retryable(&e) && attempt < retries => {
@@ -147,11 +148,12 @@ pub(crate) async fn read_attr(
                 tracing::debug!(path = %path.display(), attempt, error = %e, "dht read failed; retrying");
                 tokio::time::sleep(RETRY_PAUSE * attempt).await;
             }
-            Err(e) => {
-                return Err(NodeError::Read(format!(
-                    "{}: {e} (after {attempt} retries)",
-                    path.display()
-                )));
+            Err(source) => {
+                return Err(NodeError::ReadRetried {
+                    path,
+                    retries: attempt,
+                    source,
+                });
             }
         }
     }
@@ -234,20 +236,9 @@ impl DhtNode {
                 }
             };
             sample += 1;
-            match reading {
-                Ok(r) => {
-                    let payload: Value =
-                        json!({"temperature": r.temperature, "humidity": r.humidity});
-                    let msg = Msg {
-                        payload: Arc::new(payload),
-                        topic: self.topic.clone(),
-                        props: None,
-                    };
-                    io.out.push(0, msg);
-                    io.out.flush().await;
-                }
-                Err(e) => io.error(e.to_string()),
-            }
+            let payload =
+                reading.map(|r| json!({"temperature": r.temperature, "humidity": r.humidity}));
+            io.deliver(payload, &self.topic).await;
         }
     }
 }
@@ -255,7 +246,7 @@ impl DhtNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nodes::FsReader;
+    use crate::task::FsReader;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A reader in front of the real files that fails the first `fail` reads with the given OS
@@ -403,7 +394,7 @@ mod tests {
 
     #[test]
     fn interval_limits_follow_the_model_unless_simulated() {
-        let cfg = |v: Value| serde_json::from_value::<DhtConfig>(v).unwrap();
+        let cfg = |v: serde_json::Value| serde_json::from_value::<DhtConfig>(v).unwrap();
         assert!(
             DhtNode::new(cfg(json!({"interval": 1000})))
                 .unwrap_err()

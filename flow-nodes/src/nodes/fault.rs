@@ -11,42 +11,17 @@
 //!
 //! Every mode except `fail_start_live` behaves as a plain pass-through until `after` has passed
 //! since the node started, and only then starts to misbehave.
+//!
+//! The validator's description of the kind ([`crate::kinds`]) lives with the other kinds' specs,
+//! so this file only runs the kind and the spec does not reach into the node kinds.
 
+use super::{Built, parse};
 use crate::compiled::CompiledNode;
-use crate::engine::{Emit, EngineError, NodeIo, Process};
-use crate::kinds::{FieldDefault, FieldSpec, FieldType, KindSpec, Outputs};
 use crate::msg::Msg;
-use crate::nodes::{Built, NodeError, parse};
+use crate::task::{Emit, EngineError, NodeError, NodeIo, Process};
 use serde::Deserialize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-
-/// The kind's description for the validator (see NODES.md, "Test-only kinds").
-pub(crate) const SPEC: KindSpec = KindSpec {
-    name: "fault",
-    source: false,
-    outputs: Outputs::One,
-    fields: &[
-        FieldSpec {
-            name: "mode",
-            ty: FieldType::Enum(MODES),
-            default: FieldDefault::Required,
-        },
-        FieldSpec {
-            name: "after",
-            ty: FieldType::Duration { min_ms: 0 },
-            default: FieldDefault::DurationMs(0),
-        },
-        FieldSpec {
-            name: "rate",
-            ty: FieldType::Number,
-            default: FieldDefault::Number(0.5),
-        },
-    ],
-};
-
-/// The behaviours a fault node can pick.
-const MODES: &[&str] = &["panic_after", "hang_after", "error_rate", "fail_start_live"];
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

@@ -2,9 +2,9 @@
 //! `interval`. Without a configured payload it sends the current time in milliseconds since the
 //! epoch, as Node-RED's inject does.
 
-use crate::engine::NodeIo;
+use super::at_least;
 use crate::msg::Msg;
-use crate::nodes::at_least;
+use crate::task::NodeIo;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;

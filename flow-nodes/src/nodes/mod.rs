@@ -12,7 +12,7 @@ mod debug;
 mod delay;
 mod dht;
 #[cfg(feature = "fault-nodes")]
-pub(crate) mod fault;
+mod fault;
 mod inject;
 mod mqtt;
 mod sensor;
@@ -22,54 +22,12 @@ pub use change::ChangeNode;
 pub use dht::{DhtModel, DhtReading, simulated_reading};
 pub use switch::SwitchNode;
 
+pub use crate::task::{FsReader, NodeError, SysfsReader};
+
 use crate::compiled::CompiledNode;
-use crate::engine::{EngineError, NodeIo, Process, run_process};
-use crate::msg::PathError;
+use crate::task::{EngineError, NodeIo, Process, run_process};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::io;
-use std::path::Path;
-
-/// Why a node failed on one message or one read. Counted in the node's metrics; the node goes
-/// on.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// A property path could not be read or written.
-    #[error(transparent)]
-    Path(#[from] PathError),
-    /// The message does not carry what the node needs (no topic for `mqtt_out` …).
-    #[error("message: {0}")]
-    Message(String),
-    /// Reading a device or file failed (after retries where the kind retries).
-    #[error("read: {0}")]
-    Read(String),
-    /// Handing a message to the MQTT client failed.
-    #[error("publish: {0}")]
-    Publish(String),
-}
-
-/// Reads small text files from sysfs or elsewhere. The engine reads devices through this trait
-/// so that tests can put a reader in front that fails the way real drivers fail (EIO).
-pub trait SysfsReader: Send + Sync + std::fmt::Debug + 'static {
-    /// Reads the whole file as text.
-    fn read_to_string(&self, path: &Path) -> io::Result<String>;
-}
-
-/// The real file system.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FsReader;
-
-impl SysfsReader for FsReader {
-    fn read_to_string(&self, path: &Path) -> io::Result<String> {
-        // Device attributes are a few bytes; refuse anything large instead of reading it.
-        use std::io::Read;
-        let mut s = String::new();
-        std::fs::File::open(path)?
-            .take(4096)
-            .read_to_string(&mut s)?;
-        Ok(s)
-    }
-}
 
 /// A node ready to run.
 pub(crate) enum Built {

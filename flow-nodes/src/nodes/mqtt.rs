@@ -16,8 +16,8 @@
 //! TLS (`mqtts://`) uses rustls with the ring provider, with the roots from `ca_file` or the
 //! system's trust store.
 
-use crate::engine::NodeIo;
 use crate::msg::Msg;
+use crate::task::NodeIo;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, Request,
     TlsConfiguration, Transport,
@@ -34,47 +34,44 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Largest MQTT packet accepted or sent.
 const MAX_PACKET: usize = 1 << 20;
 
+/// The connection fields `mqtt_out` and `mqtt_in` share (NODES.md), read once for both.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConnConfig {
+    broker: String,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    ca_file: Option<String>,
+    /// Milliseconds (compiled).
+    #[serde(default = "default_keep_alive")]
+    keep_alive: u64,
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct MqttOutConfig {
-    broker: String,
+    #[serde(flatten)]
+    conn: ConnConfig,
     #[serde(default)]
     topic: String,
     #[serde(default)]
     qos: u8,
     #[serde(default)]
     retain: bool,
-    #[serde(default)]
-    client_id: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    ca_file: Option<String>,
-    /// Milliseconds (compiled).
-    #[serde(default = "default_keep_alive")]
-    keep_alive: u64,
     #[serde(default = "default_buffer")]
     buffer: usize,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct MqttInConfig {
-    broker: String,
+    #[serde(flatten)]
+    conn: ConnConfig,
     topic: String,
     #[serde(default)]
     qos: u8,
-    #[serde(default)]
-    client_id: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    ca_file: Option<String>,
-    /// Milliseconds (compiled).
-    #[serde(default = "default_keep_alive")]
-    keep_alive: u64,
 }
 
 fn default_keep_alive() -> u64 {
@@ -156,16 +153,16 @@ struct Conn {
 }
 
 impl Conn {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        node_id: &str,
-        broker: &str,
-        client_id: Option<String>,
-        username: Option<String>,
-        password: Option<String>,
-        ca_file: Option<String>,
-        keep_alive_ms: u64,
-    ) -> Result<Self, String> {
+    fn new(node_id: &str, cfg: ConnConfig) -> Result<Self, String> {
+        let ConnConfig {
+            broker,
+            client_id,
+            username,
+            password,
+            ca_file,
+            keep_alive: keep_alive_ms,
+        } = cfg;
+        let broker = broker.as_str();
         let (tls, host, port) = parse_broker(broker)?;
         if keep_alive_ms != 0 && keep_alive_ms < 1000 {
             return Err(format!(
@@ -254,15 +251,7 @@ pub(crate) struct MqttOutNode {
 
 impl MqttOutNode {
     pub(crate) fn new(node_id: &str, cfg: MqttOutConfig) -> Result<Self, String> {
-        let conn = Conn::new(
-            node_id,
-            &cfg.broker,
-            cfg.client_id,
-            cfg.username,
-            cfg.password,
-            cfg.ca_file,
-            cfg.keep_alive,
-        )?;
+        let conn = Conn::new(node_id, cfg.conn)?;
         if !(1..=100_000).contains(&cfg.buffer) {
             return Err(format!("buffer: {} is outside 1..=100000", cfg.buffer));
         }
@@ -405,15 +394,7 @@ pub(crate) struct MqttInNode {
 
 impl MqttInNode {
     pub(crate) fn new(node_id: &str, cfg: MqttInConfig) -> Result<Self, String> {
-        let conn = Conn::new(
-            node_id,
-            &cfg.broker,
-            cfg.client_id,
-            cfg.username,
-            cfg.password,
-            cfg.ca_file,
-            cfg.keep_alive,
-        )?;
+        let conn = Conn::new(node_id, cfg.conn)?;
         if cfg.topic.is_empty() {
             return Err("topic: a topic filter is required".to_string());
         }
@@ -451,7 +432,7 @@ impl MqttInNode {
 struct Driver {
     node: Arc<str>,
     url: String,
-    metrics: Arc<crate::engine::NodeMetrics>,
+    metrics: Arc<crate::task::NodeMetrics>,
     connected: Arc<AtomicBool>,
     /// For mqtt_out: the node's input closed. For mqtt_in: the flow stops.
     stop: CancellationToken,

@@ -1,9 +1,9 @@
 //! `sensor`: polls a numeric text file (a sysfs attribute such as a thermal zone or an ADC
 //! channel) every `interval` and emits `value * scale + offset`.
 
-use crate::engine::NodeIo;
-use crate::msg::Msg;
-use crate::nodes::{NodeError, SysfsReader, at_least};
+use super::at_least;
+use crate::task::NodeIo;
+use crate::task::{NodeError, SysfsReader};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -56,7 +56,10 @@ pub(crate) fn read_value(
 ) -> Result<f64, NodeError> {
     let text = reader
         .read_to_string(path)
-        .map_err(|e| NodeError::Read(format!("{}: {e}", path.display())))?;
+        .map_err(|source| NodeError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let raw: f64 = text.trim().parse().map_err(|_| {
         NodeError::Read(format!(
             "{}: not a number: {:?}",
@@ -107,19 +110,13 @@ impl SensorNode {
             let got =
                 tokio::task::spawn_blocking(move || read_value(&*reader, &path, scale, offset))
                     .await
-                    .unwrap_or_else(|e| Err(NodeError::Read(format!("reader task failed: {e}"))));
-            match got {
-                Ok(v) => {
-                    let msg = Msg {
-                        payload: Arc::new(Value::from(v)),
-                        topic: self.topic.clone(),
-                        props: None,
-                    };
-                    io.out.push(0, msg);
-                    io.out.flush().await;
-                }
-                Err(e) => io.error(e.to_string()),
-            }
+                    .unwrap_or_else(|source| {
+                        Err(NodeError::ReaderTask {
+                            path: self.path.to_path_buf(),
+                            source,
+                        })
+                    });
+            io.deliver(got.map(Value::from), &self.topic).await;
         }
     }
 }
@@ -127,7 +124,7 @@ impl SensorNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nodes::FsReader;
+    use crate::task::FsReader;
 
     #[test]
     fn scale_and_offset_apply_to_the_file_value() {

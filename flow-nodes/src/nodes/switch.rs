@@ -5,9 +5,9 @@
 //! on a payload `31.2`), and as text when both sides are text. Rules are compiled once (regexes,
 //! numbers, types), so matching one message allocates nothing.
 
-use crate::engine::{Emit, Process};
 use crate::msg::{Msg, PropPath};
-use crate::nodes::NodeError;
+use crate::task::NodeError;
+use crate::task::{Emit, Process};
 use regex_lite::Regex;
 use serde::Deserialize;
 use serde_json::Value;

@@ -817,7 +817,7 @@ fn substitution_cannot_blow_up_the_flow() {
 #[test]
 fn input_caps_and_parse_errors() {
     let input_err = |bytes: &[u8]| match check(bytes, Level::Draft) {
-        Err(Invalid::Input(e)) => e,
+        Err(Invalid::Input(e)) => e.to_string(),
         other => panic!("expected an input error, got {other:?}"),
     };
     assert!(input_err(b"nodes: []").contains("not valid JSON"));
@@ -911,7 +911,7 @@ fn outcome_is_sound(result: Result<Flow, Invalid>) {
                     .all(|p| !p.subject.is_empty() && !p.message.is_empty())
             );
         }
-        Err(Invalid::Input(e)) => assert!(!e.is_empty()),
+        Err(Invalid::Input(e)) => assert!(!e.to_string().is_empty()),
     }
 }
 
@@ -941,4 +941,17 @@ proptest! {
             prop_assert!(compile(&bytes, &[]).is_ok());
         }
     }
+}
+
+#[test]
+#[cfg(not(feature = "fault-nodes"))]
+fn the_test_only_fault_kind_is_unknown_without_its_feature() {
+    assert!(kinds::lookup("fault").is_none());
+    let flow = r#"{"nodes":[{"id":"f","type":"fault","name":"F","config":{"mode":"panic_after"}}],"connections":[]}"#;
+    let err = compile(flow.as_bytes(), &[]).unwrap_err();
+    assert!(
+        err.report().contains("unknown node type `fault`"),
+        "{}",
+        err.report()
+    );
 }

@@ -46,7 +46,7 @@ pub enum IdentityError {
     },
     /// Drawing randomness for a new key failed.
     #[error("generating identity key: {0}")]
-    Random(String),
+    Random(#[source] getrandom::Error),
     /// Writing the new key failed.
     #[error("writing identity key {path}: {source}")]
     Write {
@@ -101,7 +101,7 @@ pub fn load_or_generate(data_dir: &Path) -> Result<SigningKey, IdentityError> {
 
 fn generate(path: &Path) -> Result<SigningKey, IdentityError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
+    getrandom::fill(&mut seed).map_err(IdentityError::Random)?;
     let tmp = path.with_extension("key.tmp");
     let write_err = |source| IdentityError::Write {
         path: path.to_path_buf(),

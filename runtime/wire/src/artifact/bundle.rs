@@ -28,6 +28,7 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use super::store::StoreError;
 use crate::fsutil;
 
 /// The bundle magic.
@@ -67,7 +68,7 @@ pub enum BundleError {
     },
     /// The manifest envelope failed to decode or verify.
     #[error("manifest: {0}")]
-    Manifest(SignedError),
+    Manifest(#[source] SignedError),
     /// A payload chunk does not hash to its manifest digest.
     #[error("chunk {index} is corrupt: expected sha256 {expected}, found {found}")]
     Chunk {
@@ -89,9 +90,15 @@ pub enum BundleError {
     /// The build inputs are not usable (bad name, unsafe file, symlink …).
     #[error("build: {0}")]
     Build(String),
-    /// A consumer of verified chunks refused one (e.g. the chunk store failed).
+    /// The smoke-test file is not JSON of the expected shape.
+    #[error("build: the smoke-test file: {0}")]
+    SmokeFile(#[source] serde_json::Error),
+    /// A consumer of verified chunks refused one (the hashing thread stopped …).
     #[error("consumer: {0}")]
     Consumer(String),
+    /// The chunk store refused a verified chunk.
+    #[error("consumer: {0}")]
+    Store(#[source] StoreError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
@@ -186,8 +193,7 @@ pub fn smoke_test_from_json(bytes: &[u8]) -> Result<manifest::SmokeTest, BundleE
             bytes.len()
         )));
     }
-    let file: SmokeFile = serde_json::from_slice(bytes)
-        .map_err(|e| BundleError::Build(format!("the smoke-test file: {e}")))?;
+    let file: SmokeFile = serde_json::from_slice(bytes).map_err(BundleError::SmokeFile)?;
     let convert = |list: Vec<SmokeFileMessage>| {
         list.into_iter()
             .map(|m| manifest::SmokeMessage {

@@ -7,6 +7,7 @@
 //! freshness and anti-rollback. Each refusal is its own variant and says what was expected
 //! and what was found.
 
+use crate::proto::cbor::Shared;
 use crate::proto::{Action, Directive, Manifest, Verified};
 
 /// What the device knows about itself at decision time.
@@ -98,6 +99,9 @@ pub enum Refusal {
         what: &'static str,
         /// The text.
         value: String,
+        /// The parser's error (shared so that a refusal stays `Clone` and comparable).
+        #[source]
+        source: Shared<semver::Error>,
     },
 }
 
@@ -180,9 +184,10 @@ pub fn install_decision(
         });
     }
     let parse = |what: &'static str, value: &str| {
-        semver::Version::parse(value).map_err(|_| Refusal::Version {
+        semver::Version::parse(value).map_err(|e| Refusal::Version {
             what,
             value: value.to_string(),
+            source: Shared::new(e),
         })
     };
     let required = parse("min_runtime", &m.min_runtime)?;

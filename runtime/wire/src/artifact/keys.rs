@@ -10,7 +10,10 @@
 //!   only through [`install_rotation`].
 
 use crate::fsutil::write_atomic;
-use crate::proto::{Envelope, Fixed, Payload, PublicKeyBytes, TrustStore, cbor};
+use crate::proto::{
+    CborError, Envelope, Fixed, Payload, PublicKeyBytes, RotationError, SignedError, TrustStore,
+    cbor,
+};
 use ed25519_dalek::SigningKey;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +46,22 @@ pub enum KeyError {
         /// What is wrong.
         reason: String,
     },
+    /// A key file is not 64 hex characters.
+    #[error("{path}: expected 64 hex characters: {source}")]
+    Hex {
+        /// The file.
+        path: PathBuf,
+        /// Why the text is not hex of the right length.
+        source: hex::FromHexError,
+    },
+    /// A public key file holds 32 bytes that are not an ed25519 public key.
+    #[error("{path}: not an ed25519 public key: {source}")]
+    PublicKey {
+        /// The file.
+        path: PathBuf,
+        /// Why the bytes are not a key.
+        source: ed25519_dalek::SignatureError,
+    },
     /// The trust store file does not hold a valid trust store.
     #[error("{path}: {reason}")]
     Trust {
@@ -50,6 +69,30 @@ pub enum KeyError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The trust store's envelope is refused, or signing a new one failed.
+    #[error("{path}: {source}")]
+    TrustEnvelope {
+        /// The file.
+        path: PathBuf,
+        /// Why the envelope was refused.
+        source: SignedError,
+    },
+    /// The trust store payload is not canonical CBOR.
+    #[error("{path}: {source}")]
+    TrustCbor {
+        /// The file.
+        path: PathBuf,
+        /// Why the bytes were refused.
+        source: CborError,
+    },
+    /// A new trust store is not a valid rotation of the current one.
+    #[error("{path}: {source}")]
+    Rotation {
+        /// The file.
+        path: PathBuf,
+        /// Why the rotation was refused.
+        source: RotationError,
     },
 }
 
@@ -74,7 +117,7 @@ pub fn generate(dir: &Path) -> Result<PublicKeyBytes, KeyError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| KeyError::Io {
         path: private_path.clone(),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(e),
     })?;
     let key = SigningKey::from_bytes(&seed);
     let public = Fixed(key.verifying_key().to_bytes());
@@ -118,9 +161,9 @@ fn read_hex32(path: &Path) -> Result<[u8; 32], KeyError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     Fixed::<32>::from_hex(text.trim())
         .map(|f| f.0)
-        .map_err(|e| KeyError::Format {
+        .map_err(|source| KeyError::Hex {
             path: path.to_path_buf(),
-            reason: format!("expected 64 hex characters: {e}"),
+            source,
         })
 }
 
@@ -142,9 +185,9 @@ pub fn load_public_key(path: &Path) -> Result<PublicKeyBytes, KeyError> {
         path.to_path_buf()
     };
     let bytes = read_hex32(&file)?;
-    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| KeyError::Format {
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|source| KeyError::PublicKey {
         path: file.clone(),
-        reason: format!("not an ed25519 public key: {e}"),
+        source,
     })?;
     Ok(Fixed(bytes))
 }
@@ -170,9 +213,15 @@ pub fn load_trust(dir: &Path) -> Result<TrustStore, KeyError> {
     }
     let bytes = std::fs::read(&path).map_err(io(&path))?;
     let envelope =
-        Envelope::from_bytes::<TrustStore>(&bytes).map_err(|e| trust_err(e.to_string()))?;
+        Envelope::from_bytes::<TrustStore>(&bytes).map_err(|source| KeyError::TrustEnvelope {
+            path: path.clone(),
+            source,
+        })?;
     let store: TrustStore = cbor::decode_canonical(&envelope.payload.0, TrustStore::MAX_BYTES)
-        .map_err(|e| trust_err(e.to_string()))?;
+        .map_err(|source| KeyError::TrustCbor {
+            path: path.clone(),
+            source,
+        })?;
     store.check().map_err(trust_err)?;
     Ok(store)
 }
@@ -181,14 +230,16 @@ pub fn load_trust(dir: &Path) -> Result<TrustStore, KeyError> {
 pub fn write_trust(dir: &Path, store: &TrustStore) -> Result<PathBuf, KeyError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(TRUST_FILE);
-    let envelope = Envelope::sign(store, &[]).map_err(|e| KeyError::Trust {
+    let envelope = Envelope::sign(store, &[]).map_err(|source| KeyError::TrustEnvelope {
         path: path.clone(),
-        reason: e.to_string(),
+        source,
     })?;
-    let bytes = envelope.to_bytes().map_err(|e| KeyError::Trust {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let bytes = envelope
+        .to_bytes()
+        .map_err(|source| KeyError::TrustEnvelope {
+            path: path.clone(),
+            source,
+        })?;
     write_atomic(&path, &bytes, 0o644, false).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.clone()),
         _ => KeyError::Io {
@@ -205,15 +256,17 @@ pub fn write_trust(dir: &Path, store: &TrustStore) -> Result<PathBuf, KeyError> 
 pub fn install_rotation(dir: &Path, next: &[u8]) -> Result<TrustStore, KeyError> {
     let current = load_trust(dir)?;
     let path = dir.join(TRUST_FILE);
-    let trust_err = |reason: String| KeyError::Trust {
-        path: path.clone(),
-        reason,
-    };
     let envelope =
-        Envelope::from_bytes::<TrustStore>(next).map_err(|e| trust_err(e.to_string()))?;
+        Envelope::from_bytes::<TrustStore>(next).map_err(|source| KeyError::TrustEnvelope {
+            path: path.clone(),
+            source,
+        })?;
     let store = current
         .rotate(&envelope)
-        .map_err(|e| trust_err(e.to_string()))?;
+        .map_err(|source| KeyError::Rotation {
+            path: path.clone(),
+            source,
+        })?;
     write_atomic(&path, next, 0o644, true).map_err(io(&path))?;
     Ok(store)
 }

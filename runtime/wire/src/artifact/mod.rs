@@ -32,9 +32,7 @@ pub fn import(
     store: &ChunkStore,
 ) -> Result<Verified<Manifest>, BundleError> {
     BundleReader::open(path)?.verify(trust, |_, hash, bytes| {
-        store
-            .put_verified(hash, bytes)
-            .map_err(|e| BundleError::Consumer(e.to_string()))
+        store.put_verified(hash, bytes).map_err(BundleError::Store)
     })
 }
 

@@ -22,6 +22,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
 
 /// The deepest nesting of arrays and maps any Floe wire type needs, with room to spare. The
 /// pre-scan walks iteratively; ciborium recurses, and this bound keeps its recursion a few
@@ -109,14 +111,59 @@ pub enum CborError {
     },
     /// Well-formed CBOR that does not match the schema (missing or unknown field, wrong type).
     #[error("schema: {0}")]
-    Schema(String),
+    Schema(#[source] Shared<ciborium::de::Error<std::io::Error>>),
     /// The value decoded but re-encodes to different bytes (field order, default written …).
     #[error("not in canonical form: the value re-encodes to different bytes")]
     NotCanonical,
     /// Encoding failed (only possible for values that cannot be CBOR at all).
     #[error("encode: {0}")]
-    Encode(String),
+    Encode(#[source] Shared<ciborium::ser::Error<std::io::Error>>),
 }
+
+/// An error from ciborium kept whole as the source of a [`CborError`]. It sits behind an `Arc`
+/// because ciborium's errors are neither `Clone` nor comparable and [`CborError`] is both (the
+/// envelope and artifact errors built on it are compared in tests and cloned into reports).
+/// Two are equal when their messages are, which is what the `String` this replaced compared.
+#[derive(Debug)]
+pub struct Shared<E>(Arc<E>);
+
+impl<E> Shared<E> {
+    /// Wraps an error.
+    pub fn new(error: E) -> Self {
+        Shared(Arc::new(error))
+    }
+
+    /// The error itself.
+    pub fn get(&self) -> &E {
+        &self.0
+    }
+}
+
+impl<E> Clone for Shared<E> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Shared<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for Shared<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl<E: fmt::Display> PartialEq for Shared<E> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl<E: fmt::Display> Eq for Shared<E> {}
 
 /// One open array or map during the pre-scan.
 struct Frame<'a> {
@@ -310,7 +357,7 @@ pub fn prescan(bytes: &[u8]) -> Result<(), CborError> {
 /// struct fields in declaration order).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CborError> {
     let mut out = Vec::new();
-    ciborium::ser::into_writer(value, &mut out).map_err(|e| CborError::Encode(e.to_string()))?;
+    ciborium::ser::into_writer(value, &mut out).map_err(|e| CborError::Encode(Shared::new(e)))?;
     Ok(out)
 }
 
@@ -328,7 +375,7 @@ pub fn decode_canonical<T: Serialize + DeserializeOwned>(
     }
     prescan(bytes)?;
     let value: T = ciborium::de::from_reader_with_recursion_limit(bytes, MAX_DEPTH + 4)
-        .map_err(|e| CborError::Schema(e.to_string()))?;
+        .map_err(|e| CborError::Schema(Shared::new(e)))?;
     if encode(&value)? != bytes {
         return Err(CborError::NotCanonical);
     }
@@ -372,28 +419,20 @@ mod tests {
 
     #[test]
     fn refuses_length_bombs_without_allocating() {
-        let err = prescan(&hex("9B FF FF FF FF FF FF FF FF")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                CborError::LengthBomb {
-                    claimed: u64::MAX,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        let err = prescan(&hex("5B FF FF FF FF FF FF FF FF")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                CborError::LengthBomb {
-                    claimed: u64::MAX,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        // An array and a byte string, each claiming 2^64 - 1 items or bytes.
+        for bomb in ["9B FF FF FF FF FF FF FF FF", "5B FF FF FF FF FF FF FF FF"] {
+            let err = prescan(&hex(bomb)).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    CborError::LengthBomb {
+                        claimed: u64::MAX,
+                        ..
+                    }
+                ),
+                "{bomb}: {err}"
+            );
+        }
         let err = prescan(&hex("BB FF FF FF FF FF FF FF FF")).unwrap_err();
         assert!(matches!(err, CborError::LengthBomb { .. }), "{err}");
         let err = prescan(&hex("7A 00 01 00 00 61")).unwrap_err();

@@ -106,7 +106,7 @@ impl fmt::Display for Rejected {
 pub enum SignedError {
     /// The envelope's own bytes are not a canonical envelope.
     #[error("envelope: {0}")]
-    Envelope(CborError),
+    Envelope(#[source] CborError),
     /// The envelope is for another schema or payload kind, or carries too many signatures.
     #[error("envelope: expected {expected}, found {found}")]
     Mismatch {
@@ -128,13 +128,16 @@ pub enum SignedError {
     },
     /// The signatures verified but the payload is not a canonical instance of its type.
     #[error("payload decode: {0}")]
-    Decode(CborError),
+    Decode(#[source] CborError),
     /// The payload decoded but breaks a schema rule.
     #[error("payload check: {0}")]
     Check(String),
-    /// Signing failed (a payload too large for its type).
+    /// Signing refused the payload (too large for its type, too many signatures).
     #[error("sign: {0}")]
     Sign(String),
+    /// Signing failed because the payload could not be encoded.
+    #[error("sign: {0}")]
+    Encode(#[source] CborError),
 }
 
 fn describe(rejected: &[Rejected]) -> String {
@@ -182,7 +185,7 @@ impl Envelope {
     /// Encodes the payload canonically and signs it with every key given.
     pub fn sign<T: Payload>(value: &T, keys: &[&SigningKey]) -> Result<Self, SignedError> {
         value.check().map_err(SignedError::Check)?;
-        let payload = cbor::encode(value).map_err(|e| SignedError::Sign(e.to_string()))?;
+        let payload = cbor::encode(value).map_err(SignedError::Encode)?;
         if payload.len() > T::MAX_BYTES {
             return Err(SignedError::Sign(format!(
                 "payload is {} bytes, more than the {} allowed for a {}",

@@ -38,4 +38,6 @@ pub type VerifiedManifest = Verified<Manifest>;
 pub type VerifiedDirective = Verified<Directive>;
 
 #[cfg(test)]
+mod smoke_tests;
+#[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! The device trust store: which keys sign releases, which key signs directives, and how many
 //! release signatures an artifact needs.
 //!
-//! The store itself travels in an [`Envelope`](super::Envelope). The first one is provisioned
+//! The store itself travels in an [`Envelope`]. The first one is provisioned
 //! with the device (trusted because it was installed, like a TUF root); every later one must
 //! be numbered exactly one higher and signed by a threshold of the CURRENT store's release
 //! keys and a threshold of its OWN release keys, so a rotation can neither be forged by an
@@ -41,10 +41,10 @@ pub struct TrustStore {
 pub enum RotationError {
     /// The new store is not signed by a threshold of the current store's release keys.
     #[error("not signed by the current trust store: {0}")]
-    Current(SignedError),
+    Current(#[source] SignedError),
     /// The new store is not signed by a threshold of its own release keys.
     #[error("not signed by the new trust store's own keys: {0}")]
-    Own(SignedError),
+    Own(#[source] SignedError),
     /// The new store's number is not the current one plus one.
     #[error("trust store version must be {expected}, found {found}")]
     Version {
