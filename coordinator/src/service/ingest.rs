@@ -3,7 +3,6 @@
 //! state so that batching reports later changes only who calls them.
 
 use super::model::TargetTrack;
-use super::names::health_level_name;
 use crate::store::{HealthRecord, SlotRecord};
 use floe_rollout::{DeviceEvent, HealthReport, HealthStatus};
 use floe_wire::proto::{self, Applied, HealthLevel, Progress, SlotInfo};
@@ -42,7 +41,7 @@ pub fn health_input(h: &proto::HealthSummary) -> HealthReport {
 pub(super) fn health_record(h: &proto::HealthSummary) -> HealthRecord {
     let hr = health_input(h);
     HealthRecord {
-        status: health_level_name(h.status).into(),
+        status: h.status.as_str().into(),
         error_rate: f64::from(hr.error_rate),
         p95_ms: f64::from(hr.p95_ms),
         memory_mb: f64::from(hr.memory_mb),

@@ -160,6 +160,23 @@ pub enum HealthLevel {
     Unhealthy,
 }
 
+impl HealthLevel {
+    /// The name this level has on the wire and in the registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthLevel::Healthy => "healthy",
+            HealthLevel::Degraded => "degraded",
+            HealthLevel::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The health figures a gate needs, as integers so the encoding has one form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
