@@ -28,7 +28,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::agent::crash::crash_point;
+use crate::crash::crash_point;
 
 /// The version record's file name inside a slot.
 pub const VERSION_FILE: &str = ".version";
@@ -137,6 +137,14 @@ pub enum SlotError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// Assembling a verified artifact's chunks into a staging directory failed.
+    #[error("assembling the artifact into {path}: {source}")]
+    Assemble {
+        /// The staging directory.
+        path: PathBuf,
+        /// The chunk store's error.
+        source: floe_wire::artifact::StoreError,
     },
     /// The version record is missing, too large or not valid JSON.
     #[error("version record {path}: {message}")]

@@ -21,13 +21,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::directive::{AcceptedPost, DirectiveStep, RefusalMemory};
 use super::runner::FlowRunner;
-use super::{Agent, AgentError, Outcome};
-use crate::http::{Command, Published};
+use super::{Agent, AgentError};
+use crate::control::{Command, Outcome, Published, Reply};
 use floe_fabric::{ArtifactId, Fabric};
 use floe_wire::clock::unix_secs;
 use floe_wire::proto::{DeviceReport, Envelope};
@@ -144,7 +144,7 @@ where
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat = tokio::time::interval(agent.config().link.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: Option<oneshot::Sender<Result<Outcome, String>>> = None;
+    let mut pending: Option<Reply> = None;
     let mut commands_open = true;
     let mut link = io.link.take().map(|io| LinkState {
         io,
@@ -380,11 +380,8 @@ where
     }
 }
 
-async fn handle_command<R>(
-    agent: &mut Agent<R>,
-    cmd: Command,
-    pending: &mut Option<oneshot::Sender<Result<Outcome, String>>>,
-) where
+async fn handle_command<R>(agent: &mut Agent<R>, cmd: Command, pending: &mut Option<Reply>)
+where
     R: FlowRunner,
     R::Flow: std::fmt::Debug,
 {

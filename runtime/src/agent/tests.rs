@@ -3,13 +3,15 @@
 //! test stages real slot directories and drives the real agent, state database and links.
 
 use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::*;
 use crate::health::Status;
 use crate::health::{AppSnapshot, NodeCounters};
-use crate::slots::{VERSION_FILE, record_for_dir};
-use runner::RunnerError;
+use crate::slots::{SlotName, VERSION_FILE, record_for_dir};
+use runner::{RunnerError, StartSpec};
 
 #[derive(Debug, Default)]
 struct Script {
