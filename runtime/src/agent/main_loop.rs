@@ -24,7 +24,7 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::directive::{AcceptedPost, DirectiveStep, RefusalMemory};
+use super::directive::{AcceptedPost, DirectiveStep, FetchError, RefusalMemory};
 use super::runner::FlowRunner;
 use super::{Agent, AgentError};
 use crate::control::{Command, Outcome, Published, Reply};
@@ -56,7 +56,7 @@ pub enum LinkInput {
     /// The fabric holds every chunk of this artifact.
     Fetched(ArtifactId),
     /// Starting the fetch of this artifact failed.
-    FetchFailed(ArtifactId, String),
+    FetchFailed(ArtifactId, FetchError),
     /// The fabric is now connected to this many peers.
     Peers(usize),
 }
@@ -314,7 +314,7 @@ where
     let tx = link.io.inbox_tx.clone();
     tokio::spawn(async move {
         if let Err(e) = fabric.fetch(id).await {
-            let _ = tx.send(LinkInput::FetchFailed(id, e.to_string())).await;
+            let _ = tx.send(LinkInput::FetchFailed(id, e.into())).await;
         }
     });
 }
@@ -326,10 +326,9 @@ where
 {
     let now = Instant::now();
     if let Some(f) = link.fetching.take_if(|f| now >= f.deadline) {
-        let why = format!(
-            "no complete copy within {} s",
-            agent.config().link.fetch_timeout.as_secs()
-        );
+        let why = FetchError::TimedOut {
+            secs: agent.config().link.fetch_timeout.as_secs(),
+        };
         if let Err(e) = agent.finish_stage(&f.post, Err(why)).await {
             tracing::error!(error = %e, "recording a fetch timeout failed");
         }

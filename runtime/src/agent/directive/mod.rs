@@ -49,7 +49,7 @@ use floe_wire::proto::{
     TrustStore, Verified, accept_directive,
 };
 
-pub use stage::StageRefusal;
+pub use stage::{FetchError, StageRefusal};
 
 /// The actor recorded for what the coordinator asked.
 pub const ACTOR_COORDINATOR: &str = "coordinator";

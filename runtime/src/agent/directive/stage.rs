@@ -14,6 +14,7 @@ use crate::agent::{Agent, AgentError, bundle, now_ms};
 use crate::crash::crash_point;
 use crate::releases::{ReleaseError, ReleaseStore};
 use crate::state::{DB_FILE, Lifecycle, Phase, SlotRelease, StateError};
+use floe_fabric::FabricError;
 use floe_fabric::signed::{SignedStore, index_of};
 use floe_fabric::store::FabricStore;
 use floe_wire::artifact::{self, ChunkStore, Refusal};
@@ -34,6 +35,20 @@ pub enum StageRefusal {
     /// The install decision refused the release.
     #[error(transparent)]
     Refused(#[from] Refusal),
+}
+
+/// Why the fetch of a staged artifact did not bring every chunk.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The fabric refused or failed the fetch.
+    #[error(transparent)]
+    Fabric(#[from] FabricError),
+    /// No complete copy arrived within the fetch timeout.
+    #[error("no complete copy within {secs} s")]
+    TimedOut {
+        /// The fetch timeout, in seconds.
+        secs: u64,
+    },
 }
 
 impl<R: FlowRunner> Agent<R>
@@ -112,7 +127,7 @@ where
     pub async fn finish_stage(
         &mut self,
         post: &AcceptedPost,
-        fetched: Result<(), String>,
+        fetched: Result<(), FetchError>,
     ) -> Result<(), AgentError> {
         let current = self.state.applied_directive()?.map(|a| a.generation);
         if current != Some(post.directive.value.generation) {

@@ -258,13 +258,13 @@ async fn a_stage_interrupted_by_a_restart_resumes_its_fetch() {
     assert_eq!(again, id);
     assert_eq!(post.directive.value.generation, 5);
     // A fetch that fails ends the stage as failed, with the reason.
-    a.finish_stage(&post, Err("no peer holds it".into()))
+    a.finish_stage(&post, Err(FetchError::TimedOut { secs: 7 }))
         .await
         .unwrap();
     let applied = a.applied().unwrap().unwrap();
     assert_eq!(applied.progress, Progress::Failed);
     assert!(
-        applied.detail.contains("no peer holds it"),
+        applied.detail.contains("no complete copy within 7 s"),
         "{}",
         applied.detail
     );
