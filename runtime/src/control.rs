@@ -2,8 +2,8 @@
 //! over the control socket, how an installation or rollback ended, and what the loop publishes
 //! after every sample.
 //!
-//! It is its own module so that [`crate::http`] (which receives commands and shows outcomes)
-//! and [`crate::agent`] (which carries them out) both depend on it and not on each other: the
+//! It is its own module so that `http` (which receives commands and shows outcomes)
+//! and `agent` (which carries them out) both depend on it and not on each other: the
 //! HTTP handlers never touch the agent, and the agent knows nothing of HTTP.
 
 use std::path::PathBuf;

@@ -1,10 +1,10 @@
 //! What `floed status` and the daemon's `GET /status` show, read from disk.
 //!
 //! The view is built from the state database opened read-only, the slots' files and the
-//! identity file, never from the running agent. That is why it lives outside [`crate::agent`]:
+//! identity file, never from the running agent. That is why it lives outside `agent`:
 //! the control socket can answer while the main loop is busy inside a smoke test or an
 //! install (SQLite in WAL mode lets a reader in while the daemon writes), `floed status` can
-//! answer with no daemon at all, and neither [`crate::http`] nor the agent has to know the
+//! answer with no daemon at all, and neither `http` nor the agent has to know the
 //! other to share it.
 
 use std::path::Path;
