@@ -29,7 +29,7 @@ use super::runner::FlowRunner;
 use super::{Agent, AgentError};
 use crate::control::{Command, Outcome, Published, Reply};
 use floe_fabric::{ArtifactId, Fabric};
-use floe_wire::clock::unix_secs;
+use floe_wire::clock::{unix_ms, unix_secs};
 use floe_wire::proto::{DeviceReport, Envelope};
 
 /// What the loop waits for.
@@ -356,7 +356,7 @@ where
     R: FlowRunner,
     R::Flow: std::fmt::Debug,
 {
-    let now = u64::try_from(super::now_ms()).unwrap_or(0);
+    let now = unix_ms();
     let seq = now.max(link.last_seq.saturating_add(1));
     let report = match agent.device_report(seq, &link.io.key) {
         Ok(r) => r,

@@ -8,6 +8,14 @@
 //! [`lifecycle::recover`] decides at the next start how to finish or undo a step that a crash
 //! interrupted. Rollback only uses what is already on the device: the last known good slot,
 //! which nothing touches until the next deployment.
+//!
+//! `Agent` is one type whose `impl` blocks are split by concern, one file each, so every
+//! file can be read on its own: `start` (a flow's bounded, panic-safe start and stop),
+//! `recover` (start-up after a crash), `smoke` (the smoke test), `install` (the persisted
+//! steps up to the trial, shared by `floed install` and coordinator directives), `trial`
+//! (commit and rollback), and [`directive`] (the coordinator's directives and the device
+//! report). This file holds the type, its errors, health sampling and the tick. What the
+//! control socket sends and receives is [`crate::control`]'s, so the agent does not know HTTP.
 
 pub mod bundle;
 pub mod directive;

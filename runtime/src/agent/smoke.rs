@@ -14,7 +14,7 @@ use futures::FutureExt;
 
 use super::Agent;
 use super::runner::{FlowRunner, RunnerError, RunningFlow, SinkOutput};
-use super::start::{StartError, panic_message};
+use super::start::{StartError, panic_message, stop_guarded};
 use crate::health::{AppWindow, Functional};
 use crate::slots::{SlotName, SmokeInput, VersionRecord};
 
@@ -94,14 +94,7 @@ where
     pub(super) async fn smoke(&mut self, target: SlotName) -> Result<(), SmokeError> {
         let (mut flow, record) = self.start_slot(target, true).await?;
         let result = self.observe_smoke(&mut flow, &record).await;
-        let deadline = self.cfg.trial.stop_timeout;
-        if AssertUnwindSafe(flow.stop(deadline))
-            .catch_unwind()
-            .await
-            .is_err()
-        {
-            tracing::warn!("the smoke-tested flow panicked while stopping");
-        }
+        stop_guarded(flow, self.cfg.trial.stop_timeout, "the smoke-tested flow").await;
         self.functional = match &result {
             Ok(()) if record.smoke.is_empty() && record.smoke_expect.is_empty() => {
                 Functional::NoTestInput

@@ -8,6 +8,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::time::Duration;
 
 use futures::FutureExt;
 
@@ -91,16 +92,21 @@ where
     /// logged and otherwise ignored (the flow is gone either way).
     pub(super) async fn stop_flow(&mut self) {
         if let Some(flow) = self.flow.take() {
-            let deadline = self.cfg.trial.stop_timeout;
-            if AssertUnwindSafe(flow.stop(deadline))
-                .catch_unwind()
-                .await
-                .is_err()
-            {
-                tracing::warn!("the flow panicked while stopping");
-            }
+            stop_guarded(flow, self.cfg.trial.stop_timeout, "the flow").await;
         }
         self.running_version = None;
+    }
+}
+
+/// Stops `flow` within `deadline`; a panic while stopping is logged (naming `what`) and
+/// otherwise ignored, since the flow is gone either way.
+pub(super) async fn stop_guarded<F: RunningFlow>(flow: F, deadline: Duration, what: &str) {
+    if AssertUnwindSafe(flow.stop(deadline))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::warn!("{what} panicked while stopping");
     }
 }
 
