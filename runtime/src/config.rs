@@ -35,12 +35,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or a key has the wrong type or is unknown.
-    #[error("config file {path}: {message}")]
+    #[error("config file {path}: {}", one_line(&.source.to_string()))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, which names the key and the line.
-        message: String,
+        /// The parser's error, which names the key and the line.
+        source: toml::de::Error,
     },
     /// A key parsed but its value is not acceptable.
     #[error("config key `{key}`: {message}")]
@@ -50,6 +50,11 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+}
+
+/// The TOML parser's multi-line message on one line, for logs and `floed` errors.
+fn one_line(message: &str) -> String {
+    message.trim().replace('\n', " ")
 }
 
 /// The file as written, before defaults and checks.
@@ -258,9 +263,9 @@ impl Config {
         origin: &Path,
         data_dir_override: Option<&Path>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: origin.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
+            source,
         })?;
         Config::check(raw, data_dir_override)
     }

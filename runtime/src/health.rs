@@ -588,6 +588,26 @@ pub fn self_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Writes one per-node counter family (help, type, one sample per node).
+fn node_counter(
+    out: &mut String,
+    nodes: &[NodeCounters],
+    name: &str,
+    help: &str,
+    value: impl Fn(&NodeCounters) -> u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for n in nodes {
+        let _ = writeln!(
+            out,
+            "{name}{{node=\"{}\"}} {}",
+            escape_label(&n.id),
+            value(n)
+        );
+    }
+}
+
 fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -635,32 +655,20 @@ pub fn metrics_text(report: &HealthReport, app: &AppAssessment, agent: &AgentCou
     let _ = writeln!(out, "# HELP floe_flow_running 1 when the active flow runs.");
     let _ = writeln!(out, "# TYPE floe_flow_running gauge");
     let _ = writeln!(out, "floe_flow_running {}", u8::from(app.latest.running));
-    let _ = writeln!(
-        out,
-        "# HELP floe_node_received_total Messages a node received."
+    node_counter(
+        &mut out,
+        &app.latest.nodes,
+        "floe_node_received_total",
+        "Messages a node received.",
+        |n| n.received,
     );
-    let _ = writeln!(out, "# TYPE floe_node_received_total counter");
-    for n in &app.latest.nodes {
-        let _ = writeln!(
-            out,
-            "floe_node_received_total{{node=\"{}\"}} {}",
-            escape_label(&n.id),
-            n.received
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP floe_node_errors_total Messages that ended in an error."
+    node_counter(
+        &mut out,
+        &app.latest.nodes,
+        "floe_node_errors_total",
+        "Messages that ended in an error.",
+        |n| n.errors,
     );
-    let _ = writeln!(out, "# TYPE floe_node_errors_total counter");
-    for n in &app.latest.nodes {
-        let _ = writeln!(
-            out,
-            "floe_node_errors_total{{node=\"{}\"}} {}",
-            escape_label(&n.id),
-            n.errors
-        );
-    }
     let _ = writeln!(out, "# HELP floe_switches_total Switches to a new slot.");
     let _ = writeln!(out, "# TYPE floe_switches_total counter");
     let _ = writeln!(out, "floe_switches_total {}", agent.switches);

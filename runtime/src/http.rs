@@ -12,6 +12,8 @@
 //! `GET /status` does not wait for the main loop at all, which may be inside a smoke test or
 //! an install for seconds: it reads the state database read-only (SQLite in WAL mode lets it
 //! read while the daemon writes) on a blocking thread, with the latest published health.
+//! The commands and the published report are [`crate::control`]'s and the status view is
+//! [`crate::status`]'s, so this module does not depend on the agent, nor the agent on it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,8 +28,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::agent::{Outcome, StatusView};
-use crate::health::{HealthReport, Status};
+use crate::control::{Command, Outcome, Published};
+use crate::health::Status;
+use crate::status::{StatusView, read_status_with_health};
 
 /// The control socket's name inside the data directory.
 pub const CONTROL_SOCKET: &str = "floed.sock";
@@ -35,38 +38,6 @@ pub const CONTROL_SOCKET: &str = "floed.sock";
 pub const COMMAND_QUEUE: usize = 8;
 /// The largest control request body accepted (bytes).
 pub const MAX_BODY: usize = 64 * 1024;
-
-/// What the main loop publishes after every sample.
-#[derive(Debug, Clone)]
-pub struct Published {
-    /// The health report.
-    pub report: HealthReport,
-    /// The metrics text.
-    pub metrics: String,
-}
-
-/// A command for the main loop, with the channel for its reply.
-#[derive(Debug)]
-pub enum Command {
-    /// Install a staged directory or artifact; the reply comes when the trial has ended.
-    Install {
-        /// The staged directory or `.floe` file.
-        source: PathBuf,
-        /// Who asked.
-        actor: String,
-        /// The outcome, or why it could not start.
-        reply: oneshot::Sender<Result<Outcome, String>>,
-    },
-    /// Roll back to the last known good slot.
-    Rollback {
-        /// Who asked.
-        actor: String,
-        /// Why.
-        reason: String,
-        /// The outcome.
-        reply: oneshot::Sender<Result<Outcome, String>>,
-    },
-}
 
 /// Where `GET /status` reads from: the data directory's state (read-only) and the latest
 /// published health report.
@@ -199,7 +170,7 @@ async fn status_view(State(control): State<Control>) -> Response {
     let source = control.status;
     let health = source.published.borrow().report.clone();
     let read = tokio::task::spawn_blocking(move || {
-        crate::agent::read_status_with_health(&source.data_dir, Some(health), STATUS_AUDIT)
+        read_status_with_health(&source.data_dir, Some(health), STATUS_AUDIT)
     })
     .await;
     match read {
@@ -313,7 +284,7 @@ fn dechunk(mut s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::Check;
+    use crate::health::{Check, HealthReport};
 
     fn published(status: Status) -> Arc<Published> {
         let mut checks = std::collections::BTreeMap::new();

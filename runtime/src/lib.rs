@@ -6,6 +6,11 @@
 //!   the anti-rollback table.
 //! - [`health`], [`http`], [`config`]: the four health layers, the local HTTP endpoints and the
 //!   control socket, the TOML configuration.
+//! - [`control`], [`status`]: what the control surfaces and the agent share (commands,
+//!   outcomes, the published report) and the status view read from disk, so that neither
+//!   [`http`] nor [`agent`] depends on the other.
+//! - [`crash`]: the crash-point hook of the crash tests (a no-op without its feature); the
+//!   slots and the agent both call it, so it sits below both.
 //!
 //! Architecture invariant: this crate is the top of the device stack. It depends on
 //! `floe-wire` (wire types, bundles, trust), `floe-fabric` (the libp2p swarm) and `floe-flow`;
@@ -13,8 +18,11 @@
 
 pub mod agent;
 pub mod config;
+pub mod control;
+pub mod crash;
 pub mod health;
 pub mod http;
 pub mod releases;
 pub mod slots;
 pub mod state;
+pub mod status;

@@ -28,7 +28,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::agent::crash::crash_point;
+use crate::crash::crash_point;
 
 /// The version record's file name inside a slot.
 pub const VERSION_FILE: &str = ".version";
@@ -138,13 +138,29 @@ pub enum SlotError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The version record is missing, too large or not valid JSON.
+    /// Assembling a verified artifact's chunks into a staging directory failed.
+    #[error("assembling the artifact into {path}: {source}")]
+    Assemble {
+        /// The staging directory.
+        path: PathBuf,
+        /// The chunk store's error.
+        source: floe_wire::artifact::StoreError,
+    },
+    /// The version record is too large or breaks a rule of its format.
     #[error("version record {path}: {message}")]
     Record {
         /// The record file.
         path: PathBuf,
         /// What is wrong.
         message: String,
+    },
+    /// The version record is not valid JSON (or could not be written as JSON).
+    #[error("version record {path}: {source}")]
+    RecordJson {
+        /// The record file.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
     },
     /// A path in the version record is absolute, climbs out with `..`, or names the record.
     #[error("version record lists an unsafe path `{0}`")]
@@ -390,10 +406,11 @@ impl Slots {
         let result = (|| {
             fill(&staging)?;
             crash_point("stage:filled");
-            let bytes = serde_json::to_vec_pretty(record).map_err(|e| SlotError::Record {
-                path: staging.join(VERSION_FILE),
-                message: e.to_string(),
-            })?;
+            let bytes =
+                serde_json::to_vec_pretty(record).map_err(|source| SlotError::RecordJson {
+                    path: staging.join(VERSION_FILE),
+                    source,
+                })?;
             write_synced(&staging.join(VERSION_FILE), &bytes)?;
             verify_files(&staging, record, slot)?;
             sync_tree(&staging)?;
@@ -543,10 +560,11 @@ fn read_record(path: &Path, slot: SlotName) -> Result<VersionRecord, SlotError> 
             message: format!("larger than {MAX_VERSION_RECORD} bytes"),
         });
     }
-    let record: VersionRecord = serde_json::from_slice(&bytes).map_err(|e| SlotError::Record {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let record: VersionRecord =
+        serde_json::from_slice(&bytes).map_err(|source| SlotError::RecordJson {
+            path: path.to_path_buf(),
+            source,
+        })?;
     check_record(&record)?;
     Ok(record)
 }

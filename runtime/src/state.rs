@@ -124,9 +124,15 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// The row of a device that has never installed anything.
     pub fn fresh(now_ms: i64) -> Lifecycle {
+        Lifecycle::idle(None, now_ms)
+    }
+
+    /// The row of a device at rest on `last_good` since `now_ms`: every step (an installation,
+    /// a switch, a trial, a rollback, a recovery) ends in it.
+    pub fn idle(last_good: Option<SlotName>, now_ms: i64) -> Lifecycle {
         Lifecycle {
             phase: Phase::Idle,
-            last_good: None,
+            last_good,
             target: None,
             target_version: None,
             since_ms: now_ms,

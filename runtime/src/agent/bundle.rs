@@ -4,13 +4,14 @@
 //! assembled into the standby slot with a version record built from the signed manifest. This
 //! is the air-gapped path (a USB stick): nothing comes from the network.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::releases::ReleaseStore;
+use crate::releases::{ReleaseError, ReleaseStore};
 use crate::slots::{SlotError, SmokeInput, VersionRecord};
 use crate::state::DB_FILE;
-use floe_wire::artifact::{self, ChunkStore, DeviceFacts, keys};
+use floe_wire::artifact::keys::{self, KeyError};
+use floe_wire::artifact::{self, BundleError, ChunkStore, DeviceFacts, Refusal, StoreError};
 use floe_wire::clock::unix_secs;
 use floe_wire::proto::Manifest;
 
@@ -18,27 +19,43 @@ use floe_wire::proto::Manifest;
 #[derive(Debug, thiserror::Error)]
 pub enum BundleInstallError {
     /// The trust store could not be loaded.
-    #[error("loading the trust store {path}: {message}")]
+    #[error("loading the trust store {}: {source}", path.display())]
     Trust {
         /// The trust directory (config key `trust_store`).
-        path: String,
+        path: PathBuf,
         /// What failed.
-        message: String,
+        source: KeyError,
+    },
+    /// The chunk store that receives the bundle's chunks could not be opened.
+    #[error("verifying {}: {source}", path.display())]
+    Store {
+        /// The bundle.
+        path: PathBuf,
+        /// What failed.
+        source: StoreError,
     },
     /// The bundle failed verification or import.
-    #[error("verifying {path}: {message}")]
+    #[error("verifying {}: {source}", path.display())]
     Verify {
         /// The bundle.
-        path: String,
+        path: PathBuf,
         /// What failed.
-        message: String,
+        source: BundleError,
     },
     /// The verified manifest may not be installed on this device.
     #[error("refused: {0}")]
-    Refused(String),
+    Refused(#[source] Refusal),
+    /// A smoke-test payload of the verified manifest is not JSON.
+    #[error("refused: smoke test payload for node {node}: {source}")]
+    SmokePayload {
+        /// The node the payload is for.
+        node: String,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
     /// The release table could not be read or written.
     #[error("release table: {0}")]
-    Releases(String),
+    Releases(#[source] ReleaseError),
 }
 
 /// A verified bundle, ready to stage.
@@ -54,31 +71,26 @@ pub struct Prepared {
 
 /// Verifies and imports `path` and decides whether it may be installed here.
 pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, BundleInstallError> {
-    let trust = keys::load_trust(&cfg.trust_store).map_err(|e| BundleInstallError::Trust {
-        path: cfg.trust_store.display().to_string(),
-        message: e.to_string(),
+    let trust = keys::load_trust(&cfg.trust_store).map_err(|source| BundleInstallError::Trust {
+        path: cfg.trust_store.clone(),
+        source,
     })?;
-    let verify_err = |message: String| BundleInstallError::Verify {
-        path: path.display().to_string(),
-        message,
-    };
-    let store = ChunkStore::open(&cfg.data_dir).map_err(|e| verify_err(e.to_string()))?;
-    let verified = artifact::import(path, &trust, &store).map_err(|e| verify_err(e.to_string()))?;
-    let releases = ReleaseStore::open(&cfg.data_dir.join(DB_FILE))
-        .map_err(|e| BundleInstallError::Releases(e.to_string()))?;
+    let store = ChunkStore::open(&cfg.data_dir).map_err(|source| BundleInstallError::Store {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let verified =
+        artifact::import(path, &trust, &store).map_err(|source| BundleInstallError::Verify {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let releases =
+        ReleaseStore::open(&cfg.data_dir.join(DB_FILE)).map_err(BundleInstallError::Releases)?;
     let highest = releases
         .highest(&verified.value.name)
-        .map_err(|e| BundleInstallError::Releases(e.to_string()))?;
-    let facts = DeviceFacts {
-        device_id: device_id.to_string(),
-        arch: cfg.arch.clone(),
-        device_type: cfg.device_type.clone(),
-        runtime_version: env!("CARGO_PKG_VERSION").to_string(),
-        free_disk: free_bytes(&cfg.data_dir),
-        now: unix_secs(),
-    };
-    artifact::install_decision(&verified, &facts, highest, None)
-        .map_err(|e| BundleInstallError::Refused(e.to_string()))?;
+        .map_err(BundleInstallError::Releases)?;
+    artifact::install_decision(&verified, &device_facts(cfg, device_id), highest, None)
+        .map_err(BundleInstallError::Refused)?;
     let manifest = verified.value;
     let record = record_of(&manifest)?;
     Ok(Prepared {
@@ -91,9 +103,7 @@ pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, B
 /// The slot's version record for a verified manifest: its files with their hashes and the
 /// smoke test it declares. Both install paths (a bundle on disk and a coordinator directive)
 /// use it, so a version is smoke-tested the same way whichever way it arrived.
-pub fn record_of(
-    manifest: &floe_wire::proto::Manifest,
-) -> Result<VersionRecord, BundleInstallError> {
+pub fn record_of(manifest: &Manifest) -> Result<VersionRecord, BundleInstallError> {
     let smoke = manifest.smoke_test.as_ref();
     Ok(VersionRecord {
         version: manifest.version.clone(),
@@ -117,8 +127,11 @@ fn smoke_messages(
     list.unwrap_or_default()
         .iter()
         .map(|m| {
-            let payload = serde_json::from_str(&m.payload).map_err(|e| {
-                BundleInstallError::Refused(format!("smoke test payload for node {}: {e}", m.node))
+            let payload = serde_json::from_str(&m.payload).map_err(|source| {
+                BundleInstallError::SmokePayload {
+                    node: m.node.clone(),
+                    source,
+                }
             })?;
             Ok(SmokeInput {
                 node: m.node.clone(),
@@ -130,25 +143,50 @@ fn smoke_messages(
 
 /// Writes the manifest's files into an (empty, fresh) staging directory.
 pub fn fill(prepared: &Prepared, staging: &Path) -> Result<(), SlotError> {
-    let io = |source| SlotError::Io {
+    assemble_into(&prepared.manifest, &prepared.store, staging)
+}
+
+/// Assembles a verified manifest's files from the chunk store into an (empty, fresh) staging
+/// directory. Both install paths stage this way: a bundle on disk and a coordinator directive
+/// whose chunks the fabric fetched.
+pub fn assemble_into(
+    manifest: &Manifest,
+    store: &ChunkStore,
+    staging: &Path,
+) -> Result<(), SlotError> {
+    // The artifact layer assembles into a directory that must not exist yet and renames its
+    // own temporary directory into place.
+    std::fs::remove_dir(staging).map_err(|source| SlotError::Io {
         op: "assembling the artifact into",
         path: staging.to_path_buf(),
         source,
-    };
-    // The artifact layer assembles into a directory that must not exist yet and renames its
-    // own temporary directory into place.
-    std::fs::remove_dir(staging).map_err(io)?;
-    artifact::assemble(&prepared.manifest, &prepared.store, staging)
-        .map_err(|e| io(std::io::Error::other(e.to_string())))
+    })?;
+    artifact::assemble(manifest, store, staging).map_err(|source| SlotError::Assemble {
+        path: staging.to_path_buf(),
+        source,
+    })
 }
 
 /// Records the committed release so an older one is refused later (anti-rollback).
 pub fn record_committed(cfg: &Config, name: &str, release: u64) -> Result<(), BundleInstallError> {
-    let releases = ReleaseStore::open(&cfg.data_dir.join(DB_FILE))
-        .map_err(|e| BundleInstallError::Releases(e.to_string()))?;
+    let releases =
+        ReleaseStore::open(&cfg.data_dir.join(DB_FILE)).map_err(BundleInstallError::Releases)?;
     releases
         .record_installed(name, release, unix_secs())
-        .map_err(|e| BundleInstallError::Releases(e.to_string()))
+        .map_err(BundleInstallError::Releases)
+}
+
+/// What the install decision knows about this device now (its free disk included). Both
+/// install paths decide with it.
+pub fn device_facts(cfg: &Config, device_id: &str) -> DeviceFacts {
+    DeviceFacts {
+        device_id: device_id.to_string(),
+        arch: cfg.arch.clone(),
+        device_type: cfg.device_type.clone(),
+        runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+        free_disk: free_bytes(&cfg.data_dir),
+        now: unix_secs(),
+    }
 }
 
 // The statvfs field types are 32-bit on armv7, so the conversions are needed there.

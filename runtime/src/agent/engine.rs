@@ -168,15 +168,18 @@ impl FlowRunner for EngineRunner {
         let mut bytes = Vec::new();
         std::fs::File::open(&path)
             .and_then(|f| f.take(MAX_FLOW_BYTES + 1).read_to_end(&mut bytes))
-            .map_err(|e| RunnerError::Load(format!("{}: {e}", path.display())))?;
+            .map_err(|source| RunnerError::Read {
+                path: path.clone(),
+                source,
+            })?;
         if bytes.len() as u64 > MAX_FLOW_BYTES {
-            return Err(RunnerError::Load(format!(
-                "{} is larger than {MAX_FLOW_BYTES} bytes",
-                path.display()
-            )));
+            return Err(RunnerError::TooLarge {
+                path,
+                limit: MAX_FLOW_BYTES,
+            });
         }
-        let mut compiled = floe_flow::validate::compile(&bytes, &[])
-            .map_err(|e| RunnerError::Load(one_line(&e.report())))?;
+        let mut compiled =
+            floe_flow::validate::compile(&bytes, &[]).map_err(RunnerError::Invalid)?;
         let configured = configured_client_ids(&bytes, &compiled);
         assign_client_ids(&mut compiled, &configured, spec.device, spec.slot);
         let mut targets: HashMap<String, Vec<String>> = HashMap::new();
@@ -205,8 +208,7 @@ impl FlowRunner for EngineRunner {
             tap,
             ..EngineOptions::default()
         };
-        let running =
-            Engine::start(compiled, opts).map_err(|e| RunnerError::Start(e.to_string()))?;
+        let running = Engine::start(compiled, opts).map_err(RunnerError::Start)?;
         Ok(EngineFlow {
             running,
             version: spec.record.version.clone(),
@@ -219,10 +221,6 @@ impl FlowRunner for EngineRunner {
             }),
         })
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.lines().collect::<Vec<_>>().join("; ")
 }
 
 impl EngineFlow {
@@ -262,9 +260,9 @@ impl RunningFlow for EngineFlow {
         self.running
             .inject(node, Msg::new(payload))
             .await
-            .map_err(|e| RunnerError::Inject {
+            .map_err(|source| RunnerError::Inject {
                 node: node.to_string(),
-                message: e.to_string(),
+                source,
             })
     }
 

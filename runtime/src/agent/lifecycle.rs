@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::TrialConfig;
 use crate::health::Status;
-use crate::slots::SlotName;
+use crate::slots::{SlotError, SlotName};
 use crate::state::{Lifecycle, Phase};
 
 /// An audit note the plan asks to record.
@@ -56,19 +56,11 @@ pub struct Recovery {
 pub fn recover(
     l: &Lifecycle,
     link: Option<SlotName>,
-    verify: &dyn Fn(SlotName) -> Result<(), String>,
+    verify: &dyn Fn(SlotName) -> Result<(), SlotError>,
     now_ms: i64,
     cfg: &TrialConfig,
 ) -> Recovery {
     let mut notes = Vec::new();
-    let idle = |last_good: Option<SlotName>| Lifecycle {
-        phase: Phase::Idle,
-        last_good,
-        target: None,
-        target_version: None,
-        since_ms: now_ms,
-        trial_boots: Vec::new(),
-    };
     let version = l.target_version.clone().unwrap_or_default();
     let mut forget = None;
     match (l.phase, l.target) {
@@ -171,7 +163,7 @@ pub fn recover(
         (None, _) => None,
     };
     Recovery {
-        lifecycle: idle(l.last_good),
+        lifecycle: Lifecycle::idle(l.last_good, now_ms),
         relink,
         run,
         forget,
@@ -271,7 +263,7 @@ mod tests {
         }
     }
 
-    fn ok(_: SlotName) -> Result<(), String> {
+    fn ok(_: SlotName) -> Result<(), SlotError> {
         Ok(())
     }
 
@@ -354,7 +346,10 @@ mod tests {
     fn unverifiable_slots_are_never_activated() {
         let bad_green = |s: SlotName| {
             if s == SlotName::Green {
-                Err("hash mismatch".to_string())
+                Err(SlotError::HashMismatch {
+                    slot: s,
+                    file: "flow.json".into(),
+                })
             } else {
                 Ok(())
             }

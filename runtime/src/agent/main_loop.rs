@@ -21,15 +21,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::directive::{AcceptedPost, DirectiveStep, RefusalMemory};
+use super::directive::{AcceptedPost, DirectiveStep, FetchError, RefusalMemory};
 use super::runner::FlowRunner;
-use super::{Agent, AgentError, Outcome};
-use crate::http::{Command, Published};
+use super::{Agent, AgentError};
+use crate::control::{Command, Outcome, Published, Reply};
 use floe_fabric::{ArtifactId, Fabric};
-use floe_wire::clock::unix_secs;
+use floe_wire::clock::{unix_ms, unix_secs};
 use floe_wire::proto::{DeviceReport, Envelope};
 
 /// What the loop waits for.
@@ -56,7 +56,7 @@ pub enum LinkInput {
     /// The fabric holds every chunk of this artifact.
     Fetched(ArtifactId),
     /// Starting the fetch of this artifact failed.
-    FetchFailed(ArtifactId, String),
+    FetchFailed(ArtifactId, FetchError),
     /// The fabric is now connected to this many peers.
     Peers(usize),
 }
@@ -144,7 +144,7 @@ where
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat = tokio::time::interval(agent.config().link.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: Option<oneshot::Sender<Result<Outcome, String>>> = None;
+    let mut pending: Option<Reply> = None;
     let mut commands_open = true;
     let mut link = io.link.take().map(|io| LinkState {
         io,
@@ -314,7 +314,7 @@ where
     let tx = link.io.inbox_tx.clone();
     tokio::spawn(async move {
         if let Err(e) = fabric.fetch(id).await {
-            let _ = tx.send(LinkInput::FetchFailed(id, e.to_string())).await;
+            let _ = tx.send(LinkInput::FetchFailed(id, e.into())).await;
         }
     });
 }
@@ -326,10 +326,9 @@ where
 {
     let now = Instant::now();
     if let Some(f) = link.fetching.take_if(|f| now >= f.deadline) {
-        let why = format!(
-            "no complete copy within {} s",
-            agent.config().link.fetch_timeout.as_secs()
-        );
+        let why = FetchError::TimedOut {
+            secs: agent.config().link.fetch_timeout.as_secs(),
+        };
         if let Err(e) = agent.finish_stage(&f.post, Err(why)).await {
             tracing::error!(error = %e, "recording a fetch timeout failed");
         }
@@ -357,7 +356,7 @@ where
     R: FlowRunner,
     R::Flow: std::fmt::Debug,
 {
-    let now = u64::try_from(super::now_ms()).unwrap_or(0);
+    let now = unix_ms();
     let seq = now.max(link.last_seq.saturating_add(1));
     let report = match agent.device_report(seq, &link.io.key) {
         Ok(r) => r,
@@ -380,11 +379,8 @@ where
     }
 }
 
-async fn handle_command<R>(
-    agent: &mut Agent<R>,
-    cmd: Command,
-    pending: &mut Option<oneshot::Sender<Result<Outcome, String>>>,
-) where
+async fn handle_command<R>(agent: &mut Agent<R>, cmd: Command, pending: &mut Option<Reply>)
+where
     R: FlowRunner,
     R::Flow: std::fmt::Debug,
 {

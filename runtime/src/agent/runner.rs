@@ -6,8 +6,11 @@
 //! engine's own types out of the agent's state machine.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use floe_flow::EngineError;
+use floe_flow::validate::Invalid;
 
 use crate::health::AppSnapshot;
 use crate::slots::{SlotName, VersionRecord};
@@ -15,20 +18,41 @@ use crate::slots::{SlotName, VersionRecord};
 /// Why a flow could not be started or driven.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    /// Reading or compiling the slot's flow definition failed.
-    #[error("loading the flow: {0}")]
-    Load(String),
+    /// Reading the slot's flow definition failed.
+    #[error("loading the flow: {}: {source}", path.display())]
+    Read {
+        /// The flow file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The slot's flow definition is larger than the runner accepts.
+    #[error("loading the flow: {} is larger than {limit} bytes", path.display())]
+    TooLarge {
+        /// The flow file.
+        path: PathBuf,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The flow definition does not compile (every problem, on one line).
+    #[error("loading the flow: {}", one_line(&.0.report()))]
+    Invalid(#[source] Invalid),
     /// The engine refused to start the flow.
     #[error("starting the flow: {0}")]
-    Start(String),
+    Start(#[source] EngineError),
     /// Injecting a test message failed.
-    #[error("injecting into node `{node}`: {message}")]
+    #[error("injecting into node `{node}`: {source}")]
     Inject {
         /// The target node.
         node: String,
-        /// The engine's message.
-        message: String,
+        /// The engine's error.
+        source: EngineError,
     },
+}
+
+/// A multi-line report on one line, for logs and audit details.
+fn one_line(text: &str) -> String {
+    text.lines().collect::<Vec<_>>().join("; ")
 }
 
 /// What to start.

@@ -3,13 +3,15 @@
 //! test stages real slot directories and drives the real agent, state database and links.
 
 use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::*;
 use crate::health::Status;
 use crate::health::{AppSnapshot, NodeCounters};
-use crate::slots::{VERSION_FILE, record_for_dir};
-use runner::RunnerError;
+use crate::slots::{SlotName, VERSION_FILE, record_for_dir};
+use runner::{RunnerError, StartSpec};
 
 #[derive(Debug, Default)]
 struct Script {
@@ -29,11 +31,17 @@ impl FlowRunner for Script {
 
     async fn start(&mut self, spec: StartSpec<'_>) -> Result<ScriptFlow, RunnerError> {
         self.starts.set(self.starts.get() + 1);
-        let text = std::fs::read_to_string(spec.slot_dir.join(&spec.record.flow))
-            .map_err(|e| RunnerError::Load(e.to_string()))?;
+        let path = spec.slot_dir.join(&spec.record.flow);
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| RunnerError::Read { path, source })?;
         let behaviour = text.trim().to_string();
         match behaviour.as_str() {
-            "fail_start" => return Err(RunnerError::Start("node n1: bad config".into())),
+            "fail_start" => {
+                return Err(RunnerError::Start(floe_flow::EngineError::Start {
+                    node: "n1".into(),
+                    message: "bad config".into(),
+                }));
+            }
             "hang_start" => std::future::pending::<()>().await,
             "panic_start" => panic!("node n2 exploded"),
             _ => {}

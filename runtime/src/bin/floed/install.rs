@@ -70,17 +70,32 @@ pub(crate) fn run(cfg: Config, args: &Args) -> Result<ExitCode> {
     }
 }
 
-fn in_process(cfg: Config, source: &std::path::Path) -> Result<ExitCode> {
-    let _lock = super::daemon::lock_data_dir(&cfg.data_dir)?;
+/// The data directory locked against a daemon, and a current-thread runtime: what the local
+/// commands need to drive the agent themselves when no daemon runs. The lock is held as long
+/// as the returned guard lives.
+pub(crate) fn offline_runtime(
+    cfg: &Config,
+) -> Result<(nix::fcntl::Flock<std::fs::File>, tokio::runtime::Runtime)> {
+    let lock = super::daemon::lock_data_dir(&cfg.data_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
+    Ok((lock, rt))
+}
+
+/// Opens the agent in this process (see [`offline_runtime`]).
+pub(crate) async fn open_agent(cfg: Config) -> Result<Agent<EngineRunner>> {
+    Agent::open(cfg, EngineRunner::default())
+        .await
+        .context("opening the device state")
+}
+
+fn in_process(cfg: Config, source: &std::path::Path) -> Result<ExitCode> {
+    let (_lock, rt) = offline_runtime(&cfg)?;
     rt.block_on(async {
         let interval = cfg.trial.check_interval;
-        let mut agent = Agent::open(cfg, EngineRunner::default())
-            .await
-            .context("opening the device state")?;
+        let mut agent = open_agent(cfg).await?;
         let first =
             floe_runtime::agent::main_loop::install_source(&mut agent, source, &local_actor())
                 .await

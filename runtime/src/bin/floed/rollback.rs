@@ -6,12 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use floe_runtime::agent::Agent;
-use floe_runtime::agent::engine::EngineRunner;
+use floe_runtime::agent::Outcome;
 use floe_runtime::config::Config;
 use floe_runtime::http::{CONTROL_SOCKET, ClientError, control_request};
 
-use super::install::{local_actor, print_outcome};
+use super::install::{local_actor, offline_runtime, open_agent, print_outcome};
 
 /// Arguments of `floed rollback`.
 #[derive(Debug, clap::Args)]
@@ -39,15 +38,9 @@ pub(crate) fn run(cfg: Config, args: &Args) -> Result<ExitCode> {
         }
         Ok((code, body)) => anyhow::bail!("floed refused the rollback ({code}): {body}"),
         Err(ClientError::NotRunning(_)) => {
-            let _lock = super::daemon::lock_data_dir(&cfg.data_dir)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("building the tokio runtime")?;
+            let (_lock, rt) = offline_runtime(&cfg)?;
             rt.block_on(async {
-                let mut agent = Agent::open(cfg, EngineRunner::default())
-                    .await
-                    .context("opening the device state")?;
+                let mut agent = open_agent(cfg).await?;
                 let out = agent
                     .rollback(&local_actor(), &args.reason)
                     .await
@@ -56,10 +49,7 @@ pub(crate) fn run(cfg: Config, args: &Args) -> Result<ExitCode> {
                 let code = print_outcome(&out);
                 // A requested rollback that succeeded is a success for the command.
                 Ok(
-                    if matches!(
-                        out,
-                        floe_runtime::agent::Outcome::RolledBack { slot: Some(_), .. }
-                    ) {
+                    if matches!(out, Outcome::RolledBack { slot: Some(_), .. }) {
                         ExitCode::SUCCESS
                     } else {
                         code

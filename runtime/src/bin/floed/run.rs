@@ -33,32 +33,73 @@ pub(crate) struct RunArgs {
     drain: Duration,
 }
 
+/// Why a command-line value was refused (clap shows the message).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ArgError {
+    /// A `--var` without a name or without `=`.
+    #[error("`{0}` is not NAME=VALUE")]
+    NotAVar(String),
+    /// The number of a duration does not parse.
+    #[error("`{text}` is not a duration like 500ms or 20s")]
+    NotADuration {
+        /// The value given.
+        text: String,
+        /// The parse error.
+        source: std::num::ParseFloatError,
+    },
+    /// The unit of a duration is not one of ms, s, m, h.
+    #[error("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")]
+    Unit {
+        /// The value given.
+        text: String,
+        /// The unit given.
+        unit: String,
+    },
+    /// The duration is negative or too large.
+    #[error("`{text}` is out of range")]
+    Range {
+        /// The value given.
+        text: String,
+        /// The conversion error.
+        source: std::time::TryFromFloatSecsError,
+    },
+}
+
 /// Parses `name=value`.
-pub(crate) fn parse_var(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_var(s: &str) -> Result<(String, String), ArgError> {
     match s.split_once('=') {
         Some((n, v)) if !n.is_empty() => Ok((n.to_string(), v.to_string())),
-        _ => Err(format!("`{s}` is not NAME=VALUE")),
+        _ => Err(ArgError::NotAVar(s.to_string())),
     }
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h`, or a plain number of seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, ArgError> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 500ms or 20s"))?;
+    let n: f64 = num.parse().map_err(|source| ArgError::NotADuration {
+        text: s.to_string(),
+        source,
+    })?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+        _ => {
+            return Err(ArgError::Unit {
+                text: s.to_string(),
+                unit: unit.to_string(),
+            });
+        }
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+    Duration::try_from_secs_f64(secs).map_err(|source| ArgError::Range {
+        text: s.to_string(),
+        source,
+    })
 }
 
 /// Installs a readable tracing subscriber on stderr (`RUST_LOG` overrides the level).

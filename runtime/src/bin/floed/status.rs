@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use floe_runtime::agent::{StatusView, read_status};
 use floe_runtime::config::Config;
 use floe_runtime::http::{CONTROL_SOCKET, ClientError, STATUS_AUDIT, control_request};
+use floe_runtime::status::{StatusView, read_status};
 
 /// Arguments of `floed status`.
 #[derive(Debug, clap::Args)]
