@@ -4,7 +4,7 @@
 //! Why it is a module of its own behind the `fault-injection` feature: an honest node must not
 //! be able to do any of this, so release builds of `floed` do not even contain it. The tests
 //! build `floed` with the feature and drive it through `floed fabric`'s hidden flags and its
-//! `flood` command; [`super::flood`] carries the floods out on the swarm.
+//! `flood` command; `flood.rs` carries the floods out on the swarm.
 
 use libp2p::request_response;
 
