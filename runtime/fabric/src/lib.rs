@@ -5,7 +5,7 @@
 //! server's uplink, and a site behind one slow link downloads each artifact once per device. The
 //! reference's "Artifact Distribution" section names central pull (simple, "network bandwidth is
 //! bottleneck for large fleets") and peer-to-peer distribution ("subsequent devices can pull from
-//! already-deployed peers"). This module is the second, with the first kept selectable by
+//! already-deployed peers"). This crate is the second, with the first kept selectable by
 //! configuration ([`FabricConfig::central_pull`]) so the two can be compared in one run.
 //!
 //! Shape (see DESIGN.md "Async shape"): [`node::spawn`] starts one task that owns the `Swarm` and
@@ -39,12 +39,13 @@
 //! and a seed, every link 50 Mbit/s each way by `tbf`, chunks of 128 KiB as the payload size
 //! gives, about 512): `p2p_s=13.80 central_s=183.38 efficiency=0.78 speedup=13.29
 //! gossip_p99_ms=18`, with the 10 ms link delay held in the nodes (this kernel has no
-//! `sch_netem`; see [`delay`], fault injection only); 0.78-0.79 without it. The speedup (8),
+//! `sch_netem`; see `delay.rs`, fault injection only); efficiency 0.79 without it. The speedup (8),
 //! gossip (p99 ≤ 500 ms) and efficiency (0.6) targets are met. What got there: disk I/O and
 //! hashing off the swarm task, super-seeding, 8 upload slots with a queue, and chunk maps that
 //! ride along with chunks instead of being polled.
 //!
-//! Architecture invariant: nothing here imports `agent`, `slots` or `health`.
+//! Architecture invariant: nothing here knows the device agent, its slots or health; this
+//! crate does not depend on `floe-runtime`, so the compiler keeps it so.
 
 #[cfg(feature = "fault-injection")]
 pub mod delay;
