@@ -163,8 +163,8 @@ impl Fabric {
     }
 
     /// Starts fetching an artifact whose index the caller already trusts (for example the
-    /// index of a verified manifest, [`super::signed::index_of`]), so no peer needs to be asked
-    /// for it. Completion is reported as [`FabricEvent::ArtifactComplete`]. Returns its id.
+    /// index of a verified manifest, [`crate::signed::index_of`]), so no peer needs to be asked
+    /// for it. Completion is reported as [`super::FabricEvent::ArtifactComplete`]. Returns its id.
     pub async fn fetch_index(&self, index: ArtifactIndex) -> Result<ArtifactId, FabricError> {
         index.check()?;
         let id = index.id();
@@ -175,7 +175,7 @@ impl Fabric {
     }
 
     /// Starts fetching an artifact by id (resuming from held chunks). Completion is reported as
-    /// [`FabricEvent::ArtifactComplete`].
+    /// [`super::FabricEvent::ArtifactComplete`].
     pub async fn fetch(&self, id: ArtifactId) -> Result<(), FabricError> {
         self.call(|reply| Command::Fetch { id, reply }).await?
     }

@@ -3,9 +3,9 @@
 //!
 //! The task waits on one biased select: shutdown first, then commands from handles, then
 //! answers of direct-request handlers and finished store jobs, then swarm events, then a 50 ms
-//! tick that drives download deadlines and chunk-map refreshes. [`Node`] only dispatches: each
+//! tick that drives download deadlines and chunk-map refreshes. `Node` only dispatches: each
 //! part of the protocol state is owned by a part with its own handlers and file, and they act
-//! on the network through [`net::Net`]:
+//! on the network through `net::Net`:
 //! - `uploads`: what is served, the upload slots and queue, super-seeding;
 //! - `fetches`: the downloads and our chunk-protocol requests (`peer_map`: when to ask a peer
 //!   for its chunk map again);
