@@ -94,7 +94,7 @@ pub fn bin(name: &str) -> Result<PathBuf> {
         // FLOE_CRASH_AT is set) and the test-only `fault` node kind (used only by flows that
         // name it). One feature set means one build, instead of a rebuild each time a test
         // binary with other features runs.
-        cmd.args(["--features", "crash-points,fault-nodes"]);
+        cmd.args(["--features", "crash-points,fault-nodes,fault-injection"]);
     }
     if name == "floe" {
         // The coordinator validates flows with the same node kinds the test floed knows.

@@ -13,7 +13,7 @@
 //! fabric does not look inside the payload: the application signs and checks it (a status
 //! report is signed by the device key, a directive by the coordinator key).
 //!
-//! Bounds (see [`super::node`] for where they are enforced):
+//! Bounds (enforced by the swarm actor, `node/direct_requests.rs`):
 //! - [`MAX_DIRECT_BYTES`] (64 KiB) for a request and for a response, both directions;
 //! - [`REQUEST_TIMEOUT`] for the whole exchange (libp2p fails the request after it);
 //! - [`MAX_OUTBOUND`] requests of ours outstanding in total and [`MAX_OUTBOUND_PER_PEER`] to one

@@ -10,7 +10,7 @@
 //!   P4 "invalid message deliveries" term), and banned by the fabric after
 //!   [`super::FabricConfig::max_invalid_gossip`] rejects or as soon as its score is below the
 //!   graylist threshold, whichever comes first. Messages gossipsub's own handler finds invalid
-//!   (bad signature, over [`MAX_MESSAGE_BYTES`]) count the same way (see [`super::guard`]).
+//!   (bad signature, over [`MAX_MESSAGE_BYTES`]) count the same way (see the guard in `guard.rs`).
 //! - `Ignore`: stale or duplicate; dropped without penalty.
 //!
 //! The message id is the sha256 of the raw message bytes, so the same content from two sources
@@ -110,7 +110,7 @@ pub fn message_id(message: &gossipsub::Message) -> MessageId {
 
 /// Gossipsub's configuration: strict signing, validation by the application, content ids,
 /// bounded message size and IHAVE/IWANT handling.
-pub fn config() -> Result<gossipsub::Config, String> {
+pub fn config() -> Result<gossipsub::Config, gossipsub::ConfigBuilderError> {
     let mut builder = gossipsub::ConfigBuilder::default();
     for topic in Topic::ALL {
         builder.max_transmit_size_for_topic(MAX_MESSAGE_BYTES, topic.ident().hash());
@@ -128,7 +128,6 @@ pub fn config() -> Result<gossipsub::Config, String> {
         .duplicate_cache_time(Duration::from_secs(120))
         .connection_handler_queue_len(CONNECTION_QUEUE)
         .build()
-        .map_err(|e| e.to_string())
 }
 
 /// Per-topic and global peer-score parameters; see the module docs for what they mean.

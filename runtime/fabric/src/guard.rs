@@ -201,7 +201,33 @@ impl Budget {
     }
 }
 
-type Inner = super::node::Gossip;
+/// Which topics may be subscribed to: ours only, unless a fault-injecting node wants more.
+#[derive(Debug, Clone)]
+pub struct TopicFilter {
+    allow_any: bool,
+}
+
+impl TopicFilter {
+    /// The fabric's topics only, or (`allow_any`, fault injection) any topic.
+    pub fn new(allow_any: bool) -> Self {
+        Self { allow_any }
+    }
+}
+
+impl gossipsub::TopicSubscriptionFilter for TopicFilter {
+    fn can_subscribe(&mut self, topic_hash: &gossipsub::TopicHash) -> bool {
+        self.allow_any || gossip::Topic::from_hash(topic_hash).is_some()
+    }
+}
+
+/// Gossipsub as the fabric configures it (behind [`Guarded`]). It is defined here, next to
+/// the guard that wraps it, so that the guard and the swarm actor depend on it one way only.
+pub type Gossip = gossipsub::Behaviour<
+    gossipsub::IdentityTransform,
+    gossipsub::MaxCountSubscriptionFilter<TopicFilter>,
+>;
+
+type Inner = Gossip;
 
 /// Gossipsub behind the guard. Derefs to the gossipsub behaviour for publishing, subscribing
 /// and scoring.

@@ -18,8 +18,8 @@ pub const MIN_CHUNK_LEN: u32 = 4 * 1024;
 /// Largest chunk size accepted: the manifest's own limit (16 MiB,
 /// [`floe_wire::proto::manifest::MAX_CHUNK_SIZE`]), so every manifest the artifact layer accepts
 /// has a fabric index. The wire codec's response cap follows from it; what bounds memory is
-/// the bytes a download may have in flight ([`super::download::DownloadConfig`]'s
-/// `max_in_flight_bytes`) and the upload slots, not the chunk size alone.
+/// the bytes a download may have in flight (`max_in_flight_bytes` of the download module's
+/// `DownloadConfig`) and the upload slots, not the chunk size alone.
 pub const MAX_CHUNK_LEN: u32 = floe_wire::proto::manifest::MAX_CHUNK_SIZE;
 /// Most chunks in one artifact (16 Ki chunks; an artifact cut by
 /// [`floe_wire::proto::manifest::chunk_size_for`] has about 512 up to 8 GiB). Bounds the index

@@ -94,7 +94,10 @@ pub fn write_bundle(
                 .get(hash)?
                 .ok_or_else(|| StoreError::Missing(hex::encode(hash)))?;
             if Sha256::digest(&bytes).as_slice() != hash {
-                return Err(StoreError::Verify(hex::encode(hash)));
+                return Err(StoreError::Verify {
+                    hash: hex::encode(hash),
+                    source: None,
+                });
             }
             file.write_all(&bytes).map_err(write_err)?;
         }
@@ -133,9 +136,9 @@ pub struct SignedStore {
 impl SignedStore {
     /// Opens both under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let chunks = ChunkStore::open(data_dir).map_err(|e| StoreError::Read {
-            path: data_dir.join("chunks"),
-            source: std::io::Error::other(e.to_string()),
+        let chunks = ChunkStore::open(data_dir).map_err(|source| StoreError::Chunks {
+            at: data_dir.join("chunks").display().to_string(),
+            source,
         })?;
         let indexes = data_dir.join("fabric-indexes");
         std::fs::create_dir_all(&indexes).map_err(|source| StoreError::Write {
@@ -154,9 +157,9 @@ impl FabricStore for SignedStore {
     fn get(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
         self.chunks
             .get(&Fixed(*hash))
-            .map_err(|e| StoreError::Read {
-                path: PathBuf::from(hex::encode(hash)),
-                source: std::io::Error::other(e.to_string()),
+            .map_err(|source| StoreError::Chunks {
+                at: hex::encode(hash),
+                source,
             })
     }
 
@@ -166,12 +169,15 @@ impl FabricStore for SignedStore {
             Ok(()) => Ok(()),
             // Bytes that do not match their hash (or could never be a chunk) are the peer's
             // fault; everything else is ours (disk full, permissions).
-            Err(Layer::HashMismatch { .. } | Layer::TooLarge { .. }) => {
-                Err(StoreError::Verify(hex::encode(hash)))
+            Err(source @ (Layer::HashMismatch { .. } | Layer::TooLarge { .. })) => {
+                Err(StoreError::Verify {
+                    hash: hex::encode(hash),
+                    source: Some(source),
+                })
             }
-            Err(other) => Err(StoreError::Write {
-                path: PathBuf::from(hex::encode(hash)),
-                source: std::io::Error::other(other.to_string()),
+            Err(source) => Err(StoreError::Chunks {
+                at: hex::encode(hash),
+                source,
             }),
         }
     }

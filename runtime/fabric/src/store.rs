@@ -12,7 +12,7 @@
 //! blocking threads (reading a chunk to serve, hashing and writing one that arrived), so disk
 //! I/O and SHA-256 never run on the task that drives the network.
 
-use super::index::{ArtifactId, ArtifactIndex, ChunkHash};
+use super::index::{ArtifactId, ArtifactIndex, ChunkHash, IndexError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,9 +22,16 @@ use std::sync::Mutex;
 /// Errors of a store, named by phase.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The bytes do not hash to the hash they were stored under.
-    #[error("chunk does not match its hash {0}")]
-    Verify(String),
+    /// The bytes do not hash to the hash they were stored under (the peer that sent them is at
+    /// fault), as this store found or as the artifact layer's store said.
+    #[error("chunk does not match its hash {hash}")]
+    Verify {
+        /// The hash, in hex.
+        hash: String,
+        /// The artifact layer's refusal, when it was that store that refused.
+        #[source]
+        source: Option<floe_wire::artifact::StoreError>,
+    },
     /// Reading failed.
     #[error("reading {path}: {source}")]
     Read {
@@ -45,8 +52,21 @@ pub enum StoreError {
     #[error("chunk {0} is not in the store")]
     Missing(String),
     /// A stored index is corrupt.
-    #[error("stored index {0} is corrupt")]
-    Index(String),
+    #[error("stored index {id} is corrupt: {source}")]
+    Index {
+        /// The artifact id, in hex.
+        id: String,
+        /// What is wrong with it.
+        source: IndexError,
+    },
+    /// The artifact layer's chunk store failed (for a reason of ours: disk, permissions).
+    #[error("the artifact chunk store, {at}: {source}")]
+    Chunks {
+        /// Where: the directory opened, or the chunk's hash in hex.
+        at: String,
+        /// Its error.
+        source: floe_wire::artifact::StoreError,
+    },
 }
 
 /// Chunk and index storage as the fabric sees it. Shared between the swarm task and blocking
@@ -68,7 +88,10 @@ fn verify(hash: &ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
     if Sha256::digest(bytes).as_slice() == hash {
         Ok(())
     } else {
-        Err(StoreError::Verify(hex::encode(hash)))
+        Err(StoreError::Verify {
+            hash: hex::encode(hash),
+            source: None,
+        })
     }
 }
 
@@ -241,7 +264,10 @@ pub(crate) fn read_index(
     match std::fs::read(&path) {
         Ok(bytes) => ArtifactIndex::decode_for(id, &bytes)
             .map(Some)
-            .map_err(|_| StoreError::Index(hex::encode(id))),
+            .map_err(|source| StoreError::Index {
+                id: hex::encode(id),
+                source,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StoreError::Read { path, source }),
     }

@@ -19,13 +19,17 @@
 //! `fetch <id>`, `ping` (publish a 1 KiB timestamped health message), `stats`, `quit`, and the
 //! fault-injection commands `flood garbage|oversized|subscriptions|unknown|iwant <count>`.
 //!
-//! Fault injection (tests only): `--fault-corrupt-chunks` makes this node flip a byte of every
-//! chunk it serves and lifts its own gossip size limit; `flood ...` makes it misbehave on
-//! command. Honest deployments never pass these.
+//! Fault injection (tests only, and only in a floed built with the `fault-injection` feature;
+//! without it the flags and the `flood` command do not exist): `--fault-corrupt-chunks` makes
+//! this node flip a byte of every chunk it serves and lifts its own gossip size limit;
+//! `--fault-read-delay-ms` holds what it reads for a while, standing in for link delay; `flood
+//! ...` makes it misbehave on command.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use floe_fabric::node::{FabricEvent, Flood};
+use floe_fabric::node::FabricEvent;
+#[cfg(feature = "fault-injection")]
+use floe_fabric::node::Flood;
 use floe_fabric::signed::{SignedStore, verify_announcement, write_bundle};
 use floe_fabric::{self, ArtifactId, FabricConfig, FabricError, RequestHandler, Topic, Validation};
 use floe_wire::artifact::{self, BundleReader, ChunkStore, keys};
@@ -83,6 +87,16 @@ pub(crate) struct FabricArgs {
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json_events: bool,
+    /// Fault injection (tests only; with the `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
+    #[command(flatten)]
+    fault: FaultArgs,
+}
+
+/// The hidden fault-injection flags of `floed fabric`, for the abuse tests and the benchmark.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Args)]
+struct FaultArgs {
     /// Fault injection (tests only): serve corrupted chunks.
     #[arg(long, hide = true)]
     fault_corrupt_chunks: bool,
@@ -291,8 +305,10 @@ pub(crate) async fn run(args: FabricArgs) -> Result<()> {
         mdns: !args.no_mdns,
         central_pull: args.central_pull,
         upload_slots: args.upload_slots,
-        fault_corrupt_chunks: args.fault_corrupt_chunks,
-        fault_read_delay: args.fault_read_delay_ms.map(Duration::from_millis),
+        #[cfg(feature = "fault-injection")]
+        fault_corrupt_chunks: args.fault.fault_corrupt_chunks,
+        #[cfg(feature = "fault-injection")]
+        fault_read_delay: args.fault.fault_read_delay_ms.map(Duration::from_millis),
         ..FabricConfig::default()
     };
     let cancel = CancellationToken::new();
@@ -532,7 +548,8 @@ impl App {
             ["stats"] => {
                 let s = self.fabric.stats().await?;
                 let min_score = s.scores.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
-                self.out.print(json!({
+                #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
+                let mut stats = json!({
                     "event": "stats",
                     "connected": s.connected_peers,
                     "banned": s.banned_peers,
@@ -545,9 +562,14 @@ impl App {
                     "dropped_events": s.dropped_events,
                     "min_score": if min_score.is_finite() { min_score } else { 0.0 },
                     "rss_kib": rss_kib(),
-                    "fault_rpcs_delivered": s.fault_rpcs_delivered,
-                }));
+                });
+                #[cfg(feature = "fault-injection")]
+                {
+                    stats["fault_rpcs_delivered"] = s.fault_rpcs_delivered.into();
+                }
+                self.out.print(stats);
             }
+            #[cfg(feature = "fault-injection")]
             ["flood", kind, count] => {
                 let kind = match *kind {
                     "garbage" => Flood::GarbageGossip,
