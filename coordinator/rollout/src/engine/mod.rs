@@ -282,6 +282,25 @@ impl Rollout {
             .min()
     }
 
+    /// Whether feeding `input` at `now` would leave the engine exactly as it is: no timer is
+    /// due, no action is waiting to be drained, and the input is a health report of a device
+    /// that is not running the new version (or is offline), which [`Rollout::handle_input`]
+    /// drops. The coordinator persists the inputs it feeds and replays them after a restart;
+    /// an input this says is ignored needs no record, because skipping it changes nothing.
+    /// It is conservative: `false` means "may change state", never "will".
+    pub fn ignores(&self, now: Millis, input: &Input) -> bool {
+        if !self.queue.is_empty() || self.poll_timeout().is_some_and(|t| t <= now) {
+            return false;
+        }
+        match *input {
+            Input::Health { device, .. } => self
+                .devs
+                .get(device as usize)
+                .is_some_and(|d| !d.phase.active() || d.flags & device::F_OFFLINE != 0),
+            Input::Device { .. } | Input::Command(_) | Input::Tick => false,
+        }
+    }
+
     /// Feeds one input at `now`. Timers due at `now` are processed first.
     pub fn handle_input(&mut self, now: Millis, input: Input) -> Result<(), RolloutError> {
         if self.queue.len() >= MAX_QUEUED_ACTIONS {

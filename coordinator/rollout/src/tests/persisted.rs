@@ -135,3 +135,78 @@ fn public_enums_are_spelled_as_serde_spells_them() {
     spelled_as_serde(StageKind::ALL);
     spelled_as_serde(Strategy::ALL);
 }
+
+/// The coordinator logs the inputs it feeds and replays them after a restart, skipping the
+/// ones [`Rollout::ignores`] names. Two engines, one fed everything and one fed only what it
+/// does not ignore, must decide the same things and, after every input both took, be in the
+/// same state: a skipped input changes nothing.
+#[test]
+fn skipping_ignored_inputs_changes_nothing() {
+    let mut cfg = StrategyConfig::defaults(Strategy::CanaryWaves);
+    cfg.require_approval = false;
+    let n = 40;
+    let mut all = Rollout::new(plan(cfg.clone(), n), 0);
+    let mut lean = Rollout::new(plan(cfg, n), 0);
+    let mut skipped = 0usize;
+    let mut taken = 0usize;
+    let mut queue: Vec<Input> = vec![Input::Command(Command::Start)];
+    let mut now: Millis = 0;
+    let mut respond = healthy_responder();
+    let mut feed = |now: Millis,
+                    input: Input,
+                    all: &mut Rollout,
+                    lean: &mut Rollout,
+                    queue: &mut Vec<Input>| {
+        let ignored = lean.ignores(now, &input);
+        all.handle_input(now, input).unwrap();
+        let mut a_actions = Vec::new();
+        while let Some(a) = all.poll_action() {
+            a_actions.push(a);
+        }
+        if ignored {
+            assert!(a_actions.is_empty(), "an ignored input produced {a_actions:?}");
+            return (1, 0);
+        }
+        lean.handle_input(now, input).unwrap();
+        let mut b_actions = Vec::new();
+        while let Some(a) = lean.poll_action() {
+            b_actions.push(a);
+        }
+        assert_eq!(a_actions, b_actions);
+        for a in &b_actions {
+            if let Action::Directive { device, kind, .. } = a {
+                queue.extend(respond(*device, *kind, now));
+            }
+        }
+        let a = serde_json::to_value(&*all).unwrap();
+        let b = serde_json::to_value(&*lean).unwrap();
+        assert!(same_document(&a, &b), "the engines diverged at {now}");
+        (0, 1)
+    };
+    for _ in 0..2_000 {
+        // Every device reports its health every 30 s of virtual time, most of them while the
+        // new version has not reached them (those reports are ignored).
+        for d in 0..n as u32 {
+            queue.push(Input::Health {
+                device: d,
+                report: good(),
+            });
+        }
+        if lean.poll_timeout().is_some_and(|t| t <= now) {
+            queue.push(Input::Tick);
+        }
+        while !queue.is_empty() {
+            for input in std::mem::take(&mut queue) {
+                let (s, t) = feed(now, input, &mut all, &mut lean, &mut queue);
+                skipped += s;
+                taken += t;
+            }
+        }
+        if lean.status().is_terminal() {
+            break;
+        }
+        now += 30_000;
+    }
+    assert_eq!(lean.status(), DeploymentStatus::Completed);
+    assert!(skipped > taken, "skipped {skipped}, taken {taken}");
+}
