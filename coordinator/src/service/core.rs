@@ -42,7 +42,7 @@ impl Core {
     ) -> Result<Core, ServiceError> {
         let registry = Registry::load(&store, config.offline_after)?;
         let directives = Directives::load(&store, coordinator_key, config.directive_ttl_secs)?;
-        let deployments = Deployments::load(&store)?;
+        let deployments = Deployments::load(&store, config.snapshot_every)?;
         let flows = Flows::new(config.data_dir, config.artifact_ttl_days, release_key);
         Ok(Core {
             store,

@@ -144,6 +144,8 @@ pub struct ServiceConfig {
     pub directive_ttl_secs: u64,
     /// How long a published artifact's manifest stays valid, in days (default 365).
     pub artifact_ttl_days: u64,
+    /// Engine inputs logged between two snapshots of a deployment (default 20 000).
+    pub snapshot_every: u64,
 }
 
 impl ServiceConfig {
@@ -154,6 +156,7 @@ impl ServiceConfig {
             offline_after: 30_000,
             directive_ttl_secs: 3600,
             artifact_ttl_days: 365,
+            snapshot_every: 20_000,
         }
     }
 }

@@ -515,6 +515,68 @@ fn a_reopened_core_resumes_the_same_deployment_state() {
     assert_eq!(posts, posts_again);
 }
 
+/// The engine is persisted as a snapshot every few inputs plus the inputs since. At every
+/// round of a deployment, a core opened afresh on the same database (snapshot + replay) holds
+/// exactly the live core's document and engine, and the log never grows past the snapshot
+/// interval.
+#[test]
+fn snapshot_and_replay_give_the_live_state_at_every_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let open = |dir: &Path| {
+        let store = Store::open(&dir.join("floe.db")).unwrap();
+        let mut config = ServiceConfig::new(dir.to_path_buf());
+        config.snapshot_every = 5;
+        Core::new(
+            store,
+            config,
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        )
+        .unwrap()
+    };
+    let mut core = open(tmp.path());
+    let mut now = T0;
+    let flow = published(&mut core, now);
+    let mut devs: Vec<Dev> = (0..6).map(|i| Dev::new(&format!("r{i}"), 70 + i)).collect();
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    let dep = deploy(&mut core, &flow, &devs, "rolling", now);
+    let mut rounds = 0;
+    let mut longest_log = 0;
+    while !status(&core, &dep).is_terminal() {
+        for d in devs.iter_mut() {
+            d.step(&mut core, now);
+        }
+        now += 500;
+        core.tick(now);
+        let live = core
+            .with_deployment(&dep, |doc, e| (doc.clone(), e.clone()))
+            .unwrap();
+        let reopened = open(tmp.path());
+        let again = reopened
+            .with_deployment(&dep, |doc, e| (doc.clone(), e.clone()))
+            .unwrap();
+        assert_eq!(again.0, live.0, "document after round {rounds}");
+        assert_eq!(again.1, live.1, "engine after round {rounds}");
+        let store = Store::open(&tmp.path().join("floe.db")).unwrap();
+        let (at, _) = store.snapshot_position(&dep).unwrap().unwrap();
+        longest_log = longest_log.max(store.inputs_after(&dep, at).unwrap().len());
+        rounds += 1;
+        assert!(rounds < 500, "the deployment did not finish");
+    }
+    assert_eq!(status(&core, &dep), DeploymentStatus::Completed);
+    assert!(
+        longest_log > 0 && longest_log < 5,
+        "longest log {longest_log}"
+    );
+    // A finished deployment is its final snapshot: nothing is left to replay.
+    let store = Store::open(&tmp.path().join("floe.db")).unwrap();
+    let (at, _) = store.snapshot_position(&dep).unwrap().unwrap();
+    assert!(store.inputs_after(&dep, at).unwrap().is_empty());
+    assert!(at > 5, "snapshots were taken along the way ({at})");
+}
+
 #[test]
 fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
     let tmp = tempfile::tempdir().unwrap();

@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod journal;
+
+pub use journal::{LoggedInput, SNAPSHOT_VERSION};
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -122,6 +126,23 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX audit_deployment ON audit(deployment_id);
      CREATE INDEX audit_device ON audit(device_id);",
+    // 2: a deployment's engine is persisted as a snapshot plus the inputs fed since, and its
+    // targets one row each, so a step writes what it changed (see `journal`).
+    "CREATE TABLE deployment_inputs (
+        deployment_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        input TEXT NOT NULL,
+        PRIMARY KEY (deployment_id, seq)
+     ) WITHOUT ROWID;
+     CREATE TABLE deployment_targets (
+        deployment_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        track TEXT NOT NULL,
+        PRIMARY KEY (deployment_id, idx)
+     ) WITHOUT ROWID;
+     ALTER TABLE deployments ADD COLUMN snapshot_seq INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE deployments ADD COLUMN snapshot_version INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// A flow version as stored.
@@ -368,6 +389,44 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// An open transaction or savepoint ([`Store::begin`]): committed by [`Batch::commit`],
+/// rolled back when dropped without it.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    conn: &'a Connection,
+    nested: bool,
+    done: bool,
+}
+
+impl Batch<'_> {
+    /// Makes everything written since [`Store::begin`] land (with the outer transaction's
+    /// commit, for a savepoint).
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        self.done = true;
+        self.conn.execute_batch(if self.nested {
+            "RELEASE batch"
+        } else {
+            "COMMIT"
+        })?;
+        Ok(())
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let undo = if self.nested {
+                "ROLLBACK TO batch; RELEASE batch"
+            } else {
+                "ROLLBACK"
+            };
+            if let Err(e) = self.conn.execute_batch(undo) {
+                tracing::error!(error = %e, "rolling back a transaction");
+            }
+        }
+    }
+}
+
 /// The coordinator's database. See the module documentation.
 #[derive(Debug)]
 pub struct Store {
@@ -420,18 +479,31 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
-    /// Runs `f` in one transaction: everything it writes lands, or nothing does.
+    /// Runs `f` in one transaction: everything it writes lands, or nothing does. Called
+    /// inside another transaction (a batch of reports applied together, a deployment start),
+    /// it runs in a savepoint instead: its writes are undone alone if it fails, and land with
+    /// the outer transaction's commit.
     pub fn atomically<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(|e| E::from(StoreError::Sql(e)))?;
+        let batch = self.begin()?;
         let out = f(self)?;
-        tx.commit().map_err(|e| E::from(StoreError::Sql(e)))?;
+        batch.commit()?;
         Ok(out)
+    }
+
+    /// Opens a transaction (a savepoint when one is open already) that the returned guard
+    /// commits, or rolls back when dropped uncommitted.
+    pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
+        let nested = !self.conn.is_autocommit();
+        self.conn
+            .execute_batch(if nested { "SAVEPOINT batch" } else { "BEGIN" })?;
+        Ok(Batch {
+            conn: &self.conn,
+            nested,
+            done: false,
+        })
     }
 
     // Flows.

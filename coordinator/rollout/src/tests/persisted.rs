@@ -164,7 +164,10 @@ fn skipping_ignored_inputs_changes_nothing() {
             a_actions.push(a);
         }
         if ignored {
-            assert!(a_actions.is_empty(), "an ignored input produced {a_actions:?}");
+            assert!(
+                a_actions.is_empty(),
+                "an ignored input produced {a_actions:?}"
+            );
             return (1, 0);
         }
         lean.handle_input(now, input).unwrap();

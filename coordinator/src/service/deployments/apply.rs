@@ -1,31 +1,34 @@
 //! Applying a step's drained engine actions: the deployment document follows the engine
 //! (statuses, gate history, per-target directive state), directives are issued and signed with
-//! generations the store allocates, quarantines reach the registry, and all of it is written
-//! in one transaction. Kept apart from the step itself so the write set of one input is in one
-//! place (the next issue batches it).
+//! generations the store allocates, quarantines reach the registry, and what changed is written
+//! in one transaction: the input in the deployment's log, the targets and the document head it
+//! touched, and a snapshot of the engine when one is due. Kept apart from the step itself so
+//! the write set of one input is in one place.
 
-use super::{Deployments, Env, ServiceError, json_err};
+use super::{Deployments, Env, ServiceError, head_json, json_err, track_json};
 use crate::service::MAX_GATES;
 use crate::service::audit::AuditBatch;
 use crate::service::model::GateRecord;
-use crate::store::DeploymentRow;
-use floe_rollout::{Action, DeploymentStatus, DirectiveKind, Millis, TargetStatus};
+use floe_rollout::{Action, DeploymentStatus, DirectiveKind, Input, Millis, TargetStatus};
 
 impl Deployments {
-    /// Applies drained engine actions to the document and writes everything in one
-    /// transaction. Finished deployments leave memory afterwards.
+    /// Applies drained engine actions to the document and writes what changed in one
+    /// transaction. On an error the caller reloads the deployment from the store. Finished
+    /// deployments leave memory afterwards.
     pub(super) fn apply(
         &mut self,
         env: &mut Env<'_>,
         id: &str,
         now: Millis,
+        input: Input,
         actions: Vec<Action>,
     ) -> Result<(), ServiceError> {
-        let Some(active) = self.active.get(id) else {
+        let snapshot_every = self.snapshot_every;
+        let Some(active) = self.active.get_mut(id) else {
             return Ok(());
         };
-        let mut doc = active.doc.clone();
-        let plan_ids = active.engine.plan().ids.clone();
+        let doc = &mut active.doc;
+        let plan_ids = &active.engine.plan().ids;
         let mut audit = AuditBatch::default();
         let mut quarantine = Vec::new();
         // Directives need store generations, so they are built and signed inside the
@@ -58,6 +61,7 @@ impl Deployments {
                     }
                 }
                 Action::Gate(g) => {
+                    active.head_dirty = true;
                     audit.push(
                         now,
                         "engine",
@@ -84,6 +88,7 @@ impl Deployments {
                     }
                 }
                 Action::Deployment { status, reason } => {
+                    active.head_dirty = true;
                     audit.push(
                         now,
                         "engine",
@@ -116,15 +121,22 @@ impl Deployments {
         }
         let mut new_desired = Vec::with_capacity(directives.len());
         let devices_changed = env.registry.to_quarantine(&quarantine);
-        let Some(active) = self.active.get(id) else {
-            return Ok(());
-        };
         let status = active.engine.status();
-        doc.status = status.as_str().to_string();
-        let engine_json =
-            serde_json::to_string(&active.engine).map_err(json_err("engine state"))?;
-        // One transaction: generations, signed desired directives, the document, the engine
-        // state, device flags and audit lines land together or not at all.
+        if doc.status != status.as_str() {
+            doc.status = status.as_str().to_string();
+            active.head_dirty = true;
+        }
+        let seq = active.seq + 1;
+        let snapshot = status.is_terminal() || seq - active.snapshot_seq >= snapshot_every;
+        let input_json = serde_json::to_string(&input).map_err(json_err("engine input"))?;
+        let engine_json = if snapshot {
+            Some(serde_json::to_string(&active.engine).map_err(json_err("engine state"))?)
+        } else {
+            None
+        };
+        // One transaction: the input, generations, signed desired directives, the targets and
+        // head that changed, a snapshot when due, device flags and audit lines land together
+        // or not at all.
         env.store.atomically(|s| -> Result<(), ServiceError> {
             for (device, kind) in &directives {
                 let Some(track) = doc.targets.get(*device) else {
@@ -133,7 +145,7 @@ impl Deployments {
                 let generation = s.next_generation(&track.device_id)?;
                 let record = env
                     .directives
-                    .issue(s, &doc, track, *kind, generation, now)?;
+                    .issue(s, doc, track, *kind, generation, now)?;
                 s.put_desired(&record)?;
                 new_desired.push(record);
                 if let Some(track) = doc.targets.get_mut(*device) {
@@ -141,23 +153,36 @@ impl Deployments {
                     track.kind = Some(kind.as_str().to_string());
                     track.fed.clear();
                     track.detail.clear();
+                    active.dirty.insert(*device as u32);
                 }
             }
-            let row = DeploymentRow {
-                id: id.to_string(),
-                flow_id: doc.flow_id.clone(),
-                status: doc.status.clone(),
-                created_at: doc.created_at,
-                doc: serde_json::to_string(&doc).map_err(json_err("deployment"))?,
-                engine: engine_json,
-            };
+            s.append_input(id, seq, now, &input_json)?;
+            let tracks = active
+                .dirty
+                .iter()
+                .filter_map(|&i| doc.targets.get(i as usize).map(|t| (i, t)))
+                .map(|(i, t)| track_json(t).map(|j| (i, j)))
+                .collect::<Result<Vec<_>, _>>()?;
+            s.put_targets(id, tracks.iter().map(|(i, j)| (*i, j.as_str())))?;
+            if active.head_dirty || snapshot {
+                let head = head_json(doc)?;
+                s.put_deployment_head(id, &doc.status, &head)?;
+            }
+            if let Some(engine) = &engine_json {
+                s.put_snapshot(id, seq, engine)?;
+            }
             for d in &devices_changed {
                 s.put_device(d)?;
             }
             audit.write(s)?;
-            s.put_deployment(&row)?;
             Ok(())
         })?;
+        active.seq = seq;
+        active.dirty.clear();
+        active.head_dirty = false;
+        if snapshot {
+            active.snapshot_seq = seq;
+        }
         for d in new_desired {
             env.directives.install(d);
         }
@@ -167,8 +192,6 @@ impl Deployments {
         if status.is_terminal() {
             self.active.remove(id);
             tracing::info!(deployment = %id, status = %status, "deployment finished");
-        } else if let Some(active) = self.active.get_mut(id) {
-            active.doc = doc;
         }
         Ok(())
     }

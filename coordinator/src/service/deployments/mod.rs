@@ -1,10 +1,14 @@
 //! The deployments part: the single owner of the rollout engines of unfinished deployments
 //! and of every write their steps make. A deployment is created here (its plan compiled from
 //! the registry's view of the targets), commanded here, and stepped here: each input runs
-//! through its engine and the result (engine state, the document, signed desired directives
-//! with store-allocated generations, quarantine flags, audit lines) is written in one
-//! transaction by [`apply`]. If that write fails the engine and the document are restored, so
-//! memory never runs ahead of the disk.
+//! through its engine and what the step changed (the input itself in the deployment's log, the
+//! targets and document head it touched, signed desired directives with store-allocated
+//! generations, quarantine flags, audit lines) is written in one transaction by [`apply`].
+//! The engine's whole state is written only as a periodic snapshot (every
+//! `snapshot_every` inputs of [`ServiceConfig`](super::ServiceConfig), and at the end); restart is the snapshot plus the logged inputs
+//! replayed, which is exact because the engine is deterministic. An input the engine
+//! [ignores](floe_rollout::Rollout::ignores) writes nothing. If a step's write fails, the
+//! deployment is reloaded from the store the same way, so memory never runs ahead of the disk.
 //!
 //! The other parts it needs for a step (the store, the registry, the directives) come in as an
 //! [`Env`] of borrows, so this part never reaches into their fields and the core stays a
@@ -20,12 +24,12 @@ use super::strategy::{config_json, plan_error, strategy_config};
 use super::{
     MAX_ACTIVE_DEPLOYMENTS, OFFLINE_CHECK, ServiceError, json_err, random_token, validation,
 };
-use crate::store::{ArtifactRecord, DeploymentRow, FlowRecord, Store};
+use crate::store::{ArtifactRecord, DeploymentRow, FlowRecord, SNAPSHOT_VERSION, Store};
 use floe_rollout::{
     Command, DeploymentStatus, DeviceEvent, HealthReport, Input, Millis, Plan, Rollout,
     RolloutError, Strategy, TargetFlags, TargetSpec,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The other parts a step reads and updates, borrowed from the core for one call.
 pub(super) struct Env<'a> {
@@ -44,11 +48,20 @@ struct Active {
     engine: Rollout,
     /// Device id → index in the plan.
     index: HashMap<String, u32>,
+    /// The last input logged.
+    seq: u64,
+    /// The last input the stored snapshot covers.
+    snapshot_seq: u64,
+    /// Targets changed since they were last written.
+    dirty: BTreeSet<u32>,
+    /// Whether the document head (status, times, gates) changed since it was last written.
+    head_dirty: bool,
 }
 
 impl Active {
-    /// A deployment's in-memory form: its document, its engine and the engine's device index.
-    fn new(doc: DeploymentDoc, engine: Rollout) -> Self {
+    /// A deployment's in-memory form: its document, its engine and the engine's device index,
+    /// at log position `seq` with a snapshot at `snapshot_seq`.
+    fn new(doc: DeploymentDoc, engine: Rollout, seq: u64, snapshot_seq: u64) -> Self {
         let index = engine
             .plan()
             .ids
@@ -56,15 +69,69 @@ impl Active {
             .enumerate()
             .map(|(i, id)| (id.clone(), i as u32))
             .collect();
-        Self { doc, engine, index }
+        Self {
+            doc,
+            engine,
+            index,
+            seq,
+            snapshot_seq,
+            dirty: BTreeSet::new(),
+            head_dirty: false,
+        }
     }
 }
 
-/// Decodes a stored deployment's document and engine state.
-fn decode(row: &DeploymentRow) -> Result<(DeploymentDoc, Rollout), ServiceError> {
-    let doc: DeploymentDoc = serde_json::from_str(&row.doc).map_err(json_err("deployment"))?;
-    let engine: Rollout = serde_json::from_str(&row.engine).map_err(json_err("engine state"))?;
-    Ok((doc, engine))
+/// A deployment document's head as stored: everything but the targets, which have rows of
+/// their own.
+fn head_json(doc: &mut DeploymentDoc) -> Result<String, ServiceError> {
+    let targets = std::mem::take(&mut doc.targets);
+    let json = serde_json::to_string(doc).map_err(json_err("deployment"));
+    doc.targets = targets;
+    json
+}
+
+/// One target as stored.
+fn track_json(track: &TargetTrack) -> Result<String, ServiceError> {
+    serde_json::to_string(track).map_err(json_err("deployment target"))
+}
+
+/// Reads a stored deployment back: its document with its targets, and its engine as the
+/// snapshot with every logged input after it replayed (the actions they produced were
+/// written with them, so they are drained and dropped). Returns the log position too.
+fn decode(
+    store: &Store,
+    row: &DeploymentRow,
+) -> Result<(DeploymentDoc, Rollout, u64, u64), ServiceError> {
+    let mut doc: DeploymentDoc = serde_json::from_str(&row.doc).map_err(json_err("deployment"))?;
+    let targets = store.targets(&row.id)?;
+    if !targets.is_empty() {
+        doc.targets = targets
+            .iter()
+            .map(|t| serde_json::from_str(t).map_err(json_err("deployment target")))
+            .collect::<Result<_, _>>()?;
+    }
+    let (snapshot_seq, version) = store.snapshot_position(&row.id)?.unwrap_or((0, 1));
+    if version != SNAPSHOT_VERSION {
+        return Err(ServiceError::Internal(format!(
+            "deployment {} has an engine snapshot of layout {version}; this coordinator reads {SNAPSHOT_VERSION}",
+            row.id
+        )));
+    }
+    let mut engine: Rollout =
+        serde_json::from_str(&row.engine).map_err(json_err("engine state"))?;
+    let mut seq = snapshot_seq;
+    for logged in store.inputs_after(&row.id, snapshot_seq)? {
+        let input: Input = serde_json::from_str(&logged.input).map_err(json_err("engine input"))?;
+        engine.handle_input(logged.at, input).map_err(|e| {
+            ServiceError::Internal(format!(
+                "deployment {}: logged input {} no longer applies: {e}",
+                row.id, logged.seq
+            ))
+        })?;
+        while engine.poll_action().is_some() {}
+        seq = logged.seq;
+    }
+    Ok((doc, engine, seq, snapshot_seq))
 }
 
 /// An engine's refusal of an input: a command the state does not allow is a conflict,
@@ -80,18 +147,23 @@ fn rollout_error(e: RolloutError) -> ServiceError {
 #[derive(Debug)]
 pub(super) struct Deployments {
     active: BTreeMap<String, Active>,
+    /// Inputs between two snapshots of an engine.
+    snapshot_every: u64,
 }
 
 impl Deployments {
     /// Loads the unfinished deployments from `store`.
-    pub(super) fn load(store: &Store) -> Result<Self, ServiceError> {
+    pub(super) fn load(store: &Store, snapshot_every: u64) -> Result<Self, ServiceError> {
         let mut active = BTreeMap::new();
         for row in store.active_deployments()? {
-            let (doc, engine) = decode(&row)?;
-            tracing::info!(deployment = %row.id, status = %row.status, "resuming deployment");
-            active.insert(row.id.clone(), Active::new(doc, engine));
+            let (doc, engine, seq, snapshot_seq) = decode(store, &row)?;
+            tracing::info!(deployment = %row.id, status = %row.status, replayed = seq - snapshot_seq, "resuming deployment");
+            active.insert(row.id.clone(), Active::new(doc, engine, seq, snapshot_seq));
         }
-        Ok(Self { active })
+        Ok(Self {
+            active,
+            snapshot_every: snapshot_every.max(1),
+        })
     }
 
     /// The earliest engine timeout, or the next offline check if sooner.
@@ -156,7 +228,11 @@ impl Deployments {
             let Some(track) = a.doc.targets.get_mut(index as usize) else {
                 continue;
             };
-            for event in events(track) {
+            let events = events(track);
+            if !events.is_empty() {
+                a.dirty.insert(index);
+            }
+            for event in events {
                 let input = Input::Device {
                     device: index,
                     event,
@@ -187,9 +263,10 @@ impl Deployments {
         }
     }
 
-    /// Runs one input through a deployment's engine and persists the result (engine state,
-    /// directives, gates, audit) in one transaction; on a failed write the engine and the
-    /// document are restored to their state before the input.
+    /// Runs one input through a deployment's engine and persists what it changed (see the
+    /// module documentation) in one transaction. An input the engine ignores writes nothing.
+    /// On a failed write the deployment is reloaded from the store (snapshot and log), so
+    /// memory matches the disk again.
     fn step(
         &mut self,
         env: &mut Env<'_>,
@@ -203,8 +280,9 @@ impl Deployments {
                 id: id.to_string(),
             });
         };
-        let engine_before = active.engine.clone();
-        let doc_before = active.doc.clone();
+        if active.engine.ignores(now, &input) {
+            return Ok(());
+        }
         active
             .engine
             .handle_input(now, input)
@@ -213,14 +291,31 @@ impl Deployments {
         while let Some(action) = active.engine.poll_action() {
             actions.push(action);
         }
-        match self.apply(env, id, now, actions) {
+        match self.apply(env, id, now, input, actions) {
             Ok(()) => Ok(()),
             Err(e) => {
-                if let Some(active) = self.active.get_mut(id) {
-                    active.engine = engine_before;
-                    active.doc = doc_before;
-                }
+                self.reload(env.store, id);
                 Err(e)
+            }
+        }
+    }
+
+    /// Replaces a deployment's memory with what the store holds (after a failed write).
+    fn reload(&mut self, store: &Store, id: &str) {
+        let loaded = store
+            .deployment(id)
+            .map_err(ServiceError::from)
+            .and_then(|row| row.map(|r| decode(store, &r)).transpose());
+        match loaded {
+            Ok(Some((doc, engine, seq, snapshot_seq))) if !engine.status().is_terminal() => {
+                self.active
+                    .insert(id.to_string(), Active::new(doc, engine, seq, snapshot_seq));
+            }
+            Ok(_) => {
+                self.active.remove(id);
+            }
+            Err(e) => {
+                tracing::error!(deployment = %id, error = %e, "reloading a deployment after a failed write; it stays as it was in memory");
             }
         }
     }
@@ -318,16 +413,29 @@ impl Deployments {
             gates: Vec::new(),
             targets: tracks,
         };
+        let mut doc = doc;
         let row = DeploymentRow {
             id: id.clone(),
             flow_id: doc.flow_id.clone(),
             status: doc.status.clone(),
             created_at: now,
-            doc: serde_json::to_string(&doc).map_err(json_err("deployment"))?,
+            doc: head_json(&mut doc)?,
             engine: serde_json::to_string(&engine).map_err(json_err("engine state"))?,
         };
+        let tracks = doc
+            .targets
+            .iter()
+            .map(track_json)
+            .collect::<Result<Vec<_>, _>>()?;
         env.store.atomically(|s| {
             s.put_deployment(&row)?;
+            s.put_targets(
+                &id,
+                tracks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (i as u32, t.as_str())),
+            )?;
             s.audit(&line(
                 now,
                 "api",
@@ -343,7 +451,8 @@ impl Deployments {
                 ),
             ))
         })?;
-        self.active.insert(id.clone(), Active::new(doc, engine));
+        self.active
+            .insert(id.clone(), Active::new(doc, engine, 0, 0));
         Ok(id)
     }
 
@@ -364,7 +473,7 @@ impl Deployments {
                 what: "deployment",
                 id: id.to_string(),
             })?;
-        let (doc, engine) = decode(&row)?;
+        let (doc, engine, _, _) = decode(store, &row)?;
         Ok(f(&doc, &engine))
     }
 
@@ -401,12 +510,37 @@ impl Deployments {
         // The rollback target of each device is what the registry says it ran when the
         // deployment starts (the device's last known good release, else its active one).
         if command == Command::Start && a.engine.status() == DeploymentStatus::Pending {
-            for track in &mut a.doc.targets {
+            for (i, track) in a.doc.targets.iter_mut().enumerate() {
                 if let Ok(d) = env.registry.get(&track.device_id) {
                     track.previous = Registry::rollback_target(d);
+                    a.dirty.insert(i as u32);
                 }
             }
         }
+        // Start is one transaction however many targets there are: a crash leaves the
+        // deployment either not started or started, never half-way through marking its
+        // offline targets.
+        let store = env.store;
+        let batch = store.begin()?;
+        let started = self.command_steps(env, id, command, now);
+        match started {
+            Ok(()) => batch.commit().map_err(ServiceError::from),
+            Err(e) => {
+                drop(batch);
+                self.reload(store, id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The writes of one operator command, inside the caller's transaction.
+    fn command_steps(
+        &mut self,
+        env: &mut Env<'_>,
+        id: &str,
+        command: Command,
+        now: Millis,
+    ) -> Result<(), ServiceError> {
         env.store.audit(&line(
             now,
             "api",
@@ -418,11 +552,11 @@ impl Deployments {
         if command == Command::Start {
             // The engine learns which targets are offline before it dispatches, so it counts
             // them offline (not failed) and queues them instead of waiting for a timeout.
-            let offline: Vec<u32> = a
-                .doc
-                .targets
-                .iter()
-                .enumerate()
+            let offline: Vec<u32> = self
+                .active
+                .get(id)
+                .into_iter()
+                .flat_map(|a| a.doc.targets.iter().enumerate())
                 .filter(|(_, t)| env.registry.is_offline(&t.device_id))
                 .filter_map(|(i, _)| u32::try_from(i).ok())
                 .collect();
