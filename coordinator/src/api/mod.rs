@@ -95,6 +95,9 @@ impl From<ServiceError> for ApiError {
             },
             ServiceError::BadRequest(m) => ApiError::bad_request(m),
             ServiceError::Refused(_) => ApiError::unauthorized(e.to_string()),
+            ServiceError::Busy => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            }
             // Everything else is the coordinator's own failure: a store, a file, a signature.
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }

@@ -24,6 +24,8 @@ use tokio::sync::watch;
 /// The state the actor owns. See the module documentation of [`crate::service`].
 #[derive(Debug)]
 pub struct Core {
+    settings: ServiceConfig,
+    coordinator_key: SigningKey,
     store: Store,
     registry: Registry,
     flows: Flows,
@@ -41,10 +43,17 @@ impl Core {
         coordinator_key: SigningKey,
     ) -> Result<Core, ServiceError> {
         let registry = Registry::load(&store, config.offline_after)?;
-        let directives = Directives::load(&store, coordinator_key, config.directive_ttl_secs)?;
+        let directives =
+            Directives::load(&store, coordinator_key.clone(), config.directive_ttl_secs)?;
         let deployments = Deployments::load(&store, config.snapshot_every)?;
-        let flows = Flows::new(config.data_dir, config.artifact_ttl_days, release_key);
+        let flows = Flows::new(
+            config.data_dir.clone(),
+            config.artifact_ttl_days,
+            release_key,
+        );
         Ok(Core {
+            settings: config,
+            coordinator_key,
             store,
             registry,
             flows,
@@ -278,6 +287,44 @@ impl Core {
         if let Some(h) = &r.health {
             deployments.health(&mut env, id, health_input(h), now);
         }
+        Ok(())
+    }
+
+    /// Applies a batch of reports in one transaction (each report in a savepoint of its own,
+    /// so a refused one undoes only itself) and returns each report's outcome. If the commit
+    /// fails, nothing of the batch is on disk: the registry, directives and deployments are
+    /// reloaded from the store so memory does not run ahead of it, and the error is returned
+    /// for every report.
+    pub fn ingest(
+        &mut self,
+        reports: Vec<DeviceReport>,
+        now: Millis,
+    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
+        self.store.open_batch()?;
+        let outcomes = reports
+            .into_iter()
+            .map(|r| self.device_report(r, now))
+            .collect();
+        if let Err(e) = self.store.close_batch() {
+            self.store.abandon_batch();
+            if let Err(reload) = self.reload() {
+                tracing::error!(error = %reload, "reloading the service state after a failed commit");
+            }
+            return Err(e.into());
+        }
+        Ok(outcomes)
+    }
+
+    /// Reads the registry, the desired directives and the unfinished deployments back from
+    /// the store.
+    fn reload(&mut self) -> Result<(), ServiceError> {
+        self.registry = Registry::load(&self.store, self.settings.offline_after)?;
+        self.directives = Directives::load(
+            &self.store,
+            self.coordinator_key.clone(),
+            self.settings.directive_ttl_secs,
+        )?;
+        self.deployments = Deployments::load(&self.store, self.settings.snapshot_every)?;
         Ok(())
     }
 

@@ -52,6 +52,8 @@ pub use self::strategy::{config_json, strategy_config};
 use crate::store::StoreError;
 use floe_rollout::Millis;
 use floe_wire::clock::unix_ms;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -59,6 +61,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Jobs waiting for the actor; senders wait when it is full (backpressure).
 pub const JOB_QUEUE: usize = 256;
+/// Device reports waiting for the actor. A report that finds the queue full is refused at
+/// once ([`ServiceError::Busy`], HTTP 503) and counted: devices report again on their next
+/// heartbeat, and a flood must not hold API calls or memory.
+pub const INGEST_QUEUE: usize = 4096;
+/// Most reports applied in one transaction.
+pub const INGEST_BATCH: usize = 512;
 /// Unfinished deployments at once.
 pub const MAX_ACTIVE_DEPLOYMENTS: usize = 64;
 /// Registered devices.
@@ -98,6 +106,9 @@ pub enum ServiceError {
     /// A device report was refused (enrollment, key mismatch).
     #[error("report refused: {0}")]
     Refused(String),
+    /// The report queue is full (503): report again later.
+    #[error("the coordinator is busy: {INGEST_QUEUE} reports are waiting; report again later")]
+    Busy,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -204,6 +215,8 @@ enum Event {
     Shutdown,
     /// A job (None: every handle is gone).
     Job(Option<Job>),
+    /// Device reports (empty: every handle is gone).
+    Reports(usize),
     /// The timer fired.
     Tick,
 }
@@ -212,8 +225,16 @@ enum Event {
 #[derive(Debug, Clone)]
 pub struct ServiceHandle {
     jobs: mpsc::Sender<Job>,
+    reports: mpsc::Sender<Ingest>,
+    refused_busy: Arc<AtomicU64>,
     published: watch::Receiver<u64>,
 }
+
+/// A verified report waiting for the actor, with where its outcome goes.
+type Ingest = (
+    floe_wire::proto::DeviceReport,
+    oneshot::Sender<Result<(), ServiceError>>,
+);
 
 impl ServiceHandle {
     /// Runs `f` on the actor and returns its result.
@@ -233,13 +254,28 @@ impl ServiceHandle {
     }
 
     /// A device's signed report, its signature already checked by the caller: enrollment,
-    /// registry update, and the engines fed. See [`Core::device_report`].
+    /// registry update, and the engines fed (see [`Core::device_report`]). Reports are applied
+    /// in batches, one transaction each, and this answers once the report's batch is
+    /// committed. A full queue refuses the report at once with [`ServiceError::Busy`].
     pub async fn device_report(
         &self,
         report: floe_wire::proto::DeviceReport,
     ) -> Result<(), ServiceError> {
-        self.call(move |core, now| core.device_report(report, now))
-            .await
+        let (tx, rx) = oneshot::channel();
+        match self.reports.try_send((report, tx)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.refused_busy.fetch_add(1, Ordering::Relaxed);
+                return Err(ServiceError::Busy);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ServiceError::Closed),
+        }
+        rx.await.map_err(|_| ServiceError::Closed)?
+    }
+
+    /// Reports refused because the queue was full, since start.
+    pub fn refused_busy(&self) -> u64 {
+        self.refused_busy.load(Ordering::Relaxed)
     }
 
     /// The directive posts devices still have to apply. See [`Core::outbox`].
@@ -270,6 +306,8 @@ impl ServiceHandle {
 /// handle is dropped.
 pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(JOB_QUEUE);
+    let (reports_tx, mut reports_rx) = mpsc::channel::<Ingest>(INGEST_QUEUE);
+    let mut batch: Vec<Ingest> = Vec::with_capacity(INGEST_BATCH);
     let published = core.published_receiver();
     let task = tokio::spawn(async move {
         // Resume: tick once so timeouts that passed while the coordinator was down fire now.
@@ -291,10 +329,28 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
                 biased;
                 () = shutdown.cancelled() => Event::Shutdown,
                 job = rx.recv() => Event::Job(job),
+                n = reports_rx.recv_many(&mut batch, INGEST_BATCH) => Event::Reports(n),
                 () = sleep => Event::Tick,
             };
             match event {
-                Event::Shutdown | Event::Job(None) => break,
+                Event::Shutdown | Event::Job(None) | Event::Reports(0) => break,
+                Event::Reports(_) => {
+                    let (reports, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                    match core.ingest(reports, unix_ms()) {
+                        Ok(outcomes) => {
+                            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                                let _ = reply.send(outcome);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "a batch of reports did not commit");
+                            let text = e.to_string();
+                            for reply in replies {
+                                let _ = reply.send(Err(ServiceError::Internal(text.clone())));
+                            }
+                        }
+                    }
+                }
                 Event::Job(Some(job)) => job(&mut core, unix_ms()),
                 Event::Tick => {
                     let now = unix_ms();
@@ -308,6 +364,8 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     (
         ServiceHandle {
             jobs: tx,
+            reports: reports_tx,
+            refused_busy: Arc::new(AtomicU64::new(0)),
             published,
         },
         task,

@@ -577,6 +577,43 @@ fn snapshot_and_replay_give_the_live_state_at_every_step() {
     assert!(at > 5, "snapshots were taken along the way ({at})");
 }
 
+/// Reports are applied in batches, one transaction each: a refused report (a forged key)
+/// undoes only itself, the others land and survive a restart.
+#[test]
+fn a_batch_of_reports_commits_together_and_a_refused_one_undoes_only_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = T0;
+    {
+        let mut core = core_at(tmp.path());
+        let mut a = Dev::new("a", 81);
+        let mut b = Dev::new("b", 82);
+        allow(&mut core, &mut a, now);
+        allow(&mut core, &mut b, now);
+        a.active = Some(SlotInfo {
+            slot: "blue".into(),
+            name: "x".into(),
+            release: 7,
+            version: "1.7.0".into(),
+        });
+        let mut forged = Dev::new("b", 99);
+        let outcomes = core
+            .ingest(vec![a.report(), forged.report(), b.report()], now + 1000)
+            .unwrap();
+        assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+        assert!(
+            matches!(outcomes[1], Err(ServiceError::Refused(_))),
+            "{:?}",
+            outcomes[1]
+        );
+        assert!(outcomes[2].is_ok(), "{:?}", outcomes[2]);
+    }
+    let core = core_at(tmp.path());
+    let a = core.device("a").unwrap();
+    assert_eq!(a.installed.as_ref().map(|s| s.release), Some(7));
+    assert_eq!(a.last_seen, Some(now + 1000));
+    assert_eq!(core.device("b").unwrap().last_seen, Some(now + 1000));
+}
+
 #[test]
 fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
     let tmp = tempfile::tempdir().unwrap();

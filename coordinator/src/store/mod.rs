@@ -493,6 +493,29 @@ impl Store {
         Ok(out)
     }
 
+    /// Opens a transaction that spans several calls ([`Store::close_batch`] commits it,
+    /// [`Store::abandon_batch`] rolls it back); `atomically` inside it uses savepoints. For a
+    /// caller that cannot hold a [`Batch`] guard across the calls it makes.
+    pub fn open_batch(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN")?;
+        Ok(())
+    }
+
+    /// Commits the transaction [`Store::open_batch`] opened.
+    pub fn close_batch(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Rolls back the transaction [`Store::open_batch`] opened, if it is still open.
+    pub fn abandon_batch(&self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "rolling back a batch");
+        }
+    }
+
     /// Opens a transaction (a savepoint when one is open already) that the returned guard
     /// commits, or rolls back when dropped uncommitted.
     pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
