@@ -118,7 +118,12 @@ pub fn document() -> Value {
         "summary": "A device's signed report (raw CBOR envelope); authenticated by the device's signature, no bearer token",
         "security": [],
         "requestBody": {"required": true, "content": {"application/cbor": {"schema": {"type": "string", "format": "binary"}}}},
-        "responses": {"204": {"description": "accepted"}, "400": error_ref(), "401": error_ref()},
+        "responses": {
+            "204": {"description": "accepted (committed)", "headers": {"floe-desired-generation": {
+                "description": "The generation of the device's current directive (0: none); fetch /devices/{id}/directive only when it is above the one applied",
+                "schema": {"type": "integer", "minimum": 0}}}},
+            "400": error_ref(), "401": error_ref(),
+            "503": {"description": "the report queue is full; report again later", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
     }})));
     paths.insert("/devices/{id}/directive".into(), with_id(json!({"get": {
         "summary": "The device's current directive post (CBOR; signed by the coordinator key), or 204",

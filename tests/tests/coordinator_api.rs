@@ -253,15 +253,24 @@ impl Device {
 
     /// Posts a signed report; returns the status.
     fn report(&mut self, server: &Server) -> u16 {
+        self.report_desired(server).0
+    }
+
+    /// Posts a signed report; returns the status and, for an accepted one, the generation of
+    /// the device's current directive that the answer names.
+    fn report_desired(&mut self, server: &Server) -> (u16, Option<u64>) {
         let bytes = self.report_bytes();
-        server
+        let resp = server
             .http
             .post(server.url(&format!("/devices/{}/report", self.id)))
             .header("Content-Type", "application/cbor")
             .send(&bytes[..])
-            .unwrap()
-            .status()
-            .as_u16()
+            .unwrap();
+        let desired = resp
+            .headers()
+            .get("floe-desired-generation")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        (resp.status().as_u16(), desired)
     }
 
     /// The current directive post's bytes, if any (no bearer token: devices have none).
@@ -281,6 +290,7 @@ impl Device {
     /// Fetches the current directive, verifies it (coordinator key) and its manifest
     /// (release key) against the trust store, carries it out if newer, and reports.
     fn step(&mut self, server: &Server, trust: &TrustStore) {
+        let mut fetched = 0;
         if let Some(bytes) = self.directive_bytes(server) {
             let post = DirectivePost::from_bytes(&bytes).unwrap();
             let directive = proto::open::<Directive>(
@@ -303,8 +313,25 @@ impl Device {
             if newer {
                 self.apply(&directive, &manifest.value);
             }
+            fetched = directive.generation;
         }
-        assert_eq!(self.report(server), 204, "report of {}", self.id);
+        let (status, desired) = self.report_desired(server);
+        assert_eq!(status, 204, "report of {}", self.id);
+        // The answer names the current directive's generation: at least the one just fetched
+        // (the report may have made the engine issue the next), 0 when there is none.
+        let desired = desired.expect("an accepted report names the desired generation");
+        assert!(
+            desired >= fetched,
+            "{} desired {desired} < fetched {fetched}",
+            self.id
+        );
+        if desired == 0 {
+            assert!(
+                self.directive_bytes(server).is_none(),
+                "{}: 0 means no directive",
+                self.id
+            );
+        }
     }
 
     fn apply(&mut self, d: &Directive, m: &Manifest) {

@@ -592,9 +592,16 @@ async fn device_report(
             report.device_id
         )));
     }
-    st.handle.device_report(report).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let desired = st.handle.device_report(report).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(DESIRED_GENERATION, HeaderValue::from(desired));
+    Ok(resp)
 }
+
+/// The header of a report's answer that carries the generation of the device's current
+/// directive (0: none), so a device fetches `GET /devices/{id}/directive` only when behind.
+pub const DESIRED_GENERATION: &str = "floe-desired-generation";
 
 /// `GET /devices/:id/directive`: the device's current directive post (CBOR), or 204.
 async fn device_directive(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {

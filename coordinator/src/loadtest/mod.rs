@@ -401,14 +401,21 @@ impl Fleet {
         active: u64,
         period: u64,
     ) -> Option<u64> {
-        let sent = self.send_report(dev, stats);
-        if dev.behaviour() == Behaviour::Offline && sent {
+        let Some(desired) = self.send_report(dev, stats) else {
+            return Some(period);
+        };
+        if dev.behaviour() == Behaviour::Offline {
             return None;
         }
-        if !sent {
-            return Some(period);
-        }
-        match self.fetch_directive(dev, stats) {
+        // The answer names the generation of the device's current directive (when the
+        // coordinator sends it); a device that has it already has nothing to fetch.
+        let behind = desired.is_none_or(|g| g > dev.generation());
+        let outcome = if behind {
+            self.fetch_directive(dev, stats)
+        } else {
+            None
+        };
+        match outcome {
             // News to report: at once, as the agent reports every change.
             Some(Outcome::New(_)) => Some(0),
             _ if dev.mid_deployment() => Some(active),
@@ -416,13 +423,15 @@ impl Fleet {
         }
     }
 
-    fn send_report(&self, dev: &mut VirtualDevice, stats: &LoadStats) -> bool {
+    /// Sends one report. `None` when it was not accepted; else the desired generation the
+    /// answer carries, if it carries one.
+    fn send_report(&self, dev: &mut VirtualDevice, stats: &LoadStats) -> Option<Option<u64>> {
         let now_ms = floe_wire::clock::unix_ms();
         let bytes = match dev.report(now_ms) {
             Ok(b) => b,
             Err(e) => {
                 stats.error(&format!("signing a report: {e}"));
-                return false;
+                return None;
             }
         };
         let url = format!("{}/api/v1/devices/{}/report", self.config.server, dev.id());
@@ -436,13 +445,18 @@ impl Fleet {
         match result {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
+                let desired = resp
+                    .headers()
+                    .get(crate::api::DESIRED_GENERATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
                 let _ = resp.body_mut().with_config().limit(MAX_REPLY).read_to_vec();
                 stats.report(status, took);
-                status < 300
+                (status < 300).then_some(desired)
             }
             Err(e) => {
                 stats.error(&format!("POST report: {e}"));
-                false
+                None
             }
         }
     }

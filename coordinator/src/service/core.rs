@@ -291,7 +291,9 @@ impl Core {
     }
 
     /// Applies a batch of reports in one transaction (each report in a savepoint of its own,
-    /// so a refused one undoes only itself) and returns each report's outcome. If the commit
+    /// so a refused one undoes only itself) and returns each report's outcome: the generation
+    /// of the device's current directive (0 when it has none), so a device that reports over
+    /// HTTP fetches its directive only when it is behind. If the commit
     /// fails, nothing of the batch is on disk: the registry, directives and deployments are
     /// reloaded from the store so memory does not run ahead of it, and the error is returned
     /// for every report.
@@ -299,11 +301,15 @@ impl Core {
         &mut self,
         reports: Vec<DeviceReport>,
         now: Millis,
-    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
+    ) -> Result<Vec<Result<u64, ServiceError>>, ServiceError> {
         self.store.open_batch()?;
         let outcomes = reports
             .into_iter()
-            .map(|r| self.device_report(r, now))
+            .map(|r| {
+                let id = r.device_id.clone();
+                self.device_report(r, now)
+                    .map(|()| self.desired_generation(&id))
+            })
             .collect();
         if let Err(e) = self.store.close_batch() {
             self.store.abandon_batch();

@@ -233,7 +233,7 @@ pub struct ServiceHandle {
 /// A verified report waiting for the actor, with where its outcome goes.
 type Ingest = (
     floe_wire::proto::DeviceReport,
-    oneshot::Sender<Result<(), ServiceError>>,
+    oneshot::Sender<Result<u64, ServiceError>>,
 );
 
 impl ServiceHandle {
@@ -256,11 +256,12 @@ impl ServiceHandle {
     /// A device's signed report, its signature already checked by the caller: enrollment,
     /// registry update, and the engines fed (see [`Core::device_report`]). Reports are applied
     /// in batches, one transaction each, and this answers once the report's batch is
-    /// committed. A full queue refuses the report at once with [`ServiceError::Busy`].
+    /// committed, with the generation of the device's current directive (0: none). A full
+    /// queue refuses the report at once with [`ServiceError::Busy`].
     pub async fn device_report(
         &self,
         report: floe_wire::proto::DeviceReport,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<u64, ServiceError> {
         let (tx, rx) = oneshot::channel();
         match self.reports.try_send((report, tx)) {
             Ok(()) => {}
