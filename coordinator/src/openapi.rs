@@ -47,6 +47,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/deployments/{id}/rollback", &["post"]),
     ("/deployments/{id}/abort", &["post"]),
     ("/deployments/{id}/report", &["get"]),
+    ("/deployments/{id}/targets", &["get"]),
     ("/devices", &["get", "post"]),
     ("/devices/{id}", &["get", "patch"]),
     ("/devices/{id}/report", &["post"]),
@@ -105,6 +106,7 @@ pub fn document() -> Value {
             with_id(json!({"post": op(&format!("{action} a deployment (409 when its state does not allow it)"), None, ("200", "Deployment"))})),
         );
     }
+    paths.insert("/deployments/{id}/targets".into(), with_id(json!({"get": op("One page of the deployment's targets in plan order (?cursor=0&limit=1000); `next` is the cursor of the next page, null after the last", None, ("200", "{\"targets\":[…],\"next\",\"total\"}"))})));
     paths.insert("/deployments/{id}/report".into(), with_id(json!({"get": op("The deployment report (?format=json|markdown)", None, ("200", "report"))})));
     paths.insert("/devices".into(), json!({
         "get": op("List devices (?region=&type=&label=k=v&online=true)", None, ("200", "{\"devices\":[Device]}")),

@@ -241,6 +241,7 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
         )
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/report", get(deployment_report))
+        .route("/deployments/{id}/targets", get(deployment_targets))
         .route("/deployments/{id}/{command}", post(deployment_command))
         .route("/devices", get(list_devices).post(allow_device))
         .route("/devices/{id}", get(get_device).patch(patch_device))
@@ -410,6 +411,43 @@ async fn list_deployments(
                 out.push(core.with_deployment(&id, views::deployment)?);
             }
             Ok(json!({"deployments": out}))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
+}
+
+/// `GET /deployments/:id/targets?cursor=&limit=`: one page of a deployment's targets.
+async fn deployment_targets(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q = query(q, &["cursor", "limit"])?;
+    let number = |name: &str, default: usize| -> Result<usize, ApiError> {
+        match q.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse::<usize>().map_err(|_| {
+                ApiError::from(ServiceError::Validation {
+                    field: name.to_string(),
+                    message: format!("{v:?} is not a whole number"),
+                })
+            }),
+        }
+    };
+    let cursor = number("cursor", 0)?;
+    let limit = number("limit", views::MAX_TARGETS_PAGE)?;
+    if limit == 0 || limit > views::MAX_TARGETS_PAGE {
+        return Err(ApiError::from(ServiceError::Validation {
+            field: "limit".into(),
+            message: format!("must be 1 to {}", views::MAX_TARGETS_PAGE),
+        }));
+    }
+    let body = st
+        .handle
+        .call(move |core, _| {
+            core.with_deployment(&id, |doc, engine| {
+                views::targets(doc, engine, cursor, limit)
+            })
         })
         .await?;
     ok(StatusCode::OK, body)

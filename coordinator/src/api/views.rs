@@ -7,6 +7,62 @@ use serde_json::{Value, json};
 
 /// Most device ids listed per stage in a deployment object (the rest are counted).
 pub const MAX_STAGE_DEVICES: usize = 1000;
+/// Most targets a deployment object embeds, and most in one page of
+/// `GET /deployments/{id}/targets`; the object names where the next page starts.
+pub const MAX_TARGETS_PAGE: usize = 1000;
+
+/// The stage of each device of a plan: its position in the plan's order falls in one stage's
+/// range.
+fn stages_of(engine: &Rollout) -> Vec<u32> {
+    let plan = engine.plan();
+    let mut stage_of = vec![0u32; plan.ids.len()];
+    for (si, s) in plan.stages.iter().enumerate() {
+        for pos in s.start..s.end {
+            if let Some(d) = plan.order.get(pos as usize)
+                && let Some(slot) = stage_of.get_mut(*d as usize)
+            {
+                *slot = si as u32;
+            }
+        }
+    }
+    stage_of
+}
+
+/// The targets of a deployment from plan index `cursor`, at most `limit` (capped at
+/// [`MAX_TARGETS_PAGE`]), and the index the next page starts at (`None` after the last).
+fn target_page(
+    doc: &DeploymentDoc,
+    engine: &Rollout,
+    cursor: usize,
+    limit: usize,
+) -> (Vec<Value>, Option<usize>) {
+    let stage_of = stages_of(engine);
+    let limit = limit.clamp(1, MAX_TARGETS_PAGE);
+    let targets = doc
+        .targets
+        .iter()
+        .enumerate()
+        .skip(cursor)
+        .take(limit)
+        .map(|(i, t)| {
+            json!({
+                "device_id": t.device_id,
+                "status": engine.target_status(i as u32).map(|s| s.as_str()).unwrap_or("pending"),
+                "stage": stage_of.get(i).copied().unwrap_or(0),
+                "generation": t.generation,
+                "detail": t.detail,
+            })
+        })
+        .collect();
+    let end = cursor.saturating_add(limit);
+    (targets, (end < doc.targets.len()).then_some(end))
+}
+
+/// `GET /deployments/{id}/targets?cursor=&limit=`: one page of targets in plan order.
+pub fn targets(doc: &DeploymentDoc, engine: &Rollout, cursor: usize, limit: usize) -> Value {
+    let (targets, next) = target_page(doc, engine, cursor, limit);
+    json!({"targets": targets, "next": next, "total": doc.targets.len()})
+}
 
 fn time(ms: Option<u64>) -> Value {
     ms.map(|t| Value::String(rfc3339(t))).unwrap_or(Value::Null)
@@ -81,35 +137,12 @@ pub fn device(d: &DeviceRecord, online: bool, generation: u64) -> Value {
     })
 }
 
-/// A deployment object.
+/// A deployment object. It embeds the first [`MAX_TARGETS_PAGE`] targets; `targets_next`
+/// names the cursor of the rest (`GET /deployments/{id}/targets`).
 pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> Value {
     let plan = engine.plan();
     let counts = engine.counts();
-    // Stage of each device: its position in the plan's order falls in one stage's range.
-    let mut stage_of = vec![0u32; plan.ids.len()];
-    for (si, s) in plan.stages.iter().enumerate() {
-        for pos in s.start..s.end {
-            if let Some(d) = plan.order.get(pos as usize)
-                && let Some(slot) = stage_of.get_mut(*d as usize)
-            {
-                *slot = si as u32;
-            }
-        }
-    }
-    let targets: Vec<Value> = doc
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            json!({
-                "device_id": t.device_id,
-                "status": engine.target_status(i as u32).map(|s| s.as_str()).unwrap_or("pending"),
-                "stage": stage_of.get(i).copied().unwrap_or(0),
-                "generation": t.generation,
-                "detail": t.detail,
-            })
-        })
-        .collect();
+    let (targets, targets_next) = target_page(doc, engine, 0, MAX_TARGETS_PAGE);
     let stages: Vec<Value> = plan
         .stages
         .iter()
@@ -171,6 +204,7 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> Value {
         "skipped_targets": counts.skipped,
         "pending_targets": counts.pending + counts.deploying,
         "targets": targets,
+        "targets_next": targets_next,
         "current_stage": engine.current_stage(),
         "stages": stages,
         "gates": gates,

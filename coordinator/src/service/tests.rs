@@ -614,6 +614,51 @@ fn a_batch_of_reports_commits_together_and_a_refused_one_undoes_only_itself() {
     assert_eq!(core.device("b").unwrap().last_seen, Some(now + 1000));
 }
 
+/// A deployment's targets come in pages in plan order; the last page names no next cursor,
+/// and the deployment object says where the targets it does not embed start.
+#[test]
+fn targets_page_in_plan_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let now = T0;
+    let flow = published(&mut core, now);
+    let mut devs: Vec<Dev> = (0..5).map(|i| Dev::new(&format!("p{i}"), 90 + i)).collect();
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    let dep = deploy(&mut core, &flow, &devs, "rolling", now);
+    let page = |cursor, limit| {
+        core.with_deployment(&dep, |doc, e| {
+            crate::api::views::targets(doc, e, cursor, limit)
+        })
+        .unwrap()
+    };
+    let first = page(0, 2);
+    let second = page(2, 2);
+    let last = page(4, 2);
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["device_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        (first["next"].as_u64(), first["total"].as_u64()),
+        (Some(2), Some(5))
+    );
+    assert_eq!(second["next"].as_u64(), Some(4));
+    assert!(last["next"].is_null());
+    let all: Vec<String> = [ids(&first), ids(&second), ids(&last)].concat();
+    let doc = core
+        .with_deployment(&dep, |doc, e| crate::api::views::deployment(doc, e))
+        .unwrap();
+    assert_eq!(all, ids(&doc));
+    assert!(doc["targets_next"].is_null());
+    assert!(page(9, 1000)["targets"].as_array().unwrap().is_empty());
+}
+
 #[test]
 fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
     let tmp = tempfile::tempdir().unwrap();

@@ -483,10 +483,12 @@ pub(crate) fn render_status(d: &Deployment) -> String {
             &["DEVICE", "STATUS", "STAGE", "GEN", "DETAIL"],
             &rows,
         ));
-        if d.targets.len() > MAX_TARGET_ROWS {
+        let total = (d.total_targets as usize).max(d.targets.len());
+        if total > MAX_TARGET_ROWS {
             out.push_str(&format!(
-                "… and {} more targets (--json lists all)\n",
-                d.targets.len() - MAX_TARGET_ROWS
+                "… and {} more targets (--json shows up to 1 000; GET /api/v1/deployments/{}/targets pages through all)\n",
+                total - MAX_TARGET_ROWS,
+                d.id
             ));
         }
     }
@@ -734,11 +736,15 @@ dev_003  pending  1      3    -
                 t
             })
             .collect();
+        d.total_targets = 2_000;
         let text = render_status(&d);
         assert!(text.contains("dev_049"));
         assert!(!text.contains("dev_050"));
         assert!(
-            text.ends_with("… and 70 more targets (--json lists all)\n"),
+            text.ends_with(&format!(
+                "… and 1950 more targets (--json shows up to 1 000; GET /api/v1/deployments/{}/targets pages through all)\n",
+                d.id
+            )),
             "{text}"
         );
     }
