@@ -652,7 +652,7 @@ fn targets_page_in_plan_order() {
     assert!(last["next"].is_null());
     let all: Vec<String> = [ids(&first), ids(&second), ids(&last)].concat();
     let doc = core
-        .with_deployment(&dep, |doc, e| crate::api::views::deployment(doc, e))
+        .with_deployment(&dep, crate::api::views::deployment)
         .unwrap();
     assert_eq!(all, ids(&doc));
     assert!(doc["targets_next"].is_null());
