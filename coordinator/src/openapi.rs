@@ -50,6 +50,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/deployments/{id}/targets", &["get"]),
     ("/devices", &["get", "post"]),
     ("/devices/{id}", &["get", "patch"]),
+    ("/devices/batch", &["post"]),
     ("/devices/{id}/report", &["post"]),
     ("/devices/{id}/directive", &["get"]),
     ("/enrollment-tokens", &["post"]),
@@ -116,6 +117,7 @@ pub fn document() -> Value {
         "get": op("A device", None, ("200", "Device")),
         "patch": op("Set maintenance / quarantine flags", Some("DevicePatch"), ("200", "Device")),
     })));
+    paths.insert("/devices/batch".into(), json!({"post": op("Allowlist up to 1000 devices in one transaction ({\"devices\":[DeviceInput…]}); devices registered with the same key count as existing, any other refusal refuses the batch", None, ("200", "{\"created\",\"existing\"}"))}));
     paths.insert("/devices/{id}/report".into(), with_id(json!({"post": {
         "summary": "A device's signed report (raw CBOR envelope); authenticated by the device's signature, no bearer token",
         "security": [],

@@ -244,6 +244,7 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
         .route("/deployments/{id}/targets", get(deployment_targets))
         .route("/deployments/{id}/{command}", post(deployment_command))
         .route("/devices", get(list_devices).post(allow_device))
+        .route("/devices/batch", post(allow_devices))
         .route("/devices/{id}", get(get_device).patch(patch_device))
         .route("/devices/{id}/report", post(device_report))
         .route("/devices/{id}/directive", get(device_directive))
@@ -612,6 +613,40 @@ async fn allow_device(
         })
         .await?;
     ok(StatusCode::CREATED, body)
+}
+
+/// Most devices one `POST /devices/batch` allowlists.
+pub const MAX_DEVICE_BATCH: usize = 1000;
+
+/// The body of `POST /devices/batch`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceBatch {
+    devices: Vec<DeviceInput>,
+}
+
+/// `POST /devices/batch`: allowlists up to [`MAX_DEVICE_BATCH`] devices in one transaction.
+async fn allow_devices(
+    State(st): State<AppState>,
+    JsonBody(batch): JsonBody<DeviceBatch>,
+) -> ApiResult {
+    if batch.devices.is_empty() || batch.devices.len() > MAX_DEVICE_BATCH {
+        return Err(ApiError::from(ServiceError::Validation {
+            field: "devices".into(),
+            message: format!(
+                "{} devices; a batch holds 1 to {MAX_DEVICE_BATCH}",
+                batch.devices.len()
+            ),
+        }));
+    }
+    let body = st
+        .handle
+        .call(move |core, now| {
+            let (created, existing) = core.allow_devices(batch.devices, now)?;
+            Ok(json!({"created": created, "existing": existing}))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
 }
 
 /// `POST /devices/:id/report`: a device's signed report envelope (raw CBOR), verified here

@@ -227,32 +227,30 @@ impl Fleet {
         out
     }
 
-    /// Allowlists every device through `POST /api/v1/devices` (`in_flight` at a time). A
-    /// device that is registered already (409) counts as done, so a second run reuses a fleet.
+    /// Allowlists every device through `POST /api/v1/devices/batch`, 1 000 per request and
+    /// `in_flight` requests at a time. Devices registered already with the same key count as
+    /// done, so a second run reuses a fleet. Returns how many devices the fleet has.
     pub fn allow_all(&self) -> Result<usize, LoadError> {
+        const PER_REQUEST: usize = 1000;
+        let chunks = self.devices.len().div_ceil(PER_REQUEST);
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let done = std::sync::atomic::AtomicUsize::new(0);
         let first_error: Mutex<Option<LoadError>> = Mutex::new(None);
         std::thread::scope(|scope| -> Result<(), LoadError> {
-            for _ in 0..self.config.in_flight {
+            for _ in 0..self.config.in_flight.min(chunks) {
                 std::thread::Builder::new()
                     .spawn_scoped(scope, || {
                         loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= self.devices.len()
+                            let c = next.fetch_add(1, Ordering::Relaxed);
+                            if c >= chunks
                                 || first_error.lock().map(|e| e.is_some()).unwrap_or(true)
                             {
                                 break;
                             }
-                            match self.allow_one(i) {
-                                Ok(()) => {
-                                    done.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Err(e) => {
-                                    if let Ok(mut slot) = first_error.lock() {
-                                        slot.get_or_insert(e);
-                                    }
-                                }
+                            let end = ((c + 1) * PER_REQUEST).min(self.devices.len());
+                            if let Err(e) = self.allow_range(c * PER_REQUEST..end)
+                                && let Ok(mut slot) = first_error.lock()
+                            {
+                                slot.get_or_insert(e);
                             }
                         }
                     })
@@ -263,32 +261,39 @@ impl Fleet {
         if let Some(e) = first_error.into_inner().ok().flatten() {
             return Err(e);
         }
-        Ok(done.into_inner())
+        Ok(self.devices.len())
     }
 
-    fn allow_one(&self, i: usize) -> Result<(), LoadError> {
-        let (id, body) = {
-            let Ok(d) = self.devices[i].lock() else {
-                return Ok(());
-            };
-            let body = serde_json::json!({
-                "id": d.id(),
-                "public_key": d.public_hex(),
-                "type": d.device_type(),
-                "region": d.region(),
-                "labels": {"loadtest": "1"},
-            });
-            (d.id().to_string(), body)
-        };
-        let url = format!("{}/api/v1/devices", self.config.server);
+    fn allow_range(&self, range: std::ops::Range<usize>) -> Result<(), LoadError> {
+        let first = range.start;
+        let devices: Vec<serde_json::Value> = self.devices[range]
+            .iter()
+            .filter_map(|d| d.lock().ok())
+            .map(|d| {
+                serde_json::json!({
+                    "id": d.id(),
+                    "public_key": d.public_hex(),
+                    "type": d.device_type(),
+                    "region": d.region(),
+                    "labels": {"loadtest": "1"},
+                })
+            })
+            .collect();
+        let url = format!("{}/api/v1/devices/batch", self.config.server);
         let mut req = self.agent.post(&url).content_type("application/json");
         if let Some(t) = &self.config.token {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }
-        match req.send(body.to_string().as_bytes()) {
+        let body = serde_json::json!({ "devices": devices }).to_string();
+        let failed = |status, body| LoadError::Allow {
+            device: format!("devices {first}…"),
+            status,
+            body,
+        };
+        match req.send(body.as_bytes()) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                if status < 300 || status == 409 {
+                if status < 300 {
                     return Ok(());
                 }
                 let text = resp
@@ -297,17 +302,9 @@ impl Fleet {
                     .limit(MAX_REPLY)
                     .read_to_string()
                     .unwrap_or_default();
-                Err(LoadError::Allow {
-                    device: id,
-                    status,
-                    body: text,
-                })
+                Err(failed(status, text))
             }
-            Err(e) => Err(LoadError::Allow {
-                device: id,
-                status: 0,
-                body: e.to_string(),
-            }),
+            Err(e) => Err(failed(0, e.to_string())),
         }
     }
 

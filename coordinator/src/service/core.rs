@@ -246,6 +246,55 @@ impl Core {
         self.registry.allow(&self.store, input, now)
     }
 
+    /// `POST /devices/batch`: puts many devices' keys on the allowlist in one transaction.
+    /// Devices registered already with the same key count as existing; any other refusal
+    /// (a bad id or key, another key under a registered id, the registry's limit) refuses
+    /// the whole batch, naming the device, and nothing is written. Returns (created,
+    /// existing).
+    pub fn allow_devices(
+        &mut self,
+        inputs: Vec<DeviceInput>,
+        now: Millis,
+    ) -> Result<(usize, usize), ServiceError> {
+        let batch = self.store.begin()?;
+        let (mut created, mut existing) = (0, 0);
+        let mut added = Vec::new();
+        for (i, input) in inputs.into_iter().enumerate() {
+            if let Ok(d) = self.registry.get(&input.id)
+                && d.public_key == input.public_key.to_lowercase()
+            {
+                existing += 1;
+                continue;
+            }
+            let id = input.id.clone();
+            match self.registry.allow(&self.store, input, now) {
+                Ok(_) => {
+                    created += 1;
+                    added.push(id);
+                }
+                Err(e) => {
+                    drop(batch);
+                    self.registry.forget(&added);
+                    return Err(match e {
+                        ServiceError::Validation { field, message } => ServiceError::Validation {
+                            field: format!("devices[{i}].{field}"),
+                            message,
+                        },
+                        ServiceError::Conflict(m) => {
+                            ServiceError::Conflict(format!("devices[{i}]: {m}"))
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
+        if let Err(e) = batch.commit() {
+            self.registry.forget(&added);
+            return Err(e.into());
+        }
+        Ok((created, existing))
+    }
+
     /// `POST /enrollment-tokens`: a one-time token valid for `ttl`.
     pub fn create_token(
         &mut self,

@@ -270,6 +270,13 @@ impl Registry {
     }
 
     /// `POST /devices`: puts a device's key on the enrollment allowlist.
+    /// Drops devices from memory (after the transaction that added them was rolled back).
+    pub(super) fn forget(&mut self, ids: &[String]) {
+        for id in ids {
+            self.devices.remove(id);
+        }
+    }
+
     pub(super) fn allow(
         &mut self,
         store: &Store,

@@ -659,6 +659,54 @@ fn targets_page_in_plan_order() {
     assert!(page(9, 1000)["targets"].as_array().unwrap().is_empty());
 }
 
+/// Allowlisting in bulk is one transaction: known devices count as existing, and one bad
+/// entry refuses the whole batch, naming it, with nothing written.
+#[test]
+fn a_device_batch_is_all_or_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = T0;
+    let input = |d: &Dev| DeviceInput {
+        id: d.id.clone(),
+        public_key: d.public_hex(),
+        device_type: Some("rpi4".into()),
+        region: None,
+        labels: Default::default(),
+    };
+    let devs: Vec<Dev> = (0..4)
+        .map(|i| Dev::new(&format!("b{i}"), 110 + i))
+        .collect();
+    {
+        let mut core = core_at(tmp.path());
+        let (created, existing) = core
+            .allow_devices(devs[..2].iter().map(input).collect(), now)
+            .unwrap();
+        assert_eq!((created, existing), (2, 0));
+        let (created, existing) = core
+            .allow_devices(devs[..3].iter().map(input).collect(), now)
+            .unwrap();
+        assert_eq!((created, existing), (1, 2));
+        let mut bad = input(&devs[3]);
+        bad.public_key = "zz".into();
+        let err = core
+            .allow_devices(vec![input(&Dev::new("b9", 119)), bad], now)
+            .unwrap_err();
+        assert!(
+            matches!(&err, ServiceError::Validation { field, .. } if field == "devices[1].public_key"),
+            "{err}"
+        );
+        assert!(
+            core.device("b9").is_err(),
+            "a refused batch leaves nothing in memory"
+        );
+    }
+    let core = core_at(tmp.path());
+    assert_eq!(core.devices().count(), 3);
+    assert!(
+        core.device("b9").is_err(),
+        "a refused batch leaves nothing on disk"
+    );
+}
+
 #[test]
 fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
     let tmp = tempfile::tempdir().unwrap();
