@@ -162,25 +162,9 @@ fn run_mode(
     })
 }
 
-/// CPU time (user + system) of a node's process so far, in seconds.
+/// CPU time (user + system) of a node's process so far, in seconds (0 once it is gone).
 fn cpu_seconds(node: &Node) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", node.pid())) else {
-        return 0.0;
-    };
-    // Fields after the command name (in parentheses, which may hold spaces).
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| f.get(*i)?.parse::<f64>().ok())
-        .sum();
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    ticks / hz
+    floe_tests::cpu_seconds(node.pid()).unwrap_or(0.0)
 }
 
 fn cores() -> f64 {

@@ -18,10 +18,16 @@ use std::path::Path;
 const T0: u64 = 1_800_000_000_000;
 
 fn core_at(dir: &Path) -> Core {
+    core_with(dir, 20_000)
+}
+
+/// A core on `dir` whose engines are snapshotted every `snapshot_every` inputs.
+fn core_with(dir: &Path, snapshot_every: u64) -> Core {
     let store = Store::open(&dir.join("floe.db")).unwrap();
     let mut config = ServiceConfig::new(dir.to_path_buf());
     config.offline_after = 30_000;
     config.directive_ttl_secs = 600;
+    config.snapshot_every = snapshot_every;
     Core::new(
         store,
         config,
@@ -522,18 +528,7 @@ fn a_reopened_core_resumes_the_same_deployment_state() {
 #[test]
 fn snapshot_and_replay_give_the_live_state_at_every_step() {
     let tmp = tempfile::tempdir().unwrap();
-    let open = |dir: &Path| {
-        let store = Store::open(&dir.join("floe.db")).unwrap();
-        let mut config = ServiceConfig::new(dir.to_path_buf());
-        config.snapshot_every = 5;
-        Core::new(
-            store,
-            config,
-            SigningKey::from_bytes(&[1; 32]),
-            SigningKey::from_bytes(&[2; 32]),
-        )
-        .unwrap()
-    };
+    let open = |dir: &Path| core_with(dir, 5);
     let mut core = open(tmp.path());
     let mut now = T0;
     let flow = published(&mut core, now);
