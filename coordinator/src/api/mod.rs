@@ -248,6 +248,7 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
         .route("/devices/{id}", get(get_device).patch(patch_device))
         .route("/devices/{id}/report", post(device_report))
         .route("/devices/{id}/directive", get(device_directive))
+        .route("/directives/pending", get(pending_directives))
         .route("/enrollment-tokens", post(create_token))
         .route("/audit", get(audit));
     Router::new()
@@ -613,6 +614,45 @@ async fn allow_device(
         })
         .await?;
     ok(StatusCode::CREATED, body)
+}
+
+/// Most devices one page of `GET /directives/pending` lists.
+pub const MAX_PENDING_PAGE: usize = 10_000;
+
+/// `GET /directives/pending?after=&limit=`: devices behind their current directive (ordered
+/// by id, from after `after`), with its generation. A relay or a device simulator that cannot
+/// hear the fabric's push uses it to learn whom to tell.
+async fn pending_directives(
+    State(st): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q = query(q, &["after", "limit"])?;
+    let limit = match q.get("limit") {
+        None => 1000,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_PENDING_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::from(ServiceError::Validation {
+                    field: "limit".into(),
+                    message: format!("{v:?}: a whole number from 1 to {MAX_PENDING_PAGE}"),
+                }));
+            }
+        },
+    };
+    let after = q.get("after").cloned();
+    let body = st
+        .handle
+        .call(move |core, _| {
+            let page = core.pending_directives(after.as_deref(), limit);
+            let next = (page.len() == limit).then(|| page.last().map(|(id, _)| id.clone()));
+            let devices: Vec<Value> = page
+                .into_iter()
+                .map(|(id, generation)| json!({"device_id": id, "generation": generation}))
+                .collect();
+            Ok(json!({"devices": devices, "next": next.flatten()}))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
 }
 
 /// Most devices one `POST /devices/batch` allowlists.

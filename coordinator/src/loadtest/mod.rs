@@ -9,13 +9,16 @@
 //! HTTP. Some devices can be told to fail their stage, to turn unhealthy after the switch, or
 //! to go offline after enrolling.
 //!
-//! Shape: one min-heap of (due time, device) behind a mutex and `in_flight` worker threads,
-//! each with its own HTTP connection, so at most `in_flight` requests are outstanding. Every
-//! device is in the heap exactly once, so no device is driven by two workers at once. A
-//! device reports every `period` on average (first reports spread evenly over one period),
-//! and every `active_period` while it is in the middle of a deployment, as a real device that
-//! hears directives by gossip would act within about a second. Memory is the devices plus one
-//! latency histogram of fixed size; the run is bounded by its duration.
+//! Shape: one min-heap of (due time, device, epoch) behind a mutex and `in_flight` worker
+//! threads sharing one HTTP connection pool, so at most `in_flight` device requests are
+//! outstanding. A device reports every `period` on average (first reports spread evenly over
+//! one period), and every `active_period` while it is in the middle of a deployment. Real
+//! devices hear a new directive at once over the fabric (gossip); the simulator cannot, so a
+//! push thread stands in for it: every `push_period` it reads `GET /directives/pending` (the
+//! devices behind their directive) and makes those devices due now. A device's entries in the
+//! heap carry its epoch, and only the newest counts, so a device is never driven by two
+//! workers at once and the heap holds at most two entries per device. Memory is the devices
+//! plus one latency histogram of fixed size; the run is bounded by its duration.
 
 mod device;
 mod stats;
@@ -25,9 +28,9 @@ pub use stats::{LoadStats, Snapshot};
 
 use floe_wire::proto::TrustStore;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The largest fleet one run simulates.
@@ -94,6 +97,9 @@ pub struct LoadConfig {
     pub seed: u64,
     /// The coordinator's trust store, to verify directives as devices do.
     pub trust: Option<TrustStore>,
+    /// How often the stand-in for the fabric's push asks whom to tell (needs the token);
+    /// `None`: devices learn of directives only when they report.
+    pub push_period: Option<Duration>,
 }
 
 impl LoadConfig {
@@ -113,6 +119,7 @@ impl LoadConfig {
             regions: vec!["eu".into(), "us".into()],
             seed: 1,
             trust: None,
+            push_period: Some(Duration::from_millis(500)),
         }
     }
 
@@ -166,8 +173,17 @@ fn splitmix(state: &mut u64) -> u64 {
 pub struct Fleet {
     config: LoadConfig,
     devices: Vec<Mutex<VirtualDevice>>,
+    /// Device id → index.
+    index: HashMap<String, u32>,
+    /// Each device's newest heap entry; older ones are dropped when popped.
+    epochs: Vec<AtomicU32>,
+    /// When each device was last made due by the push (µs since the run's start).
+    poked: Vec<AtomicU64>,
     agent: ureq::Agent,
 }
+
+/// The schedule: (due µs since the run's start, device index, epoch), earliest first.
+type Schedule = Mutex<BinaryHeap<Reverse<(u64, u32, u32)>>>;
 
 impl Fleet {
     /// Creates the devices (keys and behaviours from the seed).
@@ -201,9 +217,19 @@ impl Fleet {
             .max_idle_connections_per_host(MAX_IN_FLIGHT)
             .build()
             .into();
+        let index = devices
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.lock().ok().map(|d| (d.id().to_string(), i as u32)))
+            .collect();
+        let epochs = (0..devices.len()).map(|_| AtomicU32::new(0)).collect();
+        let poked = (0..devices.len()).map(|_| AtomicU64::new(0)).collect();
         Ok(Fleet {
             config,
             devices,
+            index,
+            epochs,
+            poked,
             agent,
         })
     }
@@ -322,16 +348,33 @@ impl Fleet {
         let n = self.devices.len() as u64;
         let period = self.config.period.as_micros() as u64;
         // First reports spread evenly over one period, so the rate is flat from the start.
-        let heap: Mutex<BinaryHeap<Reverse<(u64, u32)>>> = Mutex::new(
+        let heap: Schedule = Mutex::new(
             (0..self.devices.len())
-                .map(|i| Reverse(((i as u64).saturating_mul(period) / n.max(1), i as u32)))
+                .map(|i| {
+                    let epoch = self.epochs[i].load(Ordering::Relaxed);
+                    Reverse((
+                        (i as u64).saturating_mul(period) / n.max(1),
+                        i as u32,
+                        epoch,
+                    ))
+                })
                 .collect(),
         );
         let stats = LoadStats::new();
+        let (heap, stats_ref) = (&heap, &stats);
         std::thread::scope(|scope| -> Result<(), LoadError> {
             for _ in 0..self.config.in_flight {
                 std::thread::Builder::new()
-                    .spawn_scoped(scope, || self.worker(&heap, &stats, start, deadline, stop))
+                    .spawn_scoped(scope, move || {
+                        self.worker(heap, stats_ref, start, deadline, stop)
+                    })
+                    .map_err(LoadError::Spawn)?;
+            }
+            if let (Some(every), Some(_)) = (self.config.push_period, &self.config.token) {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || {
+                        self.push(every, heap, stats_ref, start, deadline, stop)
+                    })
                     .map_err(LoadError::Spawn)?;
             }
             while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
@@ -347,9 +390,77 @@ impl Fleet {
         Ok(stats)
     }
 
+    /// The stand-in for the fabric's push: every `every`, the devices the coordinator lists
+    /// as behind their directive are made due now (once a second at most per device).
+    fn push(
+        &self,
+        every: Duration,
+        heap: &Schedule,
+        stats: &LoadStats,
+        start: Instant,
+        deadline: Instant,
+        stop: &AtomicBool,
+    ) {
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let mut after: Option<String> = None;
+            // At most a hundred pages a round, so a round is bounded whatever the fleet.
+            for _ in 0..100 {
+                let mut url = format!(
+                    "{}/api/v1/directives/pending?limit=10000",
+                    self.config.server
+                );
+                if let Some(a) = &after {
+                    url.push_str(&format!("&after={a}"));
+                }
+                let mut req = self.agent.get(&url);
+                if let Some(t) = &self.config.token {
+                    req = req.header("Authorization", &format!("Bearer {t}"));
+                }
+                let text = req.call().and_then(|mut r| {
+                    r.body_mut()
+                        .with_config()
+                        .limit(16 * 1024 * 1024)
+                        .read_to_string()
+                });
+                let page: serde_json::Value = match text
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(v) => v,
+                    Err(e) => {
+                        stats.error(&format!("GET directives/pending: {e}"));
+                        break;
+                    }
+                };
+                let now_us = start.elapsed().as_micros() as u64;
+                let mut due = Vec::new();
+                for d in page["devices"].as_array().into_iter().flatten() {
+                    let Some(&i) = d["device_id"].as_str().and_then(|id| self.index.get(id)) else {
+                        continue;
+                    };
+                    let last = self.poked[i as usize].load(Ordering::Relaxed);
+                    if last != 0 && now_us.saturating_sub(last) < 1_000_000 {
+                        continue;
+                    }
+                    self.poked[i as usize].store(now_us.max(1), Ordering::Relaxed);
+                    let epoch = self.epochs[i as usize].fetch_add(1, Ordering::Relaxed) + 1;
+                    due.push(Reverse((now_us, i, epoch)));
+                }
+                if let Ok(mut h) = heap.lock() {
+                    h.extend(due);
+                }
+                match page["next"].as_str() {
+                    Some(next) => after = Some(next.to_string()),
+                    None => break,
+                }
+            }
+            std::thread::sleep(every);
+        }
+    }
+
     fn worker(
         &self,
-        heap: &Mutex<BinaryHeap<Reverse<(u64, u32)>>>,
+        heap: &Schedule,
         stats: &LoadStats,
         start: Instant,
         deadline: Instant,
@@ -362,8 +473,8 @@ impl Fleet {
             let next = {
                 let Ok(mut h) = heap.lock() else { return };
                 match h.peek() {
-                    Some(Reverse((due, _))) if *due <= now_us => h.pop().map(|Reverse(e)| e),
-                    Some(Reverse((due, _))) => {
+                    Some(Reverse((due, _, _))) if *due <= now_us => h.pop().map(|Reverse(e)| e),
+                    Some(Reverse((due, _, _))) => {
                         let wait = (*due - now_us).min(5_000);
                         drop(h);
                         std::thread::sleep(Duration::from_micros(wait));
@@ -372,10 +483,16 @@ impl Fleet {
                     None => return,
                 }
             };
-            let Some((_, index)) = next else { continue };
+            let Some((_, index, epoch)) = next else {
+                continue;
+            };
             let Some(cell) = self.devices.get(index as usize) else {
                 continue;
             };
+            // An older entry of a device the push made due since: the newer one counts.
+            if self.epochs[index as usize].load(Ordering::Relaxed) != epoch {
+                continue;
+            }
             let next_in = match cell.lock() {
                 Ok(mut dev) => self.visit(&mut dev, stats, active, period),
                 Err(_) => None,
@@ -383,7 +500,9 @@ impl Fleet {
             if let Some(after) = next_in {
                 let due = start.elapsed().as_micros() as u64 + after;
                 if let Ok(mut h) = heap.lock() {
-                    h.push(Reverse((due, index)));
+                    // The push may have made the device due while it was visited.
+                    let epoch = self.epochs[index as usize].load(Ordering::Relaxed);
+                    h.push(Reverse((due, index, epoch)));
                 }
             }
         }

@@ -408,6 +408,15 @@ impl Core {
     }
 
     /// Every device whose reported applied generation is below its desired directive's.
+    /// `GET /directives/pending`: up to `limit` devices (ordered by id, after `after`) that
+    /// are behind their current directive, with its generation.
+    pub fn pending_directives(&self, after: Option<&str>, limit: usize) -> Vec<(String, u64)> {
+        let registry = &self.registry;
+        self.directives
+            .behind(|d| registry.applied_generation(d), after, limit)
+    }
+
+    /// The directive posts devices still have to apply (see `Directives::outbox`).
     pub fn outbox(&mut self, now: Millis) -> Result<Vec<Outgoing>, ServiceError> {
         let registry = &self.registry;
         self.directives

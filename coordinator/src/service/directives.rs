@@ -218,6 +218,26 @@ impl Directives {
             .is_some_and(|desired| applied < desired.generation)
     }
 
+    /// Up to `limit` devices (by id, after `after`) whose applied generation is below their
+    /// desired directive's, with that generation: who a push should reach next.
+    pub(super) fn behind(
+        &self,
+        applied: impl Fn(&str) -> u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .desired
+            .values()
+            .filter(|d| after.is_none_or(|a| d.device_id.as_str() > a))
+            .filter(|d| self.is_behind(&d.device_id, applied(&d.device_id)))
+            .map(|d| (d.device_id.clone(), d.generation))
+            .collect();
+        out.sort_unstable();
+        out.truncate(limit);
+        out
+    }
+
     /// Every device whose reported applied generation (as `applied` tells) is below its
     /// desired directive's, with its current post, ordered by device.
     pub(super) fn outbox(

@@ -702,6 +702,41 @@ fn a_device_batch_is_all_or_nothing() {
     );
 }
 
+/// The pending list names the devices behind their current directive, and a device leaves
+/// it once its report says it applied the directive.
+#[test]
+fn pending_directives_list_who_is_behind_until_they_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let now = T0;
+    let flow = published(&mut core, now);
+    let mut devs: Vec<Dev> = (0..3)
+        .map(|i| Dev::new(&format!("q{i}"), 120 + i))
+        .collect();
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    assert!(core.pending_directives(None, 10).is_empty());
+    deploy(&mut core, &flow, &devs, "all-at-once", now);
+    let pending = core.pending_directives(None, 10);
+    let ids: Vec<&str> = pending.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, vec!["q0", "q1", "q2"]);
+    assert!(pending.iter().all(|(_, g)| *g > 0));
+    assert_eq!(core.pending_directives(Some("q0"), 1).len(), 1);
+    assert_eq!(core.pending_directives(Some("q0"), 1)[0].0, "q1");
+    devs[1].step(&mut core, now + 100);
+    let ids: Vec<String> = core
+        .pending_directives(None, 10)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        !ids.contains(&"q1".to_string())
+            || core.desired_generation("q1") > devs[1].applied.as_ref().unwrap().generation,
+        "{ids:?}"
+    );
+}
+
 #[test]
 fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
     let tmp = tempfile::tempdir().unwrap();
