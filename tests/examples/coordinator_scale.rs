@@ -8,8 +8,10 @@
 //!    the POST, refusals, RSS;
 //! 2. start: creating and starting one canary+waves deployment over the whole fleet, and the
 //!    slowest `GET /api/v1/flows` answered meanwhile (polled every 50 ms);
-//! 3. rollout: the same deployment with 1 s soaks driven to its end by the devices (they poll
-//!    every second while mid-deployment); wall time to `completed`, CPU per report meanwhile.
+//! 3. rollout: the same deployment with 1 s soaks driven to its end by the devices (they report
+//!    every second while mid-deployment, and a push thread stands in for the fabric's gossip);
+//!    wall time to `completed`, CPU per report meanwhile. `COORD_BENCH_MAX_PARALLEL` (default
+//!    2000) sets the deployment's parallelism; the reference's default is 50.
 //!
 //! Run: `cargo run --release -p floe-tests --example coordinator_scale`. Each size prints one
 //! line `devices=… allow_s=… ingest_reports_per_s=… ingest_cpu_ms_per_report=… ingest_p99_ms=…
@@ -144,6 +146,9 @@ fn run_size(n: usize) -> Figures {
         None,
     );
     let soak = "1s";
+    // The reference's default parallelism (max_parallel_deploys: 50) paces a 100 000-device
+    // rollout at 50 devices in flight; a fleet that size is deployed with more.
+    let max_parallel = env_u64("COORD_BENCH_MAX_PARALLEL", 2000);
     let body = json!({
         "flow_id": flow_id,
         "strategy": "canary-waves",
@@ -151,6 +156,7 @@ fn run_size(n: usize) -> Figures {
         "config": {
             "canary_delay": soak, "timeout": "120s", "offline_grace": "30s",
             "require_approval": false,
+            "max_parallel": max_parallel,
             "waves": [
                 {"name": "wave-1", "percentage": 10, "soak": soak},
                 {"name": "wave-2", "percentage": 30, "soak": soak},
@@ -212,10 +218,13 @@ fn run_size(n: usize) -> Figures {
         })
         .unwrap();
     let rollout = stats.summary();
+    for (what, count) in stats.error_kinds() {
+        println!("  rollout error {count} × {what}");
+    }
     let deploy_cpu_ms = (cpu_seconds(pid) - cpu0) * 1000.0 / rollout.accepted.max(1) as f64;
     let rss_mb = proc_status_kb(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
     let line = format!(
-        "devices={n} allow_s={allow_s:.1} ingest_reports_per_s={:.0} ingest_cpu_ms_per_report={ingest_cpu_ms:.3} \
+        "devices={n} max_parallel={max_parallel} allow_s={allow_s:.1} ingest_reports_per_s={:.0} ingest_cpu_ms_per_report={ingest_cpu_ms:.3} \
          ingest_p99_ms={:.1} refused={} start_s={start_s:.2} flows_max_ms={flows_max_ms:.1} \
          rollout_s={} rollout_status={status} deploy_cpu_ms_per_report={deploy_cpu_ms:.3} rss_mb={rss_mb:.0}",
         ingest.rate(),

@@ -144,7 +144,8 @@ pub struct ServiceConfig {
     pub directive_ttl_secs: u64,
     /// How long a published artifact's manifest stays valid, in days (default 365).
     pub artifact_ttl_days: u64,
-    /// Engine inputs logged between two snapshots of a deployment (default 20 000).
+    /// Engine inputs logged between two snapshots of a deployment (default 20 000; at least
+    /// twice the deployment's targets, so a snapshot's cost per input does not grow with it).
     pub snapshot_every: u64,
 }
 
