@@ -130,7 +130,7 @@ impl Deployments {
         // A snapshot costs in proportion to the deployment's size, so it is taken at most once
         // per two inputs per target: its cost per input stays constant at any fleet size, and
         // a restart replays at most that many inputs.
-        let interval = snapshot_every.max(2 * active.doc.targets.len() as u64);
+        let interval = snapshot_every.max(2 * doc.targets.len() as u64);
         let snapshot = status.is_terminal() || seq - active.snapshot_seq >= interval;
         let input_json = serde_json::to_string(&input).map_err(json_err("engine input"))?;
         let engine_json = if snapshot {
