@@ -64,6 +64,10 @@ fn start_server() -> Server {
         .arg("--data-dir")
         .arg(&data)
         .args(["--fabric-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        // Devices report every 30 s here; a device is offline after three missed reports, as
+        // floed's 10 s heartbeat is against the 30 s default. With 30 s against 30 s every
+        // device would flap offline and online once a period.
+        .args(["--offline-after", "90s"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
