@@ -9,7 +9,8 @@
 //! 2. start: creating and starting one canary+waves deployment over the whole fleet, and the
 //!    slowest `GET /api/v1/flows` answered meanwhile (polled every 50 ms);
 //! 3. rollout: the same deployment with 1 s soaks driven to its end by the devices (they report
-//!    every second while mid-deployment, and a push thread stands in for the fabric's gossip);
+//!    on every change and every 10 s while mid-deployment, `COORD_BENCH_ACTIVE_S`, and a push
+//!    thread stands in for the fabric's gossip);
 //!    wall time to `completed`, CPU per report meanwhile. `COORD_BENCH_MAX_PARALLEL` (default
 //!    2000) sets the deployment's parallelism; the reference's default is 50.
 //!
@@ -109,6 +110,9 @@ fn run_size(n: usize) -> Figures {
     let mut config = LoadConfig::new(&server.url, n);
     config.token = Some(server.token.clone());
     config.in_flight = 32;
+    // While deploying, a device reports at floed's default heartbeat (10 s) and on every
+    // change; it hears new directives from the push stand-in at once.
+    config.active_period = Duration::from_secs(env_u64("COORD_BENCH_ACTIVE_S", 10));
     config.trust = Some(floe_wire::artifact::keys::load_trust(&server.data.join("trust")).unwrap());
     let fleet = Fleet::new(config).unwrap();
     let t0 = Instant::now();
