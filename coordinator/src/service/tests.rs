@@ -524,7 +524,7 @@ fn a_reopened_core_resumes_the_same_deployment_state() {
 /// The engine is persisted as a snapshot every few inputs plus the inputs since. At every
 /// round of a deployment, a core opened afresh on the same database (snapshot + replay) holds
 /// exactly the live core's document and engine, and the log never grows past the snapshot
-/// interval.
+/// interval (the larger of `snapshot_every` and twice the targets).
 #[test]
 fn snapshot_and_replay_give_the_live_state_at_every_step() {
     let tmp = tempfile::tempdir().unwrap();
@@ -561,8 +561,9 @@ fn snapshot_and_replay_give_the_live_state_at_every_step() {
         assert!(rounds < 500, "the deployment did not finish");
     }
     assert_eq!(status(&core, &dep), DeploymentStatus::Completed);
+    // A snapshot comes every 5 inputs, but at most once per two inputs per target (6 targets).
     assert!(
-        longest_log > 0 && longest_log < 5,
+        longest_log > 0 && longest_log < 12,
         "longest log {longest_log}"
     );
     // A finished deployment is its final snapshot: nothing is left to replay.
