@@ -22,10 +22,9 @@
 
 use floe_coordinator::client::{Client, Method};
 use floe_coordinator::loadtest::{Fleet, LoadConfig};
-use floe_tests::net::{free_port, wait_for_port};
-use floe_tests::{bin, proc_status_kb};
+use floe_tests::coordinator::Coordinator;
+use floe_tests::proc_status_kb;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -39,53 +38,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    token: String,
-    data: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("coordinator");
-    let port = free_port().unwrap();
-    let child = Command::new(bin("floe").unwrap())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--fabric-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-        // Devices report every 30 s here; a device is offline after three missed reports, as
-        // floed's 10 s heartbeat is against the 30 s default. With 30 s against 30 s every
-        // device would flap offline and online once a period.
-        .args(["--offline-after", "90s"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, Duration::from_secs(30)).unwrap();
-    let token = std::fs::read_to_string(data.join("api-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        token,
-        data,
-        _dir: dir,
-    }
 }
 
 fn call(c: &Client, method: Method, path: &str, body: Option<&Value>) -> Value {
@@ -104,16 +56,20 @@ struct Figures {
 }
 
 fn run_size(n: usize) -> Figures {
-    let server = start_server();
-    let pid = server.child.id();
-    let client = Client::new(&server.url, Some(server.token.clone())).unwrap();
-    let mut config = LoadConfig::new(&server.url, n);
-    config.token = Some(server.token.clone());
+    let root = tempfile::tempdir().unwrap();
+    // Devices report every 30 s here; a device is offline after three missed reports, as
+    // floed's 10 s heartbeat is against the 30 s default. With 30 s against 30 s every device
+    // would flap offline and online once a period.
+    let server = Coordinator::start_configured(root.path(), "2s", "90s");
+    let pid = server.pid().unwrap();
+    let client = server.client.clone();
+    let mut config = LoadConfig::new(&server.url(), n);
+    config.token = Some(server.token());
     config.in_flight = 32;
     // While deploying, a device reports at floed's default heartbeat (10 s) and on every
     // change; it hears new directives from the push stand-in at once.
     config.active_period = Duration::from_secs(env_u64("COORD_BENCH_ACTIVE_S", 10));
-    config.trust = Some(floe_wire::artifact::keys::load_trust(&server.data.join("trust")).unwrap());
+    config.trust = Some(floe_wire::artifact::keys::load_trust(&server.dir.join("trust")).unwrap());
     let fleet = Fleet::new(config).unwrap();
     let t0 = Instant::now();
     fleet.allow_all().unwrap();

@@ -35,6 +35,8 @@ pub struct Coordinator {
     pub bootstrap: Vec<String>,
     /// `--republish`: how often the outbox is posted on gossip again.
     pub republish: String,
+    /// `--offline-after`: how long a silent device stays online.
+    pub offline_after: String,
 }
 
 impl Coordinator {
@@ -47,10 +49,16 @@ impl Coordinator {
     /// Like [`Coordinator::start`], with `--republish` set to `republish` (a long one leaves
     /// devices to get their directives from the direct answers to their reports).
     pub fn start_with_republish(root: &Path, republish: &str) -> Coordinator {
+        Coordinator::start_configured(root, republish, "3s")
+    }
+
+    /// Like [`Coordinator::start`], with `--republish` and `--offline-after` given (a fleet
+    /// that reports every 30 s needs a longer offline time than the tests' 3 s).
+    pub fn start_configured(root: &Path, republish: &str, offline_after: &str) -> Coordinator {
         let dir = root.join("coordinator");
         let port = crate::net::free_port().unwrap();
         let fabric_port = crate::net::free_port().unwrap();
-        let child = spawn_server(&dir, port, fabric_port, republish);
+        let child = spawn_server(&dir, port, fabric_port, republish, offline_after);
         let anon = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
         wait("the coordinator API", Duration::from_secs(60), || {
             anon.healthz().ok()
@@ -70,7 +78,21 @@ impl Coordinator {
             client,
             bootstrap,
             republish: republish.to_string(),
+            offline_after: offline_after.to_string(),
         }
+    }
+
+    /// The REST API's base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The API token the coordinator wrote.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("api-token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// The process id of the running coordinator.
@@ -92,6 +114,7 @@ impl Coordinator {
             self.port,
             self.fabric_port,
             &self.republish,
+            &self.offline_after,
         ));
         let client = &self.client;
         wait(
@@ -215,7 +238,13 @@ fn kill9(child: &mut Option<Child>) {
     }
 }
 
-fn spawn_server(dir: &Path, port: u16, fabric_port: u16, republish: &str) -> Child {
+fn spawn_server(
+    dir: &Path,
+    port: u16,
+    fabric_port: u16,
+    republish: &str,
+    offline_after: &str,
+) -> Child {
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -232,7 +261,7 @@ fn spawn_server(dir: &Path, port: u16, fabric_port: u16, republish: &str) -> Chi
             &format!("/ip4/127.0.0.1/tcp/{fabric_port}"),
             "--no-mdns",
             "--offline-after",
-            "3s",
+            offline_after,
             "--republish",
             republish,
         ])

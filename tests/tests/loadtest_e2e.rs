@@ -7,53 +7,10 @@
 
 use floe_coordinator::client::{Client, Method};
 use floe_coordinator::loadtest::{Fleet, LoadConfig};
+use floe_tests::coordinator::Coordinator;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    url: String,
-    token: String,
-    data: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("coordinator");
-    let port = floe_tests::net::free_port().unwrap();
-    let child = Command::new(floe_tests::bin("floe").unwrap())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--fabric-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    floe_tests::net::wait_for_port(port, Duration::from_secs(60)).unwrap();
-    let token = std::fs::read_to_string(data.join("api-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        token,
-        data,
-        _dir: dir,
-    }
-}
 
 fn call(c: &Client, method: Method, path: &str, body: Option<&Value>) -> Value {
     let reply = c
@@ -123,18 +80,19 @@ fn drive(fleet: &Fleet, c: &Client, dep: &str, limit: Duration) -> Value {
 
 #[test]
 fn simulated_devices_carry_a_deployment_through_the_api_and_a_bad_one_is_stopped() {
-    let server = start_server();
-    let c = Client::new(&server.url, Some(server.token.clone())).unwrap();
-    let mut config = LoadConfig::new(&server.url, 60);
-    config.token = Some(server.token.clone());
+    let root = tempfile::tempdir().unwrap();
+    let server = Coordinator::start_configured(root.path(), "2s", "30s");
+    let c = &server.client;
+    let mut config = LoadConfig::new(&server.url(), 60);
+    config.token = Some(server.token());
     config.period = Duration::from_secs(2);
     config.active_period = Duration::from_secs(1);
-    config.trust = Some(floe_wire::artifact::keys::load_trust(&server.data.join("trust")).unwrap());
+    config.trust = Some(floe_wire::artifact::keys::load_trust(&server.dir.join("trust")).unwrap());
     let fleet = Fleet::new(config.clone()).unwrap();
     assert_eq!(fleet.allow_all().unwrap(), 60);
     // Allowlisting again is idempotent: the same keys count as existing.
     assert_eq!(fleet.allow_all().unwrap(), 60);
-    let listed = call(&c, Method::Get, "/devices", None);
+    let listed = call(c, Method::Get, "/devices", None);
     assert_eq!(listed["devices"].as_array().unwrap().len(), 60);
 
     // Every device reports once, so the registry knows them online.
@@ -143,13 +101,13 @@ fn simulated_devices_carry_a_deployment_through_the_api_and_a_bad_one_is_stopped
     assert!(warm.summary().accepted >= 60, "{}", warm.summary());
 
     let t0 = Instant::now();
-    let dep = deploy(&c, "Loadtest good");
-    let done = drive(&fleet, &c, &dep, Duration::from_secs(120));
+    let dep = deploy(c, "Loadtest good");
+    let done = drive(&fleet, c, &dep, Duration::from_secs(120));
     assert_eq!(done["status"], "completed", "{done:#}");
     assert_eq!(done["completed_targets"], 60, "{done:#}");
     assert!(done["targets_next"].is_null());
     // The devices' own word: every one reports the new release as its last known good.
-    let devices = call(&c, Method::Get, "/devices", None);
+    let devices = call(c, Method::Get, "/devices", None);
     let release = done["artifact"]["release"].as_u64().unwrap();
     for d in devices["devices"].as_array().unwrap() {
         assert_eq!(
@@ -168,8 +126,8 @@ fn simulated_devices_carry_a_deployment_through_the_api_and_a_bad_one_is_stopped
     let mut bad = config;
     bad.fail_rate = 0.34;
     let bad_fleet = Fleet::new(bad).unwrap();
-    let dep = deploy(&c, "Loadtest bad");
-    let end = drive(&bad_fleet, &c, &dep, Duration::from_secs(120));
+    let dep = deploy(c, "Loadtest bad");
+    let end = drive(&bad_fleet, c, &dep, Duration::from_secs(120));
     assert_ne!(end["status"], "completed", "{end:#}");
     assert!(end["failed_targets"].as_u64().unwrap() > 0, "{end:#}");
 }
