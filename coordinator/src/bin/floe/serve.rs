@@ -69,20 +69,24 @@ fn parse_addrs(what: &str, list: &[String]) -> Result<Vec<libp2p::Multiaddr>> {
         .collect()
 }
 
+/// `addr` ending in `/p2p/<peer>`: as it is when it names a peer already, else with `peer`.
+fn with_peer(addr: &libp2p::Multiaddr, peer: libp2p::PeerId) -> libp2p::Multiaddr {
+    if addr
+        .iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+    {
+        addr.clone()
+    } else {
+        addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
+    }
+}
+
 /// Writes the fabric addresses atomically (temp file + rename), loopback and unspecified
 /// addresses as bound.
 fn write_fabric_addrs(dir: &Path, addrs: &[libp2p::Multiaddr], peer: libp2p::PeerId) -> Result<()> {
     let mut text = String::new();
     for a in addrs {
-        let full = if a
-            .iter()
-            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        {
-            a.clone()
-        } else {
-            a.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
-        };
-        text.push_str(&full.to_string());
+        text.push_str(&with_peer(a, peer).to_string());
         text.push('\n');
     }
     let path = dir.join(FABRIC_ADDRS_FILE);
@@ -298,7 +302,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         let fabric_addrs = wait_for_listen(&link).await?;
         write_fabric_addrs(&dir, &fabric_addrs, link.peer_id())?;
         for a in &fabric_addrs {
-            println!("floe serve: fabric on {a}/p2p/{}", link.peer_id());
+            println!("floe serve: fabric on {}", with_peer(a, link.peer_id()));
         }
         let bridge = tokio::spawn(bridge::run(
             handle.clone(),
