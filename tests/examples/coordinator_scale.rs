@@ -174,7 +174,10 @@ fn run_size(n: usize) -> Figures {
                 if s.elapsed.as_secs() % 5 == 0 {
                     println!("  rollout {status} {s}");
                 }
-                if matches!(status.as_str(), "completed" | "failed" | "rolled_back") {
+                if matches!(
+                    status.as_str(),
+                    "completed" | "failed" | "rolled_back" | "paused"
+                ) {
                     finished_s.get_or_insert(t0.elapsed().as_secs_f64());
                     stop.store(true, Ordering::Relaxed);
                 }

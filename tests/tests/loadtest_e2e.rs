@@ -89,9 +89,9 @@ fn simulated_devices_carry_a_deployment_through_the_api_and_a_bad_one_is_stopped
     config.active_period = Duration::from_secs(1);
     config.trust = Some(floe_wire::artifact::keys::load_trust(&server.dir.join("trust")).unwrap());
     let fleet = Fleet::new(config.clone()).unwrap();
-    assert_eq!(fleet.allow_all().unwrap(), 60);
+    assert_eq!(fleet.allow_all().unwrap(), (60, 0));
     // Allowlisting again is idempotent: the same keys count as existing.
-    assert_eq!(fleet.allow_all().unwrap(), 60);
+    assert_eq!(fleet.allow_all().unwrap(), (0, 60));
     let listed = call(c, Method::Get, "/devices", None);
     assert_eq!(listed["devices"].as_array().unwrap().len(), 60);
 

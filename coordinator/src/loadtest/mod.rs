@@ -234,14 +234,6 @@ impl Fleet {
         })
     }
 
-    /// The device ids, in order.
-    pub fn ids(&self) -> Vec<String> {
-        self.devices
-            .iter()
-            .filter_map(|d| d.lock().ok().map(|d| d.id().to_string()))
-            .collect()
-    }
-
     /// How many devices have each behaviour: (good, fail stage, unhealthy, offline).
     pub fn behaviours(&self) -> [usize; 4] {
         let mut out = [0; 4];
@@ -255,11 +247,13 @@ impl Fleet {
 
     /// Allowlists every device through `POST /api/v1/devices/batch`, 1 000 per request and
     /// `in_flight` requests at a time. Devices registered already with the same key count as
-    /// done, so a second run reuses a fleet. Returns how many devices the fleet has.
-    pub fn allow_all(&self) -> Result<usize, LoadError> {
+    /// existing, so a second run reuses a fleet. Returns what the coordinator answered, summed:
+    /// (devices created, devices that existed).
+    pub fn allow_all(&self) -> Result<(u64, u64), LoadError> {
         const PER_REQUEST: usize = 1000;
         let chunks = self.devices.len().div_ceil(PER_REQUEST);
         let next = std::sync::atomic::AtomicUsize::new(0);
+        let (created, existing) = (AtomicU64::new(0), AtomicU64::new(0));
         let first_error: Mutex<Option<LoadError>> = Mutex::new(None);
         std::thread::scope(|scope| -> Result<(), LoadError> {
             for _ in 0..self.config.in_flight.min(chunks) {
@@ -273,10 +267,16 @@ impl Fleet {
                                 break;
                             }
                             let end = ((c + 1) * PER_REQUEST).min(self.devices.len());
-                            if let Err(e) = self.allow_range(c * PER_REQUEST..end)
-                                && let Ok(mut slot) = first_error.lock()
-                            {
-                                slot.get_or_insert(e);
+                            match self.allow_range(c * PER_REQUEST..end) {
+                                Ok((c, e)) => {
+                                    created.fetch_add(c, Ordering::Relaxed);
+                                    existing.fetch_add(e, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    if let Ok(mut slot) = first_error.lock() {
+                                        slot.get_or_insert(e);
+                                    }
+                                }
                             }
                         }
                     })
@@ -287,10 +287,11 @@ impl Fleet {
         if let Some(e) = first_error.into_inner().ok().flatten() {
             return Err(e);
         }
-        Ok(self.devices.len())
+        Ok((created.into_inner(), existing.into_inner()))
     }
 
-    fn allow_range(&self, range: std::ops::Range<usize>) -> Result<(), LoadError> {
+    /// One `POST /devices/batch`; returns its (created, existing).
+    fn allow_range(&self, range: std::ops::Range<usize>) -> Result<(u64, u64), LoadError> {
         let first = range.start;
         let devices: Vec<serde_json::Value> = self.devices[range]
             .iter()
@@ -319,16 +320,25 @@ impl Fleet {
         match req.send(body.as_bytes()) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                if status < 300 {
-                    return Ok(());
-                }
                 let text = resp
                     .body_mut()
                     .with_config()
                     .limit(MAX_REPLY)
                     .read_to_string()
                     .unwrap_or_default();
-                Err(failed(status, text))
+                if status >= 300 {
+                    return Err(failed(status, text));
+                }
+                let reply: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| failed(status, format!("{e}: {text}")))?;
+                let count = |k: &str| reply[k].as_u64();
+                match (count("created"), count("existing")) {
+                    (Some(c), Some(e)) => Ok((c, e)),
+                    _ => Err(failed(
+                        status,
+                        format!("no created/existing counts: {text}"),
+                    )),
+                }
             }
             Err(e) => Err(failed(0, e.to_string())),
         }
