@@ -619,22 +619,43 @@ async fn allow_device(
 /// Most devices one page of `GET /directives/pending` lists.
 pub const MAX_PENDING_PAGE: usize = 10_000;
 
-/// `GET /directives/pending?after=&limit=`: devices behind their current directive (ordered
-/// by id, from after `after`), with its generation. A relay or a device simulator that cannot
-/// hear the fabric's push uses it to learn whom to tell.
+/// Most devices in one page of `GET /directives/pending?posts=true` (each carries its signed
+/// post, a few kilobytes with the artifact's manifest).
+pub const MAX_PENDING_POSTS_PAGE: usize = 1_000;
+
+/// `GET /directives/pending?after=&limit=&posts=`: devices behind their current directive
+/// (ordered by id, from after `after`), with its generation and, with `posts=true`, the signed
+/// directive post itself (hex), exactly the bytes the fabric would push to the device. A relay
+/// or a device simulator that cannot hear the fabric's push uses it to learn whom to tell, or
+/// to tell them.
 async fn pending_directives(
     State(st): State<AppState>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let q = query(q, &["after", "limit"])?;
+    let q = query(q, &["after", "limit", "posts"])?;
+    let posts = match q.get("posts").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(ApiError::from(ServiceError::Validation {
+                field: "posts".into(),
+                message: format!("{v:?}: true or false"),
+            }));
+        }
+    };
+    let max = if posts {
+        MAX_PENDING_POSTS_PAGE
+    } else {
+        MAX_PENDING_PAGE
+    };
     let limit = match q.get("limit") {
         None => 1000,
         Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_PENDING_PAGE).contains(&n) => n,
+            Ok(n) if (1..=max).contains(&n) => n,
             _ => {
                 return Err(ApiError::from(ServiceError::Validation {
                     field: "limit".into(),
-                    message: format!("{v:?}: a whole number from 1 to {MAX_PENDING_PAGE}"),
+                    message: format!("{v:?}: a whole number from 1 to {max}"),
                 }));
             }
         },
@@ -642,13 +663,17 @@ async fn pending_directives(
     let after = q.get("after").cloned();
     let body = st
         .handle
-        .call(move |core, _| {
+        .call(move |core, now| {
             let page = core.pending_directives(after.as_deref(), limit);
             let next = (page.len() == limit).then(|| page.last().map(|(id, _)| id.clone()));
-            let devices: Vec<Value> = page
-                .into_iter()
-                .map(|(id, generation)| json!({"device_id": id, "generation": generation}))
-                .collect();
+            let mut devices = Vec::with_capacity(page.len());
+            for (id, generation) in page {
+                let mut entry = json!({"device_id": id, "generation": generation});
+                if posts && let Some((_, post)) = core.directive_post(&id, now)? {
+                    entry["post"] = Value::String(hex::encode(post));
+                }
+                devices.push(entry);
+            }
             Ok(json!({"devices": devices, "next": next.flatten()}))
         })
         .await?;

@@ -14,8 +14,12 @@
 //! outstanding. A device reports every `period` on average (first reports spread evenly over
 //! one period), and every `active_period` while it is in the middle of a deployment. Real
 //! devices hear a new directive at once over the fabric (gossip); the simulator cannot, so a
-//! push thread stands in for it: every `push_period` it reads `GET /directives/pending` (the
-//! devices behind their directive) and makes those devices due now. A device's entries in the
+//! push thread stands in for it: every `push_period` it reads `GET /directives/pending?posts=true`
+//! (the devices behind their directive, each with the signed post the fabric would carry),
+//! hands each post to its device, and makes those with news due now, so they report the
+//! outcome at once. Without the push (no token or no `push_period`) a device learns of a
+//! directive from its report's answer and fetches it, as `floed` does over HTTP alone. A
+//! device's entries in the
 //! heap carry its epoch, and only the newest counts, so a device is never driven by two
 //! workers at once and the heap holds at most two entries per device. Memory is the devices
 //! plus one latency histogram of fixed size; the run is bounded by its duration.
@@ -180,6 +184,19 @@ pub struct Fleet {
     /// When each device was last made due by the push (µs since the run's start).
     poked: Vec<AtomicU64>,
     agent: ureq::Agent,
+}
+
+/// One page of `GET /directives/pending?posts=true`.
+#[derive(serde::Deserialize)]
+struct PendingPage {
+    devices: Vec<PendingPost>,
+    next: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct PendingPost {
+    device_id: String,
+    post: Option<String>,
 }
 
 /// The schedule: (due µs since the run's start, device index, epoch), earliest first.
@@ -400,8 +417,12 @@ impl Fleet {
         Ok(stats)
     }
 
-    /// The stand-in for the fabric's push: every `every`, the devices the coordinator lists
-    /// as behind their directive are made due now (once a second at most per device).
+    /// The stand-in for the fabric's push: every `every`, it reads the devices the
+    /// coordinator lists as behind their directive together with their signed posts
+    /// (`GET /directives/pending?posts=true`, the bytes the fabric would carry), hands each
+    /// post to its device as the fabric would (verified against the trust store, once a
+    /// second at most per device), and makes a device that has news due now, so it reports
+    /// the outcome at once as `floed` does.
     fn push(
         &self,
         every: Duration,
@@ -413,10 +434,13 @@ impl Fleet {
     ) {
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             let mut after: Option<String> = None;
-            // At most a hundred pages a round, so a round is bounded whatever the fleet.
-            for _ in 0..100 {
+            // At most a thousand pages a round, so a round is bounded whatever the fleet.
+            for _ in 0..1000 {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
                 let mut url = format!(
-                    "{}/api/v1/directives/pending?limit=10000",
+                    "{}/api/v1/directives/pending?posts=true&limit=1000",
                     self.config.server
                 );
                 if let Some(a) = &after {
@@ -429,10 +453,10 @@ impl Fleet {
                 let text = req.call().and_then(|mut r| {
                     r.body_mut()
                         .with_config()
-                        .limit(16 * 1024 * 1024)
+                        .limit(64 * 1024 * 1024)
                         .read_to_string()
                 });
-                let page: serde_json::Value = match text
+                let page: PendingPage = match text
                     .map_err(|e| e.to_string())
                     .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
                 {
@@ -444,8 +468,11 @@ impl Fleet {
                 };
                 let now_us = start.elapsed().as_micros() as u64;
                 let mut due = Vec::new();
-                for d in page["devices"].as_array().into_iter().flatten() {
-                    let Some(&i) = d["device_id"].as_str().and_then(|id| self.index.get(id)) else {
+                for d in &page.devices {
+                    let Some(&i) = self.index.get(&d.device_id) else {
+                        continue;
+                    };
+                    let Some(post) = d.post.as_deref().and_then(|p| hex::decode(p).ok()) else {
                         continue;
                     };
                     let last = self.poked[i as usize].load(Ordering::Relaxed);
@@ -453,14 +480,27 @@ impl Fleet {
                         continue;
                     }
                     self.poked[i as usize].store(now_us.max(1), Ordering::Relaxed);
-                    let epoch = self.epochs[i as usize].fetch_add(1, Ordering::Relaxed) + 1;
-                    due.push(Reverse((now_us, i, epoch)));
+                    let Ok(mut dev) = self.devices[i as usize].lock() else {
+                        continue;
+                    };
+                    if dev.behaviour() == Behaviour::Offline {
+                        continue;
+                    }
+                    match dev.apply_post(&post, self.config.trust.as_ref()) {
+                        Ok(Outcome::New(action)) => {
+                            stats.directive(action);
+                            let epoch = self.epochs[i as usize].fetch_add(1, Ordering::Relaxed) + 1;
+                            due.push(Reverse((now_us, i, epoch)));
+                        }
+                        Ok(Outcome::Old) => {}
+                        Err(e) => stats.error(&e.to_string()),
+                    }
                 }
                 if let Ok(mut h) = heap.lock() {
                     h.extend(due);
                 }
-                match page["next"].as_str() {
-                    Some(next) => after = Some(next.to_string()),
+                match page.next {
+                    Some(next) => after = Some(next),
                     None => break,
                 }
             }
@@ -535,7 +575,9 @@ impl Fleet {
         }
         // The answer names the generation of the device's current directive (when the
         // coordinator sends it); a device that has it already has nothing to fetch.
-        let behind = desired.is_none_or(|g| g > dev.generation());
+        // With the push stand-in the post arrives from it, as from the fabric.
+        let pushed = self.config.push_period.is_some() && self.config.token.is_some();
+        let behind = !pushed && desired.is_none_or(|g| g > dev.generation());
         let outcome = if behind {
             self.fetch_directive(dev, stats)
         } else {
