@@ -748,6 +748,29 @@ fn rolling_deployment_to_three_devices_completes() {
     assert_eq!(listed["devices"].as_array().unwrap().len(), 3);
     let started = Instant::now();
     let dep = rolling_deployment(&server, &flow, &devices);
+    // A relay (or the simulator) learns whom to tell, and with posts=true what to tell them:
+    // the first batch's device is behind, and its post is the very bytes it would fetch.
+    let pending = server.ok("GET", "/directives/pending?posts=true", None, 200);
+    let listed = pending["devices"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{pending:#}");
+    let first = devices
+        .iter()
+        .find(|d| d.id == listed[0]["device_id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        listed[0]["post"].as_str().map(|p| hex::decode(p).unwrap()),
+        first.directive_bytes(&server),
+    );
+    let bare = server.ok("GET", "/directives/pending", None, 200);
+    assert!(bare["devices"][0].get("post").is_none(), "{bare:#}");
+    let (status, err) = server.call("GET", "/directives/pending?posts=yes", None);
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("posts"),
+        "{err}"
+    );
+    let (status, err) = server.call("GET", "/directives/pending?posts=true&limit=1001", None);
+    assert_eq!(status, 422, "{err}");
     let done = drive(&server, &mut devices, &dep, Duration::from_secs(60), |v| {
         v["status"] != "running"
     });
