@@ -52,6 +52,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/devices/{id}", &["get", "patch"]),
     ("/devices/batch", &["post"]),
     ("/directives/pending", &["get"]),
+    ("/directives/feed", &["get"]),
     ("/devices/{id}/report", &["post"]),
     ("/devices/{id}/directive", &["get"]),
     ("/enrollment-tokens", &["post"]),
@@ -118,7 +119,8 @@ pub fn document() -> Value {
         "get": op("A device", None, ("200", "Device")),
         "patch": op("Set maintenance / quarantine flags", Some("DevicePatch"), ("200", "Device")),
     })));
-    paths.insert("/directives/pending".into(), json!({"get": op("Devices behind their current directive, by id (?after=ID&limit=1000, at most 10000); with posts=true each carries its signed directive post in hex (at most 1000 a page); `next` is the cursor of the next page", None, ("200", "{\"devices\":[{\"device_id\",\"generation\",\"post\"}],\"next\"}"))}));
+    paths.insert("/directives/pending".into(), json!({"get": op("Devices behind their current directive, by id (?after=ID&limit=1000, at most 10000); `next` is the cursor of the next page", None, ("200", "{\"devices\":[{\"device_id\",\"generation\"}],\"next\"}"))}));
+    paths.insert("/directives/feed".into(), json!({"get": op("Directives issued after the cursor (?since=EPOCH-SEQ&limit=1000, at most 1000) that their device has not applied, in issue order, each with its signed post in hex; `cursor` is where to continue (a cursor from before a restart starts over)", None, ("200", "{\"devices\":[{\"seq\",\"device_id\",\"generation\",\"post\"}],\"cursor\"}"))}));
     paths.insert("/devices/batch".into(), json!({"post": op("Allowlist up to 1000 devices in one transaction ({\"devices\":[DeviceInput…]}); devices registered with the same key count as existing, any other refusal refuses the batch", None, ("200", "{\"created\",\"existing\"}"))}));
     paths.insert("/devices/{id}/report".into(), with_id(json!({"post": {
         "summary": "A device's signed report (raw CBOR envelope); authenticated by the device's signature, no bearer token",

@@ -748,11 +748,11 @@ fn rolling_deployment_to_three_devices_completes() {
     assert_eq!(listed["devices"].as_array().unwrap().len(), 3);
     let started = Instant::now();
     let dep = rolling_deployment(&server, &flow, &devices);
-    // A relay (or the simulator) learns whom to tell, and with posts=true what to tell them:
-    // the first batch's device is behind, and its post is the very bytes it would fetch.
-    let pending = server.ok("GET", "/directives/pending?posts=true", None, 200);
-    let listed = pending["devices"].as_array().unwrap();
-    assert_eq!(listed.len(), 1, "{pending:#}");
+    // A relay (or the simulator) follows the directive feed: the first batch's device is
+    // behind, its post is the very bytes it would fetch, and the cursor moves past it.
+    let feed = server.ok("GET", "/directives/feed", None, 200);
+    let listed = feed["devices"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{feed:#}");
     let first = devices
         .iter()
         .find(|d| d.id == listed[0]["device_id"].as_str().unwrap())
@@ -761,16 +761,30 @@ fn rolling_deployment_to_three_devices_completes() {
         listed[0]["post"].as_str().map(|p| hex::decode(p).unwrap()),
         first.directive_bytes(&server),
     );
-    let bare = server.ok("GET", "/directives/pending", None, 200);
-    assert!(bare["devices"][0].get("post").is_none(), "{bare:#}");
-    let (status, err) = server.call("GET", "/directives/pending?posts=yes", None);
-    assert_eq!(status, 422, "{err}");
-    assert!(
-        err["error"]["message"].as_str().unwrap().contains("posts"),
-        "{err}"
+    let cursor = feed["cursor"].as_str().unwrap();
+    let after = server.ok(
+        "GET",
+        &format!("/directives/feed?since={cursor}"),
+        None,
+        200,
     );
-    let (status, err) = server.call("GET", "/directives/pending?posts=true&limit=1001", None);
-    assert_eq!(status, 422, "{err}");
+    assert_eq!(after["devices"].as_array().unwrap().len(), 0, "{after:#}");
+    assert_eq!(after["cursor"], cursor);
+    // A cursor of another epoch (a restarted coordinator) starts over.
+    let (epoch, _) = cursor.split_once('-').unwrap();
+    let stale = format!("{}-0", if epoch == "1" { "3" } else { "1" });
+    let over = server.ok("GET", &format!("/directives/feed?since={stale}"), None, 200);
+    assert_eq!(over["devices"].as_array().unwrap().len(), 1, "{over:#}");
+    for bad in [
+        "since=nope",
+        "since=1-zz",
+        "limit=0",
+        "limit=1001",
+        "posts=true",
+    ] {
+        let (status, err) = server.call("GET", &format!("/directives/feed?{bad}"), None);
+        assert!(status == 422 || status == 400, "{bad}: {status} {err}");
+    }
     let done = drive(&server, &mut devices, &dep, Duration::from_secs(60), |v| {
         v["status"] != "running"
     });

@@ -249,6 +249,7 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
         .route("/devices/{id}/report", post(device_report))
         .route("/devices/{id}/directive", get(device_directive))
         .route("/directives/pending", get(pending_directives))
+        .route("/directives/feed", get(directive_feed))
         .route("/enrollment-tokens", post(create_token))
         .route("/audit", get(audit));
     Router::new()
@@ -619,43 +620,22 @@ async fn allow_device(
 /// Most devices one page of `GET /directives/pending` lists.
 pub const MAX_PENDING_PAGE: usize = 10_000;
 
-/// Most devices in one page of `GET /directives/pending?posts=true` (each carries its signed
-/// post, a few kilobytes with the artifact's manifest).
-pub const MAX_PENDING_POSTS_PAGE: usize = 1_000;
-
-/// `GET /directives/pending?after=&limit=&posts=`: devices behind their current directive
-/// (ordered by id, from after `after`), with its generation and, with `posts=true`, the signed
-/// directive post itself (hex), exactly the bytes the fabric would push to the device. A relay
-/// or a device simulator that cannot hear the fabric's push uses it to learn whom to tell, or
-/// to tell them.
+/// `GET /directives/pending?after=&limit=`: devices behind their current directive (ordered
+/// by id, from after `after`), with its generation. A relay or a device simulator that cannot
+/// hear the fabric's push uses it to learn whom to tell.
 async fn pending_directives(
     State(st): State<AppState>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let q = query(q, &["after", "limit", "posts"])?;
-    let posts = match q.get("posts").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(v) => {
-            return Err(ApiError::from(ServiceError::Validation {
-                field: "posts".into(),
-                message: format!("{v:?}: true or false"),
-            }));
-        }
-    };
-    let max = if posts {
-        MAX_PENDING_POSTS_PAGE
-    } else {
-        MAX_PENDING_PAGE
-    };
+    let q = query(q, &["after", "limit"])?;
     let limit = match q.get("limit") {
         None => 1000,
         Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=max).contains(&n) => n,
+            Ok(n) if (1..=MAX_PENDING_PAGE).contains(&n) => n,
             _ => {
                 return Err(ApiError::from(ServiceError::Validation {
                     field: "limit".into(),
-                    message: format!("{v:?}: a whole number from 1 to {max}"),
+                    message: format!("{v:?}: a whole number from 1 to {MAX_PENDING_PAGE}"),
                 }));
             }
         },
@@ -663,21 +643,81 @@ async fn pending_directives(
     let after = q.get("after").cloned();
     let body = st
         .handle
-        .call(move |core, now| {
+        .call(move |core, _| {
             let page = core.pending_directives(after.as_deref(), limit);
             let next = (page.len() == limit).then(|| page.last().map(|(id, _)| id.clone()));
-            let mut devices = Vec::with_capacity(page.len());
-            for (id, generation) in page {
-                let mut entry = json!({"device_id": id, "generation": generation});
-                if posts && let Some((_, post)) = core.directive_post(&id, now)? {
-                    entry["post"] = Value::String(hex::encode(post));
-                }
-                devices.push(entry);
-            }
+            let devices: Vec<Value> = page
+                .into_iter()
+                .map(|(id, generation)| json!({"device_id": id, "generation": generation}))
+                .collect();
             Ok(json!({"devices": devices, "next": next.flatten()}))
         })
         .await?;
     ok(StatusCode::OK, body)
+}
+
+/// Most devices in one page of `GET /directives/feed` (each carries its signed post, under a
+/// kilobyte with the artifact's manifest).
+pub const MAX_FEED_PAGE: usize = 1_000;
+
+/// `GET /directives/feed?since=CURSOR&limit=`: the directives issued after `since` whose
+/// device has not reported them applied, in issue order, each with its signed post (hex):
+/// exactly the bytes the fabric pushes. A relay that cannot hear the fabric (or the device
+/// simulator) follows it and hands each post on once. The answer's `cursor` is where to
+/// continue; a cursor from before a coordinator restart starts over from the beginning
+/// (devices ignore a generation they have applied already).
+async fn directive_feed(
+    State(st): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q = query(q, &["since", "limit"])?;
+    let limit = match q.get("limit") {
+        None => MAX_FEED_PAGE,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_FEED_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::from(ServiceError::Validation {
+                    field: "limit".into(),
+                    message: format!("{v:?}: a whole number from 1 to {MAX_FEED_PAGE}"),
+                }));
+            }
+        },
+    };
+    let (asked_epoch, since) = match q.get("since") {
+        None => (0, 0),
+        Some(c) => parse_feed_cursor(c).ok_or_else(|| {
+            ApiError::from(ServiceError::Validation {
+                field: "since".into(),
+                message: format!("{c:?} is not a cursor this route gave (EPOCH-SEQ in hex)"),
+            })
+        })?,
+    };
+    let (epoch, page) = st
+        .handle
+        .call(move |core, now| core.directive_feed(asked_epoch, since, limit, now))
+        .await?;
+    // An empty page keeps the cursor (or restarts it in the new epoch).
+    let kept = if epoch == asked_epoch { since } else { 0 };
+    let last = page.last().map_or(kept, |(seq, ..)| *seq);
+    let devices: Vec<Value> = page
+        .into_iter()
+        .map(|(seq, id, generation, post)| {
+            json!({"seq": seq, "device_id": id, "generation": generation, "post": hex::encode(post)})
+        })
+        .collect();
+    ok(
+        StatusCode::OK,
+        json!({"devices": devices, "cursor": format!("{epoch:x}-{last:x}")}),
+    )
+}
+
+/// `EPOCH-SEQ`, both in hex.
+fn parse_feed_cursor(c: &str) -> Option<(u64, u64)> {
+    let (e, s) = c.split_once('-')?;
+    Some((
+        u64::from_str_radix(e, 16).ok()?,
+        u64::from_str_radix(s, 16).ok()?,
+    ))
 }
 
 /// Most devices one `POST /devices/batch` allowlists.

@@ -14,11 +14,12 @@
 //! outstanding. A device reports every `period` on average (first reports spread evenly over
 //! one period), and every `active_period` while it is in the middle of a deployment. Real
 //! devices hear a new directive at once over the fabric (gossip); the simulator cannot, so a
-//! push thread stands in for it: every `push_period` it reads `GET /directives/pending?posts=true`
-//! (the devices behind their directive, each with the signed post the fabric would carry),
-//! hands each post to its device, and makes those with news due now, so they report the
-//! outcome at once. Without the push (no token or no `push_period`) a device learns of a
-//! directive from its report's answer and fetches it, as `floed` does over HTTP alone. A
+//! push thread stands in for it: every `push_period` it follows `GET /directives/feed` (each
+//! newly issued directive once, with the signed post the fabric would carry), hands each post
+//! to its device, and makes those with news due now, so they report the outcome at once. A
+//! device whose report's answer says it is behind fetches its directive itself when the push
+//! has brought it nothing for 5 s, and always without the push (no token or no
+//! `push_period`), as `floed` does over HTTP alone. A
 //! device's entries in the
 //! heap carry its epoch, and only the newest counts, so a device is never driven by two
 //! workers at once and the heap holds at most two entries per device. Memory is the devices
@@ -43,6 +44,8 @@ pub const MAX_DEVICES: usize = 200_000;
 pub const MAX_IN_FLIGHT: usize = 256;
 /// The most bytes read from one reply.
 const MAX_REPLY: u64 = 64 * 1024;
+/// How long a device that is behind waits for the push before it fetches its directive.
+const FETCH_AFTER: Duration = Duration::from_secs(5);
 /// Per-request time limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -181,22 +184,24 @@ pub struct Fleet {
     index: HashMap<String, u32>,
     /// Each device's newest heap entry; older ones are dropped when popped.
     epochs: Vec<AtomicU32>,
-    /// When each device was last made due by the push (µs since the run's start).
+    /// When the push last handed each device a post (µs since the run's start; 0: not in
+    /// this run).
     poked: Vec<AtomicU64>,
     agent: ureq::Agent,
 }
 
-/// One page of `GET /directives/pending?posts=true`.
+/// One page of `GET /directives/feed`.
 #[derive(serde::Deserialize)]
-struct PendingPage {
-    devices: Vec<PendingPost>,
-    next: Option<String>,
+struct FeedPage {
+    devices: Vec<FeedPost>,
+    cursor: String,
 }
 
 #[derive(serde::Deserialize)]
-struct PendingPost {
+struct FeedPost {
     device_id: String,
-    post: Option<String>,
+    generation: u64,
+    post: String,
 }
 
 /// The schedule: (due µs since the run's start, device index, epoch), earliest first.
@@ -372,6 +377,9 @@ impl Fleet {
     ) -> Result<LoadStats, LoadError> {
         let start = Instant::now();
         let deadline = start + duration;
+        for p in &self.poked {
+            p.store(0, Ordering::Relaxed);
+        }
         let n = self.devices.len() as u64;
         let period = self.config.period.as_micros() as u64;
         // First reports spread evenly over one period, so the rate is flat from the start.
@@ -417,12 +425,11 @@ impl Fleet {
         Ok(stats)
     }
 
-    /// The stand-in for the fabric's push: every `every`, it reads the devices the
-    /// coordinator lists as behind their directive together with their signed posts
-    /// (`GET /directives/pending?posts=true`, the bytes the fabric would carry), hands each
-    /// post to its device as the fabric would (verified against the trust store, once a
-    /// second at most per device), and makes a device that has news due now, so it reports
-    /// the outcome at once as `floed` does.
+    /// The stand-in for the fabric's push: every `every`, it follows the coordinator's
+    /// directive feed (`GET /directives/feed`, the signed posts the fabric would carry, each
+    /// new one once), hands each post to its device as the fabric would (verified against the
+    /// trust store), and makes a device that has news due now, so it reports the outcome at
+    /// once as `floed` does.
     fn push(
         &self,
         every: Duration,
@@ -432,19 +439,17 @@ impl Fleet {
         deadline: Instant,
         stop: &AtomicBool,
     ) {
+        const PAGE: usize = 1000;
+        let mut cursor: Option<String> = None;
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            let mut after: Option<String> = None;
             // At most a thousand pages a round, so a round is bounded whatever the fleet.
             for _ in 0..1000 {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let mut url = format!(
-                    "{}/api/v1/directives/pending?posts=true&limit=1000",
-                    self.config.server
-                );
-                if let Some(a) = &after {
-                    url.push_str(&format!("&after={a}"));
+                let mut url = format!("{}/api/v1/directives/feed?limit={PAGE}", self.config.server);
+                if let Some(c) = &cursor {
+                    url.push_str(&format!("&since={c}"));
                 }
                 let mut req = self.agent.get(&url);
                 if let Some(t) = &self.config.token {
@@ -453,16 +458,16 @@ impl Fleet {
                 let text = req.call().and_then(|mut r| {
                     r.body_mut()
                         .with_config()
-                        .limit(64 * 1024 * 1024)
+                        .limit(16 * 1024 * 1024)
                         .read_to_string()
                 });
-                let page: PendingPage = match text
+                let page: FeedPage = match text
                     .map_err(|e| e.to_string())
                     .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
                 {
                     Ok(v) => v,
                     Err(e) => {
-                        stats.error(&format!("GET directives/pending: {e}"));
+                        stats.error(&format!("GET directives/feed: {e}"));
                         break;
                     }
                 };
@@ -472,20 +477,17 @@ impl Fleet {
                     let Some(&i) = self.index.get(&d.device_id) else {
                         continue;
                     };
-                    let Some(post) = d.post.as_deref().and_then(|p| hex::decode(p).ok()) else {
-                        continue;
-                    };
-                    let last = self.poked[i as usize].load(Ordering::Relaxed);
-                    if last != 0 && now_us.saturating_sub(last) < 1_000_000 {
-                        continue;
-                    }
-                    self.poked[i as usize].store(now_us.max(1), Ordering::Relaxed);
                     let Ok(mut dev) = self.devices[i as usize].lock() else {
                         continue;
                     };
-                    if dev.behaviour() == Behaviour::Offline {
+                    if dev.behaviour() == Behaviour::Offline || d.generation <= dev.generation() {
                         continue;
                     }
+                    let Ok(post) = hex::decode(&d.post) else {
+                        stats.error("a feed post is not hex");
+                        continue;
+                    };
+                    self.poked[i as usize].store(now_us.max(1), Ordering::Relaxed);
                     match dev.apply_post(&post, self.config.trust.as_ref()) {
                         Ok(Outcome::New(action)) => {
                             stats.directive(action);
@@ -499,9 +501,10 @@ impl Fleet {
                 if let Ok(mut h) = heap.lock() {
                     h.extend(due);
                 }
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
+                let full = page.devices.len() == PAGE;
+                cursor = Some(page.cursor);
+                if !full {
+                    break;
                 }
             }
             std::thread::sleep(every);
@@ -544,7 +547,7 @@ impl Fleet {
                 continue;
             }
             let next_in = match cell.lock() {
-                Ok(mut dev) => self.visit(&mut dev, stats, active, period),
+                Ok(mut dev) => self.visit(&mut dev, index, start, stats, active, period),
                 Err(_) => None,
             };
             if let Some(after) = next_in {
@@ -563,6 +566,8 @@ impl Fleet {
     fn visit(
         &self,
         dev: &mut VirtualDevice,
+        index: u32,
+        start: Instant,
         stats: &LoadStats,
         active: u64,
         period: u64,
@@ -575,9 +580,11 @@ impl Fleet {
         }
         // The answer names the generation of the device's current directive (when the
         // coordinator sends it); a device that has it already has nothing to fetch.
-        // With the push stand-in the post arrives from it, as from the fabric.
+        // With the push stand-in the post arrives from it, as from the fabric; a device that
+        // is behind and has heard nothing for a while fetches it itself, as `floed` does.
         let pushed = self.config.push_period.is_some() && self.config.token.is_some();
-        let behind = !pushed && desired.is_none_or(|g| g > dev.generation());
+        let behind = desired.is_none_or(|g| g > dev.generation())
+            && (!pushed || self.quiet_for(index, start, FETCH_AFTER));
         let outcome = if behind {
             self.fetch_directive(dev, stats)
         } else {
@@ -589,6 +596,13 @@ impl Fleet {
             _ if dev.mid_deployment() => Some(active),
             _ => Some(period),
         }
+    }
+
+    /// Whether the push has handed device `index` nothing for `quiet` (or ever).
+    fn quiet_for(&self, index: u32, start: Instant, quiet: Duration) -> bool {
+        // 0: nothing pushed in this run, so quiet since the run started.
+        let last = self.poked[index as usize].load(Ordering::Relaxed);
+        (start.elapsed().as_micros() as u64).saturating_sub(last) >= quiet.as_micros() as u64
     }
 
     /// Sends one report. `None` when it was not accepted; else the desired generation the

@@ -416,6 +416,32 @@ impl Core {
             .behind(|d| registry.applied_generation(d), after, limit)
     }
 
+    /// `GET /directives/feed`: the feed's epoch and up to `limit` devices whose directive was
+    /// issued after `since` and is not applied yet, in issue order, each with its sequence
+    /// number and current post. A `since` from another epoch (before a restart) starts over.
+    #[allow(clippy::type_complexity)]
+    pub fn directive_feed(
+        &mut self,
+        epoch: u64,
+        since: u64,
+        limit: usize,
+        now: Millis,
+    ) -> Result<(u64, Vec<(u64, String, u64, Vec<u8>)>), ServiceError> {
+        let current = self.directives.feed_epoch();
+        let since = if epoch == current { since } else { 0 };
+        let registry = &self.registry;
+        let page = self
+            .directives
+            .issued_since(|d| registry.applied_generation(d), since, limit);
+        let mut out = Vec::with_capacity(page.len());
+        for (seq, id, generation) in page {
+            if let Some((_, post)) = self.directives.post(&self.store, &id, now)? {
+                out.push((seq, id, generation, post));
+            }
+        }
+        Ok((current, out))
+    }
+
     /// The directive posts devices still have to apply (see `Directives::outbox`).
     pub fn outbox(&mut self, now: Millis) -> Result<Vec<Outgoing>, ServiceError> {
         let registry = &self.registry;

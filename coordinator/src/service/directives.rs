@@ -17,13 +17,63 @@ use floe_wire::proto::{
     self, ArtifactRef, ByteBuf, Digest, Directive, DirectivePost, Envelope, Fixed, PublicKeyBytes,
     TrustedKey,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// Directives in the order they were installed: a relay that cannot hear the fabric's push
+/// (or the device simulator) follows it with a cursor and hands each new post on once.
+/// Sequence numbers live in memory only; `epoch` changes on every load, so a cursor from
+/// before a restart is recognised as stale and the follower starts over.
+#[derive(Debug)]
+struct Feed {
+    epoch: u64,
+    next: u64,
+    /// Sequence number → device.
+    order: BTreeMap<u64, std::sync::Arc<str>>,
+    /// Device → its sequence number.
+    seq_of: HashMap<std::sync::Arc<str>, u64>,
+}
+
+impl Feed {
+    fn new(epoch: u64) -> Feed {
+        Feed {
+            epoch,
+            next: 0,
+            order: BTreeMap::new(),
+            seq_of: HashMap::new(),
+        }
+    }
+
+    /// Moves `device` to the end of the feed.
+    fn issue(&mut self, device: &str) {
+        self.next += 1;
+        let id: std::sync::Arc<str> = match self.seq_of.get_key_value(device) {
+            Some((id, old)) => {
+                let id = id.clone();
+                self.order.remove(old);
+                id
+            }
+            None => device.into(),
+        };
+        self.order.insert(self.next, id.clone());
+        self.seq_of.insert(id, self.next);
+    }
+}
+
+/// A random feed epoch (never 0, so a cursor of 0 always means "from the start").
+fn random_epoch() -> Result<u64, ServiceError> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|source| ServiceError::Random { source })?;
+    Ok(u64::from_le_bytes(b) | 1)
+}
 
 /// The directives part of the core.
 #[derive(Debug)]
 pub(super) struct Directives {
     /// Each device's desired directive post.
     desired: HashMap<String, DesiredRecord>,
+    /// The issue feed: each device's current directive under the sequence number it was
+    /// installed with (in memory only; a reload starts a new [`Feed`] epoch).
+    feed: Feed,
     /// Signs directives.
     coordinator_key: SigningKey,
     /// How long a signed directive stays valid, in seconds.
@@ -37,13 +87,20 @@ impl Directives {
         coordinator_key: SigningKey,
         ttl_secs: u64,
     ) -> Result<Self, ServiceError> {
-        let desired = store
+        let desired: HashMap<String, DesiredRecord> = store
             .desired()?
             .into_iter()
             .map(|d| (d.device_id.clone(), d))
             .collect();
+        let mut feed = Feed::new(random_epoch()?);
+        let mut ids: Vec<&String> = desired.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            feed.issue(id);
+        }
         Ok(Self {
             desired,
+            feed,
             coordinator_key,
             ttl_secs,
         })
@@ -56,7 +113,33 @@ impl Directives {
 
     /// Makes a device's desired record current after the caller wrote it.
     pub(super) fn install(&mut self, record: DesiredRecord) {
+        self.feed.issue(&record.device_id);
         self.desired.insert(record.device_id.clone(), record);
+    }
+
+    /// The feed's epoch (a new one after every load).
+    pub(super) fn feed_epoch(&self) -> u64 {
+        self.feed.epoch
+    }
+
+    /// Up to `limit` devices whose current directive was installed after sequence number
+    /// `since` (in this epoch) and which have not reported it applied, in issue order, with
+    /// the sequence number and generation of each: what a relay has not pushed yet.
+    pub(super) fn issued_since(
+        &self,
+        applied: impl Fn(&str) -> u64,
+        since: u64,
+        limit: usize,
+    ) -> Vec<(u64, String, u64)> {
+        self.feed
+            .order
+            .range(since.saturating_add(1)..)
+            .filter_map(|(seq, id)| {
+                let generation = self.desired.get(id.as_ref())?.generation;
+                (applied(id) < generation).then(|| (*seq, id.to_string(), generation))
+            })
+            .take(limit)
+            .collect()
     }
 
     /// The desired record for one engine directive at `generation`: built and signed, not

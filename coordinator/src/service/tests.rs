@@ -746,6 +746,63 @@ fn pending_directives_list_who_is_behind_until_they_report() {
     );
 }
 
+/// The directive feed lists each newly issued directive once, in issue order, until its
+/// device reports it applied; a cursor of an older epoch (before a reload) starts over.
+#[test]
+fn the_directive_feed_hands_each_new_directive_on_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let now = T0;
+    let flow = published(&mut core, now);
+    let mut devs: Vec<Dev> = (0..3)
+        .map(|i| Dev::new(&format!("f{i}"), 140 + i))
+        .collect();
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    let (epoch, page) = core.directive_feed(0, 0, 10, now).unwrap();
+    assert!(page.is_empty());
+    deploy(&mut core, &flow, &devs, "all-at-once", now);
+    let (same, page) = core.directive_feed(epoch, 0, 10, now).unwrap();
+    assert_eq!(same, epoch);
+    let ids: Vec<&str> = page.iter().map(|(_, id, ..)| id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(page.windows(2).all(|w| w[0].0 < w[1].0), "issue order");
+    for (_, id, generation, post) in &page {
+        assert_eq!(*generation, core.desired_generation(id));
+        assert_eq!(core.directive_post(id, now).unwrap().unwrap().1, *post);
+    }
+    // Paged: one at a time from the cursor, nothing after the last.
+    let (_, one) = core.directive_feed(epoch, 0, 1, now).unwrap();
+    let (_, two) = core.directive_feed(epoch, one[0].0, 1, now).unwrap();
+    assert_eq!(two[0].1, page[1].1);
+    let last = page[2].0;
+    assert!(
+        core.directive_feed(epoch, last, 10, now)
+            .unwrap()
+            .1
+            .is_empty()
+    );
+    // A device that reports its directive applied leaves the feed; its next directive (if
+    // the engine issues one) comes after the cursor.
+    devs[0].step(&mut core, now + 100);
+    let (_, later) = core.directive_feed(epoch, last, 10, now + 100).unwrap();
+    assert!(
+        later
+            .iter()
+            .all(|(seq, id, ..)| *seq > last && id == &devs[0].id)
+    );
+    assert_eq!(
+        later.len(),
+        usize::from(
+            core.desired_generation(&devs[0].id) > devs[0].applied.as_ref().unwrap().generation
+        )
+    );
+    // Another epoch's cursor starts over: the devices still behind are all listed.
+    let (_, over) = core.directive_feed(epoch ^ 2, last, 10, now + 100).unwrap();
+    assert!(over.len() >= 2, "{over:?}");
+}
+
 #[test]
 fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
     let tmp = tempfile::tempdir().unwrap();
