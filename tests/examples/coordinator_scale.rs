@@ -178,6 +178,15 @@ fn run_size(n: usize) -> Figures {
                     status.as_str(),
                     "completed" | "failed" | "rolled_back" | "paused"
                 ) {
+                    if status != "completed" {
+                        println!(
+                            "  stopped: {status}; last gate {}",
+                            d["gates"]
+                                .as_array()
+                                .and_then(|g| g.last())
+                                .unwrap_or(&Value::Null)
+                        );
+                    }
                     finished_s.get_or_insert(t0.elapsed().as_secs_f64());
                     stop.store(true, Ordering::Relaxed);
                 }

@@ -474,8 +474,11 @@ impl Registry {
                 disagree.join("; "),
             );
         }
-        let was_offline = dev.offline;
-        if was_offline {
+        // Not online until now: marked offline, or allowlisted and never heard from. Either
+        // way the engines counted it offline (a deployment skips and queues such targets),
+        // so they must hear that it is back.
+        let was_offline = !Self::online(&dev);
+        if dev.offline {
             audit.push(
                 now,
                 "device",

@@ -746,6 +746,38 @@ fn pending_directives_list_who_is_behind_until_they_report() {
     );
 }
 
+/// A device allowlisted but never heard from is offline when a deployment starts (skipped and
+/// queued); its first report is its return, and it is caught up with its stage's directive.
+#[test]
+fn a_target_never_heard_from_is_caught_up_on_its_first_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let now = T0;
+    let flow = published(&mut core, now);
+    let mut devs = vec![Dev::new("n0", 150), Dev::new("n1", 151)];
+    allow(&mut core, &mut devs[0], now);
+    core.allow_device(
+        DeviceInput {
+            id: devs[1].id.clone(),
+            public_key: devs[1].public_hex(),
+            device_type: Some("rpi4".into()),
+            region: Some("eu".into()),
+            labels: Default::default(),
+        },
+        now,
+    )
+    .unwrap();
+    deploy(&mut core, &flow, &devs, "all-at-once", now);
+    assert!(core.desired_generation("n0") > 0);
+    assert_eq!(core.desired_generation("n1"), 0, "silent targets are skipped");
+    let r = devs[1].report();
+    core.device_report(r, now + 1_000).unwrap();
+    assert!(
+        core.desired_generation("n1") > 0,
+        "the first report of a silent target must catch it up"
+    );
+}
+
 /// The directive feed lists each newly issued directive once, in issue order, until its
 /// device reports it applied; a cursor of an older epoch (before a reload) starts over.
 #[test]
