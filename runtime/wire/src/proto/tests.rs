@@ -1,9 +1,9 @@
 //! Round-trip, hex-snapshot and property tests for the wire types, and the signature rules.
 
 use super::*;
+use crate::proto::manifest::MAX_MANIFEST_LIFETIME_SECS;
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
-use crate::proto::manifest::MAX_MANIFEST_LIFETIME_SECS;
 
 pub(crate) fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
