@@ -737,6 +737,9 @@ fn pending_directives_list_who_is_behind_until_they_report() {
     let mut devs: Vec<Dev> = (0..3)
         .map(|i| Dev::new(&format!("q{i}"), 120 + i))
         .collect();
+    // Pages go by device id: q0, q1, q2 are the devices in id order.
+    devs.sort_by(|a, b| a.id.cmp(&b.id));
+    let q: Vec<String> = devs.iter().map(|d| d.id.clone()).collect();
     for d in devs.iter_mut() {
         allow(&mut core, d, now);
     }
@@ -744,10 +747,10 @@ fn pending_directives_list_who_is_behind_until_they_report() {
     deploy(&mut core, &flow, &devs, "all-at-once", now);
     let pending = core.pending_directives(None, 10);
     let ids: Vec<&str> = pending.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, vec!["q0", "q1", "q2"]);
+    assert_eq!(ids, vec![q[0].as_str(), q[1].as_str(), q[2].as_str()]);
     assert!(pending.iter().all(|(_, g)| *g > 0));
-    assert_eq!(core.pending_directives(Some("q0"), 1).len(), 1);
-    assert_eq!(core.pending_directives(Some("q0"), 1)[0].0, "q1");
+    assert_eq!(core.pending_directives(Some(&q[0]), 1).len(), 1);
+    assert_eq!(core.pending_directives(Some(&q[0]), 1)[0].0, q[1]);
     devs[1].step(&mut core, now + 100);
     let ids: Vec<String> = core
         .pending_directives(None, 10)
@@ -756,15 +759,12 @@ fn pending_directives_list_who_is_behind_until_they_report() {
         .collect();
     // q0 and q2 have not reported; q1 is listed again only if its report made the engine
     // issue its next directive.
-    assert!(
-        ids.contains(&"q0".to_string()) && ids.contains(&"q2".to_string()),
-        "{ids:?}"
-    );
+    assert!(ids.contains(&q[0]) && ids.contains(&q[2]), "{ids:?}");
     let applied = devs[1].applied.as_ref().unwrap().generation;
     assert!(applied > 0);
     assert_eq!(
-        ids.contains(&"q1".to_string()),
-        core.desired_generation("q1") > applied,
+        ids.contains(&q[1]),
+        core.desired_generation(&q[1]) > applied,
         "{ids:?}"
     );
 }
