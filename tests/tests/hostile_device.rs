@@ -95,9 +95,9 @@ fn unsigned_install_is_refused_by_default_and_the_data_directory_is_made_private
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(data.join("state.db"), b"").unwrap();
+    std::fs::write(data.join("floed.db"), b"").unwrap();
     std::fs::set_permissions(
-        data.join("state.db"),
+        data.join("floed.db"),
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
@@ -112,7 +112,7 @@ fn unsigned_install_is_refused_by_default_and_the_data_directory_is_made_private
     assert!(audit_has(&st, "install", "refused", "unsigned"), "{st:#}");
 
     assert_eq!(mode(&data), 0o700, "data directory");
-    assert_eq!(mode(&data.join("state.db")), 0o600, "state database");
+    assert_eq!(mode(&data.join("floed.db")), 0o600, "state database");
 }
 
 /// The control socket takes the caller from the kernel: the audit actor is the real uid (the
