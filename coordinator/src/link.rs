@@ -679,7 +679,7 @@ mod tests {
 
     fn bundle(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
         let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let mut spec = BuildSpec::new("temp", "1.0.0", 1, 100, u64::MAX / 2);
+        let mut spec = BuildSpec::new("temp", "1.0.0", 1, 100, 100 + 365 * 86_400);
         spec.chunk_size = Some(4096);
         let flow = vec![b'x'; 10_000];
         let out = dir.join("a.floe");

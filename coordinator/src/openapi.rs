@@ -134,9 +134,10 @@ pub fn document() -> Value {
             "503": {"description": "the report queue is full; report again later", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
     }})));
     paths.insert("/devices/{id}/directive".into(), with_id(json!({"get": {
-        "summary": "The device's current directive post (CBOR; signed by the coordinator key), or 204",
+        "summary": "The device's current directive post (CBOR; signed by the coordinator key), or 204; only for the device itself",
         "security": [],
-        "responses": {"200": {"description": "DirectivePost", "content": {"application/cbor": {"schema": {"type": "string", "format": "binary"}}}}, "204": {"description": "no directive"}},
+        "parameters": [{"name": "floe-device-auth", "in": "header", "required": true, "schema": {"type": "string"}, "description": "<unix seconds>.<hex ed25519 signature by the device's key over \"floe-sig-v1\\0device-request\\0GET /api/v1/devices/{id}/directive\\n<unix seconds>\">, within 120 s of the coordinator's clock"}],
+        "responses": {"200": {"description": "DirectivePost", "content": {"application/cbor": {"schema": {"type": "string", "format": "binary"}}}}, "204": {"description": "no directive"}, "401": {"description": "missing, stale or foreign signature"}},
     }})));
     paths.insert("/enrollment-tokens".into(), json!({"post": op("A one-time enrollment token ({\"ttl\":\"1h\"})", Some("TokenInput"), ("201", "{\"token\",\"expires_at\"}"))}));
     paths.insert("/audit".into(), json!({"get": op("Audit log, newest first (?limit=100&deployment_id=&device_id=)", None, ("200", "{\"entries\":[…]}"))}));

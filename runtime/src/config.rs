@@ -14,6 +14,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use floe_wire::text::{
+    MAX_ARCH_BYTES, MAX_DEVICE_TYPE_BYTES, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS,
+    MAX_REGION_BYTES, check_text,
+};
 use serde::Deserialize;
 
 /// Where the configuration is read from when `--config` is not given.
@@ -22,6 +26,18 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/floe/floed.toml";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/floe";
 /// The local HTTP endpoint (`/health`, `/metrics`) when the file does not name one.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9100";
+
+/// The longest a trial may last (`trial.min_ready_seconds`): one week.
+pub const MAX_MIN_READY_SECONDS: u64 = 7 * 24 * 3600;
+/// The longest any other setting counted in seconds may be (fetch timeout, crash-loop window,
+/// heartbeat staleness): one day.
+pub const MAX_SECONDS: u64 = 24 * 3600;
+/// The longest any setting counted in milliseconds may be (intervals and timeouts): one hour.
+pub const MAX_MILLIS: u64 = 3600 * 1000;
+/// The most a count (failure threshold, crash-loop restarts) may be.
+pub const MAX_COUNT: u32 = 10_000;
+/// Temperature limits must lie in this range of degrees Celsius (and be numbers: NaN is refused).
+pub const TEMPERATURE_RANGE: std::ops::RangeInclusive<f64> = -100.0..=250.0;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +93,19 @@ struct RawConfig {
     heartbeat_interval_ms: Option<u64>,
     fetch_timeout_seconds: Option<u64>,
     enroll_token: Option<String>,
+    operator_group: Option<String>,
+    #[serde(default)]
+    dev: RawDev,
     #[serde(default)]
     trial: RawTrial,
     #[serde(default)]
     health: RawHealth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDev {
+    allow_unsigned_install: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +242,16 @@ impl Default for LinkSettings {
     }
 }
 
+/// Developer settings. Each one weakens a guarantee, so each is off by default and every use is
+/// audited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevSettings {
+    /// `floed install DIR` of an unsigned staged directory (key `dev.allow_unsigned_install`).
+    /// Off: only signed `.floe` bundles install, verified against the trust store, with
+    /// anti-rollback and expiry checked.
+    pub allow_unsigned_install: bool,
+}
+
 /// The checked configuration of one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -244,6 +279,11 @@ pub struct Config {
     pub health: HealthConfig,
     /// Fabric participation (discovery, heartbeat, enrollment).
     pub link: LinkSettings,
+    /// The group whose members may install and roll back over the control socket, besides
+    /// root and the daemon's own user (key `operator_group`; none by default).
+    pub operator_group: Option<String>,
+    /// Developer settings (table `[dev]`), all off by default.
+    pub dev: DevSettings,
 }
 
 impl Config {
@@ -286,6 +326,8 @@ impl Config {
             trial: TrialConfig::default(),
             health: HealthConfig::default(),
             link: LinkSettings::default(),
+            operator_group: None,
+            dev: DevSettings::default(),
         }
     }
 
@@ -297,8 +339,24 @@ impl Config {
         if !data_dir.is_absolute() {
             return Err(invalid("data_dir", "must be an absolute path"));
         }
-        let device_type = non_empty("device_type", raw.device_type)?;
-        let arch = non_empty("arch", raw.arch)?;
+        let device_type = required_text("device_type", raw.device_type, MAX_DEVICE_TYPE_BYTES)?;
+        let arch = required_text("arch", raw.arch, MAX_ARCH_BYTES)?;
+        if let Some(region) = &raw.region {
+            text("region", region, MAX_REGION_BYTES)?;
+        }
+        if raw.labels.len() > MAX_LABELS {
+            return Err(invalid(
+                "labels",
+                &format!("{} labels, at most {MAX_LABELS} allowed", raw.labels.len()),
+            ));
+        }
+        for (k, v) in &raw.labels {
+            if k.is_empty() {
+                return Err(invalid("labels", "a label key is empty"));
+            }
+            text("labels", k, MAX_LABEL_KEY_BYTES)?;
+            text("labels", v, MAX_LABEL_VALUE_BYTES)?;
+        }
         let http_text = raw
             .http_listen
             .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
@@ -328,17 +386,23 @@ impl Config {
         let d = TrialConfig::default();
         let t = raw.trial;
         let trial = TrialConfig {
-            min_ready: Duration::from_secs(t.min_ready_seconds.unwrap_or(60)),
+            min_ready: Duration::from_secs(bounded(
+                "trial.min_ready_seconds",
+                t.min_ready_seconds,
+                d.min_ready.as_secs(),
+                0,
+                MAX_MIN_READY_SECONDS,
+            )?),
             check_interval: positive_ms(
                 "trial.check_interval_ms",
                 t.check_interval_ms,
                 d.check_interval,
             )?,
-            failure_threshold: match t.failure_threshold {
-                Some(0) => return Err(invalid("trial.failure_threshold", "must be at least 1")),
-                Some(n) => n,
-                None => d.failure_threshold,
-            },
+            failure_threshold: count(
+                "trial.failure_threshold",
+                t.failure_threshold,
+                d.failure_threshold,
+            )?,
             start_timeout: positive_ms(
                 "trial.start_timeout_ms",
                 t.start_timeout_ms,
@@ -350,15 +414,18 @@ impl Config {
                 d.smoke_timeout,
             )?,
             stop_timeout: positive_ms("trial.stop_timeout_ms", t.stop_timeout_ms, d.stop_timeout)?,
-            crash_loop_restarts: match t.crash_loop_restarts {
-                Some(0) => return Err(invalid("trial.crash_loop_restarts", "must be at least 1")),
-                Some(n) => n,
-                None => d.crash_loop_restarts,
-            },
-            crash_loop_window: Duration::from_secs(
-                t.crash_loop_window_seconds
-                    .unwrap_or(d.crash_loop_window.as_secs()),
-            ),
+            crash_loop_restarts: count(
+                "trial.crash_loop_restarts",
+                t.crash_loop_restarts,
+                d.crash_loop_restarts,
+            )?,
+            crash_loop_window: Duration::from_secs(bounded(
+                "trial.crash_loop_window_seconds",
+                t.crash_loop_window_seconds,
+                d.crash_loop_window.as_secs(),
+                1,
+                MAX_SECONDS,
+            )?),
         };
         let hd = HealthConfig::default();
         let h = raw.health;
@@ -384,16 +451,23 @@ impl Config {
                 h.cpu_degraded_percent,
                 hd.cpu_degraded_percent,
             )?,
-            temperature_degraded_celsius: h
-                .temperature_degraded_celsius
-                .unwrap_or(hd.temperature_degraded_celsius),
-            temperature_unhealthy_celsius: h
-                .temperature_unhealthy_celsius
-                .unwrap_or(hd.temperature_unhealthy_celsius),
-            heartbeat_stale: Duration::from_secs(
-                h.heartbeat_stale_seconds
-                    .unwrap_or(hd.heartbeat_stale.as_secs()),
-            ),
+            temperature_degraded_celsius: celsius(
+                "health.temperature_degraded_celsius",
+                h.temperature_degraded_celsius,
+                hd.temperature_degraded_celsius,
+            )?,
+            temperature_unhealthy_celsius: celsius(
+                "health.temperature_unhealthy_celsius",
+                h.temperature_unhealthy_celsius,
+                hd.temperature_unhealthy_celsius,
+            )?,
+            heartbeat_stale: Duration::from_secs(bounded(
+                "health.heartbeat_stale_seconds",
+                h.heartbeat_stale_seconds,
+                hd.heartbeat_stale.as_secs(),
+                1,
+                MAX_SECONDS,
+            )?),
             proc_root: h.proc_root.unwrap_or(hd.proc_root),
             sys_root: h.sys_root.unwrap_or(hd.sys_root),
         };
@@ -418,6 +492,21 @@ impl Config {
                 "must be 1 to 128 characters without control characters",
             ));
         }
+        let operator_group = match raw.operator_group {
+            Some(g)
+                if g.is_empty()
+                    || g.len() > 32
+                    || !g
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                return Err(invalid(
+                    "operator_group",
+                    "must be a group name of 1 to 32 letters, digits, '_' or '-'",
+                ));
+            }
+            g => g,
+        };
         let link = LinkSettings {
             mdns: raw.mdns.unwrap_or(ld.mdns),
             heartbeat_interval: positive_ms(
@@ -425,11 +514,13 @@ impl Config {
                 raw.heartbeat_interval_ms,
                 ld.heartbeat_interval,
             )?,
-            fetch_timeout: match raw.fetch_timeout_seconds {
-                Some(0) => return Err(invalid("fetch_timeout_seconds", "must be at least 1")),
-                Some(s) => Duration::from_secs(s),
-                None => ld.fetch_timeout,
-            },
+            fetch_timeout: Duration::from_secs(bounded(
+                "fetch_timeout_seconds",
+                raw.fetch_timeout_seconds,
+                ld.fetch_timeout.as_secs(),
+                1,
+                MAX_SECONDS,
+            )?),
             enroll_token: raw.enroll_token,
         };
         Ok(Config {
@@ -445,6 +536,10 @@ impl Config {
             trial,
             health,
             link,
+            operator_group,
+            dev: DevSettings {
+                allow_unsigned_install: raw.dev.allow_unsigned_install.unwrap_or(false),
+            },
         })
     }
 }
@@ -456,11 +551,24 @@ fn invalid(key: &'static str, message: &str) -> ConfigError {
     }
 }
 
-fn non_empty(key: &'static str, value: Option<String>) -> Result<String, ConfigError> {
+/// Free text that ends up in the signed report: the report's own limits, checked at load so a
+/// device never starts with a config it cannot sign a report for.
+fn text(key: &'static str, value: &str, max: usize) -> Result<(), ConfigError> {
+    check_text(key, value, max).map_err(|e| invalid(key, &e.to_string()))
+}
+
+fn required_text(
+    key: &'static str,
+    value: Option<String>,
+    max: usize,
+) -> Result<String, ConfigError> {
     match value {
         None => Err(invalid(key, "is missing")),
         Some(v) if v.trim().is_empty() => Err(invalid(key, "must not be empty")),
-        Some(v) => Ok(v),
+        Some(v) => {
+            text(key, &v, max)?;
+            Ok(v)
+        }
     }
 }
 
@@ -471,7 +579,54 @@ fn positive_ms(
 ) -> Result<Duration, ConfigError> {
     match value {
         Some(0) => Err(invalid(key, "must be greater than 0")),
+        Some(ms) if ms > MAX_MILLIS => Err(invalid(
+            key,
+            &format!("{ms} is above the limit of {MAX_MILLIS} (one hour)"),
+        )),
         Some(ms) => Ok(Duration::from_millis(ms)),
+        None => Ok(default),
+    }
+}
+
+/// A whole number between `min` and `max` (inclusive), or `default` when the key is absent.
+fn bounded(
+    key: &'static str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match value {
+        Some(v) if v < min => Err(invalid(key, &format!("must be at least {min}"))),
+        Some(v) if v > max => Err(invalid(key, &format!("{v} is above the limit of {max}"))),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+fn count(key: &'static str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+    match value {
+        Some(0) => Err(invalid(key, "must be at least 1")),
+        Some(n) if n > MAX_COUNT => Err(invalid(
+            key,
+            &format!("{n} is above the limit of {MAX_COUNT}"),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+fn celsius(key: &'static str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+    match value {
+        Some(v) if !TEMPERATURE_RANGE.contains(&v) => Err(invalid(
+            key,
+            &format!(
+                "{v} is not a temperature between {} and {} °C",
+                TEMPERATURE_RANGE.start(),
+                TEMPERATURE_RANGE.end()
+            ),
+        )),
+        Some(v) => Ok(v),
         None => Ok(default),
     }
 }
@@ -548,6 +703,107 @@ mod tests {
         assert_eq!(cfg.health.memory_unhealthy_percent, 90.0);
         assert_eq!(cfg.trust_store, PathBuf::from("/srv/floe/trust"));
         assert_eq!(cfg.labels.get("site").map(String::as_str), Some("plant-3"));
+    }
+
+    #[test]
+    fn huge_durations_and_counts_name_the_key_and_the_limit() {
+        let base = "device_type = \"pi\"\narch = \"a\"\n";
+        let max = u64::MAX;
+        for (text, key, limit) in [
+            (
+                format!("fetch_timeout_seconds = {}", i64::MAX),
+                "fetch_timeout_seconds",
+                "86400",
+            ),
+            (
+                format!("[trial]\nmin_ready_seconds = {}", i64::MAX),
+                "trial.min_ready_seconds",
+                "604800",
+            ),
+            (
+                format!("[trial]\ncrash_loop_window_seconds = {}", i64::MAX),
+                "trial.crash_loop_window_seconds",
+                "86400",
+            ),
+            (
+                format!("[trial]\ncheck_interval_ms = {}", i64::MAX),
+                "trial.check_interval_ms",
+                "3600000",
+            ),
+            (
+                format!("[trial]\nfailure_threshold = {}", u32::MAX),
+                "trial.failure_threshold",
+                "10000",
+            ),
+            (
+                format!("[health]\nheartbeat_stale_seconds = {}", i64::MAX),
+                "health.heartbeat_stale_seconds",
+                "86400",
+            ),
+            (
+                format!("heartbeat_interval_ms = {}", i64::MAX),
+                "heartbeat_interval_ms",
+                "3600000",
+            ),
+        ] {
+            let e = parse(&format!("{base}{text}\n")).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(limit), "{text}: {e}");
+        }
+        // TOML integers are i64; the u64 maximum is refused by the parser naming the key.
+        let e = parse(&format!("{base}[trial]\nmin_ready_seconds = {max}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("min_ready_seconds"), "{e}");
+        let c = parse(&format!("{base}[trial]\nmin_ready_seconds = 604800\n")).unwrap();
+        assert_eq!(c.trial.min_ready, Duration::from_secs(604_800));
+    }
+
+    #[test]
+    fn nan_and_infinite_limits_are_refused() {
+        let base = "device_type = \"pi\"\narch = \"a\"\n[health]\n";
+        for value in ["nan", "inf", "-inf"] {
+            for key in [
+                "temperature_degraded_celsius",
+                "temperature_unhealthy_celsius",
+                "memory_unhealthy_percent",
+                "max_error_rate",
+            ] {
+                let e = parse(&format!("{base}{key} = {value}\n"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains(key), "{key} = {value}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn text_the_report_cannot_sign_is_refused_at_load() {
+        let base = "device_type = \"pi\"\narch = \"a\"\n";
+        let long = "r".repeat(65);
+        for (text, key) in [
+            (format!("region = \"{long}\""), "region"),
+            ("region = \"eu\\u001b[2J\"".to_string(), "region"),
+            ("region = \"eu\\nwest\"".to_string(), "region"),
+            ("labels = { site = \"a\\u0000b\" }".to_string(), "labels"),
+            (
+                format!("labels = {{ k = \"{}\" }}", "v".repeat(129)),
+                "labels",
+            ),
+        ] {
+            let e = parse(&format!("{base}{text}\n")).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let e = parse("device_type = \"pi\\u001b\"\narch = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("device_type"), "{e}");
+        let many: Vec<String> = (0..33).map(|i| format!("k{i} = \"v\"")).collect();
+        let e = parse(&format!("{base}[labels]\n{}\n", many.join("\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("labels") && e.contains("32"), "{e}");
+        let ok = format!("{base}region = \"{}\"\n", "r".repeat(64));
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

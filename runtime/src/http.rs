@@ -3,8 +3,11 @@
 //! Two listeners, two audiences. The health listener (TCP, `127.0.0.1:9100` by default) serves
 //! `GET /health` (200 when healthy or degraded, 503 when unhealthy, the reference's JSON shape)
 //! and `GET /metrics` (Prometheus text) to monitoring. The control listener is a Unix socket in
-//! the data directory (`floed.sock`, mode 0660) so only root and the floe group can install or
-//! roll back; `floed install`, `status` and `rollback` talk to the daemon through it.
+//! the data directory (`floed.sock`, mode 0660) so only root and the socket's group can reach
+//! it; `floed install`, `status` and `rollback` talk to the daemon through it. The caller is
+//! known from the kernel (`SO_PEERCRED`, [`crate::peer`]): installing and rolling back need
+//! root, the daemon's user or the configured operator group, the audit actor is the caller's
+//! uid, and a caller may only install a source it can read itself.
 //!
 //! Handlers never touch the agent: they read the latest published report from a `watch`
 //! channel, or send a command to the main loop over a bounded channel (capacity
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{Command, Outcome, Published};
 use crate::health::Status;
+use crate::peer::{Caller, ControlPolicy, PeerCred};
 use crate::status::{StatusView, read_status_with_health};
 
 /// The control socket's name inside the data directory.
@@ -54,6 +58,7 @@ pub struct StatusSource {
 struct Control {
     commands: mpsc::Sender<Command>,
     status: StatusSource,
+    policy: Arc<ControlPolicy>,
 }
 
 /// The health listener's routes.
@@ -83,28 +88,93 @@ async fn metrics(State(rx): State<watch::Receiver<Arc<Published>>>) -> Response 
         .into_response()
 }
 
-/// The control listener's routes.
-pub fn control_router(commands: mpsc::Sender<Command>, status: StatusSource) -> Router {
+/// The control listener's routes. Serve them with
+/// `into_make_service_with_connect_info::<PeerCred>()` so each handler learns its caller.
+pub fn control_router(
+    commands: mpsc::Sender<Command>,
+    status: StatusSource,
+    policy: ControlPolicy,
+) -> Router {
     Router::new()
         .route("/install", post(install))
         .route("/rollback", post(rollback))
         .route("/status", get(status_view))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Control { commands, status })
+        .with_state(Control {
+            commands,
+            status,
+            policy: Arc::new(policy),
+        })
 }
 
+/// The request names only what to install; who asks is the connection's business.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InstallRequest {
     source: PathBuf,
-    actor: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RollbackRequest {
     reason: String,
-    actor: String,
+}
+
+/// The caller if it may change the device, otherwise the answer refusing it.
+fn authorize(policy: &ControlPolicy, peer: PeerCred) -> Result<Caller, Box<Response>> {
+    let Some(caller) = peer.0 else {
+        return Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                "the kernel gave no credentials for this connection",
+            )
+                .into_response(),
+        ));
+    };
+    if policy.may_change(&caller) {
+        Ok(caller)
+    } else {
+        tracing::warn!(uid = caller.uid, "control request refused: not an operator");
+        Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "uid {} may not change this device: only root, the daemon's user and the \
+                     operator group (config key operator_group) may",
+                    caller.uid
+                ),
+            )
+                .into_response(),
+        ))
+    }
+}
+
+/// Whether `caller` could read `path` itself by its mode bits (owner, primary group, others).
+/// The daemon may be able to read what its caller cannot; it must not read it on the caller's
+/// behalf.
+fn caller_may_read(path: &Path, caller: &Caller) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if caller.uid == 0 {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.mode();
+    let bits = if meta.uid() == caller.uid {
+        mode & 0o400
+    } else if meta.gid() == caller.gid {
+        mode & 0o040
+    } else {
+        mode & 0o004
+    };
+    if bits == 0 {
+        Err(format!(
+            "uid {} may not read {}, so floed will not read it on its behalf",
+            caller.uid,
+            path.display()
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// Hands a command to the main loop; at the queue's bound the request is refused.
@@ -131,15 +201,23 @@ async fn outcome(rx: oneshot::Receiver<Result<Outcome, String>>) -> Response {
 }
 
 async fn install(
-    State(Control { commands: tx, .. }): State<Control>,
+    State(control): State<Control>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
     axum::Json(req): axum::Json<InstallRequest>,
 ) -> Response {
+    let caller = match authorize(&control.policy, peer) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    if let Err(msg) = caller_may_read(&req.source, &caller) {
+        return (StatusCode::FORBIDDEN, msg).into_response();
+    }
     let (reply, rx) = oneshot::channel();
     if let Err(r) = send(
-        &tx,
+        &control.commands,
         Command::Install {
             source: req.source,
-            actor: req.actor,
+            actor: caller.actor(),
             reply,
         },
     ) {
@@ -149,14 +227,19 @@ async fn install(
 }
 
 async fn rollback(
-    State(Control { commands: tx, .. }): State<Control>,
+    State(control): State<Control>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
     axum::Json(req): axum::Json<RollbackRequest>,
 ) -> Response {
+    let caller = match authorize(&control.policy, peer) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let (reply, rx) = oneshot::channel();
     if let Err(r) = send(
-        &tx,
+        &control.commands,
         Command::Rollback {
-            actor: req.actor,
+            actor: caller.actor(),
             reason: req.reason,
             reply,
         },
@@ -322,10 +405,27 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             published: rx.clone(),
         };
-        tokio::spawn(async move { axum::serve(ul, control_router(ctx, source)).await });
+        // The daemon's user is this test's user, so it may change; a policy naming another
+        // daemon user and no group refuses the same caller.
+        let me = crate::peer::Caller::this_process();
+        tokio::spawn(async move {
+            axum::serve(
+                ul,
+                control_router(ctx, source, ControlPolicy::with_ids(me.uid, None))
+                    .into_make_service_with_connect_info::<PeerCred>(),
+            )
+            .await
+        });
+        let (actor_tx, mut actor_rx) = mpsc::channel(4);
         tokio::spawn(async move {
             while let Some(cmd) = crx.recv().await {
-                if let Command::Rollback { reason, reply, .. } = cmd {
+                if let Command::Rollback {
+                    reason,
+                    reply,
+                    actor,
+                } = cmd
+                {
+                    let _ = actor_tx.send(actor).await;
                     let _ = reply.send(Ok(Outcome::RolledBack { slot: None, reason }));
                 }
             }
@@ -361,7 +461,7 @@ mod tests {
                 &sock2,
                 "POST",
                 "/rollback",
-                Some(r#"{"reason":"test","actor":"me"}"#),
+                Some(r#"{"reason":"test"}"#),
                 Duration::from_secs(5),
             )
         })
@@ -370,6 +470,56 @@ mod tests {
         .unwrap();
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("\"reason\":\"test\""), "{body}");
+        // The actor is the kernel's word on the caller, not anything in the request.
+        assert_eq!(actor_rx.recv().await.unwrap(), me.actor());
+        let sock2 = sock.clone();
+        let (code, body) = tokio::task::spawn_blocking(move || {
+            control_request(
+                &sock2,
+                "POST",
+                "/rollback",
+                Some(r#"{"reason":"test","actor":"local:root"}"#),
+                Duration::from_secs(5),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(code, 422, "a caller-chosen actor is refused: {body}");
+        assert!(body.contains("actor"), "{body}");
+
+        let other = dir.path().join("other.sock");
+        let (otx, _orx) = mpsc::channel(COMMAND_QUEUE);
+        let ul = tokio::net::UnixListener::bind(&other).unwrap();
+        let source = StatusSource {
+            data_dir: dir.path().to_path_buf(),
+            published: rx.clone(),
+        };
+        let stranger = ControlPolicy::with_ids(me.uid.wrapping_add(1), None);
+        if me.uid != 0 {
+            tokio::spawn(async move {
+                axum::serve(
+                    ul,
+                    control_router(otx, source, stranger)
+                        .into_make_service_with_connect_info::<PeerCred>(),
+                )
+                .await
+            });
+            let (code, body) = tokio::task::spawn_blocking(move || {
+                control_request(
+                    &other,
+                    "POST",
+                    "/rollback",
+                    Some(r#"{"reason":"x"}"#),
+                    Duration::from_secs(5),
+                )
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(code, 403, "{body}");
+            assert!(body.contains("operator_group"), "{body}");
+        }
         let missing = dir.path().join("nope.sock");
         assert!(matches!(
             control_request(&missing, "GET", "/status", None, Duration::from_secs(1)),

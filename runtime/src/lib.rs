@@ -22,6 +22,7 @@ pub mod control;
 pub mod crash;
 pub mod health;
 pub mod http;
+pub mod peer;
 pub mod releases;
 pub mod slots;
 pub mod state;

@@ -1,4 +1,5 @@
-//! Anti-rollback state: the highest release installed per artifact name, in SQLite.
+//! Anti-rollback state: the highest release installed per artifact name, and the manifest
+//! digest of every release seen (so one release number never names two contents), in SQLite.
 //!
 //! The table is this module's own (`artifact_releases`) so the device agent can keep its
 //! state in the same database file. The connection runs in WAL mode with
@@ -42,9 +43,55 @@ impl ReleaseStore {
                 name TEXT PRIMARY KEY NOT NULL,
                 release INTEGER NOT NULL CHECK (release >= 0),
                 recorded_at INTEGER NOT NULL
-            ) STRICT;",
+            ) STRICT;
+            CREATE TABLE IF NOT EXISTS release_digests (
+                name TEXT NOT NULL,
+                release INTEGER NOT NULL CHECK (release >= 0),
+                manifest_sha256 TEXT NOT NULL,
+                PRIMARY KEY (name, release)
+            ) STRICT, WITHOUT ROWID;",
         )?;
         Ok(Self { conn })
+    }
+
+    /// Checks that `release` of `name` is the content this device saw under that number before
+    /// (if any), then remembers it. A signed manifest is accepted for installation only after
+    /// this: a coordinator (or a key holder) that reissues a release number with other content
+    /// is refused, whatever the signatures say.
+    pub fn remember_content(
+        &self,
+        name: &str,
+        release: u64,
+        manifest_sha256: &str,
+    ) -> Result<(), ReleaseError> {
+        let stored = i64::try_from(release).map_err(|_| ReleaseError::Range(release))?;
+        let seen: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT manifest_sha256 FROM release_digests WHERE name = ?1 AND release = ?2",
+                params![name, stored],
+                |row| row.get(0),
+            )
+            .optional()?;
+        match seen {
+            Some(seen) if seen != manifest_sha256 => {
+                Err(ReleaseError::Refused(Refusal::ReleaseReused {
+                    name: name.to_string(),
+                    release,
+                    seen,
+                    found: manifest_sha256.to_string(),
+                }))
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.conn.execute(
+                    "INSERT INTO release_digests (name, release, manifest_sha256)
+                     VALUES (?1, ?2, ?3)",
+                    params![name, stored, manifest_sha256],
+                )?;
+                Ok(())
+            }
+        }
     }
 
     /// The highest release recorded for `name`.
@@ -137,6 +184,32 @@ mod tests {
         };
         let envelope = Envelope::sign(&directive, &[&key(9)]).unwrap();
         trust().verify_coordinator(&envelope).unwrap()
+    }
+
+    #[test]
+    fn a_release_number_names_one_content_per_artifact_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ReleaseStore::open(&dir.path().join("state.db")).unwrap();
+        let a = "aa".repeat(32);
+        let b = "bb".repeat(32);
+        store.remember_content("alerts", 2, &a).unwrap();
+        store.remember_content("alerts", 2, &a).unwrap();
+        let err = store.remember_content("alerts", 2, &b).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReleaseError::Refused(Refusal::ReleaseReused { release: 2, .. })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("seen before"), "{err}");
+        // Another name, or another release, is another content.
+        store.remember_content("pumps", 2, &b).unwrap();
+        store.remember_content("alerts", 3, &b).unwrap();
+        // The memory survives a reopen.
+        drop(store);
+        let store = ReleaseStore::open(&dir.path().join("state.db")).unwrap();
+        assert!(store.remember_content("alerts", 2, &b).is_err());
     }
 
     #[test]

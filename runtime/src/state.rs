@@ -35,6 +35,14 @@ pub enum StateError {
         /// The SQLite error.
         source: rusqlite::Error,
     },
+    /// The database file could not be made private (mode 0600).
+    #[error("making {path} private (mode 0600): {source}")]
+    Private {
+        /// The database file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Creating or upgrading the schema failed.
     #[error("creating state schema: {0}")]
     Schema(rusqlite::Error),
@@ -300,6 +308,10 @@ impl State {
             path: path.display().to_string(),
             source,
         };
+        floe_wire::fsutil::private_database(&path).map_err(|source| StateError::Private {
+            path: path.display().to_string(),
+            source,
+        })?;
         let conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;

@@ -66,7 +66,9 @@ pub fn stage(root: &Path, version: &str, flow: &str, extra: &[(&str, Vec<u8>)]) 
     dir
 }
 
-/// Writes a config for a test device with short trials and a free loopback port.
+/// Writes a config for a test device with short trials and a free loopback port. The lifecycle
+/// tests install unsigned staged directories, so the config turns on the developer setting
+/// `dev.allow_unsigned_install`; the hostile suite checks that it is off by default.
 pub fn config(root: &Path, data: &Path, min_ready_s: u64) -> PathBuf {
     let port = crate::net::free_port().unwrap();
     std::fs::create_dir_all(root).unwrap();
@@ -76,7 +78,8 @@ pub fn config(root: &Path, data: &Path, min_ready_s: u64) -> PathBuf {
         format!(
             "data_dir = \"{}\"\ndevice_type = \"test-rig\"\narch = \"{}\"\nhttp_listen = \"127.0.0.1:{port}\"\n\
              [trial]\nmin_ready_seconds = {min_ready_s}\ncheck_interval_ms = 100\nsmoke_timeout_ms = 300\n\
-             start_timeout_ms = 2000\nstop_timeout_ms = 500\n",
+             start_timeout_ms = 2000\nstop_timeout_ms = 500\n\
+             [dev]\nallow_unsigned_install = true\n",
             data.display(),
             std::env::consts::ARCH
         ),

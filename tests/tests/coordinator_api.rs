@@ -7,6 +7,7 @@
 
 use ed25519_dalek::SigningKey;
 use floe_wire::artifact::{keys, verify_file};
+use floe_wire::proto::device_auth;
 use floe_wire::proto::{
     self, Action, Applied, DeviceReport, Directive, DirectivePost, Envelope, Facts, Fixed,
     HealthLevel, HealthSummary, Manifest, Progress, SlotInfo, TrustStore,
@@ -196,10 +197,13 @@ struct Device {
 }
 
 impl Device {
-    fn new(id: &str, seed: u8) -> Device {
+    /// A device whose key comes from `seed`; its id is the hex of that key, as every device's
+    /// is (`_name` only says which one it is in the test).
+    fn new(_name: &str, seed: u8) -> Device {
+        let key = SigningKey::from_bytes(&[seed; 32]);
         Device {
-            id: id.to_string(),
-            key: SigningKey::from_bytes(&[seed; 32]),
+            id: hex::encode(key.verifying_key().to_bytes()),
+            key,
             seq: 1,
             active: None,
             standby: None,
@@ -273,11 +277,21 @@ impl Device {
         (resp.status().as_u16(), desired)
     }
 
-    /// The current directive post's bytes, if any (no bearer token: devices have none).
+    /// The current directive post's bytes, if any (no bearer token: devices have none; the
+    /// request carries the device's own signature).
     fn directive_bytes(&self, server: &Server) -> Option<Vec<u8>> {
         let resp = server
             .http
             .get(server.url(&format!("/devices/{}/directive", self.id)))
+            .header(
+                device_auth::DEVICE_AUTH_HEADER,
+                device_auth::sign_request(
+                    &self.key,
+                    "GET",
+                    &device_auth::directive_path(&self.id),
+                    floe_wire::clock::unix_secs(),
+                ),
+            )
             .call()
             .unwrap();
         match resp.status().as_u16() {

@@ -3,7 +3,12 @@
 //! The REST API takes strategy settings the way reference 000 writes them (`"batch_delay": "5m"`),
 //! so the parser lives next to the engine that consumes the values.
 
-use super::Millis;
+use super::{HOUR, Millis};
+
+/// The longest duration any setting may name: one year. Every deadline the engine computes is
+/// `now` plus one of these, so a bound far below `u64::MAX` is what keeps that sum from
+/// wrapping (a wrapped deadline lies in the past and fires at once).
+pub const MAX_DURATION: Millis = 366 * 24 * HOUR;
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,8 +34,8 @@ pub enum DurationError {
         /// The offending character.
         found: char,
     },
-    /// The value does not fit in 64-bit milliseconds.
-    #[error("duration {input:?} is too large")]
+    /// The value is longer than [`MAX_DURATION`] (or does not even fit in 64-bit milliseconds).
+    #[error("duration {input:?} is too long: the limit is 366d")]
     Overflow {
         /// The whole input.
         input: String,
@@ -82,6 +87,9 @@ pub fn parse_duration(input: &str) -> Result<Millis, DurationError> {
         };
         let part = number.checked_mul(factor).ok_or_else(overflow)?;
         total = total.checked_add(part).ok_or_else(overflow)?;
+        if total > MAX_DURATION {
+            return Err(overflow());
+        }
     }
     Ok(total)
 }
@@ -148,6 +156,14 @@ mod tests {
             parse_duration("99999999999999999999d"),
             Err(DurationError::Overflow { .. })
         ));
+        for huge in ["18446744073709551615ms", "367d", "366d1ms", "9000h"] {
+            let err = parse_duration(huge).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|m| m.contains("366d")),
+                "{huge}: {err:?}"
+            );
+        }
+        assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
         let msg = parse_duration("5x")
             .err()
             .map(|e| e.to_string())

@@ -94,7 +94,9 @@ impl From<ServiceError> for ApiError {
                 field: Some(field),
             },
             ServiceError::BadRequest(m) => ApiError::bad_request(m),
-            ServiceError::Refused(_) => ApiError::unauthorized(e.to_string()),
+            ServiceError::Refused(_) | ServiceError::Unauthenticated(_) => {
+                ApiError::unauthorized(e.to_string())
+            }
             ServiceError::Busy => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
             }
@@ -781,11 +783,20 @@ async fn device_report(
 /// directive (0: none), so a device fetches `GET /devices/{id}/directive` only when behind.
 pub const DESIRED_GENERATION: &str = "floe-desired-generation";
 
-/// `GET /devices/:id/directive`: the device's current directive post (CBOR), or 204.
-async fn device_directive(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+/// `GET /devices/:id/directive`: the device's current directive post (CBOR), or 204. Only the
+/// device itself may read it: the request carries its signature
+/// (`floe_wire::proto::device_auth`).
+async fn device_directive(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult {
+    let proof = headers
+        .get(floe_wire::proto::device_auth::DEVICE_AUTH_HEADER)
+        .map(|v| v.to_str().unwrap_or_default().to_string());
     let post = st
         .handle
-        .call(move |core, now| core.directive_post(&id, now))
+        .call(move |core, now| core.device_directive(&id, proof.as_deref(), now))
         .await?;
     Ok(match post {
         Some((_, bytes)) => {

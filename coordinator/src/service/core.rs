@@ -393,6 +393,28 @@ impl Core {
         self.directives.post(&self.store, device, now)
     }
 
+    /// `GET /devices/{id}/directive`: the device's current directive post, for the device
+    /// itself only: `proof` must be its fresh signature over the request
+    /// (`floe_wire::proto::device_auth`), checked against the key it enrolled with.
+    pub fn device_directive(
+        &mut self,
+        device: &str,
+        proof: Option<&str>,
+        now: Millis,
+    ) -> Result<Option<(u64, Vec<u8>)>, ServiceError> {
+        use floe_wire::proto::device_auth::{directive_path, verify_request};
+        let unknown = || ServiceError::Unauthenticated(format!("no enrolled device {device:?}"));
+        let record = self.registry.get(device).map_err(|_| unknown())?;
+        if record.enrolled_at.is_none() {
+            return Err(unknown());
+        }
+        let key = floe_wire::proto::PublicKeyBytes::from_hex(&record.public_key)
+            .map_err(|_| ServiceError::Internal(format!("device {device} has a malformed key")))?;
+        verify_request(proof, &key, "GET", &directive_path(device), now / 1000)
+            .map_err(|e| ServiceError::Unauthenticated(e.to_string()))?;
+        self.directive_post(device, now)
+    }
+
     /// One device's current directive post when it is behind (the answer to a device that
     /// reports directly), or None when it has nothing left to apply.
     pub fn post_for(

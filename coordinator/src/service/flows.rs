@@ -4,6 +4,7 @@
 //! deployment is asked of the caller, since deployments are another part's.
 
 use super::audit::api_audit;
+use super::hygiene;
 use super::model::{ArtifactBlob, FlowInput};
 use super::{ServiceError, json_err, random_token, validation};
 use crate::store::{ArtifactInfo, ArtifactRecord, FlowRecord, Store};
@@ -415,23 +416,20 @@ fn check_definition(
 }
 
 fn check_flow_input(input: &FlowInput) -> Result<(), ServiceError> {
-    let name = input.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(validation("name", "the name must be 1 to 200 characters"));
-    }
-    if input.description.len() > 4096 {
-        return Err(validation("description", "at most 4096 bytes"));
-    }
-    if input.tags.len() > 32 {
-        return Err(validation("tags", "at most 32 tags"));
+    hygiene::required("name", &input.name, hygiene::MAX_NAME_BYTES)?;
+    hygiene::text(
+        "description",
+        &input.description,
+        floe_wire::text::MAX_DESCRIPTION_BYTES,
+    )?;
+    if input.tags.len() > hygiene::MAX_TAGS {
+        return Err(validation(
+            "tags",
+            format!("at most {} tags", hygiene::MAX_TAGS),
+        ));
     }
     for (i, tag) in input.tags.iter().enumerate() {
-        if tag.is_empty() || tag.len() > 64 || tag.chars().any(char::is_control) {
-            return Err(validation(
-                format!("tags[{i}]"),
-                "a tag is 1 to 64 printable characters",
-            ));
-        }
+        hygiene::required(&format!("tags[{i}]"), tag, hygiene::MAX_TAG_BYTES)?;
     }
     Ok(())
 }

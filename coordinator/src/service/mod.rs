@@ -36,6 +36,7 @@ mod core;
 mod deployments;
 mod directives;
 mod flows;
+mod hygiene;
 mod ingest;
 pub mod model;
 mod names;
@@ -103,6 +104,9 @@ pub enum ServiceError {
     /// The request is malformed (400).
     #[error("{0}")]
     BadRequest(String),
+    /// A device request did not prove it comes from the device (401).
+    #[error("device not authenticated: {0}")]
+    Unauthenticated(String),
     /// A device report was refused (enrollment, key mismatch).
     #[error("report refused: {0}")]
     Refused(String),

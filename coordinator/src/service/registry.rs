@@ -5,6 +5,7 @@
 //! narrow methods and takes back the quarantine flags the engines set.
 
 use super::audit::{AuditBatch, api_audit, line};
+use super::hygiene;
 use super::ingest::{health_record, slot_record};
 use super::model::{DeviceInput, DevicePatch, Selector};
 use super::{MAX_DEVICES, MAX_OPEN_TOKENS, ServiceError, random_token, validation};
@@ -194,13 +195,16 @@ impl Registry {
                 "give target_devices or a selector",
             )),
             (Some(list), None) => list.iter().map(|id| self.get(id)).collect(),
-            (None, Some(sel)) => Ok(self
-                .devices
-                .values()
-                .filter(|d| sel.device_type.as_ref().is_none_or(|t| *t == d.device_type))
-                .filter(|d| sel.region.as_ref().is_none_or(|r| *r == d.region))
-                .filter(|d| sel.labels.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
-                .collect()),
+            (None, Some(sel)) => {
+                hygiene::selector(sel)?;
+                Ok(self
+                    .devices
+                    .values()
+                    .filter(|d| sel.device_type.as_ref().is_none_or(|t| *t == d.device_type))
+                    .filter(|d| sel.region.as_ref().is_none_or(|r| *r == d.region))
+                    .filter(|d| sel.labels.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
+                    .collect())
+            }
         }
     }
 
@@ -283,15 +287,17 @@ impl Registry {
         input: DeviceInput,
         now: Millis,
     ) -> Result<DeviceRecord, ServiceError> {
-        if input.id.is_empty() || input.id.len() > 128 || input.id.chars().any(char::is_control) {
-            return Err(validation("id", "a device id is 1 to 128 printable bytes"));
-        }
         PublicKeyBytes::from_hex(&input.public_key).map_err(|e| {
             validation(
                 "public_key",
                 format!("not a 32-byte ed25519 public key in hex: {e}"),
             )
         })?;
+        hygiene::device_input(&input)?;
+        let input = DeviceInput {
+            id: input.id.to_lowercase(),
+            ..input
+        };
         if self.devices.contains_key(&input.id) {
             return Err(ServiceError::Conflict(format!(
                 "device {} is registered already",
@@ -365,6 +371,16 @@ impl Registry {
         now: Millis,
     ) -> Result<Admission, ServiceError> {
         let key = r.public_key.to_hex();
+        // One identity per device: its id is the hex of the key that signs its reports, on
+        // this path as on the fabric, so a leaked enrollment token cannot bind someone else's
+        // id to an attacker's key.
+        if r.device_id != key {
+            return Ok(Admission::KeyMismatch(format!(
+                "device id {:?} is not the hex of the key that signed the report ({key}): a \
+                 device's id is its key",
+                r.device_id
+            )));
+        }
         let mut audit = AuditBatch::default();
         let existing = self.devices.get(&r.device_id).cloned();
         let use_token;

@@ -73,6 +73,13 @@ pub fn strategy_config(
             .iter()
             .enumerate()
             .map(|(i, w)| {
+                if let Some(name) = &w.name {
+                    super::hygiene::required(
+                        &format!("config.waves[{i}].name"),
+                        name,
+                        super::hygiene::MAX_WAVE_NAME_BYTES,
+                    )?;
+                }
                 Ok(WaveConfig {
                     name: w.name.clone().unwrap_or_else(|| format!("wave-{}", i + 1)),
                     percentage: w.percentage,

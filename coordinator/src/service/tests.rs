@@ -65,7 +65,16 @@ struct Dev {
 }
 
 impl Dev {
-    fn new(id: &str, seed: u8) -> Dev {
+    /// A device whose key comes from `seed`; its id is the hex of that key, as every device's
+    /// is (`_name` only says which one it is in the test).
+    fn new(_name: &str, seed: u8) -> Dev {
+        let key = SigningKey::from_bytes(&[seed; 32]);
+        let id = hex::encode(key.verifying_key().to_bytes());
+        Dev::claiming(&id, seed)
+    }
+
+    /// A device with key `seed` that claims the id `id` (an impostor when it is not its own).
+    fn claiming(id: &str, seed: u8) -> Dev {
         Dev {
             id: id.into(),
             key: SigningKey::from_bytes(&[seed; 32]),
@@ -324,7 +333,7 @@ fn enrollment_needs_a_token_or_the_allowlist_and_keys_stay_bound() {
     stranger.token = Some(token.clone());
     let r = stranger.report();
     core.device_report(r, T0).unwrap();
-    assert!(core.device("dev_x").unwrap().enrolled_at.is_some());
+    assert!(core.device(&stranger.id).unwrap().enrolled_at.is_some());
     let mut other = Dev::new("dev_y", 10);
     other.token = Some(token);
     let r = other.report();
@@ -344,24 +353,35 @@ fn enrollment_needs_a_token_or_the_allowlist_and_keys_stay_bound() {
     // The allowlist enrolls on the first signed report; another key for the same id is refused.
     let mut listed = Dev::new("dev_z", 11);
     allow(&mut core, &mut listed, T0);
-    assert!(core.device("dev_z").unwrap().enrolled_at.is_some());
-    let mut impostor = Dev::new("dev_z", 12);
+    assert!(core.device(&listed.id).unwrap().enrolled_at.is_some());
+    let mut impostor = Dev::claiming(&listed.id, 12);
     impostor.seq = 100;
     let r = impostor.report();
     assert!(
-        matches!(core.device_report(r, T0), Err(ServiceError::Refused(ref m)) if m.contains("enrolled with key"))
+        matches!(core.device_report(r, T0), Err(ServiceError::Refused(ref m)) if m.contains("not the hex of the key")),
     );
+    // A leaked token does not let an attacker's key take a victim's id either (the id is the
+    // hex of the key on every path).
+    let (token, _) = core.create_token(60_000, T0).unwrap();
+    let victim = Dev::new("victim", 13);
+    let mut squatter = Dev::claiming(&victim.id, 14);
+    squatter.token = Some(token);
+    let r = squatter.report();
+    assert!(
+        matches!(core.device_report(r, T0), Err(ServiceError::Refused(ref m)) if m.contains("not the hex of the key")),
+    );
+    assert!(core.device(&victim.id).is_err());
 
     // A report not newer than the last is ignored.
     let mut old = listed.report();
     old.seq = 1;
     old.facts.region = "us".into();
     core.device_report(old, T0 + 1).unwrap();
-    assert_eq!(core.device("dev_z").unwrap().region, "eu");
+    assert_eq!(core.device(&listed.id).unwrap().region, "eu");
     let entries = core
         .audit_entries(&crate::store::AuditFilter {
             limit: 100,
-            device_id: Some("dev_z".into()),
+            device_id: Some(listed.id.clone()),
             deployment_id: None,
         })
         .unwrap();
@@ -384,7 +404,7 @@ fn a_deployment_runs_to_completion_with_growing_generations_across_deployments()
         DeploymentInput {
             flow_id: flow.clone(),
             strategy: "rolling".into(),
-            target_devices: Some(vec!["a".into()]),
+            target_devices: Some(vec![devs[0].id.clone()]),
             selector: None,
             config: ConfigInput::default(),
         },
@@ -436,15 +456,15 @@ fn silent_devices_go_offline_and_come_back() {
     }
     let dep = deploy(&mut core, &flow, &devs, "all-at-once", now);
     core.tick(now + 31_000);
-    assert!(core.device("a").unwrap().offline);
+    assert!(core.device(&devs[0].id).unwrap().offline);
     let target = core
         .with_deployment(&dep, |_, e| e.target_status(0))
         .unwrap();
     assert_eq!(target, Some(TargetStatus::Offline));
     let r = devs[0].report();
     core.device_report(r, now + 32_000).unwrap();
-    assert!(!core.device("a").unwrap().offline);
-    assert!(core.online(core.device("a").unwrap()));
+    assert!(!core.device(&devs[0].id).unwrap().offline);
+    assert!(core.online(core.device(&devs[0].id).unwrap()));
     let target = core
         .with_deployment(&dep, |_, e| e.target_status(0))
         .unwrap();
@@ -460,10 +480,11 @@ fn old_directives_are_re_signed_with_the_same_generation() {
     let mut devs = vec![Dev::new("a", 41)];
     allow(&mut core, &mut devs[0], now);
     deploy(&mut core, &flow, &devs, "all-at-once", now);
-    let (g1, p1) = core.directive_post("a", now).unwrap().unwrap();
-    let (g2, p2) = core.directive_post("a", now + 200_000).unwrap().unwrap();
+    let a = devs[0].id.clone();
+    let (g1, p1) = core.directive_post(&a, now).unwrap().unwrap();
+    let (g2, p2) = core.directive_post(&a, now + 200_000).unwrap().unwrap();
     assert_eq!((g1, &p1), (g2, &p2), "younger than half the TTL: unchanged");
-    let (g3, p3) = core.directive_post("a", now + 400_000).unwrap().unwrap();
+    let (g3, p3) = core.directive_post(&a, now + 400_000).unwrap().unwrap();
     assert_eq!(g3, g1);
     assert_ne!(p3, p1);
     let d = |p: &[u8]| {
@@ -502,7 +523,7 @@ fn a_reopened_core_resumes_the_same_deployment_state() {
         let view = core
             .with_deployment(&dep, |doc, e| (doc.clone(), e.clone()))
             .unwrap();
-        let posts: Vec<_> = ["a", "b"]
+        let posts: Vec<_> = [&devs[0].id, &devs[1].id]
             .iter()
             .map(|d| core.directive_post(d, now).unwrap())
             .collect();
@@ -514,7 +535,7 @@ fn a_reopened_core_resumes_the_same_deployment_state() {
         .unwrap();
     assert_eq!(again.0, view.0);
     assert_eq!(again.1, view.1);
-    let posts_again: Vec<_> = ["a", "b"]
+    let posts_again: Vec<_> = [Dev::new("a", 51).id, Dev::new("b", 52).id]
         .iter()
         .map(|d| core.directive_post(d, now).unwrap())
         .collect();
@@ -591,7 +612,7 @@ fn a_batch_of_reports_commits_together_and_a_refused_one_undoes_only_itself() {
             release: 7,
             version: "1.7.0".into(),
         });
-        let mut forged = Dev::new("b", 99);
+        let mut forged = Dev::claiming(&b.id, 99);
         let outcomes = core
             .ingest(vec![a.report(), forged.report(), b.report()], now + 1000)
             .unwrap();
@@ -604,10 +625,13 @@ fn a_batch_of_reports_commits_together_and_a_refused_one_undoes_only_itself() {
         assert!(outcomes[2].is_ok(), "{:?}", outcomes[2]);
     }
     let core = core_at(tmp.path());
-    let a = core.device("a").unwrap();
+    let a = core.device(&Dev::new("a", 81).id).unwrap();
     assert_eq!(a.installed.as_ref().map(|s| s.release), Some(7));
     assert_eq!(a.last_seen, Some(now + 1000));
-    assert_eq!(core.device("b").unwrap().last_seen, Some(now + 1000));
+    assert_eq!(
+        core.device(&Dev::new("b", 82).id).unwrap().last_seen,
+        Some(now + 1000)
+    );
 }
 
 /// A deployment's targets come in pages in plan order; the last page names no next cursor,
@@ -681,24 +705,23 @@ fn a_device_batch_is_all_or_nothing() {
             .allow_devices(devs[..3].iter().map(input).collect(), now)
             .unwrap();
         assert_eq!((created, existing), (1, 2));
+        let b9 = Dev::new("b9", 119);
         let mut bad = input(&devs[3]);
         bad.public_key = "zz".into();
-        let err = core
-            .allow_devices(vec![input(&Dev::new("b9", 119)), bad], now)
-            .unwrap_err();
+        let err = core.allow_devices(vec![input(&b9), bad], now).unwrap_err();
         assert!(
             matches!(&err, ServiceError::Validation { field, .. } if field == "devices[1].public_key"),
             "{err}"
         );
         assert!(
-            core.device("b9").is_err(),
+            core.device(&b9.id).is_err(),
             "a refused batch leaves nothing in memory"
         );
     }
     let core = core_at(tmp.path());
     assert_eq!(core.devices().count(), 3);
     assert!(
-        core.device("b9").is_err(),
+        core.device(&Dev::new("b9", 119).id).is_err(),
         "a refused batch leaves nothing on disk"
     );
 }
@@ -714,6 +737,9 @@ fn pending_directives_list_who_is_behind_until_they_report() {
     let mut devs: Vec<Dev> = (0..3)
         .map(|i| Dev::new(&format!("q{i}"), 120 + i))
         .collect();
+    // Pages go by device id: q0, q1, q2 are the devices in id order.
+    devs.sort_by(|a, b| a.id.cmp(&b.id));
+    let q: Vec<String> = devs.iter().map(|d| d.id.clone()).collect();
     for d in devs.iter_mut() {
         allow(&mut core, d, now);
     }
@@ -721,10 +747,10 @@ fn pending_directives_list_who_is_behind_until_they_report() {
     deploy(&mut core, &flow, &devs, "all-at-once", now);
     let pending = core.pending_directives(None, 10);
     let ids: Vec<&str> = pending.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, vec!["q0", "q1", "q2"]);
+    assert_eq!(ids, vec![q[0].as_str(), q[1].as_str(), q[2].as_str()]);
     assert!(pending.iter().all(|(_, g)| *g > 0));
-    assert_eq!(core.pending_directives(Some("q0"), 1).len(), 1);
-    assert_eq!(core.pending_directives(Some("q0"), 1)[0].0, "q1");
+    assert_eq!(core.pending_directives(Some(&q[0]), 1).len(), 1);
+    assert_eq!(core.pending_directives(Some(&q[0]), 1)[0].0, q[1]);
     devs[1].step(&mut core, now + 100);
     let ids: Vec<String> = core
         .pending_directives(None, 10)
@@ -733,15 +759,12 @@ fn pending_directives_list_who_is_behind_until_they_report() {
         .collect();
     // q0 and q2 have not reported; q1 is listed again only if its report made the engine
     // issue its next directive.
-    assert!(
-        ids.contains(&"q0".to_string()) && ids.contains(&"q2".to_string()),
-        "{ids:?}"
-    );
+    assert!(ids.contains(&q[0]) && ids.contains(&q[2]), "{ids:?}");
     let applied = devs[1].applied.as_ref().unwrap().generation;
     assert!(applied > 0);
     assert_eq!(
-        ids.contains(&"q1".to_string()),
-        core.desired_generation("q1") > applied,
+        ids.contains(&q[1]),
+        core.desired_generation(&q[1]) > applied,
         "{ids:?}"
     );
 }
@@ -851,7 +874,7 @@ fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
     let v1 = core.artifact_of(&flow).unwrap().unwrap();
 
     assert_eq!(
-        core.device("a")
+        core.device(&devs[0].id)
             .unwrap()
             .last_known_good
             .as_ref()

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod journal;
+mod tokens;
 
 pub use journal::{LoggedInput, SNAPSHOT_VERSION};
 
@@ -36,6 +37,14 @@ pub enum StoreError {
         path: String,
         /// The SQLite error.
         source: rusqlite::Error,
+    },
+    /// The database file could not be made private (mode 0600).
+    #[error("making {path} private (mode 0600): {source}")]
+    Private {
+        /// The database file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// The database was written by a newer coordinator.
     #[error("the database is at schema {found}, newer than this coordinator's {supported}")]
@@ -143,6 +152,14 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      ALTER TABLE deployments ADD COLUMN snapshot_seq INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE deployments ADD COLUMN snapshot_version INTEGER NOT NULL DEFAULT 1;",
+    // 3: the highest version each lineage (artifact name) ever had, kept across deletes, so a
+    // release number is never issued twice for different content.
+    "CREATE TABLE lineage_highest (
+        lineage TEXT PRIMARY KEY,
+        version INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO lineage_highest (lineage, version)
+        SELECT lineage, MAX(version) FROM flows GROUP BY lineage;",
 ];
 
 /// A flow version as stored.
@@ -441,6 +458,10 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
+        floe_wire::fsutil::private_database(path).map_err(|source| StoreError::Private {
+            path: path.display().to_string(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(open_err)?;
         Self::init(conn).map_err(|e| match e {
             StoreError::Sql(source) => open_err(source),
@@ -469,7 +490,9 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Store { conn })
+        let store = Store { conn };
+        store.hash_clear_tokens()?;
+        Ok(store)
     }
 
     /// The schema version applied.
@@ -544,6 +567,11 @@ impl Store {
                 to_json("flow", flow)?
             ],
         )?;
+        self.conn.execute(
+            "INSERT INTO lineage_highest (lineage, version) VALUES (?1, ?2)
+             ON CONFLICT(lineage) DO UPDATE SET version = MAX(version, excluded.version)",
+            params![flow.lineage, to_i64(flow.version)],
+        )?;
         Ok(())
     }
 
@@ -567,10 +595,13 @@ impl Store {
         docs.iter().map(|d| from_json("flow", d)).collect()
     }
 
-    /// The highest version in a lineage.
+    /// The highest version a lineage ever had, deleted versions included: the next version
+    /// (and so the next release of the artifact) is above it.
     pub fn latest_version(&self, lineage: &str) -> Result<u64, StoreError> {
         let v: Option<i64> = self.conn.query_row(
-            "SELECT MAX(version) FROM flows WHERE lineage = ?1",
+            "SELECT MAX(v) FROM (
+                SELECT MAX(version) AS v FROM flows WHERE lineage = ?1
+                UNION ALL SELECT version FROM lineage_highest WHERE lineage = ?1)",
             [lineage],
             |r| r.get(0),
         )?;
@@ -707,36 +738,6 @@ impl Store {
             .query_map([], |r| r.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         docs.iter().map(|d| from_json("device", d)).collect()
-    }
-
-    // Enrollment tokens.
-
-    /// Stores a one-time token.
-    pub fn put_token(&self, token: &str, expires_at: u64) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO enroll_tokens (token, expires_at) VALUES (?1, ?2)",
-            params![token, to_i64(expires_at)],
-        )?;
-        Ok(())
-    }
-
-    /// How many tokens are unused and not expired at `now`.
-    pub fn open_tokens(&self, now: u64) -> Result<u64, StoreError> {
-        let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM enroll_tokens WHERE used_by IS NULL AND expires_at > ?1",
-            [to_i64(now)],
-            |r| r.get(0),
-        )?;
-        Ok(to_u64(n))
-    }
-
-    /// Marks a token used by `device` if it exists, is unused and has not expired at `now`.
-    pub fn take_token(&self, token: &str, device: &str, now: u64) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
-            "UPDATE enroll_tokens SET used_by = ?2
-             WHERE token = ?1 AND used_by IS NULL AND expires_at > ?3",
-            params![token, device, to_i64(now)],
-        )? == 1)
     }
 
     // Generations and desired directives.

@@ -91,6 +91,13 @@ pub fn prepare(path: &Path, cfg: &Config, device_id: &str) -> Result<Prepared, B
         .map_err(BundleInstallError::Releases)?;
     artifact::install_decision(&verified, &device_facts(cfg, device_id), highest, None)
         .map_err(BundleInstallError::Refused)?;
+    releases
+        .remember_content(
+            &verified.value.name,
+            verified.value.release,
+            &verified.digest.to_hex(),
+        )
+        .map_err(BundleInstallError::Releases)?;
     let manifest = verified.value;
     let record = record_of(&manifest)?;
     Ok(Prepared {

@@ -66,11 +66,31 @@ where
 
     /// Installs a staged directory (a version record and its files) through the whole
     /// lifecycle up to the start of the trial. The trial then ends in [`Agent::tick`].
+    ///
+    /// Nothing about such a directory is signed, so it is refused (and the refusal audited)
+    /// unless the developer setting `dev.allow_unsigned_install` is on; each use is audited.
     pub async fn install_dir(
         &mut self,
         source: &Path,
         actor: &str,
     ) -> Result<Option<Outcome>, AgentError> {
+        if !self.cfg.dev.allow_unsigned_install {
+            let err = AgentError::UnsignedRefused(source.to_path_buf());
+            let entry = self.audit(now_ms(), actor, "install", "refused", &err.to_string());
+            self.state.audit(&entry)?;
+            return Err(err);
+        }
+        let entry = self.audit(
+            now_ms(),
+            actor,
+            "install",
+            "unsigned",
+            &format!(
+                "unsigned directory {} installed under the developer setting dev.allow_unsigned_install",
+                source.display()
+            ),
+        );
+        self.state.audit(&entry)?;
         let slots = self.slots.clone();
         let src = source.to_path_buf();
         let record = read_staged_record(source)?;

@@ -89,6 +89,13 @@ pub enum AgentError {
     /// A `.floe` bundle failed verification or may not be installed here.
     #[error(transparent)]
     Bundle(#[from] bundle::BundleInstallError),
+    /// An unsigned directory was offered while `dev.allow_unsigned_install` is off.
+    #[error(
+        "refused to install the unsigned directory {}: only signed .floe bundles install \
+         (the developer setting dev.allow_unsigned_install is off)",
+        .0.display()
+    )]
+    UnsignedRefused(PathBuf),
     /// There is nothing to roll back to.
     #[error("nothing to roll back to: {0}")]
     NoRollbackTarget(#[from] NoRollbackTarget),
@@ -131,7 +138,8 @@ where
     /// flow of the slot that should run.
     pub async fn open(cfg: Config, runner: R) -> Result<Agent<R>, AgentError> {
         let data = cfg.data_dir.clone();
-        std::fs::create_dir_all(&data).map_err(|source| AgentError::DataDir {
+        // Keys, the release table and flows live here: owner only, at every start.
+        floe_wire::fsutil::private_dir(&data).map_err(|source| AgentError::DataDir {
             path: data.clone(),
             source,
         })?;

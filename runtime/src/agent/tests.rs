@@ -100,6 +100,8 @@ fn config(data: &Path) -> Config {
     cfg.trial.min_ready = Duration::from_millis(0);
     cfg.trial.start_timeout = Duration::from_millis(200);
     cfg.trial.smoke_timeout = Duration::from_millis(100);
+    // These tests drive the lifecycle with unsigned staged directories.
+    cfg.dev.allow_unsigned_install = true;
     cfg
 }
 
@@ -135,6 +137,34 @@ fn actions(agent: &Agent<Script>) -> Vec<String> {
         .iter()
         .map(|a| format!("{}:{}", a.action, a.outcome))
         .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unsigned_directory_is_refused_and_audited_unless_the_developer_setting_is_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(&tmp.path().join("data"));
+    cfg.dev.allow_unsigned_install = false;
+    let mut agent = Agent::open(cfg, Script::default()).await.unwrap();
+    let err = agent
+        .install_dir(&staged(tmp.path(), "1.0", "ok"), "local:uid=1000")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AgentError::UnsignedRefused(_)), "{err}");
+    assert!(
+        err.to_string().contains("dev.allow_unsigned_install"),
+        "{err}"
+    );
+    assert_eq!(agent.slots.active().unwrap(), None);
+    let last = agent.state.audit_log(1).unwrap().remove(0);
+    assert_eq!(
+        (last.action.as_str(), last.outcome.as_str()),
+        ("install", "refused")
+    );
+    assert_eq!(last.actor, "local:uid=1000");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = installed(tmp.path(), "1.0").await;
+    assert!(actions(&agent).contains(&"install:unsigned".to_string()));
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -19,6 +19,40 @@ pub fn temp_path_for(target: &Path) -> std::path::PathBuf {
     target.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// Makes `dir` (created if missing) private to its owner: mode 0700, whatever it was before.
+/// Data directories hold keys, tokens and flows; a directory someone created earlier with 0755
+/// must not stay readable by every local user.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Makes a SQLite database file private (mode 0600) before it is opened: created empty with
+/// 0600 if missing, set to 0600 if it exists, and the same for its `-wal` and `-shm` files if
+/// they exist (SQLite creates those with the database file's mode).
+pub fn private_database(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    drop(
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?,
+    );
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        match fs::set_permissions(Path::new(&side), fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Fsyncs a directory so a rename inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

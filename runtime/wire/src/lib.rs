@@ -7,6 +7,7 @@
 //! - [`identity`]: a node's ed25519 key on disk.
 //! - [`fsutil`]: durable writes (temp file, fsync, rename, directory fsync).
 //! - [`clock`]: the wall clock, read only by services and binaries.
+//! - [`text`]: limits and control-character rules for untrusted text, and its terminal form.
 //!
 //! Architecture invariant: this crate depends on serde, ciborium, ed25519-dalek and sha2 and on
 //! no async runtime, database or network stack; `cargo tree -p floe-wire` is the check. The
@@ -17,3 +18,4 @@ pub mod clock;
 pub mod fsutil;
 pub mod identity;
 pub mod proto;
+pub mod text;

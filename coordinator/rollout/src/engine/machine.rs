@@ -72,7 +72,10 @@ impl Rollout {
                     self.plan.len(),
                     self.plan.stages.len()
                 ));
-                self.timers.next_check = Some(self.now + self.plan.config.health_check_interval);
+                self.timers.next_check = Some(
+                    self.now
+                        .saturating_add(self.plan.config.health_check_interval),
+                );
                 self.begin_stage(0);
             }
             Command::Pause => {
@@ -94,12 +97,12 @@ impl Rollout {
                 self.machine.last_gate = None;
                 if let Phase::Gating { .. } = self.machine.phase {
                     self.machine.phase = Phase::Gating {
-                        deadline: self.now + self.plan.config.timeout,
+                        deadline: self.now.saturating_add(self.plan.config.timeout),
                     };
                 }
                 if let Phase::Completing { .. } = self.machine.phase {
                     self.machine.phase = Phase::Completing {
-                        deadline: self.now + self.plan.config.timeout,
+                        deadline: self.now.saturating_add(self.plan.config.timeout),
                     };
                 }
                 if let Phase::Soaking { until } = self.machine.phase {
@@ -235,7 +238,7 @@ impl Rollout {
                 if !self.dispatch.stage_settled(spec.end) {
                     return false;
                 }
-                let until = now + spec.soak;
+                let until = now.saturating_add(spec.soak);
                 self.machine.stages[self.machine.stage as usize].soak_started_at = Some(now);
                 self.machine.phase = Phase::Soaking { until };
                 true
@@ -245,7 +248,7 @@ impl Rollout {
                     return false;
                 }
                 self.machine.phase = Phase::Gating {
-                    deadline: now + self.plan.config.timeout,
+                    deadline: now.saturating_add(self.plan.config.timeout),
                 };
                 true
             }
@@ -306,7 +309,7 @@ impl Rollout {
                     self.begin_stage(next);
                 } else {
                     self.machine.phase = Phase::CatchUp {
-                        deadline: now + self.plan.config.offline_grace,
+                        deadline: now.saturating_add(self.plan.config.offline_grace),
                     };
                 }
                 true
@@ -317,7 +320,7 @@ impl Rollout {
                     return false;
                 }
                 self.machine.phase = Phase::Completing {
-                    deadline: now + self.plan.config.timeout,
+                    deadline: now.saturating_add(self.plan.config.timeout),
                 };
                 true
             }

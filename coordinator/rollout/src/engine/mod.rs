@@ -411,7 +411,7 @@ impl Rollout {
     /// Gives `d` a deploy deadline of the strategy's timeout from now; only its latest
     /// deadline counts.
     fn arm_deadline(&mut self, d: u32) {
-        let at = self.now + self.plan.config.timeout;
+        let at = self.now.saturating_add(self.plan.config.timeout);
         self.devs[d as usize].deadline = at;
         self.timers.deploy_by(d, at);
     }

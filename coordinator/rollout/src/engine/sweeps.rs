@@ -90,7 +90,7 @@ impl Rollout {
             cursor: start,
             end,
             waiting: 0,
-            grace_until: self.now + self.plan.config.offline_grace,
+            grace_until: self.now.saturating_add(self.plan.config.offline_grace),
             reason,
         });
         // A pause does not stop a rollback: directives to go back are always sent.

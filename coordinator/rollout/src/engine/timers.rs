@@ -85,7 +85,7 @@ impl Timers {
     pub(super) fn health_check_due(&mut self, now: Millis, interval: Millis) -> bool {
         match self.next_check {
             Some(at) if at <= now => {
-                self.next_check = Some(now + interval);
+                self.next_check = Some(now.saturating_add(interval));
                 true
             }
             Some(_) | None => false,

@@ -4,6 +4,7 @@
 //! checks before compiling anything.
 
 use super::PlanError;
+use crate::duration::MAX_DURATION;
 use crate::names::spelled;
 use crate::{HOUR, MINUTE, Millis, SECOND};
 use serde::{Deserialize, Serialize};
@@ -191,6 +192,25 @@ impl StrategyConfig {
                 })
             }
         };
+        for (field, v) in [
+            ("timeout", self.timeout),
+            ("batch_delay", self.batch_delay),
+            ("canary_delay", self.canary_soak),
+            ("switch_delay", self.switch_delay),
+            ("step_soak", self.step_soak),
+            ("health_check_interval", self.health_check_interval),
+            ("offline_grace", self.offline_grace),
+        ]
+        .into_iter()
+        .chain(self.waves.iter().map(|w| ("waves.soak", w.soak)))
+        {
+            if v > MAX_DURATION {
+                return Err(PlanError::Config {
+                    field,
+                    reason: format!("{v} ms is longer than the limit of 366 days"),
+                });
+            }
+        }
         pct("failure_threshold", self.failure_threshold_percent)?;
         pct("canary_percentage", self.canary_percent)?;
         pct("quorum_percent", self.quorum_percent)?;

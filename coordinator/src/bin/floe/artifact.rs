@@ -177,7 +177,7 @@ pub(crate) fn run(command: ArtifactCommand) -> Result<ExitCode> {
             let refs: Vec<_> = signing.iter().collect();
             let manifest = artifact::build(&spec, &bytes, files.as_deref(), &refs, &out)
                 .with_context(|| format!("building {}", out.display()))?;
-            println!(
+            outln!(
                 "wrote {}: {} {} release {}, {} bytes, {} chunks, {} files, smoke test: {}",
                 out.display(),
                 manifest.name,
@@ -203,32 +203,36 @@ pub(crate) fn run(command: ArtifactCommand) -> Result<ExitCode> {
                 .manifest_unverified()
                 .with_context(|| format!("reading {}", bundle.display()))?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&manifest_json(&reader, &manifest))?
                 );
             } else {
-                println!(
+                outln!(
                     "artifact   {} {} (release {})",
-                    manifest.name, manifest.version, manifest.release
+                    manifest.name,
+                    manifest.version,
+                    manifest.release
                 );
-                println!(
+                outln!(
                     "created    {}  expires {}",
-                    manifest.created, manifest.expires
+                    manifest.created,
+                    manifest.expires
                 );
-                println!("archs      {}", manifest.archs.join(", "));
+                outln!("archs      {}", manifest.archs.join(", "));
                 let types = if manifest.device_types.is_empty() {
                     "any".to_string()
                 } else {
                     manifest.device_types.join(", ")
                 };
-                println!("devices    {types}");
-                println!("runtime    >= {}", manifest.min_runtime);
-                println!(
+                outln!("devices    {types}");
+                outln!("runtime    >= {}", manifest.min_runtime);
+                outln!(
                     "payload    {} bytes, sha256 {}",
-                    manifest.size, manifest.sha256
+                    manifest.size,
+                    manifest.sha256
                 );
-                println!(
+                outln!(
                     "chunks     {} x {} bytes",
                     manifest.chunks.len(),
                     manifest.chunk_size
@@ -239,10 +243,10 @@ pub(crate) fn run(command: ArtifactCommand) -> Result<ExitCode> {
                     .iter()
                     .map(|s| s.key_id.to_hex())
                     .collect();
-                println!("signed by  {} (not checked here)", ids.join(", "));
-                println!("files:");
+                outln!("signed by  {} (not checked here)", ids.join(", "));
+                outln!("files:");
                 for f in &manifest.files {
-                    println!("  {:>12}  {}  {}", f.size, f.sha256, f.path);
+                    outln!("  {:>12}  {}  {}", f.size, f.sha256, f.path);
                 }
             }
         }

@@ -37,7 +37,7 @@ pub(crate) fn run(args: AuditArgs) -> Result<ExitCode> {
         print_raw(&reply.text);
     } else {
         let list: AuditList = reply.json()?;
-        print!("{}", render(&list.entries));
+        out!("{}", render(&list.entries));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@
 //! Resolution is a pure function of its inputs (flags, an environment lookup, the home and XDG
 //! directories), which is what the precedence tests drive.
 
+use floe_wire::text::for_terminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -257,8 +258,14 @@ pub(crate) fn call<T>(
 }
 
 /// Renders rows under headers as an aligned text table (two spaces between columns, no
-/// trailing spaces). Widths count characters, not bytes.
+/// trailing spaces). Widths count characters, not bytes. Cells are untrusted text (names,
+/// labels, audit details): control characters are shown escaped, never sent to the terminal.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| for_terminal(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -297,6 +304,7 @@ pub(crate) fn fields(pairs: &[(&str, String)]) -> String {
     let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in pairs {
+        let v = for_terminal(v);
         out.push_str(&format!("{k:<w$}  {v}\n", w = w + 1, k = format!("{k}:")));
     }
     out
@@ -313,9 +321,9 @@ pub(crate) fn or_dash(v: Option<&str>) -> String {
 /// Prints the reply text as received, with a final newline.
 pub(crate) fn print_raw(text: &str) {
     if text.ends_with('\n') {
-        print!("{text}");
+        out!("{text}");
     } else {
-        println!("{text}");
+        outln!("{text}");
     }
 }
 
@@ -516,6 +524,18 @@ mod tests {
         write(&root.join(".config/floe/empty"), "\n");
         let err = resolve(&conn(None, None), &env_of(&[]), &h.dirs).unwrap_err();
         assert!(err.to_string().contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn tables_and_fields_never_pass_control_characters_to_the_terminal() {
+        let t = table(
+            &["name"],
+            &[vec!["evil\u{1b}]0;pwned\u{7}\u{1b}[2J".to_string()]],
+        );
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        assert!(t.contains("evil\\u{1b}]0;pwned"), "{t:?}");
+        let f = fields(&[("description", "a\nb\u{0}".to_string())]);
+        assert_eq!(f, "description:  a\\u{a}b\\u{0}\n");
     }
 
     #[test]

@@ -239,7 +239,7 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
             print_raw(&reply.text);
         } else {
             let d: Deployment = reply.json()?;
-            println!("{}: {} → {}", d.id, a.as_str(), d.status);
+            outln!("{}: {} → {}", d.id, a.as_str(), d.status);
         }
         Ok(ExitCode::SUCCESS)
     };
@@ -263,7 +263,7 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
                 if json_out {
                     print_raw(&reply.text);
                 } else {
-                    print!("{}", render_status(&d));
+                    out!("{}", render_status(&d));
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -274,7 +274,7 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
             if json_out {
                 print_raw(&started.text);
             } else {
-                print!("{}", render_status(&started.json()?));
+                out!("{}", render_status(&started.json()?));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -286,7 +286,7 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
                 print_raw(&reply.text);
             } else {
                 let list: DeploymentList = reply.json()?;
-                print!("{}", render_list(&list.deployments));
+                out!("{}", render_list(&list.deployments));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -302,7 +302,7 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
             if json_out {
                 print_raw(&reply.text);
             } else {
-                print!("{}", render_status(&reply.json()?));
+                out!("{}", render_status(&reply.json()?));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -348,7 +348,7 @@ fn follow(c: &Client, id: &str, interval: Duration, json_out: bool) -> Result<Ex
         d
     } else {
         let d = watch::watch(c, id, &opts)?;
-        println!("{}", watch::final_line(&d));
+        outln!("{}", watch::final_line(&d));
         d
     };
     Ok(watch::exit_code(&d))

@@ -128,7 +128,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
                 print_raw(&reply.text);
             } else {
                 let list: DeviceList = reply.json()?;
-                print!("{}", render_list(&list.devices));
+                out!("{}", render_list(&list.devices));
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -161,7 +161,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
             if json {
                 print_raw(&reply.text);
             } else {
-                println!(
+                outln!(
                     "allowed {}: the device is accepted on its first signed report",
                     body.id
                 );
@@ -173,7 +173,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
         print_raw(&reply.text);
     } else {
         let d: Device = reply.json()?;
-        print!("{}", render_one(&d));
+        out!("{}", render_one(&d));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -187,7 +187,7 @@ pub(crate) fn run_enroll_token(args: EnrollTokenArgs) -> Result<ExitCode> {
                 print_raw(&reply.text);
             } else {
                 let t: EnrollToken = reply.json()?;
-                println!("{}", t.token);
+                outln!("{}", t.token);
                 eprintln!("one-time enrollment token, expires {}", t.expires_at);
             }
         }

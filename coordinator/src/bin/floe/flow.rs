@@ -146,7 +146,7 @@ pub(crate) fn run(args: FlowArgs) -> Result<ExitCode> {
                 print_raw(&reply.text);
             } else {
                 let list: FlowList = reply.json()?;
-                print!("{}", render_list(&list.flows));
+                out!("{}", render_list(&list.flows));
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -163,7 +163,7 @@ pub(crate) fn run(args: FlowArgs) -> Result<ExitCode> {
             if json {
                 print_raw(&reply.text);
             } else {
-                println!("deleted {id}");
+                outln!("deleted {id}");
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -175,7 +175,7 @@ pub(crate) fn run(args: FlowArgs) -> Result<ExitCode> {
         print_raw(&reply.text);
     } else {
         let flow: Flow = reply.json()?;
-        print!("{}", render_one(&flow));
+        out!("{}", render_one(&flow));
     }
     Ok(ExitCode::SUCCESS)
 }

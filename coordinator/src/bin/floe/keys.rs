@@ -66,7 +66,7 @@ pub(crate) fn run(command: KeysCommand) -> Result<ExitCode> {
     match command {
         KeysCommand::Gen { out } => {
             let public = keys::generate(&out).context("generating a key pair")?;
-            println!(
+            outln!(
                 "wrote {}/{} and {}/{}: key id {}",
                 out.display(),
                 keys::PRIVATE_KEY_FILE,
@@ -88,7 +88,7 @@ pub(crate) fn run(command: KeysCommand) -> Result<ExitCode> {
             let mut store = TrustStore::new(release_keys, trusted(&coordinator_key)?);
             store.threshold = threshold;
             let path = keys::write_trust(&out, &store).context("writing the trust store")?;
-            println!(
+            outln!(
                 "wrote {}: version 1, {} release key(s), threshold {threshold}",
                 path.display(),
                 store.release_keys.len()
@@ -132,7 +132,7 @@ pub(crate) fn run(command: KeysCommand) -> Result<ExitCode> {
                 .context("devices would refuse this rotation")?;
             let bytes = envelope.to_bytes().context("encoding")?;
             std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
-            println!(
+            outln!(
                 "wrote {}: trust store version {}",
                 out.display(),
                 next.version

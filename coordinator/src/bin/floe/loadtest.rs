@@ -80,24 +80,25 @@ pub(crate) fn run(args: LoadtestArgs) -> Result<()> {
     let run_for = duration("duration", &args.duration)?;
     let fleet = Fleet::new(config)?;
     let [good, fail, unhealthy, offline] = fleet.behaviours();
-    println!(
+    outln!(
         "floe loadtest: {} devices ({good} good, {fail} failing stage, {unhealthy} unhealthy, {offline} offline) against {}",
-        args.devices, settings.server
+        args.devices,
+        settings.server
     );
     if !args.no_allow {
         let t0 = std::time::Instant::now();
         let (created, existing) = fleet.allow_all()?;
-        println!(
+        outln!(
             "allowlisted {created} devices ({existing} were already) in {:.1} s",
             t0.elapsed().as_secs_f64()
         );
     }
     let stop = AtomicBool::new(false);
-    let stats = fleet.run(run_for, &stop, |s| println!("{s}"))?;
+    let stats = fleet.run(run_for, &stop, |s| outln!("{s}"))?;
     let summary = stats.summary();
-    println!("summary: {summary}");
+    outln!("summary: {summary}");
     for (what, count) in stats.error_kinds() {
-        println!("  {count} × {what}");
+        outln!("  {count} × {what}");
     }
     if summary.accepted == 0 {
         bail!("no report was accepted");

@@ -1,5 +1,8 @@
 //! `floe`, the coordinator server and the operator's CLI.
 
+#[macro_use]
+mod out;
+
 mod artifact;
 mod audit;
 mod config;

@@ -246,12 +246,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         Some(d) => d,
         None => default_data_dir()?,
     };
-    if !dir.exists() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        // The directory holds the API token and private keys: owner only.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting {}", dir.display()))?;
-    }
+    // The directory holds the API token, private keys and the database: owner only, at every
+    // start (a directory created earlier with 0755 is tightened too).
+    floe_wire::fsutil::private_dir(&dir)
+        .with_context(|| format!("making {} private (mode 0700)", dir.display()))?;
     let offline_after = parse_duration(&args.offline_after).context("--offline-after")?;
     let republish = parse_duration(&args.republish).context("--republish")?;
     if republish < 100 {

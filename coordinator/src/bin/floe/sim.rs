@@ -162,21 +162,21 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
             "device_events_per_sec": events_per_sec,
             "peak_rss_kib": rss_kib,
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).context("encoding the report")?
         );
     } else {
-        print!("{}", out.report.to_markdown());
+        out!("{}", out.report.to_markdown());
         for (i, h) in out.halts.iter().enumerate() {
-            println!("halt {}: {h}", i + 1);
+            outln!("halt {}: {h}", i + 1);
         }
         if !out.rollout.status().is_terminal() {
-            println!();
-            print!("{}", StateBlock::from_rollout(&out.rollout).to_text());
+            outln!();
+            out!("{}", StateBlock::from_rollout(&out.rollout).to_text());
         }
-        println!();
-        println!(
+        outln!();
+        outln!(
             "simulated {} devices: setup {:.2} s, then {} device events, {} actions in {:.2} s wall \
              ({:.0} device events/s, {:.0} including setup), virtual time {}, peak in flight {}, \
              peak RSS {} MiB, action digest {:016x}",

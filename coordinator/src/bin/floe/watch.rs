@@ -462,7 +462,7 @@ pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Resul
             Some(bars) => bars.draw(&d, &mut changes),
             None if opts.mode == Mode::Lines => {
                 for line in changes.update(&d) {
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
             None => {}
@@ -473,7 +473,7 @@ pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Resul
             }
             if opts.mode == Mode::Lines {
                 // A log ends with the stages as text, the same numbers the bars show.
-                print!("{}", frame(&d));
+                out!("{}", frame(&d));
             }
             return Ok(d);
         }

@@ -119,6 +119,11 @@ where
             .and_then(|env| trust.verify_coordinator(&env).ok());
         let facts = bundle::device_facts(&self.cfg, &self.device);
         artifact::install_decision(&post.manifest, &facts, highest, permit.as_ref())?;
+        releases.remember_content(
+            &post.manifest.value.name,
+            post.manifest.value.release,
+            &post.manifest.digest.to_hex(),
+        )?;
         Ok(())
     }
 

@@ -68,7 +68,7 @@ pub(crate) fn run(command: ArtifactCommand) -> Result<ExitCode> {
             let verified = artifact::verify_file(&bundle, &trust)
                 .with_context(|| format!("{} is not valid", bundle.display()))?;
             check_fresh(&verified).with_context(|| format!("{} is not valid", bundle.display()))?;
-            println!("{}", summary(&verified));
+            outln!("{}", summary(&verified));
             Ok(ExitCode::SUCCESS)
         }
         ArtifactCommand::Import {
@@ -81,7 +81,7 @@ pub(crate) fn run(command: ArtifactCommand) -> Result<ExitCode> {
             let verified = artifact::import(&bundle, &trust, &store)
                 .with_context(|| format!("importing {}", bundle.display()))?;
             check_fresh(&verified)?;
-            println!("{}", summary(&verified));
+            outln!("{}", summary(&verified));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -123,6 +123,7 @@ async fn serve(cfg: Config) -> Result<()> {
         .with_context(|| format!("binding the control socket {}", sock.display()))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting the mode of {}", sock.display()))?;
+    let policy = floe_runtime::peer::ControlPolicy::new(cfg_copy.operator_group.as_deref())?;
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let status_source = http::StatusSource {
         data_dir: data.clone(),
@@ -130,7 +131,9 @@ async fn serve(cfg: Config) -> Result<()> {
     };
     let token = shutdown.clone();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(control, http::control_router(cmd_tx, status_source))
+        let app = http::control_router(cmd_tx, status_source, policy)
+            .into_make_service_with_connect_info::<floe_runtime::peer::PeerCred>();
+        if let Err(e) = axum::serve(control, app)
             .with_graceful_shutdown(token.cancelled_owned())
             .await
         {

@@ -40,7 +40,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     // A simulated sensor has no hardware sampling limit, so the demo reads it every 500 ms and
     // shows alerts within seconds.
     let flow = compile(EXAMPLE.as_bytes(), &vars, "examples/temperature-alert.json")?;
-    println!(
+    outln!(
         "floed demo: broker {url}, flow temperature-alert (simulated DHT22 every 500 ms, alert above 30 °C), {:?}",
         args.duration
     );
@@ -76,7 +76,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
                 match el.poll().await {
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
                         seen_w.fetch_add(1, Ordering::Relaxed);
-                        println!("{} {}", p.topic, String::from_utf8_lossy(&p.payload));
+                        outln!("{} {}", p.topic, String::from_utf8_lossy(&p.payload));
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -105,7 +105,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         let readings = report.metrics.node("n1").map(|n| n.msgs_out).unwrap_or(0);
         let received = seen.load(Ordering::Relaxed);
         log_metrics(&report.metrics);
-        println!(
+        outln!(
             "demo summary: {readings} readings, {published} alerts published, {received} received from the broker in {:.1}s; stop {}",
             ran.as_secs_f64(),
             if report.drained { "clean (drained)" } else { "forced (deadline passed)" }

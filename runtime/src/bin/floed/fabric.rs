@@ -193,7 +193,7 @@ struct Printer {
 impl Printer {
     fn print(&self, value: serde_json::Value) {
         if self.json {
-            println!("{value}");
+            outln!("{value}");
         } else {
             tracing::info!("{value}");
         }

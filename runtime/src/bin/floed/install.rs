@@ -20,28 +20,27 @@ use floe_runtime::http::{CONTROL_SOCKET, ClientError, control_request};
 pub(crate) struct Args {
     #[command(flatten)]
     pub(crate) common: super::Common,
-    /// A signed `.floe` bundle (verified against the trust store), or a staged directory (a
-    /// `.version` record and the files it lists).
+    /// A signed `.floe` bundle (verified against the trust store: signatures, anti-rollback,
+    /// expiry), or, only with the developer setting `dev.allow_unsigned_install`, a staged
+    /// directory (a `.version` record and the files it lists).
     source: PathBuf,
 }
 
-/// The actor recorded for local commands: `local:<user>`.
+/// The actor recorded for local commands run in this process: `local:uid=<uid>(<name>)`, from
+/// the process's real uid (never from the environment, which the caller chooses).
 pub(crate) fn local_actor() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| format!("uid{}", nix::unistd::getuid()));
-    format!("local:{user}")
+    floe_runtime::peer::Caller::this_process().actor()
 }
 
 pub(crate) fn print_outcome(outcome: &Outcome) -> ExitCode {
     match outcome {
         Outcome::Committed { slot, version } => {
-            println!("committed: {version} runs from slot {slot} and is the last known good");
+            outln!("committed: {version} runs from slot {slot} and is the last known good");
             ExitCode::SUCCESS
         }
         Outcome::RolledBack { slot, reason } => {
             let slot = slot.map_or("nothing".to_string(), |s| format!("slot {s}"));
-            println!("rolled back to {slot}: {reason}");
+            outln!("rolled back to {slot}: {reason}");
             ExitCode::FAILURE
         }
     }
@@ -51,13 +50,13 @@ pub(crate) fn run(cfg: Config, args: &Args) -> Result<ExitCode> {
     let source = std::fs::canonicalize(&args.source)
         .with_context(|| format!("install source {}", args.source.display()))?;
     let sock = cfg.data_dir.join(CONTROL_SOCKET);
-    let body = serde_json::json!({"source": source, "actor": local_actor()}).to_string();
+    let body = serde_json::json!({ "source": source }).to_string();
     let t = &cfg.trial;
     let wait = t.min_ready + t.start_timeout * 2 + t.smoke_timeout + Duration::from_secs(60);
     match control_request(&sock, "POST", "/install", Some(&body), wait) {
         Ok((200, body)) => {
             let outcome: serde_json::Value = serde_json::from_str(&body).context("daemon reply")?;
-            println!("{outcome}");
+            outln!("{outcome}");
             Ok(if outcome["outcome"] == "committed" {
                 ExitCode::SUCCESS
             } else {
@@ -103,7 +102,7 @@ fn in_process(cfg: Config, source: &std::path::Path) -> Result<ExitCode> {
         let outcome = match first {
             Some(o) => o,
             None => {
-                println!("switched; on trial");
+                outln!("switched; on trial");
                 let mut ticker = tokio::time::interval(interval);
                 loop {
                     ticker.tick().await;

@@ -1,5 +1,8 @@
 //! `floed`, the Floe device daemon and its local commands.
 
+#[macro_use]
+mod out;
+
 mod artifact;
 
 use anyhow::{Context, Result};

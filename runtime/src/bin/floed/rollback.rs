@@ -24,7 +24,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(cfg: Config, args: &Args) -> Result<ExitCode> {
     let sock = cfg.data_dir.join(CONTROL_SOCKET);
-    let body = serde_json::json!({"reason": args.reason, "actor": local_actor()}).to_string();
+    let body = serde_json::json!({ "reason": args.reason }).to_string();
     match control_request(
         &sock,
         "POST",
@@ -33,7 +33,7 @@ pub(crate) fn run(cfg: Config, args: &Args) -> Result<ExitCode> {
         Duration::from_secs(60),
     ) {
         Ok((200, body)) => {
-            println!("{body}");
+            outln!("{body}");
             Ok(ExitCode::SUCCESS)
         }
         Ok((code, body)) => anyhow::bail!("floed refused the rollback ({code}): {body}"),

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use floe_runtime::config::Config;
 use floe_runtime::http::{CONTROL_SOCKET, ClientError, STATUS_AUDIT, control_request};
 use floe_runtime::status::{StatusView, read_status};
+use floe_wire::text::for_terminal;
 
 /// Arguments of `floed status`.
 #[derive(Debug, clap::Args)]
@@ -33,23 +34,25 @@ pub(crate) fn run(cfg: &Config, args: &Args) -> Result<ExitCode> {
             Err(e) => return Err(e.into()),
         };
     if args.json {
-        println!("{json}");
+        outln!("{json}");
         return Ok(ExitCode::SUCCESS);
     }
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
-    println!("device:     {}", s(&json["device"]));
-    println!("active:     {}", s(&json["active"]));
-    println!("phase:      {}", s(&json["phase"]));
-    println!("last good:  {}", s(&json["last_good"]));
+    // Versions, details and actors can carry text from outside (a manifest, a flow's error):
+    // escaped, never sent raw to the terminal.
+    let s = |v: &serde_json::Value| for_terminal(v.as_str().unwrap_or("-")).into_owned();
+    outln!("device:     {}", s(&json["device"]));
+    outln!("active:     {}", s(&json["active"]));
+    outln!("phase:      {}", s(&json["phase"]));
+    outln!("last good:  {}", s(&json["last_good"]));
     if !json["target"].is_null() {
-        println!(
+        outln!(
             "target:     {} (restarts on trial: {})",
             s(&json["target"]),
             json["trial_restarts"]
         );
     }
     for slot in json["slots"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "slot {:<6} version {:<12} verified: {}",
             s(&slot["slot"]),
             s(&slot["version"]),
@@ -57,14 +60,15 @@ pub(crate) fn run(cfg: &Config, args: &Args) -> Result<ExitCode> {
         );
     }
     if let Some(h) = json.get("health") {
-        println!("health:     {}", s(&h["status"]));
+        outln!("health:     {}", s(&h["status"]));
         for (name, c) in h["checks"].as_object().into_iter().flatten() {
-            println!("  {name:<24} {:<10} {}", s(&c["status"]), s(&c["detail"]));
+            let name = for_terminal(name);
+            outln!("  {name:<24} {:<10} {}", s(&c["status"]), s(&c["detail"]));
         }
     }
-    println!("audit (newest last):");
+    outln!("audit (newest last):");
     for a in json["audit"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  {} {} {} {}: {}",
             a["at_ms"],
             s(&a["actor"]),

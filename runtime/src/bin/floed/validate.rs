@@ -66,13 +66,13 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
             "level": level,
             "problems": problems,
         });
-        println!("{report}");
+        outln!("{report}");
     } else {
         match &outcome {
-            Outcome::Passed => println!("ok"),
+            Outcome::Passed => outln!("ok"),
             Outcome::Problems(list) => {
                 for problem in list {
-                    println!("{problem}");
+                    outln!("{problem}");
                 }
             }
             Outcome::Unusable(message) => eprintln!("error: {message}"),

@@ -30,6 +30,32 @@ pub struct DeviceFacts {
 /// Why a manifest may not be installed here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// A release number this device has seen before, signed with different content.
+    #[error(
+        "{name} release {release} was seen before with manifest {seen}, now with {found}: a \
+         release number names one content for ever"
+    )]
+    ReleaseReused {
+        /// The artifact name.
+        name: String,
+        /// The release number.
+        release: u64,
+        /// The manifest digest seen first (hex).
+        seen: String,
+        /// The manifest digest offered now (hex).
+        found: String,
+    },
+    /// The manifest says it was created later than the device's clock allows.
+    #[error(
+        "manifest created in the future: created {created}, now is {now} (at most \
+         {MAX_CLOCK_SKEW_SECS} s of clock skew is allowed)"
+    )]
+    CreatedInFuture {
+        /// The manifest's creation time, unix seconds.
+        created: u64,
+        /// The device's clock.
+        now: u64,
+    },
     /// The manifest expired.
     #[error("manifest expired: valid until {expires}, now is {now}")]
     Expired {
@@ -156,6 +182,10 @@ pub fn check_rollback_directive(
     Ok(())
 }
 
+/// How far ahead of the device's clock a manifest's creation time may be: ten minutes. More
+/// means a wrong clock somewhere, or a manifest minted to outlive its stated lifetime.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
+
 /// Decides whether `manifest` may be installed on the device described by `facts`, given the
 /// highest release of the same name installed so far and an optional rollback directive.
 pub fn install_decision(
@@ -165,6 +195,12 @@ pub fn install_decision(
     rollback: Option<&Verified<Directive>>,
 ) -> Result<(), Refusal> {
     let m = &manifest.value;
+    if m.created > facts.now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        return Err(Refusal::CreatedInFuture {
+            created: m.created,
+            now: facts.now,
+        });
+    }
     if facts.now >= m.expires {
         return Err(Refusal::Expired {
             expires: m.expires,

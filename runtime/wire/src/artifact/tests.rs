@@ -287,6 +287,19 @@ fn refusal_table() {
             "manifest expired",
         ),
         (
+            "manifest created in the future",
+            Box::new(|| {
+                let verified = verify_file(&fixture(3, &[&key(1)]).bundle, &trust()).unwrap();
+                // Created at NOW - 100; a device whose clock is 11 minutes behind refuses it.
+                let behind = DeviceFacts {
+                    now: NOW - 100 - 601,
+                    ..facts()
+                };
+                install_decision(&verified, &behind, None, None).map_err(|e| e.to_string())
+            }),
+            "created in the future",
+        ),
+        (
             "wrong architecture",
             Box::new(|| {
                 let verified = verify_file(&fixture(3, &[&key(1)]).bundle, &trust()).unwrap();

@@ -54,6 +54,9 @@ pub const MAX_SMOKE_NODE_BYTES: usize = 256;
 /// The longest smoke-test timeout: 20 s, in milliseconds. A device's main loop waits for the
 /// smoke test, so the bound stays well under the 30 s systemd watchdog of `floed.service`.
 pub const MAX_SMOKE_TIMEOUT_MS: u64 = 20_000;
+/// The longest a manifest may live (`expires - created`): two years. A signed manifest that
+/// never expires would let an old release be replayed for ever (TUF's freeze attack).
+pub const MAX_MANIFEST_LIFETIME_SECS: u64 = 2 * 366 * 86_400;
 
 /// One file of the payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +266,15 @@ impl Payload for Manifest {
             return Err(format!(
                 "expires ({}) is not after created ({})",
                 self.expires, self.created
+            ));
+        }
+        if self.expires - self.created > MAX_MANIFEST_LIFETIME_SECS {
+            return Err(format!(
+                "the manifest lives {} s (created {}, expires {}); at most \
+                 {MAX_MANIFEST_LIFETIME_SECS} s (two years) is allowed",
+                self.expires - self.created,
+                self.created,
+                self.expires
             ));
         }
         if self.archs.is_empty() || self.archs.len() > 16 {

@@ -11,6 +11,7 @@
 
 pub mod bytes;
 pub mod cbor;
+pub mod device_auth;
 pub mod directive;
 pub mod envelope;
 pub mod manifest;

@@ -18,6 +18,10 @@ use super::cbor::{self, CborError};
 use super::directive::{Action, MAX_DIRECTIVE_BYTES};
 use super::envelope::{ENVELOPE_OVERHEAD, Envelope, Payload, SignedError, TrustedKey, open};
 use super::manifest::{MAX_MANIFEST_BYTES, check_name};
+use crate::text::{
+    MAX_ARCH_BYTES, MAX_DEVICE_TYPE_BYTES, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES,
+    MAX_REGION_BYTES,
+};
 use serde::{Deserialize, Serialize};
 
 /// The report schema this code writes and reads.
@@ -33,7 +37,7 @@ pub const POST_SCHEMA: u32 = 1;
 /// chunks has a manifest of about 2.5 KiB, so this bounds artifacts at roughly 300 chunks.
 pub const MAX_POST_BYTES: usize = 14 * 1024;
 /// Most labels a device reports.
-pub const MAX_LABELS: usize = 32;
+pub const MAX_LABELS: usize = crate::text::MAX_LABELS;
 /// Longest free-text detail in a report.
 pub const MAX_DETAIL_BYTES: usize = 512;
 
@@ -227,16 +231,7 @@ pub struct DeviceReport {
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
-    if value.len() > max {
-        return Err(format!(
-            "{field} is {} bytes, at most {max} allowed",
-            value.len()
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(format!("{field} contains a control character"));
-    }
-    Ok(())
+    crate::text::check_text(field, value, max).map_err(|e| e.to_string())
 }
 
 fn check_slot(field: &str, slot: &SlotInfo) -> Result<(), String> {
@@ -265,9 +260,13 @@ impl Payload for DeviceReport {
             return Err("device_id must be 1 to 128 bytes".to_string());
         }
         check_text("device_id", &self.device_id, 128)?;
-        check_text("facts.device_type", &self.facts.device_type, 64)?;
-        check_text("facts.arch", &self.facts.arch, 32)?;
-        check_text("facts.region", &self.facts.region, 64)?;
+        check_text(
+            "facts.device_type",
+            &self.facts.device_type,
+            MAX_DEVICE_TYPE_BYTES,
+        )?;
+        check_text("facts.arch", &self.facts.arch, MAX_ARCH_BYTES)?;
+        check_text("facts.region", &self.facts.region, MAX_REGION_BYTES)?;
         check_text("facts.runtime_version", &self.facts.runtime_version, 64)?;
         if self.facts.labels.len() > MAX_LABELS {
             return Err(format!(
@@ -284,8 +283,8 @@ impl Payload for DeviceReport {
             }
         }
         for label in &self.facts.labels {
-            check_text("facts.labels key", &label.key, 64)?;
-            check_text("facts.labels value", &label.value, 128)?;
+            check_text("facts.labels key", &label.key, MAX_LABEL_KEY_BYTES)?;
+            check_text("facts.labels value", &label.value, MAX_LABEL_VALUE_BYTES)?;
         }
         if let Some(token) = &self.enroll_token {
             check_text("enroll_token", token, 128)?;

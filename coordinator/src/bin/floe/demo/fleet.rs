@@ -39,7 +39,7 @@ pub(super) fn start(args: &DemoArgs, root: &Path) -> Result<Fleet> {
     let server_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let server_data = root.join("coordinator");
     std::fs::create_dir_all(&server_data)?;
-    println!(
+    outln!(
         "floe demo: {} devices, {} with {} soaks, broker {}, coordinator http://{server_listen}",
         args.devices,
         args.strategy,
@@ -158,7 +158,7 @@ pub(super) fn start(args: &DemoArgs, root: &Path) -> Result<Fleet> {
                     .map(|l| l.devices.len())
                     .unwrap_or(0);
                 if n != last {
-                    println!("devices online: {n}/{want}");
+                    outln!("devices online: {n}/{want}");
                     last = n;
                 }
                 (n >= want).then_some(())

@@ -445,7 +445,7 @@ fn build_floed(exe: &Path) -> Result<()> {
     let Some(target_dir) = profile_dir.parent() else {
         return Ok(());
     };
-    println!("building floed next to floe (first run only) ...");
+    outln!("building floed next to floe (first run only) ...");
     let mut cmd = Command::new(cargo);
     cmd.current_dir(manifest_dir)
         .args([
@@ -547,9 +547,9 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     let result = demo(&args, &root, started);
     if args.keep {
         let kept = tmp.keep();
-        println!("kept {} (data and logs of every process)", kept.display());
+        outln!("kept {} (data and logs of every process)", kept.display());
     } else if result.is_err() {
-        println!(
+        outln!(
             "logs were in {} (removed; --keep keeps them)",
             root.display()
         );
@@ -576,7 +576,7 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
     };
     let flow: Flow = api(client.create_flow(&v1), "creating the flow")?.json()?;
     let flow: Flow = api(client.publish_flow(&flow.id), "publishing the flow")?.json()?;
-    println!("published {} v{} ({})", flow.id, flow.version, flow.name);
+    outln!("published {} v{} ({})", flow.id, flow.version, flow.name);
     let ids: Vec<String> = plan.devices.iter().map(|d| d.id.clone()).collect();
     let first = deploy_and_watch(
         &client,
@@ -597,9 +597,10 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
     };
     api(client.update_flow(&draft.id, &v2), "editing version 2")?;
     let broken: Flow = api(client.publish_flow(&draft.id), "publishing version 2")?.json()?;
-    println!(
+    outln!(
         "published {} v{} (deliberately broken: fails on every message)",
-        broken.id, broken.version
+        broken.id,
+        broken.version
     );
     let second = deploy_and_watch(
         &client,
@@ -625,8 +626,8 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
         .iter()
         .filter(|d| release_of(d) == flow.artifact.as_ref().map(|a| a.release))
         .count();
-    println!();
-    println!(
+    outln!();
+    outln!(
         "demo done in {:.1}s: v{} {} ({}/{} devices), v{} {}; {on_v1}/{want} devices run v{} now",
         started.elapsed().as_secs_f64(),
         flow.version,
@@ -669,7 +670,7 @@ fn deploy_and_watch(
         client.deployment_action(&d.id, DeploymentAction::Start),
         "starting the deployment",
     )?;
-    println!("\ndeployment {} ({}) started", d.id, plan.strategy);
+    outln!("\ndeployment {} ({}) started", d.id, plan.strategy);
     use std::io::IsTerminal;
     let opts = WatchOptions {
         interval: watch::DEFAULT_INTERVAL,
@@ -684,12 +685,12 @@ fn deploy_and_watch(
     let result = watch::watch(client, &d.id, &opts);
     server.check_running()?;
     let done = result?;
-    println!("{}", watch::final_line(&done));
+    outln!("{}", watch::final_line(&done));
     let report = api(
         client.deployment_report(&d.id, ReportFormat::Markdown),
         "fetching the report",
     )?;
-    println!();
+    outln!();
     crate::config::print_raw(&report.text);
     Ok(done)
 }
