@@ -100,6 +100,17 @@ impl VirtualDevice {
         &self.id
     }
 
+    /// The `floe-device-auth` header value that lets it read its own directive at `now`
+    /// (unix seconds).
+    pub fn directive_auth(&self, now: u64) -> String {
+        floe_wire::proto::device_auth::sign_request(
+            &self.key,
+            "GET",
+            &floe_wire::proto::device_auth::directive_path(&self.id),
+            now,
+        )
+    }
+
     /// The public key in hex, for the allowlist.
     pub fn public_hex(&self) -> String {
         hex::encode(self.key.verifying_key().to_bytes())

@@ -649,7 +649,13 @@ impl Fleet {
             self.config.server,
             dev.id()
         );
-        let mut resp = match self.agent.get(&url).call() {
+        let auth = dev.directive_auth(floe_wire::clock::unix_secs());
+        let mut resp = match self
+            .agent
+            .get(&url)
+            .header(floe_wire::proto::device_auth::DEVICE_AUTH_HEADER, &auth)
+            .call()
+        {
             Ok(r) => r,
             Err(e) => {
                 stats.error(&format!("GET directive: {e}"));

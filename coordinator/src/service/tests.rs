@@ -791,12 +791,17 @@ fn a_target_never_heard_from_is_caught_up_on_its_first_report() {
     )
     .unwrap();
     deploy(&mut core, &flow, &devs, "all-at-once", now);
-    assert!(core.desired_generation("n0") > 0);
-    assert_eq!(core.desired_generation("n1"), 0, "silent targets are skipped");
+    let (n0, n1) = (devs[0].id.clone(), devs[1].id.clone());
+    assert!(core.desired_generation(&n0) > 0);
+    assert_eq!(
+        core.desired_generation(&n1),
+        0,
+        "silent targets are skipped"
+    );
     let r = devs[1].report();
     core.device_report(r, now + 1_000).unwrap();
     assert!(
-        core.desired_generation("n1") > 0,
+        core.desired_generation(&n1) > 0,
         "the first report of a silent target must catch it up"
     );
 }
