@@ -6,6 +6,7 @@
 use super::audit::api_audit;
 use super::model::{ArtifactBlob, FlowInput};
 use super::{ServiceError, json_err, random_token, validation};
+use crate::contract::FlowState;
 use crate::store::{ArtifactInfo, ArtifactRecord, FlowRecord, Store};
 use ed25519_dalek::SigningKey;
 use floe_rollout::Millis;
@@ -59,7 +60,7 @@ impl Flows {
             name: input.name.trim().to_string(),
             description: input.description,
             tags: input.tags,
-            state: "draft".into(),
+            state: FlowState::Draft,
             version: 1,
             lineage: id.clone(),
             parent_id: None,
@@ -94,7 +95,7 @@ impl Flows {
     pub(super) fn list(
         &self,
         store: &Store,
-        state: Option<&str>,
+        state: Option<FlowState>,
         tag: Option<&str>,
     ) -> Result<Vec<FlowRecord>, ServiceError> {
         Ok(store
@@ -102,7 +103,7 @@ impl Flows {
             .into_iter()
             .filter(|f| match state {
                 Some(s) => f.state == s,
-                None => f.state != "archived",
+                None => f.state != FlowState::Archived,
             })
             .filter(|f| tag.is_none_or(|t| f.tags.iter().any(|x| x == t)))
             .collect())
@@ -126,7 +127,7 @@ impl Flows {
         now: Millis,
     ) -> Result<FlowRecord, ServiceError> {
         let mut flow = self.get(store, id)?;
-        if flow.state != "draft" {
+        if flow.state != FlowState::Draft {
             return Err(ServiceError::Conflict(format!(
                 "flow {id} is {}; only drafts can be edited (make a new draft with POST /api/v1/flows/{id}/versions)",
                 flow.state
@@ -191,7 +192,7 @@ impl Flows {
         now: Millis,
     ) -> Result<FlowRecord, ServiceError> {
         let mut flow = self.get(store, id)?;
-        if flow.state != "draft" {
+        if flow.state != FlowState::Draft {
             return Err(ServiceError::Conflict(format!(
                 "flow {id} is {}; only drafts can be published",
                 flow.state
@@ -238,7 +239,7 @@ impl Flows {
             payload: bytes,
             created_at: now,
         };
-        flow.state = "published".into();
+        flow.state = FlowState::Published;
         flow.published_at = Some(now);
         flow.updated_at = now;
         let result = store.atomically(|s| {
@@ -272,7 +273,7 @@ impl Flows {
         now: Millis,
     ) -> Result<FlowRecord, ServiceError> {
         let mut flow = self.get(store, id)?;
-        if flow.state == "archived" {
+        if flow.state == FlowState::Archived {
             return Err(ServiceError::Conflict(format!(
                 "flow {id} is archived already"
             )));
@@ -282,7 +283,7 @@ impl Flows {
                 "flow {id} is used by deployment {dep}; it cannot be archived until that finishes"
             )));
         }
-        flow.state = "archived".into();
+        flow.state = FlowState::Archived;
         flow.archived_at = Some(now);
         flow.updated_at = now;
         store.atomically(|s| {
@@ -306,7 +307,7 @@ impl Flows {
         now: Millis,
     ) -> Result<FlowRecord, ServiceError> {
         let source = self.get(store, id)?;
-        if source.state == "draft" {
+        if source.state == FlowState::Draft {
             return Err(ServiceError::Conflict(format!(
                 "flow {id} is a draft; edit it instead of making a new version"
             )));
@@ -315,7 +316,7 @@ impl Flows {
         let new_id = format!("flow_{}", random_token(5)?);
         let flow = FlowRecord {
             id: new_id.clone(),
-            state: "draft".into(),
+            state: FlowState::Draft,
             version,
             parent_id: Some(source.id.clone()),
             created_at: now,
@@ -344,7 +345,7 @@ impl Flows {
         flow_id: &str,
     ) -> Result<(FlowRecord, ArtifactRecord), ServiceError> {
         let flow = self.get(store, flow_id)?;
-        if flow.state != "published" {
+        if flow.state != FlowState::Published {
             return Err(ServiceError::Conflict(format!(
                 "flow {} is {}; only published flows can be deployed",
                 flow.id, flow.state
