@@ -8,6 +8,7 @@
 pub mod api;
 pub mod bridge;
 pub mod client;
+pub mod contract;
 pub mod link;
 pub mod loadtest;
 pub mod openapi;

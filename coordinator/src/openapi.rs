@@ -1,33 +1,20 @@
 //! The OpenAPI 3.1 document of the REST API, served at `/api/v1/openapi.json`.
 //!
-//! It is written by hand next to the routes (rather than generated) to keep the dependency
-//! tree lean for a Raspberry Pi build; a unit test checks that every route the router serves
-//! is documented here.
+//! The paths and their words are written here next to the route table; every request and
+//! response body schema is derived (schemars) from the contract's types
+//! (`crate::contract`), the same types the handlers answer with and the client reads, so the
+//! document cannot drift from them. OpenAPI 3.1 uses JSON Schema 2020-12, which is what the
+//! derived schemas are. A test in `api/tests` calls every route of a real service and
+//! validates each answer against this document.
 
-use serde_json::{Value, json};
-
-fn error_ref() -> Value {
-    json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
-}
-
-fn op(summary: &str, body: Option<&str>, ok: (&str, &str)) -> Value {
-    let mut o = json!({
-        "summary": summary,
-        "responses": {
-            ok.0: {"description": ok.1, "content": {"application/json": {"schema": {"type": "object"}}}},
-            "400": error_ref(), "401": error_ref(), "404": error_ref(), "409": error_ref(),
-            "413": error_ref(), "422": error_ref(), "500": error_ref(),
-        },
-    });
-    if let Some(schema) = body {
-        o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
-    }
-    o
-}
-
-fn id_param() -> Value {
-    json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}])
-}
+use crate::contract::{
+    AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
+    DeviceInput, DevicePage, DevicePatch, EnrollToken, ErrorBody, FeedPage, Flow, FlowInput,
+    FlowList, Healthz, PendingPage, Report, TargetPage, TokenInput,
+};
+use schemars::generate::{Contract, SchemaSettings};
+use schemars::{JsonSchema, SchemaGenerator};
+use serde_json::{Map, Value, json};
 
 /// The paths the router serves under `/api/v1`, as (path, methods).
 pub const PATHS: &[(&str, &[&str])] = &[
@@ -59,23 +46,137 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/audit", &["get"]),
 ];
 
+/// Schemas of request bodies (as they deserialise) and of responses (as they serialise),
+/// collected under `#/components/schemas`.
+struct Schemas {
+    requests: SchemaGenerator,
+    responses: SchemaGenerator,
+}
+
+impl Schemas {
+    fn new() -> Self {
+        let settings = |contract: Contract| {
+            SchemaSettings::draft2020_12().with(|s| {
+                s.definitions_path = "/components/schemas".into();
+                s.meta_schema = None;
+                s.contract = contract;
+            })
+        };
+        Self {
+            requests: SchemaGenerator::new(settings(Contract::Deserialize)),
+            responses: SchemaGenerator::new(settings(Contract::Serialize)),
+        }
+    }
+
+    fn request<T: JsonSchema>(&mut self) -> Value {
+        self.requests.subschema_for::<T>().to_value()
+    }
+
+    fn response<T: JsonSchema>(&mut self) -> Value {
+        self.responses.subschema_for::<T>().to_value()
+    }
+
+    fn into_components(mut self) -> Map<String, Value> {
+        let mut all = self.requests.take_definitions(true);
+        all.extend(self.responses.take_definitions(true));
+        all
+    }
+}
+
+fn error_response(s: &mut Schemas, description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": s.response::<ErrorBody>()}}})
+}
+
+/// The error answers every protected JSON route can give.
+fn errors(s: &mut Schemas, o: &mut Map<String, Value>) {
+    for (code, text) in [
+        ("400", "malformed request, bad query, limit or cursor"),
+        ("401", "missing or wrong bearer token"),
+        ("404", "no such thing"),
+        ("409", "the state does not allow it"),
+        ("413", "the body is over 1 MiB"),
+        ("422", "a value does not validate; `field` names it"),
+        ("500", "the coordinator failed"),
+    ] {
+        o.insert(code.into(), error_response(s, text));
+    }
+}
+
+/// An operation answering `status` with a JSON body of `T`, taking `body` when given.
+fn op<T: JsonSchema>(
+    s: &mut Schemas,
+    summary: &str,
+    body: Option<Value>,
+    status: &str,
+    what: &str,
+    params: Vec<Value>,
+) -> Value {
+    let mut responses = Map::new();
+    responses.insert(
+        status.into(),
+        json!({"description": what, "content": {"application/json": {"schema": s.response::<T>()}}}),
+    );
+    errors(s, &mut responses);
+    let mut o = json!({"summary": summary, "responses": responses});
+    if let Some(schema) = body {
+        o["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    }
+    if !params.is_empty() {
+        o["parameters"] = Value::Array(params);
+    }
+    o
+}
+
+fn q(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}})
+}
+
+fn paging() -> Vec<Value> {
+    vec![
+        q(
+            "cursor",
+            "the `next` of the previous page, unchanged (opaque); absent for the first page",
+        ),
+        json!({"name": "limit", "in": "query", "required": false,
+               "description": "items per page, 1 to 1000 (default 100)",
+               "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}),
+    ]
+}
+
+fn with_id(mut v: Value) -> Value {
+    v["parameters"] =
+        json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    v
+}
+
 /// The document.
 pub fn document() -> Value {
-    let mut paths = serde_json::Map::new();
-    let with_id = |mut v: Value| {
-        v["parameters"] = id_param();
-        v
-    };
-    paths.insert("/healthz".into(), json!({"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}));
-    paths.insert("/openapi.json".into(), json!({"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "the OpenAPI document"}}}}));
+    let mut s = Schemas::new();
+    let mut paths = Map::new();
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": {"summary": "Liveness", "security": [], "responses": {"200": {
+            "description": "ok", "content": {"application/json": {"schema": s.response::<Healthz>()}}}}}}),
+    );
+    paths.insert(
+        "/openapi.json".into(),
+        json!({"get": {"summary": "This document", "security": [], "responses": {"200": {
+            "description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}}}),
+    );
+    let flow_input = s.request::<FlowInput>();
     paths.insert("/flows".into(), json!({
-        "get": op("List flows (?state=draft|published|archived&tag=x; archived hidden unless asked)", None, ("200", "{\"flows\":[Flow]}")),
-        "post": op("Create a draft flow (draft-level validation)", Some("FlowInput"), ("201", "Flow")),
+        "get": op::<FlowList>(&mut s, "List flows (archived hidden unless asked for)", None, "200", "the flows",
+            vec![q("state", "draft, published or archived"), q("tag", "only flows with this tag")]),
+        "post": op::<Flow>(&mut s, "Create a draft flow (draft-level validation)", Some(flow_input.clone()), "201", "the draft", vec![]),
     }));
+    let mut delete_responses = Map::new();
+    delete_responses.insert("204".into(), json!({"description": "deleted"}));
+    errors(&mut s, &mut delete_responses);
     paths.insert("/flows/{id}".into(), with_id(json!({
-        "get": op("A flow", None, ("200", "Flow")),
-        "put": op("Edit a draft (409 unless draft)", Some("FlowInput"), ("200", "Flow")),
-        "delete": op("Delete a flow (409 while an unfinished deployment uses it)", None, ("204", "deleted")),
+        "get": op::<Flow>(&mut s, "A flow", None, "200", "the flow", vec![]),
+        "put": op::<Flow>(&mut s, "Edit a draft (409 unless draft)", Some(flow_input), "200", "the edited draft", vec![]),
+        "delete": {"summary": "Delete a flow (409 while an unfinished deployment uses it)", "responses": delete_responses},
     })));
     for (path, summary, status) in [
         (
@@ -90,38 +191,131 @@ pub fn document() -> Value {
             "201",
         ),
     ] {
-        paths.insert(
-            path.into(),
-            with_id(json!({"post": op(summary, None, (status, "Flow"))})),
-        );
+        let o = op::<Flow>(&mut s, summary, None, status, "the flow", vec![]);
+        paths.insert(path.into(), with_id(json!({ "post": o })));
     }
+    let mut list_params = vec![
+        q(
+            "status",
+            "pending, running, paused, completed, failed or rolled_back",
+        ),
+        q("flow_id", "only deployments of this flow version"),
+    ];
+    list_params.extend(paging());
+    let dep_input = s.request::<DeploymentInput>();
     paths.insert("/deployments".into(), json!({
-        "get": op("List deployments (?status=&flow_id=)", None, ("200", "{\"deployments\":[Deployment]}")),
-        "post": op("Create a pending deployment of a published flow", Some("DeploymentInput"), ("201", "Deployment")),
+        "get": op::<DeploymentPage>(&mut s, "List deployments, oldest first, one page at a time", None, "200", "one page", list_params),
+        "post": op::<Deployment>(&mut s, "Create a pending deployment of a published flow", Some(dep_input), "201", "the deployment", vec![]),
     }));
-    paths.insert(
-        "/deployments/{id}".into(),
-        with_id(json!({"get": op("A deployment", None, ("200", "Deployment"))})),
+    let o = op::<Deployment>(
+        &mut s,
+        "A deployment; its targets are counted here and listed by /targets",
+        None,
+        "200",
+        "the deployment",
+        vec![],
     );
+    paths.insert("/deployments/{id}".into(), with_id(json!({ "get": o })));
     for action in ["start", "pause", "resume", "approve", "rollback", "abort"] {
+        let o = op::<Deployment>(
+            &mut s,
+            &format!("{action} a deployment (409 when its state does not allow it)"),
+            None,
+            "200",
+            "the deployment",
+            vec![],
+        );
         paths.insert(
             format!("/deployments/{{id}}/{action}"),
-            with_id(json!({"post": op(&format!("{action} a deployment (409 when its state does not allow it)"), None, ("200", "Deployment"))})),
+            with_id(json!({ "post": o })),
         );
     }
-    paths.insert("/deployments/{id}/targets".into(), with_id(json!({"get": op("One page of the deployment's targets in plan order (?cursor=0&limit=1000); `next` is the cursor of the next page, null after the last", None, ("200", "{\"targets\":[…],\"next\",\"total\"}"))})));
-    paths.insert("/deployments/{id}/report".into(), with_id(json!({"get": op("The deployment report (?format=json|markdown)", None, ("200", "report"))})));
+    let o = op::<TargetPage>(
+        &mut s,
+        "One page of the deployment's targets in plan order",
+        None,
+        "200",
+        "one page",
+        paging(),
+    );
+    paths.insert(
+        "/deployments/{id}/targets".into(),
+        with_id(json!({ "get": o })),
+    );
+    let mut report = op::<Report>(
+        &mut s,
+        "The deployment report",
+        None,
+        "200",
+        "the report (JSON), or its markdown with ?format=markdown",
+        vec![q("format", "json (default) or markdown")],
+    );
+    report["responses"]["200"]["content"]["text/markdown"] = json!({"schema": {"type": "string"}});
+    paths.insert(
+        "/deployments/{id}/report".into(),
+        with_id(json!({ "get": report })),
+    );
+    let mut device_params = vec![
+        q("region", "only this region"),
+        q("type", "only this device type"),
+        q("label", "key=value; only devices with this label"),
+        q("online", "true or false"),
+    ];
+    device_params.extend(paging());
+    let device_input = s.request::<DeviceInput>();
     paths.insert("/devices".into(), json!({
-        "get": op("List devices (?region=&type=&label=k=v&online=true)", None, ("200", "{\"devices\":[Device]}")),
-        "post": op("Allowlist a device key for enrollment", Some("DeviceInput"), ("201", "Device")),
+        "get": op::<DevicePage>(&mut s, "List devices by id, one page at a time", None, "200", "one page", device_params),
+        "post": op::<Device>(&mut s, "Allowlist a device key for enrollment", Some(device_input), "201", "the device", vec![]),
     }));
+    let patch = s.request::<DevicePatch>();
     paths.insert("/devices/{id}".into(), with_id(json!({
-        "get": op("A device", None, ("200", "Device")),
-        "patch": op("Set maintenance / quarantine flags", Some("DevicePatch"), ("200", "Device")),
+        "get": op::<Device>(&mut s, "A device", None, "200", "the device", vec![]),
+        "patch": op::<Device>(&mut s, "Set maintenance / quarantine flags", Some(patch), "200", "the device", vec![]),
     })));
-    paths.insert("/directives/pending".into(), json!({"get": op("Devices behind their current directive, by id (?after=ID&limit=1000, at most 10000); `next` is the cursor of the next page", None, ("200", "{\"devices\":[{\"device_id\",\"generation\"}],\"next\"}"))}));
-    paths.insert("/directives/feed".into(), json!({"get": op("Directives issued after the cursor (?since=EPOCH-SEQ&limit=1000, at most 1000) that their device has not applied, in issue order, each with its signed post in hex; `cursor` is where to continue (a cursor from before a restart starts over)", None, ("200", "{\"devices\":[{\"seq\",\"device_id\",\"generation\",\"post\"}],\"cursor\"}"))}));
-    paths.insert("/devices/batch".into(), json!({"post": op("Allowlist up to 1000 devices in one transaction ({\"devices\":[DeviceInput…]}); devices registered with the same key count as existing, any other refusal refuses the batch", None, ("200", "{\"created\",\"existing\"}"))}));
+    let o = op::<PendingPage>(
+        &mut s,
+        "Devices behind their current directive, by id; `next` is the `after` of the next page",
+        None,
+        "200",
+        "one page",
+        vec![
+            q("after", "a device id; the page starts after it"),
+            json!({"name": "limit", "in": "query", "required": false,
+                   "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}}),
+        ],
+    );
+    paths.insert("/directives/pending".into(), json!({ "get": o }));
+    let o = op::<FeedPage>(
+        &mut s,
+        "Directives issued after the cursor that their device has not applied, in issue order, each with its signed post in hex; `cursor` is where to continue (a cursor from before a restart starts over)",
+        None,
+        "200",
+        "one page",
+        vec![
+            q(
+                "since",
+                "a cursor this route gave (EPOCH-SEQ in hex); absent: from the start",
+            ),
+            json!({"name": "limit", "in": "query", "required": false,
+                   "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000}}),
+        ],
+    );
+    paths.insert("/directives/feed".into(), json!({ "get": o }));
+    let batch = s.request::<DeviceBatch>();
+    let o = op::<BatchResult>(
+        &mut s,
+        "Allowlist up to 1000 devices in one transaction; devices registered with the same key count as existing, any other refusal refuses the batch",
+        Some(batch),
+        "200",
+        "how many were added",
+        vec![],
+    );
+    paths.insert("/devices/batch".into(), json!({ "post": o }));
+    let busy = error_response(&mut s, "the report queue is full; report again later");
+    let (bad, unauthorized) = (
+        error_response(&mut s, "the report names another device"),
+        error_response(&mut s, "the report does not verify or is refused"),
+    );
     paths.insert("/devices/{id}/report".into(), with_id(json!({"post": {
         "summary": "A device's signed report (raw CBOR envelope); authenticated by the device's signature, no bearer token",
         "security": [],
@@ -130,8 +324,7 @@ pub fn document() -> Value {
             "204": {"description": "accepted (committed)", "headers": {"floe-desired-generation": {
                 "description": "The generation of the device's current directive (0: none); fetch /devices/{id}/directive only when it is above the one applied",
                 "schema": {"type": "integer", "minimum": 0}}}},
-            "400": error_ref(), "401": error_ref(),
-            "503": {"description": "the report queue is full; report again later", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "400": bad, "401": unauthorized, "503": busy},
     }})));
     paths.insert("/devices/{id}/directive".into(), with_id(json!({"get": {
         "summary": "The device's current directive post (CBOR; signed by the coordinator key), or 204; only for the device itself",
@@ -139,9 +332,36 @@ pub fn document() -> Value {
         "parameters": [{"name": "floe-device-auth", "in": "header", "required": true, "schema": {"type": "string"}, "description": "<unix seconds>.<hex ed25519 signature by the device's key over \"floe-sig-v1\\0device-request\\0GET /api/v1/devices/{id}/directive\\n<unix seconds>\">, within 120 s of the coordinator's clock"}],
         "responses": {"200": {"description": "DirectivePost", "content": {"application/cbor": {"schema": {"type": "string", "format": "binary"}}}}, "204": {"description": "no directive"}, "401": {"description": "missing, stale or foreign signature"}},
     }})));
-    paths.insert("/enrollment-tokens".into(), json!({"post": op("A one-time enrollment token ({\"ttl\":\"1h\"})", Some("TokenInput"), ("201", "{\"token\",\"expires_at\"}"))}));
-    paths.insert("/audit".into(), json!({"get": op("Audit log, newest first (?limit=100&deployment_id=&device_id=)", None, ("200", "{\"entries\":[…]}"))}));
+    let token = s.request::<TokenInput>();
+    let o = op::<EnrollToken>(
+        &mut s,
+        "A one-time enrollment token",
+        Some(token),
+        "201",
+        "the token",
+        vec![],
+    );
+    paths.insert("/enrollment-tokens".into(), json!({ "post": o }));
+    let mut audit_params = vec![
+        q("deployment_id", "only this deployment"),
+        q("device_id", "only this device"),
+    ];
+    audit_params.extend(paging());
+    let o = op::<AuditPage>(
+        &mut s,
+        "The audit log, newest first, one page at a time",
+        None,
+        "200",
+        "one page",
+        audit_params,
+    );
+    paths.insert("/audit".into(), json!({ "get": o }));
 
+    let mut schemas = s.into_components();
+    let _ = schemas.insert(
+        "DirectivePost".into(),
+        json!({"type": "string", "format": "binary", "description": "floe-wire's DirectivePost, CBOR"}),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Floe coordinator API", "version": env!("CARGO_PKG_VERSION")},
@@ -150,36 +370,7 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message", "field"], "properties": {
-                    "code": {"type": "string", "enum": ["bad_request", "unauthorized", "not_found", "conflict", "payload_too_large", "validation_failed", "internal"]},
-                    "message": {"type": "string"},
-                    "field": {"type": ["string", "null"]},
-                }}}},
-                "FlowInput": {"type": "object", "required": ["name", "definition"], "additionalProperties": false, "properties": {
-                    "name": {"type": "string"}, "description": {"type": "string"},
-                    "tags": {"type": "array", "items": {"type": "string"}}, "definition": {"type": "object"},
-                }},
-                "DeploymentInput": {"type": "object", "required": ["flow_id", "strategy"], "additionalProperties": false, "properties": {
-                    "flow_id": {"type": "string"},
-                    "strategy": {"type": "string", "enum": ["all-at-once", "rolling", "canary", "blue-green", "canary-waves"]},
-                    "target_devices": {"type": "array", "items": {"type": "string"}},
-                    "selector": {"type": "object", "properties": {"labels": {"type": "object"}, "device_type": {"type": "string"}, "region": {"type": "string"}}},
-                    "config": {"type": "object", "additionalProperties": false, "properties": {
-                        "batch_size": {"type": "integer"}, "batch_delay": {"type": "string"}, "failure_threshold": {"type": "number"},
-                        "canary_percentage": {"type": "number"}, "canary_delay": {"type": "string"}, "timeout": {"type": "string"},
-                        "switch_delay": {"type": "string"}, "auto_rollback": {"type": "boolean"}, "health_check": {"type": "boolean"},
-                        "require_approval": {"type": "boolean"}, "quorum": {"type": "number"}, "offline_grace": {"type": "string"},
-                        "waves": {"type": "array", "items": {"type": "object"}}, "max_parallel": {"type": "integer"},
-                    }},
-                }},
-                "DeviceInput": {"type": "object", "required": ["id", "public_key"], "additionalProperties": false, "properties": {
-                    "id": {"type": "string"}, "public_key": {"type": "string"}, "type": {"type": "string"},
-                    "region": {"type": "string"}, "labels": {"type": "object"},
-                }},
-                "DevicePatch": {"type": "object", "additionalProperties": false, "properties": {"maintenance": {"type": "boolean"}, "quarantined": {"type": "boolean"}}},
-                "TokenInput": {"type": "object", "additionalProperties": false, "properties": {"ttl": {"type": "string"}}},
-            },
+            "schemas": schemas,
         },
     })
 }
@@ -201,5 +392,68 @@ mod tests {
             }
         }
         assert_eq!(doc["paths"].as_object().unwrap().len(), PATHS.len());
+    }
+
+    /// Every JSON body of every operation resolves to a schema with properties or a known
+    /// shape, and every `$ref` names a schema the document has: no placeholder
+    /// `{"type":"object"}` bodies (except the document itself) and no dangling references.
+    #[test]
+    fn every_json_body_has_a_real_schema_and_every_ref_resolves() {
+        let doc = document();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let resolve = |v: &Value| -> Value {
+            match v["$ref"].as_str() {
+                Some(r) => {
+                    let name = r.strip_prefix("#/components/schemas/").expect(r);
+                    schemas
+                        .get(name)
+                        .unwrap_or_else(|| panic!("{r} dangles"))
+                        .clone()
+                }
+                None => v.clone(),
+            }
+        };
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if path == "/openapi.json" {
+                continue;
+            }
+            for (method, o) in item.as_object().unwrap() {
+                if method == "parameters" {
+                    continue;
+                }
+                let mut bodies = vec![];
+                for (_, r) in o["responses"].as_object().unwrap() {
+                    if let Some(s) = r.pointer("/content/application~1json/schema") {
+                        bodies.push(s.clone());
+                    }
+                }
+                if let Some(s) = o.pointer("/requestBody/content/application~1json/schema") {
+                    bodies.push(s.clone());
+                }
+                for b in bodies {
+                    let s = resolve(&b);
+                    assert!(
+                        s["properties"].is_object(),
+                        "{method} {path}: a body without properties: {s}"
+                    );
+                }
+            }
+        }
+        let text = doc.to_string();
+        for part in text.split("\"$ref\":\"").skip(1) {
+            let r = part.split('"').next().unwrap();
+            let name = r.strip_prefix("#/components/schemas/").expect(r);
+            assert!(schemas.contains_key(name), "{r} dangles");
+        }
+        for name in [
+            "Flow",
+            "Deployment",
+            "Device",
+            "TargetPage",
+            "Report",
+            "ErrorBody",
+        ] {
+            assert!(schemas.contains_key(name), "{name} missing");
+        }
     }
 }

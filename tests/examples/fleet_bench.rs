@@ -63,7 +63,12 @@ fn main() {
     let dep = coord.deploy(&flow, "canary-waves", &refs, cfg);
     let done = coord.wait_done(&dep, Duration::from_secs(300));
     let completed_s = t0.elapsed().as_secs_f64();
-    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+    assert_eq!(
+        done.status.as_str(),
+        "completed",
+        "{:?}",
+        done.status_reason
+    );
     // "All committed" is the devices' word: every report says release 1, not on trial.
     wait("every device committed", Duration::from_secs(120), || {
         devices

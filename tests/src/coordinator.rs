@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use floe_coordinator::client::{AllowDevice, Client, Deployment, NewFlow};
+use floe_coordinator::client::{Client, Deployment, DeviceInput, FlowInput, Target};
 use serde_json::{Value, json};
 
 /// The example flow every test deploys.
@@ -129,9 +129,9 @@ impl Coordinator {
     pub fn publish(&self, name: &str, definition: Value) -> String {
         let flow: Value = self
             .client
-            .create_flow(&NewFlow {
+            .create_flow(&FlowInput {
                 name: name.into(),
-                description: None,
+                description: String::new(),
                 tags: vec!["e2e".into()],
                 definition,
             })
@@ -151,9 +151,9 @@ impl Coordinator {
         self.client
             .update_flow(
                 &id,
-                &NewFlow {
+                &FlowInput {
                     name: draft["name"].as_str().unwrap().into(),
-                    description: None,
+                    description: String::new(),
                     tags: vec!["e2e".into()],
                     definition,
                 },
@@ -168,9 +168,12 @@ impl Coordinator {
         let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
         let d: Value = self
             .client
-            .create_deployment(&json!({
-                "flow_id": flow, "strategy": strategy, "target_devices": ids, "config": config
-            }))
+            .create_deployment(
+                &serde_json::from_value(json!({
+                    "flow_id": flow, "strategy": strategy, "target_devices": ids, "config": config
+                }))
+                .unwrap(),
+            )
             .unwrap()
             .json()
             .unwrap();
@@ -184,6 +187,11 @@ impl Coordinator {
     /// The deployment as the API shows it.
     pub fn deployment(&self, id: &str) -> Deployment {
         self.client.get_deployment(id).unwrap().json().unwrap()
+    }
+
+    /// Every target of the deployment, in plan order (following the pages).
+    pub fn targets(&self, id: &str) -> Vec<Target> {
+        self.client.targets(id, None).all().unwrap()
     }
 
     /// Waits until the deployment is terminal.
@@ -332,7 +340,7 @@ impl Device {
         .unwrap();
         coord
             .client
-            .allow_device(&AllowDevice {
+            .allow_device(&DeviceInput {
                 id: id.clone(),
                 public_key: id.clone(),
                 device_type: Some("rpi4".into()),

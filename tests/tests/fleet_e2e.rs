@@ -36,8 +36,8 @@ fn fleet(root: &std::path::Path, n: usize) -> (Coordinator, Vec<Device>) {
     (coord, devices)
 }
 
-fn target_statuses(d: &floe_coordinator::client::Deployment) -> Vec<String> {
-    d.targets.iter().map(|t| t.status.clone()).collect()
+fn target_statuses(targets: &[floe_coordinator::client::Target]) -> Vec<String> {
+    targets.iter().map(|t| t.status.to_string()).collect()
 }
 
 /// The reference's API scenario: create → publish → rolling deployment to 3 devices → status
@@ -52,7 +52,12 @@ fn rolling_deployment_reaches_every_device_in_its_other_slot() {
     let v1 = coord.publish("Temperature Alert", temperature_flow(&broker.url()));
     let dep = coord.deploy(&v1, "rolling", &refs, rolling(1));
     let done = coord.wait_done(&dep, Duration::from_secs(120));
-    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+    assert_eq!(
+        done.status.as_str(),
+        "completed",
+        "{:?}",
+        done.status_reason
+    );
     let slots_v1: Vec<String> = devices
         .iter()
         .map(|d| d.status()["active"].as_str().unwrap().to_string())
@@ -65,10 +70,19 @@ fn rolling_deployment_reaches_every_device_in_its_other_slot() {
     assert_eq!(running.total_targets, 3);
     assert_eq!(running.strategy, "rolling");
     let done = coord.wait_done(&dep, Duration::from_secs(120));
-    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+    assert_eq!(
+        done.status.as_str(),
+        "completed",
+        "{:?}",
+        done.status_reason
+    );
     assert_eq!(done.completed_targets, 3);
     assert_eq!(done.failed_targets, 0);
-    assert!(target_statuses(&done).iter().all(|s| s == "success"));
+    assert!(
+        target_statuses(&coord.targets(&dep))
+            .iter()
+            .all(|s| s == "success")
+    );
 
     for (d, old_slot) in devices.iter().zip(&slots_v1) {
         // The last commit directive may still be on its way when the deployment completes.
@@ -119,7 +133,12 @@ fn failing_canary_rolls_the_deployment_back() {
         &coord.deploy(&v1, "all-at-once", &refs, json!({"timeout": "60s"})),
         Duration::from_secs(120),
     );
-    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+    assert_eq!(
+        done.status.as_str(),
+        "completed",
+        "{:?}",
+        done.status_reason
+    );
 
     // Version 2: a node that starts failing every message 2.5 s after it starts, longer
     // than the smoke test, so the version is staged, switched and fails its trial.
@@ -138,11 +157,17 @@ fn failing_canary_rolls_the_deployment_back() {
                      "auto_rollback": true, "health_check": true});
     let dep = coord.deploy(&v2, "canary", &refs, cfg);
     let done = coord.wait_done(&dep, Duration::from_secs(120));
-    assert_eq!(done.status, "rolled_back", "{:?}", done.status_reason);
+    assert_eq!(
+        done.status.as_str(),
+        "rolled_back",
+        "{:?}",
+        done.status_reason
+    );
+    let targets = coord.targets(&dep);
     assert!(
-        done.targets.iter().any(|t| t.status == "failed"
-            || t.status == "rolled_back"
-            || t.status == "quarantined"),
+        targets.iter().any(|t| t.status.as_str() == "failed"
+            || t.status.as_str() == "rolled_back"
+            || t.status.as_str() == "quarantined"),
         "the canary is marked: {}\naudit: {}\ncanary device: {}",
         coord.client.get_deployment(&dep).unwrap().text,
         coord
@@ -152,7 +177,7 @@ fn failing_canary_rolls_the_deployment_back() {
             .unwrap_or_default(),
         devices
             .iter()
-            .find(|d| done.targets.first().is_some_and(|t| t.device_id == d.id))
+            .find(|d| targets.first().is_some_and(|t| t.device_id == d.id))
             .map(|d| d.status().to_string())
             .unwrap_or_default()
     );
@@ -227,9 +252,9 @@ fn offline_device_is_caught_up_when_it_returns() {
         "the target to be counted offline",
         Duration::from_secs(60),
         || {
-            let d = coord.deployment(&dep);
-            let t = d.targets.iter().find(|t| t.device_id == gone)?;
-            (t.status == "offline" || t.status == "skipped").then_some(())
+            let targets = coord.targets(&dep);
+            let t = targets.iter().find(|t| t.device_id == gone)?;
+            (t.status.as_str() == "offline" || t.status.as_str() == "skipped").then_some(())
         },
     );
     let mid = coord.deployment(&dep);
@@ -237,12 +262,13 @@ fn offline_device_is_caught_up_when_it_returns() {
     devices[2].restart();
     let done = coord.wait_done(&dep, Duration::from_secs(120));
     assert_eq!(done.failed_targets, 0);
-    let t = done.targets.iter().find(|t| t.device_id == gone).unwrap();
+    let targets = coord.targets(&dep);
+    let t = targets.iter().find(|t| t.device_id == gone).unwrap();
     assert_eq!(
-        t.status,
+        t.status.as_str(),
         "success",
         "caught up after returning: {:?}",
-        target_statuses(&done)
+        target_statuses(&targets)
     );
     assert_eq!(devices[2].active_version().as_deref(), Some("1.1.0"));
 }
@@ -268,7 +294,12 @@ fn coordinator_restart_mid_deployment_carries_on() {
     std::thread::sleep(Duration::from_secs(1));
     coord.restart();
     let done = coord.wait_done(&dep, Duration::from_secs(120));
-    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
+    assert_eq!(
+        done.status.as_str(),
+        "completed",
+        "{:?}",
+        done.status_reason
+    );
     assert_eq!(done.completed_targets, 3);
     for d in &devices {
         assert_eq!(d.active_version().as_deref(), Some("1.1.0"));
@@ -330,9 +361,9 @@ fn directives_arrive_directly_when_gossip_is_slow() {
         "the running device to succeed directly",
         Duration::from_secs(25),
         || {
-            let d = coord.deployment(&dep);
-            let t = d.targets.iter().find(|t| t.device_id == devices[0].id)?;
-            (t.status == "success").then_some(())
+            let targets = coord.targets(&dep);
+            let t = targets.iter().find(|t| t.device_id == devices[0].id)?;
+            (t.status.as_str() == "success").then_some(())
         },
     );
     assert!(
@@ -344,8 +375,18 @@ fn directives_arrive_directly_when_gossip_is_slow() {
     devices[1].restart();
     let back = std::time::Instant::now();
     let done = coord.wait_done(&dep, Duration::from_secs(30));
-    assert_eq!(done.status, "completed", "{:?}", done.status_reason);
-    assert_eq!(done.failed_targets, 0, "{:?}", target_statuses(&done));
+    assert_eq!(
+        done.status.as_str(),
+        "completed",
+        "{:?}",
+        done.status_reason
+    );
+    assert_eq!(
+        done.failed_targets,
+        0,
+        "{:?}",
+        target_statuses(&coord.targets(&dep))
+    );
     assert!(
         back.elapsed() < Duration::from_secs(20),
         "caught up in {:?}, not before the next gossip round",

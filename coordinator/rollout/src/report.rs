@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 pub const MARKDOWN_MAX_ROWS: usize = 40;
 
 /// One row of the wave table.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRow {
     /// Stage name ("Canary", "wave-1", ...).
@@ -31,6 +32,7 @@ pub struct StageRow {
 }
 
 /// Status counts with the template's three rows and the rest.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportCounts {
     /// Deployed (healthy): success.
@@ -46,6 +48,7 @@ pub struct ReportCounts {
 }
 
 /// Health delta against baseline at the last gate.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HealthDelta {
     /// Error rate, percentage points.
@@ -57,6 +60,7 @@ pub struct HealthDelta {
 }
 
 /// 003's "Fleet Deployment Report".
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The artifact.

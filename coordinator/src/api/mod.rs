@@ -3,7 +3,10 @@
 //! Why it is shaped this way:
 //! - Handlers are thin: they parse and check the request, then hand a closure to the service
 //!   actor ([`ServiceHandle::call`]) that does the work against the one owner of the state and
-//!   builds the response JSON there, so a response is always one consistent snapshot.
+//!   hands back the answer as the contract's typed value (`crate::contract`), so a response is
+//!   always one consistent snapshot; the handler serialises it, off the actor.
+//! - Lists that grow with the fleet are paged (`contract::paging`): `?cursor=&limit=`, an
+//!   opaque cursor, `next` in the answer, a stable order; a bad limit or cursor is a 400.
 //! - Every error is `{"error":{"code","message","field"}}` with its status: malformed input
 //!   is refused here (400, 413), state conflicts and validation by the service (409, 422).
 //!   Bodies are capped at [`MAX_BODY`] before they are parsed.
@@ -15,6 +18,7 @@
 pub mod types;
 pub mod views;
 
+use crate::contract::paging::{self, PageError};
 use crate::service::{ServiceError, ServiceHandle};
 use crate::store::{AuditFilter, rfc3339};
 use axum::body::Bytes;
@@ -25,16 +29,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use floe_rollout::{Report, parse_duration};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use types::{DeploymentInput, DeviceInput, DevicePatch, FlowInput, TokenInput};
+use types::{
+    AuditPage, BatchResult, DeploymentInput, DeploymentPage, DeviceBatch, DeviceInput, DevicePage,
+    DevicePatch, EnrollToken, ErrorBody, ErrorDetail, FeedDirective, FeedPage, FlowInput, FlowList,
+    FlowState, Healthz, PendingDirective, PendingPage, TargetPage, TokenInput,
+};
 
 /// The largest request body accepted (1 MiB); larger bodies get 413.
 pub const MAX_BODY: usize = 1 << 20;
-/// Most audit entries one request returns.
-pub const MAX_AUDIT: u32 = 10_000;
 /// The longest enrollment token lifetime (30 days).
 pub const MAX_TOKEN_TTL: u64 = 30 * 24 * 3_600_000;
 
@@ -76,8 +82,13 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(message = %self.message, "request failed");
         }
-        let body =
-            json!({"error": {"code": self.code, "message": self.message, "field": self.field}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                field: self.field,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -102,6 +113,21 @@ impl From<ServiceError> for ApiError {
             }
             // Everything else is the coordinator's own failure: a store, a file, a signature.
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        }
+    }
+}
+
+impl From<PageError> for ApiError {
+    fn from(e: PageError) -> Self {
+        let field = match &e {
+            PageError::Limit(_) => "limit",
+            PageError::Cursor { .. } => "cursor",
+        };
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: e.to_string(),
+            field: Some(field.to_string()),
         }
     }
 }
@@ -154,8 +180,29 @@ struct AppState {
     token: Arc<str>,
 }
 
-fn ok(status: StatusCode, body: Value) -> ApiResult {
+/// Serialises a typed answer (here, in the handler's task: never on the service actor).
+fn ok<T: Serialize>(status: StatusCode, body: T) -> ApiResult {
     Ok((status, Json(body)).into_response())
+}
+
+/// The page a list request asks for: the position after its cursor (if any) and its limit.
+fn page_of(q: &HashMap<String, String>, list: &str) -> Result<(Option<String>, usize), ApiError> {
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
+    let after = q
+        .get("cursor")
+        .map(|c| paging::position(list, c))
+        .transpose()?;
+    Ok((after, limit))
+}
+
+/// A numeric position after a cursor of `list` (0 without one), and the limit.
+fn numeric_page_of(q: &HashMap<String, String>, list: &str) -> Result<(u64, usize), ApiError> {
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
+    let after = match q.get("cursor") {
+        Some(c) => paging::numeric_position(list, c)?,
+        None => 0,
+    };
+    Ok((after, limit))
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -263,11 +310,13 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz() -> Json<Healthz> {
+    Json(Healthz {
+        status: "ok".into(),
+    })
 }
 
-async fn openapi() -> Json<Value> {
+async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }
 
@@ -292,24 +341,21 @@ async fn list_flows(
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let q = query(q, &["state", "tag"])?;
-    let state = q.get("state").cloned();
-    if let Some(s) = &state
-        && !matches!(s.as_str(), "draft" | "published" | "archived")
-    {
-        return Err(ApiError::bad_request(format!(
-            "state must be draft, published or archived, not {s:?}"
-        )));
-    }
+    let state = q
+        .get("state")
+        .map(|s| s.parse::<FlowState>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let tag = q.get("tag").cloned();
     let body = st
         .handle
         .call(move |core, _| {
-            let flows = core.flows(state.as_deref(), tag.as_deref())?;
+            let flows = core.flows(state, tag.as_deref())?;
             let mut out = Vec::with_capacity(flows.len());
             for f in &flows {
                 out.push(views::flow(f, core.artifact_of(&f.id)?.as_ref()));
             }
-            Ok(json!({"flows": out}))
+            Ok(FlowList { flows: out })
         })
         .await?;
     ok(StatusCode::OK, body)
@@ -396,62 +442,63 @@ async fn create_deployment(
     ok(StatusCode::CREATED, body)
 }
 
+/// `GET /deployments?status=&flow_id=&cursor=&limit=`: one page in creation order.
 async fn list_deployments(
     State(st): State<AppState>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let q = query(q, &["status", "flow_id"])?;
+    let q = query(q, &["status", "flow_id", "cursor", "limit"])?;
+    if let Some(s) = q.get("status") {
+        s.parse::<floe_rollout::DeploymentStatus>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let (after, limit) = numeric_page_of(&q, "deployments")?;
     let status = q.get("status").cloned();
     let flow = q.get("flow_id").cloned();
     let body = st
         .handle
         .call(move |core, _| {
-            let mut out = Vec::new();
-            for (id, s, f) in core.deployment_ids()? {
-                if status.as_ref().is_some_and(|x| *x != s)
-                    || flow.as_ref().is_some_and(|x| *x != f)
-                {
-                    continue;
-                }
-                out.push(core.with_deployment(&id, views::deployment)?);
+            let mut ids =
+                core.deployment_ids_page(after, status.as_deref(), flow.as_deref(), limit + 1)?;
+            let more = ids.len() > limit;
+            ids.truncate(limit);
+            let next = ids
+                .last()
+                .filter(|_| more)
+                .map(|(pos, _)| paging::cursor("deployments", &pos.to_string()));
+            let mut deployments = Vec::with_capacity(ids.len());
+            for (_, id) in &ids {
+                deployments.push(core.with_deployment(id, views::deployment)?);
             }
-            Ok(json!({"deployments": out}))
+            Ok(DeploymentPage { deployments, next })
         })
         .await?;
     ok(StatusCode::OK, body)
 }
 
-/// `GET /deployments/:id/targets?cursor=&limit=`: one page of a deployment's targets.
+/// `GET /deployments/:id/targets?cursor=&limit=`: one page of a deployment's targets in
+/// plan order.
 async fn deployment_targets(
     State(st): State<AppState>,
     Path(id): Path<String>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let q = query(q, &["cursor", "limit"])?;
-    let number = |name: &str, default: usize| -> Result<usize, ApiError> {
-        match q.get(name) {
-            None => Ok(default),
-            Some(v) => v.parse::<usize>().map_err(|_| {
-                ApiError::from(ServiceError::Validation {
-                    field: name.to_string(),
-                    message: format!("{v:?} is not a whole number"),
-                })
-            }),
-        }
-    };
-    let cursor = number("cursor", 0)?;
-    let limit = number("limit", views::MAX_TARGETS_PAGE)?;
-    if limit == 0 || limit > views::MAX_TARGETS_PAGE {
-        return Err(ApiError::from(ServiceError::Validation {
-            field: "limit".into(),
-            message: format!("must be 1 to {}", views::MAX_TARGETS_PAGE),
-        }));
-    }
+    let list = format!("targets:{id}");
+    let (after, limit) = numeric_page_of(&q, &list)?;
+    // A targets cursor names the plan index its page starts at.
+    let from = usize::try_from(after).unwrap_or(usize::MAX);
     let body = st
         .handle
         .call(move |core, _| {
             core.with_deployment(&id, |doc, engine| {
-                views::targets(doc, engine, cursor, limit)
+                let (targets, more) = views::targets(doc, engine, from, limit);
+                let end = from.saturating_add(targets.len());
+                TargetPage {
+                    next: more.then(|| paging::cursor(&list, &end.to_string())),
+                    targets,
+                    total: doc.targets.len() as u64,
+                }
             })
         })
         .await?;
@@ -512,13 +559,7 @@ async fn deployment_report(
         );
         return Ok(resp);
     }
-    let value = serde_json::to_value(&report).map_err(|source| {
-        ApiError::from(ServiceError::Json {
-            what: "encoding the report",
-            source,
-        })
-    })?;
-    ok(StatusCode::OK, value)
+    ok(StatusCode::OK, report)
 }
 
 // Devices.
@@ -527,7 +568,8 @@ async fn list_devices(
     State(st): State<AppState>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let q = query(q, &["region", "type", "label", "online"])?;
+    let q = query(q, &["region", "type", "label", "online", "cursor", "limit"])?;
+    let (after, limit) = page_of(&q, "devices")?;
     let label = match q.get("label") {
         Some(l) => match l.split_once('=') {
             Some((k, v)) => Some((k.to_string(), v.to_string())),
@@ -553,8 +595,8 @@ async fn list_devices(
     let body = st
         .handle
         .call(move |core, _| {
-            let out: Vec<Value> = core
-                .devices()
+            let mut matching = core
+                .devices_after(after.as_deref())
                 .filter(|d| region.as_ref().is_none_or(|r| *r == d.region))
                 .filter(|d| dtype.as_ref().is_none_or(|t| *t == d.device_type))
                 .filter(|d| {
@@ -562,10 +604,18 @@ async fn list_devices(
                         .as_ref()
                         .is_none_or(|(k, v)| d.labels.get(k) == Some(v))
                 })
-                .filter(|d| online.is_none_or(|o| core.online(d) == o))
+                .filter(|d| online.is_none_or(|o| core.online(d) == o));
+            let devices: Vec<_> = matching
+                .by_ref()
+                .take(limit)
                 .map(|d| views::device(d, core.online(d), core.desired_generation(&d.id)))
                 .collect();
-            Ok(json!({"devices": out}))
+            // The next page exists when one more device matches after this page's last.
+            let next = match (devices.last(), matching.next()) {
+                (Some(last), Some(_)) => Some(paging::cursor("devices", &last.id)),
+                _ => None,
+            };
+            Ok(DevicePage { devices, next })
         })
         .await?;
     ok(StatusCode::OK, body)
@@ -648,11 +698,17 @@ async fn pending_directives(
         .call(move |core, _| {
             let page = core.pending_directives(after.as_deref(), limit);
             let next = (page.len() == limit).then(|| page.last().map(|(id, _)| id.clone()));
-            let devices: Vec<Value> = page
+            let devices = page
                 .into_iter()
-                .map(|(id, generation)| json!({"device_id": id, "generation": generation}))
+                .map(|(device_id, generation)| PendingDirective {
+                    device_id,
+                    generation,
+                })
                 .collect();
-            Ok(json!({"devices": devices, "next": next.flatten()}))
+            Ok(PendingPage {
+                devices,
+                next: next.flatten(),
+            })
         })
         .await?;
     ok(StatusCode::OK, body)
@@ -701,15 +757,21 @@ async fn directive_feed(
     // An empty page keeps the cursor (or restarts it in the new epoch).
     let kept = if epoch == asked_epoch { since } else { 0 };
     let last = page.last().map_or(kept, |(seq, ..)| *seq);
-    let devices: Vec<Value> = page
+    let devices = page
         .into_iter()
-        .map(|(seq, id, generation, post)| {
-            json!({"seq": seq, "device_id": id, "generation": generation, "post": hex::encode(post)})
+        .map(|(seq, device_id, generation, post)| FeedDirective {
+            seq,
+            device_id,
+            generation,
+            post: hex::encode(post),
         })
         .collect();
     ok(
         StatusCode::OK,
-        json!({"devices": devices, "cursor": format!("{epoch:x}-{last:x}")}),
+        FeedPage {
+            devices,
+            cursor: format!("{epoch:x}-{last:x}"),
+        },
     )
 }
 
@@ -724,13 +786,6 @@ fn parse_feed_cursor(c: &str) -> Option<(u64, u64)> {
 
 /// Most devices one `POST /devices/batch` allowlists.
 pub const MAX_DEVICE_BATCH: usize = 1000;
-
-/// The body of `POST /devices/batch`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeviceBatch {
-    devices: Vec<DeviceInput>,
-}
 
 /// `POST /devices/batch`: allowlists up to [`MAX_DEVICE_BATCH`] devices in one transaction.
 async fn allow_devices(
@@ -750,7 +805,10 @@ async fn allow_devices(
         .handle
         .call(move |core, now| {
             let (created, existing) = core.allow_devices(batch.devices, now)?;
-            Ok(json!({"created": created, "existing": existing}))
+            Ok(BatchResult {
+                created: created as u64,
+                existing: existing as u64,
+            })
         })
         .await?;
     ok(StatusCode::OK, body)
@@ -841,43 +899,48 @@ async fn create_token(State(st): State<AppState>, req: Request) -> ApiResult {
         .await?;
     ok(
         StatusCode::CREATED,
-        json!({"token": token, "expires_at": rfc3339(expires)}),
+        EnrollToken {
+            token,
+            expires_at: rfc3339(expires),
+        },
     )
 }
 
+/// `GET /audit?deployment_id=&device_id=&cursor=&limit=`: one page, newest first.
 async fn audit(
     State(st): State<AppState>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let q = query(q, &["limit", "deployment_id", "device_id"])?;
-    let limit = match q.get("limit") {
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_AUDIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("limit must be 1 to {MAX_AUDIT}, not {l:?}"))
-            })?,
-        None => 100,
-    };
+    let q = query(q, &["limit", "cursor", "deployment_id", "device_id"])?;
+    let limit = paging::limit(q.get("limit").map(String::as_str))?;
+    let before = q
+        .get("cursor")
+        .map(|c| paging::numeric_position("audit", c))
+        .transpose()?;
     let filter = AuditFilter {
-        limit,
+        // One more than the page, to know whether another follows.
+        limit: u32::try_from(limit + 1).unwrap_or(u32::MAX),
         deployment_id: q.get("deployment_id").cloned(),
         device_id: q.get("device_id").cloned(),
+        before,
     };
-    let body = st
+    let mut rows = st
         .handle
-        .call(move |core, _| {
-            let entries: Vec<Value> = core
-                .audit_entries(&filter)?
-                .iter()
-                .map(views::audit)
-                .collect();
-            Ok(json!({"entries": entries}))
-        })
+        .call(move |core, _| core.audit_page(&filter))
         .await?;
-    ok(StatusCode::OK, body)
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = rows
+        .last()
+        .filter(|_| more)
+        .map(|(seq, _)| paging::cursor("audit", &seq.to_string()));
+    let entries = rows.iter().map(|(_, a)| views::audit(a)).collect();
+    ok(StatusCode::OK, AuditPage { entries, next })
 }
 
+#[cfg(test)]
+mod contract_tests;
+#[cfg(test)]
+mod paging_tests;
 #[cfg(test)]
 mod tests;

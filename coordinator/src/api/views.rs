@@ -1,232 +1,223 @@
-//! The JSON the API returns, built from the service's records (the contract's shapes).
+//! The contract's response types built from the service's records. These run on the service
+//! actor (they read the engines) and hand back typed values; the handlers serialise them.
 
+use crate::contract::{
+    self, AuditEntry, DeploymentArtifact, Device, DeviceHealth, Flow, FlowArtifact, GateCheck,
+    Slot, Stage, Target, TargetCounts,
+};
 use crate::service::DeploymentDoc;
 use crate::store::{ArtifactInfo, AuditRecord, DeviceRecord, FlowRecord, SlotRecord, rfc3339};
-use floe_rollout::Rollout;
-use serde_json::{Value, json};
+use floe_rollout::{Rollout, TargetStatus};
 
 /// Most device ids listed per stage in a deployment object (the rest are counted).
 pub const MAX_STAGE_DEVICES: usize = 1000;
-/// Most targets a deployment object embeds, and most in one page of
-/// `GET /deployments/{id}/targets`; the object names where the next page starts.
-pub const MAX_TARGETS_PAGE: usize = 1000;
 
-/// The stage of each device of a plan: its position in the plan's order falls in one stage's
-/// range.
-fn stages_of(engine: &Rollout) -> Vec<u32> {
-    let plan = engine.plan();
-    let mut stage_of = vec![0u32; plan.ids.len()];
-    for (si, s) in plan.stages.iter().enumerate() {
-        for pos in s.start..s.end {
-            if let Some(d) = plan.order.get(pos as usize)
-                && let Some(slot) = stage_of.get_mut(*d as usize)
-            {
-                *slot = si as u32;
-            }
-        }
-    }
-    stage_of
-}
-
-/// The targets of a deployment from plan index `cursor`, at most `limit` (capped at
-/// [`MAX_TARGETS_PAGE`]), and the index the next page starts at (`None` after the last).
-fn target_page(
+/// The targets of a deployment from plan index `from`, at most `limit`, and whether more
+/// follow. O(limit): each target's status and stage are the engine's, read by index.
+pub fn targets(
     doc: &DeploymentDoc,
     engine: &Rollout,
-    cursor: usize,
+    from: usize,
     limit: usize,
-) -> (Vec<Value>, Option<usize>) {
-    let stage_of = stages_of(engine);
-    let limit = limit.clamp(1, MAX_TARGETS_PAGE);
+) -> (Vec<Target>, bool) {
     let targets = doc
         .targets
         .iter()
         .enumerate()
-        .skip(cursor)
+        .skip(from)
         .take(limit)
         .map(|(i, t)| {
-            json!({
-                "device_id": t.device_id,
-                "status": engine.target_status(i as u32).map(|s| s.as_str()).unwrap_or("pending"),
-                "stage": stage_of.get(i).copied().unwrap_or(0),
-                "generation": t.generation,
-                "detail": t.detail,
-            })
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            Target {
+                device_id: t.device_id.clone(),
+                status: engine.target_status(i).unwrap_or(TargetStatus::Pending),
+                stage: engine.target_stage(i).unwrap_or(0),
+                generation: t.generation,
+                detail: t.detail.clone(),
+            }
         })
         .collect();
-    let end = cursor.saturating_add(limit);
-    (targets, (end < doc.targets.len()).then_some(end))
+    (targets, from.saturating_add(limit) < doc.targets.len())
 }
 
-/// `GET /deployments/{id}/targets?cursor=&limit=`: one page of targets in plan order.
-pub fn targets(doc: &DeploymentDoc, engine: &Rollout, cursor: usize, limit: usize) -> Value {
-    let (targets, next) = target_page(doc, engine, cursor, limit);
-    json!({"targets": targets, "next": next, "total": doc.targets.len()})
-}
-
-fn time(ms: Option<u64>) -> Value {
-    ms.map(|t| Value::String(rfc3339(t))).unwrap_or(Value::Null)
+fn time(ms: Option<u64>) -> Option<String> {
+    ms.map(rfc3339)
 }
 
 /// A flow object.
-pub fn flow(f: &FlowRecord, artifact: Option<&ArtifactInfo>) -> Value {
-    json!({
-        "id": f.id,
-        "name": f.name,
-        "description": f.description,
-        "tags": f.tags,
-        "state": f.state,
-        "version": f.version,
-        "lineage": f.lineage,
-        "parent_id": f.parent_id,
-        "definition": f.definition,
-        "artifact": artifact.map(|a| json!({
-            "name": a.name,
-            "release": a.release,
-            "version": a.version,
-            "manifest_sha256": a.manifest_sha256,
-            "size": a.size,
-        })),
-        "created_at": rfc3339(f.created_at),
-        "updated_at": rfc3339(f.updated_at),
-        "published_at": time(f.published_at),
-        "archived_at": time(f.archived_at),
-    })
-}
-
-fn slot(s: &Option<SlotRecord>) -> Value {
-    match s {
-        Some(s) => {
-            json!({"name": s.name, "release": s.release, "version": s.version, "slot": s.slot})
-        }
-        None => Value::Null,
+pub fn flow(f: &FlowRecord, artifact: Option<&ArtifactInfo>) -> Flow {
+    Flow {
+        id: f.id.clone(),
+        name: f.name.clone(),
+        description: f.description.clone(),
+        tags: f.tags.clone(),
+        state: f.state,
+        version: f.version,
+        lineage: f.lineage.clone(),
+        parent_id: f.parent_id.clone(),
+        definition: f.definition.clone(),
+        artifact: artifact.map(|a| FlowArtifact {
+            name: a.name.clone(),
+            release: a.release,
+            version: a.version.clone(),
+            manifest_sha256: a.manifest_sha256.clone(),
+            size: a.size,
+        }),
+        created_at: rfc3339(f.created_at),
+        updated_at: rfc3339(f.updated_at),
+        published_at: time(f.published_at),
+        archived_at: time(f.archived_at),
     }
 }
 
-/// A device object.
-pub fn device(d: &DeviceRecord, online: bool, generation: u64) -> Value {
-    json!({
-        "id": d.id,
-        "type": d.device_type,
-        "arch": d.arch,
-        "region": d.region,
-        "labels": d.labels,
-        "public_key": d.public_key,
-        "runtime_version": d.runtime_version,
-        "installed": slot(&d.installed),
-        "standby": slot(&d.standby),
-        "last_known_good": slot(&d.last_known_good),
-        "on_trial": d.on_trial,
-        "health": d.health.as_ref().map(|h| json!({
-            "status": h.status,
-            "error_rate": h.error_rate,
-            "p95_ms": h.p95_ms,
-            "memory_mb": h.memory_mb,
-            "restarts": h.restarts,
-            "flow_running": h.flow_running,
-        })),
-        "applied": d.applied.as_ref().map(|a| json!({
-            "generation": a.generation, "action": a.action, "progress": a.progress, "detail": a.detail,
-        })),
-        "online": online,
-        "last_seen": time(d.last_seen),
-        "generation": generation,
-        "maintenance": d.maintenance,
-        "quarantined": d.quarantined,
-        "enrolled_at": time(d.enrolled_at),
+fn slot(s: &Option<SlotRecord>) -> Option<Slot> {
+    s.as_ref().map(|s| Slot {
+        name: s.name.clone(),
+        release: s.release,
+        version: s.version.clone(),
+        slot: s.slot.clone(),
     })
 }
 
-/// A deployment object. It embeds the first [`MAX_TARGETS_PAGE`] targets; `targets_next`
-/// names the cursor of the rest (`GET /deployments/{id}/targets`).
-pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> Value {
+/// A device object.
+pub fn device(d: &DeviceRecord, online: bool, generation: u64) -> Device {
+    Device {
+        id: d.id.clone(),
+        device_type: d.device_type.clone(),
+        arch: d.arch.clone(),
+        region: d.region.clone(),
+        labels: d.labels.clone(),
+        public_key: d.public_key.clone(),
+        runtime_version: d.runtime_version.clone(),
+        installed: slot(&d.installed),
+        standby: slot(&d.standby),
+        last_known_good: slot(&d.last_known_good),
+        on_trial: d.on_trial,
+        health: d.health.as_ref().map(|h| DeviceHealth {
+            status: h.status,
+            error_rate: h.error_rate,
+            p95_ms: h.p95_ms,
+            memory_mb: h.memory_mb,
+            restarts: h.restarts,
+            flow_running: h.flow_running,
+        }),
+        applied: d.applied.as_ref().map(|a| contract::AppliedDirective {
+            generation: a.generation,
+            action: a.action.clone(),
+            progress: a.progress.clone(),
+            detail: a.detail.clone(),
+        }),
+        online,
+        last_seen: time(d.last_seen),
+        generation,
+        maintenance: d.maintenance,
+        quarantined: d.quarantined,
+        enrolled_at: time(d.enrolled_at),
+    }
+}
+
+/// A deployment object: its targets counted by status, not listed (they are paged by
+/// `GET /deployments/{id}/targets`).
+pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> contract::Deployment {
     let plan = engine.plan();
-    let counts = engine.counts();
-    let (targets, targets_next) = target_page(doc, engine, 0, MAX_TARGETS_PAGE);
-    let stages: Vec<Value> = plan
+    // One pass over the targets counts them overall and per stage.
+    let mut c = TargetCounts::default();
+    let mut per_stage = vec![TargetCounts::default(); plan.stages.len()];
+    for i in 0..u32::try_from(plan.ids.len()).unwrap_or(u32::MAX) {
+        let status = engine.target_status(i).unwrap_or(TargetStatus::Pending);
+        c.add(status);
+        if let Some(s) = engine
+            .target_stage(i)
+            .and_then(|s| per_stage.get_mut(s as usize))
+        {
+            s.add(status);
+        }
+    }
+    let stages = plan
         .stages
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            let devices: Vec<&str> = (s.start..s.end)
+        .map(|(i, s)| Stage {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            name: s.name.clone(),
+            kind: s.kind,
+            size: s.len(),
+            counts: per_stage.get(i).copied().unwrap_or_default(),
+            devices: (s.start..s.end)
                 .take(MAX_STAGE_DEVICES)
                 .filter_map(|pos| plan.order.get(pos as usize))
-                .filter_map(|d| plan.ids.get(*d as usize).map(String::as_str))
-                .collect();
-            json!({
-                "index": i,
-                "name": s.name,
-                "kind": s.kind.as_str(),
-                "size": s.len(),
-                "devices": devices,
-            })
+                .filter_map(|d| plan.ids.get(*d as usize).cloned())
+                .collect(),
         })
         .collect();
-    let gates: Vec<Value> = doc
+    let gates = doc
         .gates
         .iter()
-        .map(|g| {
-            json!({
-                "stage": g.stage,
-                "gate": g.gate,
-                "verdict": g.verdict,
-                "reason": g.reason,
-                "checks": g.checks.iter().map(|(name, value, limit, pass)| json!({
-                    "name": name, "value": value, "limit": limit, "pass": pass,
-                })).collect::<Vec<_>>(),
-                "at": rfc3339(g.at),
-            })
+        .map(|g| contract::Gate {
+            stage: g.stage,
+            gate: g.gate.clone(),
+            verdict: g.verdict,
+            reason: g.reason.clone(),
+            checks: g
+                .checks
+                .iter()
+                .map(|(name, value, limit, pass)| GateCheck {
+                    name: name.clone(),
+                    value: *value,
+                    limit: *limit,
+                    pass: *pass,
+                })
+                .collect(),
+            at: rfc3339(g.at),
         })
         .collect();
-    let status = engine.status();
-    let reason = if doc.status_reason.is_empty() {
+    let status_reason = if doc.status_reason.is_empty() {
         engine.status_reason().to_string()
     } else {
         doc.status_reason.clone()
     };
-    json!({
-        "id": doc.id,
-        "flow_id": doc.flow_id,
-        "artifact": {
-            "name": doc.artifact.name,
-            "release": doc.artifact.release,
-            "version": doc.artifact.version,
-            "manifest_sha256": doc.artifact.manifest_sha256,
+    contract::Deployment {
+        id: doc.id.clone(),
+        flow_id: doc.flow_id.clone(),
+        artifact: DeploymentArtifact {
+            name: doc.artifact.name.clone(),
+            release: doc.artifact.release,
+            version: doc.artifact.version.clone(),
+            manifest_sha256: doc.artifact.manifest_sha256.clone(),
         },
-        "strategy": doc.strategy,
-        "status": status.as_str(),
-        "status_reason": reason,
-        "total_targets": plan.ids.len(),
-        "completed_targets": counts.success,
-        "failed_targets": counts.failed + counts.quarantined,
-        "offline_targets": counts.offline,
-        "rolled_back_targets": counts.rolled_back,
-        "skipped_targets": counts.skipped,
-        "pending_targets": counts.pending + counts.deploying,
-        "targets": targets,
-        "targets_next": targets_next,
-        "current_stage": engine.current_stage(),
-        "stages": stages,
-        "gates": gates,
-        "awaiting_approval": engine.awaiting_approval(),
-        "phase": engine.phase_name(),
-        "pause_reason": engine.pause_reason(),
-        "created_at": rfc3339(doc.created_at),
-        "started_at": time(doc.started_at),
-        "completed_at": time(doc.completed_at),
-        "config": doc.config,
-    })
+        strategy: doc.strategy.clone(),
+        status: engine.status(),
+        status_reason,
+        total_targets: plan.ids.len() as u64,
+        completed_targets: c.success,
+        failed_targets: c.failed + c.quarantined,
+        offline_targets: c.offline,
+        rolled_back_targets: c.rolled_back,
+        skipped_targets: c.skipped,
+        pending_targets: c.pending + c.deploying,
+        target_counts: c,
+        current_stage: engine.current_stage(),
+        stages,
+        gates,
+        awaiting_approval: engine.awaiting_approval(),
+        phase: engine.phase_name().to_string(),
+        pause_reason: engine.pause_reason().map(str::to_string),
+        created_at: rfc3339(doc.created_at),
+        started_at: time(doc.started_at),
+        completed_at: time(doc.completed_at),
+        config: doc.config.clone(),
+    }
 }
 
 /// An audit entry.
-pub fn audit(a: &AuditRecord) -> Value {
-    json!({
-        "at": rfc3339(a.at),
-        "actor": a.actor,
-        "action": a.action,
-        "device_id": a.device_id,
-        "deployment_id": a.deployment_id,
-        "outcome": a.outcome,
-        "detail": a.detail,
-    })
+pub fn audit(a: &AuditRecord) -> AuditEntry {
+    AuditEntry {
+        at: rfc3339(a.at),
+        actor: a.actor.clone(),
+        action: a.action.clone(),
+        device_id: a.device_id.clone(),
+        deployment_id: a.deployment_id.clone(),
+        outcome: a.outcome.clone(),
+        detail: a.detail.clone(),
+    }
 }

@@ -1,11 +1,12 @@
-//! The audit log: reading it with filters, and the lenient view of an entry.
+//! The audit log: reading it with filters, a page or every page.
 
 use super::error::ClientError;
+use super::paging::Pages;
 use super::transport::{Client, Method, Reply, query};
-use serde::Deserialize;
+use crate::contract::AuditPage;
 
 impl Client {
-    /// `GET /audit?limit=&deployment_id=&device_id=`.
+    /// `GET /audit?limit=&deployment_id=&device_id=`: the first page (newest first).
     pub fn audit(
         &self,
         limit: Option<u32>,
@@ -20,32 +21,17 @@ impl Client {
         ]);
         self.call(Method::Get, &format!("/audit{q}"), None)
     }
-}
 
-/// One audit entry.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct AuditEntry {
-    /// When.
-    pub at: String,
-    /// Who.
-    pub actor: String,
-    /// What.
-    pub action: String,
-    /// Device concerned.
-    pub device_id: Option<String>,
-    /// Deployment concerned.
-    pub deployment_id: Option<String>,
-    /// Outcome.
-    pub outcome: String,
-    /// Detail.
-    pub detail: String,
-}
-
-/// `{"entries":[…]}`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct AuditList {
-    /// The entries.
-    pub entries: Vec<AuditEntry>,
+    /// Every audit entry matching the filters, newest first, page by page (`limit` per page;
+    /// the server's default when `None`). `.take(n)` stops after n entries; `.all()` collects
+    /// them all.
+    pub fn audit_entries(
+        &self,
+        deployment_id: Option<&str>,
+        device_id: Option<&str>,
+        limit: Option<usize>,
+    ) -> Pages<'_, AuditPage> {
+        let q = query(&[("deployment_id", deployment_id), ("device_id", device_id)]);
+        Pages::new(self, format!("/audit{q}"), limit)
+    }
 }

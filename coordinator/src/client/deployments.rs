@@ -1,21 +1,21 @@
-//! Deployments: creating, listing, commanding and reporting on deployments, waiting for one
-//! to finish, and the lenient views of the server's deployment objects.
+//! Deployments: creating, listing, commanding and reporting on deployments, paging through
+//! them and their targets, and waiting for one to finish. The bodies are the contract's.
 
 use super::error::ClientError;
-use super::transport::{Client, Method, Reply, query, seg};
-use serde::Deserialize;
-use serde_json::Value;
+use super::paging::Pages;
+use super::transport::{Client, Method, Reply, query, seg, to_value};
+use crate::contract::{Deployment, DeploymentInput, DeploymentPage, TargetPage};
 use std::time::Duration;
 
 impl Client {
     // ---- Deployments -------------------------------------------------------------------
 
-    /// `POST /deployments`: the body as the contract gives it.
-    pub fn create_deployment(&self, body: &Value) -> Result<Reply, ClientError> {
-        self.call(Method::Post, "/deployments", Some(body))
+    /// `POST /deployments`.
+    pub fn create_deployment(&self, body: &DeploymentInput) -> Result<Reply, ClientError> {
+        self.call(Method::Post, "/deployments", Some(&to_value(body)))
     }
 
-    /// `GET /deployments?status=&flow_id=`.
+    /// `GET /deployments?status=&flow_id=`: the first page (oldest first).
     pub fn list_deployments(
         &self,
         status: Option<&str>,
@@ -23,6 +23,23 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         let q = query(&[("status", status), ("flow_id", flow_id)]);
         self.call(Method::Get, &format!("/deployments{q}"), None)
+    }
+
+    /// Every deployment matching the filters, page by page (`limit` per page; the server's
+    /// default when `None`). `.all()` collects them.
+    pub fn deployments(
+        &self,
+        status: Option<&str>,
+        flow_id: Option<&str>,
+        limit: Option<usize>,
+    ) -> Pages<'_, DeploymentPage> {
+        let q = query(&[("status", status), ("flow_id", flow_id)]);
+        Pages::new(self, format!("/deployments{q}"), limit)
+    }
+
+    /// Every target of a deployment in plan order, page by page. `.all()` collects them.
+    pub fn targets(&self, id: &str, limit: Option<usize>) -> Pages<'_, TargetPage> {
+        Pages::new(self, format!("/deployments/{}/targets", seg(id)), limit)
     }
 
     /// `GET /deployments/:id`.
@@ -65,7 +82,7 @@ impl Client {
         let until = std::time::Instant::now() + limit;
         loop {
             let d: Deployment = self.get_deployment(id)?.json()?;
-            if d.is_terminal() {
+            if d.status.is_terminal() {
                 return Ok(d);
             }
             if std::time::Instant::now() >= until {
@@ -124,142 +141,4 @@ impl ReportFormat {
             ReportFormat::Markdown => "markdown",
         }
     }
-}
-
-/// The artifact a deployment rolls out.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct ArtifactRef {
-    /// Name.
-    pub name: String,
-    /// Release number.
-    pub release: u64,
-    /// Version string.
-    pub version: Option<String>,
-}
-
-/// One target of a deployment.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Target {
-    /// Device id.
-    pub device_id: String,
-    /// `pending`, `deploying`, `success`, `failed`, `offline`, `skipped`, `rolled_back` or
-    /// `quarantined`.
-    pub status: String,
-    /// Stage index.
-    pub stage: Option<u32>,
-    /// The directive generation sent to it.
-    pub generation: Option<u64>,
-    /// Detail text.
-    pub detail: String,
-}
-
-/// One stage (canary, wave, batch) of a deployment.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Stage {
-    /// Index.
-    pub index: u32,
-    /// Name.
-    pub name: String,
-    /// Kind.
-    pub kind: String,
-    /// Device ids in the stage.
-    pub devices: Vec<String>,
-}
-
-/// One check of a gate verdict.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct GateCheck {
-    /// Name.
-    pub name: String,
-    /// Measured value.
-    pub value: Option<f64>,
-    /// Limit.
-    pub limit: Option<f64>,
-    /// Whether it passed.
-    pub pass: bool,
-}
-
-/// A gate verdict.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Gate {
-    /// The stage it closes.
-    pub stage: u32,
-    /// The gate's name.
-    pub gate: String,
-    /// `pass`, `wait` or `fail`.
-    pub verdict: String,
-    /// Why.
-    pub reason: String,
-    /// The checks.
-    pub checks: Vec<GateCheck>,
-    /// When.
-    pub at: String,
-}
-
-/// A deployment as the server returns it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Deployment {
-    /// `dep_<10 hex>`.
-    pub id: String,
-    /// The flow.
-    pub flow_id: String,
-    /// The artifact.
-    pub artifact: Option<ArtifactRef>,
-    /// Strategy.
-    pub strategy: String,
-    /// `pending`, `running`, `paused`, `completed`, `failed` or `rolled_back`.
-    pub status: String,
-    /// Why it is in that status.
-    pub status_reason: Option<String>,
-    /// Totals.
-    pub total_targets: u64,
-    /// Targets done and healthy.
-    pub completed_targets: u64,
-    /// Targets failed.
-    pub failed_targets: u64,
-    /// Targets offline.
-    pub offline_targets: u64,
-    /// Targets rolled back.
-    pub rolled_back_targets: u64,
-    /// Targets not yet reached.
-    pub pending_targets: u64,
-    /// Every target.
-    pub targets: Vec<Target>,
-    /// The stage being worked on.
-    pub current_stage: Option<u32>,
-    /// The stages.
-    pub stages: Vec<Stage>,
-    /// Gate verdicts so far.
-    pub gates: Vec<Gate>,
-    /// Whether the operator must approve.
-    pub awaiting_approval: bool,
-    /// The engine's phase (`soaking` …).
-    pub phase: Option<String>,
-    /// Created.
-    pub created_at: String,
-    /// Started.
-    pub started_at: Option<String>,
-    /// Completed.
-    pub completed_at: Option<String>,
-}
-
-impl Deployment {
-    /// Whether the deployment has finished (completed, failed or rolled back).
-    pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "failed" | "rolled_back")
-    }
-}
-
-/// `{"deployments":[…]}`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct DeploymentList {
-    /// The deployments.
-    pub deployments: Vec<Deployment>,
 }

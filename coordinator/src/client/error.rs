@@ -67,6 +67,14 @@ pub enum ClientError {
         /// How long.
         limit: Duration,
     },
+    /// Paging: the server handed back the cursor it was given, which would loop forever.
+    #[error("paging {what}: the server answered cursor {cursor:?} with the same cursor")]
+    Paging {
+        /// The list.
+        what: String,
+        /// The repeated cursor.
+        cursor: String,
+    },
     /// Decode: a success reply was not the JSON the contract describes.
     #[error("the reply to {what} is not the expected JSON: {source}")]
     Decode {

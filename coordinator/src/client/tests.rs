@@ -161,9 +161,9 @@ fn requests_carry_the_token_and_the_body_and_errors_come_back_mapped() {
         r#"{"error":{"code":"conflict","message":"flow flow_0123456789 is not a draft","field":null}}"#,
     );
     let c = Client::new(&server, Some("s3cret".into())).unwrap();
-    let body = NewFlow {
+    let body = FlowInput {
         name: "T".into(),
-        description: None,
+        description: String::new(),
         tags: vec!["a".into()],
         definition: serde_json::json!({"nodes": []}),
     };
@@ -183,14 +183,17 @@ fn requests_carry_the_token_and_the_body_and_errors_come_back_mapped() {
     let sent: Value = serde_json::from_str(req.lines().last().unwrap()).unwrap();
     assert_eq!(
         sent,
-        serde_json::json!({"name": "T", "tags": ["a"], "definition": {"nodes": []}}),
-        "no description key when none is given"
+        serde_json::json!({"name": "T", "description": "", "tags": ["a"], "definition": {"nodes": []}}),
+        "the contract's body as given"
     );
 }
 
 #[test]
 fn success_replies_keep_the_text_as_received() {
-    let text = r#"{"flows":[{"id":"flow_aaaaaaaaaa","name":"T","state":"draft","version":1,"extra":true}]}"#;
+    let text = r#"{"flows":[{"id":"flow_aaaaaaaaaa","name":"T","description":"","tags":[],"state":"draft",
+        "version":1,"lineage":"flow_aaaaaaaaaa","parent_id":null,"definition":{},"artifact":null,
+        "created_at":"2026-11-22T03:00:00Z","updated_at":"2026-11-22T03:00:00Z","published_at":null,
+        "archived_at":null,"extra":true}]}"#;
     let (server, seen) = one_shot(200, text);
     let c = Client::new(&server, None).unwrap();
     let reply = c.list_flows(Some("draft"), Some("t")).unwrap();
@@ -206,16 +209,45 @@ fn success_replies_keep_the_text_as_received() {
     assert!(!req.to_ascii_lowercase().contains("authorization"), "{req}");
 }
 
+/// A deployment object in the contract's shape, leaked for the one-shot server.
+fn deployment_json(id: &str, status: &str) -> &'static str {
+    let zero = serde_json::json!({"pending": 0, "deploying": 0, "success": 0, "failed": 0,
+        "offline": 0, "skipped": 0, "rolled_back": 0, "quarantined": 0});
+    let v = serde_json::json!({
+        "id": id, "flow_id": "flow_1",
+        "artifact": {"name": "flow_1", "release": 1, "version": "1.0.0", "manifest_sha256": "00"},
+        "strategy": "rolling", "status": status, "status_reason": "",
+        "total_targets": 0, "completed_targets": 0, "failed_targets": 0, "offline_targets": 0,
+        "rolled_back_targets": 0, "skipped_targets": 0, "pending_targets": 0,
+        "target_counts": zero, "current_stage": 0, "stages": [], "gates": [],
+        "awaiting_approval": false, "phase": "PREPARE", "pause_reason": null,
+        "created_at": "2026-11-22T03:00:00Z", "started_at": null, "completed_at": null,
+        "config": {"batch_size": 1, "batch_delay": "0s", "failure_threshold": 5.0,
+            "canary_percentage": 10.0, "canary_delay": "0s", "timeout": "10m", "switch_delay": "0s",
+            "auto_rollback": true, "health_check": true, "require_approval": false, "quorum": 80.0,
+            "offline_grace": "1h", "waves": [], "max_parallel": 0}
+    });
+    Box::leak(v.to_string().into_boxed_str())
+}
+
 #[test]
 fn waiting_for_a_deployment_ends_at_a_terminal_status_or_the_limit() {
-    let (server, _seen) = one_shot(200, r#"{"id":"dep_1","status":"rolled_back"}"#);
+    let (server, _seen) = one_shot(200, deployment_json("dep_1", "rolled_back"));
     let c = Client::new(&server, None).unwrap();
     let d = c
         .wait_for_deployment("dep_1", Duration::from_millis(10), Duration::from_secs(5))
         .unwrap();
-    assert_eq!(d.status, "rolled_back");
+    assert_eq!(d.status.as_str(), "rolled_back");
 
-    let (server, _seen) = one_shot(200, r#"{"id":"dep_2","status":"running"}"#);
+    // A reply missing a field the contract requires is a decode error, not a default.
+    let (server, _seen) = one_shot(200, r#"{"id":"dep_1","status":"rolled_back"}"#);
+    let c = Client::new(&server, None).unwrap();
+    let err = c
+        .wait_for_deployment("dep_1", Duration::from_millis(10), Duration::from_secs(5))
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Decode { .. }), "{err:?}");
+
+    let (server, _seen) = one_shot(200, deployment_json("dep_2", "running"));
     let c = Client::new(&server, None).unwrap();
     let err = c
         .wait_for_deployment("dep_2", Duration::from_millis(10), Duration::ZERO)

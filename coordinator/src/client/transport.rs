@@ -7,8 +7,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::time::Duration;
 
-/// The largest reply body the client reads. A deployment object for a very large fleet lists
-/// every target, so the cap is generous; beyond it the call fails with [`ClientError::Read`].
+/// The largest reply body the client reads. Lists are paged (at most 1 000 items a page) and
+/// a deployment object counts its targets, so replies stay far below it; beyond it the call
+/// fails with [`ClientError::Read`].
 pub const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
 /// How long connecting to the server may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -15,6 +15,7 @@ use super::model::{
     ServiceConfig,
 };
 use super::registry::{Admission, Registry};
+use crate::contract::FlowState;
 use crate::store::{ArtifactInfo, AuditFilter, AuditRecord, DeviceRecord, FlowRecord, Store};
 use ed25519_dalek::SigningKey;
 use floe_rollout::{Command, DeviceEvent, Millis, Rollout};
@@ -123,7 +124,7 @@ impl Core {
     /// Flows matching a state (archived hidden unless asked) and a tag.
     pub fn flows(
         &self,
-        state: Option<&str>,
+        state: Option<FlowState>,
         tag: Option<&str>,
     ) -> Result<Vec<FlowRecord>, ServiceError> {
         self.flows.list(&self.store, state, tag)
@@ -199,6 +200,21 @@ impl Core {
         self.deployments.ids(&self.store)
     }
 
+    /// Up to `limit` deployment ids in creation order after position `after` (0: from the
+    /// first), matching a status and a flow when given, each with its position (see
+    /// [`Store::deployment_ids_page`]).
+    pub fn deployment_ids_page(
+        &self,
+        after: u64,
+        status: Option<&str>,
+        flow_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, ServiceError> {
+        Ok(self
+            .store
+            .deployment_ids_page(after, status, flow_id, limit)?)
+    }
+
     /// An operator command (`start`, `pause`, `resume`, `approve`, `rollback`).
     pub fn command(&mut self, id: &str, command: Command, now: Millis) -> Result<(), ServiceError> {
         let (deployments, mut env) = self.engines();
@@ -210,6 +226,11 @@ impl Core {
     /// Every registered device.
     pub fn devices(&self) -> impl Iterator<Item = &DeviceRecord> {
         self.registry.all()
+    }
+
+    /// The registered devices with ids after `after` (every one without it), by id.
+    pub fn devices_after(&self, after: Option<&str>) -> impl Iterator<Item = &DeviceRecord> {
+        self.registry.after(after)
     }
 
     /// A device by id.
@@ -307,6 +328,14 @@ impl Core {
     /// `GET /audit`.
     pub fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, ServiceError> {
         self.audit.entries(&self.store, filter)
+    }
+
+    /// `GET /audit`, one page: the entries with their log positions, newest first.
+    pub fn audit_page(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<(u64, AuditRecord)>, ServiceError> {
+        Ok(self.store.audit_page(filter)?)
     }
 
     // The fabric side.

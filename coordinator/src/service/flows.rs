@@ -7,6 +7,7 @@ use super::audit::api_audit;
 use super::hygiene;
 use super::model::{ArtifactBlob, FlowInput};
 use super::{ServiceError, json_err, random_token, validation};
+use crate::contract::FlowState;
 use crate::store::{ArtifactInfo, ArtifactRecord, FlowRecord, Store};
 use ed25519_dalek::SigningKey;
 use floe_rollout::Millis;
@@ -60,7 +61,7 @@ impl Flows {
             name: input.name.trim().to_string(),
             description: input.description,
             tags: input.tags,
-            state: "draft".into(),
+            state: FlowState::Draft,
             version: 1,
             lineage: id.clone(),
             parent_id: None,
@@ -95,7 +96,7 @@ impl Flows {
     pub(super) fn list(
         &self,
         store: &Store,
-        state: Option<&str>,
+        state: Option<FlowState>,
         tag: Option<&str>,
     ) -> Result<Vec<FlowRecord>, ServiceError> {
         Ok(store
@@ -103,7 +104,7 @@ impl Flows {
             .into_iter()
             .filter(|f| match state {
                 Some(s) => f.state == s,
-                None => f.state != "archived",
+                None => f.state != FlowState::Archived,
             })
             .filter(|f| tag.is_none_or(|t| f.tags.iter().any(|x| x == t)))
             .collect())
@@ -127,7 +128,7 @@ impl Flows {
         now: Millis,
     ) -> Result<FlowRecord, ServiceError> {
         let mut flow = self.get(store, id)?;
-        if flow.state != "draft" {
+        if flow.state != FlowState::Draft {
             return Err(ServiceError::Conflict(format!(
                 "flow {id} is {}; only drafts can be edited (make a new draft with POST /api/v1/flows/{id}/versions)",
                 flow.state
@@ -192,7 +193,7 @@ impl Flows {
         now: Millis,
     ) -> Result<FlowRecord, ServiceError> {
         let mut flow = self.get(store, id)?;
-        if flow.state != "draft" {
+        if flow.state != FlowState::Draft {
             return Err(ServiceError::Conflict(format!(
                 "flow {id} is {}; only drafts can be published",
                 flow.state
@@ -239,7 +240,7 @@ impl Flows {
             payload: bytes,
             created_at: now,
         };
-        flow.state = "published".into();
+        flow.state = FlowState::Published;
         flow.published_at = Some(now);
         flow.updated_at = now;
         let result = store.atomically(|s| {
@@ -273,7 +274,7 @@ impl Flows {
         now: Millis,
     ) -> Result<FlowRecord, ServiceError> {
         let mut flow = self.get(store, id)?;
-        if flow.state == "archived" {
+        if flow.state == FlowState::Archived {
             return Err(ServiceError::Conflict(format!(
                 "flow {id} is archived already"
             )));
@@ -283,7 +284,7 @@ impl Flows {
                 "flow {id} is used by deployment {dep}; it cannot be archived until that finishes"
             )));
         }
-        flow.state = "archived".into();
+        flow.state = FlowState::Archived;
         flow.archived_at = Some(now);
         flow.updated_at = now;
         store.atomically(|s| {
@@ -307,7 +308,7 @@ impl Flows {
         now: Millis,
     ) -> Result<FlowRecord, ServiceError> {
         let source = self.get(store, id)?;
-        if source.state == "draft" {
+        if source.state == FlowState::Draft {
             return Err(ServiceError::Conflict(format!(
                 "flow {id} is a draft; edit it instead of making a new version"
             )));
@@ -316,7 +317,7 @@ impl Flows {
         let new_id = format!("flow_{}", random_token(5)?);
         let flow = FlowRecord {
             id: new_id.clone(),
-            state: "draft".into(),
+            state: FlowState::Draft,
             version,
             parent_id: Some(source.id.clone()),
             created_at: now,
@@ -345,7 +346,7 @@ impl Flows {
         flow_id: &str,
     ) -> Result<(FlowRecord, ArtifactRecord), ServiceError> {
         let flow = self.get(store, flow_id)?;
-        if flow.state != "published" {
+        if flow.state != FlowState::Published {
             return Err(ServiceError::Conflict(format!(
                 "flow {} is {}; only published flows can be deployed",
                 flow.id, flow.state

@@ -41,7 +41,7 @@ pub fn health_input(h: &proto::HealthSummary) -> HealthReport {
 pub(super) fn health_record(h: &proto::HealthSummary) -> HealthRecord {
     let hr = health_input(h);
     HealthRecord {
-        status: h.status.as_str().into(),
+        status: h.status.into(),
         error_rate: f64::from(hr.error_rate),
         p95_ms: f64::from(hr.p95_ms),
         memory_mb: f64::from(hr.memory_mb),

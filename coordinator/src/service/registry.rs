@@ -88,6 +88,21 @@ impl Registry {
         self.devices.values()
     }
 
+    /// The devices with ids after `after` (every one without it), by id.
+    pub(super) fn after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = &'a DeviceRecord> + 'a {
+        use std::ops::Bound;
+        let from = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Unbounded,
+        };
+        self.devices
+            .range::<String, _>((from, Bound::Unbounded))
+            .map(|(_, d)| d)
+    }
+
     /// A device by id.
     pub(super) fn get(&self, id: &str) -> Result<&DeviceRecord, ServiceError> {
         self.devices.get(id).ok_or_else(|| ServiceError::NotFound {

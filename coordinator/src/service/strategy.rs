@@ -5,6 +5,7 @@
 
 use super::model::ConfigInput;
 use super::{ServiceError, validation};
+use crate::contract::{DeploymentConfig, WaveConfigView};
 use floe_rollout::duration::format_duration;
 use floe_rollout::{Millis, PlanError, Strategy, StrategyConfig, WaveConfig, parse_duration};
 
@@ -95,28 +96,32 @@ pub fn strategy_config(
 }
 
 /// The config as the API shows it (the request's names and units, defaults filled in).
-pub fn config_json(c: &StrategyConfig) -> serde_json::Value {
-    serde_json::json!({
-        "batch_size": c.batch_size,
-        "batch_delay": format_duration(c.batch_delay),
-        "failure_threshold": c.failure_threshold_percent,
-        "canary_percentage": c.canary_percent,
-        "canary_delay": format_duration(c.canary_soak),
-        "timeout": format_duration(c.timeout),
-        "switch_delay": format_duration(c.switch_delay),
-        "auto_rollback": c.auto_rollback,
-        "health_check": c.health_check,
-        "require_approval": c.require_approval,
-        "quorum": c.quorum_percent,
-        "offline_grace": format_duration(c.offline_grace),
-        "waves": c.waves.iter().map(|w| serde_json::json!({
-            "name": w.name,
-            "percentage": w.percentage,
-            "soak": format_duration(w.soak),
-            "failure_threshold": w.failure_threshold_percent,
-        })).collect::<Vec<_>>(),
-        "max_parallel": c.max_parallel,
-    })
+pub fn config_json(c: &StrategyConfig) -> DeploymentConfig {
+    DeploymentConfig {
+        batch_size: c.batch_size,
+        batch_delay: format_duration(c.batch_delay),
+        failure_threshold: c.failure_threshold_percent,
+        canary_percentage: c.canary_percent,
+        canary_delay: format_duration(c.canary_soak),
+        timeout: format_duration(c.timeout),
+        switch_delay: format_duration(c.switch_delay),
+        auto_rollback: c.auto_rollback,
+        health_check: c.health_check,
+        require_approval: c.require_approval,
+        quorum: c.quorum_percent,
+        offline_grace: format_duration(c.offline_grace),
+        waves: c
+            .waves
+            .iter()
+            .map(|w| WaveConfigView {
+                name: w.name.clone(),
+                percentage: w.percentage,
+                soak: format_duration(w.soak),
+                failure_threshold: w.failure_threshold_percent,
+            })
+            .collect(),
+        max_parallel: c.max_parallel,
+    }
 }
 
 /// The plan compiler's refusal as a validation error naming the field at fault.

@@ -313,7 +313,7 @@ fn config_errors_name_the_field() {
         (c.batch_size, c.batch_delay, c.max_parallel),
         (3, 90_000, 3)
     );
-    assert_eq!(config_json(&c)["batch_delay"], "1m30s");
+    assert_eq!(config_json(&c).batch_delay, "1m30s");
 }
 
 #[test]
@@ -383,6 +383,7 @@ fn enrollment_needs_a_token_or_the_allowlist_and_keys_stay_bound() {
             limit: 100,
             device_id: Some(listed.id.clone()),
             deployment_id: None,
+            before: None,
         })
         .unwrap();
     assert!(entries.iter().any(|e| e.outcome == "refused"));
@@ -647,36 +648,39 @@ fn targets_page_in_plan_order() {
         allow(&mut core, d, now);
     }
     let dep = deploy(&mut core, &flow, &devs, "rolling", now);
-    let page = |cursor, limit| {
+    let page = |from, limit| {
         core.with_deployment(&dep, |doc, e| {
-            crate::api::views::targets(doc, e, cursor, limit)
+            crate::api::views::targets(doc, e, from, limit)
         })
         .unwrap()
     };
-    let first = page(0, 2);
-    let second = page(2, 2);
-    let last = page(4, 2);
-    let ids = |v: &serde_json::Value| -> Vec<String> {
-        v["targets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["device_id"].as_str().unwrap().to_string())
-            .collect()
+    let ids = |t: &[crate::contract::Target]| -> Vec<String> {
+        t.iter().map(|t| t.device_id.clone()).collect()
     };
-    assert_eq!(
-        (first["next"].as_u64(), first["total"].as_u64()),
-        (Some(2), Some(5))
-    );
-    assert_eq!(second["next"].as_u64(), Some(4));
-    assert!(last["next"].is_null());
+    let (first, more1) = page(0, 2);
+    let (second, more2) = page(2, 2);
+    let (last, more3) = page(4, 2);
+    assert_eq!((first.len(), more1), (2, true));
+    assert_eq!((second.len(), more2), (2, true));
+    assert_eq!((last.len(), more3), (1, false));
     let all: Vec<String> = [ids(&first), ids(&second), ids(&last)].concat();
-    let doc = core
-        .with_deployment(&dep, crate::api::views::deployment)
+    // Plan order is the deployment document's target order; each target's stage is the
+    // engine's.
+    let (plan_ids, stages) = core
+        .with_deployment(&dep, |doc, e| {
+            let ids: Vec<String> = doc.targets.iter().map(|t| t.device_id.clone()).collect();
+            let stages: Vec<u32> = (0..5).map(|i| e.target_stage(i).unwrap()).collect();
+            (ids, stages)
+        })
         .unwrap();
-    assert_eq!(all, ids(&doc));
-    assert!(doc["targets_next"].is_null());
-    assert!(page(9, 1000)["targets"].as_array().unwrap().is_empty());
+    assert_eq!(all, plan_ids);
+    let got: Vec<u32> = [first, second, last]
+        .concat()
+        .iter()
+        .map(|t| t.stage)
+        .collect();
+    assert_eq!(got, stages);
+    assert!(page(9, 1000).0.is_empty());
 }
 
 /// Allowlisting in bulk is one transaction: known devices count as existing, and one bad
@@ -930,7 +934,12 @@ fn a_failing_canary_rolls_back_to_the_release_the_device_had() {
         })
         .unwrap();
     assert!(reason.contains("error_rate"), "{reason}");
-    assert!(gates.iter().all(|g| g.verdict != "pass"), "{gates:?}");
+    assert!(
+        gates
+            .iter()
+            .all(|g| g.verdict != crate::contract::GateVerdict::Pass),
+        "{gates:?}"
+    );
 }
 
 #[tokio::test]

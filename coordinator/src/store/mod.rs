@@ -17,6 +17,7 @@
 //!
 //! Migrations are numbered; `PRAGMA user_version` records the last one applied.
 
+use crate::contract::{FlowState, HealthLevel};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -173,8 +174,8 @@ pub struct FlowRecord {
     pub description: String,
     /// Tags.
     pub tags: Vec<String>,
-    /// `draft`, `published` or `archived`.
-    pub state: String,
+    /// Lifecycle state.
+    pub state: FlowState,
     /// Version in the lineage, from 1.
     pub version: u64,
     /// The id of the lineage's first version.
@@ -251,8 +252,8 @@ pub struct SlotRecord {
 /// The last health summary of a device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthRecord {
-    /// `healthy`, `degraded` or `unhealthy`.
-    pub status: String,
+    /// Overall level.
+    pub status: HealthLevel,
     /// Fraction.
     pub error_rate: f64,
     /// Milliseconds.
@@ -385,6 +386,8 @@ pub struct AuditFilter {
     pub deployment_id: Option<String>,
     /// Only this device.
     pub device_id: Option<String>,
+    /// Only lines older than this position (a page's cursor; see [`Store::audit_page`]).
+    pub before: Option<u64>,
 }
 
 fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
@@ -563,7 +566,7 @@ impl Store {
                 flow.id,
                 flow.lineage,
                 to_i64(flow.version),
-                flow.state,
+                flow.state.as_str(),
                 to_json("flow", flow)?
             ],
         )?;
@@ -876,6 +879,31 @@ impl Store {
         self.deployments_where("ORDER BY created_at, id", &[])
     }
 
+    /// Up to `limit` deployment ids in creation order after position `after` (0: from the
+    /// first), matching a status and a flow when given, each with its position. Positions
+    /// are the table's row ids: they only grow, so a deployment created while a client pages
+    /// lands after every page it has seen.
+    pub fn deployment_ids_page(
+        &self,
+        after: u64,
+        status: Option<&str>,
+        flow_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rowid, id FROM deployments
+             WHERE rowid > ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR flow_id = ?3)
+             ORDER BY rowid LIMIT ?4",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![to_i64(after), status, flow_id, to_i64(limit as u64)],
+                |r| Ok((to_u64(r.get(0)?), r.get(1)?)),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Whether any deployment of `flow_id` is in one of `statuses`.
     pub fn flow_in_use(&self, flow_id: &str, statuses: &[&str]) -> Result<bool, StoreError> {
         let rows = self.deployments_where("WHERE flow_id = ?1", &[&flow_id])?;
@@ -904,24 +932,40 @@ impl Store {
 
     /// Audit lines matching `filter`, newest first.
     pub fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT at, actor, action, device_id, deployment_id, outcome, detail FROM audit
+        Ok(self
+            .audit_page(filter)?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    /// Audit lines matching `filter`, newest first, each with its position in the log (it
+    /// only grows, so a page that ends at position `p` continues with `before: Some(p)` and
+    /// lines appended meanwhile never shift it).
+    pub fn audit_page(&self, filter: &AuditFilter) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, at, actor, action, device_id, deployment_id, outcome, detail FROM audit
              WHERE (?1 IS NULL OR deployment_id = ?1) AND (?2 IS NULL OR device_id = ?2)
+               AND (?4 IS NULL OR seq < ?4)
              ORDER BY seq DESC LIMIT ?3",
         )?;
+        let before = filter.before.map(to_i64);
         let rows = stmt
             .query_map(
-                params![filter.deployment_id, filter.device_id, filter.limit],
+                params![filter.deployment_id, filter.device_id, filter.limit, before],
                 |r| {
-                    Ok(AuditRecord {
-                        at: to_u64(r.get(0)?),
-                        actor: r.get(1)?,
-                        action: r.get(2)?,
-                        device_id: r.get(3)?,
-                        deployment_id: r.get(4)?,
-                        outcome: r.get(5)?,
-                        detail: r.get(6)?,
-                    })
+                    Ok((
+                        to_u64(r.get(0)?),
+                        AuditRecord {
+                            at: to_u64(r.get(1)?),
+                            actor: r.get(2)?,
+                            action: r.get(3)?,
+                            device_id: r.get(4)?,
+                            deployment_id: r.get(5)?,
+                            outcome: r.get(6)?,
+                            detail: r.get(7)?,
+                        },
+                    ))
                 },
             )?
             .collect::<Result<Vec<_>, _>>()?;

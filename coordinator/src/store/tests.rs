@@ -126,6 +126,7 @@ fn audit_is_filtered_and_newest_first() {
             limit: 2,
             deployment_id: Some("dep_1".into()),
             device_id: None,
+            before: None,
         })
         .unwrap();
     assert_eq!(dep.iter().map(|a| a.at).collect::<Vec<_>>(), [4, 2]);
@@ -139,7 +140,7 @@ fn flows_round_trip_and_versions_count_per_lineage() {
         name: "A".into(),
         description: String::new(),
         tags: vec!["t".into()],
-        state: "draft".into(),
+        state: crate::contract::FlowState::Draft,
         version: 1,
         lineage: "flow_a".into(),
         parent_id: None,

@@ -178,6 +178,12 @@ impl Rollout {
         Some(status_of(d.phase, d.flags))
     }
 
+    /// The stage a target belongs to (O(1); blue-green's devices move to the switch stage
+    /// when it dispatches them).
+    pub fn target_stage(&self, device: u32) -> Option<u32> {
+        self.devs.get(device as usize).map(|d| d.stage)
+    }
+
     /// Why the deployment has its current status (the reason of the last status change).
     pub fn status_reason(&self) -> &str {
         &self.machine.status_reason

@@ -1,12 +1,14 @@
-//! `floe audit`: the coordinator's audit log, newest entries as the server orders them.
+//! `floe audit`: the coordinator's audit log, newest first, as many entries as asked for
+//! (following the server's cursors page by page).
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use floe_coordinator::client::{AuditEntry, AuditList};
+use floe_coordinator::client::{AuditEntry, AuditPage};
+use floe_coordinator::contract::paging::{DEFAULT_PAGE, MAX_PAGE};
 
-use crate::config::{Conn, call, client, or_dash, print_raw, table};
+use crate::config::{Conn, call, client, or_dash, table};
 
 /// `floe audit`.
 #[derive(Debug, Args)]
@@ -19,25 +21,38 @@ pub(crate) struct AuditArgs {
     /// Only entries about this device.
     #[arg(long = "device", value_name = "ID")]
     device_id: Option<String>,
-    /// At most this many entries (the server's default when not given).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// At most this many entries (100 when not given).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000), conflicts_with = "all")]
     limit: Option<u32>,
+    /// Every entry, following the pages to the oldest.
+    #[arg(long)]
+    all: bool,
 }
 
 pub(crate) fn run(args: AuditArgs) -> Result<ExitCode> {
     let c = client(&args.conn)?;
-    let reply = call(&c, |c| {
-        c.audit(
-            args.limit,
+    let wanted = match (args.all, args.limit) {
+        (true, _) => usize::MAX,
+        (false, Some(n)) => n as usize,
+        (false, None) => DEFAULT_PAGE,
+    };
+    let entries = call(&c, |c| {
+        c.audit_entries(
             args.deployment_id.as_deref(),
             args.device_id.as_deref(),
+            Some(wanted.min(MAX_PAGE)),
         )
+        .take(wanted)
+        .collect::<Result<Vec<_>, _>>()
     })?;
     if args.conn.json {
-        print_raw(&reply.text);
+        let page = AuditPage {
+            entries,
+            next: None,
+        };
+        outln!("{}", serde_json::to_string_pretty(&page)?);
     } else {
-        let list: AuditList = reply.json()?;
-        out!("{}", render(&list.entries));
+        out!("{}", render(&entries));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -82,8 +97,8 @@ mod tests {
 
     #[test]
     fn audit_table() {
-        let list: AuditList = serde_json::from_str(
-            r#"{"entries":[
+        let list: AuditPage = serde_json::from_str(
+            r#"{"next":null,"entries":[
               {"at":"2026-11-22T03:00:00Z","actor":"api","action":"deployment.start","device_id":null,"deployment_id":"dep_0a1b2c3d4e","outcome":"ok","detail":""},
               {"at":"2026-11-22T03:00:04Z","actor":"device","action":"report","device_id":"dev_001","deployment_id":"dep_0a1b2c3d4e","outcome":"disagreement","detail":"device says release 1"}
             ]}"#,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use floe_coordinator::client::{
-    Client, Deployment, DeploymentAction, DeploymentList, ReportFormat,
+    Client, Deployment, DeploymentAction, DeploymentInput, DeploymentPage, ReportFormat, Target,
 };
 use serde_json::{Map, Value, json};
 
@@ -33,6 +33,8 @@ pub(crate) const STRATEGIES: [&str; 5] = [
 
 /// Most targets listed by `deploy status` without `--json` (the rest are counted).
 const MAX_TARGET_ROWS: usize = 50;
+/// Deployments asked for per page by `deploy list` (it follows the cursors to the end).
+const PAGE: usize = 1000;
 /// The largest `--config` file read.
 const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 
@@ -257,13 +259,15 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
                 base,
                 &a.sets,
             )?;
+            let body: DeploymentInput = serde_json::from_value(body)
+                .context("the deployment settings (see `floe deploy create --help`)")?;
             let reply = call(&c, |c| c.create_deployment(&body))?;
             let d: Deployment = reply.json()?;
             if !(a.start || a.watch) {
                 if json_out {
                     print_raw(&reply.text);
                 } else {
-                    out!("{}", render_status(&d));
+                    out!("{}", render_status(&d, &first_targets(&c, &d.id)?));
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -274,19 +278,27 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
             if json_out {
                 print_raw(&started.text);
             } else {
-                out!("{}", render_status(&started.json()?));
+                out!(
+                    "{}",
+                    render_status(&started.json()?, &first_targets(&c, &d.id)?)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         DeployCommand::List { status, flow_id } => {
-            let reply = call(&c, |c| {
-                c.list_deployments(status.as_deref(), flow_id.as_deref())
+            // Every page, following the cursors.
+            let deployments = call(&c, |c| {
+                c.deployments(status.as_deref(), flow_id.as_deref(), Some(PAGE))
+                    .all()
             })?;
             if json_out {
-                print_raw(&reply.text);
+                let all = DeploymentPage {
+                    deployments,
+                    next: None,
+                };
+                outln!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                let list: DeploymentList = reply.json()?;
-                out!("{}", render_list(&list.deployments));
+                out!("{}", render_list(&deployments));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -302,7 +314,10 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
             if json_out {
                 print_raw(&reply.text);
             } else {
-                out!("{}", render_status(&reply.json()?));
+                out!(
+                    "{}",
+                    render_status(&reply.json()?, &first_targets(&c, &id)?)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -322,6 +337,12 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The first [`MAX_TARGET_ROWS`] targets of a deployment, for the status view.
+fn first_targets(c: &Client, id: &str) -> Result<Vec<Target>> {
+    let (targets, _) = call(c, |c| c.targets(id, Some(MAX_TARGET_ROWS)).page(None))?;
+    Ok(targets)
 }
 
 /// Watches a deployment until it ends: bars on a terminal, lines otherwise; with `--json`, the
@@ -367,7 +388,7 @@ pub(crate) fn render_list(deps: &[Deployment]) -> String {
                 d.flow_id.clone(),
                 artifact_text(d),
                 d.strategy.clone(),
-                d.status.clone(),
+                d.status.to_string(),
                 format!("{}/{}", d.completed_targets, d.total_targets),
                 d.failed_targets.to_string(),
                 d.offline_targets.to_string(),
@@ -384,14 +405,12 @@ pub(crate) fn render_list(deps: &[Deployment]) -> String {
 }
 
 fn artifact_text(d: &Deployment) -> String {
-    match &d.artifact {
-        Some(a) => format!("{} r{}", a.name, a.release),
-        None => "-".to_string(),
-    }
+    format!("{} r{}", d.artifact.name, d.artifact.release)
 }
 
-/// The human view of one deployment: summary fields, stages, gates and (the first 50) targets.
-pub(crate) fn render_status(d: &Deployment) -> String {
+/// The human view of one deployment: summary fields, stages, gates and `targets` (its first
+/// 50; the rest are counted).
+pub(crate) fn render_status(d: &Deployment, targets: &[Target]) -> String {
     let mut pairs = vec![
         ("id", d.id.clone()),
         ("flow", d.flow_id.clone()),
@@ -399,14 +418,15 @@ pub(crate) fn render_status(d: &Deployment) -> String {
         ("strategy", d.strategy.clone()),
         (
             "status",
-            match d.status_reason.as_deref().filter(|r| !r.is_empty()) {
-                Some(r) => format!("{} ({r})", d.status),
-                None => d.status.clone(),
+            if d.status_reason.is_empty() {
+                d.status.to_string()
+            } else {
+                format!("{} ({})", d.status, d.status_reason)
             },
         ),
     ];
-    if let Some(p) = d.phase.as_deref().filter(|p| !p.is_empty()) {
-        pairs.push(("phase", p.to_string()));
+    if !d.phase.is_empty() {
+        pairs.push(("phase", d.phase.clone()));
     }
     pairs.push((
         "targets",
@@ -437,9 +457,9 @@ pub(crate) fn render_status(d: &Deployment) -> String {
                     .stages
                     .iter()
                     .find(|st| st.index == s.index)
-                    .map(|st| st.kind.clone())
+                    .map(|st| st.kind.to_string())
                     .unwrap_or_default();
-                let marker = if d.current_stage == Some(s.index) && !d.is_terminal() {
+                let marker = if d.current_stage == s.index && !d.is_terminal() {
                     "▶"
                 } else {
                     ""
@@ -462,19 +482,17 @@ pub(crate) fn render_status(d: &Deployment) -> String {
             out.push('\n');
         }
     }
-    if !d.targets.is_empty() {
+    if !targets.is_empty() {
         out.push('\n');
-        let rows: Vec<Vec<String>> = d
-            .targets
+        let rows: Vec<Vec<String>> = targets
             .iter()
             .take(MAX_TARGET_ROWS)
             .map(|t| {
                 vec![
                     t.device_id.clone(),
-                    t.status.clone(),
-                    t.stage.map_or_else(|| "-".to_string(), |s| s.to_string()),
-                    t.generation
-                        .map_or_else(|| "-".to_string(), |g| g.to_string()),
+                    t.status.to_string(),
+                    t.stage.to_string(),
+                    t.generation.to_string(),
                     or_dash(Some(&t.detail)),
                 ]
             })
@@ -483,10 +501,10 @@ pub(crate) fn render_status(d: &Deployment) -> String {
             &["DEVICE", "STATUS", "STAGE", "GEN", "DETAIL"],
             &rows,
         ));
-        let total = (d.total_targets as usize).max(d.targets.len());
+        let total = (d.total_targets as usize).max(targets.len());
         if total > MAX_TARGET_ROWS {
             out.push_str(&format!(
-                "… and {} more targets (--json shows up to 1 000; GET /api/v1/deployments/{}/targets pages through all)\n",
+                "… and {} more targets (GET /api/v1/deployments/{}/targets pages through all)\n",
                 total - MAX_TARGET_ROWS,
                 d.id
             ));
@@ -672,39 +690,54 @@ mod tests {
     }
 
     fn fixture() -> Deployment {
+        let zero = json!({"pending": 0, "deploying": 0, "success": 0, "failed": 0,
+                          "offline": 0, "skipped": 0, "rolled_back": 0, "quarantined": 0});
+        let mut total = zero.clone();
+        total["success"] = json!(1);
+        total["pending"] = json!(2);
+        let mut canary = zero.clone();
+        canary["success"] = json!(1);
+        let mut rest = zero;
+        rest["pending"] = json!(2);
         serde_json::from_value(json!({
             "id": "dep_0a1b2c3d4e", "flow_id": "flow_3f2a9c0d1e",
-            "artifact": {"name": "flow_3f2a9c0d1e", "release": 2, "version": "1.2.0"},
+            "artifact": {"name": "flow_3f2a9c0d1e", "release": 2, "version": "1.2.0", "manifest_sha256": "00"},
             "strategy": "canary", "status": "running", "status_reason": "",
             "total_targets": 3, "completed_targets": 1, "failed_targets": 0, "offline_targets": 0,
-            "rolled_back_targets": 0, "pending_targets": 2,
-            "targets": [
-                {"device_id": "dev_001", "status": "success", "stage": 0, "generation": 4, "detail": ""},
-                {"device_id": "dev_002", "status": "pending", "stage": 1, "generation": 3, "detail": ""},
-                {"device_id": "dev_003", "status": "pending", "stage": 1, "generation": 3, "detail": ""}
-            ],
+            "rolled_back_targets": 0, "skipped_targets": 0, "pending_targets": 2,
+            "target_counts": total,
             "current_stage": 0,
             "stages": [
-                {"index": 0, "name": "canary", "kind": "canary", "devices": ["dev_001"]},
-                {"index": 1, "name": "rest", "kind": "batch", "devices": ["dev_002", "dev_003"]}
+                {"index": 0, "name": "canary", "kind": "canary", "size": 1, "counts": canary, "devices": ["dev_001"]},
+                {"index": 1, "name": "rest", "kind": "batch", "size": 2, "counts": rest, "devices": ["dev_002", "dev_003"]}
             ],
             "gates": [{"stage": 0, "gate": "canary", "verdict": "wait", "reason": "soaking 12s of 30s", "checks": [], "at": "2026-11-22T03:00:05Z"}],
-            "awaiting_approval": true, "phase": "soaking",
-            "created_at": "2026-11-22T03:00:00Z", "started_at": "2026-11-22T03:00:01Z", "completed_at": null
+            "awaiting_approval": true, "phase": "VERIFY", "pause_reason": null,
+            "created_at": "2026-11-22T03:00:00Z", "started_at": "2026-11-22T03:00:01Z", "completed_at": null,
+            "config": crate::watch::tests::config()
         }))
+        .unwrap()
+    }
+
+    fn targets() -> Vec<Target> {
+        serde_json::from_value(json!([
+            {"device_id": "dev_001", "status": "success", "stage": 0, "generation": 4, "detail": ""},
+            {"device_id": "dev_002", "status": "pending", "stage": 1, "generation": 3, "detail": ""},
+            {"device_id": "dev_003", "status": "pending", "stage": 1, "generation": 3, "detail": ""}
+        ]))
         .unwrap()
     }
 
     #[test]
     fn status_view() {
-        let text = render_status(&fixture());
+        let text = render_status(&fixture(), &targets());
         let expected = "\
 id:         dep_0a1b2c3d4e
 flow:       flow_3f2a9c0d1e
 artifact:   flow_3f2a9c0d1e r2
 strategy:   canary
 status:     running
-phase:      soaking
+phase:      VERIFY
 targets:    3 total: 1 completed, 0 failed, 0 offline, 0 rolled back, 2 pending
 approval:   waiting: floe deploy approve dep_0a1b2c3d4e
 created:    2026-11-22T03:00:00Z
@@ -728,8 +761,8 @@ dev_003  pending  1      3    -
     #[test]
     fn status_view_caps_the_target_rows() {
         let mut d = fixture();
-        let t = d.targets[1].clone();
-        d.targets = (0..120)
+        let t = targets()[1].clone();
+        let many: Vec<Target> = (0..120)
             .map(|i| {
                 let mut t = t.clone();
                 t.device_id = format!("dev_{i:03}");
@@ -737,12 +770,12 @@ dev_003  pending  1      3    -
             })
             .collect();
         d.total_targets = 2_000;
-        let text = render_status(&d);
+        let text = render_status(&d, &many);
         assert!(text.contains("dev_049"));
         assert!(!text.contains("dev_050"));
         assert!(
             text.ends_with(&format!(
-                "… and 1950 more targets (--json shows up to 1 000; GET /api/v1/deployments/{}/targets pages through all)\n",
+                "… and 1950 more targets (GET /api/v1/deployments/{}/targets pages through all)\n",
                 d.id
             )),
             "{text}"
@@ -753,7 +786,7 @@ dev_003  pending  1      3    -
     fn list_view() {
         let mut done = fixture();
         done.id = "dep_ffffffffff".into();
-        done.status = "completed".into();
+        done.status = floe_coordinator::contract::DeploymentStatus::Completed;
         done.completed_targets = 3;
         assert_eq!(
             render_list(&[fixture(), done]),

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use floe_coordinator::client::{
-    AllowDevice, Device, DeviceFilter, DeviceList, EnrollToken, Installed,
-};
+use floe_coordinator::client::{Device, DeviceFilter, DeviceInput, DevicePage, EnrollToken, Slot};
 
 use crate::config::{Conn, call, client, fields, key_value, on_off, or_dash, print_raw, table};
+
+/// Devices asked for per page by `device list` (it follows the cursors to the end).
+const PAGE: usize = 1000;
 
 /// `floe device`.
 #[derive(Debug, Args)]
@@ -123,12 +124,16 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
                     .collect(),
                 online,
             };
-            let reply = call(&c, |c| c.list_devices(&filter))?;
+            // Every page, following the cursors.
+            let devices = call(&c, |c| c.devices(&filter, Some(PAGE)).all())?;
             if json {
-                print_raw(&reply.text);
+                let all = DevicePage {
+                    devices,
+                    next: None,
+                };
+                outln!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                let list: DeviceList = reply.json()?;
-                out!("{}", render_list(&list.devices));
+                out!("{}", render_list(&devices));
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -150,7 +155,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
             region,
             labels,
         } => {
-            let body = AllowDevice {
+            let body = DeviceInput {
                 id,
                 public_key: check_key(&key)?,
                 device_type,
@@ -195,16 +200,10 @@ pub(crate) fn run_enroll_token(args: EnrollTokenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn release_text(i: Option<&Installed>) -> String {
+fn release_text(i: Option<&Slot>) -> String {
     match i {
-        Some(i) => {
-            let slot = i
-                .slot
-                .as_deref()
-                .map(|s| format!(" [{s}]"))
-                .unwrap_or_default();
-            format!("{} r{}{slot}", i.name, i.release)
-        }
+        Some(i) if i.slot.is_empty() => format!("{} r{}", i.name, i.release),
+        Some(i) => format!("{} r{} [{}]", i.name, i.release, i.slot),
         None => "-".to_string(),
     }
 }
@@ -237,8 +236,8 @@ pub(crate) fn render_list(devices: &[Device]) -> String {
         .map(|d| {
             vec![
                 d.id.clone(),
-                or_dash(d.device_type.as_deref()),
-                or_dash(d.region.as_deref()),
+                or_dash(Some(&d.device_type)),
+                or_dash(Some(&d.region)),
                 if d.online { "yes" } else { "no" }.to_string(),
                 release_text(d.installed.as_ref()),
                 or_dash(d.health.as_ref().map(|h| h.status.as_str())),
@@ -267,9 +266,9 @@ pub(crate) fn render_one(d: &Device) -> String {
     let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut pairs = vec![
         ("id", d.id.clone()),
-        ("type", or_dash(d.device_type.as_deref())),
-        ("arch", or_dash(d.arch.as_deref())),
-        ("region", or_dash(d.region.as_deref())),
+        ("type", or_dash(Some(&d.device_type))),
+        ("arch", or_dash(Some(&d.arch))),
+        ("region", or_dash(Some(&d.region))),
         ("labels", or_dash(Some(&labels.join(", ")))),
         ("online", if d.online { "yes" } else { "no" }.to_string()),
         ("last seen", or_dash(d.last_seen.as_deref())),
@@ -283,20 +282,11 @@ pub(crate) fn render_one(d: &Device) -> String {
     ];
     let health = match &d.health {
         Some(h) => {
-            let mut s = h.status.clone();
-            if let Some(e) = h.error_rate {
-                s.push_str(&format!(", error rate {e:.4}"));
-            }
-            if let Some(p) = h.p95_ms {
-                s.push_str(&format!(", p95 {p:.1} ms"));
-            }
-            if let Some(m) = h.memory_mb {
-                s.push_str(&format!(", {m:.1} MB"));
-            }
-            if let Some(r) = h.restarts {
-                s.push_str(&format!(", {r} restarts"));
-            }
-            if let Some(false) = h.flow_running {
+            let mut s = format!(
+                "{}, error rate {:.4}, p95 {:.1} ms, {:.1} MB, {} restarts",
+                h.status, h.error_rate, h.p95_ms, h.memory_mb, h.restarts
+            );
+            if !h.flow_running {
                 s.push_str(", flow not running");
             }
             s
@@ -304,11 +294,7 @@ pub(crate) fn render_one(d: &Device) -> String {
         None => "-".to_string(),
     };
     pairs.push(("health", health));
-    pairs.push((
-        "generation",
-        d.generation
-            .map_or_else(|| "-".to_string(), |g| g.to_string()),
-    ));
+    pairs.push(("generation", d.generation.to_string()));
     pairs.push((
         "maintenance",
         if d.maintenance { "on" } else { "off" }.to_string(),
@@ -317,8 +303,8 @@ pub(crate) fn render_one(d: &Device) -> String {
         "quarantine",
         if d.quarantined { "on" } else { "off" }.to_string(),
     ));
-    pairs.push(("runtime", or_dash(d.runtime_version.as_deref())));
-    pairs.push(("public key", or_dash(d.public_key.as_deref())));
+    pairs.push(("runtime", or_dash(Some(&d.runtime_version))));
+    pairs.push(("public key", or_dash(Some(&d.public_key))));
     pairs.push(("enrolled", or_dash(d.enrolled_at.as_deref())));
     fields(&pairs)
 }
@@ -333,7 +319,8 @@ mod tests {
             r#"{"id":"dev_001","type":"rpi4","arch":"aarch64","region":"eu","labels":{"site":"north","floor":"2"},
             "public_key":"ab","runtime_version":"0.1.0",
             "installed":{"name":"flow_3f2a9c0d1e","release":2,"version":"1.2.0","slot":"green"},"standby":null,
-            "last_known_good":{"name":"flow_3f2a9c0d1e","release":1,"slot":"blue"},"on_trial":true,
+            "last_known_good":{"name":"flow_3f2a9c0d1e","release":1,"version":"1.0.0","slot":"blue"},"on_trial":true,
+            "applied":null,
             "health":{"status":"healthy","error_rate":0.0,"p95_ms":1.2,"memory_mb":9.1,"restarts":0,"flow_running":true},
             "online":true,"last_seen":"2026-11-22T03:00:00Z","generation":4,"maintenance":false,"quarantined":true,
             "enrolled_at":"2026-11-21T10:00:00Z"}"#,
@@ -343,7 +330,13 @@ mod tests {
 
     #[test]
     fn list_table() {
-        let bare: Device = serde_json::from_str(r#"{"id":"dev_002","online":false}"#).unwrap();
+        let bare: Device = serde_json::from_str(
+            r#"{"id":"dev_002","type":"","arch":"","region":"","labels":{},"public_key":"cd",
+            "runtime_version":"","installed":null,"standby":null,"last_known_good":null,
+            "on_trial":false,"health":null,"applied":null,"online":false,"last_seen":null,
+            "generation":0,"maintenance":false,"quarantined":false,"enrolled_at":null}"#,
+        )
+        .unwrap();
         assert_eq!(
             render_list(&[device(), bare]),
             "ID       TYPE  REGION  ONLINE  INSTALLED                   HEALTH   FLAGS                 LAST SEEN\n\

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use floe_coordinator::client::{Client, Flow, FlowList, NewFlow};
+use floe_coordinator::client::{Client, Flow, FlowInput, FlowList};
 use serde_json::Value;
 
 use crate::config::{Conn, call, client, fields, or_dash, print_raw, table};
@@ -132,9 +132,9 @@ pub(crate) fn run(args: FlowArgs) -> Result<ExitCode> {
             description,
             tags,
         } => {
-            let body = NewFlow {
+            let body = FlowInput {
                 name,
-                description,
+                description: description.unwrap_or_default(),
                 tags,
                 definition: read_definition(&file)?,
             };
@@ -190,9 +190,9 @@ fn update(
 ) -> Result<floe_coordinator::client::Reply> {
     let definition = read_definition(file)?;
     let current: Flow = call(c, |c| c.get_flow(id))?.json()?;
-    let body = NewFlow {
+    let body = FlowInput {
         name: name.unwrap_or(current.name),
-        description: description.or(current.description),
+        description: description.unwrap_or(current.description),
         tags: if tags.is_empty() { current.tags } else { tags },
         definition,
     };
@@ -202,10 +202,8 @@ fn update(
 /// `name r<release>` of a flow's artifact, or `-`.
 fn artifact_text(flow: &Flow) -> String {
     match &flow.artifact {
-        Some(a) => match &a.version {
-            Some(v) => format!("{} r{} ({v})", a.name, a.release),
-            None => format!("{} r{}", a.name, a.release),
-        },
+        Some(a) if a.version.is_empty() => format!("{} r{}", a.name, a.release),
+        Some(a) => format!("{} r{} ({})", a.name, a.release, a.version),
         None => "-".to_string(),
     }
 }
@@ -221,7 +219,7 @@ pub(crate) fn render_list(flows: &[Flow]) -> String {
             vec![
                 f.id.clone(),
                 f.name.clone(),
-                f.state.clone(),
+                f.state.to_string(),
                 f.version.to_string(),
                 or_dash(Some(&f.tags.join(","))),
                 artifact_text(f),
@@ -248,14 +246,14 @@ pub(crate) fn render_one(f: &Flow) -> String {
     let mut pairs = vec![
         ("id", f.id.clone()),
         ("name", f.name.clone()),
-        ("state", f.state.clone()),
+        ("state", f.state.to_string()),
         ("version", f.version.to_string()),
         ("lineage", or_dash(Some(&f.lineage))),
         ("parent", or_dash(f.parent_id.as_deref())),
         ("tags", or_dash(Some(&f.tags.join(", ")))),
     ];
-    if let Some(d) = f.description.as_deref().filter(|d| !d.is_empty()) {
-        pairs.push(("description", d.to_string()));
+    if !f.description.is_empty() {
+        pairs.push(("description", f.description.clone()));
     }
     pairs.push((
         "definition",
@@ -301,7 +299,9 @@ mod tests {
     #[test]
     fn list_table() {
         let draft: Flow = serde_json::from_str(
-            r#"{"id":"flow_aaaaaaaaaa","name":"Bridge","tags":[],"state":"draft","version":1,"artifact":null,"updated_at":"2026-11-22T03:05:00Z"}"#,
+            r#"{"id":"flow_aaaaaaaaaa","name":"Bridge","description":"","tags":[],"state":"draft","version":1,
+            "lineage":"flow_aaaaaaaaaa","parent_id":null,"definition":{},"artifact":null,
+            "created_at":"2026-11-22T03:05:00Z","updated_at":"2026-11-22T03:05:00Z","published_at":null,"archived_at":null}"#,
         )
         .unwrap();
         assert_eq!(

@@ -1,11 +1,15 @@
 //! `floe deploy status ID --watch`: live progress of a deployment.
 //!
-//! The watch polls `GET /deployments/:id` (every 500 ms by default) and shows, on a terminal,
+//! The watch polls `GET /deployments/:id` (every 500 ms by default; in line mode also the first
+//! page of `GET /deployments/:id/targets`, at most [`MAX_WATCHED_TARGETS`]) and shows, on a terminal,
 //! one indicatif bar per stage (canary, wave, batch: devices done out of devices in the stage,
 //! with that stage's counts by target status) under a header line with the status, the current
 //! stage, the phase and the counts over all targets. Gate verdicts are printed above the bars
 //! once each as they land. When standard output is not a terminal (a pipe, a CI log), it prints
 //! one line per change instead, so logs stay readable and diffable.
+//!
+//! The deployment object counts its targets overall and per stage, so bars and counts cost one
+//! request however large the fleet; per-target lines follow the first page of targets only.
 //!
 //! Everything shown is computed by plain functions of the deployment JSON (`stage_progress`,
 //! `header_line`, `gate_line`, `frame`, `Changes::update`); the loop only polls and draws, which
@@ -22,7 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use floe_coordinator::client::{Client, ClientError, Deployment, Gate};
+use floe_coordinator::client::{Client, ClientError, Deployment, Gate, Target};
+use floe_coordinator::contract::{DeploymentStatus, TargetCounts, TargetStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::explain;
@@ -31,6 +36,8 @@ use crate::config::explain;
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 /// Most gate verdicts remembered as printed.
 pub(crate) const MAX_GATES_SEEN: usize = 10_000;
+/// Most targets whose status changes are printed one line each (the first page of targets).
+pub(crate) const MAX_WATCHED_TARGETS: usize = 1000;
 /// Consecutive failed polls (connection or transfer errors) before the watch gives up.
 pub(crate) const MAX_POLL_FAILURES: u32 = 20;
 
@@ -50,10 +57,9 @@ pub(crate) const STATUS_ORDER: [&str; 8] = [
 /// deployment unless it is rolled back). Offline is not final: offline devices are queued and
 /// caught up when they return.
 fn is_done(status: &str) -> bool {
-    matches!(
-        status,
-        "success" | "failed" | "rolled_back" | "skipped" | "quarantined"
-    )
+    status
+        .parse::<TargetStatus>()
+        .is_ok_and(TargetStatus::is_terminal)
 }
 
 /// Counts by target status, in [`STATUS_ORDER`] (unknown statuses after, by name).
@@ -81,13 +87,21 @@ pub(crate) fn counts_text(counts: &Counts) -> String {
     }
 }
 
-/// Counts over all targets.
-pub(crate) fn all_counts(d: &Deployment) -> Counts {
+/// Counts by status from the contract's counts.
+fn counts_of(c: &TargetCounts) -> Counts {
     let mut counts = Counts::new();
-    for t in &d.targets {
-        *counts.entry(count_key(&t.status)).or_insert(0) += 1;
+    for status in TargetStatus::ALL {
+        let n = c.get(*status);
+        if n > 0 {
+            counts.insert(count_key(status.as_str()), n);
+        }
     }
     counts
+}
+
+/// Counts over all targets.
+pub(crate) fn all_counts(d: &Deployment) -> Counts {
+    counts_of(&d.target_counts)
 }
 
 /// One stage's progress: what a bar shows.
@@ -105,36 +119,13 @@ pub(crate) struct StageProgress {
     pub(crate) counts: Counts,
 }
 
-/// The progress of every stage, from the targets' `stage` fields (the stage's device list when
-/// targets carry no stage).
+/// The progress of every stage, from the stages' counts.
 pub(crate) fn stage_progress(d: &Deployment) -> Vec<StageProgress> {
-    let mut by_stage: HashMap<u32, Counts> = HashMap::new();
-    let mut status_of: HashMap<&str, &str> = HashMap::new();
-    for t in &d.targets {
-        status_of.insert(t.device_id.as_str(), t.status.as_str());
-        if let Some(s) = t.stage {
-            *by_stage
-                .entry(s)
-                .or_default()
-                .entry(count_key(&t.status))
-                .or_insert(0) += 1;
-        }
-    }
     d.stages
         .iter()
         .map(|stage| {
-            let counts = match by_stage.remove(&stage.index) {
-                Some(c) => c,
-                None => {
-                    let mut c = Counts::new();
-                    for dev in &stage.devices {
-                        let st = status_of.get(dev.as_str()).copied().unwrap_or("pending");
-                        *c.entry(count_key(st)).or_insert(0) += 1;
-                    }
-                    c
-                }
-            };
-            let total = counts.values().sum::<u64>().max(stage.devices.len() as u64);
+            let counts = counts_of(&stage.counts);
+            let total = stage.counts.total().max(u64::from(stage.size));
             let done = counts
                 .iter()
                 .filter(|((_, s), _)| is_done(s))
@@ -158,7 +149,8 @@ pub(crate) fn stage_progress(d: &Deployment) -> Vec<StageProgress> {
 /// `dep_… running · stage 2/3 wave-1 · soaking · awaiting approval`.
 pub(crate) fn header_line(d: &Deployment) -> String {
     let mut parts = vec![format!("{} {}", d.id, d.status)];
-    if let Some(cur) = d.current_stage {
+    if !d.stages.is_empty() {
+        let cur = d.current_stage;
         let name = d
             .stages
             .iter()
@@ -172,8 +164,8 @@ pub(crate) fn header_line(d: &Deployment) -> String {
             parts.push(format!("stage {}/{of} {name}", cur + 1));
         }
     }
-    if let Some(p) = d.phase.as_deref().filter(|p| !p.is_empty()) {
-        parts.push(p.to_string());
+    if !d.phase.is_empty() {
+        parts.push(d.phase.clone());
     }
     if d.awaiting_approval {
         parts.push("awaiting approval".to_string());
@@ -188,7 +180,7 @@ pub(crate) fn gate_line(g: &Gate) -> String {
         "gate {} (stage {}): {}",
         g.gate,
         g.stage,
-        g.verdict.to_uppercase()
+        g.verdict.as_str().to_uppercase()
     );
     if !g.reason.is_empty() {
         line.push_str(&format!(" · {}", g.reason));
@@ -198,12 +190,11 @@ pub(crate) fn gate_line(g: &Gate) -> String {
             .checks
             .iter()
             .map(|c| {
-                let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
                 format!(
-                    "{} {} / {} {}",
+                    "{} {:.4} / {:.4} {}",
                     c.name,
-                    num(c.value),
-                    num(c.limit),
+                    c.value,
+                    c.limit,
                     if c.pass { "ok" } else { "FAIL" }
                 )
             })
@@ -245,12 +236,11 @@ pub(crate) fn frame(d: &Deployment) -> String {
 
 /// The line printed when the watch ends.
 pub(crate) fn final_line(d: &Deployment) -> String {
-    let reason = d
-        .status_reason
-        .as_deref()
-        .filter(|r| !r.is_empty())
-        .map(|r| format!(": {r}"))
-        .unwrap_or_default();
+    let reason = if d.status_reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", d.status_reason)
+    };
     format!(
         "deployment {} {}{reason} ({} of {} completed, {} failed, {} offline, {} rolled back)",
         d.id,
@@ -265,9 +255,9 @@ pub(crate) fn final_line(d: &Deployment) -> String {
 
 /// The exit code for a finished deployment: 0 completed, 1 failed, 2 rolled back.
 pub(crate) fn exit_code(d: &Deployment) -> ExitCode {
-    match d.status.as_str() {
-        "completed" => ExitCode::SUCCESS,
-        "rolled_back" => ExitCode::from(2),
+    match d.status {
+        DeploymentStatus::Completed => ExitCode::SUCCESS,
+        DeploymentStatus::RolledBack => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     }
 }
@@ -277,6 +267,8 @@ pub(crate) fn exit_code(d: &Deployment) -> ExitCode {
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
     prev: Option<Deployment>,
+    /// The status of each watched target at the previous poll.
+    prev_targets: HashMap<String, TargetStatus>,
     gates_seen: HashSet<(u32, String, String)>,
 }
 
@@ -285,7 +277,7 @@ impl Changes {
     pub(crate) fn new_gates(&mut self, d: &Deployment) -> Vec<String> {
         let mut out = Vec::new();
         for g in &d.gates {
-            let key = (g.stage, g.gate.clone(), g.verdict.clone());
+            let key = (g.stage, g.gate.clone(), g.verdict.as_str().to_string());
             if self.gates_seen.contains(&key) || self.gates_seen.len() >= MAX_GATES_SEEN {
                 continue;
             }
@@ -297,8 +289,9 @@ impl Changes {
 
     /// Every change since the previous poll, one line each: the status, the stage, the phase,
     /// approval, each target whose status moved, and new gate verdicts. The first poll
-    /// describes the deployment and lists targets that are no longer pending.
-    pub(crate) fn update(&mut self, d: &Deployment) -> Vec<String> {
+    /// describes the deployment and lists targets that are no longer pending. `targets` are
+    /// the watched targets (the first page; see [`MAX_WATCHED_TARGETS`]).
+    pub(crate) fn update(&mut self, d: &Deployment, targets: &[Target]) -> Vec<String> {
         let mut out = Vec::new();
         let id = &d.id;
         match &self.prev {
@@ -307,56 +300,48 @@ impl Changes {
                     "{id}: {} ({}), {} targets in {} stages",
                     d.status,
                     d.strategy,
-                    d.total_targets.max(d.targets.len() as u64),
+                    d.total_targets,
                     d.stages.len()
                 ));
-                if let Some(cur) = d.current_stage {
+                if !d.stages.is_empty() {
+                    let cur = d.current_stage;
                     out.push(format!(
                         "{id}: stage {cur} ({}) current",
                         stage_name(d, cur)
                     ));
                 }
-                if let Some(p) = d.phase.as_deref().filter(|p| !p.is_empty()) {
-                    out.push(format!("{id}: phase {p}"));
+                if !d.phase.is_empty() {
+                    out.push(format!("{id}: phase {}", d.phase));
                 }
-                for t in d.targets.iter().filter(|t| t.status != "pending") {
+                for t in targets.iter().filter(|t| t.status != TargetStatus::Pending) {
                     out.push(target_line(t, None));
                 }
             }
             Some(prev) => {
                 if prev.status != d.status {
-                    let reason = d
-                        .status_reason
-                        .as_deref()
-                        .filter(|r| !r.is_empty())
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default();
+                    let reason = if d.status_reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", d.status_reason)
+                    };
                     out.push(format!(
                         "{id}: status {} → {}{reason}",
                         prev.status, d.status
                     ));
                 }
                 if prev.current_stage != d.current_stage {
-                    if let Some(cur) = d.current_stage {
-                        out.push(format!(
-                            "{id}: stage {cur} ({}) current",
-                            stage_name(d, cur)
-                        ));
-                    }
+                    let cur = d.current_stage;
+                    out.push(format!(
+                        "{id}: stage {cur} ({}) current",
+                        stage_name(d, cur)
+                    ));
                 }
-                if prev.phase != d.phase {
-                    if let Some(p) = d.phase.as_deref().filter(|p| !p.is_empty()) {
-                        out.push(format!("{id}: phase {p}"));
-                    }
+                if prev.phase != d.phase && !d.phase.is_empty() {
+                    out.push(format!("{id}: phase {}", d.phase));
                 }
-                let before: HashMap<&str, &str> = prev
-                    .targets
-                    .iter()
-                    .map(|t| (t.device_id.as_str(), t.status.as_str()))
-                    .collect();
-                for t in &d.targets {
-                    let old = before.get(t.device_id.as_str()).copied();
-                    if old != Some(t.status.as_str()) {
+                for t in targets {
+                    let old = self.prev_targets.get(&t.device_id).copied();
+                    if old != Some(t.status) {
                         out.push(target_line(t, old));
                     }
                 }
@@ -370,6 +355,10 @@ impl Changes {
         }
         out.extend(self.new_gates(d));
         self.prev = Some(d.clone());
+        self.prev_targets = targets
+            .iter()
+            .map(|t| (t.device_id.clone(), t.status))
+            .collect();
         out
     }
 }
@@ -382,8 +371,8 @@ fn stage_name(d: &Deployment, index: u32) -> String {
         .unwrap_or_default()
 }
 
-fn target_line(t: &floe_coordinator::client::Target, old: Option<&str>) -> String {
-    let stage = t.stage.map(|s| format!(" (stage {s})")).unwrap_or_default();
+fn target_line(t: &Target, old: Option<TargetStatus>) -> String {
+    let stage = format!(" (stage {})", t.stage);
     let detail = if t.detail.is_empty() {
         String::new()
     } else {
@@ -461,7 +450,14 @@ pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Resul
         match view.as_mut() {
             Some(bars) => bars.draw(&d, &mut changes),
             None if opts.mode == Mode::Lines => {
-                for line in changes.update(&d) {
+                // The watched targets; a failed page only skips the per-target lines of
+                // this poll.
+                let targets = client
+                    .targets(id, Some(MAX_WATCHED_TARGETS))
+                    .page(None)
+                    .map(|(t, _)| t)
+                    .unwrap_or_default();
+                for line in changes.update(&d, &targets) {
                     outln!("{line}");
                 }
             }
@@ -487,7 +483,7 @@ struct Bars {
     header: ProgressBar,
     stages: Vec<ProgressBar>,
     style: Option<ProgressStyle>,
-    last_status: Option<String>,
+    last_status: Option<DeploymentStatus>,
 }
 
 impl Bars {
@@ -518,11 +514,11 @@ impl Bars {
         for line in changes.new_gates(d) {
             let _ = self.multi.println(line);
         }
-        if self.last_status.as_deref() != Some(d.status.as_str()) {
+        if self.last_status != Some(d.status) {
             if self.last_status.is_some() {
                 let _ = self.multi.println(format!("{}: status {}", d.id, d.status));
             }
-            self.last_status = Some(d.status.clone());
+            self.last_status = Some(d.status);
         }
         self.header.set_message(format!(
             "{} · {}",
@@ -555,45 +551,78 @@ impl Bars {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use serde_json::json;
+
+    /// The effective config of a canary-waves deployment, in the contract's shape.
+    pub(crate) fn config() -> serde_json::Value {
+        json!({
+            "batch_size": 1, "batch_delay": "0s", "failure_threshold": 5.0,
+            "canary_percentage": 10.0, "canary_delay": "30s", "timeout": "10m",
+            "switch_delay": "0s", "auto_rollback": true, "health_check": true,
+            "require_approval": false, "quorum": 80.0, "offline_grace": "1h",
+            "waves": [], "max_parallel": 0
+        })
+    }
+
+    fn counts(pairs: &[(&str, u64)]) -> serde_json::Value {
+        let mut c = json!({"pending": 0, "deploying": 0, "success": 0, "failed": 0,
+                           "offline": 0, "skipped": 0, "rolled_back": 0, "quarantined": 0});
+        for (k, n) in pairs {
+            c[*k] = json!(n);
+        }
+        c
+    }
 
     /// A canary-waves deployment in the contract's shape: canary done, wave-1 in progress.
     fn running() -> serde_json::Value {
         json!({
             "id": "dep_0a1b2c3d4e", "flow_id": "flow_3f2a9c0d1e",
-            "artifact": {"name": "flow_3f2a9c0d1e", "release": 2, "version": "1.2.0"},
+            "artifact": {"name": "flow_3f2a9c0d1e", "release": 2, "version": "1.2.0", "manifest_sha256": "00"},
             "strategy": "canary-waves", "status": "running", "status_reason": "",
             "total_targets": 5, "completed_targets": 2, "failed_targets": 0, "offline_targets": 1,
-            "rolled_back_targets": 0, "pending_targets": 1,
-            "targets": [
-                {"device_id": "dev_001", "status": "success", "stage": 0, "generation": 4, "detail": ""},
-                {"device_id": "dev_002", "status": "success", "stage": 1, "generation": 4, "detail": ""},
-                {"device_id": "dev_003", "status": "deploying", "stage": 1, "generation": 4, "detail": ""},
-                {"device_id": "dev_004", "status": "offline", "stage": 1, "generation": 3, "detail": "no report for 12s"},
-                {"device_id": "dev_005", "status": "pending", "stage": 2, "generation": 3, "detail": ""}
-            ],
+            "rolled_back_targets": 0, "skipped_targets": 0, "pending_targets": 2,
+            "target_counts": counts(&[("success", 2), ("deploying", 1), ("offline", 1), ("pending", 1)]),
             "current_stage": 1,
             "stages": [
-                {"index": 0, "name": "canary", "kind": "canary", "devices": ["dev_001"]},
-                {"index": 1, "name": "wave-1", "kind": "wave", "devices": ["dev_002", "dev_003", "dev_004"]},
-                {"index": 2, "name": "wave-2", "kind": "wave", "devices": ["dev_005"]}
+                {"index": 0, "name": "canary", "kind": "canary", "size": 1,
+                 "counts": counts(&[("success", 1)]), "devices": ["dev_001"]},
+                {"index": 1, "name": "wave-1", "kind": "wave", "size": 3,
+                 "counts": counts(&[("success", 1), ("deploying", 1), ("offline", 1)]),
+                 "devices": ["dev_002", "dev_003", "dev_004"]},
+                {"index": 2, "name": "wave-2", "kind": "wave", "size": 1,
+                 "counts": counts(&[("pending", 1)]), "devices": ["dev_005"]}
             ],
             "gates": [
                 {"stage": 0, "gate": "canary", "verdict": "pass", "reason": "all checks pass",
                  "checks": [{"name": "error_rate", "value": 0.0, "limit": 0.01, "pass": true}],
                  "at": "2026-11-22T03:00:05Z"}
             ],
-            "awaiting_approval": false, "phase": "deploying",
+            "awaiting_approval": false, "phase": "ROLLOUT", "pause_reason": null,
             "created_at": "2026-11-22T03:00:00Z", "started_at": "2026-11-22T03:00:01Z", "completed_at": null,
-            "config": {"canary_percentage": 10}
+            "config": config()
         })
+    }
+
+    /// The targets of [`running`].
+    fn targets() -> serde_json::Value {
+        json!([
+            {"device_id": "dev_001", "status": "success", "stage": 0, "generation": 4, "detail": ""},
+            {"device_id": "dev_002", "status": "success", "stage": 1, "generation": 4, "detail": ""},
+            {"device_id": "dev_003", "status": "deploying", "stage": 1, "generation": 4, "detail": ""},
+            {"device_id": "dev_004", "status": "offline", "stage": 1, "generation": 3, "detail": "no report for 12s"},
+            {"device_id": "dev_005", "status": "pending", "stage": 2, "generation": 3, "detail": ""}
+        ])
     }
 
     fn dep(v: serde_json::Value) -> Deployment {
         serde_json::from_value(v).unwrap()
+    }
+
+    fn tgt(v: &serde_json::Value) -> Vec<Target> {
+        serde_json::from_value(v.clone()).unwrap()
     }
 
     #[test]
@@ -617,24 +646,10 @@ mod tests {
     }
 
     #[test]
-    fn stages_fall_back_to_their_device_lists() {
-        let mut v = running();
-        for t in v["targets"].as_array_mut().unwrap() {
-            t.as_object_mut().unwrap().remove("stage");
-        }
-        let p = stage_progress(&dep(v));
-        assert_eq!((p[1].done, p[1].total), (1, 3));
-        assert_eq!(
-            counts_text(&p[1].counts),
-            "success 1 · deploying 1 · offline 1"
-        );
-    }
-
-    #[test]
     fn a_text_frame() {
         assert_eq!(
             frame(&dep(running())),
-            "dep_0a1b2c3d4e running · stage 2/3 wave-1 · deploying\n\
+            "dep_0a1b2c3d4e running · stage 2/3 wave-1 · ROLLOUT\n\
              \x20 success 2 · deploying 1 · pending 1 · offline 1\n\
              \x20 canary       [####################] 1/1 success 1\n\
              \x20 wave-1       [######--------------] 1/3 success 1 · deploying 1 · offline 1\n\
@@ -654,13 +669,13 @@ mod tests {
     #[test]
     fn one_line_per_change() {
         let mut ch = Changes::default();
-        let first = ch.update(&dep(running()));
+        let first = ch.update(&dep(running()), &tgt(&targets()));
         assert_eq!(
             first,
             vec![
                 "dep_0a1b2c3d4e: running (canary-waves), 5 targets in 3 stages",
                 "dep_0a1b2c3d4e: stage 1 (wave-1) current",
-                "dep_0a1b2c3d4e: phase deploying",
+                "dep_0a1b2c3d4e: phase ROLLOUT",
                 "dev_001: success (stage 0)",
                 "dev_002: success (stage 1)",
                 "dev_003: deploying (stage 1)",
@@ -669,23 +684,24 @@ mod tests {
             ]
         );
         // Nothing changed: nothing printed, and the gate is not repeated.
-        assert!(ch.update(&dep(running())).is_empty());
+        assert!(ch.update(&dep(running()), &tgt(&targets())).is_empty());
 
         let mut v = running();
-        v["targets"][2]["status"] = json!("success");
-        v["targets"][3]["status"] = json!("success");
-        v["targets"][3]["detail"] = json!("");
+        let mut t = targets();
+        t[2]["status"] = json!("success");
+        t[3]["status"] = json!("success");
+        t[3]["detail"] = json!("");
         v["current_stage"] = json!(2);
-        v["phase"] = json!("soaking");
+        v["phase"] = json!("VERIFY");
         v["awaiting_approval"] = json!(true);
         v["gates"].as_array_mut().unwrap().push(json!({
             "stage": 1, "gate": "wave-1", "verdict": "pass", "reason": "", "checks": [], "at": "2026-11-22T03:00:09Z"
         }));
         assert_eq!(
-            ch.update(&dep(v.clone())),
+            ch.update(&dep(v.clone()), &tgt(&t)),
             vec![
                 "dep_0a1b2c3d4e: stage 2 (wave-2) current",
-                "dep_0a1b2c3d4e: phase soaking",
+                "dep_0a1b2c3d4e: phase VERIFY",
                 "dev_003: deploying → success (stage 1)",
                 "dev_004: offline → success (stage 1)",
                 "dep_0a1b2c3d4e: awaiting approval (floe deploy approve dep_0a1b2c3d4e)",
@@ -696,9 +712,9 @@ mod tests {
         v["status"] = json!("rolled_back");
         v["status_reason"] = json!("gate wave-2 failed: error_rate 0.2 > 0.05");
         v["awaiting_approval"] = json!(false);
-        v["targets"][4]["status"] = json!("rolled_back");
+        t[4]["status"] = json!("rolled_back");
         assert_eq!(
-            ch.update(&dep(v)),
+            ch.update(&dep(v), &tgt(&t)),
             vec![
                 "dep_0a1b2c3d4e: status running → rolled_back (gate wave-2 failed: error_rate 0.2 > 0.05)",
                 "dev_005: pending → rolled_back (stage 2)",
@@ -778,7 +794,7 @@ mod tests {
         ]);
         let client = Client::new(&server, Some("t".into())).unwrap();
         let d = watch(&client, "dep_0a1b2c3d4e", &quiet()).unwrap();
-        assert_eq!(d.status, "completed");
+        assert_eq!(d.status, DeploymentStatus::Completed);
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Deployments {
                     doc.gates.push(GateRecord {
                         stage: g.stage,
                         gate: g.gate.as_str().to_string(),
-                        verdict: g.verdict.as_str().to_string(),
+                        verdict: g.verdict.into(),
                         reason: g.reason,
                         checks: g
                             .checks

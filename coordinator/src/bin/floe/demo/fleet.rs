@@ -5,9 +5,9 @@
 //! operator does.
 
 use super::{
-    AllowDevice, ChildGuard, Client, DemoArgs, DemoDevice, DemoPlan, DeviceFilter, DeviceList,
-    REGIONS, TOKEN_FILE, TYPES, api, copy_trust, device_config, fabric_bootstrap, floed_path,
-    free_port, wait_for,
+    ChildGuard, Client, DemoArgs, DemoDevice, DemoPlan, DeviceFilter, DeviceInput, REGIONS,
+    TOKEN_FILE, TYPES, api, copy_trust, device_config, fabric_bootstrap, floed_path, free_port,
+    wait_for,
 };
 use anyhow::{Context, Result};
 use floe_broker::EmbeddedBroker;
@@ -112,7 +112,7 @@ pub(super) fn start(args: &DemoArgs, root: &Path) -> Result<Fleet> {
         };
         std::fs::write(&dev.config, device_config(&dev, &plan))
             .with_context(|| format!("writing {}", dev.config.display()))?;
-        let allow = AllowDevice {
+        let allow = DeviceInput {
             id: dev.id.clone(),
             public_key: dev.id.clone(),
             device_type: Some(dev.device_type.clone()),
@@ -153,9 +153,9 @@ pub(super) fn start(args: &DemoArgs, root: &Path) -> Result<Fleet> {
                     ..DeviceFilter::default()
                 };
                 let n = client
-                    .list_devices(&filter)
-                    .and_then(|r| r.json::<DeviceList>())
-                    .map(|l| l.devices.len())
+                    .devices(&filter, None)
+                    .all()
+                    .map(|l| l.len())
                     .unwrap_or(0);
                 if n != last {
                     outln!("devices online: {n}/{want}");

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use floe_coordinator::client::{
-    AllowDevice, Client, ClientError, Deployment, DeploymentAction, DeviceFilter, DeviceList, Flow,
-    NewFlow, ReportFormat,
+    Client, ClientError, Deployment, DeploymentAction, DeploymentInput, DeviceFilter, DeviceInput,
+    Flow, FlowInput, ReportFormat,
 };
+use floe_coordinator::contract::DeploymentStatus;
 use serde_json::{Value, json};
 
 use crate::config::TOKEN_FILE;
@@ -568,9 +569,9 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
     let want = plan.devices.len();
 
     // Version 1: the example flow.
-    let v1 = NewFlow {
+    let v1 = FlowInput {
         name: "Temperature Alert".into(),
-        description: Some("Simulated DHT22 every 500 ms; alerts above 30 °C over MQTT".into()),
+        description: "Simulated DHT22 every 500 ms; alerts above 30 °C over MQTT".into(),
         tags: vec!["temperature".into(), "demo".into()],
         definition: demo_flow(&plan.broker_url)?,
     };
@@ -589,9 +590,9 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
 
     // Version 2: deliberately broken.
     let draft: Flow = api(client.new_flow_version(&flow.id), "making version 2")?.json()?;
-    let v2 = NewFlow {
+    let v2 = FlowInput {
         name: "Temperature Alert".into(),
-        description: Some("Deliberately broken: the convert node fails on every message".into()),
+        description: "Deliberately broken: the convert node fails on every message".into(),
         tags: vec!["temperature".into(), "demo".into()],
         definition: broken_flow(&plan.broker_url)?,
     };
@@ -612,17 +613,20 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
     )?;
 
     // Where every device ended up.
-    let devices: DeviceList = api(
-        client.list_devices(&DeviceFilter {
-            labels: vec!["demo=floe".into()],
-            ..DeviceFilter::default()
-        }),
+    let devices = api(
+        client
+            .devices(
+                &DeviceFilter {
+                    labels: vec!["demo=floe".into()],
+                    ..DeviceFilter::default()
+                },
+                None,
+            )
+            .all(),
         "listing the devices",
-    )?
-    .json()?;
+    )?;
     let release_of = |d: &floe_coordinator::client::Device| d.installed.as_ref().map(|i| i.release);
     let on_v1 = devices
-        .devices
         .iter()
         .filter(|d| release_of(d) == flow.artifact.as_ref().map(|a| a.release))
         .count();
@@ -638,8 +642,11 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
         second.status,
         flow.version
     );
-    let ok = first.status == "completed"
-        && matches!(second.status.as_str(), "rolled_back" | "failed")
+    let ok = first.status == DeploymentStatus::Completed
+        && matches!(
+            second.status,
+            DeploymentStatus::RolledBack | DeploymentStatus::Failed
+        )
         && on_v1 == want;
     drop(daemons);
     drop(server);
@@ -659,12 +666,14 @@ fn deploy_and_watch(
     timeout_secs: u64,
     server: &mut ChildGuard,
 ) -> Result<Deployment> {
-    let body = json!({
-        "flow_id": flow_id,
-        "strategy": plan.strategy,
-        "target_devices": ids,
-        "config": deploy_config(&plan.strategy, &plan.soak, ids.len()),
-    });
+    let body = DeploymentInput {
+        flow_id: flow_id.to_string(),
+        strategy: plan.strategy.clone(),
+        target_devices: Some(ids.to_vec()),
+        selector: None,
+        config: serde_json::from_value(deploy_config(&plan.strategy, &plan.soak, ids.len()))
+            .context("the demo's deployment config")?,
+    };
     let d: Deployment = api(client.create_deployment(&body), "creating the deployment")?.json()?;
     api(
         client.deployment_action(&d.id, DeploymentAction::Start),

@@ -1,0 +1,162 @@
+//! Device, enrollment and directive-queue responses.
+
+use super::enums::HealthLevel;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What one of a device's slots holds, as the device reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Slot {
+    /// Artifact name.
+    pub name: String,
+    /// Release number.
+    pub release: u64,
+    /// Semantic version.
+    pub version: String,
+    /// `blue` or `green`.
+    pub slot: String,
+}
+
+/// A device's last health summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceHealth {
+    /// Overall level.
+    pub status: HealthLevel,
+    /// Errors per message, as a fraction.
+    pub error_rate: f64,
+    /// p95 latency in milliseconds.
+    pub p95_ms: f64,
+    /// Memory in MB.
+    pub memory_mb: f64,
+    /// Restarts since the last switch.
+    pub restarts: u32,
+    /// Whether a flow runs.
+    pub flow_running: bool,
+}
+
+/// The newest directive a device reported it accepted, and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AppliedDirective {
+    /// Directive generation.
+    pub generation: u64,
+    /// `stage`, `switch`, `commit` or `rollback`.
+    pub action: String,
+    /// `working`, `done`, `failed` or `rolled_back`.
+    pub progress: String,
+    /// Why, when it failed.
+    pub detail: String,
+}
+
+/// A device in the registry (allowlisted, or enrolled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Device {
+    /// The device's own id.
+    pub id: String,
+    /// Hardware type.
+    #[serde(rename = "type")]
+    pub device_type: String,
+    /// CPU architecture (empty until it reports).
+    pub arch: String,
+    /// Region.
+    pub region: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its ed25519 public key, hex.
+    pub public_key: String,
+    /// floed's version (empty until it reports).
+    pub runtime_version: String,
+    /// The active slot.
+    pub installed: Option<Slot>,
+    /// The standby slot.
+    pub standby: Option<Slot>,
+    /// The last committed release.
+    pub last_known_good: Option<Slot>,
+    /// Whether the active slot is on trial.
+    pub on_trial: bool,
+    /// The last health summary.
+    pub health: Option<DeviceHealth>,
+    /// The newest directive it accepted.
+    pub applied: Option<AppliedDirective>,
+    /// Whether it counts as online.
+    pub online: bool,
+    /// RFC 3339 of its last accepted report.
+    pub last_seen: Option<String>,
+    /// The generation of its current directive (0: none).
+    pub generation: u64,
+    /// Operator flag: left out of deployments.
+    pub maintenance: bool,
+    /// Operator flag (or set by a deployment's device-level trigger).
+    pub quarantined: bool,
+    /// RFC 3339 of its first accepted report.
+    pub enrolled_at: Option<String>,
+}
+
+/// `GET /devices`: one page, ordered by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DevicePage {
+    /// The devices.
+    pub devices: Vec<Device>,
+    /// The cursor of the next page; null after the last.
+    pub next: Option<String>,
+}
+
+/// `POST /enrollment-tokens`: a one-time token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EnrollToken {
+    /// The token.
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// `POST /devices/batch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BatchResult {
+    /// Devices added.
+    pub created: u64,
+    /// Devices that were registered already with the same key.
+    pub existing: u64,
+}
+
+/// A device behind its current directive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingDirective {
+    /// The device.
+    pub device_id: String,
+    /// The generation of its current directive.
+    pub generation: u64,
+}
+
+/// `GET /directives/pending`: one page, ordered by device id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingPage {
+    /// The devices.
+    pub devices: Vec<PendingDirective>,
+    /// The device id to pass as `after` for the next page; null after the last.
+    pub next: Option<String>,
+}
+
+/// One directive of `GET /directives/feed`: issued after the cursor, not yet applied by its
+/// device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FeedDirective {
+    /// Its place in the coordinator's issue order.
+    pub seq: u64,
+    /// The device it is for.
+    pub device_id: String,
+    /// The generation of the directive.
+    pub generation: u64,
+    /// The signed directive post (CBOR), in hex: the bytes the fabric pushes.
+    pub post: String,
+}
+
+/// `GET /directives/feed`: one page, in issue order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FeedPage {
+    /// The directives.
+    pub devices: Vec<FeedDirective>,
+    /// Where to continue (`EPOCH-SEQ` in hex); a cursor from before a coordinator restart
+    /// starts over.
+    pub cursor: String,
+}

@@ -1,0 +1,43 @@
+//! The REST API's contract: every request and response body of `/api/v1`, defined once.
+//!
+//! The server's handlers parse requests into these types and answer with them, the Rust
+//! client (`crate::client`) and the CLI read answers into them, and the OpenAPI document
+//! (`crate::openapi`) derives its schemas from them, so a field added here is added
+//! everywhere (a test validates every route's real answer against the document).
+//!
+//! Why it is shaped this way:
+//! - Pure data: serde and schemars derives, no I/O and nothing of the service, so the
+//!   service, the store, the server and the client all import it and it imports none of them.
+//! - Requests refuse unknown fields (a typo is a 400 naming the field, not a silently ignored
+//!   setting). Responses do not: a client built against this contract reads the answer of a
+//!   newer server that added fields.
+//! - Enums are typed and spell themselves exactly as the wire always did (`snake_case`).
+//! - Every list that grows with the fleet is paged (`paging`): bounded pages, an opaque
+//!   cursor, `next` in the answer (null after the last page), a stable order.
+
+mod audit;
+mod deployments;
+mod devices;
+mod enums;
+mod flows;
+mod misc;
+pub mod paging;
+mod requests;
+
+pub use audit::{AuditEntry, AuditPage};
+pub use deployments::{
+    Deployment, DeploymentArtifact, DeploymentConfig, DeploymentPage, Gate, GateCheck, Stage,
+    Target, TargetCounts, TargetPage, WaveConfigView,
+};
+pub use devices::{
+    AppliedDirective, BatchResult, Device, DeviceHealth, DevicePage, EnrollToken, FeedDirective,
+    FeedPage, PendingDirective, PendingPage, Slot,
+};
+pub use enums::{FlowState, GateVerdict, HealthLevel, UnknownName};
+pub use floe_rollout::{DeploymentStatus, Report, StageKind, TargetStatus};
+pub use flows::{Flow, FlowArtifact, FlowList};
+pub use misc::{ErrorBody, ErrorDetail, Healthz};
+pub use requests::{
+    ConfigInput, DeploymentInput, DeviceBatch, DeviceInput, DevicePatch, FlowInput, Selector,
+    TokenInput, WaveInput,
+};
