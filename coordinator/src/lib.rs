@@ -11,5 +11,6 @@ pub mod client;
 pub mod link;
 pub mod loadtest;
 pub mod openapi;
+pub mod server;
 pub mod service;
 pub mod store;

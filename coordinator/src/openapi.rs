@@ -56,6 +56,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/devices/{id}/directive", &["get"]),
     ("/enrollment-tokens", &["post"]),
     ("/audit", &["get"]),
+    ("/status", &["get"]),
 ];
 
 /// The document.
@@ -138,6 +139,7 @@ pub fn document() -> Value {
     }})));
     paths.insert("/enrollment-tokens".into(), json!({"post": op("A one-time enrollment token ({\"ttl\":\"1h\"})", Some("TokenInput"), ("201", "{\"token\",\"expires_at\"}"))}));
     paths.insert("/audit".into(), json!({"get": op("Audit log, newest first (?limit=100&deployment_id=&device_id=)", None, ("200", "{\"entries\":[…]}"))}));
+    paths.insert("/status".into(), json!({"get": op("The ingest path's counters since start", None, ("200", "{\"ingest\":{\"accepted\",\"refused_busy\",\"queue_depth\",\"queue_capacity\",\"batch_max\"}}"))}));
 
     json!({
         "openapi": "3.1.0",

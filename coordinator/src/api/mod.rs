@@ -3,7 +3,10 @@
 //! Why it is shaped this way:
 //! - Handlers are thin: they parse and check the request, then hand a closure to the service
 //!   actor ([`ServiceHandle::call`]) that does the work against the one owner of the state and
-//!   builds the response JSON there, so a response is always one consistent snapshot.
+//!   builds the response JSON there, so a response is always one consistent snapshot. Reads of
+//!   committed data alone (flows, the audit log) go to a read-only connection instead
+//!   ([`ServiceHandle::read`], one read transaction: also one snapshot), so they never wait
+//!   for the actor.
 //! - Every error is `{"error":{"code","message","field"}}` with its status: malformed input
 //!   is refused here (400, 413), state conflicts and validation by the service (409, 422).
 //!   Bodies are capped at [`MAX_BODY`] before they are parsed.
@@ -15,7 +18,8 @@
 pub mod types;
 pub mod views;
 
-use crate::service::{ServiceError, ServiceHandle};
+use crate::service::model::Status;
+use crate::service::{ServiceError, ServiceHandle, reads};
 use crate::store::{AuditFilter, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -250,7 +254,8 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
         .route("/devices/{id}/directive", get(device_directive))
         .route("/directives/pending", get(pending_directives))
         .route("/enrollment-tokens", post(create_token))
-        .route("/audit", get(audit));
+        .route("/audit", get(audit))
+        .route("/status", get(status));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
@@ -298,13 +303,14 @@ async fn list_flows(
         )));
     }
     let tag = q.get("tag").cloned();
+    // Read from the last commit, not through the actor: it answers while the actor is busy.
     let body = st
         .handle
-        .call(move |core, _| {
-            let flows = core.flows(state.as_deref(), tag.as_deref())?;
+        .read(move |store| {
+            let flows = reads::flows(store, state.as_deref(), tag.as_deref())?;
             let mut out = Vec::with_capacity(flows.len());
             for f in &flows {
-                out.push(views::flow(f, core.artifact_of(&f.id)?.as_ref()));
+                out.push(views::flow(f, store.artifact_info(&f.id)?.as_ref()));
             }
             Ok(json!({"flows": out}))
         })
@@ -335,7 +341,14 @@ async fn flow_response(
 }
 
 async fn get_flow(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    flow_response(&st, id, StatusCode::OK, |core, id, _| core.flow(id)).await
+    let body = st
+        .handle
+        .read(move |store| {
+            let f = reads::flow(store, &id)?;
+            Ok(views::flow(&f, store.artifact_info(&f.id)?.as_ref()))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
 }
 
 async fn update_flow(
@@ -791,9 +804,8 @@ async fn audit(
     };
     let body = st
         .handle
-        .call(move |core, _| {
-            let entries: Vec<Value> = core
-                .audit_entries(&filter)?
+        .read(move |store| {
+            let entries: Vec<Value> = reads::audit(store, &filter)?
                 .iter()
                 .map(views::audit)
                 .collect();
@@ -801,6 +813,13 @@ async fn audit(
         })
         .await?;
     ok(StatusCode::OK, body)
+}
+
+/// `GET /status`: the ingest path's counters, read without the actor.
+async fn status(State(st): State<AppState>) -> Json<Status> {
+    Json(Status {
+        ingest: st.handle.ingest_status(),
+    })
 }
 
 #[cfg(test)]

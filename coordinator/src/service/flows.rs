@@ -5,7 +5,7 @@
 
 use super::audit::api_audit;
 use super::model::{ArtifactBlob, FlowInput};
-use super::{ServiceError, json_err, random_token, validation};
+use super::{ServiceError, json_err, random_token, reads, validation};
 use crate::store::{ArtifactInfo, ArtifactRecord, FlowRecord, Store};
 use ed25519_dalek::SigningKey;
 use floe_rollout::Millis;
@@ -84,10 +84,7 @@ impl Flows {
 
     /// A flow by id.
     pub(super) fn get(&self, store: &Store, id: &str) -> Result<FlowRecord, ServiceError> {
-        store.flow(id)?.ok_or_else(|| ServiceError::NotFound {
-            what: "flow",
-            id: id.to_string(),
-        })
+        reads::flow(store, id)
     }
 
     /// Flows matching a state (archived hidden unless asked) and a tag.
@@ -97,15 +94,7 @@ impl Flows {
         state: Option<&str>,
         tag: Option<&str>,
     ) -> Result<Vec<FlowRecord>, ServiceError> {
-        Ok(store
-            .flows()?
-            .into_iter()
-            .filter(|f| match state {
-                Some(s) => f.state == s,
-                None => f.state != "archived",
-            })
-            .filter(|f| tag.is_none_or(|t| f.tags.iter().any(|x| x == t)))
-            .collect())
+        reads::flows(store, state, tag)
     }
 
     /// The artifact of a flow version, if published.

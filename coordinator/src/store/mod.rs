@@ -1,9 +1,11 @@
 //! The coordinator's durable state in one SQLite file.
 //!
 //! Why it is shaped this way:
-//! - One writer. The service actor owns the only [`Store`]; there is no connection pool and no
-//!   locking beyond SQLite's own, so every multi-row change is one transaction that either
-//!   lands whole or not at all (WAL, `synchronous=FULL`: a committed step survives a power cut).
+//! - One writer. The service actor owns the only writing [`Store`]; there is no locking beyond
+//!   SQLite's own, so every multi-row change is one transaction that either lands whole or not
+//!   at all (WAL, `synchronous=FULL`: a committed step survives a power cut). Reads that need
+//!   nothing of the actor's memory go through a [`ReadPool`] of read-only connections instead,
+//!   so they never wait for the writer (WAL readers see the last commit; see `read`).
 //! - Records are documents. Flows, devices and deployments are stored as JSON documents with
 //!   the columns that queries filter on beside them. The shapes change with the product; a
 //!   document column keeps migrations for new optional fields down to zero, while the indexed
@@ -23,8 +25,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod journal;
+mod read;
 
 pub use journal::{LoggedInput, SNAPSHOT_VERSION};
+pub use read::ReadPool;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -431,6 +435,8 @@ impl Drop for Batch<'_> {
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    /// The database file (None: in memory), for the read-only connections of a [`ReadPool`].
+    path: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -442,10 +448,12 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
-        Self::init(conn).map_err(|e| match e {
+        let mut store = Self::init(conn).map_err(|e| match e {
             StoreError::Sql(source) => open_err(source),
             other => other,
-        })
+        })?;
+        store.path = Some(path.to_path_buf());
+        Ok(store)
     }
 
     /// An in-memory database (tests).
@@ -469,7 +477,7 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Store { conn })
+        Ok(Store { conn, path: None })
     }
 
     /// The schema version applied.
