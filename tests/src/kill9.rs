@@ -31,7 +31,7 @@ fn call(c: &Client, method: Method, path: &str, body: Option<&Value>) -> Value {
 
 fn definition() -> Value {
     let example =
-        std::fs::read(floe_tests::workspace_root().join("examples/temperature-alert.json"))
+        std::fs::read(crate::workspace_root().join("examples/temperature-alert.json"))
             .unwrap();
     serde_json::from_slice(&example).unwrap()
 }
