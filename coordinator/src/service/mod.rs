@@ -371,8 +371,8 @@ impl ServiceHandle {
     }
 }
 
-/// Starts the actor on the current runtime. It stops when `shutdown` is cancelled or every
-/// handle is dropped.
+/// Starts the actor on the current runtime, on a blocking-pool thread of its own. It stops when
+/// `shutdown` is cancelled or every handle is dropped.
 pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(JOB_QUEUE);
     let (reports_tx, mut reports_rx) = mpsc::channel::<Ingest>(INGEST_QUEUE);
@@ -384,7 +384,11 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             pool,
         })
     });
-    let task = tokio::spawn(async move {
+    // The actor runs on a thread of its own (the blocking pool's), not on a runtime worker: a
+    // long step (a 100 000-target start) would otherwise hold one of the workers the REST
+    // handlers and reads need, and tasks queued on that worker would wait for the step.
+    let runtime = tokio::runtime::Handle::current();
+    let actor = async move {
         // Resume: tick once so timeouts that passed while the coordinator was down fire now.
         core.tick(unix_ms());
         // The offline check is due at a fixed time, not "a second after the last event":
@@ -435,7 +439,8 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             }
         }
         tracing::info!("coordinator service stopped");
-    });
+    };
+    let task = tokio::task::spawn_blocking(move || runtime.block_on(actor));
     (
         ServiceHandle {
             jobs: tx,
