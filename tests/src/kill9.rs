@@ -53,6 +53,22 @@ fn deployment_body(flow_id: &str) -> Value {
     })
 }
 
+/// One line of a deployment's progress.
+fn progress(d: &Value) {
+    println!(
+        "  {} {} stage={} phase={} pending={} offline={} completed={} failed={} {}",
+        d["id"].as_str().unwrap_or("?"),
+        d["status"].as_str().unwrap_or("?"),
+        d["current_stage"],
+        d["phase"],
+        d["pending_targets"],
+        d["offline_targets"],
+        d["completed_targets"],
+        d["failed_targets"],
+        d["status_reason"].as_str().unwrap_or(""),
+    );
+}
+
 /// Every target of a deployment, through the paged targets route.
 fn targets(c: &Client, id: &str) -> Vec<Value> {
     let mut out = Vec::new();
@@ -216,6 +232,7 @@ pub fn run(
         limit,
         |c| {
             let d = call(c, Method::Get, &dep_path, None);
+            progress(&d);
             let stage = d["current_stage"].as_u64()?;
             let deploying = d["pending_targets"].as_u64()? > 0;
             (d["status"] == json!("running") && stage >= 1 && deploying)
@@ -281,6 +298,7 @@ pub fn run(
         limit,
         |c| {
             let d = call(c, Method::Get, &dep2_path, None);
+            progress(&d);
             if d["status"] != json!("running") || d["current_stage"].as_u64()? < 1 {
                 return None;
             }

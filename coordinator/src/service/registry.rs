@@ -23,7 +23,7 @@ pub(super) enum Admission {
     Stale,
     /// The registry took the report.
     Accepted {
-        /// The device had been marked offline until this report.
+        /// The device had been marked offline, or had never reported, until this report.
         was_offline: bool,
     },
 }
@@ -477,8 +477,10 @@ impl Registry {
                 disagree.join("; "),
             );
         }
-        let was_offline = dev.offline;
-        if was_offline {
+        // A device that had never reported counts as offline too (a deployment started before
+        // its first report marked its target offline); its first report brings it online.
+        let was_offline = dev.offline || dev.last_seen.is_none();
+        if dev.offline {
             audit.push(
                 now,
                 "device",

@@ -452,6 +452,36 @@ fn silent_devices_go_offline_and_come_back() {
 }
 
 #[test]
+fn a_target_that_had_never_reported_comes_online_with_its_first_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let now = T0;
+    let flow = published(&mut core, now);
+    let mut devs = vec![Dev::new("a", 51)];
+    core.allow_device(
+        DeviceInput {
+            id: "a".into(),
+            public_key: devs[0].public_hex(),
+            device_type: Some("rpi4".into()),
+            region: Some("eu".into()),
+            labels: Default::default(),
+        },
+        now,
+    )
+    .unwrap();
+    let dep = deploy(&mut core, &flow, &devs, "all-at-once", now);
+    let status = |core: &Core| {
+        core.with_deployment(&dep, |_, e| e.target_status(0))
+            .unwrap()
+    };
+    assert_eq!(status(&core), Some(TargetStatus::Offline));
+    let r = devs[0].report();
+    core.device_report(r, now + 1_000).unwrap();
+    assert_ne!(status(&core), Some(TargetStatus::Offline));
+    assert!(core.desired_generation("a") > 0, "the device got its directive");
+}
+
+#[test]
 fn a_tick_marks_a_bounded_batch_of_silent_devices_offline_each_audited() {
     let tmp = tempfile::tempdir().unwrap();
     let mut core = core_at(tmp.path());
