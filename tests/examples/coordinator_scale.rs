@@ -234,7 +234,10 @@ fn main() {
             for line in &checked {
                 println!("faults devices={n}: {line}");
             }
-            println!("faults devices={n}: all checks passed in {:.0} s", t0.elapsed().as_secs_f64());
+            println!(
+                "faults devices={n}: all checks passed in {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
         }
         return;
     }

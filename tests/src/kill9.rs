@@ -31,8 +31,7 @@ fn call(c: &Client, method: Method, path: &str, body: Option<&Value>) -> Value {
 
 fn definition() -> Value {
     let example =
-        std::fs::read(crate::workspace_root().join("examples/temperature-alert.json"))
-            .unwrap();
+        std::fs::read(crate::workspace_root().join("examples/temperature-alert.json")).unwrap();
     serde_json::from_slice(&example).unwrap()
 }
 
@@ -99,7 +98,10 @@ fn check_gates(dep: &Value, all: bool) {
         let stage = g["stage"].as_u64().unwrap();
         let key = (stage, g["gate"].as_str().unwrap().to_string());
         assert!(seen.insert(key.clone()), "gate {key:?} passed twice: {dep}");
-        assert!(stage >= last_stage, "stage {stage} passed after {last_stage}");
+        assert!(
+            stage >= last_stage,
+            "stage {stage} passed after {last_stage}"
+        );
         last_stage = stage;
     }
     let passed: BTreeSet<u64> = seen.iter().map(|(s, _)| *s).collect();
@@ -209,7 +211,12 @@ pub fn run(
                 "start: killed {start_kill_after:?} into it, before it committed (answer: {answered:?}); \
                  after restart pending with all {n} targets pending; started again"
             ));
-            call(&client, Method::Post, &format!("/deployments/{id}/start"), None);
+            call(
+                &client,
+                Method::Post,
+                &format!("/deployments/{id}/start"),
+                None,
+            );
         }
         "running" => {
             let counted = after["offline_targets"].as_u64().unwrap()
@@ -269,28 +276,57 @@ pub fn run(
         Some(&deployment_body(&v2)),
     );
     let id2 = dep2["id"].as_str().unwrap().to_string();
-    call(&client, Method::Post, &format!("/deployments/{id2}/start"), None);
+    call(
+        &client,
+        Method::Post,
+        &format!("/deployments/{id2}/start"),
+        None,
+    );
     let dep2_path = format!("/deployments/{id2}");
-    // The devices' own word (the registry is updated from their reports): every device for a
-    // fleet the list route returns whole, an even sample of 2 000 otherwise.
-    let release = |c: &Client| -> Vec<u64> {
-        if n <= 5000 {
+    // The devices' own word (the registry is updated from their reports) about the targets the
+    // rollback reached: every such device for a fleet the list route returns whole, an even
+    // sample of 2 000 targets otherwise. Each must report the rollback directive applied, and
+    // be back on release 1 unless it had committed release 2 before the rollback (the
+    // simulated device's rollback returns to its last known good, which a commit moved to 2).
+    // Returns (devices checked, those that fail).
+    let rolled_back_on_v1 = |c: &Client| -> (usize, Vec<String>) {
+        let ts = targets(c, &id2);
+        let ids: Vec<&str> = ts
+            .iter()
+            .step_by((ts.len() / 2000).max(1))
+            .filter(|t| t["status"] == json!("rolled_back"))
+            .filter_map(|t| t["device_id"].as_str())
+            .collect();
+        let devices: std::collections::HashMap<String, Value> = if n <= 5000 {
             let list = call(c, Method::Get, "/devices?label=loadtest=1", None);
-            return list["devices"]
+            list["devices"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|d| d["installed"]["release"].as_u64().unwrap_or(0))
-                .collect();
-        }
-        let ids = targets(c, &id);
-        ids.iter()
-            .step_by(ids.len() / 2000)
-            .map(|t| {
-                let d = call(c, Method::Get, &format!("/devices/{}", t["device_id"].as_str().unwrap()), None);
-                d["installed"]["release"].as_u64().unwrap_or(0)
-            })
-            .collect()
+                .map(|d| (d["id"].as_str().unwrap_or_default().to_string(), d.clone()))
+                .collect()
+        } else {
+            ids.iter()
+                .map(|id| {
+                    (
+                        id.to_string(),
+                        call(c, Method::Get, &format!("/devices/{id}"), None),
+                    )
+                })
+                .collect()
+        };
+        let ok = |d: &Value| {
+            let applied = d["applied"]["action"] == json!("rollback")
+                && d["applied"]["progress"] == json!("done");
+            let committed_new = d["last_known_good"]["release"] == json!(2);
+            applied && (committed_new || d["installed"]["release"] == json!(1))
+        };
+        let off = ids
+            .iter()
+            .filter(|id| !devices.get(**id).is_some_and(ok))
+            .map(|id| format!("{id}: {}", devices.get(*id).cloned().unwrap_or_default()))
+            .collect();
+        (ids.len(), off)
     };
     let killed = drive(
         &fleet,
@@ -311,31 +347,43 @@ pub fn run(
         },
         |c| {
             let d = call(c, Method::Get, &dep2_path, None);
-            d["status"] == json!("rolled_back") && release(c).iter().all(|r| *r == 1)
+            progress(&d);
+            d["status"] == json!("rolled_back") && rolled_back_on_v1(c).1.is_empty()
         },
     );
-    assert!(killed.is_some(), "the second deployment never reached a wave");
+    assert!(
+        killed.is_some(),
+        "the second deployment never reached a wave"
+    );
     let rolled = call(&client, Method::Get, &dep2_path, None);
     assert_eq!(rolled["status"], json!("rolled_back"), "{rolled}");
     assert_eq!(rolled["total_targets"], json!(n));
     check_gates(&rolled, false);
-    let releases = release(&client);
-    assert!(releases.len() == n || n > 5000, "{} devices listed", releases.len());
-    assert!(
-        releases.iter().all(|r| *r == 1),
-        "devices not back on release 1: {:?}",
-        releases.iter().filter(|r| **r != 1).count()
-    );
     let t = targets(&client, &id2);
     assert_eq!(t.len(), n);
+    let mut by_status = std::collections::BTreeMap::new();
+    for x in &t {
+        *by_status
+            .entry(x["status"].as_str().unwrap_or("?").to_string())
+            .or_insert(0usize) += 1;
+    }
     assert!(
-        t.iter().all(|t| t["status"] != json!("deploying")),
-        "a target is still deploying after the rollback"
+        !by_status.contains_key("deploying"),
+        "a target is still deploying after the rollback: {by_status:?}"
+    );
+    let (checked_devices, off) = rolled_back_on_v1(&client);
+    assert!(
+        checked_devices > 0,
+        "no target was rolled back: {by_status:?}"
+    );
+    assert!(
+        off.is_empty(),
+        "{} rolled-back devices did not apply the rollback back to release 1: {off:?} (targets {by_status:?})",
+        off.len()
     );
     checked.push(format!(
-        "mid-rollback: killed {}; rolled_back, no target left deploying, {} devices checked back on release 1",
-        killed.unwrap_or_default(),
-        releases.len()
+        "mid-rollback: killed {}; rolled_back, targets {by_status:?}, {checked_devices} rolled-back devices report the rollback applied and release 1 (or their committed 2)",
+        killed.unwrap_or_default()
     ));
     server.kill9();
     integrity(&server);

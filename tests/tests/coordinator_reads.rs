@@ -22,13 +22,20 @@ fn start(dir: &std::path::Path) -> (tokio::runtime::Runtime, Server, Cancellatio
     config.fabric_listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     config.mdns = false;
     let shutdown = CancellationToken::new();
-    let server = rt.block_on(server::start(config, shutdown.clone())).unwrap();
+    let server = rt
+        .block_on(server::start(config, shutdown.clone()))
+        .unwrap();
     (rt, server, shutdown)
 }
 
 fn call(c: &Client, method: Method, path: &str, body: Option<&Value>) -> Value {
     let reply = c.call(method, path, body).unwrap();
-    assert!(reply.status < 300, "{path}: {} {}", reply.status, reply.text);
+    assert!(
+        reply.status < 300,
+        "{path}: {} {}",
+        reply.status,
+        reply.text
+    );
     if reply.text.is_empty() {
         Value::Null
     } else {
@@ -110,7 +117,11 @@ fn flows_answer_while_the_actor_is_held_and_while_it_starts_a_large_deployment()
         actor_call >= Duration::from_millis(2500),
         "the hold did not hold the actor: {actor_call:?}"
     );
-    assert!(reads.len() >= 10, "only {} reads in {actor_call:?}", reads.len());
+    assert!(
+        reads.len() >= 10,
+        "only {} reads in {actor_call:?}",
+        reads.len()
+    );
     assert!(
         slowest < Duration::from_secs(1),
         "a read waited for the actor: {slowest:?}"

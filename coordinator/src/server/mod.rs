@@ -232,7 +232,10 @@ impl Server {
 /// Starts the coordinator on the current tokio runtime (multi-threaded: the service actor
 /// holds one worker while it runs a long step) and returns once the REST API and the fabric
 /// listen. Opening the store and loading the state run on the blocking pool.
-pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> Result<Server, ServerError> {
+pub async fn start(
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<Server, ServerError> {
     config.check()?;
     let dir = config.data_dir.clone();
     secrets::data_dir(&dir)?;
@@ -260,10 +263,12 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> Result<
             return Err(e);
         }
     };
-    let api_addr = listener.local_addr().map_err(|source| ServerError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let app = api::router(handle.clone(), token.clone());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {

@@ -100,11 +100,9 @@ pub(super) fn keys_and_trust(dir: &Path) -> Result<Keys, ServerError> {
         }
     }
     let load = |what: &str, d: &Path| {
-        keys::load_signing_key(&d.join(keys::PRIVATE_KEY_FILE)).map_err(|source| {
-            ServerError::Key {
-                what: format!("loading the {what} key"),
-                source,
-            }
+        keys::load_signing_key(&d.join(keys::PRIVATE_KEY_FILE)).map_err(|source| ServerError::Key {
+            what: format!("loading the {what} key"),
+            source,
         })
     };
     let release = load("release", &release_dir)?;

@@ -4,7 +4,6 @@
 //! the registry and directives (see [`super::deployments::Env`]). Each part's file explains
 //! what it owns; none reaches into another's fields.
 
-use super::{OFFLINE_BATCH, ServiceError};
 use super::audit::Audit;
 use super::deployments::{Deployments, Env};
 use super::directives::Directives;
@@ -15,6 +14,7 @@ use super::model::{
     ServiceConfig,
 };
 use super::registry::{Admission, Registry};
+use super::{OFFLINE_BATCH, ServiceError};
 use crate::store::{ArtifactInfo, AuditFilter, AuditRecord, DeviceRecord, FlowRecord, Store};
 use ed25519_dalek::SigningKey;
 use floe_rollout::{Command, DeviceEvent, Millis, Rollout};

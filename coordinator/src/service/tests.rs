@@ -478,7 +478,10 @@ fn a_target_that_had_never_reported_comes_online_with_its_first_report() {
     let r = devs[0].report();
     core.device_report(r, now + 1_000).unwrap();
     assert_ne!(status(&core), Some(TargetStatus::Offline));
-    assert!(core.desired_generation("a") > 0, "the device got its directive");
+    assert!(
+        core.desired_generation("a") > 0,
+        "the device got its directive"
+    );
 }
 
 #[test]
@@ -519,7 +522,11 @@ fn a_tick_marks_a_bounded_batch_of_silent_devices_offline_each_audited() {
     core.tick(now + 30_000);
     assert_eq!(offline(&core), 0);
     core.tick(now + 30_001);
-    assert_eq!(offline(&core), OFFLINE_BATCH, "one tick marks at most a batch");
+    assert_eq!(
+        offline(&core),
+        OFFLINE_BATCH,
+        "one tick marks at most a batch"
+    );
     core.tick(now + 31_001);
     assert_eq!(offline(&core), n);
     // Every device has its own audit line, and the state is on disk: a reopened core agrees.

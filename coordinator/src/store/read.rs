@@ -187,14 +187,10 @@ mod tests {
         // once with what was committed before it.
         let batch = store.begin().unwrap();
         store.audit(&line("pending")).unwrap();
-        let seen = pool
-            .read(|s| Ok::<_, StoreError>(details(s)))
-            .unwrap();
+        let seen = pool.read(|s| Ok::<_, StoreError>(details(s))).unwrap();
         assert_eq!(seen, vec!["committed".to_string()]);
         batch.commit().unwrap();
-        let seen = pool
-            .read(|s| Ok::<_, StoreError>(details(s)))
-            .unwrap();
+        let seen = pool.read(|s| Ok::<_, StoreError>(details(s))).unwrap();
         assert_eq!(seen, vec!["pending".to_string(), "committed".to_string()]);
     }
 

@@ -78,8 +78,7 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
 
 /// Cancels `stop` on SIGINT or SIGTERM.
 async fn stop_on_signal(stop: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGTERM");
