@@ -136,9 +136,9 @@ pub enum ServerError {
     /// Loading the coordinator state (or a random source) failed.
     #[error("loading the coordinator state: {0}")]
     Service(#[from] ServiceError),
-    /// Joining the fabric failed.
+    /// Joining the fabric failed (boxed: the link's error is large and rare).
     #[error("starting the fabric: {0}")]
-    Link(#[source] LinkError),
+    Link(#[source] Box<LinkError>),
     /// The fabric did not listen on any address in time.
     #[error("the fabric did not start listening within {0:?}")]
     FabricSilent(Duration),
@@ -326,7 +326,7 @@ async fn start_network(
     ));
     let (link, reports) = link::spawn(link_cfg, shutdown.clone())
         .await
-        .map_err(ServerError::Link)?;
+        .map_err(|e| ServerError::Link(Box::new(e)))?;
     let peer = link.peer_id();
     let fabric_addrs: Vec<Multiaddr> = wait_for_listen(&link)
         .await?
@@ -357,7 +357,10 @@ const FABRIC_LISTEN_WAIT: Duration = Duration::from_secs(10);
 async fn wait_for_listen(link: &link::Link) -> Result<Vec<Multiaddr>, ServerError> {
     let until = tokio::time::Instant::now() + FABRIC_LISTEN_WAIT;
     loop {
-        let addrs = link.listen_addrs().await.map_err(ServerError::Link)?;
+        let addrs = link
+            .listen_addrs()
+            .await
+            .map_err(|e| ServerError::Link(Box::new(e)))?;
         if !addrs.is_empty() {
             return Ok(addrs);
         }
