@@ -12,5 +12,6 @@ pub mod contract;
 pub mod link;
 pub mod loadtest;
 pub mod openapi;
+pub mod server;
 pub mod service;
 pub mod store;

@@ -10,7 +10,7 @@
 use crate::contract::{
     AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
     DeviceInput, DevicePage, DevicePatch, EnrollToken, ErrorBody, FeedPage, Flow, FlowInput,
-    FlowList, Healthz, PendingPage, Report, TargetPage, TokenInput,
+    FlowList, Healthz, PendingPage, Report, Status, TargetPage, TokenInput,
 };
 use schemars::generate::{Contract, SchemaSettings};
 use schemars::{JsonSchema, SchemaGenerator};
@@ -44,6 +44,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/devices/{id}/directive", &["get"]),
     ("/enrollment-tokens", &["post"]),
     ("/audit", &["get"]),
+    ("/status", &["get"]),
 ];
 
 /// Schemas of request bodies (as they deserialise) and of responses (as they serialise),
@@ -356,6 +357,15 @@ pub fn document() -> Value {
         audit_params,
     );
     paths.insert("/audit".into(), json!({ "get": o }));
+    let o = op::<Status>(
+        &mut s,
+        "The coordinator's own figures since start (the ingest path's counters)",
+        None,
+        "200",
+        "the figures",
+        vec![],
+    );
+    paths.insert("/status".into(), json!({ "get": o }));
 
     let mut schemas = s.into_components();
     let _ = schemas.insert(

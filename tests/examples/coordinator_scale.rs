@@ -14,6 +14,12 @@
 //!    wall time to `completed`, CPU per report meanwhile. `COORD_BENCH_MAX_PARALLEL` (default
 //!    2000) sets the deployment's parallelism; the reference's default is 50.
 //!
+//! With `COORD_BENCH_FAULTS=1` it runs the fault phase instead, per size: the kill -9
+//! scenario of `floe_tests::kill9` (a real `floe serve` killed with SIGKILL during the
+//! deployment's start, `COORD_BENCH_KILL_MS` after the start request (default 900), in the
+//! middle of a wave and in the middle of a rollback, restarted each time on the same data
+//! directory), printing each thing it checked.
+//!
 //! Run: `cargo run --release -p floe-tests --example coordinator_scale`. Each size prints one
 //! line `devices=… allow_s=… ingest_reports_per_s=… ingest_cpu_ms_per_report=… ingest_p99_ms=…
 //! refused=… start_s=… flows_max_ms=… rollout_s=… rollout_status=… deploy_cpu_ms_per_report=…
@@ -222,6 +228,28 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    if env_u64("COORD_BENCH_FAULTS", 0) == 1 {
+        for n in sizes {
+            let root = tempfile::tempdir().unwrap();
+            let t0 = Instant::now();
+            let checked = floe_tests::kill9::run(
+                root.path(),
+                n,
+                Duration::from_secs(30),
+                Duration::from_secs(env_u64("COORD_BENCH_ACTIVE_S", 10)),
+                Duration::from_secs(env_u64("COORD_BENCH_ROLLOUT_S", 900)),
+                Duration::from_millis(env_u64("COORD_BENCH_KILL_MS", 900)),
+            );
+            for line in &checked {
+                println!("faults devices={n}: {line}");
+            }
+            println!(
+                "faults devices={n}: all checks passed in {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        return;
+    }
     let figures: Vec<Figures> = sizes.into_iter().map(run_size).collect();
     println!();
     for f in &figures {

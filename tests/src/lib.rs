@@ -392,5 +392,6 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 pub mod agent;
 pub mod coordinator;
 pub mod fabric;
+pub mod kill9;
 pub mod net;
 pub mod netns;

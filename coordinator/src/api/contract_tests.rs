@@ -490,6 +490,11 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         None,
     );
     assert!(feed["cursor"].is_string(), "{feed}");
+    let status = call(&c, k, Get, "/status", "/status", None);
+    assert!(
+        status["ingest"]["queue_capacity"].as_u64() > Some(0),
+        "{status}"
+    );
     let audit = call(&c, k, Get, "/audit?limit=3", "/audit", None);
     assert_eq!(audit["entries"].as_array().unwrap().len(), 3);
     assert!(audit["next"].is_string());

@@ -5,6 +5,9 @@
 //!   actor ([`ServiceHandle::call`]) that does the work against the one owner of the state and
 //!   hands back the answer as the contract's typed value (`crate::contract`), so a response is
 //!   always one consistent snapshot; the handler serialises it, off the actor.
+//!   Reads of committed data alone (flows, the audit log) go to a read-only connection
+//!   instead ([`ServiceHandle::read`], one read transaction: also one snapshot), so they
+//!   never wait for the actor.
 //! - Lists that grow with the fleet are paged (`contract::paging`): `?cursor=&limit=`, an
 //!   opaque cursor, `next` in the answer, a stable order; a bad limit or cursor is a 400.
 //! - Every error is `{"error":{"code","message","field"}}` with its status: malformed input
@@ -19,7 +22,8 @@ pub mod types;
 pub mod views;
 
 use crate::contract::paging::{self, PageError};
-use crate::service::{ServiceError, ServiceHandle};
+use crate::service::model::Status;
+use crate::service::{ServiceError, ServiceHandle, reads};
 use crate::store::{AuditFilter, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -300,7 +304,8 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
         .route("/directives/pending", get(pending_directives))
         .route("/directives/feed", get(directive_feed))
         .route("/enrollment-tokens", post(create_token))
-        .route("/audit", get(audit));
+        .route("/audit", get(audit))
+        .route("/status", get(status));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
@@ -347,13 +352,14 @@ async fn list_flows(
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let tag = q.get("tag").cloned();
+    // Read from the last commit, not through the actor: it answers while the actor is busy.
     let body = st
         .handle
-        .call(move |core, _| {
-            let flows = core.flows(state, tag.as_deref())?;
+        .read(move |store| {
+            let flows = reads::flows(store, state, tag.as_deref())?;
             let mut out = Vec::with_capacity(flows.len());
             for f in &flows {
-                out.push(views::flow(f, core.artifact_of(&f.id)?.as_ref()));
+                out.push(views::flow(f, store.artifact_info(&f.id)?.as_ref()));
             }
             Ok(FlowList { flows: out })
         })
@@ -384,7 +390,14 @@ async fn flow_response(
 }
 
 async fn get_flow(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    flow_response(&st, id, StatusCode::OK, |core, id, _| core.flow(id)).await
+    let body = st
+        .handle
+        .read(move |store| {
+            let f = reads::flow(store, &id)?;
+            Ok(views::flow(&f, store.artifact_info(&f.id)?.as_ref()))
+        })
+        .await?;
+    ok(StatusCode::OK, body)
 }
 
 async fn update_flow(
@@ -926,7 +939,7 @@ async fn audit(
     };
     let mut rows = st
         .handle
-        .call(move |core, _| core.audit_page(&filter))
+        .read(move |store| reads::audit(store, &filter))
         .await?;
     let more = rows.len() > limit;
     rows.truncate(limit);
@@ -936,6 +949,13 @@ async fn audit(
         .map(|(seq, _)| paging::cursor("audit", &seq.to_string()));
     let entries = rows.iter().map(|(_, a)| views::audit(a)).collect();
     ok(StatusCode::OK, AuditPage { entries, next })
+}
+
+/// `GET /status`: the ingest path's counters, read without the actor.
+async fn status(State(st): State<AppState>) -> Json<Status> {
+    Json(Status {
+        ingest: st.handle.ingest_status(),
+    })
 }
 
 #[cfg(test)]

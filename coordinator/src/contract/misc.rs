@@ -28,3 +28,25 @@ pub struct Healthz {
     /// Always `ok` while the server answers.
     pub status: String,
 }
+
+/// The ingest path's figures since start (`GET /api/v1/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IngestStatus {
+    /// Device reports taken into the queue.
+    pub accepted: u64,
+    /// Device reports refused with 503 because the queue was full.
+    pub refused_busy: u64,
+    /// Reports waiting in the queue now.
+    pub queue_depth: usize,
+    /// The queue's bound.
+    pub queue_capacity: usize,
+    /// Most reports applied in one transaction.
+    pub batch_max: usize,
+}
+
+/// `GET /api/v1/status`: the coordinator's own figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Status {
+    /// The ingest path.
+    pub ingest: IngestStatus,
+}

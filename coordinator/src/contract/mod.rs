@@ -36,7 +36,7 @@ pub use devices::{
 pub use enums::{FlowState, GateVerdict, HealthLevel, UnknownName};
 pub use floe_rollout::{DeploymentStatus, Report, StageKind, TargetStatus};
 pub use flows::{Flow, FlowArtifact, FlowList};
-pub use misc::{ErrorBody, ErrorDetail, Healthz};
+pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, Status};
 pub use requests::{
     ConfigInput, DeploymentInput, DeviceBatch, DeviceInput, DevicePatch, FlowInput, Selector,
     TokenInput, WaveInput,

@@ -4,7 +4,6 @@
 //! the registry and directives (see [`super::deployments::Env`]). Each part's file explains
 //! what it owns; none reaches into another's fields.
 
-use super::ServiceError;
 use super::audit::Audit;
 use super::deployments::{Deployments, Env};
 use super::directives::Directives;
@@ -15,6 +14,7 @@ use super::model::{
     ServiceConfig,
 };
 use super::registry::{Admission, Registry};
+use super::{OFFLINE_BATCH, ServiceError};
 use crate::contract::FlowState;
 use crate::store::{ArtifactInfo, AuditFilter, AuditRecord, DeviceRecord, FlowRecord, Store};
 use ed25519_dalek::SigningKey;
@@ -86,23 +86,57 @@ impl Core {
         self.deployments.next_wake(now)
     }
 
-    /// Marks silent devices offline and delivers due engine timeouts.
+    /// Marks silent devices offline (at most [`OFFLINE_BATCH`] a tick, in one transaction) and
+    /// delivers due engine timeouts.
     pub fn tick(&mut self, now: Millis) {
-        for id in self.registry.silent(now) {
-            if let Err(e) = self.mark_offline(&id, now) {
-                tracing::warn!(device = %id, error = %e, "could not mark the device offline");
+        let silent = self.registry.silent(now, OFFLINE_BATCH);
+        if !silent.is_empty() {
+            let n = silent.len();
+            if let Err(e) = self.mark_offline(&silent, now) {
+                tracing::warn!(devices = n, error = %e, "could not mark silent devices offline");
             }
         }
         let (deployments, mut env) = self.engines();
         deployments.tick(&mut env, now);
     }
 
-    fn mark_offline(&mut self, id: &str, now: Millis) -> Result<(), ServiceError> {
-        if self.registry.mark_offline(&self.store, id, now)? {
-            let (deployments, mut env) = self.engines();
-            deployments.feed(&mut env, id, now, |_| vec![DeviceEvent::Offline]);
+    /// The store, for reads ([`super::ServiceHandle::read`] without a read pool).
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Marks `ids` offline in one transaction: each device's record and audit line, and the
+    /// `Offline` input of each deployment that targets it (each in a savepoint, as a report in
+    /// a batch is). A device's cost is its rows, not a transaction and its fsync. If the commit
+    /// fails nothing of it is on disk and the state is reloaded from the store; the devices are
+    /// still silent, so the next tick tries again.
+    fn mark_offline(&mut self, ids: &[String], now: Millis) -> Result<(), ServiceError> {
+        self.store.open_batch()?;
+        let mut failed = None;
+        for id in ids {
+            match self.registry.mark_offline(&self.store, id, now) {
+                Ok(true) => {
+                    let (deployments, mut env) = self.engines();
+                    deployments.feed(&mut env, id, now, |_| vec![DeviceEvent::Offline]);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        Ok(())
+        let outcome = match failed {
+            Some(e) => Err(e),
+            None => self.store.close_batch().map_err(ServiceError::from),
+        };
+        if outcome.is_err() {
+            self.store.abandon_batch();
+            if let Err(reload) = self.reload() {
+                tracing::error!(error = %reload, "reloading the service state after a failed commit");
+            }
+        }
+        outcome
     }
 
     // Flows.

@@ -6,7 +6,7 @@
 use super::audit::api_audit;
 use super::hygiene;
 use super::model::{ArtifactBlob, FlowInput};
-use super::{ServiceError, json_err, random_token, validation};
+use super::{ServiceError, json_err, random_token, reads, validation};
 use crate::contract::FlowState;
 use crate::store::{ArtifactInfo, ArtifactRecord, FlowRecord, Store};
 use ed25519_dalek::SigningKey;
@@ -86,10 +86,7 @@ impl Flows {
 
     /// A flow by id.
     pub(super) fn get(&self, store: &Store, id: &str) -> Result<FlowRecord, ServiceError> {
-        store.flow(id)?.ok_or_else(|| ServiceError::NotFound {
-            what: "flow",
-            id: id.to_string(),
-        })
+        reads::flow(store, id)
     }
 
     /// Flows matching a state (archived hidden unless asked) and a tag.
@@ -99,15 +96,7 @@ impl Flows {
         state: Option<FlowState>,
         tag: Option<&str>,
     ) -> Result<Vec<FlowRecord>, ServiceError> {
-        Ok(store
-            .flows()?
-            .into_iter()
-            .filter(|f| match state {
-                Some(s) => f.state == s,
-                None => f.state != FlowState::Archived,
-            })
-            .filter(|f| tag.is_none_or(|t| f.tags.iter().any(|x| x == t)))
-            .collect())
+        reads::flows(store, state, tag)
     }
 
     /// The artifact of a flow version, if published.

@@ -24,6 +24,11 @@
 //!   write fails the engine is restored to its state before the input, so memory never runs
 //!   ahead of the disk; the input is lost, which is safe because devices re-report and timers
 //!   fire again.
+//! - Reads that need only committed data do not queue behind the actor. Listing flows, a
+//!   flow and the audit log ([`reads`]) run on read-only connections of the same database
+//!   ([`ServiceHandle::read`]), so they answer while the actor is busy (a 100 000-target start
+//!   holds it for more than a second). They see the last commit, which every write the actor
+//!   answered has reached. The ingest counters are atomics beside the queue.
 //! - Bounds. The job channel holds [`JOB_QUEUE`] jobs (senders wait at the bound); at most
 //!   [`MAX_ACTIVE_DEPLOYMENTS`] deployments are unfinished at once and at most [`MAX_DEVICES`]
 //!   devices are registered, at most [`MAX_OPEN_TOKENS`] enrollment tokens are open (all
@@ -40,23 +45,25 @@ mod hygiene;
 mod ingest;
 pub mod model;
 mod names;
+pub mod reads;
 mod registry;
 mod strategy;
 
 pub use self::core::Core;
 pub use self::ingest::{events_for, health_input};
 pub use self::model::{
-    ArtifactBlob, ArtifactSummary, DeploymentDoc, GateRecord, Outgoing, ServiceConfig, TargetTrack,
+    ArtifactBlob, ArtifactSummary, DEFAULT_OFFLINE_AFTER, DeploymentDoc, GateRecord, IngestStatus,
+    Outgoing, ServiceConfig, TargetTrack,
 };
 pub use self::strategy::{config_json, strategy_config};
 
-use crate::store::StoreError;
+use crate::store::{ReadPool, Store, StoreError};
 use floe_rollout::Millis;
 use floe_wire::clock::unix_ms;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +85,11 @@ pub const MAX_OPEN_TOKENS: u64 = 10_000;
 pub const MAX_GATES: usize = 256;
 /// How often offline devices are looked for.
 pub const OFFLINE_CHECK: Millis = 1_000;
+/// Most devices marked offline in one tick (one transaction); the rest wait for the next tick,
+/// so a whole fleet falling silent at once never holds the actor for long.
+pub const OFFLINE_BATCH: usize = 4096;
+/// Read-only database connections for the reads that do not need the actor ([`reads`]).
+pub const READERS: usize = 4;
 
 /// Why a service call failed. The REST layer maps each variant to its status.
 #[derive(Debug, thiserror::Error)]
@@ -230,8 +242,25 @@ enum Event {
 pub struct ServiceHandle {
     jobs: mpsc::Sender<Job>,
     reports: mpsc::Sender<Ingest>,
-    refused_busy: Arc<AtomicU64>,
+    counters: Arc<IngestCounters>,
     published: watch::Receiver<u64>,
+    /// Read-only connections (None for an in-memory store: reads then go through the actor).
+    reads: Option<Arc<Reads>>,
+}
+
+/// What the ingest path counts since start.
+#[derive(Debug, Default)]
+struct IngestCounters {
+    accepted: AtomicU64,
+    refused_busy: AtomicU64,
+}
+
+/// The read pool and the permits that bound how many reads run at once (one per connection),
+/// so reads wait as tasks, not as blocked threads.
+#[derive(Debug)]
+struct Reads {
+    pool: ReadPool,
+    permits: Arc<Semaphore>,
 }
 
 /// A verified report waiting for the actor, with where its outcome goes.
@@ -268,9 +297,11 @@ impl ServiceHandle {
     ) -> Result<u64, ServiceError> {
         let (tx, rx) = oneshot::channel();
         match self.reports.try_send((report, tx)) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.refused_busy.fetch_add(1, Ordering::Relaxed);
+                self.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
                 return Err(ServiceError::Busy);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(ServiceError::Closed),
@@ -280,7 +311,44 @@ impl ServiceHandle {
 
     /// Reports refused because the queue was full, since start.
     pub fn refused_busy(&self) -> u64 {
-        self.refused_busy.load(Ordering::Relaxed)
+        self.counters.refused_busy.load(Ordering::Relaxed)
+    }
+
+    /// The ingest path's counters and queue, read without the actor.
+    pub fn ingest_status(&self) -> IngestStatus {
+        IngestStatus {
+            accepted: self.counters.accepted.load(Ordering::Relaxed),
+            refused_busy: self.counters.refused_busy.load(Ordering::Relaxed),
+            queue_depth: INGEST_QUEUE.saturating_sub(self.reports.capacity()),
+            queue_capacity: INGEST_QUEUE,
+            batch_max: INGEST_BATCH,
+        }
+    }
+
+    /// Runs a read-only query `f` against the last committed state without waiting for the
+    /// actor: on one of [`READERS`] read-only connections, in one read transaction, on the
+    /// blocking pool (see [`ReadPool`]). A store kept in memory has no second connection; its
+    /// reads go through the actor.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let Some(reads) = self.reads.clone() else {
+            return self.call(move |core, _| f(core.store())).await;
+        };
+        let permit = reads
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ServiceError::Closed)?;
+        tokio::task::spawn_blocking(move || {
+            let out = reads.pool.read(f);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("a read did not finish: {e}")))?
     }
 
     /// The directive posts devices still have to apply. See [`Core::outbox`].
@@ -307,14 +375,24 @@ impl ServiceHandle {
     }
 }
 
-/// Starts the actor on the current runtime. It stops when `shutdown` is cancelled or every
-/// handle is dropped.
+/// Starts the actor on the current runtime, on a blocking-pool thread of its own. It stops when
+/// `shutdown` is cancelled or every handle is dropped.
 pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(JOB_QUEUE);
     let (reports_tx, mut reports_rx) = mpsc::channel::<Ingest>(INGEST_QUEUE);
     let mut batch: Vec<Ingest> = Vec::with_capacity(INGEST_BATCH);
     let published = core.published_receiver();
-    let task = tokio::spawn(async move {
+    let reads = core.store().read_pool(READERS).map(|pool| {
+        Arc::new(Reads {
+            permits: Arc::new(Semaphore::new(pool.capacity())),
+            pool,
+        })
+    });
+    // The actor runs on a thread of its own (the blocking pool's), not on a runtime worker: a
+    // long step (a 100 000-target start) would otherwise hold one of the workers the REST
+    // handlers and reads need, and tasks queued on that worker would wait for the step.
+    let runtime = tokio::runtime::Handle::current();
+    let actor = async move {
         // Resume: tick once so timeouts that passed while the coordinator was down fire now.
         core.tick(unix_ms());
         // The offline check is due at a fixed time, not "a second after the last event":
@@ -365,13 +443,15 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             }
         }
         tracing::info!("coordinator service stopped");
-    });
+    };
+    let task = tokio::task::spawn_blocking(move || runtime.block_on(actor));
     (
         ServiceHandle {
             jobs: tx,
             reports: reports_tx,
-            refused_busy: Arc::new(AtomicU64::new(0)),
+            counters: Arc::new(IngestCounters::default()),
             published,
+            reads,
         },
         task,
     )

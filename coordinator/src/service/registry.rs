@@ -24,7 +24,7 @@ pub(super) enum Admission {
     Stale,
     /// The registry took the report.
     Accepted {
-        /// The device had been marked offline until this report.
+        /// The device had been marked offline, or had never reported, until this report.
         was_offline: bool,
     },
 }
@@ -135,8 +135,9 @@ impl Registry {
         d.last_known_good.clone().or_else(|| d.installed.clone())
     }
 
-    /// Devices not yet marked offline that have been silent for longer than the limit.
-    pub(super) fn silent(&self, now: Millis) -> Vec<String> {
+    /// Up to `limit` devices not yet marked offline that have been silent for longer than the
+    /// limit (by id).
+    pub(super) fn silent(&self, now: Millis, limit: usize) -> Vec<String> {
         self.devices
             .values()
             .filter(|d| {
@@ -144,11 +145,13 @@ impl Registry {
                     && d.last_seen
                         .is_some_and(|t| now.saturating_sub(t) > self.offline_after)
             })
+            .take(limit)
             .map(|d| d.id.clone())
             .collect()
     }
 
-    /// Marks a device offline (and audits it); false when it is not registered.
+    /// Marks a device offline (and audits it) in one transaction, or a savepoint of the caller's
+    /// (a tick marks its silent devices in one); false when it is not registered.
     pub(super) fn mark_offline(
         &mut self,
         store: &Store,

@@ -473,6 +473,71 @@ fn silent_devices_go_offline_and_come_back() {
 }
 
 #[test]
+fn a_tick_marks_a_bounded_batch_of_silent_devices_offline_each_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut core = core_at(tmp.path());
+    let now = T0;
+    let n = OFFLINE_BATCH + 3;
+    let mut devs: Vec<Dev> = (0..n)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64 + 1000).to_le_bytes());
+            let key = SigningKey::from_bytes(&seed);
+            Dev {
+                id: hex::encode(key.verifying_key().to_bytes()),
+                key,
+                ..Dev::new(&format!("d{i:05}"), 0)
+            }
+        })
+        .collect();
+    let inputs = devs
+        .iter()
+        .map(|d| DeviceInput {
+            id: d.id.clone(),
+            public_key: d.public_hex(),
+            device_type: Some("rpi4".into()),
+            region: Some("eu".into()),
+            labels: Default::default(),
+        })
+        .collect::<Vec<_>>();
+    for chunk in inputs.chunks(1000) {
+        core.allow_devices(chunk.to_vec(), now).unwrap();
+    }
+    let reports: Vec<DeviceReport> = devs.iter_mut().map(Dev::report).collect();
+    for outcome in core.ingest(reports, now).unwrap() {
+        outcome.unwrap();
+    }
+    let offline = |core: &Core| core.devices().filter(|d| d.offline).count();
+    // Silent for exactly the limit: still online.
+    core.tick(now + 30_000);
+    assert_eq!(offline(&core), 0);
+    core.tick(now + 30_001);
+    assert_eq!(
+        offline(&core),
+        OFFLINE_BATCH,
+        "one tick marks at most a batch"
+    );
+    core.tick(now + 31_001);
+    assert_eq!(offline(&core), n);
+    // Every device has its own audit line, and the state is on disk: a reopened core agrees.
+    let lines = core
+        .audit_entries(&crate::store::AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .unwrap();
+    let audited: std::collections::BTreeSet<_> = lines
+        .iter()
+        .filter(|a| a.action == "device.offline")
+        .filter_map(|a| a.device_id.clone())
+        .collect();
+    assert_eq!(audited.len(), n);
+    drop(core);
+    let core = core_at(tmp.path());
+    assert_eq!(offline(&core), n);
+}
+
+#[test]
 fn old_directives_are_re_signed_with_the_same_generation() {
     let tmp = tempfile::tempdir().unwrap();
     let mut core = core_at(tmp.path());

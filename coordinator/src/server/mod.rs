@@ -1,0 +1,407 @@
+//! The coordinator server as a library: [`start`] brings up everything `floe serve` runs (the
+//! data directory's secrets, the store, the service actor, the fabric link and its bridge, the
+//! REST listener) and returns a [`Server`] handle; the server stops when the shutdown token is
+//! cancelled. `floe serve` only parses its arguments into a [`ServerConfig`] and calls it;
+//! tests and `floe demo` can run it in-process.
+//!
+//! Why it is shaped this way (DESIGN.md: "the server and the daemon are library functions with
+//! a shutdown signal", mini-redis's `server::run`): a server that only a binary can start can
+//! only be tested through a process, and every caller would copy its wiring. Here the wiring
+//! is written once; the caller owns the runtime and the signal that stops it.
+//!
+//! At first start the data directory gets its secrets: the API token (`api-token`, mode
+//! 0600), the release and coordinator keys (`keys/release/`, `keys/coordinator/`) and the trust
+//! store devices need (`trust/trust.cbor`); [`Server::notices`] says what was created and
+//! [`Server::token_created`] whether the token is new (the binary prints it once). Later
+//! starts reuse them and resume every unfinished deployment from the database.
+//!
+//! Devices report over gossip and also directly (`/floe/direct/1`); the direct handler answers
+//! with the device's current directive when it is behind, which is how a device that was
+//! offline catches up without waiting for gossip.
+
+mod secrets;
+
+pub use secrets::{FABRIC_ADDRS_FILE, TOKEN_FILE, with_peer};
+
+use crate::link::{self, LinkConfig, LinkError};
+use crate::service::{self, Core, ServiceConfig, ServiceError, ServiceHandle};
+use crate::store::{Store, StoreError};
+use crate::{api, bridge};
+use floe_fabric::RequestHandler;
+use floe_rollout::Millis;
+use libp2p::Multiaddr;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What the server runs with. [`ServerConfig::new`] gives `floe serve`'s defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The REST listener's address (port 0: any free port; [`Server::api_addr`] says which).
+    pub listen: SocketAddr,
+    /// The data directory (created owner-only when missing).
+    pub data_dir: PathBuf,
+    /// A device silent for this long counts as offline.
+    pub offline_after: Millis,
+    /// How long a signed directive stays valid (at least 2 s).
+    pub directive_ttl: Millis,
+    /// Fabric (libp2p) listen addresses.
+    pub fabric_listen: Vec<Multiaddr>,
+    /// Peers to dial at start (multiaddrs ending in `/p2p/<peer id>`).
+    pub fabric_bootstrap: Vec<Multiaddr>,
+    /// mDNS discovery on the LAN.
+    pub mdns: bool,
+    /// How often directives devices still have to apply are posted again (at least 100 ms).
+    pub republish: Duration,
+}
+
+impl ServerConfig {
+    /// `floe serve`'s defaults for `data_dir`: REST on 127.0.0.1:7300, fabric on TCP 7301 on
+    /// every interface, mDNS on, devices offline after [`service::DEFAULT_OFFLINE_AFTER`],
+    /// directives valid for an hour and posted again every 2 s.
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7300)),
+            data_dir,
+            offline_after: service::DEFAULT_OFFLINE_AFTER,
+            directive_ttl: 3_600_000,
+            fabric_listen: "/ip4/0.0.0.0/tcp/7301"
+                .parse()
+                .map(|a| vec![a])
+                .unwrap_or_default(),
+            fabric_bootstrap: Vec::new(),
+            mdns: true,
+            republish: Duration::from_secs(2),
+        }
+    }
+
+    fn check(&self) -> Result<(), ServerError> {
+        let bad = |field, message: &str| {
+            Err(ServerError::Config {
+                field,
+                message: message.to_string(),
+            })
+        };
+        if self.republish < Duration::from_millis(100) {
+            return bad("republish", "must be at least 100ms");
+        }
+        if self.directive_ttl < 2000 {
+            return bad("directive_ttl", "must be at least 2s");
+        }
+        if self.offline_after == 0 {
+            return bad("offline_after", "must be above zero");
+        }
+        Ok(())
+    }
+}
+
+/// Why the server did not start, or stopped with an error; each variant names the phase.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A setting is out of range.
+    #[error("{field}: {message}")]
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file or directory operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API token file is unusable (the sentence says how to fix it).
+    #[error("{0}")]
+    Secret(String),
+    /// Generating or loading a key or the trust store failed.
+    #[error("{what}: {source}")]
+    Key {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: floe_wire::artifact::keys::KeyError,
+    },
+    /// Opening the database failed.
+    #[error("opening the database: {0}")]
+    Store(#[source] StoreError),
+    /// Loading the coordinator state (or a random source) failed.
+    #[error("loading the coordinator state: {0}")]
+    Service(#[from] ServiceError),
+    /// Joining the fabric failed (boxed: the link's error is large and rare).
+    #[error("starting the fabric: {0}")]
+    Link(#[source] Box<LinkError>),
+    /// The fabric did not listen on any address in time.
+    #[error("the fabric did not start listening within {0:?}")]
+    FabricSilent(Duration),
+    /// Binding the REST listener failed.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving the REST API failed.
+    #[error("serving the API: {0}")]
+    Serve(#[source] std::io::Error),
+    /// A task of the server did not finish cleanly.
+    #[error("a server task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A running server. It stops when the shutdown token given to [`start`] is cancelled;
+/// [`Server::wait`] waits for every part to finish.
+#[derive(Debug)]
+pub struct Server {
+    api_addr: SocketAddr,
+    fabric_addrs: Vec<Multiaddr>,
+    token: String,
+    token_created: bool,
+    notices: Vec<String>,
+    data_dir: PathBuf,
+    service: ServiceHandle,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Server {
+    /// The address the REST API listens on.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The REST API's base URL (`http://ADDR`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// The fabric addresses devices bootstrap to, each ending in `/p2p/<peer id>` (also in
+    /// `DATA_DIR/fabric-addrs`).
+    pub fn fabric_addrs(&self) -> &[Multiaddr] {
+        &self.fabric_addrs
+    }
+
+    /// The API bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether the token was created at this start (show it to the operator once).
+    pub fn token_created(&self) -> bool {
+        self.token_created
+    }
+
+    /// What this start created in the data directory (keys, the trust store), one sentence
+    /// each.
+    pub fn notices(&self) -> &[String] {
+        &self.notices
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The service's handle (in-process callers and tests).
+    pub fn service(&self) -> &ServiceHandle {
+        &self.service
+    }
+
+    /// Asks every part to stop (the same as cancelling the token given to [`start`]).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the server has stopped: the REST listener drained, the service actor and
+    /// the fabric bridge finished.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.task.await.map_err(ServerError::Task)?
+    }
+}
+
+/// Starts the coordinator on the current tokio runtime (multi-threaded: the service actor
+/// holds one worker while it runs a long step) and returns once the REST API and the fabric
+/// listen. Opening the store and loading the state run on the blocking pool.
+pub async fn start(
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<Server, ServerError> {
+    config.check()?;
+    let dir = config.data_dir.clone();
+    secrets::data_dir(&dir)?;
+    let (token, token_created) = secrets::api_token(&dir)?;
+    let keys = secrets::keys_and_trust(&dir)?;
+    let mut service_config = ServiceConfig::new(dir.clone());
+    service_config.offline_after = config.offline_after;
+    service_config.directive_ttl_secs = config.directive_ttl / 1000;
+    let db = dir.join("floe.db");
+    let (release, coordinator) = (keys.release, keys.coordinator);
+    let core = tokio::task::spawn_blocking(move || -> Result<Core, ServerError> {
+        let store = Store::open(&db).map_err(ServerError::Store)?;
+        Ok(Core::new(store, service_config, release, coordinator)?)
+    })
+    .await
+    .map_err(ServerError::Task)??;
+    let (handle, service_task) = service::spawn(core, shutdown.clone());
+    // Whatever fails from here on stops what has started.
+    let started = start_network(&config, &handle, &shutdown).await;
+    let (fabric_addrs, bridge, listener) = match started {
+        Ok(parts) => parts,
+        Err(e) => {
+            shutdown.cancel();
+            let _ = service_task.await;
+            return Err(e);
+        }
+    };
+    let api_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let app = api::router(handle.clone(), token.clone());
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let graceful = stop.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { graceful.cancelled().await })
+            .await
+            .map_err(ServerError::Serve);
+        // The listener stopped (asked to, or failed): everything else stops with it.
+        stop.cancel();
+        let service = service_task.await.map_err(ServerError::Task);
+        let bridged = bridge.await.map_err(ServerError::Task);
+        if let Ok(stats) = &bridged {
+            tracing::info!(?stats, "fabric bridge stopped");
+        }
+        served?;
+        service?;
+        bridged.map(|_| ())
+    });
+    Ok(Server {
+        api_addr,
+        fabric_addrs,
+        token,
+        token_created,
+        notices: keys.notices,
+        data_dir: dir,
+        service: handle,
+        shutdown,
+        task,
+    })
+}
+
+/// The network side: the fabric link (its addresses written to `DATA_DIR/fabric-addrs`), the
+/// bridge between it and the service, and the bound REST listener.
+async fn start_network(
+    config: &ServerConfig,
+    handle: &ServiceHandle,
+    shutdown: &CancellationToken,
+) -> Result<
+    (
+        Vec<Multiaddr>,
+        JoinHandle<bridge::BridgeStats>,
+        tokio::net::TcpListener,
+    ),
+    ServerError,
+> {
+    let mut link_cfg = LinkConfig::new(config.data_dir.join("fabric"));
+    link_cfg.listen = config.fabric_listen.clone();
+    link_cfg.bootstrap = config.fabric_bootstrap.clone();
+    link_cfg.mdns = config.mdns;
+    link_cfg.republish = config.republish;
+    link_cfg.direct = Some(direct_handler(
+        handle.clone(),
+        tokio::runtime::Handle::current(),
+    ));
+    let (link, reports) = link::spawn(link_cfg, shutdown.clone())
+        .await
+        .map_err(|e| ServerError::Link(Box::new(e)))?;
+    let peer = link.peer_id();
+    let fabric_addrs: Vec<Multiaddr> = wait_for_listen(&link)
+        .await?
+        .iter()
+        .map(|a| with_peer(a, peer))
+        .collect();
+    secrets::write_fabric_addrs(&config.data_dir, &fabric_addrs)?;
+    let bridge = tokio::spawn(bridge::run(
+        handle.clone(),
+        link,
+        reports,
+        shutdown.clone(),
+        config.republish,
+    ));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    Ok((fabric_addrs, bridge, listener))
+}
+
+/// How long the fabric may take to listen.
+const FABRIC_LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until the link listens on at least one address.
+async fn wait_for_listen(link: &link::Link) -> Result<Vec<Multiaddr>, ServerError> {
+    let until = tokio::time::Instant::now() + FABRIC_LISTEN_WAIT;
+    loop {
+        let addrs = link
+            .listen_addrs()
+            .await
+            .map_err(|e| ServerError::Link(Box::new(e)))?;
+        if !addrs.is_empty() {
+            return Ok(addrs);
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(ServerError::FabricSilent(FABRIC_LISTEN_WAIT));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The answer to a device's direct request: the request is its signed report, checked as the
+/// gossip path checks it plus that the sending peer owns the signing key
+/// ([`link::admit_direct`]); the service takes it like a gossiped report, and the reply is the
+/// device's current directive post when it is behind, or empty. A refused report also gets an
+/// empty reply (and a debug line only: the service already rate-limits refusal audits, and a
+/// device reports at every heartbeat). It runs on the blocking pool (the fabric's bound: 16
+/// at once), so waiting for the service there blocks no async task.
+fn direct_handler(service: ServiceHandle, rt: tokio::runtime::Handle) -> RequestHandler {
+    Arc::new(move |peer, data| {
+        let report = match link::admit_direct(peer, &data) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::debug!(%peer, ?why, "direct report refused");
+                return Some(Vec::new());
+            }
+        };
+        let device = report.device_id.clone();
+        let answer = rt.block_on(async {
+            service.device_report(report).await?;
+            service.post_for(&device).await
+        });
+        match answer {
+            Ok(Some(post)) => {
+                tracing::debug!(%device, bytes = post.len(), "directive sent directly");
+                Some(post)
+            }
+            Ok(None) => Some(Vec::new()),
+            Err(e) => {
+                tracing::debug!(%device, error = %e, "direct report not taken");
+                Some(Vec::new())
+            }
+        }
+    })
+}
