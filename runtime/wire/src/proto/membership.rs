@@ -122,7 +122,9 @@ pub enum MembershipError {
     #[error("the membership certificate is for another peer")]
     NotThePeer,
     /// It was issued further in the future than the allowed clock skew.
-    #[error("the membership certificate is issued in the future ({issued_at} > {now} + {MAX_CLOCK_SKEW_SECS} s)")]
+    #[error(
+        "the membership certificate is issued in the future ({issued_at} > {now} + {MAX_CLOCK_SKEW_SECS} s)"
+    )]
     NotYetValid {
         /// Its issue time.
         issued_at: u64,
