@@ -42,14 +42,18 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "1h")]
     directive_ttl: String,
     /// Fabric (libp2p) listen addresses; devices bootstrap to them. The addresses actually
-    /// bound, with the coordinator's peer id, are written to DIR/fabric-addrs.
-    #[arg(long = "fabric-listen", default_value = "/ip4/0.0.0.0/tcp/7301")]
+    /// bound, with the coordinator's peer id, are written to DIR/fabric-addrs. Loopback
+    /// unless configured: give the site's address (or /ip4/0.0.0.0/tcp/7301) for devices.
+    #[arg(long = "fabric-listen", default_value = "/ip4/127.0.0.1/tcp/7301")]
     fabric_listen: Vec<String>,
     /// Peers to dial at start (multiaddrs ending in /p2p/<peer id>).
     #[arg(long = "fabric-bootstrap")]
     fabric_bootstrap: Vec<String>,
-    /// Switch off mDNS discovery on the LAN.
+    /// Announce the fabric on the LAN with mDNS (off unless given).
     #[arg(long)]
+    mdns: bool,
+    /// mDNS is off by default; kept so older scripts still start.
+    #[arg(long, hide = true)]
     no_mdns: bool,
     /// How often directives devices still have to apply are posted again.
     #[arg(long, default_value = "2s")]
@@ -271,6 +275,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         );
     }
     let (release, coordinator) = keys_and_trust(&dir)?;
+    let coordinator_trusted = floe_coordinator::admission::trusted(&coordinator.verifying_key());
     let store = Store::open(&dir.join("floe.db")).context("opening the database")?;
     let mut config = ServiceConfig::new(dir.clone());
     config.offline_after = offline_after;
@@ -290,12 +295,17 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         let mut link_cfg = LinkConfig::new(dir.join("fabric"));
         link_cfg.listen = fabric_listen;
         link_cfg.bootstrap = fabric_bootstrap;
-        link_cfg.mdns = !args.no_mdns;
+        link_cfg.mdns = args.mdns && !args.no_mdns;
         link_cfg.republish = std::time::Duration::from_millis(republish);
         link_cfg.direct = Some(direct_handler(
             handle.clone(),
             tokio::runtime::Handle::current(),
         ));
+        // Only enrolled devices and coordinators take part (ARCHITECTURE.md, "Fabric
+        // admission"): the coordinator's certificate, and the issuer of the devices'.
+        floe_coordinator::admission::configure(&mut link_cfg, &handle, coordinator_trusted)
+            .await
+            .context("fabric admission")?;
         let (link, reports) = link::spawn(link_cfg, shutdown.clone())
             .await
             .context("starting the fabric")?;
