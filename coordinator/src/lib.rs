@@ -5,6 +5,7 @@
 //! own; time and a seed come in as inputs and everything it decides comes out as actions. The
 //! `service` is the only place that passes time in and the only owner of the `store`.
 
+pub mod admission;
 pub mod api;
 pub mod bridge;
 pub mod client;

@@ -67,8 +67,14 @@ pub struct LinkConfig {
     pub data_dir: PathBuf,
     /// The coordinator's libp2p key; None loads or generates `<data_dir>/identity.key`.
     pub identity: Option<Keypair>,
-    /// LAN discovery with mDNS.
+    /// LAN discovery with mDNS (off unless configured).
     pub mdns: bool,
+    /// Fabric admission (see [`crate::admission::configure`]); None admits every peer, which
+    /// only tests of the link itself want.
+    pub admission: Option<floe_fabric::admission::Admission>,
+    /// Most connections of peers that are not coordinators (devices, and peers still proving
+    /// their membership).
+    pub max_connections: u32,
     /// How often every kept post is published again.
     pub republish: Duration,
     /// Capacity of the report channel; reports beyond it are dropped and counted.
@@ -95,6 +101,8 @@ impl std::fmt::Debug for LinkConfig {
                 &self.identity.as_ref().map(|k| k.public().to_peer_id()),
             )
             .field("mdns", &self.mdns)
+            .field("admission", &self.admission)
+            .field("max_connections", &self.max_connections)
             .field("republish", &self.republish)
             .field("report_capacity", &self.report_capacity)
             .field("max_posts", &self.max_posts)
@@ -105,10 +113,11 @@ impl std::fmt::Debug for LinkConfig {
 }
 
 impl LinkConfig {
-    /// The defaults for `data_dir`: listen on every interface on a free TCP port, mDNS on,
-    /// republish every 5 s, room for 100 000 devices and 1024 queued reports.
+    /// The defaults for `data_dir`: listen on loopback on a free TCP port, mDNS off, no
+    /// admission, 1024 device connections, republish every 5 s, room for 100 000 devices and
+    /// 1024 queued reports.
     pub fn new(data_dir: PathBuf) -> Self {
-        let listen = "/ip4/0.0.0.0/tcp/0"
+        let listen = "/ip4/127.0.0.1/tcp/0"
             .parse()
             .map(|a| vec![a])
             .unwrap_or_default();
@@ -117,7 +126,9 @@ impl LinkConfig {
             bootstrap: Vec::new(),
             data_dir,
             identity: None,
-            mdns: true,
+            mdns: false,
+            admission: None,
+            max_connections: 1024,
             republish: Duration::from_secs(5),
             report_capacity: 1024,
             max_posts: 100_000,
@@ -389,6 +400,8 @@ pub async fn spawn(
         listen: cfg.listen.clone(),
         bootstrap: cfg.bootstrap.clone(),
         mdns: cfg.mdns,
+        admission: cfg.admission.clone(),
+        max_connections: cfg.max_connections,
         ..FabricConfig::default()
     };
     let (fabric, events) = match cfg.direct.clone() {

@@ -73,6 +73,9 @@ fn one_line(message: &str) -> String {
     message.trim().replace('\n', " ")
 }
 
+/// The largest `max_peers` accepted.
+const MAX_PEERS_LIMIT: u32 = 1024;
+
 /// The file as written, before defaults and checks.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +93,7 @@ struct RawConfig {
     bootstrap_peers: Vec<String>,
     trust_store: Option<PathBuf>,
     mdns: Option<bool>,
+    max_peers: Option<u32>,
     heartbeat_interval_ms: Option<u64>,
     fetch_timeout_seconds: Option<u64>,
     enroll_token: Option<String>,
@@ -218,8 +222,12 @@ impl Default for HealthConfig {
 /// enrollment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkSettings {
-    /// LAN discovery with mDNS (key `mdns`, default on; tests and routed sites switch it off).
+    /// LAN discovery with mDNS (key `mdns`, default off: only when configured).
     pub mdns: bool,
+    /// Most fabric connections of peers that are not coordinators (key `max_peers`, default
+    /// 8, 1 to 1024). Connections to the coordinators (the bootstrap peers) are never refused.
+    /// Each peer costs resident memory; 8 keeps `floed` within its budget on a Raspberry Pi.
+    pub max_peers: u32,
     /// How often the signed status report is published even when nothing changed (key
     /// `heartbeat_interval_ms`, default 10 s).
     pub heartbeat_interval: Duration,
@@ -234,7 +242,8 @@ pub struct LinkSettings {
 impl Default for LinkSettings {
     fn default() -> Self {
         LinkSettings {
-            mdns: true,
+            mdns: false,
+            max_peers: 8,
             heartbeat_interval: Duration::from_secs(10),
             fetch_timeout: Duration::from_secs(300),
             enroll_token: None,
@@ -507,8 +516,19 @@ impl Config {
             }
             g => g,
         };
+        let max_peers = match raw.max_peers {
+            Some(n) if !(1..=MAX_PEERS_LIMIT).contains(&n) => {
+                return Err(invalid(
+                    "max_peers",
+                    &format!("{n} is not between 1 and {MAX_PEERS_LIMIT}"),
+                ));
+            }
+            Some(n) => n,
+            None => ld.max_peers,
+        };
         let link = LinkSettings {
             mdns: raw.mdns.unwrap_or(ld.mdns),
+            max_peers,
             heartbeat_interval: positive_ms(
                 "heartbeat_interval_ms",
                 raw.heartbeat_interval_ms,
@@ -665,14 +685,20 @@ mod tests {
     fn link_keys_default_and_name_the_key_when_wrong() {
         let base = "device_type = \"rpi4\"\narch = \"aarch64\"\n";
         let c = parse(base).unwrap();
-        assert!(c.link.mdns);
+        assert!(!c.link.mdns, "mDNS only when configured");
+        assert_eq!(c.link.max_peers, 8);
         assert_eq!(c.link.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(c.link.enroll_token, None);
         let c = parse(&format!(
-            "{base}mdns = false\nheartbeat_interval_ms = 500\nenroll_token = \"t-1\"\n"
+            "{base}mdns = true\nmax_peers = 3\nheartbeat_interval_ms = 500\nenroll_token = \"t-1\"\n"
         ))
         .unwrap();
-        assert!(!c.link.mdns);
+        assert!(c.link.mdns);
+        assert_eq!(c.link.max_peers, 3);
+        for bad in ["0", "1025", "-1"] {
+            let err = parse(&format!("{base}max_peers = {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("max_peers"), "{err}");
+        }
         assert_eq!(c.link.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(c.link.enroll_token.as_deref(), Some("t-1"));
         let err = parse(&format!("{base}heartbeat_interval_ms = 0\n")).unwrap_err();

@@ -267,7 +267,6 @@ fn spawn_server(
         .args([
             "--fabric-listen",
             &format!("/ip4/127.0.0.1/tcp/{fabric_port}"),
-            "--no-mdns",
             "--offline-after",
             offline_after,
             "--republish",

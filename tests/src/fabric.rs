@@ -93,7 +93,7 @@ impl Node {
         cmd.arg("fabric")
             .arg("--data-dir")
             .arg(&opts.data_dir)
-            .args(["--json-events", "--no-mdns", "--listen"])
+            .args(["--json-events", "--listen"])
             .arg(
                 opts.listen
                     .clone()

@@ -30,6 +30,55 @@ use floe_wire::proto::{
 
 const CHUNK: u32 = 64 * 1024;
 
+/// Fabric admission for the in-test coordinator, as `floe serve` has it: its own coordinator
+/// certificate, and an issuer that gives a device a certificate for a self-signed report sent
+/// by the device itself (the registry's enrollment is the service's, not in this test).
+fn admit_with(lc: &mut LinkConfig, coord: &SigningKey) {
+    use floe_fabric::admission::{Admission, IssueRequest};
+    use floe_wire::proto::membership::{self, Role};
+    let identity = libp2p::identity::Keypair::generate_ed25519();
+    let public = identity.public().try_into_ed25519().unwrap().to_bytes();
+    let now = floe_wire::clock::unix_secs();
+    let mut admission = Admission::new(TrustedKey::new(floe_wire::proto::Fixed(
+        coord.verifying_key().to_bytes(),
+    )));
+    admission.certificate = Some(
+        membership::issue(
+            coord,
+            floe_wire::proto::Fixed(public),
+            Role::Coordinator,
+            now,
+            3600,
+        )
+        .unwrap(),
+    );
+    let signer = coord.clone();
+    admission.issuer = Some(Arc::new(move |request| {
+        let (key, role) = match request {
+            IssueRequest::Own { public_key } => (public_key, Role::Coordinator),
+            IssueRequest::Peer {
+                presented: Some(_), ..
+            } => return Ok(None),
+            IssueRequest::Peer {
+                peer,
+                public_key,
+                report,
+                ..
+            } => {
+                let report = report.ok_or("no report")?;
+                link::admit_direct(peer, &report).map_err(|e| e.to_string())?;
+                (public_key, Role::Device)
+            }
+        };
+        let now = floe_wire::clock::unix_secs();
+        membership::issue(&signer, floe_wire::proto::Fixed(key), role, now, 3600)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }));
+    lc.identity = Some(identity);
+    lc.admission = Some(admission);
+}
+
 struct Artifact {
     name: String,
     release: u64,
@@ -336,6 +385,7 @@ fn coordinator_directs_three_devices_over_the_fabric() {
     lc.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     lc.mdns = false;
     lc.republish = Duration::from_millis(500);
+    admit_with(&mut lc, &coord);
     let (link, mut rx) = rt.block_on(link::spawn(lc, token.clone())).unwrap();
     rt.block_on(link.seed(&v1.envelope, p1, CHUNK)).unwrap();
     rt.block_on(link.seed(&v2.envelope, p2, CHUNK)).unwrap();

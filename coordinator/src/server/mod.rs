@@ -60,7 +60,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// `floe serve`'s defaults for `data_dir`: REST on 127.0.0.1:7300, fabric on TCP 7301 on
-    /// every interface, mDNS on, devices offline after [`service::DEFAULT_OFFLINE_AFTER`],
+    /// loopback (a site gives its own address), mDNS off, devices offline after [`service::DEFAULT_OFFLINE_AFTER`],
     /// directives valid for an hour and posted again every 2 s.
     pub fn new(data_dir: PathBuf) -> Self {
         ServerConfig {
@@ -68,12 +68,12 @@ impl ServerConfig {
             data_dir,
             offline_after: service::DEFAULT_OFFLINE_AFTER,
             directive_ttl: 3_600_000,
-            fabric_listen: "/ip4/0.0.0.0/tcp/7301"
+            fabric_listen: "/ip4/127.0.0.1/tcp/7301"
                 .parse()
                 .map(|a| vec![a])
                 .unwrap_or_default(),
             fabric_bootstrap: Vec::new(),
-            mdns: true,
+            mdns: false,
             republish: Duration::from_secs(2),
         }
     }
@@ -139,6 +139,9 @@ pub enum ServerError {
     /// Joining the fabric failed (boxed: the link's error is large and rare).
     #[error("starting the fabric: {0}")]
     Link(#[source] Box<LinkError>),
+    /// Setting up fabric admission (the coordinator's certificate and issuer) failed.
+    #[error("fabric admission: {0}")]
+    Admission(#[from] crate::admission::AdmissionError),
     /// The fabric did not listen on any address in time.
     #[error("the fabric did not start listening within {0:?}")]
     FabricSilent(Duration),
@@ -246,6 +249,7 @@ pub async fn start(
     service_config.directive_ttl_secs = config.directive_ttl / 1000;
     let db = dir.join("floe.db");
     let (release, coordinator) = (keys.release, keys.coordinator);
+    let coordinator_trusted = crate::admission::trusted(&coordinator.verifying_key());
     let core = tokio::task::spawn_blocking(move || -> Result<Core, ServerError> {
         let store = Store::open(&db).map_err(ServerError::Store)?;
         Ok(Core::new(store, service_config, release, coordinator)?)
@@ -254,7 +258,7 @@ pub async fn start(
     .map_err(ServerError::Task)??;
     let (handle, service_task) = service::spawn(core, shutdown.clone());
     // Whatever fails from here on stops what has started.
-    let started = start_network(&config, &handle, &shutdown).await;
+    let started = start_network(&config, &handle, coordinator_trusted, &shutdown).await;
     let (fabric_addrs, bridge, listener) = match started {
         Ok(parts) => parts,
         Err(e) => {
@@ -306,6 +310,7 @@ pub async fn start(
 async fn start_network(
     config: &ServerConfig,
     handle: &ServiceHandle,
+    coordinator_trusted: floe_wire::proto::TrustedKey,
     shutdown: &CancellationToken,
 ) -> Result<
     (
@@ -324,6 +329,9 @@ async fn start_network(
         handle.clone(),
         tokio::runtime::Handle::current(),
     ));
+    // Only enrolled devices and coordinators take part (ARCHITECTURE.md, "Fabric
+    // admission"): the coordinator's certificate, and the issuer of the devices'.
+    crate::admission::configure(&mut link_cfg, handle, coordinator_trusted).await?;
     let (link, reports) = link::spawn(link_cfg, shutdown.clone())
         .await
         .map_err(|e| ServerError::Link(Box::new(e)))?;

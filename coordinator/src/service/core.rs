@@ -374,6 +374,39 @@ impl Core {
 
     // The fabric side.
 
+    /// A fabric membership certificate for the peer whose ed25519 key is `public_key`
+    /// (`floe_wire::proto::membership`): a coordinator's own (`role` coordinator) is signed at
+    /// once; a device's only while the registry holds an enrolled device whose id and key are
+    /// that key's hex, so a device removed from the registry gets no new certificate and
+    /// leaves the fabric when its current one expires.
+    pub fn membership(
+        &self,
+        public_key: [u8; 32],
+        role: floe_wire::proto::Role,
+        now: Millis,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let hex_key = hex::encode(public_key);
+        if role == floe_wire::proto::Role::Device {
+            let enrolled = self
+                .registry
+                .get(&hex_key)
+                .is_ok_and(|d| d.public_key == hex_key && d.enrolled_at.is_some());
+            if !enrolled {
+                return Err(ServiceError::Refused(format!(
+                    "device {hex_key} is not enrolled"
+                )));
+            }
+        }
+        floe_wire::proto::membership::issue(
+            &self.coordinator_key,
+            floe_wire::proto::Fixed(public_key),
+            role,
+            now / 1000,
+            floe_wire::proto::membership::DEFAULT_LIFETIME_SECS,
+        )
+        .map_err(|e| ServiceError::Refused(format!("signing a membership certificate: {e}")))
+    }
+
     /// A device's report (its signature already checked against the key it names): the
     /// registry admits it (enrollment, key check, record update; see `Registry::admit`), then
     /// its meaning is fed to the engines of the deployments that target the device: back

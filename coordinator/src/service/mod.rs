@@ -364,6 +364,16 @@ impl ServiceHandle {
             .await
     }
 
+    /// A fabric membership certificate. See [`Core::membership`].
+    pub async fn membership(
+        &self,
+        public_key: [u8; 32],
+        role: floe_wire::proto::Role,
+    ) -> Result<Vec<u8>, ServiceError> {
+        self.call(move |core, now| core.membership(public_key, role, now))
+            .await
+    }
+
     /// Every published artifact, for seeding into the fabric.
     pub async fn artifacts(&self) -> Result<Vec<ArtifactBlob>, ServiceError> {
         self.call(|core, _| core.artifact_blobs()).await

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn key(n: u8) -> Keypair {
+pub(super) fn key(n: u8) -> Keypair {
     let mut seed = [n; 32];
     Keypair::ed25519_from_bytes(&mut seed).unwrap()
 }
@@ -23,17 +23,17 @@ fn accept_all() -> Validator {
     Arc::new(|_, _: &[u8]| Validation::Accept)
 }
 
-struct Started {
-    fabric: Fabric,
-    events: mpsc::Receiver<FabricEvent>,
+pub(super) struct Started {
+    pub(super) fabric: Fabric,
+    pub(super) events: mpsc::Receiver<FabricEvent>,
     /// Events read while waiting for another one, kept so no later wait misses them.
-    backlog: Vec<FabricEvent>,
-    addr: Multiaddr,
+    pub(super) backlog: Vec<FabricEvent>,
+    pub(super) addr: Multiaddr,
 }
 
 impl Started {
     /// Waits until the download of `id` completes; returns its size in bytes.
-    async fn completed(&mut self, id: crate::ArtifactId) -> u64 {
+    pub(super) async fn completed(&mut self, id: crate::ArtifactId) -> u64 {
         self.wait_for(|e| match e {
             FabricEvent::ArtifactComplete {
                 id: done, bytes, ..
@@ -67,7 +67,7 @@ impl Started {
         .expect("timed out waiting for a fabric event")
     }
 
-    async fn connected(&mut self, peer: PeerId) {
+    pub(super) async fn connected(&mut self, peer: PeerId) {
         self.wait_for(|e| match e {
             FabricEvent::PeerConnected(p) if *p == peer => Some(()),
             _ => None,
@@ -111,7 +111,7 @@ async fn start_with_store(
     start_with_config(n, config, handler, store, cancel).await
 }
 
-async fn start_with_config(
+pub(super) async fn start_with_config(
     n: u8,
     config: FabricConfig,
     handler: Option<RequestHandler>,
@@ -302,7 +302,7 @@ async fn handlers_in_flight_are_bounded_per_peer_and_the_excess_is_told_busy() {
 /// Publishes on `topic` from `from` until `to` hears some gossip (gossipsub needs a heartbeat
 /// or two to exchange subscriptions and build the mesh), bounded in count and time. Returns the
 /// first gossip `to` heard, as (topic, author, forwarder).
-async fn publish_until_heard(
+pub(super) async fn publish_until_heard(
     from: &Fabric,
     topic: Topic,
     to: &mut Started,

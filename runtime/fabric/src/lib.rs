@@ -47,10 +47,12 @@
 //! Architecture invariant: nothing here knows the device agent, its slots or health; this
 //! crate does not depend on `floe-runtime`, so the compiler keeps it so.
 
+pub mod admission;
 #[cfg(feature = "fault-injection")]
 pub mod delay;
 pub mod direct;
 pub mod download;
+pub mod gate;
 pub mod gossip;
 pub mod guard;
 pub mod identity;
@@ -76,13 +78,19 @@ pub struct FabricConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start (multiaddrs ending in `/p2p/<peer id>`); they seed Kademlia.
     pub bootstrap: Vec<Multiaddr>,
-    /// LAN discovery with mDNS. On by default; switched off in tests and on routed networks.
+    /// LAN discovery with mDNS. Off by default: only when configured.
     pub mdns: bool,
+    /// Who may take part ([`admission`]): None admits every peer (a standalone `floed fabric`
+    /// fleet for tests and benchmarks); devices and coordinators always set it.
+    pub admission: Option<admission::Admission>,
     /// Central-pull mode: this node never serves chunks of artifacts it fetched (only those it
     /// seeded), so every device pulls from the origin. For comparison with peer-to-peer mode.
     pub central_pull: bool,
-    /// Most established connections in total (both directions); the connection-limits
-    /// behaviour refuses more.
+    /// Most established connections of peers that are not coordinators (both directions,
+    /// admitted or still proving membership); the gate refuses more ([`gate`]). Coordinators
+    /// (the bootstrap peers, and peers that showed a coordinator certificate) are never
+    /// refused by it; the connection limits leave room for [`node::COORDINATOR_CONNECTIONS`]
+    /// of theirs beyond this.
     pub max_connections: u32,
     /// Most established connections to one peer.
     pub max_connections_per_peer: u32,
@@ -130,7 +138,8 @@ impl Default for FabricConfig {
         Self {
             listen: Vec::new(),
             bootstrap: Vec::new(),
-            mdns: true,
+            mdns: false,
+            admission: None,
             central_pull: false,
             max_connections: 128,
             max_connections_per_peer: 2,
@@ -149,6 +158,22 @@ impl Default for FabricConfig {
             fault_read_delay: None,
             topics: Topic::ALL.to_vec(),
         }
+    }
+}
+
+impl FabricConfig {
+    /// The peers named by `/p2p/<peer id>` in the bootstrap addresses: the node's coordinators,
+    /// whose connections the bound never refuses.
+    pub fn coordinator_peers(&self) -> Vec<libp2p::PeerId> {
+        let mut peers = Vec::new();
+        for addr in &self.bootstrap {
+            if let Some(libp2p::multiaddr::Protocol::P2p(p)) = addr.iter().last()
+                && !peers.contains(&p)
+            {
+                peers.push(p);
+            }
+        }
+        peers
     }
 }
 
@@ -272,5 +297,7 @@ pub enum RequestError {
     Failed(#[source] libp2p::request_response::OutboundFailure),
 }
 
+#[cfg(test)]
+mod admission_tests;
 #[cfg(test)]
 mod fabric_tests;

@@ -26,14 +26,18 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "1h")]
     directive_ttl: String,
     /// Fabric (libp2p) listen addresses; devices bootstrap to them. The addresses actually
-    /// bound, with the coordinator's peer id, are written to DIR/fabric-addrs.
-    #[arg(long = "fabric-listen", default_value = "/ip4/0.0.0.0/tcp/7301")]
+    /// bound, with the coordinator's peer id, are written to DIR/fabric-addrs. Loopback
+    /// unless configured: give the site's address (or /ip4/0.0.0.0/tcp/7301) for devices.
+    #[arg(long = "fabric-listen", default_value = "/ip4/127.0.0.1/tcp/7301")]
     fabric_listen: Vec<String>,
     /// Peers to dial at start (multiaddrs ending in /p2p/<peer id>).
     #[arg(long = "fabric-bootstrap")]
     fabric_bootstrap: Vec<String>,
-    /// Switch off mDNS discovery on the LAN.
+    /// Announce the fabric on the LAN with mDNS (off unless given).
     #[arg(long)]
+    mdns: bool,
+    /// mDNS is off by default; kept so older scripts still start.
+    #[arg(long, hide = true)]
     no_mdns: bool,
     /// How often directives devices still have to apply are posted again.
     #[arg(long, default_value = "2s")]
@@ -72,7 +76,7 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
         std::time::Duration::from_millis(parse_duration(&args.republish).context("--republish")?);
     config.fabric_listen = parse_addrs("--fabric-listen", &args.fabric_listen)?;
     config.fabric_bootstrap = parse_addrs("--fabric-bootstrap", &args.fabric_bootstrap)?;
-    config.mdns = !args.no_mdns;
+    config.mdns = args.mdns && !args.no_mdns;
     Ok(config)
 }
 

@@ -66,7 +66,13 @@ impl DirectRequests {
             )));
             return;
         }
-        let id = net.swarm.behaviour_mut().direct.send_request(&peer, data);
+        let id = net
+            .swarm
+            .behaviour_mut()
+            .gated
+            .inner_mut()
+            .direct
+            .send_request(&peer, data);
         self.pending.insert(id, (peer, reply));
     }
 
@@ -83,6 +89,8 @@ impl DirectRequests {
             let _ = net
                 .swarm
                 .behaviour_mut()
+                .gated
+                .inner_mut()
                 .direct
                 .send_response(channel, DirectResponse::Declined);
             return;
@@ -93,6 +101,8 @@ impl DirectRequests {
             let _ = net
                 .swarm
                 .behaviour_mut()
+                .gated
+                .inner_mut()
                 .direct
                 .send_response(channel, DirectResponse::Busy);
             return;
@@ -137,6 +147,8 @@ impl DirectRequests {
         let _ = net
             .swarm
             .behaviour_mut()
+            .gated
+            .inner_mut()
             .direct
             .send_response(channel, response);
     }

@@ -78,8 +78,12 @@ pub enum FabricEvent {
 /// A snapshot of the fabric's counters.
 #[derive(Debug, Clone, Default)]
 pub struct FabricStats {
-    /// Peers with at least one connection.
+    /// Admitted peers with at least one connection.
     pub connected_peers: usize,
+    /// Admission counters (all zero on a fabric without admission).
+    pub admission: super::AdmissionStats,
+    /// Connections the bound on non-coordinator peers refused ([`crate::gate`]).
+    pub bound_refused: u64,
     /// Peers currently banned.
     pub banned_peers: usize,
     /// Downloads running.

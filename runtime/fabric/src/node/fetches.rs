@@ -169,6 +169,8 @@ impl Fetches {
         let rid = net
             .swarm
             .behaviour_mut()
+            .gated
+            .inner_mut()
             .chunks
             .send_request(&peer, request);
         self.pending.insert(rid, (peer, pending));

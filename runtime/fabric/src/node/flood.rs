@@ -22,6 +22,8 @@ pub(super) fn flood(net: &mut Net, fetches: &mut Fetches, kind: Flood, count: u3
                 let _ = net
                     .swarm
                     .behaviour_mut()
+                    .gated
+                    .inner_mut()
                     .gossip
                     .publish(Topic::Announce.ident(), noise.to_vec());
             }
@@ -31,13 +33,21 @@ pub(super) fn flood(net: &mut Net, fetches: &mut Fetches, kind: Flood, count: u3
                 let _ = net
                     .swarm
                     .behaviour_mut()
+                    .gated
+                    .inner_mut()
                     .gossip
                     .publish(Topic::Announce.ident(), big);
             }
             Flood::Subscriptions => {
                 let topic =
                     gossipsub::IdentTopic::new(format!("junk/{i}/{}", hex::encode(&noise[..4])));
-                let _ = net.swarm.behaviour_mut().gossip.subscribe(&topic);
+                let _ = net
+                    .swarm
+                    .behaviour_mut()
+                    .gated
+                    .inner_mut()
+                    .gossip
+                    .subscribe(&topic);
             }
             Flood::Iwant => {
                 // One stream per peer carries the whole flood; see `Flood::Iwant`.
@@ -53,7 +63,8 @@ pub(super) fn flood(net: &mut Net, fetches: &mut Fetches, kind: Flood, count: u3
                         }
                         stream.extend_from_slice(&iwant_rpc(&ids));
                     }
-                    if let Some(raw) = net.swarm.behaviour_mut().raw_rpc.as_mut() {
+                    if let Some(raw) = net.swarm.behaviour_mut().gated.inner_mut().raw_rpc.as_mut()
+                    {
                         raw.send_request(peer, stream);
                     }
                 }

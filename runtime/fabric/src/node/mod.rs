@@ -35,6 +35,7 @@
 //! already asked for the next one. The direct protocol's handler runs there too. Each answer
 //! comes back through a channel with room for every job in flight, so no job ever waits.
 
+mod admit;
 mod direct_requests;
 mod events;
 #[cfg(feature = "fault-injection")]
@@ -49,19 +50,23 @@ mod peer_map;
 mod reputation;
 mod uploads;
 
+pub use admit::AdmissionStats;
 pub use events::{FabricEvent, FabricStats};
 #[cfg(feature = "fault-injection")]
 pub use fault::{Flood, IWANT_IDS_PER_RPC, MAX_IWANT_RPCS};
 pub use fetches::{MAX_PENDING, MAX_VERIFYING};
 pub use handle::Fabric;
+pub use net::COORDINATOR_CONNECTIONS;
 pub use uploads::MAX_SERVED;
 
+use crate::admission::{Hello, Welcome};
 use crate::direct::{self, RequestHandler};
 use crate::gossip::{MAX_GOSSIP_BYTES, Topic, Validation, Validator};
 use crate::guard::GuardEvent;
 use crate::store::FabricStore;
 use crate::wire::{Request, Response};
 use crate::{BuildError, FabricConfig, FabricError, PublishError};
+use admit::{Admit, Issued, Outcome};
 use direct_requests::{Answered, DirectRequests};
 use fetches::{Cx, Fetches};
 use futures::StreamExt;
@@ -72,13 +77,16 @@ use libp2p::identity::Keypair;
 use libp2p::request_response;
 use libp2p::swarm::{SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, identify, kad, mdns};
-use net::{BehaviourEvent, Net};
+use net::{BehaviourEvent, FloeEvent, Net};
 use reputation::Reputation;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uploads::Uploads;
+
+/// How often the bootstrap peers are dialled again while none of them is connected.
+const REDIAL_EVERY: Duration = Duration::from_secs(5);
 
 /// Capacity of the command channel (senders wait when it is full: backpressure).
 const COMMAND_CAPACITY: usize = 64;
@@ -131,6 +139,8 @@ fn spawn_inner(
     for topic in &config.topics {
         swarm
             .behaviour_mut()
+            .gated
+            .inner_mut()
             .gossip
             .subscribe(&topic.ident())
             .map_err(|source| BuildError::Subscribe {
@@ -140,7 +150,12 @@ fn spawn_inner(
     }
     for addr in &config.bootstrap {
         if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
-            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            swarm
+                .behaviour_mut()
+                .gated
+                .inner_mut()
+                .kad
+                .add_address(&peer, addr.clone());
         }
         swarm
             .dial(addr.clone())
@@ -157,31 +172,43 @@ fn spawn_inner(
     // MAX_VERIFYING): a finished job never waits to report.
     let (done_tx, done_rx) = mpsc::channel(MAX_VERIFYING + config.upload_slots.max(1));
     let seed = u64::from_le_bytes(peer_id.to_bytes()[2..10].try_into().unwrap_or([7; 8]));
+    // Room for every issuer call in flight and our own renewal: an answer never waits.
+    let (issued_tx, issued_rx) = mpsc::channel(crate::admission::MAX_ISSUING + 1);
+    let admit = config
+        .admission
+        .clone()
+        .map(|a| Admit::new(a, peer_id, issued_tx));
     let node = Node {
+        admit,
+        bootstrap: config.bootstrap.clone(),
+        last_redial: Instant::now(),
         net: Net::new(swarm, ev_tx),
         uploads: Uploads::new(&config, Arc::clone(&store), done_tx.clone()),
         fetches: Fetches::new(&config, Arc::clone(&store), done_tx, seed),
         reputation: Reputation::new(&config),
         direct: DirectRequests::new(handler, answered_tx),
         validator,
-        max_connections: config.max_connections,
         last_bootstrap: None,
         #[cfg(feature = "fault-injection")]
         fault_rpcs_delivered: 0,
     };
-    tokio::spawn(node.run(cmd_rx, answered_rx, done_rx, cancel));
+    tokio::spawn(node.run(cmd_rx, answered_rx, done_rx, issued_rx, cancel));
     Ok((Fabric::new(cmd_tx, peer_id, store), ev_rx))
 }
 
 /// The task's state: the parts, and what is left for dispatching.
 struct Node {
     net: Net,
+    /// Admission (None: every peer is admitted at once).
+    admit: Option<Admit>,
+    /// Where to find our coordinators again when no connection to one is left.
+    bootstrap: Vec<Multiaddr>,
+    last_redial: Instant,
     uploads: Uploads,
     fetches: Fetches,
     reputation: Reputation,
     direct: DirectRequests,
     validator: Validator,
-    max_connections: u32,
     last_bootstrap: Option<Instant>,
     /// Fault injection only: raw RPC streams delivered.
     #[cfg(feature = "fault-injection")]
@@ -194,6 +221,7 @@ impl Node {
         mut commands: mpsc::Receiver<Command>,
         mut answered: mpsc::Receiver<Answered>,
         mut done: mpsc::Receiver<Done>,
+        mut issued: mpsc::Receiver<Issued>,
         cancel: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -208,6 +236,7 @@ impl Node {
                 },
                 Some(answer) = answered.recv() => self.direct.on_answered(&mut self.net, answer),
                 Some(job) = done.recv() => self.on_done(job),
+                Some(answer) = issued.recv() => self.on_issued(answer),
                 event = self.net.swarm.select_next_some() => self.on_swarm(event),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
@@ -298,6 +327,8 @@ impl Node {
         self.net
             .swarm
             .behaviour_mut()
+            .gated
+            .inner_mut()
             .gossip
             .publish(topic.ident(), data)
             .map(|_| ())
@@ -313,7 +344,7 @@ impl Node {
     }
 
     fn stats(&self) -> FabricStats {
-        let gossip = &self.net.swarm.behaviour().gossip;
+        let gossip = &self.net.swarm.behaviour().gated.inner().gossip;
         let scores = self
             .net
             .connected
@@ -322,6 +353,8 @@ impl Node {
             .collect();
         FabricStats {
             connected_peers: self.net.connected.len(),
+            admission: self.admit.as_ref().map(Admit::stats).unwrap_or_default(),
+            bound_refused: self.net.swarm.behaviour().gated.refused(),
             banned_peers: self.reputation.banned(),
             downloads: self.fetches.len(),
             pending_requests: self.fetches.pending(),
@@ -368,13 +401,24 @@ impl Node {
 
     fn on_tick(&mut self, now: Instant) {
         self.fetches.on_tick(&mut self.net, now);
+        if let Some(admit) = self.admit.as_mut() {
+            admit.on_tick(&mut self.net, now);
+        }
+        self.redial(now);
         // Re-run the Kademlia bootstrap now and then so routed peers keep finding each other.
         let due = self
             .last_bootstrap
             .is_none_or(|t| now.duration_since(t) > Duration::from_secs(30));
         if due && !self.net.connected.is_empty() {
             self.last_bootstrap = Some(now);
-            let _ = self.net.swarm.behaviour_mut().kad.bootstrap();
+            let _ = self
+                .net
+                .swarm
+                .behaviour_mut()
+                .gated
+                .inner_mut()
+                .kad
+                .bootstrap();
         }
     }
 
@@ -401,17 +445,121 @@ impl Node {
     }
 
     fn on_connected(&mut self, peer_id: PeerId, num_established: u32) {
-        if num_established == 1 && self.net.connected.insert(peer_id) {
+        if num_established != 1 {
+            return;
+        }
+        match self.admit.as_mut() {
+            Some(admit) => admit.on_connected(&mut self.net, peer_id, Instant::now()),
+            None => self.on_admitted(peer_id),
+        }
+    }
+
+    /// A peer is admitted both ways: from now on it is one of ours.
+    fn on_admitted(&mut self, peer_id: PeerId) {
+        if self.net.connected.insert(peer_id) {
             self.net.emit(FabricEvent::PeerConnected(peer_id));
             self.fetches.on_connected(&mut self.net, peer_id);
         }
     }
 
     fn on_disconnected(&mut self, peer_id: PeerId, num_established: u32) {
-        if num_established == 0 && self.net.connected.remove(&peer_id) {
+        if num_established != 0 {
+            return;
+        }
+        if let Some(admit) = self.admit.as_mut() {
+            admit.on_disconnected(&peer_id);
+        }
+        if self.net.connected.remove(&peer_id) {
             self.reputation.forget(&peer_id);
             self.fetches.on_disconnected(&peer_id);
             self.net.emit(FabricEvent::PeerDisconnected(peer_id));
+        }
+    }
+
+    fn on_admission(&mut self, outcome: Outcome) {
+        if let Outcome::Open(peer) = outcome {
+            self.on_admitted(peer);
+        }
+    }
+
+    fn on_issued(&mut self, answer: Issued) {
+        if let Some(admit) = self.admit.as_mut() {
+            let outcome = admit.on_issued(&mut self.net, answer);
+            self.on_admission(outcome);
+        }
+    }
+
+    /// The admission protocol: Hellos in, Welcomes back.
+    fn on_admit(&mut self, event: request_response::Event<Hello, Welcome>) {
+        use request_response::{Event, Message};
+        let outcome = match (self.admit.as_mut(), event) {
+            (
+                admit,
+                Event::Message {
+                    peer,
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                },
+            ) => match admit {
+                Some(admit) => admit.on_hello(&mut self.net, peer, request, channel),
+                // Without admission every peer is welcome.
+                None => {
+                    let _ = self
+                        .net
+                        .swarm
+                        .behaviour_mut()
+                        .admit
+                        .send_response(channel, Welcome::admitted(None));
+                    Outcome::None
+                }
+            },
+            (
+                Some(admit),
+                Event::Message {
+                    peer,
+                    message:
+                        Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                },
+            ) => admit.on_welcome(&mut self.net, peer, request_id, response),
+            (
+                Some(admit),
+                Event::OutboundFailure {
+                    peer,
+                    request_id,
+                    error,
+                    ..
+                },
+            ) => {
+                admit.on_failure(peer, request_id, &error);
+                Outcome::None
+            }
+            _ => Outcome::None,
+        };
+        self.on_admission(outcome);
+    }
+
+    /// Dials the bootstrap peers again when none of them is connected (a coordinator that
+    /// restarted, or one that refused us before we had a report to show), every 5 s at most.
+    fn redial(&mut self, now: Instant) {
+        if self.bootstrap.is_empty() || now.duration_since(self.last_redial) < REDIAL_EVERY {
+            return;
+        }
+        self.last_redial = now;
+        let me = *self.net.swarm.local_peer_id();
+        for addr in &self.bootstrap {
+            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last()
+                && peer != me
+                && !self.net.swarm.is_connected(&peer)
+            {
+                let _ = self.net.swarm.dial(addr.clone());
+            }
         }
     }
 
@@ -419,7 +567,7 @@ impl Node {
         if peer == *self.net.swarm.local_peer_id()
             || self.net.connected.contains(&peer)
             || self.reputation.is_banned(&peer)
-            || self.net.connected.len() >= self.max_connections as usize
+            || self.net.swarm.behaviour().gated.at_bound()
         {
             return;
         }
@@ -431,18 +579,26 @@ impl Node {
 
     fn on_behaviour(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            BehaviourEvent::Gated(FloeEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
                 for addr in info.listen_addrs.into_iter().take(8) {
                     self.net
                         .swarm
                         .behaviour_mut()
+                        .gated
+                        .inner_mut()
                         .kad
                         .add_address(&peer_id, addr);
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
-                peer, addresses, ..
-            }) => {
+            BehaviourEvent::Gated(FloeEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                addresses,
+                ..
+            })) => {
                 self.dial_discovered(peer, addresses.into_vec());
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
@@ -450,30 +606,39 @@ impl Node {
                     self.net
                         .swarm
                         .behaviour_mut()
+                        .gated
+                        .inner_mut()
                         .kad
                         .add_address(&peer, addr.clone());
                     self.dial_discovered(peer, vec![addr]);
                 }
             }
-            BehaviourEvent::Gossip(GuardEvent::Gossip(gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            })) => {
+            BehaviourEvent::Gated(FloeEvent::Gossip(GuardEvent::Gossip(
+                gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                },
+            ))) => {
                 self.on_gossip(propagation_source, message_id, message);
             }
-            BehaviourEvent::Gossip(GuardEvent::Flood { peer, what }) => {
+            BehaviourEvent::Gated(FloeEvent::Gossip(GuardEvent::Flood { peer, what })) => {
                 let banned = self.reputation.ban(&mut self.net, peer, what.reason());
                 self.forget(banned.then_some(peer));
             }
-            BehaviourEvent::Gossip(GuardEvent::Invalid { peer, count }) => {
+            BehaviourEvent::Gated(FloeEvent::Gossip(GuardEvent::Invalid { peer, count })) => {
                 self.net.emit(FabricEvent::GossipRejected { from: peer });
                 self.strike_invalid_gossip(peer, count);
             }
-            BehaviourEvent::Chunks(event) => self.on_chunks(event),
-            BehaviourEvent::Direct(event) => self.direct.on_event(&mut self.net, event),
+            BehaviourEvent::Gated(FloeEvent::Chunks(event)) => self.on_chunks(event),
+            BehaviourEvent::Gated(FloeEvent::Direct(event)) => {
+                self.direct.on_event(&mut self.net, event)
+            }
+            BehaviourEvent::Admit(event) => self.on_admit(event),
             #[cfg(feature = "fault-injection")]
-            BehaviourEvent::RawRpc(request_response::Event::Message { .. }) => {
+            BehaviourEvent::Gated(FloeEvent::RawRpc(request_response::Event::Message {
+                ..
+            })) => {
                 self.fault_rpcs_delivered += 1;
             }
             _ => {}
@@ -501,6 +666,8 @@ impl Node {
         self.net
             .swarm
             .behaviour_mut()
+            .gated
+            .inner_mut()
             .gossip
             .report_message_validation_result(&id, &from, acceptance);
         match verdict {

@@ -7,6 +7,8 @@
 //! their own state separate while they share the one network.
 
 use super::events::FabricEvent;
+use crate::admission::{self, AdmitCodec};
+use crate::gate::Gated;
 use crate::gossip::{self, Topic};
 use crate::guard::{self, Gossip, Guarded, TopicFilter};
 use crate::wire::{self, ChunkCodec};
@@ -35,14 +37,23 @@ type RawRpc = Toggle<request_response::Behaviour<super::fault::RawRpcCodec>>;
 #[cfg(not(feature = "fault-injection"))]
 type RawRpc = libp2p::swarm::dummy::Behaviour;
 
-/// The composed behaviour.
+/// The composed behaviour. Only the connection limits, the block list, admission, ping and
+/// mDNS run on a connection before its peer is admitted; everything that carries Floe's
+/// protocols sits behind the gate ([`crate::gate`]).
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     limits: connection_limits::Behaviour,
     pub(super) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
-    identify: identify::Behaviour,
+    pub(super) admit: request_response::Behaviour<AdmitCodec>,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(super) gated: Gated<Floe>,
+}
+
+/// The behaviours that carry Floe's protocols, run only with admitted peers.
+#[derive(NetworkBehaviour)]
+pub(super) struct Floe {
+    identify: identify::Behaviour,
     pub(super) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(super) gossip: Guarded,
     pub(super) chunks: request_response::Behaviour<ChunkCodec>,
@@ -50,6 +61,10 @@ pub(super) struct Behaviour {
     /// Fault injection only (off on honest nodes): raw gossipsub RPCs.
     pub(super) raw_rpc: RawRpc,
 }
+
+/// Most connections of peers known as coordinators the connection limits leave room for
+/// beyond [`FabricConfig::max_connections`] (the gate never refuses a coordinator).
+pub const COORDINATOR_CONNECTIONS: u32 = 32;
 
 /// Whether this node may misbehave (fault injection, `fault_corrupt_chunks`): always false
 /// without the feature.
@@ -97,8 +112,13 @@ pub(super) fn build_swarm(
     key: Keypair,
     config: &FabricConfig,
 ) -> Result<Swarm<Behaviour>, BuildError> {
+    let coordinators = config.coordinator_peers();
     let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established(Some(config.max_connections))
+        .with_max_established(Some(
+            config
+                .max_connections
+                .saturating_add(COORDINATOR_CONNECTIONS),
+        ))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
         .with_max_pending_incoming(Some(config.max_connections / 2 + 1));
     let fault = faulty(config);
@@ -151,15 +171,11 @@ pub(super) fn build_swarm(
                 kad::Config::new(libp2p::StreamProtocol::new("/floe/kad/1")),
             );
             kad.set_mode(Some(kad::Mode::Server));
-            Ok(Behaviour {
-                limits: connection_limits::Behaviour::new(limits),
-                blocked: allow_block_list::Behaviour::default(),
+            let floe = Floe {
                 identify: identify::Behaviour::new(identify::Config::new(
                     "/floe/id/1".into(),
                     key.public(),
                 )),
-                ping: ping::Behaviour::default(),
-                mdns: Toggle::from(mdns),
                 kad,
                 gossip: Guarded::new(gossip, guard_limits),
                 chunks: request_response::Behaviour::with_codec(
@@ -176,6 +192,25 @@ pub(super) fn build_swarm(
                     request_response::Config::default()
                         .with_request_timeout(direct::REQUEST_TIMEOUT)
                         .with_max_concurrent_streams(direct::MAX_HANDLERS_PER_PEER * 4),
+                ),
+            };
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                blocked: allow_block_list::Behaviour::default(),
+                admit: request_response::Behaviour::with_codec(
+                    AdmitCodec,
+                    [(admission::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(admission::REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(8),
+                ),
+                ping: ping::Behaviour::default(),
+                mdns: Toggle::from(mdns),
+                gated: Gated::new(
+                    floe,
+                    config.admission.is_none(),
+                    coordinators.iter().copied(),
+                    config.max_connections as usize,
                 ),
             })
         })

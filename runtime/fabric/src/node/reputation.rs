@@ -72,8 +72,8 @@ impl Reputation {
         self.banned.push_back(peer);
         let behaviour = net.swarm.behaviour_mut();
         behaviour.blocked.block_peer(peer);
-        behaviour.gossip.blacklist_peer(&peer);
-        behaviour.kad.remove_peer(&peer);
+        behaviour.gated.inner_mut().gossip.blacklist_peer(&peer);
+        behaviour.gated.inner_mut().kad.remove_peer(&peer);
         net.emit(FabricEvent::PeerBanned { peer, reason });
         true
     }
@@ -95,6 +95,8 @@ impl Reputation {
         let graylisted = net
             .swarm
             .behaviour()
+            .gated
+            .inner()
             .gossip
             .peer_score(&peer)
             .is_some_and(gossip::graylisted);

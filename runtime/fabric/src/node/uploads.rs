@@ -200,6 +200,8 @@ impl Uploads {
                 let _ = net
                     .swarm
                     .behaviour_mut()
+                    .gated
+                    .inner_mut()
                     .chunks
                     .send_response(channel, response);
             }
@@ -300,6 +302,8 @@ impl Uploads {
         let _ = net
             .swarm
             .behaviour_mut()
+            .gated
+            .inner_mut()
             .chunks
             .send_response(channel, response);
     }
@@ -372,6 +376,8 @@ impl Uploads {
         if net
             .swarm
             .behaviour_mut()
+            .gated
+            .inner_mut()
             .chunks
             .send_response(channel, response)
             .is_ok()

@@ -282,6 +282,42 @@ fn directive_signed(trust: &TrustStore, data: &[u8]) -> bool {
         .is_some_and(|env| trust.verify_coordinator::<Directive>(&env).is_ok())
 }
 
+/// Where the device keeps the membership certificate a coordinator issued it.
+pub(crate) const MEMBERSHIP_FILE: &str = "membership.cert";
+
+/// The device's side of fabric admission: the trust store's coordinator key checks every
+/// peer's certificate; the stored certificate (if any) is ours; without a valid one the
+/// newest signed report goes with our Hello so a coordinator can issue one, and each new one
+/// is written to `<data>/membership.cert` (0600, atomically).
+fn admission(
+    cfg: &Config,
+    trust: Option<&TrustStore>,
+    newest: &watch::Receiver<Option<Vec<u8>>>,
+) -> Option<floe_fabric::admission::Admission> {
+    let trust = trust?;
+    let path = cfg.data_dir.join(MEMBERSHIP_FILE);
+    let mut admission = floe_fabric::admission::Admission::new(trust.coordinator_key.clone());
+    admission.certificate = match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "membership certificate not read");
+            None
+        }
+    };
+    let source = newest.clone();
+    admission.report = Some(Arc::new(move || source.borrow().clone()));
+    admission.on_certificate = Some(Arc::new(move |bytes: Vec<u8>| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = floe_wire::fsutil::write_atomic(&path, &bytes, 0o600, true) {
+                tracing::warn!(error = %e, path = %path.display(), "membership certificate not stored");
+            }
+        });
+    }));
+    Some(admission)
+}
+
 /// Joins the fabric when the configuration asks for it, and returns the main loop's side.
 async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option<LinkIo>> {
     let listen = parse_addrs("listen", &cfg.listen)?;
@@ -295,15 +331,19 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
     let signing = floe_wire::identity::load_or_generate(&cfg.data_dir)
         .context("loading the device identity")?;
     let store = SignedStore::open(&cfg.data_dir).context("opening the chunk store")?;
+    // Admission needs the coordinator key: without a trust store the device could neither
+    // prove its membership nor check anyone else's, so it stays off the fabric.
     let trust = match keys::load_trust(&cfg.trust_store) {
         Ok(t) => Some(t),
         Err(e) => {
-            tracing::warn!(error = %e, path = %cfg.trust_store.display(),
-                "no trust store: directives cannot be verified and are ignored");
-            None
+            tracing::error!(error = %e, path = %cfg.trust_store.display(),
+                "no trust store: not joining the fabric (admission and directives need the coordinator key)");
+            return Ok(None);
         }
     };
     let trusted = trust.is_some();
+    let (reports, newest) = watch::channel::<Option<Vec<u8>>>(None);
+    let admission = admission(cfg, trust.as_ref(), &newest);
     let direct = direct_peers(&bootstrap);
     let (inbox_tx, inbox) = mpsc::channel(LINK_INBOX);
     let dropped = Arc::new(AtomicU64::new(0));
@@ -331,6 +371,8 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
         listen,
         bootstrap,
         mdns: cfg.link.mdns,
+        admission,
+        max_connections: cfg.link.max_peers,
         // Reports go out on Health, but only coordinators subscribe to it (see
         // `FabricConfig::topics`).
         topics: Topic::DEVICE.to_vec(),
@@ -381,7 +423,7 @@ async fn start_link(cfg: &Config, shutdown: &CancellationToken) -> Result<Option
 
     // The publisher: the newest signed report goes out on gossip and directly to each
     // bootstrap peer; an older one still waiting is simply replaced (the watch holds one).
-    let (reports, mut newest) = watch::channel::<Option<Vec<u8>>>(None);
+    let mut newest = newest;
     let publisher = fabric.clone();
     let token = shutdown.clone();
     let me = fabric.peer_id();

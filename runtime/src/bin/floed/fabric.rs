@@ -52,14 +52,17 @@ pub(crate) struct FabricArgs {
     /// Data directory (identity key, chunk store, manifests, rebuilt artifacts).
     #[arg(long)]
     data_dir: PathBuf,
-    /// Listen address (repeatable).
-    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+    /// Listen address (repeatable). Loopback unless given.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
     listen: Vec<libp2p::Multiaddr>,
     /// Bootstrap peer, a multiaddr ending in /p2p/<peer id> (repeatable).
     #[arg(long)]
     bootstrap: Vec<libp2p::Multiaddr>,
-    /// Switch LAN discovery (mDNS) off.
+    /// Switch LAN discovery (mDNS) on (off unless given).
     #[arg(long)]
+    mdns: bool,
+    /// mDNS is off by default; kept so older scripts still start.
+    #[arg(long, hide = true)]
     no_mdns: bool,
     /// The trust directory (holding trust.cbor) or file. Default: <data-dir>/trust.cbor when it
     /// exists. With a trust store the node deals in signed bundles only.
@@ -302,7 +305,7 @@ pub(crate) async fn run(args: FabricArgs) -> Result<()> {
     let config = FabricConfig {
         listen: args.listen.clone(),
         bootstrap: args.bootstrap.clone(),
-        mdns: !args.no_mdns,
+        mdns: args.mdns && !args.no_mdns,
         central_pull: args.central_pull,
         upload_slots: args.upload_slots,
         #[cfg(feature = "fault-injection")]

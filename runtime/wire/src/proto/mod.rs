@@ -15,6 +15,7 @@ pub mod device_auth;
 pub mod directive;
 pub mod envelope;
 pub mod manifest;
+pub mod membership;
 pub mod report;
 pub mod trust;
 
@@ -27,6 +28,7 @@ pub use envelope::{
     Envelope, Payload, Rejected, Signature, SignedError, TrustedKey, Verified, open,
 };
 pub use manifest::{FileEntry, Manifest};
+pub use membership::{Membership, MembershipError, Role};
 pub use report::{
     Applied, DeviceReport, DirectivePost, Facts, HealthLevel, HealthSummary, Label, PostError,
     Progress, SlotInfo, open_report, open_report_from,

@@ -55,7 +55,7 @@ pub(super) fn start(args: &DemoArgs, root: &Path) -> Result<Fleet> {
         .arg("--data-dir")
         .arg(&server_data)
         // Loopback only, a free port, no LAN discovery: the demo stays on this machine.
-        .args(["--fabric-listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+        .args(["--fabric-listen", "/ip4/127.0.0.1/tcp/0"])
         .args(["--offline-after", "5s", "--republish", "1s"])
         .env("RUST_LOG", "warn");
     let mut server = ChildGuard::spawn("floe serve", cmd, &root.join("coordinator.log"))?;
