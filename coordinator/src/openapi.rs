@@ -55,6 +55,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/devices/{id}/report", &["post"]),
     ("/devices/{id}/directive", &["get"]),
     ("/enrollment-tokens", &["post"]),
+    ("/join-info", &["get"]),
     ("/audit", &["get"]),
 ];
 
@@ -137,6 +138,7 @@ pub fn document() -> Value {
         "responses": {"200": {"description": "DirectivePost", "content": {"application/cbor": {"schema": {"type": "string", "format": "binary"}}}}, "204": {"description": "no directive"}},
     }})));
     paths.insert("/enrollment-tokens".into(), json!({"post": op("A one-time enrollment token ({\"ttl\":\"1h\"})", Some("TokenInput"), ("201", "{\"token\",\"expires_at\"}"))}));
+    paths.insert("/join-info".into(), json!({"get": op("What a join string holds besides its token: the fabric addresses and the device trust store (hex of trust.cbor); 409 without a fabric", None, ("200", "{\"fabric\":[multiaddr],\"trust_store\"}"))}));
     paths.insert("/audit".into(), json!({"get": op("Audit log, newest first (?limit=100&deployment_id=&device_id=)", None, ("200", "{\"entries\":[…]}"))}));
 
     json!({

@@ -68,6 +68,11 @@ impl Client {
             Some(&Value::Object(body)),
         )
     }
+
+    /// `GET /join-info`: the fabric addresses and trust store a join string carries.
+    pub fn join_info(&self) -> Result<Reply, ClientError> {
+        self.call(Method::Get, "/join-info", None)
+    }
 }
 
 /// Filters of `GET /devices`.
@@ -192,4 +197,16 @@ pub struct EnrollToken {
     pub token: String,
     /// When it expires.
     pub expires_at: String,
+    /// When it expires, in Unix milliseconds (0 from a coordinator that does not say).
+    pub expires_at_ms: u64,
+}
+
+/// What `GET /join-info` answers.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct JoinInfo {
+    /// The coordinator's fabric addresses, each ending in `/p2p/<peer id>`.
+    pub fabric: Vec<String>,
+    /// The device trust store file (`trust.cbor`), hex.
+    pub trust_store: String,
 }

@@ -32,7 +32,7 @@ pub use deployments::{
     Stage, Target,
 };
 pub use devices::{
-    AllowDevice, Device, DeviceFilter, DeviceHealth, DeviceList, EnrollToken, Installed,
+    AllowDevice, Device, DeviceFilter, DeviceHealth, DeviceList, EnrollToken, Installed, JoinInfo,
 };
 pub use error::{ClientError, error_from_reply};
 pub use flows::{Flow, FlowArtifact, FlowList, NewFlow};

@@ -7,6 +7,7 @@ mod demo;
 mod deploy;
 mod device;
 mod flow;
+mod join;
 mod keys;
 mod loadtest;
 mod watch;

@@ -301,6 +301,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             .context("starting the fabric")?;
         let fabric_addrs = wait_for_listen(&link).await?;
         write_fabric_addrs(&dir, &fabric_addrs, link.peer_id())?;
+        let fabric_peer = link.peer_id();
         for a in &fabric_addrs {
             println!("floe serve: fabric on {}", with_peer(a, link.peer_id()));
         }
@@ -319,7 +320,15 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             listener.local_addr()?,
             dir.display()
         );
-        let app = api::router(handle, token);
+        // `GET /join-info` hands these to `floe enroll-token create --join`.
+        let join = api::JoinSource {
+            trust_dir: dir.join("trust"),
+            fabric: fabric_addrs
+                .iter()
+                .map(|a| with_peer(a, fabric_peer).to_string())
+                .collect(),
+        };
+        let app = api::router_with_join(handle, token, Some(join));
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let mut term =
