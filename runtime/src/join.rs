@@ -231,7 +231,11 @@ mod tests {
     const PEER: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
 
     fn trust(seed: u8) -> (TrustStore, Vec<u8>) {
-        let k = |s: u8| TrustedKey::new(Fixed(SigningKey::from_bytes(&[s; 32]).verifying_key().to_bytes()));
+        let k = |s: u8| {
+            TrustedKey::new(Fixed(
+                SigningKey::from_bytes(&[s; 32]).verifying_key().to_bytes(),
+            ))
+        };
         let store = TrustStore::new(vec![k(seed)], k(seed.wrapping_add(1)));
         let bytes = Envelope::sign(&store, &[]).unwrap().to_bytes().unwrap();
         (store, bytes)
@@ -256,7 +260,8 @@ mod tests {
             labels: [("site".to_string(), "north".to_string())].into(),
             ..JoinSettings::default()
         };
-        let j = render_config(Some(existing), Path::new("f.toml"), &doc(), &settings, true).unwrap();
+        let j =
+            render_config(Some(existing), Path::new("f.toml"), &doc(), &settings, true).unwrap();
         assert!(j.text.contains("# the site's settings"), "{}", j.text);
         assert!(j.text.contains("# keep me"), "{}", j.text);
         assert_eq!(j.config.device_type, "rpi4");
@@ -269,17 +274,25 @@ mod tests {
         assert_eq!(j.config.data_dir, Path::new("/tmp/d"));
 
         // Joining again with the same string changes nothing; once enrolled the token goes.
-        let again = render_config(Some(&j.text), Path::new("f.toml"), &doc(), &settings, true).unwrap();
+        let again =
+            render_config(Some(&j.text), Path::new("f.toml"), &doc(), &settings, true).unwrap();
         assert_eq!(again.text, j.text);
-        let done = render_config(Some(&j.text), Path::new("f.toml"), &doc(), &settings, false).unwrap();
+        let done =
+            render_config(Some(&j.text), Path::new("f.toml"), &doc(), &settings, false).unwrap();
         assert_eq!(done.config.link.enroll_token, None);
         assert!(!done.text.contains("tok123"));
     }
 
     #[test]
     fn a_new_file_needs_a_device_type_and_bad_files_are_named() {
-        let err = render_config(None, Path::new("/etc/floe/floed.toml"), &doc(), &JoinSettings::default(), true)
-            .unwrap_err();
+        let err = render_config(
+            None,
+            Path::new("/etc/floe/floed.toml"),
+            &doc(),
+            &JoinSettings::default(),
+            true,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("--device-type"), "{err}");
         let settings = JoinSettings {
             device_type: Some("jetson".into()),
@@ -289,17 +302,35 @@ mod tests {
         let j = render_config(None, Path::new("x"), &doc(), &settings, true).unwrap();
         assert_eq!(j.config.arch, std::env::consts::ARCH);
 
-        let err = render_config(Some("device_type = "), Path::new("x"), &doc(), &settings, true)
-            .unwrap_err();
+        let err = render_config(
+            Some("device_type = "),
+            Path::new("x"),
+            &doc(),
+            &settings,
+            true,
+        )
+        .unwrap_err();
         assert!(matches!(err, JoinConfigError::Existing { .. }), "{err}");
         // A file the daemon would refuse after the edit is refused before anything is written.
-        let err = render_config(Some("no_such_key = 1\n"), Path::new("x"), &doc(), &settings, true)
-            .unwrap_err();
+        let err = render_config(
+            Some("no_such_key = 1\n"),
+            Path::new("x"),
+            &doc(),
+            &settings,
+            true,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no_such_key"), "{err}");
-        let err = render_config(Some("labels = 3\n"), Path::new("x"), &doc(), &JoinSettings {
-            labels: [("a".to_string(), "b".to_string())].into(),
-            ..settings
-        }, true)
+        let err = render_config(
+            Some("labels = 3\n"),
+            Path::new("x"),
+            &doc(),
+            &JoinSettings {
+                labels: [("a".to_string(), "b".to_string())].into(),
+                ..settings
+            },
+            true,
+        )
         .unwrap_err();
         assert!(err.to_string().contains("`labels`"), "{err}");
     }
@@ -311,7 +342,10 @@ mod tests {
         assert_eq!(installed_fleet(dir.path(), &mine).unwrap(), None);
         floe_wire::artifact::keys::write_trust(dir.path(), &mine).unwrap();
         assert_eq!(installed_fleet(dir.path(), &mine).unwrap(), Some(true));
-        assert_eq!(installed_fleet(dir.path(), &trust(90).0).unwrap(), Some(false));
+        assert_eq!(
+            installed_fleet(dir.path(), &trust(90).0).unwrap(),
+            Some(false)
+        );
     }
 
     #[test]

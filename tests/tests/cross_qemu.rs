@@ -87,7 +87,10 @@ fn rust_target_installed(triple: &str) -> bool {
 /// What is missing to run `arch`, if anything.
 fn missing(arch: &Arch) -> Option<String> {
     if !have(arch.qemu) {
-        return Some(format!("{} is missing (apt-get install qemu-user)", arch.qemu));
+        return Some(format!(
+            "{} is missing (apt-get install qemu-user)",
+            arch.qemu
+        ));
     }
     let gcc = format!("{}-gcc", arch.gnu);
     if !have(&gcc) {
@@ -136,7 +139,11 @@ fn build(arch: &Arch) -> PathBuf {
         .arg(&target)
         .status()
         .expect("run cargo");
-    assert!(status.success(), "the {} build of floed failed", arch.triple);
+    assert!(
+        status.success(),
+        "the {} build of floed failed",
+        arch.triple
+    );
     let floed = target.join(arch.triple).join("debug").join("floed");
     let header = std::fs::read(&floed).expect("read the cross floed");
     assert_eq!(&header[..4], b"\x7fELF", "not an ELF file");
@@ -181,7 +188,11 @@ fn validates(launch: &[OsString]) {
     let root = floe_tests::workspace_root();
     let example = root.join("examples/temperature-alert.json");
     let ok = run(launch, &["validate".as_ref(), example.as_os_str()]);
-    assert!(ok.status.success(), "the example was refused: {}", text(&ok));
+    assert!(
+        ok.status.success(),
+        "the example was refused: {}",
+        text(&ok)
+    );
     assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "ok");
 
     let dir = tempfile::tempdir().expect("temp dir");

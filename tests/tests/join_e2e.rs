@@ -98,11 +98,19 @@ fn a_device_joins_with_one_command_comes_online_and_commits_a_deployment() {
     std::fs::create_dir_all(&dev_dir).unwrap();
     let config = dev_dir.join("floed.toml");
     let data = dev_dir.join("data");
-    std::fs::write(&config, pre_join_config(floe_tests::net::free_port().unwrap())).unwrap();
+    std::fs::write(
+        &config,
+        pre_join_config(floe_tests::net::free_port().unwrap()),
+    )
+    .unwrap();
     let out = floed_join(&join_path, &config, &data, &[]);
     assert!(out.status.success(), "floed join failed: {}", text(&out));
     assert!(text(&out).contains("enrolled at"), "{}", text(&out));
-    assert!(text(&out).contains("floed daemon --config"), "{}", text(&out));
+    assert!(
+        text(&out).contains("floed daemon --config"),
+        "{}",
+        text(&out)
+    );
 
     let key = floe_wire::identity::load_or_generate(&data).unwrap();
     let id = floe_wire::identity::device_id(&key);
@@ -127,7 +135,11 @@ fn a_device_joins_with_one_command_comes_online_and_commits_a_deployment() {
 
     // Idempotent: the same string again changes nothing.
     let again = floed_join(&join_path, &config, &data, &[]);
-    assert!(again.status.success(), "second join failed: {}", text(&again));
+    assert!(
+        again.status.success(),
+        "second join failed: {}",
+        text(&again)
+    );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), written);
 
     // Another fleet's string is refused without --force, and nothing changes.
@@ -194,9 +206,13 @@ fn a_device_joins_with_one_command_comes_online_and_commits_a_deployment() {
             .then_some(s)
     });
     assert!(device.active_version().is_some(), "{s}");
-    let reg = wait("the registry to show the release", Duration::from_secs(10), || {
-        let r = coord.device(&device.id);
-        (r["installed"]["slot"] == s["active"]).then_some(r)
-    });
+    let reg = wait(
+        "the registry to show the release",
+        Duration::from_secs(10),
+        || {
+            let r = coord.device(&device.id);
+            (r["installed"]["slot"] == s["active"]).then_some(r)
+        },
+    );
     assert_eq!(reg["online"], json!(true));
 }

@@ -33,9 +33,8 @@ pub(super) async fn join_info(State(st): State<AppState>) -> ApiResult {
     };
     let path = src.trust_dir.join(TRUST_FILE);
     let limit = Envelope::max_bytes::<TrustStore>();
-    let internal = |message: String| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-    };
+    let internal =
+        |message: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message);
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| internal(format!("reading the trust store {}: {e}", path.display())))?;

@@ -45,7 +45,11 @@ fn local_only(addr: &str) -> bool {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => rest.split(['/', ':']).next().unwrap_or(""),
     };
-    host == "localhost" || host == "::1" || host == "::" || host == "0.0.0.0" || host.starts_with("127.")
+    host == "localhost"
+        || host == "::1"
+        || host == "::"
+        || host == "0.0.0.0"
+        || host.starts_with("127.")
 }
 
 /// The fabric addresses a join string lists: the coordinator's, without loopback ones when it
@@ -63,8 +67,8 @@ fn build(
     client_server: &str,
     opts: &JoinOptions,
 ) -> Result<JoinDoc> {
-    let trust = hex::decode(info.trust_store.trim())
-        .context("the coordinator's trust store is not hex")?;
+    let trust =
+        hex::decode(info.trust_store.trim()).context("the coordinator's trust store is not hex")?;
     let fabric = if opts.fabric_addrs.is_empty() {
         pick_fabric(info.fabric)
     } else {
@@ -98,11 +102,10 @@ pub(crate) fn create(c: &Client, ttl: Option<&str>, opts: &JoinOptions) -> Resul
     let token: EnrollToken = call(c, |c| c.create_enroll_token(ttl))?.json()?;
     let expires = token.expires_at.clone();
     let doc = build(info, token, c.server(), opts)?;
-    let text = doc
-        .encode()
-        .context("the join string would not be valid (check --coordinator-url and --fabric-addr)")?;
-    if doc.coordinators.iter().all(|u| local_only(u)) && !doc.fabric.iter().all(|a| local_only(a))
-    {
+    let text = doc.encode().context(
+        "the join string would not be valid (check --coordinator-url and --fabric-addr)",
+    )?;
+    if doc.coordinators.iter().all(|u| local_only(u)) && !doc.fabric.iter().all(|a| local_only(a)) {
         eprintln!(
             "warning: the coordinator address {} is reachable from this machine only; pass --coordinator-url http://<address devices reach>:<port>",
             doc.coordinators.join(", ")
@@ -114,7 +117,10 @@ pub(crate) fn create(c: &Client, ttl: Option<&str>, opts: &JoinOptions) -> Resul
             eprintln!(
                 "wrote the join string to {} (one device, expires {expires}); on the device: sudo floed join {}",
                 path.display(),
-                path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+                path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
             );
         }
         None => {

@@ -153,9 +153,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             false
         }
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(
-                "the installed trust store cannot be read; pass --force to replace it",
-            ));
+            return Err(anyhow::Error::new(e)
+                .context("the installed trust store cannot be read; pass --force to replace it"));
         }
     };
 
@@ -174,7 +173,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         None
     };
     let joined = match &enrolled {
-        Some(Enrolled::Yes(_)) => render_config(existing.as_deref(), &path, &doc, &settings, false)?,
+        Some(Enrolled::Yes(_)) => {
+            render_config(existing.as_deref(), &path, &doc, &settings, false)?
+        }
         _ => joined,
     };
 
@@ -185,9 +186,15 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     if existing.as_deref() != Some(joined.text.as_str()) {
         write_config(&path, &joined.text, owner)?;
     }
-    chown_if_root(&cfg.data_dir.join(floe_wire::identity::IDENTITY_FILE), owner)?;
+    chown_if_root(
+        &cfg.data_dir.join(floe_wire::identity::IDENTITY_FILE),
+        owner,
+    )?;
 
-    println!("device {device} joined the fleet of {}", doc.coordinators.join(", "));
+    println!(
+        "device {device} joined the fleet of {}",
+        doc.coordinators.join(", ")
+    );
     println!("  config {}", path.display());
     println!("  trust store {}", cfg.trust_store.display());
     match &enrolled {
@@ -242,14 +249,19 @@ fn error_message(body: &[u8]) -> String {
 /// `POST {base}/api/v1/devices/{device}/report` over plain HTTP/1.1; the status and the body.
 async fn post_report(base: &str, device: &str, report: Vec<u8>) -> Result<(u16, Vec<u8>)> {
     let Some(authority) = base.strip_prefix("http://") else {
-        bail!("only http:// coordinator addresses are supported (the coordinator serves plain HTTP)");
+        bail!(
+            "only http:// coordinator addresses are supported (the coordinator serves plain HTTP)"
+        );
     };
     let authority = authority.trim_end_matches('/');
     let uri: hyper::Uri = format!("http://{authority}/api/v1/devices/{device}/report")
         .parse()
         .with_context(|| format!("`{base}` is not a URL"))?;
     let host = uri.host().context("the URL names no host")?.to_string();
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = uri.port_u16().unwrap_or(80);
     let work = async {
         let stream = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -265,7 +277,10 @@ async fn post_report(base: &str, device: &str, report: Vec<u8>) -> Result<(u16, 
             .header(hyper::header::CONTENT_TYPE, "application/cbor")
             .body(Full::new(Bytes::from(report)))
             .context("building the request")?;
-        let resp = sender.send_request(req).await.context("sending the report")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("sending the report")?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
@@ -321,10 +336,13 @@ fn write_trust(trust_store: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> R
 /// file is 0640 and, when root writes it for a packaged daemon, in the daemon's group.
 fn write_config(path: &Path, text: &str, owner: Option<(u32, u32)>) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let old = std::fs::metadata(path).ok();
-    let mode = old.as_ref().map_or(0o640, |m| m.permissions().mode() & 0o7777);
+    let mode = old
+        .as_ref()
+        .map_or(0o640, |m| m.permissions().mode() & 0o7777);
     floe_wire::fsutil::write_atomic(path, text.as_bytes(), mode, true)
         .with_context(|| format!("writing {}", path.display()))?;
     // The temp file was created with the umask applied; set the mode exactly.
@@ -359,7 +377,10 @@ fn start(config: &Path, no_start: bool) -> bool {
         match std::process::Command::new("systemctl").args(args).status() {
             Ok(s) if s.success() => {}
             Ok(s) => {
-                eprintln!("systemctl {} failed ({s}); start it with: {how}", args.join(" "));
+                eprintln!(
+                    "systemctl {} failed ({s}); start it with: {how}",
+                    args.join(" ")
+                );
                 return false;
             }
             Err(e) => {
