@@ -346,19 +346,14 @@ mod tests {
 
     #[test]
     fn bad_fields_are_refused_on_both_sides_naming_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut JoinDoc)>)> = vec![
-            ("coordinators", Box::new(|d| d.coordinators.clear())),
-            (
-                "coordinators",
-                Box::new(|d| d.coordinators = vec!["ftp://x".into()]),
-            ),
-            (
-                "fabric",
-                Box::new(|d| d.fabric = vec!["/ip4/1.2.3.4/tcp/1".into()]),
-            ),
-            ("fabric", Box::new(|d| d.fabric = vec![String::new(); 17])),
-            ("token", Box::new(|d| d.token = "a b".into())),
-            ("token", Box::new(|d| d.token = "x".repeat(129))),
+        type Mutation = fn(&mut JoinDoc);
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("coordinators", |d| d.coordinators.clear()),
+            ("coordinators", |d| d.coordinators = vec!["ftp://x".into()]),
+            ("fabric", |d| d.fabric = vec!["/ip4/1.2.3.4/tcp/1".into()]),
+            ("fabric", |d| d.fabric = vec![String::new(); 17]),
+            ("token", |d| d.token = "a b".into()),
+            ("token", |d| d.token = "x".repeat(129)),
         ];
         for (field, mutate) in cases {
             let mut d = doc();
