@@ -10,7 +10,7 @@
 use crate::contract::{
     AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
     DeviceInput, DevicePage, DevicePatch, EnrollToken, ErrorBody, FeedPage, Flow, FlowInput,
-    FlowList, Healthz, PendingPage, Report, Status, TargetPage, TokenInput,
+    FlowList, Healthz, JoinInfo, PendingPage, Report, Status, TargetPage, TokenInput,
 };
 use schemars::generate::{Contract, SchemaSettings};
 use schemars::{JsonSchema, SchemaGenerator};
@@ -43,6 +43,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/devices/{id}/report", &["post"]),
     ("/devices/{id}/directive", &["get"]),
     ("/enrollment-tokens", &["post"]),
+    ("/join-info", &["get"]),
     ("/audit", &["get"]),
     ("/status", &["get"]),
 ];
@@ -366,6 +367,15 @@ pub fn document() -> Value {
         vec![],
     );
     paths.insert("/status".into(), json!({ "get": o }));
+    let o = op::<JoinInfo>(
+        &mut s,
+        "What a join string holds besides its token: the fabric addresses and the device trust store (hex of trust.cbor); 409 without a fabric",
+        None,
+        "200",
+        "the join information",
+        vec![],
+    );
+    paths.insert("/join-info".into(), json!({ "get": o }));
 
     let mut schemas = s.into_components();
     let _ = schemas.insert(

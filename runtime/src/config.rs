@@ -325,7 +325,7 @@ impl Config {
         Config {
             data_dir: data_dir.to_path_buf(),
             device_type: "unknown".to_string(),
-            arch: std::env::consts::ARCH.to_string(),
+            arch: floe_wire::artifact::native_arch().to_string(),
             region: None,
             labels: BTreeMap::new(),
             listen: Vec::new(),

@@ -9,6 +9,8 @@
 //! - [`control`], [`status`]: what the control surfaces and the agent share (commands,
 //!   outcomes, the published report) and the status view read from disk, so that neither
 //!   [`http`] nor [`agent`] depends on the other.
+//! - [`join`]: what `floed join` makes of a join string (the edited config, the fleet check,
+//!   the enrolling report).
 //! - [`crash`]: the crash-point hook of the crash tests (a no-op without its feature); the
 //!   slots and the agent both call it, so it sits below both.
 //!
@@ -22,6 +24,7 @@ pub mod control;
 pub mod crash;
 pub mod health;
 pub mod http;
+pub mod join;
 pub mod peer;
 pub mod releases;
 pub mod slots;

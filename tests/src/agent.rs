@@ -81,7 +81,7 @@ pub fn config(root: &Path, data: &Path, min_ready_s: u64) -> PathBuf {
              start_timeout_ms = 2000\nstop_timeout_ms = 500\n\
              [dev]\nallow_unsigned_install = true\n",
             data.display(),
-            std::env::consts::ARCH
+            floe_wire::artifact::native_arch()
         ),
     )
     .unwrap();

@@ -216,6 +216,23 @@ impl Coordinator {
         }
     }
 
+    /// Runs `floe enroll-token create --join --out <out>` against this coordinator (the CLI
+    /// as an operator runs it) and returns the join string it wrote.
+    pub fn join_file(&self, out: &Path, ttl: &str) -> String {
+        let run = Command::new(crate::bin("floe").unwrap())
+            .args(["enroll-token", "create", "--join", "--ttl", ttl, "--out"])
+            .arg(out)
+            .args(["--server", &self.url(), "--token", &self.token()])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "floe enroll-token create --join failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read_to_string(out).unwrap().trim().to_string()
+    }
+
     /// The registry's view of a device.
     pub fn device(&self, id: &str) -> Value {
         self.client.get_device(id).unwrap().json().unwrap()
@@ -296,6 +313,9 @@ fn read_addrs(dir: &Path) -> Vec<String> {
 #[derive(Debug)]
 pub struct Device {
     child: Option<Child>,
+    /// The program and leading arguments that run `floed` (a `qemu-<arch>` line for a cross
+    /// build); `None` runs the host build.
+    launcher: Option<Vec<std::ffi::OsString>>,
     /// The device id (hex of its public key).
     pub id: String,
     /// Its data directory.
@@ -329,7 +349,7 @@ impl Device {
                  check_interval_ms = 200\nsmoke_timeout_ms = 1500\nstart_timeout_ms = 3000\n\
                  stop_timeout_ms = 500\n",
                 data = quote(&data.to_string_lossy()),
-                arch = quote(std::env::consts::ARCH),
+                arch = quote(floe_wire::artifact::native_arch()),
                 region = quote(region),
                 port = crate::net::free_port().unwrap(),
                 peers = peers.join(", "),
@@ -349,9 +369,35 @@ impl Device {
             .unwrap();
         let mut d = Device {
             child: None,
+            launcher: None,
             id,
             data,
             config,
+        };
+        d.restart();
+        d
+    }
+
+    /// Starts the daemon of a device configured some other way (`floed join`): `config` names
+    /// `data`, where its identity already is.
+    pub fn start_configured(data: &Path, config: &Path) -> Device {
+        Device::start_launched(None, data, config)
+    }
+
+    /// Like [`Device::start_configured`], running `floed` through `launcher` (for example
+    /// `["qemu-arm", "-L", "/usr/arm-linux-gnueabihf", "<floed>"]`) when given.
+    pub fn start_launched(
+        launcher: Option<Vec<std::ffi::OsString>>,
+        data: &Path,
+        config: &Path,
+    ) -> Device {
+        let key = floe_wire::identity::load_or_generate(data).unwrap();
+        let mut d = Device {
+            child: None,
+            launcher,
+            id: floe_wire::identity::device_id(&key),
+            data: data.to_path_buf(),
+            config: config.to_path_buf(),
         };
         d.restart();
         d
@@ -375,9 +421,16 @@ impl Device {
             .append(true)
             .open(self.data.join("floed.log"))
             .unwrap();
+        let mut cmd = match &self.launcher {
+            Some(l) => {
+                let mut c = Command::new(&l[0]);
+                c.args(&l[1..]);
+                c
+            }
+            None => Command::new(crate::bin("floed").unwrap()),
+        };
         self.child = Some(
-            Command::new(crate::bin("floed").unwrap())
-                .arg("daemon")
+            cmd.arg("daemon")
                 .arg("--config")
                 .arg(&self.config)
                 .env("RUST_LOG", "info,floe_flow=warn")
@@ -420,6 +473,16 @@ impl Drop for Device {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A device configuration as a site might start it before `floed join`: test-friendly trial
+/// and health settings and the local HTTP port, no fleet keys (the join adds those).
+pub fn pre_join_config(http_port: u16) -> String {
+    format!(
+        "# Site settings, kept by floed join.\nhttp_listen = \"127.0.0.1:{http_port}\"\nmdns = false\n\
+         heartbeat_interval_ms = 500\n[trial]\nmin_ready_seconds = 2\ncheck_interval_ms = 200\n\
+         smoke_timeout_ms = 1500\nstart_timeout_ms = 3000\nstop_timeout_ms = 500\n"
+    )
 }
 
 fn toml_string(s: &str) -> String {

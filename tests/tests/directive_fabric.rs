@@ -432,7 +432,7 @@ fn coordinator_directs_three_devices_over_the_fabric() {
                      [trial]\nmin_ready_seconds = 1\ncheck_interval_ms = 100\n\
                      smoke_timeout_ms = 300\nstart_timeout_ms = 2000\nstop_timeout_ms = 500\n",
                     data.display(),
-                    std::env::consts::ARCH,
+                    floe_wire::artifact::native_arch(),
                     trust_dir.display()
                 ),
             )

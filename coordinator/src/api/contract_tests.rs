@@ -166,7 +166,22 @@ impl TestServer {
         let (handle, actor) = spawn(core_at(dir.path()), shutdown.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = super::router(handle, "secret".into());
+        // The trust store `floe serve` would write for these keys, for `GET /join-info`.
+        let trust_dir = dir.path().join("trust");
+        let store = floe_wire::proto::TrustStore::new(
+            vec![floe_wire::proto::TrustedKey::new(floe_wire::proto::Fixed(
+                SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes(),
+            ))],
+            floe_wire::proto::TrustedKey::new(floe_wire::proto::Fixed(
+                SigningKey::from_bytes(&[2; 32]).verifying_key().to_bytes(),
+            )),
+        );
+        floe_wire::artifact::keys::write_trust(&trust_dir, &store).unwrap();
+        let join = super::JoinSource {
+            trust_dir,
+            fabric: vec!["/ip4/127.0.0.1/tcp/7301/p2p/12D3KooWExample".into()],
+        };
+        let app = super::router_with_join(handle, "secret".into(), Some(join));
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -490,6 +505,9 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         None,
     );
     assert!(feed["cursor"].is_string(), "{feed}");
+    let join = call(&c, k, Get, "/join-info", "/join-info", None);
+    assert_eq!(join["fabric"].as_array().map(Vec::len), Some(1), "{join}");
+    assert!(join["trust_store"].as_str().is_some_and(|t| !t.is_empty()));
     let status = call(&c, k, Get, "/status", "/status", None);
     assert!(
         status["ingest"]["queue_capacity"].as_u64() > Some(0),
@@ -565,7 +583,7 @@ fn an_undeclared_field_fails_the_check() {
 #[test]
 fn missing_fields_and_other_spellings_fail_the_check() {
     let doc = crate::openapi::document();
-    let token = json!({"token": "t", "expires_at": "2026-11-22T03:00:00Z"});
+    let token = json!({"token": "t", "expires_at": "2026-11-22T03:00:00Z", "expires_at_ms": 1_795_316_400_000u64});
     let flows = json!({"flows": []});
     for (path, method, status, bad) in [
         ("/enrollment-tokens", "post", 201, json!({"token": "t"})),

@@ -18,8 +18,11 @@
 //!   API token; its report is authenticated by its own signature, and a directive post is
 //!   signed by the coordinator and carries nothing secret.
 
+mod join;
 pub mod types;
 pub mod views;
+
+pub use join::JoinSource;
 
 use crate::contract::paging::{self, PageError};
 use crate::service::model::Status;
@@ -182,6 +185,7 @@ fn query(
 struct AppState {
     handle: ServiceHandle,
     token: Arc<str>,
+    join: Option<Arc<JoinSource>>,
 }
 
 /// Serialises a typed answer (here, in the handler's task: never on the service actor).
@@ -273,9 +277,16 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
 
 /// The API router. `token` is the bearer token every protected route requires.
 pub fn router(handle: ServiceHandle, token: String) -> Router {
+    router_with_join(handle, token, None)
+}
+
+/// The API router with `GET /join-info` answered from `join` (without it, that route answers
+/// 409: a coordinator without a fabric cannot be joined).
+pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinSource>) -> Router {
     let state = AppState {
         handle,
         token: Arc::from(token),
+        join: join.map(Arc::new),
     };
     let api = Router::new()
         .route("/healthz", get(healthz))
@@ -304,6 +315,7 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
         .route("/directives/pending", get(pending_directives))
         .route("/directives/feed", get(directive_feed))
         .route("/enrollment-tokens", post(create_token))
+        .route("/join-info", get(join::join_info))
         .route("/audit", get(audit))
         .route("/status", get(status));
     Router::new()
@@ -915,6 +927,7 @@ async fn create_token(State(st): State<AppState>, req: Request) -> ApiResult {
         EnrollToken {
             token,
             expires_at: rfc3339(expires),
+            expires_at_ms: expires,
         },
     )
 }

@@ -55,6 +55,11 @@ impl Client {
         };
         self.call(Method::Post, "/enrollment-tokens", Some(&to_value(&body)))
     }
+
+    /// `GET /join-info`: the fabric addresses and trust store a join string carries.
+    pub fn join_info(&self) -> Result<Reply, ClientError> {
+        self.call(Method::Get, "/join-info", None)
+    }
 }
 
 /// Filters of `GET /devices`.

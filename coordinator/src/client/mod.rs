@@ -34,7 +34,7 @@ mod transport;
 pub use crate::contract::{
     AuditEntry, AuditPage, Deployment, DeploymentInput, DeploymentPage, Device, DeviceHealth,
     DeviceInput, DevicePage, EnrollToken, Flow, FlowArtifact, FlowInput, FlowList, Gate, GateCheck,
-    Slot, Stage, Target, TargetPage,
+    JoinInfo, Slot, Stage, Target, TargetPage,
 };
 pub use deployments::{DeploymentAction, ReportFormat};
 pub use devices::DeviceFilter;

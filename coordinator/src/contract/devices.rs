@@ -108,6 +108,18 @@ pub struct EnrollToken {
     pub token: String,
     /// RFC 3339.
     pub expires_at: String,
+    /// The same instant in Unix milliseconds (0 from a coordinator that does not say).
+    #[serde(default)]
+    pub expires_at_ms: u64,
+}
+
+/// `GET /join-info`: what a join string carries besides its token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JoinInfo {
+    /// The coordinator's fabric addresses, each ending in `/p2p/<peer id>`.
+    pub fabric: Vec<String>,
+    /// The device trust store file (`trust.cbor`), hex.
+    pub trust_store: String,
 }
 
 /// `POST /devices/batch`.

@@ -31,7 +31,7 @@ pub use deployments::{
 };
 pub use devices::{
     AppliedDirective, BatchResult, Device, DeviceHealth, DevicePage, EnrollToken, FeedDirective,
-    FeedPage, PendingDirective, PendingPage, Slot,
+    FeedPage, JoinInfo, PendingDirective, PendingPage, Slot,
 };
 pub use enums::{FlowState, GateVerdict, HealthLevel, UnknownName};
 pub use floe_rollout::{DeploymentStatus, Report, StageKind, TargetStatus};

@@ -273,7 +273,12 @@ pub async fn start(
             addr: config.listen,
             source,
         })?;
-    let app = api::router(handle.clone(), token.clone());
+    // `GET /join-info` hands these to `floe enroll-token create --join`.
+    let join = api::JoinSource {
+        trust_dir: dir.join("trust"),
+        fabric: fabric_addrs.iter().map(ToString::to_string).collect(),
+    };
+    let app = api::router_with_join(handle.clone(), token.clone(), Some(join));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let graceful = stop.clone();

@@ -405,7 +405,7 @@ mod bundles {
     fn bundle(root: &Path, key: &SigningKey, version: &str, release: u64) -> PathBuf {
         let now = floe_wire::clock::unix_secs();
         let mut spec = BuildSpec::new("flow", version, release, now, now + 3600);
-        spec.archs = vec![std::env::consts::ARCH.to_string()];
+        spec.archs = vec![floe_wire::artifact::native_arch().to_string()];
         let out = root.join(format!("flow-{version}.floe"));
         artifact::build(&spec, b"ok", None, &[key], &out).unwrap();
         out
@@ -428,7 +428,7 @@ mod bundles {
         );
         let mut cfg = config(&data);
         keys::write_trust(&cfg.trust_store, &trust).unwrap();
-        cfg.arch = std::env::consts::ARCH.to_string();
+        cfg.arch = floe_wire::artifact::native_arch().to_string();
         let mut agent = Agent::open(cfg, Script::default()).await.unwrap();
 
         let b2 = bundle(tmp.path(), &release_key, "2.0.0", 20);

@@ -5,6 +5,7 @@
 //! - [`artifact`]: building and verifying signed bundles, key files, the content-addressed
 //!   chunk store and the pure install decision.
 //! - [`identity`]: a node's ed25519 key on disk.
+//! - [`join`]: the join string a device enrolls with (`floed join`).
 //! - [`fsutil`]: durable writes (temp file, fsync, rename, directory fsync).
 //! - [`clock`]: the wall clock, read only by services and binaries.
 //! - [`text`]: limits and control-character rules for untrusted text, and its terminal form.
@@ -17,5 +18,6 @@ pub mod artifact;
 pub mod clock;
 pub mod fsutil;
 pub mod identity;
+pub mod join;
 pub mod proto;
 pub mod text;

@@ -90,6 +90,22 @@ enum EnrollTokenCommand {
         /// How long the token is valid (e.g. 1h, 30m).
         #[arg(long)]
         ttl: Option<String>,
+        /// Print a join string instead of the bare token: the coordinator's REST and fabric
+        /// addresses, the device trust store, the token and its expiry, for `floed join`.
+        #[arg(long)]
+        join: bool,
+        /// With --join: write the join string to this file (mode 0600) instead of stdout.
+        #[arg(long, value_name = "FILE", requires = "join")]
+        out: Option<std::path::PathBuf>,
+        /// With --join: a REST address devices reach the coordinator at (repeatable; default
+        /// the --server this command uses).
+        #[arg(long = "coordinator-url", value_name = "URL", requires = "join")]
+        coordinator_urls: Vec<String>,
+        /// With --join: a fabric address devices bootstrap to, ending in /p2p/<peer id>
+        /// (repeatable; default the coordinator's own, loopback ones left out when it has
+        /// others).
+        #[arg(long = "fabric-addr", value_name = "MULTIADDR", requires = "join")]
+        fabric_addrs: Vec<String>,
     },
 }
 
@@ -186,7 +202,21 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
 pub(crate) fn run_enroll_token(args: EnrollTokenArgs) -> Result<ExitCode> {
     let c = client(&args.conn)?;
     match args.command {
-        EnrollTokenCommand::Create { ttl } => {
+        EnrollTokenCommand::Create {
+            ttl,
+            join: true,
+            out,
+            coordinator_urls,
+            fabric_addrs,
+        } => {
+            let opts = crate::join::JoinOptions {
+                out,
+                coordinator_urls,
+                fabric_addrs,
+            };
+            crate::join::create(&c, ttl.as_deref(), &opts)?;
+        }
+        EnrollTokenCommand::Create { ttl, .. } => {
             let reply = call(&c, |c| c.create_enroll_token(ttl.as_deref()))?;
             if args.conn.json {
                 print_raw(&reply.text);

@@ -10,6 +10,7 @@ mod demo;
 mod deploy;
 mod device;
 mod flow;
+mod join;
 mod keys;
 mod loadtest;
 mod watch;

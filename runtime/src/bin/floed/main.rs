@@ -15,6 +15,7 @@ mod daemon;
 mod demo;
 mod fabric;
 mod install;
+mod join;
 mod rollback;
 mod run;
 mod status;
@@ -42,6 +43,9 @@ enum Command {
     Fabric(fabric::FabricArgs),
     /// Run the device agent (under systemd: Type=notify).
     Daemon(Common),
+    /// Join a fleet with a join string from `floe enroll-token create --join`: write the
+    /// config and trust store, enroll, start the service.
+    Join(join::Args),
     /// Install a version through stage, smoke test, switch, trial and commit or rollback.
     Install(install::Args),
     /// Show slots, versions, trial state, health and recent audit entries.
@@ -122,6 +126,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime.block_on(fabric::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Join(args) => join::run(args),
         Command::Daemon(common) => daemon::run(load_config(&common, true)?),
         Command::Install(args) => install::run(load_config(&args.common, false)?, &args),
         Command::Status(args) => status::run(&load_config(&args.common, false)?, &args),

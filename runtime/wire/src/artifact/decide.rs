@@ -10,6 +10,16 @@
 use crate::proto::cbor::Shared;
 use crate::proto::{Action, Directive, Manifest, Verified};
 
+/// This build's CPU architecture in the names manifests use (`aarch64`, `armv7`, `x86_64` …).
+///
+/// `std::env::consts::ARCH` says `arm` for every 32-bit ARM, but a bundle built for ARMv7
+/// (the Raspberry Pi 2 and later in 32-bit mode) runs only there, so manifests name `armv7`
+/// and ARMv6 builds (Pi Zero, Pi 1) say `armv6`; other architectures keep Rust's name. The
+/// build script reads it off the target triple.
+pub const fn native_arch() -> &'static str {
+    env!("FLOE_NATIVE_ARCH")
+}
+
 /// What the device knows about itself at decision time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceFacts {

@@ -17,7 +17,7 @@ pub mod keys;
 pub mod store;
 
 pub use bundle::{BuildSpec, BundleError, BundleReader, build, verify_file};
-pub use decide::{DeviceFacts, Refusal, install_decision};
+pub use decide::{DeviceFacts, Refusal, install_decision, native_arch};
 pub use store::{ChunkStore, StoreError, assemble};
 
 use crate::proto::{Directive, Envelope, Manifest, SignedError, TrustStore, Verified};

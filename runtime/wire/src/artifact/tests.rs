@@ -649,3 +649,13 @@ proptest::proptest! {
         let _ = cbor::decode_canonical::<Manifest>(&bytes, crate::proto::manifest::MAX_MANIFEST_BYTES);
     }
 }
+
+#[test]
+fn the_native_arch_is_named_as_manifests_name_it() {
+    let arch = super::native_arch();
+    if cfg!(target_arch = "arm") {
+        assert!(matches!(arch, "armv7" | "armv6"), "{arch}");
+    } else {
+        assert_eq!(arch, std::env::consts::ARCH);
+    }
+}

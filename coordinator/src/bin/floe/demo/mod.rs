@@ -144,7 +144,7 @@ pub(crate) fn device_config(dev: &DemoDevice, plan: &DemoPlan) -> String {
          stop_timeout_ms = 500\n",
         data = quote(&dev.data_dir.to_string_lossy()),
         ty = quote(&dev.device_type),
-        arch = quote(std::env::consts::ARCH),
+        arch = quote(floe_wire::artifact::native_arch()),
         region = quote(&dev.region),
         port = dev.http_port,
         peers = peers.join(", "),
