@@ -1,7 +1,8 @@
 //! The daemon's configuration file (`/etc/floe/floed.toml` by default).
 //!
-//! The file is TOML and every key is optional except the ones that describe the device
-//! (`device_type`, `arch`). Unknown keys are refused rather than ignored, because a misspelled
+//! The file is TOML and every key is optional except `device_type`; `arch` defaults to the
+//! architecture `floed` was built for ([`build_arch`]), so one packaged file fits every
+//! architecture. Unknown keys are refused rather than ignored, because a misspelled
 //! key that silently falls back to a default is how a field device ends up with a 60-second
 //! trial instead of the intended 600. Every error names the key that is wrong.
 //!
@@ -22,6 +23,16 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/floe/floed.toml";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/floe";
 /// The local HTTP endpoint (`/health`, `/metrics`) when the file does not name one.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9100";
+
+/// The architecture this `floed` was built for, spelled as artifact manifests spell it
+/// (`x86_64`, `aarch64`, `armv7`): the default of the `arch` key.
+pub const fn build_arch() -> &'static str {
+    if cfg!(all(target_arch = "arm", target_feature = "v7")) {
+        "armv7"
+    } else {
+        std::env::consts::ARCH
+    }
+}
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +235,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The device type (`raspberry-pi-4`, `jetson-orin-nano` …), used by rollout selection.
     pub device_type: String,
-    /// The CPU architecture (`aarch64`, `armv7` …).
+    /// The CPU architecture (`aarch64`, `armv7` …); by default the one `floed` was built for.
     pub arch: String,
     /// The region the device is in, if any.
     pub region: Option<String>,
@@ -298,7 +309,10 @@ impl Config {
             return Err(invalid("data_dir", "must be an absolute path"));
         }
         let device_type = non_empty("device_type", raw.device_type)?;
-        let arch = non_empty("arch", raw.arch)?;
+        let arch = match raw.arch {
+            None => build_arch().to_string(),
+            some => non_empty("arch", some)?,
+        };
         let http_text = raw
             .http_listen
             .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
@@ -559,6 +573,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn arch_defaults_to_the_build_but_device_type_is_required() {
+        let cfg = parse("device_type = \"pi\"").unwrap();
+        assert_eq!(cfg.arch, build_arch());
+        let cfg = parse("device_type = \"pi\"\narch = \"armv7\"").unwrap();
+        assert_eq!(cfg.arch, "armv7");
+        let e = parse("device_type = \"pi\"\narch = \" \"").unwrap_err().to_string();
+        assert!(e.contains("`arch`"), "{e}");
     }
 
     #[test]

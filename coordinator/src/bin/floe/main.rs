@@ -9,6 +9,7 @@ mod device;
 mod flow;
 mod keys;
 mod loadtest;
+mod notify;
 mod watch;
 
 use anyhow::Result;

@@ -319,6 +319,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             listener.local_addr()?,
             dir.display()
         );
+        // Up: tell systemd (Type=notify) and keep its watchdog fed while the service answers.
+        crate::notify::started(handle.clone(), shutdown.clone());
         let app = api::router(handle, token);
         let stop = shutdown.clone();
         tokio::spawn(async move {
