@@ -581,7 +581,9 @@ mod tests {
         assert_eq!(cfg.arch, build_arch());
         let cfg = parse("device_type = \"pi\"\narch = \"armv7\"").unwrap();
         assert_eq!(cfg.arch, "armv7");
-        let e = parse("device_type = \"pi\"\narch = \" \"").unwrap_err().to_string();
+        let e = parse("device_type = \"pi\"\narch = \" \"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`arch`"), "{e}");
     }
 

@@ -70,7 +70,10 @@ fn floe_unit_verifies_with_its_hardening() {
         );
         checked += 1;
     }
-    assert!(checked >= 15, "found only {checked} hardening lines in floed.service");
+    assert!(
+        checked >= 15,
+        "found only {checked} hardening lines in floed.service"
+    );
 
     let floe = floe_tests::bin("floe").unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -97,8 +100,16 @@ fn coordinator_sysusers_and_tmpfiles_make_a_private_data_dir() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("etc")).unwrap();
     for (tool, extra, file) in [
-        ("systemd-sysusers", None, "systemd/sysusers.d/floe-coordinator.conf"),
-        ("systemd-tmpfiles", Some("--create"), "systemd/tmpfiles.d/floe-coordinator.conf"),
+        (
+            "systemd-sysusers",
+            None,
+            "systemd/sysusers.d/floe-coordinator.conf",
+        ),
+        (
+            "systemd-tmpfiles",
+            Some("--create"),
+            "systemd/tmpfiles.d/floe-coordinator.conf",
+        ),
     ] {
         let mut cmd = Command::new(tool);
         cmd.arg(format!("--root={}", root.path().display()));
@@ -198,7 +209,8 @@ fn floe_serve_notifies_ready_feeds_the_watchdog_and_says_stopping() {
     let start = Instant::now();
     let mut pings = 0;
     let mut buf = [0u8; 4096];
-    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     while start.elapsed() < Duration::from_secs(2) {
         if let Ok(n) = sock.recv(&mut buf) {
             pings += String::from_utf8_lossy(&buf[..n])
@@ -219,7 +231,10 @@ fn floe_serve_notifies_ready_feeds_the_watchdog_and_says_stopping() {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        assert!(Instant::now() < until, "floe serve did not exit after SIGTERM");
+        assert!(
+            Instant::now() < until,
+            "floe serve did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "floe serve exited with {status}");

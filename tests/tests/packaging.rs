@@ -52,7 +52,9 @@ fn tools_present(test: &str) -> bool {
         std::env::var("CI").as_deref() != Ok("true"),
         "{test}: missing under CI: {missing:?} (.ci/run installs them)"
     );
-    eprintln!("SKIP {test}: missing {missing:?} (cargo install cargo-deb --locked; apt-get install lintian dpkg-dev)");
+    eprintln!(
+        "SKIP {test}: missing {missing:?} (cargo install cargo-deb --locked; apt-get install lintian dpkg-dev)"
+    );
     false
 }
 
@@ -188,23 +190,24 @@ fn control_fields_name_the_package_version_arch_and_dependencies() {
                 .to_string()
         };
         assert_eq!(field("Package"), name);
-        assert_eq!(
-            field("Version"),
-            format!("{}-1", env!("CARGO_PKG_VERSION"))
-        );
+        assert_eq!(field("Version"), format!("{}-1", env!("CARGO_PKG_VERSION")));
         assert_eq!(field("Architecture"), host_arch());
         let depends = field("Depends");
         for needed in ["libc6", "init-system-helpers", "systemd"] {
-            assert!(depends.contains(needed), "{name} Depends lacks {needed}: {depends}");
+            assert!(
+                depends.contains(needed),
+                "{name} Depends lacks {needed}: {depends}"
+            );
         }
         // The Debian changelog's latest entry is this version (packaging/<name>.changelog
         // must be bumped with the workspace version).
         let dir = tempfile::tempdir().unwrap();
         run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir.path()));
         let changelog = stdout(
-            Command::new("gzip")
-                .arg("-dc")
-                .arg(dir.path().join(format!("usr/share/doc/{name}/changelog.Debian.gz"))),
+            Command::new("gzip").arg("-dc").arg(
+                dir.path()
+                    .join(format!("usr/share/doc/{name}/changelog.Debian.gz")),
+            ),
         );
         let first = changelog.lines().next().unwrap_or_default();
         assert!(
@@ -277,12 +280,19 @@ fn packages_install_the_users_directories_units_and_conffile() {
     ] {
         let meta = std::fs::metadata(r.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         assert_eq!(meta.mode() & 0o777, mode, "{dir}");
-        assert_eq!(meta.uid().to_string(), user[2], "{dir} belongs to {}", user[0]);
+        assert_eq!(
+            meta.uid().to_string(),
+            user[2],
+            "{dir} belongs to {}",
+            user[0]
+        );
     }
 
     // Both units are enabled (deb-systemd-helper under DPKG_ROOT) …
     for unit in ["floed.service", "floe.service"] {
-        let link = r.join("etc/systemd/system/multi-user.target.wants").join(unit);
+        let link = r
+            .join("etc/systemd/system/multi-user.target.wants")
+            .join(unit);
         assert_eq!(
             std::fs::read_link(&link).unwrap_or_else(|e| panic!("{unit} not enabled: {e}")),
             Path::new("/usr/lib/systemd/system").join(unit)
@@ -332,7 +342,10 @@ fn packages_install_the_users_directories_units_and_conffile() {
     // The installed binaries run.
     for (bin, name) in [("usr/bin/floed", "floed"), ("usr/bin/floe", "floe")] {
         let version = stdout(Command::new(r.join(bin)).arg("--version"));
-        assert_eq!(version.trim(), format!("{name} {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            version.trim(),
+            format!("{name} {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 }
 
@@ -356,7 +369,11 @@ fn packaged_binaries_are_stripped() {
         // The check can fail: the unstripped build has a symbol table.
         let built = target_dir().join("ci-package").join(bin);
         let unstripped = stdout(Command::new("readelf").arg("-S").arg("-W").arg(&built));
-        assert!(unstripped.contains(".symtab"), "{} has no .symtab", built.display());
+        assert!(
+            unstripped.contains(".symtab"),
+            "{} has no .symtab",
+            built.display()
+        );
         let size = std::fs::metadata(&path).unwrap().len();
         let deb_size = std::fs::metadata(deb).unwrap().len();
         eprintln!(
@@ -412,7 +429,11 @@ fn conffile_parses_and_documents_every_key_with_its_default() {
     assert!(cfg.bootstrap_peers.is_empty() && cfg.listen.is_empty());
 
     // Every key the parser knows is in the file, set or commented.
-    for (table, header) in [("", None), ("trial", Some("[trial]")), ("health", Some("[health]"))] {
+    for (table, header) in [
+        ("", None),
+        ("trial", Some("[trial]")),
+        ("health", Some("[health]")),
+    ] {
         let keys = accepted_keys(table);
         assert!(keys.len() >= 8, "keys of [{table}]: {keys:?}");
         let section: String = match header {
@@ -430,9 +451,9 @@ fn conffile_parses_and_documents_every_key_with_its_default() {
                 .join("\n"),
         };
         for key in keys {
-            let set = section.lines().any(|l| {
-                l.trim_start_matches('#').starts_with(&format!("{key} = "))
-            });
+            let set = section
+                .lines()
+                .any(|l| l.trim_start_matches('#').starts_with(&format!("{key} = ")));
             assert!(set, "floed.toml does not document `{key}` in [{table}]");
         }
     }
@@ -482,13 +503,20 @@ fn remove_keeps_the_conffile_and_purge_keeps_the_device_data() {
     std::fs::write(r.join("var/lib/floe/trust/trust.cbor"), b"keys").unwrap();
 
     // Reinstalling (an upgrade to the same version) keeps the edited conffile.
-    run(dpkg(r).arg("--force-confold").arg("--install").arg(&debs().floed));
+    run(dpkg(r)
+        .arg("--force-confold")
+        .arg("--install")
+        .arg(&debs().floed));
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
 
     run(dpkg(r).args(["--remove", "floed"]));
     assert!(!r.join("usr/bin/floed").exists());
     assert!(!r.join("usr/lib/systemd/system/floed.service").exists());
-    assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited, "remove keeps conffiles");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        edited,
+        "remove keeps conffiles"
+    );
 
     run(dpkg(r).args(["--purge", "floed"]));
     assert!(!conf.exists(), "purge deletes the conffile");
@@ -506,7 +534,10 @@ fn remove_keeps_the_conffile_and_purge_keeps_the_device_data() {
             .arg(format!("--root={}", r.display()))
             .args(["-W", "-f=${db:Status-Abbrev}", "floed"]),
     );
-    assert!(status.starts_with("un") || status.starts_with("pn"), "status {status:?}");
+    assert!(
+        status.starts_with("un") || status.starts_with("pn"),
+        "status {status:?}"
+    );
 }
 
 #[test]
