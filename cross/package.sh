@@ -1,27 +1,28 @@
 #!/usr/bin/env bash
-# Packs a field-install tarball for one architecture: the binaries, the systemd units and the
-# sysusers/tmpfiles snippets, laid out relative to / so that `tar -xzf … -C /` installs them.
-#   cross/package.sh aarch64|armv7   ->  target/floe-<version>-<arch>.tar.gz
+# Builds the Debian packages for one architecture with cargo-deb, from the real release profile
+# (fat LTO, opt-level "s"), stripped:
+#   cross/package.sh arm64    # floed and floe for Raspberry Pi 4/5 (64-bit OS), Jetson
+#   cross/package.sh armhf    # floed for 32-bit Raspberry Pi OS (ARMv7)
+#   cross/package.sh amd64    # floed and floe for x86-64 gateways and servers
+# The .deb files land in <target dir>/debian/ and their paths are printed. Install one with
+# `apt install ./floed_<version>-1_<arch>.deb`. Needs cargo-deb (`cargo install cargo-deb
+# --locked`) and, for arm64/armhf, cross/setup.sh.
 set -euo pipefail
-arch="${1:-}"
-case "$arch" in
-  aarch64) triple=aarch64-unknown-linux-gnu ;;
-  armv7) triple=armv7-unknown-linux-gnueabihf ;;
-  *) echo "usage: cross/package.sh aarch64|armv7" >&2; exit 2 ;;
+case "${1:-}" in
+  arm64 | aarch64) triple=aarch64-unknown-linux-gnu; coordinator=yes ;;
+  armhf | armv7) triple=armv7-unknown-linux-gnueabihf; coordinator=no ;;
+  amd64 | x86_64) triple=x86_64-unknown-linux-gnu; coordinator=yes ;;
+  *) echo "usage: cross/package.sh arm64|armhf|amd64" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
-cross/build.sh "$arch"
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
-install -Dm755 "target/$triple/release/floed" "$stage/usr/bin/floed"
-install -Dm755 "target/$triple/release/floe" "$stage/usr/bin/floe"
-for unit in systemd/*.service; do
-  [ -e "$unit" ] && install -Dm644 "$unit" "$stage/usr/lib/systemd/system/$(basename "$unit")"
-done
-[ -e systemd/floe.sysusers ] && install -Dm644 systemd/floe.sysusers "$stage/usr/lib/sysusers.d/floe.conf"
-[ -e systemd/floe.tmpfiles ] && install -Dm644 systemd/floe.tmpfiles "$stage/usr/lib/tmpfiles.d/floe.conf"
-install -Dm644 examples/temperature-alert.json "$stage/usr/share/floe/examples/temperature-alert.json"
-out="target/floe-$version-$arch.tar.gz"
-tar -czf "$out" -C "$stage" .
-echo "$out"
+command -v cargo-deb >/dev/null || {
+  echo "cargo-deb is missing: cargo install cargo-deb --locked" >&2
+  exit 1
+}
+out="${CARGO_TARGET_DIR:-target}/debian"
+mkdir -p "$out"
+cargo deb --locked -p floe-runtime --target "$triple" --output "$out"
+if [ "$coordinator" = yes ]; then
+  cargo deb --locked -p floe-coordinator --target "$triple" --output "$out"
+fi
+ls -l "$out"/*.deb

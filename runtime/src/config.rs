@@ -1,7 +1,8 @@
 //! The daemon's configuration file (`/etc/floe/floed.toml` by default).
 //!
-//! The file is TOML and every key is optional except the ones that describe the device
-//! (`device_type`, `arch`). Unknown keys are refused rather than ignored, because a misspelled
+//! The file is TOML and every key is optional except `device_type`; `arch` defaults to the
+//! architecture `floed` was built for ([`floe_wire::artifact::native_arch`]), so one packaged file fits every
+//! architecture. Unknown keys are refused rather than ignored, because a misspelled
 //! key that silently falls back to a default is how a field device ends up with a 60-second
 //! trial instead of the intended 600. Every error names the key that is wrong.
 //!
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use floe_wire::artifact::native_arch;
 use floe_wire::text::{
     MAX_ARCH_BYTES, MAX_DEVICE_TYPE_BYTES, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS,
     MAX_REGION_BYTES, check_text,
@@ -268,7 +270,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The device type (`raspberry-pi-4`, `jetson-orin-nano` …), used by rollout selection.
     pub device_type: String,
-    /// The CPU architecture (`aarch64`, `armv7` …).
+    /// The CPU architecture (`aarch64`, `armv7` …); by default the one `floed` was built for.
     pub arch: String,
     /// The region the device is in, if any.
     pub region: Option<String>,
@@ -349,7 +351,10 @@ impl Config {
             return Err(invalid("data_dir", "must be an absolute path"));
         }
         let device_type = required_text("device_type", raw.device_type, MAX_DEVICE_TYPE_BYTES)?;
-        let arch = required_text("arch", raw.arch, MAX_ARCH_BYTES)?;
+        let arch = match raw.arch {
+            None => native_arch().to_string(),
+            some => required_text("arch", some, MAX_ARCH_BYTES)?,
+        };
         if let Some(region) = &raw.region {
             text("region", region, MAX_REGION_BYTES)?;
         }
@@ -841,6 +846,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.data_dir, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn arch_defaults_to_the_build_but_device_type_is_required() {
+        let cfg = parse("device_type = \"pi\"").unwrap();
+        assert_eq!(cfg.arch, native_arch());
+        let cfg = parse("device_type = \"pi\"\narch = \"armv7\"").unwrap();
+        assert_eq!(cfg.arch, "armv7");
+        let e = parse("device_type = \"pi\"\narch = \" \"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`arch`"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod flow;
 mod join;
 mod keys;
 mod loadtest;
+mod notify;
 mod watch;
 
 use anyhow::Result;

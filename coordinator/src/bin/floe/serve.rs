@@ -115,7 +115,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        let server = server::start(config, shutdown).await?;
+        let server = server::start(config, shutdown.clone()).await?;
         for notice in server.notices() {
             println!("{notice}");
         }
@@ -134,6 +134,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             server.url(),
             server.data_dir().display()
         );
+        // Up: tell systemd (Type=notify) and keep its watchdog fed while the service answers.
+        crate::notify::started(server.service().clone(), shutdown);
         server.wait().await?;
         Ok(())
     })
