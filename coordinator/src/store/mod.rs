@@ -265,6 +265,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every statement of the per-report path stays prepared (rusqlite keeps 16 by default).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let supported = MIGRATIONS.len() as i64;
@@ -510,11 +512,12 @@ impl Store {
 
     /// Inserts or replaces a device.
     pub fn put_device(&self, d: &DeviceRecord) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO devices (id, public_key, doc) VALUES (?1, ?2, ?3)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO devices (id, public_key, doc) VALUES (?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET public_key = excluded.public_key, doc = excluded.doc",
-            params![d.id, d.public_key, to_json("device", d)?],
-        )?;
+            )?
+            .execute(params![d.id, d.public_key, to_json("device", d)?])?;
         Ok(())
     }
 
@@ -531,16 +534,16 @@ impl Store {
 
     /// Allocates the next directive generation of a device (the stored counter only grows).
     pub fn next_generation(&self, device: &str) -> Result<u64, StoreError> {
-        self.conn.execute(
-            "INSERT INTO generations (device_id, generation) VALUES (?1, 1)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO generations (device_id, generation) VALUES (?1, 1)
              ON CONFLICT(device_id) DO UPDATE SET generation = generation + 1",
-            [device],
-        )?;
-        let g: i64 = self.conn.query_row(
-            "SELECT generation FROM generations WHERE device_id = ?1",
-            [device],
-            |r| r.get(0),
-        )?;
+            )?
+            .execute([device])?;
+        let g: i64 = self
+            .conn
+            .prepare_cached("SELECT generation FROM generations WHERE device_id = ?1")?
+            .query_row([device], |r| r.get(0))?;
         Ok(to_u64(g))
     }
 
@@ -548,32 +551,30 @@ impl Store {
     pub fn generation(&self, device: &str) -> Result<u64, StoreError> {
         let g: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT generation FROM generations WHERE device_id = ?1",
-                [device],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT generation FROM generations WHERE device_id = ?1")?
+            .query_row([device], |r| r.get(0))
             .optional()?;
         Ok(g.map(to_u64).unwrap_or(0))
     }
 
     /// Sets a device's desired directive.
     pub fn put_desired(&self, d: &DesiredRecord) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO desired (device_id, generation, deployment_id, directive, post, issued_at)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO desired (device_id, generation, deployment_id, directive, post, issued_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(device_id) DO UPDATE SET generation = excluded.generation,
                 deployment_id = excluded.deployment_id, directive = excluded.directive,
                 post = excluded.post, issued_at = excluded.issued_at",
-            params![
+            )?
+            .execute(params![
                 d.device_id,
                 to_i64(d.generation),
                 d.deployment_id,
                 d.directive,
                 d.post,
                 to_i64(d.issued_at)
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -698,10 +699,12 @@ impl Store {
 
     /// Appends an audit line.
     pub fn audit(&self, a: &AuditRecord) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO audit (at, actor, action, device_id, deployment_id, outcome, detail)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit (at, actor, action, device_id, deployment_id, outcome, detail)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+            )?
+            .execute(params![
                 to_i64(a.at),
                 a.actor,
                 a.action,
@@ -709,8 +712,7 @@ impl Store {
                 a.deployment_id,
                 a.outcome,
                 a.detail
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
