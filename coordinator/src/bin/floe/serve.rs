@@ -42,6 +42,19 @@ pub(crate) struct ServeArgs {
     /// How often directives devices still have to apply are posted again.
     #[arg(long, default_value = "2s")]
     republish: String,
+    /// The REST API's most open connections. At the cap a new connection replaces the one
+    /// idle longest; requests being handled are never cut (see ARCHITECTURE.md).
+    #[arg(long, default_value_t = floe_httpd::Limits::coordinator().max_connections)]
+    max_connections: usize,
+    /// How long a REST client may take to send a request head.
+    #[arg(long, default_value = "10s")]
+    header_timeout: String,
+    /// How long a kept-alive REST connection may wait for its next request.
+    #[arg(long, default_value = "30s")]
+    idle_timeout: String,
+    /// How long a REST request may take, reading its body included (503 after it).
+    #[arg(long, default_value = "60s")]
+    request_timeout: String,
 }
 
 fn parse_addrs(what: &str, list: &[String]) -> Result<Vec<libp2p::Multiaddr>> {
@@ -77,6 +90,19 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     config.fabric_listen = parse_addrs("--fabric-listen", &args.fabric_listen)?;
     config.fabric_bootstrap = parse_addrs("--fabric-bootstrap", &args.fabric_bootstrap)?;
     config.mdns = args.mdns && !args.no_mdns;
+    let ms = |flag: &str, v: &str| -> Result<std::time::Duration> {
+        Ok(std::time::Duration::from_millis(
+            parse_duration(v).with_context(|| flag.to_string())?,
+        ))
+    };
+    config.http.max_connections = args.max_connections;
+    config.http.header_timeout = ms("--header-timeout", &args.header_timeout)?;
+    config.http.idle_timeout = ms("--idle-timeout", &args.idle_timeout)?;
+    config.http.request_timeout = ms("--request-timeout", &args.request_timeout)?;
+    config
+        .http
+        .check()
+        .map_err(|e| anyhow::anyhow!("--{}: {}", e.setting.replace('_', "-"), e.message))?;
     Ok(config)
 }
 
