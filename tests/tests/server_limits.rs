@@ -74,7 +74,8 @@ fn all_closed_within(socks: &mut [TcpStream], limit: Duration) -> Duration {
 fn count_closed(socks: &mut [TcpStream]) -> usize {
     socks
         .iter_mut()
-        .filter(|s| closed(s, Duration::from_millis(5)))
+        .map(|s| closed(s, Duration::from_millis(5)))
+        .filter(|c| *c)
         .count()
 }
 
