@@ -22,7 +22,8 @@ fn slow_header_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|_| {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
             s
         })
         .collect()
@@ -165,10 +166,19 @@ fn coordinator_rest_api_keeps_its_limits() {
     let n = s.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let idle_from = Instant::now();
-    assert!(!closed(&mut s, Duration::from_millis(1000)), "closed before the idle timeout");
-    assert!(closed(&mut s, Duration::from_secs(5)), "idle connection kept open");
+    assert!(
+        !closed(&mut s, Duration::from_millis(1000)),
+        "closed before the idle timeout"
+    );
+    assert!(
+        closed(&mut s, Duration::from_secs(5)),
+        "idle connection kept open"
+    );
     let idle = idle_from.elapsed();
-    assert!(idle < Duration::from_secs(4), "idle connection closed after {idle:?}");
+    assert!(
+        idle < Duration::from_secs(4),
+        "idle connection closed after {idle:?}"
+    );
 
     // Three times the cap in idle and half-sent sockets; a real API client and a device
     // report still get answers, round after round, while the sockets stay open.

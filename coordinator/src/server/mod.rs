@@ -250,12 +250,13 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Server, ServerError> {
     config.check()?;
-    let http = floe_httpd::Server::with_timeout_answer(config.http, timeout_answer).map_err(
-        |e| ServerError::Config {
-            field: e.setting,
-            message: e.message,
-        },
-    )?;
+    let http =
+        floe_httpd::Server::with_timeout_answer(config.http, timeout_answer).map_err(|e| {
+            ServerError::Config {
+                field: e.setting,
+                message: e.message,
+            }
+        })?;
     let dir = config.data_dir.clone();
     secrets::data_dir(&dir)?;
     let (token, token_created) = secrets::api_token(&dir)?;

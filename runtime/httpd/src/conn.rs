@@ -162,11 +162,7 @@ impl Registry {
     }
 
     /// Admits a new connection, waiting up to `wait` for room; `None` when there was none.
-    pub(crate) async fn admit(
-        &self,
-        wait: Duration,
-        stop: &CancellationToken,
-    ) -> Option<Admitted> {
+    pub(crate) async fn admit(&self, wait: Duration, stop: &CancellationToken) -> Option<Admitted> {
         let until = Instant::now() + wait;
         loop {
             let changed = self.changed.notified();
@@ -386,8 +382,9 @@ pub(crate) async fn run(
         .header_read_timeout(limits.idle_timeout + limits.header_timeout)
         .keep_alive(true)
         .max_buf_size(limits.max_head_bytes);
-    let served = builder.serve_connection(io, svc);
-    tokio::pin!(served);
+    // Boxed, not pinned on the stack, so it can be dropped (closing the socket) before the
+    // registry counts the room as free.
+    let mut served = Box::pin(builder.serve_connection(io, svc));
     let mut draining = false;
     let end = loop {
         let wake = conn.wake.notified();

@@ -330,7 +330,11 @@ impl Server {
                 "closing connections still open after {drain:?}"
             );
             hard.cancel();
-            let _ = self.shared.registry.wait_empty(Duration::from_secs(1)).await;
+            let _ = self
+                .shared
+                .registry
+                .wait_empty(Duration::from_secs(1))
+                .await;
         }
     }
 }

@@ -23,7 +23,10 @@ fn limits() -> Limits {
 fn app() -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/report", post(|body: String| async move { body.len().to_string() }))
+        .route(
+            "/report",
+            post(|body: String| async move { body.len().to_string() }),
+        )
         .route(
             "/slow",
             get(|| async {
@@ -89,13 +92,18 @@ async fn slow_header_sockets_are_closed_within_the_header_timeout() {
     let mut socks = Vec::new();
     for _ in 0..48 {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         socks.push(s);
     }
     for s in &mut socks {
         let (answer, closed) = read_to_close(s).await;
         assert!(closed, "a slow-header socket stayed open");
-        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
     }
     let took = started.elapsed();
     assert!(
@@ -114,10 +122,17 @@ async fn slow_header_sockets_are_closed_within_the_header_timeout() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(closed || read_to_close(&mut s).await.1, "a trickled head was served");
+    assert!(
+        closed || read_to_close(&mut s).await.1,
+        "a trickled head was served"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
     // The server still answers.
-    assert!(request(addr, "GET /healthz", "").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        request(addr, "GET /healthz", "")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
 }
 
 #[tokio::test]
@@ -126,7 +141,9 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     // Two requests on one connection: keep-alive works while the client is not idle too long.
     for _ in 0..2 {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = [0u8; 512];
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
             .await
@@ -139,7 +156,10 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     let (_, closed) = read_to_close(&mut s).await;
     let idle = idle_from.elapsed();
     assert!(closed);
-    assert!(idle < Duration::from_millis(600 + 1000), "closed after {idle:?}");
+    assert!(
+        idle < Duration::from_millis(600 + 1000),
+        "closed after {idle:?}"
+    );
     assert_eq!(server.stats().idle_timeouts, 1, "{:?}", server.stats());
     assert_eq!(server.open_connections(), 0);
 }
@@ -163,7 +183,11 @@ async fn more_idle_sockets_than_the_cap_do_not_shut_clients_out() {
         assert!(a.starts_with("HTTP/1.1 200") && a.ends_with("19"), "{a}");
     }
     let stats = server.stats();
-    assert!(server.open_connections() <= 8, "{}", server.open_connections());
+    assert!(
+        server.open_connections() <= 8,
+        "{}",
+        server.open_connections()
+    );
     assert!(stats.evicted >= 32, "{stats:?}");
     assert_eq!(stats.refused, 0, "{stats:?}");
 }
@@ -197,10 +221,16 @@ async fn a_busy_request_is_never_evicted_and_a_full_server_refuses_after_the_wai
     tokio::time::sleep(Duration::from_millis(150)).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     let started = Instant::now();
-    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _ = s
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     let (answer, closed) = read_to_close(&mut s).await;
     assert!(closed && answer.is_empty(), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(server.stats().refused >= 1, "{:?}", server.stats());
     // The stuck handlers get the timeout answer and their connections close.
     for s in stuck {
@@ -209,7 +239,11 @@ async fn a_busy_request_is_never_evicted_and_a_full_server_refuses_after_the_wai
         assert!(a.to_ascii_lowercase().contains("connection: close"), "{a}");
     }
     assert!(server.stats().request_timeouts >= 2);
-    assert!(request(addr, "GET /healthz", "").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        request(addr, "GET /healthz", "")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
 }
 
 #[tokio::test]
@@ -224,7 +258,10 @@ async fn a_body_that_never_ends_gets_the_timeout_answer() {
     assert!(closed && answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("did not finish within"), "{answer}");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     assert_eq!(server.stats().request_timeouts, 1);
 }
 
@@ -233,8 +270,16 @@ async fn an_oversized_head_is_refused() {
     let (_server, addr, _stop) = start(limits()).await;
     let big = "a".repeat(MIN_HEAD_BYTES * 2);
     let a = request(addr, &format!("GET /healthz?{big}"), "").await;
-    assert!(a.starts_with("HTTP/1.1 431") || a.is_empty(), "{}", &a[..a.len().min(200)]);
-    assert!(request(addr, "GET /healthz", "").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        a.starts_with("HTTP/1.1 431") || a.is_empty(),
+        "{}",
+        &a[..a.len().min(200)]
+    );
+    assert!(
+        request(addr, "GET /healthz", "")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
 }
 
 #[tokio::test]
