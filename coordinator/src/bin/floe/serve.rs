@@ -166,3 +166,55 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ServerConfig> {
+        let mut argv = vec!["floe", "--data-dir", "/nonexistent/floe-test"];
+        argv.extend_from_slice(extra);
+        config(Cli::try_parse_from(argv).unwrap().serve)
+    }
+
+    #[test]
+    fn limit_flags_set_the_rest_limits_and_refuse_what_is_out_of_range() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.http, floe_httpd::Limits::coordinator());
+        let c = parse(&[
+            "--max-connections",
+            "8",
+            "--header-timeout",
+            "2s",
+            "--idle-timeout",
+            "1m",
+            "--request-timeout",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(c.http.max_connections, 8);
+        assert_eq!(c.http.header_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.http.idle_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(c.http.request_timeout, std::time::Duration::from_secs(90));
+        let e = parse(&["--max-connections", "0"]).unwrap_err().to_string();
+        assert!(
+            e.contains("--max-connections") && e.contains("1 to 65536"),
+            "{e}"
+        );
+        let e = parse(&["--header-timeout", "0s"]).unwrap_err().to_string();
+        assert!(e.contains("--header-timeout"), "{e}");
+        let e = parse(&["--idle-timeout", "2h"]).unwrap_err().to_string();
+        assert!(e.contains("--idle-timeout") && e.contains("3600s"), "{e}");
+        let e = format!("{:#}", parse(&["--request-timeout", "soon"]).unwrap_err());
+        assert!(e.contains("--request-timeout"), "{e}");
+    }
+}
