@@ -180,6 +180,25 @@ fn coordinator_rest_api_keeps_its_limits() {
         "idle connection closed after {idle:?}"
     );
 
+    // A report whose body never arrives gets the API's 503 `busy` at the request timeout.
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    s.write_all(
+        b"POST /api/v1/devices/abc/report HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc",
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"code\":\"busy\""), "{answer}");
+    assert!(
+        took >= Duration::from_millis(4500) && took < Duration::from_secs(9),
+        "the timeout answer came after {took:?} (request timeout 5 s)"
+    );
+
     // Three times the cap in idle and half-sent sockets; a real API client and a device
     // report still get answers, round after round, while the sockets stay open.
     let mut flood = idle_sockets(addr, 192);

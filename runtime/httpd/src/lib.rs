@@ -77,7 +77,7 @@ impl Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
-            max_connections: 256,
+            max_connections: 512,
             accept_wait: Duration::from_secs(1),
             max_head_bytes: 64 * 1024,
         }
