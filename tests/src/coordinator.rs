@@ -37,6 +37,8 @@ pub struct Coordinator {
     pub republish: String,
     /// `--offline-after`: how long a silent device stays online.
     pub offline_after: String,
+    /// Further `floe serve` arguments.
+    pub extra: Vec<String>,
 }
 
 impl Coordinator {
@@ -55,10 +57,22 @@ impl Coordinator {
     /// Like [`Coordinator::start`], with `--republish` and `--offline-after` given (a fleet
     /// that reports every 30 s needs a longer offline time than the tests' 3 s).
     pub fn start_configured(root: &Path, republish: &str, offline_after: &str) -> Coordinator {
+        Coordinator::start_with_args(root, republish, offline_after, &[])
+    }
+
+    /// Like [`Coordinator::start_configured`], with further `floe serve` arguments
+    /// (`--max-connections 8`).
+    pub fn start_with_args(
+        root: &Path,
+        republish: &str,
+        offline_after: &str,
+        extra: &[&str],
+    ) -> Coordinator {
         let dir = root.join("coordinator");
         let port = crate::net::free_port().unwrap();
         let fabric_port = crate::net::free_port().unwrap();
-        let child = spawn_server(&dir, port, fabric_port, republish, offline_after);
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = spawn_server(&dir, port, fabric_port, republish, offline_after, &extra);
         let anon = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
         wait("the coordinator API", Duration::from_secs(60), || {
             anon.healthz().ok()
@@ -79,6 +93,7 @@ impl Coordinator {
             bootstrap,
             republish: republish.to_string(),
             offline_after: offline_after.to_string(),
+            extra,
         }
     }
 
@@ -115,6 +130,7 @@ impl Coordinator {
             self.fabric_port,
             &self.republish,
             &self.offline_after,
+            &self.extra,
         ));
         let client = &self.client;
         wait(
@@ -269,6 +285,7 @@ fn spawn_server(
     fabric_port: u16,
     republish: &str,
     offline_after: &str,
+    extra: &[String],
 ) -> Child {
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new()
@@ -289,6 +306,7 @@ fn spawn_server(
             "--republish",
             republish,
         ])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone().unwrap()))

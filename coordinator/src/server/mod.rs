@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub mdns: bool,
     /// How often directives devices still have to apply are posted again (at least 100 ms).
     pub republish: Duration,
+    /// The REST listener's timeouts and connection cap (ARCHITECTURE.md, "Server limits").
+    pub http: floe_httpd::Limits,
 }
 
 impl ServerConfig {
@@ -75,6 +77,7 @@ impl ServerConfig {
             fabric_bootstrap: Vec::new(),
             mdns: false,
             republish: Duration::from_secs(2),
+            http: floe_httpd::Limits::coordinator(),
         }
     }
 
@@ -94,7 +97,10 @@ impl ServerConfig {
         if self.offline_after == 0 {
             return bad("offline_after", "must be above zero");
         }
-        Ok(())
+        self.http.check().map_err(|e| ServerError::Config {
+            field: e.setting,
+            message: e.message,
+        })
     }
 }
 
@@ -154,9 +160,6 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// Serving the REST API failed.
-    #[error("serving the API: {0}")]
-    Serve(#[source] std::io::Error),
     /// A task of the server did not finish cleanly.
     #[error("a server task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
@@ -173,6 +176,7 @@ pub struct Server {
     notices: Vec<String>,
     data_dir: PathBuf,
     service: ServiceHandle,
+    http: floe_httpd::Server,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -220,6 +224,12 @@ impl Server {
         &self.service
     }
 
+    /// What the REST listener counted (connections accepted, evicted for room, refused,
+    /// closed at a timeout).
+    pub fn http_stats(&self) -> floe_httpd::Stats {
+        self.http.stats()
+    }
+
     /// Asks every part to stop (the same as cancelling the token given to [`start`]).
     pub fn shutdown(&self) {
         self.shutdown.cancel();
@@ -240,6 +250,13 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Server, ServerError> {
     config.check()?;
+    let http =
+        floe_httpd::Server::with_timeout_answer(config.http, timeout_answer).map_err(|e| {
+            ServerError::Config {
+                field: e.setting,
+                message: e.message,
+            }
+        })?;
     let dir = config.data_dir.clone();
     secrets::data_dir(&dir)?;
     let (token, token_created) = secrets::api_token(&dir)?;
@@ -280,20 +297,18 @@ pub async fn start(
     };
     let app = api::router_with_join(handle.clone(), token.clone(), Some(join));
     let stop = shutdown.clone();
+    let serving = http.clone();
     let task = tokio::spawn(async move {
-        let graceful = stop.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { graceful.cancelled().await })
-            .await
-            .map_err(ServerError::Serve);
-        // The listener stopped (asked to, or failed): everything else stops with it.
+        // Header, idle and request timeouts and the connection cap (ARCHITECTURE.md,
+        // "Server limits"); accept errors are retried, so only the shutdown ends it.
+        serving.serve(listener, app, stop.clone()).await;
+        tracing::info!(stats = ?serving.stats(), "REST listener stopped");
         stop.cancel();
         let service = service_task.await.map_err(ServerError::Task);
         let bridged = bridge.await.map_err(ServerError::Task);
         if let Ok(stats) = &bridged {
             tracing::info!(?stats, "fabric bridge stopped");
         }
-        served?;
         service?;
         bridged.map(|_| ())
     });
@@ -305,6 +320,7 @@ pub async fn start(
         notices: keys.notices,
         data_dir: dir,
         service: handle,
+        http,
         shutdown,
         task,
     })
@@ -361,6 +377,29 @@ async fn start_network(
             source,
         })?;
     Ok((fabric_addrs, bridge, listener))
+}
+
+/// The REST answer to a request that ran past the request timeout: 503 `busy` in the API's
+/// error shape. Work a handler already handed to the service actor is not undone (the actor
+/// runs every call it took to the end), so the message says to read the state back.
+fn timeout_answer(limit: Duration) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = api::types::ErrorBody {
+        error: api::types::ErrorDetail {
+            code: "busy".into(),
+            message: format!(
+                "the request did not finish within {}s (a slow body or a busy server); a change \
+                 it asked for may still complete: read the state back before retrying",
+                limit.as_secs_f64()
+            ),
+            field: None,
+        },
+    };
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 /// How long the fabric may take to listen.

@@ -42,6 +42,19 @@ pub(crate) struct ServeArgs {
     /// How often directives devices still have to apply are posted again.
     #[arg(long, default_value = "2s")]
     republish: String,
+    /// The REST API's most open connections. At the cap a new connection replaces the one
+    /// idle longest; requests being handled are never cut (see ARCHITECTURE.md).
+    #[arg(long, default_value_t = floe_httpd::Limits::coordinator().max_connections)]
+    max_connections: usize,
+    /// How long a REST client may take to send a request head.
+    #[arg(long, default_value = "10s")]
+    header_timeout: String,
+    /// How long a kept-alive REST connection may wait for its next request.
+    #[arg(long, default_value = "30s")]
+    idle_timeout: String,
+    /// How long a REST request may take, reading its body included (503 after it).
+    #[arg(long, default_value = "60s")]
+    request_timeout: String,
 }
 
 fn parse_addrs(what: &str, list: &[String]) -> Result<Vec<libp2p::Multiaddr>> {
@@ -77,6 +90,19 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     config.fabric_listen = parse_addrs("--fabric-listen", &args.fabric_listen)?;
     config.fabric_bootstrap = parse_addrs("--fabric-bootstrap", &args.fabric_bootstrap)?;
     config.mdns = args.mdns && !args.no_mdns;
+    let ms = |flag: &str, v: &str| -> Result<std::time::Duration> {
+        Ok(std::time::Duration::from_millis(
+            parse_duration(v).with_context(|| flag.to_string())?,
+        ))
+    };
+    config.http.max_connections = args.max_connections;
+    config.http.header_timeout = ms("--header-timeout", &args.header_timeout)?;
+    config.http.idle_timeout = ms("--idle-timeout", &args.idle_timeout)?;
+    config.http.request_timeout = ms("--request-timeout", &args.request_timeout)?;
+    config
+        .http
+        .check()
+        .map_err(|e| anyhow::anyhow!("--{}: {}", e.setting.replace('_', "-"), e.message))?;
     Ok(config)
 }
 
@@ -139,4 +165,56 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         server.wait().await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ServerConfig> {
+        let mut argv = vec!["floe", "--data-dir", "/nonexistent/floe-test"];
+        argv.extend_from_slice(extra);
+        config(Cli::try_parse_from(argv).unwrap().serve)
+    }
+
+    #[test]
+    fn limit_flags_set_the_rest_limits_and_refuse_what_is_out_of_range() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.http, floe_httpd::Limits::coordinator());
+        let c = parse(&[
+            "--max-connections",
+            "8",
+            "--header-timeout",
+            "2s",
+            "--idle-timeout",
+            "1m",
+            "--request-timeout",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(c.http.max_connections, 8);
+        assert_eq!(c.http.header_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.http.idle_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(c.http.request_timeout, std::time::Duration::from_secs(90));
+        let e = parse(&["--max-connections", "0"]).unwrap_err().to_string();
+        assert!(
+            e.contains("--max-connections") && e.contains("1 to 65536"),
+            "{e}"
+        );
+        let e = parse(&["--header-timeout", "0s"]).unwrap_err().to_string();
+        assert!(e.contains("--header-timeout"), "{e}");
+        let e = parse(&["--idle-timeout", "2h"]).unwrap_err().to_string();
+        assert!(e.contains("--idle-timeout") && e.contains("3600s"), "{e}");
+        let e = format!("{:#}", parse(&["--request-timeout", "soon"]).unwrap_err());
+        assert!(e.contains("--request-timeout"), "{e}");
+    }
 }

@@ -101,15 +101,15 @@ async fn serve(cfg: Config) -> Result<()> {
         .with_context(|| {
             format!("binding the health endpoint on {http_addr} (config key `http_listen`)")
         })?;
+    // Header, idle and request timeouts and a connection cap (ARCHITECTURE.md, "Server
+    // limits"): a scraper flood cannot hold the daemon's descriptors or memory.
+    let limited = floe_httpd::Server::new(floe_httpd::Limits::device())
+        .context("the health endpoint's limits")?;
     let token = shutdown.clone();
     tokio::spawn(async move {
-        let app = http::health_router(pub_rx);
-        if let Err(e) = axum::serve(health, app)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "health endpoint failed");
-        }
+        limited
+            .serve(health, http::health_router(pub_rx), token)
+            .await;
     });
 
     // Only this process holds the lock, so an existing socket file is a leftover.
