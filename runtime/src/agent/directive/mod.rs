@@ -284,7 +284,12 @@ where
         let Some(rel) = self.state.slot_release(slot)? else {
             return Ok(false);
         };
-        Ok(rel.manifest_sha256 == pinned && self.slots.verify(slot).is_ok())
+        // Same release with other values (a value changed since) is staged again.
+        Ok(rel.manifest_sha256 == pinned
+            && self
+                .slots
+                .verify(slot)
+                .is_ok_and(|record| record.vars == post.directive.value.vars))
     }
 
     /// The slot a Stage fills and a Switch activates: the one that is not the last known good.
