@@ -164,12 +164,23 @@ fn each_device_runs_the_flow_with_its_own_values() {
     let v1 = coord.publish("Temperature Alert", flow(&a_url));
     let dep = coord.deploy(&v1, "all-at-once", &devices, json!({"timeout": "60s"}));
     let done = coord.wait_done(&dep, Duration::from_secs(120));
-    assert_eq!(
-        done.status.as_str(),
-        "completed",
-        "{:?}",
-        done.status_reason
-    );
+    if done.status.as_str() != "completed" {
+        let mut why = format!("{:?}\n", done.status_reason);
+        for t in coord.targets(&dep) {
+            why.push_str(&format!("target {:?}\n", t));
+        }
+        for d in devices {
+            let log = std::fs::read_to_string(d.data.join("floed.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            why.push_str(&format!(
+                "device {}: {}\n{}\n",
+                d.id,
+                d.status()["audit"],
+                tail.join("\n")
+            ));
+        }
+        panic!("the deployment did not complete: {why}");
+    }
     for d in devices {
         wait("the device to commit", Duration::from_secs(20), || {
             (d.status()["phase"] == "idle").then_some(())
