@@ -7,10 +7,12 @@
 //! derived schemas are. A test in `api/tests` calls every route of a real service and
 //! validates each answer against this document.
 
+use crate::contract::DeviceVars;
 use crate::contract::{
     AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
     DeviceInput, DevicePage, DevicePatch, EnrollToken, ErrorBody, FeedPage, Flow, FlowInput,
-    FlowList, Healthz, JoinInfo, PendingPage, Report, Status, TargetPage, TokenInput,
+    FlowList, GroupVars, GroupVarsChange, GroupVarsList, Healthz, JoinInfo, PendingPage, Report,
+    Status, TargetPage, TokenInput, VarsChange,
 };
 use schemars::generate::{Contract, SchemaSettings};
 use schemars::{JsonSchema, SchemaGenerator};
@@ -42,6 +44,8 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/directives/feed", &["get"]),
     ("/devices/{id}/report", &["post"]),
     ("/devices/{id}/directive", &["get"]),
+    ("/devices/{id}/vars", &["get", "put"]),
+    ("/group-vars", &["get", "put"]),
     ("/enrollment-tokens", &["post"]),
     ("/join-info", &["get"]),
     ("/audit", &["get"]),
@@ -274,6 +278,16 @@ pub fn document() -> Value {
         "get": op::<Device>(&mut s, "A device", None, "200", "the device", vec![]),
         "patch": op::<Device>(&mut s, "Set maintenance / quarantine flags", Some(patch), "200", "the device", vec![]),
     })));
+    let change = s.request::<VarsChange>();
+    paths.insert("/devices/{id}/vars".into(), with_id(json!({
+        "get": op::<DeviceVars>(&mut s, "A device's own values of flow variables and what it resolves to now (device over label group over device-type group)", None, "200", "the values", vec![]),
+        "put": op::<DeviceVars>(&mut s, "Set and unset a device's own values (names by the flow rule, values at most 256 bytes of text, 16 per device); audited", Some(change), "200", "the values", vec![]),
+    })));
+    let change = s.request::<GroupVarsChange>();
+    paths.insert("/group-vars".into(), json!({
+        "get": op::<GroupVarsList>(&mut s, "Every group (label key=value or device type) holding values of flow variables", None, "200", "the groups", vec![]),
+        "put": op::<GroupVars>(&mut s, "Set and unset one group's values; audited", Some(change), "200", "the group's values", vec![]),
+    }));
     let o = op::<PendingPage>(
         &mut s,
         "Devices behind their current directive, by id; `next` is the `after` of the next page",

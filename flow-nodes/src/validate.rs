@@ -132,9 +132,16 @@ impl Invalid {
     }
 }
 
+/// Checks that `text` parses as a value of a variable declared with type `ty` (what a
+/// per-device value of a flow variable must do before a deployment delivers it); the message
+/// says why not.
+pub fn check_variable_value(ty: crate::def::VarType, text: &str) -> Result<(), String> {
+    vars::parse_value(ty, text).map(|_| ())
+}
+
 /// Parses and validates a flow document at `level`, returning the definition as written.
 pub fn check(bytes: &[u8], level: Level) -> Result<Flow, Invalid> {
-    analyse(bytes, level, &[]).map(|(flow, _)| flow)
+    analyse(bytes, level, &[], Undeclared::Refuse).map(|(flow, _)| flow)
 }
 
 /// Parses, validates at the complete level, and resolves a flow for the engine. `overrides`
@@ -145,7 +152,35 @@ pub fn check(bytes: &[u8], level: Level) -> Result<Flow, Invalid> {
 /// default stay absent), every `${variable}` replaced by its typed value, durations as integer
 /// milliseconds, `inputs`/`outputs` per node, and connections as node indices.
 pub fn compile(bytes: &[u8], overrides: &[(String, String)]) -> Result<CompiledFlow, Invalid> {
-    let (flow, resolved) = analyse(bytes, Level::Complete, overrides)?;
+    compile_inner(bytes, overrides, Undeclared::Refuse)
+}
+
+/// [`compile`] for values that were set for a device rather than for this flow (a device's
+/// values from its coordinator and its local config): a value for a variable the flow does
+/// not declare is ignored instead of refused. Values for declared variables must still parse
+/// as their declared type.
+pub fn compile_with_values(
+    bytes: &[u8],
+    values: &[(String, String)],
+) -> Result<CompiledFlow, Invalid> {
+    compile_inner(bytes, values, Undeclared::Ignore)
+}
+
+/// What an override for a variable the flow does not declare is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undeclared {
+    /// A problem.
+    Refuse,
+    /// Nothing.
+    Ignore,
+}
+
+fn compile_inner(
+    bytes: &[u8],
+    overrides: &[(String, String)],
+    undeclared: Undeclared,
+) -> Result<CompiledFlow, Invalid> {
+    let (flow, resolved) = analyse(bytes, Level::Complete, overrides, undeclared)?;
     let mut nodes = Vec::with_capacity(flow.nodes.len());
     let mut index = HashMap::with_capacity(flow.nodes.len());
     for (i, (node, res)) in flow.nodes.iter().zip(resolved.nodes).enumerate() {
@@ -315,6 +350,7 @@ fn analyse(
     bytes: &[u8],
     level: Level,
     overrides: &[(String, String)],
+    undeclared: Undeclared,
 ) -> Result<(Flow, Resolved), Invalid> {
     let value = parse_json(bytes, "the flow document").map_err(Invalid::Input)?;
     let mut problems = Problems::default();
@@ -329,7 +365,7 @@ fn analyse(
                 found = true;
             }
         }
-        if !found {
+        if !found && undeclared == Undeclared::Refuse {
             problems.push(
                 format!("variable {name}"),
                 "",

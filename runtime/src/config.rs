@@ -18,7 +18,7 @@ use std::time::Duration;
 use floe_wire::artifact::native_arch;
 use floe_wire::text::{
     MAX_ARCH_BYTES, MAX_DEVICE_TYPE_BYTES, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS,
-    MAX_REGION_BYTES, check_text,
+    MAX_REGION_BYTES, check_text, check_var_name, check_var_value,
 };
 use serde::Deserialize;
 
@@ -106,6 +106,8 @@ struct RawConfig {
     trial: RawTrial,
     #[serde(default)]
     health: RawHealth,
+    #[serde(default)]
+    vars: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +297,10 @@ pub struct Config {
     pub operator_group: Option<String>,
     /// Developer settings (table `[dev]`), all off by default.
     pub dev: DevSettings,
+    /// Local values of flow variables (table `[vars]`, name → value as text): they override
+    /// the values the coordinator delivers and the flow's defaults, for the names the running
+    /// flow declares (other names are ignored).
+    pub vars: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -339,6 +345,7 @@ impl Config {
             link: LinkSettings::default(),
             operator_group: None,
             dev: DevSettings::default(),
+            vars: BTreeMap::new(),
         }
     }
 
@@ -565,8 +572,46 @@ impl Config {
             dev: DevSettings {
                 allow_unsigned_install: raw.dev.allow_unsigned_install.unwrap_or(false),
             },
+            vars: local_vars(raw.vars)?,
         })
     }
+}
+
+/// Most entries of `[vars]`.
+pub const MAX_LOCAL_VARS: usize = 64;
+
+/// Checks `[vars]`: names by the flow language's rule, values strings, numbers or booleans
+/// (kept as their text) of bounded text.
+fn local_vars(raw: BTreeMap<String, toml::Value>) -> Result<BTreeMap<String, String>, ConfigError> {
+    if raw.len() > MAX_LOCAL_VARS {
+        return Err(invalid(
+            "vars",
+            &format!("{} entries, at most {MAX_LOCAL_VARS} allowed", raw.len()),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (name, value) in raw {
+        check_var_name("vars", &name).map_err(|e| invalid("vars", &e.to_string()))?;
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(invalid(
+                    "vars",
+                    &format!(
+                        "vars.{name} is a {}; write a string, a number or a boolean",
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        check_var_value(&format!("vars.{name}"), &text)
+            .map_err(|e| invalid("vars", &e.to_string()))?;
+        out.insert(name, text);
+    }
+    Ok(out)
 }
 
 fn invalid(key: &'static str, message: &str) -> ConfigError {
@@ -684,6 +729,33 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"), None)
+    }
+
+    #[test]
+    fn local_vars_are_text_numbers_or_booleans_and_bad_ones_name_the_key() {
+        let base = "device_type = \"rpi4\"\narch = \"aarch64\"\n";
+        assert!(parse(base).unwrap().vars.is_empty());
+        let c = parse(&format!(
+            "{base}[vars]\nbroker = \"mqtt://10.0.0.1:1883\"\nthreshold = 28\nratio = 0.5\nsimulate = true\n"
+        ))
+        .unwrap();
+        assert_eq!(c.vars["broker"], "mqtt://10.0.0.1:1883");
+        assert_eq!(c.vars["threshold"], "28");
+        assert_eq!(c.vars["ratio"], "0.5");
+        assert_eq!(c.vars["simulate"], "true");
+        for (bad, says) in [
+            ("topics = [\"a\"]", "vars.topics is a array"),
+            ("\"9x\" = \"a\"", "not a valid variable name"),
+            ("t = \"a\\u001bb\"", "vars.t contains the control character"),
+        ] {
+            let err = parse(&format!("{base}[vars]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("vars") && err.contains(says), "{bad}: {err}");
+        }
+        let long = "x".repeat(257);
+        let err = parse(&format!("{base}[vars]\nt = \"{long}\"\n")).unwrap_err();
+        assert!(err.to_string().contains("257 bytes, at most 256"), "{err}");
     }
 
     #[test]

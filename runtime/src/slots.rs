@@ -119,6 +119,11 @@ pub struct VersionRecord {
     /// device's `trial.smoke_timeout_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke_timeout_ms: Option<u64>,
+    /// The values of the flow's variables the coordinator delivered with the Stage directive
+    /// (signed, verified before use), resolved for this device. The flow runs with them,
+    /// under the local `[vars]` of `floed.toml`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 fn default_flow_path() -> String {
@@ -492,6 +497,7 @@ pub fn record_for_dir(
         smoke,
         smoke_expect: Vec::new(),
         smoke_timeout_ms: None,
+        vars: BTreeMap::new(),
     })
 }
 
@@ -760,6 +766,7 @@ mod tests {
                 smoke: Vec::new(),
                 smoke_expect: Vec::new(),
                 smoke_timeout_ms: None,
+                vars: BTreeMap::new(),
             };
             let r = slots.stage_with(SlotName::Blue, &rec, |_| Ok(()));
             assert!(matches!(r, Err(SlotError::UnsafePath(_))), "{bad}: {r:?}");

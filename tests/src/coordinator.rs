@@ -346,6 +346,18 @@ impl Device {
     /// Creates a device under `root/devices/<name>`, allowlists its key at the coordinator and
     /// starts its daemon.
     pub fn start(coord: &Coordinator, root: &Path, name: &str, region: &str) -> Device {
+        Device::start_with(coord, root, name, region, "")
+    }
+
+    /// [`Device::start`] with `extra` appended to its `floed.toml` (for example a `[vars]`
+    /// table of local values).
+    pub fn start_with(
+        coord: &Coordinator,
+        root: &Path,
+        name: &str,
+        region: &str,
+        extra: &str,
+    ) -> Device {
         let data = root.join("devices").join(name);
         std::fs::create_dir_all(data.join("trust")).unwrap();
         let key = floe_wire::identity::load_or_generate(&data).unwrap();
@@ -365,7 +377,7 @@ impl Device {
                  bootstrap_peers = [{peers}]\nmdns = false\nheartbeat_interval_ms = 500\n\
                  trust_store = {trust}\n[labels]\ne2e = \"yes\"\n[trial]\nmin_ready_seconds = 2\n\
                  check_interval_ms = 200\nsmoke_timeout_ms = 1500\nstart_timeout_ms = 3000\n\
-                 stop_timeout_ms = 500\n",
+                 stop_timeout_ms = 500\n{extra}",
                 data = quote(&data.to_string_lossy()),
                 arch = quote(floe_wire::artifact::native_arch()),
                 region = quote(region),

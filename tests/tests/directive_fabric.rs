@@ -231,6 +231,7 @@ fn post_bytes(
         },
         issued_at: now,
         expires: now + 600,
+        vars: Default::default(),
     };
     let env = Envelope::sign(&d, &[key]).unwrap().to_bytes().unwrap();
     DirectivePost {

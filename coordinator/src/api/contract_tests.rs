@@ -379,6 +379,34 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         "/devices/{id}",
         Some(&patch),
     );
+    // Variables: a device's own values, a device-type group's, a label group's; refusals
+    // name the field; the deployment below carries what they resolve to.
+    let vars_url = format!("/devices/{first_id}/vars");
+    let set = json!({"set": {"threshold": "41", "broker": "mqtt://10.0.0.7:1883"}});
+    let mine = call(&c, k, Put, &vars_url, "/devices/{id}/vars", Some(&set));
+    assert_eq!(mine["values"]["threshold"], "41");
+    let group =
+        json!({"group": {"device_type": "rpi4"}, "set": {"threshold": "35", "interval": "5s"}});
+    let g = call(&c, k, Put, "/group-vars", "/group-vars", Some(&group));
+    assert_eq!(g["values"]["interval"], "5s");
+    let group = json!({"group": {"label": "site=plant-3"}, "set": {"interval": "1s"}});
+    call(&c, k, Put, "/group-vars", "/group-vars", Some(&group));
+    let groups = call(&c, k, Get, "/group-vars", "/group-vars", None);
+    assert_eq!(groups["groups"].as_array().unwrap().len(), 2);
+    let mine = call(&c, k, Get, &vars_url, "/devices/{id}/vars", None);
+    assert_eq!(mine["resolved"]["threshold"]["value"], "41");
+    assert_eq!(mine["resolved"]["threshold"]["source"], "device");
+    assert_eq!(mine["resolved"]["interval"]["source"], "device_type");
+    assert_eq!(mine["resolved"]["interval"]["group"], "rpi4");
+    let bad = json!({"set": {"threshold": "a\u{1b}[2J"}});
+    let refused = call(&c, k, Put, &vars_url, "/devices/{id}/vars", Some(&bad));
+    assert_eq!(refused["error"]["code"], "validation_failed");
+    assert_eq!(refused["error"]["field"], "set.threshold");
+    let bad = json!({"group": {"label": "no-equals-sign"}, "set": {"x": "1"}});
+    let refused = call(&c, k, Put, "/group-vars", "/group-vars", Some(&bad));
+    assert_eq!(refused["error"]["field"], "group.label");
+    let unknown = call(&c, k, Get, "/devices/00ff/vars", "/devices/{id}/vars", None);
+    assert_eq!(unknown["error"]["code"], "not_found");
     let page = call(&c, k, Get, "/devices?limit=2", "/devices", None);
     assert_eq!(page["devices"].as_array().unwrap().len(), 2);
     call(

@@ -20,6 +20,7 @@
 
 mod join;
 pub mod types;
+mod vars;
 pub mod views;
 
 pub use join::JoinSource;
@@ -312,6 +313,14 @@ pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinS
         .route("/devices/{id}", get(get_device).patch(patch_device))
         .route("/devices/{id}/report", post(device_report))
         .route("/devices/{id}/directive", get(device_directive))
+        .route(
+            "/devices/{id}/vars",
+            get(vars::get_device_vars).put(vars::put_device_vars),
+        )
+        .route(
+            "/group-vars",
+            get(vars::get_group_vars).put(vars::put_group_vars),
+        )
         .route("/directives/pending", get(pending_directives))
         .route("/directives/feed", get(directive_feed))
         .route("/enrollment-tokens", post(create_token))

@@ -30,11 +30,13 @@ mod error;
 mod flows;
 mod paging;
 mod transport;
+mod vars;
 
 pub use crate::contract::{
     AuditEntry, AuditPage, Deployment, DeploymentInput, DeploymentPage, Device, DeviceHealth,
-    DeviceInput, DevicePage, EnrollToken, Flow, FlowArtifact, FlowInput, FlowList, Gate, GateCheck,
-    JoinInfo, Slot, Stage, Target, TargetPage,
+    DeviceInput, DevicePage, DeviceVars, EnrollToken, Flow, FlowArtifact, FlowInput, FlowList,
+    Gate, GateCheck, GroupVars, GroupVarsChange, GroupVarsList, JoinInfo, ResolvedVar, Slot, Stage,
+    Target, TargetPage, VarGroup, VarSource, VarsChange,
 };
 pub use deployments::{DeploymentAction, ReportFormat};
 pub use devices::DeviceFilter;

@@ -23,6 +23,7 @@ mod flows;
 mod misc;
 pub mod paging;
 mod requests;
+mod vars;
 
 pub use audit::{AuditEntry, AuditPage};
 pub use deployments::{
@@ -40,4 +41,8 @@ pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, Status};
 pub use requests::{
     ConfigInput, DeploymentInput, DeviceBatch, DeviceInput, DevicePatch, FlowInput, Selector,
     TokenInput, WaveInput,
+};
+pub use vars::{
+    DeviceVars, GroupVars, GroupVarsChange, GroupVarsList, ResolvedVar, VarGroup, VarSource,
+    VarsChange,
 };

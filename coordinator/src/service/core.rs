@@ -14,8 +14,11 @@ use super::model::{
     ServiceConfig,
 };
 use super::registry::{Admission, Registry};
+use super::vars;
 use super::{OFFLINE_BATCH, ServiceError};
-use crate::contract::FlowState;
+use crate::contract::{
+    DeviceVars, FlowState, GroupVars, GroupVarsChange, GroupVarsList, VarsChange,
+};
 use crate::store::{ArtifactInfo, AuditFilter, AuditRecord, DeviceRecord, FlowRecord, Store};
 use ed25519_dalek::SigningKey;
 use floe_rollout::{Command, DeviceEvent, Millis, Rollout};
@@ -280,6 +283,51 @@ impl Core {
     /// The current directive generation of a device.
     pub fn desired_generation(&self, id: &str) -> u64 {
         self.directives.generation(id)
+    }
+
+    /// `GET /devices/:id/vars`: the device's own values and what it resolves to now.
+    pub fn device_vars(&self, id: &str) -> Result<DeviceVars, ServiceError> {
+        let dev = self.registry.get(id)?;
+        let own = vars::own(&self.store, id)?;
+        let groups = vars::Groups::load(&self.store)?;
+        Ok(DeviceVars {
+            device_id: id.to_string(),
+            resolved: vars::resolve(&groups, dev, &own),
+            values: own,
+        })
+    }
+
+    /// `PUT /devices/:id/vars`: sets and unsets a registered device's own values (audited).
+    pub fn set_device_vars(
+        &mut self,
+        id: &str,
+        change: VarsChange,
+        now: Millis,
+    ) -> Result<DeviceVars, ServiceError> {
+        self.registry.get(id)?;
+        vars::apply(
+            &self.store,
+            &vars::Scope::Device(id.to_string()),
+            &change,
+            now,
+        )?;
+        self.device_vars(id)
+    }
+
+    /// `PUT /group-vars`: sets and unsets one group's values (audited).
+    pub fn set_group_vars(
+        &mut self,
+        change: GroupVarsChange,
+        now: Millis,
+    ) -> Result<GroupVars, ServiceError> {
+        vars::apply_group(&self.store, change, now)
+    }
+
+    /// `GET /group-vars`.
+    pub fn group_vars(&self) -> Result<GroupVarsList, ServiceError> {
+        Ok(GroupVarsList {
+            groups: vars::groups(&self.store)?,
+        })
     }
 
     /// `PATCH /devices/:id`.

@@ -228,6 +228,12 @@ impl Directives {
             artifact,
             issued_at,
             expires: issued_at + self.ttl_secs.max(2),
+            // Only a Stage installs a flow; the other actions act on what is staged.
+            vars: if kind == DirectiveKind::Stage {
+                track.vars.clone()
+            } else {
+                BTreeMap::new()
+            },
         };
         Ok((directive, manifest))
     }

@@ -48,6 +48,7 @@ mod names;
 pub mod reads;
 mod registry;
 mod strategy;
+pub mod vars;
 
 pub use self::core::Core;
 pub use self::ingest::{events_for, health_input};

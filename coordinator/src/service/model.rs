@@ -9,6 +9,7 @@ use crate::contract::{DeploymentConfig, GateVerdict};
 use crate::store::SlotRecord;
 use floe_rollout::{DeviceEvent, Millis};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// How long a device may stay silent before it counts as offline, by default: 90 s.
@@ -112,6 +113,10 @@ pub struct TargetTrack {
     pub previous: Option<SlotRecord>,
     /// The device's last word on the directive, when it failed.
     pub detail: String,
+    /// The values of the flow's variables this device receives with its Stage directive,
+    /// resolved when the deployment was created (see `service::vars`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// The artifact a deployment rolls out.

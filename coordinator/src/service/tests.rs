@@ -1033,3 +1033,6 @@ async fn the_actor_answers_signals_publishes_and_stops_on_shutdown() {
     task.await.unwrap();
     assert!(matches!(handle.outbox().await, Err(ServiceError::Closed)));
 }
+
+#[path = "vars_tests.rs"]
+mod vars_tests;

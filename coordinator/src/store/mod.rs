@@ -27,6 +27,7 @@ mod journal;
 mod read;
 mod records;
 mod tokens;
+mod vars;
 
 pub use journal::{LoggedInput, SNAPSHOT_VERSION};
 pub use read::ReadPool;
@@ -168,6 +169,13 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      INSERT INTO lineage_highest (lineage, version)
         SELECT lineage, MAX(version) FROM flows GROUP BY lineage;",
+    // 4: values of flow variables per device and per group (see `vars`).
+    "CREATE TABLE variables (
+        scope TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (scope, name)
+     ) WITHOUT ROWID;",
 ];
 
 fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {

@@ -750,6 +750,28 @@ fn overrides_replace_values_before_validation() {
 }
 
 #[test]
+fn device_values_ignore_undeclared_names_but_still_check_declared_ones() {
+    let values = vec![
+        ("threshold".to_string(), "12".to_string()),
+        ("not_in_this_flow".to_string(), "x".to_string()),
+    ];
+    let compiled = super::compile_with_values(EXAMPLE.as_bytes(), &values).unwrap();
+    assert_eq!(compiled.nodes[1].config["rules"][0]["value"], json!(12));
+    let bad = vec![("threshold".to_string(), "hot".to_string())];
+    let Err(Invalid::Problems(list)) = super::compile_with_values(EXAMPLE.as_bytes(), &bad) else {
+        panic!("a bad device value passed");
+    };
+    assert_problem(
+        &list,
+        "variable threshold",
+        "value",
+        "does not parse as a number",
+    );
+    assert!(super::check_variable_value(crate::def::VarType::Number, "1.5").is_ok());
+    assert!(super::check_variable_value(crate::def::VarType::Boolean, "yes").is_err());
+}
+
+#[test]
 fn inject_that_would_never_fire() {
     let flow = single("inject", json!({"once": false}));
     run(&flow, Level::Draft).unwrap();

@@ -123,6 +123,7 @@ pub fn record_of(manifest: &Manifest) -> Result<VersionRecord, BundleInstallErro
         smoke: smoke_messages(smoke.map(|s| s.inject.as_slice()))?,
         smoke_expect: smoke_messages(smoke.map(|s| s.expect.as_slice()))?,
         smoke_timeout_ms: smoke.map(|s| s.timeout_ms),
+        vars: Default::default(),
     })
 }
 

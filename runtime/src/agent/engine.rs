@@ -29,7 +29,7 @@ use floe_flow::engine::{Engine, EngineOptions, RunningFlow as EngineRunning, Tap
 use floe_flow::msg::Msg;
 use tokio::sync::mpsc;
 
-use super::runner::{FlowRunner, RunnerError, RunningFlow, SinkOutput, StartSpec};
+use super::runner::{FlowRunner, RunnerError, RunningFlow, SinkOutput, StartSpec, effective_vars};
 use crate::health::{AppSnapshot, NodeCounters};
 use crate::slots::SlotName;
 
@@ -178,8 +178,11 @@ impl FlowRunner for EngineRunner {
                 limit: MAX_FLOW_BYTES,
             });
         }
-        let mut compiled =
-            floe_flow::validate::compile(&bytes, &[]).map_err(RunnerError::Invalid)?;
+        // The device's values (delivered with the Stage, under its local `[vars]`) replace
+        // the flow's defaults, as `floed run --var` does.
+        let values = effective_vars(spec.record, spec.local_vars);
+        let mut compiled = floe_flow::validate::compile_with_values(&bytes, &values)
+            .map_err(RunnerError::Invalid)?;
         let configured = configured_client_ids(&bytes, &compiled);
         assign_client_ids(&mut compiled, &configured, spec.device, spec.slot);
         let mut targets: HashMap<String, Vec<String>> = HashMap::new();

@@ -5,6 +5,7 @@
 //! lifecycle be tested with scripted flows that fail to start, hang or fall over, and keeps the
 //! engine's own types out of the agent's state machine.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,6 +74,22 @@ pub struct StartSpec<'a> {
     /// How long a node may hold a message (take no new input while input waits) before the
     /// flow counts as hung.
     pub stuck_after: Duration,
+    /// The device's local values of flow variables (`[vars]` in `floed.toml`); they win over
+    /// the values in the slot's record (see [`effective_vars`]).
+    pub local_vars: &'a BTreeMap<String, String>,
+}
+
+/// The values a slot's flow runs with: the values the coordinator delivered for this device
+/// (the slot record's), each replaced by the device's local value of the same name. The flow's
+/// own defaults stay for every name neither sets; names the flow does not declare are ignored
+/// when it is compiled.
+pub fn effective_vars(
+    record: &VersionRecord,
+    local: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut all = record.vars.clone();
+    all.extend(local.iter().map(|(k, v)| (k.clone(), v.clone())));
+    all.into_iter().collect()
 }
 
 /// A message a sink node emitted (or would have published: the smoke test runs muted).
@@ -117,4 +134,37 @@ pub trait RunningFlow {
 
     /// Stops the flow, giving it at most `deadline` to drain.
     fn stop(self, deadline: Duration) -> impl Future<Output = ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn local_values_win_over_delivered_ones() {
+        let record = VersionRecord {
+            version: "1.0.0".into(),
+            flow: "flow.json".into(),
+            files: BTreeMap::new(),
+            smoke: Vec::new(),
+            smoke_expect: Vec::new(),
+            smoke_timeout_ms: None,
+            vars: [("broker", "mqtt://coordinator"), ("topic", "t/device")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+        };
+        let local = [("broker", "mqtt://local"), ("extra", "x")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let got = effective_vars(&record, &local);
+        let want: Vec<(String, String)> = [
+            ("broker", "mqtt://local"),
+            ("extra", "x"),
+            ("topic", "t/device"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        assert_eq!(got, want);
+    }
 }

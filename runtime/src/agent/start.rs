@@ -74,6 +74,7 @@ where
             slot,
             device: &self.device,
             stuck_after: limit,
+            local_vars: &self.cfg.vars,
         };
         let fut = AssertUnwindSafe(self.runner.start(spec)).catch_unwind();
         match tokio::time::timeout(limit, fut).await {

@@ -22,6 +22,10 @@ pub const MAX_LABEL_KEY_BYTES: usize = 64;
 pub const MAX_LABEL_VALUE_BYTES: usize = 128;
 /// Longest free-text description (flows, deployments).
 pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+/// Longest flow variable name (the flow language's own limit).
+pub const MAX_VAR_NAME_BYTES: usize = 64;
+/// Longest device or group value of a flow variable (a broker URL, a topic, a sensor path).
+pub const MAX_VAR_VALUE_BYTES: usize = 256;
 
 /// Why a piece of text was refused; every variant names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +56,45 @@ pub enum TextError {
         /// Its byte offset.
         at: usize,
     },
+    /// The text is not a valid flow variable name.
+    #[error(
+        "{field} {found:?} is not a valid variable name (a letter or _, then letters, digits, _, - or .)"
+    )]
+    VarName {
+        /// The field.
+        field: String,
+        /// The name found (already checked for length and control characters).
+        found: String,
+    },
+}
+
+/// Checks a flow variable name: a letter or `_`, then letters, digits, `_`, `-` or `.`, at
+/// most [`MAX_VAR_NAME_BYTES`] bytes (the rule flows declare their variables by).
+pub fn check_var_name(field: &str, name: &str) -> Result<(), TextError> {
+    if name.is_empty() {
+        return Err(TextError::Empty {
+            field: field.to_string(),
+        });
+    }
+    check_text(field, name, MAX_VAR_NAME_BYTES)?;
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        Ok(())
+    } else {
+        Err(TextError::VarName {
+            field: field.to_string(),
+            found: name.to_string(),
+        })
+    }
+}
+
+/// Checks a flow variable value: bounded text ([`MAX_VAR_VALUE_BYTES`], no control
+/// characters). Empty is a value (an empty string variable).
+pub fn check_var_value(field: &str, value: &str) -> Result<(), TextError> {
+    check_text(field, value, MAX_VAR_VALUE_BYTES)
 }
 
 /// Checks free text: at most `max` bytes and no control character. Empty text passes.
@@ -141,6 +184,32 @@ mod tests {
             check_required("device_type", "  ", 64),
             Err(TextError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn variable_names_and_values_follow_the_flow_rules() {
+        for ok in ["broker", "_x", "sensor.path", "topic-1", &"a".repeat(64)] {
+            assert!(check_var_name("name", ok).is_ok(), "{ok}");
+        }
+        let msg = |r: Result<(), TextError>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(msg(check_var_name("name", "")), "name must not be empty");
+        assert_eq!(
+            msg(check_var_name("name", &"a".repeat(65))),
+            "name is 65 bytes, at most 64 allowed"
+        );
+        assert!(msg(check_var_name("name", "1abc")).contains("not a valid variable name"));
+        assert!(msg(check_var_name("name", "a b")).contains("not a valid variable name"));
+        assert!(msg(check_var_name("name", "a\u{1b}")).contains("control character"));
+        assert!(check_var_value("value", "").is_ok());
+        assert!(check_var_value("value", "mqtt://10.0.0.1:1883").is_ok());
+        assert_eq!(
+            msg(check_var_value("vars.broker", &"x".repeat(257))),
+            "vars.broker is 257 bytes, at most 256 allowed"
+        );
+        assert!(
+            msg(check_var_value("vars.broker", "a\nb"))
+                .starts_with("vars.broker contains the control")
+        );
     }
 
     #[test]

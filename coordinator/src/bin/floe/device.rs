@@ -1,5 +1,5 @@
 //! `floe device …` (the registry: list, show, maintenance and quarantine flags, the enrollment
-//! allowlist) and `floe enroll-token create` (one-time enrollment tokens).
+//! allowlist, values of flow variables) and `floe enroll-token create` (one-time enrollment tokens).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -55,6 +55,9 @@ enum DeviceCommand {
         #[arg(long, value_parser = on_off, value_name = "on|off")]
         quarantine: Option<bool>,
     },
+    /// A device's own values of flow variables (see `floe group vars` for groups).
+    #[command(subcommand)]
+    Vars(crate::vars::DeviceVarsCommand),
     /// Add a device's public key to the enrollment allowlist.
     Allow {
         /// The device id.
@@ -154,6 +157,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         DeviceCommand::Get { id } => call(&c, |c| c.get_device(&id))?,
+        DeviceCommand::Vars(command) => return crate::vars::run_device(&c, json, command),
         DeviceCommand::Set {
             id,
             maintenance,

@@ -14,6 +14,7 @@ mod join;
 mod keys;
 mod loadtest;
 mod notify;
+mod vars;
 mod watch;
 
 use anyhow::Result;
@@ -46,6 +47,8 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Devices in the registry: list, show, flags, enrollment allowlist.
     Device(device::DeviceArgs),
+    /// Groups of devices (a label key=value or a device type): values of flow variables.
+    Group(vars::GroupArgs),
     /// One-time enrollment tokens for devices.
     EnrollToken(device::EnrollTokenArgs),
     /// The coordinator's audit log.
@@ -79,6 +82,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Flow(args) => flow::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Device(args) => device::run(args),
+        Command::Group(args) => vars::run_group(args),
         Command::EnrollToken(args) => device::run_enroll_token(args),
         Command::Audit(args) => audit::run(args),
         Command::Demo(args) => demo::run(args),

@@ -375,8 +375,9 @@ impl Deployments {
                 monitoring: 0,
             })
             .collect();
+        let values = super::vars::for_deployment(env.store, &flow.definition, &targets)?;
         let mut tracks = Vec::with_capacity(targets.len());
-        for d in &targets {
+        for (d, vars) in targets.iter().zip(values) {
             tracks.push(TargetTrack {
                 device_id: d.id.clone(),
                 generation: env.store.generation(&d.id)?,
@@ -384,6 +385,7 @@ impl Deployments {
                 fed: Vec::new(),
                 previous: Registry::rollback_target(d),
                 detail: String::new(),
+                vars,
             });
         }
         let seed_hex = random_token(8)?;

@@ -284,7 +284,14 @@ where
         let Some(rel) = self.state.slot_release(slot)? else {
             return Ok(false);
         };
-        Ok(rel.manifest_sha256 == pinned && self.slots.verify(slot).is_ok())
+        // A Stage of the same release with other values (a value changed since) stages it
+        // again; the other actions carry no values and act on what is staged.
+        let d = &post.directive.value;
+        Ok(rel.manifest_sha256 == pinned
+            && self
+                .slots
+                .verify(slot)
+                .is_ok_and(|record| d.action != Action::Stage || record.vars == d.vars))
     }
 
     /// The slot a Stage fills and a Switch activates: the one that is not the last known good.

@@ -13,6 +13,7 @@ use crate::agent::runner::FlowRunner;
 use crate::agent::{Agent, AgentError, bundle, now_ms};
 use crate::crash::crash_point;
 use crate::releases::{ReleaseError, ReleaseStore};
+use crate::slots::VersionRecord;
 use crate::state::{DB_FILE, Lifecycle, Phase, SlotRelease, StateError};
 use floe_fabric::FabricError;
 use floe_fabric::signed::{SignedStore, index_of};
@@ -151,7 +152,11 @@ where
         }
         let m = &post.manifest.value;
         let record = match bundle::record_of(m) {
-            Ok(r) => r,
+            // The flow runs with the values the signed directive carries for this device.
+            Ok(r) => VersionRecord {
+                vars: post.directive.value.vars.clone(),
+                ..r
+            },
             Err(e) => return self.set_progress(post, Progress::Failed, &e.to_string()),
         };
         let target = self.standby_slot();

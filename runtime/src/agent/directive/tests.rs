@@ -72,6 +72,7 @@ fn post(
         },
         issued_at: now - 10,
         expires: now.saturating_add_signed(expires_in),
+        vars: Default::default(),
     };
     DirectivePost {
         schema: POST_SCHEMA,

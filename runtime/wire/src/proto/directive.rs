@@ -8,12 +8,19 @@
 use super::bytes::Digest;
 use super::envelope::{Payload, Verified};
 use super::manifest::check_name;
+use crate::text::{check_var_name, check_var_value};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The directive schema this code writes and reads.
 pub const DIRECTIVE_SCHEMA: u32 = 1;
 /// The largest encoded directive.
 pub const MAX_DIRECTIVE_BYTES: usize = 4096;
+/// Most flow variable values one directive carries.
+pub const MAX_DIRECTIVE_VARS: usize = 16;
+/// The most bytes of variable names and values together in one directive, so a directive
+/// with every value still fits [`MAX_DIRECTIVE_BYTES`] (and a post fits one gossip message).
+pub const MAX_DIRECTIVE_VARS_BYTES: usize = 2048;
 
 /// What the device should do with the named artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +122,36 @@ pub struct Directive {
     pub issued_at: u64,
     /// When it stops being valid, unix seconds.
     pub expires: u64,
+    /// The device's values for the flow's variables (name → value as text), resolved by the
+    /// coordinator for this device (device value over group value); a Stage carries them and
+    /// the device runs the staged flow with them. Absent on the wire when empty, so
+    /// directives without values keep their encoding.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// Checks a set of variable values a directive may carry: at most [`MAX_DIRECTIVE_VARS`],
+/// names and values by the text rules, at most [`MAX_DIRECTIVE_VARS_BYTES`] in all. The
+/// error names the variable.
+pub fn check_directive_vars(vars: &BTreeMap<String, String>) -> Result<(), String> {
+    if vars.len() > MAX_DIRECTIVE_VARS {
+        return Err(format!(
+            "{} variable values, at most {MAX_DIRECTIVE_VARS} allowed",
+            vars.len()
+        ));
+    }
+    let mut total = 0usize;
+    for (name, value) in vars {
+        check_var_name("variable name", name).map_err(|e| e.to_string())?;
+        check_var_value(&format!("variable {name}"), value).map_err(|e| e.to_string())?;
+        total = total.saturating_add(name.len()).saturating_add(value.len());
+    }
+    if total > MAX_DIRECTIVE_VARS_BYTES {
+        return Err(format!(
+            "variable names and values are {total} bytes, at most {MAX_DIRECTIVE_VARS_BYTES} allowed"
+        ));
+    }
+    Ok(())
 }
 
 impl Payload for Directive {
@@ -132,6 +169,7 @@ impl Payload for Directive {
             return Err("device_id must be 1 to 128 bytes".to_string());
         }
         check_name("artifact name", &self.artifact.name)?;
+        check_directive_vars(&self.vars)?;
         if self.expires <= self.issued_at {
             return Err(format!(
                 "expires ({}) is not after issued_at ({})",

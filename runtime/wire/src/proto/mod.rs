@@ -22,7 +22,8 @@ pub mod trust;
 pub use bytes::{ByteBuf, Digest, Fixed, KeyId, PublicKeyBytes, SignatureBytes};
 pub use cbor::{CborError, MAX_DEPTH};
 pub use directive::{
-    Action, ArtifactRef, Directive, DirectiveRefusal, UnknownName, accept_directive,
+    Action, ArtifactRef, Directive, DirectiveRefusal, MAX_DIRECTIVE_BYTES, MAX_DIRECTIVE_VARS,
+    MAX_DIRECTIVE_VARS_BYTES, UnknownName, accept_directive, check_directive_vars,
 };
 pub use envelope::{
     Envelope, Payload, Rejected, Signature, SignedError, TrustedKey, Verified, open,

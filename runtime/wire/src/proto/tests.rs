@@ -57,6 +57,7 @@ fn sample_directive() -> Directive {
         },
         issued_at: 1_700_000_000,
         expires: 1_700_003_600,
+        vars: Default::default(),
     }
 }
 
@@ -93,6 +94,78 @@ fn manifest_snapshot() {
 #[test]
 fn directive_snapshot() {
     snapshot(&sample_directive(), DIRECTIVE_HEX);
+}
+
+#[test]
+fn directive_variables_are_signed_bounded_and_absent_when_empty() {
+    // Without values the encoding is the old one: the snapshot above, no `vars` key.
+    let plain = cbor::encode(&sample_directive()).unwrap();
+    assert!(!plain.windows(4).any(|w| w == b"vars"));
+    // An explicit empty map is a second encoding of the same value, so it is refused.
+    let mut with_empty = plain.clone();
+    with_empty[0] += 1;
+    with_empty.extend_from_slice(&[0x64, b'v', b'a', b'r', b's', 0xa0]);
+    assert!(cbor::decode_canonical::<Directive>(&with_empty, MAX_DIRECTIVE_BYTES).is_err());
+
+    let mut d = sample_directive();
+    d.action = Action::Stage;
+    d.vars
+        .insert("broker".into(), "mqtt://127.0.0.1:1883".into());
+    d.vars.insert("sensor.path".into(), "/dev/i2c-1".into());
+    let envelope = Envelope::sign(&d, &[&key(9)]).unwrap();
+    let back = Envelope::from_bytes::<Directive>(&envelope.to_bytes().unwrap()).unwrap();
+    let verified: Verified<Directive> = sample_trust().verify_coordinator(&back).unwrap();
+    assert_eq!(verified.value.vars, d.vars);
+    // The values are under the signature: changing one breaks it.
+    let mut bytes = envelope.to_bytes().unwrap();
+    let at = bytes.windows(10).position(|w| w == b"/dev/i2c-1").unwrap();
+    bytes[at + 9] = b'2';
+    let tampered = Envelope::from_bytes::<Directive>(&bytes).unwrap();
+    assert!(
+        sample_trust()
+            .verify_coordinator::<Directive>(&tampered)
+            .is_err()
+    );
+
+    let refused = |d: &Directive| d.check().err().unwrap_or_default();
+    let mut bad = d.clone();
+    bad.vars.insert("1bad".into(), "x".into());
+    assert!(
+        refused(&bad).contains("not a valid variable name"),
+        "{}",
+        refused(&bad)
+    );
+    let mut bad = d.clone();
+    bad.vars.insert("topic".into(), "a\u{1b}[2J".into());
+    assert!(refused(&bad).contains("variable topic contains the control character"));
+    let mut bad = d.clone();
+    bad.vars.insert("topic".into(), "x".repeat(257));
+    assert_eq!(
+        refused(&bad),
+        "variable topic is 257 bytes, at most 256 allowed"
+    );
+    let mut bad = d.clone();
+    for i in 0..=MAX_DIRECTIVE_VARS {
+        bad.vars.insert(format!("v{i}"), "x".into());
+    }
+    assert!(refused(&bad).contains("at most 16 allowed"));
+    let mut bad = d.clone();
+    bad.vars.clear();
+    for i in 0..10 {
+        bad.vars.insert(format!("v{i}"), "x".repeat(250));
+    }
+    assert!(refused(&bad).contains("at most 2048 allowed"));
+    // The largest set of values allowed still encodes within the directive cap, signed.
+    let mut big = d.clone();
+    big.vars.clear();
+    for i in 0..8 {
+        big.vars
+            .insert(format!("{i:0>64}").replacen('0', "v", 1), "x".repeat(192));
+    }
+    big.check().unwrap();
+    let env = Envelope::sign(&big, &[&key(9)]).unwrap();
+    assert!(cbor::encode(&big).unwrap().len() <= MAX_DIRECTIVE_BYTES);
+    assert!(Envelope::from_bytes::<Directive>(&env.to_bytes().unwrap()).is_ok());
 }
 
 #[test]
