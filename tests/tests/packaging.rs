@@ -101,7 +101,15 @@ fn debs() -> &'static Debs {
         std::fs::create_dir_all(&out).unwrap();
         for package in ["floe-runtime", "floe-coordinator"] {
             run(floe_tests::cargo_command()
-                .args(["deb", "--locked", "-p", package, "--profile", "ci-package"])
+                .args([
+                    "deb",
+                    "--locked",
+                    "--strip",
+                    "-p",
+                    package,
+                    "--profile",
+                    "ci-package",
+                ])
                 .arg("--output")
                 .arg(&out)
                 .env("CARGO_TARGET_DIR", target_dir()));
