@@ -223,3 +223,25 @@ fn hostile_requests_to_a_coordinator() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Finding 9: the API token never reaches stdout (journald keeps what a service prints); the
+/// first start says where the 0600 token file is instead.
+#[test]
+fn the_api_token_is_never_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(tmp.path());
+    let secret = c.token();
+    assert!(secret.trim().len() >= 32, "{secret}");
+    let secret = secret.trim().to_string();
+    let log = std::fs::read_to_string(tmp.path().join("coordinator.log")).unwrap();
+    assert!(
+        log.contains("wrote the API token to"),
+        "the first start names the token file:\n{log}"
+    );
+    assert!(!log.contains(&secret), "the token was printed:\n{log}");
+    let mode = std::fs::metadata(tmp.path().join("coordinator/api-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

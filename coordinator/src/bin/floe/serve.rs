@@ -146,10 +146,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             println!("{notice}");
         }
         if server.token_created() {
+            // The token itself never goes to stdout: journald would keep it.
             println!(
-                "API token (shown once; also in {}): {}",
-                server.data_dir().join(server::TOKEN_FILE).display(),
-                server.token()
+                "wrote the API token to {} (mode 0600; the CLI on this host reads it there)",
+                server.data_dir().join(server::TOKEN_FILE).display()
             );
         }
         for a in server.fabric_addrs() {
