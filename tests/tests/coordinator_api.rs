@@ -977,15 +977,19 @@ fn first_lines(dir: &Path) -> String {
 }
 
 #[test]
-fn the_token_and_keys_are_created_once_and_the_token_printed_once() {
+fn the_token_and_keys_are_created_once_and_the_token_never_printed() {
     let tmp = tempfile::tempdir().unwrap();
     let first = first_lines(tmp.path());
     let token = std::fs::read_to_string(tmp.path().join("api-token")).unwrap();
     let token = token.trim();
     assert_eq!(token.len(), 64, "32 random bytes in hex");
     assert!(
-        first.contains(token),
-        "the first start prints the token:\n{first}"
+        !first.contains(token),
+        "the token never goes to stdout (journald keeps it):\n{first}"
+    );
+    assert!(
+        first.contains("wrote the API token to") && first.contains("api-token"),
+        "the first start names the token file:\n{first}"
     );
     assert!(
         first.contains("trust.cbor"),
@@ -1002,8 +1006,8 @@ fn the_token_and_keys_are_created_once_and_the_token_printed_once() {
     let second = first_lines(tmp.path());
     assert!(second.contains("listening"), "{second}");
     assert!(
-        !second.contains(token),
-        "later starts do not print the token:\n{second}"
+        !second.contains(token) && !second.contains("wrote the API token"),
+        "later starts keep the token and say nothing of it:\n{second}"
     );
     assert_eq!(
         std::fs::read(tmp.path().join("keys/release/floe.key")).unwrap(),
