@@ -12,7 +12,8 @@
 //! At first start the data directory gets its secrets: the API token (`api-token`, mode
 //! 0600), the release and coordinator keys (`keys/release/`, `keys/coordinator/`) and the trust
 //! store devices need (`trust/trust.cbor`); [`Server::notices`] says what was created and
-//! [`Server::token_created`] whether the token is new (the binary prints it once). Later
+//! [`Server::token_created`] whether the token is new (the binary names its file, never the
+//! token: journald would keep it). Later
 //! starts reuse them and resume every unfinished deployment from the database.
 //!
 //! Devices report over gossip and also directly (`/floe/direct/1`); the direct handler answers
@@ -203,7 +204,7 @@ impl Server {
         &self.token
     }
 
-    /// Whether the token was created at this start (show it to the operator once).
+    /// Whether the token was created at this start (tell the operator where its file is).
     pub fn token_created(&self) -> bool {
         self.token_created
     }
