@@ -20,4 +20,5 @@ pub mod fsutil;
 pub mod identity;
 pub mod join;
 pub mod proto;
+pub mod stdout;
 pub mod text;

@@ -1,7 +1,8 @@
 //! `floe`, the coordinator server and the operator's CLI.
 
+// `out!` and `outln!`: stdout that survives a closed pipe (floe_wire::stdout).
 #[macro_use]
-mod out;
+extern crate floe_wire;
 
 mod artifact;
 mod audit;

@@ -1,7 +1,8 @@
 //! `floed`, the Floe device daemon and its local commands.
 
+// `out!` and `outln!`: stdout that survives a closed pipe (floe_wire::stdout).
 #[macro_use]
-mod out;
+extern crate floe_wire;
 
 mod artifact;
 
