@@ -627,49 +627,38 @@ async fn list_devices(
             )));
         }
     };
-    let (region, dtype) = (q.get("region").cloned(), q.get("type").cloned());
-    let body = st
+    let filter = reads::DeviceFilter {
+        region: q.get("region").cloned(),
+        device_type: q.get("type").cloned(),
+        label,
+        online,
+    };
+    // Off the actor: the last committed registry, streamed by id until the page is full and
+    // one more match says another page follows.
+    let (rows, more) = st
         .handle
-        .call(move |core, _| {
-            let mut matching = core
-                .devices_after(after.as_deref())
-                .filter(|d| region.as_ref().is_none_or(|r| *r == d.region))
-                .filter(|d| dtype.as_ref().is_none_or(|t| *t == d.device_type))
-                .filter(|d| {
-                    label
-                        .as_ref()
-                        .is_none_or(|(k, v)| d.labels.get(k) == Some(v))
-                })
-                .filter(|d| online.is_none_or(|o| core.online(d) == o));
-            let devices: Vec<_> = matching
-                .by_ref()
-                .take(limit)
-                .map(|d| views::device(d, core.online(d), core.desired_generation(&d.id)))
-                .collect();
-            // The next page exists when one more device matches after this page's last.
-            let next = match (devices.last(), matching.next()) {
-                (Some(last), Some(_)) => Some(paging::cursor("devices", &last.id)),
-                _ => None,
-            };
-            Ok(DevicePage { devices, next })
-        })
+        .read(move |store| reads::devices_page(store, &filter, after.as_deref(), limit))
         .await?;
-    ok(StatusCode::OK, body)
+    let devices: Vec<_> = rows
+        .iter()
+        .map(|(d, generation)| views::device(d, reads::online(d), *generation))
+        .collect();
+    let next = devices
+        .last()
+        .filter(|_| more)
+        .map(|last| paging::cursor("devices", &last.id));
+    ok(StatusCode::OK, DevicePage { devices, next })
 }
 
 async fn get_device(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let body = st
+    let (d, generation) = st
         .handle
-        .call(move |core, _| {
-            let d = core.device(&id)?;
-            Ok(views::device(
-                d,
-                core.online(d),
-                core.desired_generation(&d.id),
-            ))
-        })
+        .read(move |store| reads::device(store, &id))
         .await?;
-    ok(StatusCode::OK, body)
+    ok(
+        StatusCode::OK,
+        views::device(&d, reads::online(&d), generation),
+    )
 }
 
 async fn patch_device(

@@ -5,7 +5,7 @@
 
 use super::ServiceError;
 use crate::contract::{FlowState, GroupHealth, HealthGroups};
-use crate::store::{AuditFilter, AuditRecord, FlowRecord, Store};
+use crate::store::{AuditFilter, AuditRecord, DeviceRecord, FlowRecord, Store};
 
 /// A flow by id.
 pub fn flow(store: &Store, id: &str) -> Result<FlowRecord, ServiceError> {
@@ -104,4 +104,66 @@ pub fn group_health(
         groups,
         truncated,
     })
+}
+
+/// Which devices a page holds.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// Only this region.
+    pub region: Option<String>,
+    /// Only this device type.
+    pub device_type: Option<String>,
+    /// Only devices with this label.
+    pub label: Option<(String, String)>,
+    /// Only online (true) or offline (false) devices.
+    pub online: Option<bool>,
+}
+
+/// Whether a stored device counts as online (the registry's rule).
+pub fn online(d: &DeviceRecord) -> bool {
+    super::registry::Registry::online(d)
+}
+
+/// Up to `limit` devices after `after` (by id) that match `filter`, each with its current
+/// directive generation, and whether another matching device follows.
+pub fn devices_page(
+    store: &Store,
+    filter: &DeviceFilter,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<(DeviceRecord, u64)>, bool), ServiceError> {
+    let mut page = Vec::with_capacity(limit.min(1024));
+    let mut more = false;
+    store.scan_devices(after, |d, generation| {
+        let matches = filter.region.as_ref().is_none_or(|r| *r == d.region)
+            && filter
+                .device_type
+                .as_ref()
+                .is_none_or(|t| *t == d.device_type)
+            && filter
+                .label
+                .as_ref()
+                .is_none_or(|(k, v)| d.labels.get(k) == Some(v))
+            && filter.online.is_none_or(|o| online(&d) == o);
+        if !matches {
+            return true;
+        }
+        if page.len() == limit {
+            more = true;
+            return false;
+        }
+        page.push((d, generation));
+        true
+    })?;
+    Ok((page, more))
+}
+
+/// One device with its current directive generation.
+pub fn device(store: &Store, id: &str) -> Result<(DeviceRecord, u64), ServiceError> {
+    store
+        .device_with_generation(id)?
+        .ok_or_else(|| ServiceError::NotFound {
+            what: "device",
+            id: id.to_string(),
+        })
 }
