@@ -18,6 +18,7 @@
 //!   API token; its report is authenticated by its own signature, and a directive post is
 //!   signed by the coordinator and carries nothing secret.
 
+mod auth;
 mod join;
 pub mod types;
 mod vars;
@@ -32,7 +33,7 @@ use crate::store::{AuditFilter, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -214,66 +215,12 @@ fn numeric_page_of(q: &HashMap<String, String>, list: &str) -> Result<(u64, usiz
     Ok((after, limit))
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn open_route(method: &axum::http::Method, path: &str) -> bool {
-    let path = path.trim_end_matches('/');
-    if path == "/healthz"
-        || path == "/api/v1/healthz"
-        || path == "/api/v1/openapi.json"
-        || path == "/openapi.json"
-    {
-        return true;
-    }
-    let Some(rest) = path.strip_prefix("/api/v1/devices/") else {
-        return false;
-    };
-    let mut parts = rest.split('/');
-    let (_, tail, extra) = (parts.next(), parts.next(), parts.next());
-    extra.is_none()
-        && matches!(
-            (method.as_str(), tail),
-            ("POST", Some("report")) | ("GET", Some("directive"))
-        )
-}
-
 fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         format!("the request body is larger than {MAX_BODY} bytes"),
     )
-}
-
-async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    // A declared length over the cap is refused before any of the body is read.
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return too_large().into_response();
-    }
-    if open_route(req.method(), req.uri().path()) {
-        return next.run(req).await;
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if same(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
-        None => ApiError::unauthorized(
-            "missing Authorization: Bearer <token> header (the token is in DATA_DIR/api-token)",
-        )
-        .into_response(),
-    }
 }
 
 /// The API router. `token` is the bearer token every protected route requires.
@@ -331,7 +278,7 @@ pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinS
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
