@@ -18,8 +18,10 @@
 //!   API token; its report is authenticated by its own signature, and a directive post is
 //!   signed by the coordinator and carries nothing secret.
 
-mod auth;
+pub mod auth;
 mod join;
+pub mod ratelimit;
+pub mod tokens;
 pub mod types;
 mod vars;
 pub mod views;
@@ -186,8 +188,16 @@ fn query(
 #[derive(Clone)]
 struct AppState {
     handle: ServiceHandle,
-    token: Arc<str>,
+    tokens: Arc<tokens::TokenTable>,
+    limiter: Arc<ratelimit::Limiter>,
     join: Option<Arc<JoinSource>>,
+}
+
+/// The API's settings beyond the service: the per-token rate limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiOptions {
+    /// Every token's allowance (`floe serve --rate-limit`, `--rate-burst`).
+    pub rate: ratelimit::RateLimit,
 }
 
 /// Serialises a typed answer (here, in the handler's task: never on the service actor).
@@ -223,7 +233,7 @@ fn too_large() -> ApiError {
     )
 }
 
-/// The API router. `token` is the bearer token every protected route requires.
+/// The API router. `token` is the bootstrap (admin) token; named tokens come from the store.
 pub fn router(handle: ServiceHandle, token: String) -> Router {
     router_with_join(handle, token, None)
 }
@@ -231,9 +241,23 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
 /// The API router with `GET /join-info` answered from `join` (without it, that route answers
 /// 409: a coordinator without a fabric cannot be joined).
 pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinSource>) -> Router {
+    router_with_options(handle, token, join, ApiOptions::default())
+}
+
+/// [`router_with_join`] with `options` (the rate limit).
+pub fn router_with_options(
+    handle: ServiceHandle,
+    token: String,
+    join: Option<JoinSource>,
+    options: ApiOptions,
+) -> Router {
     let state = AppState {
         handle,
-        token: Arc::from(token),
+        tokens: Arc::new(tokens::TokenTable::new(
+            &token,
+            floe_wire::clock::unix_ms(),
+        )),
+        limiter: Arc::new(ratelimit::Limiter::new(options.rate)),
         join: join.map(Arc::new),
     };
     let api = Router::new()
@@ -273,7 +297,10 @@ pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinS
         .route("/enrollment-tokens", post(create_token))
         .route("/join-info", get(join::join_info))
         .route("/audit", get(audit))
-        .route("/status", get(status));
+        .route("/status", get(status))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/whoami", get(tokens::whoami));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
@@ -922,8 +949,14 @@ async fn audit(
 
 /// `GET /status`: the ingest path's counters, read without the actor.
 async fn status(State(st): State<AppState>) -> Json<Status> {
+    let limits = st.limiter.stats();
     Json(Status {
         ingest: st.handle.ingest_status(),
+        rate_limit: types::RateLimitStatus {
+            throttled: limits.throttled,
+            evicted: limits.evicted,
+            buckets: limits.buckets as u64,
+        },
     })
 }
 

@@ -29,10 +29,12 @@ mod devices;
 mod error;
 mod flows;
 mod paging;
+mod tokens;
 mod transport;
 mod vars;
 
 pub use crate::contract::{
+    ApiToken, ApiTokenCreated, ApiTokenList, Role, WhoAmI,
     AuditEntry, AuditPage, Deployment, DeploymentInput, DeploymentPage, Device, DeviceHealth,
     DeviceInput, DevicePage, DeviceVars, EnrollToken, Flow, FlowArtifact, FlowInput, FlowList,
     Gate, GateCheck, GroupVars, GroupVarsChange, GroupVarsList, JoinInfo, ResolvedVar, Slot, Stage,
