@@ -965,4 +965,6 @@ mod contract_tests;
 #[cfg(test)]
 mod paging_tests;
 #[cfg(test)]
+mod roles_tests;
+#[cfg(test)]
 mod tests;
