@@ -101,8 +101,14 @@ fn errors(s: &mut Schemas, o: &mut Map<String, Value>) {
     for (code, text) in [
         ("400", "malformed request, bad query, limit or cursor"),
         ("401", "missing, unknown, revoked or expired bearer token"),
-        ("403", "the token's role may not do this; the message names the role and what is needed"),
-        ("429", "the token is over its rate limit; `Retry-After` says when to try again"),
+        (
+            "403",
+            "the token's role may not do this; the message names the role and what is needed",
+        ),
+        (
+            "429",
+            "the token is over its rate limit; `Retry-After` says when to try again",
+        ),
         ("404", "no such thing"),
         ("409", "the state does not allow it"),
         ("413", "the body is over 1 MiB"),
@@ -414,7 +420,10 @@ pub fn document() -> Value {
     );
     paths.insert("/tokens".into(), json!({ "get": list, "post": create }));
     let mut revoke = Map::new();
-    revoke.insert("204".into(), json!({"description": "revoked; the token stops working at once"}));
+    revoke.insert(
+        "204".into(),
+        json!({"description": "revoked; the token stops working at once"}),
+    );
     errors(&mut s, &mut revoke);
     paths.insert("/tokens/{name}".into(), json!({"delete": {
         "summary": "Revokes a named API token (admin); the bootstrap token is not revocable here (409)",

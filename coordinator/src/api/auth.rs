@@ -201,10 +201,8 @@ pub(super) async fn auth(State(st): State<AppState>, req: Request, next: Next) -
     let (who, persist) = match st.tokens.authenticate(given, now) {
         Ok(x) => x,
         Err(Refusal::Unknown) => {
-            return ApiError::unauthorized(
-                "the bearer token is not valid (unknown or revoked)",
-            )
-            .into_response();
+            return ApiError::unauthorized("the bearer token is not valid (unknown or revoked)")
+                .into_response();
         }
         Err(Refusal::Expired { name, at }) => {
             return ApiError::unauthorized(format!(
@@ -270,6 +268,9 @@ mod tests {
     #[test]
     fn the_phrase_names_every_role() {
         assert_eq!(phrase(&[Admin]), "admin");
-        assert_eq!(phrase(&[Admin, Operator, Viewer]), "admin, operator or viewer");
+        assert_eq!(
+            phrase(&[Admin, Operator, Viewer]),
+            "admin, operator or viewer"
+        );
     }
 }

@@ -253,10 +253,7 @@ pub fn router_with_options(
 ) -> Router {
     let state = AppState {
         handle,
-        tokens: Arc::new(tokens::TokenTable::new(
-            &token,
-            floe_wire::clock::unix_ms(),
-        )),
+        tokens: Arc::new(tokens::TokenTable::new(&token, floe_wire::clock::unix_ms())),
         limiter: Arc::new(ratelimit::Limiter::new(options.rate)),
         join: join.map(Arc::new),
     };

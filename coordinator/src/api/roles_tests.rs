@@ -48,7 +48,12 @@ fn method_of(m: &str) -> Method {
 }
 
 /// The status and error message of a call.
-fn status(c: &Client, method: Method, url: &str, body: Option<&serde_json::Value>) -> (u16, String) {
+fn status(
+    c: &Client,
+    method: Method,
+    url: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
     match c.call(method, url, body) {
         Ok(r) => (r.status, String::new()),
         Err(ClientError::Api {
@@ -153,7 +158,8 @@ async fn every_route_against_every_role() {
                     } else {
                         assert_eq!(code, 403, "{role} {m} {path}: {message}");
                         assert!(
-                            message.contains(&format!("has role {role}")) && message.contains("needs"),
+                            message.contains(&format!("has role {role}"))
+                                && message.contains("needs"),
                             "{role} {m} {path}: {message}"
                         );
                     }
@@ -220,7 +226,11 @@ async fn revoked_and_expired_tokens_get_401_and_the_audit_names_the_token() {
         );
         assert_eq!(code, 422, "{message}");
         // Expired: 401 naming the token.
-        let brief = Client::new(&url, Some(token(&admin, "brief", Role::Viewer, Some("1ms")))).unwrap();
+        let brief = Client::new(
+            &url,
+            Some(token(&admin, "brief", Role::Viewer, Some("1ms"))),
+        )
+        .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let (code, message) = status(&brief, Method::Get, "/flows", None);
         assert_eq!(code, 401, "{message}");
@@ -277,7 +287,11 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
         // Device routes and other tokens are not throttled by it.
         assert_eq!(status(&admin, Method::Get, "/whoami", None).0, 200);
         assert_eq!(status(&busy, Method::Get, "/healthz", None).0, 200);
-        let st: serde_json::Value = admin.call(Method::Get, "/status", None).unwrap().json().unwrap();
+        let st: serde_json::Value = admin
+            .call(Method::Get, "/status", None)
+            .unwrap()
+            .json()
+            .unwrap();
         assert!(st["rate_limit"]["throttled"].as_u64().unwrap() >= 1, "{st}");
     })
     .await

@@ -279,7 +279,10 @@ mod tests {
     fn secrets_map_to_their_token_until_expiry_or_revocation() {
         let t = TokenTable::new("boot-secret\n", 0);
         let (who, persist) = t.authenticate("boot-secret", 10).unwrap();
-        assert_eq!((&*who.name, who.role, persist), ("bootstrap", Role::Admin, None));
+        assert_eq!(
+            (&*who.name, who.role, persist),
+            ("bootstrap", Role::Admin, None)
+        );
         t.insert(&record("ci", "ci-secret", "viewer", Some(1_000)));
         let (who, persist) = t.authenticate("ci-secret", 10).unwrap();
         assert_eq!((&*who.name, who.role), ("ci", Role::Viewer));
@@ -296,13 +299,19 @@ mod tests {
         assert_eq!(t.authenticate("nope", 10).unwrap_err(), Refusal::Unknown);
         t.insert(&record("op", "op-secret", "operator", None));
         t.remove("op");
-        assert_eq!(t.authenticate("op-secret", 10).unwrap_err(), Refusal::Unknown);
+        assert_eq!(
+            t.authenticate("op-secret", 10).unwrap_err(),
+            Refusal::Unknown
+        );
         // The bootstrap token cannot be removed through the table.
         t.remove("bootstrap");
         assert!(t.authenticate("boot-secret", 10).is_ok());
         // A stored role this build does not know is not accepted as anything.
         t.insert(&record("odd", "odd-secret", "superuser", None));
-        assert_eq!(t.authenticate("odd-secret", 10).unwrap_err(), Refusal::Unknown);
+        assert_eq!(
+            t.authenticate("odd-secret", 10).unwrap_err(),
+            Refusal::Unknown
+        );
         let names: Vec<_> = t.list().into_iter().map(|a| a.name).collect();
         assert_eq!(names, ["bootstrap", "ci"]);
     }

@@ -8,11 +8,19 @@ use std::time::Duration;
 /// Why a call to the coordinator failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Setup: the server URL is not an `http://` URL (this client speaks plain HTTP only).
-    #[error("server address `{server}` is not a URL of the form http://host:port")]
+    /// Setup: the server URL is not an `http://` or `https://` URL.
+    #[error(
+        "server address `{server}` is not a URL of the form http://host:port or https://host:port"
+    )]
     BadServer {
         /// The address as given.
         server: String,
+    },
+    /// Setup: the `--ca` file holds no usable PEM certificate.
+    #[error("the CA file (--ca / FLOE_CA) is not usable: {message}")]
+    BadCa {
+        /// What is wrong with it.
+        message: String,
     },
     /// Connect: the server could not be reached (refused, unknown host, timed out connecting).
     #[error("cannot reach the coordinator at {server}: {}", transport_text(source))]
@@ -91,6 +99,10 @@ pub enum ClientError {
 fn transport_text(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Io(io) => io.to_string(),
+        ureq::Error::Rustls(e) => format!(
+            "TLS: {e} (does the CLI trust the server's certificate? give its CA or the \
+             certificate itself with --ca or FLOE_CA)"
+        ),
         other => other.to_string(),
     }
 }

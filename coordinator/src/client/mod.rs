@@ -34,11 +34,11 @@ mod transport;
 mod vars;
 
 pub use crate::contract::{
-    ApiToken, ApiTokenCreated, ApiTokenList, Role, WhoAmI,
-    AuditEntry, AuditPage, Deployment, DeploymentInput, DeploymentPage, Device, DeviceHealth,
-    DeviceInput, DevicePage, DeviceVars, EnrollToken, Flow, FlowArtifact, FlowInput, FlowList,
-    Gate, GateCheck, GroupVars, GroupVarsChange, GroupVarsList, JoinInfo, ResolvedVar, Slot, Stage,
-    Target, TargetPage, VarGroup, VarSource, VarsChange,
+    ApiToken, ApiTokenCreated, ApiTokenList, AuditEntry, AuditPage, Deployment, DeploymentInput,
+    DeploymentPage, Device, DeviceHealth, DeviceInput, DevicePage, DeviceVars, EnrollToken, Flow,
+    FlowArtifact, FlowInput, FlowList, Gate, GateCheck, GroupVars, GroupVarsChange, GroupVarsList,
+    JoinInfo, ResolvedVar, Role, Slot, Stage, Target, TargetPage, VarGroup, VarSource, VarsChange,
+    WhoAmI,
 };
 pub use deployments::{DeploymentAction, ReportFormat};
 pub use devices::DeviceFilter;

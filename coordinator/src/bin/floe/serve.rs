@@ -55,6 +55,19 @@ pub(crate) struct ServeArgs {
     /// How long a REST request may take, reading its body included (503 after it).
     #[arg(long, default_value = "60s")]
     request_timeout: String,
+    /// Each API token's sustained rate, in requests per second (0: unlimited); over it the
+    /// API answers 429 with Retry-After. Device report routes are not counted.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_RATE)]
+    rate_limit: u32,
+    /// How many requests an API token may make at once after an idle spell.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_BURST)]
+    rate_burst: u32,
+    /// Serve the REST API over https with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_addrs(what: &str, list: &[String]) -> Result<Vec<libp2p::Multiaddr>> {
@@ -95,6 +108,18 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
             parse_duration(v).with_context(|| flag.to_string())?,
         ))
     };
+    config.api.rate = floe_coordinator::api::ratelimit::RateLimit {
+        per_sec: args.rate_limit,
+        burst: args.rate_burst,
+    };
+    config
+        .api
+        .rate
+        .check()
+        .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(server::TlsFiles { cert, key });
+    }
     config.http.max_connections = args.max_connections;
     config.http.header_timeout = ms("--header-timeout", &args.header_timeout)?;
     config.http.idle_timeout = ms("--idle-timeout", &args.idle_timeout)?;
@@ -141,6 +166,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        if config.tls.is_none() && !config.listen.ip().is_loopback() {
+            eprintln!(
+                "warning: floe serve listens on {} without TLS: API tokens and directives \
+                 cross the network in clear; give --tls-cert and --tls-key",
+                config.listen
+            );
+        }
         let server = server::start(config, shutdown.clone()).await?;
         for notice in server.notices() {
             println!("{notice}");
