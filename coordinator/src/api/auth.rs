@@ -120,6 +120,12 @@ pub fn rule_for(method: &Method, path: &str) -> Option<Rule> {
         return Some(Rule::Open);
     }
     let rest = path.strip_prefix("/api/v1")?;
+    // HEAD is a GET without the body, and axum answers it with the GET handler.
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     POLICY
         .iter()
         .filter(|(m, _, _)| *m == method.as_str())
@@ -263,6 +269,7 @@ mod tests {
         assert_eq!(m("DELETE", "/api/v1/tokens/ci"), Some(ADMIN));
         assert_eq!(m("POST", "/api/v1/deployments/d/bogus"), None);
         assert_eq!(m("GET", "/devices/abc/directive"), None);
+        assert_eq!(m("HEAD", "/api/v1/flows"), Some(READ));
     }
 
     #[test]

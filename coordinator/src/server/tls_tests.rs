@@ -70,7 +70,10 @@ async fn https_with_the_ca_works_without_it_fails_and_plain_http_is_refused() {
         // Without it (system roots only): a clear certificate error.
         let c = Client::new(&url, Some("secret".into())).unwrap();
         let e = c.whoami().unwrap_err().to_string();
-        assert!(e.to_lowercase().contains("certificate"), "{e}");
+        assert!(
+            e.to_lowercase().contains("certificate") && e.contains("--ca"),
+            "{e}"
+        );
         // A CA file without a certificate is refused up front.
         let e = Client::with_ca(&url, None, Some(b"not a pem")).unwrap_err();
         assert!(e.to_string().contains("--ca"), "{e}");
