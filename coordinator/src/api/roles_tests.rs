@@ -277,6 +277,7 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
         let admin = Client::new(&url, Some("secret".into())).unwrap();
         // The admin spends one request creating the viewer's token.
         let secret = token(&admin, "busy", Role::Viewer, None);
+        let secret_again = secret.clone();
         let busy = Client::new(&url, Some(secret)).unwrap();
         for _ in 0..3 {
             assert_eq!(status(&busy, Method::Get, "/whoami", None).0, 200);
@@ -284,6 +285,25 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
         let (code, message) = status(&busy, Method::Get, "/whoami", None);
         assert_eq!(code, 429, "{message}");
         assert!(message.contains("\"busy\""), "{message}");
+        // The raw answer carries Retry-After (whole seconds, at least 1).
+        let addr = url.strip_prefix("http://").unwrap();
+        use std::io::{Read, Write};
+        // A slow machine may have refilled one request meanwhile: at most a few tries.
+        let raw = (0..5)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                write!(
+                    s,
+                    "GET /api/v1/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret_again}\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut raw = String::new();
+                s.read_to_string(&mut raw).unwrap();
+                raw
+            })
+            .find(|raw| raw.starts_with("HTTP/1.1 429"))
+            .expect("no 429 in five quick requests at 1 per second");
+        assert!(raw.to_lowercase().contains("\r\nretry-after: 1\r\n"), "{raw}");
         // Device routes and other tokens are not throttled by it.
         assert_eq!(status(&admin, Method::Get, "/whoami", None).0, 200);
         assert_eq!(status(&busy, Method::Get, "/healthz", None).0, 200);

@@ -249,4 +249,36 @@ mod tests {
         let e = format!("{:#}", parse(&["--request-timeout", "soon"]).unwrap_err());
         assert!(e.contains("--request-timeout"), "{e}");
     }
+
+    #[test]
+    fn rate_and_tls_flags_set_the_api_options_and_refuse_what_is_out_of_range() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.api.rate,
+            floe_coordinator::api::ratelimit::RateLimit::default()
+        );
+        assert!(c.tls.is_none());
+        let c = parse(&[
+            "--rate-limit",
+            "5",
+            "--rate-burst",
+            "10",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+        ])
+        .unwrap();
+        assert_eq!((c.api.rate.per_sec, c.api.rate.burst), (5, 10));
+        let tls = c.tls.unwrap();
+        assert_eq!((tls.cert, tls.key), ("/c.pem".into(), "/k.pem".into()));
+        let e = parse(&["--rate-burst", "0"]).unwrap_err().to_string();
+        assert!(e.contains("--rate-burst"), "{e}");
+        // Rate 0 is "unlimited": the burst does not matter then.
+        assert!(parse(&["--rate-limit", "0", "--rate-burst", "0"]).is_ok());
+        // A certificate needs its key.
+        let mut argv = vec!["floe", "--data-dir", "/nonexistent/floe-test"];
+        argv.extend_from_slice(&["--tls-cert", "/c.pem"]);
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
 }
