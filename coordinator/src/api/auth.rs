@@ -97,6 +97,10 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("DELETE", "/tokens/{name}", ADMIN),
 ];
 
+/// Routes outside `/api/v1` (exact paths) with their method and rule. Anything else outside
+/// `/api/v1` needs a token (and is admin-only when the router serves it).
+pub const ROOT_POLICY: &[(&str, &str, Rule)] = &[("GET", "/healthz", Rule::Open)];
+
 /// Whether `template` (`/flows/{id}`) matches `path`; how many of its segments are literal
 /// (a literal match wins over a parameter: `/devices/batch` over `/devices/{id}`).
 fn matches(template: &str, path: &str) -> Option<usize> {
@@ -115,9 +119,14 @@ fn matches(template: &str, path: &str) -> Option<usize> {
 /// The rule of `method path` (the full path, `/api/v1/...` or `/healthz`); `None` when no
 /// entry of [`POLICY`] covers it.
 pub fn rule_for(method: &Method, path: &str) -> Option<Rule> {
-    let path = path.trim_end_matches('/');
-    if path == "/healthz" {
-        return Some(Rule::Open);
+    let path = match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    if let Some((_, _, rule)) = ROOT_POLICY.iter().find(|(m, p, _)| {
+        *p == path && (*m == method.as_str() || (*m == "GET" && method == Method::HEAD))
+    }) {
+        return Some(*rule);
     }
     let rest = path.strip_prefix("/api/v1")?;
     // HEAD is a GET without the body, and axum answers it with the GET handler.
@@ -270,6 +279,9 @@ mod tests {
         assert_eq!(m("POST", "/api/v1/deployments/d/bogus"), None);
         assert_eq!(m("GET", "/devices/abc/directive"), None);
         assert_eq!(m("HEAD", "/api/v1/flows"), Some(READ));
+        assert_eq!(m("HEAD", "/healthz"), Some(Rule::Open));
+        assert_eq!(m("GET", "/"), None);
+        assert_eq!(m("POST", "/healthz"), None);
     }
 
     #[test]
