@@ -924,3 +924,41 @@ mod circles {
         found
     }
 }
+
+/// floed's HTTP listener has no TLS code: only the coordinator enables `floe-httpd/tls`
+/// (ARCHITECTURE.md, "Server limits": TLS).
+#[test]
+fn floed_does_not_enable_the_tls_feature_of_its_http_server() {
+    let features = |package: &str| -> String {
+        let out = floe_tests::cargo_command()
+            .args(["tree", "--offline", "--locked", "-e", "features"])
+            .args([
+                "--prefix",
+                "none",
+                "--format",
+                "{p} {f}",
+                "-i",
+                "floe-httpd",
+                "-p",
+            ])
+            .arg(package)
+            .output()
+            .expect("running cargo tree");
+        assert!(
+            out.status.success(),
+            "cargo tree -p {package} -i floe-httpd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coordinator = features("floe-coordinator");
+    assert!(
+        coordinator.contains("floe-httpd feature \"tls\""),
+        "the check must see the coordinator's TLS: {coordinator}"
+    );
+    let floed = features("floe-runtime");
+    assert!(
+        !floed.contains("feature \"tls\""),
+        "floe-runtime (floed) pulls floe-httpd's tls feature: {floed}"
+    );
+}

@@ -161,6 +161,11 @@ pub(super) struct TestServer {
 impl TestServer {
     /// Starts the service on a fresh data directory; the bearer token is `secret`.
     pub(super) async fn start() -> TestServer {
+        TestServer::start_with(super::ApiOptions::default()).await
+    }
+
+    /// [`TestServer::start`] with `options` (a rate limit).
+    pub(super) async fn start_with(options: super::ApiOptions) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
         let (handle, actor) = spawn(core_at(dir.path()), shutdown.clone());
@@ -181,7 +186,7 @@ impl TestServer {
             trust_dir,
             fabric: vec!["/ip4/127.0.0.1/tcp/7301/p2p/12D3KooWExample".into()],
         };
-        let app = super::router_with_join(handle, "secret".into(), Some(join));
+        let app = super::router_with_options(handle, "secret".into(), Some(join), options);
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -599,6 +604,26 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         .unwrap()
         .json()
         .unwrap();
+
+    // Named tokens, whoami, and the 403 a role without the right gets.
+    let created = call(
+        &c,
+        k,
+        Post,
+        "/tokens",
+        "/tokens",
+        Some(&json!({"name": "watcher", "role": "viewer", "expires": "30d"})),
+    );
+    let secret = created["token"].as_str().unwrap().to_string();
+    call(&c, k, Get, "/tokens", "/tokens", None);
+    let me = call(&c, k, Get, "/whoami", "/whoami", None);
+    assert_eq!(me["name"], "bootstrap");
+    let viewer = Client::new(server, Some(secret)).unwrap();
+    let e = call(&viewer, k, Post, "/tokens", "/tokens", Some(&json!({})));
+    assert_eq!(e["error"]["code"], "forbidden", "{e}");
+    call(&c, k, Delete, "/tokens/watcher", "/tokens/{name}", None);
+    let e = call(&viewer, k, Get, "/whoami", "/whoami", None);
+    assert_eq!(e["error"]["code"], "unauthorized", "{e}");
     k.checked.clone()
 }
 

@@ -125,6 +125,11 @@ impl Core {
         &self.store
     }
 
+    /// Sets the audit actor of the job about to run (`Store::caller`).
+    pub(super) fn set_caller(&mut self, caller: &str) {
+        self.store.set_caller(caller);
+    }
+
     /// Marks `ids` offline in one transaction: each device's record and audit line, and the
     /// `Offline` input of each deployment that targets it (each in a savepoint, as a report in
     /// a batch is). A device's cost is its rows, not a transaction and its fsync. If the commit

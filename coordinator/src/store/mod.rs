@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+mod api_tokens;
 mod devices;
 mod journal;
 mod read;
@@ -31,6 +32,7 @@ mod rollups;
 mod tokens;
 mod vars;
 
+pub use api_tokens::{ApiTokenRecord, api_token_hash};
 pub use journal::{LoggedInput, SNAPSHOT_VERSION};
 pub use read::ReadPool;
 pub use records::{
@@ -78,6 +80,9 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 }
+
+/// The audit actor of a change made in-process, not by an API token.
+pub const DEFAULT_CALLER: &str = "api";
 
 /// The migrations, in order; `user_version` is the count applied.
 const MIGRATIONS: &[&str] = &[
@@ -189,6 +194,15 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY (start_ms, device_type, region)
      ) WITHOUT ROWID;",
+    // 6: named API tokens with a role, stored as the SHA-256 of the secret (`api_tokens`).
+    "CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used_at INTEGER
+     ) WITHOUT ROWID;",
 ];
 
 fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
@@ -254,6 +268,8 @@ pub struct Store {
     conn: Connection,
     /// The database file (None: in memory), for the read-only connections of a [`ReadPool`].
     path: Option<std::path::PathBuf>,
+    /// Who asked for the change being made: the audit actor of API-initiated lines.
+    caller: String,
 }
 
 impl Store {
@@ -300,9 +316,27 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        let store = Store { conn, path: None };
+        let store = Store {
+            conn,
+            path: None,
+            caller: DEFAULT_CALLER.to_string(),
+        };
         store.hash_clear_tokens()?;
         Ok(store)
+    }
+
+    /// Who asked for the change being made (the audit actor of every line a REST-initiated
+    /// change writes): `token:<name>` while the service runs an API caller's job,
+    /// [`DEFAULT_CALLER`] otherwise.
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    /// Sets [`Store::caller`] (the service sets it around each job it runs).
+    pub fn set_caller(&mut self, caller: &str) {
+        if self.caller != caller {
+            caller.clone_into(&mut self.caller);
+        }
     }
 
     /// The schema version applied.

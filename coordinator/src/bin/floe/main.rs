@@ -25,6 +25,7 @@ use std::process::ExitCode;
 
 mod serve;
 mod sim;
+mod token;
 
 #[derive(Debug, Parser)]
 #[command(name = "floe", version, about = "The Floe coordinator and CLI")]
@@ -53,6 +54,8 @@ enum Command {
     Group(vars::GroupArgs),
     /// One-time enrollment tokens for devices.
     EnrollToken(device::EnrollTokenArgs),
+    /// Named API tokens with a role: create, list, revoke, whoami.
+    Token(token::TokenArgs),
     /// The coordinator's audit log.
     Audit(audit::AuditArgs),
     /// A coordinator, N floed devices and a broker on loopback: deploy, then roll back a
@@ -86,6 +89,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Device(args) => device::run(args),
         Command::Group(args) => vars::run_group(args),
         Command::EnrollToken(args) => device::run_enroll_token(args),
+        Command::Token(args) => token::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Loadtest(args) => loadtest::run(args).map(|()| ExitCode::SUCCESS),

@@ -58,6 +58,19 @@ pub(crate) struct ServeArgs {
     /// How long a REST request may take, reading its body included (503 after it).
     #[arg(long, default_value = "60s")]
     request_timeout: String,
+    /// Each API token's sustained rate, in requests per second (0: unlimited); over it the
+    /// API answers 429 with Retry-After. Device report routes are not counted.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_RATE)]
+    rate_limit: u32,
+    /// How many requests an API token may make at once after an idle spell.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_BURST)]
+    rate_burst: u32,
+    /// Serve the REST API over https with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_addrs(what: &str, list: &[String]) -> Result<Vec<libp2p::Multiaddr>> {
@@ -100,6 +113,18 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
             parse_duration(v).with_context(|| flag.to_string())?,
         ))
     };
+    config.api.rate = floe_coordinator::api::ratelimit::RateLimit {
+        per_sec: args.rate_limit,
+        burst: args.rate_burst,
+    };
+    config
+        .api
+        .rate
+        .check()
+        .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(server::TlsFiles { cert, key });
+    }
     config.http.max_connections = args.max_connections;
     config.http.header_timeout = ms("--header-timeout", &args.header_timeout)?;
     config.http.idle_timeout = ms("--idle-timeout", &args.idle_timeout)?;
@@ -146,6 +171,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        if config.tls.is_none() && !config.listen.ip().is_loopback() {
+            eprintln!(
+                "warning: floe serve listens on {} without TLS: API tokens and directives \
+                 cross the network in clear; give --tls-cert and --tls-key",
+                config.listen
+            );
+        }
         let server = server::start(config, shutdown.clone()).await?;
         for notice in server.notices() {
             println!("{notice}");
@@ -221,5 +253,37 @@ mod tests {
         assert!(e.contains("--idle-timeout") && e.contains("3600s"), "{e}");
         let e = format!("{:#}", parse(&["--request-timeout", "soon"]).unwrap_err());
         assert!(e.contains("--request-timeout"), "{e}");
+    }
+
+    #[test]
+    fn rate_and_tls_flags_set_the_api_options_and_refuse_what_is_out_of_range() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.api.rate,
+            floe_coordinator::api::ratelimit::RateLimit::default()
+        );
+        assert!(c.tls.is_none());
+        let c = parse(&[
+            "--rate-limit",
+            "5",
+            "--rate-burst",
+            "10",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+        ])
+        .unwrap();
+        assert_eq!((c.api.rate.per_sec, c.api.rate.burst), (5, 10));
+        let tls = c.tls.unwrap();
+        assert_eq!((tls.cert, tls.key), ("/c.pem".into(), "/k.pem".into()));
+        let e = parse(&["--rate-burst", "0"]).unwrap_err().to_string();
+        assert!(e.contains("--rate-burst"), "{e}");
+        // Rate 0 is "unlimited": the burst does not matter then.
+        assert!(parse(&["--rate-limit", "0", "--rate-burst", "0"]).is_ok());
+        // A certificate needs its key.
+        let mut argv = vec!["floe", "--data-dir", "/nonexistent/floe-test"];
+        argv.extend_from_slice(&["--tls-cert", "/c.pem"]);
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 }

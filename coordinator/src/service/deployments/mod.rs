@@ -440,7 +440,7 @@ impl Deployments {
             )?;
             s.audit(&line(
                 now,
-                "api",
+                s.caller(),
                 "deployment.create",
                 (None, Some(&id)),
                 "pending",
@@ -545,7 +545,7 @@ impl Deployments {
     ) -> Result<(), ServiceError> {
         env.store.audit(&line(
             now,
-            "api",
+            env.store.caller(),
             &format!("deployment.{command}"),
             (None, Some(id)),
             "requested",
