@@ -19,6 +19,7 @@
 //!   signed by the coordinator and carries nothing secret.
 
 mod join;
+mod strategies;
 pub mod types;
 mod vars;
 pub mod views;
@@ -225,6 +226,7 @@ fn open_route(method: &axum::http::Method, path: &str) -> bool {
         || path == "/api/v1/healthz"
         || path == "/api/v1/openapi.json"
         || path == "/openapi.json"
+        || crate::console::serves(method, path)
     {
         return true;
     }
@@ -325,11 +327,13 @@ pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinS
         .route("/directives/feed", get(directive_feed))
         .route("/enrollment-tokens", post(create_token))
         .route("/join-info", get(join::join_info))
+        .route("/strategies", get(strategies::list))
         .route("/audit", get(audit))
         .route("/status", get(status));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
