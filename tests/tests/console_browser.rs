@@ -246,7 +246,7 @@ fn console_drives_a_real_fleet_in_chromium() {
     let v3 = coord.publish_next(&v2, ticking("v3"));
     let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
 
-    let env = |extra: &[(&str, String)]| {
+    let env = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
         let mut e = vec![
             ("FLOE_URL", coord.url()),
             ("FLOE_TOKEN", coord.token()),

@@ -221,12 +221,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn open_route(method: &axum::http::Method, path: &str) -> bool {
+    if crate::console::serves(method, path) {
+        return true;
+    }
     let path = path.trim_end_matches('/');
     if path == "/healthz"
         || path == "/api/v1/healthz"
         || path == "/api/v1/openapi.json"
         || path == "/openapi.json"
-        || crate::console::serves(method, path)
     {
         return true;
     }
