@@ -45,7 +45,8 @@ export function NewDeployment() {
   }, [defaults]);
   useEffect(() => {
     const list = flows.data?.flows || [];
-    if (!flowId && list.length) setFlowId(list[0].id);
+    // Functional: the operator may have picked one already, before this effect ran.
+    if (list.length) setFlowId((cur) => cur || list[0].id);
   }, [flows.data]);
 
   const submit = async (e) => {
