@@ -35,7 +35,10 @@ struct Assets;
 /// top-level files of the build (the icon).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|h: HeaderMap| async move { serve("index.html", &h) }))
+        .route(
+            "/",
+            get(|h: HeaderMap| async move { serve("index.html", &h) }),
+        )
         .route(
             "/index.html",
             get(|h: HeaderMap| async move { serve("index.html", &h) }),
@@ -195,10 +198,15 @@ mod tests {
     fn the_build_is_embedded_with_an_index_that_names_its_assets() {
         let index = Assets::get("index.html").expect("index.html is embedded");
         let text = String::from_utf8(index.data.into_owned()).expect("utf-8");
-        let assets: Vec<_> = Assets::iter().filter(|f| f.starts_with("assets/")).collect();
+        let assets: Vec<_> = Assets::iter()
+            .filter(|f| f.starts_with("assets/"))
+            .collect();
         assert!(!assets.is_empty(), "no assets embedded");
         for a in &assets {
-            assert!(text.contains(&format!("/{a}")), "index.html does not load {a}");
+            assert!(
+                text.contains(&format!("/{a}")),
+                "index.html does not load {a}"
+            );
         }
         assert!(embedded_bytes() < 1 << 20, "the console adds over 1 MiB");
     }

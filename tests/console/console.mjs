@@ -122,6 +122,7 @@ try {
     await page.locator('#flow-problems').waitFor();
     await page.locator('#flow-graph g.node.invalid').first().waitFor();
     result.invalid_nodes = await page.locator('#flow-graph g.node.invalid').count();
+    result.problem = await page.locator('#flow-problems li').first().innerText();
     await shot(page, '04-flow-problems');
 
     step = 'create a canary+waves deployment';

@@ -11,7 +11,7 @@
 //!
 //! Under `CI=true` a missing Chromium, node or npm fails these tests; elsewhere they skip with
 //! the reason printed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use floe_coordinator::client::Method;
 use floe_tests::coordinator::{Coordinator, Device};
@@ -172,14 +172,19 @@ fn allowlist_many(coord: &Coordinator, n: usize) -> Duration {
             .unwrap()
             .json::<Value>()
             .unwrap();
-        assert_eq!(r["created"].as_u64().unwrap() + r["existing"].as_u64().unwrap(), devices.len() as u64);
+        assert_eq!(
+            r["created"].as_u64().unwrap() + r["existing"].as_u64().unwrap(),
+            devices.len() as u64
+        );
     }
     started.elapsed()
 }
 
 #[test]
 fn console_drives_a_real_fleet_in_chromium() {
-    if !have(CHROMIUM, &["--version"]) || !have("node", &["--version"]) || !have("npm", &["--version"])
+    if !have(CHROMIUM, &["--version"])
+        || !have("node", &["--version"])
+        || !have("npm", &["--version"])
     {
         return;
     }
@@ -206,8 +211,16 @@ fn console_drives_a_real_fleet_in_chromium() {
         .header("Accept-Encoding", "gzip")
         .call()
         .unwrap();
-    assert_eq!(asset.headers()["content-type"], "text/javascript; charset=utf-8");
-    assert!(asset.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert_eq!(
+        asset.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(
+        asset.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
     let js_gzip = asset.into_body().read_to_vec().unwrap().len();
     let api = http.get(&format!("{}/api/v1/flows", coord.url())).call();
     assert!(
@@ -218,7 +231,14 @@ fn console_drives_a_real_fleet_in_chromium() {
     // Three devices for the deployment the console creates, two for the one it rolls back (a
     // device is the target of one unfinished deployment at a time).
     let devices: Vec<Device> = (0..5)
-        .map(|i| Device::start(&coord, root.path(), &format!("dev-{i}"), ["eu", "us"][i % 2]))
+        .map(|i| {
+            Device::start(
+                &coord,
+                root.path(),
+                &format!("dev-{i}"),
+                ["eu", "us"][i % 2],
+            )
+        })
         .collect();
     let refs: Vec<&Device> = devices.iter().collect();
     coord.wait_online(&refs, Duration::from_secs(60));
@@ -228,16 +248,18 @@ fn console_drives_a_real_fleet_in_chromium() {
     let v1 = coord.publish("Ticker", ticking("v1"));
     let first = coord.deploy(&v1, "all-at-once", &refs, json!({"timeout": "60s"}));
     assert_eq!(
-        coord.wait_done(&first, Duration::from_secs(120)).status.as_str(),
+        coord
+            .wait_done(&first, Duration::from_secs(120))
+            .status
+            .as_str(),
         "completed"
     );
     let v2 = coord.publish_next(&v1, ticking("v2"));
     // A draft whose switch node lacks its rules: the console shows the problem on that node.
     let mut broken = ticking("draft");
-    broken["nodes"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"id": "gate", "type": "switch", "name": "Gate", "x": 220, "y": 320, "config": {}}));
+    broken["nodes"].as_array_mut().unwrap().push(
+        json!({"id": "gate", "type": "switch", "name": "Gate", "x": 220, "y": 320, "config": {}}),
+    );
     broken["connections"]
         .as_array_mut()
         .unwrap()
@@ -288,6 +310,11 @@ fn console_drives_a_real_fleet_in_chromium() {
     assert_eq!(scenario["graph_nodes"], 3, "{scenario}");
     assert_eq!(scenario["graph_wires"], 2, "{scenario}");
     assert_eq!(scenario["invalid_nodes"], 1, "{scenario}");
+    assert_eq!(
+        scenario["problem"],
+        "node gate: config.rules: missing; a switch node needs it (see NODES.md)",
+        "{scenario}"
+    );
     assert_eq!(scenario["default_canary_percentage"], "3", "{scenario}");
     assert_eq!(scenario["default_wave_count"], 3, "{scenario}");
     println!(
@@ -299,7 +326,10 @@ fn console_drives_a_real_fleet_in_chromium() {
     // The first page with 100 000 devices in the registry.
     // The registry's limit is 100 000: the five real devices and the rest made up.
     let took = allowlist_many(&coord, BIG_FLEET - devices.len());
-    println!("allowlisted {BIG_FLEET} devices in {:.1} s", took.as_secs_f64());
+    println!(
+        "allowlisted {BIG_FLEET} devices in {:.1} s",
+        took.as_secs_f64()
+    );
     let load = drive(&script_dir, &env(&[("MODE", "loadtime".into())]));
     let ms = load["first_load_ms"].as_u64().unwrap();
     println!(
@@ -308,7 +338,10 @@ fn console_drives_a_real_fleet_in_chromium() {
         load["rows"], load["nav"], load["next_page_ms"]
     );
     assert_eq!(load["rows"], 50);
-    assert!(ms < 1000, "the first page took {ms} ms with {BIG_FLEET} devices");
+    assert!(
+        ms < 1000,
+        "the first page took {ms} ms with {BIG_FLEET} devices"
+    );
 
     let dist = tree(&workspace_root().join("coordinator/console/dist"));
     let bytes: usize = dist.values().map(Vec::len).sum();
@@ -326,7 +359,10 @@ fn console_drives_a_real_fleet_in_chromium() {
         .collect();
     all.sort();
     println!("screenshots in {}: {}", shots.display(), all.len());
-    println!("console test total: {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "console test total: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The committed `coordinator/console/dist/` is what `npm ci && npm run build` makes from the
@@ -364,7 +400,9 @@ fn committed_console_dist_is_the_build_of_its_sources() {
         "npm ci",
     );
     run(
-        Command::new("npm").args(["run", "build"]).current_dir(&copy),
+        Command::new("npm")
+            .args(["run", "build"])
+            .current_dir(&copy),
         "npm run build",
     );
     let built = tree(&copy.join("dist"));

@@ -64,7 +64,7 @@ export function qs(q) {
 }
 
 /**
- * Live updates: the Server-Sent Events stream GET /api/v1/events, read with fetch() (an
+ * Live updates: the Server-Sent Events stream GET /api/v1/events?deployment=ID, read with fetch() (an
  * EventSource cannot send the Authorization header) and resumed with Last-Event-ID after a
  * break; when the coordinator has no such route (404) or refuses the request, polls instead:
  * `onChange()` once a second. `onChange(event|null)` is called for each event (debounce in the

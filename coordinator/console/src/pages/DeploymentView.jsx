@@ -13,6 +13,9 @@ const COMMANDS = [
   ['abort', (d) => ['pending', 'running', 'paused'].includes(d.status)],
 ];
 
+// Gate figures: a few significant digits (the engine's limits are computed floats).
+const num = (v) => (Number.isInteger(v) ? String(v) : Number(v.toPrecision(3)).toString());
+
 function Counts({ c }) {
   return (
     <span class="counts">
@@ -85,7 +88,7 @@ export function DeploymentView({ id, tab }) {
   // Live: each event about this deployment (or each poll tick) re-reads it, at most ~4 times
   // a second; the targets page and the report follow through `version`.
   useEffect(() => {
-    const sub = live({ deployment_id: id }, (ev) => {
+    const sub = live({ deployment: id }, (ev) => {
       if (ev && ev.deployment_id && ev.deployment_id !== id) return;
       if (pending.current) return;
       pending.current = setTimeout(() => {
@@ -169,11 +172,13 @@ export function DeploymentView({ id, tab }) {
               return (
                 <div class={`stage ${state}`} data-stage={s.name}>
                   <div class="stage-head">
-                    <b>{s.name}</b> <span class="muted">{s.kind}</span> <span class="muted">· {s.size} devices</span>
+                    <b>{s.name}</b> <span class="muted">{s.kind}</span> <span class="muted">
+                      · {s.size} device{s.size === 1 ? '' : 's'}
+                    </span>
                   </div>
                   <Counts c={s.counts} />
                   {s.devices.length ? (
-                    <div class="small muted mono">
+                    <div class="small muted mono ids">
                       {s.devices.slice(0, 8).join(', ')}
                       {s.devices.length > 8 ? ` … +${s.devices.length - 8}` : ''}
                     </div>
@@ -188,8 +193,8 @@ export function DeploymentView({ id, tab }) {
                         {g.checks.map((c) => (
                           <tr class={c.pass ? '' : 'fail'}>
                             <td>{c.name}</td>
-                            <td>
-                              {c.value} / {c.limit}
+                            <td title={`${c.value} / ${c.limit}`}>
+                              {num(c.value)} / {num(c.limit)}
                             </td>
                             <td>{c.pass ? '✓' : '✗'}</td>
                           </tr>

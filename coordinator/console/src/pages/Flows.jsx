@@ -18,7 +18,9 @@ export function problemsOf(err) {
   const msg = err.message || '';
   const field = err.field || '';
   const body = field && msg.startsWith(`${field}: `) ? msg.slice(field.length + 2) : msg;
-  for (const part of body.split('; ')) {
+  // The service joins the report's lines with "; ", which a problem's own text may hold too:
+  // split only where the next problem's subject starts.
+  for (const part of body.split(/; (?=(?:node \S+|connection \S+|variable \S+|flow): )/)) {
     const m = /^node (\S+): (.*)$/.exec(part);
     if (m) (byNode[m[1]] ||= []).push(m[2]);
     else if (part.trim()) other.push(part);
