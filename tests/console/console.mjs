@@ -23,8 +23,15 @@ const url = env('FLOE_URL');
 const token = env('FLOE_TOKEN');
 const shots = env('SHOTS');
 const mode = env('MODE', 'scenario');
-const result = { screenshots: [] };
+const result = { screenshots: [], seconds: {} };
 let step = 'launch';
+let stepStarted = Date.now();
+// Names the step that runs now and records how long the previous one took.
+function begin(name) {
+  result.seconds[step] = Math.round((Date.now() - stepStarted) / 100) / 10;
+  step = name;
+  stepStarted = Date.now();
+}
 
 async function shot(page, name) {
   const path = join(shots, `${name}.png`);
@@ -62,7 +69,7 @@ try {
   if (mode === 'loadtime') {
     // The first page with a large registry: token already in the session, time from
     // navigation to the first device rows on screen.
-    step = 'first page load';
+    begin('first page load');
     await page.addInitScript((t) => sessionStorage.setItem('floe.token', t), token);
     const t0 = Date.now();
     await page.goto(`${url}/#/fleet`);
@@ -73,7 +80,7 @@ try {
       const n = performance.getEntriesByType('navigation')[0];
       return n ? { dom_content_loaded_ms: Math.round(n.domContentLoadedEventEnd), load_ms: Math.round(n.loadEventEnd) } : null;
     });
-    step = 'next page';
+    begin('next page');
     const first = await page.locator('#devices tbody tr[data-device]').first().getAttribute('data-device');
     const t1 = Date.now();
     await page.getByRole('button', { name: 'Next →' }).click();
@@ -89,24 +96,24 @@ try {
     const devices = env('DEVICES').split(',');
     const rollbackId = env('ROLLBACK_ID');
 
-    step = 'sign in with a wrong token';
+    begin('sign in with a wrong token');
     await page.goto(url);
     await page.fill('#token', 'not-the-token');
     await page.click('button[type=submit]');
     await page.getByText('not valid').waitFor();
     await shot(page, '01-sign-in');
 
-    step = 'sign in';
+    begin('sign in');
     await page.fill('#token', token);
     await page.click('button[type=submit]');
     await page.evaluate(() => (window.__floeNoReload = true));
 
-    step = 'fleet';
+    begin('fleet');
     await page.waitForFunction((n) => document.querySelectorAll('#devices tbody tr[data-device]').length >= n, devices.length);
     for (const d of devices) await page.locator(`tr[data-device="${d}"]`).getByText('online').waitFor();
     await shot(page, '02-fleet');
 
-    step = 'flow graph';
+    begin('flow graph');
     await page.click('header nav a[href="#/flows"]');
     await page.click(`a[data-flow="${flowId}"]`);
     await page.locator('#flow-graph g.node').first().waitFor();
@@ -116,7 +123,7 @@ try {
     await page.locator('#node-panel pre').waitFor();
     await shot(page, '03-flow-graph');
 
-    step = 'flow validation problems';
+    begin('flow validation problems');
     await page.click(`a[data-flow="${draftId}"]`);
     await page.getByRole('button', { name: 'Publish' }).click();
     await page.locator('#flow-problems').waitFor();
@@ -125,7 +132,7 @@ try {
     result.problem = await page.locator('#flow-problems li').first().innerText();
     await shot(page, '04-flow-problems');
 
-    step = 'create a canary+waves deployment';
+    begin('create a canary+waves deployment');
     await page.click('header nav a[href="#/deployments"]');
     await page.click('#new-deployment');
     await page.locator('select[name=flow]').selectOption(flowId);
@@ -141,12 +148,13 @@ try {
     await shot(page, '05-new-deployment');
     await page.click('#create');
 
-    step = 'start and approve it, watch it complete without reloading';
+    begin('start it and wait for the approval');
     await page.locator('#deployment[data-status=pending]').waitFor();
     result.deployment_id = await page.evaluate(() => location.hash.split('/')[2]);
     await page.click('button[data-command=start]');
     await page.locator('button[data-command=approve]:enabled').waitFor({ timeout: 90_000 });
     await shot(page, '06-awaiting-approval');
+    begin('approve it and watch it complete without reloading');
     await page.click('button[data-command=approve]');
     await page.locator('#deployment[data-status=completed]').waitFor({ timeout: 150_000 });
     result.live_mode = await page.locator('.live').innerText();
@@ -157,19 +165,20 @@ try {
     await page.locator('#report').getByText('completed').first().waitFor();
     await shot(page, '08-report');
 
-    step = 'roll back a second deployment from its page';
+    begin('roll back a second deployment from its page');
     await page.goto(`${url}/#/deployments/${rollbackId}`);
     await page.locator('button[data-command=rollback]:enabled').waitFor({ timeout: 60_000 });
     await page.click('button[data-command=rollback]');
     await page.locator('#deployment[data-status=rolled_back]').waitFor({ timeout: 120_000 });
     await shot(page, '09-rolled-back');
 
-    step = 'audit';
+    begin('audit');
     await page.click('header nav a[href="#/audit"]');
     await page.locator('#audit tbody tr').first().waitFor();
     result.audit_rows = await page.locator('#audit tbody tr').count();
     await shot(page, '10-audit');
   }
+  begin('done');
   if (external.length) throw new Error(`requests outside the coordinator: ${external.join(', ')}`);
   if (consoleErrors.length) throw new Error(`page errors: ${consoleErrors.join('; ')}`);
   console.log(`RESULT ${JSON.stringify(result)}`);

@@ -318,9 +318,10 @@ fn console_drives_a_real_fleet_in_chromium() {
     assert_eq!(scenario["default_canary_percentage"], "3", "{scenario}");
     assert_eq!(scenario["default_wave_count"], 3, "{scenario}");
     println!(
-        "console scenario: {:.1} s, live view {}",
+        "console scenario: {:.1} s, live view {}; seconds per step: {}",
         started.elapsed().as_secs_f64(),
-        scenario["live_mode"]
+        scenario["live_mode"],
+        scenario["seconds"]
     );
 
     // The first page with 100 000 devices in the registry.

@@ -68,7 +68,8 @@ export function qs(q) {
  * EventSource cannot send the Authorization header) and resumed with Last-Event-ID after a
  * break; when the coordinator has no such route (404) or refuses the request, polls instead:
  * `onChange()` once a second. `onChange(event|null)` is called for each event (debounce in the
- * caller). Returns { stop(), mode() } where mode is 'connecting', 'events' or 'polling'.
+ * caller); with the stream it also re-reads every 5 s. Returns { stop(), mode() } where mode is
+ * 'connecting', 'events' or 'polling'.
  */
 export function live(filter, onChange) {
   let stopped = false;
@@ -79,6 +80,7 @@ export function live(filter, onChange) {
 
   const poll = () => {
     mode = 'polling';
+    clearInterval(timer);
     timer = setInterval(() => !stopped && onChange(null), 1000);
   };
 
@@ -106,6 +108,9 @@ export function live(filter, onChange) {
     }
     mode = 'events';
     onChange(null); // catch up with what happened before the stream opened
+    // A slow re-read as well, so a change no event announces still shows within seconds.
+    clearInterval(timer);
+    timer = setInterval(() => !stopped && onChange(null), 5000);
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = '';
     try {
