@@ -76,6 +76,11 @@ try {
     await page.locator('#devices tbody tr[data-device]').first().waitFor();
     result.first_load_ms = Date.now() - t0;
     result.rows = await page.locator('#devices tbody tr[data-device]').count();
+    // How much of it was the API's answer (GET /devices?limit=50) itself.
+    result.api_ms = await page.evaluate(() => {
+      const r = performance.getEntriesByType('resource').find((e) => e.name.includes('/api/v1/devices'));
+      return r ? Math.round(r.duration) : null;
+    });
     result.nav = await page.evaluate(() => {
       const n = performance.getEntriesByType('navigation')[0];
       return n ? { dom_content_loaded_ms: Math.round(n.domContentLoadedEventEnd), load_ms: Math.round(n.loadEventEnd) } : null;
