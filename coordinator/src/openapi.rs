@@ -7,13 +7,13 @@
 //! derived schemas are. A test in `api/tests` calls every route of a real service and
 //! validates each answer against this document.
 
-use crate::contract::DeviceVars;
 use crate::contract::{
     AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
     DeviceInput, DevicePage, DevicePatch, EnrollToken, ErrorBody, FeedPage, Flow, FlowInput,
     FlowList, GroupVars, GroupVarsChange, GroupVarsList, Healthz, JoinInfo, PendingPage, Report,
     Status, StrategyList, TargetPage, TokenInput, VarsChange,
 };
+use crate::contract::{DeviceVars, HealthGroups};
 use schemars::generate::{Contract, SchemaSettings};
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
@@ -51,6 +51,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/strategies", &["get"]),
     ("/audit", &["get"]),
     ("/status", &["get"]),
+    ("/health/groups", &["get"]),
 ];
 
 /// Schemas of request bodies (as they deserialise) and of responses (as they serialise),
@@ -400,6 +401,21 @@ pub fn document() -> Value {
         vec![],
     );
     paths.insert("/join-info".into(), json!({ "get": o }));
+    let o = op::<HealthGroups>(
+        &mut s,
+        "The fleet's health per device type and per type and region over the closed rollup windows of the last `window` (reports of normal operation only: not on trial, rolling back, quarantined or in maintenance)",
+        None,
+        "200",
+        "the groups",
+        vec![
+            q(
+                "window",
+                "how far back, a duration such as 1h (default 24h, at most 30 days)",
+            ),
+            q("device_type", "only this device type"),
+        ],
+    );
+    paths.insert("/health/groups".into(), json!({ "get": o }));
 
     let mut schemas = s.into_components();
     let _ = schemas.insert(

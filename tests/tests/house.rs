@@ -322,7 +322,7 @@ fn the_rollout_crate_pulls_in_no_runtime_database_server_or_network_stack() {
     let bad = banned_in(&names, &HEAVY);
     assert!(
         bad.is_empty(),
-        "floe-rollout must stay a pure engine (serde only), but its normal dependencies \
+        "floe-rollout must stay a pure engine (serde and hdrhistogram only), but its normal dependencies \
          include {bad:?}"
     );
 }

@@ -536,6 +536,15 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
     let join = call(&c, k, Get, "/join-info", "/join-info", None);
     assert_eq!(join["fabric"].as_array().map(Vec::len), Some(1), "{join}");
     assert!(join["trust_store"].as_str().is_some_and(|t| !t.is_empty()));
+    let health = call(
+        &c,
+        k,
+        Get,
+        "/health/groups?window=1h",
+        "/health/groups",
+        None,
+    );
+    assert!(health["groups"].is_array(), "{health}");
     let status = call(&c, k, Get, "/status", "/status", None);
     assert!(
         status["ingest"]["queue_capacity"].as_u64() > Some(0),

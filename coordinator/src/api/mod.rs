@@ -18,6 +18,7 @@
 //!   API token; its report is authenticated by its own signature, and a directive post is
 //!   signed by the coordinator and carries nothing secret.
 
+mod health;
 mod join;
 mod strategies;
 pub mod types;
@@ -331,7 +332,8 @@ pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinS
         .route("/join-info", get(join::join_info))
         .route("/strategies", get(strategies::list))
         .route("/audit", get(audit))
-        .route("/status", get(status));
+        .route("/status", get(status))
+        .route("/health/groups", get(health::group_health));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)

@@ -20,6 +20,7 @@ mod deployments;
 mod devices;
 mod enums;
 mod flows;
+mod health;
 mod misc;
 pub mod paging;
 mod requests;
@@ -37,6 +38,7 @@ pub use devices::{
 pub use enums::{FlowState, GateVerdict, HealthLevel, UnknownName};
 pub use floe_rollout::{DeploymentStatus, Report, StageKind, TargetStatus};
 pub use flows::{Flow, FlowArtifact, FlowList};
+pub use health::{GroupHealth, HealthGroups};
 pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, Status};
 pub use requests::{
     ConfigInput, DeploymentInput, DeviceBatch, DeviceInput, DevicePatch, FlowInput, Selector,

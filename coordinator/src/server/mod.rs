@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub republish: Duration,
     /// The REST listener's timeouts and connection cap (ARCHITECTURE.md, "Server limits").
     pub http: floe_httpd::Limits,
+    /// How long the fleet's health rollups are kept (default 24 h; at least 1 min).
+    pub health_retention: Millis,
 }
 
 impl ServerConfig {
@@ -79,6 +81,7 @@ impl ServerConfig {
             mdns: false,
             republish: Duration::from_secs(2),
             http: floe_httpd::Limits::coordinator(),
+            health_retention: 24 * 3_600_000,
         }
     }
 
@@ -97,6 +100,9 @@ impl ServerConfig {
         }
         if self.offline_after == 0 {
             return bad("offline_after", "must be above zero");
+        }
+        if self.health_retention < 60_000 {
+            return bad("health_retention", "must be at least 1m");
         }
         self.http.check().map_err(|e| ServerError::Config {
             field: e.setting,
@@ -265,6 +271,7 @@ pub async fn start(
     let mut service_config = ServiceConfig::new(dir.clone());
     service_config.offline_after = config.offline_after;
     service_config.directive_ttl_secs = config.directive_ttl / 1000;
+    service_config.health_retention = config.health_retention;
     let db = dir.join("floe.db");
     let (release, coordinator) = (keys.release, keys.coordinator);
     let coordinator_trusted = crate::admission::trusted(&coordinator.verifying_key());

@@ -14,6 +14,7 @@ use super::model::{
     ServiceConfig,
 };
 use super::registry::{Admission, Registry};
+use super::rollups::{RollupCounters, Rollups};
 use super::vars;
 use super::{OFFLINE_BATCH, ServiceError};
 use crate::contract::{
@@ -36,6 +37,7 @@ pub struct Core {
     deployments: Deployments,
     directives: Directives,
     audit: Audit,
+    rollups: Rollups,
 }
 
 impl Core {
@@ -55,7 +57,9 @@ impl Core {
             config.artifact_ttl_days,
             release_key,
         );
+        let rollups = Rollups::new(config.health_window, config.health_retention);
         Ok(Core {
+            rollups,
             settings: config,
             coordinator_key,
             store,
@@ -99,8 +103,21 @@ impl Core {
                 tracing::warn!(devices = n, error = %e, "could not mark silent devices offline");
             }
         }
+        if let Err(e) = self.rollups.flush(&self.store, now) {
+            tracing::warn!(error = %e, "could not write the health rollups; retrying next tick");
+        }
         let (deployments, mut env) = self.engines();
         deployments.tick(&mut env, now);
+    }
+
+    /// Length of one health rollup window (ms).
+    pub fn health_window(&self) -> Millis {
+        self.rollups.window()
+    }
+
+    /// What the health rollups counted, left out and dropped since start.
+    pub fn rollup_counters(&self) -> RollupCounters {
+        self.rollups.counters()
     }
 
     /// The store, for reads ([`super::ServiceHandle::read`] without a read pool).
@@ -470,6 +487,9 @@ impl Core {
             Admission::Accepted { was_offline } => was_offline,
         };
         let id = r.device_id.as_str();
+        if let Ok(record) = self.registry.get(id) {
+            self.rollups.observe(record, &r, now);
+        }
         let (deployments, mut env) = self.engines();
         if was_offline {
             deployments.feed(&mut env, id, now, |_| vec![DeviceEvent::Online]);

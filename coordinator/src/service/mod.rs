@@ -47,6 +47,7 @@ pub mod model;
 mod names;
 pub mod reads;
 mod registry;
+mod rollups;
 mod strategy;
 pub mod vars;
 
@@ -56,6 +57,7 @@ pub use self::model::{
     ArtifactBlob, ArtifactSummary, DEFAULT_OFFLINE_AFTER, DeploymentDoc, GateRecord, IngestStatus,
     Outgoing, ServiceConfig, TargetTrack,
 };
+pub use self::rollups::RollupCounters;
 pub use self::strategy::{config_json, strategy_config};
 
 use crate::store::{ReadPool, Store, StoreError};
@@ -247,6 +249,8 @@ pub struct ServiceHandle {
     published: watch::Receiver<u64>,
     /// Read-only connections (None for an in-memory store: reads then go through the actor).
     reads: Option<Arc<Reads>>,
+    /// Length of one health rollup window.
+    health_window: Millis,
 }
 
 /// What the ingest path counts since start.
@@ -384,6 +388,11 @@ impl ServiceHandle {
     pub fn published(&self) -> watch::Receiver<u64> {
         self.published.clone()
     }
+
+    /// Length of one health rollup window (ms).
+    pub fn health_window(&self) -> Millis {
+        self.health_window
+    }
 }
 
 /// Starts the actor on the current runtime, on a blocking-pool thread of its own. It stops when
@@ -393,6 +402,7 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     let (reports_tx, mut reports_rx) = mpsc::channel::<Ingest>(INGEST_QUEUE);
     let mut batch: Vec<Ingest> = Vec::with_capacity(INGEST_BATCH);
     let published = core.published_receiver();
+    let health_window = core.health_window();
     let reads = core.store().read_pool(READERS).map(|pool| {
         Arc::new(Reads {
             permits: Arc::new(Semaphore::new(pool.capacity())),
@@ -463,10 +473,13 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             counters: Arc::new(IngestCounters::default()),
             published,
             reads,
+            health_window,
         },
         task,
     )
 }
 
+#[cfg(test)]
+mod rollups_tests;
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,11 @@ pub struct ServiceConfig {
     /// Engine inputs logged between two snapshots of a deployment (default 20 000; at least
     /// twice the deployment's targets, so a snapshot's cost per input does not grow with it).
     pub snapshot_every: u64,
+    /// Length of one health rollup window (default 1 min): the fleet's health is aggregated
+    /// per device group in memory and written once per window.
+    pub health_window: Millis,
+    /// How long health rollups are kept (default 24 h, reference 001's baseline period).
+    pub health_retention: Millis,
 }
 
 impl ServiceConfig {
@@ -51,6 +56,8 @@ impl ServiceConfig {
             directive_ttl_secs: 3600,
             artifact_ttl_days: 365,
             snapshot_every: 20_000,
+            health_window: 60_000,
+            health_retention: 24 * 3_600_000,
         }
     }
 }

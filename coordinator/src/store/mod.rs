@@ -26,6 +26,7 @@ use std::path::Path;
 mod journal;
 mod read;
 mod records;
+mod rollups;
 mod tokens;
 mod vars;
 
@@ -35,6 +36,7 @@ pub use records::{
     AppliedRecord, ArtifactInfo, ArtifactRecord, AuditFilter, AuditRecord, DeploymentRow,
     DesiredRecord, DeviceRecord, FlowRecord, HealthRecord, SlotRecord,
 };
+pub use rollups::RollupRow;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +177,16 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL,
         value TEXT NOT NULL,
         PRIMARY KEY (scope, name)
+     ) WITHOUT ROWID;",
+    // 5: health rollups per device group and window (see `rollups`).
+    "CREATE TABLE health_rollups (
+        device_type TEXT NOT NULL,
+        region TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        window_ms INTEGER NOT NULL,
+        reports INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (start_ms, device_type, region)
      ) WITHOUT ROWID;",
 ];
 

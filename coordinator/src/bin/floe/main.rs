@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod device;
 mod flow;
+mod health;
 mod join;
 mod keys;
 mod loadtest;

@@ -22,6 +22,9 @@ pub(crate) struct ServeArgs {
     /// reports every 10 s by default, large fleets every 30 s).
     #[arg(long, default_value = "90s")]
     offline_after: String,
+    /// How long the fleet's health rollups (per device group, one per minute) are kept.
+    #[arg(long, default_value = "24h")]
+    health_retention: String,
     /// How long a signed directive stays valid.
     #[arg(long, default_value = "1h")]
     directive_ttl: String,
@@ -84,6 +87,8 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     let mut config = ServerConfig::new(data_dir);
     config.listen = args.listen;
     config.offline_after = parse_duration(&args.offline_after).context("--offline-after")?;
+    config.health_retention =
+        parse_duration(&args.health_retention).context("--health-retention")?;
     config.directive_ttl = parse_duration(&args.directive_ttl).context("--directive-ttl")?;
     config.republish =
         std::time::Duration::from_millis(parse_duration(&args.republish).context("--republish")?);
