@@ -22,6 +22,7 @@ pub mod auth;
 mod health;
 mod join;
 pub mod ratelimit;
+mod strategies;
 pub mod tokens;
 pub mod types;
 mod vars;
@@ -294,6 +295,7 @@ pub fn router_with_options(
         .route("/directives/feed", get(directive_feed))
         .route("/enrollment-tokens", post(create_token))
         .route("/join-info", get(join::join_info))
+        .route("/strategies", get(strategies::list))
         .route("/audit", get(audit))
         .route("/status", get(status))
         .route("/health/groups", get(health::group_health))
@@ -303,6 +305,7 @@ pub fn router_with_options(
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), auth::auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
