@@ -18,7 +18,10 @@
 //!   API token; its report is authenticated by its own signature, and a directive post is
 //!   signed by the coordinator and carries nothing secret.
 
+mod events;
+mod hooks;
 mod join;
+mod metrics;
 pub mod types;
 mod vars;
 pub mod views;
@@ -187,6 +190,7 @@ struct AppState {
     handle: ServiceHandle,
     token: Arc<str>,
     join: Option<Arc<JoinSource>>,
+    metrics: Arc<metrics::HttpMetrics>,
 }
 
 /// Serialises a typed answer (here, in the handler's task: never on the service actor).
@@ -288,6 +292,7 @@ pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinS
         handle,
         token: Arc::from(token),
         join: join.map(Arc::new),
+        metrics: Arc::default(),
     };
     let api = Router::new()
         .route("/healthz", get(healthz))
@@ -326,9 +331,18 @@ pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinS
         .route("/enrollment-tokens", post(create_token))
         .route("/join-info", get(join::join_info))
         .route("/audit", get(audit))
-        .route("/status", get(status));
+        .route("/status", get(status))
+        .route("/events", get(events::events))
+        .route("/hooks", post(hooks::create_hook).get(hooks::list_hooks))
+        .route("/hooks/{id}", axum::routing::delete(hooks::delete_hook))
+        .route("/hooks/{id}/deliveries", get(hooks::deliveries))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), auth))

@@ -40,7 +40,9 @@ mod audit;
 mod core;
 mod deployments;
 mod directives;
+pub mod events;
 mod flows;
+mod hooks;
 mod hygiene;
 mod ingest;
 pub mod model;
@@ -49,14 +51,17 @@ pub mod reads;
 mod registry;
 mod strategy;
 pub mod vars;
+pub mod webhooks;
 
 pub use self::core::Core;
+pub use self::hooks::MAX_HOOKS;
 pub use self::ingest::{events_for, health_input};
 pub use self::model::{
     ArtifactBlob, ArtifactSummary, DEFAULT_OFFLINE_AFTER, DeploymentDoc, GateRecord, IngestStatus,
     Outgoing, ServiceConfig, TargetTrack,
 };
 pub use self::strategy::{config_json, strategy_config};
+use self::webhooks::{DeliverySettings, Webhooks};
 
 use crate::store::{ReadPool, Store, StoreError};
 use floe_rollout::Millis;
@@ -245,6 +250,10 @@ pub struct ServiceHandle {
     reports: mpsc::Sender<Ingest>,
     counters: Arc<IngestCounters>,
     published: watch::Receiver<u64>,
+    /// The event bus (subscribe without the actor).
+    events: Arc<events::EventBus>,
+    /// The webhook deliveries (off the actor).
+    webhooks: Arc<Webhooks>,
     /// Read-only connections (None for an in-memory store: reads then go through the actor).
     reads: Option<Arc<Reads>>,
 }
@@ -384,6 +393,16 @@ impl ServiceHandle {
     pub fn published(&self) -> watch::Receiver<u64> {
         self.published.clone()
     }
+
+    /// The event bus: subscribe to the service's events, read its counters.
+    pub fn events(&self) -> &Arc<events::EventBus> {
+        &self.events
+    }
+
+    /// The webhook runtime: running hooks, their queues and delivery logs.
+    pub fn webhooks(&self) -> &Arc<Webhooks> {
+        &self.webhooks
+    }
 }
 
 /// Starts the actor on the current runtime, on a blocking-pool thread of its own. It stops when
@@ -393,6 +412,13 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     let (reports_tx, mut reports_rx) = mpsc::channel::<Ingest>(INGEST_QUEUE);
     let mut batch: Vec<Ingest> = Vec::with_capacity(INGEST_BATCH);
     let published = core.published_receiver();
+    let events = core.event_bus();
+    let webhooks = Webhooks::new(Arc::clone(&events), DeliverySettings::default());
+    match core.store().hooks() {
+        Ok(hooks) => hooks.into_iter().for_each(|h| webhooks.start(h)),
+        Err(e) => tracing::error!(error = %e, "reading the webhooks; none is delivered to"),
+    }
+    let actor_webhooks = Arc::clone(&webhooks);
     let reads = core.store().read_pool(READERS).map(|pool| {
         Arc::new(Reads {
             permits: Arc::new(Semaphore::new(pool.capacity())),
@@ -406,6 +432,7 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     let actor = async move {
         // Resume: tick once so timeouts that passed while the coordinator was down fire now.
         core.tick(unix_ms());
+        core.flush_events();
         // The offline check is due at a fixed time, not "a second after the last event":
         // jobs (reports, API calls) can arrive more often than that, and a deadline that moved
         // with every job would never come.
@@ -415,6 +442,7 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             let due = core.next_wake(now).min(next_check);
             if due <= now {
                 core.tick(now);
+                core.flush_events();
                 next_check = now + OFFLINE_CHECK;
                 continue;
             }
@@ -452,7 +480,10 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
                     next_check = now + OFFLINE_CHECK;
                 }
             }
+            // What the event committed is announced now (a failed commit discarded its events).
+            core.flush_events();
         }
+        actor_webhooks.stop_all();
         tracing::info!("coordinator service stopped");
     };
     let task = tokio::task::spawn_blocking(move || runtime.block_on(actor));
@@ -462,6 +493,8 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             reports: reports_tx,
             counters: Arc::new(IngestCounters::default()),
             published,
+            events,
+            webhooks,
             reads,
         },
         task,

@@ -40,6 +40,9 @@ pub struct ServiceConfig {
     /// Engine inputs logged between two snapshots of a deployment (default 20 000; at least
     /// twice the deployment's targets, so a snapshot's cost per input does not grow with it).
     pub snapshot_every: u64,
+    /// Events kept in memory for clients that resume (default 10 000:
+    /// [`DEFAULT_EVENT_RING`](super::events::DEFAULT_EVENT_RING)).
+    pub event_ring: usize,
 }
 
 impl ServiceConfig {
@@ -51,6 +54,7 @@ impl ServiceConfig {
             directive_ttl_secs: 3600,
             artifact_ttl_days: 365,
             snapshot_every: 20_000,
+            event_ring: super::events::DEFAULT_EVENT_RING,
         }
     }
 }

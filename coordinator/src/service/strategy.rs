@@ -121,6 +121,7 @@ pub fn config_json(c: &StrategyConfig) -> DeploymentConfig {
             })
             .collect(),
         max_parallel: c.max_parallel,
+        stuck_after: format_duration(super::deployments::DEFAULT_STUCK_AFTER),
     }
 }
 

@@ -23,12 +23,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+mod hooks;
 mod journal;
 mod read;
 mod records;
 mod tokens;
 mod vars;
 
+pub use hooks::HookRecord;
 pub use journal::{LoggedInput, SNAPSHOT_VERSION};
 pub use read::ReadPool;
 pub use records::{
@@ -176,6 +178,15 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (scope, name)
      ) WITHOUT ROWID;",
+    // 5: webhooks (see `hooks`): where events are POSTed, their filters and signing secret.
+    "CREATE TABLE hooks (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        kinds TEXT NOT NULL,
+        deployment_id TEXT,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );",
 ];
 
 fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {

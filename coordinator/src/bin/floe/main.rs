@@ -11,10 +11,12 @@ mod demo;
 mod deploy;
 mod device;
 mod flow;
+mod hooks;
 mod join;
 mod keys;
 mod loadtest;
 mod notify;
+mod nudge;
 mod vars;
 mod watch;
 
@@ -54,6 +56,8 @@ enum Command {
     EnrollToken(device::EnrollTokenArgs),
     /// The coordinator's audit log.
     Audit(audit::AuditArgs),
+    /// Webhooks: signed POSTs of live events (deployment status, gates, devices offline …).
+    Hook(hooks::HookArgs),
     /// A coordinator, N floed devices and a broker on loopback: deploy, then roll back a
     /// broken version.
     Demo(demo::DemoArgs),
@@ -86,6 +90,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Group(args) => vars::run_group(args),
         Command::EnrollToken(args) => device::run_enroll_token(args),
         Command::Audit(args) => audit::run(args),
+        Command::Hook(args) => hooks::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Loadtest(args) => loadtest::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),

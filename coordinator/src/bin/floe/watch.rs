@@ -1,6 +1,8 @@
 //! `floe deploy status ID --watch`: live progress of a deployment.
 //!
-//! The watch polls `GET /deployments/:id` (every 500 ms by default; in line mode also the first
+//! The watch refreshes when the coordinator's event stream says the deployment changed
+//! (`nudge`: at once on an event, at least every 2 s), and falls back to polling when the
+//! stream is not there. A refresh fetches `GET /deployments/:id` (polls: every 500 ms by default; in line mode also the first
 //! page of `GET /deployments/:id/targets`, at most [`MAX_WATCHED_TARGETS`]) and shows, on a terminal,
 //! one indicatif bar per stage (canary, wave, batch: devices done out of devices in the stage,
 //! with that stage's counts by target status) under a header line with the status, the current
@@ -418,6 +420,7 @@ pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Resul
         None
     };
     let mut failures = 0u32;
+    let nudges = crate::nudge::Nudges::start(client, id);
     loop {
         if opts.interrupted.is_some_and(|f| f.load(Ordering::Relaxed)) {
             bail!("interrupted while watching deployment {id}");
@@ -473,7 +476,7 @@ pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Resul
             }
             return Ok(d);
         }
-        std::thread::sleep(opts.interval);
+        nudges.wait(opts.interval);
     }
 }
 

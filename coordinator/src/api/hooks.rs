@@ -1,0 +1,59 @@
+//! `/api/v1/hooks`: webhooks. A hook is stored and audited by the service; its deliveries run
+//! in `service::webhooks`, off the actor. The secret is shown once, in the creation's answer.
+
+use super::{ApiError, ApiResult, AppState, JsonBody, ok};
+use crate::contract::{HookCreated, HookInput, HookList};
+use crate::store::rfc3339;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+pub(super) async fn create_hook(
+    State(st): State<AppState>,
+    JsonBody(input): JsonBody<HookInput>,
+) -> ApiResult {
+    let record = st
+        .handle
+        .call(move |core, now| core.create_hook(input, now))
+        .await?;
+    let secret = record.secret.clone();
+    let id = record.id.clone();
+    let webhooks = st.handle.webhooks();
+    webhooks.start(record.clone());
+    let hook = webhooks.view(&id).unwrap_or_else(|| crate::contract::Hook {
+        id: record.id,
+        url: record.url,
+        kinds: record.kinds,
+        deployment_id: record.deployment_id,
+        created_at: rfc3339(record.created_at),
+        queued: 0,
+        dropped: 0,
+    });
+    ok(StatusCode::CREATED, HookCreated { hook, secret })
+}
+
+pub(super) async fn list_hooks(State(st): State<AppState>) -> ApiResult {
+    ok(
+        StatusCode::OK,
+        HookList {
+            hooks: st.handle.webhooks().list(),
+        },
+    )
+}
+
+pub(super) async fn delete_hook(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let hook = id.clone();
+    st.handle
+        .call(move |core, now| core.delete_hook(&hook, now))
+        .await?;
+    st.handle.webhooks().stop(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn deliveries(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    match st.handle.webhooks().deliveries(&id) {
+        Some(log) => ok(StatusCode::OK, log),
+        None => Err(ApiError::not_found(format!("hook {id} does not exist"))),
+    }
+}
+
+use axum::response::IntoResponse;
