@@ -498,15 +498,23 @@ mod tests {
     async fn a_resume_from_a_lost_position_gets_a_reset() {
         let mut s = sink(3);
         let bus = Arc::clone(s.bus());
-        emit_n(&mut s, 10, "dep_a");
-        s.flush();
+        for _ in 0..4 {
+            emit_n(&mut s, 3, "dep_a");
+            s.flush();
+        }
+        // 1000..=1011 published, 1009..=1011 kept.
         let mut sub = bus.subscribe(Start::After(1001), Filter::default(), 16);
         let first = sub.events.recv().await.unwrap();
         assert_eq!(first.kind, EventKind::Reset);
-        assert_eq!(first.id, 1009);
+        assert_eq!(first.id, 1011);
         emit_n(&mut s, 1, "dep_a");
         s.flush();
-        assert_eq!(sub.events.recv().await.unwrap().id, 1010);
+        assert_eq!(sub.events.recv().await.unwrap().id, 1012);
+        // A position still kept loses nothing.
+        let mut kept = bus.subscribe(Start::After(1009), Filter::default(), 16);
+        for id in 1010..=1012 {
+            assert_eq!(kept.events.recv().await.unwrap().id, id);
+        }
     }
 
     #[tokio::test]

@@ -1068,7 +1068,7 @@ fn a_deployment_announces_its_status_stages_gates_and_transitions_in_order() {
         "{before:#?}"
     );
     assert!(before.iter().any(|e| e.kind == EventKind::DeviceHealth));
-    let id = deploy(&mut core, &flow, &devs, "canary-waves", now);
+    let id = deploy(&mut core, &flow, &devs, "rolling", now);
     run(&mut core, &mut devs, &id, &mut now);
     let all = published_events(&mut core);
     // Ids grow by one, with nothing missing.
@@ -1172,37 +1172,73 @@ fn a_stalled_deployment_is_announced_stuck_once_after_its_deadline_and_again_aft
         .unwrap();
     assert_eq!(shown, "10s");
     core.command(&id, Command::Start, now).unwrap();
-    let stuck = |core: &mut Core| {
-        published_events(core)
-            .into_iter()
-            .filter(|e| e.kind == EventKind::DeploymentStuck)
-            .collect::<Vec<_>>()
-    };
-    // Nobody reports: no progress after the start.
-    core.tick(now + 10_000);
-    assert!(stuck(&mut core).is_empty(), "not before the deadline");
-    core.tick(now + 10_001);
-    let first = stuck(&mut core);
-    assert_eq!(first.len(), 1, "{first:#?}");
-    assert_eq!(first[0].deployment_id.as_deref(), Some(id.as_str()));
-    assert_eq!(first[0].data["stuck_after"], "10s");
-    core.tick(now + 20_000);
-    assert_eq!(stuck(&mut core).len(), 1, "announced once per stall");
-    // Progress: the devices carry out their directives; then a new stall.
-    let later = now + 21_000;
-    for d in devs.iter_mut() {
-        d.step(&mut core, later);
+    // Each operation's events carry its time: collect them with it.
+    let mut timeline: Vec<(u64, crate::contract::Event)> = Vec::new();
+    let mut seen = 0u64;
+    let mut collect =
+        |core: &mut Core, at: u64, timeline: &mut Vec<(u64, crate::contract::Event)>| {
+            for e in published_events(core) {
+                if e.id > seen {
+                    seen = e.id;
+                    timeline.push((at, e));
+                }
+            }
+        };
+    collect(&mut core, now, &mut timeline);
+    // Nobody reports for 25 s (under the 30 s offline limit), then the devices carry out their
+    // directives, then silence again for 25 s; the clock ticks every 250 ms.
+    let mut t = now;
+    while t < now + 25_000 {
+        t += 250;
+        core.tick(t);
+        collect(&mut core, t, &mut timeline);
     }
-    core.tick(later + 10_000);
-    assert_eq!(stuck(&mut core).len(), 1);
-    core.tick(later + 10_001);
-    assert_eq!(
-        stuck(&mut core).len(),
-        2,
-        "a second stall is announced again"
+    for d in devs.iter_mut() {
+        d.step(&mut core, t);
+    }
+    collect(&mut core, t, &mut timeline);
+    let resumed = t;
+    while t < resumed + 25_000 {
+        t += 250;
+        core.tick(t);
+        collect(&mut core, t, &mut timeline);
+    }
+    // Every stuck event comes 10 s (one tick at most later) after the last progress it names,
+    // once per stall: the first names the start, a later one names the devices' reports (or a
+    // step the engine took after them, as a directive issued is progress too).
+    let stucks: Vec<(u64, u64)> = timeline
+        .iter()
+        .filter(|(_, e)| e.kind == EventKind::DeploymentStuck)
+        .map(|(at, e)| {
+            assert_eq!(e.data["stuck_after"], "10s");
+            let since = (*at - 25_000..=*at)
+                .find(|ms| e.data["since"] == crate::store::rfc3339(*ms))
+                .unwrap_or_else(|| panic!("since is not within the stall: {e:?}"));
+            (*at, since)
+        })
+        .collect();
+    assert_eq!(stucks.first(), Some(&(now + 10_250, now)), "{stucks:?}");
+    for (at, since) in &stucks {
+        assert!((10_001..=10_250).contains(&(at - since)), "{stucks:?}");
+    }
+    for w in stucks.windows(2) {
+        assert!(w[0].1 < w[1].1, "once per stall: {stucks:?}");
+    }
+    assert!(
+        stucks.iter().any(|(_, since)| *since >= resumed),
+        "the stall after the reports is announced: {stucks:?}"
     );
     // A paused deployment is not stuck.
-    core.command(&id, Command::Pause, later + 10_002).unwrap();
-    core.tick(later + 60_000);
-    assert_eq!(stuck(&mut core).len(), 2);
+    core.command(&id, Command::Pause, t).unwrap();
+    collect(&mut core, t, &mut timeline);
+    let n = timeline.len();
+    core.tick(t + 60_000);
+    collect(&mut core, t + 60_000, &mut timeline);
+    assert!(
+        timeline[n..]
+            .iter()
+            .all(|(_, e)| e.kind != EventKind::DeploymentStuck),
+        "{:#?}",
+        &timeline[n..]
+    );
 }

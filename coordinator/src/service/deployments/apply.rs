@@ -42,6 +42,9 @@ impl Deployments {
         for action in actions {
             match action {
                 Action::Directive { device, kind, .. } => {
+                    // A device handed its next step (stage, switch, commit) is progress too,
+                    // though its target status stays `deploying`.
+                    progressed = true;
                     directives.push((device as usize, kind));
                 }
                 Action::Target { device, status } => {

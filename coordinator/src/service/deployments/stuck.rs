@@ -1,5 +1,5 @@
 //! Stuck deployments: a running deployment that makes no progress (no target transition, no
-//! stage change) for longer than its `config.stuck_after` is announced once with a
+//! directive issued, no stage or status change) for longer than its `config.stuck_after` is announced once with a
 //! `deployment.stuck` event, and again only after its next progress and a new stall. Time is
 //! the tick's `now`, so this is tested in virtual time.
 
