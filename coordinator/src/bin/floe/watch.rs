@@ -408,6 +408,8 @@ pub(crate) struct WatchOptions<'a> {
     pub(crate) limit: Option<Duration>,
     /// Set by a signal handler to stop the watch early (with an error).
     pub(crate) interrupted: Option<&'a AtomicBool>,
+    /// Refresh on the coordinator's event stream (`nudge`), polling only without it.
+    pub(crate) live: bool,
 }
 
 /// Polls until the deployment is terminal and returns its last state.
@@ -420,7 +422,8 @@ pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Resul
         None
     };
     let mut failures = 0u32;
-    let nudges = crate::nudge::Nudges::start(client, id);
+    // Started after the first answer, so a deployment that does not exist costs no stream.
+    let mut nudges: Option<crate::nudge::Nudges> = None;
     loop {
         if opts.interrupted.is_some_and(|f| f.load(Ordering::Relaxed)) {
             bail!("interrupted while watching deployment {id}");
@@ -476,7 +479,13 @@ pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Resul
             }
             return Ok(d);
         }
-        nudges.wait(opts.interval);
+        if opts.live && nudges.is_none() {
+            nudges = Some(crate::nudge::Nudges::start(client, id));
+        }
+        match &nudges {
+            Some(n) => n.wait(opts.interval),
+            None => std::thread::sleep(opts.interval),
+        }
     }
 }
 
@@ -783,6 +792,7 @@ pub(crate) mod tests {
             mode: Mode::Quiet,
             limit: Some(Duration::from_secs(10)),
             interrupted: None,
+            live: false,
         }
     }
 

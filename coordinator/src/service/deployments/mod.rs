@@ -17,8 +17,6 @@
 mod apply;
 mod stuck;
 
-pub(super) use stuck::DEFAULT_STUCK_AFTER;
-
 use super::audit::line;
 use super::directives::Directives;
 use super::events::EventSink;
@@ -439,7 +437,7 @@ impl Deployments {
         let seed_hex = random_token(8)?;
         let seed = u64::from_str_radix(&seed_hex, 16).unwrap_or(1);
         let mut config_view = config_json(&config);
-        config_view.stuck_after = stuck::stuck_after_field(&input.config)?;
+        config_view.stuck_after = super::strategy::stuck_after_field(&input.config)?;
         let plan = Plan::new(artifact.name.clone(), config, specs, &baselines, seed)
             .map_err(plan_error)?;
         let engine = Rollout::new(plan, now);

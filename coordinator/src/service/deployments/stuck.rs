@@ -3,33 +3,14 @@
 //! `deployment.stuck` event, and again only after its next progress and a new stall. Time is
 //! the tick's `now`, so this is tested in virtual time.
 
-use super::{Deployments, ServiceError};
-use crate::contract::{ConfigInput, EventKind};
+use super::Deployments;
+use crate::contract::EventKind;
 use crate::service::events::EventSink;
-use crate::service::validation;
+use crate::service::strategy::DEFAULT_STUCK_AFTER;
 use crate::store::rfc3339;
 use floe_rollout::duration::format_duration;
-use floe_rollout::{DeploymentStatus, MINUTE, Millis, parse_duration};
+use floe_rollout::{DeploymentStatus, Millis, parse_duration};
 use serde_json::json;
-
-/// `stuck_after` when a deployment does not set it.
-pub(in crate::service) const DEFAULT_STUCK_AFTER: Millis = 30 * MINUTE;
-
-/// The `config.stuck_after` a request sets, as the config shows it (the default when absent).
-/// Parsed with the engine's duration parser (units, overflow); zero is refused.
-pub(in crate::service) fn stuck_after_field(input: &ConfigInput) -> Result<String, ServiceError> {
-    let Some(v) = input.stuck_after.as_deref() else {
-        return Ok(format_duration(DEFAULT_STUCK_AFTER));
-    };
-    let ms = parse_duration(v).map_err(|e| validation("config.stuck_after", e.to_string()))?;
-    if ms == 0 {
-        return Err(validation(
-            "config.stuck_after",
-            "must be longer than zero (a deployment is stuck after this long without progress)",
-        ));
-    }
-    Ok(format_duration(ms))
-}
 
 /// A stored deployment's `stuck_after` (the default when it is missing or unreadable: one
 /// stored before the field existed).
