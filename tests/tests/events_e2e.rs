@@ -474,3 +474,104 @@ fn events_resume_exactly_webhooks_deliver_signed_in_order_and_metrics_count() {
     );
     assert!(stdout.contains("completed"), "{stdout}");
 }
+
+/// The server ends a stream at its request timeout; a client that opens it again after the
+/// last event it saw misses nothing, across many reconnects, while devices go offline and
+/// come back (`device.*` events) and a client that never reads is let go.
+#[test]
+fn streams_end_at_the_request_timeout_and_reconnecting_clients_miss_nothing() {
+    const DEVICES: usize = 200;
+    const CYCLES: usize = 3;
+    let root = tempfile::tempdir().unwrap();
+    let server =
+        Coordinator::start_with_args(root.path(), "2s", "2s", &["--request-timeout", "3s"]);
+    let c = &server.client;
+    let mut config = LoadConfig::new(&server.url(), DEVICES);
+    config.token = Some(server.token());
+    config.period = Duration::from_millis(500);
+    config.active_period = Duration::from_millis(500);
+    let fleet = Fleet::new(config).unwrap();
+    fleet.allow_all().unwrap();
+
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        silent,
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.token()
+    )
+    .unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let c = c.clone();
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut seen: Vec<Event> = Vec::new();
+            let mut opens = 0;
+            let mut lasted = Vec::new();
+            let started = Instant::now();
+            while !done.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(240) {
+                let last = seen.last().map(|e| e.id);
+                opens += 1;
+                let Ok(stream) = c.events(None, &["device."], last) else {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
+                let opened = Instant::now();
+                for e in stream {
+                    let Ok(e) = e else { break };
+                    seen.push(e);
+                }
+                lasted.push(opened.elapsed().as_millis());
+            }
+            println!("streams lasted {lasted:?} ms");
+            (seen, opens)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let rounds = |what: &str| {
+        let stop = AtomicBool::new(false);
+        let s = fleet.run(Duration::from_secs(2), &stop, |_| {}).unwrap();
+        assert!(
+            s.summary().accepted >= DEVICES as u64,
+            "{what}: {}",
+            s.summary()
+        );
+    };
+    let offline = || {
+        wait("every device offline", Duration::from_secs(30), || {
+            let page = call(c, Method::Get, "/devices?online=true&limit=1", None);
+            page["devices"].as_array().unwrap().is_empty().then_some(())
+        })
+    };
+    for i in 0..CYCLES {
+        rounds(&format!("cycle {i}"));
+        offline();
+    }
+    rounds("last");
+    offline();
+    // Let the reader catch up, then stop it at its next reconnect.
+    std::thread::sleep(Duration::from_secs(4));
+    done.store(true, Ordering::Relaxed);
+    let (seen, opens) = reader.join().unwrap();
+    let count = |k: EventKind| seen.iter().filter(|e| e.kind == k).count();
+    println!("{} device events over {opens} stream openings", seen.len());
+    assert!(
+        opens >= 3,
+        "the server ended the stream at its request timeout: {opens}"
+    );
+    assert_eq!(count(EventKind::Reset), 0);
+    assert_eq!(count(EventKind::DeviceOffline), DEVICES * (CYCLES + 1));
+    assert_eq!(count(EventKind::DeviceOnline), DEVICES * (CYCLES + 1));
+    for w in seen.windows(2) {
+        assert!(w[0].id < w[1].id, "no event twice, in order");
+    }
+    // The silent client was let go: only the ones connected now are counted.
+    let subscribers = wait("the silent client let go", Duration::from_secs(30), || {
+        let m = metrics(&server);
+        let n = m.get("floe_event_subscribers").copied().unwrap_or(-1.0);
+        (n == 0.0).then_some(n)
+    });
+    assert_eq!(subscribers, 0.0);
+    drop(silent);
+}

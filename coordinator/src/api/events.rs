@@ -8,6 +8,9 @@
 //!   recent events; otherwise the stream starts with a `reset` event (reload state).
 //! - Each client has a bounded buffer ([`CLIENT_BUFFER`] events); a client that does not read
 //!   is dropped (its stream ends) and counted, and the service never waits on it.
+//! - The REST server (`floe-httpd`) ends every response at its request timeout, a stream too
+//!   (60 s and 5 s to write, by default): clients open it again with the last id they saw.
+//!   This also bounds how long a client that does not read holds its connection.
 //! - Bearer token as every route: the console reads the stream with `fetch` and the
 //!   `Authorization` header, so no token is ever accepted in the query string.
 
