@@ -76,6 +76,14 @@ impl Core {
         })
     }
 
+    /// How webhook deliveries are made (attempts from the settings).
+    pub fn delivery_settings(&self) -> super::webhooks::DeliverySettings {
+        super::webhooks::DeliverySettings {
+            max_attempts: self.settings.hook_attempts.max(1),
+            ..super::webhooks::DeliverySettings::default()
+        }
+    }
+
     /// The event bus (subscribers, counters).
     pub fn event_bus(&self) -> std::sync::Arc<EventBus> {
         std::sync::Arc::clone(self.events.bus())

@@ -61,7 +61,7 @@ pub use self::model::{
     Outgoing, ServiceConfig, TargetTrack,
 };
 pub use self::strategy::{config_json, strategy_config};
-use self::webhooks::{DeliverySettings, Webhooks};
+use self::webhooks::Webhooks;
 
 use crate::store::{ReadPool, Store, StoreError};
 use floe_rollout::Millis;
@@ -413,7 +413,7 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     let mut batch: Vec<Ingest> = Vec::with_capacity(INGEST_BATCH);
     let published = core.published_receiver();
     let events = core.event_bus();
-    let webhooks = Webhooks::new(Arc::clone(&events), DeliverySettings::default());
+    let webhooks = Webhooks::new(Arc::clone(&events), core.delivery_settings());
     match core.store().hooks() {
         Ok(hooks) => hooks.into_iter().for_each(|h| webhooks.start(h)),
         Err(e) => tracing::error!(error = %e, "reading the webhooks; none is delivered to"),

@@ -43,6 +43,8 @@ pub struct ServiceConfig {
     /// Events kept in memory for clients that resume (default 10 000:
     /// [`DEFAULT_EVENT_RING`](super::events::DEFAULT_EVENT_RING)).
     pub event_ring: usize,
+    /// Attempts per webhook delivery before the event is given up (default 6).
+    pub hook_attempts: u32,
 }
 
 impl ServiceConfig {
@@ -55,6 +57,7 @@ impl ServiceConfig {
             artifact_ttl_days: 365,
             snapshot_every: 20_000,
             event_ring: super::events::DEFAULT_EVENT_RING,
+            hook_attempts: 6,
         }
     }
 }
