@@ -83,7 +83,12 @@ pub(super) async fn track(State(st): State<AppState>, req: Request, next: Next) 
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string());
-    let method = req.method().as_str().to_string();
+    // Methods are any token on the wire: only the ones the API uses are labels of their own.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let resp = next.run(req).await;
     if let Some(route) = route {
         st.metrics.observe(
