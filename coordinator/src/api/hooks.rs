@@ -11,14 +11,20 @@ pub(super) async fn create_hook(
     State(st): State<AppState>,
     JsonBody(input): JsonBody<HookInput>,
 ) -> ApiResult {
+    // Started in the same job as the write, so a hook that is stored is running even if this
+    // request goes away before the answer.
+    let webhooks = st.handle.webhooks().clone();
+    let runner = webhooks.clone();
     let record = st
         .handle
-        .call(move |core, now| core.create_hook(input, now))
+        .call(move |core, now| {
+            let record = core.create_hook(input, now)?;
+            runner.start(record.clone());
+            Ok(record)
+        })
         .await?;
     let secret = record.secret.clone();
     let id = record.id.clone();
-    let webhooks = st.handle.webhooks();
-    webhooks.start(record.clone());
     let hook = webhooks.view(&id).unwrap_or_else(|| crate::contract::Hook {
         id: record.id,
         url: record.url,
@@ -41,11 +47,14 @@ pub(super) async fn list_hooks(State(st): State<AppState>) -> ApiResult {
 }
 
 pub(super) async fn delete_hook(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let hook = id.clone();
+    let webhooks = st.handle.webhooks().clone();
     st.handle
-        .call(move |core, now| core.delete_hook(&hook, now))
+        .call(move |core, now| {
+            core.delete_hook(&id, now)?;
+            webhooks.stop(&id);
+            Ok(())
+        })
         .await?;
-    st.handle.webhooks().stop(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
