@@ -446,6 +446,50 @@ fn events_resume_exactly_webhooks_deliver_signed_in_order_and_metrics_count() {
         "{log:#?}"
     );
 
+    // The CLI: add, list, the delivery log, remove.
+    let floe = |args: &[&str]| {
+        let out = std::process::Command::new(floe_tests::bin("floe").unwrap())
+            .args(args)
+            .args(["--server", &server.url(), "--token", &server.token()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "floe {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let added = floe(&[
+        "hook",
+        "add",
+        "http://127.0.0.1:9/x",
+        "--kind",
+        "device.offline",
+    ]);
+    let cli_hook = added
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("{added}"))
+        .to_string();
+    assert!(
+        cli_hook.starts_with("hook_") && added.contains("secret "),
+        "{added}"
+    );
+    let listed = floe(&["hook", "list"]);
+    assert!(
+        listed.contains(&cli_hook) && listed.contains(&created.hook.id),
+        "{listed}"
+    );
+    let log_text = floe(&["hook", "deliveries", &created.hook.id]);
+    assert!(
+        log_text.contains("delivered") && log_text.contains("failed"),
+        "{log_text}"
+    );
+    floe(&["hook", "rm", &cli_hook]);
+    assert!(!floe(&["hook", "list"]).contains(&cli_hook));
+
     // Metrics moved with the deployment.
     let after = metrics(&server);
     let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
