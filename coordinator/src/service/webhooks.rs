@@ -453,6 +453,105 @@ mod tests {
         assert_eq!(backoff(&s, 200), Duration::from_secs(5));
     }
 
+    /// A receiver on loopback answering `status` to every POST, recording the event ids.
+    async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<u64>>>) {
+        use axum::routing::post;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let app = axum::Router::new().route(
+            "/h",
+            post(move |body: axum::body::Bytes| {
+                let record = Arc::clone(&record);
+                async move {
+                    let e: Event = serde_json::from_slice(&body).unwrap();
+                    record.lock().unwrap().push(e.id);
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/h"), seen)
+    }
+
+    fn hook(url: &str) -> HookRecord {
+        HookRecord {
+            id: "hook_t".into(),
+            url: url.into(),
+            kinds: vec![],
+            deployment_id: Some("dep_a".into()),
+            secret: "s".into(),
+            created_at: 0,
+        }
+    }
+
+    async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_receiver_is_given_up_after_the_attempts_and_a_full_queue_drops_its_oldest() {
+        use super::super::events::EventSink;
+        let (url, seen) = receiver(500).await;
+        let mut sink = EventSink::new(EventBus::new(1000, 1));
+        let settings = DeliverySettings {
+            max_attempts: 2,
+            base_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(20),
+            timeout: Duration::from_secs(5),
+            queue: 2,
+        };
+        let hooks = Webhooks::new(Arc::clone(sink.bus()), settings);
+        hooks.start(hook(&url));
+        // Let the collector subscribe.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for i in 0..6 {
+            // Another deployment's events do not pass the hook's filter.
+            let dep = if i == 5 { "dep_b" } else { "dep_a" };
+            sink.emit(
+                EventKind::DeploymentStatus,
+                1000,
+                Some(dep),
+                None,
+                serde_json::json!({"i": i}),
+            );
+        }
+        sink.flush();
+        let stats = Arc::clone(&hooks.stats);
+        wait_for("every event given up or dropped", || {
+            stats.gave_up.load(Ordering::Relaxed) + stats.dropped.load(Ordering::Relaxed) == 5
+        })
+        .await;
+        let log = hooks.deliveries("hook_t").unwrap().deliveries;
+        let gave_up: Vec<u64> = log
+            .iter()
+            .filter(|d| d.outcome == "gave_up")
+            .map(|d| d.event_id)
+            .collect();
+        let dropped = log.iter().filter(|d| d.outcome == "dropped").count() as u64;
+        assert_eq!(dropped, stats.dropped.load(Ordering::Relaxed));
+        assert!(dropped >= 1, "a queue of 2 cannot hold 5 events: {log:#?}");
+        assert_eq!(gave_up.len() as u64 + dropped, 5);
+        // Each event given up was tried twice, in order, before the next one's first try.
+        let attempts = seen.lock().unwrap().clone();
+        let mut want = Vec::new();
+        for id in gave_up.iter().rev() {
+            want.push(*id);
+            want.push(*id);
+        }
+        assert_eq!(attempts, want, "{log:#?}");
+        assert_eq!(hooks.view("hook_t").unwrap().dropped, dropped);
+        assert!(hooks.stop("hook_t"));
+        assert!(hooks.deliveries("hook_t").is_none());
+    }
+
     #[test]
     fn urls_must_be_plain_http_with_a_host() {
         assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
