@@ -7,7 +7,9 @@
 //!   with the secret, a 500 is retried and then delivered, the deployment's events arrive in
 //!   order across the retry, and the delivery log shows the attempts;
 //! - `/metrics` parses as Prometheus text and its counts move with the deployment;
-//! - `floe deploy status --watch` follows the deployment to the end.
+//! - `floe deploy status --watch` follows the deployment to the end;
+//! - streams end at the server's request timeout and a client that reconnects after its last
+//!   id misses nothing; after a restart a resume from before it gets a `reset` first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::Router;
@@ -527,9 +529,10 @@ fn streams_end_at_the_request_timeout_and_reconnecting_clients_miss_nothing() {
     const DEVICES: usize = 200;
     const CYCLES: usize = 3;
     let root = tempfile::tempdir().unwrap();
-    let server =
+    let mut server =
         Coordinator::start_with_args(root.path(), "2s", "2s", &["--request-timeout", "3s"]);
-    let c = &server.client;
+    let client = server.client.clone();
+    let c = &client;
     let mut config = LoadConfig::new(&server.url(), DEVICES);
     config.token = Some(server.token());
     config.period = Duration::from_millis(500);
@@ -618,4 +621,19 @@ fn streams_end_at_the_request_timeout_and_reconnecting_clients_miss_nothing() {
     });
     assert_eq!(subscribers, 0.0);
     drop(silent);
+
+    // Events do not survive a restart: a client resuming from before it gets a `reset`
+    // first, and the ids after it are higher than any before.
+    let last = seen.last().unwrap().id;
+    server.kill9();
+    server.restart();
+    let mut stream = c.events(None, &[], Some(last)).unwrap();
+    let first = stream.next().unwrap().unwrap();
+    assert_eq!(first.kind, EventKind::Reset, "{first:?}");
+    assert!(first.id > last, "ids keep growing across restarts");
+    let stop = AtomicBool::new(false);
+    fleet.run(Duration::from_secs(2), &stop, |_| {}).unwrap();
+    let next = stream.next().unwrap().unwrap();
+    assert_eq!(next.kind, EventKind::DeviceOnline, "{next:?}");
+    assert!(next.id > first.id);
 }
