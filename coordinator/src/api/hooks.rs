@@ -6,6 +6,7 @@ use crate::contract::{HookCreated, HookInput, HookList};
 use crate::store::rfc3339;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 
 pub(super) async fn create_hook(
     State(st): State<AppState>,
@@ -64,5 +65,3 @@ pub(super) async fn deliveries(State(st): State<AppState>, Path(id): Path<String
         None => Err(ApiError::not_found(format!("hook {id} does not exist"))),
     }
 }
-
-use axum::response::IntoResponse;

@@ -222,7 +222,7 @@ pub struct Delivery {
     pub event_id: u64,
     /// Its kind.
     pub kind: EventKind,
-    /// 1 for the first try.
+    /// 1 for the first try (0 for an event dropped from a full queue, never tried).
     pub attempt: u32,
     /// RFC 3339.
     pub at: String,
