@@ -7,7 +7,9 @@
 //! derived schemas are. A test in `api/tests` calls every route of a real service and
 //! validates each answer against this document.
 
-use crate::contract::DeviceVars;
+use crate::contract::{
+    ApiTokenCreated, ApiTokenInput, ApiTokenList, DeviceVars, HealthGroups, WhoAmI,
+};
 use crate::contract::{
     AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
     DeviceInput, DevicePage, DevicePatch, EnrollToken, ErrorBody, FeedPage, Flow, FlowInput,
@@ -55,6 +57,10 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/hooks", &["get", "post"]),
     ("/hooks/{id}", &["delete"]),
     ("/hooks/{id}/deliveries", &["get"]),
+    ("/health/groups", &["get"]),
+    ("/tokens", &["get", "post"]),
+    ("/tokens/{name}", &["delete"]),
+    ("/whoami", &["get"]),
 ];
 
 /// Schemas of request bodies (as they deserialise) and of responses (as they serialise),
@@ -102,7 +108,15 @@ fn error_response(s: &mut Schemas, description: &str) -> Value {
 fn errors(s: &mut Schemas, o: &mut Map<String, Value>) {
     for (code, text) in [
         ("400", "malformed request, bad query, limit or cursor"),
-        ("401", "missing or wrong bearer token"),
+        ("401", "missing, unknown, revoked or expired bearer token"),
+        (
+            "403",
+            "the token's role may not do this; the message names the role and what is needed",
+        ),
+        (
+            "429",
+            "the token is over its rate limit; `Retry-After` says when to try again",
+        ),
         ("404", "no such thing"),
         ("409", "the state does not allow it"),
         ("413", "the body is over 1 MiB"),
@@ -395,6 +409,59 @@ pub fn document() -> Value {
         vec![],
     );
     paths.insert("/join-info".into(), json!({ "get": o }));
+    let o = op::<HealthGroups>(
+        &mut s,
+        "The fleet's health per device type and per type and region over the closed rollup windows of the last `window` (reports of normal operation only: not on trial, rolling back, quarantined or in maintenance)",
+        None,
+        "200",
+        "the groups",
+        vec![
+            q(
+                "window",
+                "how far back, a duration such as 1h (default 24h, at most 30 days)",
+            ),
+            q("device_type", "only this device type"),
+        ],
+    );
+    paths.insert("/health/groups".into(), json!({ "get": o }));
+    let list = op::<ApiTokenList>(
+        &mut s,
+        "Every named API token and the bootstrap token, by name, without secrets (admin)",
+        None,
+        "200",
+        "the tokens",
+        vec![],
+    );
+    let input = s.request::<ApiTokenInput>();
+    let create = op::<ApiTokenCreated>(
+        &mut s,
+        "A named API token with a role and an optional lifetime; its secret is in this answer only (admin)",
+        Some(input),
+        "201",
+        "the token and its secret",
+        vec![],
+    );
+    paths.insert("/tokens".into(), json!({ "get": list, "post": create }));
+    let mut revoke = Map::new();
+    revoke.insert(
+        "204".into(),
+        json!({"description": "revoked; the token stops working at once"}),
+    );
+    errors(&mut s, &mut revoke);
+    paths.insert("/tokens/{name}".into(), json!({"delete": {
+        "summary": "Revokes a named API token (admin); the bootstrap token is not revocable here (409)",
+        "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "responses": revoke,
+    }}));
+    let o = op::<WhoAmI>(
+        &mut s,
+        "The caller's token: its name and role (any token)",
+        None,
+        "200",
+        "the caller",
+        vec![],
+    );
+    paths.insert("/whoami".into(), json!({ "get": o }));
 
     let event = s.response::<Event>();
     let mut o = op::<Event>(

@@ -86,6 +86,8 @@ fn run_size(n: usize) -> Figures {
     let ingest_s = env_u64("COORD_BENCH_INGEST_S", 60);
     let stop = AtomicBool::new(false);
     let cpu0 = cpu_seconds(pid);
+    let me = std::process::id();
+    let sim0 = cpu_seconds(me);
     let stats = fleet
         .run(Duration::from_secs(ingest_s), &stop, |s| {
             if s.elapsed.as_secs() % 10 == 0 {
@@ -95,6 +97,9 @@ fn run_size(n: usize) -> Figures {
         .unwrap();
     let ingest = stats.summary();
     let ingest_cpu_ms = (cpu_seconds(pid) - cpu0) * 1000.0 / ingest.accepted.max(1) as f64;
+    // The other side of the same run: the simulator's own CPU (this process: signing,
+    // HTTP, scheduling) per report it sent.
+    let ingest_sim_ms = (cpu_seconds(me) - sim0) * 1000.0 / ingest.accepted.max(1) as f64;
     println!("  ingest summary {ingest}");
 
     // 2. Create and start one deployment over the whole fleet.
@@ -166,6 +171,7 @@ fn run_size(n: usize) -> Figures {
     let limit = env_u64("COORD_BENCH_ROLLOUT_S", 900);
     let stop = AtomicBool::new(false);
     let cpu0 = cpu_seconds(pid);
+    let sim0 = cpu_seconds(me);
     let t0 = Instant::now();
     let mut status = String::from("running");
     let mut finished_s = None;
@@ -204,11 +210,12 @@ fn run_size(n: usize) -> Figures {
         println!("  rollout error {count} × {what}");
     }
     let deploy_cpu_ms = (cpu_seconds(pid) - cpu0) * 1000.0 / rollout.accepted.max(1) as f64;
+    let deploy_sim_ms = (cpu_seconds(me) - sim0) * 1000.0 / rollout.accepted.max(1) as f64;
     let rss_mb = proc_status_kb(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
     let line = format!(
-        "devices={n} max_parallel={max_parallel} allow_s={allow_s:.1} ingest_reports_per_s={:.0} ingest_cpu_ms_per_report={ingest_cpu_ms:.3} \
+        "devices={n} max_parallel={max_parallel} allow_s={allow_s:.1} ingest_reports_per_s={:.0} ingest_cpu_ms_per_report={ingest_cpu_ms:.3} ingest_sim_cpu_ms_per_report={ingest_sim_ms:.3} \
          ingest_p99_ms={:.1} refused={} start_s={start_s:.2} flows_max_ms={flows_max_ms:.1} \
-         rollout_s={} rollout_status={status} deploy_cpu_ms_per_report={deploy_cpu_ms:.3} rss_mb={rss_mb:.0}",
+         rollout_s={} rollout_status={status} deploy_cpu_ms_per_report={deploy_cpu_ms:.3} deploy_sim_cpu_ms_per_report={deploy_sim_ms:.3} rss_mb={rss_mb:.0}",
         ingest.rate(),
         ingest.latency_ms.1,
         ingest.refused_busy + ingest.refused_other + ingest.errors,

@@ -322,7 +322,7 @@ fn the_rollout_crate_pulls_in_no_runtime_database_server_or_network_stack() {
     let bad = banned_in(&names, &HEAVY);
     assert!(
         bad.is_empty(),
-        "floe-rollout must stay a pure engine (serde only), but its normal dependencies \
+        "floe-rollout must stay a pure engine (serde and hdrhistogram only), but its normal dependencies \
          include {bad:?}"
     );
 }
@@ -923,4 +923,42 @@ mod circles {
         found.sort();
         found
     }
+}
+
+/// floed's HTTP listener has no TLS code: only the coordinator enables `floe-httpd/tls`
+/// (ARCHITECTURE.md, "Server limits": TLS).
+#[test]
+fn floed_does_not_enable_the_tls_feature_of_its_http_server() {
+    let features = |package: &str| -> String {
+        let out = floe_tests::cargo_command()
+            .args(["tree", "--offline", "--locked", "-e", "features"])
+            .args([
+                "--prefix",
+                "none",
+                "--format",
+                "{p} {f}",
+                "-i",
+                "floe-httpd",
+                "-p",
+            ])
+            .arg(package)
+            .output()
+            .expect("running cargo tree");
+        assert!(
+            out.status.success(),
+            "cargo tree -p {package} -i floe-httpd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coordinator = features("floe-coordinator");
+    assert!(
+        coordinator.contains("floe-httpd feature \"tls\""),
+        "the check must see the coordinator's TLS: {coordinator}"
+    );
+    let floed = features("floe-runtime");
+    assert!(
+        !floed.contains("feature \"tls\""),
+        "floe-runtime (floed) pulls floe-httpd's tls feature: {floed}"
+    );
 }

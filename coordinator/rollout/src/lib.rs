@@ -52,6 +52,7 @@ mod names;
 pub mod plan;
 pub mod report;
 pub mod rng;
+pub mod rollup;
 pub mod sim;
 
 #[cfg(test)]

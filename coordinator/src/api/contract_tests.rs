@@ -166,6 +166,11 @@ pub(super) struct TestServer {
 impl TestServer {
     /// Starts the service on a fresh data directory; the bearer token is `secret`.
     pub(super) async fn start() -> TestServer {
+        TestServer::start_with(super::ApiOptions::default()).await
+    }
+
+    /// [`TestServer::start`] with `options` (a rate limit).
+    pub(super) async fn start_with(options: super::ApiOptions) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
         let (handle, actor) = spawn(core_at(dir.path()), shutdown.clone());
@@ -186,7 +191,7 @@ impl TestServer {
             trust_dir,
             fabric: vec!["/ip4/127.0.0.1/tcp/7301/p2p/12D3KooWExample".into()],
         };
-        let app = super::router_with_join(handle, "secret".into(), Some(join));
+        let app = super::router_with_options(handle, "secret".into(), Some(join), options);
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -541,6 +546,15 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
     let join = call(&c, k, Get, "/join-info", "/join-info", None);
     assert_eq!(join["fabric"].as_array().map(Vec::len), Some(1), "{join}");
     assert!(join["trust_store"].as_str().is_some_and(|t| !t.is_empty()));
+    let health = call(
+        &c,
+        k,
+        Get,
+        "/health/groups?window=1h",
+        "/health/groups",
+        None,
+    );
+    assert!(health["groups"].is_array(), "{health}");
     let status = call(&c, k, Get, "/status", "/status", None);
     assert!(
         status["ingest"]["queue_capacity"].as_u64() > Some(0),
@@ -595,6 +609,27 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         .unwrap()
         .json()
         .unwrap();
+
+    // Named tokens, whoami, and the 403 a role without the right gets.
+    let created = call(
+        &c,
+        k,
+        Post,
+        "/tokens",
+        "/tokens",
+        Some(&json!({"name": "watcher", "role": "viewer", "expires": "30d"})),
+    );
+    let secret = created["token"].as_str().unwrap().to_string();
+    call(&c, k, Get, "/tokens", "/tokens", None);
+    let me = call(&c, k, Get, "/whoami", "/whoami", None);
+    assert_eq!(me["name"], "bootstrap");
+    let viewer = Client::new(server, Some(secret)).unwrap();
+    let e = call(&viewer, k, Post, "/tokens", "/tokens", Some(&json!({})));
+    assert_eq!(e["error"]["code"], "forbidden", "{e}");
+    call(&c, k, Delete, "/tokens/watcher", "/tokens/{name}", None);
+    let e = call(&viewer, k, Get, "/whoami", "/whoami", None);
+    assert_eq!(e["error"]["code"], "unauthorized", "{e}");
+
     // Webhooks: create (the secret shown once), list, the delivery log, delete; refusals
     // name the field.
     let created = call(

@@ -18,11 +18,15 @@
 //!   API token; its report is authenticated by its own signature, and a directive post is
 //!   signed by the coordinator and carries nothing secret.
 
+pub mod auth;
 mod directives;
 mod events;
+mod health;
 mod hooks;
 mod join;
 mod metrics;
+pub mod ratelimit;
+pub mod tokens;
 pub mod types;
 mod vars;
 pub mod views;
@@ -37,7 +41,7 @@ use crate::store::{AuditFilter, rfc3339};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -190,9 +194,17 @@ fn query(
 #[derive(Clone)]
 struct AppState {
     handle: ServiceHandle,
-    token: Arc<str>,
+    tokens: Arc<tokens::TokenTable>,
+    limiter: Arc<ratelimit::Limiter>,
     join: Option<Arc<JoinSource>>,
     metrics: Arc<metrics::HttpMetrics>,
+}
+
+/// The API's settings beyond the service: the per-token rate limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiOptions {
+    /// Every token's allowance (`floe serve --rate-limit`, `--rate-burst`).
+    pub rate: ratelimit::RateLimit,
 }
 
 /// Serialises a typed answer (here, in the handler's task: never on the service actor).
@@ -220,32 +232,6 @@ fn numeric_page_of(q: &HashMap<String, String>, list: &str) -> Result<(u64, usiz
     Ok((after, limit))
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn open_route(method: &axum::http::Method, path: &str) -> bool {
-    let path = path.trim_end_matches('/');
-    if path == "/healthz"
-        || path == "/api/v1/healthz"
-        || path == "/api/v1/openapi.json"
-        || path == "/openapi.json"
-    {
-        return true;
-    }
-    let Some(rest) = path.strip_prefix("/api/v1/devices/") else {
-        return false;
-    };
-    let mut parts = rest.split('/');
-    let (_, tail, extra) = (parts.next(), parts.next(), parts.next());
-    extra.is_none()
-        && matches!(
-            (method.as_str(), tail),
-            ("POST", Some("report")) | ("GET", Some("directive"))
-        )
-}
-
 fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -254,35 +240,7 @@ fn too_large() -> ApiError {
     )
 }
 
-async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    // A declared length over the cap is refused before any of the body is read.
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return too_large().into_response();
-    }
-    if open_route(req.method(), req.uri().path()) {
-        return next.run(req).await;
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if same(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
-        None => ApiError::unauthorized(
-            "missing Authorization: Bearer <token> header (the token is in DATA_DIR/api-token)",
-        )
-        .into_response(),
-    }
-}
-
-/// The API router. `token` is the bearer token every protected route requires.
+/// The API router. `token` is the bootstrap (admin) token; named tokens come from the store.
 pub fn router(handle: ServiceHandle, token: String) -> Router {
     router_with_join(handle, token, None)
 }
@@ -290,9 +248,20 @@ pub fn router(handle: ServiceHandle, token: String) -> Router {
 /// The API router with `GET /join-info` answered from `join` (without it, that route answers
 /// 409: a coordinator without a fabric cannot be joined).
 pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinSource>) -> Router {
+    router_with_options(handle, token, join, ApiOptions::default())
+}
+
+/// [`router_with_join`] with `options` (the rate limit).
+pub fn router_with_options(
+    handle: ServiceHandle,
+    token: String,
+    join: Option<JoinSource>,
+    options: ApiOptions,
+) -> Router {
     let state = AppState {
         handle,
-        token: Arc::from(token),
+        tokens: Arc::new(tokens::TokenTable::new(&token, floe_wire::clock::unix_ms())),
+        limiter: Arc::new(ratelimit::Limiter::new(options.rate)),
         join: join.map(Arc::new),
         metrics: Arc::default(),
     };
@@ -334,6 +303,10 @@ pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinS
         .route("/join-info", get(join::join_info))
         .route("/audit", get(audit))
         .route("/status", get(status))
+        .route("/health/groups", get(health::group_health))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/whoami", get(tokens::whoami))
         .route("/events", get(events::events))
         .route("/hooks", post(hooks::create_hook).get(hooks::list_hooks))
         .route("/hooks/{id}", axum::routing::delete(hooks::delete_hook))
@@ -347,7 +320,7 @@ pub fn router_with_join(handle: ServiceHandle, token: String, join: Option<JoinS
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -641,49 +614,38 @@ async fn list_devices(
             )));
         }
     };
-    let (region, dtype) = (q.get("region").cloned(), q.get("type").cloned());
-    let body = st
+    let filter = reads::DeviceFilter {
+        region: q.get("region").cloned(),
+        device_type: q.get("type").cloned(),
+        label,
+        online,
+    };
+    // Off the actor: the last committed registry, streamed by id until the page is full and
+    // one more match says another page follows.
+    let (rows, more) = st
         .handle
-        .call(move |core, _| {
-            let mut matching = core
-                .devices_after(after.as_deref())
-                .filter(|d| region.as_ref().is_none_or(|r| *r == d.region))
-                .filter(|d| dtype.as_ref().is_none_or(|t| *t == d.device_type))
-                .filter(|d| {
-                    label
-                        .as_ref()
-                        .is_none_or(|(k, v)| d.labels.get(k) == Some(v))
-                })
-                .filter(|d| online.is_none_or(|o| core.online(d) == o));
-            let devices: Vec<_> = matching
-                .by_ref()
-                .take(limit)
-                .map(|d| views::device(d, core.online(d), core.desired_generation(&d.id)))
-                .collect();
-            // The next page exists when one more device matches after this page's last.
-            let next = match (devices.last(), matching.next()) {
-                (Some(last), Some(_)) => Some(paging::cursor("devices", &last.id)),
-                _ => None,
-            };
-            Ok(DevicePage { devices, next })
-        })
+        .read(move |store| reads::devices_page(store, &filter, after.as_deref(), limit))
         .await?;
-    ok(StatusCode::OK, body)
+    let devices: Vec<_> = rows
+        .iter()
+        .map(|(d, generation)| views::device(d, reads::online(d), *generation))
+        .collect();
+    let next = devices
+        .last()
+        .filter(|_| more)
+        .map(|last| paging::cursor("devices", &last.id));
+    ok(StatusCode::OK, DevicePage { devices, next })
 }
 
 async fn get_device(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let body = st
+    let (d, generation) = st
         .handle
-        .call(move |core, _| {
-            let d = core.device(&id)?;
-            Ok(views::device(
-                d,
-                core.online(d),
-                core.desired_generation(&d.id),
-            ))
-        })
+        .read(move |store| reads::device(store, &id))
         .await?;
-    ok(StatusCode::OK, body)
+    ok(
+        StatusCode::OK,
+        views::device(&d, reads::online(&d), generation),
+    )
 }
 
 async fn patch_device(
@@ -876,8 +838,14 @@ async fn audit(
 
 /// `GET /status`: the ingest path's counters, read without the actor.
 async fn status(State(st): State<AppState>) -> Json<Status> {
+    let limits = st.limiter.stats();
     Json(Status {
         ingest: st.handle.ingest_status(),
+        rate_limit: types::RateLimitStatus {
+            throttled: limits.throttled,
+            evicted: limits.evicted,
+            buckets: limits.buckets as u64,
+        },
     })
 }
 
@@ -885,5 +853,7 @@ async fn status(State(st): State<AppState>) -> Json<Status> {
 mod contract_tests;
 #[cfg(test)]
 mod paging_tests;
+#[cfg(test)]
+mod roles_tests;
 #[cfg(test)]
 mod tests;

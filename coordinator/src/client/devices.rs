@@ -43,6 +43,16 @@ impl Client {
         )
     }
 
+    /// `GET /health/groups?window=&device_type=`: the fleet's health per device group.
+    pub fn group_health(
+        &self,
+        window: Option<&str>,
+        device_type: Option<&str>,
+    ) -> Result<Reply, ClientError> {
+        let q = query(&[("window", window), ("device_type", device_type)]);
+        self.call(Method::Get, &format!("/health/groups{q}"), None)
+    }
+
     /// `POST /devices`: adds a device key to the enrollment allowlist.
     pub fn allow_device(&self, body: &DeviceInput) -> Result<Reply, ClientError> {
         self.call(Method::Post, "/devices", Some(&to_value(body)))

@@ -8,11 +8,19 @@ use std::time::Duration;
 /// Why a call to the coordinator failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Setup: the server URL is not an `http://` URL (this client speaks plain HTTP only).
-    #[error("server address `{server}` is not a URL of the form http://host:port")]
+    /// Setup: the server URL is not an `http://` or `https://` URL.
+    #[error(
+        "server address `{server}` is not a URL of the form http://host:port or https://host:port"
+    )]
     BadServer {
         /// The address as given.
         server: String,
+    },
+    /// Setup: the `--ca` file holds no usable PEM certificate.
+    #[error("the CA file (--ca / FLOE_CA) is not usable: {message}")]
+    BadCa {
+        /// What is wrong with it.
+        message: String,
     },
     /// Connect: the server could not be reached (refused, unknown host, timed out connecting).
     #[error("cannot reach the coordinator at {server}: {}", transport_text(source))]
@@ -24,7 +32,7 @@ pub enum ClientError {
         source: ureq::Error,
     },
     /// Transfer: the connection broke or timed out during the request or reply.
-    #[error("request {method} {url} failed: {source}")]
+    #[error("request {method} {url} failed: {}", transport_text(source))]
     Transfer {
         /// The HTTP method.
         method: &'static str,
@@ -88,9 +96,25 @@ pub enum ClientError {
 
 /// What the transport said, without ureq's `io:` prefix on an I/O error (the OS's sentence
 /// is the useful part when a connection is refused).
+/// A TLS failure, with the way out when the certificate is not trusted.
+fn tls_text(e: &dyn std::fmt::Display) -> String {
+    format!(
+        "TLS: {e} (does the CLI trust the server's certificate? give its CA, or the \
+         certificate itself, with --ca or FLOE_CA)"
+    )
+}
+
 fn transport_text(e: &ureq::Error) -> String {
     match e {
+        // rustls reports a failed handshake as an io error (InvalidData) carrying its error.
+        ureq::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && io.to_string().contains("certificate") =>
+        {
+            tls_text(io)
+        }
         ureq::Error::Io(io) => io.to_string(),
+        ureq::Error::Rustls(e) => tls_text(e),
         other => other.to_string(),
     }
 }

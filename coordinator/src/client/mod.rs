@@ -30,14 +30,16 @@ mod error;
 mod events;
 mod flows;
 mod paging;
+mod tokens;
 mod transport;
 mod vars;
 
 pub use crate::contract::{
-    AuditEntry, AuditPage, Deployment, DeploymentInput, DeploymentPage, Device, DeviceHealth,
-    DeviceInput, DevicePage, DeviceVars, EnrollToken, Flow, FlowArtifact, FlowInput, FlowList,
-    Gate, GateCheck, GroupVars, GroupVarsChange, GroupVarsList, JoinInfo, ResolvedVar, Slot, Stage,
-    Target, TargetPage, VarGroup, VarSource, VarsChange,
+    ApiToken, ApiTokenCreated, ApiTokenList, AuditEntry, AuditPage, Deployment, DeploymentInput,
+    DeploymentPage, Device, DeviceHealth, DeviceInput, DevicePage, DeviceVars, EnrollToken, Flow,
+    FlowArtifact, FlowInput, FlowList, Gate, GateCheck, GroupVars, GroupVarsChange, GroupVarsList,
+    JoinInfo, ResolvedVar, Role, Slot, Stage, Target, TargetPage, VarGroup, VarSource, VarsChange,
+    WhoAmI,
 };
 pub use deployments::{DeploymentAction, ReportFormat};
 pub use devices::DeviceFilter;

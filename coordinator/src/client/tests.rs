@@ -112,9 +112,16 @@ fn server_urls_are_checked() {
         Err(ClientError::BadServer { .. })
     ));
     assert!(matches!(
-        Client::new("https://coordinator:7300", None),
+        Client::new("https://", None),
         Err(ClientError::BadServer { .. })
     ));
+    assert!(matches!(
+        Client::new("ftp://coordinator:7300", None),
+        Err(ClientError::BadServer { .. })
+    ));
+    // https is spoken now (TLS: `server::tls_tests`).
+    let c = Client::new("https://coordinator:7300/", None).unwrap();
+    assert_eq!(c.server(), "https://coordinator:7300");
     let c = Client::new("http://127.0.0.1:7300/", Some(String::new())).unwrap();
     assert_eq!(c.server(), "http://127.0.0.1:7300");
     assert!(!c.has_token(), "an empty token is no token");

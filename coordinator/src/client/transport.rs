@@ -66,6 +66,42 @@ impl Method {
     }
 }
 
+/// The certificates of a `--ca` PEM file (at least one).
+fn ca_roots(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, ClientError> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(ClientError::BadCa {
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(ClientError::BadCa {
+            message: "no CERTIFICATE block in it".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The system's trusted roots (none when they cannot be read: https then fails with a
+/// certificate error naming the server, and `--ca` is the way out).
+fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in found.errors.iter().take(3) {
+        tracing::debug!(error = %e, "reading the system's root certificates");
+    }
+    found
+        .certs
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect()
+}
+
 /// A client for one coordinator.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -78,17 +114,43 @@ impl Client {
     /// A client for `server` (`http://host:port`, with or without a trailing slash) that sends
     /// `token` as a bearer token when given.
     pub fn new(server: &str, token: Option<String>) -> Result<Client, ClientError> {
+        Client::with_ca(server, token, None)
+    }
+
+    /// [`Client::new`] for `http://` or `https://` servers; an `https://` server's
+    /// certificate must chain to `ca_pem` (PEM: a private CA or the server's own certificate)
+    /// when given, else to the system's roots.
+    pub fn with_ca(
+        server: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Client, ClientError> {
         let server = server.trim_end_matches('/').to_string();
-        // This build speaks plain HTTP only (no TLS stack in the CLI): reach a remote
-        // coordinator over a trusted network or a tunnel.
-        match server.strip_prefix("http://") {
+        let host = server
+            .strip_prefix("http://")
+            .or_else(|| server.strip_prefix("https://"));
+        match host {
             Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {}
             _ => return Err(ClientError::BadServer { server }),
         }
+        let roots = match ca_pem {
+            Some(pem) => ca_roots(pem)?,
+            // The system's roots are read only for an https server (plain HTTP needs none).
+            None if server.starts_with("https://") => system_roots(),
+            None => Vec::new(),
+        };
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+            .build();
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
+            .tls_config(tls)
             .build();
         Ok(Client {
             server,

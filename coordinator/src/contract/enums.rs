@@ -156,3 +156,26 @@ mod tests {
         );
     }
 }
+
+/// What an API token may do (SECURITY.md, "Roles"): `admin` everything, token management
+/// included; `operator` everything but token management; `viewer` reads only; `enroller`
+/// only creates enrollment tokens and reads the join information.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, API tokens included.
+    Admin,
+    /// Flows, deployments, devices, variables, enrollment; not API tokens.
+    Operator,
+    /// Reads (GET) only, API tokens excluded.
+    Viewer,
+    /// Enrollment tokens and the join information only.
+    Enroller,
+}
+
+spelled!(Role, "role", "admin, operator, viewer or enroller", {
+    Admin => "admin",
+    Operator => "operator",
+    Viewer => "viewer",
+    Enroller => "enroller",
+});

@@ -44,9 +44,23 @@ pub struct IngestStatus {
     pub batch_max: usize,
 }
 
+/// The per-token rate limit's figures since start (`GET /api/v1/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RateLimitStatus {
+    /// Requests answered 429.
+    pub throttled: u64,
+    /// Idle buckets dropped to keep the table bounded.
+    pub evicted: u64,
+    /// Buckets held now (one per token seen recently).
+    pub buckets: u64,
+}
+
 /// `GET /api/v1/status`: the coordinator's own figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Status {
     /// The ingest path.
     pub ingest: IngestStatus,
+    /// The per-token rate limit (absent from coordinators older than it).
+    #[serde(default)]
+    pub rate_limit: RateLimitStatus,
 }

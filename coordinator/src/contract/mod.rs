@@ -21,9 +21,11 @@ mod devices;
 mod enums;
 mod events;
 mod flows;
+mod health;
 mod misc;
 pub mod paging;
 mod requests;
+mod tokens;
 mod vars;
 
 pub use audit::{AuditEntry, AuditPage};
@@ -35,17 +37,19 @@ pub use devices::{
     AppliedDirective, BatchResult, Device, DeviceHealth, DevicePage, EnrollToken, FeedDirective,
     FeedPage, JoinInfo, PendingDirective, PendingPage, Slot,
 };
-pub use enums::{FlowState, GateVerdict, HealthLevel, UnknownName};
+pub use enums::{FlowState, GateVerdict, HealthLevel, Role, UnknownName};
 pub use events::{
     Delivery, DeliveryLog, Event, EventKind, Hook, HookCreated, HookInput, HookList, KindFilter,
 };
 pub use floe_rollout::{DeploymentStatus, Report, StageKind, TargetStatus};
 pub use flows::{Flow, FlowArtifact, FlowList};
-pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, Status};
+pub use health::{GroupHealth, HealthGroups};
+pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, RateLimitStatus, Status};
 pub use requests::{
     ConfigInput, DeploymentInput, DeviceBatch, DeviceInput, DevicePatch, FlowInput, Selector,
     TokenInput, WaveInput,
 };
+pub use tokens::{ApiToken, ApiTokenCreated, ApiTokenInput, ApiTokenList, WhoAmI};
 pub use vars::{
     DeviceVars, GroupVars, GroupVarsChange, GroupVarsList, ResolvedVar, VarGroup, VarSource,
     VarsChange,

@@ -63,6 +63,49 @@ pub struct ServerConfig {
     pub event_ring: usize,
     /// Attempts per webhook delivery (1 to 20).
     pub hook_attempts: u32,
+    /// How long the fleet's health rollups are kept (default 24 h; at least 1 min).
+    pub health_retention: Millis,
+    /// The API's per-token rate limit.
+    pub api: api::ApiOptions,
+    /// Serve the REST API over TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of `floe serve --tls-cert --tls-key`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The rustls server configuration of `files` (ring, TLS 1.2 and 1.3, HTTP/1.1 by ALPN).
+pub fn tls_config(files: &TlsFiles) -> Result<Arc<floe_httpd::rustls::ServerConfig>, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |file: &PathBuf, message: String| ServerError::Tls {
+        file: file.display().to_string(),
+        message,
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| bad(&files.cert, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&files.cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad(&files.cert, "no CERTIFICATE block in it".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad(&files.key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = floe_httpd::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&files.cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(&files.key, format!("does not fit the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 impl ServerConfig {
@@ -85,6 +128,9 @@ impl ServerConfig {
             http: floe_httpd::Limits::coordinator(),
             event_ring: service::events::DEFAULT_EVENT_RING,
             hook_attempts: 6,
+            health_retention: 24 * 3_600_000,
+            api: api::ApiOptions::default(),
+            tls: None,
         }
     }
 
@@ -110,6 +156,15 @@ impl ServerConfig {
         if !(1..=20).contains(&self.hook_attempts) {
             return bad("hook_attempts", "must be 1 to 20 attempts");
         }
+        if self.health_retention < 60_000 {
+            return bad("health_retention", "must be at least 1m");
+        }
+        if let Err(message) = self.api.rate.check() {
+            return Err(ServerError::Config {
+                field: "rate_limit",
+                message,
+            });
+        }
         self.http.check().map_err(|e| ServerError::Config {
             field: e.setting,
             message: e.message,
@@ -125,6 +180,14 @@ pub enum ServerError {
     Config {
         /// The setting.
         field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The TLS certificate or key is not usable.
+    #[error("TLS: {file}: {message}")]
+    Tls {
+        /// The file at fault.
+        file: String,
         /// What is wrong with it.
         message: String,
     },
@@ -190,6 +253,7 @@ pub struct Server {
     data_dir: PathBuf,
     service: ServiceHandle,
     http: floe_httpd::Server,
+    tls: bool,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -200,9 +264,10 @@ impl Server {
         self.api_addr
     }
 
-    /// The REST API's base URL (`http://ADDR`).
+    /// The REST API's base URL (`http://ADDR`, or `https://ADDR` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.api_addr)
     }
 
     /// The fabric addresses devices bootstrap to, each ending in `/p2p/<peer id>` (also in
@@ -263,6 +328,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Server, ServerError> {
     config.check()?;
+    // The certificate is read before anything starts, so a bad file stops nothing.
+    let tls = config.tls.as_ref().map(tls_config).transpose()?;
     let http =
         floe_httpd::Server::with_timeout_answer(config.http, timeout_answer).map_err(|e| {
             ServerError::Config {
@@ -279,6 +346,7 @@ pub async fn start(
     service_config.directive_ttl_secs = config.directive_ttl / 1000;
     service_config.event_ring = config.event_ring;
     service_config.hook_attempts = config.hook_attempts;
+    service_config.health_retention = config.health_retention;
     let db = dir.join("floe.db");
     let (release, coordinator) = (keys.release, keys.coordinator);
     let coordinator_trusted = crate::admission::trusted(&coordinator.verifying_key());
@@ -310,13 +378,16 @@ pub async fn start(
         trust_dir: dir.join("trust"),
         fabric: fabric_addrs.iter().map(ToString::to_string).collect(),
     };
-    let app = api::router_with_join(handle.clone(), token.clone(), Some(join));
+    let app = api::router_with_options(handle.clone(), token.clone(), Some(join), config.api);
     let stop = shutdown.clone();
     let serving = http.clone();
     let task = tokio::spawn(async move {
         // Header, idle and request timeouts and the connection cap (ARCHITECTURE.md,
         // "Server limits"); accept errors are retried, so only the shutdown ends it.
-        serving.serve(listener, app, stop.clone()).await;
+        match tls {
+            Some(tls) => serving.serve_tls(listener, app, stop.clone(), tls).await,
+            None => serving.serve(listener, app, stop.clone()).await,
+        }
         tracing::info!(stats = ?serving.stats(), "REST listener stopped");
         stop.cancel();
         let service = service_task.await.map_err(ServerError::Task);
@@ -336,6 +407,7 @@ pub async fn start(
         data_dir: dir,
         service: handle,
         http,
+        tls: config.tls.is_some(),
         shutdown,
         task,
     })
@@ -472,3 +544,6 @@ fn direct_handler(service: ServiceHandle, rt: tokio::runtime::Handle) -> Request
         }
     })
 }
+
+#[cfg(test)]
+mod tls_tests;

@@ -64,15 +64,17 @@ pub(super) fn line(
     }
 }
 
-/// The line of a change the REST layer asked for.
+/// The line of a change the REST layer asked for, by `caller` (`Store::caller`: the API
+/// token's `token:<name>`, or `api` for a change made in-process).
 pub(super) fn api_audit(
+    caller: &str,
     at: Millis,
     action: &str,
     device: Option<&str>,
     outcome: &str,
     detail: String,
 ) -> AuditRecord {
-    line(at, "api", action, (device, None), outcome, detail)
+    line(at, caller, action, (device, None), outcome, detail)
 }
 
 /// The audit part of the core: reads the log and throttles refusal lines.

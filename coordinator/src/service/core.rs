@@ -15,6 +15,7 @@ use super::model::{
     ServiceConfig,
 };
 use super::registry::{Admission, Registry};
+use super::rollups::{RollupCounters, Rollups};
 use super::vars;
 use super::{OFFLINE_BATCH, ServiceError};
 use crate::contract::{
@@ -39,6 +40,7 @@ pub struct Core {
     directives: Directives,
     audit: Audit,
     events: EventSink,
+    rollups: Rollups,
 }
 
 impl Core {
@@ -58,7 +60,9 @@ impl Core {
             config.artifact_ttl_days,
             release_key,
         );
+        let rollups = Rollups::new(config.health_window, config.health_retention);
         Ok(Core {
+            rollups,
             coordinator_key,
             store,
             registry,
@@ -128,13 +132,31 @@ impl Core {
                 tracing::warn!(devices = n, error = %e, "could not mark silent devices offline");
             }
         }
+        if let Err(e) = self.rollups.flush(&self.store, now) {
+            tracing::warn!(error = %e, "could not write the health rollups; retrying next tick");
+        }
         let (deployments, mut env) = self.engines();
         deployments.tick(&mut env, now);
+    }
+
+    /// Length of one health rollup window (ms).
+    pub fn health_window(&self) -> Millis {
+        self.rollups.window()
+    }
+
+    /// What the health rollups counted, left out and dropped since start.
+    pub fn rollup_counters(&self) -> RollupCounters {
+        self.rollups.counters()
     }
 
     /// The store, for reads ([`super::ServiceHandle::read`] without a read pool).
     pub(super) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Sets the audit actor of the job about to run (`Store::caller`).
+    pub(super) fn set_caller(&mut self, caller: &str) {
+        self.store.set_caller(caller);
     }
 
     /// Marks `ids` offline in one transaction: each device's record and audit line, and the
@@ -541,6 +563,9 @@ impl Core {
                 Some(id),
                 json!({ "from": health_before.map(|h| h.as_str()), "to": to.as_str() }),
             );
+        }
+        if let Ok(record) = self.registry.get(id) {
+            self.rollups.observe(record, &r, now);
         }
         let (deployments, mut env) = self.engines();
         if was_offline {

@@ -74,6 +74,7 @@ impl Flows {
         store.atomically(|s| {
             s.put_flow(&flow)?;
             s.audit(&api_audit(
+                s.caller(),
                 now,
                 "flow.create",
                 None,
@@ -133,6 +134,7 @@ impl Flows {
         store.atomically(|s| {
             s.put_flow(&flow)?;
             s.audit(&api_audit(
+                s.caller(),
                 now,
                 "flow.update",
                 None,
@@ -161,6 +163,7 @@ impl Flows {
         store.atomically(|s| {
             s.delete_flow(&flow.id)?;
             s.audit(&api_audit(
+                s.caller(),
                 now,
                 "flow.delete",
                 None,
@@ -236,6 +239,7 @@ impl Flows {
             s.put_artifact(&artifact)?;
             s.put_flow(&flow)?;
             s.audit(&api_audit(
+                s.caller(),
                 now,
                 "flow.publish",
                 None,
@@ -279,6 +283,7 @@ impl Flows {
         store.atomically(|s| {
             s.put_flow(&flow)?;
             s.audit(&api_audit(
+                s.caller(),
                 now,
                 "flow.archive",
                 None,
@@ -318,6 +323,7 @@ impl Flows {
         store.atomically(|s| {
             s.put_flow(&flow)?;
             s.audit(&api_audit(
+                s.caller(),
                 now,
                 "flow.version",
                 None,

@@ -36,6 +36,7 @@
 //!   audit log is append-only by design and grows with the operator's actions and the
 //!   deployments' decisions (never with per-report traffic).
 
+pub mod api_tokens;
 mod audit;
 mod core;
 mod deployments;
@@ -49,6 +50,7 @@ pub mod model;
 mod names;
 pub mod reads;
 mod registry;
+mod rollups;
 mod strategy;
 pub mod vars;
 pub mod webhooks;
@@ -60,10 +62,11 @@ pub use self::model::{
     ArtifactBlob, ArtifactSummary, DEFAULT_OFFLINE_AFTER, DeploymentDoc, GateRecord, IngestStatus,
     Outgoing, ServiceConfig, TargetTrack,
 };
+pub use self::rollups::RollupCounters;
 pub use self::strategy::{config_json, strategy_config};
 use self::webhooks::Webhooks;
 
-use crate::store::{ReadPool, Store, StoreError};
+use crate::store::{DEFAULT_CALLER, ReadPool, Store, StoreError};
 use floe_rollout::Millis;
 use floe_wire::clock::unix_ms;
 use std::sync::Arc;
@@ -228,6 +231,23 @@ fn json_err(what: &'static str) -> impl FnOnce(serde_json::Error) -> ServiceErro
     move |source| ServiceError::Store(StoreError::Document { what, source })
 }
 
+tokio::task_local! {
+    /// Who the current request is (`token:<name>`): set by the REST layer's authentication
+    /// around the whole handler, read by [`ServiceHandle::call`] so every change the handler
+    /// asks for is audited under that name.
+    static CALLER: Arc<str>;
+}
+
+/// Runs `fut` with `caller` (`token:<name>`) as the audit actor of every service call it makes.
+pub async fn with_caller<F: std::future::Future>(caller: Arc<str>, fut: F) -> F::Output {
+    CALLER.scope(caller, fut).await
+}
+
+/// The caller of the current task, if [`with_caller`] set one.
+pub fn current_caller() -> Option<Arc<str>> {
+    CALLER.try_with(Arc::clone).ok()
+}
+
 /// A job: runs on the actor against the core with the current time.
 type Job = Box<dyn FnOnce(&mut Core, Millis) + Send>;
 
@@ -256,6 +276,8 @@ pub struct ServiceHandle {
     webhooks: Arc<Webhooks>,
     /// Read-only connections (None for an in-memory store: reads then go through the actor).
     reads: Option<Arc<Reads>>,
+    /// Length of one health rollup window.
+    health_window: Millis,
 }
 
 /// What the ingest path counts since start.
@@ -280,14 +302,19 @@ type Ingest = (
 );
 
 impl ServiceHandle {
-    /// Runs `f` on the actor and returns its result.
+    /// Runs `f` on the actor and returns its result. The audit lines `f` writes name the
+    /// caller of the task that called this (see [`with_caller`]; `api` outside one).
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Core, Millis) -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, ServiceError> {
+        let caller = current_caller();
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |core, now| {
-            let _ = tx.send(f(core, now));
+            core.set_caller(caller.as_deref().unwrap_or(DEFAULT_CALLER));
+            let out = f(core, now);
+            core.set_caller(DEFAULT_CALLER);
+            let _ = tx.send(out);
         });
         self.jobs
             .send(job)
@@ -403,6 +430,11 @@ impl ServiceHandle {
     pub fn webhooks(&self) -> &Arc<Webhooks> {
         &self.webhooks
     }
+
+    /// Length of one health rollup window (ms).
+    pub fn health_window(&self) -> Millis {
+        self.health_window
+    }
 }
 
 /// Starts the actor on the current runtime, on a blocking-pool thread of its own. It stops when
@@ -419,6 +451,7 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
         Err(e) => tracing::error!(error = %e, "reading the webhooks; none is delivered to"),
     }
     let actor_webhooks = Arc::clone(&webhooks);
+    let health_window = core.health_window();
     let reads = core.store().read_pool(READERS).map(|pool| {
         Arc::new(Reads {
             permits: Arc::new(Semaphore::new(pool.capacity())),
@@ -496,10 +529,13 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             events,
             webhooks,
             reads,
+            health_window,
         },
         task,
     )
 }
 
+#[cfg(test)]
+mod rollups_tests;
 #[cfg(test)]
 mod tests;

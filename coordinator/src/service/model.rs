@@ -45,6 +45,11 @@ pub struct ServiceConfig {
     pub event_ring: usize,
     /// Attempts per webhook delivery before the event is given up (default 6).
     pub hook_attempts: u32,
+    /// Length of one health rollup window (default 1 min): the fleet's health is aggregated
+    /// per device group in memory and written once per window.
+    pub health_window: Millis,
+    /// How long health rollups are kept (default 24 h, reference 001's baseline period).
+    pub health_retention: Millis,
 }
 
 impl ServiceConfig {
@@ -58,6 +63,8 @@ impl ServiceConfig {
             snapshot_every: 20_000,
             event_ring: super::events::DEFAULT_EVENT_RING,
             hook_attempts: 6,
+            health_window: 60_000,
+            health_retention: 24 * 3_600_000,
         }
     }
 }

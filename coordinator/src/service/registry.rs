@@ -277,6 +277,7 @@ impl Registry {
         store.atomically(|s| {
             s.put_device(&dev)?;
             s.audit(&api_audit(
+                s.caller(),
                 now,
                 "device.flags",
                 Some(id),
@@ -340,6 +341,7 @@ impl Registry {
         store.atomically(|s| {
             s.put_device(&dev)?;
             s.audit(&api_audit(
+                s.caller(),
                 now,
                 "device.allow",
                 Some(&dev.id),
@@ -368,6 +370,7 @@ impl Registry {
         store.atomically(|s| {
             s.put_token(&token, expires)?;
             s.audit(&api_audit(
+                s.caller(),
                 now,
                 "enrollment.token",
                 None,

@@ -203,7 +203,7 @@ pub(super) fn apply(
         }
         store.audit(&line(
             now,
-            "api",
+            store.caller(),
             "vars.set",
             (scope.device(), None),
             "ok",
@@ -217,7 +217,7 @@ pub(super) fn apply(
         Err(e @ (ServiceError::Validation { .. } | ServiceError::Conflict(_))) => {
             store.audit(&line(
                 now,
-                "api",
+                store.caller(),
                 "vars.set",
                 (scope.device(), None),
                 "refused",

@@ -23,13 +23,17 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+mod api_tokens;
+mod devices;
 mod hooks;
 mod journal;
 mod read;
 mod records;
+mod rollups;
 mod tokens;
 mod vars;
 
+pub use api_tokens::{ApiTokenRecord, api_token_hash};
 pub use hooks::HookRecord;
 pub use journal::{LoggedInput, SNAPSHOT_VERSION};
 pub use read::ReadPool;
@@ -37,6 +41,7 @@ pub use records::{
     AppliedRecord, ArtifactInfo, ArtifactRecord, AuditFilter, AuditRecord, DeploymentRow,
     DesiredRecord, DeviceRecord, FlowRecord, HealthRecord, SlotRecord,
 };
+pub use rollups::RollupRow;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +82,9 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 }
+
+/// The audit actor of a change made in-process, not by an API token.
+pub const DEFAULT_CALLER: &str = "api";
 
 /// The migrations, in order; `user_version` is the count applied.
 const MIGRATIONS: &[&str] = &[
@@ -178,7 +186,26 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (scope, name)
      ) WITHOUT ROWID;",
-    // 5: webhooks (see `hooks`): where events are POSTed, their filters and signing secret.
+    // 5: health rollups per device group and window (see `rollups`).
+    "CREATE TABLE health_rollups (
+        device_type TEXT NOT NULL,
+        region TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        window_ms INTEGER NOT NULL,
+        reports INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (start_ms, device_type, region)
+     ) WITHOUT ROWID;",
+    // 6: named API tokens with a role, stored as the SHA-256 of the secret (`api_tokens`).
+    "CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used_at INTEGER
+     ) WITHOUT ROWID;",
+    // 7: webhooks (see `hooks`): where events are POSTed, their filters and signing secret.
     "CREATE TABLE hooks (
         id TEXT PRIMARY KEY,
         url TEXT NOT NULL,
@@ -252,6 +279,8 @@ pub struct Store {
     conn: Connection,
     /// The database file (None: in memory), for the read-only connections of a [`ReadPool`].
     path: Option<std::path::PathBuf>,
+    /// Who asked for the change being made: the audit actor of API-initiated lines.
+    caller: String,
 }
 
 impl Store {
@@ -298,9 +327,27 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        let store = Store { conn, path: None };
+        let store = Store {
+            conn,
+            path: None,
+            caller: DEFAULT_CALLER.to_string(),
+        };
         store.hash_clear_tokens()?;
         Ok(store)
+    }
+
+    /// Who asked for the change being made (the audit actor of every line a REST-initiated
+    /// change writes): `token:<name>` while the service runs an API caller's job,
+    /// [`DEFAULT_CALLER`] otherwise.
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    /// Sets [`Store::caller`] (the service sets it around each job it runs).
+    pub fn set_caller(&mut self, caller: &str) {
+        if self.caller != caller {
+            caller.clone_into(&mut self.caller);
+        }
     }
 
     /// The schema version applied.

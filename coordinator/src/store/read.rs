@@ -80,6 +80,7 @@ fn open_reader(path: &Path) -> Result<Store, StoreError> {
     Ok(Store {
         conn,
         path: Some(path.to_path_buf()),
+        caller: super::DEFAULT_CALLER.to_string(),
     })
 }
 

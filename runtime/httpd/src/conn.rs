@@ -344,6 +344,111 @@ impl AsyncWrite for Tracked {
     }
 }
 
+/// The connection's byte stream: plain TCP, or TLS over it (feature `tls`).
+#[derive(Debug)]
+enum Io {
+    Plain(Tracked),
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::server::TlsStream<Tracked>>),
+}
+
+macro_rules! each_io {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Io::Plain($s) => $e,
+            #[cfg(feature = "tls")]
+            Io::Tls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        each_io!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        each_io!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        each_io!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        each_io!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// How a connection's bytes are carried: as they come, or through a TLS handshake first.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Plain => f.write_str("Plain"),
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => f.write_str("Tls"),
+        }
+    }
+}
+
+/// Runs the TLS handshake in the head phase: it must finish within the header timeout, and
+/// the connection may be evicted or the server stopped meanwhile. `None`: it did not finish.
+#[cfg(feature = "tls")]
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tracked: Tracked,
+    conn: &Conn,
+    shared: &Shared,
+    hard: &CancellationToken,
+    peer: SocketAddr,
+) -> Option<Io> {
+    let deadline = conn.deadline(&shared.limits).1;
+    let accept = acceptor.accept(tracked);
+    tokio::pin!(accept);
+    loop {
+        let wake = conn.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        if conn.evicted.load(Ordering::Acquire) {
+            return None;
+        }
+        tokio::select! {
+            r = accept.as_mut() => match r {
+                Ok(s) => return Some(Io::Tls(Box::new(s))),
+                Err(e) => {
+                    Counters::add(&shared.counters.tls_failures);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+            },
+            _ = wake => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                Counters::add(&shared.counters.header_timeouts);
+                tracing::debug!(%peer, "TLS handshake not done within the header timeout");
+                return None;
+            }
+            _ = hard.cancelled() => return None,
+        }
+    }
+}
+
 /// Why a connection ended.
 #[derive(Debug)]
 enum End {
@@ -355,6 +460,7 @@ enum End {
 
 /// Serves one connection until the client closes it, a deadline passes, it is evicted or
 /// the server stops.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     conn: Arc<Conn>,
     stream: TcpStream,
@@ -363,13 +469,28 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     hard: CancellationToken,
+    transport: Transport,
 ) {
     let limits = shared.limits;
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         stream,
         conn: conn.clone(),
-    });
+    };
+    let io = match transport {
+        Transport::Plain => Io::Plain(tracked),
+        #[cfg(feature = "tls")]
+        Transport::Tls(acceptor) => {
+            match handshake(&acceptor, tracked, &conn, &shared, &hard, peer).await {
+                Some(io) => io,
+                None => {
+                    shared.registry.remove(conn.id);
+                    return;
+                }
+            }
+        }
+    };
+    let io = TokioIo::new(io);
     let svc = Svc {
         router,
         conn: conn.clone(),

@@ -188,6 +188,9 @@ pub struct Stats {
     pub request_timeouts: u64,
     /// Failed accepts (for example the process ran out of file descriptors).
     pub accept_errors: u64,
+    /// TLS handshakes that failed (a plain-HTTP client on the TLS port, an untrusted
+    /// certificate); handshakes past the header timeout count as header timeouts.
+    pub tls_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +202,7 @@ struct Counters {
     idle_timeouts: AtomicU64,
     request_timeouts: AtomicU64,
     accept_errors: AtomicU64,
+    tls_failures: AtomicU64,
 }
 
 impl Counters {
@@ -216,6 +220,7 @@ impl Counters {
             idle_timeouts: get(&self.idle_timeouts),
             request_timeouts: get(&self.request_timeouts),
             accept_errors: get(&self.accept_errors),
+            tls_failures: get(&self.tls_failures),
         }
     }
 }
@@ -274,6 +279,35 @@ impl Server {
     /// closes what is left. Accept errors (a full file descriptor table) are logged and
     /// retried after a short pause; they never stop the server.
     pub async fn serve(&self, listener: TcpListener, router: Router, shutdown: CancellationToken) {
+        self.serve_on(listener, router, shutdown, conn::Transport::Plain)
+            .await
+    }
+
+    /// [`Server::serve`] over TLS (feature `tls`): each connection's handshake runs in its
+    /// head phase, so it must finish within the header timeout, counts against the
+    /// connection cap and may be evicted like a slow head. A failed handshake (a plain-HTTP
+    /// client, a client that does not trust the certificate) closes the connection and is
+    /// counted in [`Stats::tls_failures`].
+    #[cfg(feature = "tls")]
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        router: Router,
+        shutdown: CancellationToken,
+        tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        self.serve_on(listener, router, shutdown, conn::Transport::Tls(acceptor))
+            .await
+    }
+
+    async fn serve_on(
+        &self,
+        listener: TcpListener,
+        router: Router,
+        shutdown: CancellationToken,
+        transport: conn::Transport,
+    ) {
         let hard = CancellationToken::new();
         let mut accept_errors = 0u64;
         loop {
@@ -320,6 +354,7 @@ impl Server {
                 self.shared.clone(),
                 shutdown.clone(),
                 hard.clone(),
+                transport.clone(),
             ));
         }
         let limits = self.shared.limits;
@@ -350,6 +385,10 @@ fn per_connection(e: &std::io::Error) -> bool {
         ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
     )
 }
+
+/// rustls, as `serve_tls` takes its configuration (feature `tls`).
+#[cfg(feature = "tls")]
+pub use tokio_rustls::rustls;
 
 /// The peer address handlers find in `axum::extract::ConnectInfo`.
 pub type Peer = axum::extract::ConnectInfo<SocketAddr>;

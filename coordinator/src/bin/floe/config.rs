@@ -26,6 +26,8 @@ pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:7300";
 pub(crate) const TOKEN_FILE: &str = "api-token";
 /// The longest token file read; a token is a short line.
 const MAX_TOKEN_BYTES: u64 = 4096;
+/// The longest CA file read.
+const MAX_CA_BYTES: u64 = 1024 * 1024;
 /// The longest config file read.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
@@ -38,6 +40,10 @@ pub(crate) struct Conn {
     /// The API token (else FLOE_TOKEN, the config file, the local server's token file).
     #[arg(long, global = true, value_name = "TOKEN")]
     pub(crate) token: Option<String>,
+    /// Trust this PEM file (a private CA, or the server's own certificate) for an https
+    /// --server, instead of the system's roots.
+    #[arg(long, global = true, value_name = "PEM", env = "FLOE_CA")]
+    pub(crate) ca: Option<PathBuf>,
     /// Print the server's JSON as it was received instead of a table.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -235,7 +241,17 @@ pub(crate) fn resolve(
 pub(crate) fn client(conn: &Conn) -> Result<Client> {
     let settings = resolve(conn, &|k| std::env::var(k).ok(), &Dirs::from_env())?;
     tracing::debug!(server = %settings.server, server_from = ?settings.server_from, token_from = ?settings.token_from, "connection settings");
-    Client::new(&settings.server, settings.token).map_err(|e| explain(e, false))
+    let ca = match &conn.ca {
+        Some(path) => Some(
+            read_capped(path, MAX_CA_BYTES)
+                .map(String::into_bytes)
+                .with_context(|| {
+                    format!("reading the CA file {} (--ca / FLOE_CA)", path.display())
+                })?,
+        ),
+        None => None,
+    };
+    Client::with_ca(&settings.server, settings.token, ca.as_deref()).map_err(|e| explain(e, false))
 }
 
 /// Turns a client error into the CLI's error, adding a hint when a 401 came back and no token
@@ -382,6 +398,7 @@ mod tests {
         Conn {
             server: server.map(str::to_string),
             token: token.map(str::to_string),
+            ca: None,
             json: false,
         }
     }

@@ -39,6 +39,16 @@ enum DeviceCommand {
         #[arg(long)]
         online: Option<bool>,
     },
+    /// The fleet's health per device type and region over a recent window (reports of
+    /// normal operation only), from the coordinator's health rollups.
+    Health {
+        /// How far back (default 24h).
+        #[arg(long)]
+        window: Option<String>,
+        /// Only this device type.
+        #[arg(long = "type")]
+        device_type: Option<String>,
+    },
     /// Show one device.
     Get {
         /// The device id.
@@ -157,6 +167,20 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         DeviceCommand::Get { id } => call(&c, |c| c.get_device(&id))?,
+        DeviceCommand::Health {
+            window,
+            device_type,
+        } => {
+            let reply = call(&c, |c| {
+                c.group_health(window.as_deref(), device_type.as_deref())
+            })?;
+            if json {
+                print_raw(&reply.text);
+            } else {
+                out!("{}", crate::health::render(&reply.json()?));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         DeviceCommand::Vars(command) => return crate::vars::run_device(&c, json, command),
         DeviceCommand::Set {
             id,

@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod device;
 mod flow;
+mod health;
 mod hooks;
 mod join;
 mod keys;
@@ -26,6 +27,7 @@ use std::process::ExitCode;
 
 mod serve;
 mod sim;
+mod token;
 
 #[derive(Debug, Parser)]
 #[command(name = "floe", version, about = "The Floe coordinator and CLI")]
@@ -54,6 +56,8 @@ enum Command {
     Group(vars::GroupArgs),
     /// One-time enrollment tokens for devices.
     EnrollToken(device::EnrollTokenArgs),
+    /// Named API tokens with a role: create, list, revoke, whoami.
+    Token(token::TokenArgs),
     /// The coordinator's audit log.
     Audit(audit::AuditArgs),
     /// Webhooks: signed POSTs of live events (deployment status, gates, devices offline …).
@@ -89,6 +93,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Device(args) => device::run(args),
         Command::Group(args) => vars::run_group(args),
         Command::EnrollToken(args) => device::run_enroll_token(args),
+        Command::Token(args) => token::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Hook(args) => hooks::run(args),
         Command::Demo(args) => demo::run(args),

@@ -22,6 +22,9 @@ pub(crate) struct ServeArgs {
     /// reports every 10 s by default, large fleets every 30 s).
     #[arg(long, default_value = "90s")]
     offline_after: String,
+    /// How long the fleet's health rollups (per device group, one per minute) are kept.
+    #[arg(long, default_value = "24h")]
+    health_retention: String,
     /// How long a signed directive stays valid.
     #[arg(long, default_value = "1h")]
     directive_ttl: String,
@@ -63,6 +66,19 @@ pub(crate) struct ServeArgs {
     /// event is given up.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=20))]
     hook_max_attempts: u32,
+    /// Each API token's sustained rate, in requests per second (0: unlimited); over it the
+    /// API answers 429 with Retry-After. Device report routes are not counted.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_RATE)]
+    rate_limit: u32,
+    /// How many requests an API token may make at once after an idle spell.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_BURST)]
+    rate_burst: u32,
+    /// Serve the REST API over https with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_addrs(what: &str, list: &[String]) -> Result<Vec<libp2p::Multiaddr>> {
@@ -92,6 +108,8 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     let mut config = ServerConfig::new(data_dir);
     config.listen = args.listen;
     config.offline_after = parse_duration(&args.offline_after).context("--offline-after")?;
+    config.health_retention =
+        parse_duration(&args.health_retention).context("--health-retention")?;
     config.directive_ttl = parse_duration(&args.directive_ttl).context("--directive-ttl")?;
     config.republish =
         std::time::Duration::from_millis(parse_duration(&args.republish).context("--republish")?);
@@ -105,6 +123,18 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     };
     config.event_ring = usize::try_from(args.event_ring).context("--event-ring")?;
     config.hook_attempts = args.hook_max_attempts;
+    config.api.rate = floe_coordinator::api::ratelimit::RateLimit {
+        per_sec: args.rate_limit,
+        burst: args.rate_burst,
+    };
+    config
+        .api
+        .rate
+        .check()
+        .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(server::TlsFiles { cert, key });
+    }
     config.http.max_connections = args.max_connections;
     config.http.header_timeout = ms("--header-timeout", &args.header_timeout)?;
     config.http.idle_timeout = ms("--idle-timeout", &args.idle_timeout)?;
@@ -151,6 +181,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        if config.tls.is_none() && !config.listen.ip().is_loopback() {
+            eprintln!(
+                "warning: floe serve listens on {} without TLS: API tokens and directives \
+                 cross the network in clear; give --tls-cert and --tls-key",
+                config.listen
+            );
+        }
         let server = server::start(config, shutdown.clone()).await?;
         for notice in server.notices() {
             println!("{notice}");
@@ -248,5 +285,37 @@ mod tests {
             let e = Cli::try_parse_from(argv(&bad)).unwrap_err().to_string();
             assert!(e.contains(bad[0]), "{e}");
         }
+    }
+
+    #[test]
+    fn rate_and_tls_flags_set_the_api_options_and_refuse_what_is_out_of_range() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.api.rate,
+            floe_coordinator::api::ratelimit::RateLimit::default()
+        );
+        assert!(c.tls.is_none());
+        let c = parse(&[
+            "--rate-limit",
+            "5",
+            "--rate-burst",
+            "10",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+        ])
+        .unwrap();
+        assert_eq!((c.api.rate.per_sec, c.api.rate.burst), (5, 10));
+        let tls = c.tls.unwrap();
+        assert_eq!((tls.cert, tls.key), ("/c.pem".into(), "/k.pem".into()));
+        let e = parse(&["--rate-burst", "0"]).unwrap_err().to_string();
+        assert!(e.contains("--rate-burst"), "{e}");
+        // Rate 0 is "unlimited": the burst does not matter then.
+        assert!(parse(&["--rate-limit", "0", "--rate-burst", "0"]).is_ok());
+        // A certificate needs its key.
+        let mut argv = vec!["floe", "--data-dir", "/nonexistent/floe-test"];
+        argv.extend_from_slice(&["--tls-cert", "/c.pem"]);
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 }

@@ -487,7 +487,7 @@ impl Deployments {
             )?;
             s.audit(&line(
                 now,
-                "api",
+                s.caller(),
                 "deployment.create",
                 (None, Some(&id)),
                 "pending",
@@ -593,7 +593,7 @@ impl Deployments {
     ) -> Result<(), ServiceError> {
         env.store.audit(&line(
             now,
-            "api",
+            env.store.caller(),
             &format!("deployment.{command}"),
             (None, Some(id)),
             "requested",
