@@ -9,6 +9,7 @@ pub mod admission;
 pub mod api;
 pub mod bridge;
 pub mod client;
+pub mod console;
 pub mod contract;
 pub mod link;
 pub mod loadtest;

@@ -14,7 +14,7 @@ use crate::contract::{
     AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
     DeviceInput, DevicePage, DevicePatch, EnrollToken, ErrorBody, FeedPage, Flow, FlowInput,
     FlowList, GroupVars, GroupVarsChange, GroupVarsList, Healthz, JoinInfo, PendingPage, Report,
-    Status, TargetPage, TokenInput, VarsChange,
+    Status, StrategyList, TargetPage, TokenInput, VarsChange,
 };
 use crate::contract::{DeliveryLog, Event, HookCreated, HookInput, HookList};
 use schemars::generate::{Contract, SchemaSettings};
@@ -51,6 +51,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/group-vars", &["get", "put"]),
     ("/enrollment-tokens", &["post"]),
     ("/join-info", &["get"]),
+    ("/strategies", &["get"]),
     ("/audit", &["get"]),
     ("/status", &["get"]),
     ("/events", &["get"]),
@@ -400,6 +401,15 @@ pub fn document() -> Value {
         vec![],
     );
     paths.insert("/status".into(), json!({ "get": o }));
+    let o = op::<StrategyList>(
+        &mut s,
+        "The deployment strategies, each with the defaults a deployment request fills in",
+        None,
+        "200",
+        "every strategy",
+        vec![],
+    );
+    paths.insert("/strategies".into(), json!({ "get": o }));
     let o = op::<JoinInfo>(
         &mut s,
         "What a join string holds besides its token: the fabric addresses and the device trust store (hex of trust.cbor); 409 without a fabric",

@@ -93,6 +93,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("GET", "/audit", READ),
     ("GET", "/status", READ),
     ("GET", "/health/groups", READ),
+    ("GET", "/strategies", READ),
     ("GET", "/tokens", ADMIN),
     ("POST", "/tokens", ADMIN),
     ("DELETE", "/tokens/{name}", ADMIN),
@@ -129,6 +130,10 @@ fn matches(template: &str, path: &str) -> Option<usize> {
 /// The rule of `method path` (the full path, `/api/v1/...` or `/healthz`); `None` when no
 /// entry of [`POLICY`] covers it.
 pub fn rule_for(method: &Method, path: &str) -> Option<Rule> {
+    // The console's page and assets hold no data; everything they fetch needs a token.
+    if crate::console::serves(method, path) {
+        return Some(Rule::Open);
+    }
     let path = match path.trim_end_matches('/') {
         "" => "/",
         trimmed => trimmed,
@@ -290,7 +295,11 @@ mod tests {
         assert_eq!(m("GET", "/devices/abc/directive"), None);
         assert_eq!(m("HEAD", "/api/v1/flows"), Some(READ));
         assert_eq!(m("HEAD", "/healthz"), Some(Rule::Open));
-        assert_eq!(m("GET", "/"), None);
+        // The console's page and assets (crate::console) are open; nothing else at the root.
+        assert_eq!(m("GET", "/"), Some(Rule::Open));
+        assert_eq!(m("GET", "/assets/index-abc.js"), Some(Rule::Open));
+        assert_eq!(m("POST", "/"), None);
+        assert_eq!(m("GET", "/metrics-not-served"), None);
         assert_eq!(m("POST", "/healthz"), None);
     }
 

@@ -560,6 +560,13 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         status["ingest"]["queue_capacity"].as_u64() > Some(0),
         "{status}"
     );
+    let strategies = call(&c, k, Get, "/strategies", "/strategies", None);
+    let waves = strategies["strategies"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == "canary-waves"))
+        .unwrap_or_else(|| panic!("no canary-waves in {strategies}"));
+    assert_eq!(waves["config"]["canary_percentage"], 3.0, "{waves}");
+    assert_eq!(waves["config"]["waves"].as_array().map(Vec::len), Some(3));
     let audit = call(&c, k, Get, "/audit?limit=3", "/audit", None);
     assert_eq!(audit["entries"].as_array().unwrap().len(), 3);
     assert!(audit["next"].is_string());

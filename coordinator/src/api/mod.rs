@@ -26,6 +26,7 @@ mod hooks;
 mod join;
 mod metrics;
 pub mod ratelimit;
+mod strategies;
 pub mod tokens;
 pub mod types;
 mod vars;
@@ -301,6 +302,7 @@ pub fn router_with_options(
         .route("/directives/feed", get(directives::directive_feed))
         .route("/enrollment-tokens", post(create_token))
         .route("/join-info", get(join::join_info))
+        .route("/strategies", get(strategies::list))
         .route("/audit", get(audit))
         .route("/status", get(status))
         .route("/health/groups", get(health::group_health))
@@ -319,6 +321,7 @@ pub fn router_with_options(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), auth::auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

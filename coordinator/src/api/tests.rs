@@ -10,7 +10,7 @@ fn open_route(method: &Method, path: &str) -> bool {
 }
 
 #[test]
-fn only_health_openapi_and_the_device_routes_are_open() {
+fn only_health_openapi_the_console_and_the_device_routes_are_open() {
     assert!(open_route(&Method::GET, "/api/v1/healthz"));
     assert!(open_route(&Method::GET, "/healthz"));
     assert!(open_route(&Method::GET, "/api/v1/openapi.json"));
@@ -26,6 +26,11 @@ fn only_health_openapi_and_the_device_routes_are_open() {
     assert!(!open_route(&Method::GET, "/api/v1/flows"));
     assert!(!open_route(&Method::PATCH, "/api/v1/devices/dev_1"));
     assert!(!open_route(&Method::GET, "/api/v1/whoami"));
+    // The console's page and assets hold no data; everything they fetch needs the token.
+    assert!(open_route(&Method::GET, "/"));
+    assert!(open_route(&Method::GET, "/assets/index-abc.js"));
+    assert!(!open_route(&Method::POST, "/"));
+    assert!(!open_route(&Method::GET, "/api/v1/strategies"));
 }
 
 #[test]

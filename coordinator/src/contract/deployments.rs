@@ -281,3 +281,20 @@ pub struct TargetPage {
     /// Targets in the plan.
     pub total: u64,
 }
+
+/// One strategy and its reference defaults, as `POST /deployments` fills them in when a
+/// request leaves a setting out (`GET /strategies`; the console's create form starts from it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StrategyDefaults {
+    /// The strategy's name in requests (`canary-waves`).
+    pub name: String,
+    /// Every setting with its default.
+    pub config: DeploymentConfig,
+}
+
+/// `GET /strategies`: every strategy a deployment can use, with its defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StrategyList {
+    /// In the engine's order.
+    pub strategies: Vec<StrategyDefaults>,
+}

@@ -31,7 +31,7 @@ mod vars;
 pub use audit::{AuditEntry, AuditPage};
 pub use deployments::{
     Deployment, DeploymentArtifact, DeploymentConfig, DeploymentPage, Gate, GateCheck, Stage,
-    Target, TargetCounts, TargetPage, WaveConfigView,
+    StrategyDefaults, StrategyList, Target, TargetCounts, TargetPage, WaveConfigView,
 };
 pub use devices::{
     AppliedDirective, BatchResult, Device, DeviceHealth, DevicePage, EnrollToken, FeedDirective,

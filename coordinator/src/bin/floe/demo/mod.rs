@@ -39,6 +39,7 @@ use crate::config::TOKEN_FILE;
 use crate::deploy::STRATEGIES;
 use crate::watch::{self, Mode, WatchOptions};
 
+mod console;
 mod fleet;
 
 /// The example flow the demo deploys.
@@ -73,6 +74,10 @@ pub(crate) struct DemoArgs {
     /// Keep the temporary directory (data and logs of every process) instead of removing it.
     #[arg(long)]
     keep: bool,
+    /// After the two deployments, keep the fleet and coordinator running, print the web
+    /// console's URL and a token, and run until Ctrl-C.
+    #[arg(long)]
+    console: bool,
 }
 
 /// One simulated device of the demo.
@@ -648,6 +653,9 @@ fn demo(args: &DemoArgs, root: &Path, started: Instant) -> Result<ExitCode> {
             DeploymentStatus::RolledBack | DeploymentStatus::Failed
         )
         && on_v1 == want;
+    if args.console {
+        console::hold(&client, &plan.server_data, &mut server)?;
+    }
     drop(daemons);
     drop(server);
     Ok(if ok {
