@@ -16,6 +16,7 @@ use crate::contract::{
     FlowList, GroupVars, GroupVarsChange, GroupVarsList, Healthz, JoinInfo, PendingPage, Report,
     Status, StrategyList, TargetPage, TokenInput, VarsChange,
 };
+use crate::contract::{DeliveryLog, Event, HookCreated, HookInput, HookList};
 use schemars::generate::{Contract, SchemaSettings};
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
@@ -53,6 +54,10 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/strategies", &["get"]),
     ("/audit", &["get"]),
     ("/status", &["get"]),
+    ("/events", &["get"]),
+    ("/hooks", &["get", "post"]),
+    ("/hooks/{id}", &["delete"]),
+    ("/hooks/{id}/deliveries", &["get"]),
     ("/health/groups", &["get"]),
     ("/tokens", &["get", "post"]),
     ("/tokens/{name}", &["delete"]),
@@ -467,6 +472,47 @@ pub fn document() -> Value {
         vec![],
     );
     paths.insert("/whoami".into(), json!({ "get": o }));
+
+    let event = s.response::<Event>();
+    let mut o = op::<Event>(
+        &mut s,
+        "Live events as Server-Sent Events: each `id:` (the event id), `event:` (its kind) and `data:` (the Event JSON); a `:` comment every 15 s. Resume with the Last-Event-ID header (or ?after=): the events after it, or a `reset` event first when they are no longer kept (reload state). A client that does not read is dropped (its stream ends)",
+        None,
+        "200",
+        "the stream",
+        vec![
+            q("deployment", "only events of this deployment"),
+            q(
+                "kind",
+                "comma-separated kinds, or prefixes ending in '.' (deployment.)",
+            ),
+            q(
+                "after",
+                "an event id to resume after (the Last-Event-ID header wins)",
+            ),
+            json!({"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "string"}, "description": "the id of the last event received"}),
+        ],
+    );
+    o["responses"]["200"] = json!({"description": "the stream (text/event-stream); each data: line is an Event", "content": {"text/event-stream": {"schema": event}}});
+    paths.insert("/events".into(), json!({ "get": o }));
+    let hook_input = s.request::<HookInput>();
+    paths.insert("/hooks".into(), json!({
+        "get": op::<HookList>(&mut s, "Every webhook, oldest first, with its queue depth and drops", None, "200", "the hooks", vec![]),
+        "post": op::<HookCreated>(&mut s, "Register a webhook: matching events are POSTed to its URL, signed X-Floe-Signature: sha256=<hex HMAC-SHA256(secret, body)>, with X-Floe-Event and X-Floe-Delivery; retried with backoff; the secret is in this answer only; audited", Some(hook_input), "201", "the hook and its secret", vec![]),
+    }));
+    let mut del = op::<HookList>(
+        &mut s,
+        "Delete a webhook (audited)",
+        None,
+        "204",
+        "deleted",
+        vec![],
+    );
+    del["responses"]["204"] = json!({"description": "deleted"});
+    paths.insert("/hooks/{id}".into(), with_id(json!({ "delete": del })));
+    paths.insert("/hooks/{id}/deliveries".into(), with_id(json!({
+        "get": op::<DeliveryLog>(&mut s, "A webhook's recent delivery attempts and drops (the last 200, newest first; memory only)", None, "200", "the log", vec![]),
+    })));
 
     let mut schemas = s.into_components();
     let _ = schemas.insert(

@@ -97,11 +97,20 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("GET", "/tokens", ADMIN),
     ("POST", "/tokens", ADMIN),
     ("DELETE", "/tokens/{name}", ADMIN),
+    ("GET", "/events", READ),
+    ("GET", "/hooks", READ),
+    ("POST", "/hooks", WRITE),
+    ("DELETE", "/hooks/{id}", WRITE),
+    ("GET", "/hooks/{id}/deliveries", READ),
 ];
 
 /// Routes outside `/api/v1` (exact paths) with their method and rule. Anything else outside
 /// `/api/v1` needs a token (and is admin-only when the router serves it).
-pub const ROOT_POLICY: &[(&str, &str, Rule)] = &[("GET", "/healthz", Rule::Open)];
+pub const ROOT_POLICY: &[(&str, &str, Rule)] = &[
+    ("GET", "/healthz", Rule::Open),
+    // Prometheus scrapes with a viewer token.
+    ("GET", "/metrics", READ),
+];
 
 /// Whether `template` (`/flows/{id}`) matches `path`; how many of its segments are literal
 /// (a literal match wins over a parameter: `/devices/batch` over `/devices/{id}`).

@@ -59,6 +59,11 @@ impl Contract {
     /// Checks `body`, the answer to `method path` with `status`, against the document; `path`
     /// is the documented template (`/flows/{id}`).
     fn check(&mut self, method: &str, path: &str, status: u16, body: &Value) {
+        self.check_as(method, path, status, body, "application~1json");
+    }
+
+    /// Checks `body` against the schema of the answer's `media` type (`~1` for `/`).
+    fn check_as(&mut self, method: &str, path: &str, status: u16, body: &Value, media: &str) {
         let op = &self.doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is not in the document");
         let response = &op["responses"][status.to_string()];
@@ -66,7 +71,7 @@ impl Contract {
             response.is_object(),
             "{method} {path} answered {status}, which the document does not list"
         );
-        let Some(schema) = response.pointer("/content/application~1json/schema") else {
+        let Some(schema) = response.pointer(&format!("/content/{media}/schema")) else {
             assert!(
                 body.is_null(),
                 "{method} {path} {status} has a body the document does not describe: {body}"
@@ -631,6 +636,75 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
     call(&c, k, Delete, "/tokens/watcher", "/tokens/{name}", None);
     let e = call(&viewer, k, Get, "/whoami", "/whoami", None);
     assert_eq!(e["error"]["code"], "unauthorized", "{e}");
+
+    // Webhooks: create (the secret shown once), list, the delivery log, delete; refusals
+    // name the field.
+    let created = call(
+        &c,
+        k,
+        Post,
+        "/hooks",
+        "/hooks",
+        Some(&json!({"url": "http://127.0.0.1:9/hook", "kinds": ["deployment.", "gate.verdict"]})),
+    );
+    let hook_id = created["hook"]["id"].as_str().unwrap().to_string();
+    assert_eq!(created["secret"].as_str().unwrap().len(), 64, "{created}");
+    for (bad, field) in [
+        (json!({"url": "https://example.com/"}), "url"),
+        (
+            json!({"url": "http://127.0.0.1:9/", "kinds": ["deploy"]}),
+            "kinds",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/", "deployment_id": "dep_none"}),
+            "deployment_id",
+        ),
+    ] {
+        let e = call(&c, k, Post, "/hooks", "/hooks", Some(&bad));
+        assert_eq!(e["error"]["field"], field, "{e}");
+    }
+    let hooks = call(&c, k, Get, "/hooks", "/hooks", None);
+    assert_eq!(hooks["hooks"].as_array().unwrap().len(), 1, "{hooks}");
+    assert!(
+        hooks["hooks"][0].get("secret").is_none(),
+        "the secret is shown once"
+    );
+    let log_path = format!("/hooks/{hook_id}/deliveries");
+    call(&c, k, Get, &log_path, "/hooks/{id}/deliveries", None);
+    call(
+        &c,
+        k,
+        Delete,
+        &format!("/hooks/{hook_id}"),
+        "/hooks/{id}",
+        None,
+    );
+    let e = call(&c, k, Get, &log_path, "/hooks/{id}/deliveries", None);
+    assert_eq!(e["error"]["code"], "not_found");
+    let e = call(
+        &c,
+        k,
+        Delete,
+        &format!("/hooks/{hook_id}"),
+        "/hooks/{id}",
+        None,
+    );
+    assert_eq!(e["error"]["code"], "not_found");
+
+    // Events: a bad filter is a 400; a resume from a position no longer kept starts with a
+    // `reset` event, in the documented shape.
+    let e = call(&c, k, Get, "/events?kind=deploy", "/events", None);
+    assert_eq!(e["error"]["code"], "bad_request", "{e}");
+    let mut stream = c.events(None, &[], Some(0)).unwrap();
+    let first = stream.next().unwrap().unwrap();
+    assert_eq!(first.kind, crate::contract::EventKind::Reset, "{first:?}");
+    k.check_as(
+        "get",
+        "/events",
+        200,
+        &serde_json::to_value(&first).unwrap(),
+        "text~1event-stream",
+    );
     k.checked.clone()
 }
 

@@ -19,8 +19,12 @@
 //!   signed by the coordinator and carries nothing secret.
 
 pub mod auth;
+mod directives;
+mod events;
 mod health;
+mod hooks;
 mod join;
+mod metrics;
 pub mod ratelimit;
 mod strategies;
 pub mod tokens;
@@ -28,6 +32,7 @@ pub mod types;
 mod vars;
 pub mod views;
 
+pub use directives::{MAX_FEED_PAGE, MAX_PENDING_PAGE};
 pub use join::JoinSource;
 
 use crate::contract::paging::{self, PageError};
@@ -48,8 +53,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use types::{
     AuditPage, BatchResult, DeploymentInput, DeploymentPage, DeviceBatch, DeviceInput, DevicePage,
-    DevicePatch, EnrollToken, ErrorBody, ErrorDetail, FeedDirective, FeedPage, FlowInput, FlowList,
-    FlowState, Healthz, PendingDirective, PendingPage, TargetPage, TokenInput,
+    DevicePatch, EnrollToken, ErrorBody, ErrorDetail, FlowInput, FlowList, FlowState, Healthz,
+    TargetPage, TokenInput,
 };
 
 /// The largest request body accepted (1 MiB); larger bodies get 413.
@@ -193,6 +198,7 @@ struct AppState {
     tokens: Arc<tokens::TokenTable>,
     limiter: Arc<ratelimit::Limiter>,
     join: Option<Arc<JoinSource>>,
+    metrics: Arc<metrics::HttpMetrics>,
 }
 
 /// The API's settings beyond the service: the per-token rate limit.
@@ -258,6 +264,7 @@ pub fn router_with_options(
         tokens: Arc::new(tokens::TokenTable::new(&token, floe_wire::clock::unix_ms())),
         limiter: Arc::new(ratelimit::Limiter::new(options.rate)),
         join: join.map(Arc::new),
+        metrics: Arc::default(),
     };
     let api = Router::new()
         .route("/healthz", get(healthz))
@@ -291,8 +298,8 @@ pub fn router_with_options(
             "/group-vars",
             get(vars::get_group_vars).put(vars::put_group_vars),
         )
-        .route("/directives/pending", get(pending_directives))
-        .route("/directives/feed", get(directive_feed))
+        .route("/directives/pending", get(directives::pending_directives))
+        .route("/directives/feed", get(directives::directive_feed))
         .route("/enrollment-tokens", post(create_token))
         .route("/join-info", get(join::join_info))
         .route("/strategies", get(strategies::list))
@@ -301,9 +308,18 @@ pub fn router_with_options(
         .route("/health/groups", get(health::group_health))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
-        .route("/whoami", get(tokens::whoami));
+        .route("/whoami", get(tokens::whoami))
+        .route("/events", get(events::events))
+        .route("/hooks", post(hooks::create_hook).get(hooks::list_hooks))
+        .route("/hooks/{id}", axum::routing::delete(hooks::delete_hook))
+        .route("/hooks/{id}/deliveries", get(hooks::deliveries))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)
         .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -666,121 +682,6 @@ async fn allow_device(
         })
         .await?;
     ok(StatusCode::CREATED, body)
-}
-
-/// Most devices one page of `GET /directives/pending` lists.
-pub const MAX_PENDING_PAGE: usize = 10_000;
-
-/// `GET /directives/pending?after=&limit=`: devices behind their current directive (ordered
-/// by id, from after `after`), with its generation. A relay or a device simulator that cannot
-/// hear the fabric's push uses it to learn whom to tell.
-async fn pending_directives(
-    State(st): State<AppState>,
-    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
-    let q = query(q, &["after", "limit"])?;
-    let limit = match q.get("limit") {
-        None => 1000,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_PENDING_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::from(ServiceError::Validation {
-                    field: "limit".into(),
-                    message: format!("{v:?}: a whole number from 1 to {MAX_PENDING_PAGE}"),
-                }));
-            }
-        },
-    };
-    let after = q.get("after").cloned();
-    let body = st
-        .handle
-        .call(move |core, _| {
-            let page = core.pending_directives(after.as_deref(), limit);
-            let next = (page.len() == limit).then(|| page.last().map(|(id, _)| id.clone()));
-            let devices = page
-                .into_iter()
-                .map(|(device_id, generation)| PendingDirective {
-                    device_id,
-                    generation,
-                })
-                .collect();
-            Ok(PendingPage {
-                devices,
-                next: next.flatten(),
-            })
-        })
-        .await?;
-    ok(StatusCode::OK, body)
-}
-
-/// Most devices in one page of `GET /directives/feed` (each carries its signed post, under a
-/// kilobyte with the artifact's manifest).
-pub const MAX_FEED_PAGE: usize = 1_000;
-
-/// `GET /directives/feed?since=CURSOR&limit=`: the directives issued after `since` whose
-/// device has not reported them applied, in issue order, each with its signed post (hex):
-/// exactly the bytes the fabric pushes. A relay that cannot hear the fabric (or the device
-/// simulator) follows it and hands each post on once. The answer's `cursor` is where to
-/// continue; a cursor from before a coordinator restart starts over from the beginning
-/// (devices ignore a generation they have applied already).
-async fn directive_feed(
-    State(st): State<AppState>,
-    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
-    let q = query(q, &["since", "limit"])?;
-    let limit = match q.get("limit") {
-        None => MAX_FEED_PAGE,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_FEED_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::from(ServiceError::Validation {
-                    field: "limit".into(),
-                    message: format!("{v:?}: a whole number from 1 to {MAX_FEED_PAGE}"),
-                }));
-            }
-        },
-    };
-    let (asked_epoch, since) = match q.get("since") {
-        None => (0, 0),
-        Some(c) => parse_feed_cursor(c).ok_or_else(|| {
-            ApiError::from(ServiceError::Validation {
-                field: "since".into(),
-                message: format!("{c:?} is not a cursor this route gave (EPOCH-SEQ in hex)"),
-            })
-        })?,
-    };
-    let (epoch, page) = st
-        .handle
-        .call(move |core, now| core.directive_feed(asked_epoch, since, limit, now))
-        .await?;
-    // An empty page keeps the cursor (or restarts it in the new epoch).
-    let kept = if epoch == asked_epoch { since } else { 0 };
-    let last = page.last().map_or(kept, |(seq, ..)| *seq);
-    let devices = page
-        .into_iter()
-        .map(|(seq, device_id, generation, post)| FeedDirective {
-            seq,
-            device_id,
-            generation,
-            post: hex::encode(post),
-        })
-        .collect();
-    ok(
-        StatusCode::OK,
-        FeedPage {
-            devices,
-            cursor: format!("{epoch:x}-{last:x}"),
-        },
-    )
-}
-
-/// `EPOCH-SEQ`, both in hex.
-fn parse_feed_cursor(c: &str) -> Option<(u64, u64)> {
-    let (e, s) = c.split_once('-')?;
-    Some((
-        u64::from_str_radix(e, 16).ok()?,
-        u64::from_str_radix(s, 16).ok()?,
-    ))
 }
 
 /// Most devices one `POST /devices/batch` allowlists.

@@ -137,7 +137,12 @@ async fn every_route_against_every_role() {
             for m in *methods {
                 // Ids that exist where it matters, and names that do not: every allowed call
                 // gets past authorization (its answer may still be 404, 409 or 422).
-                let concrete = path.replace("{id}", &flow).replace("{name}", "nobody");
+                let mut concrete = path.replace("{id}", &flow).replace("{name}", "nobody");
+                if *path == "/events" {
+                    // The stream does not end: a bad filter answers at once (400) once the
+                    // caller is authorized.
+                    concrete.push_str("?kind=nope");
+                }
                 let body = (*m != "get" && *m != "delete").then(|| json!({}));
                 let want = expected(m, path);
                 for (role, c) in &clients {

@@ -27,6 +27,7 @@ mod audit;
 mod deployments;
 mod devices;
 mod error;
+mod events;
 mod flows;
 mod paging;
 mod tokens;
@@ -43,6 +44,7 @@ pub use crate::contract::{
 pub use deployments::{DeploymentAction, ReportFormat};
 pub use devices::DeviceFilter;
 pub use error::{ClientError, error_from_reply};
+pub use events::{EventStream, SseParser};
 pub use paging::{Page, Pages};
 pub use transport::{
     BASE_PATH, CONNECT_TIMEOUT, Client, MAX_REPLY_BYTES, Method, REQUEST_TIMEOUT, Reply,

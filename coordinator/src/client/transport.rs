@@ -231,6 +231,47 @@ impl Client {
         Ok(Reply { status, text, what })
     }
 
+    /// Opens a long-lived `GET` of `BASE_PATH + path` (a Server-Sent Events stream) with the
+    /// extra headers given: no overall timeout (only the connect timeout), the body left to
+    /// the caller to read as it arrives. An error status is read and mapped as [`call`] does.
+    ///
+    /// [`call`]: Client::call
+    pub fn open_stream(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> Result<ureq::Body, ClientError> {
+        let url = format!("{}{BASE_PATH}{path}", self.server);
+        let mut req = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(None)
+            .build()
+            .header("Accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let mut response = req
+            .call()
+            .map_err(|e| self.transport_error(Method::Get, &url, e))?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let text = response
+                .body_mut()
+                .with_config()
+                .limit(MAX_REPLY_BYTES)
+                .lossy_utf8(true)
+                .read_to_string()
+                .unwrap_or_default();
+            return Err(error_from_reply(status, &text));
+        }
+        Ok(response.into_body())
+    }
+
     /// Maps a failed request: one that never reached the server (refused, unknown host,
     /// timed out connecting) names the server; anything later names the request.
     fn transport_error(&self, method: Method, url: &str, e: ureq::Error) -> ClientError {

@@ -65,6 +65,14 @@ pub struct DeploymentConfig {
     pub waves: Vec<WaveConfigView>,
     /// Most devices deploying at once (0: no limit).
     pub max_parallel: u32,
+    /// How long without progress before a `deployment.stuck` event (stored deployments from
+    /// before the field read as the default, `30m`).
+    #[serde(default = "default_stuck_after")]
+    pub stuck_after: String,
+}
+
+fn default_stuck_after() -> String {
+    "30m".into()
 }
 
 /// Targets by status; they add up to the deployment's `total_targets` (a stage's to its

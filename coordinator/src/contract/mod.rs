@@ -19,6 +19,7 @@ mod audit;
 mod deployments;
 mod devices;
 mod enums;
+mod events;
 mod flows;
 mod health;
 mod misc;
@@ -37,6 +38,9 @@ pub use devices::{
     FeedPage, JoinInfo, PendingDirective, PendingPage, Slot,
 };
 pub use enums::{FlowState, GateVerdict, HealthLevel, Role, UnknownName};
+pub use events::{
+    Delivery, DeliveryLog, Event, EventKind, Hook, HookCreated, HookInput, HookList, KindFilter,
+};
 pub use floe_rollout::{DeploymentStatus, Report, StageKind, TargetStatus};
 pub use flows::{Flow, FlowArtifact, FlowList};
 pub use health::{GroupHealth, HealthGroups};

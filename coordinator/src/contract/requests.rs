@@ -100,6 +100,10 @@ pub struct ConfigInput {
     /// Most devices deploying at once (0: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<u32>,
+    /// A running deployment without progress (no target transition, no stage change) for
+    /// longer than this emits a `deployment.stuck` event (default `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_after: Option<String>,
 }
 
 /// `POST /deployments`.

@@ -59,6 +59,10 @@ pub struct ServerConfig {
     pub republish: Duration,
     /// The REST listener's timeouts and connection cap (ARCHITECTURE.md, "Server limits").
     pub http: floe_httpd::Limits,
+    /// Events kept in memory for clients that resume (1 to 1 000 000).
+    pub event_ring: usize,
+    /// Attempts per webhook delivery (1 to 20).
+    pub hook_attempts: u32,
     /// How long the fleet's health rollups are kept (default 24 h; at least 1 min).
     pub health_retention: Millis,
     /// The API's per-token rate limit.
@@ -122,6 +126,8 @@ impl ServerConfig {
             mdns: false,
             republish: Duration::from_secs(2),
             http: floe_httpd::Limits::coordinator(),
+            event_ring: service::events::DEFAULT_EVENT_RING,
+            hook_attempts: 6,
             health_retention: 24 * 3_600_000,
             api: api::ApiOptions::default(),
             tls: None,
@@ -143,6 +149,12 @@ impl ServerConfig {
         }
         if self.offline_after == 0 {
             return bad("offline_after", "must be above zero");
+        }
+        if !(1..=1_000_000).contains(&self.event_ring) {
+            return bad("event_ring", "must be 1 to 1000000 events");
+        }
+        if !(1..=20).contains(&self.hook_attempts) {
+            return bad("hook_attempts", "must be 1 to 20 attempts");
         }
         if self.health_retention < 60_000 {
             return bad("health_retention", "must be at least 1m");
@@ -332,6 +344,8 @@ pub async fn start(
     let mut service_config = ServiceConfig::new(dir.clone());
     service_config.offline_after = config.offline_after;
     service_config.directive_ttl_secs = config.directive_ttl / 1000;
+    service_config.event_ring = config.event_ring;
+    service_config.hook_attempts = config.hook_attempts;
     service_config.health_retention = config.health_retention;
     let db = dir.join("floe.db");
     let (release, coordinator) = (keys.release, keys.coordinator);

@@ -7,6 +7,7 @@
 use super::audit::Audit;
 use super::deployments::{Deployments, Env};
 use super::directives::Directives;
+use super::events::{EventBus, EventSink};
 use super::flows::Flows;
 use super::ingest::{applied_events, health_input};
 use super::model::{
@@ -18,12 +19,13 @@ use super::rollups::{RollupCounters, Rollups};
 use super::vars;
 use super::{OFFLINE_BATCH, ServiceError};
 use crate::contract::{
-    DeviceVars, FlowState, GroupVars, GroupVarsChange, GroupVarsList, VarsChange,
+    DeviceVars, EventKind, FlowState, GroupVars, GroupVarsChange, GroupVarsList, VarsChange,
 };
 use crate::store::{ArtifactInfo, AuditFilter, AuditRecord, DeviceRecord, FlowRecord, Store};
 use ed25519_dalek::SigningKey;
 use floe_rollout::{Command, DeviceEvent, Millis, Rollout};
 use floe_wire::proto::DeviceReport;
+use serde_json::json;
 use tokio::sync::watch;
 
 /// The state the actor owns. See the module documentation of [`crate::service`].
@@ -37,6 +39,7 @@ pub struct Core {
     deployments: Deployments,
     directives: Directives,
     audit: Audit,
+    events: EventSink,
     rollups: Rollups,
 }
 
@@ -60,7 +63,6 @@ impl Core {
         let rollups = Rollups::new(config.health_window, config.health_retention);
         Ok(Core {
             rollups,
-            settings: config,
             coordinator_key,
             store,
             registry,
@@ -68,7 +70,33 @@ impl Core {
             deployments,
             directives,
             audit: Audit::default(),
+            // Ids start at the start time in ms × 1000, so they keep growing across restarts
+            // and a client's Last-Event-ID from before one is recognised as lost.
+            events: EventSink::new(EventBus::new(
+                config.event_ring,
+                floe_wire::clock::unix_ms().saturating_mul(1000),
+            )),
+            settings: config,
         })
+    }
+
+    /// How webhook deliveries are made (attempts from the settings).
+    pub fn delivery_settings(&self) -> super::webhooks::DeliverySettings {
+        super::webhooks::DeliverySettings {
+            max_attempts: self.settings.hook_attempts.max(1),
+            ..super::webhooks::DeliverySettings::default()
+        }
+    }
+
+    /// The event bus (subscribers, counters).
+    pub fn event_bus(&self) -> std::sync::Arc<EventBus> {
+        std::sync::Arc::clone(self.events.bus())
+    }
+
+    /// Publishes the events staged since the last call (the actor calls this after each job,
+    /// batch and tick, once their writes are committed).
+    pub fn flush_events(&mut self) {
+        self.events.flush();
     }
 
     /// The deployments part with the other parts an engine step needs.
@@ -79,6 +107,7 @@ impl Core {
                 store: &self.store,
                 registry: &mut self.registry,
                 directives: &mut self.directives,
+                events: &mut self.events,
             },
         )
     }
@@ -139,8 +168,21 @@ impl Core {
         self.store.open_batch()?;
         let mut failed = None;
         for id in ids {
+            let silent = self
+                .registry
+                .get(id)
+                .ok()
+                .and_then(|d| d.last_seen)
+                .map(|t| now.saturating_sub(t));
             match self.registry.mark_offline(&self.store, id, now) {
                 Ok(true) => {
+                    self.events.emit(
+                        EventKind::DeviceOffline,
+                        now,
+                        None,
+                        Some(id),
+                        json!({ "silent_ms": silent }),
+                    );
                     let (deployments, mut env) = self.engines();
                     deployments.feed(&mut env, id, now, |_| vec![DeviceEvent::Offline]);
                 }
@@ -252,6 +294,11 @@ impl Core {
         f: impl FnOnce(&DeploymentDoc, &Rollout) -> T,
     ) -> Result<T, ServiceError> {
         self.deployments.with_deployment(&self.store, id, f)
+    }
+
+    /// Targets of the unfinished deployments by status (`/metrics`).
+    pub fn target_counts(&self) -> std::collections::HashMap<&'static str, u64> {
+        self.deployments.target_counts()
     }
 
     /// Every deployment id with its status and flow, oldest first.
@@ -482,6 +529,11 @@ impl Core {
     /// its meaning is fed to the engines of the deployments that target the device: back
     /// online, the applied directive's progress, and its health.
     pub fn device_report(&mut self, r: DeviceReport, now: Millis) -> Result<(), ServiceError> {
+        let health_before = self
+            .registry
+            .get(&r.device_id)
+            .ok()
+            .and_then(|d| d.health.as_ref().map(|h| h.status));
         let was_offline = match self.registry.admit(&self.store, &r, now)? {
             Admission::KeyMismatch(detail) => {
                 self.audit
@@ -492,6 +544,26 @@ impl Core {
             Admission::Accepted { was_offline } => was_offline,
         };
         let id = r.device_id.as_str();
+        if was_offline {
+            self.events
+                .emit(EventKind::DeviceOnline, now, None, Some(id), json!({}));
+        }
+        let health_now = self
+            .registry
+            .get(id)
+            .ok()
+            .and_then(|d| d.health.as_ref().map(|h| h.status));
+        if let Some(to) = health_now
+            && health_before != Some(to)
+        {
+            self.events.emit(
+                EventKind::DeviceHealth,
+                now,
+                None,
+                Some(id),
+                json!({ "from": health_before.map(|h| h.as_str()), "to": to.as_str() }),
+            );
+        }
         if let Ok(record) = self.registry.get(id) {
             self.rollups.observe(record, &r, now);
         }
@@ -542,6 +614,8 @@ impl Core {
     /// Reads the registry, the desired directives and the unfinished deployments back from
     /// the store.
     fn reload(&mut self) -> Result<(), ServiceError> {
+        // Nothing staged since the last flush was committed.
+        self.events.discard();
         self.registry = Registry::load(&self.store, self.settings.offline_after)?;
         self.directives = Directives::load(
             &self.store,

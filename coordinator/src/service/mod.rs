@@ -41,7 +41,9 @@ mod audit;
 mod core;
 mod deployments;
 mod directives;
+pub mod events;
 mod flows;
+mod hooks;
 mod hygiene;
 mod ingest;
 pub mod model;
@@ -51,8 +53,10 @@ mod registry;
 mod rollups;
 mod strategy;
 pub mod vars;
+pub mod webhooks;
 
 pub use self::core::Core;
+pub use self::hooks::MAX_HOOKS;
 pub use self::ingest::{events_for, health_input};
 pub use self::model::{
     ArtifactBlob, ArtifactSummary, DEFAULT_OFFLINE_AFTER, DeploymentDoc, GateRecord, IngestStatus,
@@ -60,6 +64,7 @@ pub use self::model::{
 };
 pub use self::rollups::RollupCounters;
 pub use self::strategy::{config_json, strategy_config};
+use self::webhooks::Webhooks;
 
 use crate::store::{DEFAULT_CALLER, ReadPool, Store, StoreError};
 use floe_rollout::Millis;
@@ -265,6 +270,10 @@ pub struct ServiceHandle {
     reports: mpsc::Sender<Ingest>,
     counters: Arc<IngestCounters>,
     published: watch::Receiver<u64>,
+    /// The event bus (subscribe without the actor).
+    events: Arc<events::EventBus>,
+    /// The webhook deliveries (off the actor).
+    webhooks: Arc<Webhooks>,
     /// Read-only connections (None for an in-memory store: reads then go through the actor).
     reads: Option<Arc<Reads>>,
     /// Length of one health rollup window.
@@ -412,6 +421,16 @@ impl ServiceHandle {
         self.published.clone()
     }
 
+    /// The event bus: subscribe to the service's events, read its counters.
+    pub fn events(&self) -> &Arc<events::EventBus> {
+        &self.events
+    }
+
+    /// The webhook runtime: running hooks, their queues and delivery logs.
+    pub fn webhooks(&self) -> &Arc<Webhooks> {
+        &self.webhooks
+    }
+
     /// Length of one health rollup window (ms).
     pub fn health_window(&self) -> Millis {
         self.health_window
@@ -425,6 +444,13 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     let (reports_tx, mut reports_rx) = mpsc::channel::<Ingest>(INGEST_QUEUE);
     let mut batch: Vec<Ingest> = Vec::with_capacity(INGEST_BATCH);
     let published = core.published_receiver();
+    let events = core.event_bus();
+    let webhooks = Webhooks::new(Arc::clone(&events), core.delivery_settings());
+    match core.store().hooks() {
+        Ok(hooks) => hooks.into_iter().for_each(|h| webhooks.start(h)),
+        Err(e) => tracing::error!(error = %e, "reading the webhooks; none is delivered to"),
+    }
+    let actor_webhooks = Arc::clone(&webhooks);
     let health_window = core.health_window();
     let reads = core.store().read_pool(READERS).map(|pool| {
         Arc::new(Reads {
@@ -439,6 +465,7 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     let actor = async move {
         // Resume: tick once so timeouts that passed while the coordinator was down fire now.
         core.tick(unix_ms());
+        core.flush_events();
         // The offline check is due at a fixed time, not "a second after the last event":
         // jobs (reports, API calls) can arrive more often than that, and a deadline that moved
         // with every job would never come.
@@ -448,6 +475,7 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             let due = core.next_wake(now).min(next_check);
             if due <= now {
                 core.tick(now);
+                core.flush_events();
                 next_check = now + OFFLINE_CHECK;
                 continue;
             }
@@ -485,7 +513,10 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
                     next_check = now + OFFLINE_CHECK;
                 }
             }
+            // What the event committed is announced now (a failed commit discarded its events).
+            core.flush_events();
         }
+        actor_webhooks.stop_all();
         tracing::info!("coordinator service stopped");
     };
     let task = tokio::task::spawn_blocking(move || runtime.block_on(actor));
@@ -495,6 +526,8 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
             reports: reports_tx,
             counters: Arc::new(IngestCounters::default()),
             published,
+            events,
+            webhooks,
             reads,
             health_window,
         },

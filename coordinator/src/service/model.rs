@@ -40,6 +40,11 @@ pub struct ServiceConfig {
     /// Engine inputs logged between two snapshots of a deployment (default 20 000; at least
     /// twice the deployment's targets, so a snapshot's cost per input does not grow with it).
     pub snapshot_every: u64,
+    /// Events kept in memory for clients that resume (default 10 000:
+    /// [`DEFAULT_EVENT_RING`](super::events::DEFAULT_EVENT_RING)).
+    pub event_ring: usize,
+    /// Attempts per webhook delivery before the event is given up (default 6).
+    pub hook_attempts: u32,
     /// Length of one health rollup window (default 1 min): the fleet's health is aggregated
     /// per device group in memory and written once per window.
     pub health_window: Millis,
@@ -56,6 +61,8 @@ impl ServiceConfig {
             directive_ttl_secs: 3600,
             artifact_ttl_days: 365,
             snapshot_every: 20_000,
+            event_ring: super::events::DEFAULT_EVENT_RING,
+            hook_attempts: 6,
             health_window: 60_000,
             health_retention: 24 * 3_600_000,
         }

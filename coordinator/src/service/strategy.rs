@@ -95,6 +95,25 @@ pub fn strategy_config(
     Ok(c)
 }
 
+/// `stuck_after` when a deployment does not set it.
+pub(super) const DEFAULT_STUCK_AFTER: Millis = 30 * floe_rollout::MINUTE;
+
+/// The `config.stuck_after` a request sets, as the config shows it (the default when absent).
+/// Parsed with the engine's duration parser (units, overflow); zero is refused.
+pub(super) fn stuck_after_field(input: &ConfigInput) -> Result<String, ServiceError> {
+    let Some(v) = input.stuck_after.as_deref() else {
+        return Ok(format_duration(DEFAULT_STUCK_AFTER));
+    };
+    let ms = parse_duration(v).map_err(|e| validation("config.stuck_after", e.to_string()))?;
+    if ms == 0 {
+        return Err(validation(
+            "config.stuck_after",
+            "must be longer than zero (a deployment is stuck after this long without progress)",
+        ));
+    }
+    Ok(format_duration(ms))
+}
+
 /// The config as the API shows it (the request's names and units, defaults filled in).
 pub fn config_json(c: &StrategyConfig) -> DeploymentConfig {
     DeploymentConfig {
@@ -121,6 +140,7 @@ pub fn config_json(c: &StrategyConfig) -> DeploymentConfig {
             })
             .collect(),
         max_parallel: c.max_parallel,
+        stuck_after: format_duration(DEFAULT_STUCK_AFTER),
     }
 }
 

@@ -1036,3 +1036,209 @@ async fn the_actor_answers_signals_publishes_and_stops_on_shutdown() {
 
 #[path = "vars_tests.rs"]
 mod vars_tests;
+
+/// Every event published so far, oldest first.
+fn published_events(core: &mut Core) -> Vec<crate::contract::Event> {
+    core.flush_events();
+    core.event_bus()
+        .kept()
+        .iter()
+        .map(|e| (**e).clone())
+        .collect()
+}
+
+#[test]
+fn a_deployment_announces_its_status_stages_gates_and_transitions_in_order() {
+    use crate::contract::EventKind;
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = core_at(dir.path());
+    let mut now = T0;
+    let flow = published(&mut core, now);
+    let mut devs: Vec<Dev> = (0..3).map(|i| Dev::new("d", 40 + i)).collect();
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    let before = published_events(&mut core);
+    assert_eq!(
+        before
+            .iter()
+            .filter(|e| e.kind == EventKind::DeviceOnline)
+            .count(),
+        3,
+        "{before:#?}"
+    );
+    assert!(before.iter().any(|e| e.kind == EventKind::DeviceHealth));
+    let id = deploy(&mut core, &flow, &devs, "rolling", now);
+    run(&mut core, &mut devs, &id, &mut now);
+    let all = published_events(&mut core);
+    // Ids grow by one, with nothing missing.
+    for w in all.windows(2) {
+        assert_eq!(w[1].id, w[0].id + 1);
+    }
+    let of_dep: Vec<_> = all
+        .iter()
+        .filter(|e| e.deployment_id.as_deref() == Some(id.as_str()))
+        .collect();
+    let statuses: Vec<&str> = of_dep
+        .iter()
+        .filter(|e| e.kind == EventKind::DeploymentStatus)
+        .map(|e| e.data["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.first(), Some(&"running"), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&"completed"), "{statuses:?}");
+    assert!(of_dep.iter().any(|e| e.kind == EventKind::DeploymentStage));
+    let gate = of_dep
+        .iter()
+        .find(|e| e.kind == EventKind::GateVerdict && e.data["verdict"] == "pass")
+        .expect("a passing gate");
+    assert!(gate.data["checks"].is_array());
+    // Each device walks from pending to success, each step announced once with its `from`.
+    for d in &devs {
+        let steps: Vec<(String, String)> = of_dep
+            .iter()
+            .filter(|e| {
+                e.kind == EventKind::TargetTransition && e.device_id.as_deref() == Some(&d.id)
+            })
+            .map(|e| {
+                (
+                    e.data["from"].as_str().unwrap().to_string(),
+                    e.data["to"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            steps.first().map(|s| s.0.as_str()),
+            Some("pending"),
+            "{steps:?}"
+        );
+        assert_eq!(
+            steps.last().map(|s| s.1.as_str()),
+            Some("success"),
+            "{steps:?}"
+        );
+        for w in steps.windows(2) {
+            assert_eq!(w[0].1, w[1].0, "transitions chain: {steps:?}");
+        }
+    }
+    assert!(all.iter().all(|e| e.at.ends_with('Z')));
+}
+
+#[test]
+fn a_stalled_deployment_is_announced_stuck_once_after_its_deadline_and_again_after_progress() {
+    use crate::contract::EventKind;
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = core_at(dir.path());
+    let now = T0;
+    let flow = published(&mut core, now);
+    let mut devs: Vec<Dev> = (0..2).map(|i| Dev::new("d", 60 + i)).collect();
+    for d in devs.iter_mut() {
+        allow(&mut core, d, now);
+    }
+    let refused = core.create_deployment(
+        DeploymentInput {
+            flow_id: flow.clone(),
+            strategy: "rolling".into(),
+            target_devices: Some(devs.iter().map(|d| d.id.clone()).collect()),
+            selector: None,
+            config: ConfigInput {
+                stuck_after: Some("99999999999999999d".into()),
+                ..ConfigInput::default()
+            },
+        },
+        now,
+    );
+    match refused {
+        Err(ServiceError::Validation { field, .. }) => assert_eq!(field, "config.stuck_after"),
+        other => panic!("an overflowing stuck_after must be refused: {other:?}"),
+    }
+    let id = core
+        .create_deployment(
+            DeploymentInput {
+                flow_id: flow,
+                strategy: "rolling".into(),
+                target_devices: Some(devs.iter().map(|d| d.id.clone()).collect()),
+                selector: None,
+                config: ConfigInput {
+                    batch_size: Some(1),
+                    stuck_after: Some("10s".into()),
+                    ..ConfigInput::default()
+                },
+            },
+            now,
+        )
+        .unwrap();
+    let shown = core
+        .with_deployment(&id, |d, _| d.config.stuck_after.clone())
+        .unwrap();
+    assert_eq!(shown, "10s");
+    core.command(&id, Command::Start, now).unwrap();
+    // Each operation's events carry its time: collect them with it.
+    let mut timeline: Vec<(u64, crate::contract::Event)> = Vec::new();
+    let mut seen = 0u64;
+    let mut collect =
+        |core: &mut Core, at: u64, timeline: &mut Vec<(u64, crate::contract::Event)>| {
+            for e in published_events(core) {
+                if e.id > seen {
+                    seen = e.id;
+                    timeline.push((at, e));
+                }
+            }
+        };
+    collect(&mut core, now, &mut timeline);
+    // Nobody reports for 25 s (under the 30 s offline limit), then the devices carry out their
+    // directives, then silence again for 25 s; the clock ticks every 250 ms.
+    let mut t = now;
+    while t < now + 25_000 {
+        t += 250;
+        core.tick(t);
+        collect(&mut core, t, &mut timeline);
+    }
+    for d in devs.iter_mut() {
+        d.step(&mut core, t);
+    }
+    collect(&mut core, t, &mut timeline);
+    let resumed = t;
+    while t < resumed + 25_000 {
+        t += 250;
+        core.tick(t);
+        collect(&mut core, t, &mut timeline);
+    }
+    // Every stuck event comes 10 s (one tick at most later) after the last progress it names,
+    // once per stall: the first names the start, a later one names the devices' reports (or a
+    // step the engine took after them, as a directive issued is progress too).
+    let stucks: Vec<(u64, u64)> = timeline
+        .iter()
+        .filter(|(_, e)| e.kind == EventKind::DeploymentStuck)
+        .map(|(at, e)| {
+            assert_eq!(e.data["stuck_after"], "10s");
+            let since = (*at - 25_000..=*at)
+                .find(|ms| e.data["since"] == crate::store::rfc3339(*ms))
+                .unwrap_or_else(|| panic!("since is not within the stall: {e:?}"));
+            (*at, since)
+        })
+        .collect();
+    assert_eq!(stucks.first(), Some(&(now + 10_250, now)), "{stucks:?}");
+    for (at, since) in &stucks {
+        assert!((10_001..=10_250).contains(&(at - since)), "{stucks:?}");
+    }
+    for w in stucks.windows(2) {
+        assert!(w[0].1 < w[1].1, "once per stall: {stucks:?}");
+    }
+    assert!(
+        stucks.iter().any(|(_, since)| *since >= resumed),
+        "the stall after the reports is announced: {stucks:?}"
+    );
+    // A paused deployment is not stuck.
+    core.command(&id, Command::Pause, t).unwrap();
+    collect(&mut core, t, &mut timeline);
+    let n = timeline.len();
+    core.tick(t + 60_000);
+    collect(&mut core, t + 60_000, &mut timeline);
+    assert!(
+        timeline[n..]
+            .iter()
+            .all(|(_, e)| e.kind != EventKind::DeploymentStuck),
+        "{:#?}",
+        &timeline[n..]
+    );
+}

@@ -25,6 +25,7 @@ use std::path::Path;
 
 mod api_tokens;
 mod devices;
+mod hooks;
 mod journal;
 mod read;
 mod records;
@@ -33,6 +34,7 @@ mod tokens;
 mod vars;
 
 pub use api_tokens::{ApiTokenRecord, api_token_hash};
+pub use hooks::HookRecord;
 pub use journal::{LoggedInput, SNAPSHOT_VERSION};
 pub use read::ReadPool;
 pub use records::{
@@ -203,6 +205,15 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER,
         last_used_at INTEGER
      ) WITHOUT ROWID;",
+    // 7: webhooks (see `hooks`): where events are POSTed, their filters and signing secret.
+    "CREATE TABLE hooks (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        kinds TEXT NOT NULL,
+        deployment_id TEXT,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );",
 ];
 
 fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {

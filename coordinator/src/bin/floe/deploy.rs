@@ -361,6 +361,7 @@ fn follow(c: &Client, id: &str, interval: Duration, json_out: bool) -> Result<Ex
         mode,
         limit: None,
         interrupted: None,
+        live: true,
     };
     let d = if json_out {
         let d = watch::watch(c, id, &opts)?;

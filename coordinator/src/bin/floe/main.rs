@@ -12,10 +12,12 @@ mod deploy;
 mod device;
 mod flow;
 mod health;
+mod hooks;
 mod join;
 mod keys;
 mod loadtest;
 mod notify;
+mod nudge;
 mod vars;
 mod watch;
 
@@ -58,6 +60,8 @@ enum Command {
     Token(token::TokenArgs),
     /// The coordinator's audit log.
     Audit(audit::AuditArgs),
+    /// Webhooks: signed POSTs of live events (deployment status, gates, devices offline …).
+    Hook(hooks::HookArgs),
     /// A coordinator, N floed devices and a broker on loopback: deploy, then roll back a
     /// broken version.
     Demo(demo::DemoArgs),
@@ -91,6 +95,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::EnrollToken(args) => device::run_enroll_token(args),
         Command::Token(args) => token::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Hook(args) => hooks::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Loadtest(args) => loadtest::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),

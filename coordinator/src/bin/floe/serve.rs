@@ -58,6 +58,14 @@ pub(crate) struct ServeArgs {
     /// How long a REST request may take, reading its body included (503 after it).
     #[arg(long, default_value = "60s")]
     request_timeout: String,
+    /// Events kept in memory for event-stream clients that resume with Last-Event-ID.
+    #[arg(long, default_value_t = floe_coordinator::service::events::DEFAULT_EVENT_RING as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    event_ring: u64,
+    /// Attempts per webhook delivery (retried after 1 s, 2 s, 4 s ... up to 60 s) before the
+    /// event is given up.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=20))]
+    hook_max_attempts: u32,
     /// Each API token's sustained rate, in requests per second (0: unlimited); over it the
     /// API answers 429 with Retry-After. Device report routes are not counted.
     #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_RATE)]
@@ -113,6 +121,8 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
             parse_duration(v).with_context(|| flag.to_string())?,
         ))
     };
+    config.event_ring = usize::try_from(args.event_ring).context("--event-ring")?;
+    config.hook_attempts = args.hook_max_attempts;
     config.api.rate = floe_coordinator::api::ratelimit::RateLimit {
         per_sec: args.rate_limit,
         burst: args.rate_burst,
@@ -253,6 +263,28 @@ mod tests {
         assert!(e.contains("--idle-timeout") && e.contains("3600s"), "{e}");
         let e = format!("{:#}", parse(&["--request-timeout", "soon"]).unwrap_err());
         assert!(e.contains("--request-timeout"), "{e}");
+    }
+
+    #[test]
+    fn event_flags_set_the_ring_and_the_attempts_and_refuse_what_is_out_of_range() {
+        let c = parse(&[]).unwrap();
+        assert_eq!((c.event_ring, c.hook_attempts), (10_000, 6));
+        let c = parse(&["--event-ring", "50", "--hook-max-attempts", "2"]).unwrap();
+        assert_eq!((c.event_ring, c.hook_attempts), (50, 2));
+        let argv = |extra: &[&'static str]| {
+            let mut v = vec!["floe", "--data-dir", "/nonexistent/floe-test"];
+            v.extend_from_slice(extra);
+            v
+        };
+        for bad in [
+            ["--event-ring", "0"],
+            ["--event-ring", "2000000"],
+            ["--hook-max-attempts", "0"],
+            ["--hook-max-attempts", "21"],
+        ] {
+            let e = Cli::try_parse_from(argv(&bad)).unwrap_err().to_string();
+            assert!(e.contains(bad[0]), "{e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `floe deploy status ID --watch`: live progress of a deployment.
 //!
-//! The watch polls `GET /deployments/:id` (every 500 ms by default; in line mode also the first
+//! The watch refreshes when the coordinator's event stream says the deployment changed
+//! (`nudge`: at once on an event, at least every 2 s), and falls back to polling when the
+//! stream is not there. A refresh fetches `GET /deployments/:id` (polls: every 500 ms by default; in line mode also the first
 //! page of `GET /deployments/:id/targets`, at most [`MAX_WATCHED_TARGETS`]) and shows, on a terminal,
 //! one indicatif bar per stage (canary, wave, batch: devices done out of devices in the stage,
 //! with that stage's counts by target status) under a header line with the status, the current
@@ -406,6 +408,8 @@ pub(crate) struct WatchOptions<'a> {
     pub(crate) limit: Option<Duration>,
     /// Set by a signal handler to stop the watch early (with an error).
     pub(crate) interrupted: Option<&'a AtomicBool>,
+    /// Refresh on the coordinator's event stream (`nudge`), polling only without it.
+    pub(crate) live: bool,
 }
 
 /// Polls until the deployment is terminal and returns its last state.
@@ -418,6 +422,8 @@ pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Resul
         None
     };
     let mut failures = 0u32;
+    // Started after the first answer, so a deployment that does not exist costs no stream.
+    let mut nudges: Option<crate::nudge::Nudges> = None;
     loop {
         if opts.interrupted.is_some_and(|f| f.load(Ordering::Relaxed)) {
             bail!("interrupted while watching deployment {id}");
@@ -473,7 +479,13 @@ pub(crate) fn watch(client: &Client, id: &str, opts: &WatchOptions<'_>) -> Resul
             }
             return Ok(d);
         }
-        std::thread::sleep(opts.interval);
+        if opts.live && nudges.is_none() {
+            nudges = Some(crate::nudge::Nudges::start(client, id));
+        }
+        match &nudges {
+            Some(n) => n.wait(opts.interval),
+            None => std::thread::sleep(opts.interval),
+        }
     }
 }
 
@@ -780,6 +792,7 @@ pub(crate) mod tests {
             mode: Mode::Quiet,
             limit: Some(Duration::from_secs(10)),
             interrupted: None,
+            live: false,
         }
     }
 

@@ -6,10 +6,12 @@
 //! the write set of one input is in one place.
 
 use super::{Deployments, Env, ServiceError, head_json, json_err, track_json};
+use crate::contract::EventKind;
 use crate::service::MAX_GATES;
 use crate::service::audit::AuditBatch;
 use crate::service::model::GateRecord;
 use floe_rollout::{Action, DeploymentStatus, DirectiveKind, Input, Millis, TargetStatus};
+use serde_json::{Value, json};
 
 impl Deployments {
     /// Applies drained engine actions to the document and writes what changed in one
@@ -34,13 +36,34 @@ impl Deployments {
         // Directives need store generations, so they are built and signed inside the
         // transaction below; a signing failure there rolls the whole step back.
         let mut directives: Vec<(usize, DirectiveKind)> = Vec::new();
+        // Events of this step, staged once its transaction committed.
+        let mut events: Vec<(EventKind, Option<String>, Value)> = Vec::new();
+        let mut progressed = false;
         for action in actions {
             match action {
                 Action::Directive { device, kind, .. } => {
+                    // A device handed its next step (stage, switch, commit) is progress too,
+                    // though its target status stays `deploying`.
+                    progressed = true;
                     directives.push((device as usize, kind));
                 }
                 Action::Target { device, status } => {
                     let dev = plan_ids.get(device as usize).map(String::as_str);
+                    if let Some(from) = active.announced.get_mut(device as usize)
+                        && *from != status
+                    {
+                        events.push((
+                            EventKind::TargetTransition,
+                            dev.map(str::to_string),
+                            json!({
+                                "from": from.as_str(),
+                                "to": status.as_str(),
+                                "stage": active.engine.target_stage(device),
+                            }),
+                        ));
+                        *from = status;
+                        progressed = true;
+                    }
                     if matches!(
                         status,
                         TargetStatus::Failed | TargetStatus::Quarantined | TargetStatus::Skipped
@@ -62,6 +85,22 @@ impl Deployments {
                 }
                 Action::Gate(g) => {
                     active.head_dirty = true;
+                    events.push((
+                        EventKind::GateVerdict,
+                        None,
+                        json!({
+                            "stage": g.stage,
+                            "gate": g.gate.as_str(),
+                            "verdict": g.verdict.as_str(),
+                            "reason": g.reason,
+                            "checks": g.checks.iter().map(|c| json!({
+                                "name": c.name,
+                                "value": c.value,
+                                "limit": c.limit,
+                                "pass": c.pass,
+                            })).collect::<Vec<_>>(),
+                        }),
+                    ));
                     audit.push(
                         now,
                         "engine",
@@ -89,6 +128,13 @@ impl Deployments {
                 }
                 Action::Deployment { status, reason } => {
                     active.head_dirty = true;
+                    events.push((
+                        EventKind::DeploymentStatus,
+                        None,
+                        json!({"status": status.as_str(), "reason": reason}),
+                    ));
+                    // Starting and resuming restart the stall clock too.
+                    progressed = true;
                     audit.push(
                         now,
                         "engine",
@@ -118,6 +164,21 @@ impl Deployments {
                     audit.push(at, "engine", "rollout", (None, Some(id)), "ok", event)
                 }
             }
+        }
+        let stage = active.engine.current_stage();
+        if stage != active.stage {
+            active.stage = stage;
+            progressed = true;
+            let spec = active.engine.plan().stages.get(stage as usize);
+            events.push((
+                EventKind::DeploymentStage,
+                None,
+                json!({
+                    "stage": stage,
+                    "name": spec.map(|s| s.name.as_str()),
+                    "kind": spec.map(|s| s.kind),
+                }),
+            ));
         }
         let mut new_desired = Vec::with_capacity(directives.len());
         let devices_changed = env.registry.to_quarantine(&quarantine);
@@ -181,6 +242,14 @@ impl Deployments {
             audit.write(s)?;
             Ok(())
         })?;
+        if progressed {
+            active.last_progress = now;
+            active.stuck_announced = false;
+        }
+        for (kind, device, data) in events {
+            env.events
+                .emit(kind, now, Some(id), device.as_deref(), data);
+        }
         active.seq = seq;
         active.dirty.clear();
         active.head_dirty = false;

@@ -15,9 +15,11 @@
 //! router.
 
 mod apply;
+mod stuck;
 
 use super::audit::line;
 use super::directives::Directives;
+use super::events::EventSink;
 use super::model::{ArtifactSummary, DeploymentDoc, DeploymentInput, TargetTrack};
 use super::registry::Registry;
 use super::strategy::{config_json, plan_error, strategy_config};
@@ -27,7 +29,7 @@ use super::{
 use crate::store::{ArtifactRecord, DeploymentRow, FlowRecord, SNAPSHOT_VERSION, Store};
 use floe_rollout::{
     Command, DeploymentStatus, DeviceEvent, HealthReport, Input, Millis, Plan, Rollout,
-    RolloutError, Strategy, TargetFlags, TargetSpec,
+    RolloutError, Strategy, TargetFlags, TargetSpec, TargetStatus,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -39,6 +41,8 @@ pub(super) struct Env<'a> {
     pub(super) registry: &'a mut Registry,
     /// The directives (signing, the desired posts).
     pub(super) directives: &'a mut Directives,
+    /// Where a step's events are staged (published after the commit).
+    pub(super) events: &'a mut EventSink,
 }
 
 /// An unfinished deployment in memory.
@@ -56,6 +60,16 @@ struct Active {
     dirty: BTreeSet<u32>,
     /// Whether the document head (status, times, gates) changed since it was last written.
     head_dirty: bool,
+    /// Each target's status as last announced (the `from` of a `target.transition`).
+    announced: Vec<TargetStatus>,
+    /// The stage last announced.
+    stage: u32,
+    /// When the deployment last made progress (a target transition or a stage change).
+    last_progress: Millis,
+    /// Whether `deployment.stuck` was announced since the last progress.
+    stuck_announced: bool,
+    /// How long without progress makes the deployment stuck (its `config.stuck_after`).
+    stuck_after: Millis,
 }
 
 impl Active {
@@ -69,7 +83,19 @@ impl Active {
             .enumerate()
             .map(|(i, id)| (id.clone(), i as u32))
             .collect();
+        let announced = (0..engine.plan().ids.len())
+            .map(|i| {
+                u32::try_from(i)
+                    .ok()
+                    .and_then(|i| engine.target_status(i))
+                    .unwrap_or(TargetStatus::Pending)
+            })
+            .collect();
+        let last_progress = doc.started_at.unwrap_or(doc.created_at);
+        let stuck_after = stuck::parse_stuck_after(&doc.config.stuck_after);
         Self {
+            stuck_after,
+            stage: engine.current_stage(),
             doc,
             engine,
             index,
@@ -77,6 +103,9 @@ impl Active {
             snapshot_seq,
             dirty: BTreeSet::new(),
             head_dirty: false,
+            announced,
+            last_progress,
+            stuck_announced: false,
         }
     }
 }
@@ -166,6 +195,22 @@ impl Deployments {
         })
     }
 
+    /// Targets of the unfinished deployments by status (O(1) per target).
+    pub(super) fn target_counts(&self) -> HashMap<&'static str, u64> {
+        let mut counts = HashMap::new();
+        for a in self.active.values() {
+            for i in 0..a.engine.plan().ids.len() {
+                if let Some(s) = u32::try_from(i)
+                    .ok()
+                    .and_then(|i| a.engine.target_status(i))
+                {
+                    *counts.entry(s.as_str()).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+
     /// The earliest engine timeout, or the next offline check if sooner.
     pub(super) fn next_wake(&self, now: Millis) -> Millis {
         self.active
@@ -187,6 +232,7 @@ impl Deployments {
                 tracing::warn!(deployment = %id, error = %e, "engine tick failed");
             }
         }
+        self.check_stuck(env.events, now);
     }
 
     /// The unfinished deployment a flow version is used by, if any.
@@ -390,7 +436,8 @@ impl Deployments {
         }
         let seed_hex = random_token(8)?;
         let seed = u64::from_str_radix(&seed_hex, 16).unwrap_or(1);
-        let config_view = config_json(&config);
+        let mut config_view = config_json(&config);
+        config_view.stuck_after = super::strategy::stuck_after_field(&input.config)?;
         let plan = Plan::new(artifact.name.clone(), config, specs, &baselines, seed)
             .map_err(plan_error)?;
         let engine = Rollout::new(plan, now);
@@ -529,6 +576,7 @@ impl Deployments {
             Ok(()) => batch.commit().map_err(ServiceError::from),
             Err(e) => {
                 drop(batch);
+                env.events.discard();
                 self.reload(store, id);
                 Err(e)
             }

@@ -698,6 +698,7 @@ fn deploy_and_watch(
         },
         limit: Some(Duration::from_secs(timeout_secs)),
         interrupted: Some(&INTERRUPTED),
+        live: true,
     };
     let result = watch::watch(client, &d.id, &opts);
     server.check_running()?;
