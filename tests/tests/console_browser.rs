@@ -330,7 +330,10 @@ fn console_drives_a_real_fleet_in_chromium() {
     );
     assert_eq!(scenario["default_canary_percentage"], "3", "{scenario}");
     assert_eq!(scenario["default_wave_count"], 3, "{scenario}");
-    assert_eq!(scenario["viewer_who"], "watcher (viewer, read-only)", "{scenario}");
+    assert_eq!(
+        scenario["viewer_who"], "watcher (viewer, read-only)",
+        "{scenario}"
+    );
     assert_eq!(scenario["viewer_write_controls"], 0, "{scenario}");
     println!(
         "console scenario: {:.1} s, live view {}; seconds per step: {}",
