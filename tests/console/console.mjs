@@ -182,6 +182,25 @@ try {
     await page.locator('#audit tbody tr').first().waitFor();
     result.audit_rows = await page.locator('#audit tbody tr').count();
     await shot(page, '10-audit');
+
+    begin('sign in as a viewer: read-only');
+    await page.click('header button.link');
+    await page.fill('#token', env('VIEWER_TOKEN'));
+    await page.click('button[type=submit]');
+    await page.locator('#who').waitFor();
+    result.viewer_who = (await page.locator('#who').textContent()).trim();
+    await page.click('header nav a[href="#/deployments"]');
+    await page.locator('h2', { hasText: 'Deployments' }).waitFor();
+    let writes = await page.locator('#new-deployment').count();
+    await page.goto(`${url}/#/deployments/${rollbackId}`);
+    await page.locator('#deployment[data-status=rolled_back]').waitFor();
+    writes += await page.locator('#commands button:visible').count();
+    await page.click('header nav a[href="#/flows"]');
+    await page.click(`a[data-flow="${flowId}"]`);
+    await page.locator('#flow-graph g.node').first().waitFor();
+    writes += await page.getByRole('button', { name: 'Publish' }).filter({ visible: true }).count();
+    result.viewer_write_controls = writes;
+    await shot(page, '11-viewer');
   }
   begin('done');
   if (external.length) throw new Error(`requests outside the coordinator: ${external.join(', ')}`);

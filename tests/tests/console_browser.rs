@@ -279,6 +279,18 @@ fn console_drives_a_real_fleet_in_chromium() {
         e.extend(extra.iter().cloned());
         e
     };
+    // A viewer's token: the console signs it in read-only (no write buttons).
+    let viewer = coord
+        .client
+        .call(
+            Method::Post,
+            "/tokens",
+            Some(&json!({"name": "watcher", "role": "viewer"})),
+        )
+        .unwrap();
+    assert_eq!(viewer.status, 201, "{}", viewer.text);
+    let viewer: serde_json::Value = serde_json::from_str(&viewer.text).unwrap();
+    let viewer_token = viewer["token"].as_str().unwrap().to_string();
     let scenario = {
         // Created now, started by the API; by the time the browser reaches it, its canary
         // waits for approval.
@@ -297,6 +309,7 @@ fn console_drives_a_real_fleet_in_chromium() {
                 ("DRAFT_ID", draft.clone()),
                 ("DEVICES", ids.join(",")),
                 ("ROLLBACK_ID", second.clone()),
+                ("VIEWER_TOKEN", viewer_token.clone()),
             ]),
         );
         assert_eq!(coord.deployment(&second).status.as_str(), "rolled_back");
@@ -317,6 +330,11 @@ fn console_drives_a_real_fleet_in_chromium() {
     );
     assert_eq!(scenario["default_canary_percentage"], "3", "{scenario}");
     assert_eq!(scenario["default_wave_count"], 3, "{scenario}");
+    assert_eq!(
+        scenario["viewer_who"], "watcher (viewer, read-only)",
+        "{scenario}"
+    );
+    assert_eq!(scenario["viewer_write_controls"], 0, "{scenario}");
     println!(
         "console scenario: {:.1} s, live view {}; seconds per step: {}",
         started.elapsed().as_secs_f64(),

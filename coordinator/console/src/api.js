@@ -2,12 +2,32 @@
 // bearer token (kept in sessionStorage: gone when the tab closes), and the live event stream.
 
 const KEY = 'floe.token';
+const WHO = 'floe.who';
 let onSignedOut = () => {};
+
+// Roles that change things (the coordinator's role matrix, SECURITY.md): admin and operator.
+// A viewer's console shows no write buttons; the server refuses them anyway (403).
+const WRITERS = ['admin', 'operator'];
 
 export const session = {
   token: () => sessionStorage.getItem(KEY),
-  set: (t) => sessionStorage.setItem(KEY, t),
-  clear: () => sessionStorage.removeItem(KEY),
+  set: (t, who) => {
+    sessionStorage.setItem(KEY, t);
+    sessionStorage.setItem(WHO, JSON.stringify(who || {}));
+  },
+  clear: () => {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(WHO);
+  },
+  /** `{name, role}` of the signed-in token (from GET /whoami at sign-in). */
+  who: () => {
+    try {
+      return JSON.parse(sessionStorage.getItem(WHO) || '{}');
+    } catch {
+      return {};
+    }
+  },
+  canWrite: () => WRITERS.includes(session.who().role),
   onSignedOut: (f) => {
     onSignedOut = f;
   },

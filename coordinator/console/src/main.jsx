@@ -32,9 +32,13 @@ function SignIn({ onDone }) {
     setBusy(true);
     setError(null);
     try {
-      // A cheap authenticated read: a wrong token gets 401 here.
-      await api('/status', { token: token.trim() });
-      session.set(token.trim());
+      // Who the token is: a wrong token gets 401 here, and the role decides what the console
+      // offers (a viewer reads only; an enroller's token reads nothing the console shows).
+      const who = await api('/whoami', { token: token.trim() });
+      if (who.role === 'enroller') {
+        throw new Error(`Token ${who.name} has the role enroller, which can only create enrollment tokens; sign in with a viewer, operator or admin token.`);
+      }
+      session.set(token.trim(), who);
       onDone();
     } catch (err) {
       setError(err.status === 401 ? new Error('That token is not valid for this coordinator.') : err);
@@ -91,6 +95,9 @@ function App() {
             </a>
           ))}
         </nav>
+        <span class="muted small" id="who">
+          {session.who().name} ({session.who().role}{session.canWrite() ? '' : ', read-only'})
+        </span>
         <button
           class="link"
           onClick={() => {

@@ -14,16 +14,7 @@ const T0: u64 = 1_800_000_000_000;
 const MIN: u64 = 60_000;
 
 fn core_at(dir: &Path) -> Core {
-    let store = Store::open(&dir.join("floe.db")).unwrap();
-    let mut config = ServiceConfig::new(dir.to_path_buf());
-    config.offline_after = 3_600_000;
-    Core::new(
-        store,
-        config,
-        SigningKey::from_bytes(&[1; 32]),
-        SigningKey::from_bytes(&[2; 32]),
-    )
-    .unwrap()
+    super::tests::core_with(dir, 20_000)
 }
 
 struct Dev {

@@ -22,7 +22,7 @@ fn core_at(dir: &Path) -> Core {
 }
 
 /// A core on `dir` whose engines are snapshotted every `snapshot_every` inputs.
-fn core_with(dir: &Path, snapshot_every: u64) -> Core {
+pub(super) fn core_with(dir: &Path, snapshot_every: u64) -> Core {
     let store = Store::open(&dir.join("floe.db")).unwrap();
     let mut config = ServiceConfig::new(dir.to_path_buf());
     config.offline_after = 30_000;

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, live, qs, fmtTime } from '../api.js';
+import { api, live, qs, fmtTime, session } from '../api.js';
 import { Badge, ErrorBox, Pager, useCursor, useLoad } from '../ui.jsx';
 import { Progress } from './Deployments.jsx';
 
@@ -137,7 +137,7 @@ export function DeploymentView({ id, tab }) {
         {d.pause_reason ? <> · paused: {d.pause_reason}</> : null}
         {d.awaiting_approval ? <b class="warn"> · awaiting approval</b> : null}
       </p>
-      <div class="actions" id="commands">
+      <div class="actions" id="commands" hidden={!session.canWrite()}>
         {COMMANDS.map(([c, ok]) => (
           <button class={c === 'rollback' || c === 'abort' ? 'danger' : c === 'start' || c === 'approve' ? 'primary' : ''} disabled={!ok(d) || !!busy} onClick={() => command(c)} data-command={c}>
             {busy === c ? `${c}…` : c}

@@ -1,5 +1,5 @@
 import { useState } from 'preact/hooks';
-import { api, qs, fmtTime } from '../api.js';
+import { api, qs, fmtTime, session } from '../api.js';
 import { Badge, ErrorBox, Pager, useCursor, useLoad } from '../ui.jsx';
 
 export function Progress({ d }) {
@@ -27,9 +27,11 @@ export function Deployments() {
     <section>
       <div class="row">
         <h2>Deployments</h2>
-        <a class="button primary" href="#/deployments/new" id="new-deployment">
-          New deployment
-        </a>
+        {session.canWrite() ? (
+          <a class="button primary" href="#/deployments/new" id="new-deployment">
+            New deployment
+          </a>
+        ) : null}
       </div>
       <div class="filters">
         <select

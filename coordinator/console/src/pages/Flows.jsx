@@ -1,5 +1,5 @@
 import { useState } from 'preact/hooks';
-import { api, fmtTime } from '../api.js';
+import { api, fmtTime, session } from '../api.js';
 import { Badge, ErrorBox, useLoad } from '../ui.jsx';
 
 const W = 150;
@@ -128,7 +128,7 @@ function FlowDetail({ flow, onChanged }) {
           </div>
           {flow.description ? <p>{flow.description}</p> : null}
         </div>
-        <div class="actions">
+        <div class="actions" hidden={!session.canWrite()}>
           <button class="primary" disabled={flow.state !== 'draft' || busy} onClick={() => act('publish', 'publish')}>
             {busy === 'publish' ? 'Publishing…' : 'Publish'}
           </button>
