@@ -66,42 +66,6 @@ impl Method {
     }
 }
 
-/// The certificates of a `--ca` PEM file (at least one).
-fn ca_roots(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, ClientError> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(ClientError::BadCa {
-                    message: e.to_string(),
-                });
-            }
-        }
-    }
-    if certs.is_empty() {
-        return Err(ClientError::BadCa {
-            message: "no CERTIFICATE block in it".into(),
-        });
-    }
-    Ok(certs)
-}
-
-/// The system's trusted roots (none when they cannot be read: https then fails with a
-/// certificate error naming the server, and `--ca` is the way out).
-fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
-    let found = rustls_native_certs::load_native_certs();
-    for e in found.errors.iter().take(3) {
-        tracing::debug!(error = %e, "reading the system's root certificates");
-    }
-    found
-        .certs
-        .iter()
-        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
-        .collect()
-}
-
 /// A client for one coordinator.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -134,18 +98,14 @@ impl Client {
             _ => return Err(ClientError::BadServer { server }),
         }
         let roots = match ca_pem {
-            Some(pem) => ca_roots(pem)?,
+            Some(pem) => {
+                crate::tls::ca_roots(pem).map_err(|message| ClientError::BadCa { message })?
+            }
             // The system's roots are read only for an https server (plain HTTP needs none).
-            None if server.starts_with("https://") => system_roots(),
+            None if server.starts_with("https://") => crate::tls::system_roots(),
             None => Vec::new(),
         };
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
-            .build();
+        let tls = crate::tls::config(roots);
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))

@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub event_ring: usize,
     /// Attempts per webhook delivery (1 to 20).
     pub hook_attempts: u32,
+    /// A PEM file of the certificates an https webhook receiver's chain must end in (a
+    /// private CA); None: the system's roots.
+    pub hook_ca: Option<PathBuf>,
     /// How long the fleet's health rollups are kept (default 24 h; at least 1 min).
     pub health_retention: Millis,
     /// The API's per-token rate limit.
@@ -128,6 +131,7 @@ impl ServerConfig {
             http: floe_httpd::Limits::coordinator(),
             event_ring: service::events::DEFAULT_EVENT_RING,
             hook_attempts: 6,
+            hook_ca: None,
             health_retention: 24 * 3_600_000,
             api: api::ApiOptions::default(),
             tls: None,
@@ -346,6 +350,17 @@ pub async fn start(
     service_config.directive_ttl_secs = config.directive_ttl / 1000;
     service_config.event_ring = config.event_ring;
     service_config.hook_attempts = config.hook_attempts;
+    if let Some(path) = &config.hook_ca {
+        let pem = std::fs::read(path).map_err(|e| ServerError::Config {
+            field: "hook_ca",
+            message: format!("reading {}: {e}", path.display()),
+        })?;
+        let roots = crate::tls::ca_roots(&pem).map_err(|message| ServerError::Config {
+            field: "hook_ca",
+            message: format!("{}: {message}", path.display()),
+        })?;
+        service_config.hook_roots = Some(std::sync::Arc::new(roots));
+    }
     service_config.health_retention = config.health_retention;
     let db = dir.join("floe.db");
     let (release, coordinator) = (keys.release, keys.coordinator);

@@ -84,6 +84,7 @@ impl Core {
     pub fn delivery_settings(&self) -> super::webhooks::DeliverySettings {
         super::webhooks::DeliverySettings {
             max_attempts: self.settings.hook_attempts.max(1),
+            roots: self.settings.hook_roots.clone(),
             ..super::webhooks::DeliverySettings::default()
         }
     }

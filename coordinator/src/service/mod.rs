@@ -539,3 +539,5 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
 mod rollups_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod webhooks_tls_tests;

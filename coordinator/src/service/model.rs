@@ -45,6 +45,8 @@ pub struct ServiceConfig {
     pub event_ring: usize,
     /// Attempts per webhook delivery before the event is given up (default 6).
     pub hook_attempts: u32,
+    /// Roots an https webhook receiver's certificate must chain to (None: the system's).
+    pub hook_roots: Option<super::webhooks::Roots>,
     /// Length of one health rollup window (default 1 min): the fleet's health is aggregated
     /// per device group in memory and written once per window.
     pub health_window: Millis,
@@ -63,6 +65,7 @@ impl ServiceConfig {
             snapshot_every: 20_000,
             event_ring: super::events::DEFAULT_EVENT_RING,
             hook_attempts: 6,
+            hook_roots: None,
             health_window: 60_000,
             health_retention: 24 * 3_600_000,
         }

@@ -11,8 +11,8 @@
 //! - Retries: a non-2xx answer, a timeout or a refused connection is retried after 1 s, 2 s,
 //!   4 s … (doubling, capped at [`DeliverySettings::max_backoff`]) up to
 //!   [`DeliverySettings::max_attempts`] attempts, then given up and logged.
-//! - Each POST runs on the blocking pool with ureq (the crate's HTTP client; plain HTTP only in
-//!   this build, like the CLI), with a per-request timeout; the body is the event as the SSE
+//! - Each POST runs on the blocking pool with ureq (the crate's HTTP client; https with rustls,
+//!   trusting `floe serve --hook-ca` or the system's roots), with a per-request timeout; the body is the event as the SSE
 //!   stream carries it, signed `X-Floe-Signature: sha256=<hex HMAC-SHA256(secret, body)>`.
 //! - Hooks live in the store (the service writes them); their queues and delivery logs are
 //!   memory only and start empty after a restart (events do not survive one either).
@@ -37,9 +37,14 @@ const COLLECT_BUFFER: usize = 4096;
 /// Most of a receiver's answer read (then dropped), so a connection can be reused.
 const MAX_ANSWER: u64 = 64 * 1024;
 
+/// Certificates an https receiver's chain must end in.
+pub type Roots = Arc<Vec<ureq::tls::Certificate<'static>>>;
+
 /// How deliveries are made.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DeliverySettings {
+    /// Roots for https receivers (`floe serve --hook-ca`); None: the system's.
+    pub roots: Option<Roots>,
     /// Attempts per event before it is given up (at least 1).
     pub max_attempts: u32,
     /// The first retry's delay; each next one doubles.
@@ -55,6 +60,7 @@ pub struct DeliverySettings {
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
+            roots: None,
             max_attempts: 6,
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
@@ -165,7 +171,11 @@ impl Webhooks {
             self.settings.queue.max(1),
             Arc::clone(&self.stats),
         ));
-        tokio::spawn(deliver(running, self.settings, Arc::clone(&self.stats)));
+        tokio::spawn(deliver(
+            running,
+            self.settings.clone(),
+            Arc::clone(&self.stats),
+        ));
     }
 
     /// Stops a hook's tasks (its queue is dropped); false when it was not running.
@@ -306,9 +316,16 @@ pub fn backoff(settings: &DeliverySettings, attempt: u32) -> Duration {
 
 /// Delivers the hook's queue one event at a time, each until delivered or given up.
 async fn deliver(hook: Arc<Running>, settings: DeliverySettings, stats: Arc<DeliveryStats>) {
+    // https receivers: the configured roots, else the system's (read only for an https URL).
+    let roots = match &settings.roots {
+        Some(r) => r.as_ref().clone(),
+        None if hook.record.url.starts_with("https://") => crate::tls::system_roots(),
+        None => Vec::new(),
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(settings.timeout))
+        .tls_config(crate::tls::config(roots))
         .build()
         .into();
     loop {
@@ -405,20 +422,17 @@ async fn post(
     }
 }
 
-/// Checks a hook URL: plain `http://` with a host (this build has no TLS stack for
-/// deliveries, as the CLI has none).
+/// Checks a hook URL: `http://` or `https://` with a host (an https receiver's certificate
+/// must chain to `floe serve --hook-ca`, else to the system's roots).
 pub fn check_url(url: &str) -> Result<(), String> {
     if url.len() > 2048 {
         return Err("is longer than 2048 bytes".into());
     }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(if url.starts_with("https://") {
-            "https is not supported by this build (deliveries use plain HTTP); use an http:// \
-             URL on a trusted network or a local relay"
-                .into()
-        } else {
-            "must start with http://".into()
-        });
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err("must start with http:// or https://".into());
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -502,6 +516,7 @@ mod tests {
         let (url, seen) = receiver(500).await;
         let mut sink = EventSink::new(EventBus::new(1000, 1));
         let settings = DeliverySettings {
+            roots: None,
             max_attempts: 2,
             base_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(20),
@@ -553,14 +568,15 @@ mod tests {
     }
 
     #[test]
-    fn urls_must_be_plain_http_with_a_host() {
+    fn urls_must_be_http_or_https_with_a_host() {
         assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
+        assert!(check_url("https://example.com/hook").is_ok());
+        assert!(check_url("https:///x").is_err());
         assert!(
-            check_url("https://example.com/")
+            check_url("ftp://x")
                 .unwrap_err()
-                .contains("https")
+                .contains("http:// or https://")
         );
-        assert!(check_url("ftp://x").is_err());
         assert!(check_url("http:///x").is_err());
         assert!(check_url("http://a b/").is_err());
     }

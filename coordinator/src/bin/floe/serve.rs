@@ -66,6 +66,10 @@ pub(crate) struct ServeArgs {
     /// event is given up.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=20))]
     hook_max_attempts: u32,
+    /// A PEM file of certificates an https webhook receiver's chain must end in (a private
+    /// CA); without it, the system's roots.
+    #[arg(long, value_name = "PEM")]
+    hook_ca: Option<PathBuf>,
     /// Each API token's sustained rate, in requests per second (0: unlimited); over it the
     /// API answers 429 with Retry-After. Device report routes are not counted.
     #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_RATE)]
@@ -123,6 +127,7 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     };
     config.event_ring = usize::try_from(args.event_ring).context("--event-ring")?;
     config.hook_attempts = args.hook_max_attempts;
+    config.hook_ca = args.hook_ca.clone();
     config.api.rate = floe_coordinator::api::ratelimit::RateLimit {
         per_sec: args.rate_limit,
         burst: args.rate_burst,
@@ -271,6 +276,12 @@ mod tests {
         assert_eq!((c.event_ring, c.hook_attempts), (10_000, 6));
         let c = parse(&["--event-ring", "50", "--hook-max-attempts", "2"]).unwrap();
         assert_eq!((c.event_ring, c.hook_attempts), (50, 2));
+        assert_eq!(c.hook_ca, None);
+        let c = parse(&["--hook-ca", "/etc/floe/hooks-ca.pem"]).unwrap();
+        assert_eq!(
+            c.hook_ca.as_deref(),
+            Some(std::path::Path::new("/etc/floe/hooks-ca.pem"))
+        );
         let argv = |extra: &[&'static str]| {
             let mut v = vec!["floe", "--data-dir", "/nonexistent/floe-test"];
             v.extend_from_slice(extra);
