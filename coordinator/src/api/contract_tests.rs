@@ -650,7 +650,7 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
     let hook_id = created["hook"]["id"].as_str().unwrap().to_string();
     assert_eq!(created["secret"].as_str().unwrap().len(), 64, "{created}");
     for (bad, field) in [
-        (json!({"url": "https://example.com/"}), "url"),
+        (json!({"url": "ftp://example.com/"}), "url"),
         (
             json!({"url": "http://127.0.0.1:9/", "kinds": ["deploy"]}),
             "kinds",
