@@ -62,7 +62,7 @@ pub use duration::{DurationError, parse_duration};
 pub use engine::{
     Action, Check, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
     HealthReport, HealthStatus, Input, RollbackCause, Rollout, RolloutError, StageResult,
-    StatusCounts, TargetStatus, Verdict,
+    StatusCounts, SystemFigures, TargetStatus, Verdict,
 };
 pub use names::UnknownName;
 pub use plan::{

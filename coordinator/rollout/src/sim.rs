@@ -13,7 +13,7 @@
 
 use super::engine::{
     Action, Command, DeploymentStatus, DeviceEvent, DirectiveKind, HealthReport, HealthStatus,
-    Input, Rollout, RolloutError, TargetStatus,
+    Input, Rollout, RolloutError, SystemFigures, TargetStatus,
 };
 use super::plan::{Baseline, Plan, PlanError, Strategy, StrategyConfig, TargetFlags, TargetSpec};
 use super::report::Report;
@@ -689,6 +689,7 @@ fn deliver(
                 p95_ms: (b.p95_ms * (1.0 + 0.05 * noise(42))) as f32,
                 memory_mb: (b.memory_mb * (1.0 + 0.05 * noise(43))) as f32,
                 restarts: 0,
+                system: SystemFigures::default(),
             };
             let next = match fate {
                 CRASH_LOOP => {

@@ -100,6 +100,7 @@ pub fn device(d: &DeviceRecord, online: bool, generation: u64) -> Device {
             memory_mb: h.memory_mb,
             restarts: h.restarts,
             flow_running: h.flow_running,
+            system: h.system,
         }),
         applied: d.applied.as_ref().map(|a| contract::AppliedDirective {
             generation: a.generation,

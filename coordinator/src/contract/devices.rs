@@ -33,6 +33,10 @@ pub struct DeviceHealth {
     pub restarts: u32,
     /// Whether a flow runs.
     pub flow_running: bool,
+    /// CPU, memory use, temperature, disk and the functional check, where the device sent
+    /// them (a missing field is unknown, not zero).
+    #[serde(default)]
+    pub system: floe_rollout::SystemFigures,
 }
 
 /// The newest directive a device reported it accepted, and how far it got.

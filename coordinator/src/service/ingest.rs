@@ -4,7 +4,7 @@
 
 use super::model::TargetTrack;
 use crate::store::{HealthRecord, SlotRecord};
-use floe_rollout::{DeviceEvent, HealthReport, HealthStatus};
+use floe_rollout::{DeviceEvent, HealthReport, HealthStatus, SystemFigures};
 use floe_wire::proto::{self, Applied, HealthLevel, Progress, SlotInfo};
 
 /// The engine events a device's report of `(action, progress)` stands for, in order.
@@ -34,6 +34,7 @@ pub fn health_input(h: &proto::HealthSummary) -> HealthReport {
         p95_ms: h.p95_us as f32 / 1000.0,
         memory_mb: h.memory_kib as f32 / 1024.0,
         restarts: h.restarts,
+        system: SystemFigures::default(),
     }
 }
 
@@ -47,6 +48,7 @@ pub(super) fn health_record(h: &proto::HealthSummary) -> HealthRecord {
         memory_mb: f64::from(hr.memory_mb),
         restarts: h.restarts,
         flow_running: h.flow_running,
+        system: hr.system,
     }
 }
 

@@ -106,6 +106,9 @@ pub struct HealthRecord {
     pub restarts: u32,
     /// Whether a flow runs.
     pub flow_running: bool,
+    /// CPU, memory use, temperature, disk and the functional check, where the device sent them.
+    #[serde(default)]
+    pub system: floe_rollout::SystemFigures,
 }
 
 /// The newest directive a device reported it accepted.

@@ -51,7 +51,7 @@ mod types;
 pub use types::{
     Action, Check, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
     HealthReport, HealthStatus, Input, RollbackCause, RolloutError, StageResult, StatusCounts,
-    TargetStatus, Verdict,
+    SystemFigures, TargetStatus, Verdict,
 };
 
 use super::plan::{Breach, GateKind, Plan, StageKind, StageMode};

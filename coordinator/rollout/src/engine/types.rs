@@ -173,6 +173,38 @@ pub struct HealthReport {
     pub memory_mb: f32,
     /// Restarts since the switch (a counter that only grows).
     pub restarts: u32,
+    /// The device's own figures beside the flow's (003's health response, "system" block).
+    #[serde(default)]
+    pub system: SystemFigures,
+}
+
+/// A device's system figures (003 health response: cpu, memory, temperature, disk; layer 4's
+/// functional check). Every field is optional: older devices, and devices without a sensor for
+/// it (no thermal zone, say), do not send it, and a missing figure is "unknown", never zero.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemFigures {
+    /// CPU use of the whole device, percent of all cores (0–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f32>,
+    /// Memory in use on the whole device, percent of its total (0–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_percent: Option<f32>,
+    /// Hottest thermal zone, degrees Celsius.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_c: Option<f32>,
+    /// Whether the device throttled for heat (or under-voltage) since its last report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<bool>,
+    /// Free space on the data partition, MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_mb: Option<f32>,
+    /// Used space on the data partition, percent (0–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_percent: Option<f32>,
+    /// The functional check's result (003 layer 4: correct output on test input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functional_ok: Option<bool>,
 }
 
 /// An input to the engine.

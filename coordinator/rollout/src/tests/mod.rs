@@ -16,7 +16,7 @@ mod triggers;
 
 use super::engine::{
     Action, Command, DeploymentStatus, DeviceEvent, DirectiveKind, HealthReport, HealthStatus,
-    Input, latency_limit,
+    Input, SystemFigures, latency_limit,
 };
 use super::plan::{Baseline, Plan, Strategy, StrategyConfig, TargetFlags, TargetSpec};
 use super::sim::{self, SimConfig};
@@ -63,6 +63,7 @@ fn good() -> HealthReport {
         p95_ms: 100.0,
         memory_mb: 200.0,
         restarts: 0,
+        system: SystemFigures::default(),
     }
 }
 
