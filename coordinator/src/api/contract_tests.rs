@@ -194,6 +194,8 @@ impl TestServer {
         let app = super::router_with_options(handle, "secret".into(), Some(join), options);
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
+            // Like floe-httpd, the peer's address reaches the handlers as ConnectInfo.
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await

@@ -169,6 +169,12 @@ impl ServerConfig {
                 message,
             });
         }
+        if let Err(message) = self.api.auth_failures.check() {
+            return Err(ServerError::Config {
+                field: "auth_failures",
+                message,
+            });
+        }
         self.http.check().map_err(|e| ServerError::Config {
             field: e.setting,
             message: e.message,

@@ -80,6 +80,13 @@ pub(crate) struct ServeArgs {
     /// Serve the REST API over https with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// Failed authentications (unknown, revoked or expired tokens) a client address may make
+    /// per second once its burst is spent (0: unlimited); past it, 429 with Retry-After.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_AUTH_FAILURES.per_sec)]
+    auth_fail_limit: u32,
+    /// How many failed authentications a client address may make at once.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_AUTH_FAILURES.burst)]
+    auth_fail_burst: u32,
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
@@ -137,6 +144,18 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
         .rate
         .check()
         .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
+    config.api.auth_failures = floe_coordinator::api::ratelimit::RateLimit {
+        per_sec: args.auth_fail_limit,
+        burst: args.auth_fail_burst,
+    };
+    config.api.auth_failures.check().map_err(|e| {
+        anyhow::anyhow!(
+            "--{}",
+            e.replace("rate_limit", "auth_fail_limit")
+                .replace("rate_burst", "auth_fail_burst")
+                .replace('_', "-")
+        )
+    })?;
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(server::TlsFiles { cert, key });
     }
@@ -298,6 +317,10 @@ mod tests {
         }
     }
 
+    fn c_default_failures() -> floe_coordinator::api::ratelimit::RateLimit {
+        parse(&[]).unwrap().api.auth_failures
+    }
+
     #[test]
     fn rate_and_tls_flags_set_the_api_options_and_refuse_what_is_out_of_range() {
         let c = parse(&[]).unwrap();
@@ -324,6 +347,18 @@ mod tests {
         assert!(e.contains("--rate-burst"), "{e}");
         // Rate 0 is "unlimited": the burst does not matter then.
         assert!(parse(&["--rate-limit", "0", "--rate-burst", "0"]).is_ok());
+        // Failed authentications per address: the default, set, and refused when out of range.
+        assert_eq!(
+            c_default_failures(),
+            floe_coordinator::api::ratelimit::DEFAULT_AUTH_FAILURES
+        );
+        let c = parse(&["--auth-fail-limit", "2", "--auth-fail-burst", "7"]).unwrap();
+        assert_eq!(
+            (c.api.auth_failures.per_sec, c.api.auth_failures.burst),
+            (2, 7)
+        );
+        let e = parse(&["--auth-fail-burst", "0"]).unwrap_err().to_string();
+        assert!(e.contains("--auth-fail-burst"), "{e}");
         // A certificate needs its key.
         let mut argv = vec!["floe", "--data-dir", "/nonexistent/floe-test"];
         argv.extend_from_slice(&["--tls-cert", "/c.pem"]);
