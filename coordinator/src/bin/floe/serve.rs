@@ -87,6 +87,14 @@ pub(crate) struct ServeArgs {
     /// How many failed authentications a client address may make at once.
     #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_AUTH_FAILURES.burst)]
     auth_fail_burst: u32,
+    /// Serve https with a self-signed certificate made at first start and kept in
+    /// DATA_DIR/tls/ (its fingerprint is printed; clients pin it with `floe --pin`).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
+    /// A host name or address the self-signed certificate must carry besides localhost, the
+    /// loopback addresses and this host's name (repeat for more; read at first start only).
+    #[arg(long = "tls-name", value_name = "NAME", requires = "tls_self_signed")]
+    tls_names: Vec<String>,
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
@@ -159,6 +167,9 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(server::TlsFiles { cert, key });
     }
+    if args.tls_self_signed {
+        config.tls_self_signed = Some(args.tls_names);
+    }
     config.http.max_connections = args.max_connections;
     config.http.header_timeout = ms("--header-timeout", &args.header_timeout)?;
     config.http.idle_timeout = ms("--idle-timeout", &args.idle_timeout)?;
@@ -205,10 +216,14 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        if config.tls.is_none() && !config.listen.ip().is_loopback() {
+        if config.tls.is_none()
+            && config.tls_self_signed.is_none()
+            && !config.listen.ip().is_loopback()
+        {
             eprintln!(
                 "warning: floe serve listens on {} without TLS: API tokens and directives \
-                 cross the network in clear; give --tls-cert and --tls-key",
+                 cross the network in clear; give --tls-cert and --tls-key, or \
+                 --tls-self-signed",
                 config.listen
             );
         }
