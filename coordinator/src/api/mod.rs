@@ -25,6 +25,7 @@ mod health;
 mod hooks;
 mod join;
 mod metrics;
+mod pending;
 pub mod ratelimit;
 mod strategies;
 pub mod tokens;
@@ -302,6 +303,12 @@ pub fn router_with_options(
         .route("/deployments/{id}/{command}", post(deployment_command))
         .route("/devices", get(list_devices).post(allow_device))
         .route("/devices/batch", post(allow_devices))
+        .route("/devices/pending", get(pending::list))
+        .route(
+            "/devices/pending/{id}",
+            axum::routing::delete(pending::reject),
+        )
+        .route("/devices/pending/{id}/accept", post(pending::accept))
         .route("/devices/{id}", get(get_device).patch(patch_device))
         .route("/devices/{id}/report", post(device_report))
         .route("/devices/{id}/directive", get(device_directive))

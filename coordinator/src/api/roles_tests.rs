@@ -30,6 +30,9 @@ fn expected(method: &str, path: &str) -> Option<Vec<Role>> {
         (_, p) if p.starts_with("/tokens") => vec![Admin],
         ("get", "/whoami") => vec![Admin, Operator, Viewer, Enroller],
         ("post", "/enrollment-tokens") => vec![Admin, Operator, Enroller],
+        ("post", "/devices/pending/{id}/accept") | ("delete", "/devices/pending/{id}") => {
+            vec![Admin, Operator, Enroller]
+        }
         ("get", "/join-info") => vec![Admin, Operator, Viewer, Enroller],
         ("get", _) => vec![Admin, Operator, Viewer],
         _ => vec![Admin, Operator],
