@@ -46,8 +46,10 @@
 //! including setup; 1.9-2.9 s of user CPU in all), peak RSS 209 MiB (VmHWM). With
 //! `--fail-rate 0.01 --offline-rate 0.02` the same run quarantines 1 % and skips 0.6 %.
 
+pub mod baseline;
 pub mod duration;
 pub mod engine;
+pub mod gates;
 mod names;
 pub mod plan;
 pub mod report;
@@ -60,10 +62,12 @@ mod tests;
 
 pub use duration::{DurationError, parse_duration};
 pub use engine::{
-    Action, Check, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
-    HealthReport, HealthStatus, Input, RollbackCause, Rollout, RolloutError, StageResult,
+    Action, Check, CheckOutcome, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
+    GateSummary, HealthReport, HealthStatus, Input, RollbackCause, Rollout, RolloutError, StageResult,
     StatusCounts, SystemFigures, TargetStatus, Verdict,
 };
+pub use baseline::{BaselineMetric, BaselineSet, GroupBaseline, Trend};
+pub use gates::{GateConfig, NoBaseline};
 pub use names::UnknownName;
 pub use plan::{
     Baseline, Breach, GateKind, Plan, PlanError, StageKind, StageMode, StageSpec, Strategy,
