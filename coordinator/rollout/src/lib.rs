@@ -60,13 +60,13 @@ pub mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use baseline::{BaselineMetric, BaselineSet, GroupBaseline, Trend};
 pub use duration::{DurationError, parse_duration};
 pub use engine::{
-    Action, Check, CheckOutcome, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
-    GateSummary, HealthReport, HealthStatus, Input, RollbackCause, Rollout, RolloutError, StageResult,
-    StatusCounts, SystemFigures, TargetStatus, Verdict,
+    Action, Check, CheckOutcome, Command, DeploymentStatus, DeviceEvent, DirectiveKind,
+    GateSummary, GateVerdict, HealthReport, HealthStatus, Input, RollbackCause, Rollout,
+    RolloutError, StageResult, StatusCounts, SystemFigures, TargetStatus, Verdict,
 };
-pub use baseline::{BaselineMetric, BaselineSet, GroupBaseline, Trend};
 pub use gates::{GateConfig, NoBaseline};
 pub use names::UnknownName;
 pub use plan::{

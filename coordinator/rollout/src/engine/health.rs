@@ -3,8 +3,8 @@
 //! threshold and trend triggers, and gate evaluation.
 
 use super::gate_record::{CheckOutcome, GateSummary};
-use super::window::{FIXED, fixed};
 use super::window::{F_DEGRADED, GateState};
+use super::window::{FIXED, fixed};
 use super::*;
 use crate::gates::NoBaseline;
 
@@ -74,10 +74,12 @@ pub(super) struct Health {
 }
 
 impl Health {
-    /// Takes `dev`'s last report out of its group's aggregate, if it is in.
-    pub(super) fn remove(&mut self, group: usize, dev: &mut Dev) {
+    /// Takes `dev`'s last report out of its group's aggregate, if it is in (`group`: its
+    /// type and its judging group).
+    pub(super) fn remove(&mut self, (group, judge): (usize, usize), dev: &mut Dev) {
         if dev.flags & F_REPORTED != 0 {
             dev.flags &= !F_REPORTED;
+            self.gates.reporting_changed(judge, false);
             if dev.flags & F_DEGRADED != 0 {
                 self.gates.degraded -= 1;
             }
@@ -90,8 +92,9 @@ impl Health {
     }
 
     /// Puts `dev`'s last report into its group's aggregate.
-    pub(super) fn add(&mut self, group: usize, dev: &mut Dev) {
+    pub(super) fn add(&mut self, (group, judge): (usize, usize), dev: &mut Dev) {
         dev.flags |= F_REPORTED;
+        self.gates.reporting_changed(judge, true);
         if dev.flags & F_DEGRADED != 0 {
             self.gates.degraded += 1;
         }
@@ -236,10 +239,10 @@ impl Health {
         for (g, judge) in self.gates.judges.iter().enumerate() {
             let series = &self.gates.series[g];
             let win = series.sum(now, w.error);
-            // A type with reporting devices but nothing in the window is judged too (and
+            // A group with reporting devices but nothing in the window is judged too (and
             // cannot be computed); a group with neither has nothing deployed.
-            let active_type = g < plan.types.len() && self.groups[g].n > 0;
-            if win.n == 0 && !active_type {
+            let reporting = self.gates.reporting.get(g).copied().unwrap_or(0);
+            if win.n == 0 && reporting == 0 {
                 continue;
             }
             samples += win.n;
@@ -281,7 +284,12 @@ impl Health {
             }
             if base.is_none() && absolute {
                 checks.push(if enough {
-                    judged_check(format!("memory[{name}] (absolute)"), m, cfg.abs_memory_mb, false)
+                    judged_check(
+                        format!("memory[{name}] (absolute)"),
+                        m,
+                        cfg.abs_memory_mb,
+                        false,
+                    )
                 } else {
                     not_computable(format!("memory[{name}]"), win.n, cfg.gate_min_samples)
                 });
@@ -345,12 +353,10 @@ impl Health {
             .sum();
         let new_failed = prior.saturating_sub(self.gates.checked_failed);
         match gate {
-            GateKind::Canary => checks.push(judged_check(
-                "application_health".into(),
-                healthy_share,
-                1.0,
-                false,
-            ).with_pass(failed == 0 && healthy == judged)),
+            GateKind::Canary => checks.push(
+                judged_check("application_health".into(), healthy_share, 1.0, false)
+                    .with_pass(failed == 0 && healthy == judged),
+            ),
             GateKind::Wave => checks.push(floor_check("device_health", healthy_share, 0.95)),
             GateKind::Completion | GateKind::Staged => {
                 let coverage = self.active as f64 / plan.len() as f64;
@@ -359,7 +365,12 @@ impl Health {
             }
         }
         if gate != GateKind::Canary {
-            checks.push(judged_check("new_failed_devices".into(), new_failed as f64, 0.0, false));
+            checks.push(judged_check(
+                "new_failed_devices".into(),
+                new_failed as f64,
+                0.0,
+                false,
+            ));
         }
         if let Some(crash_window) = w.crash {
             while self
@@ -374,7 +385,12 @@ impl Health {
                 .iter()
                 .filter(|(d, _)| devs[*d as usize].phase.active())
                 .count();
-            checks.push(judged_check("crash_count".into(), crashes as f64, 0.0, false));
+            checks.push(judged_check(
+                "crash_count".into(),
+                crashes as f64,
+                0.0,
+                false,
+            ));
         }
         let named = |o: CheckOutcome| -> Vec<&str> {
             checks
@@ -400,7 +416,10 @@ impl Health {
                 ),
             )
         } else if !caution.is_empty() {
-            (Verdict::Caution, format!("degrading: {}", caution.join(", ")))
+            (
+                Verdict::Caution,
+                format!("degrading: {}", caution.join(", ")),
+            )
         } else {
             (Verdict::Pass, "all checks pass".to_string())
         };

@@ -58,6 +58,9 @@ impl Rollout {
                 if status != DeploymentStatus::Pending {
                     return refuse("it has already started");
                 }
+                if let Some(why) = self.baseline_refusal() {
+                    return refuse(&why);
+                }
                 self.machine.started_at = Some(self.now);
                 self.set_status(DeploymentStatus::Running, "started by operator".into());
                 self.audit(format!(

@@ -429,13 +429,13 @@ impl Rollout {
 
     /// Takes `d`'s last report out of the health aggregates.
     fn drop_metrics(&mut self, d: u32) {
-        let group = self.plan.device_type[d as usize] as usize;
+        let group = self.judged_as(d);
         self.health.remove(group, &mut self.devs[d as usize]);
     }
 
     /// Puts `d`'s last report into the health aggregates.
     fn add_metrics(&mut self, d: u32) {
-        let group = self.plan.device_type[d as usize] as usize;
+        let group = self.judged_as(d);
         self.health.add(group, &mut self.devs[d as usize]);
     }
 

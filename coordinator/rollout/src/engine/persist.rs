@@ -174,6 +174,14 @@ impl From<State> for Rollout {
         let mut gates = s.gates;
         if s.layout < 2 || gates.judges.is_empty() {
             gates.rebuild(&s.plan);
+            // Count the devices already in the running aggregates (once, at load).
+            for (i, d) in s.devs.iter().enumerate() {
+                if d.flags & super::device::F_REPORTED != 0 {
+                    let t = s.plan.device_type[i];
+                    let g = gates.group_of(t, s.plan.device_region[i]);
+                    gates.reporting_changed(g, true);
+                }
+            }
         }
         Rollout {
             plan: s.plan,

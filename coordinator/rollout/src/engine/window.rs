@@ -118,7 +118,11 @@ impl Series {
     /// The sum of the buckets overlapping `[now - window, now]`.
     pub(super) fn sum(&self, now: Millis, window: Millis) -> Bucket {
         let mut out = Bucket::default();
-        for b in self.buckets.iter().filter(|b| in_window(b.start, now, window)) {
+        for b in self
+            .buckets
+            .iter()
+            .filter(|b| in_window(b.start, now, window))
+        {
             out.add(b);
         }
         out
@@ -128,7 +132,11 @@ impl Series {
     pub(super) fn halves(&self, now: Millis, window: Millis) -> (Bucket, Bucket) {
         let mid = now.saturating_sub(window / 2);
         let (mut early, mut late) = (Bucket::default(), Bucket::default());
-        for b in self.buckets.iter().filter(|b| in_window(b.start, now, window)) {
+        for b in self
+            .buckets
+            .iter()
+            .filter(|b| in_window(b.start, now, window))
+        {
             if b.start + BUCKET / 2 < mid {
                 early.add(b);
             } else {
@@ -209,6 +217,8 @@ pub(super) struct GateState {
     /// Judging groups: every type, then `regional`.
     pub(super) judges: Vec<Judge>,
     pub(super) series: Vec<Series>,
+    /// Active devices with a report in the running aggregates, per judging group.
+    pub(super) reporting: Vec<u64>,
     pub(super) latency: VecDeque<LatencyBucket>,
     /// Reporting active devices whose last report was degraded.
     pub(super) degraded: u64,
@@ -293,12 +303,29 @@ impl GateState {
                 judges.push(j);
             }
         }
-        if self.judges.iter().map(|j| &j.name).ne(judges.iter().map(|j| &j.name)) {
+        if self
+            .judges
+            .iter()
+            .map(|j| &j.name)
+            .ne(judges.iter().map(|j| &j.name))
+        {
             self.series = vec![Series::default(); judges.len()];
         }
         self.series.resize(judges.len(), Series::default());
+        self.reporting = vec![0; judges.len()];
         self.judges = judges;
         self.regional = regional;
+    }
+
+    /// A device of judging group `g` entered (or left) the running aggregates.
+    pub(super) fn reporting_changed(&mut self, g: usize, entered: bool) {
+        if let Some(n) = self.reporting.get_mut(g) {
+            if entered {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 
     /// The judging group of a device of type `t` in region `r`.
@@ -332,7 +359,11 @@ impl GateState {
     /// P50, P95 and P99 of the reported P95 latencies in the window; None without reports.
     pub(super) fn latency_percentiles(&self, now: Millis, window: Millis) -> Option<[f64; 3]> {
         let mut all: BTreeMap<u16, u64> = BTreeMap::new();
-        for b in self.latency.iter().filter(|b| in_window(b.start, now, window)) {
+        for b in self
+            .latency
+            .iter()
+            .filter(|b| in_window(b.start, now, window))
+        {
             for (bin, n) in &b.bins {
                 *all.entry(*bin).or_insert(0) += n;
             }
@@ -373,6 +404,13 @@ fn means(
 }
 
 impl Rollout {
+    /// `d`'s device type and judging group.
+    pub(super) fn judged_as(&self, d: u32) -> (usize, usize) {
+        let t = self.plan.device_type[d as usize];
+        let r = self.plan.device_region[d as usize];
+        (usize::from(t), self.health.gates.group_of(t, r))
+    }
+
     /// Records a report of `d` (active, not rolled back by it) for the gates, and whether it
     /// said degraded. Called before the report enters the running aggregates.
     pub(super) fn record_for_gates(&mut self, d: u32, r: &HealthReport) {
@@ -382,11 +420,7 @@ impl Rollout {
         } else {
             dev.flags &= !F_DEGRADED;
         }
-        let (t, reg) = (
-            self.plan.device_type[d as usize],
-            self.plan.device_region[d as usize],
-        );
-        let group = self.health.gates.group_of(t, reg);
+        let (_, group) = self.judged_as(d);
         self.health.gates.record(group, self.now, r);
     }
 
@@ -409,6 +443,31 @@ impl Rollout {
     /// The baselines captured for this deployment, if any.
     pub fn baselines(&self) -> Option<&BaselineSet> {
         self.health.gates.set.as_ref()
+    }
+
+    /// Why the `refuse` policy stops the start, naming every device group without a
+    /// baseline; None when the policy is `absolute`, health checks are off, or every group
+    /// has one.
+    pub(super) fn baseline_refusal(&self) -> Option<String> {
+        let cfg = &self.plan.config;
+        if !cfg.health_check || cfg.gates.no_baseline != crate::gates::NoBaseline::Refuse {
+            return None;
+        }
+        let missing: Vec<String> = match &self.health.gates.set {
+            Some(set) => set
+                .types_without()
+                .iter()
+                .filter_map(|g| g.statement())
+                .collect(),
+            None => Vec::new(),
+        };
+        (!missing.is_empty()).then(|| {
+            format!(
+                "no_baseline is refuse and {} device group(s) have no baseline: {}",
+                missing.len(),
+                missing.join("; ")
+            )
+        })
     }
 
     /// Groups judged against the absolute limits, for want of a baseline.

@@ -6,6 +6,7 @@
 //!
 //! Files: this one holds the harness; the scenarios are grouped by topic in its children.
 
+mod gates;
 mod offline;
 mod operator;
 mod persisted;
@@ -113,7 +114,12 @@ struct H {
     report_every: Millis,
     next_round: Millis,
     last: Vec<Option<HealthReport>>,
+    /// What a device reports in a round at a time (None: its last report again).
+    reporter: Option<Reporter>,
 }
+
+/// A device's periodic report at a time.
+type Reporter = Box<dyn FnMut(u32, Millis) -> HealthReport>;
 
 impl H {
     fn new(cfg: StrategyConfig, n: usize) -> H {
@@ -126,6 +132,7 @@ impl H {
             report_every: MINUTE,
             next_round: 0,
             last: vec![None; n],
+            reporter: None,
         }
     }
 
@@ -143,7 +150,12 @@ impl H {
     /// Every device on the new version reports again (its last report).
     fn report_round(&mut self) {
         for d in 0..self.last.len() {
-            let Some(report) = self.last[d] else { continue };
+            let Some(mut report) = self.last[d] else {
+                continue;
+            };
+            if let Some(f) = self.reporter.as_mut() {
+                report = f(d as u32, self.now);
+            }
             if matches!(
                 self.r.target_status(d as u32),
                 Some(TargetStatus::Deploying | TargetStatus::Success)

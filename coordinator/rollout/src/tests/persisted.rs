@@ -72,7 +72,11 @@ fn stored_states_load_with_every_field() {
         let doc: serde_json::Value = serde_json::from_str(stored).unwrap();
         assert!(keeps_every_field(&written, &doc), "{written}\n{doc}");
         assert_eq!(written["layout"], 2);
-        assert!(written["gates"]["judges"].as_array().is_some_and(|j| j.len() == 3));
+        assert!(
+            written["gates"]["judges"]
+                .as_array()
+                .is_some_and(|j| j.len() == 3)
+        );
         // The new fields come after every old one.
         let old_last = text.find(",\"completion_verdict\":").unwrap();
         let new_first = text.find(",\"layout\":2,\"gates\":{").unwrap();
@@ -92,14 +96,21 @@ fn the_engine_writes_layout_two_and_its_windows_survive_a_round_trip() {
     for (fail, offline) in [(0.0, 0.0), (0.3, 0.2)] {
         let r = simulated(fail, offline);
         let text = serde_json::to_string(&r).unwrap();
-        assert!(text.starts_with("{\"plan\":{\"artifact\":\"flow-sim v2\""), "{text}");
+        assert!(
+            text.starts_with("{\"plan\":{\"artifact\":\"flow-sim v2\""),
+            "{text}"
+        );
         assert!(text.contains(",\"completion_verdict\":"), "{text}");
         let back: Rollout = serde_json::from_str(&text).unwrap();
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         let back: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&back).unwrap()).unwrap();
         assert!(same_document(&back, &doc));
-        assert!(doc["gates"]["series"].as_array().is_some_and(|s| !s.is_empty()));
+        assert!(
+            doc["gates"]["series"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+        );
     }
 }
 
