@@ -158,6 +158,54 @@ impl BaselineSet {
             .collect()
     }
 
+    /// The baselines as a Markdown section for the deployment report.
+    pub fn to_markdown(&self, absolute: bool) -> String {
+        let mut out = format!(
+            "\n**Baselines** ({} h of health rollups, {} samples needed per group{}):\n\n\
+             | Group | Samples | Error rate | P95 latency (ms) | Memory (MB) | CPU (%) |\n\
+             |-------|---------|------------|------------------|-------------|---------|\n",
+            self.window / 3_600_000,
+            self.min_samples,
+            if self.truncated { "; truncated" } else { "" }
+        );
+        let cell = |m: &Option<BaselineMetric>, scale: f64, suffix: &str| {
+            m.map_or_else(
+                || "-".to_string(),
+                |m| {
+                    format!(
+                        "{:.2}{suffix} (P50 {:.2} / P95 {:.2} / P99 {:.2}, sd {:.2}, {})",
+                        m.mean * scale,
+                        m.p50 * scale,
+                        m.p95 * scale,
+                        m.p99 * scale,
+                        m.stddev * scale,
+                        match m.trend {
+                            Trend::Stable => "stable",
+                            Trend::Increasing => "increasing",
+                            Trend::Decreasing => "decreasing",
+                        }
+                    )
+                },
+            )
+        };
+        for g in &self.groups {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                g.name(),
+                g.samples,
+                cell(&g.error_rate, 100.0, "%"),
+                cell(&g.p95_ms, 1.0, ""),
+                cell(&g.memory_mb, 1.0, ""),
+                cell(&g.cpu_percent, 1.0, ""),
+            ));
+        }
+        for s in self.statements(absolute) {
+            out.push_str(&format!("\n- {s}"));
+        }
+        out.push('\n');
+        out
+    }
+
     /// One sentence per group without a baseline, saying what it is judged against instead.
     pub fn statements(&self, absolute: bool) -> Vec<String> {
         self.groups

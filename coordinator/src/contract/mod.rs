@@ -30,7 +30,8 @@ mod vars;
 
 pub use audit::{AuditEntry, AuditPage};
 pub use deployments::{
-    Deployment, DeploymentArtifact, DeploymentConfig, DeploymentPage, Gate, GateCheck, Stage,
+    Deployment, DeploymentArtifact, DeploymentConfig, DeploymentPage, Gate, GateCheck,
+    GateSettings, Stage,
     StrategyDefaults, StrategyList, Target, TargetCounts, TargetPage, WaveConfigView,
 };
 pub use devices::{
