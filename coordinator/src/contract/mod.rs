@@ -31,8 +31,8 @@ mod vars;
 pub use audit::{AuditEntry, AuditPage};
 pub use deployments::{
     Deployment, DeploymentArtifact, DeploymentConfig, DeploymentPage, Gate, GateCheck,
-    GateSettings, Stage,
-    StrategyDefaults, StrategyList, Target, TargetCounts, TargetPage, WaveConfigView,
+    GateSettings, Stage, StrategyDefaults, StrategyList, Target, TargetCounts, TargetPage,
+    WaveConfigView,
 };
 pub use devices::{
     AppliedDirective, BatchResult, Device, DeviceHealth, DevicePage, EnrollToken, FeedDirective,

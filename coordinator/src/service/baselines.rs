@@ -28,10 +28,13 @@ const PAGE_ROWS: usize = 50_000;
 pub(super) const MAX_REGIONAL: usize = 1024;
 
 /// Overlays the request's gate settings on `g` (errors name the field).
-pub(super) fn apply_gate_input(g: &mut GateConfig, input: &ConfigInput) -> Result<(), ServiceError> {
+pub(super) fn apply_gate_input(
+    g: &mut GateConfig,
+    input: &ConfigInput,
+) -> Result<(), ServiceError> {
     if let Some(v) = input.baseline_window.as_deref() {
-        g.baseline_window = parse_duration(v)
-            .map_err(|e| validation("config.baseline_window", e.to_string()))?;
+        g.baseline_window =
+            parse_duration(v).map_err(|e| validation("config.baseline_window", e.to_string()))?;
     }
     if let Some(v) = input.baseline_min_samples {
         g.baseline_min_samples = v;

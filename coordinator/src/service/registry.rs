@@ -10,8 +10,8 @@ use super::ingest::{health_record, slot_record};
 use super::model::{DeviceInput, DevicePatch, Selector};
 use super::{MAX_DEVICES, MAX_OPEN_TOKENS, ServiceError, random_token, validation};
 use crate::store::{AppliedRecord, DeviceRecord, SlotRecord, Store, StoreError};
-use floe_rollout::duration::format_duration;
 use floe_rollout::Millis;
+use floe_rollout::duration::format_duration;
 use floe_wire::proto::{DeviceReport, PublicKeyBytes};
 use std::collections::BTreeMap;
 

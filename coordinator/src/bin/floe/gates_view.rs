@@ -90,7 +90,14 @@ pub(crate) fn render_baselines(d: &Deployment) -> String {
         if set.truncated { ", truncated" } else { "" }
     );
     out.push_str(&table(
-        &["GROUP", "SAMPLES", "ERROR %", "P95 MS", "MEMORY MB", "CPU %"],
+        &[
+            "GROUP",
+            "SAMPLES",
+            "ERROR %",
+            "P95 MS",
+            "MEMORY MB",
+            "CPU %",
+        ],
         &rows,
     ));
     for f in &d.baseline_facts {
