@@ -33,7 +33,10 @@
 //!   steps and blue-green roll back everything; waves and rolling batches roll back the wave and
 //!   pause for a human (resume goes on with the next stage, rollback rolls back all, abort
 //!   rolls back what is not committed and ends `failed`).
-//! - Gates judge ALL devices on the new version, need a quorum (default 80 %) of reports, and
+//! - Gates judge the reports of ALL devices on the new version received in 001's windows
+//!   (per device group, against its baseline or, without one, absolute limits; see
+//!   [`gates`]), need `gate_min_samples` reports per group and window, may answer CAUTION
+//!   (soak extended, a bounded number of times), need a quorum (default 80 %) of reports, and
 //!   pause with the reason when the quorum is missing at the progress deadline (soak +
 //!   strategy timeout). Offline devices are never failures; they are caught up on return and
 //!   the end of the deployment waits `offline_grace` (1 h) for them before marking them skipped.
