@@ -172,7 +172,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> ApiResult {
         "counter",
         "Gate verdicts since start, by verdict.",
     );
-    for (i, v) in ["pass", "wait", "fail"].iter().enumerate() {
+    for (i, v) in ["pass", "wait", "fail", "caution"].iter().enumerate() {
         let n = bus.gate_verdicts[i].load(Ordering::Relaxed);
         let _ = writeln!(out, "floe_gate_verdicts_total{{verdict=\"{v}\"}} {n}");
     }

@@ -294,7 +294,21 @@ impl Health {
                     not_computable(format!("memory[{name}]"), win.n, cfg.gate_min_samples)
                 });
             }
-            if let Some(mem_window) = w.memory_trend {
+            // A trend per 10 minutes needs 10 minutes of reports; a soak the operator set
+            // shorter than that cannot give them, and the check says so without blocking.
+            let short_soak = plan
+                .stages
+                .get(stage as usize)
+                .is_some_and(|s| s.soak < MEMORY_TREND_SPAN);
+            if w.memory_trend.is_some() && short_soak {
+                checks.push(Check {
+                    name: format!("memory_trend[{name}] (soak under 10 min)"),
+                    value: 0.0,
+                    limit: MEMORY_TREND_PER_10M,
+                    pass: true,
+                    outcome: Some(CheckOutcome::NotMeasured),
+                });
+            } else if let Some(mem_window) = w.memory_trend {
                 let reference = base.map_or(0.0, |b| b.2);
                 checks.push(match series.memory_growth(now, mem_window, reference) {
                     None => Check {
@@ -449,6 +463,9 @@ impl Health {
         verdict(v, checks, reason, Some(summary))
     }
 }
+
+/// The span of reports a memory trend needs (it is growth per 10 minutes).
+const MEMORY_TREND_SPAN: Millis = 10 * MINUTE;
 
 /// CPU limit without a baseline (003: "CPU/memory/disk below thresholds", memory's 90 %).
 pub(super) const ABS_CPU_PERCENT: f64 = 90.0;

@@ -469,3 +469,22 @@ fn the_simulator_completes_a_healthy_fleet_and_stops_a_bad_release_at_the_canary
     assert_eq!(out.rollout.stage_results()[0].verdict, Some(Verdict::Fail));
     assert!(out.rollout.stage_results()[1].started_at.is_none());
 }
+
+#[test]
+fn a_canary_soak_under_ten_minutes_shows_the_memory_trend_as_not_measured() {
+    let mut cfg = StrategyConfig::defaults(Strategy::CanaryWaves);
+    cfg.require_approval = false;
+    cfg.canary_soak = 5 * MINUTE;
+    let mut h = H::new(cfg, 40);
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_until(7 * MINUTE);
+    let (_, v) = canary_gates(&h).pop().unwrap();
+    assert_eq!(v.verdict, Verdict::Pass, "{v:?}");
+    let c = v
+        .checks
+        .iter()
+        .find(|c| c.name.starts_with("memory_trend["))
+        .unwrap();
+    assert!(c.name.ends_with("(soak under 10 min)"), "{c:?}");
+    assert_eq!(c.outcome, Some(CheckOutcome::NotMeasured));
+}
