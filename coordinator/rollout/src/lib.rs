@@ -33,7 +33,10 @@
 //!   steps and blue-green roll back everything; waves and rolling batches roll back the wave and
 //!   pause for a human (resume goes on with the next stage, rollback rolls back all, abort
 //!   rolls back what is not committed and ends `failed`).
-//! - Gates judge ALL devices on the new version, need a quorum (default 80 %) of reports, and
+//! - Gates judge the reports of ALL devices on the new version received in 001's windows
+//!   (per device group, against its baseline or, without one, absolute limits; see
+//!   [`gates`]), need `gate_min_samples` reports per group and window, may answer CAUTION
+//!   (soak extended, a bounded number of times), need a quorum (default 80 %) of reports, and
 //!   pause with the reason when the quorum is missing at the progress deadline (soak +
 //!   strategy timeout). Offline devices are never failures; they are caught up on return and
 //!   the end of the deployment waits `offline_grace` (1 h) for them before marking them skipped.
@@ -46,8 +49,10 @@
 //! including setup; 1.9-2.9 s of user CPU in all), peak RSS 209 MiB (VmHWM). With
 //! `--fail-rate 0.01 --offline-rate 0.02` the same run quarantines 1 % and skips 0.6 %.
 
+pub mod baseline;
 pub mod duration;
 pub mod engine;
+pub mod gates;
 mod names;
 pub mod plan;
 pub mod report;
@@ -58,12 +63,14 @@ pub mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use baseline::{BaselineMetric, BaselineSet, GroupBaseline, Trend};
 pub use duration::{DurationError, parse_duration};
 pub use engine::{
-    Action, Check, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
-    HealthReport, HealthStatus, Input, RollbackCause, Rollout, RolloutError, StageResult,
-    StatusCounts, SystemFigures, TargetStatus, Verdict,
+    Action, Check, CheckOutcome, Command, DeploymentStatus, DeviceEvent, DirectiveKind,
+    GateSummary, GateVerdict, HealthReport, HealthStatus, Input, RollbackCause, Rollout,
+    RolloutError, StageResult, StatusCounts, SystemFigures, TargetStatus, Verdict,
 };
+pub use gates::{GateConfig, NoBaseline};
 pub use names::UnknownName;
 pub use plan::{
     Baseline, Breach, GateKind, Plan, PlanError, StageKind, StageMode, StageSpec, Strategy,

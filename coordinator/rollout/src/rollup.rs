@@ -179,6 +179,10 @@ pub struct Rollup {
     pub p95_us: Histogram,
     /// Memory, KiB.
     pub memory_kib: Histogram,
+    /// Device CPU, tenths of a percent (only reports that carry it; empty in rollups
+    /// written before devices sent CPU).
+    #[serde(default)]
+    pub cpu_permille: Histogram,
 }
 
 impl Rollup {
@@ -195,6 +199,14 @@ impl Rollup {
         self.memory_kib.record(u64::from(memory_kib));
     }
 
+    /// Counts one report's CPU figure (percent, clamped to 0–100).
+    pub fn observe_cpu(&mut self, percent: f32) {
+        if percent.is_finite() {
+            self.cpu_permille
+                .record((f64::from(percent).clamp(0.0, 100.0) * 10.0).round() as u64);
+        }
+    }
+
     /// Adds another window's (or replica's) counts.
     pub fn merge(&mut self, other: &Rollup) {
         self.reports = self.reports.saturating_add(other.reports);
@@ -204,6 +216,7 @@ impl Rollup {
         self.error_ppm.merge(&other.error_ppm);
         self.p95_us.merge(&other.p95_us);
         self.memory_kib.merge(&other.memory_kib);
+        self.cpu_permille.merge(&other.cpu_permille);
     }
 }
 
@@ -237,6 +250,8 @@ pub enum Metric {
     P95Ms,
     /// Memory in MB.
     MemoryMb,
+    /// Device CPU in percent.
+    CpuPercent,
 }
 
 impl Metric {
@@ -245,6 +260,7 @@ impl Metric {
             Metric::ErrorRate => &r.error_ppm,
             Metric::P95Ms => &r.p95_us,
             Metric::MemoryMb => &r.memory_kib,
+            Metric::CpuPercent => &r.cpu_permille,
         }
     }
 
@@ -254,6 +270,7 @@ impl Metric {
             Metric::ErrorRate => 1e-6,
             Metric::P95Ms => 1e-3,
             Metric::MemoryMb => 1.0 / 1024.0,
+            Metric::CpuPercent => 0.1,
         }
     }
 }

@@ -636,6 +636,10 @@ fn deliver(
         _ => {}
     }
     if !fleet.online[i] && kind != E_ONLINE {
+        // An offline device's reporting resumes when it is back.
+        if kind == E_HEALTH && !rollout.status().is_terminal() {
+            sim.push(now + 5 * MINUTE, d, E_HEALTH);
+        }
         return None;
     }
     match kind {
@@ -708,7 +712,11 @@ fn deliver(
                 }
                 _ => Some(now + 5 * MINUTE),
             };
-            if seq < 2
+            // Devices keep reporting while they run the new version, as floed does: the
+            // gates judge the reports received in their windows. Crash-looping devices
+            // report three times (they are rolled back by then).
+            if (seq < 2 || fate != CRASH_LOOP)
+                && !rollout.status().is_terminal()
                 && let Some(t) = next
             {
                 sim.push(t, d, E_HEALTH);

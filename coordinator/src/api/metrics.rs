@@ -227,7 +227,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> ApiResult {
             "Gate verdicts since start, by verdict.",
         ),
         "verdict",
-        ["pass", "wait", "fail"]
+        ["pass", "wait", "fail", "caution"]
             .iter()
             .enumerate()
             .map(|(i, v)| (*v, bus.gate_verdicts[i].load(Ordering::Relaxed))),

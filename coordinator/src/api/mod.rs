@@ -47,7 +47,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use floe_rollout::{Report, parse_duration};
+use floe_rollout::parse_duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -597,17 +597,18 @@ async fn deployment_report(
     };
     let report = st
         .handle
-        .call(move |core, _| core.with_deployment(&id, |_, e| Report::from_rollout(e)))
+        .call(move |core, _| core.with_deployment(&id, |_, e| views::report_with_baselines(e)))
         .await?;
     if markdown {
-        let mut resp = report.to_markdown().into_response();
+        let (report, baselines) = report;
+        let mut resp = (report.to_markdown() + &baselines).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/markdown; charset=utf-8"),
         );
         return Ok(resp);
     }
-    ok(StatusCode::OK, report)
+    ok(StatusCode::OK, report.0)
 }
 
 // Devices.

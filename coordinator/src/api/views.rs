@@ -162,13 +162,16 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> contract::Deployment
             checks: g
                 .checks
                 .iter()
-                .map(|(name, value, limit, pass)| GateCheck {
+                .enumerate()
+                .map(|(i, (name, value, limit, pass))| GateCheck {
                     name: name.clone(),
                     value: *value,
                     limit: *limit,
                     pass: *pass,
+                    outcome: g.outcomes.get(i).copied().flatten(),
                 })
                 .collect(),
+            summary: g.summary.clone(),
             at: rfc3339(g.at),
         })
         .collect();
@@ -207,7 +210,23 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> contract::Deployment
         started_at: time(doc.started_at),
         completed_at: time(doc.completed_at),
         config: doc.config.clone(),
+        baselines: engine.baselines().cloned(),
+        baseline_facts: engine.baselines().map_or_else(Vec::new, |b| {
+            b.statements(plan.config.gates.no_baseline == floe_rollout::NoBaseline::Absolute)
+        }),
     }
+}
+
+/// A deployment's report and, for its Markdown form, its baselines section ("" when none
+/// were captured).
+pub fn report_with_baselines(engine: &Rollout) -> (floe_rollout::Report, String) {
+    let absolute = engine.plan().config.gates.no_baseline == floe_rollout::NoBaseline::Absolute;
+    (
+        floe_rollout::Report::from_rollout(engine),
+        engine
+            .baselines()
+            .map_or_else(String::new, |b| b.to_markdown(absolute)),
+    )
 }
 
 /// An audit entry.

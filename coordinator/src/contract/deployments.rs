@@ -69,6 +69,52 @@ pub struct DeploymentConfig {
     /// before the field read as the default, `30m`).
     #[serde(default = "default_stuck_after")]
     pub stuck_after: String,
+    /// Baselines and gates (stored deployments from before read the defaults).
+    #[serde(default)]
+    pub gates: GateSettings,
+}
+
+/// The baseline and gate settings a deployment runs with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GateSettings {
+    /// Baseline window (`24h`).
+    pub baseline_window: String,
+    /// Reports a group needs for a baseline.
+    pub baseline_min_samples: u64,
+    /// `absolute` or `refuse`.
+    pub no_baseline: String,
+    /// Absolute error-rate limit (fraction).
+    pub abs_error_rate: f64,
+    /// Absolute P95 latency limit (ms).
+    pub abs_p95_ms: f64,
+    /// Absolute memory limit (MB).
+    pub abs_memory_mb: f64,
+    /// Reports per group inside a check's window.
+    pub gate_min_samples: u64,
+    /// CAUTION extensions before a gate fails.
+    pub caution_max_extensions: u32,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        GateSettings::of(&floe_rollout::GateConfig::default())
+    }
+}
+
+impl GateSettings {
+    /// The settings as the API shows them.
+    pub fn of(g: &floe_rollout::GateConfig) -> Self {
+        GateSettings {
+            baseline_window: floe_rollout::duration::format_duration(g.baseline_window),
+            baseline_min_samples: g.baseline_min_samples,
+            no_baseline: g.no_baseline.as_str().to_string(),
+            abs_error_rate: g.abs_error_rate,
+            abs_p95_ms: g.abs_p95_ms,
+            abs_memory_mb: g.abs_memory_mb,
+            gate_min_samples: g.gate_min_samples,
+            caution_max_extensions: g.caution_max_extensions,
+        }
+    }
 }
 
 fn default_stuck_after() -> String {
@@ -125,6 +171,11 @@ pub struct GateCheck {
     pub limit: f64,
     /// Whether it passed.
     pub pass: bool,
+    /// How it came out: `pass`, `fail`, `caution` (degrading within its limit),
+    /// `not_computable` (too few reports in its window: the gate waits) or `not_measured`
+    /// (devices do not send the figure). Absent in gates recorded before outcomes existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<floe_rollout::CheckOutcome>,
 }
 
 /// A gate verdict.
@@ -140,6 +191,10 @@ pub struct Gate {
     pub reason: String,
     /// The checks.
     pub checks: Vec<GateCheck>,
+    /// Over the gate's window: reports, latency P50/P95/P99 across all deployed devices,
+    /// healthy / degraded / failed counts, new failures, CAUTION extensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<floe_rollout::GateSummary>,
     /// RFC 3339.
     pub at: String,
 }
@@ -195,6 +250,15 @@ pub struct Deployment {
     pub completed_at: Option<String>,
     /// The effective config.
     pub config: DeploymentConfig,
+    /// The baselines per device group, from the health rollups: captured at creation (the
+    /// plan preview) and again at start. Absent for deployments stored before baselines
+    /// were captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baselines: Option<floe_rollout::BaselineSet>,
+    /// Stated facts about groups without a baseline ("no baseline for rpi4/eu: 3 samples,
+    /// 100 needed; judged against rpi4's baseline").
+    #[serde(default)]
+    pub baseline_facts: Vec<String>,
 }
 
 impl TargetCounts {

@@ -112,12 +112,16 @@ pub enum GateVerdict {
     Wait,
     /// A check failed.
     Fail,
+    /// A check is degrading within its limit: the soak is extended and the gate rechecks
+    /// (a bounded number of times, then it fails).
+    Caution,
 }
 
-spelled!(GateVerdict, "verdict", "pass, wait or fail", {
+spelled!(GateVerdict, "verdict", "pass, wait, fail or caution", {
     Pass => "pass",
     Wait => "wait",
     Fail => "fail",
+    Caution => "caution",
 });
 
 impl From<floe_rollout::Verdict> for GateVerdict {
@@ -126,6 +130,7 @@ impl From<floe_rollout::Verdict> for GateVerdict {
             floe_rollout::Verdict::Pass => GateVerdict::Pass,
             floe_rollout::Verdict::Wait => GateVerdict::Wait,
             floe_rollout::Verdict::Fail => GateVerdict::Fail,
+            floe_rollout::Verdict::Caution => GateVerdict::Caution,
         }
     }
 }

@@ -20,7 +20,8 @@ pub enum EventKind {
     /// A deployment entered another stage. `data`: `{"stage","name","kind"}`.
     #[serde(rename = "deployment.stage")]
     DeploymentStage,
-    /// A gate decided. `data`: `{"stage","gate","verdict","reason","checks":[{"name","value","limit","pass"}]}`.
+    /// A gate decided. `data`: `{"stage","gate","verdict","reason","checks":[{"name","value","limit","pass","outcome"}],"summary"}`
+    /// (`verdict` `pass`, `wait`, `fail` or `caution`; `summary` as in a deployment's gates).
     #[serde(rename = "gate.verdict")]
     GateVerdict,
     /// A target's status changed. `data`: `{"from","to","stage"}`.

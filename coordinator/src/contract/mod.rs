@@ -30,8 +30,9 @@ mod vars;
 
 pub use audit::{AuditEntry, AuditPage};
 pub use deployments::{
-    Deployment, DeploymentArtifact, DeploymentConfig, DeploymentPage, Gate, GateCheck, Stage,
-    StrategyDefaults, StrategyList, Target, TargetCounts, TargetPage, WaveConfigView,
+    Deployment, DeploymentArtifact, DeploymentConfig, DeploymentPage, Gate, GateCheck,
+    GateSettings, Stage, StrategyDefaults, StrategyList, Target, TargetCounts, TargetPage,
+    WaveConfigView,
 };
 pub use devices::{
     AppliedDirective, BatchResult, Device, DeviceHealth, DevicePage, EnrollToken, FeedDirective,

@@ -104,6 +104,31 @@ pub struct ConfigInput {
     /// longer than this emits a `deployment.stuck` event (default `30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck_after: Option<String>,
+    /// How far back baselines are read from the health rollups (default `24h`, 001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_window: Option<String>,
+    /// Reports a device group needs in that window for a baseline (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_min_samples: Option<u64>,
+    /// A group without a baseline: `absolute` (judged against `abs_*`, the default) or
+    /// `refuse` (start fails naming the groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_baseline: Option<String>,
+    /// Absolute error-rate limit for groups without a baseline, a fraction (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abs_error_rate: Option<f64>,
+    /// Absolute P95 latency limit, ms (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abs_p95_ms: Option<f64>,
+    /// Absolute memory limit, MB (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abs_memory_mb: Option<f64>,
+    /// Reports each group needs inside a gate check's window (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_min_samples: Option<u64>,
+    /// Times a CAUTION verdict extends a soak before the gate fails (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caution_max_extensions: Option<u32>,
 }
 
 /// `POST /deployments`.

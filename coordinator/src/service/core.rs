@@ -109,6 +109,7 @@ impl Core {
                 registry: &mut self.registry,
                 directives: &mut self.directives,
                 events: &mut self.events,
+                rollups: &self.rollups,
             },
         )
     }

@@ -45,8 +45,8 @@ pub struct EventStats {
     pub dropped_clients: AtomicU64,
     /// Events published.
     pub published: AtomicU64,
-    /// Gate verdicts published: pass, wait, fail.
-    pub gate_verdicts: [AtomicU64; 3],
+    /// Gate verdicts published: pass, wait, fail, caution.
+    pub gate_verdicts: [AtomicU64; 4],
 }
 
 #[derive(Debug)]
@@ -165,6 +165,7 @@ impl EventBus {
                         Some("pass") => Some(0),
                         Some("wait") => Some(1),
                         Some("fail") => Some(2),
+                        Some("caution") => Some(3),
                         _ => None,
                     };
                     if let Some(i) = slot {

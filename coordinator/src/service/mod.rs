@@ -38,6 +38,7 @@
 
 pub mod api_tokens;
 mod audit;
+mod baselines;
 mod core;
 mod deployments;
 mod directives;
@@ -536,6 +537,8 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
     )
 }
 
+#[cfg(test)]
+mod baselines_tests;
 #[cfg(test)]
 mod rollups_tests;
 #[cfg(test)]

@@ -111,6 +111,12 @@ pub struct GateRecord {
     pub reason: String,
     /// The checks: (name, value, limit, pass).
     pub checks: Vec<(String, f64, f64, bool)>,
+    /// Each check's outcome, in the order of `checks` (empty in records written before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<Option<floe_rollout::CheckOutcome>>,
+    /// The gate's summary over its window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<floe_rollout::GateSummary>,
     /// Unix ms.
     pub at: Millis,
 }

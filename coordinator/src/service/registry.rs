@@ -1,7 +1,7 @@
 //! The registry part: every registered device (allowlisted or enrolled), the one-time
 //! enrollment tokens, and whether a device is online. A device's report is admitted here
 //! (enrollment, key check, record update) before its meaning reaches the engines; the part
-//! answers the deployments part's questions (targets, baselines, rollback targets) through
+//! answers the deployments part's questions (targets, rollback targets) through
 //! narrow methods and takes back the quarantine flags the engines set.
 
 use super::audit::{AuditBatch, api_audit, line};
@@ -11,10 +11,10 @@ use super::model::{DeviceInput, DevicePatch, Selector};
 use super::pending::{Pending, PendingDevice};
 use super::{MAX_DEVICES, MAX_OPEN_TOKENS, ServiceError, random_token, validation};
 use crate::store::{AppliedRecord, DeviceRecord, SlotRecord, Store, StoreError};
+use floe_rollout::Millis;
 use floe_rollout::duration::format_duration;
-use floe_rollout::{Baseline, Millis};
 use floe_wire::proto::{DeviceReport, PublicKeyBytes};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// What became of a device's report.
 #[derive(Debug, PartialEq, Eq)]
@@ -228,39 +228,6 @@ impl Registry {
                     .collect())
             }
         }
-    }
-
-    /// Baselines per device type: the mean of the registry's last health reports of that
-    /// type, or zeros (error rate 0, no latency or memory reference) when none reported.
-    pub(super) fn baselines(&self) -> HashMap<String, Baseline> {
-        let mut sums: HashMap<String, (f64, f64, f64, f64)> = HashMap::new();
-        for d in self.devices.values() {
-            let entry = sums.entry(d.device_type.clone()).or_default();
-            if let Some(h) = &d.health {
-                entry.0 += h.error_rate;
-                entry.1 += h.p95_ms;
-                entry.2 += h.memory_mb;
-                entry.3 += 1.0;
-            }
-        }
-        sums.into_iter()
-            .map(|(t, (e, p, m, n))| {
-                let b = if n > 0.0 {
-                    Baseline {
-                        error_rate: e / n,
-                        p95_ms: p / n,
-                        memory_mb: m / n,
-                    }
-                } else {
-                    Baseline {
-                        error_rate: 0.0,
-                        p95_ms: 0.0,
-                        memory_mb: 0.0,
-                    }
-                };
-                (t, b)
-            })
-            .collect()
     }
 
     /// `PATCH /devices/:id`.

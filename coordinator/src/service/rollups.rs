@@ -101,12 +101,33 @@ impl Rollups {
             self.counters.excluded += 1;
             return;
         }
-        let status = health_input(h).status;
-        self.open
-            .entry(key)
-            .or_default()
-            .observe(status, h.error_rate_ppm, h.p95_us, h.memory_kib);
+        let input = health_input(h);
+        let rollup = self.open.entry(key).or_default();
+        rollup.observe(input.status, h.error_rate_ppm, h.p95_us, h.memory_kib);
+        if let Some(cpu) = input.system.cpu_percent {
+            rollup.observe_cpu(cpu);
+        }
         self.counters.counted += 1;
+    }
+
+    /// The windows not yet written (the closed ones waiting for the tick, and the open one),
+    /// as rows: baselines read them beside the stored ones.
+    pub(super) fn unwritten(&self) -> Vec<RollupRow> {
+        let open = std::iter::once((self.open_start, &self.open));
+        self.pending
+            .iter()
+            .map(|(s, w)| (*s, w))
+            .chain(open)
+            .flat_map(|(start, groups)| {
+                groups.iter().map(move |((t, r), rollup)| RollupRow {
+                    device_type: t.clone(),
+                    region: r.clone(),
+                    start_ms: start,
+                    window_ms: self.window,
+                    rollup: rollup.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Moves the open window to the pending ones and opens the one starting at `start`.

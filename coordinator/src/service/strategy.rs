@@ -66,6 +66,7 @@ pub fn strategy_config(
     if let Some(v) = input.max_parallel {
         c.max_parallel = v;
     }
+    super::baselines::apply_gate_input(&mut c.gates, input)?;
     if let Some(waves) = &input.waves {
         if waves.len() > 64 {
             return Err(validation("config.waves", "at most 64 waves"));
@@ -141,6 +142,7 @@ pub fn config_json(c: &StrategyConfig) -> DeploymentConfig {
             .collect(),
         max_parallel: c.max_parallel,
         stuck_after: format_duration(DEFAULT_STUCK_AFTER),
+        gates: crate::contract::GateSettings::of(&c.gates),
     }
 }
 

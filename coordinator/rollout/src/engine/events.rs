@@ -223,6 +223,7 @@ impl Rollout {
             self.device_rollback(d, RollbackCause::Unhealthy);
             return;
         }
+        self.record_for_gates(d, &r);
         self.add_metrics(d);
         if r.status == HealthStatus::Healthy && phase == DevPhase::Switched {
             self.verified(d);

@@ -32,18 +32,12 @@ impl Rollout {
 
     /// Evaluates `gate` for the current stage over all devices deployed so far.
     pub(super) fn evaluate_gate(&mut self, gate: GateKind) -> GateVerdict {
-        let failed = self
-            .machine
-            .stages
-            .iter()
-            .map(|s| u64::from(s.failed))
-            .sum();
         self.health.evaluate(
             &self.plan,
             &self.devs,
             (self.machine.stage, gate),
             self.now,
-            failed,
+            &self.machine.stages,
         )
     }
 
@@ -63,6 +57,9 @@ impl Rollout {
             Command::Start => {
                 if status != DeploymentStatus::Pending {
                     return refuse("it has already started");
+                }
+                if let Some(why) = self.baseline_refusal() {
+                    return refuse(&why);
                 }
                 self.machine.started_at = Some(self.now);
                 self.set_status(DeploymentStatus::Running, "started by operator".into());
@@ -263,8 +260,14 @@ impl Rollout {
                 }
                 let spec = self.plan.stages[self.machine.stage as usize].clone();
                 let v = self.evaluate_gate(spec.gate);
+                let v = self.caution_or_fail(v);
                 self.emit_gate(&v);
                 match v.verdict {
+                    Verdict::Caution => {
+                        let until = self.extend_for_caution(&v, &spec.name);
+                        self.machine.phase = Phase::Soaking { until };
+                        true
+                    }
                     Verdict::Pass => {
                         let name = spec.name.clone();
                         self.audit(format!("{name} gate passed"));
@@ -325,9 +328,26 @@ impl Rollout {
                 true
             }
             Phase::Completing { deadline } => {
+                if self.health.gates.recheck_at.is_some_and(|t| now < t) {
+                    return false;
+                }
+                if self.health.gates.recheck_at.take().is_some() {
+                    // A CAUTION recheck: the progress deadline starts again.
+                    self.machine.phase = Phase::Completing {
+                        deadline: now.saturating_add(self.plan.config.timeout),
+                    };
+                    return true;
+                }
                 let v = self.evaluate_gate(GateKind::Completion);
+                let v = self.caution_or_fail(v);
                 self.emit_gate(&v);
                 match v.verdict {
+                    Verdict::Caution => {
+                        let until = self.extend_for_caution(&v, "completion");
+                        self.health.gates.recheck_at = Some(until);
+                        self.machine.phase = Phase::Completing { deadline: until };
+                        true
+                    }
                     Verdict::Pass => {
                         self.machine.completion_verdict = Some(Verdict::Pass);
                         self.audit("completion gate passed".into());

@@ -40,6 +40,7 @@
 mod device;
 mod dispatch;
 mod events;
+mod gate_record;
 mod health;
 mod machine;
 mod persist;
@@ -47,7 +48,9 @@ mod phase;
 mod sweeps;
 mod timers;
 mod types;
+mod window;
 
+pub use gate_record::{CheckOutcome, GateSummary};
 pub use types::{
     Action, Check, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
     HealthReport, HealthStatus, Input, RollbackCause, RolloutError, StageResult, StatusCounts,
@@ -133,6 +136,7 @@ impl Rollout {
             })
             .collect();
         let groups = vec![GroupAgg::default(); plan.types.len()];
+        let gates = window::GateState::for_plan(&plan);
         Rollout {
             plan,
             now,
@@ -156,6 +160,7 @@ impl Rollout {
             timers: Timers::default(),
             health: Health {
                 groups,
+                gates,
                 ..Health::default()
             },
             sweeps: Sweeps::default(),
@@ -424,13 +429,13 @@ impl Rollout {
 
     /// Takes `d`'s last report out of the health aggregates.
     fn drop_metrics(&mut self, d: u32) {
-        let group = self.plan.device_type[d as usize] as usize;
+        let group = self.judged_as(d);
         self.health.remove(group, &mut self.devs[d as usize]);
     }
 
     /// Puts `d`'s last report into the health aggregates.
     fn add_metrics(&mut self, d: u32) {
-        let group = self.plan.device_type[d as usize] as usize;
+        let group = self.judged_as(d);
         self.health.add(group, &mut self.devs[d as usize]);
     }
 

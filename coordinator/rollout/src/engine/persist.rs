@@ -2,12 +2,18 @@
 //! had before its state was grouped into sub-states, so a coordinator upgraded in the middle
 //! of a deployment loads the state it stored and goes on with the same future.
 //!
+//! Layout 2 (issue 15) adds `layout` and `gates` (the gates' windows, captured baselines and
+//! CAUTION bookkeeping) at the end; a layout-1 state has neither and loads with empty windows
+//! and the plan's per-type baselines, so a deployment stored before the change goes on (its
+//! gates wait until reports fill their windows).
+//!
 //! Serializing borrows the engine ([`StateRef`]), so persisting a million-device deployment
 //! after every input copies nothing; deserializing builds a [`State`] and moves its parts into
 //! the sub-states.
 
 use super::device::Dev;
 use super::types::{Action, DeploymentStatus, StageResult, Verdict};
+use super::window::GateState;
 use super::{Dispatch, GroupAgg, Health, Machine, Phase, RollbackSweep, Rollout, Sweeps, Timers};
 use crate::Millis;
 use crate::plan::Plan;
@@ -53,6 +59,15 @@ struct StateRef<'a> {
     mem_warn: u64,
     health_delta: Option<[f64; 3]>,
     completion_verdict: Option<Verdict>,
+    layout: u32,
+    gates: &'a GateState,
+}
+
+/// The layout this engine writes.
+pub(super) const LAYOUT: u32 = 2;
+
+fn layout_one() -> u32 {
+    1
 }
 
 /// The engine's persisted fields, owned.
@@ -94,6 +109,11 @@ pub(super) struct State {
     mem_warn: u64,
     health_delta: Option<[f64; 3]>,
     completion_verdict: Option<Verdict>,
+    /// 1 when absent (states written before the field).
+    #[serde(default = "layout_one")]
+    layout: u32,
+    #[serde(default)]
+    gates: GateState,
 }
 
 impl Serialize for Rollout {
@@ -142,6 +162,8 @@ impl Serialize for Rollout {
             mem_warn: h.mem_warn,
             health_delta: h.health_delta,
             completion_verdict: m.completion_verdict,
+            layout: LAYOUT,
+            gates: &h.gates,
         }
         .serialize(s)
     }
@@ -149,6 +171,18 @@ impl Serialize for Rollout {
 
 impl From<State> for Rollout {
     fn from(s: State) -> Rollout {
+        let mut gates = s.gates;
+        if s.layout < 2 || gates.judges.is_empty() {
+            gates.rebuild(&s.plan);
+            // Count the devices already in the running aggregates (once, at load).
+            for (i, d) in s.devs.iter().enumerate() {
+                if d.flags & super::device::F_REPORTED != 0 {
+                    let t = s.plan.device_type[i];
+                    let g = gates.group_of(t, s.plan.device_region[i]);
+                    gates.reporting_changed(g, true);
+                }
+            }
+        }
         Rollout {
             plan: s.plan,
             now: s.now,
@@ -191,6 +225,7 @@ impl From<State> for Rollout {
                 active: s.active,
                 mem_warn: s.mem_warn,
                 health_delta: s.health_delta,
+                gates,
             },
             sweeps: Sweeps {
                 rollback: s.rollback,

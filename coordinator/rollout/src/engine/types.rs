@@ -3,6 +3,7 @@
 //! the report read one small file to learn what goes in and out; every enum that the REST API
 //! or the audit log spells as a string gets its spelling here, from one table each.
 
+use super::gate_record::{CheckOutcome, GateSummary};
 use crate::Millis;
 use crate::names::spelled;
 use crate::plan::GateKind;
@@ -273,6 +274,9 @@ pub enum Verdict {
     Wait,
     /// A check failed.
     Fail,
+    /// A check is degrading within its limit (001 CAUTION): the soak is extended and the gate
+    /// rechecks, a bounded number of times, then fails.
+    Caution,
 }
 
 /// One check of a gate.
@@ -286,6 +290,9 @@ pub struct Check {
     pub limit: f64,
     /// Whether it passed.
     pub pass: bool,
+    /// How it came out (None in records written before outcomes existed: `pass` says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<CheckOutcome>,
 }
 
 /// A gate verdict, emitted when it changes.
@@ -301,6 +308,10 @@ pub struct GateVerdict {
     pub checks: Vec<Check>,
     /// A sentence saying why.
     pub reason: String,
+    /// Counts and percentiles over the gate's window (None while waiting for a quorum, and
+    /// in records written before summaries existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<GateSummary>,
 }
 
 /// A decision of the engine.
@@ -452,6 +463,7 @@ spelled!(Verdict, "verdict", {
     Pass => "pass",
     Wait => "wait",
     Fail => "fail",
+    Caution => "caution",
 });
 
 spelled!(RollbackCause, "rollback cause", {

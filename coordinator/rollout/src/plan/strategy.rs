@@ -5,6 +5,7 @@
 
 use super::PlanError;
 use crate::duration::MAX_DURATION;
+use crate::gates::GateConfig;
 use crate::names::spelled;
 use crate::{HOUR, MINUTE, Millis, SECOND};
 use serde::{Deserialize, Serialize};
@@ -115,6 +116,9 @@ pub struct StrategyConfig {
     /// The smallest rise of the fleet error rate (a fraction) that counts as "increasing" for
     /// the trend trigger, so measurement noise does not halt a deployment.
     pub trend_min_step: f64,
+    /// Baselines, no-baseline policy, gate sample minimums and CAUTION extensions (issue 15).
+    #[serde(default)]
+    pub gates: GateConfig,
 }
 
 impl StrategyConfig {
@@ -144,6 +148,7 @@ impl StrategyConfig {
             max_all_at_once: 10,
             force: false,
             trend_min_step: 0.001,
+            gates: GateConfig::default(),
         };
         match strategy {
             Strategy::AllAtOnce => c.failure_threshold_percent = 0.0,
@@ -211,6 +216,9 @@ impl StrategyConfig {
                 });
             }
         }
+        self.gates
+            .validate()
+            .map_err(|(field, reason)| PlanError::Config { field, reason })?;
         pct("failure_threshold", self.failure_threshold_percent)?;
         pct("canary_percentage", self.canary_percent)?;
         pct("quorum_percent", self.quorum_percent)?;

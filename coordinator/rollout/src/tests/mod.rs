@@ -6,6 +6,7 @@
 //!
 //! Files: this one holds the harness; the scenarios are grouped by topic in its children.
 
+mod gates;
 mod offline;
 mod operator;
 mod persisted;
@@ -108,7 +109,17 @@ struct H {
     log: Vec<(Millis, Action)>,
     respond: Responder,
     max_in_flight: u32,
+    /// Devices on the new version send their last report again this often (0: never), as
+    /// real devices report periodically; the gates judge the reports in their windows.
+    report_every: Millis,
+    next_round: Millis,
+    last: Vec<Option<HealthReport>>,
+    /// What a device reports in a round at a time (None: its last report again).
+    reporter: Option<Reporter>,
 }
+
+/// A device's periodic report at a time.
+type Reporter = Box<dyn FnMut(u32, Millis) -> HealthReport>;
 
 impl H {
     fn new(cfg: StrategyConfig, n: usize) -> H {
@@ -118,10 +129,47 @@ impl H {
             log: Vec::new(),
             respond: healthy_responder(),
             max_in_flight: 0,
+            report_every: MINUTE,
+            next_round: 0,
+            last: vec![None; n],
+            reporter: None,
+        }
+    }
+
+    /// Remembers a device's report, to send again every `report_every`.
+    fn note(&mut self, input: &Input) {
+        if let Input::Health { device, report } = input {
+            let d = *device as usize;
+            if self.last.len() <= d {
+                self.last.resize(d + 1, None);
+            }
+            self.last[d] = Some(*report);
+        }
+    }
+
+    /// Every device on the new version reports again (its last report).
+    fn report_round(&mut self) {
+        for d in 0..self.last.len() {
+            let Some(mut report) = self.last[d] else {
+                continue;
+            };
+            if let Some(f) = self.reporter.as_mut() {
+                report = f(d as u32, self.now);
+            }
+            if matches!(
+                self.r.target_status(d as u32),
+                Some(TargetStatus::Deploying | TargetStatus::Success)
+            ) && let Err(e) = self.send(Input::Health {
+                device: d as u32,
+                report,
+            }) {
+                panic!("report refused: {e}");
+            }
         }
     }
 
     fn send(&mut self, input: Input) -> Result<(), RolloutError> {
+        self.note(&input);
         self.r.handle_input(self.now, input)?;
         self.drain();
         Ok(())
@@ -145,6 +193,7 @@ impl H {
                 return;
             }
             for i in std::mem::take(&mut pending) {
+                self.note(&i);
                 if let Err(e) = self.r.handle_input(self.now, i) {
                     panic!("input refused: {e}");
                 }
@@ -168,6 +217,12 @@ impl H {
             }
             steps += 1;
             assert!(steps < 1_000_000, "livelock");
+            if self.report_every > 0 && self.next_round < t {
+                self.now = self.now.max(self.next_round);
+                self.next_round = self.now + self.report_every;
+                self.report_round();
+                continue;
+            }
             self.now = self.now.max(t);
             if let Err(e) = self.send(Input::Tick) {
                 panic!("tick refused: {e}");

@@ -91,7 +91,7 @@ proptest! {
         });
         let plan = Plan::new("a", cfg, targets, &baselines(), seed).map_err(|e| TestCaseError::fail(format!("{e}")))?;
         // Reference run, with a snapshot taken after `cut` ticks.
-        let mut a = H { r: Rollout::new(plan, 0), now: 0, log: Vec::new(), respond: chaos_responder(seed), max_in_flight: 0 };
+        let mut a = H { r: Rollout::new(plan, 0), now: 0, log: Vec::new(), respond: chaos_responder(seed), max_in_flight: 0, report_every: 0, next_round: 0, last: Vec::new(), reporter: None };
         prop_assert!(a.cmd(Command::Start).is_ok());
         let mut snapshot: Option<(String, Millis, usize)> = None;
         let mut ticks = 0usize;
@@ -108,7 +108,7 @@ proptest! {
         }
         let Some((bytes, now, logged)) = snapshot else { return Ok(()) };
         let restored: Rollout = serde_json::from_str(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let mut b = H { r: restored, now, log: Vec::new(), respond: chaos_responder(seed), max_in_flight: 0 };
+        let mut b = H { r: restored, now, log: Vec::new(), respond: chaos_responder(seed), max_in_flight: 0, report_every: 0, next_round: 0, last: Vec::new(), reporter: None };
         while let Some(t) = b.r.poll_timeout() {
             b.now = b.now.max(t);
             prop_assert!(b.send(Input::Tick).is_ok());

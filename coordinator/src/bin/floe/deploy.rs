@@ -476,6 +476,11 @@ pub(crate) fn render_status(d: &Deployment, targets: &[Target]) -> String {
             .collect();
         out.push_str(&table(&["STAGE", "NAME", "KIND", "DONE", "STATUS"], &rows));
     }
+    let baselines = crate::gates_view::render_baselines(d);
+    if !baselines.is_empty() {
+        out.push('\n');
+        out.push_str(&baselines);
+    }
     if !d.gates.is_empty() {
         out.push('\n');
         for g in &d.gates {

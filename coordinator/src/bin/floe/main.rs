@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod device;
 mod flow;
+mod gates_view;
 mod health;
 mod hooks;
 mod join;

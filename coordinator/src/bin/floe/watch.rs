@@ -197,11 +197,14 @@ pub(crate) fn gate_line(g: &Gate) -> String {
                     c.name,
                     c.value,
                     c.limit,
-                    if c.pass { "ok" } else { "FAIL" }
+                    crate::gates_view::check_word(c)
                 )
             })
             .collect();
         line.push_str(&format!(" · {}", checks.join(", ")));
+    }
+    if let Some(s) = crate::gates_view::summary_text(g) {
+        line.push_str(&format!(" · {s}"));
     }
     line
 }

@@ -98,7 +98,9 @@ impl Deployments {
                                 "value": c.value,
                                 "limit": c.limit,
                                 "pass": c.pass,
+                                "outcome": c.outcome,
                             })).collect::<Vec<_>>(),
+                            "summary": g.summary,
                         }),
                     ));
                     audit.push(
@@ -114,11 +116,13 @@ impl Deployments {
                         gate: g.gate.as_str().to_string(),
                         verdict: g.verdict.into(),
                         reason: g.reason,
+                        outcomes: g.checks.iter().map(|c| c.outcome).collect(),
                         checks: g
                             .checks
                             .into_iter()
                             .map(|c| (c.name, c.value, c.limit, c.pass))
                             .collect(),
+                        summary: g.summary,
                         at: now,
                     });
                     if doc.gates.len() > MAX_GATES {

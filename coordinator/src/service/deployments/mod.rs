@@ -15,6 +15,7 @@
 //! router.
 
 mod apply;
+mod capture;
 mod stuck;
 
 use super::audit::line;
@@ -43,6 +44,8 @@ pub(super) struct Env<'a> {
     pub(super) directives: &'a mut Directives,
     /// Where a step's events are staged (published after the commit).
     pub(super) events: &'a mut EventSink,
+    /// The health rollups baselines are read from (with the store's).
+    pub(super) rollups: &'a super::rollups::Rollups,
 }
 
 /// An unfinished deployment in memory.
@@ -406,7 +409,14 @@ impl Deployments {
                 "{MAX_ACTIVE_DEPLOYMENTS} deployments are unfinished; finish one before creating another"
             )));
         }
-        let baselines = env.registry.baselines();
+        // Baselines per device group from the rollups: the plan preview's; captured again
+        // at start.
+        let groups = targets
+            .iter()
+            .map(|d| (d.device_type.clone(), d.region.clone()))
+            .collect();
+        let set = super::baselines::capture(env.store, env.rollups, &groups, &config.gates, now)?;
+        let baselines = super::baselines::plan_baselines(&set);
         let specs: Vec<TargetSpec> = targets
             .iter()
             .map(|d| TargetSpec {
@@ -440,7 +450,8 @@ impl Deployments {
         config_view.stuck_after = super::strategy::stuck_after_field(&input.config)?;
         let plan = Plan::new(artifact.name.clone(), config, specs, &baselines, seed)
             .map_err(plan_error)?;
-        let engine = Rollout::new(plan, now);
+        let mut engine = Rollout::new(plan, now);
+        engine.set_baselines(set).map_err(rollout_error)?;
         let id = format!("dep_{}", random_token(5)?);
         let doc = DeploymentDoc {
             id: id.clone(),
@@ -571,7 +582,9 @@ impl Deployments {
         // offline targets.
         let store = env.store;
         let batch = store.begin()?;
-        let started = self.command_steps(env, id, command, now);
+        let started = self
+            .recapture_baselines(env, id, command, now)
+            .and_then(|()| self.command_steps(env, id, command, now));
         match started {
             Ok(()) => batch.commit().map_err(ServiceError::from),
             Err(e) => {
