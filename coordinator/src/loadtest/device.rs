@@ -190,6 +190,7 @@ impl VirtualDevice {
                 p95_us: 2_000,
                 memory_kib: 12_288,
                 restarts: 0,
+                system: None,
             }),
         };
         // A report after a switch ends the trial, as the agent's does once its checks pass.

@@ -127,6 +127,7 @@ impl Dev {
                 p95_us: 2000,
                 memory_kib: 8192,
                 restarts: 0,
+                system: None,
             }),
         }
     }
@@ -282,6 +283,7 @@ fn events_map_report_progress_to_engine_inputs() {
         p95_us: 1_500,
         memory_kib: 2048,
         restarts: 2,
+        system: None,
     });
     assert!((h.error_rate - 0.025).abs() < 1e-6);
     assert!((h.p95_ms - 1.5).abs() < 1e-6);

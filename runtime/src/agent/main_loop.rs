@@ -484,6 +484,7 @@ mod tests {
                 p95_us: 0,
                 memory_kib: 9000,
                 restarts: 0,
+                system: None,
             }),
         }
     }

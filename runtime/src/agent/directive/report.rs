@@ -84,6 +84,7 @@ where
                 p95_us,
                 memory_kib,
                 restarts: u32::try_from(self.assessment.restarts).unwrap_or(u32::MAX),
+                system: None,
             }),
         })
     }
