@@ -65,6 +65,7 @@ pub use engine::{
     StatusCounts, SystemFigures, TargetStatus, Verdict,
 };
 pub use names::UnknownName;
+pub use plan::TriggerConfig;
 pub use plan::{
     Baseline, Breach, GateKind, Plan, PlanError, StageKind, StageMode, StageSpec, Strategy,
     StrategyConfig, TargetFlags, TargetSpec, WaveConfig,

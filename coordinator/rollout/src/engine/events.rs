@@ -223,6 +223,9 @@ impl Rollout {
             self.device_rollback(d, RollbackCause::Unhealthy);
             return;
         }
+        if self.system_triggers(d, &r.system) {
+            return;
+        }
         self.add_metrics(d);
         if r.status == HealthStatus::Healthy && phase == DevPhase::Switched {
             self.verified(d);

@@ -46,8 +46,10 @@ mod persist;
 mod phase;
 mod sweeps;
 mod timers;
+mod triggers;
 mod types;
 
+pub use triggers::{cpu_check, cpu_limit};
 pub use types::{
     Action, Check, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
     HealthReport, HealthStatus, Input, RollbackCause, RolloutError, StageResult, StatusCounts,
@@ -110,6 +112,7 @@ pub struct Rollout {
     timers: Timers,
     health: Health,
     sweeps: Sweeps,
+    signals: triggers::Signals,
 }
 
 impl Rollout {
@@ -159,6 +162,7 @@ impl Rollout {
                 ..Health::default()
             },
             sweeps: Sweeps::default(),
+            signals: triggers::Signals::default(),
         }
     }
 
@@ -395,6 +399,7 @@ impl Rollout {
         if was_active && !now_active {
             self.health.active -= 1;
             self.drop_metrics(d);
+            self.signals.forget(d, self.plan.device_type[d as usize]);
             let dev = &mut self.devs[d as usize];
             if dev.flags & F_MEM_WARN != 0 {
                 dev.flags &= !F_MEM_WARN;
@@ -426,6 +431,7 @@ impl Rollout {
     fn drop_metrics(&mut self, d: u32) {
         let group = self.plan.device_type[d as usize] as usize;
         self.health.remove(group, &mut self.devs[d as usize]);
+        self.signals.uncount(d, group as u16);
     }
 
     /// Puts `d`'s last report into the health aggregates.

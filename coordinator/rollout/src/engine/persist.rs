@@ -7,6 +7,7 @@
 //! the sub-states.
 
 use super::device::Dev;
+use super::triggers::Signals;
 use super::types::{Action, DeploymentStatus, StageResult, Verdict};
 use super::{Dispatch, GroupAgg, Health, Machine, Phase, RollbackSweep, Rollout, Sweeps, Timers};
 use crate::Millis;
@@ -53,6 +54,9 @@ struct StateRef<'a> {
     mem_warn: u64,
     health_delta: Option<[f64; 3]>,
     completion_verdict: Option<Verdict>,
+    /// Left out while empty, so states without system figures keep their stored layout.
+    #[serde(skip_serializing_if = "Signals::is_empty_ref")]
+    signals: &'a Signals,
 }
 
 /// The engine's persisted fields, owned.
@@ -94,6 +98,9 @@ pub(super) struct State {
     mem_warn: u64,
     health_delta: Option<[f64; 3]>,
     completion_verdict: Option<Verdict>,
+    /// Absent in states stored before the system-figure triggers.
+    #[serde(default)]
+    signals: Signals,
 }
 
 impl Serialize for Rollout {
@@ -142,6 +149,7 @@ impl Serialize for Rollout {
             mem_warn: h.mem_warn,
             health_delta: h.health_delta,
             completion_verdict: m.completion_verdict,
+            signals: &self.signals,
         }
         .serialize(s)
     }
@@ -196,6 +204,7 @@ impl From<State> for Rollout {
                 rollback: s.rollback,
                 final_cursor: s.final_cursor,
             },
+            signals: s.signals,
         }
     }
 }

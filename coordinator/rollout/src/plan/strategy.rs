@@ -115,6 +115,10 @@ pub struct StrategyConfig {
     /// The smallest rise of the fleet error rate (a fraction) that counts as "increasing" for
     /// the trend trigger, so measurement noise does not halt a deployment.
     pub trend_min_step: f64,
+    /// Limits and windows of the triggers that fire from system figures (a stored plan
+    /// without them gets the defaults).
+    #[serde(default, skip_serializing_if = "super::TriggerConfig::is_default")]
+    pub triggers: super::TriggerConfig,
 }
 
 impl StrategyConfig {
@@ -144,6 +148,7 @@ impl StrategyConfig {
             max_all_at_once: 10,
             force: false,
             trend_min_step: 0.001,
+            triggers: super::TriggerConfig::default(),
         };
         match strategy {
             Strategy::AllAtOnce => c.failure_threshold_percent = 0.0,
@@ -211,6 +216,8 @@ impl StrategyConfig {
                 });
             }
         }
+        (self.triggers.validate())
+            .map_err(|(field, reason)| PlanError::Config { field, reason })?;
         pct("failure_threshold", self.failure_threshold_percent)?;
         pct("canary_percentage", self.canary_percent)?;
         pct("quorum_percent", self.quorum_percent)?;
