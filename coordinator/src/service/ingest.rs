@@ -40,7 +40,7 @@ pub fn health_input(h: &proto::HealthSummary) -> HealthReport {
 
 /// The engine's system figures for a report's integers (permille → percent, millidegrees →
 /// degrees); what the device did not send stays unknown.
-pub fn system_figures(s: &proto::SystemSummary) -> SystemFigures {
+pub(super) fn system_figures(s: &proto::SystemSummary) -> SystemFigures {
     let percent = |p: Option<u16>| p.map(|v| f32::from(v) / 10.0);
     SystemFigures {
         cpu_percent: percent(s.cpu_permille),

@@ -538,6 +538,8 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
 #[cfg(test)]
 mod rollups_tests;
 #[cfg(test)]
+mod signals_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod webhooks_tls_tests;

@@ -307,6 +307,14 @@ impl Rollout {
                 .devs
                 .get(device as usize)
                 .is_some_and(|d| !d.phase.active() || d.flags & device::F_OFFLINE != 0),
+            // Already unreachable, or not on the new version: `on_device` does nothing.
+            Input::Device {
+                device,
+                event: DeviceEvent::HealthUnreachable,
+            } => self
+                .devs
+                .get(device as usize)
+                .is_some_and(|d| !d.phase.active() || d.flags & device::F_UNREACHABLE != 0),
             Input::Device { .. } | Input::Command(_) | Input::Tick => false,
         }
     }

@@ -285,11 +285,16 @@ impl Rollout {
         if size == 0 {
             return false;
         }
+        let confirm = self.plan.config.triggers.unreachable_confirm;
+        let now = self.now;
         let unreachable = self.plan.order[spec.start as usize..spec.end as usize]
             .iter()
             .filter(|&&d| {
                 let dev = &self.devs[d as usize];
-                dev.stage == s && dev.phase.active() && dev.flags & F_UNREACHABLE != 0
+                dev.stage == s
+                    && dev.phase.active()
+                    && dev.flags & F_UNREACHABLE != 0
+                    && now.saturating_sub(dev.unreachable_since) >= confirm
             })
             .count();
         let share = unreachable as f64 * 100.0 / f64::from(size);
@@ -299,8 +304,10 @@ impl Rollout {
         }
         let reason = format!(
             "health_unreachable_share: {unreachable} of {size} devices of {} ({share:.1}%) have \
-             an unreachable health endpoint, > {limit:.0}% (003: roll back the current wave)",
-            spec.name
+             had an unreachable health endpoint for {} s or more, > {limit:.0}% (003: roll back \
+             the current wave)",
+            spec.name,
+            confirm / 1000
         );
         self.wave_trigger(reason)
     }

@@ -8,7 +8,7 @@
 //! | `thermal_escalation` | at or above 85 °C, or within 10 °C of it and rising fast enough to reach it within 15 min (measured over at least 2 min) | affected devices, named | halt and assess | 001 |
 //! | `disk_anomaly` | free space under 256 MB, used ≥ 95 %, or falling (≥ 64 MB lost, measured over at least 10 min) at a rate that empties the disk within 1 h | affected devices, named | halt and assess | 001 soak "no disk space consumption anomalies" |
 //! | `functional_check` | the device's functional check (layer 4) failed | the device | roll it back (quarantine) | 003 layer 4 |
-//! | `health_unreachable_share` | health unreachable on > 10 % of the current wave's devices | current wave | roll back the wave (halt without auto-rollback) | 003 |
+//! | `health_unreachable_share` | health unreachable (for at least 1 min each) on > 10 % of the current wave's devices | current wave | roll back the wave (halt without auto-rollback) | 003 |
 //! | `cpu_bounds` (gate check) | the group's mean CPU ≤ its baseline + 20 points, and never above 90 % | canary, wave and completion gates | the gate fails | 001 canary "CPU utilization within expected bounds" |
 //!
 //! Trends are measured against an anchor (the first report after the device switched), which
@@ -51,6 +51,9 @@ pub struct TriggerConfig {
     /// `health_unreachable_share`: share of the current wave's devices (percent) whose health
     /// is unreachable above which the wave is rolled back (003: 10 %).
     pub unreachable_wave_percent: f64,
+    /// `health_unreachable_share`: how long a device's health must have been unreachable to
+    /// count (one missed report is not an outage; the device itself is rolled back at 2 min).
+    pub unreachable_confirm: Millis,
     /// `cpu_bounds`: how many percentage points above the group's CPU baseline a gate allows.
     pub cpu_over_baseline_points: f64,
     /// `cpu_bounds`: the highest mean CPU a gate allows, whatever the baseline.
@@ -72,6 +75,7 @@ impl Default for TriggerConfig {
             disk_min_span: 10 * MINUTE,
             trend_window: 30 * MINUTE,
             unreachable_wave_percent: 10.0,
+            unreachable_confirm: MINUTE,
             cpu_over_baseline_points: 20.0,
             cpu_max_percent: 90.0,
         }
@@ -126,6 +130,7 @@ impl TriggerConfig {
             ("triggers.disk_exhaust_horizon", self.disk_exhaust_horizon),
             ("triggers.disk_min_span", self.disk_min_span),
             ("triggers.trend_window", self.trend_window),
+            ("triggers.unreachable_confirm", self.unreachable_confirm),
         ] {
             if v == 0 || v > crate::duration::MAX_DURATION {
                 return Err((

@@ -16,6 +16,7 @@
 
 mod apply;
 mod stuck;
+mod unreachable;
 
 use super::audit::line;
 use super::directives::Directives;
