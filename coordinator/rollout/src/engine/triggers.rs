@@ -8,9 +8,12 @@
 //!   `memory_high` (rolls the current wave back), `thermal_escalation` and `disk_anomaly`
 //!   (halt and assess, naming the affected devices);
 //! - per health-check tick: `health_unreachable_share` (rolls the current wave back);
-//! - per gate: `cpu_bounds` for every gate, and on the canary gate `thermal_throttling` and
-//!   `disk_anomaly` (001's soak: "no thermal throttling events", "no disk space consumption
-//!   anomalies").
+//! - per gate: on the canary gate `thermal_throttling` and `disk_anomaly` (001's soak: "no
+//!   thermal throttling events", "no disk space consumption anomalies"); `cpu_bounds` (001
+//!   canary: "CPU utilization is within expected bounds") through [`Rollout::cpu_checks`] for
+//!   the groups whose CPU baseline the gate code knows. The engine applies no CPU ceiling of
+//!   its own: without a baseline there is no "expected", and a busy host (a CI runner at 100 %
+//!   while it compiles) would fail healthy versions.
 //!
 //! Without auto-rollback every "roll back" above halts instead. The state kept per device
 //! (trend anchors, the last CPU figure) lives here, only for deployed devices that sent
@@ -312,34 +315,42 @@ impl Rollout {
         self.wave_trigger(reason)
     }
 
+    /// The `cpu[type]` checks (001 canary "CPU utilization is within expected bounds") of the
+    /// device groups whose deployed devices sent CPU figures and whose CPU baseline (percent)
+    /// `baseline` knows, by device type: each group's mean against [`cpu_limit`]. A group
+    /// without a baseline gets no check (the caller states the missing baseline).
+    pub fn cpu_checks(&self, baseline: impl Fn(&str) -> Option<f64>) -> Vec<Check> {
+        let cfg = &self.plan.config.triggers;
+        self.signals
+            .cpu_means()
+            .filter_map(|(g, _, mean)| {
+                let t = &self.plan.types[g as usize];
+                baseline(t).map(|b| cpu_check(t, mean, Some(b), cfg))
+            })
+            .collect()
+    }
+
     /// The gate checks from system figures, appended to `v` (a passing verdict with a failing
-    /// check fails): `cpu[type]` on every health gate, and on the canary gate
-    /// `thermal_throttling` and `disk_anomaly` over all deployed devices.
+    /// check fails): on the canary gate, `thermal_throttling` and `disk_anomaly` over all
+    /// deployed devices.
     pub(super) fn system_checks(&self, v: &mut GateVerdict) {
         if v.verdict == Verdict::Wait
-            || v.gate == GateKind::Staged
+            || v.gate != GateKind::Canary
             || !self.plan.config.health_check
         {
             return;
         }
-        let cfg = &self.plan.config.triggers;
-        let mut checks: Vec<Check> = self
-            .signals
-            .cpu_means()
-            .map(|(g, _, mean)| cpu_check(&self.plan.types[g as usize], mean, None, cfg))
-            .collect();
-        if v.gate == GateKind::Canary {
-            for (name, set) in [
-                ("thermal_throttling", &self.signals.throttled),
-                ("disk_anomaly", &self.signals.disk),
-            ] {
-                checks.push(Check {
-                    name: name.into(),
-                    value: set.len() as f64,
-                    limit: 0.0,
-                    pass: set.is_empty(),
-                });
-            }
+        let mut checks = Vec::new();
+        for (name, set) in [
+            ("thermal_throttling", &self.signals.throttled),
+            ("disk_anomaly", &self.signals.disk),
+        ] {
+            checks.push(Check {
+                name: name.into(),
+                value: set.len() as f64,
+                limit: 0.0,
+                pass: set.is_empty(),
+            });
         }
         let failing: Vec<String> = checks
             .iter()
