@@ -4,6 +4,7 @@
 //!
 //! | trigger | condition (defaults) | scope | action | source |
 //! |---|---|---|---|---|
+//! | `memory_leak` (in `engine/events.rs`) | the flow's memory grows > 5 % per 10 min, measured over the last 10–30 min (`trend_window`) | the device | roll it back (quarantine) | 001 |
 //! | `memory_high` | memory in use > 90 % on any deployed device | current wave | roll back the wave (halt without auto-rollback) | 003 |
 //! | `thermal_escalation` | at or above 85 °C, or within 10 °C of it and rising fast enough to reach it within 15 min (measured over at least 2 min) | affected devices, named | halt and assess | 001 |
 //! | `disk_anomaly` | free space under 256 MB, used ≥ 95 %, or falling (≥ 64 MB lost, measured over at least 10 min) at a rate that empties the disk within 1 h | affected devices, named | halt and assess | 001 soak "no disk space consumption anomalies" |

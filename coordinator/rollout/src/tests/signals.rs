@@ -429,3 +429,38 @@ fn trigger_state_survives_a_store_and_load() {
     );
     assert_eq!(back.status(), DeploymentStatus::Paused);
 }
+
+#[test]
+fn a_memory_leak_that_starts_late_is_judged_over_the_last_30_minutes() {
+    let mut cfg = StrategyConfig::defaults(Strategy::Rolling);
+    cfg.batch_delay = 240 * MINUTE;
+    let mut h = H::new(cfg, 10);
+    assert!(h.cmd(Command::Start).is_ok());
+    let memory = |mb: f32| HealthReport {
+        memory_mb: mb,
+        ..good()
+    };
+    // An hour flat at 200 MB, reported every 5 minutes.
+    for k in 0..=12u64 {
+        for d in [1, 2] {
+            report(&mut h, d, k * 5 * MINUTE, memory(200.0));
+        }
+    }
+    // Then device 1 grows 6 % per 10 minutes and device 2 grows 4 %: over the whole hour and
+    // ten minutes that is under 1 % per 10 minutes, but over the last window it is a leak.
+    report(&mut h, 2, 65 * MINUTE, memory(204.0));
+    report(&mut h, 1, 65 * MINUTE, memory(206.0));
+    assert!(h.directives(DirectiveKind::Rollback).is_empty());
+    report(&mut h, 2, 70 * MINUTE, memory(208.0));
+    report(&mut h, 1, 70 * MINUTE, memory(212.0));
+    assert_eq!(h.directives(DirectiveKind::Rollback), vec![1]);
+    assert!(h.log.iter().any(|(_, a)| matches!(
+        a,
+        Action::Directive {
+            device: 1,
+            cause: Some(RollbackCause::MemoryLeak),
+            ..
+        }
+    )));
+    assert_eq!(h.r.status(), DeploymentStatus::Running);
+}
