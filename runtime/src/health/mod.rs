@@ -413,6 +413,19 @@ pub fn evaluate(
         ),
     );
 
+    // Throttling is reported, not judged here: a degraded status would hold a switched device
+    // back from verification; the coordinator's thermal triggers and canary gate judge it.
+    let throttling = match sys.throttled {
+        Some(true) => Check::new(
+            Status::Healthy,
+            "throttled (firmware flags or a zone at its passive trip point)",
+            Some(1.0),
+        ),
+        Some(false) => Check::new(Status::Healthy, "not throttled", Some(0.0)),
+        None => Check::new(Status::Healthy, "throttling not available", None),
+    };
+    checks.insert("system.throttling".to_string(), throttling);
+
     // Layer 3.
     let latest = &app.latest;
     let flow = if latest.running {
@@ -839,6 +852,14 @@ mod tests {
         };
         let r = eval(&a, &sys, &Functional::Passed);
         assert_eq!(r.checks["system.memory"].status, Status::Unhealthy);
+        assert_eq!(r.checks["system.throttling"].value, None);
+        let throttled = SystemSample {
+            throttled: Some(true),
+            ..SystemSample::default()
+        };
+        let t = eval(&a, &throttled, &Functional::Passed);
+        assert_eq!(t.checks["system.throttling"].value, Some(1.0));
+        assert_eq!(t.status, Status::Healthy);
         assert_eq!(r.status, Status::Unhealthy);
         // The system layer does not decide trials.
         assert_eq!(r.application_status(), Status::Healthy);
