@@ -247,6 +247,7 @@ impl Device {
                 p95_us: 2_000,
                 memory_kib: 10_240,
                 restarts: 0,
+                system: None,
             }),
         };
         Envelope::sign(&report, &[&self.key])

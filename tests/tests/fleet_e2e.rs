@@ -108,6 +108,13 @@ fn rolling_deployment_reaches_every_device_in_its_other_slot() {
             },
         );
         assert_eq!(reg["installed"]["slot"], s["active"]);
+        // The device's own figures came along (this host has /proc and a data directory on
+        // a real filesystem; CPU needs two samples, temperature a thermal zone).
+        let system = &reg["health"]["system"];
+        let memory = system["memory_used_percent"].as_f64();
+        assert!(memory.is_some_and(|m| m > 0.0 && m <= 100.0), "{reg}");
+        assert!(system["disk_free_mb"].as_f64().is_some(), "{reg}");
+        assert!(system["disk_used_percent"].as_f64().is_some(), "{reg}");
     }
     // The report tells the same story.
     let report = coord

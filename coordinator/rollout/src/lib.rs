@@ -72,6 +72,7 @@ pub use engine::{
 };
 pub use gates::{GateConfig, NoBaseline};
 pub use names::UnknownName;
+pub use plan::TriggerConfig;
 pub use plan::{
     Baseline, Breach, GateKind, Plan, PlanError, StageKind, StageMode, StageSpec, Strategy,
     StrategyConfig, TargetFlags, TargetSpec, WaveConfig,

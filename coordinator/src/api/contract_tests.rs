@@ -341,6 +341,19 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
     let mut devices: Vec<VirtualDevice> = (0..5u8)
         .map(|i| VirtualDevice::new([i + 10; 32], "rpi4", "eu", Behaviour::Good))
         .collect();
+    // The first reports its system figures, so the device view's `health.system` is checked
+    // against the schema with values in it.
+    devices[0] = VirtualDevice::new([10; 32], "rpi4", "eu", Behaviour::Good).with_system(
+        floe_wire::proto::SystemSummary {
+            cpu_permille: Some(250),
+            memory_permille: Some(400),
+            temperature_mc: Some(51_000),
+            throttled: Some(false),
+            disk_free_mb: Some(9_000),
+            disk_used_permille: Some(350),
+            functional_ok: Some(true),
+        },
+    );
     for d in &devices[..3] {
         let body =
             json!({"id": d.id(), "public_key": d.public_hex(), "type": "rpi4", "region": "eu"});
@@ -467,6 +480,8 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         None,
     );
     assert_eq!(one["health"]["status"], "healthy");
+    assert_eq!(one["health"]["system"]["cpu_percent"], 25.0);
+    assert_eq!(one["health"]["system"]["functional_ok"], true);
     let patch = json!({"maintenance": false});
     call(
         &c,

@@ -13,7 +13,7 @@
 use ed25519_dalek::SigningKey;
 use floe_wire::proto::{
     Action, Applied, DeviceReport, Directive, DirectivePost, Envelope, Facts, Fixed, HealthLevel,
-    HealthSummary, Label, Progress, SignedError, SlotInfo, TrustStore, cbor,
+    HealthSummary, Label, Progress, SignedError, SlotInfo, SystemSummary, TrustStore, cbor,
 };
 
 /// How a simulated device behaves when a deployment reaches it.
@@ -72,6 +72,7 @@ pub struct VirtualDevice {
     last_good: Option<SlotInfo>,
     on_trial: bool,
     applied: Option<Applied>,
+    system: Option<SystemSummary>,
 }
 
 impl VirtualDevice {
@@ -92,7 +93,15 @@ impl VirtualDevice {
             last_good: None,
             on_trial: false,
             applied: None,
+            system: None,
         }
+    }
+
+    /// The same device, reporting `system` as its figures (CPU, memory, disk…) in every
+    /// report; by default it reports none, as a device older than the figures does.
+    pub fn with_system(mut self, system: SystemSummary) -> Self {
+        self.system = Some(system);
+        self
     }
 
     /// The device id (hex of the public key).
@@ -190,6 +199,7 @@ impl VirtualDevice {
                 p95_us: 2_000,
                 memory_kib: 12_288,
                 restarts: 0,
+                system: self.system,
             }),
         };
         // A report after a switch ends the trial, as the agent's does once its checks pass.

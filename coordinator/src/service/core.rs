@@ -591,8 +591,9 @@ impl Core {
         if let Some(applied) = &r.applied {
             deployments.feed(&mut env, id, now, |track| applied_events(track, applied));
         }
-        if let Some(h) = &r.health {
-            deployments.health(&mut env, id, health_input(h), now);
+        match &r.health {
+            Some(h) => deployments.health(&mut env, id, health_input(h), now),
+            None => deployments.health_missing(&mut env, id, now),
         }
         Ok(())
     }

@@ -34,7 +34,22 @@ pub fn health_input(h: &proto::HealthSummary) -> HealthReport {
         p95_ms: h.p95_us as f32 / 1000.0,
         memory_mb: h.memory_kib as f32 / 1024.0,
         restarts: h.restarts,
-        system: SystemFigures::default(),
+        system: h.system.as_ref().map(system_figures).unwrap_or_default(),
+    }
+}
+
+/// The engine's system figures for a report's integers (permille → percent, millidegrees →
+/// degrees); what the device did not send stays unknown.
+pub(super) fn system_figures(s: &proto::SystemSummary) -> SystemFigures {
+    let percent = |p: Option<u16>| p.map(|v| f32::from(v) / 10.0);
+    SystemFigures {
+        cpu_percent: percent(s.cpu_permille),
+        memory_used_percent: percent(s.memory_permille),
+        temperature_c: s.temperature_mc.map(|t| t as f32 / 1000.0),
+        throttled: s.throttled,
+        disk_free_mb: s.disk_free_mb.map(|mb| mb as f32),
+        disk_used_percent: percent(s.disk_used_permille),
+        functional_ok: s.functional_ok,
     }
 }
 

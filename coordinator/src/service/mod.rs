@@ -542,6 +542,8 @@ mod baselines_tests;
 #[cfg(test)]
 mod rollups_tests;
 #[cfg(test)]
+mod signals_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod webhooks_tls_tests;

@@ -65,6 +65,7 @@ impl Dev {
                 p95_us,
                 memory_kib,
                 restarts: 0,
+                system: None,
             }),
         }
     }

@@ -15,9 +15,9 @@ use floe_wire::proto::{
 };
 use std::path::Path;
 
-const T0: u64 = 1_800_000_000_000;
+pub(super) const T0: u64 = 1_800_000_000_000;
 
-fn core_at(dir: &Path) -> Core {
+pub(super) fn core_at(dir: &Path) -> Core {
     core_with(dir, 20_000)
 }
 
@@ -48,12 +48,12 @@ fn example() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-struct Dev {
-    id: String,
+pub(super) struct Dev {
+    pub(super) id: String,
     key: SigningKey,
     seq: u64,
     applied: Option<Applied>,
-    log: Vec<(u64, Action)>,
+    pub(super) log: Vec<(u64, Action)>,
     token: Option<String>,
     active: Option<SlotInfo>,
     standby: Option<SlotInfo>,
@@ -61,13 +61,15 @@ struct Dev {
     /// Report a 50 % error rate while running this release.
     bad_release: Option<u64>,
     /// Every rollback directive's artifact.
-    rollbacks: Vec<proto::ArtifactRef>,
+    pub(super) rollbacks: Vec<proto::ArtifactRef>,
+    /// Changes every report before it is sent (figures, a missing health summary).
+    pub(super) edit: Option<fn(&mut DeviceReport)>,
 }
 
 impl Dev {
     /// A device whose key comes from `seed`; its id is the hex of that key, as every device's
     /// is (`_name` only says which one it is in the test).
-    fn new(_name: &str, seed: u8) -> Dev {
+    pub(super) fn new(_name: &str, seed: u8) -> Dev {
         let key = SigningKey::from_bytes(&[seed; 32]);
         let id = hex::encode(key.verifying_key().to_bytes());
         Dev::claiming(&id, seed)
@@ -87,6 +89,7 @@ impl Dev {
             last_good: None,
             bad_release: None,
             rollbacks: Vec::new(),
+            edit: None,
         }
     }
 
@@ -94,9 +97,9 @@ impl Dev {
         hex::encode(self.key.verifying_key().to_bytes())
     }
 
-    fn report(&mut self) -> DeviceReport {
+    pub(super) fn report(&mut self) -> DeviceReport {
         self.seq += 1;
-        DeviceReport {
+        let mut r = DeviceReport {
             schema: 1,
             device_id: self.id.clone(),
             public_key: Fixed(self.key.verifying_key().to_bytes()),
@@ -127,12 +130,17 @@ impl Dev {
                 p95_us: 2000,
                 memory_kib: 8192,
                 restarts: 0,
+                system: None,
             }),
+        };
+        if let Some(edit) = self.edit {
+            edit(&mut r);
         }
+        r
     }
 
     /// Applies the current directive if it is newer, then reports.
-    fn step(&mut self, core: &mut Core, now: u64) {
+    pub(super) fn step(&mut self, core: &mut Core, now: u64) {
         if let Some((generation, post)) = core.directive_post(&self.id, now).unwrap() {
             let post = DirectivePost::from_bytes(&post).unwrap();
             let d = proto::open::<Directive>(&post.directive.0, &[coordinator_key()], 1)
@@ -182,7 +190,7 @@ impl Dev {
     }
 }
 
-fn published(core: &mut Core, now: u64) -> String {
+pub(super) fn published(core: &mut Core, now: u64) -> String {
     let flow = core
         .create_flow(
             FlowInput {
@@ -198,7 +206,7 @@ fn published(core: &mut Core, now: u64) -> String {
     flow.id
 }
 
-fn allow(core: &mut Core, dev: &mut Dev, now: u64) {
+pub(super) fn allow(core: &mut Core, dev: &mut Dev, now: u64) {
     core.allow_device(
         DeviceInput {
             id: dev.id.clone(),
@@ -235,7 +243,7 @@ fn deploy(core: &mut Core, flow: &str, devs: &[Dev], strategy: &str, now: u64) -
     id
 }
 
-fn status(core: &Core, id: &str) -> DeploymentStatus {
+pub(super) fn status(core: &Core, id: &str) -> DeploymentStatus {
     core.with_deployment(id, |_, e| e.status()).unwrap()
 }
 
@@ -282,6 +290,7 @@ fn events_map_report_progress_to_engine_inputs() {
         p95_us: 1_500,
         memory_kib: 2048,
         restarts: 2,
+        system: None,
     });
     assert!((h.error_rate - 0.025).abs() < 1e-6);
     assert!((h.p95_ms - 1.5).abs() < 1e-6);

@@ -30,7 +30,7 @@ use super::{Agent, AgentError};
 use crate::control::{Command, Outcome, Published, Reply};
 use floe_fabric::{ArtifactId, Fabric};
 use floe_wire::clock::{unix_ms, unix_secs};
-use floe_wire::proto::{DeviceReport, Envelope};
+use floe_wire::proto::{DeviceReport, Envelope, SystemSummary};
 
 /// What the loop waits for.
 #[derive(Debug)]
@@ -345,6 +345,12 @@ fn fingerprint(report: &DeviceReport) -> DeviceReport {
         h.error_rate_ppm = 0;
         h.p95_us = 0;
         h.restarts = 0;
+        // Figures move all the time; throttling and the functional check are news.
+        h.system = h.system.map(|s| SystemSummary {
+            throttled: s.throttled,
+            functional_ok: s.functional_ok,
+            ..SystemSummary::default()
+        });
     }
     f
 }
@@ -484,6 +490,7 @@ mod tests {
                 p95_us: 0,
                 memory_kib: 9000,
                 restarts: 0,
+                system: None,
             }),
         }
     }

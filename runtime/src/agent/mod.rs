@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::crash::crash_point;
 use crate::health::{
     self, AgentCounters, AppAssessment, AppWindow, Connectivity, Functional, HealthReport,
-    SystemProbe,
+    SystemProbe, SystemSample,
 };
 use crate::slots::{SlotError, Slots};
 use crate::state::{AuditEntry, Lifecycle, Phase, State, StateError};
@@ -122,6 +122,7 @@ pub struct Agent<R: FlowRunner> {
     window: AppWindow,
     assessment: AppAssessment,
     probe: SystemProbe,
+    system: SystemSample,
     functional: Functional,
     counters: AgentCounters,
     report: HealthReport,
@@ -163,6 +164,7 @@ where
             window: AppWindow::default(),
             assessment: AppAssessment::default(),
             probe,
+            system: SystemSample::default(),
             functional: Functional::NotRun,
             counters: AgentCounters::default(),
             report: HealthReport::starting(""),
@@ -266,6 +268,7 @@ where
             &self.assessment,
             &self.functional,
         );
+        self.system = sys;
         &self.report
     }
 

@@ -184,9 +184,13 @@ impl Rollout {
             restarted = true;
         }
         let crash_loop = dev.restart_at[0] != 0 && now - dev.restart_at[0] <= CRASH_LOOP_WINDOW;
-        // Memory trend against the first report after the switch.
+        // Memory trend against an anchor: the first report after the switch, moved to the
+        // newest report once it is the trend window (001: 30 min) old, so growth is judged
+        // over the last 10 to 30 minutes, not diluted by a long flat start. Between a move
+        // and the next 10 minutes the warning keeps its last value.
         let mut leak = false;
-        let mut warn = false;
+        let had_warn = dev.flags & F_MEM_WARN != 0;
+        let mut warn = had_warn;
         if dev.memory0 <= 0.0 {
             dev.memory0 = r.memory_mb;
             dev.memory0_at = now;
@@ -196,8 +200,11 @@ impl Rollout {
                 / (now - dev.memory0_at) as f64;
             leak = per10 > MEMORY_LEAK_PER_10M;
             warn = per10 >= MEMORY_TREND_PER_10M;
+            if now - dev.memory0_at >= self.plan.config.triggers.trend_window {
+                dev.memory0 = r.memory_mb;
+                dev.memory0_at = now;
+            }
         }
-        let had_warn = dev.flags & F_MEM_WARN != 0;
         if warn && !had_warn {
             dev.flags |= F_MEM_WARN;
             self.health.mem_warn += 1;
@@ -221,6 +228,9 @@ impl Rollout {
         }
         if r.status == HealthStatus::Unhealthy {
             self.device_rollback(d, RollbackCause::Unhealthy);
+            return;
+        }
+        if self.system_triggers(d, &r.system) {
             return;
         }
         self.record_for_gates(d, &r);

@@ -23,6 +23,9 @@ pub(super) struct Machine {
 impl Rollout {
     /// Applies the fleet-wide triggers (001 thresholds and, on health-check ticks, the trend).
     pub(super) fn apply_fleet_triggers(&mut self, trend: bool) {
+        if self.fleet_system_triggers() {
+            return;
+        }
         match self.health.fleet_triggers(&self.plan, trend) {
             Some(Trigger::RollbackAll(reason)) => self.start_rollback(Scope::All, reason),
             Some(Trigger::Halt(reason)) => self.halt(reason),
@@ -32,13 +35,15 @@ impl Rollout {
 
     /// Evaluates `gate` for the current stage over all devices deployed so far.
     pub(super) fn evaluate_gate(&mut self, gate: GateKind) -> GateVerdict {
-        self.health.evaluate(
+        let mut v = self.health.evaluate(
             &self.plan,
             &self.devs,
             (self.machine.stage, gate),
             self.now,
             &self.machine.stages,
-        )
+        );
+        self.system_checks(&mut v);
+        v
     }
 
     pub(super) fn on_command(&mut self, c: Command) -> Result<(), RolloutError> {

@@ -47,10 +47,12 @@ mod persist;
 mod phase;
 mod sweeps;
 mod timers;
+mod triggers;
 mod types;
 mod window;
 
 pub use gate_record::{CheckOutcome, GateSummary};
+pub use triggers::{cpu_check, cpu_limit};
 pub use types::{
     Action, Check, Command, DeploymentStatus, DeviceEvent, DirectiveKind, GateVerdict,
     HealthReport, HealthStatus, Input, RollbackCause, RolloutError, StageResult, StatusCounts,
@@ -113,6 +115,7 @@ pub struct Rollout {
     timers: Timers,
     health: Health,
     sweeps: Sweeps,
+    signals: triggers::Signals,
 }
 
 impl Rollout {
@@ -164,6 +167,7 @@ impl Rollout {
                 ..Health::default()
             },
             sweeps: Sweeps::default(),
+            signals: triggers::Signals::default(),
         }
     }
 
@@ -308,6 +312,14 @@ impl Rollout {
                 .devs
                 .get(device as usize)
                 .is_some_and(|d| !d.phase.active() || d.flags & device::F_OFFLINE != 0),
+            // Already unreachable, or not on the new version: `on_device` does nothing.
+            Input::Device {
+                device,
+                event: DeviceEvent::HealthUnreachable,
+            } => self
+                .devs
+                .get(device as usize)
+                .is_some_and(|d| !d.phase.active() || d.flags & device::F_UNREACHABLE != 0),
             Input::Device { .. } | Input::Command(_) | Input::Tick => false,
         }
     }
@@ -400,6 +412,7 @@ impl Rollout {
         if was_active && !now_active {
             self.health.active -= 1;
             self.drop_metrics(d);
+            self.signals.forget(d, self.plan.device_type[d as usize]);
             let dev = &mut self.devs[d as usize];
             if dev.flags & F_MEM_WARN != 0 {
                 dev.flags &= !F_MEM_WARN;
@@ -431,6 +444,8 @@ impl Rollout {
     fn drop_metrics(&mut self, d: u32) {
         let group = self.judged_as(d);
         self.health.remove(group, &mut self.devs[d as usize]);
+        // The system figures are counted per device type (`plan.types`).
+        self.signals.uncount(d, self.plan.device_type[d as usize]);
     }
 
     /// Puts `d`'s last report into the health aggregates.

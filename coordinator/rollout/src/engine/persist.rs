@@ -12,6 +12,7 @@
 //! the sub-states.
 
 use super::device::Dev;
+use super::triggers::Signals;
 use super::types::{Action, DeploymentStatus, StageResult, Verdict};
 use super::window::GateState;
 use super::{Dispatch, GroupAgg, Health, Machine, Phase, RollbackSweep, Rollout, Sweeps, Timers};
@@ -61,6 +62,9 @@ struct StateRef<'a> {
     completion_verdict: Option<Verdict>,
     layout: u32,
     gates: &'a GateState,
+    /// Left out while empty, so states without system figures keep their stored layout.
+    #[serde(skip_serializing_if = "Signals::is_empty_ref")]
+    signals: &'a Signals,
 }
 
 /// The layout this engine writes.
@@ -114,6 +118,9 @@ pub(super) struct State {
     layout: u32,
     #[serde(default)]
     gates: GateState,
+    /// Absent in states stored before the system-figure triggers.
+    #[serde(default)]
+    signals: Signals,
 }
 
 impl Serialize for Rollout {
@@ -164,6 +171,7 @@ impl Serialize for Rollout {
             completion_verdict: m.completion_verdict,
             layout: LAYOUT,
             gates: &h.gates,
+            signals: &self.signals,
         }
         .serialize(s)
     }
@@ -231,6 +239,7 @@ impl From<State> for Rollout {
                 rollback: s.rollback,
                 final_cursor: s.final_cursor,
             },
+            signals: s.signals,
         }
     }
 }

@@ -262,6 +262,8 @@ pub enum RollbackCause {
     HealthUnreachable,
     /// The directive was not carried out within the strategy's timeout.
     DeployTimeout,
+    /// The device's functional check (003 layer 4) failed.
+    FunctionalCheck,
 }
 
 /// A gate's decision.
@@ -473,4 +475,5 @@ spelled!(RollbackCause, "rollback cause", {
     MemoryLeak => "memory_leak",
     HealthUnreachable => "health_unreachable",
     DeployTimeout => "deploy_timeout",
+    FunctionalCheck => "functional_check",
 });

@@ -28,6 +28,7 @@
 mod canary;
 mod compile;
 mod strategy;
+mod triggers;
 mod waves;
 
 #[cfg(test)]
@@ -35,6 +36,7 @@ mod tests;
 
 pub use canary::canary_size_range;
 pub use strategy::{Strategy, StrategyConfig, WaveConfig};
+pub use triggers::TriggerConfig;
 
 use super::Millis;
 use super::names::spelled;

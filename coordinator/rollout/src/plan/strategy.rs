@@ -119,6 +119,10 @@ pub struct StrategyConfig {
     /// Baselines, no-baseline policy, gate sample minimums and CAUTION extensions (issue 15).
     #[serde(default)]
     pub gates: GateConfig,
+    /// Limits and windows of the triggers that fire from system figures (a stored plan
+    /// without them gets the defaults).
+    #[serde(default, skip_serializing_if = "super::TriggerConfig::is_default")]
+    pub triggers: super::TriggerConfig,
 }
 
 impl StrategyConfig {
@@ -149,6 +153,7 @@ impl StrategyConfig {
             force: false,
             trend_min_step: 0.001,
             gates: GateConfig::default(),
+            triggers: super::TriggerConfig::default(),
         };
         match strategy {
             Strategy::AllAtOnce => c.failure_threshold_percent = 0.0,
@@ -217,6 +222,9 @@ impl StrategyConfig {
             }
         }
         self.gates
+            .validate()
+            .map_err(|(field, reason)| PlanError::Config { field, reason })?;
+        self.triggers
             .validate()
             .map_err(|(field, reason)| PlanError::Config { field, reason })?;
         pct("failure_threshold", self.failure_threshold_percent)?;

@@ -11,6 +11,7 @@ mod offline;
 mod operator;
 mod persisted;
 mod properties;
+mod signals;
 mod stages;
 mod strategies;
 mod triggers;

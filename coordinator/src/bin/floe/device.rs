@@ -425,6 +425,8 @@ pub(crate) fn render_one(d: &Device) -> String {
         None => "-".to_string(),
     };
     pairs.push(("health", health));
+    let system = d.health.as_ref().map(|h| crate::system::render(&h.system));
+    pairs.push(("system", system.unwrap_or_else(|| "-".into())));
     pairs.push(("generation", d.generation.to_string()));
     pairs.push((
         "maintenance",

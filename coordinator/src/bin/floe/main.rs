@@ -28,6 +28,7 @@ use std::process::ExitCode;
 
 mod serve;
 mod sim;
+mod system;
 mod token;
 
 #[derive(Debug, Parser)]

@@ -17,6 +17,7 @@
 mod apply;
 mod capture;
 mod stuck;
+mod unreachable;
 
 use super::audit::line;
 use super::directives::Directives;

@@ -57,6 +57,12 @@ where
             .assessment
             .p95
             .map_or(0, |d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+        // Since the last switch: the flow's node restarts, and floed's own restarts while the
+        // switched slot is on trial (each one restarted the flow too).
+        let restarts = self
+            .assessment
+            .restarts_since_switch
+            .saturating_add(self.lifecycle.trial_boots.len() as u64);
         let memory_kib =
             health::self_rss_bytes().map_or(0, |b| u32::try_from(b / 1024).unwrap_or(u32::MAX));
         Ok(DeviceReport {
@@ -83,7 +89,8 @@ where
                 error_rate_ppm: ppm,
                 p95_us,
                 memory_kib,
-                restarts: u32::try_from(self.assessment.restarts).unwrap_or(u32::MAX),
+                restarts: u32::try_from(restarts).unwrap_or(u32::MAX),
+                system: health::system_summary(&self.system, &self.functional),
             }),
         })
     }

@@ -32,7 +32,7 @@ pub use manifest::{FileEntry, Manifest};
 pub use membership::{Membership, MembershipError, Role};
 pub use report::{
     Applied, DeviceReport, DirectivePost, Facts, HealthLevel, HealthSummary, Label, PostError,
-    Progress, SlotInfo, open_report, open_report_from,
+    Progress, SlotInfo, SystemSummary, open_report, open_report_from,
 };
 pub use trust::{RotationError, TrustStore};
 

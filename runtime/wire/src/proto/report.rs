@@ -195,8 +195,87 @@ pub struct HealthSummary {
     pub p95_us: u32,
     /// Resident memory of floed, in KiB.
     pub memory_kib: u32,
-    /// Flow restarts since the last switch.
+    /// Flow restarts since the last switch (node restarts of the running flow and floed
+    /// restarts while on trial; zero again after every switch).
     pub restarts: u32,
+    /// The device's system figures (003 health check layer 2, and layer 4's result), absent
+    /// when the device sends none. Devices older than the field never send it; a coordinator
+    /// older than the field refuses reports that carry it (`deny_unknown_fields`), so the
+    /// coordinator is upgraded before the devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemSummary>,
+}
+
+/// A device's system figures as integers (one encoding each). Every field is optional: a
+/// figure the device could not read (no thermal zone, no throttling counter) is absent, which
+/// means unknown, never zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSummary {
+    /// CPU use of the whole device since its previous sample, in permille of all cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_permille: Option<u16>,
+    /// Memory in use on the whole device (MemTotal − MemAvailable), in permille of MemTotal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_permille: Option<u16>,
+    /// The hottest thermal zone, in millidegrees Celsius.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_mc: Option<i32>,
+    /// Whether the device is throttled (firmware's throttle flags, or a zone at or above its
+    /// passive trip point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<bool>,
+    /// Free space (for unprivileged users) on the data directory's filesystem, in MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_mb: Option<u32>,
+    /// Used space on the data directory's filesystem, in permille (as `df` computes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_permille: Option<u16>,
+    /// The functional check's result for the running version (003 layer 4), absent when no
+    /// smoke test ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functional_ok: Option<bool>,
+}
+
+/// The coldest and hottest temperature a report may carry, in millidegrees Celsius: beyond
+/// these a sensor is broken, and the device leaves the figure out instead.
+pub const TEMPERATURE_MC_RANGE: std::ops::RangeInclusive<i32> = -100_000..=200_000;
+
+impl SystemSummary {
+    /// Whether it carries no figure at all.
+    pub fn is_empty(&self) -> bool {
+        *self == SystemSummary::default()
+    }
+
+    /// Checks every figure against its range; the error names the field and the value.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("health.system.cpu_permille", self.cpu_permille),
+            ("health.system.memory_permille", self.memory_permille),
+            ("health.system.disk_used_permille", self.disk_used_permille),
+        ] {
+            if let Some(v) = value
+                && v > 1000
+            {
+                return Err(format!("{field} is {v}, at most 1000 (permille)"));
+            }
+        }
+        if let Some(t) = self.temperature_mc
+            && !TEMPERATURE_MC_RANGE.contains(&t)
+        {
+            return Err(format!(
+                "health.system.temperature_mc is {t}, outside {}..={} (millidegrees Celsius)",
+                TEMPERATURE_MC_RANGE.start(),
+                TEMPERATURE_MC_RANGE.end()
+            ));
+        }
+        if self.is_empty() {
+            return Err(
+                "health.system carries no figure; leave it out instead (one encoding)".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A device's signed report about itself.
@@ -301,6 +380,9 @@ impl Payload for DeviceReport {
         if let Some(applied) = &self.applied {
             check_name("applied.name", &applied.name)?;
             check_text("applied.detail", &applied.detail, MAX_DETAIL_BYTES)?;
+        }
+        if let Some(system) = self.health.as_ref().and_then(|h| h.system.as_ref()) {
+            system.check()?;
         }
         Ok(())
     }
@@ -447,6 +529,7 @@ mod tests {
                 p95_us: 120,
                 memory_kib: 9000,
                 restarts: 0,
+                system: None,
             }),
         }
     }
@@ -491,6 +574,125 @@ mod tests {
         r.applied.as_mut().unwrap().detail = "x".repeat(MAX_DETAIL_BYTES + 1);
         let err = Envelope::sign(&r, &[&k]).unwrap_err().to_string();
         assert!(err.contains("applied.detail"), "{err}");
+    }
+
+    fn figures() -> SystemSummary {
+        SystemSummary {
+            cpu_permille: Some(125),
+            memory_permille: Some(640),
+            temperature_mc: Some(61_500),
+            throttled: Some(false),
+            disk_free_mb: Some(11_000),
+            disk_used_permille: Some(300),
+            functional_ok: Some(true),
+        }
+    }
+
+    #[test]
+    fn system_figures_round_trip_and_absent_figures_stay_absent() {
+        let k = key(1);
+        let mut r = report(&k);
+        r.health.as_mut().unwrap().system = Some(figures());
+        let bytes = Envelope::sign(&r, &[&k]).unwrap().to_bytes().unwrap();
+        assert_eq!(open_report(&bytes).unwrap(), r);
+        // Only some figures known: the others are absent on the wire and decode as unknown.
+        let partial = SystemSummary {
+            memory_permille: Some(999),
+            ..SystemSummary::default()
+        };
+        r.health.as_mut().unwrap().system = Some(partial);
+        let payload = cbor::encode(&r).unwrap();
+        let back: DeviceReport = cbor::decode_canonical(&payload, MAX_REPORT_BYTES).unwrap();
+        assert_eq!(back.health.unwrap().system, Some(partial));
+        let text = format!(
+            "{:?}",
+            ciborium::de::from_reader::<ciborium::Value, _>(&payload[..])
+        );
+        assert!(!text.contains("temperature_mc"), "{text}");
+    }
+
+    #[test]
+    fn a_report_without_system_figures_encodes_as_before_the_field() {
+        // An old device's summary has no `system` key; it must decode on a new coordinator,
+        // and a new device that knows no figure sends exactly the old bytes.
+        #[derive(Serialize)]
+        struct OldSummary {
+            status: HealthLevel,
+            flow_running: bool,
+            error_rate_ppm: u32,
+            p95_us: u32,
+            memory_kib: u32,
+            restarts: u32,
+        }
+        let old = OldSummary {
+            status: HealthLevel::Degraded,
+            flow_running: true,
+            error_rate_ppm: 12,
+            p95_us: 340,
+            memory_kib: 8000,
+            restarts: 1,
+        };
+        let bytes = cbor::encode(&old).unwrap();
+        let new: HealthSummary = cbor::decode_canonical(&bytes, 1024).unwrap();
+        assert_eq!(new.system, None);
+        assert_eq!(new.restarts, 1);
+        assert_eq!(cbor::encode(&new).unwrap(), bytes);
+    }
+
+    #[test]
+    fn bad_system_figures_are_refused_naming_the_field() {
+        let k = key(1);
+        let cases: [(SystemSummary, &str); 5] = [
+            (
+                SystemSummary {
+                    cpu_permille: Some(1001),
+                    ..figures()
+                },
+                "health.system.cpu_permille is 1001",
+            ),
+            (
+                SystemSummary {
+                    memory_permille: Some(5000),
+                    ..figures()
+                },
+                "health.system.memory_permille",
+            ),
+            (
+                SystemSummary {
+                    disk_used_permille: Some(u16::MAX),
+                    ..figures()
+                },
+                "health.system.disk_used_permille",
+            ),
+            (
+                SystemSummary {
+                    temperature_mc: Some(250_000),
+                    ..figures()
+                },
+                "health.system.temperature_mc is 250000",
+            ),
+            (SystemSummary::default(), "carries no figure"),
+        ];
+        for (system, want) in cases {
+            let mut r = report(&k);
+            r.health.as_mut().unwrap().system = Some(system);
+            let err = Envelope::sign(&r, &[&k]).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} lacks {want}");
+        }
+        // A field the decoder does not know is refused (what an old coordinator does to a
+        // new device's figures): the coordinator must be upgraded first.
+        #[derive(Serialize)]
+        struct Future {
+            cpu_permille: u16,
+            gpu_permille: u16,
+        }
+        let bytes = cbor::encode(&Future {
+            cpu_permille: 1,
+            gpu_permille: 2,
+        })
+        .unwrap();
+        let err = cbor::decode_canonical::<SystemSummary>(&bytes, 1024).unwrap_err();
+        assert!(err.to_string().contains("gpu_permille"), "{err}");
     }
 
     #[test]

@@ -16,11 +16,20 @@
 //! `{"status":"healthy|degraded|unhealthy","version":"…","checks":{…}}`, and is what the local
 //! HTTP endpoint serves and what the agent sends to the coordinator.
 
+mod system;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use system::read_small;
+pub use system::{
+    SystemProbe, SystemSample, THROTTLED_PATH, parse_meminfo, parse_proc_stat, parse_throttled,
+};
+
+use floe_wire::proto::SystemSummary;
+use floe_wire::proto::report::TEMPERATURE_MC_RANGE;
 use serde::Serialize;
 
 use crate::config::HealthConfig;
@@ -134,19 +143,6 @@ pub struct Connectivity {
     pub peers: usize,
 }
 
-/// Layer 2 input: one system sample. None where the value could not be read.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SystemSample {
-    /// CPU use since the previous sample (percent).
-    pub cpu_percent: Option<f64>,
-    /// Memory in use (percent of MemTotal, from MemAvailable).
-    pub memory_percent: Option<f64>,
-    /// Disk in use on the data directory's filesystem (percent, as `df` computes it).
-    pub disk_percent: Option<f64>,
-    /// The hottest thermal zone (degrees Celsius).
-    pub temperature_celsius: Option<f64>,
-}
-
 /// Counters of one node, as the engine reports them (monotonic since the flow started).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeCounters {
@@ -197,6 +193,8 @@ pub const APP_WINDOW: usize = 30;
 #[derive(Debug, Default)]
 pub struct AppWindow {
     samples: VecDeque<AppSnapshot>,
+    /// Node restarts since the last [`AppWindow::reset`] (the switch), whatever the window.
+    since_reset: u64,
 }
 
 /// The application layer's derived figures.
@@ -206,8 +204,12 @@ pub struct AppAssessment {
     pub latest: AppSnapshot,
     /// The worst node error rate over the window, with the node id.
     pub worst_error_rate: Option<(String, f64)>,
-    /// Node restarts over the window.
+    /// Node restarts over the window (the local crash-loop check).
     pub restarts: u64,
+    /// Node restarts since the last switch (what the report's `restarts` carries, with the
+    /// daemon's restarts on trial): counted across the window, so it only grows until the
+    /// next switch.
+    pub restarts_since_switch: u64,
     /// The flow's latency figure: the highest 95th-percentile processing time of any node
     /// (the slowest step a message can meet), none before any node processed a message.
     pub p95: Option<Duration>,
@@ -216,6 +218,20 @@ pub struct AppAssessment {
 impl AppWindow {
     /// Adds a snapshot (dropping the oldest at [`APP_WINDOW`]) and returns the assessment.
     pub fn push(&mut self, snap: AppSnapshot) -> AppAssessment {
+        // New restarts since the previous snapshot; a node absent from it (or the first
+        // snapshot after a reset, taken from a flow started at the switch) counts whole.
+        let prev = self.samples.back();
+        let fresh: u64 = snap
+            .nodes
+            .iter()
+            .map(|n| {
+                let before = prev
+                    .and_then(|p| p.nodes.iter().find(|o| o.id == n.id))
+                    .map_or(0, |o| o.restarts);
+                n.restarts.saturating_sub(before)
+            })
+            .sum();
+        self.since_reset = self.since_reset.saturating_add(fresh);
         if self.samples.len() >= APP_WINDOW {
             self.samples.pop_front();
         }
@@ -226,6 +242,7 @@ impl AppWindow {
     /// Forgets everything (after a switch the counters restart from zero).
     pub fn reset(&mut self) {
         self.samples.clear();
+        self.since_reset = 0;
     }
 
     /// The assessment of the current window.
@@ -261,9 +278,42 @@ impl AppWindow {
             latest: latest.clone(),
             worst_error_rate: worst,
             restarts,
+            restarts_since_switch: self.since_reset,
             p95,
         }
     }
+}
+
+/// The system figures a device report carries (the wire's integers): percentages in
+/// permille, degrees in millidegrees, free disk in MiB, the functional check's result (absent
+/// when no smoke test with test input ran for this version). None when nothing is known.
+pub fn system_summary(sys: &SystemSample, functional: &Functional) -> Option<SystemSummary> {
+    let permille = |p: Option<f64>| {
+        p.filter(|v| v.is_finite())
+            .map(|v| (v * 10.0).round().clamp(0.0, 1000.0) as u16)
+    };
+    let summary = SystemSummary {
+        cpu_permille: permille(sys.cpu_percent),
+        memory_permille: permille(sys.memory_percent),
+        temperature_mc: sys
+            .temperature_celsius
+            .filter(|t| t.is_finite())
+            .map(|t| (t * 1000.0).round())
+            .filter(|t| (-1e9..=1e9).contains(t))
+            .map(|t| t as i32)
+            .filter(|t| TEMPERATURE_MC_RANGE.contains(t)),
+        throttled: sys.throttled,
+        disk_free_mb: sys
+            .disk_free_mb
+            .map(|mb| u32::try_from(mb).unwrap_or(u32::MAX)),
+        disk_used_permille: permille(sys.disk_percent),
+        functional_ok: match functional {
+            Functional::Passed => Some(true),
+            Functional::Failed(_) => Some(false),
+            Functional::NotRun | Functional::NoTestInput => None,
+        },
+    };
+    (!summary.is_empty()).then_some(summary)
 }
 
 /// Evaluates all four layers into a report. Pure: every input is a sample.
@@ -363,6 +413,19 @@ pub fn evaluate(
         ),
     );
 
+    // Throttling is reported, not judged here: a degraded status would hold a switched device
+    // back from verification; the coordinator's thermal triggers and canary gate judge it.
+    let throttling = match sys.throttled {
+        Some(true) => Check::new(
+            Status::Healthy,
+            "throttled (firmware flags or a zone at its passive trip point)",
+            Some(1.0),
+        ),
+        Some(false) => Check::new(Status::Healthy, "not throttled", Some(0.0)),
+        None => Check::new(Status::Healthy, "throttling not available", None),
+    };
+    checks.insert("system.throttling".to_string(), throttling);
+
     // Layer 3.
     let latest = &app.latest;
     let flow = if latest.running {
@@ -446,120 +509,6 @@ pub fn evaluate(
         version: version.to_string(),
         checks,
     }
-}
-
-/// Reads the system layer from `/proc`, `/sys/class/thermal` and `statvfs`.
-#[derive(Debug)]
-pub struct SystemProbe {
-    proc_root: PathBuf,
-    sys_root: PathBuf,
-    disk_path: PathBuf,
-    prev_cpu: Option<(u64, u64)>,
-}
-
-impl SystemProbe {
-    /// A probe reading from the given roots; `disk_path` is the data directory.
-    pub fn new(proc_root: &Path, sys_root: &Path, disk_path: &Path) -> SystemProbe {
-        SystemProbe {
-            proc_root: proc_root.to_path_buf(),
-            sys_root: sys_root.to_path_buf(),
-            disk_path: disk_path.to_path_buf(),
-            prev_cpu: None,
-        }
-    }
-
-    /// Takes one sample. CPU use needs two samples, so the first has none.
-    pub fn sample(&mut self) -> SystemSample {
-        let cpu = read_small(&self.proc_root.join("stat")).and_then(|t| parse_proc_stat(&t));
-        let cpu_percent = match (self.prev_cpu, cpu) {
-            (Some((idle0, total0)), Some((idle1, total1))) if total1 > total0 => {
-                let busy = (total1 - total0).saturating_sub(idle1.saturating_sub(idle0));
-                Some(busy as f64 * 100.0 / (total1 - total0) as f64)
-            }
-            _ => None,
-        };
-        if cpu.is_some() {
-            self.prev_cpu = cpu;
-        }
-        let memory_percent =
-            read_small(&self.proc_root.join("meminfo")).and_then(|t| parse_meminfo(&t));
-        SystemSample {
-            cpu_percent,
-            memory_percent,
-            disk_percent: disk_percent(&self.disk_path),
-            temperature_celsius: max_temperature(&self.sys_root.join("class/thermal")),
-        }
-    }
-}
-
-/// Reads a small pseudo-file (at most 64 KiB), None when unreadable.
-fn read_small(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).ok()?;
-    let mut s = String::new();
-    f.take(64 * 1024).read_to_string(&mut s).ok()?;
-    Some(s)
-}
-
-/// (idle, total) jiffies from the `cpu` line of `/proc/stat`.
-pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
-    let line = text.lines().find(|l| l.starts_with("cpu "))?;
-    let vals: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().ok())
-        .collect::<Option<Vec<u64>>>()?;
-    if vals.len() < 4 {
-        return None;
-    }
-    // idle + iowait count as idle time.
-    let idle = vals[3] + vals.get(4).copied().unwrap_or(0);
-    let total = vals.iter().take(8).sum();
-    Some((idle, total))
-}
-
-/// Memory in use (percent) from `/proc/meminfo`'s MemTotal and MemAvailable.
-pub fn parse_meminfo(text: &str) -> Option<f64> {
-    let field = |name: &str| -> Option<u64> {
-        text.lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    let total = field("MemTotal:")?;
-    let avail = field("MemAvailable:")?;
-    if total == 0 {
-        return None;
-    }
-    Some(total.saturating_sub(avail) as f64 * 100.0 / total as f64)
-}
-
-fn disk_percent(path: &Path) -> Option<f64> {
-    let st = nix::sys::statvfs::statvfs(path).ok()?;
-    let blocks = st.blocks() as u64;
-    let free = st.blocks_free() as u64;
-    let avail = st.blocks_available() as u64;
-    let used = blocks.saturating_sub(free);
-    let denom = used + avail;
-    if denom == 0 {
-        return None;
-    }
-    Some(used as f64 * 100.0 / denom as f64)
-}
-
-/// The hottest `thermal_zone*/temp` under `dir` (millidegrees in the file).
-fn max_temperature(dir: &Path) -> Option<f64> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("thermal_zone"))
-        .take(64)
-        .filter_map(|e| read_small(&e.path().join("temp")))
-        .filter_map(|t| t.trim().parse::<i64>().ok())
-        .map(|m| m as f64 / 1000.0)
-        .reduce(f64::max)
 }
 
 /// Counters the agent keeps about itself, exported beside the report.
@@ -775,6 +724,74 @@ mod tests {
     }
 
     #[test]
+    fn restarts_since_the_switch_outlive_the_window_and_reset_at_the_switch() {
+        let mut w = AppWindow::default();
+        // A flow started at the switch that already restarted a node once.
+        assert_eq!(
+            w.push(app(true, &[("n1", 0, 0, 1)])).restarts_since_switch,
+            1
+        );
+        w.push(app(true, &[("n1", 5, 0, 3)]));
+        // Long after the restarts left the 30-sample window they still count.
+        let mut last = AppAssessment::default();
+        for i in 0..(APP_WINDOW as u64 * 2) {
+            last = w.push(app(true, &[("n1", 10 + i, 0, 3), ("n2", i, 0, 0)]));
+        }
+        assert_eq!(last.restarts, 0);
+        assert_eq!(last.restarts_since_switch, 3);
+        // A node that appears with restarts counts whole.
+        assert_eq!(
+            w.push(app(true, &[("n1", 99, 0, 3), ("n3", 0, 0, 2)]))
+                .restarts_since_switch,
+            5
+        );
+        w.reset();
+        assert_eq!(
+            w.push(app(true, &[("n1", 0, 0, 0)])).restarts_since_switch,
+            0
+        );
+    }
+
+    #[test]
+    fn system_summary_is_integers_and_unknown_stays_absent() {
+        assert_eq!(
+            system_summary(&SystemSample::default(), &Functional::NotRun),
+            None
+        );
+        assert_eq!(
+            system_summary(&SystemSample::default(), &Functional::NoTestInput),
+            None
+        );
+        let sys = SystemSample {
+            cpu_percent: Some(12.34),
+            memory_percent: Some(100.2),
+            disk_percent: Some(55.55),
+            disk_free_mb: Some(u64::MAX),
+            temperature_celsius: Some(61.5),
+            throttled: Some(true),
+        };
+        let s = system_summary(&sys, &Functional::Failed("no output".into())).unwrap();
+        assert_eq!(s.cpu_permille, Some(123));
+        assert_eq!(s.memory_permille, Some(1000));
+        assert_eq!(s.disk_used_permille, Some(556));
+        assert_eq!(s.disk_free_mb, Some(u32::MAX));
+        assert_eq!(s.temperature_mc, Some(61_500));
+        assert_eq!(s.throttled, Some(true));
+        assert_eq!(s.functional_ok, Some(false));
+        assert!(s.check().is_ok());
+        let hot = SystemSample {
+            temperature_celsius: Some(f64::NAN),
+            ..SystemSample::default()
+        };
+        assert_eq!(
+            system_summary(&hot, &Functional::Passed)
+                .unwrap()
+                .temperature_mc,
+            None
+        );
+    }
+
+    #[test]
     fn window_is_bounded() {
         let mut w = AppWindow::default();
         for i in 0..(APP_WINDOW as u64 * 3) {
@@ -831,9 +848,18 @@ mod tests {
             memory_percent: Some(95.0),
             disk_percent: Some(50.0),
             temperature_celsius: Some(60.0),
+            ..SystemSample::default()
         };
         let r = eval(&a, &sys, &Functional::Passed);
         assert_eq!(r.checks["system.memory"].status, Status::Unhealthy);
+        assert_eq!(r.checks["system.throttling"].value, None);
+        let throttled = SystemSample {
+            throttled: Some(true),
+            ..SystemSample::default()
+        };
+        let t = eval(&a, &throttled, &Functional::Passed);
+        assert_eq!(t.checks["system.throttling"].value, Some(1.0));
+        assert_eq!(t.status, Status::Healthy);
         assert_eq!(r.status, Status::Unhealthy);
         // The system layer does not decide trials.
         assert_eq!(r.application_status(), Status::Healthy);

@@ -1,0 +1,404 @@
+//! Triggers that fire from the devices' system figures (001 "Automatic Rollback Triggers",
+//! 003's), beside the flow-level ones in `events` (crash loop, memory leak, unhealthy, health
+//! unreachable) and `health` (error-rate spike, latency spike, gradual degradation). The
+//! limits, windows, scopes and actions are in [`TriggerConfig`](crate::plan::TriggerConfig)'s
+//! documentation; in short:
+//!
+//! - per report of a deployed device: `functional_check` (rolls the device back),
+//!   `memory_high` (rolls the current wave back), `thermal_escalation` and `disk_anomaly`
+//!   (halt and assess, naming the affected devices);
+//! - per health-check tick: `health_unreachable_share` (rolls the current wave back);
+//! - per gate: on the canary gate `thermal_throttling` and `disk_anomaly` (001's soak: "no
+//!   thermal throttling events", "no disk space consumption anomalies"); `cpu_bounds` (001
+//!   canary: "CPU utilization is within expected bounds") through [`Rollout::cpu_checks`] for
+//!   the groups whose CPU baseline the gate code knows. The engine applies no CPU ceiling of
+//!   its own: without a baseline there is no "expected", and a busy host (a CI runner at 100 %
+//!   while it compiles) would fail healthy versions.
+//!
+//! Without auto-rollback every "roll back" above halts instead. The state kept per device
+//! (trend anchors, the last CPU figure) lives here, only for deployed devices that sent
+//! figures, and is dropped when a device stops running the new version.
+
+use super::*;
+use crate::plan::TriggerConfig;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Devices named in a halt reason at most (the rest are counted).
+const NAMED: usize = 10;
+
+/// A trend anchor: a value and when it was reported.
+type Anchor = Option<(f32, Millis)>;
+
+/// What is kept per deployed device that reports system figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct SigDev {
+    /// Temperature anchor, °C.
+    temp0: Anchor,
+    /// Free-disk anchor, MB.
+    free0: Anchor,
+    /// The last CPU figure and whether it is in its group's sum.
+    cpu: Option<f32>,
+    cpu_counted: bool,
+}
+
+/// The triggers' state: per-device anchors, the devices each halt-and-assess trigger currently
+/// finds affected, the throttled devices and the per-group CPU sums (fixed point, like the
+/// health aggregates, so adding and removing a device is exact).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Signals {
+    devs: BTreeMap<u32, SigDev>,
+    thermal: BTreeSet<u32>,
+    disk: BTreeSet<u32>,
+    throttled: BTreeSet<u32>,
+    cpu: BTreeMap<u16, (u64, u128)>,
+}
+
+impl Signals {
+    /// Whether nothing is kept (the persisted layout then leaves it out).
+    pub(super) fn is_empty_ref(s: &&Signals) -> bool {
+        **s == Signals::default()
+    }
+
+    /// Takes `d`'s CPU figure out of its group's sum (with the health aggregates: the device
+    /// reports again, went offline or left the new version).
+    pub(super) fn uncount(&mut self, d: u32, group: u16) {
+        if let Some(s) = self.devs.get_mut(&d)
+            && s.cpu_counted
+        {
+            s.cpu_counted = false;
+            if let (Some(c), Some(g)) = (s.cpu, self.cpu.get_mut(&group)) {
+                g.0 -= 1;
+                g.1 -= window::fixed(c);
+            }
+        }
+    }
+
+    /// Forgets `d` (it no longer runs the new version).
+    pub(super) fn forget(&mut self, d: u32, group: u16) {
+        self.uncount(d, group);
+        self.devs.remove(&d);
+        self.thermal.remove(&d);
+        self.disk.remove(&d);
+        self.throttled.remove(&d);
+    }
+
+    /// Per group with CPU figures: (group, devices, mean CPU percent).
+    pub(super) fn cpu_means(&self) -> impl Iterator<Item = (u16, u64, f64)> + '_ {
+        self.cpu
+            .iter()
+            .filter(|(_, (n, _))| *n > 0)
+            .map(|(g, (n, sum))| (*g, *n, *sum as f64 / window::FIXED / *n as f64))
+    }
+}
+
+/// The highest mean CPU a gate allows (001 canary: "CPU utilization is within expected
+/// bounds"): the group's baseline plus `cpu_over_baseline_points`, never above
+/// `cpu_max_percent`; without a baseline, `cpu_max_percent`.
+pub fn cpu_limit(baseline_percent: Option<f64>, cfg: &TriggerConfig) -> f64 {
+    match baseline_percent {
+        Some(b) if b.is_finite() => (b + cfg.cpu_over_baseline_points).min(cfg.cpu_max_percent),
+        _ => cfg.cpu_max_percent,
+    }
+}
+
+/// The `cpu[group]` check of a gate: the group's mean CPU against [`cpu_limit`].
+pub fn cpu_check(
+    group: &str,
+    mean_percent: f64,
+    baseline_percent: Option<f64>,
+    cfg: &TriggerConfig,
+) -> Check {
+    let limit = cpu_limit(baseline_percent, cfg);
+    let pass = mean_percent <= limit;
+    Check {
+        name: format!("cpu[{group}]"),
+        value: mean_percent,
+        limit,
+        pass,
+        outcome: Some(if pass {
+            CheckOutcome::Pass
+        } else {
+            CheckOutcome::Fail
+        }),
+    }
+}
+
+/// Moves `anchor` forward and measures against it: returns (value − anchor value, span) when
+/// there was an anchor. The anchor is set by the first value and moves to the newest once it
+/// is `window` old, so a trend is judged over at most the last window.
+fn trend(anchor: &mut Anchor, value: f32, now: Millis, window: Millis) -> Option<(f64, Millis)> {
+    let Some((v0, at)) = *anchor else {
+        *anchor = Some((value, now));
+        return None;
+    };
+    let span = now.saturating_sub(at);
+    if span >= window {
+        *anchor = Some((value, now));
+    }
+    Some((f64::from(value) - f64::from(v0), span))
+}
+
+/// `thermal_escalation` for one temperature: why it fires, if it does.
+fn thermal(cfg: &TriggerConfig, sig: &mut SigDev, t: f32, now: Millis) -> Option<String> {
+    let measured = trend(&mut sig.temp0, t, now, cfg.trend_window);
+    let t = f64::from(t);
+    if t >= cfg.thermal_limit_c {
+        return Some(format!("{t:.1} C >= limit {:.1} C", cfg.thermal_limit_c));
+    }
+    let (rise, span) = measured?;
+    if t < cfg.thermal_limit_c - cfg.thermal_margin_c || span < cfg.thermal_min_span || rise <= 0.0
+    {
+        return None;
+    }
+    let per_ms = rise / span as f64;
+    let eta = (cfg.thermal_limit_c - t) / per_ms;
+    (eta <= cfg.thermal_horizon as f64).then(|| {
+        format!(
+            "{t:.1} C rising {:.2} C/min, reaches {:.1} C in about {:.0} min",
+            per_ms * MINUTE as f64,
+            cfg.thermal_limit_c,
+            eta / MINUTE as f64
+        )
+    })
+}
+
+/// `disk_anomaly` for one device's disk figures: why it fires, if it does.
+fn disk(
+    cfg: &TriggerConfig,
+    sig: &mut SigDev,
+    free_mb: Option<f32>,
+    used_percent: Option<f32>,
+    now: Millis,
+) -> Option<String> {
+    if let Some(u) = used_percent
+        && f64::from(u) >= cfg.disk_used_max_percent
+    {
+        return Some(format!(
+            "disk {u:.1}% used >= {:.1}%",
+            cfg.disk_used_max_percent
+        ));
+    }
+    let free = free_mb?;
+    let measured = trend(&mut sig.free0, free, now, cfg.trend_window);
+    let free = f64::from(free);
+    if free < cfg.disk_free_floor_mb {
+        return Some(format!(
+            "{free:.0} MB free < floor {:.0} MB",
+            cfg.disk_free_floor_mb
+        ));
+    }
+    let (change, span) = measured?;
+    let fall = -change;
+    if span < cfg.disk_min_span || fall < cfg.disk_fall_min_mb {
+        return None;
+    }
+    let per_ms = fall / span as f64;
+    let eta = free / per_ms;
+    (eta <= cfg.disk_exhaust_horizon as f64).then(|| {
+        format!(
+            "free space falling {:.1} MB/min, {free:.0} MB left, empty in about {:.0} min",
+            per_ms * MINUTE as f64,
+            eta / MINUTE as f64
+        )
+    })
+}
+
+impl Rollout {
+    /// The system-figure triggers for `d`'s report (called from `on_health` once the
+    /// flow-level triggers passed). Returns whether the report was answered with a rollback,
+    /// so it is not counted as a healthy report.
+    pub(super) fn system_triggers(&mut self, d: u32, s: &SystemFigures) -> bool {
+        if *s == SystemFigures::default() && !self.signals.devs.contains_key(&d) {
+            return false;
+        }
+        if s.functional_ok == Some(false) {
+            self.device_rollback(d, RollbackCause::FunctionalCheck);
+            return true;
+        }
+        let now = self.now;
+        let group = self.plan.device_type[d as usize];
+        let cfg = &self.plan.config.triggers;
+        let sig = self.signals.devs.entry(d).or_default();
+        sig.cpu = s.cpu_percent;
+        if let Some(c) = s.cpu_percent {
+            sig.cpu_counted = true;
+            let g = self.signals.cpu.entry(group).or_default();
+            g.0 += 1;
+            g.1 += window::fixed(c);
+        }
+        let hot = s.temperature_c.and_then(|t| thermal(cfg, sig, t, now));
+        let full = disk(cfg, sig, s.disk_free_mb, s.disk_used_percent, now);
+        let memory = s
+            .memory_used_percent
+            .filter(|m| f64::from(*m) > cfg.memory_high_percent)
+            .map(|m| (m, cfg.memory_high_percent));
+        if s.throttled == Some(true) {
+            self.signals.throttled.insert(d);
+        } else {
+            self.signals.throttled.remove(&d);
+        }
+        let id = &self.plan.ids[d as usize];
+        if let Some((m, limit)) = memory {
+            let reason = format!(
+                "memory_high: device {id} memory in use {m:.1}% > {limit:.0}% (003: roll back \
+                 the current wave)"
+            );
+            return self.wave_trigger(reason);
+        }
+        let mut halt = None;
+        for (set, why, name) in [
+            (&mut self.signals.thermal, hot, "thermal_escalation"),
+            (&mut self.signals.disk, full, "disk_anomaly"),
+        ] {
+            match why {
+                Some(why) => {
+                    set.insert(d);
+                    if halt.is_none() {
+                        halt = Some(named(name, set, &self.plan.ids, id, &why));
+                    }
+                }
+                None => {
+                    set.remove(&d);
+                }
+            }
+        }
+        if let Some(reason) = halt {
+            self.halt(reason);
+        }
+        false
+    }
+
+    /// A trigger whose scope is the current wave: the wave is rolled back (halted without
+    /// auto-rollback). Only while running and not already rolling back. Returns whether it
+    /// acted.
+    fn wave_trigger(&mut self, reason: String) -> bool {
+        if self.machine.status != DeploymentStatus::Running || self.sweeps.rollback.is_some() {
+            return false;
+        }
+        if self.plan.config.auto_rollback {
+            self.start_rollback(Scope::Stage(self.machine.stage), reason);
+        } else {
+            self.halt(reason);
+        }
+        true
+    }
+
+    /// Fleet-wide system triggers on a health-check tick: `health_unreachable_share` (003:
+    /// health endpoint unreachable on > 10 % of the wave's devices). Returns whether it acted.
+    pub(super) fn fleet_system_triggers(&mut self) -> bool {
+        let s = self.machine.stage;
+        let Some(spec) = self.plan.stages.get(s as usize) else {
+            return false;
+        };
+        let size = spec.len();
+        if size == 0 {
+            return false;
+        }
+        let confirm = self.plan.config.triggers.unreachable_confirm;
+        let now = self.now;
+        let unreachable = self.plan.order[spec.start as usize..spec.end as usize]
+            .iter()
+            .filter(|&&d| {
+                let dev = &self.devs[d as usize];
+                dev.stage == s
+                    && dev.phase.active()
+                    && dev.flags & F_UNREACHABLE != 0
+                    && now.saturating_sub(dev.unreachable_since) >= confirm
+            })
+            .count();
+        let share = unreachable as f64 * 100.0 / f64::from(size);
+        let limit = self.plan.config.triggers.unreachable_wave_percent;
+        if unreachable == 0 || share <= limit {
+            return false;
+        }
+        let reason = format!(
+            "health_unreachable_share: {unreachable} of {size} devices of {} ({share:.1}%) have \
+             had an unreachable health endpoint for {} s or more, > {limit:.0}% (003: roll back \
+             the current wave)",
+            spec.name,
+            confirm / 1000
+        );
+        self.wave_trigger(reason)
+    }
+
+    /// The `cpu[type]` checks (001 canary "CPU utilization is within expected bounds") of the
+    /// device groups whose deployed devices sent CPU figures and whose CPU baseline (percent)
+    /// `baseline` knows, by device type: each group's mean against [`cpu_limit`]. A group
+    /// without a baseline gets no check (the caller states the missing baseline).
+    pub fn cpu_checks(&self, baseline: impl Fn(&str) -> Option<f64>) -> Vec<Check> {
+        let cfg = &self.plan.config.triggers;
+        self.signals
+            .cpu_means()
+            .filter_map(|(g, _, mean)| {
+                let t = &self.plan.types[g as usize];
+                baseline(t).map(|b| cpu_check(t, mean, Some(b), cfg))
+            })
+            .collect()
+    }
+
+    /// The gate checks from system figures, appended to `v` (a passing verdict with a failing
+    /// check fails): on the canary gate, `thermal_throttling` and `disk_anomaly` over all
+    /// deployed devices.
+    pub(super) fn system_checks(&self, v: &mut GateVerdict) {
+        if v.verdict == Verdict::Wait
+            || v.gate != GateKind::Canary
+            || !self.plan.config.health_check
+        {
+            return;
+        }
+        let mut checks = Vec::new();
+        for (name, set) in [
+            ("thermal_throttling", &self.signals.throttled),
+            ("disk_anomaly", &self.signals.disk),
+        ] {
+            checks.push(Check {
+                name: name.into(),
+                value: set.len() as f64,
+                limit: 0.0,
+                pass: set.is_empty(),
+                outcome: Some(if set.is_empty() {
+                    CheckOutcome::Pass
+                } else {
+                    CheckOutcome::Fail
+                }),
+            });
+        }
+        let failing: Vec<String> = checks
+            .iter()
+            .filter(|c| !c.pass)
+            .map(|c| c.name.clone())
+            .collect();
+        v.checks.extend(checks);
+        if failing.is_empty() {
+            return;
+        }
+        if v.verdict == Verdict::Fail {
+            v.reason = format!("{}, {}", v.reason, failing.join(", "));
+        } else {
+            // A failing check fails the gate whatever else was pending (a CAUTION too).
+            v.verdict = Verdict::Fail;
+            v.reason = format!("failing: {}", failing.join(", "));
+        }
+    }
+}
+
+/// A halt-and-assess reason naming the affected devices (`set`, at most [`NAMED`] of them),
+/// with why the newest one (`id`) fires.
+fn named(trigger: &str, set: &BTreeSet<u32>, ids: &[String], id: &str, why: &str) -> String {
+    let others: Vec<&str> = set
+        .iter()
+        .map(|&d| ids[d as usize].as_str())
+        .filter(|o| *o != id)
+        .take(NAMED - 1)
+        .collect();
+    let mut text = format!("{trigger} on {} device(s): {id} ({why})", set.len().max(1));
+    if !others.is_empty() {
+        text.push_str(&format!(", {}", others.join(", ")));
+    }
+    let named = others.len() + 1;
+    if set.len() > named {
+        text.push_str(&format!(" and {} more", set.len() - named));
+    }
+    text.push_str("; halt and assess");
+    text
+}
