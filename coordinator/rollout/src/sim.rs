@@ -375,6 +375,19 @@ pub fn prepare(cfg: &SimConfig) -> Result<Prepared, SimError> {
 }
 
 impl Prepared {
+    /// Runs `plan` instead of the one [`prepare`] compiled (a stored deployment's, say); it
+    /// must name the simulated fleet's devices in the same order.
+    pub fn with_plan(mut self, plan: Plan) -> Result<Self, SimError> {
+        if plan.ids != self.rollout.plan().ids || plan.device_type != self.fleet.device_type {
+            return Err(SimError::Config(
+                "the plan's devices are not the simulated fleet's".into(),
+            ));
+        }
+        self.fleet.baselines = plan.baselines.clone();
+        self.rollout = Rollout::new(plan, 0);
+        Ok(self)
+    }
+
     /// Runs the simulation to its end (or to a manual approval request).
     pub fn run(self) -> Result<SimOutcome, SimError> {
         let Prepared {
