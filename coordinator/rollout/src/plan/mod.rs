@@ -37,6 +37,8 @@ mod strategy;
 mod waves;
 
 #[cfg(test)]
+mod canary_tests;
+#[cfg(test)]
 mod tests;
 
 pub use canary::{CanaryPick, CanaryReason, canary_size_range, canary_target};
