@@ -126,7 +126,7 @@ pub struct DeploymentInput {
 }
 
 /// `PATCH /devices/:id`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePatch {
     /// Maintenance flag.
@@ -135,6 +135,15 @@ pub struct DevicePatch {
     /// Quarantine flag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<bool>,
+    /// The device is a single point of failure at its site: never picked as a canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_point_of_failure: Option<bool>,
+    /// Known hardware issues in words (at most 500 bytes; `""` clears): never a canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hardware_issues: Option<String>,
+    /// Monitoring coverage 0-100; canaries are the best-covered devices of their type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<u8>,
 }
 
 /// `POST /devices`: allowlist a device key.

@@ -38,6 +38,7 @@
 
 pub mod api_tokens;
 mod audit;
+mod canary_facts;
 mod core;
 mod deployments;
 mod directives;

@@ -10,6 +10,7 @@ mod config;
 mod demo;
 mod deploy;
 mod device;
+mod device_canary;
 mod flow;
 mod health;
 mod hooks;
