@@ -66,8 +66,8 @@ pub use engine::{
 };
 pub use names::UnknownName;
 pub use plan::{
-    Baseline, Breach, GateKind, Plan, PlanError, StageKind, StageMode, StageSpec, Strategy,
-    StrategyConfig, TargetFlags, TargetSpec, WaveConfig,
+    Baseline, Breach, CanaryPick, CanaryReason, GateKind, Plan, PlanError, StageKind, StageMode,
+    StageSpec, Strategy, StrategyConfig, TargetFlags, TargetSpec, WaveConfig,
 };
 pub use report::{Report, StateBlock};
 

@@ -195,6 +195,9 @@ pub struct Deployment {
     pub completed_at: Option<String>,
     /// The effective config.
     pub config: DeploymentConfig,
+    /// The canary picks with their reasons, and the plan's warnings.
+    #[serde(default)]
+    pub plan: super::DeploymentPlan,
 }
 
 impl TargetCounts {

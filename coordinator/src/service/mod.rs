@@ -537,6 +537,8 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
 }
 
 #[cfg(test)]
+mod canary_facts_tests;
+#[cfg(test)]
 mod rollups_tests;
 #[cfg(test)]
 mod tests;

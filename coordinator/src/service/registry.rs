@@ -9,9 +9,7 @@ use super::hygiene;
 use super::ingest::{health_record, slot_record};
 use super::model::{DeviceInput, DevicePatch, Selector};
 use super::{MAX_DEVICES, MAX_OPEN_TOKENS, ServiceError, random_token, validation};
-use crate::store::{
-    AppliedRecord, CanaryFacts, DeviceRecord, SlotRecord, Store, StoreError,
-};
+use crate::store::{AppliedRecord, CanaryFacts, DeviceRecord, SlotRecord, Store, StoreError};
 use floe_rollout::duration::format_duration;
 use floe_rollout::{Baseline, Millis};
 use floe_wire::proto::{DeviceReport, PublicKeyBytes};

@@ -182,7 +182,7 @@ impl Dev {
     }
 }
 
-fn published(core: &mut Core, now: u64) -> String {
+pub(super) fn published(core: &mut Core, now: u64) -> String {
     let flow = core
         .create_flow(
             FlowInput {

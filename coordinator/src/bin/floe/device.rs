@@ -491,14 +491,17 @@ mod tests {
             }) => {
                 let body = crate::device_canary::patch(None, None, canary);
                 assert_eq!(body.single_point_of_failure, Some(true));
-                assert_eq!(body.known_hardware_issues.as_deref(), Some("fan fails above 40 C"));
+                assert_eq!(
+                    body.known_hardware_issues.as_deref(),
+                    Some("fan fails above 40 C")
+                );
                 assert_eq!(body.monitoring, Some(80));
                 assert_eq!(body.maintenance, None);
             }
             other => panic!("{other:?}"),
         }
-        let err = Cli::try_parse_from(["floe", "device", "set", "d", "--monitoring", "101"])
-            .unwrap_err();
+        let err =
+            Cli::try_parse_from(["floe", "device", "set", "d", "--monitoring", "101"]).unwrap_err();
         assert!(err.to_string().contains("101"), "{err}");
         let err = Cli::try_parse_from(["floe", "device", "set", "d", "--maintenance", "maybe"])
             .unwrap_err();
