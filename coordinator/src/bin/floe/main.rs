@@ -19,6 +19,7 @@ mod keys;
 mod loadtest;
 mod notify;
 mod nudge;
+mod plan_view;
 mod vars;
 mod watch;
 
