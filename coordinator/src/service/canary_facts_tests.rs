@@ -132,7 +132,7 @@ fn canary_facts_round_trip_and_change_the_canary() {
             )
             .unwrap();
         let view = core
-            .with_deployment(&id, |doc, e| views::deployment(doc, e))
+            .with_deployment(&id, views::deployment)
             .unwrap();
         core.command(&id, Command::Abort, now).unwrap();
         view

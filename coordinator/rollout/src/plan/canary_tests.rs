@@ -177,7 +177,8 @@ fn the_best_monitored_device_of_each_type_is_picked_first() {
 
 #[test]
 fn every_exclusion_keeps_its_device_out_of_the_canary() {
-    let flags: [(&str, fn(&mut TargetFlags)); 5] = [
+    type Set = fn(&mut TargetFlags);
+    let flags: [(&str, Set); 5] = [
         ("maintenance", |f| f.maintenance = true),
         ("quarantined", |f| f.quarantined = true),
         ("known hardware issues", |f| f.known_issues = true),
