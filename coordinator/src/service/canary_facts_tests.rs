@@ -131,9 +131,7 @@ fn canary_facts_round_trip_and_change_the_canary() {
                 now,
             )
             .unwrap();
-        let view = core
-            .with_deployment(&id, views::deployment)
-            .unwrap();
+        let view = core.with_deployment(&id, views::deployment).unwrap();
         core.command(&id, Command::Abort, now).unwrap();
         view
     };
