@@ -143,6 +143,7 @@ pub struct DevicePatch {
     pub known_hardware_issues: Option<String>,
     /// Monitoring coverage 0-100; canaries are the best-covered devices of their type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
     pub monitoring: Option<u8>,
 }
 
