@@ -204,13 +204,14 @@ pub(super) fn select_canary(
         ));
     }
 
-    // Per type, its best eligible devices (at most `target`, enough for any fill); per region,
-    // its best eligible device.
+    // Per type, its best eligible devices (enough for any fill: the target, plus the type
+    // pick and the region picks that may take some of them); per region, its best one.
+    let keep = target + fleet.n_regions + 1;
     let mut per_type: Vec<Vec<u32>> = vec![Vec::new(); fleet.n_types];
     let mut best_region: Vec<Option<u32>> = vec![None; fleet.n_regions];
     for d in &sorted {
         let list = &mut per_type[fleet.device_type[*d as usize] as usize];
-        if list.len() < target {
+        if list.len() < keep {
             list.push(*d);
         }
         best_region[fleet.device_region[*d as usize] as usize].get_or_insert(*d);

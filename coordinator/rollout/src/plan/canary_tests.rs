@@ -316,3 +316,24 @@ fn blue_green_stages_everything_then_switches_the_canary_then_waves() {
         big.warnings
     );
 }
+
+#[test]
+fn a_full_share_stops_at_the_table_and_canary_min_raises_it() {
+    // One type over six regions: a 100 % share is cut to the table's 5, but the six region
+    // picks stay; canary_min 9 adds three more.
+    let mut t = specs(100, &["pi"], &["r0", "r1", "r2", "r3", "r4", "r5"]);
+    for (i, s) in t.iter_mut().enumerate() {
+        s.monitoring = 200 - i as u8;
+    }
+    let mut cfg = StrategyConfig::defaults(Strategy::Canary);
+    cfg.health_check = false;
+    cfg.canary_percent = 100.0;
+    let p = plan_with(cfg, t);
+    assert_eq!(p.canary.len(), 6, "six regions, more than the table's 5");
+    let mut cfg = StrategyConfig::defaults(Strategy::Canary);
+    cfg.health_check = false;
+    cfg.canary_min = 9;
+    let t = specs(100, &["pi"], &["r0", "r1", "r2", "r3", "r4", "r5"]);
+    let p = plan_with(cfg, t);
+    assert_eq!(p.canary.len(), 9, "canary_min 9 reached");
+}
