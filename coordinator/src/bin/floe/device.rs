@@ -285,6 +285,12 @@ fn flags_text(d: &Device) -> String {
     if d.on_trial {
         f.push("on-trial");
     }
+    if d.single_point_of_failure {
+        f.push("spof");
+    }
+    if !d.known_hardware_issues.is_empty() {
+        f.push("known-issues");
+    }
     if f.is_empty() {
         "-".to_string()
     } else {
