@@ -278,15 +278,47 @@ pub(super) fn select_canary(
         }
     }
     let Chooser {
-        devices: chosen,
-        picks: reasons,
+        devices: mut chosen,
+        picks: mut reasons,
         ..
     } = c;
+    // 003: "Never deploy to the entire fleet at once". When covering every type and region
+    // takes every device, the last pick (the least needed) stays out, and the plan says so.
+    let whole_fleet = n > 1 && chosen.len() == n;
+    if whole_fleet {
+        if let (Some(d), Some(p)) = (chosen.pop(), reasons.pop()) {
+            let d = d as usize;
+            let name = |names: &[String], i: u16| {
+                names.get(i as usize).map_or(String::new(), String::clone)
+            };
+            let what = match p.reason {
+                CanaryReason::DeviceType => format!(
+                    "the pick for device type {:?} stays out, and the canary does not cover it",
+                    name(fleet.type_names, fleet.device_type[d])
+                ),
+                CanaryReason::Region => format!(
+                    "the pick for region {:?} stays out, and the canary does not cover it",
+                    name(fleet.region_names, fleet.device_region[d])
+                ),
+                CanaryReason::Size => "one device stays out".to_string(),
+            };
+            warnings.push(format!(
+                "the canary would take all {n} devices; {what}, so the fleet is never deployed \
+                 at once (003)"
+            ));
+        }
+    }
+    let coverage = coverage.min(chosen.len());
     if coverage > hi {
         warnings.push(format!(
             "the canary has {coverage} devices, more than the {hi} 001's sizing table \
              recommends for {n} devices, because it keeps one device per device type and one \
-             per region not covered by those; no type or region was dropped"
+             per region not covered by those{}",
+            if whole_fleet {
+                ""
+            } else {
+                "; no type or region was dropped"
+            }
         ));
     } else if coverage > target {
         warnings.push(format!(

@@ -337,3 +337,33 @@ fn a_full_share_stops_at_the_table_and_canary_min_raises_it() {
     let p = plan_with(cfg, t);
     assert_eq!(p.canary.len(), 9, "canary_min 9 reached");
 }
+
+#[test]
+fn the_canary_never_takes_the_whole_fleet() {
+    // Three devices, three regions: coverage alone would take all three.
+    let p = plan(
+        Strategy::CanaryWaves,
+        specs(3, &["pi"], &["eu", "us", "ap"]),
+    );
+    assert_eq!(p.canary.len(), 2, "{:?}", p.warnings);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("the pick for region \"ap\" stays out")),
+        "{:?}",
+        p.warnings
+    );
+    assert_eq!(
+        p.stages.len(),
+        2,
+        "the third device is a wave: {:?}",
+        p.stages
+    );
+    // One device is its own canary.
+    assert_eq!(
+        plan(Strategy::CanaryWaves, specs(1, &["pi"], &["eu"]))
+            .canary
+            .len(),
+        1
+    );
+}
