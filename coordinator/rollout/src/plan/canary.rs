@@ -17,6 +17,9 @@
 //!    device per hardware type and geographic region", which wins here).
 //! 4. The rest up to the size, shared among the types in proportion to their population
 //!    (D'Hondt), best monitoring first within each type.
+//! 5. Never the whole fleet (003: "Never deploy to the entire fleet at once"): when the picks
+//!    would take every device of a fleet of two or more, the last one stays out, with a
+//!    warning naming what the canary then does not cover.
 //!
 //! Everything is O(n): one counting sort of the eligible devices by monitoring coverage (a
 //! byte, so 256 buckets; ties go to the lower device index), then walks over that order.
