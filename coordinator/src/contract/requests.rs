@@ -76,7 +76,7 @@ pub struct ConfigInput {
     /// Per-device deploy timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    /// Blue-green switch delay.
+    /// Blue-green: delay between everything staged and the canary's switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_delay: Option<String>,
     /// Roll back automatically.
@@ -94,7 +94,7 @@ pub struct ConfigInput {
     /// How long the end waits for offline devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_grace: Option<String>,
-    /// Canary-waves waves.
+    /// The waves of canary-waves, and of blue-green (which switches in them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waves: Option<Vec<WaveInput>>,
     /// Most devices deploying at once (0: no limit).
