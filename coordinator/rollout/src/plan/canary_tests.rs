@@ -211,6 +211,7 @@ fn a_type_with_every_device_excluded_is_a_stated_fact_not_an_error() {
     }
     let p = plan(Strategy::CanaryWaves, t);
     assert!(!canary_types(&p).contains("gw"));
+    assert_eq!(p.canary_gaps(), (vec!["gw"], vec![]));
     assert!(
         p.warnings
             .iter()
@@ -359,6 +360,7 @@ fn the_canary_never_takes_the_whole_fleet() {
         "the third device is a wave: {:?}",
         p.stages
     );
+    assert_eq!(p.canary_gaps(), (vec![], vec!["ap"]));
     // One device is its own canary.
     assert_eq!(
         plan(Strategy::CanaryWaves, specs(1, &["pi"], &["eu"]))

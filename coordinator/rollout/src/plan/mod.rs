@@ -439,6 +439,31 @@ impl Plan {
         self.ids.is_empty()
     }
 
+    /// The device types and regions of the plan with no device in its canary (empty lists for
+    /// a canary that covers everything; every type and region for strategies without one).
+    /// For pre-flight's "canary devices selected with coverage across device types" (003).
+    pub fn canary_gaps(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut types = vec![false; self.types.len()];
+        let mut regions = vec![false; self.regions.len()];
+        for d in &self.canary {
+            if let Some(t) = self.device_type.get(*d as usize) {
+                types[*t as usize] = true;
+            }
+            if let Some(r) = self.device_region.get(*d as usize) {
+                regions[*r as usize] = true;
+            }
+        }
+        fn gaps(names: &[String], covered: Vec<bool>) -> Vec<&str> {
+            names
+                .iter()
+                .zip(covered)
+                .filter(|(_, c)| !c)
+                .map(|(n, _)| n.as_str())
+                .collect()
+        }
+        (gaps(&self.types, types), gaps(&self.regions, regions))
+    }
+
     /// The device index of `id`, by linear search (for tests and small tools; the service keeps
     /// its own map).
     pub fn index_of(&self, id: &str) -> Option<u32> {
