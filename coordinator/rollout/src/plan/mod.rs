@@ -16,7 +16,10 @@
 //!   003's flow: stage every device in its standby slot, then (after the switch delay) switch
 //!   the canary (selected as below, canary soak and gate), then switch the rest in 001's waves
 //!   with their soaks, thresholds and gates; never every device in one step. Above 500
-//!   devices the plan carries 001's "When Blue-Green is Not Feasible" warning.
+//!   devices the plan carries 001's "When Blue-Green is Not Feasible" warning. Staging keeps
+//!   the strategy's failure threshold (0 % by default): a device failing to stage stops the
+//!   deployment before anything switches, which costs nothing to undo (every device still
+//!   runs its old slot).
 //! - 001 canary sizing and selection (all canary strategies): the table first, the share
 //!   inside its range, one device per type then per region never dropped (`canary`).
 //! - 001 canary+waves: canary 3 %, min 1, max 10 devices, soak 30 min, human approval after;
