@@ -127,6 +127,52 @@ fn every_strategy_prints_the_fleet_deployment_report() {
 }
 
 #[test]
+fn blue_green_switches_the_canary_then_waves_and_warns_above_500_devices() {
+    let v = json(&["--devices", "600", "--strategy", "blue-green"]);
+    assert_eq!(v["report"]["status"], "completed", "{v:#}");
+    let stages = v["report"]["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "Stage (green)",
+            "Canary (switch)",
+            "wave-1 (switch)",
+            "wave-2 (switch)",
+            "wave-3 (switch)"
+        ],
+        "{v:#}"
+    );
+    for s in &stages[1..] {
+        assert!(s["devices"].as_u64().unwrap() < 600, "{s}");
+    }
+    let warnings = v["plan"]["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("\"Fleets larger than 500 devices (coordination overhead)\"")),
+        "{warnings:?}"
+    );
+    let canary = v["plan"]["canary"].as_array().unwrap();
+    for t in ["rpi4", "jetson-nano", "gateway"] {
+        assert!(
+            canary
+                .iter()
+                .any(|c| c["type"] == t && c["reason"] == "device_type"),
+            "{t}: {canary:?}"
+        );
+    }
+    let text = stdout(&sim(&["--devices", "600", "--strategy", "blue-green"]));
+    assert!(text.contains("| Canary (switch) |"), "{text}");
+    assert!(text.contains("covers device type gateway"), "{text}");
+    assert!(
+        text.contains("plan warning: blue-green to 600 devices"),
+        "{text}"
+    );
+}
+
+#[test]
 fn all_at_once_on_a_large_fleet_is_refused_unless_forced() {
     let out = sim(&["--devices", "50", "--strategy", "all-at-once"]);
     assert!(!out.status.success());

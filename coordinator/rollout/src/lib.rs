@@ -74,8 +74,8 @@ pub use gates::{GateConfig, NoBaseline};
 pub use names::UnknownName;
 pub use plan::TriggerConfig;
 pub use plan::{
-    Baseline, Breach, GateKind, Plan, PlanError, StageKind, StageMode, StageSpec, Strategy,
-    StrategyConfig, TargetFlags, TargetSpec, WaveConfig,
+    Baseline, Breach, CanaryPick, CanaryReason, GateKind, Plan, PlanError, StageKind, StageMode,
+    StageSpec, Strategy, StrategyConfig, TargetFlags, TargetSpec, WaveConfig,
 };
 pub use report::{Report, StateBlock};
 

@@ -375,6 +375,19 @@ pub fn prepare(cfg: &SimConfig) -> Result<Prepared, SimError> {
 }
 
 impl Prepared {
+    /// Runs `plan` instead of the one [`prepare`] compiled (a stored deployment's, say); it
+    /// must name the simulated fleet's devices in the same order.
+    pub fn with_plan(mut self, plan: Plan) -> Result<Self, SimError> {
+        if plan.ids != self.rollout.plan().ids || plan.device_type != self.fleet.device_type {
+            return Err(SimError::Config(
+                "the plan's devices are not the simulated fleet's".into(),
+            ));
+        }
+        self.fleet.baselines = plan.baselines.clone();
+        self.rollout = Rollout::new(plan, 0);
+        Ok(self)
+    }
+
     /// Runs the simulation to its end (or to a manual approval request).
     pub fn run(self) -> Result<SimOutcome, SimError> {
         let Prepared {
@@ -454,6 +467,13 @@ fn run_inner(
     let mut resumes = 0u32;
     let mut same_instant_steps = 0u64;
     let mut canary_failed = false;
+    // The canary's stage: the first in canary strategies, after the staging in blue-green.
+    let canary_stage = rollout
+        .plan()
+        .stages
+        .iter()
+        .position(|s| s.kind == super::StageKind::Canary)
+        .map(|i| i as u32);
     let step_limit = 64 * n as u64 + 100_000;
     let mut stop = false;
     loop {
@@ -468,8 +488,10 @@ fn run_inner(
                     kind,
                     ..
                 } => {
+                    // After a failed canary no other device is staged or switched (in
+                    // blue-green everything was staged before the canary switched).
                     if canary_failed
-                        && *kind == DirectiveKind::Stage
+                        && (*kind == DirectiveKind::Stage || *kind == DirectiveKind::Switch)
                         && !rollout.plan().canary.contains(device)
                     {
                         stage_after_failed_canary = true;
@@ -490,13 +512,7 @@ fn run_inner(
                     }
                 }
                 Action::Gate(v)
-                    if v.stage == 0
-                        && rollout
-                            .plan()
-                            .stages
-                            .first()
-                            .is_some_and(|s| s.kind == super::StageKind::Canary)
-                        && v.verdict == super::Verdict::Fail =>
+                    if Some(v.stage) == canary_stage && v.verdict == super::Verdict::Fail =>
                 {
                     canary_failed = true;
                 }
@@ -506,21 +522,16 @@ fn run_inner(
                 log.push((now, a));
             }
         }
-        let has_canary = rollout
-            .plan()
-            .stages
-            .first()
-            .is_some_and(|s| s.kind == super::StageKind::Canary);
-        if has_canary
-            && rollout.current_stage() == 0
+        if let Some(c) = canary_stage
+            && rollout.current_stage() == c
             && rollout
                 .stage_results()
-                .first()
+                .get(c as usize)
                 .is_some_and(|r| r.rolled_back)
         {
             canary_failed = true;
         }
-        if canary_failed && rollout.current_stage() > 0 {
+        if canary_failed && canary_stage.is_some_and(|c| rollout.current_stage() > c) {
             stage_after_failed_canary = true;
         }
         max_in_flight = max_in_flight.max(rollout.in_flight());

@@ -102,6 +102,25 @@ impl Contract {
     }
 }
 
+/// The plan view of a canary over 12 devices of two types, one of them excluded.
+fn canary_plan() -> crate::contract::DeploymentPlan {
+    use floe_rollout::{Plan, Strategy, StrategyConfig, TargetFlags, TargetSpec};
+    let mut cfg = StrategyConfig::defaults(Strategy::Canary);
+    cfg.health_check = false;
+    let targets = (0..12).map(|i| TargetSpec {
+        id: format!("d{i}"),
+        device_type: ["rpi4", "jetson"][i % 2].into(),
+        region: "eu".into(),
+        flags: TargetFlags {
+            single_point_of_failure: i == 0,
+            ..TargetFlags::default()
+        },
+        monitoring: 50,
+    });
+    let plan = Plan::new("a", cfg, targets, &Default::default(), 1).unwrap();
+    crate::contract::DeploymentPlan::of(&plan, 100)
+}
+
 /// Calls `method url` (`url` relative to /api/v1) and checks the answer under the template
 /// `path`; returns the body (null for an empty one).
 fn call(
@@ -482,7 +501,30 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
     assert_eq!(one["health"]["status"], "healthy");
     assert_eq!(one["health"]["system"]["cpu_percent"], 25.0);
     assert_eq!(one["health"]["system"]["functional_ok"], true);
-    let patch = json!({"maintenance": false});
+    let patch = json!({"maintenance": false, "monitoring": 80, "single_point_of_failure": true,
+                       "known_hardware_issues": "fan"});
+    let patched = call(
+        &c,
+        k,
+        Patch,
+        &format!("/devices/{first_id}"),
+        "/devices/{id}",
+        Some(&patch),
+    );
+    assert_eq!(patched["monitoring"], 80, "{patched}");
+    assert_eq!(patched["single_point_of_failure"], true);
+    assert_eq!(patched["known_hardware_issues"], "fan");
+    let bad = json!({"monitoring": 101});
+    let refused = call(
+        &c,
+        k,
+        Patch,
+        &format!("/devices/{first_id}"),
+        "/devices/{id}",
+        Some(&bad),
+    );
+    assert_eq!(refused["error"]["field"], "monitoring", "{refused}");
+    let patch = json!({"single_point_of_failure": false, "known_hardware_issues": ""});
     call(
         &c,
         k,
@@ -557,7 +599,7 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         "targets are paged, not embedded"
     );
     call(&c, k, Get, "/deployments?limit=1", "/deployments", None);
-    call(
+    let got = call(
         &c,
         k,
         Get,
@@ -565,6 +607,12 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         "/deployments/{id}",
         None,
     );
+    // The same answer with a canary plan's picks and warnings (a rolling plan has none).
+    let mut with_canary = got.clone();
+    with_canary["plan"] = serde_json::to_value(canary_plan()).unwrap();
+    assert!(with_canary["plan"]["canary"][0]["covers"].is_string());
+    assert!(with_canary["plan"]["warnings"][0].is_string());
+    k.check("get", "/deployments/{id}", 200, &with_canary);
     let t = call(
         &c,
         k,

@@ -114,6 +114,10 @@ pub fn device(d: &DeviceRecord, online: bool, generation: u64) -> Device {
         maintenance: d.maintenance,
         quarantined: d.quarantined,
         enrolled_at: time(d.enrolled_at),
+        single_point_of_failure: d.canary.single_point_of_failure,
+        known_hardware_issues: d.canary.known_hardware_issues.clone(),
+        monitoring: d.canary.monitoring,
+        offline_history: d.canary.offline_at.iter().map(|t| rfc3339(*t)).collect(),
     }
 }
 
@@ -214,6 +218,7 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> contract::Deployment
         baseline_facts: engine.baselines().map_or_else(Vec::new, |b| {
             b.statements(plan.config.gates.no_baseline == floe_rollout::NoBaseline::Absolute)
         }),
+        plan: contract::DeploymentPlan::of(plan, MAX_STAGE_DEVICES),
     }
 }
 

@@ -35,11 +35,17 @@ impl Client {
         let body = DevicePatch {
             maintenance,
             quarantined,
+            ..DevicePatch::default()
         };
+        self.patch_device(id, &body)
+    }
+
+    /// `PATCH /devices/:id` with any of the patch's fields (flags and canary facts).
+    pub fn patch_device(&self, id: &str, body: &DevicePatch) -> Result<Reply, ClientError> {
         self.call(
             Method::Patch,
             &format!("/devices/{}", seg(id)),
-            Some(&to_value(&body)),
+            Some(&to_value(body)),
         )
     }
 

@@ -49,7 +49,7 @@ pub struct DeploymentConfig {
     pub canary_delay: String,
     /// Per-device deploy timeout.
     pub timeout: String,
-    /// Blue-green switch delay.
+    /// Blue-green: delay between everything staged and the canary's switch.
     pub switch_delay: String,
     /// Whether it rolls back by itself.
     pub auto_rollback: bool,
@@ -61,7 +61,7 @@ pub struct DeploymentConfig {
     pub quorum: f64,
     /// How long the end waits for offline devices.
     pub offline_grace: String,
-    /// Canary-waves waves.
+    /// The waves of canary-waves, and of blue-green (which switches in them).
     pub waves: Vec<WaveConfigView>,
     /// Most devices deploying at once (0: no limit).
     pub max_parallel: u32,
@@ -259,6 +259,9 @@ pub struct Deployment {
     /// 100 needed; judged against rpi4's baseline").
     #[serde(default)]
     pub baseline_facts: Vec<String>,
+    /// The canary picks with their reasons, and the plan's warnings.
+    #[serde(default)]
+    pub plan: super::DeploymentPlan,
 }
 
 impl TargetCounts {

@@ -94,6 +94,19 @@ pub struct Device {
     pub quarantined: bool,
     /// RFC 3339 of its first accepted report.
     pub enrolled_at: Option<String>,
+    /// Operator flag: a single point of failure at its site (never a canary).
+    #[serde(default)]
+    pub single_point_of_failure: bool,
+    /// Known hardware issues in words; empty when none (never a canary if set).
+    #[serde(default)]
+    pub known_hardware_issues: String,
+    /// Monitoring coverage 0-100 as the operator set it (unset ranks as 0 for canaries).
+    #[serde(default)]
+    pub monitoring: Option<u8>,
+    /// RFC 3339 of each time the coordinator saw it go offline, oldest first (at most 16,
+    /// within 24 h of the newest); one in the last 24 h keeps it out of the canary.
+    #[serde(default)]
+    pub offline_history: Vec<String>,
 }
 
 /// `GET /devices`: one page, ordered by id.

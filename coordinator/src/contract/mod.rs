@@ -24,6 +24,7 @@ mod flows;
 mod health;
 mod misc;
 pub mod paging;
+mod plan;
 mod requests;
 mod tokens;
 mod vars;
@@ -46,6 +47,7 @@ pub use floe_rollout::{DeploymentStatus, Report, StageKind, TargetStatus};
 pub use flows::{Flow, FlowArtifact, FlowList};
 pub use health::{GroupHealth, HealthGroups};
 pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, RateLimitStatus, Status};
+pub use plan::{CanaryPickView, DeploymentPlan};
 pub use requests::{
     ConfigInput, DeploymentInput, DeviceBatch, DeviceInput, DevicePatch, FlowInput, Selector,
     TokenInput, WaveInput,

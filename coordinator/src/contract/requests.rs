@@ -76,7 +76,7 @@ pub struct ConfigInput {
     /// Per-device deploy timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    /// Blue-green switch delay.
+    /// Blue-green: delay between everything staged and the canary's switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_delay: Option<String>,
     /// Roll back automatically.
@@ -94,7 +94,7 @@ pub struct ConfigInput {
     /// How long the end waits for offline devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_grace: Option<String>,
-    /// Canary-waves waves.
+    /// The waves of canary-waves, and of blue-green (which switches in them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waves: Option<Vec<WaveInput>>,
     /// Most devices deploying at once (0: no limit).
@@ -151,7 +151,7 @@ pub struct DeploymentInput {
 }
 
 /// `PATCH /devices/:id`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePatch {
     /// Maintenance flag.
@@ -160,6 +160,16 @@ pub struct DevicePatch {
     /// Quarantine flag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<bool>,
+    /// The device is a single point of failure at its site: never picked as a canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_point_of_failure: Option<bool>,
+    /// Known hardware issues in words (at most 500 bytes; `""` clears): never a canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hardware_issues: Option<String>,
+    /// Monitoring coverage 0-100; canaries are the best-covered devices of their type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub monitoring: Option<u8>,
 }
 
 /// `POST /devices`: allowlist a device key.

@@ -39,6 +39,7 @@
 pub mod api_tokens;
 mod audit;
 mod baselines;
+mod canary_facts;
 mod core;
 mod deployments;
 mod directives;
@@ -539,6 +540,7 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
 
 #[cfg(test)]
 mod baselines_tests;
+mod canary_facts_tests;
 #[cfg(test)]
 mod rollups_tests;
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::ingest::{health_record, slot_record};
 use super::model::{DeviceInput, DevicePatch, Selector};
 use super::pending::{Pending, PendingDevice};
 use super::{MAX_DEVICES, MAX_OPEN_TOKENS, ServiceError, random_token, validation};
-use crate::store::{AppliedRecord, DeviceRecord, SlotRecord, Store, StoreError};
+use crate::store::{AppliedRecord, CanaryFacts, DeviceRecord, SlotRecord, Store, StoreError};
 use floe_rollout::Millis;
 use floe_rollout::duration::format_duration;
 use floe_wire::proto::{DeviceReport, PublicKeyBytes};
@@ -69,6 +69,7 @@ fn fresh_record(
         quarantined: false,
         added_at: now,
         enrolled_at: None,
+        canary: CanaryFacts::default(),
     }
 }
 
@@ -166,6 +167,7 @@ impl Registry {
             return Ok(false);
         };
         dev.offline = true;
+        super::canary_facts::record_offline(&mut dev.canary, now);
         let silent = dev.last_seen.map(|t| now.saturating_sub(t)).unwrap_or(0);
         store.atomically(|s| {
             s.put_device(&dev)?;
@@ -245,6 +247,7 @@ impl Registry {
         if let Some(q) = patch.quarantined {
             dev.quarantined = q;
         }
+        super::canary_facts::apply_patch(&mut dev, &patch)?;
         store.atomically(|s| {
             s.put_device(&dev)?;
             s.audit(&api_audit(
@@ -254,8 +257,10 @@ impl Registry {
                 Some(id),
                 "ok",
                 format!(
-                    "maintenance={} quarantined={}",
-                    dev.maintenance, dev.quarantined
+                    "maintenance={} quarantined={} {}",
+                    dev.maintenance,
+                    dev.quarantined,
+                    super::canary_facts::describe(&dev.canary)
                 ),
             ))
         })?;

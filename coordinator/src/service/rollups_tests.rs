@@ -175,7 +175,7 @@ fn reports_outside_normal_operation_are_left_out() {
         &devs[2].id,
         DevicePatch {
             maintenance: Some(true),
-            quarantined: None,
+            ..DevicePatch::default()
         },
         T0,
     )

@@ -53,6 +53,7 @@ fn record(id: &str, device_type: &str, labels: &[(&str, &str)]) -> DeviceRecord 
         quarantined: false,
         added_at: 0,
         enrolled_at: None,
+        canary: Default::default(),
     }
 }
 

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 mod api_tokens;
+mod canary_facts;
 mod devices;
 mod hooks;
 mod journal;
@@ -34,6 +35,7 @@ mod tokens;
 mod vars;
 
 pub use api_tokens::{ApiTokenRecord, api_token_hash};
+pub use canary_facts::{CanaryFacts, MAX_OFFLINE_HISTORY};
 pub use hooks::HookRecord;
 pub use journal::{LoggedInput, SNAPSHOT_VERSION};
 pub use read::ReadPool;

@@ -167,6 +167,9 @@ pub struct DeviceRecord {
     pub added_at: u64,
     /// When its first report was accepted (unix ms).
     pub enrolled_at: Option<u64>,
+    /// What canary selection reads besides the flags above (absent in older documents).
+    #[serde(default)]
+    pub canary: super::CanaryFacts,
 }
 
 /// One audit line.

@@ -269,9 +269,9 @@ impl Rollout {
                 self.directive(d, DirectiveKind::Stage);
             }
             DevPhase::Staged => {
-                // Blue-green: a device staged before it went away; switch it if the stage says so.
-                let switch =
-                    self.plan.stages[self.machine.stage as usize].mode != StageMode::StageOnly;
+                // Blue-green: a device staged before it went away; switch it if the stage that
+                // switches it (its canary or wave) has dispatched it already.
+                let switch = self.plan.stages[dev.stage as usize].mode != StageMode::StageOnly;
                 if switch {
                     self.take_slot(d);
                     self.set_phase(d, DevPhase::Switching);

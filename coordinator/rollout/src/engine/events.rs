@@ -39,12 +39,13 @@ impl Rollout {
                     return;
                 }
                 self.set_phase(d, DevPhase::Staged);
+                // A device stays staged until the stage that switches it has dispatched it
+                // (blue-green: its canary or wave; until then its stage is the staging one).
                 let stage_only = self
                     .plan
                     .stages
                     .get(self.devs[d as usize].stage as usize)
-                    .is_some_and(|s| s.mode == StageMode::StageOnly)
-                    && self.devs[d as usize].stage == self.machine.stage;
+                    .is_some_and(|s| s.mode == StageMode::StageOnly);
                 if stage_only || self.sweeps.rollback.is_some() {
                     self.release_slot(d);
                 } else {

@@ -159,9 +159,9 @@ impl Rollout {
             self.sweep_waits_for(d);
             return;
         }
-        // In blue-green a device staged but never switched has nothing to switch back.
-        if phase == DevPhase::Staged
-            && self.plan.stages[dev.stage as usize].mode == StageMode::StageOnly
+        // In blue-green a device staged but never switched has nothing to switch back (its
+        // stage is the staging one, or the canary or wave that was to switch it).
+        if phase == DevPhase::Staged && self.plan.stages[dev.stage as usize].mode != StageMode::Full
         {
             self.release_slot(d);
             self.set_phase(d, DevPhase::RolledBack);

@@ -12,7 +12,16 @@
 //! - 000 rolling: batch 10 devices, batch delay 5 min, failure threshold 20 %, timeout 30 min.
 //! - 000 canary: canary 10 %, canary delay 30 min, timeout 2 h; any canary failure rolls back
 //!   everything.
-//! - 000 blue-green: switch delay 10 min, timeout 1 h; rollback is switching back.
+//! - 000 blue-green: switch delay 10 min, timeout 1 h; rollback is switching back. Laid out as
+//!   003's flow: stage every device in its standby slot, then (after the switch delay) switch
+//!   the canary (selected as below, canary soak and gate), then switch the rest in 001's waves
+//!   with their soaks, thresholds and gates; never every device in one step. Above 500
+//!   devices the plan carries 001's "When Blue-Green is Not Feasible" warning. Staging keeps
+//!   the strategy's failure threshold (0 % by default): a device failing to stage stops the
+//!   deployment before anything switches, which costs nothing to undo (every device still
+//!   runs its old slot).
+//! - 001 canary sizing and selection (all canary strategies): the table first, the share
+//!   inside its range, one device per type then per region never dropped (`canary`).
 //! - 001 canary+waves: canary 3 %, min 1, max 10 devices, soak 30 min, human approval after;
 //!   waves 15 % / 35 % / 100 % with soaks 15 / 10 / 10 min and failure thresholds 5 / 5 / 3 %;
 //!   `max_parallel_deploys` 50, `deploy_timeout_minutes` 10, `health_check_interval_seconds` 30,
@@ -32,9 +41,12 @@ mod triggers;
 mod waves;
 
 #[cfg(test)]
+mod canary_tests;
+#[cfg(test)]
 mod tests;
 
-pub use canary::canary_size_range;
+pub use canary::{CanaryPick, CanaryReason, canary_size_range, canary_target};
+pub use compile::BLUE_GREEN_MAX_DEVICES;
 pub use strategy::{Strategy, StrategyConfig, WaveConfig};
 pub use triggers::TriggerConfig;
 
@@ -165,7 +177,8 @@ pub enum StageKind {
     All,
     /// Blue-green: stage the new version on every target.
     BlueGreenStage,
-    /// Blue-green: switch every target.
+    /// Blue-green: switch every target (plans compiled before blue-green switched in waves;
+    /// new plans switch in a canary and waves).
     BlueGreenSwitch,
 }
 
@@ -189,7 +202,7 @@ pub enum StageMode {
     Full,
     /// Stage only (blue-green's first stage).
     StageOnly,
-    /// Switch only (blue-green's second stage; devices are already staged).
+    /// Switch only (blue-green's canary and waves; devices are already staged).
     SwitchOnly,
 }
 
@@ -288,6 +301,15 @@ pub struct Plan {
     pub stages: Vec<StageSpec>,
     /// The canary's device indices (empty for strategies without a canary).
     pub canary: Vec<u32>,
+    /// Why each canary device was picked, indexed like `canary` (empty in plans compiled
+    /// before reasons were kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_picks: Vec<CanaryPick>,
+    /// Facts the plan states about itself: devices excluded from the canary, types or regions
+    /// it cannot cover, a canary larger than the table recommends, blue-green above 500
+    /// devices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 struct Interner {
@@ -389,9 +411,11 @@ impl Plan {
             monitoring: &monitoring,
             n_types: types.names.len(),
             n_regions: regions.names.len(),
+            type_names: &types.names,
+            region_names: &regions.names,
         };
         let mut rng = SplitMix64::new(seed);
-        let (order, stages, canary) = compile::compile(&config, &fleet, &mut rng)?;
+        let compiled = compile::compile(&config, &fleet, &mut rng)?;
         Ok(Plan {
             artifact: artifact.into(),
             seed,
@@ -402,9 +426,11 @@ impl Plan {
             device_type,
             device_region,
             baselines: base,
-            order,
-            stages,
-            canary,
+            order: compiled.order,
+            stages: compiled.stages,
+            canary: compiled.canary,
+            canary_picks: compiled.picks,
+            warnings: compiled.warnings,
         })
     }
 
@@ -416,6 +442,31 @@ impl Plan {
     /// Whether the plan has no targets (never true for a compiled plan).
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// The device types and regions of the plan with no device in its canary (empty lists for
+    /// a canary that covers everything; every type and region for strategies without one).
+    /// For pre-flight's "canary devices selected with coverage across device types" (003).
+    pub fn canary_gaps(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut types = vec![false; self.types.len()];
+        let mut regions = vec![false; self.regions.len()];
+        for d in &self.canary {
+            if let Some(t) = self.device_type.get(*d as usize) {
+                types[*t as usize] = true;
+            }
+            if let Some(r) = self.device_region.get(*d as usize) {
+                regions[*r as usize] = true;
+            }
+        }
+        fn gaps(names: &[String], covered: Vec<bool>) -> Vec<&str> {
+            names
+                .iter()
+                .zip(covered)
+                .filter(|(_, c)| !c)
+                .map(|(n, _)| n.as_str())
+                .collect()
+        }
+        (gaps(&self.types, types), gaps(&self.regions, regions))
     }
 
     /// The device index of `id`, by linear search (for tests and small tools; the service keeps

@@ -20,7 +20,7 @@ pub enum Strategy {
     Rolling,
     /// A canary share, a delay, then the rest (000).
     Canary,
-    /// Stage everywhere, verify, switch everywhere (000, 001).
+    /// Stage everywhere, then switch the canary, then switch in waves (003).
     BlueGreen,
     /// A selected canary, then percentage waves with soaks and gates (001, 003).
     CanaryWaves,
@@ -83,19 +83,21 @@ pub struct StrategyConfig {
     pub batch_delay: Millis,
     /// Failure threshold for all-at-once, rolling batches and the post-canary rest, in percent.
     pub failure_threshold_percent: f64,
-    /// Canary share of the fleet, in percent (the maximum canary size).
+    /// Canary share of the fleet, in percent: picks the size inside 001's sizing table's range
+    /// (see [`canary_target`](super::canary_target)); never drops a device type or region.
     pub canary_percent: f64,
     /// Minimum canary devices.
     pub canary_min: u32,
-    /// Maximum canary devices (0 means only the share limits it).
+    /// Maximum canary devices (0: none); never below the table's minimum, never dropping a
+    /// device type or region.
     pub canary_max: u32,
     /// Canary soak (000's "canary delay").
     pub canary_soak: Millis,
     /// Require an operator's approve after the canary gate passes.
     pub require_approval: bool,
-    /// Blue-green: delay between everything staged and the switch.
+    /// Blue-green: delay between everything staged and the canary's switch.
     pub switch_delay: Millis,
-    /// Canary+waves: the waves.
+    /// Canary+waves and blue-green: the waves (blue-green switches in them).
     pub waves: Vec<WaveConfig>,
     /// Traffic steps: cumulative percentages, the last must be 100.
     pub steps: Vec<f64>,
@@ -123,6 +125,23 @@ pub struct StrategyConfig {
     /// without them gets the defaults).
     #[serde(default, skip_serializing_if = "super::TriggerConfig::is_default")]
     pub triggers: super::TriggerConfig,
+}
+
+/// 001's example waves: 15 % / 35 % / 100 % of the post-canary pool, soaks 15 / 10 / 10 min,
+/// failure thresholds 5 / 5 / 3 %, auto-rollback on.
+fn default_waves() -> Vec<WaveConfig> {
+    let wave = |n: u32, p: f64, soak: u64, thr: f64| WaveConfig {
+        name: format!("wave-{n}"),
+        percentage: p,
+        soak: soak * MINUTE,
+        failure_threshold_percent: thr,
+        auto_rollback: true,
+    };
+    vec![
+        wave(1, 15.0, 15, 5.0),
+        wave(2, 35.0, 10, 5.0),
+        wave(3, 100.0, 10, 3.0),
+    ]
 }
 
 impl StrategyConfig {
@@ -160,8 +179,15 @@ impl StrategyConfig {
             Strategy::Rolling => c.max_parallel = c.batch_size,
             Strategy::Canary => c.timeout = 2 * HOUR,
             Strategy::BlueGreen => {
+                // 003: the canary switches first, then the waves; the canary and the waves
+                // take canary+waves' settings (001's canary 3 %, at most 10 within the sizing
+                // table, soak 30 min; waves 15 / 35 / 100 % with soaks 15 / 10 / 10 min and
+                // thresholds 5 / 5 / 3 %). No approval by default (set require_approval).
                 c.timeout = HOUR;
                 c.failure_threshold_percent = 0.0;
+                c.canary_percent = 3.0;
+                c.canary_max = 10;
+                c.waves = default_waves();
             }
             Strategy::CanaryWaves => {
                 c.timeout = 10 * MINUTE;
@@ -169,18 +195,7 @@ impl StrategyConfig {
                 c.canary_max = 10;
                 c.require_approval = true;
                 c.max_parallel = 50;
-                let wave = |n: u32, p: f64, soak: u64, thr: f64| WaveConfig {
-                    name: format!("wave-{n}"),
-                    percentage: p,
-                    soak: soak * MINUTE,
-                    failure_threshold_percent: thr,
-                    auto_rollback: true,
-                };
-                c.waves = vec![
-                    wave(1, 15.0, 15, 5.0),
-                    wave(2, 35.0, 10, 5.0),
-                    wave(3, 100.0, 10, 3.0),
-                ];
+                c.waves = default_waves();
             }
             Strategy::Steps => {
                 c.timeout = 10 * MINUTE;
@@ -248,11 +263,11 @@ impl StrategyConfig {
                 reason: "must be positive".into(),
             });
         }
-        if self.strategy == Strategy::CanaryWaves {
+        if matches!(self.strategy, Strategy::CanaryWaves | Strategy::BlueGreen) {
             if self.waves.is_empty() {
                 return Err(PlanError::Config {
                     field: "waves",
-                    reason: "canary-waves needs at least one wave".into(),
+                    reason: format!("{} needs at least one wave", self.strategy),
                 });
             }
             for w in &self.waves {

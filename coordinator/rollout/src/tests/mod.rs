@@ -6,6 +6,7 @@
 //!
 //! Files: this one holds the harness; the scenarios are grouped by topic in its children.
 
+mod blue_green;
 mod gates;
 mod offline;
 mod operator;

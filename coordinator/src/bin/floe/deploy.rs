@@ -448,6 +448,11 @@ pub(crate) fn render_status(d: &Deployment, targets: &[Target]) -> String {
     pairs.push(("started", or_dash(d.started_at.as_deref())));
     pairs.push(("completed", or_dash(d.completed_at.as_deref())));
     let mut out = fields(&pairs);
+    let plan = crate::plan_view::render(&d.plan);
+    if !plan.is_empty() {
+        out.push('\n');
+        out.push_str(&plan);
+    }
     let progress = watch::stage_progress(d);
     if !progress.is_empty() {
         out.push('\n');

@@ -56,7 +56,7 @@ enum DeviceCommand {
         /// The device id.
         id: String,
     },
-    /// Set a device's maintenance or quarantine flag.
+    /// Set a device's maintenance or quarantine flag and its canary facts.
     Set {
         /// The device id.
         id: String,
@@ -66,6 +66,9 @@ enum DeviceCommand {
         /// on: the device is quarantined (never targeted).
         #[arg(long, value_parser = on_off, value_name = "on|off")]
         quarantine: Option<bool>,
+        /// Canary facts.
+        #[command(flatten)]
+        canary: crate::device_canary::CanaryFactArgs,
     },
     /// A device's own values of flow variables (see `floe group vars` for groups).
     #[command(subcommand)]
@@ -225,11 +228,16 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
             id,
             maintenance,
             quarantine,
+            canary,
         } => {
-            if maintenance.is_none() && quarantine.is_none() {
-                bail!("nothing to set: give --maintenance on|off and/or --quarantine on|off");
+            if maintenance.is_none() && quarantine.is_none() && !canary.any() {
+                bail!(
+                    "nothing to set: give --maintenance, --quarantine, --single-point-of-failure \
+                     (on|off), --known-issues TEXT or --monitoring 0..100"
+                );
             }
-            call(&c, |c| c.set_device_flags(&id, maintenance, quarantine))?
+            let body = crate::device_canary::patch(maintenance, quarantine, canary);
+            call(&c, |c| c.patch_device(&id, &body))?
         }
         DeviceCommand::Allow {
             id,
@@ -315,6 +323,12 @@ fn flags_text(d: &Device) -> String {
     }
     if d.on_trial {
         f.push("on-trial");
+    }
+    if d.single_point_of_failure {
+        f.push("spof");
+    }
+    if !d.known_hardware_issues.is_empty() {
+        f.push("known-issues");
     }
     if f.is_empty() {
         "-".to_string()
@@ -436,6 +450,7 @@ pub(crate) fn render_one(d: &Device) -> String {
         "quarantine",
         if d.quarantined { "on" } else { "off" }.to_string(),
     ));
+    pairs.extend(crate::device_canary::lines(d));
     pairs.push(("runtime", or_dash(Some(&d.runtime_version))));
     pairs.push(("public key", or_dash(Some(&d.public_key))));
     pairs.push(("enrolled", or_dash(d.enrolled_at.as_deref())));
@@ -517,6 +532,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("quarantine:       on\n"), "{text}");
+        assert!(text.contains("spof:             off\n"), "{text}");
+        assert!(text.contains("monitoring:       unset\n"), "{text}");
+        assert!(text.contains("went offline:     -\n"), "{text}");
     }
 
     #[test]
@@ -541,6 +559,7 @@ mod tests {
                         id,
                         maintenance,
                         quarantine,
+                        ..
                     },
                 ..
             }) => {
@@ -549,6 +568,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let parsed = Cli::try_parse_from([
+            "floe",
+            "device",
+            "set",
+            "d",
+            "--single-point-of-failure",
+            "on",
+            "--known-issues",
+            "fan fails above 40 C",
+            "--monitoring",
+            "80",
+        ])
+        .unwrap();
+        match parsed.command {
+            Command::Device(DeviceArgs {
+                command: DeviceCommand::Set { canary, .. },
+                ..
+            }) => {
+                let body = crate::device_canary::patch(None, None, canary);
+                assert_eq!(body.single_point_of_failure, Some(true));
+                assert_eq!(
+                    body.known_hardware_issues.as_deref(),
+                    Some("fan fails above 40 C")
+                );
+                assert_eq!(body.monitoring, Some(80));
+                assert_eq!(body.maintenance, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err =
+            Cli::try_parse_from(["floe", "device", "set", "d", "--monitoring", "101"]).unwrap_err();
+        assert!(err.to_string().contains("101"), "{err}");
         let err = Cli::try_parse_from(["floe", "device", "set", "d", "--maintenance", "maybe"])
             .unwrap_err();
         assert!(err.to_string().contains("not on or off"), "{err}");

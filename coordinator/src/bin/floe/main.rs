@@ -10,6 +10,7 @@ mod config;
 mod demo;
 mod deploy;
 mod device;
+mod device_canary;
 mod flow;
 mod gates_view;
 mod health;
@@ -19,6 +20,7 @@ mod keys;
 mod loadtest;
 mod notify;
 mod nudge;
+mod plan_view;
 mod vars;
 mod watch;
 

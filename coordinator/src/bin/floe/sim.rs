@@ -7,8 +7,12 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use floe_coordinator::contract::DeploymentPlan;
 use floe_rollout::sim::{self, Approval, SimConfig};
 use floe_rollout::{StateBlock, Strategy, parse_duration};
+
+/// Most canary picks `floe sim --json` lists (a million-device canary has 10 000).
+const MAX_CANARY_ROWS: usize = 1000;
 use std::time::Instant;
 
 /// Arguments of `floe sim`.
@@ -150,6 +154,7 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
         let doc = serde_json::json!({
             "report": out.report,
             "state": StateBlock::from_rollout(&out.rollout),
+            "plan": DeploymentPlan::of(out.rollout.plan(), MAX_CANARY_ROWS),
             "device_events": out.device_events,
             "actions": out.actions,
             "action_digest": format!("{:016x}", out.action_digest),
@@ -168,6 +173,12 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
         );
     } else {
         out!("{}", out.report.to_markdown());
+        let plan =
+            crate::plan_view::render(&DeploymentPlan::of(out.rollout.plan(), MAX_CANARY_ROWS));
+        if !plan.is_empty() {
+            outln!();
+            out!("{plan}");
+        }
         for (i, h) in out.halts.iter().enumerate() {
             outln!("halt {}: {h}", i + 1);
         }

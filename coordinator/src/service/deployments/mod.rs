@@ -31,7 +31,7 @@ use super::{
 use crate::store::{ArtifactRecord, DeploymentRow, FlowRecord, SNAPSHOT_VERSION, Store};
 use floe_rollout::{
     Command, DeploymentStatus, DeviceEvent, HealthReport, Input, Millis, Plan, Rollout,
-    RolloutError, Strategy, TargetFlags, TargetSpec, TargetStatus,
+    RolloutError, Strategy, TargetSpec, TargetStatus,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -420,17 +420,7 @@ impl Deployments {
         let baselines = super::baselines::plan_baselines(&set);
         let specs: Vec<TargetSpec> = targets
             .iter()
-            .map(|d| TargetSpec {
-                id: d.id.clone(),
-                device_type: d.device_type.clone(),
-                region: d.region.clone(),
-                flags: TargetFlags {
-                    maintenance: d.maintenance,
-                    quarantined: d.quarantined,
-                    ..TargetFlags::default()
-                },
-                monitoring: 0,
-            })
+            .map(|d| super::canary_facts::target_spec(d, now))
             .collect();
         let values = super::vars::for_deployment(env.store, &flow.definition, &targets)?;
         let mut tracks = Vec::with_capacity(targets.len());

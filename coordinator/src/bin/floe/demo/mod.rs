@@ -233,7 +233,14 @@ pub(crate) fn deploy_config(strategy: &str, soak: &str, devices: usize) -> Value
             c["batch_delay"] = json!(soak);
         }
         "blue-green" => {
+            // Stage everywhere, then switch the canary and two waves (003), each with `soak`.
             c["switch_delay"] = json!(soak);
+            c["canary_percentage"] = json!(10);
+            c["canary_delay"] = json!(soak);
+            c["waves"] = json!([
+                {"name": "wave-1", "percentage": 50, "soak": soak, "failure_threshold": 20},
+                {"name": "wave-2", "percentage": 50, "soak": soak, "failure_threshold": 20}
+            ]);
         }
         _ => {}
     }
@@ -826,6 +833,9 @@ mod tests {
             deploy_config("blue-green", "2s", 3)["switch_delay"],
             json!("2s")
         );
+        let bg = deploy_config("blue-green", "2s", 3);
+        assert_eq!(bg["canary_delay"], json!("2s"));
+        assert_eq!(bg["waves"][1]["soak"], json!("2s"));
         assert!(deploy_config("all-at-once", "2s", 3).get("waves").is_none());
         // Every strategy's config names only keys of the contract.
         let known = [
