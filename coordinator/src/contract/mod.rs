@@ -26,6 +26,7 @@ mod misc;
 pub mod paging;
 mod requests;
 mod tokens;
+mod triggers;
 mod vars;
 
 pub use audit::{AuditEntry, AuditPage};
@@ -50,6 +51,7 @@ pub use requests::{
     TokenInput, WaveInput,
 };
 pub use tokens::{ApiToken, ApiTokenCreated, ApiTokenInput, ApiTokenList, WhoAmI};
+pub use triggers::TriggerInput;
 pub use vars::{
     DeviceVars, GroupVars, GroupVarsChange, GroupVarsList, ResolvedVar, VarGroup, VarSource,
     VarsChange,

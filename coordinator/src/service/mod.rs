@@ -52,6 +52,7 @@ pub mod reads;
 mod registry;
 mod rollups;
 mod strategy;
+mod trigger_config;
 pub mod vars;
 pub mod webhooks;
 

@@ -66,6 +66,9 @@ pub fn strategy_config(
     if let Some(v) = input.max_parallel {
         c.max_parallel = v;
     }
+    if let Some(t) = &input.triggers {
+        super::trigger_config::apply(t, &mut c.triggers)?;
+    }
     if let Some(waves) = &input.waves {
         if waves.len() > 64 {
             return Err(validation("config.waves", "at most 64 waves"));
