@@ -27,6 +27,7 @@ pub mod paging;
 mod plan;
 mod requests;
 mod tokens;
+mod triggers;
 mod vars;
 
 pub use audit::{AuditEntry, AuditPage};
@@ -53,6 +54,7 @@ pub use requests::{
     TokenInput, WaveInput,
 };
 pub use tokens::{ApiToken, ApiTokenCreated, ApiTokenInput, ApiTokenList, WhoAmI};
+pub use triggers::TriggerInput;
 pub use vars::{
     DeviceVars, GroupVars, GroupVarsChange, GroupVarsList, ResolvedVar, VarGroup, VarSource,
     VarsChange,

@@ -100,6 +100,9 @@ pub struct ConfigInput {
     /// Most devices deploying at once (0: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<u32>,
+    /// Limits and windows of the triggers that fire from devices' system figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<super::TriggerInput>,
     /// A running deployment without progress (no target transition, no stage change) for
     /// longer than this emits a `deployment.stuck` event (default `30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

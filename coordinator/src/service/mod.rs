@@ -55,6 +55,7 @@ pub mod reads;
 mod registry;
 mod rollups;
 mod strategy;
+mod trigger_config;
 pub mod vars;
 pub mod webhooks;
 

@@ -67,6 +67,9 @@ pub fn strategy_config(
         c.max_parallel = v;
     }
     super::baselines::apply_gate_input(&mut c.gates, input)?;
+    if let Some(t) = &input.triggers {
+        super::trigger_config::apply(t, &mut c.triggers)?;
+    }
     if let Some(waves) = &input.waves {
         if waves.len() > 64 {
             return Err(validation("config.waves", "at most 64 waves"));

@@ -26,8 +26,14 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Devices named in a halt reason at most (the rest are counted).
 const NAMED: usize = 10;
 
-/// A trend anchor: a value and when it was reported.
-type Anchor = Option<(f32, Millis)>;
+/// A trend anchor: a value and when it was reported, in whole seconds of engine time (u32:
+/// 136 years of Unix seconds), so the per-device record stays at 36 bytes.
+type Anchor = Option<(f32, u32)>;
+
+/// Engine time in whole seconds, saturated to the anchor's width.
+fn secs(now: Millis) -> u32 {
+    u32::try_from(now / 1000).unwrap_or(u32::MAX)
+}
 
 /// What is kept per deployed device that reports system figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -128,12 +134,12 @@ pub fn cpu_check(
 /// is `window` old, so a trend is judged over at most the last window.
 fn trend(anchor: &mut Anchor, value: f32, now: Millis, window: Millis) -> Option<(f64, Millis)> {
     let Some((v0, at)) = *anchor else {
-        *anchor = Some((value, now));
+        *anchor = Some((value, secs(now)));
         return None;
     };
-    let span = now.saturating_sub(at);
+    let span = (now / 1000).saturating_sub(u64::from(at)) * 1000;
     if span >= window {
-        *anchor = Some((value, now));
+        *anchor = Some((value, secs(now)));
     }
     Some((f64::from(value) - f64::from(v0), span))
 }
@@ -401,4 +407,38 @@ fn named(trigger: &str, set: &BTreeSet<u32>, ids: &[String], id: &str, why: &str
     }
     text.push_str("; halt and assess");
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One is kept per deployed device that sends figures: a million of them must stay small.
+    #[test]
+    fn the_per_device_record_stays_small() {
+        assert!(
+            std::mem::size_of::<SigDev>() <= 36,
+            "{}",
+            std::mem::size_of::<SigDev>()
+        );
+    }
+
+    #[test]
+    fn a_trend_moves_its_anchor_once_it_is_a_window_old() {
+        let mut a: Anchor = None;
+        assert_eq!(trend(&mut a, 10.0, 60_000, 30 * MINUTE), None);
+        assert_eq!(
+            trend(&mut a, 12.0, 60_000 + 10 * MINUTE, 30 * MINUTE),
+            Some((2.0, 10 * MINUTE))
+        );
+        assert_eq!(
+            trend(&mut a, 16.0, 60_000 + 30 * MINUTE, 30 * MINUTE),
+            Some((6.0, 30 * MINUTE))
+        );
+        // The anchor is now the 16.0 of minute 31.
+        assert_eq!(
+            trend(&mut a, 17.0, 60_000 + 35 * MINUTE, 30 * MINUTE),
+            Some((1.0, 5 * MINUTE))
+        );
+    }
 }
