@@ -201,12 +201,13 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> contract::Deployment
         stages,
         gates,
         awaiting_approval: engine.awaiting_approval(),
-        phase: engine.phase_name().to_string(),
+        phase: crate::service::phase_name(doc, engine),
         pause_reason: engine.pause_reason().map(str::to_string),
         created_at: rfc3339(doc.created_at),
         started_at: time(doc.started_at),
         completed_at: time(doc.completed_at),
         config: doc.config.clone(),
+        preflight: doc.preflight.clone(),
     }
 }
 

@@ -195,6 +195,10 @@ pub struct Deployment {
     pub completed_at: Option<String>,
     /// The effective config.
     pub config: DeploymentConfig,
+    /// The pre-deployment checklist (003's VALIDATE): the dry run of its creation, then the
+    /// start's result.
+    #[serde(default)]
+    pub preflight: Option<super::Preflight>,
 }
 
 impl TargetCounts {

@@ -24,6 +24,7 @@ mod flows;
 mod health;
 mod misc;
 pub mod paging;
+mod preflight;
 mod requests;
 mod tokens;
 mod vars;
@@ -45,6 +46,10 @@ pub use floe_rollout::{DeploymentStatus, Report, StageKind, TargetStatus};
 pub use flows::{Flow, FlowArtifact, FlowList};
 pub use health::{GroupHealth, HealthGroups};
 pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, RateLimitStatus, Status};
+pub use preflight::{
+    DeploymentState, Preflight, PreflightItem, PreflightRefusal, PublishInput, SmokeMessageInput,
+    SmokeTestInput, StartInput,
+};
 pub use requests::{
     ConfigInput, DeploymentInput, DeviceBatch, DeviceInput, DevicePatch, FlowInput, Selector,
     TokenInput, WaveInput,

@@ -51,11 +51,15 @@ mod names;
 pub mod reads;
 mod registry;
 mod rollups;
+mod smoke;
 mod strategy;
 pub mod vars;
 pub mod webhooks;
 
 pub use self::core::Core;
+pub use self::deployments::preflight::{
+    ITEMS as PREFLIGHT_ITEMS, PreflightSettings, StartOutcome, phase_name, state_block,
+};
 pub use self::hooks::MAX_HOOKS;
 pub use self::ingest::{events_for, health_input};
 pub use self::model::{

@@ -15,6 +15,7 @@
 //! router.
 
 mod apply;
+pub(super) mod preflight;
 mod stuck;
 
 use super::audit::line;
@@ -461,6 +462,7 @@ impl Deployments {
             completed_at: None,
             gates: Vec::new(),
             targets: tracks,
+            preflight: None,
         };
         let mut doc = doc;
         let row = DeploymentRow {
