@@ -50,7 +50,7 @@ pub(super) async fn start(
                     message: preflight.summary(),
                     field: None,
                 },
-                preflight: *preflight,
+                preflight: Some(*preflight),
             };
             Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response())
         }

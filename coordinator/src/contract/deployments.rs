@@ -69,6 +69,15 @@ pub struct DeploymentConfig {
     /// before the field read as the default, `30m`).
     #[serde(default = "default_stuck_after")]
     pub stuck_after: String,
+    /// All-at-once above the size limit was forced.
+    #[serde(default)]
+    pub force: bool,
+    /// Steps: cumulative percentages (empty for other strategies).
+    #[serde(default)]
+    pub steps: Vec<f64>,
+    /// Steps: observation period after each step.
+    #[serde(default)]
+    pub step_soak: String,
 }
 
 fn default_stuck_after() -> String {

@@ -89,14 +89,16 @@ impl Preflight {
     }
 }
 
-/// The 422 answer of a start the checklist stopped: the error (its message lists every failed
-/// item) and the whole checklist.
+/// The 422 answer of a start: the checklist stopped it (`code` `preflight_failed`, its message
+/// listing every failed item, and the whole checklist), or an override named no item
+/// (`validation_failed`, no checklist).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PreflightRefusal {
-    /// `code` is `preflight_failed`.
+    /// The error.
     pub error: ErrorDetail,
     /// The checklist that stopped the start (also stored with the deployment).
-    pub preflight: Preflight,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<Preflight>,
 }
 
 /// `GET /deployments/{id}/state`: reference 003's state block.

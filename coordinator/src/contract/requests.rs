@@ -104,6 +104,16 @@ pub struct ConfigInput {
     /// longer than this emits a `deployment.stuck` event (default `30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck_after: Option<String>,
+    /// All-at-once above the size limit (10 devices): deploy to every target at once anyway
+    /// (audited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// Steps: cumulative percentages of the targets, rising, ending at 100 (`[5, 25, 50, 100]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<f64>>,
+    /// Steps: the observation period after each step (`10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_soak: Option<String>,
 }
 
 /// `POST /deployments`.

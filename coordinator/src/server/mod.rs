@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub api: api::ApiOptions,
     /// Serve the REST API over TLS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// The pre-deployment checklist: enforced or only recorded, and the heartbeat recency.
+    pub preflight: service::PreflightSettings,
 }
 
 /// The PEM files of `floe serve --tls-cert --tls-key`.
@@ -135,6 +137,7 @@ impl ServerConfig {
             health_retention: 24 * 3_600_000,
             api: api::ApiOptions::default(),
             tls: None,
+            preflight: service::PreflightSettings::default(),
         }
     }
 
@@ -362,6 +365,7 @@ pub async fn start(
         service_config.hook_roots = Some(std::sync::Arc::new(roots));
     }
     service_config.health_retention = config.health_retention;
+    service_config.preflight = config.preflight;
     let db = dir.join("floe.db");
     let (release, coordinator) = (keys.release, keys.coordinator);
     let coordinator_trusted = crate::admission::trusted(&coordinator.verifying_key());
