@@ -470,6 +470,13 @@ impl Core {
         self.registry.allow(&self.store, input, now)
     }
 
+    /// Replaces a device's registry record in memory (tests set figures devices do not send
+    /// yet).
+    #[cfg(test)]
+    pub(super) fn install_device(&mut self, d: DeviceRecord) {
+        self.registry.install(d);
+    }
+
     /// `POST /devices/batch`: puts many devices' keys on the allowlist in one transaction.
     /// Devices registered already with the same key count as existing; any other refusal
     /// (a bad id or key, another key under a registered id, the registry's limit) refuses

@@ -48,6 +48,8 @@ mod hygiene;
 mod ingest;
 pub mod model;
 mod names;
+#[cfg(test)]
+mod preflight_tests;
 pub mod reads;
 mod registry;
 mod rollups;
