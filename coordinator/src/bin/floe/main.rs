@@ -9,6 +9,7 @@ mod audit;
 mod config;
 mod demo;
 mod deploy;
+mod deploy_ops;
 mod device;
 mod flow;
 mod health;

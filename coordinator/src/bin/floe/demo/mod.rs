@@ -235,6 +235,9 @@ pub(crate) fn deploy_config(strategy: &str, soak: &str, devices: usize) -> Value
         "blue-green" => {
             c["switch_delay"] = json!(soak);
         }
+        "steps" => {
+            c["step_soak"] = json!(soak);
+        }
         _ => {}
     }
     c
@@ -843,6 +846,7 @@ mod tests {
             "offline_grace",
             "waves",
             "max_parallel",
+            "step_soak",
         ];
         for s in STRATEGIES {
             for k in deploy_config(s, "1s", 5).as_object().unwrap().keys() {
