@@ -26,6 +26,8 @@ mod hooks;
 mod join;
 mod metrics;
 mod preflight;
+#[cfg(test)]
+mod preflight_tests;
 pub mod ratelimit;
 mod strategies;
 pub mod tokens;

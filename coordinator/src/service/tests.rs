@@ -424,6 +424,31 @@ fn a_deployment_runs_to_completion_with_growing_generations_across_deployments()
             "{}",
             d.id
         );
+        // Every directive sent and the device's success are in the audit log.
+        let lines = core
+            .audit_entries(&crate::store::AuditFilter {
+                limit: 100,
+                deployment_id: Some(dep.clone()),
+                device_id: Some(d.id.clone()),
+                before: None,
+            })
+            .unwrap();
+        let mut seen: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| (l.action.as_str(), l.outcome.as_str()))
+            .collect();
+        seen.reverse();
+        assert_eq!(
+            seen,
+            [
+                ("directive", "stage"),
+                ("directive", "switch"),
+                ("directive", "commit"),
+                ("target.status", "success")
+            ],
+            "{}",
+            d.id
+        );
     }
     // Finished deployments refuse commands with a conflict.
     assert!(matches!(
