@@ -208,7 +208,10 @@ pub fn document() -> Value {
         "delete": {"summary": "Delete a flow (409 while an unfinished deployment uses it)", "responses": delete_responses},
     })));
     let publish = preflight::publish(&mut s);
-    paths.insert("/flows/{id}/publish".into(), with_id(json!({ "post": publish })));
+    paths.insert(
+        "/flows/{id}/publish".into(),
+        with_id(json!({ "post": publish })),
+    );
     for (path, summary, status) in [
         ("/flows/{id}/archive", "Archive a flow", "200"),
         (
@@ -243,9 +246,15 @@ pub fn document() -> Value {
     );
     paths.insert("/deployments/{id}".into(), with_id(json!({ "get": o })));
     let start = preflight::start(&mut s);
-    paths.insert("/deployments/{id}/start".into(), with_id(json!({ "post": start })));
+    paths.insert(
+        "/deployments/{id}/start".into(),
+        with_id(json!({ "post": start })),
+    );
     let state = preflight::state(&mut s);
-    paths.insert("/deployments/{id}/state".into(), with_id(json!({ "get": state })));
+    paths.insert(
+        "/deployments/{id}/state".into(),
+        with_id(json!({ "get": state })),
+    );
     for action in ["pause", "resume", "approve", "rollback", "abort"] {
         let o = op::<Deployment>(
             &mut s,

@@ -46,7 +46,8 @@ fn failed_items(coord: &Coordinator, dep: &str) -> Vec<String> {
 fn a_preflight_stops_a_deployment_over_real_devices_until_overridden() {
     let broker = Mosquitto::start().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let coord = Coordinator::start_with_args(root.path(), "500ms", "3s", &["--preflight", "enforce"]);
+    let coord =
+        Coordinator::start_with_args(root.path(), "500ms", "3s", &["--preflight", "enforce"]);
     let devices: Vec<Device> = (0..2)
         .map(|i| Device::start(&coord, root.path(), &format!("dev-{i}"), "eu"))
         .collect();
@@ -68,12 +69,24 @@ fn a_preflight_stops_a_deployment_over_real_devices_until_overridden() {
     else {
         panic!("not an API refusal: {refused}");
     };
-    assert_eq!((status, code.as_str()), (422, "preflight_failed"), "{message}");
+    assert_eq!(
+        (status, code.as_str()),
+        (422, "preflight_failed"),
+        "{message}"
+    );
     let failed = failed_items(&coord, &dep);
     // Fresh devices have nothing to return to; the devices are online and reporting, and the
     // artifact verifies.
-    assert!(failed.contains(&"rollback_target".to_string()), "{failed:?}");
-    for ok in ["artifact_integrity", "architecture", "connectivity", "baselines"] {
+    assert!(
+        failed.contains(&"rollback_target".to_string()),
+        "{failed:?}"
+    );
+    for ok in [
+        "artifact_integrity",
+        "architecture",
+        "connectivity",
+        "baselines",
+    ] {
         assert!(!failed.contains(&ok.to_string()), "{ok} failed: {message}");
     }
     for name in &failed {
@@ -95,7 +108,13 @@ fn a_preflight_stops_a_deployment_over_real_devices_until_overridden() {
     let floe = floe_tests::bin("floe").unwrap();
     let cli = |args: &[&str]| {
         let out = Command::new(&floe)
-            .args(["deploy", "--server", &coord.url(), "--token", &coord.token()])
+            .args([
+                "deploy",
+                "--server",
+                &coord.url(),
+                "--token",
+                &coord.token(),
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -110,16 +129,28 @@ fn a_preflight_stops_a_deployment_over_real_devices_until_overridden() {
     assert!(state.contains("phase: VALIDATE"), "{state}");
     let (ok, out, err) = cli(&["start", &dep]);
     assert!(!ok, "a refused start exits non-zero: {out}");
-    assert!(out.contains("rollback_target") && err.contains("--override"), "{out}\n{err}");
+    assert!(
+        out.contains("rollback_target") && err.contains("--override"),
+        "{out}\n{err}"
+    );
     let overrides = failed.join(",");
     let (ok, out, err) = cli(&["start", &dep, "--override", &overrides]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("start → running"), "{out}");
     let done = coord.wait_done(&dep, Duration::from_secs(120));
-    assert_eq!(done.status.as_str(), "completed", "{:?}", done.status_reason);
+    assert_eq!(
+        done.status.as_str(),
+        "completed",
+        "{:?}",
+        done.status_reason
+    );
     let audit = coord
         .client
-        .call(floe_coordinator::client::Method::Get, "/audit?limit=200", None)
+        .call(
+            floe_coordinator::client::Method::Get,
+            "/audit?limit=200",
+            None,
+        )
         .unwrap()
         .text;
     assert!(audit.contains("\"outcome\":\"overridden\""), "{audit}");
@@ -128,5 +159,8 @@ fn a_preflight_stops_a_deployment_over_real_devices_until_overridden() {
     let v2 = coord.publish_next(&v1, temperature_flow(&broker.url()));
     let dep2 = create(&coord, &v2, &refs);
     let failed = failed_items(&coord, &dep2);
-    assert!(!failed.contains(&"rollback_target".to_string()), "{failed:?}");
+    assert!(
+        !failed.contains(&"rollback_target".to_string()),
+        "{failed:?}"
+    );
 }

@@ -481,7 +481,14 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
     let state = call(&c, k, Get, &state_url, "/deployments/{id}/state", None);
     assert_eq!(state["phase"], "VALIDATE", "{state}");
     let all = json!({"override": crate::service::PREFLIGHT_ITEMS});
-    let started = call(&c, k, Post, &start_url, "/deployments/{id}/start", Some(&all));
+    let started = call(
+        &c,
+        k,
+        Post,
+        &start_url,
+        "/deployments/{id}/start",
+        Some(&all),
+    );
     assert_eq!(started["preflight"]["when"], "start", "{started}");
     for action in ["pause", "resume", "approve", "rollback", "abort"] {
         let path = format!("/deployments/{{id}}/{action}");

@@ -36,10 +36,12 @@ pub(super) async fn start(
     let input: StartInput = optional_body(req, &st).await?;
     let outcome = st
         .handle
-        .call(move |core, now| match core.start(&id, &input.overrides, now)? {
-            StartOutcome::Started => Ok(Ok(core.with_deployment(&id, views::deployment)?)),
-            StartOutcome::Refused(p) => Ok(Err(p)),
-        })
+        .call(
+            move |core, now| match core.start(&id, &input.overrides, now)? {
+                StartOutcome::Started => Ok(Ok(core.with_deployment(&id, views::deployment)?)),
+                StartOutcome::Refused(p) => Ok(Err(p)),
+            },
+        )
         .await?;
     match outcome {
         Ok(deployment) => ok(StatusCode::OK, deployment),

@@ -26,10 +26,7 @@ fn raw(url: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value
             .header("Authorization", auth)
             .header("Content-Type", "application/json")
             .send(b.to_string()),
-        (_, None) => agent
-            .post(&full)
-            .header("Authorization", auth)
-            .send_empty(),
+        (_, None) => agent.post(&full).header("Authorization", auth).send_empty(),
     };
     let mut resp = resp.unwrap();
     let status = resp.status().as_u16();
@@ -122,7 +119,10 @@ fn run(url: &str) {
     let (status, state) = raw(url, "GET", &format!("/deployments/{dep_id}/state"), None);
     assert_eq!(status, 200, "{state}");
     let text = state["text"].as_str().unwrap();
-    assert!(text.starts_with("<fleet-deploy-state>\nphase: VALIDATE\n"), "{text}");
+    assert!(
+        text.starts_with("<fleet-deploy-state>\nphase: VALIDATE\n"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("</fleet-deploy-state>"), "{text}");
     assert!(
         state["blockers"]
@@ -155,9 +155,15 @@ fn run(url: &str) {
         .iter()
         .find(|l| l["action"] == "deployment.preflight" && l["outcome"] == "overridden")
         .unwrap_or_else(|| panic!("no override line: {audit:#}"));
-    assert!(line["actor"].as_str().unwrap().starts_with("token:"), "{line}");
     assert!(
-        line["detail"].as_str().unwrap().contains("overrode architecture"),
+        line["actor"].as_str().unwrap().starts_with("token:"),
+        "{line}"
+    );
+    assert!(
+        line["detail"]
+            .as_str()
+            .unwrap()
+            .contains("overrode architecture"),
         "{line}"
     );
     // Abort rolls back what is uncommitted; a finished deployment cannot be aborted again.
@@ -172,20 +178,29 @@ fn run(url: &str) {
     };
     let (status, e) = raw(url, "POST", "/deployments", Some(&body(false)));
     assert_eq!(status, 422, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("force"), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("force"),
+        "{e}"
+    );
     let (status, forced) = raw(url, "POST", "/deployments", Some(&body(true)));
     assert_eq!(status, 201, "{forced}");
     assert_eq!(forced["config"]["force"], true);
     // A pending deployment aborted ends at once.
     let forced_id = forced["id"].as_str().unwrap();
-    let (status, aborted) = raw(url, "POST", &format!("/deployments/{forced_id}/abort"), None);
+    let (status, aborted) = raw(
+        url,
+        "POST",
+        &format!("/deployments/{forced_id}/abort"),
+        None,
+    );
     assert_eq!(status, 200, "{aborted}");
     assert_eq!(aborted["status"], "failed", "{aborted}");
 
     // A publish with a smoke test; one naming a node the flow lacks is refused.
     let def: Value = serde_json::from_slice(
         &std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/temperature-alert.json"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples/temperature-alert.json"),
         )
         .unwrap(),
     )
@@ -221,9 +236,12 @@ fn run(url: &str) {
     assert_eq!(f["state"], "published");
     let (_, audit) = raw(url, "GET", "/audit?limit=100", None);
     assert!(
-        audit["entries"].as_array().unwrap().iter().any(|l| l["action"]
-            == "flow.publish"
-            && l["detail"].as_str().unwrap().contains("with a smoke test")),
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["action"] == "flow.publish"
+                && l["detail"].as_str().unwrap().contains("with a smoke test")),
         "{audit:#}"
     );
 }
@@ -232,6 +250,8 @@ fn run(url: &str) {
 async fn a_start_stopped_by_the_checklist_then_overridden_force_abort_state_and_smoke_tests() {
     let server = TestServer::start().await;
     let url = server.url.clone();
-    tokio::task::spawn_blocking(move || run(&url)).await.unwrap();
+    tokio::task::spawn_blocking(move || run(&url))
+        .await
+        .unwrap();
     server.stop().await;
 }

@@ -18,7 +18,11 @@ impl Client {
 
     /// `GET /deployments/:id/state`: reference 003's state block.
     pub fn deployment_state(&self, id: &str) -> Result<Reply, ClientError> {
-        self.call(Method::Get, &format!("/deployments/{}/state", seg(id)), None)
+        self.call(
+            Method::Get,
+            &format!("/deployments/{}/state", seg(id)),
+            None,
+        )
     }
 
     /// `POST /flows/:id/publish` with a body (a smoke test).

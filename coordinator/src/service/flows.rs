@@ -218,7 +218,11 @@ impl Flows {
         let created = now / 1000;
         let expires = created + self.artifact_ttl_days.saturating_mul(86_400);
         let mut spec = BuildSpec::new(&flow.lineage, &version, release, created, expires);
-        let with_smoke = if smoke_test.is_some() { ", with a smoke test" } else { "" };
+        let with_smoke = if smoke_test.is_some() {
+            ", with a smoke test"
+        } else {
+            ""
+        };
         spec.smoke_test = smoke_test;
         let manifest =
             build(&spec, &bytes, None, &[&self.release_key], &path).map_err(|source| {

@@ -183,10 +183,16 @@ fn each_item_fails_on_its_own_and_all_pass_when_the_fleet_is_ready() {
     assert_eq!(p.items.len(), 9);
     assert!(p.passed, "{p:?}");
     assert!(
-        item(&p, "device_type").detail.contains("no constraint declared"),
+        item(&p, "device_type")
+            .detail
+            .contains("no constraint declared"),
         "{p:?}"
     );
-    assert!(item(&p, "canary_coverage").detail.contains("not applicable"));
+    assert!(
+        item(&p, "canary_coverage")
+            .detail
+            .contains("not applicable")
+    );
     assert!(
         item(&p, "artifact_integrity")
             .detail
@@ -320,14 +326,19 @@ fn a_failed_checklist_stops_the_start_and_an_override_starts_it_audited() {
             .iter()
             .any(|d| d.starts_with(b.as_str()))
     );
-    assert_eq!(item(&p, "connectivity").devices, vec![format!("{silent} (never reported)")]);
+    assert_eq!(
+        item(&p, "connectivity").devices,
+        vec![format!("{silent} (never reported)")]
+    );
     let summary = p.summary();
     for name in failed(&p) {
         assert!(summary.contains(name), "{summary}");
     }
     // The deployment stays pending, in VALIDATE, with the result stored and audited.
     let (status, phase, stored) = core
-        .with_deployment(&dep, |d, e| (e.status(), phase_name(d, e), d.preflight.clone()))
+        .with_deployment(&dep, |d, e| {
+            (e.status(), phase_name(d, e), d.preflight.clone())
+        })
         .unwrap();
     assert_eq!(status, DeploymentStatus::Pending);
     assert_eq!(phase, "VALIDATE");
@@ -342,7 +353,11 @@ fn a_failed_checklist_stops_the_start_and_an_override_starts_it_audited() {
         .unwrap();
     assert_eq!(refused.outcome, "refused");
     assert_eq!(refused.actor, "token:alice");
-    assert!(refused.detail.contains("connectivity"), "{}", refused.detail);
+    assert!(
+        refused.detail.contains("connectivity"),
+        "{}",
+        refused.detail
+    );
     // A start through the generic command is refused the same way.
     let e = core.command(&dep, Command::Start, T0 + 1000).unwrap_err();
     assert!(e.to_string().contains("pre-flight failed"), "{e}");
@@ -351,7 +366,10 @@ fn a_failed_checklist_stops_the_start_and_an_override_starts_it_audited() {
     let e = core
         .start(&dep, &["disk".to_string()], T0 + 2000)
         .unwrap_err();
-    assert!(e.to_string().contains("\"disk\" is not a checklist item"), "{e}");
+    assert!(
+        e.to_string().contains("\"disk\" is not a checklist item"),
+        "{e}"
+    );
     // Overriding only some items is not enough.
     let some = vec!["disk_space".to_string()];
     assert!(matches!(
@@ -360,7 +378,10 @@ fn a_failed_checklist_stops_the_start_and_an_override_starts_it_audited() {
     ));
     // Overriding every failed item starts it; the override is audited with caller and items.
     let all: Vec<String> = failed(&p).iter().map(|s| s.to_string()).collect();
-    assert_eq!(core.start(&dep, &all, T0 + 3000).unwrap(), StartOutcome::Started);
+    assert_eq!(
+        core.start(&dep, &all, T0 + 3000).unwrap(),
+        StartOutcome::Started
+    );
     let p = preflight(&core, &dep);
     assert!(p.passed);
     assert_eq!(p.overridden, all);
@@ -509,7 +530,9 @@ fn a_smoke_test_published_with_the_flow_is_in_its_signed_manifest() {
         )),
     );
     let manifest: Manifest = reader.verify(&trust, |_, _, _| Ok(())).unwrap().value;
-    let carried = manifest.smoke_test.expect("the manifest carries the smoke test");
+    let carried = manifest
+        .smoke_test
+        .expect("the manifest carries the smoke test");
     assert_eq!(carried.inject[0].node, first);
     assert_eq!(carried.inject[0].payload, r#"{"temperature":35}"#);
     assert_eq!(carried.timeout_ms, 3000);
@@ -533,5 +556,8 @@ fn a_smoke_test_published_with_the_flow_is_in_its_signed_manifest() {
         .publish_flow_with(&draft.id, Some(&bad), T0)
         .unwrap_err();
     assert!(e.to_string().contains("smoke_test.expect[0].node"), "{e}");
-    assert_eq!(core.flow(&draft.id).unwrap().state, crate::contract::FlowState::Draft);
+    assert_eq!(
+        core.flow(&draft.id).unwrap().state,
+        crate::contract::FlowState::Draft
+    );
 }

@@ -16,7 +16,12 @@ use crate::config::{call, print_raw, table};
 const SHOWN: usize = 3;
 
 /// `floe deploy start ID [--override ITEM,…]`.
-pub(crate) fn start(c: &Client, id: &str, overrides: &[String], json_out: bool) -> Result<ExitCode> {
+pub(crate) fn start(
+    c: &Client,
+    id: &str,
+    overrides: &[String],
+    json_out: bool,
+) -> Result<ExitCode> {
     let body = StartInput {
         overrides: overrides.to_vec(),
     };
@@ -80,7 +85,11 @@ pub(crate) fn render_preflight(p: &Preflight) -> String {
         let n = p.blocking().count();
         format!("FAILED: {n} item{}", if n == 1 { "" } else { "s" })
     };
-    let mode = if p.enforced { "enforced" } else { "not enforced" };
+    let mode = if p.enforced {
+        "enforced"
+    } else {
+        "not enforced"
+    };
     let mut out = format!(
         "pre-flight ({}, {}, {mode}, by {}): {verdict}\n",
         p.when, p.at, p.actor
@@ -124,7 +133,9 @@ pub(crate) fn create_sets(
 ) -> Result<Vec<(String, String)>> {
     let mut sets = Vec::new();
     if (!steps.is_empty() || soak.is_some()) && strategy != "steps" {
-        bail!("--steps and --soak go with --strategy steps (other strategies: --set canary_delay=…, batch_delay=…)");
+        bail!(
+            "--steps and --soak go with --strategy steps (other strategies: --set canary_delay=…, batch_delay=…)"
+        );
     }
     if !steps.is_empty() {
         sets.push(("steps".to_string(), serde_json::to_string(steps)?));

@@ -100,12 +100,18 @@ pub(crate) struct ArtifactCheck {
 /// The trust store devices verify with: the data directory's `trust/trust.cbor` when there
 /// is one, else one made of the service's own release and coordinator keys (an in-process
 /// service without a data directory's keys).
-pub(crate) fn trust_store(data_dir: &Path, release: VerifyingKey, coordinator: VerifyingKey) -> TrustStore {
+pub(crate) fn trust_store(
+    data_dir: &Path,
+    release: VerifyingKey,
+    coordinator: VerifyingKey,
+) -> TrustStore {
     let dir = data_dir.join("trust");
     if dir.join(keys::TRUST_FILE).exists() {
         match keys::load_trust(&dir) {
             Ok(t) => return t,
-            Err(e) => tracing::warn!(error = %e, "reading the trust store for the pre-flight; using the service's own keys"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the trust store for the pre-flight; using the service's own keys")
+            }
         }
     }
     TrustStore::new(
@@ -237,7 +243,7 @@ pub(crate) fn checklist(
         if let Ok(m) = manifest {
             if d.arch.is_empty() {
                 arch.add(|| format!("{id} (never reported its architecture)"));
-            } else if !m.archs.iter().any(|a| *a == d.arch) {
+            } else if !m.archs.contains(&d.arch) {
                 arch.add(|| format!("{id} ({})", d.arch));
             }
             if !m.device_types.is_empty() && !m.device_types.contains(&d.device_type) {
@@ -308,7 +314,9 @@ pub(crate) fn checklist(
             };
             let types = m.device_types.join(", ");
             items.push(dtype.item("device_type", pass, |n| {
-                format!("{n} of {total} targets are of a type the artifact does not declare ({types})")
+                format!(
+                    "{n} of {total} targets are of a type the artifact does not declare ({types})"
+                )
             }));
         }
         Err(_) => {
