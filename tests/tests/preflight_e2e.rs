@@ -11,7 +11,7 @@ use std::time::Duration;
 use floe_coordinator::client::ClientError;
 use floe_coordinator::contract::{DeploymentInput, StartInput};
 use floe_tests::Mosquitto;
-use floe_tests::coordinator::{Coordinator, Device, temperature_flow};
+use floe_tests::coordinator::{Coordinator, Device, temperature_flow, wait};
 use serde_json::{Value, json};
 
 fn create(coord: &Coordinator, flow: &str, devices: &[&Device]) -> String {
@@ -155,7 +155,8 @@ fn a_preflight_stops_a_deployment_over_real_devices_until_overridden() {
         .text;
     assert!(audit.contains("\"outcome\":\"overridden\""), "{audit}");
 
-    // The next version finds a release to return to on every device.
+    // The next version finds a release to return to on every device. The operator aborts it
+    // with the CLI before its start.
     let v2 = coord.publish_next(&v1, temperature_flow(&broker.url()));
     let dep2 = create(&coord, &v2, &refs);
     let failed = failed_items(&coord, &dep2);
@@ -163,4 +164,84 @@ fn a_preflight_stops_a_deployment_over_real_devices_until_overridden() {
         !failed.contains(&"rollback_target".to_string()),
         "{failed:?}"
     );
+    let (ok, out, err) = cli(&["abort", &dep2]);
+    assert!(ok && out.contains("abort → failed"), "{out}\n{err}");
+
+    // The steps strategy from the CLI.
+    let mut create_steps = vec!["create", "--flow", &v2, "--strategy", "steps"];
+    create_steps.extend(["--steps", "50,100", "--soak", "1s"]);
+    for d in &devices {
+        create_steps.extend(["--device", d.id.as_str()]);
+    }
+    create_steps.push("--json");
+    let (ok, out, err) = cli(&create_steps);
+    assert!(ok, "{out}\n{err}");
+    let steps: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(steps["config"]["steps"], json!([50.0, 100.0]), "{steps}");
+    assert_eq!(steps["config"]["step_soak"], "1s");
+    assert_eq!(steps["stages"].as_array().unwrap().len(), 2, "{steps}");
+    let (ok, _, err) = cli(&["abort", steps["id"].as_str().unwrap()]);
+    assert!(ok, "{err}");
+
+    // A version published with a smoke test through the API path (`floe flow publish
+    // --smoke-test`) whose expected output never comes: the devices run it before switching,
+    // refuse the version, and stay on v1.
+    let draft: Value = coord.client.new_flow_version(&v1).unwrap().json().unwrap();
+    let v3 = draft["id"].as_str().unwrap().to_string();
+    coord
+        .client
+        .update_flow(
+            &v3,
+            &serde_json::from_value(json!({"name": "Temperature Alert",
+                "definition": temperature_flow(&broker.url())}))
+            .unwrap(),
+        )
+        .unwrap();
+    let smoke = root.path().join("smoke.json");
+    std::fs::write(
+        &smoke,
+        r#"{"inject": [{"node": "n2", "payload": {"temperature": 99}}],
+            "expect": [{"node": "n3", "payload": {"temperature": -1}}], "timeout_ms": 1500}"#,
+    )
+    .unwrap();
+    let out = Command::new(&floe)
+        .args(["flow", "--server", &coord.url(), "--token", &coord.token()])
+        .args(["publish", &v3, "--smoke-test"])
+        .arg(&smoke)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dep3 = create(&coord, &v3, &refs);
+    let overrides = failed_items(&coord, &dep3);
+    coord
+        .client
+        .start_deployment(&dep3, &StartInput { overrides })
+        .unwrap();
+    // The first batch's device fails its stage (the batch rolls back and the deployment
+    // waits for a human).
+    let details = wait("a device to fail v3", Duration::from_secs(120), || {
+        let targets = coord.targets(&dep3);
+        targets
+            .iter()
+            .any(|t| t.status.as_str() == "failed")
+            .then(|| targets.into_iter().map(|t| t.detail).collect::<Vec<_>>())
+    });
+    assert!(
+        details.iter().any(|d| d.contains("smoke")),
+        "no device reported its smoke test: {details:?}"
+    );
+    let d = coord.deployment(&dep3);
+    assert_eq!(d.completed_targets, 0, "{:?}", d.status_reason);
+    for dev in &devices {
+        assert_eq!(
+            dev.active_version().as_deref(),
+            Some("1.1.0"),
+            "{}",
+            dev.status()
+        );
+    }
 }
