@@ -380,7 +380,7 @@ impl Deployments {
             validation(
                 "strategy",
                 format!(
-                    "unknown strategy {:?}; use all-at-once, rolling, canary, blue-green or canary-waves",
+                    "unknown strategy {:?}; use all-at-once, rolling, canary, blue-green, canary-waves or steps",
                     input.strategy
                 ),
             )
