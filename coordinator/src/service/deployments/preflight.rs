@@ -574,7 +574,13 @@ impl Deployments {
                 result.overridden.join(", ")
             );
         }
-        let batch = env.store.begin()?;
+        let batch = match env.store.begin() {
+            Ok(b) => b,
+            Err(e) => {
+                self.reload(env.store, id);
+                return Err(e.into());
+            }
+        };
         let started = env
             .store
             .audit(&line(
