@@ -561,3 +561,47 @@ fn a_smoke_test_published_with_the_flow_is_in_its_signed_manifest() {
         crate::contract::FlowState::Draft
     );
 }
+
+#[test]
+fn a_device_type_the_manifest_does_not_declare_fails_naming_the_device_and_its_type() {
+    use super::deployments::preflight::{
+        PreflightSettings, artifact_check, checklist, trust_store,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = core(dir.path());
+    let flow = publish(&mut core, None);
+    let pi = device(&mut core, 91, "rpi4", true);
+    let jetson = device(&mut core, 92, "jetson", true);
+    let dep = create(&mut core, &flow, &[&pi, &jetson], "rolling");
+    // Publishing declares no device types; a manifest that declares rpi4 only.
+    let trust = trust_store(
+        dir.path(),
+        SigningKey::from_bytes(&[1; 32]).verifying_key(),
+        SigningKey::from_bytes(&[2; 32]).verifying_key(),
+    );
+    let mut check = artifact_check(core.store(), &flow, &trust);
+    check.manifest.as_mut().unwrap().device_types = vec!["rpi4".into()];
+    let registry = super::registry::Registry::load(core.store(), 30_000).unwrap();
+    let items = core
+        .with_deployment(&dep, |_, e| {
+            checklist(
+                e.plan(),
+                &registry,
+                &check,
+                &PreflightSettings::default(),
+                T0,
+            )
+        })
+        .unwrap();
+    let dtype = items.iter().find(|i| i.name == "device_type").unwrap();
+    assert!(!dtype.passed);
+    assert_eq!(dtype.devices, vec![format!("{jetson} (jetson)")]);
+    assert!(dtype.detail.contains("(rpi4)"), "{}", dtype.detail);
+    assert!(
+        items
+            .iter()
+            .find(|i| i.name == "architecture")
+            .unwrap()
+            .passed
+    );
+}
