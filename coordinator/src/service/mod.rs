@@ -48,6 +48,7 @@ mod hygiene;
 mod ingest;
 pub mod model;
 mod names;
+pub mod pending;
 #[cfg(test)]
 mod preflight_tests;
 pub mod reads;
