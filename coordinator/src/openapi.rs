@@ -18,6 +18,8 @@ use crate::contract::{
     Status, StrategyList, TargetPage, TokenInput, VarsChange,
 };
 use crate::contract::{DeliveryLog, Event, HookCreated, HookInput, HookList};
+mod preflight;
+
 use schemars::generate::{Contract, SchemaSettings};
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
@@ -41,6 +43,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/deployments/{id}/abort", &["post"]),
     ("/deployments/{id}/report", &["get"]),
     ("/deployments/{id}/targets", &["get"]),
+    ("/deployments/{id}/state", &["get"]),
     ("/devices", &["get", "post"]),
     ("/devices/{id}", &["get", "patch"]),
     ("/devices/batch", &["post"]),
@@ -208,12 +211,12 @@ pub fn document() -> Value {
         "put": op::<Flow>(&mut s, "Edit a draft (409 unless draft)", Some(flow_input), "200", "the edited draft", vec![]),
         "delete": {"summary": "Delete a flow (409 while an unfinished deployment uses it)", "responses": delete_responses},
     })));
+    let publish = preflight::publish(&mut s);
+    paths.insert(
+        "/flows/{id}/publish".into(),
+        with_id(json!({ "post": publish })),
+    );
     for (path, summary, status) in [
-        (
-            "/flows/{id}/publish",
-            "Complete validation, then build and sign the artifact",
-            "200",
-        ),
         ("/flows/{id}/archive", "Archive a flow", "200"),
         (
             "/flows/{id}/versions",
@@ -246,7 +249,17 @@ pub fn document() -> Value {
         vec![],
     );
     paths.insert("/deployments/{id}".into(), with_id(json!({ "get": o })));
-    for action in ["start", "pause", "resume", "approve", "rollback", "abort"] {
+    let start = preflight::start(&mut s);
+    paths.insert(
+        "/deployments/{id}/start".into(),
+        with_id(json!({ "post": start })),
+    );
+    let state = preflight::state(&mut s);
+    paths.insert(
+        "/deployments/{id}/state".into(),
+        with_id(json!({ "get": state })),
+    );
+    for action in ["pause", "resume", "approve", "rollback", "abort"] {
         let o = op::<Deployment>(
             &mut s,
             &format!("{action} a deployment (409 when its state does not allow it)"),

@@ -78,6 +78,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("POST", "/deployments/{id}/abort", WRITE),
     ("GET", "/deployments/{id}/report", READ),
     ("GET", "/deployments/{id}/targets", READ),
+    ("GET", "/deployments/{id}/state", READ),
     ("GET", "/devices", READ),
     ("POST", "/devices", WRITE),
     ("GET", "/devices/{id}", READ),

@@ -26,6 +26,9 @@ mod hooks;
 mod join;
 mod metrics;
 mod pending;
+mod preflight;
+#[cfg(test)]
+mod preflight_tests;
 pub mod ratelimit;
 mod strategies;
 pub mod tokens;
@@ -290,7 +293,7 @@ pub fn router_with_options(
             "/flows/{id}",
             get(get_flow).put(update_flow).delete(delete_flow),
         )
-        .route("/flows/{id}/publish", post(publish_flow))
+        .route("/flows/{id}/publish", post(preflight::publish))
         .route("/flows/{id}/archive", post(archive_flow))
         .route("/flows/{id}/versions", post(new_version))
         .route(
@@ -300,6 +303,8 @@ pub fn router_with_options(
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/report", get(deployment_report))
         .route("/deployments/{id}/targets", get(deployment_targets))
+        .route("/deployments/{id}/start", post(preflight::start))
+        .route("/deployments/{id}/state", get(preflight::state))
         .route("/deployments/{id}/{command}", post(deployment_command))
         .route("/devices", get(list_devices).post(allow_device))
         .route("/devices/batch", post(allow_devices))
@@ -451,13 +456,6 @@ async fn delete_flow(State(st): State<AppState>, Path(id): Path<String>) -> ApiR
         .call(move |core, now| core.delete_flow(&id, now))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn publish_flow(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    flow_response(&st, id, StatusCode::OK, |core, id, now| {
-        core.publish_flow(id, now)
-    })
-    .await
 }
 
 async fn archive_flow(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {

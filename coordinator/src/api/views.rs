@@ -208,7 +208,7 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> contract::Deployment
         stages,
         gates,
         awaiting_approval: engine.awaiting_approval(),
-        phase: engine.phase_name().to_string(),
+        phase: crate::service::phase_name(doc, engine),
         pause_reason: engine.pause_reason().map(str::to_string),
         created_at: rfc3339(doc.created_at),
         started_at: time(doc.started_at),
@@ -219,6 +219,7 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> contract::Deployment
             b.statements(plan.config.gates.no_baseline == floe_rollout::NoBaseline::Absolute)
         }),
         plan: contract::DeploymentPlan::of(plan, MAX_STAGE_DEVICES),
+        preflight: doc.preflight.clone(),
     }
 }
 

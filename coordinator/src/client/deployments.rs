@@ -109,6 +109,8 @@ pub enum DeploymentAction {
     Approve,
     /// `rollback`.
     Rollback,
+    /// `abort`.
+    Abort,
 }
 
 impl DeploymentAction {
@@ -120,6 +122,7 @@ impl DeploymentAction {
             DeploymentAction::Resume => "resume",
             DeploymentAction::Approve => "approve",
             DeploymentAction::Rollback => "rollback",
+            DeploymentAction::Abort => "abort",
         }
     }
 }

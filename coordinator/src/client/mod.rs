@@ -30,6 +30,7 @@ mod error;
 mod events;
 mod flows;
 mod paging;
+mod preflight;
 mod tokens;
 mod transport;
 mod vars;

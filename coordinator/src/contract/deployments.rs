@@ -69,6 +69,15 @@ pub struct DeploymentConfig {
     /// before the field read as the default, `30m`).
     #[serde(default = "default_stuck_after")]
     pub stuck_after: String,
+    /// All-at-once above the size limit was forced.
+    #[serde(default)]
+    pub force: bool,
+    /// Steps: cumulative percentages (empty for other strategies).
+    #[serde(default)]
+    pub steps: Vec<f64>,
+    /// Steps: observation period after each step.
+    #[serde(default)]
+    pub step_soak: String,
     /// Baselines and gates (stored deployments from before read the defaults).
     #[serde(default)]
     pub gates: GateSettings,
@@ -262,6 +271,10 @@ pub struct Deployment {
     /// The canary picks with their reasons, and the plan's warnings.
     #[serde(default)]
     pub plan: super::DeploymentPlan,
+    /// The pre-deployment checklist (003's VALIDATE): the dry run of its creation, then the
+    /// start's result.
+    #[serde(default)]
+    pub preflight: Option<super::Preflight>,
 }
 
 impl TargetCounts {

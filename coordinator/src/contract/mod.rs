@@ -25,6 +25,7 @@ mod health;
 mod misc;
 pub mod paging;
 mod plan;
+mod preflight;
 mod requests;
 mod tokens;
 mod triggers;
@@ -49,6 +50,10 @@ pub use flows::{Flow, FlowArtifact, FlowList};
 pub use health::{GroupHealth, HealthGroups};
 pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, RateLimitStatus, Status};
 pub use plan::{CanaryPickView, DeploymentPlan};
+pub use preflight::{
+    DeploymentState, Preflight, PreflightItem, PreflightRefusal, PublishInput, SmokeMessageInput,
+    SmokeTestInput, StartInput,
+};
 pub use requests::{
     ConfigInput, DeploymentInput, DeviceBatch, DeviceInput, DevicePatch, FlowInput, Selector,
     TokenInput, WaveInput,

@@ -132,6 +132,16 @@ pub struct ConfigInput {
     /// Times a CAUTION verdict extends a soak before the gate fails (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caution_max_extensions: Option<u32>,
+    /// All-at-once above the size limit (10 devices): deploy to every target at once anyway
+    /// (audited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    /// Steps: cumulative percentages of the targets, rising, ending at 100 (`[5, 25, 50, 100]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<f64>>,
+    /// Steps: the observation period after each step (`10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_soak: Option<String>,
 }
 
 /// `POST /deployments`.

@@ -76,6 +76,8 @@ pub struct ServerConfig {
     /// made at first start with these names besides localhost, loopback and the host's name
     /// (`floe serve --tls-self-signed [--tls-name NAME]…`). Not with `tls`.
     pub tls_self_signed: Option<Vec<String>>,
+    /// The pre-deployment checklist: enforced or only recorded, and the heartbeat recency.
+    pub preflight: service::PreflightSettings,
 }
 
 /// The PEM files of `floe serve --tls-cert --tls-key`.
@@ -140,6 +142,7 @@ impl ServerConfig {
             api: api::ApiOptions::default(),
             tls: None,
             tls_self_signed: None,
+            preflight: service::PreflightSettings::default(),
         }
     }
 
@@ -405,6 +408,7 @@ pub async fn start(
         service_config.hook_roots = Some(std::sync::Arc::new(roots));
     }
     service_config.health_retention = config.health_retention;
+    service_config.preflight = config.preflight;
     let db = dir.join("floe.db");
     let (release, coordinator) = (keys.release, keys.coordinator);
     let coordinator_trusted = crate::admission::trusted(&coordinator.verifying_key());

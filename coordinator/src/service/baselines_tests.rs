@@ -61,6 +61,7 @@ impl Dev {
                 p95_us,
                 memory_kib: 51_200,
                 restarts: 0,
+                system: None,
             }),
         }
     }

@@ -76,6 +76,7 @@ fn heard(core: &mut Core, u: &mut Unit, now: u64, allow: bool) {
             p95_us: 2000,
             memory_kib: 8192,
             restarts: 0,
+            system: None,
         }),
     };
     core.device_report(report, now).unwrap();

@@ -256,7 +256,17 @@ impl Core {
 
     /// `POST /flows/:id/publish`: complete validation, then the signed bundle.
     pub fn publish_flow(&mut self, id: &str, now: Millis) -> Result<FlowRecord, ServiceError> {
-        self.flows.publish(&self.store, id, now)
+        self.publish_flow_with(id, None, now)
+    }
+
+    /// `POST /flows/:id/publish` with the flow's smoke test, carried in the signed manifest.
+    pub fn publish_flow_with(
+        &mut self,
+        id: &str,
+        smoke: Option<&crate::contract::SmokeTestInput>,
+        now: Millis,
+    ) -> Result<FlowRecord, ServiceError> {
+        self.flows.publish(&self.store, id, smoke, now)
     }
 
     /// `POST /flows/:id/archive`.
@@ -284,8 +294,42 @@ impl Core {
         now: Millis,
     ) -> Result<String, ServiceError> {
         let published = self.flows.deployable(&self.store, &input.flow_id)?;
+        let artifact = self.preflight_artifact(&published.0.id);
+        let settings = self.settings.preflight;
         let (deployments, mut env) = self.engines();
-        deployments.create(&mut env, published, input, now)
+        let id = deployments.create(&mut env, published, input, now)?;
+        if let Err(e) = deployments.preflight_dry_run(&mut env, &id, &artifact, &settings, now) {
+            tracing::warn!(deployment = %id, error = %e, "storing the pre-flight dry run");
+        }
+        Ok(id)
+    }
+
+    /// `POST /deployments/:id/start`: the pre-deployment checklist, then the start
+    /// (`deployments::preflight`); `overrides` names failed items to start despite.
+    pub fn start(
+        &mut self,
+        id: &str,
+        overrides: &[String],
+        now: Millis,
+    ) -> Result<super::StartOutcome, ServiceError> {
+        let flow = self
+            .deployments
+            .with_deployment(&self.store, id, |d, _| d.flow_id.clone())?;
+        let artifact = self.preflight_artifact(&flow);
+        let settings = self.settings.preflight;
+        let (deployments, mut env) = self.engines();
+        deployments.start(&mut env, id, overrides, &artifact, &settings, now)
+    }
+
+    /// The stored artifact of a flow version, re-verified for the checklist.
+    fn preflight_artifact(&self, flow_id: &str) -> super::deployments::preflight::ArtifactCheck {
+        use super::deployments::preflight::{artifact_check, trust_store};
+        let trust = trust_store(
+            &self.settings.data_dir,
+            self.flows.release_public(),
+            self.coordinator_key.verifying_key(),
+        );
+        artifact_check(&self.store, flow_id, &trust)
     }
 
     /// Runs `f` over a deployment's document and engine (in memory when unfinished, from the
@@ -325,6 +369,13 @@ impl Core {
 
     /// An operator command (`start`, `pause`, `resume`, `approve`, `rollback`).
     pub fn command(&mut self, id: &str, command: Command, now: Millis) -> Result<(), ServiceError> {
+        if command == Command::Start {
+            // Every start passes the checklist; a refusal is a validation error naming it all.
+            return match self.start(id, &[], now)? {
+                super::StartOutcome::Started => Ok(()),
+                super::StartOutcome::Refused(p) => Err(super::validation("preflight", p.summary())),
+            };
+        }
         let (deployments, mut env) = self.engines();
         deployments.command(&mut env, id, command, now)
     }
@@ -433,6 +484,13 @@ impl Core {
         now: Millis,
     ) -> Result<DeviceRecord, ServiceError> {
         self.registry.allow(&self.store, input, now)
+    }
+
+    /// Replaces a device's registry record in memory (tests set figures devices do not send
+    /// yet).
+    #[cfg(test)]
+    pub(super) fn install_device(&mut self, d: DeviceRecord) {
+        self.registry.install(d);
     }
 
     /// `POST /devices/batch`: puts many devices' keys on the allowlist in one transaction.

@@ -41,6 +41,12 @@ impl Flows {
         }
     }
 
+    /// The public half of the release key (the checklist re-verifies artifacts with it when
+    /// the data directory holds no trust store).
+    pub(super) fn release_public(&self) -> ed25519_dalek::VerifyingKey {
+        self.release_key.verifying_key()
+    }
+
     /// A receiver whose value grows with every publish.
     pub(super) fn published_receiver(&self) -> watch::Receiver<u64> {
         self.published.subscribe()
@@ -182,6 +188,7 @@ impl Flows {
         &self,
         store: &Store,
         id: &str,
+        smoke: Option<&crate::contract::SmokeTestInput>,
         now: Millis,
     ) -> Result<FlowRecord, ServiceError> {
         let mut flow = self.get(store, id)?;
@@ -192,6 +199,9 @@ impl Flows {
             )));
         }
         let bytes = check_definition(&flow.definition, floe_flow::Level::Complete)?;
+        let smoke_test = smoke
+            .map(|s| super::smoke::smoke_test(s, &flow.definition))
+            .transpose()?;
         let dir = self.data_dir.join("artifacts");
         std::fs::create_dir_all(&dir).map_err(|source| ServiceError::Io {
             what: format!("creating {}", dir.display()),
@@ -207,7 +217,13 @@ impl Flows {
         }
         let created = now / 1000;
         let expires = created + self.artifact_ttl_days.saturating_mul(86_400);
-        let spec = BuildSpec::new(&flow.lineage, &version, release, created, expires);
+        let mut spec = BuildSpec::new(&flow.lineage, &version, release, created, expires);
+        let with_smoke = if smoke_test.is_some() {
+            ", with a smoke test"
+        } else {
+            ""
+        };
+        spec.smoke_test = smoke_test;
         let manifest =
             build(&spec, &bytes, None, &[&self.release_key], &path).map_err(|source| {
                 ServiceError::Bundle {
@@ -245,7 +261,7 @@ impl Flows {
                 None,
                 "ok",
                 format!(
-                    "published {id} as {} release {release} ({})",
+                    "published {id} as {} release {release} ({}){with_smoke}",
                     artifact.name, artifact.manifest_sha256
                 ),
             ))

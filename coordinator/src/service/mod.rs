@@ -51,15 +51,21 @@ mod ingest;
 pub mod model;
 mod names;
 pub mod pending;
+#[cfg(test)]
+mod preflight_tests;
 pub mod reads;
 mod registry;
 mod rollups;
+mod smoke;
 mod strategy;
 mod trigger_config;
 pub mod vars;
 pub mod webhooks;
 
 pub use self::core::Core;
+pub use self::deployments::preflight::{
+    ITEMS as PREFLIGHT_ITEMS, PreflightSettings, StartOutcome, phase_name, state_block,
+};
 pub use self::hooks::MAX_HOOKS;
 pub use self::ingest::{events_for, health_input};
 pub use self::model::{
@@ -541,6 +547,7 @@ pub fn spawn(mut core: Core, shutdown: CancellationToken) -> (ServiceHandle, Joi
 
 #[cfg(test)]
 mod baselines_tests;
+#[cfg(test)]
 mod canary_facts_tests;
 #[cfg(test)]
 mod rollups_tests;

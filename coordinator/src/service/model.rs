@@ -52,6 +52,8 @@ pub struct ServiceConfig {
     pub health_window: Millis,
     /// How long health rollups are kept (default 24 h, reference 001's baseline period).
     pub health_retention: Millis,
+    /// The pre-deployment checklist's settings.
+    pub preflight: super::PreflightSettings,
 }
 
 impl ServiceConfig {
@@ -68,6 +70,7 @@ impl ServiceConfig {
             hook_roots: None,
             health_window: 60_000,
             health_retention: 24 * 3_600_000,
+            preflight: super::PreflightSettings::default(),
         }
     }
 }
@@ -184,6 +187,9 @@ pub struct DeploymentDoc {
     pub gates: Vec<GateRecord>,
     /// Per target, in plan order.
     pub targets: Vec<TargetTrack>,
+    /// The pre-deployment checklist's last result (see `deployments::preflight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<crate::contract::Preflight>,
 }
 
 pub use crate::contract::{IngestStatus, Status};

@@ -70,6 +70,18 @@ pub fn strategy_config(
     if let Some(t) = &input.triggers {
         super::trigger_config::apply(t, &mut c.triggers)?;
     }
+    if let Some(v) = input.force {
+        c.force = v;
+    }
+    if let Some(steps) = &input.steps {
+        if steps.len() > 64 {
+            return Err(validation("config.steps", "at most 64 steps"));
+        }
+        c.steps = steps.clone();
+    }
+    if let Some(v) = duration_field("step_soak", &input.step_soak)? {
+        c.step_soak = v;
+    }
     if let Some(waves) = &input.waves {
         if waves.len() > 64 {
             return Err(validation("config.waves", "at most 64 waves"));
@@ -146,6 +158,9 @@ pub fn config_json(c: &StrategyConfig) -> DeploymentConfig {
         max_parallel: c.max_parallel,
         stuck_after: format_duration(DEFAULT_STUCK_AFTER),
         gates: crate::contract::GateSettings::of(&c.gates),
+        force: c.force,
+        steps: c.steps.clone(),
+        step_soak: format_duration(c.step_soak),
     }
 }
 
@@ -153,7 +168,10 @@ pub fn config_json(c: &StrategyConfig) -> DeploymentConfig {
 pub(super) fn plan_error(e: PlanError) -> ServiceError {
     match e {
         PlanError::Config { field, reason } => validation(format!("config.{field}"), reason),
-        PlanError::AllAtOnceTooLarge { .. } => validation("strategy", e.to_string()),
+        PlanError::AllAtOnceTooLarge { .. } => validation(
+            "strategy",
+            format!("{e} (in the request: \"config\": {{\"force\": true}})"),
+        ),
         other => validation("target_devices", other.to_string()),
     }
 }

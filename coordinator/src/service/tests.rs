@@ -28,6 +28,8 @@ pub(super) fn core_with(dir: &Path, snapshot_every: u64) -> Core {
     config.offline_after = 30_000;
     config.directive_ttl_secs = 600;
     config.snapshot_every = snapshot_every;
+    // These tests are about the rollout; the checklist is tested in `preflight_tests`.
+    config.preflight.enforce = false;
     Core::new(
         store,
         config,
@@ -428,6 +430,31 @@ fn a_deployment_runs_to_completion_with_growing_generations_across_deployments()
         assert_eq!(
             actions,
             [Action::Stage, Action::Switch, Action::Commit],
+            "{}",
+            d.id
+        );
+        // Every directive sent and the device's success are in the audit log.
+        let lines = core
+            .audit_entries(&crate::store::AuditFilter {
+                limit: 100,
+                deployment_id: Some(dep.clone()),
+                device_id: Some(d.id.clone()),
+                before: None,
+            })
+            .unwrap();
+        let mut seen: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| (l.action.as_str(), l.outcome.as_str()))
+            .collect();
+        seen.reverse();
+        assert_eq!(
+            seen,
+            [
+                ("directive", "stage"),
+                ("directive", "switch"),
+                ("directive", "commit"),
+                ("target.status", "success")
+            ],
             "{}",
             d.id
         );

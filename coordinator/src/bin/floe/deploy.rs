@@ -23,12 +23,13 @@ use crate::config::{Conn, call, client, fields, key_value, or_dash, print_raw, t
 use crate::watch::{self, Mode, WatchOptions};
 
 /// The strategies of the contract.
-pub(crate) const STRATEGIES: [&str; 5] = [
+pub(crate) const STRATEGIES: [&str; 6] = [
     "all-at-once",
     "rolling",
     "canary",
     "blue-green",
     "canary-waves",
+    "steps",
 ];
 
 /// Most targets listed by `deploy status` without `--json` (the rest are counted).
@@ -72,8 +73,24 @@ enum DeployCommand {
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(100..=60_000))]
         interval_ms: u64,
     },
-    /// Start a pending deployment.
+    /// Start a pending deployment: the pre-deployment checklist runs first and a failed item
+    /// stops the start (every failed item is listed) unless overridden.
     Start {
+        /// The deployment id.
+        id: String,
+        /// Checklist items to start despite their failure (audited), e.g.
+        /// --override disk_space,connectivity.
+        #[arg(long = "override", value_name = "ITEM", value_delimiter = ',')]
+        overrides: Vec<String>,
+    },
+    /// Abort a deployment: before its start it ends at once; afterwards the devices not yet
+    /// committed are rolled back.
+    Abort {
+        /// The deployment id.
+        id: String,
+    },
+    /// Print reference 003's state block of a deployment.
+    State {
         /// The deployment id.
         id: String,
     },
@@ -133,6 +150,16 @@ pub(crate) struct CreateArgs {
     /// The config as a file (JSON, or TOML for *.toml); --set values override it.
     #[arg(long = "config", value_name = "FILE")]
     config_file: Option<PathBuf>,
+    /// Steps strategy: cumulative percentages, rising, ending at 100 (e.g. 5,25,50,100).
+    #[arg(long, value_name = "P,P,…", value_delimiter = ',')]
+    steps: Vec<f64>,
+    /// Steps strategy: the observation period after each step (e.g. 10m).
+    #[arg(long, value_name = "DURATION")]
+    soak: Option<String>,
+    /// All-at-once above its size limit (10 devices): deploy to every target at once anyway
+    /// (audited).
+    #[arg(long)]
+    force: bool,
     /// Start the deployment right after creating it.
     #[arg(long)]
     start: bool,
@@ -251,13 +278,16 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
                 Some(p) => read_config_file(p)?,
                 None => Map::new(),
             };
+            let mut sets =
+                crate::deploy_ops::create_sets(&a.strategy, &a.steps, a.soak.as_deref(), a.force)?;
+            sets.extend(a.sets.iter().cloned());
             let body = deployment_body(
                 &a.flow_id,
                 &a.strategy,
                 &a.devices,
                 &a.selector,
                 base,
-                &a.sets,
+                &sets,
             )?;
             let body: DeploymentInput = serde_json::from_value(body)
                 .context("the deployment settings (see `floe deploy create --help`)")?;
@@ -321,7 +351,11 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DeployCommand::Start { id } => action(&c, &id, DeploymentAction::Start),
+        DeployCommand::Start { id, overrides } => {
+            crate::deploy_ops::start(&c, &id, &overrides, json_out)
+        }
+        DeployCommand::Abort { id } => action(&c, &id, DeploymentAction::Abort),
+        DeployCommand::State { id } => crate::deploy_ops::state(&c, &id, json_out),
         DeployCommand::Pause { id } => action(&c, &id, DeploymentAction::Pause),
         DeployCommand::Resume { id } => action(&c, &id, DeploymentAction::Resume),
         DeployCommand::Approve { id } => action(&c, &id, DeploymentAction::Approve),
@@ -492,6 +526,10 @@ pub(crate) fn render_status(d: &Deployment, targets: &[Target]) -> String {
             out.push_str(&watch::gate_line(g));
             out.push('\n');
         }
+    }
+    if let Some(p) = &d.preflight {
+        out.push('\n');
+        out.push_str(&crate::deploy_ops::render_preflight(p));
     }
     if !targets.is_empty() {
         out.push('\n');

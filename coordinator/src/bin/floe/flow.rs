@@ -17,6 +17,26 @@ use crate::config::{Conn, call, client, fields, or_dash, print_raw, table};
 /// The largest flow file read; the server caps request bodies at 1 MiB.
 const MAX_FLOW_FILE: u64 = 1024 * 1024;
 
+/// Reads a smoke-test file (at most 1 MiB) as the publish request carries it.
+fn read_smoke_test(path: &Path) -> Result<floe_coordinator::contract::SmokeTestInput> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("opening smoke-test file {}", path.display()))?
+        .take(MAX_FLOW_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading smoke-test file {}", path.display()))?;
+    if bytes.len() as u64 > MAX_FLOW_FILE {
+        bail!("smoke-test file {} is larger than 1 MiB", path.display());
+    }
+    serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "smoke-test file {} is not a smoke test (inject, expect, timeout_ms)",
+            path.display()
+        )
+    })
+}
+
 /// `floe flow`.
 #[derive(Debug, Args)]
 pub(crate) struct FlowArgs {
@@ -81,6 +101,11 @@ enum FlowCommand {
     Publish {
         /// The flow id.
         id: String,
+        /// A smoke test (JSON: `inject` and `expect` lists of `{node, payload}`, and
+        /// `timeout_ms`) every device runs on the new version before switching to it; it
+        /// travels in the signed manifest (003 layer 4).
+        #[arg(long, value_name = "FILE")]
+        smoke_test: Option<PathBuf>,
     },
     /// Archive a flow.
     Archive {
@@ -167,7 +192,15 @@ pub(crate) fn run(args: FlowArgs) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        FlowCommand::Publish { id } => call(&c, |c| c.publish_flow(&id))?,
+        FlowCommand::Publish { id, smoke_test } => match smoke_test {
+            None => call(&c, |c| c.publish_flow(&id))?,
+            Some(path) => {
+                let body = floe_coordinator::contract::PublishInput {
+                    smoke_test: Some(read_smoke_test(&path)?),
+                };
+                call(&c, |c| c.publish_flow_with(&id, &body))?
+            }
+        },
         FlowCommand::Archive { id } => call(&c, |c| c.archive_flow(&id))?,
         FlowCommand::NewVersion { id } => call(&c, |c| c.new_flow_version(&id))?,
     };

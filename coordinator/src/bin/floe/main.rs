@@ -9,6 +9,7 @@ mod audit;
 mod config;
 mod demo;
 mod deploy;
+mod deploy_ops;
 mod device;
 mod device_canary;
 mod flow;

@@ -28,6 +28,13 @@ pub(crate) struct ServeArgs {
     /// How long a signed directive stays valid.
     #[arg(long, default_value = "1h")]
     directive_ttl: String,
+    /// The pre-deployment checklist (003): `enforce` stops a start when an item fails and is
+    /// not overridden; `warn` records and audits the result and starts anyway (labs, demos).
+    #[arg(long, value_parser = ["enforce", "warn"], default_value = "enforce")]
+    preflight: String,
+    /// A target whose last report is older than this fails the checklist's connectivity item.
+    #[arg(long, default_value = "5m")]
+    preflight_heartbeat: String,
     /// Fabric (libp2p) listen addresses; devices bootstrap to them. The addresses actually
     /// bound, with the coordinator's peer id, are written to DIR/fabric-addrs. Loopback
     /// unless configured: give the site's address (or /ip4/0.0.0.0/tcp/7301) for devices.
@@ -130,6 +137,9 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     config.health_retention =
         parse_duration(&args.health_retention).context("--health-retention")?;
     config.directive_ttl = parse_duration(&args.directive_ttl).context("--directive-ttl")?;
+    config.preflight.enforce = args.preflight == "enforce";
+    config.preflight.heartbeat_within =
+        parse_duration(&args.preflight_heartbeat).context("--preflight-heartbeat")?;
     config.republish =
         std::time::Duration::from_millis(parse_duration(&args.republish).context("--republish")?);
     config.fabric_listen = parse_addrs("--fabric-listen", &args.fabric_listen)?;

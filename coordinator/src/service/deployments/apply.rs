@@ -64,9 +64,15 @@ impl Deployments {
                         *from = status;
                         progressed = true;
                     }
+                    // Every device's outcome is audited, its success included (003: "every
+                    // deployment action … with timestamp, device ID, actor, and outcome").
                     if matches!(
                         status,
-                        TargetStatus::Failed | TargetStatus::Quarantined | TargetStatus::Skipped
+                        TargetStatus::Failed
+                            | TargetStatus::Quarantined
+                            | TargetStatus::Skipped
+                            | TargetStatus::Success
+                            | TargetStatus::RolledBack
                     ) {
                         audit.push(
                             now,
@@ -216,6 +222,15 @@ impl Deployments {
                     .directives
                     .issue(s, doc, track, *kind, generation, now)?;
                 s.put_desired(&record)?;
+                // Every directive sent is audited: one line, its kind and generation.
+                s.audit(&crate::service::audit::line(
+                    now,
+                    "engine",
+                    "directive",
+                    (Some(&track.device_id), Some(id)),
+                    kind.as_str(),
+                    format!("generation {generation}"),
+                ))?;
                 new_desired.push(record);
                 if let Some(track) = doc.targets.get_mut(*device) {
                     track.generation = generation;

@@ -16,6 +16,7 @@
 
 mod apply;
 mod capture;
+pub(super) mod preflight;
 mod stuck;
 mod unreachable;
 
@@ -383,7 +384,7 @@ impl Deployments {
             validation(
                 "strategy",
                 format!(
-                    "unknown strategy {:?}; use all-at-once, rolling, canary, blue-green or canary-waves",
+                    "unknown strategy {:?}; use all-at-once, rolling, canary, blue-green, canary-waves or steps",
                     input.strategy
                 ),
             )
@@ -439,6 +440,16 @@ impl Deployments {
         let seed = u64::from_str_radix(&seed_hex, 16).unwrap_or(1);
         let mut config_view = config_json(&config);
         config_view.stuck_after = super::strategy::stuck_after_field(&input.config)?;
+        let forced = (strategy == Strategy::AllAtOnce
+            && config.force
+            && specs.len() > config.max_all_at_once as usize)
+            .then(|| {
+                format!(
+                    "all-at-once to {} devices, above the limit of {}, forced (force: true)",
+                    specs.len(),
+                    config.max_all_at_once
+                )
+            });
         let plan = Plan::new(artifact.name.clone(), config, specs, &baselines, seed)
             .map_err(plan_error)?;
         let mut engine = Rollout::new(plan, now);
@@ -463,6 +474,7 @@ impl Deployments {
             completed_at: None,
             gates: Vec::new(),
             targets: tracks,
+            preflight: None,
         };
         let mut doc = doc;
         let row = DeploymentRow {
@@ -500,7 +512,18 @@ impl Deployments {
                     artifact.release,
                     doc.targets.len()
                 ),
-            ))
+            ))?;
+            if let Some(forced) = forced {
+                s.audit(&line(
+                    now,
+                    s.caller(),
+                    "deployment.force",
+                    (None, Some(&id)),
+                    "forced",
+                    forced,
+                ))?;
+            }
+            Ok::<(), crate::store::StoreError>(())
         })?;
         self.active
             .insert(id.clone(), Active::new(doc, engine, 0, 0));

@@ -57,6 +57,9 @@ pub(super) fn start(args: &DemoArgs, root: &Path) -> Result<Fleet> {
         // Loopback only, a free port, no LAN discovery: the demo stays on this machine.
         .args(["--fabric-listen", "/ip4/127.0.0.1/tcp/0"])
         .args(["--offline-after", "5s", "--republish", "1s"])
+        // The demo's devices start empty (nothing to roll back to): the checklist is
+        // recorded and shown, not enforced.
+        .args(["--preflight", "warn"])
         .env("RUST_LOG", "warn");
     let mut server = ChildGuard::spawn("floe serve", cmd, &root.join("coordinator.log"))?;
     tracing::info!(pid = server.id(), "started floe serve");

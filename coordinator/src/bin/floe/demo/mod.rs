@@ -242,6 +242,9 @@ pub(crate) fn deploy_config(strategy: &str, soak: &str, devices: usize) -> Value
                 {"name": "wave-2", "percentage": 50, "soak": soak, "failure_threshold": 20}
             ]);
         }
+        "steps" => {
+            c["step_soak"] = json!(soak);
+        }
         _ => {}
     }
     c
@@ -853,6 +856,7 @@ mod tests {
             "offline_grace",
             "waves",
             "max_parallel",
+            "step_soak",
         ];
         for s in STRATEGIES {
             for k in deploy_config(s, "1s", 5).as_object().unwrap().keys() {
