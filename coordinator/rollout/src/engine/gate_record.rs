@@ -20,7 +20,8 @@ pub enum CheckOutcome {
     Caution,
     /// Not enough reports in the window (or no figure) to compute it: the gate waits.
     NotComputable,
-    /// Devices do not send the figure (CPU before devices report it); shown, not judged.
+    /// Shown, not judged: devices do not send the figure, or (CPU) no baseline says what is
+    /// expected.
     NotMeasured,
 }
 

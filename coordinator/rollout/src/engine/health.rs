@@ -334,13 +334,22 @@ impl Health {
             }
             if let Some(cpu) = win.cpu_mean() {
                 cpu_seen = true;
-                // 001 "CPU utilization is within expected bounds": the baseline's P99 plus
-                // 20 % (latency's margin), or 003's 90 % without a baseline.
-                let limit = match judge.cpu {
-                    Some((_, p99)) => (p99 * 1.2).min(100.0),
-                    None => ABS_CPU_PERCENT,
-                };
-                checks.push(judged_check(format!("cpu[{name}]"), cpu, limit, false));
+                // 001 "CPU utilization is within expected bounds": the group's baseline mean
+                // plus `cpu_over_baseline_points`, never above `cpu_max_percent`. Without a
+                // CPU baseline nothing says what is expected (and a busy host is no failing
+                // version): shown, not judged.
+                checks.push(match judge.cpu {
+                    Some((mean, _)) => {
+                        super::triggers::cpu_check(&name, cpu, Some(mean), &plan.config.triggers)
+                    }
+                    None => Check {
+                        name: format!("cpu[{name}]"),
+                        value: cpu,
+                        limit: super::triggers::cpu_limit(None, &plan.config.triggers),
+                        pass: true,
+                        outcome: Some(CheckOutcome::NotMeasured),
+                    },
+                });
             }
         }
         if w.cpu && !cpu_seen {
@@ -466,9 +475,6 @@ impl Health {
 
 /// The span of reports a memory trend needs (it is growth per 10 minutes).
 const MEMORY_TREND_SPAN: Millis = 10 * MINUTE;
-
-/// CPU limit without a baseline (003: "CPU/memory/disk below thresholds", memory's 90 %).
-pub(super) const ABS_CPU_PERCENT: f64 = 90.0;
 
 /// The windows and margins of one gate (001 "Health Gate Criteria").
 struct GateWindows {

@@ -412,7 +412,7 @@ impl Rollout {
         if was_active && !now_active {
             self.health.active -= 1;
             self.drop_metrics(d);
-            self.signals.forget(d, self.plan.device_type[d as usize]);
+            self.signals.forget(d);
             let dev = &mut self.devs[d as usize];
             if dev.flags & F_MEM_WARN != 0 {
                 dev.flags &= !F_MEM_WARN;
@@ -444,8 +444,6 @@ impl Rollout {
     fn drop_metrics(&mut self, d: u32) {
         let group = self.judged_as(d);
         self.health.remove(group, &mut self.devs[d as usize]);
-        // The system figures are counted per device type (`plan.types`).
-        self.signals.uncount(d, self.plan.device_type[d as usize]);
     }
 
     /// Puts `d`'s last report into the health aggregates.

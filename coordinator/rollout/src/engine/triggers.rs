@@ -9,11 +9,11 @@
 //!   (halt and assess, naming the affected devices);
 //! - per health-check tick: `health_unreachable_share` (rolls the current wave back);
 //! - per gate: on the canary gate `thermal_throttling` and `disk_anomaly` (001's soak: "no
-//!   thermal throttling events", "no disk space consumption anomalies"); `cpu_bounds` (001
-//!   canary: "CPU utilization is within expected bounds") through [`Rollout::cpu_checks`] for
-//!   the groups whose CPU baseline the gate code knows. The engine applies no CPU ceiling of
-//!   its own: without a baseline there is no "expected", and a busy host (a CI runner at 100 %
-//!   while it compiles) would fail healthy versions.
+//!   thermal throttling events", "no disk space consumption anomalies"). CPU (001 canary:
+//!   "CPU utilization is within expected bounds") is a check of every gate, judged from the
+//!   gate's window against [`cpu_limit`] for groups whose baseline has CPU figures; without
+//!   one it is shown as not judged: there is no "expected" then, and a busy host (a CI runner
+//!   at 100 % while it compiles) would fail healthy versions.
 //!
 //! Without auto-rollback every "roll back" above halts instead. The state kept per device
 //! (trend anchors, the last CPU figure) lives here, only for deployed devices that sent
@@ -42,21 +42,17 @@ pub(super) struct SigDev {
     temp0: Anchor,
     /// Free-disk anchor, MB.
     free0: Anchor,
-    /// The last CPU figure and whether it is in its group's sum.
-    cpu: Option<f32>,
-    cpu_counted: bool,
 }
 
 /// The triggers' state: per-device anchors, the devices each halt-and-assess trigger currently
-/// finds affected, the throttled devices and the per-group CPU sums (fixed point, like the
-/// health aggregates, so adding and removing a device is exact).
+/// finds affected, and the throttled devices. (CPU is judged by the gates from their windows,
+/// `health::evaluate`, against [`cpu_limit`].)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Signals {
     devs: BTreeMap<u32, SigDev>,
     thermal: BTreeSet<u32>,
     disk: BTreeSet<u32>,
     throttled: BTreeSet<u32>,
-    cpu: BTreeMap<u16, (u64, u128)>,
 }
 
 impl Signals {
@@ -65,35 +61,12 @@ impl Signals {
         **s == Signals::default()
     }
 
-    /// Takes `d`'s CPU figure out of its group's sum (with the health aggregates: the device
-    /// reports again, went offline or left the new version).
-    pub(super) fn uncount(&mut self, d: u32, group: u16) {
-        if let Some(s) = self.devs.get_mut(&d)
-            && s.cpu_counted
-        {
-            s.cpu_counted = false;
-            if let (Some(c), Some(g)) = (s.cpu, self.cpu.get_mut(&group)) {
-                g.0 -= 1;
-                g.1 -= window::fixed(c);
-            }
-        }
-    }
-
     /// Forgets `d` (it no longer runs the new version).
-    pub(super) fn forget(&mut self, d: u32, group: u16) {
-        self.uncount(d, group);
+    pub(super) fn forget(&mut self, d: u32) {
         self.devs.remove(&d);
         self.thermal.remove(&d);
         self.disk.remove(&d);
         self.throttled.remove(&d);
-    }
-
-    /// Per group with CPU figures: (group, devices, mean CPU percent).
-    pub(super) fn cpu_means(&self) -> impl Iterator<Item = (u16, u64, f64)> + '_ {
-        self.cpu
-            .iter()
-            .filter(|(_, (n, _))| *n > 0)
-            .map(|(g, (n, sum))| (*g, *n, *sum as f64 / window::FIXED / *n as f64))
     }
 }
 
@@ -222,16 +195,8 @@ impl Rollout {
             return true;
         }
         let now = self.now;
-        let group = self.plan.device_type[d as usize];
         let cfg = &self.plan.config.triggers;
         let sig = self.signals.devs.entry(d).or_default();
-        sig.cpu = s.cpu_percent;
-        if let Some(c) = s.cpu_percent {
-            sig.cpu_counted = true;
-            let g = self.signals.cpu.entry(group).or_default();
-            g.0 += 1;
-            g.1 += window::fixed(c);
-        }
         let hot = s.temperature_c.and_then(|t| thermal(cfg, sig, t, now));
         let full = disk(cfg, sig, s.disk_free_mb, s.disk_used_percent, now);
         let memory = s
@@ -325,21 +290,6 @@ impl Rollout {
             confirm / 1000
         );
         self.wave_trigger(reason)
-    }
-
-    /// The `cpu[type]` checks (001 canary "CPU utilization is within expected bounds") of the
-    /// device groups whose deployed devices sent CPU figures and whose CPU baseline (percent)
-    /// `baseline` knows, by device type: each group's mean against [`cpu_limit`]. A group
-    /// without a baseline gets no check (the caller states the missing baseline).
-    pub fn cpu_checks(&self, baseline: impl Fn(&str) -> Option<f64>) -> Vec<Check> {
-        let cfg = &self.plan.config.triggers;
-        self.signals
-            .cpu_means()
-            .filter_map(|(g, _, mean)| {
-                let t = &self.plan.types[g as usize];
-                baseline(t).map(|b| cpu_check(t, mean, Some(b), cfg))
-            })
-            .collect()
     }
 
     /// The gate checks from system figures, appended to `v` (a passing verdict with a failing

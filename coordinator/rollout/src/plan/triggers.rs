@@ -10,7 +10,7 @@
 //! | `disk_anomaly` | free space under 256 MB, used ≥ 95 %, or falling (≥ 64 MB lost, measured over at least 10 min) at a rate that empties the disk within 1 h | affected devices, named | halt and assess | 001 soak "no disk space consumption anomalies" |
 //! | `functional_check` | the device's functional check (layer 4) failed | the device | roll it back (quarantine) | 003 layer 4 |
 //! | `health_unreachable_share` | health unreachable (for at least 1 min each) on > 10 % of the current wave's devices | current wave | roll back the wave (halt without auto-rollback) | 003 |
-//! | `cpu_bounds` (gate check) | the group's mean CPU ≤ its baseline + 20 points, and never above 90 % | groups with a CPU baseline (`Rollout::cpu_checks`) | the gate fails | 001 canary "CPU utilization within expected bounds" |
+//! | `cpu_bounds` (gate check) | the group's mean CPU ≤ its baseline + 20 points, and never above 90 % | every gate, groups with a CPU baseline (without one: shown as `not_measured`) | the gate fails | 001 canary "CPU utilization within expected bounds" |
 //! | `thermal_throttling`, `disk_anomaly` (gate checks) | no deployed device throttled / disk-anomalous | canary gate | the gate fails | 001 canary soak |
 //!
 //! Trends are measured against an anchor (the first report after the device switched), which

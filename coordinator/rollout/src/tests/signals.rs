@@ -3,7 +3,8 @@
 //! naming the affected devices), in virtual time.
 
 use super::*;
-use crate::engine::{RollbackCause, cpu_check, cpu_limit};
+use crate::baseline::{BaselineMetric, BaselineSet, GroupBaseline, Trend};
+use crate::engine::{CheckOutcome, RollbackCause, cpu_check, cpu_limit};
 use crate::plan::{GateKind, TriggerConfig};
 
 fn figures(f: impl FnOnce(&mut SystemFigures)) -> HealthReport {
@@ -325,7 +326,15 @@ fn health_unreachable_on_more_than_ten_percent_of_a_wave_rolls_it_back() {
 }
 
 fn canary_gate(report: HealthReport) -> H {
+    canary_gate_with(report, None)
+}
+
+/// [`canary_gate`] with baselines captured before the start.
+fn canary_gate_with(report: HealthReport, baselines: Option<BaselineSet>) -> H {
     let mut h = H::new(StrategyConfig::defaults(Strategy::Canary), 20);
+    if let Some(set) = baselines {
+        assert!(h.r.set_baselines(set).is_ok());
+    }
     h.respond = reports_after_switch(report);
     assert!(h.cmd(Command::Start).is_ok());
     h.run_until(31 * MINUTE);
@@ -361,16 +370,29 @@ fn the_canary_gate_checks_throttling_and_disk_and_cpu_needs_a_baseline() {
             .any(|c| c.name == "thermal_throttling" && c.pass)
     );
 
-    // A saturated CPU is no failure without a baseline to say what is expected...
-    let busy = canary_gate(figures(|s| s.cpu_percent = Some(95.0)));
-    assert_eq!(canary_verdict(&busy).verdict, Verdict::Pass);
-    // ... and with one it is judged: baseline 30 % + 20 points.
-    let checks = busy.r.cpu_checks(|t| (t == "pi").then_some(30.0));
-    assert_eq!(checks.len(), 1, "{checks:?}");
-    assert_eq!(checks[0].name, "cpu[pi]");
-    assert_eq!((checks[0].value, checks[0].limit), (95.0, 50.0));
-    assert!(!checks[0].pass);
-    assert!(busy.r.cpu_checks(|_| None).is_empty());
+    // A saturated CPU is no failure without a baseline to say what is expected: the gate
+    // shows it as not judged...
+    let busy = canary_verdict(&canary_gate(figures(|s| s.cpu_percent = Some(95.0))));
+    assert_eq!(busy.verdict, Verdict::Pass, "{}", busy.reason);
+    let cpu = busy.checks.iter().find(|c| c.name == "cpu[pi]");
+    assert_eq!(
+        cpu.and_then(|c| c.outcome),
+        Some(CheckOutcome::NotMeasured),
+        "{:?}",
+        busy.checks
+    );
+    // ... and with a CPU baseline it is judged: baseline 30 % + 20 points.
+    let judged = canary_verdict(&canary_gate_with(
+        figures(|s| s.cpu_percent = Some(95.0)),
+        Some(cpu_baselines(30.0)),
+    ));
+    assert_eq!(judged.verdict, Verdict::Fail, "{:?}", judged.checks);
+    let cpu = judged.checks.iter().find(|c| c.name == "cpu[pi]");
+    assert_eq!(
+        cpu.map(|c| (c.value, c.limit, c.pass)),
+        Some((95.0, 50.0, false))
+    );
+    assert!(judged.reason.contains("cpu[pi]"), "{}", judged.reason);
 
     let hot = canary_verdict(&canary_gate(figures(|s| s.throttled = Some(true))));
     assert_eq!(hot.verdict, Verdict::Fail);
@@ -466,4 +488,36 @@ fn a_memory_leak_that_starts_late_is_judged_over_the_last_30_minutes() {
         }
     )));
     assert_eq!(h.r.status(), DeploymentStatus::Running);
+}
+
+/// Baselines for both device types of the harness with `cpu` percent of CPU, and the figures
+/// of [`good`] otherwise.
+fn cpu_baselines(cpu: f64) -> BaselineSet {
+    let metric = |mean: f64| BaselineMetric {
+        samples: 500,
+        mean,
+        p50: mean,
+        p95: mean,
+        p99: mean,
+        stddev: 0.0,
+        trend_per_hour: None,
+        trend: Trend::Stable,
+    };
+    let group = |t: &str| GroupBaseline {
+        device_type: t.into(),
+        region: None,
+        samples: 500,
+        needed: 100,
+        error_rate: Some(metric(0.01)),
+        p95_ms: Some(metric(100.0)),
+        memory_mb: Some(metric(200.0)),
+        cpu_percent: Some(metric(cpu)),
+    };
+    BaselineSet {
+        captured_at: 0,
+        window: 24 * 60 * MINUTE,
+        min_samples: 100,
+        groups: vec![group("pi"), group("jetson")],
+        truncated: false,
+    }
 }
