@@ -340,7 +340,7 @@ impl Health {
                 // version): shown, not judged.
                 checks.push(match judge.cpu {
                     Some((mean, _)) => {
-                        super::triggers::cpu_check(&name, cpu, Some(mean), &plan.config.triggers)
+                        super::triggers::cpu_check(name, cpu, Some(mean), &plan.config.triggers)
                     }
                     None => Check {
                         name: format!("cpu[{name}]"),
