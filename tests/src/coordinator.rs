@@ -373,6 +373,19 @@ impl Device {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), data.join("trust").join(entry.file_name())).unwrap();
         }
+        // The devices of a test share this host: their whole-device CPU and memory figures
+        // would be the host's (a CI runner at 100 % while it compiles, which floed rates
+        // degraded). Each gets a /proc of a device at rest instead: its CPU is unknown (the
+        // counters never move) and a quarter of its memory is in use. Disk and temperature
+        // are read as they are.
+        let proc_root = data.join("host-proc");
+        std::fs::create_dir_all(&proc_root).unwrap();
+        std::fs::write(proc_root.join("stat"), "cpu  100 0 100 800 0 0 0 0 0 0\n").unwrap();
+        std::fs::write(
+            proc_root.join("meminfo"),
+            "MemTotal:        4000000 kB\nMemFree:         2000000 kB\nMemAvailable:    3000000 kB\n",
+        )
+        .unwrap();
         let quote = |s: &str| toml_string(s);
         let peers: Vec<String> = coord.bootstrap.iter().map(|p| quote(p)).collect();
         let config = data.join("floed.toml");
@@ -384,13 +397,14 @@ impl Device {
                  bootstrap_peers = [{peers}]\nmdns = false\nheartbeat_interval_ms = 500\n\
                  trust_store = {trust}\n[labels]\ne2e = \"yes\"\n[trial]\nmin_ready_seconds = 2\n\
                  check_interval_ms = 200\nsmoke_timeout_ms = 1500\nstart_timeout_ms = 3000\n\
-                 stop_timeout_ms = 500\n{extra}",
+                 stop_timeout_ms = 500\n[health]\nproc_root = {proc_root}\n{extra}",
                 data = quote(&data.to_string_lossy()),
                 arch = quote(floe_wire::artifact::native_arch()),
                 region = quote(region),
                 port = crate::net::free_port().unwrap(),
                 peers = peers.join(", "),
                 trust = quote(&data.join("trust").to_string_lossy()),
+                proc_root = quote(&proc_root.to_string_lossy()),
             ),
         )
         .unwrap();

@@ -128,7 +128,12 @@ fn create(core: &mut Core, flow: &str, ids: &[&String], strategy: &str) -> Strin
             strategy: strategy.into(),
             target_devices: Some(ids.iter().map(|s| s.to_string()).collect()),
             selector: None,
-            config: ConfigInput::default(),
+            // A device type with one health report of normal operation has a baseline here
+            // (the rollups' open window counts), so `baselines` follows who reported.
+            config: ConfigInput {
+                baseline_min_samples: Some(1),
+                ..ConfigInput::default()
+            },
         },
         T0,
     )
@@ -266,7 +271,10 @@ fn each_item_fails_on_its_own_and_all_pass_when_the_fleet_is_ready() {
     core.install_device(d);
     let dep = create(&mut core, &flow, &[&a, &b, &c], "canary");
     let p = preflight(&core, &dep);
-    assert_eq!(item(&p, "baselines").devices, vec!["jetson".to_string()]);
+    assert_eq!(
+        item(&p, "baselines").devices,
+        vec!["jetson (0 samples, 1 needed)".to_string()]
+    );
     assert!(!item(&p, "canary_coverage").passed, "{p:?}");
     assert_eq!(item(&p, "canary_coverage").count, 1);
     core.command(&dep, Command::Abort, T0).unwrap();
@@ -590,6 +598,7 @@ fn a_device_type_the_manifest_does_not_declare_fails_naming_the_device_and_its_t
         .with_deployment(&dep, |_, e| {
             checklist(
                 e.plan(),
+                e.baselines(),
                 &registry,
                 &check,
                 &PreflightSettings::default(),

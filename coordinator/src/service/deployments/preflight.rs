@@ -30,13 +30,14 @@ use crate::service::registry::Registry;
 use crate::service::validation;
 use crate::store::{ArtifactRecord, Store, rfc3339};
 use ed25519_dalek::VerifyingKey;
+use floe_rollout::baseline::BaselineSet;
 use floe_rollout::{
     Command, DeploymentStatus, MINUTE, Millis, Plan, Rollout, StageKind, StateBlock,
 };
 use floe_wire::artifact::{BundleReader, keys};
 use floe_wire::proto::manifest::Manifest;
 use floe_wire::proto::{Digest, Fixed, TrustStore, TrustedKey};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The checklist's items, in order.
@@ -218,6 +219,7 @@ fn failed(name: &str, detail: String) -> PreflightItem {
 /// Runs the checklist over a plan's targets (O(targets + registry)).
 pub(crate) fn checklist(
     plan: &Plan,
+    captured: Option<&BaselineSet>,
     registry: &Registry,
     artifact: &ArtifactCheck,
     settings: &PreflightSettings,
@@ -341,7 +343,7 @@ pub(crate) fn checklist(
         |n| format!("{n} of {total} targets have nothing to return to (no installed or last known good release)"),
     ));
     items.push(canary_coverage(plan));
-    items.push(baselines(plan, registry));
+    items.push(baselines(plan, captured));
     let within = floe_rollout::duration::format_duration(settings.heartbeat_within);
     items.push(offline.item(
         "connectivity",
@@ -401,26 +403,28 @@ fn canary_coverage(plan: &Plan) -> PreflightItem {
     )
 }
 
-fn baselines(plan: &Plan, registry: &Registry) -> PreflightItem {
-    let mut reporting: HashMap<&str, u64> = HashMap::new();
-    for d in registry.all() {
-        if d.health.is_some() {
-            *reporting.entry(d.device_type.as_str()).or_default() += 1;
-        }
-    }
+/// Every device type of the targets has a baseline among those the deployment captured from
+/// the health rollups (enough samples of normal operation in the baseline window); a type
+/// without one is listed with its sample count. (The gates still judge such a type, against
+/// the absolute limits or by the `no_baseline` policy; the checklist says so before the start.)
+fn baselines(plan: &Plan, captured: Option<&BaselineSet>) -> PreflightItem {
     let all = target_types(plan);
     let mut missing = Faults::new();
     for t in &all {
         let name = type_name(plan, *t);
-        if reporting.get(name.as_str()).copied().unwrap_or(0) == 0 {
-            missing.add(|| name.clone());
+        match captured.and_then(|set| set.of_type(&name)) {
+            Some(g) if g.usable() => {}
+            Some(g) => {
+                missing.add(|| format!("{name} ({} samples, {} needed)", g.samples, g.needed))
+            }
+            None => missing.add(|| format!("{name} (no reports of normal operation)")),
         }
     }
     let types = all.len();
     missing.item(
         "baselines",
-        format!("all {types} device types of the targets have devices that reported health"),
-        |m| format!("{m} of {types} device types have no device that ever reported health, so no baseline"),
+        format!("all {types} device types of the targets have a baseline from the health rollups"),
+        |m| format!("{m} of {types} device types have no baseline (too few reports of normal operation in the baseline window)"),
     )
 }
 
@@ -488,7 +492,14 @@ impl Deployments {
         let Some(a) = self.active.get_mut(id) else {
             return Ok(());
         };
-        let items = checklist(a.engine.plan(), env.registry, artifact, settings, now);
+        let items = checklist(
+            a.engine.plan(),
+            a.engine.baselines(),
+            env.registry,
+            artifact,
+            settings,
+            now,
+        );
         a.doc.preflight = Some(record(
             "create",
             items,
@@ -532,7 +543,14 @@ impl Deployments {
                 id: id.to_string(),
             });
         };
-        let items = checklist(a.engine.plan(), env.registry, artifact, settings, now);
+        let items = checklist(
+            a.engine.plan(),
+            a.engine.baselines(),
+            env.registry,
+            artifact,
+            settings,
+            now,
+        );
         let actor = env.store.caller().to_string();
         let result = record("start", items, overrides, settings, &actor, now);
         let previous = a.doc.preflight.replace(result.clone());
