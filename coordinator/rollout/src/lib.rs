@@ -48,6 +48,7 @@
 
 pub mod duration;
 pub mod engine;
+pub mod incident;
 mod names;
 pub mod plan;
 pub mod report;

@@ -542,6 +542,22 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         "targets are paged, not embedded"
     );
     call(&c, k, Get, "/deployments?limit=1", "/deployments", None);
+    // A pending deployment has no incident report: 404 naming its status.
+    let none = call(
+        &c,
+        k,
+        Get,
+        &format!("/deployments/{dep_id}/incident"),
+        "/deployments/{id}/incident",
+        None,
+    );
+    assert_eq!(none["error"]["code"], "not_found", "{none}");
+    assert!(
+        none["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pending") && m.contains("failed or rolled-back")),
+        "{none}"
+    );
     call(
         &c,
         k,
@@ -579,6 +595,28 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         None,
     );
     assert!(report["fleet_total"].is_number(), "{report}");
+    assert!(report["title"].is_string(), "{report}");
+    // Rolled back (or failed by the abort): its incident report.
+    let d = call(
+        &c,
+        k,
+        Get,
+        &format!("/deployments/{dep_id}"),
+        "/deployments/{id}",
+        None,
+    );
+    if d["status"] == "rolled_back" || d["status"] == "failed" {
+        let incident = call(
+            &c,
+            k,
+            Get,
+            &format!("/deployments/{dep_id}/incident"),
+            "/deployments/{id}/incident",
+            None,
+        );
+        assert_eq!(incident["deployment_id"], dep_id.as_str(), "{incident}");
+        assert_eq!(incident["affected"]["targets"], 5, "{incident}");
+    }
     // A directive is CBOR, signed by the coordinator: read it as a device does. The started
     // deployment sent the first batch theirs; the others have none (204).
     let mut with_directive = 0;

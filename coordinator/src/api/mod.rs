@@ -23,6 +23,7 @@ mod directives;
 mod events;
 mod health;
 mod hooks;
+mod incidents;
 mod join;
 mod metrics;
 mod pending;
@@ -299,6 +300,7 @@ pub fn router_with_options(
         )
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/report", get(deployment_report))
+        .route("/deployments/{id}/incident", get(incidents::deployment_incident))
         .route("/deployments/{id}/targets", get(deployment_targets))
         .route("/deployments/{id}/{command}", post(deployment_command))
         .route("/devices", get(list_devices).post(allow_device))
@@ -556,7 +558,11 @@ async fn deployment_targets(
 async fn get_deployment(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let body = st
         .handle
-        .call(move |core, _| core.with_deployment(&id, views::deployment))
+        .call(move |core, _| {
+            let mut d = core.with_deployment(&id, views::deployment)?;
+            d.rollback_verification = core.rollback_verification(&id)?;
+            Ok(d)
+        })
         .await?;
     ok(StatusCode::OK, body)
 }
@@ -597,7 +603,15 @@ async fn deployment_report(
     };
     let report = st
         .handle
-        .call(move |core, _| core.with_deployment(&id, |_, e| Report::from_rollout(e)))
+        .call(move |core, _| {
+            let (flow_id, version, created, report) = core.with_deployment(&id, |d, e| {
+                let r = Report::from_rollout(e);
+                (d.flow_id.clone(), d.artifact.version.clone(), d.created_at, r)
+            })?;
+            // The engine runs on the coordinator's wall clock (unix ms): absolute times.
+            let name = core.flow(&flow_id).map_or(flow_id, |f| f.name);
+            Ok(report.for_flow(&name, &version).at_wall_clock(created))
+        })
         .await?;
     if markdown {
         let mut resp = report.to_markdown().into_response();

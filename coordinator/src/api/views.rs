@@ -207,6 +207,7 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> contract::Deployment
         started_at: time(doc.started_at),
         completed_at: time(doc.completed_at),
         config: doc.config.clone(),
+        rollback_verification: None,
     }
 }
 

@@ -195,6 +195,11 @@ pub struct Deployment {
     pub completed_at: Option<String>,
     /// The effective config.
     pub config: DeploymentConfig,
+    /// The verification of its rollbacks (001: every rolled-back device healthy on its
+    /// previous version; for a fleet rollback, the fleet back within its baseline), if a
+    /// device was rolled back. Filled by `GET /deployments/{id}`; null in lists.
+    #[serde(default)]
+    pub rollback_verification: Option<super::incidents::RollbackVerification>,
 }
 
 impl TargetCounts {

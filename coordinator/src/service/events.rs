@@ -368,6 +368,22 @@ impl EventSink {
         });
     }
 
+    /// The events staged so far, oldest first: (kind, at, deployment, device, data). Read by
+    /// the incidents part once the step that staged them committed.
+    pub fn staged(
+        &self,
+    ) -> impl Iterator<Item = (EventKind, Millis, Option<&str>, Option<&str>, &Value)> {
+        self.pending.iter().map(|e| {
+            (
+                e.kind,
+                e.at,
+                e.deployment_id.as_deref(),
+                e.device_id.as_deref(),
+                &e.data,
+            )
+        })
+    }
+
     /// Publishes what was staged (after the commit that made it true).
     pub fn flush(&mut self) {
         if let Some(at) = self.overflowed.take() {

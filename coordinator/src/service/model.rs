@@ -52,6 +52,9 @@ pub struct ServiceConfig {
     pub health_window: Millis,
     /// How long health rollups are kept (default 24 h, reference 001's baseline period).
     pub health_retention: Millis,
+    /// How long a rolled-back device has to report healthy on its previous version before it
+    /// counts unhealthy (or unverified when silent) (default 5 min).
+    pub rollback_verify_timeout: Millis,
 }
 
 impl ServiceConfig {
@@ -68,6 +71,7 @@ impl ServiceConfig {
             hook_roots: None,
             health_window: 60_000,
             health_retention: 24 * 3_600_000,
+            rollback_verify_timeout: super::incidents::DEFAULT_VERIFY_TIMEOUT,
         }
     }
 }

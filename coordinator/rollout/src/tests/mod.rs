@@ -10,6 +10,7 @@ mod offline;
 mod operator;
 mod persisted;
 mod properties;
+mod report;
 mod stages;
 mod strategies;
 mod triggers;

@@ -13,6 +13,7 @@ mod device;
 mod flow;
 mod health;
 mod hooks;
+mod incident;
 mod join;
 mod keys;
 mod loadtest;
