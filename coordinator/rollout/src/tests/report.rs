@@ -68,7 +68,11 @@ fn the_title_names_the_flow_and_times_are_absolute_on_the_wall_clock() {
 
 #[test]
 fn cpu_is_unknown_rather_than_na_when_no_device_sent_it() {
-    let h = failed_canary();
+    // A completed deployment: its gates computed a health delta.
+    let mut h = H::new(StrategyConfig::defaults(Strategy::Rolling), 10);
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_to_end();
+    assert_eq!(h.r.status(), DeploymentStatus::Completed);
     let report = crate::Report::from_rollout(&h.r);
     let delta = report.health_delta.as_ref().map(|d| d.cpu_pp);
     assert_eq!(delta, Some(None), "{:?}", report.health_delta);
