@@ -15,8 +15,7 @@ use crate::contract::{
     AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
     DeviceInput, DevicePage, DevicePatch, EnrollToken, ErrorBody, FeedPage, Flow, FlowInput,
     FlowList, GroupVars, GroupVarsChange, GroupVarsList, Healthz, IncidentReport, JoinInfo,
-    PendingPage, Report,
-    Status, StrategyList, TargetPage, TokenInput, VarsChange,
+    PendingPage, Report, Status, StrategyList, TargetPage, TokenInput, VarsChange,
 };
 use crate::contract::{DeliveryLog, Event, HookCreated, HookInput, HookList};
 use schemars::generate::{Contract, SchemaSettings};

@@ -17,7 +17,14 @@ fn a_failed_canary_is_verified_and_its_incident_printed_by_floe_deploy_report() 
     let root = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(root.path());
     let devices: Vec<Device> = (0..4)
-        .map(|i| Device::start(&coord, root.path(), &format!("dev-{i}"), ["eu", "us"][i % 2]))
+        .map(|i| {
+            Device::start(
+                &coord,
+                root.path(),
+                &format!("dev-{i}"),
+                ["eu", "us"][i % 2],
+            )
+        })
         .collect();
     let refs: Vec<&Device> = devices.iter().collect();
     coord.wait_online(&refs, Duration::from_secs(60));
@@ -27,7 +34,12 @@ fn a_failed_canary_is_verified_and_its_incident_printed_by_floe_deploy_report() 
         &coord.deploy(&v1, "all-at-once", &refs, json!({"timeout": "60s"})),
         Duration::from_secs(120),
     );
-    assert_eq!(done.status.as_str(), "completed", "{:?}", done.status_reason);
+    assert_eq!(
+        done.status.as_str(),
+        "completed",
+        "{:?}",
+        done.status_reason
+    );
 
     // Version 2 fails every message 2.5 s after it starts: staged, switched, then unhealthy.
     let mut bad = temperature_flow(&broker.url());
@@ -45,7 +57,12 @@ fn a_failed_canary_is_verified_and_its_incident_printed_by_floe_deploy_report() 
                      "auto_rollback": true, "health_check": true});
     let dep = coord.deploy(&v2, "canary", &refs, cfg);
     let done = coord.wait_done(&dep, Duration::from_secs(120));
-    assert_eq!(done.status.as_str(), "rolled_back", "{:?}", done.status_reason);
+    assert_eq!(
+        done.status.as_str(),
+        "rolled_back",
+        "{:?}",
+        done.status_reason
+    );
 
     // The rolled-back devices report again, healthy on 1.1.0: the verification decides.
     let verification = wait("rollback verified", Duration::from_secs(120), || {
@@ -54,15 +71,30 @@ fn a_failed_canary_is_verified_and_its_incident_printed_by_floe_deploy_report() 
         (v.is_object() && v["pending"] == 0).then_some(v)
     });
     assert_eq!(verification["result"], "healthy", "{verification}");
-    assert!(verification["healthy"].as_u64() >= Some(1), "{verification}");
+    assert!(
+        verification["healthy"].as_u64() >= Some(1),
+        "{verification}"
+    );
     assert_eq!(verification["unverified_offline"], 0, "{verification}");
 
     let out = Command::new(floe_tests::bin("floe").unwrap())
-        .args(["deploy", "report", &dep, "--server", &coord.url(), "--token", &coord.token()])
+        .args([
+            "deploy",
+            "report",
+            &dep,
+            "--server",
+            &coord.url(),
+            "--token",
+            &coord.token(),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for part in [
         "## Fleet Deployment Report: Temperature Alert v1.2.0",
         "**Status**: rolled_back",
@@ -79,6 +111,11 @@ fn a_failed_canary_is_verified_and_its_incident_printed_by_floe_deploy_report() 
     assert!(!text.contains("T+"), "absolute times only:\n{text}");
     // The devices agree: all back on 1.1.0.
     for d in &devices {
-        assert_eq!(d.active_version().as_deref(), Some("1.1.0"), "{}", d.status());
+        assert_eq!(
+            d.active_version().as_deref(),
+            Some("1.1.0"),
+            "{}",
+            d.status()
+        );
     }
 }

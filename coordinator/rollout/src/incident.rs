@@ -114,7 +114,8 @@ fn confined<'a>(
     if failing.next().is_some() {
         return None;
     }
-    (*failed as f64 >= GROUP_SHARE * *deployed as f64).then(|| (name.to_string(), *deployed, *failed))
+    (*failed as f64 >= GROUP_SHARE * *deployed as f64)
+        .then(|| (name.to_string(), *deployed, *failed))
 }
 
 /// Classifies the failures of `outcomes` (the deployed devices) by the rule of the module
@@ -282,6 +283,10 @@ mod tests {
         let f = classify(&[o("pi", "eu", true)]);
         assert_eq!(f.pattern, FailurePattern::AllDevices);
         assert!(f.indicative_only);
-        assert!(f.explanation.contains("indicative only"), "{}", f.explanation);
+        assert!(
+            f.explanation.contains("indicative only"),
+            "{}",
+            f.explanation
+        );
     }
 }

@@ -177,8 +177,8 @@ impl Report {
                 error_rate_pp: e * 100.0,
                 p95_pct: p * 100.0,
                 memory_pct: m * 100.0,
-                // The engine judges error rate, p95 and memory only; no CPU figure reaches
-                // its health delta yet.
+                // The engine keeps no per-device CPU (reports carry it in
+                // `HealthReport.system`), so its health delta has none yet.
                 cpu_pp: None,
             }),
         }

@@ -300,7 +300,10 @@ pub fn router_with_options(
         )
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/report", get(deployment_report))
-        .route("/deployments/{id}/incident", get(incidents::deployment_incident))
+        .route(
+            "/deployments/{id}/incident",
+            get(incidents::deployment_incident),
+        )
         .route("/deployments/{id}/targets", get(deployment_targets))
         .route("/deployments/{id}/{command}", post(deployment_command))
         .route("/devices", get(list_devices).post(allow_device))
@@ -606,7 +609,12 @@ async fn deployment_report(
         .call(move |core, _| {
             let (flow_id, version, created, report) = core.with_deployment(&id, |d, e| {
                 let r = Report::from_rollout(e);
-                (d.flow_id.clone(), d.artifact.version.clone(), d.created_at, r)
+                (
+                    d.flow_id.clone(),
+                    d.artifact.version.clone(),
+                    d.created_at,
+                    r,
+                )
             })?;
             // The engine runs on the coordinator's wall clock (unix ms): absolute times.
             let name = core.flow(&flow_id).map_or(flow_id, |f| f.name);

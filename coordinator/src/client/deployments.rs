@@ -78,7 +78,11 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         self.call(
             Method::Get,
-            &format!("/deployments/{}/incident?format={}", seg(id), format.as_str()),
+            &format!(
+                "/deployments/{}/incident?format={}",
+                seg(id),
+                format.as_str()
+            ),
             None,
         )
     }

@@ -265,7 +265,10 @@ impl IncidentReport {
             }
         }
         let _ = writeln!(s);
-        let _ = writeln!(s, "### Health (before = baseline, during = last reports on the new version, after = rolled-back devices)");
+        let _ = writeln!(
+            s,
+            "### Health (before = baseline, during = last reports on the new version, after = rolled-back devices)"
+        );
         let _ = writeln!(s, "| Metric | Before | During | After |");
         let _ = writeln!(s, "|---|---|---|---|");
         for m in &self.health {

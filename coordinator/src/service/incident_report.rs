@@ -46,7 +46,8 @@ const FAILING_P95: f64 = 1.5;
 /// triggers: error rate more than 5 points above it, p95 more than 50 % above it).
 fn breached(m: [f64; 3], b: Option<&TypeBaseline>) -> bool {
     b.is_some_and(|b| {
-        m[0] > b.error_rate + FAILING_ERROR || (b.p95_ms > 0.0 && m[1] > latency_limit(b.p95_ms, FAILING_P95))
+        m[0] > b.error_rate + FAILING_ERROR
+            || (b.p95_ms > 0.0 && m[1] > latency_limit(b.p95_ms, FAILING_P95))
     })
 }
 
@@ -70,6 +71,8 @@ pub(super) struct VerificationFacts {
     pub(super) verdicts: BTreeMap<String, String>,
     /// The verified devices' mean error rate, p95 and memory after the rollback.
     pub(super) after: Option<[f64; 3]>,
+    /// Their mean CPU (percent), over those that sent it.
+    pub(super) after_cpu: Option<f64>,
 }
 
 /// The baselines a plan captured, by device type.
@@ -272,9 +275,7 @@ pub(super) fn build(
                 .get(i)
                 .and_then(|k| plan.regions.get(*k as usize))
                 .map_or("", String::as_str);
-            let last = e
-                .last_new_version_health(ix)
-                .map(|m| m.map(f64::from));
+            let last = e.last_new_version_health(ix).map(|m| m.map(f64::from));
             let seen = last.map_or_else(String::new, |m| {
                 format!(
                     "; last on the new version: error rate {:.2}%, p95 {:.0} ms, memory {:.0} MB",
@@ -320,8 +321,8 @@ pub(super) fn build(
                 TargetStatus::Deploying | TargetStatus::Offline => (3, String::new()),
             };
             // The deployed set: every device that was sent the new version.
-            let deployed =
-                !matches!(status, TargetStatus::Skipped | TargetStatus::Pending) || t.kind.is_some();
+            let deployed = !matches!(status, TargetStatus::Skipped | TargetStatus::Pending)
+                || t.kind.is_some();
             if deployed {
                 new_version.extend(last);
                 outcomes.push(Outcome {
@@ -365,7 +366,9 @@ pub(super) fn build(
                 .collect::<Vec<_>>(),
         );
         let during = mean(&new_version).or(match (before, e.health_delta()) {
-            (Some(b), Some([de, dp, dm])) => Some([b[0] + de, b[1] * (1.0 + dp), b[2] * (1.0 + dm)]),
+            (Some(b), Some([de, dp, dm])) => {
+                Some([b[0] + de, b[1] * (1.0 + dp), b[2] * (1.0 + dm)])
+            }
             _ => None,
         });
         let after = verification.as_ref().and_then(|v| v.after);
@@ -389,12 +392,13 @@ pub(super) fn build(
                 during: pick(during, 2, 1.0),
                 after: pick(after, 2, 1.0),
             },
-            // Neither the baselines nor the engine hold a CPU figure yet.
+            // Neither the baselines nor the engine hold a CPU figure yet; after the rollback,
+            // the devices' own reports do when they send it.
             MetricDelta {
                 metric: "cpu_percent".into(),
                 before: None,
                 during: None,
-                after: None,
+                after: verification.as_ref().and_then(|v| v.after_cpu),
             },
         ];
         IncidentReport {

@@ -82,6 +82,9 @@ pub(super) struct Watched {
     pub(super) detail: String,
     /// Error rate (fraction), p95 (ms), memory (MB) of its verifying report.
     pub(super) metrics: Option<[f64; 3]>,
+    /// CPU (percent of the device) of its verifying report, when the device sent it.
+    #[serde(default)]
+    pub(super) cpu_percent: Option<f64>,
 }
 
 /// A deployment's verification.
@@ -168,7 +171,13 @@ impl Watch {
     /// What the incident report needs of it.
     fn facts(&self) -> VerificationFacts {
         let m: Vec<[f64; 3]> = self.devices.values().filter_map(|w| w.metrics).collect();
+        let cpu: Vec<f64> = self
+            .devices
+            .values()
+            .filter_map(|w| w.cpu_percent)
+            .collect();
         VerificationFacts {
+            after_cpu: (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64),
             view: self.view(),
             verdicts: self
                 .devices
@@ -373,14 +382,17 @@ impl Incidents {
         {
             self.watches.insert(dep.to_string(), w);
         }
-        let watch = self.watches.entry(dep.to_string()).or_insert_with(|| Watch {
-            scope: Scope::Device,
-            started_at: at,
-            finished_at: None,
-            timeout,
-            devices: BTreeMap::new(),
-            baselines,
-        });
+        let watch = self
+            .watches
+            .entry(dep.to_string())
+            .or_insert_with(|| Watch {
+                scope: Scope::Device,
+                started_at: at,
+                finished_at: None,
+                timeout,
+                devices: BTreeMap::new(),
+                baselines,
+            });
         watch.finished_at = None;
         for (id, device_type, previous, quarantined) in targets {
             if !quarantined && watch.scope == Scope::Device {
@@ -397,18 +409,21 @@ impl Incidents {
                     heard: false,
                     detail: String::new(),
                     metrics: None,
+                    cpu_percent: None,
                 },
             );
-            self.waiting
-                .entry(id)
-                .or_default()
-                .insert(dep.to_string());
+            self.waiting.entry(id).or_default().insert(dep.to_string());
         }
         self.save(env, dep, at)
     }
 
     /// Writes a watch (and, once it is decided, its audit line and event).
-    fn save(&mut self, env: &mut IncidentEnv<'_>, dep: &str, now: Millis) -> Result<(), ServiceError> {
+    fn save(
+        &mut self,
+        env: &mut IncidentEnv<'_>,
+        dep: &str,
+        now: Millis,
+    ) -> Result<(), ServiceError> {
         let Some(watch) = self.watches.get(dep) else {
             return Ok(());
         };
@@ -488,7 +503,12 @@ impl Incidents {
 
     /// When a watch has no pending device left: records it (store, audit, event), updates
     /// the incident report if there is one, and drops it from memory.
-    fn settle(&mut self, env: &mut IncidentEnv<'_>, dep: &str, now: Millis) -> Result<(), ServiceError> {
+    fn settle(
+        &mut self,
+        env: &mut IncidentEnv<'_>,
+        dep: &str,
+        now: Millis,
+    ) -> Result<(), ServiceError> {
         let Some(watch) = self.watches.get_mut(dep) else {
             return Ok(());
         };
@@ -613,6 +633,11 @@ fn apply(w: &mut Watched, record: &DeviceRecord, now: Millis) -> bool {
                         .health
                         .as_ref()
                         .map(|h| [h.error_rate, h.p95_ms, h.memory_mb]);
+                    w.cpu_percent = record
+                        .health
+                        .as_ref()
+                        .and_then(|h| h.system.cpu_percent)
+                        .map(f64::from);
                 }
             }
             true

@@ -33,7 +33,9 @@ fn rounds(
 
 /// Three devices on release 1 (a completed deployment), then a canary of release 2, which
 /// reports a 50 % error rate: returns the core, devices, clock, flow and the canary's id.
-fn failed_canary(silent: &dyn Fn(&Dev) -> bool) -> (tempfile::TempDir, Core, Vec<Dev>, u64, String, String) {
+fn failed_canary(
+    silent: &dyn Fn(&Dev) -> bool,
+) -> (tempfile::TempDir, Core, Vec<Dev>, u64, String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let mut core = core_at(tmp.path());
     let mut now = T0;
@@ -105,7 +107,11 @@ fn a_rolled_back_canary_is_verified_healthy_and_gets_an_incident_report() {
 
     let r = core.incident_report(&dep2, now).unwrap();
     assert_eq!(r.status, "rolled_back");
-    assert!(r.title.starts_with("Incident: Temperature Alert v"), "{}", r.title);
+    assert!(
+        r.title.starts_with("Incident: Temperature Alert v"),
+        "{}",
+        r.title
+    );
     assert!(r.reason.contains("error_rate"), "{}", r.reason);
     let kinds: Vec<&str> = r.timeline.iter().map(|e| e.what.as_str()).collect();
     for k in [
@@ -119,10 +125,18 @@ fn a_rolled_back_canary_is_verified_healthy_and_gets_an_incident_report() {
         assert!(kinds.contains(&k), "{k} missing in {kinds:?}");
     }
     let times: Vec<&str> = r.timeline.iter().map(|e| e.at.as_str()).collect();
-    assert!(times.iter().all(|t| t.ends_with('Z') && t.len() == 24), "{times:?}");
+    assert!(
+        times.iter().all(|t| t.ends_with('Z') && t.len() == 24),
+        "{times:?}"
+    );
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     // The canary's devices breached the baseline on release 2: the same on all of them.
-    assert_eq!(r.pattern.pattern, FailurePattern::AllDevices, "{:?}", r.pattern);
+    assert_eq!(
+        r.pattern.pattern,
+        FailurePattern::AllDevices,
+        "{:?}",
+        r.pattern
+    );
     assert_eq!(r.pattern.deployed, rolled.len() as u64);
     assert_eq!(r.affected.targets, 3);
     assert_eq!(r.affected.rolled_back, rolled.len() as u64);
@@ -131,13 +145,23 @@ fn a_rolled_back_canary_is_verified_healthy_and_gets_an_incident_report() {
     for d in &r.affected.devices {
         assert!(rolled.contains(&d.id));
         assert_eq!(d.verification.as_deref(), Some("healthy"));
-        assert!(d.what_happened.contains("error rate 50.00%"), "{}", d.what_happened);
+        assert!(
+            d.what_happened.contains("error rate 50.00%"),
+            "{}",
+            d.what_happened
+        );
     }
     let error = &r.health[0];
     assert_eq!(error.metric, "error_rate");
-    assert_eq!((error.before, error.during, error.after), (Some(0.0), Some(50.0), Some(0.0)));
+    assert_eq!(
+        (error.before, error.during, error.after),
+        (Some(0.0), Some(50.0), Some(0.0))
+    );
     assert_eq!(r.health[3].metric, "cpu_percent");
-    assert_eq!(r.verification.as_ref().map(|v| v.result.as_str()), Some("healthy"));
+    assert_eq!(
+        r.verification.as_ref().map(|v| v.result.as_str()),
+        Some("healthy")
+    );
     assert!(r.to_markdown().contains("**Failure pattern**: all_devices"));
 
     // Audited, announced, and served from the store after a restart.
@@ -149,7 +173,11 @@ fn a_rolled_back_canary_is_verified_healthy_and_gets_an_incident_report() {
             before: None,
         })
         .unwrap();
-    assert!(audit.iter().any(|a| a.action == "rollback.verify" && a.outcome == "healthy"));
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "rollback.verify" && a.outcome == "healthy")
+    );
     let events = published_events(&mut core);
     let verified: Vec<_> = events
         .iter()

@@ -109,14 +109,18 @@ mod tests {
     fn report_and_verification_are_written_apart() {
         let store = Store::in_memory().unwrap();
         assert_eq!(store.incident("dep_1").unwrap(), None);
-        store.put_verification("dep_1", "{\"v\":1}", true, 5).unwrap();
+        store
+            .put_verification("dep_1", "{\"v\":1}", true, 5)
+            .unwrap();
         store.put_incident_report("dep_1", "{\"r\":1}", 6).unwrap();
         let row = store.incident("dep_1").unwrap().unwrap();
         assert_eq!(row.report.as_deref(), Some("{\"r\":1}"));
         assert_eq!(row.verification.as_deref(), Some("{\"v\":1}"));
         assert!(row.verification_pending);
         assert_eq!(store.pending_verifications().unwrap().len(), 1);
-        store.put_verification("dep_1", "{\"v\":2}", false, 7).unwrap();
+        store
+            .put_verification("dep_1", "{\"v\":2}", false, 7)
+            .unwrap();
         let row = store.incident("dep_1").unwrap().unwrap();
         assert_eq!(row.report.as_deref(), Some("{\"r\":1}"));
         assert!(!row.verification_pending);

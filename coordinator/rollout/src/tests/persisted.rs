@@ -62,7 +62,10 @@ fn stored_states_load_with_every_field() {
 #[test]
 fn the_engine_still_writes_the_stored_layout_byte_for_byte_and_reaches_the_same_states() {
     let r = simulated(0.0, 0.0);
-    assert_eq!(serde_json::to_string(&r).unwrap(), AWAITING_APPROVAL.trim_end());
+    assert_eq!(
+        serde_json::to_string(&r).unwrap(),
+        AWAITING_APPROVAL.trim_end()
+    );
     // Since the report counts devices skipped while offline apart from devices never started,
     // a skipped offline device keeps one more flag bit (1 << 15); the layout is the same, and
     // without that bit so is every value.

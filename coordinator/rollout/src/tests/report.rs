@@ -57,13 +57,22 @@ fn the_title_names_the_flow_and_times_are_absolute_on_the_wall_clock() {
         md.starts_with("## Fleet Deployment Report: thermostat v1.4.0\n"),
         "{md}"
     );
-    assert!(md.contains("**Duration**: 1970-01-01T00:00:00.000Z to 1970-01-01T"), "{md}");
+    assert!(
+        md.contains("**Duration**: 1970-01-01T00:00:00.000Z to 1970-01-01T"),
+        "{md}"
+    );
     assert!(!md.contains("T+"), "{md}");
-    assert_eq!(report.started_at_utc.as_deref(), Some("1970-01-01T00:00:00.000Z"));
+    assert_eq!(
+        report.started_at_utc.as_deref(),
+        Some("1970-01-01T00:00:00.000Z")
+    );
     // Without the wall clock, the engine's relative times stay.
     let relative = crate::Report::from_rollout(&h.r).to_markdown();
     assert!(relative.contains("**Duration**: T+0s to T+"), "{relative}");
-    assert!(relative.starts_with("## Fleet Deployment Report: flow v2\n"), "{relative}");
+    assert!(
+        relative.starts_with("## Fleet Deployment Report: flow v2\n"),
+        "{relative}"
+    );
 }
 
 #[test]

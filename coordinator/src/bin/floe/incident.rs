@@ -11,10 +11,7 @@ use crate::config::{call, print_raw};
 
 /// Prints markdown with every line escaped for the terminal.
 fn print_escaped(text: &str) {
-    let escaped: Vec<String> = text
-        .lines()
-        .map(|l| for_terminal(l).into_owned())
-        .collect();
+    let escaped: Vec<String> = text.lines().map(|l| for_terminal(l).into_owned()).collect();
     print_raw(&escaped.join("\n"));
 }
 

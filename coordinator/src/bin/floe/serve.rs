@@ -134,8 +134,8 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     config.health_retention =
         parse_duration(&args.health_retention).context("--health-retention")?;
     config.directive_ttl = parse_duration(&args.directive_ttl).context("--directive-ttl")?;
-    config.rollback_verify_timeout = parse_duration(&args.rollback_verify_timeout)
-        .context("--rollback-verify-timeout")?;
+    config.rollback_verify_timeout =
+        parse_duration(&args.rollback_verify_timeout).context("--rollback-verify-timeout")?;
     config.republish =
         std::time::Duration::from_millis(parse_duration(&args.republish).context("--republish")?);
     config.fabric_listen = parse_addrs("--fabric-listen", &args.fabric_listen)?;
