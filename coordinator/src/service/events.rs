@@ -384,6 +384,12 @@ impl EventSink {
         })
     }
 
+    /// When more events were staged than the ring keeps (they were dropped for one `reset`),
+    /// the time of the first one dropped.
+    pub fn overflowed_at(&self) -> Option<Millis> {
+        self.overflowed
+    }
+
     /// Publishes what was staged (after the commit that made it true).
     pub fn flush(&mut self) {
         if let Some(at) = self.overflowed.take() {

@@ -320,12 +320,34 @@ impl Incidents {
                 _ => {}
             }
         }
+        // Too many events at once (a final sweep of a large fleet): they were dropped, so the
+        // failed and rolled-back deployments without a report are looked up in the store.
+        if let Some(at) = env.events.overflowed_at() {
+            match unreported(env.store) {
+                Ok(list) => ended.extend(list.into_iter().map(|(id, s)| (id, at, s))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking for deployments without an incident report")
+                }
+            }
+        }
         for (dep, (at, devices)) in rolled {
             if let Err(e) = self.rolled_back(env, &dep, &devices, at) {
                 tracing::warn!(deployment = %dep, error = %e, "could not start the rollback verification");
             }
         }
         for (dep, at, status) in ended {
+            // Rolled-back targets whose transition was not seen (dropped events) join too.
+            match self.unwatched_rollbacks(env, &dep) {
+                Ok(missing) if !missing.is_empty() => {
+                    if let Err(e) = self.rolled_back(env, &dep, &missing, at) {
+                        tracing::warn!(deployment = %dep, error = %e, "could not start the rollback verification");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(deployment = %dep, error = %e, "reading the rolled-back targets")
+                }
+            }
             if status == "rolled_back"
                 && let Some(w) = self.watches.get_mut(&dep)
             {
@@ -338,6 +360,39 @@ impl Incidents {
                 tracing::warn!(deployment = %dep, error = %e, "could not write the incident report");
             }
         }
+    }
+
+    /// Targets of `dep` that are rolled back or quarantined and not in its verification.
+    fn unwatched_rollbacks(
+        &self,
+        env: &IncidentEnv<'_>,
+        dep: &str,
+    ) -> Result<Vec<String>, ServiceError> {
+        let stored;
+        let watch = match self.watches.get(dep) {
+            Some(w) => Some(w),
+            None => {
+                stored = stored_watch(env.store, dep)?;
+                stored.as_ref()
+            }
+        };
+        env.deployments.with_deployment(env.store, dep, |doc, e| {
+            doc.targets
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| {
+                    let s = u32::try_from(*i).ok().and_then(|i| e.target_status(i));
+                    matches!(
+                        s,
+                        Some(
+                            floe_rollout::TargetStatus::RolledBack
+                                | floe_rollout::TargetStatus::Quarantined
+                        )
+                    ) && !watch.is_some_and(|w| w.devices.contains_key(&t.device_id))
+                })
+                .map(|(_, t)| t.device_id.clone())
+                .collect()
+        })
     }
 
     /// Adds rolled-back `devices` of `dep` to its verification.
@@ -643,6 +698,25 @@ fn apply(w: &mut Watched, record: &DeviceRecord, now: Millis) -> bool {
             true
         }
     }
+}
+
+/// Most deployments of each ending status looked at after dropped events.
+const UNREPORTED_SCAN: usize = 1000;
+
+/// Failed and rolled-back deployments without an incident report (the newest
+/// [`UNREPORTED_SCAN`] of each status).
+fn unreported(store: &Store) -> Result<Vec<(String, String)>, ServiceError> {
+    let mut out = Vec::new();
+    for status in ["failed", "rolled_back"] {
+        let total = store.deployment_ids_page(0, Some(status), None, 1_000_000)?;
+        let skip = total.len().saturating_sub(UNREPORTED_SCAN);
+        for (_, id) in total.into_iter().skip(skip) {
+            if store.incident(&id)?.and_then(|r| r.report).is_none() {
+                out.push((id, status.to_string()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn stored_watch(store: &Store, dep: &str) -> Result<Option<Watch>, ServiceError> {

@@ -36,8 +36,29 @@ fn rounds(
 fn failed_canary(
     silent: &dyn Fn(&Dev) -> bool,
 ) -> (tempfile::TempDir, Core, Vec<Dev>, u64, String, String) {
+    failed_canary_with_ring(silent, 10_000)
+}
+
+/// [`failed_canary`] with an event ring of `ring` events.
+fn failed_canary_with_ring(
+    silent: &dyn Fn(&Dev) -> bool,
+    ring: usize,
+) -> (tempfile::TempDir, Core, Vec<Dev>, u64, String, String) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut core = core_at(tmp.path());
+    let mut core = {
+        let store = Store::open(&tmp.path().join("floe.db")).unwrap();
+        let mut config = ServiceConfig::new(tmp.path().to_path_buf());
+        config.offline_after = 30_000;
+        config.directive_ttl_secs = 600;
+        config.event_ring = ring;
+        Core::new(
+            store,
+            config,
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        )
+        .unwrap()
+    };
     let mut now = T0;
     let flow = published(&mut core, now);
     let mut devs = vec![Dev::new("a", 71), Dev::new("b", 72), Dev::new("c", 73)];
@@ -242,4 +263,22 @@ fn a_device_silent_after_its_rollback_is_unverified_not_failed() {
             .iter()
             .all(|d| d.verification.as_deref() == Some("unverified_offline"))
     );
+}
+
+#[test]
+fn dropped_events_do_not_lose_the_incident_report_or_the_rolled_back_devices() {
+    // A ring of one event: every step that stages more drops them all for one reset.
+    let (_tmp, mut core, mut devs, mut now, _, dep2) = failed_canary_with_ring(&|_| false, 1);
+    let rolled = devs.iter().filter(|d| !d.rollbacks.is_empty()).count() as u64;
+    // Stored without anyone asking for it.
+    let stored = core.store().incident(&dep2).unwrap().unwrap();
+    assert!(stored.report.is_some());
+    let d2 = dep2.clone();
+    rounds(&mut core, &mut devs, &mut now, 20, &|_| false, &|c| {
+        c.rollback_verification(&d2)
+            .unwrap()
+            .is_some_and(|v| v.pending == 0)
+    });
+    let v = core.rollback_verification(&dep2).unwrap().unwrap();
+    assert_eq!((v.result.as_str(), v.healthy), ("healthy", rolled), "{v:?}");
 }
