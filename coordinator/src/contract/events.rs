@@ -41,7 +41,7 @@ pub enum EventKind {
     DeploymentStuck,
     /// The devices a rollback returned to their previous version were verified (each healthy
     /// on it, unhealthy, or not heard from by the deadline). `data`:
-    /// `{"scope","result","healthy","unhealthy","unverified_offline","fleet_within_baseline"}`.
+    /// `{"scope","result","healthy","degraded","unhealthy","unverified_offline","fleet_within_baseline"}`.
     #[serde(rename = "rollback.verified")]
     RollbackVerified,
     /// The stream cannot continue from where the client asked (events it missed are gone, or

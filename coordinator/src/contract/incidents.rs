@@ -91,7 +91,11 @@ pub enum DeviceVerdict {
     Pending,
     /// Reported healthy on its previous version after the rollback.
     Healthy,
-    /// Reported after the rollback, but not healthy on its previous version by the deadline.
+    /// Runs its previous version and reported after the rollback, but "degraded" (working,
+    /// below its health thresholds) until the deadline.
+    Degraded,
+    /// Reported after the rollback, but unhealthy (or not on its previous version) by the
+    /// deadline.
     Unhealthy,
     /// No report after the rollback by the deadline (offline): not a failure.
     UnverifiedOffline,
@@ -103,6 +107,7 @@ impl DeviceVerdict {
         match self {
             DeviceVerdict::Pending => "pending",
             DeviceVerdict::Healthy => "healthy",
+            DeviceVerdict::Degraded => "degraded",
             DeviceVerdict::Unhealthy => "unhealthy",
             DeviceVerdict::UnverifiedOffline => "unverified_offline",
         }
@@ -124,7 +129,8 @@ pub struct VerifiedDevice {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RollbackVerification {
     /// `pending` (devices still to be heard), `healthy` (every rolled-back device healthy on
-    /// its previous version), `unverified` (none unhealthy, some offline), `unhealthy`.
+    /// its previous version), `degraded` (none unhealthy or silent, some degraded on it),
+    /// `unverified` (none unhealthy, some offline), `unhealthy`.
     pub result: String,
     /// `device` (devices rolled back on their own), `wave` or `fleet`.
     pub scope: String,
@@ -136,6 +142,9 @@ pub struct RollbackVerification {
     pub timeout_ms: u64,
     /// Devices verified healthy.
     pub healthy: u64,
+    /// Devices on their previous version but degraded by the deadline.
+    #[serde(default)]
+    pub degraded: u64,
     /// Devices that reported but not healthy on their previous version.
     pub unhealthy: u64,
     /// Devices not heard from by the deadline.
@@ -295,11 +304,12 @@ impl IncidentReport {
             Some(v) => {
                 let _ = writeln!(
                     s,
-                    "**Rollback verification** ({} rollback, since {}): {} — healthy {}, unhealthy {}, unverified (offline) {}, pending {}{}",
+                    "**Rollback verification** ({} rollback, since {}): {} — healthy {}, degraded {}, unhealthy {}, unverified (offline) {}, pending {}{}",
                     v.scope,
                     v.started_at,
                     v.result,
                     v.healthy,
+                    v.degraded,
                     v.unhealthy,
                     v.unverified_offline,
                     v.pending,

@@ -12,8 +12,9 @@
 //!
 //! Verification of a device: its first report after its rollback that says healthy while it
 //! runs its previous release (the deployment's rollback target) makes it `healthy`. When its
-//! deadline (`rollback_verify_timeout`, default 5 min) passes: a device that reported since
-//! the rollback but never healthy on the previous release is `unhealthy`; one that did not
+//! deadline (`rollback_verify_timeout`, default 5 min) passes: a device still on its previous
+//! release whose last report says degraded (working, below its thresholds) is `degraded`; one
+//! that reported since the rollback but otherwise never healthy on it is `unhealthy`; one that did not
 //! report is `unverified_offline` (offline devices are not failed devices, 003). Once no device
 //! is pending, the result is recorded (the store, the audit log) and a `rollback.verified`
 //! event is emitted (hence webhooks). A fleet rollback also compares the rolled-back devices'
@@ -112,6 +113,7 @@ impl Watch {
 
     /// The contract's view.
     pub(super) fn view(&self) -> RollbackVerification {
+        let degraded = self.count(DeviceVerdict::Degraded);
         let (healthy, unhealthy, offline, pending) = (
             self.count(DeviceVerdict::Healthy),
             self.count(DeviceVerdict::Unhealthy),
@@ -124,6 +126,8 @@ impl Watch {
             "unhealthy"
         } else if offline > 0 {
             "unverified"
+        } else if degraded > 0 {
+            "degraded"
         } else {
             "healthy"
         };
@@ -139,6 +143,7 @@ impl Watch {
             finished_at: self.finished_at.map(rfc3339),
             timeout_ms: self.timeout,
             healthy,
+            degraded,
             unhealthy,
             unverified_offline: offline,
             pending,
@@ -210,6 +215,13 @@ fn judge(w: &Watched, d: &DeviceRecord, now: Millis) -> Option<(DeviceVerdict, S
         return (heard && !w.heard).then(|| (DeviceVerdict::Pending, String::new(), true));
     }
     let level = health.map_or("no health", |h| h.as_str());
+    if heard && on_previous && health == Some(HealthLevel::Degraded) {
+        return Some((
+            DeviceVerdict::Degraded,
+            format!("degraded on {running} until the deadline"),
+            true,
+        ));
+    }
     Some(if heard {
         let want = w
             .previous
@@ -584,10 +596,11 @@ impl Incidents {
         self.save(env, dep, now)?;
         self.watches.remove(dep);
         let detail = format!(
-            "{} rollback verified: {} (healthy {}, unhealthy {}, unverified offline {}){}",
+            "{} rollback verified: {} (healthy {}, degraded {}, unhealthy {}, unverified offline {}){}",
             view.scope,
             view.result,
             view.healthy,
+            view.degraded,
             view.unhealthy,
             view.unverified_offline,
             view.fleet_within_baseline
@@ -613,6 +626,7 @@ impl Incidents {
                 "scope": view.scope,
                 "result": view.result,
                 "healthy": view.healthy,
+                "degraded": view.degraded,
                 "unhealthy": view.unhealthy,
                 "unverified_offline": view.unverified_offline,
                 "fleet_within_baseline": view.fleet_within_baseline,
@@ -683,7 +697,7 @@ fn apply(w: &mut Watched, record: &DeviceRecord, now: Millis) -> bool {
             if verdict != DeviceVerdict::Pending {
                 w.verdict = verdict;
                 w.detail = detail;
-                if verdict == DeviceVerdict::Healthy {
+                if matches!(verdict, DeviceVerdict::Healthy | DeviceVerdict::Degraded) {
                     w.metrics = record
                         .health
                         .as_ref()
