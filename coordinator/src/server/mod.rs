@@ -140,7 +140,7 @@ impl ServerConfig {
             hook_attempts: 6,
             hook_ca: None,
             health_retention: 24 * 3_600_000,
-            rollback_verify_timeout: 5 * 60_000,
+            rollback_verify_timeout: service::model::DEFAULT_VERIFY_TIMEOUT,
             api: api::ApiOptions::default(),
             tls: None,
             tls_self_signed: None,

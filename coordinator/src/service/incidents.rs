@@ -43,9 +43,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// How long a rolled-back device has to report healthy on its previous version, by default.
-pub(super) const DEFAULT_VERIFY_TIMEOUT: Millis = 5 * 60_000;
-
 /// What a rollback covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

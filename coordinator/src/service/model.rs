@@ -24,6 +24,10 @@ use std::path::PathBuf;
 /// devices are tracked apart and never treated as failed, which a late report must not undo.
 pub const DEFAULT_OFFLINE_AFTER: Millis = 90_000;
 
+/// How long a rolled-back device has to report healthy on its previous version, by default:
+/// 5 min (`service::incidents`).
+pub const DEFAULT_VERIFY_TIMEOUT: Millis = 5 * 60_000;
+
 /// Settings of the service.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -71,7 +75,7 @@ impl ServiceConfig {
             hook_roots: None,
             health_window: 60_000,
             health_retention: 24 * 3_600_000,
-            rollback_verify_timeout: super::incidents::DEFAULT_VERIFY_TIMEOUT,
+            rollback_verify_timeout: DEFAULT_VERIFY_TIMEOUT,
         }
     }
 }
