@@ -608,6 +608,12 @@ mod tests {
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
         let err = parse(&["report", "d", "--format", "html"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        let err = parse(&["incident", "d", "--format", "html"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(matches!(
+            parse(&["incident", "d", "--format", "json"]).map(|a| a.command),
+            Ok(DeployCommand::Incident { id, format }) if id == "d" && format == "json"
+        ));
     }
 
     #[test]
