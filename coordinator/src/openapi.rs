@@ -14,8 +14,8 @@ use crate::contract::{
 use crate::contract::{
     AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
     DeviceInput, DevicePage, DevicePatch, EnrollToken, ErrorBody, FeedPage, Flow, FlowInput,
-    FlowList, GroupVars, GroupVarsChange, GroupVarsList, Healthz, JoinInfo, PendingPage, Report,
-    Status, StrategyList, TargetPage, TokenInput, VarsChange,
+    FlowList, GroupVars, GroupVarsChange, GroupVarsList, Healthz, IncidentReport, JoinInfo,
+    PendingPage, Report, Status, StrategyList, TargetPage, TokenInput, VarsChange,
 };
 use crate::contract::{DeliveryLog, Event, HookCreated, HookInput, HookList};
 mod preflight;
@@ -42,6 +42,7 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/deployments/{id}/rollback", &["post"]),
     ("/deployments/{id}/abort", &["post"]),
     ("/deployments/{id}/report", &["get"]),
+    ("/deployments/{id}/incident", &["get"]),
     ("/deployments/{id}/targets", &["get"]),
     ("/deployments/{id}/state", &["get"]),
     ("/devices", &["get", "post"]),
@@ -297,6 +298,20 @@ pub fn document() -> Value {
     paths.insert(
         "/deployments/{id}/report".into(),
         with_id(json!({ "get": report })),
+    );
+    let mut incident = op::<IncidentReport>(
+        &mut s,
+        "The incident report of a failed or rolled-back deployment (404 for any other)",
+        None,
+        "200",
+        "the report (JSON), or its markdown with ?format=markdown",
+        vec![q("format", "json (default) or markdown")],
+    );
+    incident["responses"]["200"]["content"]["text/markdown"] =
+        json!({"schema": {"type": "string"}});
+    paths.insert(
+        "/deployments/{id}/incident".into(),
+        with_id(json!({ "get": incident })),
     );
     let mut device_params = vec![
         q("region", "only this region"),

@@ -70,6 +70,7 @@ fn same_seed_gives_the_same_action_log_and_a_different_seed_does_not() {
     let total: u64 = [
         "deployed",
         "skipped",
+        "not_started",
         "quarantined",
         "rolled_back",
         "in_progress",
@@ -242,4 +243,33 @@ fn bad_arguments_get_clear_errors() {
     let out = sim(&["--fail-rate", "2"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rates must lie in [0, 1]"));
+}
+
+/// A canary that fails stops the deployment: the devices it never reached are "not started",
+/// and only devices that were offline are "skipped (unreachable)" (issue 15: 4 990 of 5 000
+/// were counted unreachable before).
+#[test]
+fn a_failed_canary_counts_never_started_devices_apart_from_unreachable_ones() {
+    let a = json(&[
+        "--devices",
+        "2000",
+        "--strategy",
+        "canary-waves",
+        "--fail-rate",
+        "1",
+        "--offline-rate",
+        "0.05",
+        "--seed",
+        "3",
+    ]);
+    let report = &a["report"];
+    assert_ne!(report["status"], "completed", "{report}");
+    let counts = &report["counts"];
+    let not_started = counts["not_started"].as_u64().unwrap_or(0);
+    let skipped = counts["skipped"].as_u64().unwrap_or(0);
+    assert!(not_started > 1500, "{counts}");
+    assert!(
+        skipped < 200,
+        "only offline devices are unreachable: {counts}"
+    );
 }

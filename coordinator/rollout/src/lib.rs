@@ -53,6 +53,7 @@ pub mod baseline;
 pub mod duration;
 pub mod engine;
 pub mod gates;
+pub mod incident;
 mod names;
 pub mod plan;
 pub mod report;

@@ -2,10 +2,13 @@
 //!
 //! Both are built from a [`Rollout`] and render to markdown (for operators and incident
 //! reports) and derive serde (for the REST API and `floe sim --json`). Times are rendered
-//! relative to the deployment's creation ("T+1h30m"), because the engine has no wall clock; the
-//! service may render absolute times from its own.
+//! relative to the deployment's creation ("T+1h30m") unless the caller says the engine's clock
+//! was the wall clock ([`Report::at_wall_clock`]: the coordinator feeds its engines unix ms),
+//! then as absolute RFC 3339 UTC times as 003's template asks; the engine itself never reads a
+//! clock. The title names the flow and its version when the caller knows them
+//! ([`Report::for_flow`]), else the artifact.
 
-use super::duration::format_duration;
+use super::duration::{format_duration, rfc3339};
 use super::engine::{DeploymentStatus, Rollout, Verdict};
 use super::{Millis, StageKind};
 use serde::{Deserialize, Serialize};
@@ -37,8 +40,12 @@ pub struct StageRow {
 pub struct ReportCounts {
     /// Deployed (healthy): success.
     pub deployed: u64,
-    /// Skipped (unreachable).
+    /// Skipped (unreachable): skipped while offline.
     pub skipped: u64,
+    /// Never started because the deployment stopped (failed, rolled back or aborted) before
+    /// reaching them; not unreachable.
+    #[serde(default)]
+    pub not_started: u64,
     /// Quarantined (failed): quarantined and failed targets.
     pub quarantined: u64,
     /// Rolled back with a wave or the fleet.
@@ -57,12 +64,19 @@ pub struct HealthDelta {
     pub p95_pct: f64,
     /// Memory, percent.
     pub memory_pct: f64,
+    /// CPU, percentage points; `None` when the engine holds no CPU figure (devices did not
+    /// send one), rendered "unknown".
+    #[serde(default)]
+    pub cpu_pp: Option<f64>,
 }
 
 /// 003's "Fleet Deployment Report".
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    /// "NAME vVERSION" of the flow when known (see [`Report::for_flow`]), else the artifact.
+    #[serde(default)]
+    pub title: String,
     /// The artifact.
     pub artifact: String,
     /// Strategy name.
@@ -79,6 +93,12 @@ pub struct Report {
     pub ended_at: Option<Millis>,
     /// End minus start.
     pub duration_ms: Option<Millis>,
+    /// Start as an RFC 3339 UTC time, when the engine ran on the wall clock.
+    #[serde(default)]
+    pub started_at_utc: Option<String>,
+    /// End as an RFC 3339 UTC time, when the engine ran on the wall clock.
+    #[serde(default)]
+    pub ended_at_utc: Option<String>,
     /// Targets.
     pub fleet_total: u64,
     /// Counts.
@@ -127,7 +147,9 @@ impl Report {
                 }
             })
             .collect();
+        let unreachable = r.skipped_unreachable().min(c.skipped);
         Report {
+            title: plan.artifact.clone(),
             artifact: plan.artifact.clone(),
             strategy: plan.config.strategy.name().to_string(),
             status: r.status(),
@@ -139,10 +161,13 @@ impl Report {
                 (Some(s), Some(e)) => Some(e - s),
                 _ => None,
             },
+            started_at_utc: None,
+            ended_at_utc: None,
             fleet_total: plan.len() as u64,
             counts: ReportCounts {
                 deployed: c.success,
-                skipped: c.skipped,
+                skipped: unreachable,
+                not_started: c.skipped - unreachable,
                 quarantined: c.quarantined + c.failed,
                 rolled_back: c.rolled_back,
                 in_progress: c.pending + c.deploying + c.offline,
@@ -152,8 +177,25 @@ impl Report {
                 error_rate_pp: e * 100.0,
                 p95_pct: p * 100.0,
                 memory_pct: m * 100.0,
+                // The engine keeps no per-device CPU (reports carry it in
+                // `HealthReport.system`), so its health delta has none yet.
+                cpu_pp: None,
             }),
         }
+    }
+
+    /// Titles the report with the flow's name and version (003: "[Artifact] v[version]").
+    pub fn for_flow(mut self, name: &str, version: &str) -> Report {
+        self.title = format!("{name} v{version}");
+        self
+    }
+
+    /// Says the engine's clock was the wall clock (unix ms): start and end get absolute
+    /// RFC 3339 UTC times, which the markdown prints instead of "T+".
+    pub fn at_wall_clock(mut self, created_at: Millis) -> Report {
+        self.started_at_utc = self.started_at.map(|t| rfc3339(created_at + t));
+        self.ended_at_utc = self.ended_at.map(|t| rfc3339(created_at + t));
+        self
     }
 
     /// Renders the report as 003's markdown template.
@@ -162,13 +204,25 @@ impl Report {
         let t = |m: Option<Millis>| {
             m.map_or_else(|| "-".to_string(), |m| format!("T+{}", format_duration(m)))
         };
-        let _ = writeln!(s, "## Fleet Deployment Report: {}", self.artifact);
+        let title = if self.title.is_empty() {
+            &self.artifact
+        } else {
+            &self.title
+        };
+        let _ = writeln!(s, "## Fleet Deployment Report: {title}");
+        let start = match &self.started_at_utc {
+            Some(u) => u.clone(),
+            None => t(self.started_at),
+        };
+        let end = match (&self.ended_at_utc, self.ended_at) {
+            (Some(u), _) => u.clone(),
+            (None, Some(e)) => t(Some(e)),
+            (None, None) => "now".to_string(),
+        };
         let _ = writeln!(
             s,
-            "**Strategy**: {} | **Duration**: {} to {} ({}) | **Status**: {}",
+            "**Strategy**: {} | **Duration**: {start} to {end} ({}) | **Status**: {}",
             self.strategy,
-            t(self.started_at),
-            t(self.ended_at),
             self.duration_ms
                 .map_or_else(|| "running".to_string(), format_duration),
             self.status
@@ -185,6 +239,7 @@ impl Report {
         for (label, v) in [
             ("Deployed (healthy)", self.counts.deployed),
             ("Skipped (unreachable)", self.counts.skipped),
+            ("Not started (deployment stopped)", self.counts.not_started),
             ("Quarantined (failed)", self.counts.quarantined),
             ("Rolled back", self.counts.rolled_back),
             ("In progress", self.counts.in_progress),
@@ -220,9 +275,13 @@ impl Report {
         let _ = writeln!(s);
         match &self.health_delta {
             Some(h) => {
+                let cpu = h.cpu_pp.map_or_else(
+                    || "unknown (not reported)".to_string(),
+                    |c| format!("{c:+.1} pp"),
+                );
                 let _ = writeln!(
                     s,
-                    "**Health Delta**: Error rate {:+.2} pp, P95 latency {:+.1}%, CPU n/a (not reported), Memory {:+.1}%",
+                    "**Health Delta**: Error rate {:+.2} pp, P95 latency {:+.1}%, CPU {cpu}, Memory {:+.1}%",
                     h.error_rate_pp, h.p95_pct, h.memory_pct
                 );
             }

@@ -77,6 +77,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("POST", "/deployments/{id}/rollback", WRITE),
     ("POST", "/deployments/{id}/abort", WRITE),
     ("GET", "/deployments/{id}/report", READ),
+    ("GET", "/deployments/{id}/incident", READ),
     ("GET", "/deployments/{id}/targets", READ),
     ("GET", "/deployments/{id}/state", READ),
     ("GET", "/devices", READ),

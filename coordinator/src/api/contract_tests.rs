@@ -599,6 +599,22 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         "targets are paged, not embedded"
     );
     call(&c, k, Get, "/deployments?limit=1", "/deployments", None);
+    // A pending deployment has no incident report: 404 naming its status.
+    let none = call(
+        &c,
+        k,
+        Get,
+        &format!("/deployments/{dep_id}/incident"),
+        "/deployments/{id}/incident",
+        None,
+    );
+    assert_eq!(none["error"]["code"], "not_found", "{none}");
+    assert!(
+        none["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pending") && m.contains("failed or rolled-back")),
+        "{none}"
+    );
     let got = call(
         &c,
         k,
@@ -660,6 +676,7 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         None,
     );
     assert!(report["fleet_total"].is_number(), "{report}");
+    assert!(report["title"].is_string(), "{report}");
     // A directive is CBOR, signed by the coordinator: read it as a device does. The started
     // deployment sent the first batch theirs; the others have none (204).
     let mut with_directive = 0;
@@ -692,6 +709,44 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         }
     }
     assert!(with_directive >= 1, "no device had a directive");
+    // The devices carry out their rollback directives and report until the deployment is
+    // rolled back; then it has its incident report.
+    for _ in 0..50 {
+        let d: Deployment = c.get_deployment(&dep_id).unwrap().json().unwrap();
+        if d.status.is_terminal() {
+            break;
+        }
+        for d in devices.iter_mut() {
+            let now = floe_wire::clock::unix_ms();
+            let url = format!("{server}/api/v1/devices/{}/directive", d.id());
+            let mut answer = ureq::get(&url)
+                .header("floe-device-auth", &d.directive_auth(now / 1000))
+                .call()
+                .unwrap();
+            if answer.status().as_u16() == 200 {
+                let post = answer.body_mut().read_to_vec().unwrap();
+                d.apply_post(&post, None).unwrap();
+            }
+            let report = d.report(now).unwrap();
+            let url = format!("{server}/api/v1/devices/{}/report", d.id());
+            ureq::post(&url)
+                .header("Content-Type", "application/cbor")
+                .send(&report[..])
+                .unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let incident = call(
+        &c,
+        k,
+        Get,
+        &format!("/deployments/{dep_id}/incident"),
+        "/deployments/{id}/incident",
+        None,
+    );
+    assert_eq!(incident["deployment_id"], dep_id.as_str(), "{incident}");
+    assert_eq!(incident["status"], "rolled_back", "{incident}");
+    assert_eq!(incident["affected"]["targets"], 5, "{incident}");
     k.checked
         .insert(("get".into(), "/devices/{id}/directive".into()));
     call(

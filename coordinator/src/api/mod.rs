@@ -23,6 +23,7 @@ mod directives;
 mod events;
 mod health;
 mod hooks;
+mod incidents;
 mod join;
 mod metrics;
 mod pending;
@@ -302,6 +303,10 @@ pub fn router_with_options(
         )
         .route("/deployments/{id}", get(get_deployment))
         .route("/deployments/{id}/report", get(deployment_report))
+        .route(
+            "/deployments/{id}/incident",
+            get(incidents::deployment_incident),
+        )
         .route("/deployments/{id}/targets", get(deployment_targets))
         .route("/deployments/{id}/start", post(preflight::start))
         .route("/deployments/{id}/state", get(preflight::state))
@@ -554,7 +559,11 @@ async fn deployment_targets(
 async fn get_deployment(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let body = st
         .handle
-        .call(move |core, _| core.with_deployment(&id, views::deployment))
+        .call(move |core, _| {
+            let mut d = core.with_deployment(&id, views::deployment)?;
+            d.rollback_verification = core.rollback_verification(&id)?;
+            Ok(d)
+        })
         .await?;
     ok(StatusCode::OK, body)
 }
@@ -595,7 +604,23 @@ async fn deployment_report(
     };
     let report = st
         .handle
-        .call(move |core, _| core.with_deployment(&id, |_, e| views::report_with_baselines(e)))
+        .call(move |core, _| {
+            let (flow_id, version, created, (report, baselines)) =
+                core.with_deployment(&id, |d, e| {
+                    (
+                        d.flow_id.clone(),
+                        d.artifact.version.clone(),
+                        d.created_at,
+                        views::report_with_baselines(e),
+                    )
+                })?;
+            // The engine runs on the coordinator's wall clock (unix ms): absolute times.
+            let name = core.flow(&flow_id).map_or(flow_id, |f| f.name);
+            Ok((
+                report.for_flow(&name, &version).at_wall_clock(created),
+                baselines,
+            ))
+        })
         .await?;
     if markdown {
         let (report, baselines) = report;

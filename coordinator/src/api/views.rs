@@ -220,6 +220,7 @@ pub fn deployment(doc: &DeploymentDoc, engine: &Rollout) -> contract::Deployment
         }),
         plan: contract::DeploymentPlan::of(plan, MAX_STAGE_DEVICES),
         preflight: doc.preflight.clone(),
+        rollback_verification: None,
     }
 }
 

@@ -69,6 +69,24 @@ impl Client {
         )
     }
 
+    /// `GET /deployments/:id/incident`: the incident report of a failed or rolled-back
+    /// deployment (404 for any other).
+    pub fn deployment_incident(
+        &self,
+        id: &str,
+        format: ReportFormat,
+    ) -> Result<Reply, ClientError> {
+        self.call(
+            Method::Get,
+            &format!(
+                "/deployments/{}/incident?format={}",
+                seg(id),
+                format.as_str()
+            ),
+            None,
+        )
+    }
+
     /// Polls `GET /deployments/:id` every `interval` until the deployment is terminal
     /// (completed, failed, rolled back) and returns it; [`ClientError::Wait`] after `limit`.
     /// Errors other than the wait are returned at once. End-to-end tests and scripts use this

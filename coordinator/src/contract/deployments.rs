@@ -275,6 +275,11 @@ pub struct Deployment {
     /// start's result.
     #[serde(default)]
     pub preflight: Option<super::Preflight>,
+    /// The verification of its rollbacks (001: every rolled-back device healthy on its
+    /// previous version; for a fleet rollback, the fleet back within its baseline), if a
+    /// device was rolled back. Filled by `GET /deployments/{id}`; null in lists.
+    #[serde(default)]
+    pub rollback_verification: Option<super::incidents::RollbackVerification>,
 }
 
 impl TargetCounts {

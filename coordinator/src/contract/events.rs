@@ -40,6 +40,11 @@ pub enum EventKind {
     /// `data`: `{"stuck_after","since"}` (`since`: RFC 3339 time of the last progress).
     #[serde(rename = "deployment.stuck")]
     DeploymentStuck,
+    /// The devices a rollback returned to their previous version were verified (each healthy
+    /// on it, unhealthy, or not heard from by the deadline). `data`:
+    /// `{"scope","result","healthy","degraded","unhealthy","unverified_offline","fleet_within_baseline"}`.
+    #[serde(rename = "rollback.verified")]
+    RollbackVerified,
     /// The stream cannot continue from where the client asked (events it missed are gone, or
     /// more happened at once than are kept): reload state. `data`: `{"reason"}`.
     #[serde(rename = "reset")]
@@ -57,6 +62,7 @@ impl EventKind {
         EventKind::DeviceOffline,
         EventKind::DeviceHealth,
         EventKind::DeploymentStuck,
+        EventKind::RollbackVerified,
         EventKind::Reset,
     ];
 
@@ -71,6 +77,7 @@ impl EventKind {
             EventKind::DeviceOffline => "device.offline",
             EventKind::DeviceHealth => "device.health",
             EventKind::DeploymentStuck => "deployment.stuck",
+            EventKind::RollbackVerified => "rollback.verified",
             EventKind::Reset => "reset",
         }
     }
@@ -93,7 +100,8 @@ impl FromStr for EventKind {
             .ok_or_else(|| UnknownName {
                 what: "event kind",
                 expected: "deployment.status, deployment.stage, gate.verdict, target.transition, \
-                           device.online, device.offline, device.health, deployment.stuck or reset",
+                           device.online, device.offline, device.health, deployment.stuck, \
+                           rollback.verified or reset",
                 given: s.to_string(),
             })
     }

@@ -22,6 +22,7 @@ mod enums;
 mod events;
 mod flows;
 mod health;
+mod incidents;
 mod misc;
 pub mod paging;
 mod plan;
@@ -48,6 +49,11 @@ pub use events::{
 pub use floe_rollout::{DeploymentStatus, Report, StageKind, TargetStatus};
 pub use flows::{Flow, FlowArtifact, FlowList};
 pub use health::{GroupHealth, HealthGroups};
+pub use incidents::{
+    AffectedDevice, AffectedDevices, DeviceVerdict, FailurePattern, IncidentReport,
+    MAX_AFFECTED_LISTED, MAX_TIMELINE, MetricDelta, PatternFinding, RollbackVerification,
+    TimelineEntry, VerifiedDevice,
+};
 pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, RateLimitStatus, Status};
 pub use plan::{CanaryPickView, DeploymentPlan};
 pub use preflight::{

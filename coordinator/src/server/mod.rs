@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub hook_ca: Option<PathBuf>,
     /// How long the fleet's health rollups are kept (default 24 h; at least 1 min).
     pub health_retention: Millis,
+    /// How long a rolled-back device has to report healthy on its previous version (default
+    /// 5 min; at least 1 s).
+    pub rollback_verify_timeout: Millis,
     /// The API's per-token rate limit.
     pub api: api::ApiOptions,
     /// Serve the REST API over TLS with this certificate chain and key (PEM files).
@@ -139,6 +142,7 @@ impl ServerConfig {
             hook_attempts: 6,
             hook_ca: None,
             health_retention: 24 * 3_600_000,
+            rollback_verify_timeout: service::model::DEFAULT_VERIFY_TIMEOUT,
             api: api::ApiOptions::default(),
             tls: None,
             tls_self_signed: None,
@@ -170,6 +174,9 @@ impl ServerConfig {
         }
         if self.health_retention < 60_000 {
             return bad("health_retention", "must be at least 1m");
+        }
+        if self.rollback_verify_timeout < 1000 {
+            return bad("rollback_verify_timeout", "must be at least 1s");
         }
         if let Err(message) = self.api.rate.check() {
             return Err(ServerError::Config {
@@ -409,6 +416,7 @@ pub async fn start(
     }
     service_config.health_retention = config.health_retention;
     service_config.preflight = config.preflight;
+    service_config.rollback_verify_timeout = config.rollback_verify_timeout;
     let db = dir.join("floe.db");
     let (release, coordinator) = (keys.release, keys.coordinator);
     let coordinator_trusted = crate::admission::trusted(&coordinator.verifying_key());

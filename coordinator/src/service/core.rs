@@ -9,6 +9,7 @@ use super::deployments::{Deployments, Env};
 use super::directives::Directives;
 use super::events::{EventBus, EventSink};
 use super::flows::Flows;
+use super::incidents::{IncidentEnv, Incidents};
 use super::ingest::{applied_events, health_input};
 use super::model::{
     ArtifactBlob, DeploymentDoc, DeploymentInput, DeviceInput, DevicePatch, FlowInput, Outgoing,
@@ -41,6 +42,7 @@ pub struct Core {
     audit: Audit,
     events: EventSink,
     rollups: Rollups,
+    incidents: Incidents,
 }
 
 impl Core {
@@ -61,7 +63,9 @@ impl Core {
             release_key,
         );
         let rollups = Rollups::new(config.health_window, config.health_retention);
+        let incidents = Incidents::load(&store, config.rollback_verify_timeout)?;
         Ok(Core {
+            incidents,
             rollups,
             coordinator_key,
             store,
@@ -97,7 +101,41 @@ impl Core {
     /// Publishes the events staged since the last call (the actor calls this after each job,
     /// batch and tick, once their writes are committed).
     pub fn flush_events(&mut self) {
+        let (incidents, mut env) = self.incident_env();
+        incidents.notice(&mut env);
         self.events.flush();
+    }
+
+    /// The incidents part with the parts it reads.
+    fn incident_env(&mut self) -> (&mut Incidents, IncidentEnv<'_>) {
+        (
+            &mut self.incidents,
+            IncidentEnv {
+                store: &self.store,
+                registry: &self.registry,
+                deployments: &self.deployments,
+                flows: &self.flows,
+                events: &mut self.events,
+            },
+        )
+    }
+
+    /// `GET /deployments/{id}/incident`.
+    pub fn incident_report(
+        &mut self,
+        id: &str,
+        now: Millis,
+    ) -> Result<crate::contract::IncidentReport, ServiceError> {
+        let (incidents, mut env) = self.incident_env();
+        incidents.report(&mut env, id, now)
+    }
+
+    /// A deployment's rollback verification, if a device of it was rolled back.
+    pub fn rollback_verification(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::contract::RollbackVerification>, ServiceError> {
+        self.incidents.verification(&self.store, id)
     }
 
     /// The deployments part with the other parts an engine step needs.
@@ -139,6 +177,8 @@ impl Core {
         }
         let (deployments, mut env) = self.engines();
         deployments.tick(&mut env, now);
+        let (incidents, mut env) = self.incident_env();
+        incidents.tick(&mut env, now);
     }
 
     /// Length of one health rollup window (ms).
@@ -652,6 +692,10 @@ impl Core {
         match &r.health {
             Some(h) => deployments.health(&mut env, id, health_input(h), now),
             None => deployments.health_missing(&mut env, id, now),
+        }
+        if self.incidents.is_waiting() {
+            let (incidents, mut env) = self.incident_env();
+            incidents.observe(&mut env, id, now);
         }
         Ok(())
     }

@@ -369,6 +369,28 @@ impl EventSink {
         });
     }
 
+    /// The events staged so far, oldest first: (kind, at, deployment, device, data). Read by
+    /// the incidents part once the step that staged them committed.
+    pub fn staged(
+        &self,
+    ) -> impl Iterator<Item = (EventKind, Millis, Option<&str>, Option<&str>, &Value)> {
+        self.pending.iter().map(|e| {
+            (
+                e.kind,
+                e.at,
+                e.deployment_id.as_deref(),
+                e.device_id.as_deref(),
+                &e.data,
+            )
+        })
+    }
+
+    /// When more events were staged than the ring keeps (they were dropped for one `reset`),
+    /// the time of the first one dropped.
+    pub fn overflowed_at(&self) -> Option<Millis> {
+        self.overflowed
+    }
+
     /// Publishes what was staged (after the commit that made it true).
     pub fn flush(&mut self) {
         if let Some(at) = self.overflowed.take() {

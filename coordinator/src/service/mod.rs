@@ -47,6 +47,8 @@ pub mod events;
 mod flows;
 mod hooks;
 mod hygiene;
+mod incident_report;
+mod incidents;
 mod ingest;
 pub mod model;
 mod names;

@@ -24,6 +24,10 @@ use std::path::PathBuf;
 /// devices are tracked apart and never treated as failed, which a late report must not undo.
 pub const DEFAULT_OFFLINE_AFTER: Millis = 90_000;
 
+/// How long a rolled-back device has to report healthy on its previous version, by default:
+/// 5 min (`service::incidents`).
+pub const DEFAULT_VERIFY_TIMEOUT: Millis = 5 * 60_000;
+
 /// Settings of the service.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -54,6 +58,9 @@ pub struct ServiceConfig {
     pub health_retention: Millis,
     /// The pre-deployment checklist's settings.
     pub preflight: super::PreflightSettings,
+    /// How long a rolled-back device has to report healthy on its previous version before it
+    /// counts unhealthy (or unverified when silent) (default 5 min).
+    pub rollback_verify_timeout: Millis,
 }
 
 impl ServiceConfig {
@@ -71,6 +78,7 @@ impl ServiceConfig {
             health_window: 60_000,
             health_retention: 24 * 3_600_000,
             preflight: super::PreflightSettings::default(),
+            rollback_verify_timeout: DEFAULT_VERIFY_TIMEOUT,
         }
     }
 }

@@ -1073,6 +1073,9 @@ async fn the_actor_answers_signals_publishes_and_stops_on_shutdown() {
 #[path = "vars_tests.rs"]
 mod vars_tests;
 
+#[path = "incidents_tests.rs"]
+mod incidents_tests;
+
 /// Every event published so far, oldest first.
 fn published_events(core: &mut Core) -> Vec<crate::contract::Event> {
     core.flush_events();

@@ -27,6 +27,7 @@ mod api_tokens;
 mod canary_facts;
 mod devices;
 mod hooks;
+mod incidents;
 mod journal;
 mod read;
 mod records;
@@ -37,6 +38,7 @@ mod vars;
 pub use api_tokens::{ApiTokenRecord, api_token_hash};
 pub use canary_facts::{CanaryFacts, MAX_OFFLINE_HISTORY};
 pub use hooks::HookRecord;
+pub use incidents::IncidentRow;
 pub use journal::{LoggedInput, SNAPSHOT_VERSION};
 pub use read::ReadPool;
 pub use records::{
@@ -216,6 +218,16 @@ const MIGRATIONS: &[&str] = &[
         secret TEXT NOT NULL,
         created_at INTEGER NOT NULL
      );",
+    // 8: incident reports and rollback verification, one row per deployment (see
+    // `incidents`): the report of a failed or rolled-back deployment, and the verification
+    // state of its rolled-back devices.
+    "CREATE TABLE incidents (
+        deployment_id TEXT PRIMARY KEY,
+        report TEXT,
+        verification TEXT,
+        verification_pending INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
@@ -828,28 +840,7 @@ impl Store {
 }
 
 /// Formats unix milliseconds as an RFC 3339 UTC timestamp (`2026-11-22T03:04:05.678Z`).
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
+pub use floe_rollout::duration::rfc3339;
 
 #[cfg(test)]
 mod tests;

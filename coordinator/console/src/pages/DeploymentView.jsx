@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, live, qs, fmtTime, session } from '../api.js';
 import { Badge, ErrorBox, Pager, useCursor, useLoad } from '../ui.jsx';
 import { Progress } from './Deployments.jsx';
+import { Incident, Verification, hasIncident } from './Incident.jsx';
 
 // Which commands make sense in which status (the server decides; a refused one shows its 409).
 const COMMANDS = [
@@ -153,16 +154,24 @@ export function DeploymentView({ id, tab }) {
           {d.completed_at ? ` · finished ${fmtTime(d.completed_at)}` : ''}
         </span>
       </div>
+      <Verification v={d.rollback_verification} />
       <nav class="tabs">
-        <a href={`#/deployments/${id}`} class={tab !== 'report' ? 'active' : ''}>
+        <a href={`#/deployments/${id}`} class={tab !== 'report' && tab !== 'incident' ? 'active' : ''}>
           Stages
         </a>
         <a href={`#/deployments/${id}/report`} class={tab === 'report' ? 'active' : ''} id="report-tab">
           Report
         </a>
+        {hasIncident(d) ? (
+          <a href={`#/deployments/${id}/incident`} class={tab === 'incident' ? 'active' : ''} id="incident-tab">
+            Incident
+          </a>
+        ) : null}
       </nav>
       {tab === 'report' ? (
         <Report id={id} version={version} />
+      ) : tab === 'incident' && hasIncident(d) ? (
+        <Incident id={id} version={version} />
       ) : (
         <>
           <div class="stages" id="stages">

@@ -144,6 +144,9 @@ pub(super) const F_COMMIT_QUEUED: u16 = 128;
 /// The running rollback sweep waits for this device's rollback to settle (counted once in
 /// the sweep's `waiting`, uncounted once when it settles).
 pub(super) const F_SWEEP_WAIT: u16 = 256;
+/// Skipped while it was offline (unreachable), as opposed to never started because the
+/// deployment stopped before reaching it (the report counts the two apart).
+pub(super) const F_SKIPPED_OFFLINE: u16 = 1 << 15;
 
 /// The target status of a device in phase `p` with flags `flags`.
 pub(super) fn status_of(p: DevPhase, flags: u16) -> TargetStatus {

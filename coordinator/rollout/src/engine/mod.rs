@@ -521,6 +521,31 @@ impl Rollout {
         c
     }
 
+    /// Skipped targets that were offline (unreachable) when skipped; the other skipped ones
+    /// were never started because the deployment stopped first (O(fleet)).
+    pub fn skipped_unreachable(&self) -> u64 {
+        self.devs
+            .iter()
+            .filter(|d| d.phase == DevPhase::Skipped && d.flags & F_SKIPPED_OFFLINE != 0)
+            .count() as u64
+    }
+
+    /// A target's last health report on the new version (error rate, p95 ms, memory MB), kept
+    /// after its rollback (reports after it do not reach these figures); `None` when it sent
+    /// none (all three zero). For incident reports.
+    pub fn last_new_version_health(&self, device: u32) -> Option<[f32; 3]> {
+        let d = self.devs.get(device as usize)?;
+        let m = [d.error_rate, d.p95_ms, d.memory_mb];
+        m.iter().any(|v| *v != 0.0).then_some(m)
+    }
+
+    /// Whether a target was skipped while offline (see [`Rollout::skipped_unreachable`]).
+    pub fn target_unreachable(&self, device: u32) -> bool {
+        self.devs
+            .get(device as usize)
+            .is_some_and(|d| d.flags & F_SKIPPED_OFFLINE != 0)
+    }
+
     /// The completion gate's verdict, once evaluated.
     pub fn completion_verdict(&self) -> Option<Verdict> {
         self.machine.completion_verdict

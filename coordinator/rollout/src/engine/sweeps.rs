@@ -177,7 +177,17 @@ impl Rollout {
             }
             self.sweep_waits_for(d);
         } else if phase == DevPhase::Idle && matches!(scope, Scope::Stage(_)) {
+            self.mark_skipped_offline(d);
             self.set_phase(d, DevPhase::Skipped);
+        }
+    }
+
+    /// Remembers that a device about to be skipped is offline (unreachable), before the
+    /// final sweep clears its offline bit.
+    fn mark_skipped_offline(&mut self, d: u32) {
+        let dev = &mut self.devs[d as usize];
+        if dev.flags & F_OFFLINE != 0 {
+            dev.flags |= F_SKIPPED_OFFLINE;
         }
     }
 
@@ -271,6 +281,9 @@ impl Rollout {
                     | DevPhase::Skipped => p,
                 };
                 self.release_slot(d);
+                if to == DevPhase::Skipped {
+                    self.mark_skipped_offline(d);
+                }
                 self.set_phase(d, to);
                 if to == DevPhase::Committed && p != DevPhase::Committed {
                     self.directive(d, DirectiveKind::Commit);

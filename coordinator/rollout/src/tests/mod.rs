@@ -12,6 +12,7 @@ mod offline;
 mod operator;
 mod persisted;
 mod properties;
+mod report;
 mod signals;
 mod stages;
 mod strategies;

@@ -114,7 +114,15 @@ enum DeployCommand {
         /// The deployment id.
         id: String,
     },
-    /// Print a deployment's report.
+    /// Print a deployment's incident report (failed or rolled-back deployments).
+    Incident {
+        /// The deployment id.
+        id: String,
+        /// markdown (default) or json.
+        #[arg(long, value_parser = ["markdown", "json"], default_value = "markdown")]
+        format: String,
+    },
+    /// Print a deployment's report (and its incident report, if it has one).
     Report {
         /// The deployment id.
         id: String,
@@ -368,7 +376,13 @@ pub(crate) fn run(args: DeployArgs) -> Result<ExitCode> {
             };
             let reply = call(&c, |c| c.deployment_report(&id, f))?;
             print_raw(&reply.text);
+            if f == ReportFormat::Markdown {
+                crate::incident::append_to_report(&c, &id)?;
+            }
             Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::Incident { id, format } => {
+            crate::incident::print(&c, &id, json_out || format == "json")
         }
     }
 }
@@ -642,6 +656,12 @@ mod tests {
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
         let err = parse(&["report", "d", "--format", "html"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        let err = parse(&["incident", "d", "--format", "html"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(matches!(
+            parse(&["incident", "d", "--format", "json"]).map(|a| a.command),
+            Ok(DeployCommand::Incident { id, format }) if id == "d" && format == "json"
+        ));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod flow;
 mod gates_view;
 mod health;
 mod hooks;
+mod incident;
 mod join;
 mod keys;
 mod loadtest;

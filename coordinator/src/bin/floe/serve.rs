@@ -25,6 +25,10 @@ pub(crate) struct ServeArgs {
     /// How long the fleet's health rollups (per device group, one per minute) are kept.
     #[arg(long, default_value = "24h")]
     health_retention: String,
+    /// How long a rolled-back device has to report healthy on its previous version (after
+    /// it: unhealthy, or unverified when silent).
+    #[arg(long, default_value = "5m")]
+    rollback_verify_timeout: String,
     /// How long a signed directive stays valid.
     #[arg(long, default_value = "1h")]
     directive_ttl: String,
@@ -140,6 +144,8 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     config.preflight.enforce = args.preflight == "enforce";
     config.preflight.heartbeat_within =
         parse_duration(&args.preflight_heartbeat).context("--preflight-heartbeat")?;
+    config.rollback_verify_timeout =
+        parse_duration(&args.rollback_verify_timeout).context("--rollback-verify-timeout")?;
     config.republish =
         std::time::Duration::from_millis(parse_duration(&args.republish).context("--republish")?);
     config.fabric_listen = parse_addrs("--fabric-listen", &args.fabric_listen)?;
