@@ -377,10 +377,18 @@ impl Device {
                  bootstrap_peers = [{peers}]\nmdns = false\nheartbeat_interval_ms = 500\n\
                  trust_store = {trust}\n[labels]\ne2e = \"yes\"\n[trial]\nmin_ready_seconds = 2\n\
                  check_interval_ms = 200\nsmoke_timeout_ms = 1500\nstart_timeout_ms = 3000\n\
-                 stop_timeout_ms = 500\n{extra}",
+                 stop_timeout_ms = 500\n{health}{extra}",
                 data = quote(&data.to_string_lossy()),
                 arch = quote(floe_wire::artifact::native_arch()),
                 region = quote(region),
+                // The devices share the test host, whose CPU and disk are not theirs: a busy
+                // or nearly full host must not make them report degraded (gates do not count
+                // degraded devices as healthy). A test that sets `[health]` keeps its own.
+                health = if extra.contains("[health]") {
+                    ""
+                } else {
+                    "[health]\ncpu_degraded_percent = 100\ndisk_degraded_percent = 98\n"
+                },
                 port = crate::net::free_port().unwrap(),
                 peers = peers.join(", "),
                 trust = quote(&data.join("trust").to_string_lossy()),
