@@ -381,13 +381,18 @@ impl Device {
                 data = quote(&data.to_string_lossy()),
                 arch = quote(floe_wire::artifact::native_arch()),
                 region = quote(region),
-                // The devices share the test host, whose CPU and disk are not theirs: a busy
-                // or nearly full host must not make them report degraded (gates do not count
-                // degraded devices as healthy). A test that sets `[health]` keeps its own.
+                // The devices share the test host, whose CPU, memory and disk are not theirs:
+                // a busy or nearly full host must not make them report degraded (gates do not
+                // count degraded devices as healthy), so they read no /proc (CPU and memory
+                // "not available") and mark the disk only near full. A test that sets
+                // `[health]` keeps its own.
                 health = if extra.contains("[health]") {
-                    ""
+                    String::new()
                 } else {
-                    "[health]\ncpu_degraded_percent = 100\ndisk_degraded_percent = 98\n"
+                    format!(
+                        "[health]\nproc_root = {}\ndisk_degraded_percent = 98\n",
+                        quote(&data.join("no-proc").to_string_lossy())
+                    )
                 },
                 port = crate::net::free_port().unwrap(),
                 peers = peers.join(", "),
