@@ -519,12 +519,14 @@ impl Drop for Device {
 }
 
 /// A device configuration as a site might start it before `floed join`: test-friendly trial
-/// and health settings and the local HTTP port, no fleet keys (the join adds those).
+/// and health settings and the local HTTP port, no fleet keys (the join adds those). Like
+/// [`Device::start`]'s devices it reads no host /proc: the test host's load is not its own.
 pub fn pre_join_config(http_port: u16) -> String {
     format!(
         "# Site settings, kept by floed join.\nhttp_listen = \"127.0.0.1:{http_port}\"\nmdns = false\n\
          heartbeat_interval_ms = 500\n[trial]\nmin_ready_seconds = 2\ncheck_interval_ms = 200\n\
-         smoke_timeout_ms = 1500\nstart_timeout_ms = 3000\nstop_timeout_ms = 500\n"
+         smoke_timeout_ms = 1500\nstart_timeout_ms = 3000\nstop_timeout_ms = 500\n\
+         [health]\nproc_root = \"/nonexistent/floe-e2e-no-proc\"\ndisk_degraded_percent = 98\n"
     )
 }
 
