@@ -8,7 +8,8 @@
 //! validates each answer against this document.
 
 use crate::contract::{
-    ApiTokenCreated, ApiTokenInput, ApiTokenList, DeviceVars, HealthGroups, WhoAmI,
+    ApiTokenCreated, ApiTokenInput, ApiTokenList, DeviceVars, HealthGroups, PendingDeviceList,
+    WhoAmI,
 };
 use crate::contract::{
     AuditPage, BatchResult, Deployment, DeploymentInput, DeploymentPage, Device, DeviceBatch,
@@ -43,6 +44,9 @@ pub const PATHS: &[(&str, &[&str])] = &[
     ("/devices", &["get", "post"]),
     ("/devices/{id}", &["get", "patch"]),
     ("/devices/batch", &["post"]),
+    ("/devices/pending", &["get"]),
+    ("/devices/pending/{id}", &["delete"]),
+    ("/devices/pending/{id}/accept", &["post"]),
     ("/directives/pending", &["get"]),
     ("/directives/feed", &["get"]),
     ("/devices/{id}/report", &["post"]),
@@ -368,6 +372,40 @@ pub fn document() -> Value {
         "parameters": [{"name": "floe-device-auth", "in": "header", "required": true, "schema": {"type": "string"}, "description": "<unix seconds>.<hex ed25519 signature by the device's key over \"floe-sig-v1\\0device-request\\0GET /api/v1/devices/{id}/directive\\n<unix seconds>\">, within 120 s of the coordinator's clock"}],
         "responses": {"200": {"description": "DirectivePost", "content": {"application/cbor": {"schema": {"type": "string", "format": "binary"}}}}, "204": {"description": "no directive"}, "401": {"description": "missing, stale or foreign signature"}},
     }})));
+    let o = op::<PendingDeviceList>(
+        &mut s,
+        "Devices that reported without an enrollment token or an allowlist entry, oldest first (held in memory, at most 1 000)",
+        None,
+        "200",
+        "the requests",
+        vec![],
+    );
+    paths.insert("/devices/pending".into(), json!({ "get": o }));
+    let o = op::<Device>(
+        &mut s,
+        "Accept a device's request: its key goes on the allowlist with the facts it reported, and its next report enrolls it (audited)",
+        None,
+        "201",
+        "the allowlisted device",
+        vec![],
+    );
+    paths.insert(
+        "/devices/pending/{id}/accept".into(),
+        with_id(json!({ "post": o })),
+    );
+    let mut reject = Map::new();
+    reject.insert(
+        "204".into(),
+        json!({"description": "dropped; a device that keeps reporting asks again"}),
+    );
+    errors(&mut s, &mut reject);
+    paths.insert(
+        "/devices/pending/{id}".into(),
+        with_id(json!({"delete": {
+            "summary": "Reject a device's request (audited)",
+            "responses": reject,
+        }})),
+    );
     let token = s.request::<TokenInput>();
     let o = op::<EnrollToken>(
         &mut s,

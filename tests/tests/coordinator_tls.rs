@@ -1,5 +1,6 @@
-//! `floe serve --tls-cert --tls-key` and the `floe` CLI over https, as real processes: a
-//! self-signed certificate made here (rcgen), the CLI with `--ca` (and `FLOE_CA`) works,
+//! `floe serve --tls-cert --tls-key` (and `--tls-self-signed` with `floe --pin`) and the `floe`
+//! CLI over https, as real processes: a self-signed certificate made here (rcgen), the CLI with
+//! `--ca` (and `FLOE_CA`) works,
 //! without it fails with a certificate error, and plain HTTP to the TLS port fails at once.
 //! Named tokens through the CLI: a viewer is refused token management with its role named,
 //! and a revoked token stops working.
@@ -206,4 +207,83 @@ fn the_cli_speaks_https_to_a_tls_coordinator_and_tokens_have_roles() {
         audit.contains("token:bootstrap") && audit.contains("token.revoke"),
         "{audit}"
     );
+}
+
+/// `floe serve --tls-self-signed`: the coordinator makes its certificate at first start and
+/// prints the fingerprint; the CLI pinning it (`--pin`, `FLOE_PIN`) works, a wrong pin is
+/// refused naming both fingerprints.
+#[test]
+fn a_self_signed_coordinator_is_reached_by_pinning_its_printed_fingerprint() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("coordinator");
+    let port = floe_tests::net::free_port().unwrap();
+    let fabric = floe_tests::net::free_port().unwrap();
+    let log_path = root.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _server = Killed(
+        Command::new(floe_tests::bin("floe").unwrap())
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--fabric-listen", &format!("/ip4/127.0.0.1/tcp/{fabric}")])
+            .args(["--tls-self-signed", "--tls-name", "coordinator.test"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    let https = format!("https://127.0.0.1:{port}");
+    let started = Instant::now();
+    let (admin, pin) = loop {
+        let token = std::fs::read_to_string(data.join("api-token")).unwrap_or_default();
+        let pin = std::fs::read_to_string(data.join("tls/fingerprint")).unwrap_or_default();
+        if !token.trim().is_empty() && !pin.trim().is_empty() {
+            let o = floe(
+                &[
+                    "token",
+                    "whoami",
+                    "--server",
+                    &https,
+                    "--pin",
+                    pin.trim(),
+                    "--token",
+                    token.trim(),
+                ],
+                &[],
+            );
+            if o.status.success() {
+                assert_eq!(
+                    String::from_utf8_lossy(&o.stdout).trim(),
+                    "bootstrap (admin)"
+                );
+                break (token.trim().to_string(), pin.trim().to_string());
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the self-signed coordinator did not answer: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The fingerprint the operator reads in the output is the one that works.
+    let printed = std::fs::read_to_string(&log_path).unwrap();
+    assert!(printed.contains(&format!("fingerprint {pin}")), "{printed}");
+    let o = floe(
+        &["token", "whoami", "--server", &https, "--token", &admin],
+        &[("FLOE_PIN", &pin)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let o = floe(
+        &[
+            "token", "whoami", "--server", &https, "--token", &admin, "--pin", &wrong,
+        ],
+        &[],
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&pin) && err.contains(&wrong), "{}", text(&o));
 }

@@ -500,6 +500,16 @@ fn events_resume_exactly_webhooks_deliver_signed_in_order_and_metrics_count() {
         get(&after, "floe_reports_ingested_total") > get(&before, "floe_reports_ingested_total")
     );
     assert!(get(&after, "floe_gate_verdicts_total{verdict=\"pass\"}") >= 1.0);
+    // Every health report went through the group rollups, counted or left out.
+    let rolled = |m: &BTreeMap<String, f64>| {
+        get(m, "floe_health_rollup_reports_total{outcome=\"counted\"}")
+            + get(m, "floe_health_rollup_reports_total{outcome=\"excluded\"}")
+    };
+    assert!(rolled(&after) > rolled(&before), "{after:#?}");
+    for reason in ["token_rate", "failed_auth"] {
+        let series = format!("floe_api_throttled_total{{reason=\"{reason}\"}}");
+        assert!(after.contains_key(&series), "{series} missing: {after:#?}");
+    }
     assert!(
         get(
             &after,

@@ -12,7 +12,9 @@
 //!   from the policy is for admins only (fail closed), and a test checks every route of the
 //!   OpenAPI document has a rule.
 //! - Each token's requests pass its token bucket ([`super::ratelimit`]) or get 429 with
-//!   `Retry-After`.
+//!   `Retry-After`. Failed authentications (unknown, revoked, expired tokens) take from a
+//!   bucket of the client's address; an address whose bucket is empty gets 429 before its
+//!   token is looked at.
 //! - The handler runs with the caller's identity as a request extension and as the audit
 //!   actor of every service call it makes (`token:<name>`, [`crate::service::with_caller`]).
 
@@ -20,10 +22,11 @@ use super::tokens::{Identity, Refusal};
 use super::types::Role;
 use super::{ApiError, AppState, MAX_BODY, too_large};
 use crate::store::rfc3339;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Who may call a route.
@@ -80,6 +83,9 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("GET", "/devices/{id}", READ),
     ("PATCH", "/devices/{id}", WRITE),
     ("POST", "/devices/batch", WRITE),
+    ("GET", "/devices/pending", READ),
+    ("POST", "/devices/pending/{id}/accept", ENROLL),
+    ("DELETE", "/devices/pending/{id}", ENROLL),
     ("POST", "/devices/{id}/report", Rule::Open),
     ("GET", "/devices/{id}/directive", Rule::Open),
     ("GET", "/devices/{id}/vars", READ),
@@ -197,6 +203,18 @@ fn throttled(who: &Identity, retry_after: u64) -> Response {
     resp
 }
 
+fn too_many_failures(addr: &str, retry_after: u64) -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests with an invalid token from {addr}; retry after {retry_after} s"),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
 pub(super) async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
     // A declared length over the cap is refused before any of the body is read.
     let declared = req
@@ -224,21 +242,38 @@ pub(super) async fn auth(State(st): State<AppState>, req: Request, next: Next) -
         )
         .into_response();
     };
+    let now = floe_wire::clock::unix_ms();
+    // Failed authentications are counted per client address (without one, in-process
+    // callers are not limited): past the allowance the token is not even looked at.
+    let address = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| Arc::<str>::from(c.0.ip().to_string()));
+    if let Some(addr) = &address
+        && let Some(retry_after) = st.failures.exhausted(addr, now)
+    {
+        st.failures.count_refusal();
+        return too_many_failures(addr, retry_after);
+    }
     if let Err(e) = st.tokens.ensure_loaded(&st.handle).await {
         return ApiError::from(e).into_response();
     }
-    let now = floe_wire::clock::unix_ms();
     let (who, persist) = match st.tokens.authenticate(given, now) {
         Ok(x) => x,
-        Err(Refusal::Unknown) => {
-            return ApiError::unauthorized("the bearer token is not valid (unknown or revoked)")
-                .into_response();
-        }
-        Err(Refusal::Expired { name, at }) => {
-            return ApiError::unauthorized(format!(
-                "the bearer token {name:?} expired at {}",
-                rfc3339(at)
-            ))
+        Err(refusal) => {
+            if let Some(addr) = &address {
+                // Taking from the bucket; the refusal that empties it is still a 401.
+                let _ = st.failures.check(addr, now);
+            }
+            return match refusal {
+                Refusal::Unknown => {
+                    ApiError::unauthorized("the bearer token is not valid (unknown or revoked)")
+                }
+                Refusal::Expired { name, at } => ApiError::unauthorized(format!(
+                    "the bearer token {name:?} expired at {}",
+                    rfc3339(at)
+                )),
+            }
             .into_response();
         }
     };

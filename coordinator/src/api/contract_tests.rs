@@ -194,6 +194,8 @@ impl TestServer {
         let app = super::router_with_options(handle, "secret".into(), Some(join), options);
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
+            // Like floe-httpd, the peer's address reaches the handlers as ConnectInfo.
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
@@ -370,6 +372,91 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
         k.checked
             .insert(("post".into(), "/devices/{id}/report".into()));
     }
+    // Two devices nobody registered report anyway: refused, and listed as pending; one is
+    // accepted (its next report enrolls it), the other rejected.
+    let send = |d: &mut VirtualDevice| {
+        let report = d.report(floe_wire::clock::unix_ms()).unwrap();
+        let url = format!("{server}/api/v1/devices/{}/report", d.id());
+        let mut answer = ureq::post(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("Content-Type", "application/cbor")
+            .send(&report[..])
+            .unwrap();
+        let status = answer.status().as_u16();
+        (
+            status,
+            answer.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    let mut asking: Vec<VirtualDevice> = (0..2u8)
+        .map(|i| VirtualDevice::new([i + 40; 32], "jetson", "us", Behaviour::Good))
+        .collect();
+    for d in asking.iter_mut() {
+        let (status, text) = send(d);
+        assert_eq!(status, 401, "{text}");
+        assert!(
+            text.contains("pending") && text.contains("floe device accept"),
+            "{text}"
+        );
+    }
+    let pending = call(&c, k, Get, "/devices/pending", "/devices/pending", None);
+    let listed: Vec<&str> = pending["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        listed.contains(&asking[0].id()) && listed.contains(&asking[1].id()),
+        "{pending}"
+    );
+    let (a, b) = (asking[0].id().to_string(), asking[1].id().to_string());
+    let accepted = call(
+        &c,
+        k,
+        Post,
+        &format!("/devices/pending/{a}/accept"),
+        "/devices/pending/{id}/accept",
+        None,
+    );
+    assert_eq!(accepted["type"], "jetson", "{accepted}");
+    assert_eq!(
+        send(&mut asking[0]).0,
+        204,
+        "accepted: its next report enrolls it"
+    );
+    call(
+        &c,
+        k,
+        Delete,
+        &format!("/devices/pending/{b}"),
+        "/devices/pending/{id}",
+        None,
+    );
+    let again = call(
+        &c,
+        k,
+        Delete,
+        &format!("/devices/pending/{b}"),
+        "/devices/pending/{id}",
+        None,
+    );
+    assert_eq!(again["error"]["code"], "not_found", "{again}");
+    let pending = call(&c, k, Get, "/devices/pending", "/devices/pending", None);
+    assert_eq!(pending["devices"], json!([]), "{pending}");
+    let audit = call(&c, k, Get, "/audit?limit=20", "/audit", None);
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"device.accept") && actions.contains(&"device.reject"),
+        "{actions:?}"
+    );
     let first_id = devices[0].id().to_string();
     let one = call(
         &c,
@@ -604,7 +691,7 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
 
     // The typed pages read back through the client's iterators.
     let all = c.devices(&Default::default(), Some(2)).all().unwrap();
-    assert_eq!(all.len(), 5);
+    assert_eq!(all.len(), 6, "five allowlisted and the accepted one");
     let deps = c.deployments(None, None, Some(1)).all().unwrap();
     assert_eq!(deps.len(), 1);
     let _: Deployment = c.get_deployment(&dep_id).unwrap().json().unwrap();

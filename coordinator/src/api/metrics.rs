@@ -113,37 +113,55 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A metric with one label: its head, then a line per (label value, figure).
+fn labelled<'a>(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    label_name: &str,
+    series: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    head(out, name, kind, help);
+    for (value, n) in series {
+        let _ = writeln!(out, "{name}{{{label_name}=\"{}\"}} {n}", label(value));
+    }
+}
+
 /// `GET /metrics`.
 pub(super) async fn metrics(State(st): State<AppState>) -> ApiResult {
     let deployments = st.handle.read(|s| Ok(s.deployment_counts()?)).await?;
-    let targets = st.handle.call(|core, _| Ok(core.target_counts())).await?;
+    let (targets, rollups) = st
+        .handle
+        .call(|core, _| Ok((core.target_counts(), core.rollup_counters())))
+        .await?;
     let ingest = st.handle.ingest_status();
     let bus = st.handle.events().stats();
     let hooks = st.handle.webhooks().stats();
+    let tokens = st.limiter.stats();
+    let failures = st.failures.stats();
     let mut out = String::with_capacity(8192);
 
-    head(
-        &mut out,
-        "floe_deployments",
-        "gauge",
-        "Deployments by status.",
-    );
     let by_status: BTreeMap<&str, u64> =
         deployments.iter().map(|(s, n)| (s.as_str(), *n)).collect();
-    for s in DeploymentStatus::ALL {
-        let n = by_status.get(s.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(out, "floe_deployments{{status=\"{}\"}} {n}", s.as_str());
-    }
-    head(
+    labelled(
         &mut out,
-        "floe_targets",
-        "gauge",
-        "Targets of unfinished deployments by status.",
+        ("floe_deployments", "gauge", "Deployments by status."),
+        "status",
+        DeploymentStatus::ALL
+            .iter()
+            .map(|s| (s.as_str(), by_status.get(s.as_str()).copied().unwrap_or(0))),
     );
-    for s in TargetStatus::ALL {
-        let n = targets.get(s.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(out, "floe_targets{{status=\"{}\"}} {n}", s.as_str());
-    }
+    labelled(
+        &mut out,
+        (
+            "floe_targets",
+            "gauge",
+            "Targets of unfinished deployments by status.",
+        ),
+        "status",
+        TargetStatus::ALL
+            .iter()
+            .map(|s| (s.as_str(), targets.get(s.as_str()).copied().unwrap_or(0))),
+    );
     head(
         &mut out,
         "floe_reports_ingested_total",
@@ -151,31 +169,69 @@ pub(super) async fn metrics(State(st): State<AppState>) -> ApiResult {
         "Device reports taken into the ingest queue since start.",
     );
     let _ = writeln!(out, "floe_reports_ingested_total {}", ingest.accepted);
+    let refused = REFUSED
+        .iter()
+        .enumerate()
+        .map(|(i, reason)| (*reason, st.metrics.refused[i].load(Ordering::Relaxed)));
+    labelled(
+        &mut out,
+        (
+            "floe_reports_refused_total",
+            "counter",
+            "Device reports refused since start, by reason.",
+        ),
+        "reason",
+        std::iter::once(("busy", ingest.refused_busy)).chain(refused),
+    );
+    labelled(
+        &mut out,
+        (
+            "floe_health_rollup_reports_total",
+            "counter",
+            "Health reports since start by what the group rollups did with them (counted; \
+             excluded: not normal operation or no room for their group).",
+        ),
+        "outcome",
+        [("counted", rollups.counted), ("excluded", rollups.excluded)],
+    );
     head(
         &mut out,
-        "floe_reports_refused_total",
+        "floe_health_rollup_windows_dropped_total",
         "counter",
-        "Device reports refused since start, by reason.",
+        "One-minute health rollup windows dropped before they could be written, since start.",
     );
     let _ = writeln!(
         out,
-        "floe_reports_refused_total{{reason=\"busy\"}} {}",
-        ingest.refused_busy
+        "floe_health_rollup_windows_dropped_total {}",
+        rollups.dropped_windows
     );
-    for (i, reason) in REFUSED.iter().enumerate() {
-        let n = st.metrics.refused[i].load(Ordering::Relaxed);
-        let _ = writeln!(out, "floe_reports_refused_total{{reason=\"{reason}\"}} {n}");
-    }
-    head(
+    labelled(
         &mut out,
-        "floe_gate_verdicts_total",
-        "counter",
-        "Gate verdicts since start, by verdict.",
+        (
+            "floe_api_throttled_total",
+            "counter",
+            "API requests answered 429 since start: a token over its rate, or an address over \
+             its allowance of failed authentications.",
+        ),
+        "reason",
+        [
+            ("token_rate", tokens.throttled),
+            ("failed_auth", failures.throttled),
+        ],
     );
-    for (i, v) in ["pass", "wait", "fail", "caution"].iter().enumerate() {
-        let n = bus.gate_verdicts[i].load(Ordering::Relaxed);
-        let _ = writeln!(out, "floe_gate_verdicts_total{{verdict=\"{v}\"}} {n}");
-    }
+    labelled(
+        &mut out,
+        (
+            "floe_gate_verdicts_total",
+            "counter",
+            "Gate verdicts since start, by verdict.",
+        ),
+        "verdict",
+        ["pass", "wait", "fail", "caution"]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (*v, bus.gate_verdicts[i].load(Ordering::Relaxed))),
+    );
     head(
         &mut out,
         "floe_events_published_total",
@@ -209,24 +265,22 @@ pub(super) async fn metrics(State(st): State<AppState>) -> ApiResult {
         "floe_events_dropped_clients_total {}",
         bus.dropped_clients.load(Ordering::Relaxed)
     );
-    head(
+    labelled(
         &mut out,
-        "floe_webhook_deliveries_total",
-        "counter",
-        "Webhook delivery outcomes since start (retried counts attempts).",
+        (
+            "floe_webhook_deliveries_total",
+            "counter",
+            "Webhook delivery outcomes since start (retried counts attempts).",
+        ),
+        "outcome",
+        [
+            ("delivered", &hooks.delivered),
+            ("retried", &hooks.retried),
+            ("gave_up", &hooks.gave_up),
+            ("dropped", &hooks.dropped),
+        ]
+        .map(|(outcome, n)| (outcome, n.load(Ordering::Relaxed))),
     );
-    for (outcome, n) in [
-        ("delivered", &hooks.delivered),
-        ("retried", &hooks.retried),
-        ("gave_up", &hooks.gave_up),
-        ("dropped", &hooks.dropped),
-    ] {
-        let _ = writeln!(
-            out,
-            "floe_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
-    }
     head(
         &mut out,
         "floe_http_request_duration_seconds",

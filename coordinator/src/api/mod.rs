@@ -25,6 +25,7 @@ mod health;
 mod hooks;
 mod join;
 mod metrics;
+mod pending;
 pub mod ratelimit;
 mod strategies;
 pub mod tokens;
@@ -197,15 +198,29 @@ struct AppState {
     handle: ServiceHandle,
     tokens: Arc<tokens::TokenTable>,
     limiter: Arc<ratelimit::Limiter>,
+    /// Failed authentications per client address.
+    failures: Arc<ratelimit::Limiter>,
     join: Option<Arc<JoinSource>>,
     metrics: Arc<metrics::HttpMetrics>,
 }
 
-/// The API's settings beyond the service: the per-token rate limit.
-#[derive(Debug, Clone, Copy, Default)]
+/// The API's settings beyond the service: the rate limits.
+#[derive(Debug, Clone, Copy)]
 pub struct ApiOptions {
     /// Every token's allowance (`floe serve --rate-limit`, `--rate-burst`).
     pub rate: ratelimit::RateLimit,
+    /// Each client address's allowance of failed authentications (`floe serve
+    /// --auth-fail-limit`, `--auth-fail-burst`).
+    pub auth_failures: ratelimit::RateLimit,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            rate: ratelimit::RateLimit::default(),
+            auth_failures: ratelimit::DEFAULT_AUTH_FAILURES,
+        }
+    }
 }
 
 /// Serialises a typed answer (here, in the handler's task: never on the service actor).
@@ -263,6 +278,7 @@ pub fn router_with_options(
         handle,
         tokens: Arc::new(tokens::TokenTable::new(&token, floe_wire::clock::unix_ms())),
         limiter: Arc::new(ratelimit::Limiter::new(options.rate)),
+        failures: Arc::new(ratelimit::Limiter::new(options.auth_failures)),
         join: join.map(Arc::new),
         metrics: Arc::default(),
     };
@@ -287,6 +303,12 @@ pub fn router_with_options(
         .route("/deployments/{id}/{command}", post(deployment_command))
         .route("/devices", get(list_devices).post(allow_device))
         .route("/devices/batch", post(allow_devices))
+        .route("/devices/pending", get(pending::list))
+        .route(
+            "/devices/pending/{id}",
+            axum::routing::delete(pending::reject),
+        )
+        .route("/devices/pending/{id}/accept", post(pending::accept))
         .route("/devices/{id}", get(get_device).patch(patch_device))
         .route("/devices/{id}/report", post(device_report))
         .route("/devices/{id}/directive", get(device_directive))
@@ -843,12 +865,14 @@ async fn audit(
 /// `GET /status`: the ingest path's counters, read without the actor.
 async fn status(State(st): State<AppState>) -> Json<Status> {
     let limits = st.limiter.stats();
+    let failures = st.failures.stats();
     Json(Status {
         ingest: st.handle.ingest_status(),
         rate_limit: types::RateLimitStatus {
             throttled: limits.throttled,
             evicted: limits.evicted,
             buckets: limits.buckets as u64,
+            failed_auth_throttled: failures.throttled,
         },
     })
 }

@@ -19,6 +19,14 @@ pub const DEFAULT_RATE: u32 = 100;
 pub const DEFAULT_BURST: u32 = 1000;
 /// The highest rate or burst accepted.
 pub const MAX_RATE: u32 = 1_000_000;
+/// The default allowance of failed authentications (an unknown, revoked or expired bearer
+/// token) per client address: a burst of 20, then one a second. Past it the address gets 429
+/// before its token is even looked at, so guessing tokens or flooding the token table costs
+/// the guesser time, not the coordinator.
+pub const DEFAULT_AUTH_FAILURES: RateLimit = RateLimit {
+    per_sec: 1,
+    burst: 20,
+};
 
 /// A token's allowance: `per_sec` requests a second on average, `burst` at once. A rate of
 /// 0 turns the limit off.
@@ -152,6 +160,28 @@ impl Limiter {
         let missing = 1000 - bucket.milli;
         let per_ms = u64::from(self.limit.per_sec);
         Err(missing.div_ceil(per_ms).div_ceil(1000).max(1))
+    }
+
+    /// Counts one refusal that [`Limiter::exhausted`] caused (it takes nothing from a bucket).
+    pub fn count_refusal(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `name`'s bucket is empty at `now`, without taking from it: `Some(seconds)` to
+    /// wait when it is (at least 1), `None` when a request would pass.
+    pub fn exhausted(&self, name: &str, now: u64) -> Option<u64> {
+        if self.limit.per_sec == 0 {
+            return None;
+        }
+        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = self.refill(*buckets.get(name)?, now);
+        (bucket.milli < 1000).then(|| {
+            let missing = 1000 - bucket.milli;
+            missing
+                .div_ceil(u64::from(self.limit.per_sec))
+                .div_ceil(1000)
+                .max(1)
+        })
     }
 
     /// Drops every bucket that is full again at `now`; if none is, the one idle longest.

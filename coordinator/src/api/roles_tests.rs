@@ -30,6 +30,9 @@ fn expected(method: &str, path: &str) -> Option<Vec<Role>> {
         (_, p) if p.starts_with("/tokens") => vec![Admin],
         ("get", "/whoami") => vec![Admin, Operator, Viewer, Enroller],
         ("post", "/enrollment-tokens") => vec![Admin, Operator, Enroller],
+        ("post", "/devices/pending/{id}/accept") | ("delete", "/devices/pending/{id}") => {
+            vec![Admin, Operator, Enroller]
+        }
         ("get", "/join-info") => vec![Admin, Operator, Viewer, Enroller],
         ("get", _) => vec![Admin, Operator, Viewer],
         _ => vec![Admin, Operator],
@@ -120,7 +123,16 @@ fn the_policy_agrees_with_the_role_matrix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_against_every_role() {
-    let server = TestServer::start().await;
+    // Hundreds of deliberate bad-token calls from one address: the address's allowance of
+    // failures (tested on its own below) is off here.
+    let server = TestServer::start_with(super::ApiOptions {
+        auth_failures: RateLimit {
+            per_sec: 0,
+            burst: 0,
+        },
+        ..super::ApiOptions::default()
+    })
+    .await;
     let url = server.url.clone();
     tokio::task::spawn_blocking(move || {
         let admin = Client::new(&url, Some("secret".into())).unwrap();
@@ -275,6 +287,7 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
             per_sec: 1,
             burst: 3,
         },
+        ..super::ApiOptions::default()
     };
     let server = TestServer::start_with(options).await;
     let url = server.url.clone();
@@ -318,6 +331,57 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
             .json()
             .unwrap();
         assert!(st["rate_limit"]["throttled"].as_u64().unwrap() >= 1, "{st}");
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_sending_bad_tokens_gets_429_before_its_token_is_checked() {
+    let options = super::ApiOptions {
+        auth_failures: RateLimit {
+            per_sec: 1,
+            burst: 4,
+        },
+        ..super::ApiOptions::default()
+    };
+    let server = TestServer::start_with(options).await;
+    let url = server.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let admin = Client::new(&url, Some("secret".into())).unwrap();
+        let guesser = Client::new(&url, Some("not-a-token".into())).unwrap();
+        // The burst of failures is answered 401, as before.
+        for _ in 0..4 {
+            assert_eq!(status(&guesser, Method::Get, "/whoami", None).0, 401);
+        }
+        // Then the address is refused with 429 (a slow machine may have refilled one
+        // failure meanwhile: a few tries at most).
+        let (code, message) = (0..4)
+            .map(|_| status(&guesser, Method::Get, "/flows", None))
+            .find(|(code, _)| *code == 429)
+            .expect("no 429 after the burst of failed authentications");
+        assert_eq!(code, 429);
+        assert!(
+            message.contains("invalid token from 127.0.0.1"),
+            "{message}"
+        );
+        // While the address is over its allowance even a valid token waits: the limit is
+        // the address's, and the guesser and the admin share 127.0.0.1 here.
+        let (code, _) = status(&admin, Method::Get, "/whoami", None);
+        assert_eq!(code, 429);
+        // After the refill, valid tokens pass and failures are counted in /status.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(status(&admin, Method::Get, "/whoami", None).0, 200);
+        let st: serde_json::Value = admin
+            .call(Method::Get, "/status", None)
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(
+            st["rate_limit"]["failed_auth_throttled"].as_u64().unwrap() >= 2,
+            "{st}"
+        );
     })
     .await
     .unwrap();

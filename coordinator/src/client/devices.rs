@@ -58,6 +58,29 @@ impl Client {
         self.call(Method::Post, "/devices", Some(&to_value(body)))
     }
 
+    /// `GET /devices/pending`: devices that asked to join without a token.
+    pub fn pending_devices(&self) -> Result<Reply, ClientError> {
+        self.call(Method::Get, "/devices/pending", None)
+    }
+
+    /// `POST /devices/pending/:id/accept`.
+    pub fn accept_device(&self, id: &str) -> Result<Reply, ClientError> {
+        self.call(
+            Method::Post,
+            &format!("/devices/pending/{}/accept", seg(id)),
+            None,
+        )
+    }
+
+    /// `DELETE /devices/pending/:id`.
+    pub fn reject_device(&self, id: &str) -> Result<Reply, ClientError> {
+        self.call(
+            Method::Delete,
+            &format!("/devices/pending/{}", seg(id)),
+            None,
+        )
+    }
+
     /// `POST /enrollment-tokens`.
     pub fn create_enroll_token(&self, ttl: Option<&str>) -> Result<Reply, ClientError> {
         let body = TokenInput {

@@ -22,6 +22,13 @@ pub enum ClientError {
         /// What is wrong with it.
         message: String,
     },
+    /// Setup: the `--pin` fingerprint is malformed, or the server does not present the
+    /// certificate it names.
+    #[error("the pinned certificate (--pin / FLOE_PIN): {message}")]
+    BadPin {
+        /// What is wrong.
+        message: String,
+    },
     /// Connect: the server could not be reached (refused, unknown host, timed out connecting).
     #[error("cannot reach the coordinator at {server}: {}", transport_text(source))]
     Connect {

@@ -38,8 +38,8 @@ pub use crate::contract::{
     ApiToken, ApiTokenCreated, ApiTokenList, AuditEntry, AuditPage, Deployment, DeploymentInput,
     DeploymentPage, Device, DeviceHealth, DeviceInput, DevicePage, DeviceVars, EnrollToken, Flow,
     FlowArtifact, FlowInput, FlowList, Gate, GateCheck, GroupVars, GroupVarsChange, GroupVarsList,
-    JoinInfo, ResolvedVar, Role, Slot, Stage, Target, TargetPage, VarGroup, VarSource, VarsChange,
-    WhoAmI,
+    JoinInfo, PendingDevice, PendingDeviceList, ResolvedVar, Role, Slot, Stage, Target, TargetPage,
+    VarGroup, VarSource, VarsChange, WhoAmI,
 };
 pub use deployments::{DeploymentAction, ReportFormat};
 pub use devices::DeviceFilter;

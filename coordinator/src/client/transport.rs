@@ -66,6 +66,18 @@ impl Method {
     }
 }
 
+/// `server` without trailing slashes, if it is an http:// or https:// URL with a host.
+fn checked_server(server: &str) -> Result<String, ClientError> {
+    let server = server.trim_end_matches('/').to_string();
+    let host = server
+        .strip_prefix("http://")
+        .or_else(|| server.strip_prefix("https://"));
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(server),
+        _ => Err(ClientError::BadServer { server }),
+    }
+}
+
 /// A client for one coordinator.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -89,14 +101,7 @@ impl Client {
         token: Option<String>,
         ca_pem: Option<&[u8]>,
     ) -> Result<Client, ClientError> {
-        let server = server.trim_end_matches('/').to_string();
-        let host = server
-            .strip_prefix("http://")
-            .or_else(|| server.strip_prefix("https://"));
-        match host {
-            Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {}
-            _ => return Err(ClientError::BadServer { server }),
-        }
+        let server = checked_server(server)?;
         let roots = match ca_pem {
             Some(pem) => {
                 crate::tls::ca_roots(pem).map_err(|message| ClientError::BadCa { message })?
@@ -105,6 +110,27 @@ impl Client {
             None if server.starts_with("https://") => crate::tls::system_roots(),
             None => Vec::new(),
         };
+        Ok(Client::build(server, token, roots))
+    }
+
+    /// [`Client::new`] for an `https://` server whose certificate has the SHA-256 fingerprint
+    /// `pin` (`sha256:…`, as `floe serve --tls-self-signed` prints it): the certificate is
+    /// fetched once with a handshake that accepts only that fingerprint, then trusted as the
+    /// only root, so the usual name checks still apply to every request.
+    pub fn with_pin(server: &str, token: Option<String>, pin: &str) -> Result<Client, ClientError> {
+        let server = checked_server(server)?;
+        let bad = |message| ClientError::BadPin { message };
+        let pin = crate::tls::pin::parse_pin(pin).map_err(bad)?;
+        let cert = crate::tls::pin::fetch_pinned(&server, pin).map_err(bad)?;
+        let roots = vec![ureq::tls::Certificate::from_der(cert.as_ref()).to_owned()];
+        Ok(Client::build(server, token, roots))
+    }
+
+    fn build(
+        server: String,
+        token: Option<String>,
+        roots: Vec<ureq::tls::Certificate<'static>>,
+    ) -> Client {
         let tls = crate::tls::config(roots);
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -112,11 +138,11 @@ impl Client {
             .timeout_global(Some(REQUEST_TIMEOUT))
             .tls_config(tls)
             .build();
-        Ok(Client {
+        Client {
             server,
             token: token.filter(|t| !t.is_empty()),
             agent: config.into(),
-        })
+        }
     }
 
     /// The server address the client talks to.

@@ -176,3 +176,32 @@ pub struct FeedPage {
     /// starts over.
     pub cursor: String,
 }
+
+/// A device that asked to join with neither a one-time token nor an allowlist entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingDevice {
+    /// Its id: the hex of its ed25519 key (its reports are signed by it).
+    pub id: String,
+    /// Hardware type, as it reported.
+    #[serde(rename = "type")]
+    pub device_type: String,
+    /// CPU architecture, as it reported.
+    pub arch: String,
+    /// Region, as it reported.
+    pub region: String,
+    /// floed's version, as it reported.
+    pub runtime_version: String,
+    /// RFC 3339 of its first refused report.
+    pub first_seen: String,
+    /// RFC 3339 of its last refused report.
+    pub last_seen: String,
+    /// How many of its reports were refused.
+    pub reports: u64,
+}
+
+/// `GET /devices/pending`: the enrollment requests, oldest first (at most 1 000).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingDeviceList {
+    /// The requests.
+    pub devices: Vec<PendingDevice>,
+}

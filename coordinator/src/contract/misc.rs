@@ -53,6 +53,9 @@ pub struct RateLimitStatus {
     pub evicted: u64,
     /// Buckets held now (one per token seen recently).
     pub buckets: u64,
+    /// Requests answered 429 because their address had too many failed authentications.
+    #[serde(default)]
+    pub failed_auth_throttled: u64,
 }
 
 /// `GET /api/v1/status`: the coordinator's own figures.

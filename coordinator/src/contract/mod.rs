@@ -36,7 +36,7 @@ pub use deployments::{
 };
 pub use devices::{
     AppliedDirective, BatchResult, Device, DeviceHealth, DevicePage, EnrollToken, FeedDirective,
-    FeedPage, JoinInfo, PendingDirective, PendingPage, Slot,
+    FeedPage, JoinInfo, PendingDevice, PendingDeviceList, PendingDirective, PendingPage, Slot,
 };
 pub use enums::{FlowState, GateVerdict, HealthLevel, Role, UnknownName};
 pub use events::{

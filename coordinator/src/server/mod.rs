@@ -72,6 +72,10 @@ pub struct ServerConfig {
     pub api: api::ApiOptions,
     /// Serve the REST API over TLS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Serve the REST API over TLS with a self-signed certificate kept in `DATA_DIR/tls/`,
+    /// made at first start with these names besides localhost, loopback and the host's name
+    /// (`floe serve --tls-self-signed [--tls-name NAME]…`). Not with `tls`.
+    pub tls_self_signed: Option<Vec<String>>,
 }
 
 /// The PEM files of `floe serve --tls-cert --tls-key`.
@@ -135,6 +139,7 @@ impl ServerConfig {
             health_retention: 24 * 3_600_000,
             api: api::ApiOptions::default(),
             tls: None,
+            tls_self_signed: None,
         }
     }
 
@@ -166,6 +171,12 @@ impl ServerConfig {
         if let Err(message) = self.api.rate.check() {
             return Err(ServerError::Config {
                 field: "rate_limit",
+                message,
+            });
+        }
+        if let Err(message) = self.api.auth_failures.check() {
+            return Err(ServerError::Config {
+                field: "auth_failures",
                 message,
             });
         }
@@ -332,8 +343,40 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Server, ServerError> {
     config.check()?;
+    let mut notices = Vec::new();
+    let mut files = config.tls.clone();
+    if let Some(names) = &config.tls_self_signed {
+        if files.is_some() {
+            return Err(ServerError::Config {
+                field: "tls_self_signed",
+                message:
+                    "give a certificate (--tls-cert, --tls-key) or --tls-self-signed, not both"
+                        .into(),
+            });
+        }
+        secrets::data_dir(&config.data_dir)?;
+        let dir = config.data_dir.join("tls");
+        let made =
+            crate::tls::selfsigned::ensure(&dir, names).map_err(|message| ServerError::Tls {
+                file: dir.display().to_string(),
+                message,
+            })?;
+        notices.push(format!(
+            "{} the self-signed TLS certificate {} (fingerprint {}); clients pin it with \
+             `floe --pin {}` or trust the file with --ca",
+            if made.created { "made" } else { "serving" },
+            made.cert.display(),
+            made.fingerprint,
+            made.fingerprint,
+        ));
+        files = Some(TlsFiles {
+            cert: made.cert,
+            key: made.key,
+        });
+    }
     // The certificate is read before anything starts, so a bad file stops nothing.
-    let tls = config.tls.as_ref().map(tls_config).transpose()?;
+    let tls = files.as_ref().map(tls_config).transpose()?;
+    let tls_on = tls.is_some();
     let http =
         floe_httpd::Server::with_timeout_answer(config.http, timeout_answer).map_err(|e| {
             ServerError::Config {
@@ -418,11 +461,11 @@ pub async fn start(
         fabric_addrs,
         token,
         token_created,
-        notices: keys.notices,
+        notices: notices.into_iter().chain(keys.notices).collect(),
         data_dir: dir,
         service: handle,
         http,
-        tls: config.tls.is_some(),
+        tls: tls_on,
         shutdown,
         task,
     })

@@ -1,4 +1,4 @@
-//! TLS on the REST listener: a self-signed certificate made here (rcgen), the real router
+//! TLS on the REST listener: a self-signed certificate (`crate::tls::selfsigned`), the real router
 //! behind `floe_httpd::Server::serve_tls` on 127.0.0.1:0, and the real client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -20,15 +20,12 @@ struct Tls {
 
 fn self_signed() -> Tls {
     let dir = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let made = crate::tls::selfsigned::ensure(&dir.path().join("tls"), &[]).unwrap();
+    let cert_pem = std::fs::read_to_string(&made.cert).unwrap();
     let files = TlsFiles {
-        cert: dir.path().join("cert.pem"),
-        key: dir.path().join("key.pem"),
+        cert: made.cert,
+        key: made.key,
     };
-    let cert_pem = ck.cert.pem();
-    std::fs::write(&files.cert, &cert_pem).unwrap();
-    std::fs::write(&files.key, ck.key_pair.serialize_pem()).unwrap();
     Tls {
         _dir: dir,
         files,
@@ -123,4 +120,75 @@ fn unusable_certificate_files_are_named() {
     };
     let e = tls_config(&missing).unwrap_err().to_string();
     assert!(e.contains("nope.pem"), "{e}");
+}
+
+/// `floe serve --tls-self-signed` in-process: the certificate is made at first start in
+/// DATA_DIR/tls, the CLI's client pins its fingerprint, a wrong pin is refused naming both
+/// fingerprints, and a second start serves the same certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_is_made_once_and_its_pin_is_the_only_trust() {
+    let data = tempfile::tempdir().unwrap();
+    let start = |dir: std::path::PathBuf| async move {
+        let mut config = super::ServerConfig::new(dir);
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.fabric_listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.tls_self_signed = Some(vec!["coordinator.test".into()]);
+        let shutdown = CancellationToken::new();
+        super::start(config, shutdown.clone()).await.unwrap()
+    };
+    let server = start(data.path().to_path_buf()).await;
+    let url = server.url();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let print = std::fs::read_to_string(data.path().join("tls/fingerprint"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        server
+            .notices()
+            .iter()
+            .any(|n| n.contains("made the self-signed") && n.contains(&print)),
+        "{:?}",
+        server.notices()
+    );
+    let token = server.token().to_string();
+    let (u, p, t) = (url.clone(), print.clone(), token.clone());
+    tokio::task::spawn_blocking(move || {
+        let c = Client::with_pin(&u, Some(t.clone()), &p).unwrap();
+        let who: crate::contract::WhoAmI = c.whoami().unwrap().json().unwrap();
+        assert_eq!(who.name, "bootstrap");
+        let wrong = format!("sha256:{}", "00".repeat(32));
+        let e = Client::with_pin(&u, Some(t.clone()), &wrong)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&p) && e.contains(&wrong), "{e}");
+        let e = Client::with_pin(&u, Some(t), "md5:abc")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--pin") && e.contains("sha256:"), "{e}");
+    })
+    .await
+    .unwrap();
+    server.shutdown();
+    server.wait().await.unwrap();
+
+    // The second start keeps the certificate: the same pin still works.
+    let server = start(data.path().to_path_buf()).await;
+    assert!(
+        server
+            .notices()
+            .iter()
+            .any(|n| n.contains("serving the self-signed")),
+        "{:?}",
+        server.notices()
+    );
+    let url = server.url();
+    tokio::task::spawn_blocking(move || {
+        let c = Client::with_pin(&url, Some(token), &print).unwrap();
+        assert!(c.whoami().is_ok());
+    })
+    .await
+    .unwrap();
+    server.shutdown();
+    server.wait().await.unwrap();
 }

@@ -411,6 +411,21 @@ impl Core {
         self.registry.patch(&self.store, id, patch, now)
     }
 
+    /// `GET /devices/pending`: the devices that asked to join, oldest first.
+    pub fn pending_devices(&self) -> Vec<super::pending::PendingDevice> {
+        self.registry.pending()
+    }
+
+    /// `POST /devices/pending/{id}/accept`.
+    pub fn accept_device(&mut self, id: &str, now: Millis) -> Result<DeviceRecord, ServiceError> {
+        self.registry.accept(&self.store, id, now)
+    }
+
+    /// `DELETE /devices/pending/{id}`.
+    pub fn reject_device(&mut self, id: &str, now: Millis) -> Result<(), ServiceError> {
+        self.registry.reject(&self.store, id, now)
+    }
+
     /// `POST /devices`: puts a device's key on the enrollment allowlist.
     pub fn allow_device(
         &mut self,

@@ -49,6 +49,7 @@ mod hygiene;
 mod ingest;
 pub mod model;
 mod names;
+pub mod pending;
 pub mod reads;
 mod registry;
 mod rollups;

@@ -8,6 +8,7 @@ use super::audit::{AuditBatch, api_audit, line};
 use super::hygiene;
 use super::ingest::{health_record, slot_record};
 use super::model::{DeviceInput, DevicePatch, Selector};
+use super::pending::{Pending, PendingDevice};
 use super::{MAX_DEVICES, MAX_OPEN_TOKENS, ServiceError, random_token, validation};
 use crate::store::{AppliedRecord, DeviceRecord, SlotRecord, Store, StoreError};
 use floe_rollout::Millis;
@@ -35,6 +36,8 @@ pub(super) struct Registry {
     devices: BTreeMap<String, DeviceRecord>,
     /// A device silent for this long counts as offline.
     offline_after: Millis,
+    /// Devices that asked to join without a token or an allowlist entry.
+    pending: Pending,
 }
 
 /// A registry record that has never reported.
@@ -80,6 +83,7 @@ impl Registry {
         Ok(Self {
             devices,
             offline_after,
+            pending: Pending::new(),
         })
     }
 
@@ -273,6 +277,77 @@ impl Registry {
         input: DeviceInput,
         now: Millis,
     ) -> Result<DeviceRecord, ServiceError> {
+        self.allow_as(store, input, now, "device.allow")
+    }
+
+    /// The devices that asked to join, oldest first.
+    pub(super) fn pending(&self) -> Vec<PendingDevice> {
+        self.pending.list()
+    }
+
+    /// `POST /devices/pending/{id}/accept`: puts a pending device's key on the allowlist
+    /// with the facts it reported; its next report enrolls it.
+    pub(super) fn accept(
+        &mut self,
+        store: &Store,
+        id: &str,
+        now: Millis,
+    ) -> Result<DeviceRecord, ServiceError> {
+        let p = self
+            .pending
+            .take(id)
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "pending device",
+                id: id.to_string(),
+            })?;
+        let input = DeviceInput {
+            id: p.id.clone(),
+            public_key: p.id.clone(),
+            device_type: Some(p.device_type.clone()).filter(|t| !t.is_empty()),
+            region: Some(p.region.clone()).filter(|r| !r.is_empty()),
+            labels: BTreeMap::new(),
+        };
+        self.allow_as(store, input, now, "device.accept")
+            .inspect_err(|_| self.pending.put_back(p))
+    }
+
+    /// `DELETE /devices/pending/{id}`: drops a device's request (audited).
+    pub(super) fn reject(
+        &mut self,
+        store: &Store,
+        id: &str,
+        now: Millis,
+    ) -> Result<(), ServiceError> {
+        let p = self
+            .pending
+            .take(id)
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "pending device",
+                id: id.to_string(),
+            })?;
+        store.atomically(|s| {
+            s.audit(&api_audit(
+                s.caller(),
+                now,
+                "device.reject",
+                Some(&p.id),
+                "ok",
+                format!(
+                    "request of a {} in {:?} dropped after {} reports",
+                    p.device_type, p.region, p.reports
+                ),
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn allow_as(
+        &mut self,
+        store: &Store,
+        input: DeviceInput,
+        now: Millis,
+        action: &str,
+    ) -> Result<DeviceRecord, ServiceError> {
         PublicKeyBytes::from_hex(&input.public_key).map_err(|e| {
             validation(
                 "public_key",
@@ -310,12 +385,13 @@ impl Registry {
             s.audit(&api_audit(
                 s.caller(),
                 now,
-                "device.allow",
+                action,
                 Some(&dev.id),
                 "ok",
                 format!("key {} allowlisted", dev.public_key),
             ))
         })?;
+        self.pending.forget(&dev.id);
         self.devices.insert(dev.id.clone(), dev.clone());
         Ok(dev)
     }
@@ -396,9 +472,10 @@ impl Registry {
             }
             None => {
                 let Some(token) = &r.enroll_token else {
+                    self.pending.note(r, now);
                     return Err(ServiceError::Refused(format!(
-                        "device {} is not enrolled: its key is not on the allowlist and the report carries no enrollment token",
-                        r.device_id
+                        "device {} is not enrolled: its key is not on the allowlist and the report carries no enrollment token; it is listed as pending until an operator accepts it (floe device accept {})",
+                        r.device_id, r.device_id
                     )));
                 };
                 if self.devices.len() >= MAX_DEVICES {

@@ -1,4 +1,4 @@
-//! Webhook deliveries to an https receiver: a self-signed certificate made here (rcgen), the
+//! Webhook deliveries to an https receiver: a self-signed certificate (`crate::tls::selfsigned`), the
 //! receiver behind `floe_httpd::Server::serve_tls` on loopback. Trusting its certificate
 //! (`floe serve --hook-ca`) the event is delivered; with the system's roots it is refused on
 //! the certificate, retried, given up and logged.
@@ -26,14 +26,12 @@ fn hook(id: &str, url: &str) -> HookRecord {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_receivers_get_events_when_their_certificate_is_trusted() {
     let dir = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    // The certificate `floe serve --tls-self-signed` would make (localhost, 127.0.0.1).
+    let made = crate::tls::selfsigned::ensure(&dir.path().join("tls"), &[]).unwrap();
     let files = TlsFiles {
-        cert: dir.path().join("cert.pem"),
-        key: dir.path().join("key.pem"),
+        cert: made.cert,
+        key: made.key,
     };
-    std::fs::write(&files.cert, ck.cert.pem()).unwrap();
-    std::fs::write(&files.key, ck.key_pair.serialize_pem()).unwrap();
 
     // The receiver: records each event id it is sent over TLS.
     let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
@@ -69,7 +67,7 @@ async fn https_receivers_get_events_when_their_certificate_is_trusted() {
         timeout: Duration::from_secs(5),
         queue: 10,
     };
-    let ca = crate::tls::ca_roots(ck.cert.pem().as_bytes()).unwrap();
+    let ca = crate::tls::ca_roots(&std::fs::read(&files.cert).unwrap()).unwrap();
     let mut sink = EventSink::new(EventBus::new(100, 1));
     let trusting = Webhooks::new(Arc::clone(sink.bus()), settings(Some(Arc::new(ca))));
     let system = Webhooks::new(Arc::clone(sink.bus()), settings(None));

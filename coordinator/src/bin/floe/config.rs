@@ -44,6 +44,16 @@ pub(crate) struct Conn {
     /// --server, instead of the system's roots.
     #[arg(long, global = true, value_name = "PEM", env = "FLOE_CA")]
     pub(crate) ca: Option<PathBuf>,
+    /// Trust exactly the https --server certificate with this fingerprint (`sha256:…`, as
+    /// `floe serve --tls-self-signed` prints it and writes to DATA_DIR/tls/fingerprint).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SHA256",
+        env = "FLOE_PIN",
+        conflicts_with = "ca"
+    )]
+    pub(crate) pin: Option<String>,
     /// Print the server's JSON as it was received instead of a table.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -241,6 +251,10 @@ pub(crate) fn resolve(
 pub(crate) fn client(conn: &Conn) -> Result<Client> {
     let settings = resolve(conn, &|k| std::env::var(k).ok(), &Dirs::from_env())?;
     tracing::debug!(server = %settings.server, server_from = ?settings.server_from, token_from = ?settings.token_from, "connection settings");
+    if let Some(pin) = &conn.pin {
+        return Client::with_pin(&settings.server, settings.token, pin)
+            .map_err(|e| explain(e, false));
+    }
     let ca = match &conn.ca {
         Some(path) => Some(
             read_capped(path, MAX_CA_BYTES)
@@ -399,6 +413,7 @@ mod tests {
             server: server.map(str::to_string),
             token: token.map(str::to_string),
             ca: None,
+            pin: None,
             json: false,
         }
     }

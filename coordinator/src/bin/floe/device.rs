@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use floe_coordinator::client::{Device, DeviceFilter, DeviceInput, DevicePage, EnrollToken, Slot};
+use floe_coordinator::client::{
+    Device, DeviceFilter, DeviceInput, DevicePage, EnrollToken, PendingDeviceList, Slot,
+};
 
 use crate::config::{Conn, call, client, fields, key_value, on_off, or_dash, print_raw, table};
 
@@ -68,6 +70,18 @@ enum DeviceCommand {
     /// A device's own values of flow variables (see `floe group vars` for groups).
     #[command(subcommand)]
     Vars(crate::vars::DeviceVarsCommand),
+    /// Devices that reported without an enrollment token or an allowlist entry.
+    Pending,
+    /// Accept a pending device: its key goes on the allowlist; its next report enrolls it.
+    Accept {
+        /// The device id (the hex of its key, as `device pending` lists it).
+        id: String,
+    },
+    /// Reject a pending device's request.
+    Reject {
+        /// The device id.
+        id: String,
+    },
     /// Add a device's public key to the enrollment allowlist.
     Allow {
         /// The device id.
@@ -167,6 +181,31 @@ pub(crate) fn run(args: DeviceArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         DeviceCommand::Get { id } => call(&c, |c| c.get_device(&id))?,
+        DeviceCommand::Pending => {
+            let reply = call(&c, |c| c.pending_devices())?;
+            if json {
+                print_raw(&reply.text);
+            } else {
+                out!("{}", render_pending(&reply.json()?));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        DeviceCommand::Accept { id } => {
+            let reply = call(&c, |c| c.accept_device(&id))?;
+            if json {
+                print_raw(&reply.text);
+            } else {
+                outln!("accepted {id}: it enrolls on its next report");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        DeviceCommand::Reject { id } => {
+            call(&c, |c| c.reject_device(&id))?;
+            if !json {
+                outln!("rejected {id}'s request (it asks again if it keeps reporting)");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         DeviceCommand::Health {
             window,
             device_type,
@@ -285,6 +324,40 @@ fn flags_text(d: &Device) -> String {
 }
 
 /// The table of `floe device list`.
+/// `device pending` as a table.
+fn render_pending(list: &PendingDeviceList) -> String {
+    if list.devices.is_empty() {
+        return "no pending devices\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .devices
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.clone(),
+                or_dash(Some(&p.device_type)),
+                or_dash(Some(&p.region)),
+                or_dash(Some(&p.arch)),
+                p.reports.to_string(),
+                p.first_seen.clone(),
+                p.last_seen.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "TYPE",
+            "REGION",
+            "ARCH",
+            "REPORTS",
+            "FIRST SEEN",
+            "LAST SEEN",
+        ],
+        &rows,
+    )
+}
+
 pub(crate) fn render_list(devices: &[Device]) -> String {
     if devices.is_empty() {
         return "no devices\n".to_string();
@@ -371,6 +444,22 @@ pub(crate) fn render_one(d: &Device) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn pending_devices_render_as_a_table_and_escapes_are_not_printed_raw() {
+        let list: PendingDeviceList = serde_json::from_str(
+            r#"{"devices":[{"id":"ab12","type":"rpi4\u001b[2J","arch":"aarch64","region":"eu",
+            "runtime_version":"0.1.0","first_seen":"2026-12-07T19:00:00Z",
+            "last_seen":"2026-12-07T19:05:00Z","reports":11}]}"#,
+        )
+        .unwrap();
+        let out = render_pending(&list);
+        assert!(out.starts_with("ID"), "{out}");
+        assert!(out.contains("ab12") && out.contains("11") && out.contains("2026-12-07T19:05:00Z"));
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+        let none = render_pending(&PendingDeviceList { devices: vec![] });
+        assert_eq!(none, "no pending devices\n");
+    }
 
     fn device() -> Device {
         serde_json::from_str(

@@ -80,6 +80,21 @@ pub(crate) struct ServeArgs {
     /// Serve the REST API over https with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// Failed authentications (unknown, revoked or expired tokens) a client address may make
+    /// per second once its burst is spent (0: unlimited); past it, 429 with Retry-After.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_AUTH_FAILURES.per_sec)]
+    auth_fail_limit: u32,
+    /// How many failed authentications a client address may make at once.
+    #[arg(long, default_value_t = floe_coordinator::api::ratelimit::DEFAULT_AUTH_FAILURES.burst)]
+    auth_fail_burst: u32,
+    /// Serve https with a self-signed certificate made at first start and kept in
+    /// DATA_DIR/tls/ (its fingerprint is printed; clients pin it with `floe --pin`).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
+    /// A host name or address the self-signed certificate must carry besides localhost, the
+    /// loopback addresses and this host's name (repeat for more; read at first start only).
+    #[arg(long = "tls-name", value_name = "NAME", requires = "tls_self_signed")]
+    tls_names: Vec<String>,
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
@@ -137,8 +152,23 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
         .rate
         .check()
         .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
+    config.api.auth_failures = floe_coordinator::api::ratelimit::RateLimit {
+        per_sec: args.auth_fail_limit,
+        burst: args.auth_fail_burst,
+    };
+    config.api.auth_failures.check().map_err(|e| {
+        anyhow::anyhow!(
+            "--{}",
+            e.replace("rate_limit", "auth_fail_limit")
+                .replace("rate_burst", "auth_fail_burst")
+                .replace('_', "-")
+        )
+    })?;
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(server::TlsFiles { cert, key });
+    }
+    if args.tls_self_signed {
+        config.tls_self_signed = Some(args.tls_names);
     }
     config.http.max_connections = args.max_connections;
     config.http.header_timeout = ms("--header-timeout", &args.header_timeout)?;
@@ -186,10 +216,14 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        if config.tls.is_none() && !config.listen.ip().is_loopback() {
+        if config.tls.is_none()
+            && config.tls_self_signed.is_none()
+            && !config.listen.ip().is_loopback()
+        {
             eprintln!(
                 "warning: floe serve listens on {} without TLS: API tokens and directives \
-                 cross the network in clear; give --tls-cert and --tls-key",
+                 cross the network in clear; give --tls-cert and --tls-key, or \
+                 --tls-self-signed",
                 config.listen
             );
         }
@@ -298,6 +332,10 @@ mod tests {
         }
     }
 
+    fn c_default_failures() -> floe_coordinator::api::ratelimit::RateLimit {
+        parse(&[]).unwrap().api.auth_failures
+    }
+
     #[test]
     fn rate_and_tls_flags_set_the_api_options_and_refuse_what_is_out_of_range() {
         let c = parse(&[]).unwrap();
@@ -324,6 +362,18 @@ mod tests {
         assert!(e.contains("--rate-burst"), "{e}");
         // Rate 0 is "unlimited": the burst does not matter then.
         assert!(parse(&["--rate-limit", "0", "--rate-burst", "0"]).is_ok());
+        // Failed authentications per address: the default, set, and refused when out of range.
+        assert_eq!(
+            c_default_failures(),
+            floe_coordinator::api::ratelimit::DEFAULT_AUTH_FAILURES
+        );
+        let c = parse(&["--auth-fail-limit", "2", "--auth-fail-burst", "7"]).unwrap();
+        assert_eq!(
+            (c.api.auth_failures.per_sec, c.api.auth_failures.burst),
+            (2, 7)
+        );
+        let e = parse(&["--auth-fail-burst", "0"]).unwrap_err().to_string();
+        assert!(e.contains("--auth-fail-burst"), "{e}");
         // A certificate needs its key.
         let mut argv = vec!["floe", "--data-dir", "/nonexistent/floe-test"];
         argv.extend_from_slice(&["--tls-cert", "/c.pem"]);

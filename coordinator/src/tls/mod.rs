@@ -42,3 +42,5 @@ pub fn config(roots: Vec<ureq::tls::Certificate<'static>>) -> ureq::tls::TlsConf
         .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
         .build()
 }
+pub mod pin;
+pub mod selfsigned;
