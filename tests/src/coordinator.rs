@@ -375,9 +375,9 @@ impl Device {
         }
         // The devices of a test share this host: their whole-device CPU and memory figures
         // would be the host's (a CI runner at 100 % while it compiles, which floed rates
-        // degraded). Each gets a /proc of a device at rest instead: its CPU is unknown (the
-        // counters never move) and a quarter of its memory is in use. Disk and temperature
-        // are read as they are.
+        // degraded, and gates do not count degraded devices as healthy). Each gets a /proc of
+        // a device at rest instead: its CPU is unknown (the counters never move) and a
+        // quarter of its memory is in use (so the pre-flight's memory item has a figure).
         let proc_root = data.join("host-proc");
         std::fs::create_dir_all(&proc_root).unwrap();
         std::fs::write(proc_root.join("stat"), "cpu  100 0 100 800 0 0 0 0 0 0\n").unwrap();
@@ -397,14 +397,23 @@ impl Device {
                  bootstrap_peers = [{peers}]\nmdns = false\nheartbeat_interval_ms = 500\n\
                  trust_store = {trust}\n[labels]\ne2e = \"yes\"\n[trial]\nmin_ready_seconds = 2\n\
                  check_interval_ms = 200\nsmoke_timeout_ms = 1500\nstart_timeout_ms = 3000\n\
-                 stop_timeout_ms = 500\n[health]\nproc_root = {proc_root}\n{extra}",
+                 stop_timeout_ms = 500\n{health}{extra}",
                 data = quote(&data.to_string_lossy()),
                 arch = quote(floe_wire::artifact::native_arch()),
                 region = quote(region),
+                // The host's disk is not theirs either: marked degraded only near full. A test
+                // that sets `[health]` keeps its own.
+                health = if extra.contains("[health]") {
+                    String::new()
+                } else {
+                    format!(
+                        "[health]\nproc_root = {}\ndisk_degraded_percent = 98\n",
+                        quote(&proc_root.to_string_lossy())
+                    )
+                },
                 port = crate::net::free_port().unwrap(),
                 peers = peers.join(", "),
                 trust = quote(&data.join("trust").to_string_lossy()),
-                proc_root = quote(&proc_root.to_string_lossy()),
             ),
         )
         .unwrap();
@@ -527,12 +536,14 @@ impl Drop for Device {
 }
 
 /// A device configuration as a site might start it before `floed join`: test-friendly trial
-/// and health settings and the local HTTP port, no fleet keys (the join adds those).
+/// and health settings and the local HTTP port, no fleet keys (the join adds those). Like
+/// [`Device::start`]'s devices it reads no host /proc: the test host's load is not its own.
 pub fn pre_join_config(http_port: u16) -> String {
     format!(
         "# Site settings, kept by floed join.\nhttp_listen = \"127.0.0.1:{http_port}\"\nmdns = false\n\
          heartbeat_interval_ms = 500\n[trial]\nmin_ready_seconds = 2\ncheck_interval_ms = 200\n\
-         smoke_timeout_ms = 1500\nstart_timeout_ms = 3000\nstop_timeout_ms = 500\n"
+         smoke_timeout_ms = 1500\nstart_timeout_ms = 3000\nstop_timeout_ms = 500\n\
+         [health]\nproc_root = \"/nonexistent/floe-e2e-no-proc\"\ndisk_degraded_percent = 98\n"
     )
 }
 

@@ -391,6 +391,26 @@ mod tests {
     }
 
     #[test]
+    fn cpu_is_kept_in_tenths_of_a_percent_only_when_sent() {
+        let mut r = Rollup::default();
+        r.observe(HealthStatus::Healthy, 0, 1_000, 1_024);
+        assert_eq!(r.cpu_permille.count(), 0);
+        for c in [10.0f32, 20.0, 30.0, 250.0, f32::NAN] {
+            r.observe_cpu(c);
+        }
+        // NaN is left out; 250 % is clamped to 100.
+        assert_eq!(r.cpu_permille.count(), 4);
+        let s = summarize(&[(0, r.clone())], Metric::CpuPercent).unwrap();
+        assert!((s.mean - 40.0).abs() < 1e-9, "{s:?}");
+        // A rollup stored before CPU existed reads with none.
+        let mut v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("cpu_permille");
+        let old: Rollup = serde_json::from_value(v).unwrap();
+        assert_eq!(old.cpu_permille.count(), 0);
+        assert_eq!(old.reports, 1);
+    }
+
+    #[test]
     fn summaries_are_in_engine_units_with_a_trend_per_hour() {
         // Memory grows 6 MB per 10-minute window: 36 MB per hour.
         let windows: Vec<(u64, Rollup)> = (0..6u32)

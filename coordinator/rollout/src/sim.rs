@@ -630,6 +630,9 @@ fn react(
     }
 }
 
+/// Health reports a simulated device sends after its switch, 5 min apart.
+const SIM_REPORTS: u8 = 12;
+
 fn deliver(
     fleet: &mut Fleet,
     sim: &mut Sim,
@@ -648,7 +651,9 @@ fn deliver(
     }
     if !fleet.online[i] && kind != E_ONLINE {
         // An offline device's reporting resumes when it is back.
-        if kind == E_HEALTH && !rollout.status().is_terminal() {
+        if kind == E_HEALTH && !rollout.status().is_terminal() && fleet.health_seq[i] < SIM_REPORTS
+        {
+            fleet.health_seq[i] += 1;
             sim.push(now + 5 * MINUTE, d, E_HEALTH);
         }
         return None;
@@ -724,9 +729,12 @@ fn deliver(
                 _ => Some(now + 5 * MINUTE),
             };
             // Devices keep reporting while they run the new version, as floed does: the
-            // gates judge the reports received in their windows. Crash-looping devices
-            // report three times (they are rolled back by then).
-            if (seq < 2 || fate != CRASH_LOOP)
+            // gates judge the reports received in their windows. Each reports for an hour
+            // after its switch (12 reports: its own stage's soak, gate and CAUTION
+            // extensions, and the completion gate's 30 min window), which bounds a run's
+            // events by 12 per device whatever the virtual time; crash-looping devices report
+            // three times (they are rolled back by then).
+            if (seq < 2 || (fate != CRASH_LOOP && seq < SIM_REPORTS))
                 && !rollout.status().is_terminal()
                 && let Some(t) = next
             {

@@ -20,8 +20,10 @@
 use super::{Store, StoreError, to_i64, to_u64};
 use rusqlite::{OptionalExtension, params};
 
-/// The snapshot layout this coordinator writes and reads.
-pub const SNAPSHOT_VERSION: i64 = 1;
+/// The snapshot layout this coordinator writes; it reads this one and every older one (the
+/// engine loads its older layouts). 2: the engine's gate windows and captured baselines
+/// (issue 15); a coordinator that knows only 1 refuses it rather than drop them.
+pub const SNAPSHOT_VERSION: i64 = 2;
 
 /// One logged engine input.
 #[derive(Debug, Clone, PartialEq, Eq)]

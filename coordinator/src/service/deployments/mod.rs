@@ -145,9 +145,9 @@ fn decode(
             .collect::<Result<_, _>>()?;
     }
     let (snapshot_seq, version) = store.snapshot_position(&row.id)?.unwrap_or((0, 1));
-    if version != SNAPSHOT_VERSION {
+    if !(1..=SNAPSHOT_VERSION).contains(&version) {
         return Err(ServiceError::Internal(format!(
-            "deployment {} has an engine snapshot of layout {version}; this coordinator reads {SNAPSHOT_VERSION}",
+            "deployment {} has an engine snapshot of layout {version}; this coordinator reads layouts 1 to {SNAPSHOT_VERSION}",
             row.id
         )));
     }

@@ -124,7 +124,11 @@ const TYPES: [&str; 2] = ["rpi4", "jetson-nano"];
 const REGIONS: [&str; 3] = ["eu", "us", "ap"];
 
 /// The floed config of one demo device: loopback listeners, the coordinator as bootstrap peer,
-/// short trials so the demo moves in seconds, and the label the deployments select.
+/// short trials so the demo moves in seconds, and the label the deployments select. The demo's
+/// devices share one host, whose CPU, memory and disk are not theirs: a busy or full host
+/// would make every device report degraded, and the gates (which do not count degraded devices
+/// as healthy) would roll back a good version, so they read no /proc (CPU and memory "not
+/// available") and mark the disk only near full.
 pub(crate) fn device_config(dev: &DemoDevice, plan: &DemoPlan) -> String {
     let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     let peers: Vec<String> = plan.bootstrap.iter().map(|p| quote(p)).collect();
@@ -146,7 +150,10 @@ pub(crate) fn device_config(dev: &DemoDevice, plan: &DemoPlan) -> String {
          check_interval_ms = 200\n\
          smoke_timeout_ms = 2000\n\
          start_timeout_ms = 3000\n\
-         stop_timeout_ms = 500\n",
+         stop_timeout_ms = 500\n\
+         [health]\n\
+         proc_root = {no_proc}\n\
+         disk_degraded_percent = 98\n",
         data = quote(&dev.data_dir.to_string_lossy()),
         ty = quote(&dev.device_type),
         arch = quote(floe_wire::artifact::native_arch()),
@@ -154,6 +161,7 @@ pub(crate) fn device_config(dev: &DemoDevice, plan: &DemoPlan) -> String {
         port = dev.http_port,
         peers = peers.join(", "),
         trust = quote(&dev.data_dir.join("trust").to_string_lossy()),
+        no_proc = quote(&dev.data_dir.join("no-proc").to_string_lossy()),
     )
 }
 
