@@ -64,8 +64,8 @@ pub struct HealthDelta {
     pub p95_pct: f64,
     /// Memory, percent.
     pub memory_pct: f64,
-    /// CPU, percentage points; `None` when the engine holds no CPU figure (devices did not
-    /// send one), rendered "unknown".
+    /// CPU, percentage points; `None` when no device group had CPU figures both in its gate
+    /// window and in its baseline (devices did not send them), rendered "unknown".
     #[serde(default)]
     pub cpu_pp: Option<f64>,
 }
@@ -177,9 +177,9 @@ impl Report {
                 error_rate_pp: e * 100.0,
                 p95_pct: p * 100.0,
                 memory_pct: m * 100.0,
-                // The engine keeps no per-device CPU (reports carry it in
-                // `HealthReport.system`), so its health delta has none yet.
-                cpu_pp: None,
+                // From the gates' windows against the captured baselines, where both have
+                // CPU figures (devices send it in `HealthReport.system`).
+                cpu_pp: r.cpu_delta_pp(),
             }),
         }
     }

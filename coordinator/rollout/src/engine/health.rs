@@ -236,6 +236,8 @@ impl Health {
         let mut samples = 0u64;
         let mut no_baseline = Vec::new();
         let mut cpu_seen = false;
+        // (Σ (window CPU − baseline CPU) × reports, Σ reports) over groups with both.
+        let mut cpu_delta = (0.0f64, 0u64);
         for (g, judge) in self.gates.judges.iter().enumerate() {
             let series = &self.gates.series[g];
             let win = series.sum(now, w.error);
@@ -340,6 +342,8 @@ impl Health {
                 // version): shown, not judged.
                 checks.push(match judge.cpu {
                     Some((mean, _)) => {
+                        cpu_delta.0 += (cpu - mean) * win.cpu_n as f64;
+                        cpu_delta.1 += win.cpu_n;
                         super::triggers::cpu_check(name, cpu, Some(mean), &plan.config.triggers)
                     }
                     None => Check {
@@ -352,6 +356,7 @@ impl Health {
                 });
             }
         }
+        self.gates.cpu_delta = (cpu_delta.1 > 0).then(|| cpu_delta.0 / cpu_delta.1 as f64);
         if w.cpu && !cpu_seen {
             checks.push(Check {
                 name: "cpu".into(),

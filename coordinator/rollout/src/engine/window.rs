@@ -228,6 +228,11 @@ pub(super) struct GateState {
     pub(super) checked_failed: u64,
     /// A CAUTION recheck of the completion gate waits until then.
     pub(super) recheck_at: Option<Millis>,
+    /// CPU against baseline at the last judged gate, percentage points: the mean over the
+    /// groups whose window and baseline both have CPU figures, weighted by their reports
+    /// (None when no group has both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cpu_delta: Option<f64>,
 }
 
 impl GateState {
@@ -443,6 +448,12 @@ impl Rollout {
     /// The baselines captured for this deployment, if any.
     pub fn baselines(&self) -> Option<&BaselineSet> {
         self.health.gates.set.as_ref()
+    }
+
+    /// CPU against baseline at the last judged gate, in percentage points (None when no
+    /// device group had CPU figures both in its window and in its baseline).
+    pub fn cpu_delta_pp(&self) -> Option<f64> {
+        self.health.gates.cpu_delta
     }
 
     /// Why the `refuse` policy stops the start, naming every device group without a

@@ -382,10 +382,15 @@ fn the_canary_gate_checks_throttling_and_disk_and_cpu_needs_a_baseline() {
         busy.checks
     );
     // ... and with a CPU baseline it is judged: baseline 30 % + 20 points.
-    let judged = canary_verdict(&canary_gate_with(
+    let judged_run = canary_gate_with(
         figures(|s| s.cpu_percent = Some(95.0)),
         Some(cpu_baselines(30.0)),
-    ));
+    );
+    // The report's health delta carries CPU: 95 % against a 30 % baseline.
+    let delta = crate::report::Report::from_rollout(&judged_run.r).health_delta;
+    assert_eq!(delta.and_then(|d| d.cpu_pp), Some(65.0), "{delta:?}");
+    assert_eq!(judged_run.r.cpu_delta_pp(), Some(65.0));
+    let judged = canary_verdict(&judged_run);
     assert_eq!(judged.verdict, Verdict::Fail, "{:?}", judged.checks);
     let cpu = judged.checks.iter().find(|c| c.name == "cpu[pi]");
     assert_eq!(
@@ -400,8 +405,10 @@ fn the_canary_gate_checks_throttling_and_disk_and_cpu_needs_a_baseline() {
 
     // (A disk anomaly halts the deployment at once, before any gate: see the disk test.)
 
-    // Devices that send no figures: the gate is as before.
-    let none = canary_verdict(&canary_gate(good()));
+    // Devices that send no figures: the gate is as before, and CPU is unknown in the report.
+    let quiet = canary_gate(good());
+    assert_eq!(quiet.r.cpu_delta_pp(), None);
+    let none = canary_verdict(&quiet);
     assert_eq!(none.verdict, Verdict::Pass, "{}", none.reason);
 }
 
