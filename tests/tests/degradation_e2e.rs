@@ -173,7 +173,10 @@ fn a_slow_degradation_in_the_canary_soak_is_cautioned_failed_and_rolled_back() {
         .iter()
         .filter(|e| e["action"] == "directive")
         .collect();
-    assert!(directives.len() >= 4, "stage, switch, rollback: {directives:#?}");
+    assert!(
+        directives.len() >= 4,
+        "stage, switch, rollback: {directives:#?}"
+    );
     for e in &directives {
         let to = e["device_id"].as_str().unwrap_or_default().to_string();
         assert!(canary.contains(&to), "a directive outside the canary: {e}");

@@ -379,7 +379,10 @@ mod tests {
             errors_per_span[1..11].windows(2).all(|w| w[1] >= w[0]),
             "{errors_per_span:?}"
         );
-        assert!(errors_per_span[10] > 3 * errors_per_span[2], "{errors_per_span:?}");
+        assert!(
+            errors_per_span[10] > 3 * errors_per_span[2],
+            "{errors_per_span:?}"
+        );
         assert_eq!(errors_per_span[11], 40, "{errors_per_span:?}");
     }
 
@@ -394,7 +397,11 @@ mod tests {
             .unwrap_err();
         assert!(bad.report().contains("ramp"), "{}", bad.report());
         // A ramp of 1 ms to a rate of 1: every message after the first millisecond fails.
-        let f = start(json!({"mode": "error_ramp", "rate": 1.0, "ramp": "1ms"}), false).unwrap();
+        let f = start(
+            json!({"mode": "error_ramp", "rate": 1.0, "ramp": "1ms"}),
+            false,
+        )
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         feed(&f, 10).await;
         let report = f.stop(Duration::from_secs(1)).await;

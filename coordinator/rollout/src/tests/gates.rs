@@ -542,7 +542,9 @@ fn a_short_soak_still_sees_a_degrading_trend() {
 fn a_short_soak_of_a_steady_canary_passes() {
     // Flat error rate, and noise that does not trend: no CAUTION from the shorter span.
     let mut h = short_soak(0);
-    canary_reports(&mut h, |m| with_error(if m % 2 == 0 { 0.0105 } else { 0.0100 }));
+    canary_reports(&mut h, |m| {
+        with_error(if m % 2 == 0 { 0.0105 } else { 0.0100 })
+    });
     assert!(h.cmd(Command::Start).is_ok());
     h.run_until(6 * MINUTE);
     let g = canary_gates(&h);
