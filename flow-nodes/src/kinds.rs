@@ -480,12 +480,24 @@ const FAULT_SPEC: KindSpec = KindSpec {
             ty: FieldType::Number,
             default: FieldDefault::Number(0.5),
         },
+        // `error_ramp`: how long the error rate takes to climb from 0 to `rate`.
+        FieldSpec {
+            name: "ramp",
+            ty: FieldType::Duration { min_ms: 0 },
+            default: FieldDefault::DurationMs(0),
+        },
     ],
 };
 
 /// The behaviours a fault node can pick.
 #[cfg(feature = "fault-nodes")]
-const FAULT_MODES: &[&str] = &["panic_after", "hang_after", "error_rate", "fail_start_live"];
+const FAULT_MODES: &[&str] = &[
+    "panic_after",
+    "hang_after",
+    "error_rate",
+    "error_ramp",
+    "fail_start_live",
+];
 
 #[cfg(feature = "fault-nodes")]
 const TEST_KINDS: &[KindSpec] = &[FAULT_SPEC];

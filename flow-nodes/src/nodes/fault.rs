@@ -3,7 +3,8 @@
 //!
 //! The built-in kinds cannot hang or panic, and a bad sensor only shows as read errors. Real
 //! field failures are worse: a driver that blocks forever, a node that panics on some input, a
-//! node whose error rate climbs under live traffic, a device port that is only claimed when the
+//! node whose error rate climbs under live traffic (at once, `error_rate`, or slowly, `error_ramp`:
+//! the slow degradation a canary soak must catch), a device port that is only claimed when the
 //! outputs are live (so the muted smoke test passes and the switch fails). This kind models each
 //! of them. It exists only with the cargo feature `fault-nodes`, which release builds never
 //! enable: without it the validator refuses `fault` as an unknown node type and the engine
@@ -29,6 +30,7 @@ enum Mode {
     PanicAfter,
     HangAfter,
     ErrorRate,
+    ErrorRamp,
     FailStartLive,
 }
 
@@ -41,6 +43,9 @@ pub(crate) struct FaultConfig {
     after: u64,
     #[serde(default = "half")]
     rate: f64,
+    /// Milliseconds (compiled): `error_ramp` climbs from 0 at `after` to `rate` over this.
+    #[serde(default)]
+    ramp: u64,
 }
 
 fn half() -> f64 {
@@ -58,6 +63,15 @@ pub(crate) fn build(node: &CompiledNode, muted: bool) -> Result<Built, EngineErr
             node: node.id.clone(),
             kind: node.kind.clone(),
             message: format!("rate: {} is not a fraction between 0 and 1", cfg.rate),
+        });
+    }
+    if cfg.mode == Mode::ErrorRamp && cfg.ramp == 0 {
+        return Err(EngineError::Config {
+            node: node.id.clone(),
+            kind: node.kind.clone(),
+            message: "ramp: mode error_ramp needs a ramp longer than 0 ms (\"2m\"); for a \
+                      rate that starts at once use mode error_rate"
+                .to_string(),
         });
     }
     let after = Duration::from_millis(cfg.after);
@@ -80,6 +94,16 @@ pub(crate) fn build(node: &CompiledNode, muted: bool) -> Result<Built, EngineErr
             started,
             rate: cfg.rate,
             seen: 0,
+        })),
+        Mode::ErrorRamp => Built::Process(Box::new(RampNode {
+            started,
+            ramp: Ramp {
+                after,
+                ramp: Duration::from_millis(cfg.ramp),
+                rate: cfg.rate,
+                due: 0.0,
+                seen: 0,
+            },
         })),
     })
 }
@@ -134,6 +158,63 @@ impl Process for ErrorNode {
             return Err(NodeError::Message(format!(
                 "injected error on message {} (mode error_rate, rate {})",
                 self.seen, self.rate
+            )));
+        }
+        out.emit(0, msg);
+        Ok(())
+    }
+}
+
+/// `error_ramp`'s arithmetic, with the time since the node started as input: the error rate
+/// is 0 until `after`, then climbs linearly to `rate` over `ramp`, then stays there.
+/// Deterministic like `error_rate`: each message adds the current rate to the errors due, and
+/// a message fails when the whole number of errors due steps up, so the errors are spread
+/// evenly (never two in a row below a rate of 1/2) and add up to the ramp's integral.
+#[derive(Debug)]
+struct Ramp {
+    after: Duration,
+    ramp: Duration,
+    rate: f64,
+    /// Errors due so far (the sum of the rates the messages met).
+    due: f64,
+    /// Messages seen since the ramp began.
+    seen: u64,
+}
+
+impl Ramp {
+    /// The error rate at `elapsed` since the node started.
+    fn rate_at(&self, elapsed: Duration) -> f64 {
+        let Some(into) = elapsed.checked_sub(self.after) else {
+            return 0.0;
+        };
+        let share = (into.as_secs_f64() / self.ramp.as_secs_f64()).min(1.0);
+        self.rate * share
+    }
+
+    /// Whether the message met at `elapsed` fails, and the rate it met.
+    fn fails(&mut self, elapsed: Duration) -> Option<f64> {
+        let rate = self.rate_at(elapsed);
+        if elapsed < self.after {
+            return None;
+        }
+        self.seen += 1;
+        let before = self.due.floor();
+        self.due += rate;
+        (self.due.floor() > before).then_some(rate)
+    }
+}
+
+struct RampNode {
+    started: Instant,
+    ramp: Ramp,
+}
+
+impl Process for RampNode {
+    fn process(&mut self, msg: Msg, out: &mut Emit<'_>) -> Result<(), NodeError> {
+        if let Some(rate) = self.ramp.fails(self.started.elapsed()) {
+            return Err(NodeError::Message(format!(
+                "injected error on message {} (mode error_ramp, rate now {:.4})",
+                self.ramp.seen, rate
             )));
         }
         out.emit(0, msg);
@@ -261,6 +342,71 @@ mod tests {
         let report = f.stop(Duration::from_secs(1)).await;
         assert_eq!(report.metrics.node("f").unwrap().errors, 25);
         assert_eq!(report.metrics.node("out").unwrap().msgs_in, 75);
+    }
+
+    #[test]
+    fn error_ramp_climbs_linearly_from_after_to_its_rate() {
+        let mut r = Ramp {
+            after: Duration::from_secs(10),
+            ramp: Duration::from_secs(100),
+            rate: 0.04,
+            due: 0.0,
+            seen: 0,
+        };
+        let at = |ms: u64| Duration::from_millis(ms);
+        assert_eq!(r.rate_at(at(5_000)), 0.0);
+        assert_eq!(r.rate_at(at(10_000)), 0.0);
+        assert!((r.rate_at(at(60_000)) - 0.02).abs() < 1e-12);
+        assert!((r.rate_at(at(110_000)) - 0.04).abs() < 1e-12);
+        assert!((r.rate_at(at(500_000)) - 0.04).abs() < 1e-12);
+        // 100 messages a second: none fail before `after`; over the ramp the errors add up to
+        // its integral (100 s at a mean of 2 %: 200 of 10 000), and they grow from one span
+        // to the next; then they stay at 4 %.
+        let mut errors_per_span = Vec::new();
+        for span in 0..12u64 {
+            let mut n = 0;
+            for i in 0..1_000u64 {
+                if r.fails(at(span * 10_000 + i * 10)).is_some() {
+                    n += 1;
+                }
+            }
+            errors_per_span.push(n);
+        }
+        assert_eq!(errors_per_span[0], 0, "{errors_per_span:?}");
+        let ramp_total: u32 = errors_per_span[1..11].iter().sum();
+        assert!((199..=201).contains(&ramp_total), "{errors_per_span:?}");
+        assert!(
+            errors_per_span[1..11].windows(2).all(|w| w[1] >= w[0]),
+            "{errors_per_span:?}"
+        );
+        assert!(
+            errors_per_span[10] > 3 * errors_per_span[2],
+            "{errors_per_span:?}"
+        );
+        assert_eq!(errors_per_span[11], 40, "{errors_per_span:?}");
+    }
+
+    #[tokio::test]
+    async fn error_ramp_runs_in_the_engine_and_needs_a_ramp() {
+        let err = start(json!({"mode": "error_ramp", "rate": 0.1}), false).unwrap_err();
+        assert!(err.to_string().contains("ramp"), "{err}");
+        let compiled =
+            validate::compile(&flow(json!({"mode": "error_ramp", "ramp": "2m"})), &[]).unwrap();
+        assert_eq!(compiled.nodes[0].config["ramp"], json!(120_000));
+        let bad = validate::compile(&flow(json!({"mode": "error_ramp", "ramp": "soon"})), &[])
+            .unwrap_err();
+        assert!(bad.report().contains("ramp"), "{}", bad.report());
+        // A ramp of 1 ms to a rate of 1: every message after the first millisecond fails.
+        let f = start(
+            json!({"mode": "error_ramp", "rate": 1.0, "ramp": "1ms"}),
+            false,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        feed(&f, 10).await;
+        let report = f.stop(Duration::from_secs(1)).await;
+        assert_eq!(report.metrics.node("f").unwrap().errors, 10);
+        assert_eq!(report.metrics.node("out").unwrap().msgs_in, 0);
     }
 
     #[tokio::test]

@@ -128,9 +128,21 @@ impl Series {
         out
     }
 
-    /// The window's earlier and later halves.
+    /// The window's earlier and later halves: split at the middle of the span its reports
+    /// cover, from the start of the oldest bucket with reports (or of the window, if that is
+    /// later) to `now`. A window full of reports splits at its own middle; a soak shorter
+    /// than half the window (an operator's 4-minute canary soak against 001's 15-minute
+    /// window) splits its own minutes, where splitting at the window's middle would put every
+    /// report in the later half and no trend could ever be seen. One bucket of reports has
+    /// no earlier half.
     pub(super) fn halves(&self, now: Millis, window: Millis) -> (Bucket, Bucket) {
-        let mid = now.saturating_sub(window / 2);
+        let from = now.saturating_sub(window);
+        let first = self
+            .buckets
+            .iter()
+            .find(|b| b.n > 0 && in_window(b.start, now, window))
+            .map_or(from, |b| b.start.max(from));
+        let mid = first + (now - first) / 2;
         let (mut early, mut late) = (Bucket::default(), Bucket::default());
         for b in self
             .buckets

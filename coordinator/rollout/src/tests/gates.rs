@@ -488,3 +488,66 @@ fn a_canary_soak_under_ten_minutes_shows_the_memory_trend_as_not_measured() {
     assert!(c.name.ends_with("(soak under 10 min)"), "{c:?}");
     assert_eq!(c.outcome, Some(CheckOutcome::NotMeasured));
 }
+
+/// A canary whose soak (4 min) is shorter than half the gate's 15-minute window.
+fn short_soak(caution_max_extensions: u32) -> H {
+    let mut cfg = StrategyConfig::defaults(Strategy::CanaryWaves);
+    cfg.require_approval = false;
+    cfg.canary_soak = 4 * MINUTE;
+    cfg.gates.caution_max_extensions = caution_max_extensions;
+    let mut h = H::new(cfg, 40);
+    // Reports every 20 s, so the soak's minutes each have several.
+    h.report_every = 20 * crate::SECOND;
+    h
+}
+
+#[test]
+fn a_short_soak_still_sees_a_degrading_trend() {
+    // The error rate climbs 0.15 % a minute from 1 %: within the limit (3 %) for the whole
+    // soak, too slow a step for the 30 s gradual_degradation trigger, but rising. With the
+    // halves split at the middle of the 15-minute window, a 4-minute soak put every report in
+    // the later half and the gate passed; they are split over the reports' own span now.
+    let mut h = short_soak(2);
+    canary_reports(&mut h, |m| with_error(0.010 + 0.0015 * m as f32));
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_until(6 * MINUTE);
+    let g = canary_gates(&h);
+    let (_, first) = g.first().unwrap();
+    assert_eq!(first.verdict, Verdict::Caution, "{first:?}");
+    assert_eq!(outcome(first, "error_rate["), Some(CheckOutcome::Caution));
+    assert_eq!(h.r.status(), DeploymentStatus::Running);
+    assert!(!h.stage_of_first_directive_to_non_canary());
+
+    // With no extension allowed the CAUTION fails the gate, and the canary is rolled back.
+    let mut h = short_soak(0);
+    canary_reports(&mut h, |m| with_error(0.010 + 0.0015 * m as f32));
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_to_end();
+    let g = canary_gates(&h);
+    let (_, first) = g.first().unwrap();
+    assert_eq!(first.verdict, Verdict::Fail, "{first:?}");
+    assert!(
+        first
+            .reason
+            .contains("CAUTION persisted after 0 extension(s)"),
+        "{}",
+        first.reason
+    );
+    assert_eq!(outcome(first, "error_rate["), Some(CheckOutcome::Caution));
+    assert_eq!(h.r.status(), DeploymentStatus::RolledBack);
+    assert!(!h.stage_of_first_directive_to_non_canary());
+}
+
+#[test]
+fn a_short_soak_of_a_steady_canary_passes() {
+    // Flat error rate, and noise that does not trend: no CAUTION from the shorter span.
+    let mut h = short_soak(0);
+    canary_reports(&mut h, |m| {
+        with_error(if m % 2 == 0 { 0.0105 } else { 0.0100 })
+    });
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_until(6 * MINUTE);
+    let g = canary_gates(&h);
+    let (_, first) = g.first().unwrap();
+    assert_eq!(first.verdict, Verdict::Pass, "{first:?}");
+}
