@@ -257,7 +257,13 @@ pub fn run(
             d["status"] != json!("running")
         },
     );
-    assert!(killed.is_some(), "the deployment never reached a wave");
+    if killed.is_none() {
+        let d = call(&client, Method::Get, &dep_path, None);
+        panic!(
+            "the deployment never reached a wave: {} {}",
+            d["status_reason"], d["gates"]
+        );
+    }
     let done = call(&client, Method::Get, &dep_path, None);
     assert_eq!(done["status"], json!("completed"), "{done}");
     assert_eq!(done["completed_targets"], json!(n), "{done}");

@@ -381,6 +381,16 @@ impl Health {
             .sum();
         let new_failed = prior.saturating_sub(self.gates.checked_failed);
         match gate {
+            // 001 "all_healthy": every canary device. One that has not sent its metrics yet
+            // (past the quorum) is not unhealthy: the check cannot be computed and the gate
+            // waits for it, up to the stage's deadline; a failed or degraded one fails it.
+            GateKind::Canary if failed == 0 && self.gates.degraded == 0 && reported < judged => {
+                checks.push(not_computable(
+                    "application_health".into(),
+                    reported,
+                    judged,
+                ));
+            }
             GateKind::Canary => checks.push(
                 judged_check("application_health".into(), healthy_share, 1.0, false)
                     .with_pass(failed == 0 && healthy == judged),

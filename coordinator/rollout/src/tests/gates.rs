@@ -551,3 +551,59 @@ fn a_short_soak_of_a_steady_canary_passes() {
     let (_, first) = g.first().unwrap();
     assert_eq!(first.verdict, Verdict::Pass, "{first:?}");
 }
+
+/// Past the quorum, a canary device that switched and said healthy but has not sent its
+/// metrics yet is not unhealthy: `application_health` cannot be computed and the gate waits
+/// for it (it used to fail the canary); once it reports, the gate passes.
+#[test]
+fn a_canary_device_without_metrics_yet_makes_the_gate_wait_not_fail() {
+    let mut h = cw(200);
+    let canary = h.r.plan().canary.clone();
+    assert!(canary.len() >= 5, "{canary:?}");
+    let late = canary[0];
+    h.respond = Box::new(move |d, kind, _| match kind {
+        DirectiveKind::Stage => vec![dev(d, DeviceEvent::Staged)],
+        DirectiveKind::Switch if d == late => {
+            vec![dev(d, DeviceEvent::Switched), dev(d, DeviceEvent::Healthy)]
+        }
+        DirectiveKind::Switch => vec![
+            dev(d, DeviceEvent::Switched),
+            Input::Health {
+                device: d,
+                report: good(),
+            },
+        ],
+        DirectiveKind::Rollback => vec![dev(d, DeviceEvent::RolledBack)],
+        DirectiveKind::Commit => vec![],
+    });
+    assert!(h.cmd(Command::Start).is_ok());
+    h.run_until(35 * MINUTE);
+    let g = canary_gates(&h);
+    let (_, v) = g.last().expect("a canary gate");
+    assert_eq!(v.verdict, Verdict::Wait, "{v:?}");
+    assert_eq!(
+        outcome(v, "application_health"),
+        Some(CheckOutcome::NotComputable),
+        "{v:?}"
+    );
+    assert_eq!(h.r.status(), DeploymentStatus::Running);
+    assert!(h.directives(DirectiveKind::Rollback).is_empty());
+    // Its metrics arrive: the canary passes.
+    let at = h.now;
+    assert!(
+        h.send(Input::Health {
+            device: late,
+            report: good(),
+        })
+        .is_ok()
+    );
+    h.run_until(at + 5 * MINUTE);
+    assert!(
+        canary_gates(&h)
+            .iter()
+            .any(|(_, v)| v.verdict == Verdict::Pass),
+        "{:?}",
+        canary_gates(&h).last()
+    );
+    assert!(h.directives(DirectiveKind::Rollback).is_empty());
+}
