@@ -229,21 +229,27 @@ impl BaselineSet {
     }
 }
 
+/// A metric whose every sample was `mean` (tests).
+#[cfg(test)]
+pub(crate) fn flat(mean: f64, samples: u64) -> BaselineMetric {
+    BaselineMetric {
+        samples,
+        mean,
+        p50: mean,
+        p95: mean,
+        p99: mean,
+        stddev: 0.0,
+        trend_per_hour: None,
+        trend: Trend::Stable,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn metric(mean: f64, samples: u64) -> BaselineMetric {
-        BaselineMetric {
-            samples,
-            mean,
-            p50: mean,
-            p95: mean,
-            p99: mean,
-            stddev: 0.0,
-            trend_per_hour: None,
-            trend: Trend::Stable,
-        }
+        flat(mean, samples)
     }
 
     fn group(t: &str, region: Option<&str>, samples: u64) -> GroupBaseline {

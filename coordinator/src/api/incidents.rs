@@ -8,23 +8,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 
-use super::{ApiError, ApiResult, AppState, ok, query};
+use super::{ApiResult, AppState, ok, query};
 
 pub(super) async fn deployment_incident(
     State(st): State<AppState>,
     Path(id): Path<String>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let q = query(q, &["format"])?;
-    let markdown = match q.get("format").map(String::as_str) {
-        None | Some("json") => false,
-        Some("markdown") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "format must be json or markdown, not {other:?}"
-            )));
-        }
-    };
+    let markdown = super::wants_markdown(&query(q, &["format"])?)?;
     let report = st
         .handle
         .call(move |core, now| core.incident_report(&id, now))

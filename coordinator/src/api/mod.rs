@@ -252,6 +252,17 @@ fn numeric_page_of(q: &HashMap<String, String>, list: &str) -> Result<(u64, usiz
     Ok((after, limit))
 }
 
+/// `?format=`: `json` (the default) or `markdown`; anything else is refused naming it.
+fn wants_markdown(q: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match q.get("format").map(String::as_str) {
+        None | Some("json") => Ok(false),
+        Some("markdown") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format must be json or markdown, not {other:?}"
+        ))),
+    }
+}
+
 fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -592,16 +603,7 @@ async fn deployment_report(
     Path(id): Path<String>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let q = query(q, &["format"])?;
-    let markdown = match q.get("format").map(String::as_str) {
-        None | Some("json") => false,
-        Some("markdown") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "format must be json or markdown, not {other:?}"
-            )));
-        }
-    };
+    let markdown = wants_markdown(&query(q, &["format"])?)?;
     let report = st
         .handle
         .call(move |core, _| {

@@ -3,7 +3,7 @@
 //! devices", the gate record's percentiles and counts, and snapshot/restore of the windows.
 
 use super::*;
-use crate::baseline::{BaselineMetric, BaselineSet, GroupBaseline, Trend};
+use crate::baseline::{BaselineMetric, BaselineSet, GroupBaseline};
 use crate::engine::{CheckOutcome, GateVerdict};
 use crate::gates::NoBaseline;
 
@@ -194,16 +194,7 @@ fn canary_memory_growth_over_one_percent_per_ten_minutes_is_a_caution() {
 }
 
 fn metric(mean: f64, samples: u64) -> BaselineMetric {
-    BaselineMetric {
-        samples,
-        mean,
-        p50: mean,
-        p95: mean,
-        p99: mean,
-        stddev: 0.0,
-        trend_per_hour: None,
-        trend: Trend::Stable,
-    }
+    crate::baseline::flat(mean, samples)
 }
 
 fn group(t: &str, region: Option<&str>, samples: u64, e: f64) -> GroupBaseline {

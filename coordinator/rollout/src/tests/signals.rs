@@ -3,7 +3,7 @@
 //! naming the affected devices), in virtual time.
 
 use super::*;
-use crate::baseline::{BaselineMetric, BaselineSet, GroupBaseline, Trend};
+use crate::baseline::{BaselineSet, GroupBaseline};
 use crate::engine::{CheckOutcome, RollbackCause, cpu_check, cpu_limit};
 use crate::plan::{GateKind, TriggerConfig};
 
@@ -500,16 +500,7 @@ fn a_memory_leak_that_starts_late_is_judged_over_the_last_30_minutes() {
 /// Baselines for both device types of the harness with `cpu` percent of CPU, and the figures
 /// of [`good`] otherwise.
 fn cpu_baselines(cpu: f64) -> BaselineSet {
-    let metric = |mean: f64| BaselineMetric {
-        samples: 500,
-        mean,
-        p50: mean,
-        p95: mean,
-        p99: mean,
-        stddev: 0.0,
-        trend_per_hour: None,
-        trend: Trend::Stable,
-    };
+    let metric = |mean: f64| crate::baseline::flat(mean, 500);
     let group = |t: &str| GroupBaseline {
         device_type: t.into(),
         region: None,
