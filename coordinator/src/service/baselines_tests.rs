@@ -5,67 +5,14 @@
 
 use super::model::{ConfigInput, DeploymentInput, DeviceInput, FlowInput};
 use super::*;
-use ed25519_dalek::SigningKey;
 use floe_rollout::{Command, DeploymentStatus};
-use floe_wire::proto::{DeviceReport, Facts, Fixed, HealthLevel, HealthSummary};
+use floe_wire::proto::DeviceReport;
 use std::path::Path;
 
 const T0: u64 = 1_800_000_000_000;
 const MIN: u64 = 60_000;
 
-struct Dev {
-    key: SigningKey,
-    id: String,
-    device_type: &'static str,
-    region: &'static str,
-    seq: u64,
-}
-
-impl Dev {
-    fn new(seed: u8, device_type: &'static str, region: &'static str) -> Dev {
-        let key = SigningKey::from_bytes(&[seed; 32]);
-        let id = hex::encode(key.verifying_key().to_bytes());
-        Dev {
-            key,
-            id,
-            device_type,
-            region,
-            seq: 0,
-        }
-    }
-
-    fn report(&mut self, error_rate_ppm: u32, p95_us: u32) -> DeviceReport {
-        self.seq += 1;
-        DeviceReport {
-            schema: 1,
-            device_id: self.id.clone(),
-            public_key: Fixed(self.key.verifying_key().to_bytes()),
-            seq: self.seq,
-            facts: Facts {
-                device_type: self.device_type.into(),
-                arch: "aarch64".into(),
-                region: self.region.into(),
-                labels: Vec::new(),
-                runtime_version: "0.1.0".into(),
-            },
-            enroll_token: None,
-            active: None,
-            standby: None,
-            last_known_good: None,
-            on_trial: false,
-            applied: None,
-            health: Some(HealthSummary {
-                status: HealthLevel::Healthy,
-                flow_running: true,
-                error_rate_ppm,
-                p95_us,
-                memory_kib: 51_200,
-                restarts: 0,
-                system: None,
-            }),
-        }
-    }
-}
+use super::rollups_tests::Dev;
 
 fn published(core: &mut Core, now: u64) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/temperature-alert.json");
@@ -118,7 +65,7 @@ fn fleet(dir: &Path) -> (Core, Vec<Dev>, u64) {
             .map(|d| {
                 // rpi4 in us runs slower: 4 ms against 2 ms.
                 let p95 = if d.region == "us" { 4_000 } else { 2_000 };
-                d.report(1_000, p95)
+                d.report(p95, 51_200)
             })
             .collect();
         for out in core.ingest(reports, now).unwrap() {

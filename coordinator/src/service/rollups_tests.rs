@@ -17,16 +17,17 @@ fn core_at(dir: &Path) -> Core {
     super::tests::core_with(dir, 20_000)
 }
 
-struct Dev {
-    key: SigningKey,
-    id: String,
-    device_type: &'static str,
-    region: &'static str,
+/// A simulated device that signs its own reports (the baselines tests use it too).
+pub(super) struct Dev {
+    pub(super) key: SigningKey,
+    pub(super) id: String,
+    pub(super) device_type: &'static str,
+    pub(super) region: &'static str,
     seq: u64,
 }
 
 impl Dev {
-    fn new(seed: u8, device_type: &'static str, region: &'static str) -> Dev {
+    pub(super) fn new(seed: u8, device_type: &'static str, region: &'static str) -> Dev {
         let key = SigningKey::from_bytes(&[seed; 32]);
         let id = hex::encode(key.verifying_key().to_bytes());
         Dev {
@@ -38,7 +39,8 @@ impl Dev {
         }
     }
 
-    fn report(&mut self, p95_us: u32, memory_kib: u32) -> DeviceReport {
+    /// A healthy report with an error rate of 1 000 ppm.
+    pub(super) fn report(&mut self, p95_us: u32, memory_kib: u32) -> DeviceReport {
         self.seq += 1;
         DeviceReport {
             schema: 1,
