@@ -20,8 +20,19 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+/// One API call; a 429 (the token's rate limit, reached by the checks' reads at 100 000
+/// devices) is retried after a second, at most 120 times.
 fn call(c: &Client, method: Method, path: &str, body: Option<&Value>) -> Value {
-    let reply = c.call(method, path, body).unwrap();
+    let mut tries = 0;
+    let reply = loop {
+        match c.call(method, path, body) {
+            Err(e) if e.status() == Some(429) && tries < 120 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            other => break other.unwrap(),
+        }
+    };
     if reply.text.is_empty() {
         Value::Null
     } else {
