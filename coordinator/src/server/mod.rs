@@ -448,7 +448,13 @@ pub async fn start(
         trust_dir: dir.join("trust"),
         fabric: fabric_addrs.iter().map(ToString::to_string).collect(),
     };
-    let app = api::router_with_options(handle.clone(), token.clone(), Some(join), config.api);
+    let app = api::router_with_http(
+        handle.clone(),
+        token.clone(),
+        Some(join),
+        config.api,
+        Some(http.clone()),
+    );
     let stop = shutdown.clone();
     let serving = http.clone();
     let task = tokio::spawn(async move {
