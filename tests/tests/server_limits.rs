@@ -274,20 +274,31 @@ fn coordinator_rest_api_keeps_its_limits() {
     // One address past its cap of 16: the excess is closed at accept (long before the 1 s
     // header timeout: the 16 send nothing and are closed at it) while that address's 16 stay
     // open, and another address is served.
-    let mut held: Vec<TcpStream> = (0..16).map(|_| connect_from([127, 0, 0, 3], addr)).collect();
+    let mut held: Vec<TcpStream> = (0..16)
+        .map(|_| connect_from([127, 0, 0, 3], addr))
+        .collect();
     std::thread::sleep(Duration::from_millis(100));
     let mut excess: Vec<TcpStream> = (0..8).map(|_| connect_from([127, 0, 0, 3], addr)).collect();
     let took = all_closed_within(&mut excess, Duration::from_millis(700));
     assert!(took < Duration::from_millis(700), "{took:?}");
-    assert_eq!(count_closed(&mut held), 0, "the address's own connections were closed");
+    assert_eq!(
+        count_closed(&mut held),
+        0,
+        "the address's own connections were closed"
+    );
     let mut other = connect_from([127, 0, 0, 2], addr);
     other
         .write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
-    other.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut answer = String::new();
     let _ = other.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "127.0.0.2 not served: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "127.0.0.2 not served: {answer}"
+    );
     let status: Value = serde_json::from_str(
         &http()
             .get(format!("{}/api/v1/status", c.url()))
@@ -366,7 +377,10 @@ fn floed_health_endpoint_keeps_its_limits() {
         .collect();
     std::thread::sleep(Duration::from_millis(100));
     let mut extra = connect_from([127, 0, 0, 5], addr);
-    assert!(closed(&mut extra, Duration::from_millis(500)), "past the per-address cap");
+    assert!(
+        closed(&mut extra, Duration::from_millis(500)),
+        "past the per-address cap"
+    );
     assert!(answered("/health").starts_with("HTTP/1.1 "));
     d.stop();
 }
@@ -374,5 +388,9 @@ fn floed_health_endpoint_keeps_its_limits() {
 /// floed's cap, header timeout and per-address cap, as the daemon uses them by default.
 fn floe_httpd_limits() -> (usize, Duration, usize) {
     let l = floe_httpd::Limits::device();
-    (l.max_connections, l.header_timeout, l.max_connections_per_addr)
+    (
+        l.max_connections,
+        l.header_timeout,
+        l.max_connections_per_addr,
+    )
 }

@@ -200,13 +200,12 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
     config.http.header_timeout = ms("--header-timeout", &args.header_timeout)?;
     config.http.idle_timeout = ms("--idle-timeout", &args.idle_timeout)?;
     config.http.request_timeout = ms("--request-timeout", &args.request_timeout)?;
-    config
-        .http
-        .check()
-        .map_err(|e| {
-            let message = e.message.replace("max_connections (", "--max-connections (");
-            anyhow::anyhow!("--{}: {message}", e.setting.replace('_', "-"))
-        })?;
+    config.http.check().map_err(|e| {
+        let message = e
+            .message
+            .replace("max_connections (", "--max-connections (");
+        anyhow::anyhow!("--{}: {message}", e.setting.replace('_', "-"))
+    })?;
     Ok(config)
 }
 
@@ -328,7 +327,10 @@ mod tests {
         );
         let c = parse(&["--max-connections-per-addr", "16"]).unwrap();
         assert_eq!(c.http.max_connections_per_addr, 16);
-        for bad in [&["--max-connections-per-addr", "0"][..], &["--max-connections", "8", "--max-connections-per-addr", "9"]] {
+        for bad in [
+            &["--max-connections-per-addr", "0"][..],
+            &["--max-connections", "8", "--max-connections-per-addr", "9"],
+        ] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(
                 e.contains("--max-connections-per-addr") && e.contains("1 to --max-connections ("),

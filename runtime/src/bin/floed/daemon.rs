@@ -103,8 +103,8 @@ async fn serve(cfg: Config) -> Result<()> {
         })?;
     // Header, idle and request timeouts and a connection cap (ARCHITECTURE.md, "Server
     // limits"): a scraper flood cannot hold the daemon's descriptors or memory.
-    let limited = floe_httpd::Server::new(floe_httpd::Limits::device())
-        .context("the health endpoint's limits")?;
+    let limited =
+        floe_httpd::Server::new(cfg_copy.http_limits).context("the health endpoint's limits")?;
     let token = shutdown.clone();
     tokio::spawn(async move {
         limited
