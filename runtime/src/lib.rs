@@ -25,6 +25,7 @@ pub mod crash;
 pub mod health;
 pub mod http;
 pub mod join;
+pub mod join_tls;
 pub mod peer;
 pub mod releases;
 pub mod slots;
