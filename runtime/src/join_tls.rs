@@ -257,12 +257,7 @@ impl JoinTls {
                     .with_no_client_auth();
                 (config, Some(v))
             }
-            (None, Some(ca)) => (
-                builder
-                    .with_webpki_verifier(ca)
-                    .with_no_client_auth(),
-                None,
-            ),
+            (None, Some(ca)) => (builder.with_webpki_verifier(ca).with_no_client_auth(), None),
             (None, None) => {
                 return Err(JoinTlsError::Untrusted {
                     url: "(any)".into(),

@@ -80,10 +80,13 @@ async fn serve(m: &Made) -> SocketAddr {
 
 async fn read_ok(mut s: TlsStream<TcpStream>) -> String {
     let mut out = String::new();
-    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.read_to_string(&mut out),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     out
 }
 
@@ -105,7 +108,11 @@ fn the_verifier_accepts_exactly_the_pinned_certificate() {
         .verify_server_cert(&b.cert, &[], &name, &[], UnixTime::now())
         .unwrap_err();
     assert!(e.to_string().contains("pin"), "{e}");
-    assert_eq!(v.seen(), Some(pin_of(&b)), "what it was shown is kept for the error");
+    assert_eq!(
+        v.seen(),
+        Some(pin_of(&b)),
+        "what it was shown is kept for the error"
+    );
     // Any name is fine with a pin alone: the pin names the certificate.
     let other = ServerName::try_from("coordinator.example").unwrap();
     v.verify_server_cert(&a.cert, &[], &other, &[], UnixTime::now())
@@ -148,7 +155,10 @@ async fn the_right_pin_connects_and_a_wrong_one_is_refused_naming_both_fingerpri
     assert!(matches!(e, JoinTlsError::PinMismatch { .. }), "{e}");
     let text = e.to_string();
     assert!(text.contains(&fingerprint(m.cert.as_ref())), "{text}");
-    assert!(text.contains(&format!("sha256:{}", "ab".repeat(32))), "{text}");
+    assert!(
+        text.contains(&format!("sha256:{}", "ab".repeat(32))),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -163,8 +163,7 @@ impl JoinDoc {
 
     /// The pin as `floe serve` prints it (`sha256:` and 64 hex digits), if there is one.
     pub fn tls_pin_text(&self) -> Option<String> {
-        self.tls_pin
-            .map(|p| format!("sha256:{}", hex::encode(p.0)))
+        self.tls_pin.map(|p| format!("sha256:{}", hex::encode(p.0)))
     }
 
     /// The peer ids named by the fabric addresses (the text after `/p2p/`), in order.
@@ -207,7 +206,10 @@ impl JoinDoc {
             }
         }
         if self.tls_pin.is_some()
-            && let Some(i) = self.coordinators.iter().position(|u| !u.starts_with("https://"))
+            && let Some(i) = self
+                .coordinators
+                .iter()
+                .position(|u| !u.starts_with("https://"))
         {
             return Err(field(
                 "coordinators",
@@ -424,7 +426,13 @@ mod tests {
         d.coordinators.push("http://10.0.0.3:7300".into());
         let err = d.encode().unwrap_err();
         assert!(
-            matches!(&err, JoinError::Field { field: "coordinators", .. }),
+            matches!(
+                &err,
+                JoinError::Field {
+                    field: "coordinators",
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("entry 1"), "{err}");

@@ -128,7 +128,11 @@ pub(crate) fn create(c: &Client, ttl: Option<&str>, opts: &JoinOptions) -> Resul
         eprintln!(
             "warning: the coordinator address {} is reachable from this machine only; pass --coordinator-url {}://<address devices reach>:<port>",
             doc.coordinators.join(", "),
-            if doc.tls_pin.is_some() { "https" } else { "http" }
+            if doc.tls_pin.is_some() {
+                "https"
+            } else {
+                "http"
+            }
         );
     }
     match &opts.out {
@@ -213,8 +217,13 @@ mod tests {
             trust_store: trust_hex(),
             tls_pin: Some(pin.clone()),
         };
-        let doc = build(info.clone(), token(), "https://10.0.0.2:7300", &JoinOptions::default())
-            .unwrap();
+        let doc = build(
+            info.clone(),
+            token(),
+            "https://10.0.0.2:7300",
+            &JoinOptions::default(),
+        )
+        .unwrap();
         assert_eq!(doc.tls_pin, Some(floe_wire::proto::Fixed([0xcd; 32])));
         assert_eq!(doc.tls_pin_text().unwrap(), pin);
         assert_eq!(doc.coordinators, vec!["https://10.0.0.2:7300"]);
@@ -234,7 +243,13 @@ mod tests {
             tls_pin: None,
             ..info
         };
-        let doc = build(plain, token(), "http://10.0.0.2:7300", &JoinOptions::default()).unwrap();
+        let doc = build(
+            plain,
+            token(),
+            "http://10.0.0.2:7300",
+            &JoinOptions::default(),
+        )
+        .unwrap();
         assert_eq!(doc.tls_pin, None);
     }
 
