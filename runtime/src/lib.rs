@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod crash;
 pub mod health;
+pub mod health_listener;
 pub mod http;
 pub mod join;
 pub mod join_tls;

@@ -382,6 +382,16 @@ fn floed_health_endpoint_keeps_its_limits() {
         "past the per-address cap"
     );
     assert!(answered("/health").starts_with("HTTP/1.1 "));
+    // The health endpoint counts it in its own /metrics.
+    let m = answered("/metrics");
+    let refused: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("floe_http_connections_closed_total{reason=\"per_addr\"} "))
+        .unwrap_or_else(|| panic!("no per_addr counter in /metrics: {m}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(refused >= 1, "{m}");
     d.stop();
 }
 
