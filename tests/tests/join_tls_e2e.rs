@@ -183,6 +183,11 @@ fn a_device_joins_a_https_only_coordinator_by_its_pin_and_a_wrong_pin_is_refused
         "{}",
         text(&o)
     );
+    assert!(
+        text(&o).contains(&format!("coordinator certificate {pin}")),
+        "{}",
+        text(&o)
+    );
     let key = floe_wire::identity::load_or_generate(&data1).unwrap();
     let id = floe_wire::identity::device_id(&key);
     let reg: serde_json::Value = client.get_device(&id).unwrap().json().unwrap();

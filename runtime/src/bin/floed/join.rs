@@ -223,6 +223,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         "device {device} joined the fleet of {}",
         doc.coordinators.join(", ")
     );
+    if let Some(pin) = doc.tls_pin_text() {
+        println!("  coordinator certificate {pin} (pinned by the join string)");
+    }
     println!("  config {}", path.display());
     println!("  trust store {}", cfg.trust_store.display());
     match &enrolled {
