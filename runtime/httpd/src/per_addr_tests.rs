@@ -134,3 +134,20 @@ async fn a_flood_from_one_address_is_refused_at_accept_and_counted() {
     assert!(a.starts_with("HTTP/1.1 200"), "{a}");
     assert_eq!(server.stats().evicted, 0, "{:?}", server.stats());
 }
+
+#[tokio::test]
+async fn an_ipv4_mapped_ipv6_address_counts_as_its_ipv4_address() {
+    let registry = crate::conn::Registry::new(4, 1);
+    let stop = CancellationToken::new();
+    let v4: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let mapped: std::net::IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+    let other: std::net::IpAddr = "2001:db8::7".parse().unwrap();
+    let wait = Duration::from_millis(10);
+    assert!(registry.admit(v4, wait, &stop).await.is_ok());
+    assert_eq!(
+        registry.admit(mapped, wait, &stop).await.err(),
+        Some(crate::conn::Refused::PerAddr)
+    );
+    assert!(registry.admit(other, wait, &stop).await.is_ok());
+    assert_eq!(registry.len(), 2);
+}
