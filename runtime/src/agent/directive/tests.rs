@@ -73,6 +73,7 @@ fn post(
         issued_at: now - 10,
         expires: now.saturating_add_signed(expires_in),
         vars: Default::default(),
+        secret_vars: Default::default(),
     };
     DirectivePost {
         schema: POST_SCHEMA,
