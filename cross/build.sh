@@ -10,6 +10,7 @@ case "${1:-}" in
   *) echo "usage: cross/build.sh aarch64|armv7" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
-cargo build --release --target "$triple" -p floe-runtime --bin floed
+# floed without the laptop demo (`demo` feature), as the Debian package ships it.
+cargo build --release --target "$triple" -p floe-runtime --bin floed --no-default-features
 cargo build --release --target "$triple" -p floe-coordinator --bin floe
 echo "built target/$triple/release/floed and target/$triple/release/floe"

@@ -22,6 +22,11 @@ use floe_wire::text::{
 };
 use serde::Deserialize;
 
+mod http;
+#[cfg(test)]
+mod http_tests;
+pub use http::{MAX_DEVICE_CONNECTIONS, MAX_TIMEOUT_MS as MAX_HTTP_TIMEOUT_MS};
+
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/floe/floed.toml";
 /// The data directory when the file does not name one.
@@ -108,6 +113,8 @@ struct RawConfig {
     health: RawHealth,
     #[serde(default)]
     vars: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    http: http::RawHttp,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +289,8 @@ pub struct Config {
     pub listen: Vec<String>,
     /// The local HTTP endpoint for `/health` and `/metrics`.
     pub http_listen: SocketAddr,
+    /// That endpoint's connection caps and timeouts (table `[http]`).
+    pub http_limits: floe_httpd::Limits,
     /// libp2p bootstrap peers.
     pub bootstrap_peers: Vec<String>,
     /// The directory of trusted release and coordinator keys.
@@ -338,6 +347,7 @@ impl Config {
             labels: BTreeMap::new(),
             listen: Vec::new(),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            http_limits: floe_httpd::Limits::device(),
             bootstrap_peers: Vec::new(),
             trust_store: data_dir.join("trust"),
             trial: TrialConfig::default(),
@@ -563,6 +573,7 @@ impl Config {
             labels: raw.labels,
             listen: raw.listen,
             http_listen,
+            http_limits: http::limits(raw.http).map_err(|e| invalid(e.key, &e.message))?,
             bootstrap_peers: raw.bootstrap_peers,
             trust_store,
             trial,

@@ -69,6 +69,13 @@ pub fn health_router(published: watch::Receiver<Arc<Published>>) -> Router {
         .with_state(published)
 }
 
+/// `/health` alone (the health listener adds its own `/metrics`: `crate::health_listener`).
+pub fn health_only_router(published: watch::Receiver<Arc<Published>>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .with_state(published)
+}
+
 async fn health(State(rx): State<watch::Receiver<Arc<Published>>>) -> Response {
     let p = rx.borrow().clone();
     let code = if p.report.status == Status::Unhealthy {

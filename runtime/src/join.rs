@@ -249,6 +249,7 @@ mod tests {
             trust: ByteBuf(trust(3).1),
             token: "tok123".into(),
             expires_at_ms: u64::MAX,
+            tls_pin: None,
         }
     }
 

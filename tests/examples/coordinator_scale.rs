@@ -18,7 +18,9 @@
 //! scenario of `floe_tests::kill9` (a real `floe serve` killed with SIGKILL during the
 //! deployment's start, `COORD_BENCH_KILL_MS` after the start request (default 900), in the
 //! middle of a wave and in the middle of a rollback, restarted each time on the same data
-//! directory), printing each thing it checked.
+//! directory), printing each thing it checked. `COORD_BENCH_PARTIAL_S=<s>` is for a fleet this
+//! machine cannot roll out whole (100 000): the mid-wave phase ends `s` seconds after the
+//! restart, checking the deployment moved on, and the rollback phase rolls that deployment back.
 //!
 //! Run: `cargo run --release -p floe-tests --example coordinator_scale`. Each size prints one
 //! line `devices=… allow_s=… ingest_reports_per_s=… ingest_cpu_ms_per_report=… ingest_p99_ms=…
@@ -246,6 +248,13 @@ fn main() {
                 Duration::from_secs(env_u64("COORD_BENCH_ACTIVE_S", 10)),
                 Duration::from_secs(env_u64("COORD_BENCH_ROLLOUT_S", 900)),
                 Duration::from_millis(env_u64("COORD_BENCH_KILL_MS", 900)),
+                // COORD_BENCH_PARTIAL_S: end the mid-wave phase that many seconds after the
+                // restart and roll that deployment back (for fleets whose rollout does not
+                // finish on this machine).
+                match env_u64("COORD_BENCH_PARTIAL_S", 0) {
+                    0 => None,
+                    s => Some(Duration::from_secs(s)),
+                },
             );
             for line in &checked {
                 println!("faults devices={n}: {line}");

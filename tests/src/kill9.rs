@@ -20,8 +20,19 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+/// One API call; a 429 (the token's rate limit, reached by the checks' reads at 100 000
+/// devices) is retried after a second, at most 120 times.
 fn call(c: &Client, method: Method, path: &str, body: Option<&Value>) -> Value {
-    let reply = c.call(method, path, body).unwrap();
+    let mut tries = 0;
+    let reply = loop {
+        match c.call(method, path, body) {
+            Err(e) if e.status() == Some(429) && tries < 120 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            other => break other.unwrap(),
+        }
+    };
     if reply.text.is_empty() {
         Value::Null
     } else {
@@ -162,8 +173,12 @@ fn drive(
 
 /// The scenario for `n` simulated devices under `root`: `period` and `active_period` are the
 /// devices' report periods idle and mid-deployment, `limit` bounds each driven phase, and
-/// `start_kill_after` is how long after the start request the coordinator is killed. Returns
-/// one line per thing checked; panics naming the check that failed.
+/// `start_kill_after` is how long after the start request the coordinator is killed. With
+/// `partial` (for a fleet this machine cannot carry through a whole rollout), the mid-wave
+/// phase ends `partial` after the restart instead of at `completed`, checking that the
+/// deployment moved on from where it was killed, and the rollback phase rolls that same
+/// deployment back (see [`partial_phases`]). Returns one line per thing checked; panics naming
+/// the check that failed.
 pub fn run(
     root: &Path,
     n: usize,
@@ -171,6 +186,7 @@ pub fn run(
     active_period: Duration,
     limit: Duration,
     start_kill_after: Duration,
+    partial: Option<Duration>,
 ) -> Vec<String> {
     let mut checked = Vec::new();
     let mut server = Coordinator::start_configured(root, "2s", "90s");
@@ -237,6 +253,22 @@ pub fn run(
         other => panic!("after a kill during start the deployment is {other}: {after}"),
     }
     checked.push("start: integrity_check ok after the kill".into());
+
+    if let Some(after_restart) = partial {
+        partial_phases(
+            &fleet,
+            &mut server,
+            &id,
+            n,
+            limit,
+            after_restart,
+            &mut checked,
+        );
+        server.kill9();
+        integrity(&server);
+        checked.push("end: integrity_check ok".into());
+        return checked;
+    }
 
     // 2. kill -9 in the middle of a wave; the devices carry the deployment to its end.
     let dep_path = format!("/deployments/{id}");
@@ -399,4 +431,156 @@ pub fn run(
     integrity(&server);
     checked.push("end: integrity_check ok".into());
     checked
+}
+
+/// Phases 2 and 3 for a fleet whose rollout does not finish here. 2: kill -9 in the middle of a
+/// wave, then drive the devices `after_restart` more: every target is kept, the gates passed so
+/// far passed once and in order, and the deployment moved on (more targets committed than at
+/// the kill, or finished). 3: roll that deployment back and kill -9 right after the command:
+/// after the restart it ends `rolled_back`, no target is left deploying, and the rolled-back
+/// devices checked (an even sample of at most 2 000) report the rollback applied.
+fn partial_phases(
+    fleet: &Fleet,
+    server: &mut Coordinator,
+    id: &str,
+    n: usize,
+    limit: Duration,
+    after_restart: Duration,
+    checked: &mut Vec<String>,
+) {
+    let client = server.client.clone();
+    let dep_path = format!("/deployments/{id}");
+    let mut at_kill: Option<(u64, u64)> = None;
+    let mut restarted: Option<Instant> = None;
+    let killed = drive(
+        fleet,
+        server,
+        limit,
+        |c| {
+            let d = call(c, Method::Get, &dep_path, None);
+            progress(&d);
+            let stage = d["current_stage"].as_u64()?;
+            let deploying = d["pending_targets"].as_u64()? > 0;
+            let hit = d["status"] == json!("running") && stage >= 1 && deploying;
+            hit.then(|| {
+                at_kill = Some((stage, d["completed_targets"].as_u64().unwrap_or(0)));
+                format!("in stage {stage} ({})", d["stages"][stage as usize]["name"])
+            })
+        },
+        |c| {
+            let since = *restarted.get_or_insert_with(Instant::now);
+            let d = call(c, Method::Get, &dep_path, None);
+            progress(&d);
+            d["status"] != json!("running") || since.elapsed() >= after_restart
+        },
+    );
+    let Some(killed) = killed else {
+        let d = call(&client, Method::Get, &dep_path, None);
+        panic!(
+            "the deployment never reached a wave: {} {}",
+            d["status_reason"], d["gates"]
+        );
+    };
+    let (stage_at_kill, committed_at_kill) = at_kill.unwrap();
+    let d = call(&client, Method::Get, &dep_path, None);
+    assert_eq!(d["total_targets"], json!(n), "{d}");
+    assert!(
+        d["status"] == json!("running") || d["status"] == json!("completed"),
+        "after a kill mid-wave the deployment is {}: {}",
+        d["status"],
+        d["status_reason"]
+    );
+    check_gates(&d, d["status"] == json!("completed"));
+    let stage = d["current_stage"].as_u64().unwrap_or(u64::MAX);
+    let committed = d["completed_targets"].as_u64().unwrap();
+    assert!(
+        stage >= stage_at_kill && committed > committed_at_kill,
+        "no progress after the restart: stage {stage_at_kill} -> {stage}, committed {committed_at_kill} -> {committed}"
+    );
+    let all = targets(&client, id);
+    assert_eq!(all.len(), n, "targets listed after the restart");
+    checked.push(format!(
+        "mid-wave: killed {killed} with {committed_at_kill} targets committed; {:.0} s after the restart {} in stage {stage} with {committed} committed, all {n} targets kept, gates passed once and in order",
+        after_restart.as_secs_f64(),
+        d["status"]
+    ));
+
+    let rolled_back_applied = |c: &Client| -> (usize, Vec<String>) {
+        let ts = targets(c, id);
+        let rolled: Vec<&str> = ts
+            .iter()
+            .filter(|t| t["status"] == json!("rolled_back"))
+            .filter_map(|t| t["device_id"].as_str())
+            .collect();
+        let sample: Vec<&str> = rolled
+            .iter()
+            .step_by((rolled.len() / 2000).max(1))
+            .copied()
+            .collect();
+        let off = sample
+            .iter()
+            .filter_map(|dev| {
+                let d = call(c, Method::Get, &format!("/devices/{dev}"), None);
+                let ok = d["applied"]["action"] == json!("rollback")
+                    && d["applied"]["progress"] == json!("done");
+                (!ok).then(|| format!("{dev}: {}", d["applied"]))
+            })
+            .collect();
+        (sample.len(), off)
+    };
+    let killed = drive(
+        fleet,
+        server,
+        limit,
+        |c| {
+            let d = call(c, Method::Get, &dep_path, None);
+            if d["status"] != json!("running") {
+                return None;
+            }
+            let on_new = d["completed_targets"].as_u64()?;
+            let r = call(c, Method::Post, &format!("{dep_path}/rollback"), None);
+            Some(format!(
+                "right after the rollback command ({on_new} targets on the new version, status {})",
+                r["status"]
+            ))
+        },
+        |c| {
+            let d = call(c, Method::Get, &dep_path, None);
+            progress(&d);
+            d["status"] == json!("rolled_back") && rolled_back_applied(c).1.is_empty()
+        },
+    );
+    let Some(killed) = killed else {
+        let d = call(&client, Method::Get, &dep_path, None);
+        panic!(
+            "the deployment was not running for its rollback: {}",
+            d["status"]
+        );
+    };
+    let rolled = call(&client, Method::Get, &dep_path, None);
+    assert_eq!(rolled["status"], json!("rolled_back"), "{rolled}");
+    assert_eq!(rolled["total_targets"], json!(n));
+    check_gates(&rolled, false);
+    let t = targets(&client, id);
+    assert_eq!(t.len(), n);
+    let mut by_status = std::collections::BTreeMap::new();
+    for x in &t {
+        *by_status
+            .entry(x["status"].as_str().unwrap_or("?").to_string())
+            .or_insert(0usize) += 1;
+    }
+    assert!(
+        !by_status.contains_key("deploying"),
+        "a target is still deploying after the rollback: {by_status:?}"
+    );
+    let (sampled, off) = rolled_back_applied(&client);
+    assert!(sampled > 0, "no target was rolled back: {by_status:?}");
+    assert!(
+        off.is_empty(),
+        "{} rolled-back devices did not apply the rollback: {off:?}",
+        off.len()
+    );
+    checked.push(format!(
+        "mid-rollback: killed {killed}; rolled_back, targets {by_status:?}, {sampled} rolled-back devices checked report the rollback applied"
+    ));
 }

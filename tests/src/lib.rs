@@ -69,7 +69,18 @@ pub fn cargo_command() -> Command {
 /// The path of a workspace binary (`floed`, `floe`), built once per test process. `floed` is
 /// built with the test features `crash-points` and `fault-nodes`, and `floe` with
 /// `fault-nodes`, so both sides know the test-only node kind.
+///
+/// `FLOE_TEST_FLOED` / `FLOE_TEST_FLOE` name a prebuilt binary to run instead (benchmarks use
+/// it to measure a production build, or a copy of one on another filesystem).
 pub fn bin(name: &str) -> Result<PathBuf> {
+    let given = format!("FLOE_TEST_{}", name.to_ascii_uppercase());
+    if let Some(path) = std::env::var_os(&given) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{given}={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());

@@ -19,6 +19,7 @@ fn a_deployment_survives_kill9_at_start_mid_wave_and_mid_rollback() {
         Duration::from_secs(1),
         Duration::from_secs(240),
         Duration::from_millis(5),
+        None,
     );
     for line in &checked {
         println!("checked: {line}");

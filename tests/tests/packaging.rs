@@ -356,6 +356,14 @@ fn packages_install_the_users_directories_units_and_conffile() {
             format!("{name} {}", env!("CARGO_PKG_VERSION"))
         );
     }
+    // The device package is built without the laptop demo (its embedded MQTT broker is code a
+    // field device never runs): `floed --help` lists no `demo`.
+    let help = stdout(Command::new(r.join("usr/bin/floed")).arg("--help"));
+    assert!(help.contains("daemon"), "{help}");
+    assert!(
+        !help.lines().any(|l| l.trim_start().starts_with("demo")),
+        "the packaged floed has the demo: {help}"
+    );
 }
 
 #[test]

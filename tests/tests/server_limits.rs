@@ -3,7 +3,9 @@
 //! `floe serve` and a real `floed daemon` are fed the same: slow-header sockets are closed at
 //! the header timeout, a kept-alive connection at the idle timeout, and with more idle sockets
 //! open than the connection cap an API client, a device report and a health scraper still get
-//! their answers. Every loop is bounded in count and time.
+//! their answers. One client address is held to its per-address cap (connections past it are
+//! closed at accept) while another address is still served: 127.0.0.1 and 127.0.0.x are all
+//! loopback. Every loop is bounded in count and time.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // A test fails loudly on any broken precondition.
 
@@ -29,11 +31,33 @@ fn slow_header_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-/// Opens `n` connections; every other one sends half a head, the rest nothing.
-fn idle_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+/// A connection to `addr` from the loopback address `from`.
+fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt
+        .block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::from((from, 0)))?;
+            tokio::time::timeout(Duration::from_secs(5), sock.connect(addr)).await?
+        })
+        .unwrap()
+        .into_std()
+        .unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+/// Opens `n` connections, `per_addr` from each of the loopback addresses 127.0.9.1,
+/// 127.0.9.2, ... (so no address passes its cap); every other one sends half a head, the
+/// rest nothing.
+fn idle_sockets(addr: SocketAddr, n: usize, per_addr: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|i| {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+            let host = u8::try_from(i / per_addr + 1).unwrap();
+            let mut s = connect_from([127, 0, 9, host], addr);
             if i % 2 == 0 {
                 s.write_all(b"POST /api/v1/devices/x/report HTTP/1.1\r\n")
                     .unwrap();
@@ -139,6 +163,8 @@ fn coordinator_rest_api_keeps_its_limits() {
         &[
             "--max-connections",
             "64",
+            "--max-connections-per-addr",
+            "16",
             "--header-timeout",
             "1s",
             "--idle-timeout",
@@ -201,7 +227,7 @@ fn coordinator_rest_api_keeps_its_limits() {
 
     // Three times the cap in idle and half-sent sockets; a real API client and a device
     // report still get answers, round after round, while the sockets stay open.
-    let mut flood = idle_sockets(addr, 192);
+    let mut flood = idle_sockets(addr, 192, 16);
     let key = SigningKey::from_bytes(&[61; 32]);
     let id = hex::encode(key.verifying_key().to_bytes());
     let auth = format!("Bearer {}", c.token());
@@ -243,6 +269,61 @@ fn coordinator_rest_api_keeps_its_limits() {
         .call()
         .unwrap();
     assert_eq!(device.status().as_u16(), 200, "the device enrolled");
+    drop(flood);
+
+    // One address past its cap of 16: the excess is closed at accept (long before the 1 s
+    // header timeout: the 16 send nothing and are closed at it) while that address's 16 stay
+    // open, and another address is served.
+    let mut held: Vec<TcpStream> = (0..16)
+        .map(|_| connect_from([127, 0, 0, 3], addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut excess: Vec<TcpStream> = (0..8).map(|_| connect_from([127, 0, 0, 3], addr)).collect();
+    let took = all_closed_within(&mut excess, Duration::from_millis(700));
+    assert!(took < Duration::from_millis(700), "{took:?}");
+    assert_eq!(
+        count_closed(&mut held),
+        0,
+        "the address's own connections were closed"
+    );
+    let mut other = connect_from([127, 0, 0, 2], addr);
+    other
+        .write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = other.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "127.0.0.2 not served: {answer}"
+    );
+    let status: Value = serde_json::from_str(
+        &http()
+            .get(format!("{}/api/v1/status", c.url()))
+            .header("Authorization", &auth)
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let refused = status["connections"]["refused_per_addr"].as_u64().unwrap();
+    assert!(refused >= 8, "{status}");
+    let metrics = http()
+        .get(format!("{}/metrics", c.url()))
+        .header("Authorization", &auth)
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("floe_http_connections_closed_total{reason=\"per_addr\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -259,8 +340,8 @@ fn floed_health_endpoint_keeps_its_limits() {
     let answered = |path: &str| raw(addr, &format!("GET {path}"), b"");
     assert!(answered("/health").starts_with("HTTP/1.1 "));
 
-    // Fewer slow-header sockets than the cap: closed at the header timeout.
-    let mut slow = slow_header_sockets(addr, limits.0 - 4);
+    // As many slow-header sockets as one address may open: closed at the header timeout.
+    let mut slow = slow_header_sockets(addr, limits.2);
     let took = all_closed_within(&mut slow, limits.1 + Duration::from_secs(10));
     assert!(
         took >= limits.1 - Duration::from_millis(300) && took < limits.1 + Duration::from_secs(3),
@@ -268,8 +349,9 @@ fn floed_health_endpoint_keeps_its_limits() {
         limits.1
     );
 
-    // Six times the cap in idle sockets: the scraper still gets /health and /metrics.
-    let mut flood = idle_sockets(addr, limits.0 * 6);
+    // Six times the cap in idle sockets, each address at its per-address cap: the scraper
+    // (127.0.0.1) still gets /health and /metrics.
+    let mut flood = idle_sockets(addr, limits.0 * 6, limits.2);
     for _ in 0..3 {
         let started = Instant::now();
         let h = answered("/health");
@@ -288,11 +370,37 @@ fn floed_health_endpoint_keeps_its_limits() {
         "only {closed_now} of {} closed",
         limits.0 * 6
     );
+    // An address that fills its cap (evicting flood sockets) gets its next one closed at
+    // once; the scraper is still served.
+    let _full: Vec<TcpStream> = (0..limits.2)
+        .map(|_| connect_from([127, 0, 0, 5], addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = connect_from([127, 0, 0, 5], addr);
+    assert!(
+        closed(&mut extra, Duration::from_millis(500)),
+        "past the per-address cap"
+    );
+    assert!(answered("/health").starts_with("HTTP/1.1 "));
+    // The health endpoint counts it in its own /metrics.
+    let m = answered("/metrics");
+    let refused: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("floe_http_connections_closed_total{reason=\"per_addr\"} "))
+        .unwrap_or_else(|| panic!("no per_addr counter in /metrics: {m}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(refused >= 1, "{m}");
     d.stop();
 }
 
-/// floed's cap and header timeout, as the daemon uses them.
-fn floe_httpd_limits() -> (usize, Duration) {
+/// floed's cap, header timeout and per-address cap, as the daemon uses them by default.
+fn floe_httpd_limits() -> (usize, Duration, usize) {
     let l = floe_httpd::Limits::device();
-    (l.max_connections, l.header_timeout)
+    (
+        l.max_connections,
+        l.header_timeout,
+        l.max_connections_per_addr,
+    )
 }

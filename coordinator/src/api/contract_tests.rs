@@ -209,6 +209,7 @@ impl TestServer {
         let join = super::JoinSource {
             trust_dir,
             fabric: vec!["/ip4/127.0.0.1/tcp/7301/p2p/12D3KooWExample".into()],
+            tls_pin: Some(format!("sha256:{}", "ab".repeat(32))),
         };
         let app = super::router_with_options(handle, "secret".into(), Some(join), options);
         let stop = shutdown.clone();
@@ -780,6 +781,12 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
     let join = call(&c, k, Get, "/join-info", "/join-info", None);
     assert_eq!(join["fabric"].as_array().map(Vec::len), Some(1), "{join}");
     assert!(join["trust_store"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(
+        join["tls_pin"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("sha256:")),
+        "{join}"
+    );
     let health = call(
         &c,
         k,

@@ -1,8 +1,10 @@
 //! `GET /join-info`: what `floe enroll-token create --join` puts into a join string besides the
 //! token: the coordinator's fabric addresses (each with its peer id) and the device trust store
 //! file as the coordinator holds it now (read at each request, so a rotated store is what new
-//! devices get). Nothing here is secret: the trust store holds public keys only, and fabric
-//! admission material is not part of a join string (see `floe_wire::join`).
+//! devices get), and, when the REST API is served over TLS, the pin of its certificate (the
+//! device's `floed join` accepts exactly that certificate). Nothing here is secret: the trust
+//! store holds public keys only, a pin is a hash of a public certificate, and fabric admission
+//! material is not part of a join string (see `floe_wire::join`).
 
 use std::path::PathBuf;
 
@@ -21,6 +23,8 @@ pub struct JoinSource {
     pub trust_dir: PathBuf,
     /// The fabric multiaddresses devices bootstrap to, each ending in `/p2p/<peer id>`.
     pub fabric: Vec<String>,
+    /// `sha256:…` of the REST listener's TLS leaf certificate; None when it serves plain HTTP.
+    pub tls_pin: Option<String>,
 }
 
 pub(super) async fn join_info(State(st): State<AppState>) -> ApiResult {
@@ -52,6 +56,7 @@ pub(super) async fn join_info(State(st): State<AppState>) -> ApiResult {
         JoinInfo {
             fabric: src.fabric.clone(),
             trust_store: hex::encode(bytes),
+            tls_pin: src.tls_pin.clone(),
         },
     )
 }

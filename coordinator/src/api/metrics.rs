@@ -219,6 +219,25 @@ pub(super) async fn metrics(State(st): State<AppState>) -> ApiResult {
             ("failed_auth", failures.throttled),
         ],
     );
+    let conns = crate::contract::ConnectionStatus::of(st.http.as_ref());
+    labelled(
+        &mut out,
+        (
+            "floe_http_connections_closed_total",
+            "counter",
+            "REST connections closed by the server's limits since start, by reason.",
+        ),
+        "reason",
+        [
+            ("evicted", conns.evicted),
+            ("busy", conns.refused_busy),
+            ("per_addr", conns.refused_per_addr),
+            ("header_timeout", conns.header_timeouts),
+            ("idle_timeout", conns.idle_timeouts),
+            ("request_timeout", conns.request_timeouts),
+            ("tls_failure", conns.tls_failures),
+        ],
+    );
     labelled(
         &mut out,
         (

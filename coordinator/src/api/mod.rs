@@ -206,6 +206,8 @@ struct AppState {
     failures: Arc<ratelimit::Limiter>,
     join: Option<Arc<JoinSource>>,
     metrics: Arc<metrics::HttpMetrics>,
+    /// The listener serving this router, for its connection figures.
+    http: Option<floe_httpd::Server>,
 }
 
 /// The API's settings beyond the service: the rate limits.
@@ -289,7 +291,19 @@ pub fn router_with_options(
     join: Option<JoinSource>,
     options: ApiOptions,
 ) -> Router {
+    router_with_http(handle, token, join, options, None)
+}
+
+/// [`router_with_options`] whose `/status` and `/metrics` include `http`'s connection figures.
+pub fn router_with_http(
+    handle: ServiceHandle,
+    token: String,
+    join: Option<JoinSource>,
+    options: ApiOptions,
+    http: Option<floe_httpd::Server>,
+) -> Router {
     let state = AppState {
+        http,
         handle,
         tokens: Arc::new(tokens::TokenTable::new(&token, floe_wire::clock::unix_ms())),
         limiter: Arc::new(ratelimit::Limiter::new(options.rate)),
@@ -899,6 +913,7 @@ async fn status(State(st): State<AppState>) -> Json<Status> {
             buckets: limits.buckets as u64,
             failed_auth_throttled: failures.throttled,
         },
+        connections: types::ConnectionStatus::of(st.http.as_ref()),
     })
 }
 

@@ -137,6 +137,10 @@ pub struct JoinInfo {
     pub fabric: Vec<String>,
     /// The device trust store file (`trust.cbor`), hex.
     pub trust_store: String,
+    /// When the REST API is served over TLS: `sha256:` and the hex SHA-256 of its leaf
+    /// certificate (DER), which join strings carry so devices accept exactly that certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_pin: Option<String>,
 }
 
 /// `POST /devices/batch`.

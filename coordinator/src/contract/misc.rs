@@ -58,6 +58,29 @@ pub struct RateLimitStatus {
     pub failed_auth_throttled: u64,
 }
 
+/// The REST listener's connection figures since start (`GET /api/v1/status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConnectionStatus {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Open connections closed to make room for a new one at the connection cap.
+    pub evicted: u64,
+    /// New connections closed because every open one stayed busy.
+    pub refused_busy: u64,
+    /// New connections closed at accept because their address held its per-address cap.
+    pub refused_per_addr: u64,
+    /// Connections closed because their request head (or TLS handshake) was not done in time.
+    pub header_timeouts: u64,
+    /// Kept-alive connections closed after waiting too long for a next request.
+    pub idle_timeouts: u64,
+    /// Requests answered 503 at the request timeout.
+    pub request_timeouts: u64,
+    /// Failed TLS handshakes.
+    pub tls_failures: u64,
+}
+
 /// `GET /api/v1/status`: the coordinator's own figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Status {
@@ -66,4 +89,29 @@ pub struct Status {
     /// The per-token rate limit (absent from coordinators older than it).
     #[serde(default)]
     pub rate_limit: RateLimitStatus,
+    /// The REST listener's connections (absent from coordinators older than it, and zero
+    /// from a router served without the listener, as in tests).
+    #[serde(default)]
+    pub connections: ConnectionStatus,
+}
+
+impl ConnectionStatus {
+    /// The figures of `http` (`None`: all zero).
+    pub fn of(http: Option<&floe_httpd::Server>) -> Self {
+        let Some(http) = http else {
+            return ConnectionStatus::default();
+        };
+        let s = http.stats();
+        ConnectionStatus {
+            open: http.open_connections() as u64,
+            accepted: s.accepted,
+            evicted: s.evicted,
+            refused_busy: s.refused,
+            refused_per_addr: s.refused_per_addr,
+            header_timeouts: s.header_timeouts,
+            idle_timeouts: s.idle_timeouts,
+            request_timeouts: s.request_timeouts,
+            tls_failures: s.tls_failures,
+        }
+    }
 }

@@ -54,7 +54,9 @@ pub use incidents::{
     MAX_AFFECTED_LISTED, MAX_TIMELINE, MetricDelta, PatternFinding, RollbackVerification,
     TimelineEntry, VerifiedDevice,
 };
-pub use misc::{ErrorBody, ErrorDetail, Healthz, IngestStatus, RateLimitStatus, Status};
+pub use misc::{
+    ConnectionStatus, ErrorBody, ErrorDetail, Healthz, IngestStatus, RateLimitStatus, Status,
+};
 pub use plan::{CanaryPickView, DeploymentPlan};
 pub use preflight::{
     DeploymentState, Preflight, PreflightItem, PreflightRefusal, PublishInput, SmokeMessageInput,

@@ -120,6 +120,16 @@ pub fn tls_config(files: &TlsFiles) -> Result<Arc<floe_httpd::rustls::ServerConf
     Ok(Arc::new(config))
 }
 
+/// The pin (`sha256:…`) of the leaf certificate of `files`.
+fn leaf_pin(files: &TlsFiles) -> Result<String, ServerError> {
+    let bad = |message: String| ServerError::Tls {
+        file: files.cert.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(&files.cert).map_err(|e| bad(e.to_string()))?;
+    crate::tls::leaf_fingerprint(&pem).map_err(bad)
+}
+
 impl ServerConfig {
     /// `floe serve`'s defaults for `data_dir`: REST on 127.0.0.1:7300, fabric on TCP 7301 on
     /// loopback (a site gives its own address), mDNS off, devices offline after [`service::DEFAULT_OFFLINE_AFTER`],
@@ -387,6 +397,8 @@ pub async fn start(
     // The certificate is read before anything starts, so a bad file stops nothing.
     let tls = files.as_ref().map(tls_config).transpose()?;
     let tls_on = tls.is_some();
+    // Join strings carry the leaf certificate's pin (`GET /join-info`).
+    let tls_pin = files.as_ref().map(leaf_pin).transpose()?;
     let http =
         floe_httpd::Server::with_timeout_answer(config.http, timeout_answer).map_err(|e| {
             ServerError::Config {
@@ -447,8 +459,15 @@ pub async fn start(
     let join = api::JoinSource {
         trust_dir: dir.join("trust"),
         fabric: fabric_addrs.iter().map(ToString::to_string).collect(),
+        tls_pin,
     };
-    let app = api::router_with_options(handle.clone(), token.clone(), Some(join), config.api);
+    let app = api::router_with_http(
+        handle.clone(),
+        token.clone(),
+        Some(join),
+        config.api,
+        Some(http.clone()),
+    );
     let stop = shutdown.clone();
     let serving = http.clone();
     let task = tokio::spawn(async move {

@@ -246,6 +246,13 @@ pub(super) struct IncidentEnv<'a> {
     pub(super) events: &'a mut EventSink,
 }
 
+/// How often watches that gained devices are written: a watch holds every rolled-back device
+/// of its deployment, so writing it on every batch of transitions cost the size of the
+/// rollback per batch (quadratic over a 100 000-device rollback). Devices added since the
+/// last write are not lost by a crash: the registry keeps their reports, and the deployment's
+/// end adds every rolled-back target the stored watch lacks (`unwatched_rollbacks`).
+const SAVE_EVERY: Millis = 2_000;
+
 /// The incidents part of the core.
 #[derive(Debug)]
 pub(super) struct Incidents {
@@ -253,6 +260,10 @@ pub(super) struct Incidents {
     watches: BTreeMap<String, Watch>,
     /// Device → the deployments whose watch waits for it.
     waiting: HashMap<String, BTreeSet<String>>,
+    /// Watches changed in memory since they were last written.
+    unsaved: BTreeSet<String>,
+    /// When the unsaved watches were last written.
+    saved_at: Millis,
 }
 
 impl Incidents {
@@ -262,6 +273,8 @@ impl Incidents {
             timeout: timeout.max(1),
             watches: BTreeMap::new(),
             waiting: HashMap::new(),
+            unsaved: BTreeSet::new(),
+            saved_at: 0,
         };
         for row in store.pending_verifications()? {
             let Some(text) = row.verification else {
@@ -362,6 +375,12 @@ impl Incidents {
             {
                 w.scope = Scope::Fleet;
             }
+            // The deployment ended: its watch is written now, whole, decided or not.
+            if self.unsaved.contains(&dep)
+                && let Err(e) = self.save(env, &dep, at)
+            {
+                tracing::warn!(deployment = %dep, error = %e, "could not write the rollback verification");
+            }
             if let Err(e) = self.settle(env, &dep, at) {
                 tracing::warn!(deployment = %dep, error = %e, "could not settle the rollback verification");
             }
@@ -446,6 +465,7 @@ impl Incidents {
         {
             self.watches.insert(dep.to_string(), w);
         }
+        let new_watch = !self.watches.contains_key(dep);
         let watch = self
             .watches
             .entry(dep.to_string())
@@ -478,7 +498,28 @@ impl Incidents {
             );
             self.waiting.entry(id).or_default().insert(dep.to_string());
         }
-        self.save(env, dep, at)
+        if new_watch {
+            // Written at once, so a restart knows the verification exists.
+            self.save(env, dep, at)
+        } else {
+            self.unsaved.insert(dep.to_string());
+            Ok(())
+        }
+    }
+
+    /// Writes the watches changed since the last write, at most every [`SAVE_EVERY`], or now
+    /// when `force`.
+    fn save_unsaved(&mut self, env: &mut IncidentEnv<'_>, now: Millis, force: bool) {
+        if self.unsaved.is_empty() || (!force && now < self.saved_at.saturating_add(SAVE_EVERY)) {
+            return;
+        }
+        for dep in std::mem::take(&mut self.unsaved) {
+            if let Err(e) = self.save(env, &dep, now) {
+                tracing::warn!(deployment = %dep, error = %e, "could not write the rollback verification; retrying");
+                self.unsaved.insert(dep);
+            }
+        }
+        self.saved_at = now;
     }
 
     /// Writes a watch (and, once it is decided, its audit line and event).
@@ -494,6 +535,7 @@ impl Incidents {
         let pending = watch.pending();
         let text = serde_json::to_string(watch).map_err(json_err("rollback verification"))?;
         env.store.put_verification(dep, &text, pending, now)?;
+        self.unsaved.remove(dep);
         Ok(())
     }
 
@@ -520,6 +562,7 @@ impl Incidents {
 
     /// Deadlines: devices past theirs are judged; finished watches are recorded.
     pub(super) fn tick(&mut self, env: &mut IncidentEnv<'_>, now: Millis) {
+        self.save_unsaved(env, now, false);
         let due: Vec<String> = self
             .watches
             .iter()

@@ -100,6 +100,12 @@ fn generations_only_grow_and_tokens_are_used_once() {
     assert_eq!(store.next_generation("a").unwrap(), 2);
     assert_eq!(store.next_generation("b").unwrap(), 1);
     assert_eq!(store.generation("a").unwrap(), 2);
+    // The one-scan read that deployment create uses agrees with the per-device one.
+    let all = store.generations().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all.get("a"), Some(&2));
+    assert_eq!(all.get("b"), Some(&1));
+    assert_eq!(all.get("c"), None);
     store.put_token("tok", 1_000).unwrap();
     assert!(
         !store.take_token("tok", "a", 1_000).unwrap(),

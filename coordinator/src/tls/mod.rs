@@ -18,6 +18,16 @@ pub fn ca_roots(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, Stri
     Ok(certs)
 }
 
+/// The pin of the leaf (first) certificate of a PEM chain: `sha256:` and the hex of its
+/// DER's SHA-256, as `floe --pin` and a join string's `tls_pin` take it.
+pub fn leaf_fingerprint(pem: &[u8]) -> Result<String, String> {
+    let leaf = ca_roots(pem)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no CERTIFICATE block in it".to_string())?;
+    Ok(pin::fingerprint(leaf.der()))
+}
+
 /// The system's trusted roots (none when they cannot be read: https then fails with a
 /// certificate error naming the server).
 pub fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {

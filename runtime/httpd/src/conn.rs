@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -47,6 +47,8 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Conn {
     id: u64,
+    /// The client's address (canonical: an IPv4-mapped IPv6 address is its IPv4 address).
+    ip: IpAddr,
     state: Mutex<State>,
     /// Wakes the connection's task: its phase changed, or it was evicted.
     wake: Notify,
@@ -94,10 +96,20 @@ pub(crate) struct Admitted {
     pub(crate) evicted: bool,
 }
 
-/// The open connections, at most `cap`.
+/// Why a new connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Its address holds the per-address cap already.
+    PerAddr,
+    /// Every open connection stayed busy for the accept wait (or the server stopped).
+    Busy,
+}
+
+/// The open connections, at most `cap`, at most `per_addr` of one address.
 #[derive(Debug)]
 pub(crate) struct Registry {
     cap: usize,
+    per_addr: usize,
     inner: Mutex<Inner>,
     /// Signalled when a connection closes or a request finishes (room may be made).
     changed: Notify,
@@ -107,12 +119,30 @@ pub(crate) struct Registry {
 struct Inner {
     next: u64,
     live: HashMap<u64, Arc<Conn>>,
+    /// Open connections per address; an address leaves when its count reaches zero, so the
+    /// map never holds more entries than `live`.
+    by_addr: HashMap<IpAddr, usize>,
+}
+
+impl Inner {
+    /// Takes `id` out of the table and its address's count; the connection, if it was there.
+    fn take(&mut self, id: u64) -> Option<Arc<Conn>> {
+        let conn = self.live.remove(&id)?;
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.by_addr.entry(conn.ip) {
+            *e.get_mut() = e.get().saturating_sub(1);
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        Some(conn)
+    }
 }
 
 impl Registry {
-    pub(crate) fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize, per_addr: usize) -> Self {
         Registry {
             cap,
+            per_addr,
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
         }
@@ -126,10 +156,14 @@ impl Registry {
         self.lock().live.len()
     }
 
-    /// Admits a new connection if there is room or an open connection without a request in
-    /// flight can make room (the one waiting longest is evicted).
-    fn try_admit(&self) -> Option<Admitted> {
+    /// Admits a new connection from `ip` if its address is under the per-address cap and
+    /// there is room or an open connection without a request in flight can make room (the one
+    /// waiting longest is evicted).
+    fn try_admit(&self, ip: IpAddr) -> Result<Admitted, Refused> {
         let mut inner = self.lock();
+        if inner.by_addr.get(&ip).copied().unwrap_or(0) >= self.per_addr {
+            return Err(Refused::PerAddr);
+        }
         let mut evicted = false;
         if inner.live.len() >= self.cap {
             let victim = inner
@@ -141,7 +175,7 @@ impl Registry {
                 })
                 .min()
                 .map(|(_, id)| id);
-            let conn = inner.live.remove(&victim?)?;
+            let conn = victim.and_then(|id| inner.take(id)).ok_or(Refused::Busy)?;
             conn.evicted.store(true, Ordering::Release);
             conn.wake.notify_one();
             evicted = true;
@@ -150,6 +184,7 @@ impl Registry {
         inner.next = inner.next.wrapping_add(1);
         let conn = Arc::new(Conn {
             id,
+            ip,
             state: Mutex::new(State {
                 phase: Phase::Head,
                 since: Instant::now(),
@@ -158,29 +193,39 @@ impl Registry {
             evicted: AtomicBool::new(false),
         });
         inner.live.insert(id, conn.clone());
-        Some(Admitted { conn, evicted })
+        *inner.by_addr.entry(ip).or_insert(0) += 1;
+        Ok(Admitted { conn, evicted })
     }
 
-    /// Admits a new connection, waiting up to `wait` for room; `None` when there was none.
-    pub(crate) async fn admit(&self, wait: Duration, stop: &CancellationToken) -> Option<Admitted> {
+    /// Admits a new connection from `ip`: refused at once when its address is at the
+    /// per-address cap; otherwise waiting up to `wait` for room.
+    pub(crate) async fn admit(
+        &self,
+        ip: IpAddr,
+        wait: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Admitted, Refused> {
+        let ip = ip.to_canonical();
         let until = Instant::now() + wait;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(a) = self.try_admit() {
-                return Some(a);
+            match self.try_admit(ip) {
+                Ok(a) => return Ok(a),
+                Err(Refused::PerAddr) => return Err(Refused::PerAddr),
+                Err(Refused::Busy) => {}
             }
             tokio::select! {
                 _ = changed => {}
-                _ = tokio::time::sleep_until(until) => return None,
-                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep_until(until) => return Err(Refused::Busy),
+                _ = stop.cancelled() => return Err(Refused::Busy),
             }
         }
     }
 
     fn remove(&self, id: u64) {
-        self.lock().live.remove(&id);
+        self.lock().take(id);
         self.changed.notify_waiters();
     }
 

@@ -25,6 +25,14 @@
 //! request to finish; otherwise it is closed (a device tries again at its next heartbeat).
 //! While it waits, further connections stay in the kernel's accept queue.
 //!
+//! **The per-address cap** ([`Limits::max_connections_per_addr`]) bounds the open connections
+//! of one client IP address (IPv4-mapped IPv6 addresses count as their IPv4 address). A
+//! connection past it is closed at accept, before a byte is read, without evicting anyone, and
+//! counted in [`Stats::refused_per_addr`]; so one address cannot fill the table and churn
+//! every other client's kept-alive connections out. It is per address, not per network: an
+//! IPv6 client with a whole prefix can still spread over many addresses (the global cap and
+//! eviction still bound that).
+//!
 //! Accepted connections carry their peer address as `axum::extract::ConnectInfo<SocketAddr>`.
 
 mod conn;
@@ -63,6 +71,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// The most open connections.
     pub max_connections: usize,
+    /// The most open connections of one client IP address (1 to `max_connections`).
+    pub max_connections_per_addr: usize,
     /// How long a new connection may wait for room when every open one is busy.
     pub accept_wait: Duration,
     /// The read buffer of a connection, which a request head must fit in (a larger head gets
@@ -78,6 +88,9 @@ impl Limits {
             idle_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             max_connections: 512,
+            // An eighth of the table: a site's NAT gateway or a CI runner keeps many at once,
+            // one address cannot take the table.
+            max_connections_per_addr: 64,
             accept_wait: Duration::from_secs(1),
             max_head_bytes: 64 * 1024,
         }
@@ -90,6 +103,8 @@ impl Limits {
             idle_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
             max_connections: 16,
+            // Half the table: a scraper and a local agent fit, one flooder leaves room.
+            max_connections_per_addr: 8,
             accept_wait: Duration::from_secs(1),
             max_head_bytes: 16 * 1024,
         }
@@ -122,6 +137,17 @@ impl Limits {
                 format!(
                     "{} is out of range: 1 to {MAX_CONNECTIONS}",
                     self.max_connections
+                ),
+            ));
+        }
+        if self.max_connections_per_addr == 0
+            || self.max_connections_per_addr > self.max_connections
+        {
+            return Err(LimitsError::new(
+                "max_connections_per_addr",
+                format!(
+                    "{} is out of range: 1 to max_connections ({})",
+                    self.max_connections_per_addr, self.max_connections
                 ),
             ));
         }
@@ -180,6 +206,9 @@ pub struct Stats {
     pub evicted: u64,
     /// New connections closed because every open one stayed busy for the accept wait.
     pub refused: u64,
+    /// New connections closed at accept because their address held
+    /// [`Limits::max_connections_per_addr`] already.
+    pub refused_per_addr: u64,
     /// Connections closed because their request head was not complete in time.
     pub header_timeouts: u64,
     /// Kept-alive connections closed after waiting too long for a next request.
@@ -198,6 +227,7 @@ struct Counters {
     accepted: AtomicU64,
     evicted: AtomicU64,
     refused: AtomicU64,
+    refused_per_addr: AtomicU64,
     header_timeouts: AtomicU64,
     idle_timeouts: AtomicU64,
     request_timeouts: AtomicU64,
@@ -216,6 +246,7 @@ impl Counters {
             accepted: get(&self.accepted),
             evicted: get(&self.evicted),
             refused: get(&self.refused),
+            refused_per_addr: get(&self.refused_per_addr),
             header_timeouts: get(&self.header_timeouts),
             idle_timeouts: get(&self.idle_timeouts),
             request_timeouts: get(&self.request_timeouts),
@@ -254,7 +285,10 @@ impl Server {
                 limits,
                 answer,
                 counters: Counters::default(),
-                registry: conn::Registry::new(limits.max_connections),
+                registry: conn::Registry::new(
+                    limits.max_connections,
+                    limits.max_connections_per_addr,
+                ),
             }),
         })
     }
@@ -332,15 +366,37 @@ impl Server {
                     }
                 },
             };
-            let admitted = self
+            let admitted = match self
                 .shared
                 .registry
-                .admit(self.shared.limits.accept_wait, &shutdown)
-                .await;
-            let Some(admitted) = admitted else {
-                Counters::add(&self.shared.counters.refused);
-                tracing::debug!(%peer, "connection closed: every connection is busy");
-                continue;
+                .admit(peer.ip(), self.shared.limits.accept_wait, &shutdown)
+                .await
+            {
+                Ok(a) => a,
+                Err(conn::Refused::PerAddr) => {
+                    // Closed before a byte is read; logged at powers of two so a flood does
+                    // not flood the log.
+                    let n = self
+                        .shared
+                        .counters
+                        .refused_per_addr
+                        .fetch_add(1, Ordering::Relaxed)
+                        + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(
+                            %peer,
+                            cap = self.shared.limits.max_connections_per_addr,
+                            refused = n,
+                            "connection closed: its address is at the per-address cap"
+                        );
+                    }
+                    continue;
+                }
+                Err(conn::Refused::Busy) => {
+                    Counters::add(&self.shared.counters.refused);
+                    tracing::debug!(%peer, "connection closed: every connection is busy");
+                    continue;
+                }
             };
             if admitted.evicted {
                 Counters::add(&self.shared.counters.evicted);
@@ -393,5 +449,7 @@ pub use tokio_rustls::rustls;
 /// The peer address handlers find in `axum::extract::ConnectInfo`.
 pub type Peer = axum::extract::ConnectInfo<SocketAddr>;
 
+#[cfg(test)]
+mod per_addr_tests;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 //! every wait is bounded.
 
 use super::*;
+use crate::per_addr_tests::connect_from;
 use axum::routing::{get, post};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +16,7 @@ fn limits() -> Limits {
         idle_timeout: Duration::from_millis(600),
         request_timeout: Duration::from_millis(800),
         max_connections: 8,
+        max_connections_per_addr: 8,
         accept_wait: Duration::from_millis(300),
         max_head_bytes: MIN_HEAD_BYTES,
     }
@@ -87,6 +89,7 @@ async fn request(addr: SocketAddr, head: &str, body: &str) -> String {
 async fn slow_header_sockets_are_closed_within_the_header_timeout() {
     let mut l = limits();
     l.max_connections = 64;
+    l.max_connections_per_addr = 64;
     let (server, addr, _stop) = start(l).await;
     let started = Instant::now();
     let mut socks = Vec::new();
@@ -167,10 +170,11 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn more_idle_sockets_than_the_cap_do_not_shut_clients_out() {
     let (server, addr, _stop) = start(limits()).await;
-    // Five times the cap: some idle after connecting, some halfway through a head.
+    // Five times the cap: some idle after connecting, some halfway through a head, each from
+    // its own loopback address (one address alone stops at its per-address cap).
     let mut socks = Vec::new();
-    for i in 0..40 {
-        let mut s = TcpStream::connect(addr).await.unwrap();
+    for i in 0..40u8 {
+        let mut s = connect_from([127, 0, 1, i + 1], addr).await;
         if i % 2 == 0 {
             s.write_all(b"POST /report HTTP/1.1\r\n").await.unwrap();
         }
@@ -196,6 +200,7 @@ async fn more_idle_sockets_than_the_cap_do_not_shut_clients_out() {
 async fn a_busy_request_is_never_evicted_and_a_full_server_refuses_after_the_wait() {
     let mut l = limits();
     l.max_connections = 2;
+    l.max_connections_per_addr = 2;
     let (server, addr, _stop) = start(l).await;
     // Two slow requests fill the cap; new sockets cannot take their place (they get room
     // only when the slow requests are done).
@@ -219,7 +224,8 @@ async fn a_busy_request_is_never_evicted_and_a_full_server_refuses_after_the_wai
         .map(|_| tokio::spawn(request(addr, "GET /stuck", "")))
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    // From another address: this one is at its per-address cap.
+    let mut s = connect_from([127, 0, 0, 2], addr).await;
     let started = Instant::now();
     let _ = s
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -309,6 +315,13 @@ fn limits_out_of_range_are_named() {
     let e = l.check().unwrap_err();
     assert_eq!(e.setting, "max_connections");
     assert!(e.to_string().contains("1 to 65536"), "{e}");
+    for bad in [0, 513] {
+        let mut l = Limits::coordinator();
+        l.max_connections_per_addr = bad;
+        let e = l.check().unwrap_err();
+        assert_eq!(e.setting, "max_connections_per_addr");
+        assert!(e.to_string().contains("1 to max_connections (512)"), "{e}");
+    }
     let mut l = Limits::coordinator();
     l.max_head_bytes = 100;
     assert_eq!(l.check().unwrap_err().setting, "max_head_bytes");

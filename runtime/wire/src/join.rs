@@ -8,6 +8,12 @@
 //! long-lived secret: the token is spent by the first report, and fabric credentials, if a
 //! fleet uses them, reach the device later over an authenticated channel.
 //!
+//! When the coordinator serves its REST API over TLS the document also carries the pin of its
+//! certificate (`tls_pin`: the SHA-256 of the leaf certificate's DER, the fingerprint `floe
+//! serve` prints and the CLI's `--pin` takes), and every coordinator address is `https://`:
+//! `floed join` then accepts exactly that certificate. The field is optional and left out when
+//! absent, so documents without it keep their encoding and older strings still parse.
+//!
 //! The text form is `floe-join:1:` followed by the base64url (no padding) of the canonical CBOR
 //! of [`JoinDoc`]. The version is in the prefix as well as in the document, so an older `floed`
 //! says "version 2 is not supported" instead of a decoding error. Decoding caps the text before
@@ -19,7 +25,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::proto::cbor::{self, CborError};
-use crate::proto::{ByteBuf, Envelope, SignedError, TrustStore};
+use crate::proto::{ByteBuf, Envelope, Fixed, SignedError, TrustStore};
 
 /// The prefix of a join string, before its version.
 pub const JOIN_PREFIX: &str = "floe-join:";
@@ -100,6 +106,9 @@ pub struct JoinDoc {
     pub token: String,
     /// When the token expires, in Unix milliseconds.
     pub expires_at_ms: u64,
+    /// The SHA-256 of the coordinator's TLS leaf certificate (DER), when it serves https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_pin: Option<Fixed<32>>,
 }
 
 impl JoinDoc {
@@ -152,6 +161,11 @@ impl JoinDoc {
         trust_from_file_bytes(&self.trust.0)
     }
 
+    /// The pin as `floe serve` prints it (`sha256:` and 64 hex digits), if there is one.
+    pub fn tls_pin_text(&self) -> Option<String> {
+        self.tls_pin.map(|p| format!("sha256:{}", hex::encode(p.0)))
+    }
+
     /// The peer ids named by the fabric addresses (the text after `/p2p/`), in order.
     pub fn fabric_peers(&self) -> Vec<&str> {
         self.fabric.iter().filter_map(|a| peer_of(a)).collect()
@@ -190,6 +204,20 @@ impl JoinDoc {
                     ),
                 ));
             }
+        }
+        if self.tls_pin.is_some()
+            && let Some(i) = self
+                .coordinators
+                .iter()
+                .position(|u| !u.starts_with("https://"))
+        {
+            return Err(field(
+                "coordinators",
+                format!(
+                    "entry {i} `{}` is not https:// although the document pins the coordinator's certificate",
+                    short(&self.coordinators[i])
+                ),
+            ));
         }
         if self.fabric.is_empty() || self.fabric.len() > MAX_ADDRS {
             return Err(field(
@@ -277,7 +305,7 @@ pub fn same_fleet(a: &TrustStore, b: &TrustStore) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::proto::{Fixed, TrustedKey};
+    use crate::proto::TrustedKey;
 
     fn trust(seed: u8) -> (TrustStore, Vec<u8>) {
         let release = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
@@ -300,6 +328,7 @@ mod tests {
             trust: ByteBuf(trust(7).1),
             token: "c0ffee".into(),
             expires_at_ms: 2_000_000,
+            tls_pin: None,
         }
     }
 
@@ -374,6 +403,44 @@ mod tests {
         let mut d = doc();
         d.trust = ByteBuf(b"not a trust store".to_vec());
         assert!(matches!(d.encode().unwrap_err(), JoinError::Trust(_)));
+    }
+
+    #[test]
+    fn a_pinned_document_round_trips_needs_https_and_an_unpinned_one_keeps_its_bytes() {
+        // The encoding of a document without a pin is what it was before the field existed:
+        // the same six keys, so strings made by an older `floe` still decode.
+        let plain = cbor::encode(&doc()).unwrap();
+        let value: ciborium::Value = ciborium::de::from_reader(plain.as_slice()).unwrap();
+        assert_eq!(value.as_map().unwrap().len(), 6, "{value:?}");
+        let mut d = doc();
+        d.coordinators = vec!["https://10.0.0.2:7300".into()];
+        d.tls_pin = Some(Fixed([0xab; 32]));
+        let text = d.encode().unwrap();
+        let back = JoinDoc::decode(&text, 1_000_000).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(
+            back.tls_pin_text().unwrap(),
+            format!("sha256:{}", "ab".repeat(32))
+        );
+        // A pin with a plain-http address would be a downgrade: refused on both sides.
+        d.coordinators.push("http://10.0.0.3:7300".into());
+        let err = d.encode().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                JoinError::Field {
+                    field: "coordinators",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("entry 1"), "{err}");
+        let raw = format!(
+            "floe-join:1:{}",
+            URL_SAFE_NO_PAD.encode(cbor::encode(&d).unwrap())
+        );
+        assert!(JoinDoc::decode(&raw, 0).is_err());
     }
 
     #[test]

@@ -121,14 +121,15 @@ enum EnrollTokenCommand {
         #[arg(long)]
         ttl: Option<String>,
         /// Print a join string instead of the bare token: the coordinator's REST and fabric
-        /// addresses, the device trust store, the token and its expiry, for `floed join`.
+        /// addresses, the device trust store, the token and its expiry, and the pin of the
+        /// coordinator's TLS certificate when it serves https, for `floed join`.
         #[arg(long)]
         join: bool,
         /// With --join: write the join string to this file (mode 0600) instead of stdout.
         #[arg(long, value_name = "FILE", requires = "join")]
         out: Option<std::path::PathBuf>,
         /// With --join: a REST address devices reach the coordinator at (repeatable; default
-        /// the --server this command uses).
+        /// the --server this command uses); https:// when the coordinator serves TLS.
         #[arg(long = "coordinator-url", value_name = "URL", requires = "join")]
         coordinator_urls: Vec<String>,
         /// With --join: a fabric address devices bootstrap to, ending in /p2p/<peer id>

@@ -7,6 +7,11 @@
 //! fabric addresses and the trust store come from the coordinator (`GET /join-info`), the REST
 //! address is the one this CLI talks to unless `--coordinator-url` names others (the CLI may
 //! reach the coordinator on loopback while devices reach it on the LAN).
+//!
+//! A coordinator serving https gives the pin of its certificate with the join information; the
+//! string carries it, and every REST address in it must then be `https://` (an `http://`
+//! `--coordinator-url` is refused: the coordinator does not serve plain HTTP, and a device
+//! must not be told to try).
 
 use std::path::Path;
 
@@ -82,6 +87,19 @@ fn build(
             .map(|u| u.trim_end_matches('/').to_string())
             .collect()
     };
+    let tls_pin = match info.tls_pin.as_deref() {
+        None => None,
+        Some(pin) => {
+            let bytes = floe_coordinator::tls::pin::parse_pin(pin)
+                .map_err(|e| anyhow::anyhow!("the coordinator's certificate pin: {e}"))?;
+            if let Some(plain) = coordinators.iter().find(|u| !u.starts_with("https://")) {
+                bail!(
+                    "the coordinator serves https only, so devices cannot enroll at {plain}: give --coordinator-url https://<address devices reach>:<port>"
+                );
+            }
+            Some(floe_wire::proto::Fixed(bytes))
+        }
+    };
     if token.expires_at_ms == 0 {
         bail!("the coordinator did not say when the token expires (an older `floe serve`?)");
     }
@@ -92,6 +110,7 @@ fn build(
         trust: ByteBuf(trust),
         token: token.token,
         expires_at_ms: token.expires_at_ms,
+        tls_pin,
     })
 }
 
@@ -107,8 +126,13 @@ pub(crate) fn create(c: &Client, ttl: Option<&str>, opts: &JoinOptions) -> Resul
     )?;
     if doc.coordinators.iter().all(|u| local_only(u)) && !doc.fabric.iter().all(|a| local_only(a)) {
         eprintln!(
-            "warning: the coordinator address {} is reachable from this machine only; pass --coordinator-url http://<address devices reach>:<port>",
-            doc.coordinators.join(", ")
+            "warning: the coordinator address {} is reachable from this machine only; pass --coordinator-url {}://<address devices reach>:<port>",
+            doc.coordinators.join(", "),
+            if doc.tls_pin.is_some() {
+                "https"
+            } else {
+                "http"
+            }
         );
     }
     match &opts.out {
@@ -158,6 +182,75 @@ mod tests {
         assert!(local_only("/ip6/::1/tcp/7301/p2p/x"));
         assert!(local_only("http://[::1]:7300"));
         assert!(!local_only("http://[fd00::2]:7300"));
+    }
+
+    fn trust_hex() -> String {
+        let k = |s: u8| {
+            floe_wire::proto::TrustedKey::new(floe_wire::proto::Fixed(
+                ed25519_dalek::SigningKey::from_bytes(&[s; 32])
+                    .verifying_key()
+                    .to_bytes(),
+            ))
+        };
+        let store = floe_wire::proto::TrustStore::new(vec![k(1)], k(2));
+        hex::encode(
+            floe_wire::proto::Envelope::sign(&store, &[])
+                .unwrap()
+                .to_bytes()
+                .unwrap(),
+        )
+    }
+
+    fn token() -> EnrollToken {
+        EnrollToken {
+            token: "t".into(),
+            expires_at: String::new(),
+            expires_at_ms: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn a_tls_coordinator_gives_https_addresses_and_its_pin() {
+        let pin = format!("sha256:{}", "cd".repeat(32));
+        let info = JoinInfo {
+            fabric: vec!["/ip4/10.0.0.2/tcp/7301/p2p/12D3KooWA".into()],
+            trust_store: trust_hex(),
+            tls_pin: Some(pin.clone()),
+        };
+        let doc = build(
+            info.clone(),
+            token(),
+            "https://10.0.0.2:7300",
+            &JoinOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(doc.tls_pin, Some(floe_wire::proto::Fixed([0xcd; 32])));
+        assert_eq!(doc.tls_pin_text().unwrap(), pin);
+        assert_eq!(doc.coordinators, vec!["https://10.0.0.2:7300"]);
+        doc.encode().unwrap();
+        // An http:// address for devices is refused, naming it.
+        let opts = JoinOptions {
+            coordinator_urls: vec!["http://10.0.0.2:7300".into()],
+            ..JoinOptions::default()
+        };
+        let err = build(info.clone(), token(), "https://127.0.0.1:7300", &opts).unwrap_err();
+        assert!(
+            err.to_string().contains("https only") && err.to_string().contains("http://10.0.0.2"),
+            "{err}"
+        );
+        // A plain coordinator's string has no pin.
+        let plain = JoinInfo {
+            tls_pin: None,
+            ..info
+        };
+        let doc = build(
+            plain,
+            token(),
+            "http://10.0.0.2:7300",
+            &JoinOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(doc.tls_pin, None);
     }
 
     #[test]

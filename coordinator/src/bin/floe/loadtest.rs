@@ -31,7 +31,9 @@ pub(crate) struct LoadtestArgs {
     /// How long to run.
     #[arg(long, default_value = "60s")]
     duration: String,
-    /// Requests outstanding at once.
+    /// Requests outstanding at once (each on its own connection: above 64, start the
+    /// coordinator with `--max-connections-per-addr` at least this, or its per-address cap
+    /// closes the rest).
     #[arg(long, default_value_t = 16)]
     in_flight: usize,
     /// Share of devices that fail their stage.

@@ -60,6 +60,11 @@ pub(crate) struct ServeArgs {
     /// idle longest; requests being handled are never cut (see ARCHITECTURE.md).
     #[arg(long, default_value_t = floe_httpd::Limits::coordinator().max_connections)]
     max_connections: usize,
+    /// The most open REST connections of one client IP address (1 to --max-connections);
+    /// more are closed at accept, before a byte is read. Default 64, or --max-connections
+    /// when that is lower.
+    #[arg(long)]
+    max_connections_per_addr: Option<usize>,
     /// How long a REST client may take to send a request head.
     #[arg(long, default_value = "10s")]
     header_timeout: String,
@@ -187,13 +192,20 @@ fn config(args: ServeArgs) -> Result<ServerConfig> {
         config.tls_self_signed = Some(args.tls_names);
     }
     config.http.max_connections = args.max_connections;
+    config.http.max_connections_per_addr = args.max_connections_per_addr.unwrap_or(
+        floe_httpd::Limits::coordinator()
+            .max_connections_per_addr
+            .min(args.max_connections),
+    );
     config.http.header_timeout = ms("--header-timeout", &args.header_timeout)?;
     config.http.idle_timeout = ms("--idle-timeout", &args.idle_timeout)?;
     config.http.request_timeout = ms("--request-timeout", &args.request_timeout)?;
-    config
-        .http
-        .check()
-        .map_err(|e| anyhow::anyhow!("--{}: {}", e.setting.replace('_', "-"), e.message))?;
+    config.http.check().map_err(|e| {
+        let message = e
+            .message
+            .replace("max_connections (", "--max-connections (");
+        anyhow::anyhow!("--{}: {message}", e.setting.replace('_', "-"))
+    })?;
     Ok(config)
 }
 
@@ -304,6 +316,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.http.max_connections, 8);
+        assert_eq!(c.http.max_connections_per_addr, 8);
         assert_eq!(c.http.header_timeout, std::time::Duration::from_secs(2));
         assert_eq!(c.http.idle_timeout, std::time::Duration::from_secs(60));
         assert_eq!(c.http.request_timeout, std::time::Duration::from_secs(90));
@@ -312,6 +325,18 @@ mod tests {
             e.contains("--max-connections") && e.contains("1 to 65536"),
             "{e}"
         );
+        let c = parse(&["--max-connections-per-addr", "16"]).unwrap();
+        assert_eq!(c.http.max_connections_per_addr, 16);
+        for bad in [
+            &["--max-connections-per-addr", "0"][..],
+            &["--max-connections", "8", "--max-connections-per-addr", "9"],
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("--max-connections-per-addr") && e.contains("1 to --max-connections ("),
+                "{e}"
+            );
+        }
         let e = parse(&["--header-timeout", "0s"]).unwrap_err().to_string();
         assert!(e.contains("--header-timeout"), "{e}");
         let e = parse(&["--idle-timeout", "2h"]).unwrap_err().to_string();

@@ -426,11 +426,12 @@ impl Deployments {
             .map(|d| super::canary_facts::target_spec(d, now))
             .collect();
         let values = super::vars::for_deployment(env.store, env.vault, &flow.definition, &targets)?;
+        let generations = env.store.generations()?;
         let mut tracks = Vec::with_capacity(targets.len());
         for (d, values) in targets.iter().zip(values) {
             tracks.push(TargetTrack {
                 device_id: d.id.clone(),
-                generation: env.store.generation(&d.id)?,
+                generation: generations.get(&d.id).copied().unwrap_or(0),
                 kind: None,
                 fed: Vec::new(),
                 previous: Registry::rollback_target(d),

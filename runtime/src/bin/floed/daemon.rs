@@ -103,13 +103,12 @@ async fn serve(cfg: Config) -> Result<()> {
         })?;
     // Header, idle and request timeouts and a connection cap (ARCHITECTURE.md, "Server
     // limits"): a scraper flood cannot hold the daemon's descriptors or memory.
-    let limited = floe_httpd::Server::new(floe_httpd::Limits::device())
-        .context("the health endpoint's limits")?;
+    let limited =
+        floe_httpd::Server::new(cfg_copy.http_limits).context("the health endpoint's limits")?;
     let token = shutdown.clone();
+    let health_app = floe_runtime::health_listener::router(pub_rx, limited.clone());
     tokio::spawn(async move {
-        limited
-            .serve(health, http::health_router(pub_rx), token)
-            .await;
+        limited.serve(health, health_app, token).await;
     });
 
     // Only this process holds the lock, so an existing socket file is a leftover.

@@ -10,6 +10,11 @@
 //! the configuration, each atomically; then start `floed.service` when systemd runs and the
 //! system configuration was joined, or say how to start the daemon.
 //!
+//! An `https://` coordinator address is checked with the join string's certificate pin, or
+//! with the CA file given with `--ca` (see `floe_runtime::join_tls`); one that cannot be
+//! checked is refused before anything is sent, and a certificate other than the pinned one
+//! stops the join, naming both fingerprints.
+//!
 //! The enrolling report describes no slots, so it is sent only by a device that has never run
 //! (no state database yet); a device that has run is enrolled by the daemon's own reports, which
 //! carry the token until the coordinator accepts it.
@@ -23,6 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use floe_runtime::config::DEFAULT_CONFIG_PATH;
 use floe_runtime::join::{JoinSettings, enrollment_report, installed_fleet, render_config};
+use floe_runtime::join_tls::{JoinTls, JoinTlsError};
 use floe_wire::artifact::keys::TRUST_FILE;
 use floe_wire::join::{JoinDoc, MAX_JOIN_TEXT};
 use http_body_util::{BodyExt, Full, Limited};
@@ -65,6 +71,11 @@ pub(crate) struct Args {
     /// Do not start the service, only write the configuration.
     #[arg(long)]
     no_start: bool,
+    /// A PEM file of the CA certificate(s) the coordinator's https certificate must chain to:
+    /// needed for an https:// address when the join string carries no certificate pin (with a
+    /// pin, the certificate must then match both).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -114,6 +125,23 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let now = floe_wire::clock::unix_ms();
     let doc = JoinDoc::decode(&text, now).context("reading the join string")?;
     let joining = doc.trust_store().context("reading the join string")?;
+    let ca_pem = match &args.ca {
+        None => None,
+        Some(file) => {
+            let f = std::fs::File::open(file)
+                .with_context(|| format!("reading --ca {}", file.display()))?;
+            Some(read_capped(f, MAX_CONFIG, &file.display().to_string())?)
+        }
+    };
+    let ca_name = args.ca.as_ref().map(|p| p.display().to_string());
+    let tls = JoinTls::new(
+        doc.tls_pin.map(|p| p.0),
+        ca_name.as_deref().zip(ca_pem.as_deref().map(str::as_bytes)),
+    )?;
+    // An https address nothing can check is refused now, before any file is touched.
+    for url in &doc.coordinators {
+        tls.check_url(url)?;
+    }
     let path = std::path::absolute(&args.config)
         .with_context(|| format!("resolving {}", args.config.display()))?;
     let existing = match std::fs::File::open(&path) {
@@ -168,7 +196,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let enrolled = if fresh {
         let report = enrollment_report(&cfg, &key, &doc.token, now)
             .context("signing the enrollment report")?;
-        Some(enroll(&doc.coordinators, &device, report)?)
+        Some(enroll(&doc.coordinators, &device, report, &tls)?)
     } else {
         None
     };
@@ -195,6 +223,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         "device {device} joined the fleet of {}",
         doc.coordinators.join(", ")
     );
+    if let Some(pin) = doc.tls_pin_text() {
+        println!("  coordinator certificate {pin} (pinned by the join string)");
+    }
     println!("  config {}", path.display());
     println!("  trust store {}", cfg.trust_store.display());
     match &enrolled {
@@ -214,14 +245,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// Sends the enrolling report to each coordinator in turn until one answers.
-fn enroll(urls: &[String], device: &str, report: Vec<u8>) -> Result<Enrolled> {
+fn enroll(urls: &[String], device: &str, report: Vec<u8>, tls: &JoinTls) -> Result<Enrolled> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let mut errors = Vec::new();
     for url in urls {
-        match rt.block_on(post_report(url, device, report.clone())) {
+        match rt.block_on(post_report(url, device, report.clone(), tls)) {
             Ok((status, _)) if (200..300).contains(&status) => {
                 return Ok(Enrolled::Yes(url.clone()));
             }
@@ -232,10 +263,26 @@ fn enroll(urls: &[String], device: &str, report: Vec<u8>) -> Result<Enrolled> {
                 );
             }
             Ok((status, body)) => errors.push(format!("{url}: {status} {}", error_message(&body))),
+            // A certificate that is not the one trusted is a refusal, not an outage.
+            Err(e) if untrusted_certificate(&e) => return Err(e),
             Err(e) => errors.push(format!("{url}: {e:#}")),
         }
     }
     Ok(Enrolled::Unreachable(errors.join("; ")))
+}
+
+/// Whether `e` is a certificate the device does not trust (a pin mismatch, or a chain that
+/// does not end in the `--ca` file), as opposed to a coordinator that cannot be reached.
+fn untrusted_certificate(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<JoinTlsError>())
+        .any(|t| match t {
+            JoinTlsError::PinMismatch { .. } => true,
+            JoinTlsError::Handshake { source, .. } => {
+                source.kind() == std::io::ErrorKind::InvalidData
+            }
+            _ => false,
+        })
 }
 
 /// The `message` of the API's JSON error, or the body as text.
@@ -246,15 +293,22 @@ fn error_message(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect())
 }
 
-/// `POST {base}/api/v1/devices/{device}/report` over plain HTTP/1.1; the status and the body.
-async fn post_report(base: &str, device: &str, report: Vec<u8>) -> Result<(u16, Vec<u8>)> {
-    let Some(authority) = base.strip_prefix("http://") else {
-        bail!(
-            "only http:// coordinator addresses are supported (the coordinator serves plain HTTP)"
-        );
+/// `POST {base}/api/v1/devices/{device}/report` over HTTP/1.1, in clear for `http://` or
+/// over TLS checked by `tls` for `https://`; the status and the body.
+async fn post_report(
+    base: &str,
+    device: &str,
+    report: Vec<u8>,
+    tls: &JoinTls,
+) -> Result<(u16, Vec<u8>)> {
+    let (https, authority) = match (base.strip_prefix("http://"), base.strip_prefix("https://")) {
+        (Some(a), _) => (false, a),
+        (_, Some(a)) => (true, a),
+        _ => bail!("`{base}` is not an http:// or https:// address"),
     };
     let authority = authority.trim_end_matches('/');
-    let uri: hyper::Uri = format!("http://{authority}/api/v1/devices/{device}/report")
+    let scheme = if https { "https" } else { "http" };
+    let uri: hyper::Uri = format!("{scheme}://{authority}/api/v1/devices/{device}/report")
         .parse()
         .with_context(|| format!("`{base}` is not a URL"))?;
     let host = uri.host().context("the URL names no host")?.to_string();
@@ -262,36 +316,54 @@ async fn post_report(base: &str, device: &str, report: Vec<u8>) -> Result<(u16, 
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let req = hyper::Request::post(uri.path())
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::CONTENT_TYPE, "application/cbor")
+        .body(Full::new(Bytes::from(report)))
+        .context("building the request")?;
     let work = async {
-        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        let addr = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .context("connecting")?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .with_context(|| format!("{host} resolves to no address"))?;
+        if https {
+            let stream = tls.connect(base, &host, addr).await?;
+            send(stream, req).await
+        } else {
+            let stream = tokio::net::TcpStream::connect(addr)
                 .await
-                .context("HTTP handshake")?;
-        tokio::spawn(conn);
-        let req = hyper::Request::post(uri.path())
-            .header(hyper::header::HOST, authority)
-            .header(hyper::header::CONTENT_TYPE, "application/cbor")
-            .body(Full::new(Bytes::from(report)))
-            .context("building the request")?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .context("sending the report")?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
-            .to_bytes();
-        Ok::<_, anyhow::Error>((status, body.to_vec()))
+                .context("connecting")?;
+            send(stream, req).await
+        }
     };
     tokio::time::timeout(ENROLL_TIMEOUT, work)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {} s", ENROLL_TIMEOUT.as_secs()))?
+}
+
+/// Sends `req` on `stream` and reads the answer (at most [`MAX_ANSWER`] bytes).
+async fn send<S>(stream: S, req: hyper::Request<Full<Bytes>>) -> Result<(u16, Vec<u8>)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("HTTP handshake")?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .context("sending the report")?;
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+        .to_bytes();
+    Ok((status, body.to_vec()))
 }
 
 /// The owner of the data directory when it is not root's (the packaged `floe` user), so files

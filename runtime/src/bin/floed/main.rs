@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod daemon;
+#[cfg(feature = "demo")]
 mod demo;
 mod fabric;
 mod install;
@@ -34,6 +35,7 @@ enum Command {
     /// Run a flow in the foreground until Ctrl-C or SIGTERM.
     Run(run::RunArgs),
     /// Run the temperature-alert example against an embedded MQTT broker.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Check a flow definition file and list every problem it has.
     Validate(validate::Args),
@@ -113,6 +115,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(args),
         Command::Validate(args) => validate::run(&args),
         Command::Artifact(command) => artifact::run(command),
