@@ -333,12 +333,12 @@ pub fn document() -> Value {
     let change = s.request::<VarsChange>();
     paths.insert("/devices/{id}/vars".into(), with_id(json!({
         "get": op::<DeviceVars>(&mut s, "A device's own values of flow variables and what it resolves to now (device over label group over device-type group)", None, "200", "the values", vec![]),
-        "put": op::<DeviceVars>(&mut s, "Set and unset a device's own values (names by the flow rule, values at most 256 bytes of text, 16 per device); audited", Some(change), "200", "the values", vec![]),
+        "put": op::<DeviceVars>(&mut s, "Set and unset a device's own values (names by the flow rule, values at most 256 bytes of text, 16 per device); `secret` values are stored encrypted, delivered sealed to the device's key and shown as <secret>; audited (names only for secrets)", Some(change), "200", "the values", vec![]),
     })));
     let change = s.request::<GroupVarsChange>();
     paths.insert("/group-vars".into(), json!({
         "get": op::<GroupVarsList>(&mut s, "Every group (label key=value or device type) holding values of flow variables", None, "200", "the groups", vec![]),
-        "put": op::<GroupVars>(&mut s, "Set and unset one group's values; audited", Some(change), "200", "the group's values", vec![]),
+        "put": op::<GroupVars>(&mut s, "Set and unset one group's values (`secret` ones stored encrypted and shown as <secret>); audited", Some(change), "200", "the group's values", vec![]),
     }));
     let o = op::<PendingPage>(
         &mut s,

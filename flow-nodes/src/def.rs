@@ -75,7 +75,9 @@ pub enum VarType {
 }
 
 /// A flow variable. The reference writes every value as a string (`"value": "30"`); the value
-/// must parse as the declared type.
+/// must parse as the declared type. A variable declared `"secret": true` has no value in the
+/// flow (the flow is hashed into the artifact that every peer may fetch): each device gets its
+/// value sealed to its own key, or from its own `floed.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Variable {
     /// The name used in `${name}` references.
@@ -83,6 +85,14 @@ pub struct Variable {
     /// The declared type.
     #[serde(rename = "type")]
     pub var_type: VarType,
-    /// The value as text.
-    pub value: String,
+    /// The value as text; absent for a secret variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Whether the value is a secret, delivered to each device apart from the flow.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secret: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

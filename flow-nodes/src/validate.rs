@@ -140,8 +140,18 @@ pub fn check_variable_value(ty: crate::def::VarType, text: &str) -> Result<(), S
 }
 
 /// Parses and validates a flow document at `level`, returning the definition as written.
+///
+/// A variable declared secret has no value here: the config fields that refer to it are
+/// checked when a device compiles the flow with its own value ([`compile_with_values`]).
 pub fn check(bytes: &[u8], level: Level) -> Result<Flow, Invalid> {
-    analyse(bytes, level, &[], Undeclared::Refuse).map(|(flow, _)| flow)
+    analyse(
+        bytes,
+        level,
+        &[],
+        Undeclared::Refuse,
+        vars::Secrets::Deferred,
+    )
+    .map(|(flow, _)| flow)
 }
 
 /// Parses, validates at the complete level, and resolves a flow for the engine. `overrides`
@@ -180,7 +190,13 @@ fn compile_inner(
     overrides: &[(String, String)],
     undeclared: Undeclared,
 ) -> Result<CompiledFlow, Invalid> {
-    let (flow, resolved) = analyse(bytes, Level::Complete, overrides, undeclared)?;
+    let (flow, resolved) = analyse(
+        bytes,
+        Level::Complete,
+        overrides,
+        undeclared,
+        vars::Secrets::Required,
+    )?;
     let mut nodes = Vec::with_capacity(flow.nodes.len());
     let mut index = HashMap::with_capacity(flow.nodes.len());
     for (i, (node, res)) in flow.nodes.iter().zip(resolved.nodes).enumerate() {
@@ -351,6 +367,7 @@ fn analyse(
     level: Level,
     overrides: &[(String, String)],
     undeclared: Undeclared,
+    secrets: vars::Secrets,
 ) -> Result<(Flow, Resolved), Invalid> {
     let value = parse_json(bytes, "the flow document").map_err(Invalid::Input)?;
     let mut problems = Problems::default();
@@ -382,7 +399,7 @@ fn analyse(
         );
     }
 
-    let table = vars::check(&raw.variables, &mut problems);
+    let table = vars::check(&raw.variables, secrets, &mut problems);
     let mut budget = config::Budget {
         left: MAX_EXPANSION_BYTES,
         exceeded: false,
@@ -563,5 +580,7 @@ fn internal(what: &str) -> Invalid {
     }])
 }
 
+#[cfg(test)]
+mod secret_tests;
 #[cfg(test)]
 mod tests;

@@ -124,6 +124,11 @@ pub struct VersionRecord {
     /// under the local `[vars]` of `floed.toml`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The values of the flow's secret variables, as delivered: sealed to this device's key
+    /// (base64 in the record). Opened in memory only when the flow starts; the clear value is
+    /// never written here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_vars: BTreeMap<String, floe_wire::proto::SealedValue>,
 }
 
 fn default_flow_path() -> String {
@@ -498,6 +503,7 @@ pub fn record_for_dir(
         smoke_expect: Vec::new(),
         smoke_timeout_ms: None,
         vars: BTreeMap::new(),
+        secret_vars: BTreeMap::new(),
     })
 }
 
@@ -767,6 +773,7 @@ mod tests {
                 smoke_expect: Vec::new(),
                 smoke_timeout_ms: None,
                 vars: BTreeMap::new(),
+                secret_vars: BTreeMap::new(),
             };
             let r = slots.stage_with(SlotName::Blue, &rec, |_| Ok(()));
             assert!(matches!(r, Err(SlotError::UnsafePath(_))), "{bad}: {r:?}");

@@ -232,6 +232,7 @@ fn post_bytes(
         issued_at: now,
         expires: now + 600,
         vars: Default::default(),
+        secret_vars: Default::default(),
     };
     let env = Envelope::sign(&d, &[key]).unwrap().to_bytes().unwrap();
     DirectivePost {

@@ -104,6 +104,7 @@ fn each_device_runs_the_flow_with_its_own_values() {
             },
             set: [("alert_topic".to_string(), "label/e2e".to_string())].into(),
             unset: Vec::new(),
+            secret: Default::default(),
         })
         .unwrap();
     // Device values: dev-0 its own topic (over the label's) on broker A; dev-1 broker B and
@@ -129,6 +130,7 @@ fn each_device_runs_the_flow_with_its_own_values() {
             &VarsChange {
                 set: [("broker".to_string(), b_url.clone())].into(),
                 unset: Vec::new(),
+                secret: Default::default(),
             },
         )
         .unwrap();

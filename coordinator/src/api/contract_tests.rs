@@ -560,6 +560,17 @@ fn exercise(server: &str) -> BTreeSet<(String, String)> {
     let bad = json!({"group": {"label": "no-equals-sign"}, "set": {"x": "1"}});
     let refused = call(&c, k, Put, "/group-vars", "/group-vars", Some(&bad));
     assert_eq!(refused["error"]["field"], "group.label");
+    // A secret value: accepted, then shown only as set (response checked against the schema).
+    let secret = json!({"secret": {"mqtt_pass": "Contract-Secret-1"}});
+    let mine = call(&c, k, Put, &vars_url, "/devices/{id}/vars", Some(&secret));
+    assert_eq!(mine["values"]["mqtt_pass"], "<secret>");
+    assert_eq!(mine["secret"], json!(["mqtt_pass"]));
+    assert_eq!(mine["resolved"]["mqtt_pass"]["secret"], true);
+    assert!(!mine.to_string().contains("Contract-Secret-1"));
+    let group = json!({"group": {"device_type": "rpi4"}, "secret": {"token": "Contract-Secret-2"}});
+    let g = call(&c, k, Put, "/group-vars", "/group-vars", Some(&group));
+    assert_eq!(g["values"]["token"], "<secret>");
+    assert!(!g.to_string().contains("Contract-Secret-2"));
     let unknown = call(&c, k, Get, "/devices/00ff/vars", "/devices/{id}/vars", None);
     assert_eq!(unknown["error"]["code"], "not_found");
     let page = call(&c, k, Get, "/devices?limit=2", "/devices", None);

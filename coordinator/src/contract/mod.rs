@@ -69,6 +69,6 @@ pub use requests::{
 pub use tokens::{ApiToken, ApiTokenCreated, ApiTokenInput, ApiTokenList, WhoAmI};
 pub use triggers::TriggerInput;
 pub use vars::{
-    DeviceVars, GroupVars, GroupVarsChange, GroupVarsList, ResolvedVar, VarGroup, VarSource,
-    VarsChange,
+    DeviceVars, GroupVars, GroupVarsChange, GroupVarsList, ResolvedVar, SECRET_SHOWN, VarGroup,
+    VarSource, VarsChange,
 };

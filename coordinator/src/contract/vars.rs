@@ -3,10 +3,17 @@
 //! A value is text (parsed as the variable's declared type when a flow is deployed); a name
 //! follows the flow language's rule. What a device receives is resolved per deployment: its
 //! own value over a label group's over a device-type group's; the flow's default otherwise.
+//!
+//! A value set under `secret` is kept encrypted on the coordinator and delivered sealed to
+//! each device's key; it is never shown again: reads show [`SECRET_SHOWN`] in its place and
+//! list its name under `secret`.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// What a read shows in place of a secret value.
+pub const SECRET_SHOWN: &str = "<secret>";
 
 /// `PUT /devices/{id}/vars` and the change half of `PUT /group-vars`: values to set (or
 /// replace) and names to remove, in one change. A name may not be in both.
@@ -19,6 +26,10 @@ pub struct VarsChange {
     /// Names whose value is removed (a name without a value is not an error).
     #[serde(default)]
     pub unset: Vec<String>,
+    /// Name → secret value to set: stored encrypted, delivered sealed to each device's key,
+    /// never shown again. A name may be in one of `set`, `secret` and `unset` only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret: BTreeMap<String, String>,
 }
 
 /// A group of devices that values can be set for: exactly one of `label` (`key=value`: the
@@ -46,6 +57,9 @@ pub struct GroupVarsChange {
     /// Names to remove.
     #[serde(default)]
     pub unset: Vec<String>,
+    /// Secret values to set (see [`VarsChange::secret`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret: BTreeMap<String, String>,
 }
 
 /// One group's values.
@@ -53,8 +67,11 @@ pub struct GroupVarsChange {
 pub struct GroupVars {
     /// The group.
     pub group: VarGroup,
-    /// Name → value.
+    /// Name → value ([`SECRET_SHOWN`] for a secret one).
     pub values: BTreeMap<String, String>,
+    /// The names whose value is secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret: Vec<String>,
 }
 
 /// `GET /group-vars`: every group that holds a value (label groups first, each kind by
@@ -80,8 +97,11 @@ pub enum VarSource {
 /// A value a device receives with its next deployment, and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ResolvedVar {
-    /// The value.
+    /// The value ([`SECRET_SHOWN`] for a secret one).
     pub value: String,
+    /// Whether the value is secret (delivered sealed, never shown).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
     /// Its source.
     pub source: VarSource,
     /// The group it comes from (`site=plant-3`, `rpi4`); absent for the device's own.
@@ -96,8 +116,11 @@ pub struct ResolvedVar {
 pub struct DeviceVars {
     /// The device.
     pub device_id: String,
-    /// Its own values.
+    /// Its own values ([`SECRET_SHOWN`] for a secret one).
     pub values: BTreeMap<String, String>,
+    /// The names of its own values that are secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret: Vec<String>,
     /// Every name with a value from any source, resolved by precedence.
     pub resolved: BTreeMap<String, ResolvedVar>,
 }

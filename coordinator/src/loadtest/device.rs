@@ -313,6 +313,7 @@ mod tests {
             issued_at: 1_800_000_000,
             expires: 1_800_003_600,
             vars: Default::default(),
+            secret_vars: Default::default(),
         };
         let env = Envelope::sign(&directive, &[signer]).unwrap();
         DirectivePost {

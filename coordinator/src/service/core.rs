@@ -34,6 +34,8 @@ use tokio::sync::watch;
 pub struct Core {
     settings: ServiceConfig,
     coordinator_key: SigningKey,
+    /// The data key of secret variable values (`DATA_DIR/secrets.key`).
+    vault: super::vault::Vault,
     store: Store,
     registry: Registry,
     flows: Flows,
@@ -64,7 +66,9 @@ impl Core {
         );
         let rollups = Rollups::new(config.health_window, config.health_retention);
         let incidents = Incidents::load(&store, config.rollback_verify_timeout)?;
+        let vault = super::vault::Vault::open(&config.data_dir)?;
         Ok(Core {
+            vault,
             incidents,
             rollups,
             coordinator_key,
@@ -148,6 +152,7 @@ impl Core {
                 directives: &mut self.directives,
                 events: &mut self.events,
                 rollups: &self.rollups,
+                vault: &self.vault,
             },
         )
     }
@@ -452,10 +457,12 @@ impl Core {
         let dev = self.registry.get(id)?;
         let own = vars::own(&self.store, id)?;
         let groups = vars::Groups::load(&self.store)?;
+        let (values, secret) = vars::shown(&own);
         Ok(DeviceVars {
             device_id: id.to_string(),
             resolved: vars::resolve(&groups, dev, &own),
-            values: own,
+            values,
+            secret,
         })
     }
 
@@ -469,6 +476,7 @@ impl Core {
         self.registry.get(id)?;
         vars::apply(
             &self.store,
+            &self.vault,
             &vars::Scope::Device(id.to_string()),
             &change,
             now,
@@ -482,7 +490,7 @@ impl Core {
         change: GroupVarsChange,
         now: Millis,
     ) -> Result<GroupVars, ServiceError> {
-        vars::apply_group(&self.store, change, now)
+        vars::apply_group(&self.store, &self.vault, change, now)
     }
 
     /// `GET /group-vars`.

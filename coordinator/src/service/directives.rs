@@ -234,6 +234,11 @@ impl Directives {
             } else {
                 BTreeMap::new()
             },
+            secret_vars: if kind == DirectiveKind::Stage {
+                track.secret_vars.clone()
+            } else {
+                BTreeMap::new()
+            },
         };
         Ok((directive, manifest))
     }

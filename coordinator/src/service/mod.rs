@@ -62,6 +62,8 @@ mod smoke;
 mod strategy;
 mod trigger_config;
 pub mod vars;
+mod vault;
+pub use vault::SECRETS_KEY_FILE;
 pub mod webhooks;
 
 pub use self::core::Core;

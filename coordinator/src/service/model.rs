@@ -151,6 +151,10 @@ pub struct TargetTrack {
     /// resolved when the deployment was created (see `service::vars`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The values of the flow's secret variables, each sealed to this device's key when the
+    /// deployment was created (never in clear here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_vars: BTreeMap<String, floe_wire::proto::SealedValue>,
 }
 
 /// The artifact a deployment rolls out.

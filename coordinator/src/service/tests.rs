@@ -1070,6 +1070,8 @@ async fn the_actor_answers_signals_publishes_and_stops_on_shutdown() {
     assert!(matches!(handle.outbox().await, Err(ServiceError::Closed)));
 }
 
+#[path = "secret_vars_tests.rs"]
+mod secret_vars_tests;
 #[path = "vars_tests.rs"]
 mod vars_tests;
 

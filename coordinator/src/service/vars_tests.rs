@@ -14,6 +14,7 @@ fn change(set: &[(&str, &str)], unset: &[&str]) -> VarsChange {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         unset: unset.iter().map(|s| s.to_string()).collect(),
+        secret: BTreeMap::new(),
     }
 }
 
@@ -25,6 +26,7 @@ fn group(label: Option<&str>, device_type: Option<&str>, set: &[(&str, &str)]) -
         },
         set: change(set, &[]).set,
         unset: Vec::new(),
+        secret: BTreeMap::new(),
     }
 }
 
@@ -95,7 +97,13 @@ fn device_over_label_over_type_and_the_first_label_key_wins_a_tie() {
         .unwrap();
     let store = Store::open(&dir.path().join("floe.db")).unwrap();
     let groups = Groups::load(&store).unwrap();
-    let own = BTreeMap::from([("path".to_string(), "/dev/own".to_string())]);
+    let own = BTreeMap::from([(
+        "path".to_string(),
+        crate::store::StoredVar {
+            value: "/dev/own".to_string(),
+            secret: false,
+        },
+    )]);
     let dev = record("d1", "rpi4", &[("site", "plant-3"), ("line", "2")]);
     let r = resolve(&groups, &dev, &own);
     assert_eq!(r["path"].value, "/dev/own");

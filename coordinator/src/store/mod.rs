@@ -34,6 +34,7 @@ mod records;
 mod rollups;
 mod tokens;
 mod vars;
+pub use vars::StoredVar;
 
 pub use api_tokens::{ApiTokenRecord, api_token_hash};
 pub use canary_facts::{CanaryFacts, MAX_OFFLINE_HISTORY};
@@ -228,6 +229,9 @@ const MIGRATIONS: &[&str] = &[
         verification_pending INTEGER NOT NULL DEFAULT 0,
         updated_at INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 9: secret variable values: `value` holds the value encrypted with the data key
+    // (`service::vault`) when `secret` is 1.
+    "ALTER TABLE variables ADD COLUMN secret INTEGER NOT NULL DEFAULT 0;",
 ];
 
 fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {

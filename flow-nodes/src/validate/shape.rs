@@ -48,6 +48,8 @@ pub(crate) struct RawVar {
     pub(crate) name: Option<String>,
     pub(crate) ty: Option<VarType>,
     pub(crate) value: Option<String>,
+    /// Declared `"secret": true`: no value in the document.
+    pub(crate) secret: bool,
 }
 
 impl RawVar {
@@ -101,7 +103,12 @@ impl RawFlow {
                 .map(|v| Variable {
                     name: v.name.unwrap_or_default(),
                     var_type: v.ty.unwrap_or(VarType::String),
-                    value: v.value.unwrap_or_default(),
+                    value: if v.secret {
+                        v.value
+                    } else {
+                        Some(v.value.unwrap_or_default())
+                    },
+                    secret: v.secret,
                 })
                 .collect(),
         }
@@ -275,6 +282,7 @@ fn read_var(index: usize, item: &Value, problems: &mut Problems) -> RawVar {
         name: None,
         ty: None,
         value: None,
+        secret: false,
     };
     let Value::Object(obj) = item else {
         problems.push(
@@ -286,7 +294,22 @@ fn read_var(index: usize, item: &Value, problems: &mut Problems) -> RawVar {
     };
     var.name = required_string(obj, "name", problems, || format!("variable #{index}"));
     let subject = var.subject();
-    unknown_fields(obj, &["name", "type", "value"], &subject, "", problems);
+    unknown_fields(
+        obj,
+        &["name", "type", "value", "secret"],
+        &subject,
+        "",
+        problems,
+    );
+    match obj.get("secret") {
+        None | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => var.secret = true,
+        Some(other) => problems.push(
+            &*subject,
+            "secret",
+            format!("must be true or false, not {}", describe(other)),
+        ),
+    }
     if let Some(ty) = required_string(obj, "type", problems, || subject.clone()) {
         var.ty = match ty.as_str() {
             "number" => Some(VarType::Number),
@@ -307,6 +330,14 @@ fn read_var(index: usize, item: &Value, problems: &mut Problems) -> RawVar {
         };
     }
     match obj.get("value") {
+        None if var.secret => {}
+        Some(_) if var.secret => problems.push(
+            &*subject,
+            "value",
+            "a secret variable has no value in the flow (the flow is part of the artifact every \
+             peer may fetch): set it per device with `floe device vars set <id> --secret \
+             name=value` (or a group), or in the device's floed.toml [vars]",
+        ),
         None => problems.push(&*subject, "value", "missing"),
         Some(Value::String(s)) => var.value = Some(s.clone()),
         Some(other) => problems.push(

@@ -62,8 +62,19 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// What a secret variable without a value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secrets {
+    /// Checking a flow (to save or publish it): its value is not known here, so references to
+    /// it are not substituted and the fields that use it are checked on the device, with the
+    /// device's value.
+    Deferred,
+    /// Compiling a flow to run it: every secret needs a value; a missing one is a problem.
+    Required,
+}
+
 /// Checks every declaration and builds the table; the first declaration of a name wins.
-pub(crate) fn check(vars: &[RawVar], problems: &mut Problems) -> Table {
+pub(crate) fn check(vars: &[RawVar], secrets: Secrets, problems: &mut Problems) -> Table {
     let mut table = Table::default();
     let mut first_index: HashMap<&str, usize> = HashMap::new();
     for var in vars {
@@ -90,7 +101,31 @@ pub(crate) fn check(vars: &[RawVar], problems: &mut Problems) -> Table {
             continue;
         }
         first_index.insert(name, var.index);
+        if var.secret && var.value.is_none() && secrets == Secrets::Required {
+            problems.push(
+                &*subject,
+                "value",
+                "is secret and has no value here: set it for this device with `floe device \
+                 vars set <id> --secret name=value` (or a group), or in floed.toml [vars]",
+            );
+        }
         let entry = match (var.ty, var.value.as_deref()) {
+            // A secret value that does not parse is reported without the value.
+            (Some(ty), Some(text)) if var.secret => match parse_value(ty, text) {
+                Ok(value) => Some(Entry {
+                    ty,
+                    value,
+                    text: text.to_string(),
+                }),
+                Err(_) => {
+                    problems.push(
+                        &*subject,
+                        "value",
+                        format!("the secret value does not parse as {}", type_name(ty)),
+                    );
+                    None
+                }
+            },
             (Some(ty), Some(text)) => match parse_value(ty, text) {
                 Ok(value) => Some(Entry {
                     ty,

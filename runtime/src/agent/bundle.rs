@@ -124,6 +124,7 @@ pub fn record_of(manifest: &Manifest) -> Result<VersionRecord, BundleInstallErro
         smoke_expect: smoke_messages(smoke.map(|s| s.expect.as_slice()))?,
         smoke_timeout_ms: smoke.map(|s| s.timeout_ms),
         vars: Default::default(),
+        secret_vars: Default::default(),
     })
 }
 

@@ -180,7 +180,7 @@ impl FlowRunner for EngineRunner {
         }
         // The device's values (delivered with the Stage, under its local `[vars]`) replace
         // the flow's defaults, as `floed run --var` does.
-        let values = effective_vars(spec.record, spec.local_vars);
+        let values = effective_vars(spec.record, spec.secrets, spec.local_vars);
         let mut compiled = floe_flow::validate::compile_with_values(&bytes, &values)
             .map_err(RunnerError::Invalid)?;
         let configured = configured_client_ids(&bytes, &compiled);

@@ -26,6 +26,7 @@ pub mod runner;
 
 mod install;
 mod recover;
+pub mod secrets;
 mod smoke;
 mod start;
 mod trial;
@@ -112,6 +113,8 @@ pub fn now_ms() -> i64 {
 pub struct Agent<R: FlowRunner> {
     cfg: Config,
     device: String,
+    /// Opens the secret values of a slot's record when its flow starts.
+    opener: secrets::Opener,
     state: State,
     slots: Slots,
     runner: R,
@@ -146,6 +149,7 @@ where
         })?;
         let key = identity::load_or_generate(&data)?;
         let device = identity::device_id(&key);
+        let opener = secrets::Opener::new(key);
         let now = now_ms();
         let state = State::open(&data, now)?;
         let slots = Slots::open(&data)?;
@@ -154,6 +158,7 @@ where
         let mut agent = Agent {
             cfg,
             device,
+            opener,
             state,
             slots,
             runner,

@@ -77,17 +77,21 @@ pub struct StartSpec<'a> {
     /// The device's local values of flow variables (`[vars]` in `floed.toml`); they win over
     /// the values in the slot's record (see [`effective_vars`]).
     pub local_vars: &'a BTreeMap<String, String>,
+    /// The record's secret values, opened in memory for this start (never written).
+    pub secrets: &'a BTreeMap<String, String>,
 }
 
 /// The values a slot's flow runs with: the values the coordinator delivered for this device
-/// (the slot record's), each replaced by the device's local value of the same name. The flow's
-/// own defaults stay for every name neither sets; names the flow does not declare are ignored
-/// when it is compiled.
+/// (the slot record's clear ones and the opened secret ones), each replaced by the device's
+/// local value of the same name. The flow's own defaults stay for every name neither sets;
+/// names the flow does not declare are ignored when it is compiled.
 pub fn effective_vars(
     record: &VersionRecord,
+    secrets: &BTreeMap<String, String>,
     local: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let mut all = record.vars.clone();
+    all.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
     all.extend(local.iter().map(|(k, v)| (k.clone(), v.clone())));
     all.into_iter().collect()
 }
@@ -153,14 +157,24 @@ mod tests {
             vars: [("broker", "mqtt://coordinator"), ("topic", "t/device")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .into(),
+            secret_vars: BTreeMap::new(),
         };
-        let local = [("broker", "mqtt://local"), ("extra", "x")]
+        let local = [
+            ("broker", "mqtt://local"),
+            ("extra", "x"),
+            ("pw", "local-pw"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        let secrets = [("pw", "delivered-pw"), ("token", "t0k")]
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .into();
-        let got = effective_vars(&record, &local);
+        let got = effective_vars(&record, &secrets, &local);
         let want: Vec<(String, String)> = [
             ("broker", "mqtt://local"),
             ("extra", "x"),
+            ("pw", "local-pw"),
+            ("token", "t0k"),
             ("topic", "t/device"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -37,6 +37,13 @@ pub enum StartError {
     /// The runner refused to start the flow.
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    /// A secret value of the slot's record does not open with this device's key.
+    #[error(transparent)]
+    Secret(#[from] super::secrets::SecretError),
+    /// The runner refused to start a flow that has secret values; its report, with every
+    /// secret value replaced by `<secret>` (the error itself could quote one).
+    #[error("{0}")]
+    Redacted(String),
 }
 
 impl<R: FlowRunner> Agent<R>
@@ -67,6 +74,7 @@ where
         muted: bool,
     ) -> Result<R::Flow, StartError> {
         let limit = self.cfg.trial.start_timeout;
+        let secrets = self.opener.open_all(&record.secret_vars)?;
         let spec = StartSpec {
             slot_dir: dir,
             record,
@@ -75,6 +83,7 @@ where
             device: &self.device,
             stuck_after: limit,
             local_vars: &self.cfg.vars,
+            secrets: &secrets,
         };
         let fut = AssertUnwindSafe(self.runner.start(spec)).catch_unwind();
         match tokio::time::timeout(limit, fut).await {
@@ -82,8 +91,11 @@ where
                 ms: limit.as_millis(),
             }),
             Ok(Err(panic)) => Err(StartError::Panicked {
-                message: panic_message(&*panic),
+                message: super::secrets::redact(&panic_message(&*panic), &secrets),
             }),
+            Ok(Ok(Err(e))) if !secrets.is_empty() => Err(StartError::Redacted(
+                super::secrets::redact(&e.to_string(), &secrets),
+            )),
             Ok(Ok(Err(e))) => Err(e.into()),
             Ok(Ok(Ok(flow))) => Ok(flow),
         }

@@ -2,6 +2,10 @@
 //! group (a label `key=value` or a device type). A device receives, with its next deployment,
 //! its own value over a label group's over a device-type group's, for the names the deployed
 //! flow declares; `[vars]` in the device's `floed.toml` overrides them all.
+//!
+//! `--secret NAME=VALUE` or `--secret-file NAME=PATH` (`-`: standard input, so the value stays
+//! out of the shell history and the process list) set a secret value: stored encrypted,
+//! delivered sealed to each device's key, shown as `<secret>` from then on.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -28,6 +32,8 @@ pub(crate) enum DeviceVarsCommand {
         /// Remove the device's own value of this name (repeatable).
         #[arg(long = "unset", value_name = "NAME")]
         unset: Vec<String>,
+        #[command(flatten)]
+        secrets: SecretArgs,
     },
     /// A device's own values and what it resolves to now, with the source of each.
     List {
@@ -64,9 +70,57 @@ enum GroupVarsCommand {
         /// Remove the group's value of this name (repeatable).
         #[arg(long = "unset", value_name = "NAME")]
         unset: Vec<String>,
+        #[command(flatten)]
+        secrets: SecretArgs,
     },
     /// Every group holding values.
     List,
+}
+
+/// Secret values of a `set` (repeatable flags).
+#[derive(Debug, Args)]
+pub(crate) struct SecretArgs {
+    /// A secret value as name=value: stored encrypted, delivered sealed to each device,
+    /// never shown again (repeatable). Prefer --secret-file to keep it out of the history.
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = key_value)]
+    secret: Vec<(String, String)>,
+    /// A secret value read from a file (`-`: standard input), one line, the trailing newline
+    /// dropped (repeatable).
+    #[arg(long = "secret-file", value_name = "NAME=PATH", value_parser = key_value)]
+    secret_file: Vec<(String, String)>,
+}
+
+/// The most bytes read for one secret value from a file (a value is at most 256 bytes; the
+/// rest is room for a line ending, so a longer one is refused by the coordinator, by name).
+const MAX_SECRET_FILE_BYTES: u64 = 1024;
+
+impl SecretArgs {
+    fn values(&self) -> Result<BTreeMap<String, String>> {
+        let mut out: BTreeMap<String, String> = self.secret.iter().cloned().collect();
+        for (name, path) in &self.secret_file {
+            let mut text = String::new();
+            let read = if path == "-" {
+                std::io::Read::read_to_string(
+                    &mut std::io::Read::take(std::io::stdin().lock(), MAX_SECRET_FILE_BYTES),
+                    &mut text,
+                )
+            } else {
+                std::fs::File::open(path).and_then(|f| {
+                    std::io::Read::read_to_string(
+                        &mut std::io::Read::take(f, MAX_SECRET_FILE_BYTES),
+                        &mut text,
+                    )
+                })
+            };
+            read.map_err(|e| anyhow::anyhow!("reading the secret {name} from {path}: {e}"))?;
+            let value = text.strip_suffix('\n').unwrap_or(&text);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            if out.insert(name.clone(), value.to_string()).is_some() {
+                bail!("the secret {name} is given twice");
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Reads `type=T …` or `label K=V …` into the group and the rest.
@@ -154,13 +208,22 @@ fn group_text(g: &GroupVars) -> String {
 /// `floe device vars …` on a connected client.
 pub(crate) fn run_device(c: &Client, json: bool, command: DeviceVarsCommand) -> Result<ExitCode> {
     let reply = match command {
-        DeviceVarsCommand::Set { id, values, unset } => {
-            if values.is_empty() && unset.is_empty() {
-                bail!("nothing to set: give NAME=VALUE pairs and/or --unset NAME");
+        DeviceVarsCommand::Set {
+            id,
+            values,
+            unset,
+            secrets,
+        } => {
+            let secret = secrets.values()?;
+            if values.is_empty() && unset.is_empty() && secret.is_empty() {
+                bail!(
+                    "nothing to set: give NAME=VALUE pairs, --secret NAME=VALUE and/or --unset NAME"
+                );
             }
             let change = VarsChange {
                 set: values.into_iter().collect(),
                 unset,
+                secret,
             };
             call(c, |c| c.set_device_vars(&id, &change))?
         }
@@ -181,13 +244,25 @@ pub(crate) fn run_group(args: GroupArgs) -> Result<ExitCode> {
     let json = args.conn.json;
     let GroupCommand::Vars(command) = args.command;
     match command {
-        GroupVarsCommand::Set { args, unset } => {
+        GroupVarsCommand::Set {
+            args,
+            unset,
+            secrets,
+        } => {
             let (group, rest) = split_group(&args)?;
             let set = values(rest)?;
-            if set.is_empty() && unset.is_empty() {
-                bail!("nothing to set: give NAME=VALUE pairs and/or --unset NAME");
+            let secret = secrets.values()?;
+            if set.is_empty() && unset.is_empty() && secret.is_empty() {
+                bail!(
+                    "nothing to set: give NAME=VALUE pairs, --secret NAME=VALUE and/or --unset NAME"
+                );
             }
-            let change = GroupVarsChange { group, set, unset };
+            let change = GroupVarsChange {
+                group,
+                set,
+                unset,
+                secret,
+            };
             let reply = call(&c, |c| c.set_group_vars(&change))?;
             if json {
                 print_raw(&reply.text);

@@ -48,6 +48,8 @@ pub(super) struct Env<'a> {
     pub(super) events: &'a mut EventSink,
     /// The health rollups baselines are read from (with the store's).
     pub(super) rollups: &'a super::rollups::Rollups,
+    /// The data key secret variable values are decrypted with (to be sealed to targets).
+    pub(super) vault: &'a super::vault::Vault,
 }
 
 /// An unfinished deployment in memory.
@@ -423,10 +425,10 @@ impl Deployments {
             .iter()
             .map(|d| super::canary_facts::target_spec(d, now))
             .collect();
-        let values = super::vars::for_deployment(env.store, &flow.definition, &targets)?;
+        let values = super::vars::for_deployment(env.store, env.vault, &flow.definition, &targets)?;
         let generations = env.store.generations()?;
         let mut tracks = Vec::with_capacity(targets.len());
-        for (d, vars) in targets.iter().zip(values) {
+        for (d, values) in targets.iter().zip(values) {
             tracks.push(TargetTrack {
                 device_id: d.id.clone(),
                 generation: generations.get(&d.id).copied().unwrap_or(0),
@@ -434,7 +436,8 @@ impl Deployments {
                 fed: Vec::new(),
                 previous: Registry::rollback_target(d),
                 detail: String::new(),
-                vars,
+                vars: values.vars,
+                secret_vars: values.secret_vars,
             });
         }
         let seed_hex = random_token(8)?;

@@ -285,13 +285,15 @@ where
             return Ok(false);
         };
         // A Stage of the same release with other values (a value changed since) stages it
-        // again; the other actions carry no values and act on what is staged.
+        // again; the other actions carry no values and act on what is staged. Secret values
+        // are compared sealed: each deployment seals afresh, so a new deployment of the same
+        // release with secrets stages again (and a changed secret is never missed).
         let d = &post.directive.value;
         Ok(rel.manifest_sha256 == pinned
-            && self
-                .slots
-                .verify(slot)
-                .is_ok_and(|record| d.action != Action::Stage || record.vars == d.vars))
+            && self.slots.verify(slot).is_ok_and(|record| {
+                d.action != Action::Stage
+                    || (record.vars == d.vars && record.secret_vars == d.secret_vars)
+            }))
     }
 
     /// The slot a Stage fills and a Switch activates: the one that is not the last known good.

@@ -150,11 +150,17 @@ where
             let why = format!("busy: phase {}", self.lifecycle.phase.as_str());
             return self.set_progress(post, Progress::Failed, &why);
         }
+        // A secret this device cannot open fails the Stage now, by name (the values are
+        // dropped at once; they are opened again, in memory, when the flow starts).
+        if let Err(e) = self.opener.open_all(&post.directive.value.secret_vars) {
+            return self.set_progress(post, Progress::Failed, &e.to_string());
+        }
         let m = &post.manifest.value;
         let record = match bundle::record_of(m) {
             // The flow runs with the values the signed directive carries for this device.
             Ok(r) => VersionRecord {
                 vars: post.directive.value.vars.clone(),
+                secret_vars: post.directive.value.secret_vars.clone(),
                 ..r
             },
             Err(e) => return self.set_progress(post, Progress::Failed, &e.to_string()),

@@ -73,6 +73,7 @@ fn post(
         issued_at: now - 10,
         expires: now.saturating_add_signed(expires_in),
         vars: Default::default(),
+        secret_vars: Default::default(),
     };
     DirectivePost {
         schema: POST_SCHEMA,
@@ -293,4 +294,62 @@ fn details_are_clipped_to_the_report_cap_without_control_characters() {
     let c = clip(&long);
     assert!(c.len() <= MAX_DETAIL_BYTES);
     assert!(!c.chars().any(char::is_control));
+}
+
+#[tokio::test]
+async fn a_stage_whose_secret_does_not_open_here_fails_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let mut a = agent(dir.path(), &k).await;
+    let me = a.device().to_string();
+    let (env, digest) = manifest(dir.path(), &k.release, 1);
+    // Sealed to another device's key: the coordinator signed it, but this device cannot open it.
+    let other = hex::encode(k.rogue.verifying_key().to_bytes());
+    let now = unix_secs();
+    let d = Directive {
+        schema: DIRECTIVE_SCHEMA,
+        device_id: me.clone(),
+        generation: 6,
+        action: Action::Stage,
+        artifact: ArtifactRef {
+            name: "temp".into(),
+            release: 1,
+            manifest_sha256: digest,
+        },
+        issued_at: now - 10,
+        expires: now + 60,
+        vars: Default::default(),
+        secret_vars: [(
+            "token".to_string(),
+            floe_wire::proto::sealed::seal(&other, "not-for-me").unwrap(),
+        )]
+        .into(),
+    };
+    let bytes = DirectivePost {
+        schema: POST_SCHEMA,
+        directive: ByteBuf(
+            Envelope::sign(&d, &[&k.coordinator])
+                .unwrap()
+                .to_bytes()
+                .unwrap(),
+        ),
+        manifest: ByteBuf(env.clone()),
+    }
+    .to_bytes()
+    .unwrap();
+    let accepted = a.check_post(&bytes, now).unwrap();
+    let DirectiveStep::Fetch { post, .. } = a.begin_directive(accepted).await.unwrap() else {
+        panic!("a stage of an artifact the device lacks must fetch");
+    };
+    a.finish_stage(&post, Ok(())).await.unwrap();
+    let applied = a.applied().unwrap().unwrap();
+    assert_eq!(applied.progress, Progress::Failed);
+    assert!(
+        applied.detail.contains("secret variable token")
+            && applied
+                .detail
+                .contains("does not open with this device's key"),
+        "{}",
+        applied.detail
+    );
 }

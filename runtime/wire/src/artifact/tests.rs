@@ -561,6 +561,7 @@ fn rollback_directive(
         issued_at: NOW - 10,
         expires: NOW + 600,
         vars: Default::default(),
+        secret_vars: Default::default(),
     };
     let envelope = Envelope::sign(&directive, &[&key(9)]).unwrap();
     trust().verify_coordinator(&envelope).unwrap()

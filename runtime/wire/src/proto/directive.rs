@@ -8,6 +8,7 @@
 use super::bytes::Digest;
 use super::envelope::{Payload, Verified};
 use super::manifest::check_name;
+use super::sealed::{SEAL_OVERHEAD, SealedValue};
 use crate::text::{check_var_name, check_var_value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -128,6 +129,12 @@ pub struct Directive {
     /// directives without values keep their encoding.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The device's values of secret variables, each sealed to this device's key
+    /// ([`super::sealed`]); never in clear on the wire. A name is in `vars` or here, not both;
+    /// both count towards [`MAX_DIRECTIVE_VARS`] and [`MAX_DIRECTIVE_VARS_BYTES`]. Absent on
+    /// the wire when empty (directives without secrets keep their encoding).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_vars: BTreeMap<String, SealedValue>,
 }
 
 /// Checks a set of variable values a directive may carry: at most [`MAX_DIRECTIVE_VARS`],
@@ -154,6 +161,53 @@ pub fn check_directive_vars(vars: &BTreeMap<String, String>) -> Result<(), Strin
     Ok(())
 }
 
+/// Checks a directive's sealed values together with its clear ones (`vars`, already checked by
+/// [`check_directive_vars`]): valid names, none also in `vars`, each at most a sealed
+/// [`MAX_VAR_VALUE_BYTES`](crate::text::MAX_VAR_VALUE_BYTES) value, and the count and bytes
+/// of both within [`MAX_DIRECTIVE_VARS`] and [`MAX_DIRECTIVE_VARS_BYTES`]. The error names the
+/// variable.
+pub fn check_directive_secrets(
+    vars: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, SealedValue>,
+) -> Result<(), String> {
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let count = vars.len().saturating_add(secrets.len());
+    if count > MAX_DIRECTIVE_VARS {
+        return Err(format!(
+            "{count} variable values (with secret ones), at most {MAX_DIRECTIVE_VARS} allowed"
+        ));
+    }
+    let max_sealed = crate::text::MAX_VAR_VALUE_BYTES + SEAL_OVERHEAD;
+    let mut total = vars.iter().fold(0usize, |t, (k, v)| {
+        t.saturating_add(k.len()).saturating_add(v.len())
+    });
+    for (name, sealed) in secrets {
+        check_var_name("secret variable name", name).map_err(|e| e.to_string())?;
+        if vars.contains_key(name) {
+            return Err(format!(
+                "variable {name} has both a clear and a secret value"
+            ));
+        }
+        if sealed.0.len() < SEAL_OVERHEAD || sealed.0.len() > max_sealed {
+            return Err(format!(
+                "secret variable {name}: sealed value is {} bytes, {SEAL_OVERHEAD} to {max_sealed} allowed",
+                sealed.0.len()
+            ));
+        }
+        total = total
+            .saturating_add(name.len())
+            .saturating_add(sealed.0.len());
+    }
+    if total > MAX_DIRECTIVE_VARS_BYTES {
+        return Err(format!(
+            "variable names and values (secret ones sealed) are {total} bytes, at most {MAX_DIRECTIVE_VARS_BYTES} allowed"
+        ));
+    }
+    Ok(())
+}
+
 impl Payload for Directive {
     const KIND: &'static str = "directive";
     const MAX_BYTES: usize = MAX_DIRECTIVE_BYTES;
@@ -170,6 +224,7 @@ impl Payload for Directive {
         }
         check_name("artifact name", &self.artifact.name)?;
         check_directive_vars(&self.vars)?;
+        check_directive_secrets(&self.vars, &self.secret_vars)?;
         if self.expires <= self.issued_at {
             return Err(format!(
                 "expires ({}) is not after issued_at ({})",

@@ -17,13 +17,15 @@ pub mod envelope;
 pub mod manifest;
 pub mod membership;
 pub mod report;
+pub mod sealed;
 pub mod trust;
 
 pub use bytes::{ByteBuf, Digest, Fixed, KeyId, PublicKeyBytes, SignatureBytes};
 pub use cbor::{CborError, MAX_DEPTH};
 pub use directive::{
     Action, ArtifactRef, Directive, DirectiveRefusal, MAX_DIRECTIVE_BYTES, MAX_DIRECTIVE_VARS,
-    MAX_DIRECTIVE_VARS_BYTES, UnknownName, accept_directive, check_directive_vars,
+    MAX_DIRECTIVE_VARS_BYTES, UnknownName, accept_directive, check_directive_secrets,
+    check_directive_vars,
 };
 pub use envelope::{
     Envelope, Payload, Rejected, Signature, SignedError, TrustedKey, Verified, open,
@@ -34,6 +36,7 @@ pub use report::{
     Applied, DeviceReport, DirectivePost, Facts, HealthLevel, HealthSummary, Label, PostError,
     Progress, SlotInfo, SystemSummary, open_report, open_report_from,
 };
+pub use sealed::{SEAL_OVERHEAD, SealError, SealedValue};
 pub use trust::{RotationError, TrustStore};
 
 /// A manifest whose signatures met the release threshold and that decoded canonically.
@@ -41,6 +44,8 @@ pub type VerifiedManifest = Verified<Manifest>;
 /// A directive signed by the coordinator key that decoded canonically.
 pub type VerifiedDirective = Verified<Directive>;
 
+#[cfg(test)]
+mod sealed_tests;
 #[cfg(test)]
 mod smoke_tests;
 #[cfg(test)]

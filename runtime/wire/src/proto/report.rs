@@ -711,6 +711,7 @@ mod tests {
             issued_at: 10,
             expires: 20,
             vars: Default::default(),
+            secret_vars: Default::default(),
         };
         let env = Envelope::sign(&directive, &[&k])
             .unwrap()

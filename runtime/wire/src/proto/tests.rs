@@ -58,6 +58,7 @@ fn sample_directive() -> Directive {
         issued_at: 1_700_000_000,
         expires: 1_700_003_600,
         vars: Default::default(),
+        secret_vars: Default::default(),
     }
 }
 
