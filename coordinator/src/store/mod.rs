@@ -331,12 +331,6 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // The writer's page cache: 32 MiB instead of SQLite's 2 MiB. Starting a 100 000-target
-        // deployment writes one transaction larger than 2 MiB, which spilled pages to the WAL
-        // mid-transaction (`pagerStress` in its profile). Statement journals (a savepoint per
-        // engine step) stay in memory instead of temporary files.
-        conn.pragma_update(None, "cache_size", -32_768)?;
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Every statement of the per-report path stays prepared (rusqlite keeps 16 by default).
         conn.set_prepared_statement_cache_capacity(64);
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
