@@ -370,49 +370,14 @@ pub fn run(
             .collect();
         (ids.len(), off)
     };
-    let killed = drive(
-        &fleet,
-        &mut server,
-        limit,
-        |c| {
-            let d = call(c, Method::Get, &dep2_path, None);
-            progress(&d);
-            if d["status"] != json!("running") || d["current_stage"].as_u64()? < 1 {
-                return None;
-            }
-            let on_new = d["completed_targets"].as_u64()?;
-            let r = call(c, Method::Post, &format!("{dep2_path}/rollback"), None);
-            Some(format!(
-                "right after the rollback command ({on_new} targets on the new version, status {})",
-                r["status"]
-            ))
-        },
-        |c| {
-            let d = call(c, Method::Get, &dep2_path, None);
-            progress(&d);
-            d["status"] == json!("rolled_back") && rolled_back_on_v1(c).1.is_empty()
-        },
-    );
+    let killed = kill_after_rollback(&fleet, &mut server, limit, &dep2_path, 1, |c| {
+        rolled_back_on_v1(c).1.is_empty()
+    });
     assert!(
         killed.is_some(),
         "the second deployment never reached a wave"
     );
-    let rolled = call(&client, Method::Get, &dep2_path, None);
-    assert_eq!(rolled["status"], json!("rolled_back"), "{rolled}");
-    assert_eq!(rolled["total_targets"], json!(n));
-    check_gates(&rolled, false);
-    let t = targets(&client, &id2);
-    assert_eq!(t.len(), n);
-    let mut by_status = std::collections::BTreeMap::new();
-    for x in &t {
-        *by_status
-            .entry(x["status"].as_str().unwrap_or("?").to_string())
-            .or_insert(0usize) += 1;
-    }
-    assert!(
-        !by_status.contains_key("deploying"),
-        "a target is still deploying after the rollback: {by_status:?}"
-    );
+    let by_status = rolled_back_targets(&client, &id2, n);
     let (checked_devices, off) = rolled_back_on_v1(&client);
     assert!(
         checked_devices > 0,
@@ -528,13 +493,48 @@ fn partial_phases(
             .collect();
         (sample.len(), off)
     };
-    let killed = drive(
+    let killed = kill_after_rollback(fleet, server, limit, &dep_path, 0, |c| {
+        rolled_back_applied(c).1.is_empty()
+    });
+    let Some(killed) = killed else {
+        let d = call(&client, Method::Get, &dep_path, None);
+        panic!(
+            "the deployment was not running for its rollback: {}",
+            d["status"]
+        );
+    };
+    let by_status = rolled_back_targets(&client, id, n);
+    let (sampled, off) = rolled_back_applied(&client);
+    assert!(sampled > 0, "no target was rolled back: {by_status:?}");
+    assert!(
+        off.is_empty(),
+        "{} rolled-back devices did not apply the rollback: {off:?}",
+        off.len()
+    );
+    checked.push(format!(
+        "mid-rollback: killed {killed}; rolled_back, targets {by_status:?}, {sampled} rolled-back devices checked report the rollback applied"
+    ));
+}
+
+/// Drives the fleet and, once the deployment at `dep_path` is running in stage `min_stage` or
+/// later, sends the rollback command and kills the coordinator right after it; then drives
+/// until the deployment is `rolled_back` and `applied` says the devices agree.
+fn kill_after_rollback(
+    fleet: &Fleet,
+    server: &mut Coordinator,
+    limit: Duration,
+    dep_path: &str,
+    min_stage: u64,
+    applied: impl Fn(&Client) -> bool,
+) -> Option<String> {
+    drive(
         fleet,
         server,
         limit,
         |c| {
-            let d = call(c, Method::Get, &dep_path, None);
-            if d["status"] != json!("running") {
+            let d = call(c, Method::Get, dep_path, None);
+            progress(&d);
+            if d["status"] != json!("running") || d["current_stage"].as_u64()? < min_stage {
                 return None;
             }
             let on_new = d["completed_targets"].as_u64()?;
@@ -545,23 +545,26 @@ fn partial_phases(
             ))
         },
         |c| {
-            let d = call(c, Method::Get, &dep_path, None);
+            let d = call(c, Method::Get, dep_path, None);
             progress(&d);
-            d["status"] == json!("rolled_back") && rolled_back_applied(c).1.is_empty()
+            d["status"] == json!("rolled_back") && applied(c)
         },
-    );
-    let Some(killed) = killed else {
-        let d = call(&client, Method::Get, &dep_path, None);
-        panic!(
-            "the deployment was not running for its rollback: {}",
-            d["status"]
-        );
-    };
-    let rolled = call(&client, Method::Get, &dep_path, None);
+    )
+}
+
+/// A rolled-back deployment's checks that do not depend on the devices: `rolled_back`, all
+/// `n` targets kept, gates passed once and in order, no target left deploying. Returns its
+/// targets counted by status.
+fn rolled_back_targets(
+    client: &Client,
+    id: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let rolled = call(client, Method::Get, &format!("/deployments/{id}"), None);
     assert_eq!(rolled["status"], json!("rolled_back"), "{rolled}");
     assert_eq!(rolled["total_targets"], json!(n));
     check_gates(&rolled, false);
-    let t = targets(&client, id);
+    let t = targets(client, id);
     assert_eq!(t.len(), n);
     let mut by_status = std::collections::BTreeMap::new();
     for x in &t {
@@ -573,14 +576,5 @@ fn partial_phases(
         !by_status.contains_key("deploying"),
         "a target is still deploying after the rollback: {by_status:?}"
     );
-    let (sampled, off) = rolled_back_applied(&client);
-    assert!(sampled > 0, "no target was rolled back: {by_status:?}");
-    assert!(
-        off.is_empty(),
-        "{} rolled-back devices did not apply the rollback: {off:?}",
-        off.len()
-    );
-    checked.push(format!(
-        "mid-rollback: killed {killed}; rolled_back, targets {by_status:?}, {sampled} rolled-back devices checked report the rollback applied"
-    ));
+    by_status
 }
