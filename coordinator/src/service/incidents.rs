@@ -507,10 +507,9 @@ impl Incidents {
         }
     }
 
-    /// Writes the watches changed since the last write, at most every [`SAVE_EVERY`], or now
-    /// when `force`.
-    fn save_unsaved(&mut self, env: &mut IncidentEnv<'_>, now: Millis, force: bool) {
-        if self.unsaved.is_empty() || (!force && now < self.saved_at.saturating_add(SAVE_EVERY)) {
+    /// Writes the watches changed since the last write, at most every [`SAVE_EVERY`].
+    fn save_unsaved(&mut self, env: &mut IncidentEnv<'_>, now: Millis) {
+        if self.unsaved.is_empty() || now < self.saved_at.saturating_add(SAVE_EVERY) {
             return;
         }
         for dep in std::mem::take(&mut self.unsaved) {
@@ -562,7 +561,7 @@ impl Incidents {
 
     /// Deadlines: devices past theirs are judged; finished watches are recorded.
     pub(super) fn tick(&mut self, env: &mut IncidentEnv<'_>, now: Millis) {
-        self.save_unsaved(env, now, false);
+        self.save_unsaved(env, now);
         let due: Vec<String> = self
             .watches
             .iter()
