@@ -210,6 +210,21 @@ impl Coordinator {
         self.client.targets(id, None).all().unwrap()
     }
 
+    /// Deploys `flow` to `devices` all at once and waits until it has completed (the fleet's
+    /// known-good first version, before the version a test breaks).
+    pub fn deploy_completed(&self, flow: &str, devices: &[&Device]) {
+        let done = self.wait_done(
+            &self.deploy(flow, "all-at-once", devices, json!({"timeout": "60s"})),
+            Duration::from_secs(120),
+        );
+        assert_eq!(
+            done.status.as_str(),
+            "completed",
+            "{:?}",
+            done.status_reason
+        );
+    }
+
     /// Waits until the deployment is terminal.
     pub fn wait_done(&self, id: &str, limit: Duration) -> Deployment {
         let until = Instant::now() + limit;
@@ -578,6 +593,20 @@ pub fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
 }
 
 /// The Temperature Alert example with a simulated sensor every 300 ms, publishing to `broker`.
+/// `flow` (the example's shape: n1 → n2 → n3) with a test-only `fault` node named `name`,
+/// configured with `config`, between n1 and n2: every message passes it.
+pub fn with_fault(mut flow: Value, name: &str, config: Value) -> Value {
+    flow["nodes"].as_array_mut().unwrap().push(json!({
+        "id": "nfault", "type": "fault", "name": name, "config": config, "x": 0, "y": 0
+    }));
+    flow["connections"] = json!([
+        {"source": "n1", "target": "nfault"},
+        {"source": "nfault", "target": "n2"},
+        {"source": "n2", "target": "n3"}
+    ]);
+    flow
+}
+
 pub fn temperature_flow(broker: &str) -> Value {
     let mut flow: Value = serde_json::from_str(EXAMPLE).unwrap();
     for var in flow["variables"].as_array_mut().unwrap() {

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use floe_tests::Mosquitto;
-use floe_tests::coordinator::{Coordinator, Device, temperature_flow};
+use floe_tests::coordinator::{Coordinator, Device, temperature_flow, with_fault};
 use serde_json::{Value, json};
 
 /// The example flow with a reading every 50 ms: floed measures a node's error rate over its
@@ -57,30 +57,15 @@ fn a_slow_degradation_in_the_canary_soak_is_cautioned_failed_and_rolled_back() {
     coord.wait_online(&refs, Duration::from_secs(60));
 
     let v1 = coord.publish("Temperature Alert", fast_flow(&broker.url()));
-    let done = coord.wait_done(
-        &coord.deploy(&v1, "all-at-once", &refs, json!({"timeout": "60s"})),
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        done.status.as_str(),
-        "completed",
-        "{:?}",
-        done.status_reason
-    );
+    coord.deploy_completed(&v1, &refs);
 
     // Version 2: every message passes the ramping fault node, whose error rate climbs from 0
     // when the flow starts to 3 % 90 s later.
-    let mut bad = fast_flow(&broker.url());
-    bad["nodes"].as_array_mut().unwrap().push(json!({
-        "id": "nfault", "type": "fault", "name": "Slow regression",
-        "config": {"mode": "error_ramp", "rate": 0.03, "after": "0ms", "ramp": "90s"},
-        "x": 0, "y": 0
-    }));
-    bad["connections"] = json!([
-        {"source": "n1", "target": "nfault"},
-        {"source": "nfault", "target": "n2"},
-        {"source": "n2", "target": "n3"}
-    ]);
+    let bad = with_fault(
+        fast_flow(&broker.url()),
+        "Slow regression",
+        json!({"mode": "error_ramp", "rate": 0.03, "after": "0ms", "ramp": "90s"}),
+    );
     let v2 = coord.publish_next(&v1, bad);
     // An 80 s soak: the gate comes before the fleet-wide gradual_degradation trigger could
     // count three rising 30 s health checks (it would halt for an operator, 001).

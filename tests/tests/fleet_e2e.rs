@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use floe_tests::Mosquitto;
-use floe_tests::coordinator::{Coordinator, Device, temperature_flow, wait};
+use floe_tests::coordinator::{Coordinator, Device, temperature_flow, wait, with_fault};
 use serde_json::{Value, json};
 
 /// Rolling config with short soaks (the reference's shape and units).
@@ -136,29 +136,15 @@ fn failing_canary_rolls_the_deployment_back() {
     let refs: Vec<&Device> = devices.iter().collect();
 
     let v1 = coord.publish("Temperature Alert", temperature_flow(&broker.url()));
-    let done = coord.wait_done(
-        &coord.deploy(&v1, "all-at-once", &refs, json!({"timeout": "60s"})),
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        done.status.as_str(),
-        "completed",
-        "{:?}",
-        done.status_reason
-    );
+    coord.deploy_completed(&v1, &refs);
 
     // Version 2: a node that starts failing every message 2.5 s after it starts, longer
     // than the smoke test, so the version is staged, switched and fails its trial.
-    let mut bad = temperature_flow(&broker.url());
-    bad["nodes"].as_array_mut().unwrap().push(json!({
-        "id": "nfault", "type": "fault", "name": "Regression",
-        "config": {"mode": "error_rate", "rate": 1.0, "after": "2500ms"}, "x": 0, "y": 0
-    }));
-    bad["connections"] = json!([
-        {"source": "n1", "target": "nfault"},
-        {"source": "nfault", "target": "n2"},
-        {"source": "n2", "target": "n3"}
-    ]);
+    let bad = with_fault(
+        temperature_flow(&broker.url()),
+        "Regression",
+        json!({"mode": "error_rate", "rate": 1.0, "after": "2500ms"}),
+    );
     let v2 = coord.publish_next(&v1, bad);
     let cfg = json!({"canary_percentage": 25, "canary_delay": "4s", "timeout": "60s",
                      "auto_rollback": true, "health_check": true});
